@@ -1,0 +1,54 @@
+//! The in-process bus for a single node.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+
+use super::{Bus, BusError, BusFeed};
+use crate::event::Event;
+use crate::room::RoomName;
+
+/// Events a feed may hold before the bus starts dropping for it (the hub then
+/// heals the gap from the store).
+const FEED_CAPACITY: usize = 4096;
+
+/// Delivers each published event to the feeds watching its room.
+#[derive(Default)]
+pub struct MemoryBus {
+    /// A std mutex: held only to look up or edit the map, never across an await.
+    watchers: Mutex<HashMap<RoomName, Vec<mpsc::Sender<Arc<Event>>>>>,
+}
+
+impl Bus for MemoryBus {
+    fn publish(&self, events: Vec<Arc<Event>>) {
+        let Ok(mut watchers) = self.watchers.lock() else { return };
+        for event in events {
+            let Some(feeds) = watchers.get_mut(&event.room) else { continue };
+            feeds.retain(|feed| match feed.try_send(event.clone()) {
+                Ok(()) | Err(TrySendError::Full(_)) => true,
+                Err(TrySendError::Closed(_)) => false,
+            });
+            if feeds.is_empty() {
+                watchers.remove(&event.room);
+            }
+        }
+    }
+
+    fn watch(&self, room: &RoomName) -> BoxFuture<'_, Result<BusFeed, BusError>> {
+        let (tx, rx) = mpsc::channel(FEED_CAPACITY);
+        if let Ok(mut watchers) = self.watchers.lock() {
+            let feeds = watchers.entry(room.clone()).or_default();
+            feeds.retain(|feed| !feed.is_closed());
+            feeds.push(tx);
+        }
+        async move { Ok(rx) }.boxed()
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), BusError>> {
+        async { Ok(()) }.boxed()
+    }
+}

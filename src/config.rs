@@ -1,0 +1,303 @@
+//! Configuration: defaults, then `hubcast.toml`, then its `[env.NAME]` block,
+//! then `HUBCAST_*` environment variables, then command-line flags — each layer
+//! overriding the one before (figment does the merging).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Everything `hubcast serve` can be told.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` (embedded, default).
+    pub store: String,
+    /// `memory` (one node).
+    pub bus: String,
+    /// Allow binding a non-loopback address without credentials.
+    pub insecure: bool,
+    pub heartbeat: HeartbeatConfig,
+    pub limits: LimitsConfig,
+    pub retention: RetentionConfig,
+    pub hub: HubConfig,
+    pub sqlite: SqliteConfig,
+    /// Named override blocks, selected with `--env NAME` (like wrangler environments).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, figment::value::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// How often the server sends a WebSocket ping.
+    pub interval_ms: u64,
+    /// A session with no frame from its client for this long is closed with 4010.
+    pub stale_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest event `data` and largest client frame, in bytes.
+    pub max_event_bytes: usize,
+    /// Rooms one session may be subscribed to at once.
+    pub max_subscriptions: usize,
+    /// Frames a session may have queued before it is cut as a slow consumer.
+    pub outbound_queue: usize,
+    /// Largest `rewind` honoured.
+    pub max_rewind: u64,
+    /// Largest `limit` of one history page.
+    pub max_page: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Events kept per room; older ones are pruned. 0 keeps all.
+    pub max_events: u64,
+    /// Age in seconds past which events are pruned. 0 keeps all.
+    pub max_age_secs: u64,
+    /// How often the pruning task runs.
+    pub interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubConfig {
+    /// Recent events a hub keeps in memory to serve resumes without the store.
+    pub tail: usize,
+    /// How long a hub with no subscribers lives before it hibernates.
+    pub idle_ms: u64,
+    /// How often hubs compare their head with the store's (heals lost notifications).
+    pub reconcile_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqliteConfig {
+    /// `full` fsyncs every commit (an acknowledged publish survives power loss);
+    /// `normal` survives a process crash but not power loss.
+    pub synchronous: String,
+    /// Most appends committed in one transaction.
+    pub max_batch: usize,
+    /// Read-only connections kept open for replay and history.
+    pub readers: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            store: "sqlite://./hubcast-data/hubcast.db".into(),
+            bus: "memory".into(),
+            insecure: false,
+            heartbeat: HeartbeatConfig::default(),
+            limits: LimitsConfig::default(),
+            retention: RetentionConfig::default(),
+            hub: HubConfig::default(),
+            sqlite: SqliteConfig::default(),
+            env: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig { interval_ms: 15_000, stale_ms: 30_000 }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_event_bytes: 1024 * 1024,
+            max_subscriptions: 256,
+            outbound_queue: 1024,
+            max_rewind: 1000,
+            max_page: 1000,
+        }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { max_events: 100_000, max_age_secs: 7 * 24 * 3600, interval_ms: 60_000 }
+    }
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig { tail: 256, idle_ms: 30_000, reconcile_ms: 1000 }
+    }
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        SqliteConfig { synchronous: "full".into(), max_batch: 4096, readers: 4 }
+    }
+}
+
+/// Overrides given as command-line flags: the last and strongest layer.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct FlagOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+}
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    #[error("environment `{0}` is not defined in the config file (expected an [env.{0}] block)")]
+    UnknownEnv(String),
+    #[error("invalid configuration: {0}")]
+    Check(String),
+}
+
+impl Config {
+    /// Loads the layered configuration. `file` is read if it exists; `env_name`
+    /// selects an `[env.NAME]` block of it; `HUBCAST_*` variables are read from the
+    /// process environment.
+    pub fn load(
+        file: &Path,
+        env_name: Option<&str>,
+        flags: &FlagOverrides,
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if file.exists() {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        if let Some(name) = env_name {
+            let key = format!("env.{name}");
+            let file_only = Figment::from(Toml::file_exact(file));
+            if file_only.find_value(&key).is_err() {
+                return Err(ConfigError::UnknownEnv(name.to_owned()));
+            }
+            figment = figment.merge(file_only.focus(&key));
+        }
+        figment = figment
+            .merge(Env::prefixed("HUBCAST_").ignore(&["env", "config", "log"]).split("__"))
+            .merge(Serialized::defaults(flags));
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        config.env.clear();
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Rejects settings that cannot work together.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let fail = |m: &str| Err(ConfigError::Check(m.to_owned()));
+        if !self.listen.ip().is_loopback() && !self.insecure {
+            return Err(ConfigError::Check(format!(
+                "refusing to listen on {} without credentials (protected mode): listen on a loopback \
+                 address, or pass --insecure to accept anonymous clients from the network",
+                self.listen
+            )));
+        }
+        if self.heartbeat.interval_ms == 0 || self.heartbeat.stale_ms <= self.heartbeat.interval_ms {
+            return fail("heartbeat.stale_ms must be greater than heartbeat.interval_ms > 0");
+        }
+        if self.limits.outbound_queue < 16 {
+            return fail("limits.outbound_queue must be at least 16");
+        }
+        if self.hub.tail == 0 || self.hub.tail + 8 > self.limits.outbound_queue {
+            return fail("hub.tail must be at least 1 and at most limits.outbound_queue - 8");
+        }
+        if self.limits.max_event_bytes < 16 {
+            return fail("limits.max_event_bytes must be at least 16");
+        }
+        if self.limits.max_page == 0 {
+            return fail("limits.max_page must be at least 1");
+        }
+        if !matches!(self.sqlite.synchronous.as_str(), "full" | "normal") {
+            return fail("sqlite.synchronous must be `full` or `normal`");
+        }
+        if self.sqlite.max_batch == 0 || self.sqlite.readers == 0 {
+            return fail("sqlite.max_batch and sqlite.readers must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_override_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "hubcast.toml",
+                r#"
+                listen = "127.0.0.1:9000"
+                store = "sqlite://file.db"
+                [heartbeat]
+                interval_ms = 1000
+                stale_ms = 5000
+                [env.staging]
+                store = "sqlite://staging.db"
+                [env.staging.limits]
+                max_subscriptions = 7
+                "#,
+            )?;
+            let path = Path::new("hubcast.toml");
+            let base = Config::load(path, None, &FlagOverrides::default()).unwrap();
+            assert_eq!(base.listen.port(), 9000);
+            assert_eq!(base.store, "sqlite://file.db");
+            assert_eq!(base.heartbeat.interval_ms, 1000);
+            assert_eq!(base.limits.max_subscriptions, 256);
+
+            let staging = Config::load(path, Some("staging"), &FlagOverrides::default()).unwrap();
+            assert_eq!(staging.store, "sqlite://staging.db");
+            assert_eq!(staging.limits.max_subscriptions, 7);
+            assert_eq!(staging.listen.port(), 9000);
+
+            jail.set_env("HUBCAST_STORE", "sqlite://env.db");
+            jail.set_env("HUBCAST_HEARTBEAT__STALE_MS", "9000");
+            let env = Config::load(path, Some("staging"), &FlagOverrides::default()).unwrap();
+            assert_eq!(env.store, "sqlite://env.db");
+            assert_eq!(env.heartbeat.stale_ms, 9000);
+
+            let flags = FlagOverrides { store: Some("sqlite://flag.db".into()), ..Default::default() };
+            let flagged = Config::load(path, Some("staging"), &flags).unwrap();
+            assert_eq!(flagged.store, "sqlite://flag.db");
+
+            assert!(matches!(
+                Config::load(path, Some("nope"), &FlagOverrides::default()),
+                Err(ConfigError::UnknownEnv(_))
+            ));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        figment::Jail::expect_with(|_| {
+            let config = Config::load(Path::new("missing.toml"), None, &FlagOverrides::default()).unwrap();
+            assert_eq!(config, Config::default());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn typos_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("hubcast.toml", "lisen = \"127.0.0.1:1\"")?;
+            assert!(Config::load(Path::new("hubcast.toml"), None, &FlagOverrides::default()).is_err());
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,65 @@
+//! HTTP errors: every refusal is a status with a JSON body `{error, message}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::protocol::codes::ErrorCode;
+use crate::room::RoomNameError;
+use crate::store::StoreError;
+
+/// An error answered to an HTTP client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// The room's head and epoch, on a 409 conflict.
+    pub head: Option<(u64, String)>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    head: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError { code, message: message.into(), head: None }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status: StatusCode = self.code.status();
+        let body = Body {
+            error: self.code.as_str(),
+            message: &self.message,
+            head: self.head.as_ref().map(|(head, _)| *head),
+            epoch: self.head.as_ref().map(|(_, epoch)| epoch.as_str()),
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<RoomNameError> for ApiError {
+    fn from(err: RoomNameError) -> ApiError {
+        ApiError::new(ErrorCode::InvalidRoom, err.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> ApiError {
+        tracing::warn!(error = %err, "store error answered with 503");
+        ApiError::new(ErrorCode::StoreUnavailable, err.to_string())
+    }
+}

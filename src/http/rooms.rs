@@ -1,0 +1,40 @@
+//! `GET /v1/rooms/{room}`: a room's head, epoch, subscribers and retention.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Serialize;
+
+use super::error::ApiError;
+use crate::node::Node;
+use crate::room::RoomName;
+
+#[derive(Serialize)]
+pub struct RoomStats {
+    room: RoomName,
+    /// `null` when the room was never created.
+    epoch: Option<String>,
+    head: u64,
+    earliest: u64,
+    retained: u64,
+    /// Subscribers on this node.
+    subscribers: usize,
+}
+
+pub async fn stats(State(node): State<Arc<Node>>, Path(room): Path<String>) -> Result<Json<RoomStats>, ApiError> {
+    let room = RoomName::parse(&room)?;
+    let state = node.store.room_state(&room).await?;
+    let subscribers = match node.hubs.get(&room) {
+        Some(hub) => hub.stats().await.map(|s| s.subscribers).unwrap_or(0),
+        None => 0,
+    };
+    Ok(Json(RoomStats {
+        epoch: state.as_ref().map(|s| s.epoch.clone()),
+        head: state.as_ref().map_or(0, |s| s.head),
+        earliest: state.as_ref().map_or(1, |s| s.earliest),
+        retained: state.as_ref().map_or(0, |s| s.retained()),
+        room,
+        subscribers,
+    }))
+}

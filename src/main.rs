@@ -1,0 +1,144 @@
+//! The `hubcast` binary: parses arguments and calls into the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use hubcast::client::{self, Cursor, Update};
+use hubcast::config::{Config, FlagOverrides};
+use hubcast::room::RoomName;
+
+#[derive(Parser)]
+#[command(name = "hubcast", version, about = "Real-time event fan-out server: durable rooms, gapless sequence, exact replay")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node.
+    Serve {
+        /// Config file (read if it exists).
+        #[arg(long, env = "HUBCAST_CONFIG", default_value = "hubcast.toml")]
+        config: PathBuf,
+        /// Apply the `[env.NAME]` block of the config file.
+        #[arg(long = "env", env = "HUBCAST_ENV", value_name = "NAME")]
+        env_name: Option<String>,
+        /// Address to listen on [default: 127.0.0.1:8787].
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Store URL [default: sqlite://./hubcast-data/hubcast.db].
+        #[arg(long)]
+        store: Option<String>,
+        /// Bus URL [default: memory].
+        #[arg(long)]
+        bus: Option<String>,
+        /// Allow a non-loopback listen address without credentials.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Publish one event: `hubcast pub ROOM '{"price":0.42}'`.
+    Pub {
+        room: String,
+        /// The event's data, as JSON.
+        json: String,
+        #[arg(long, env = "HUBCAST_URL", default_value = "http://127.0.0.1:8787")]
+        url: String,
+        /// Idempotency key: a retry with the same key is not appended twice.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Append only if the room's head is this seq (else 409).
+        #[arg(long)]
+        expected_seq: Option<u64>,
+    },
+    /// Follow a room, printing one JSON line per event; resumes after disconnects.
+    Sub {
+        room: String,
+        /// Start after this seq (replays everything after it).
+        #[arg(long)]
+        cursor: Option<u64>,
+        /// The epoch the cursor belongs to.
+        #[arg(long)]
+        epoch: Option<String>,
+        /// Exit after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+        #[arg(long, env = "HUBCAST_URL", default_value = "http://127.0.0.1:8787")]
+        url: String,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Serve { .. }));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(server: bool) {
+    let default = if server { "hubcast=info" } else { "hubcast=warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { config, env_name, listen, store, bus, insecure } => {
+            let flags = FlagOverrides { listen, store, bus, insecure };
+            let config = Config::load(&config, env_name.as_deref(), &flags)?;
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+            hubcast::serve(config, listener, hubcast::shutdown::signal()).await
+        }
+        Command::Pub { room, json, url, idempotency_key, expected_seq } => {
+            let room = RoomName::parse(&room)?;
+            let data: serde_json::Value =
+                serde_json::from_str(&json).map_err(|e| anyhow::anyhow!("event data is not valid JSON: {e}"))?;
+            let http = reqwest::Client::new();
+            let (status, answer) =
+                client::publish(&http, &url, &room, &data, idempotency_key.as_deref(), expected_seq).await?;
+            println!("{answer}");
+            if status >= 300 {
+                anyhow::bail!("publish failed with HTTP {status}");
+            }
+            Ok(())
+        }
+        Command::Sub { room, cursor, epoch, count, url } => {
+            let room = RoomName::parse(&room)?;
+            let mut seen = 0;
+            let start = Cursor { epoch, seq: cursor };
+            client::follow(&url, &room, start, |update, cursor| {
+                match update {
+                    Update::Event { seq, ts, data } => {
+                        println!("{}", serde_json::json!({"room": room.as_str(), "seq": seq, "ts": ts, "data": data}));
+                        seen += 1;
+                    }
+                    Update::Reset { epoch, earliest, head } => {
+                        eprintln!("reset: the cursor cannot be served (epoch {epoch}, earliest {earliest}); continuing live from {head}");
+                    }
+                    Update::CaughtUp { seq } => {
+                        tracing::info!(seq, epoch = ?cursor.epoch, "caught up");
+                    }
+                }
+                count.map_or(true, |n| seen < n)
+            })
+            .await?;
+            Ok(())
+        }
+    }
+}

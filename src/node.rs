@@ -1,0 +1,124 @@
+//! The node: one `hubcast serve` process's shared state and background tasks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::hub::{HubSettings, Hubs};
+use crate::store::{CommitFeed, RetentionPolicy, Store};
+
+/// Everything request handlers and sessions share.
+pub struct Node {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub hubs: Hubs,
+    /// Cancelled when the node begins its graceful shutdown.
+    pub shutdown: CancellationToken,
+    /// Tracks session tasks so shutdown can wait for them to close.
+    pub sessions: TaskTracker,
+    pub started: Instant,
+    next_session: AtomicU64,
+    /// Random per-process prefix that keeps session ids unique across restarts.
+    session_prefix: u32,
+}
+
+impl Node {
+    /// Opens the store and the bus and starts the node's background tasks.
+    pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Arc<Node>> {
+        let (store, commits) = crate::store::open(&config.store, &config).await?;
+        let bus = crate::bus::open(&config.bus).await?;
+        let hubs = Hubs::new(
+            store.clone(),
+            bus.clone(),
+            HubSettings { tail: config.hub.tail, idle: Duration::from_millis(config.hub.idle_ms) },
+        );
+        let node = Arc::new(Node {
+            config,
+            store,
+            bus,
+            hubs,
+            shutdown,
+            sessions: TaskTracker::new(),
+            started: Instant::now(),
+            next_session: AtomicU64::new(1),
+            session_prefix: rand::random(),
+        });
+        tokio::spawn(forward_commits(commits, node.bus.clone()));
+        tokio::spawn(reconcile(node.clone()));
+        tokio::spawn(retention(node.clone()));
+        Ok(node)
+    }
+
+    /// A new session's id, unique on this node and unlikely to repeat elsewhere.
+    pub fn next_session_id(&self) -> (u64, String) {
+        let n = self.next_session.fetch_add(1, Ordering::Relaxed);
+        (n, format!("{:08x}-{n}", self.session_prefix))
+    }
+}
+
+/// Tells the bus about each committed batch, in commit order.
+async fn forward_commits(mut commits: CommitFeed, bus: Arc<dyn Bus>) {
+    while let Some(batch) = commits.recv().await {
+        bus.publish(batch);
+    }
+}
+
+/// Every `hub.reconcile_ms`, compares each hub's position with the store's
+/// head (one query for all rooms) so a lost notification delays an event by at
+/// most one interval.
+async fn reconcile(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(node.config.hub.reconcile_ms.max(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = node.shutdown.cancelled() => return,
+        }
+        let hubs = node.hubs.snapshot();
+        if hubs.is_empty() {
+            continue;
+        }
+        let rooms = hubs.iter().map(|(room, _)| room.clone()).collect();
+        match node.store.heads(rooms).await {
+            Ok(heads) => {
+                let handles: std::collections::HashMap<_, _> = hubs.into_iter().collect();
+                for (room, head) in heads {
+                    if let Some(hub) = handles.get(&room) {
+                        hub.reconcile(head);
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "reconcile could not read heads"),
+        }
+    }
+}
+
+/// Enforces the retention policy every `retention.interval_ms`.
+async fn retention(node: Arc<Node>) {
+    let policy = RetentionPolicy {
+        max_events: node.config.retention.max_events,
+        max_age_ms: node.config.retention.max_age_secs.saturating_mul(1000),
+    };
+    if policy.max_events == 0 && policy.max_age_ms == 0 {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(node.config.retention.interval_ms.max(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = node.shutdown.cancelled() => return,
+        }
+        match node.store.enforce_retention(policy).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::debug!(deleted, "retention pruned events"),
+            Err(err) => tracing::warn!(error = %err, "retention failed"),
+        }
+    }
+}

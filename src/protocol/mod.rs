@@ -1,0 +1,235 @@
+//! The WebSocket wire protocol: parsing client messages and encoding server
+//! messages. Only this module knows the JSON shape of frames.
+//!
+//! Every frame is a JSON text frame with a `type`. See docs/protocol.md.
+
+pub mod codes;
+
+use axum::extract::ws::Utf8Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::event::Event;
+use crate::room::RoomName;
+use codes::ErrorCode;
+
+/// A message from a client, validated.
+#[derive(Debug)]
+pub enum ClientMessage {
+    Subscribe(SubscribeRequest),
+    Unsubscribe { room: RoomName },
+    Publish(PublishRequest),
+    Ping,
+}
+
+/// `subscribe {room, cursor?, epoch?, rewind?}`: where the client wants the
+/// room's stream to start.
+#[derive(Debug, Clone)]
+pub struct SubscribeRequest {
+    pub room: RoomName,
+    pub cursor: Option<u64>,
+    pub epoch: Option<String>,
+    pub rewind: Option<u64>,
+}
+
+/// `publish {id, room, data, expected_seq?}`.
+#[derive(Debug)]
+pub struct PublishRequest {
+    pub id: String,
+    pub room: RoomName,
+    pub data: Box<RawValue>,
+    pub expected_seq: Option<u64>,
+}
+
+/// A client message that could not be accepted: the `error` frame to answer with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// The `id` of the offending message, when it had one.
+    pub id: Option<String>,
+}
+
+impl ProtocolError {
+    pub fn new(code: ErrorCode, message: impl Into<String>, id: Option<&str>) -> ProtocolError {
+        ProtocolError { code, message: message.into(), id: id.map(str::to_owned) }
+    }
+}
+
+/// The flat shape every client message is read into before it is checked
+/// against its type. Reading into one struct (instead of a tagged enum) gives
+/// precise errors ("missing field room") and lets `data` stay raw JSON.
+#[derive(Deserialize)]
+struct RawClientMessage<'a> {
+    #[serde(rename = "type")]
+    kind: Option<&'a str>,
+    room: Option<String>,
+    cursor: Option<u64>,
+    epoch: Option<String>,
+    rewind: Option<u64>,
+    id: Option<String>,
+    data: Option<Box<RawValue>>,
+    expected_seq: Option<u64>,
+}
+
+/// The longest `id` accepted on a publish (it doubles as the idempotency key).
+pub const MAX_ID_LEN: usize = 128;
+
+/// Parses and validates one text frame from a client.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> {
+    let raw: RawClientMessage = serde_json::from_str(text).map_err(|err| {
+        let code = if err.is_data() { ErrorCode::BadRequest } else { ErrorCode::InvalidJson };
+        ProtocolError::new(code, err.to_string(), None)
+    })?;
+    let id = raw.id.as_deref();
+    let kind = raw
+        .kind
+        .ok_or_else(|| ProtocolError::new(ErrorCode::BadRequest, "missing field `type`", id))?;
+    let room = |raw_room: Option<String>| -> Result<RoomName, ProtocolError> {
+        let name = raw_room
+            .ok_or_else(|| ProtocolError::new(ErrorCode::BadRequest, "missing field `room`", id))?;
+        RoomName::parse(&name)
+            .map_err(|err| ProtocolError::new(ErrorCode::InvalidRoom, err.to_string(), id))
+    };
+    match kind {
+        "subscribe" => Ok(ClientMessage::Subscribe(SubscribeRequest {
+            room: room(raw.room)?,
+            cursor: raw.cursor,
+            epoch: raw.epoch,
+            rewind: raw.rewind,
+        })),
+        "unsubscribe" => Ok(ClientMessage::Unsubscribe { room: room(raw.room)? }),
+        "publish" => {
+            let room = room(raw.room)?;
+            let msg_id = raw
+                .id
+                .clone()
+                .ok_or_else(|| ProtocolError::new(ErrorCode::BadRequest, "missing field `id`", None))?;
+            if msg_id.is_empty() || msg_id.len() > MAX_ID_LEN {
+                return Err(ProtocolError::new(
+                    ErrorCode::BadRequest,
+                    format!("`id` must be 1 to {MAX_ID_LEN} bytes"),
+                    None,
+                ));
+            }
+            let data = raw
+                .data
+                .ok_or_else(|| ProtocolError::new(ErrorCode::BadRequest, "missing field `data`", id))?;
+            Ok(ClientMessage::Publish(PublishRequest { id: msg_id, room, data, expected_seq: raw.expected_seq }))
+        }
+        "ping" => Ok(ClientMessage::Ping),
+        other => Err(ProtocolError::new(
+            ErrorCode::UnknownType,
+            format!("unknown message type `{}`", truncate(other, 64)),
+            id,
+        )),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Messages the server sends. Encoded once; event frames are shared by every
+/// subscriber of a room.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage<'a> {
+    Welcome { session: &'a str, heartbeat_ms: u64 },
+    Subscribed { room: &'a str, epoch: &'a str, head: u64 },
+    Event { room: &'a str, seq: u64, ts: i64, data: &'a RawValue },
+    CaughtUp { room: &'a str, seq: u64 },
+    Reset { room: &'a str, epoch: &'a str, earliest: u64 },
+    Unsubscribed { room: &'a str },
+    Ack { id: &'a str, room: &'a str, seq: u64 },
+    Error {
+        code: &'a str,
+        message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room: Option<&'a str>,
+        /// The room's head, on a `conflict`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        head: Option<u64>,
+    },
+    Pong,
+}
+
+impl ServerMessage<'_> {
+    /// Encodes the message as a text frame payload.
+    pub fn encode(&self) -> Utf8Bytes {
+        // Serializing these types cannot fail: every field is a string, a
+        // number, or already-validated raw JSON.
+        let text = serde_json::to_string(self).expect("server messages always serialize");
+        Utf8Bytes::from(text)
+    }
+}
+
+/// The `event` frame for one event.
+pub fn encode_event(event: &Event) -> Utf8Bytes {
+    ServerMessage::Event { room: &event.room, seq: event.seq, ts: event.ts, data: &event.data }.encode()
+}
+
+/// The `error` frame for a refused client message.
+pub fn encode_error(err: &ProtocolError, room: Option<&str>) -> Utf8Bytes {
+    ServerMessage::Error { code: err.code.as_str(), message: &err.message, id: err.id.as_deref(), room, head: None }
+        .encode()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(input: &str, expected: &str) {
+        let got = match parse_client_message(input) {
+            Ok(msg) => format!("{msg:?}"),
+            Err(err) => format!("error {} {}", err.code, err.id.as_deref().unwrap_or("-")),
+        };
+        assert!(got.starts_with(expected), "{input}\n got: {got}\nwant: {expected}");
+    }
+
+    #[test]
+    fn client_messages() {
+        check(r#"{"type":"ping"}"#, "Ping");
+        check(r#"{"type":"subscribe","room":"a","cursor":3,"epoch":"e"}"#, "Subscribe(SubscribeRequest { room: \"a\", cursor: Some(3), epoch: Some(\"e\"), rewind: None");
+        check(r#"{"type":"subscribe","room":"a","rewind":5}"#, "Subscribe(SubscribeRequest { room: \"a\", cursor: None, epoch: None, rewind: Some(5)");
+        check(r#"{"type":"unsubscribe","room":"a"}"#, "Unsubscribe { room: \"a\" }");
+        check(r#"{"type":"publish","id":"p1","room":"a","data":{"x":[1,2]}}"#, "Publish(PublishRequest { id: \"p1\", room: \"a\", data: RawValue({\"x\":[1,2]})");
+        check(r#"{"type":"subscribe","room":"a","extra":true}"#, "Subscribe");
+        check(r#"not json"#, "error invalid_json");
+        check(r#"{"type":"subscribe""#, "error invalid_json");
+        check(r#"[1,2]"#, "error bad_request");
+        check(r#"{"room":"a"}"#, "error bad_request");
+        check(r#"{"type":"subscribe"}"#, "error bad_request");
+        check(r#"{"type":"subscribe","room":"bad room"}"#, "error invalid_room");
+        check(r#"{"type":"subscribe","room":"a","cursor":-1}"#, "error bad_request");
+        check(r#"{"type":"subscribe","room":"a","cursor":"3"}"#, "error bad_request");
+        check(r#"{"type":"publish","room":"a","data":1}"#, "error bad_request -");
+        check(r#"{"type":"publish","id":"p","room":"a"}"#, "error bad_request p");
+        check(r#"{"type":"publish","id":"","room":"a","data":1}"#, "error bad_request");
+        check(r#"{"type":"dance","id":"x"}"#, "error unknown_type x");
+        check(r#"{"type":7}"#, "error bad_request");
+    }
+
+    #[test]
+    fn server_messages() {
+        let event = Event {
+            room: RoomName::parse("r").unwrap(),
+            seq: 7,
+            ts: 1000,
+            data: RawValue::from_string(r#"{"p":0.5}"#.into()).unwrap(),
+        };
+        assert_eq!(encode_event(&event).as_str(), r#"{"type":"event","room":"r","seq":7,"ts":1000,"data":{"p":0.5}}"#);
+        assert_eq!(ServerMessage::Pong.encode().as_str(), r#"{"type":"pong"}"#);
+        assert_eq!(
+            ServerMessage::CaughtUp { room: "r", seq: 3 }.encode().as_str(),
+            r#"{"type":"caught_up","room":"r","seq":3}"#
+        );
+        let err = ProtocolError::new(ErrorCode::UnknownType, "nope", Some("i"));
+        assert_eq!(encode_error(&err, None).as_str(), r#"{"type":"error","code":"unknown_type","message":"nope","id":"i"}"#);
+    }
+}

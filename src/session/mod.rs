@@ -1,0 +1,324 @@
+//! The session: one client WebSocket connection, subscribed to any number of
+//! rooms.
+//!
+//! The session's own task reads client messages and answers them; a second
+//! task ([`writer`]) drains the bounded outbound queue to the socket. Replay
+//! runs here, on the session's task, reading the store page by page and
+//! waiting for queue room as it goes, then hands the session to the room's hub
+//! (see [`crate::hub`]) which continues from exactly where the replay ended.
+
+pub mod outbound;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::event::RoomState;
+use crate::hub::{HubHandle, Joined};
+use crate::node::Node;
+use crate::protocol::codes::{close, ErrorCode};
+use crate::protocol::{
+    encode_error, encode_event, parse_client_message, ClientMessage, ProtocolError, PublishRequest, ServerMessage,
+    SubscribeRequest,
+};
+use crate::room::RoomName;
+use crate::store::{AppendOutcome, AppendRequest};
+use outbound::{Outbound, SessionControl};
+
+/// Events read from the store per page during replay.
+const REPLAY_PAGE: usize = 1000;
+
+/// Runs one session to its end. `first` is the subscription implied by a
+/// room-scoped URL (`/v1/rooms/{room}/ws`).
+pub async fn run(node: Arc<Node>, socket: WebSocket, first: Option<SubscribeRequest>) {
+    let (id, name) = node.next_session_id();
+    let control = Arc::new(SessionControl::default());
+    let (frames_tx, frames_rx) = mpsc::channel(node.config.limits.outbound_queue);
+    let out = Outbound::new(id, frames_tx, control.clone());
+    let (sink, stream) = socket.split();
+    let writer = tokio::spawn(writer::run(
+        sink,
+        frames_rx,
+        control.clone(),
+        node.shutdown.clone(),
+        Duration::from_millis(node.config.heartbeat.interval_ms),
+    ));
+    tracing::debug!(session = %name, "session opened");
+
+    let mut session = Session { node, out, control, subscriptions: HashMap::new() };
+    let welcome = ServerMessage::Welcome { session: &name, heartbeat_ms: session.node.config.heartbeat.interval_ms };
+    session.out.send(welcome.encode()).await;
+    if let Some(request) = first {
+        session.subscribe(request).await;
+    }
+    session.read_loop(stream).await;
+
+    for (_, hub) in session.subscriptions.drain() {
+        hub.unsubscribe(id).await;
+    }
+    session.control.token.cancel();
+    let _ = writer.await;
+    tracing::debug!(session = %name, close = ?session.control.close_reason(), "session closed");
+}
+
+struct Session {
+    node: Arc<Node>,
+    out: Outbound,
+    control: Arc<SessionControl>,
+    subscriptions: HashMap<RoomName, HubHandle>,
+}
+
+impl Session {
+    async fn read_loop(&mut self, mut stream: futures_util::stream::SplitStream<WebSocket>) {
+        let stale = Duration::from_millis(self.node.config.heartbeat.stale_ms);
+        loop {
+            let next = tokio::select! {
+                _ = self.control.token.cancelled() => return,
+                next = tokio::time::timeout(stale, stream.next()) => next,
+            };
+            let message = match next {
+                Err(_elapsed) => {
+                    self.control.close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+                    return;
+                }
+                Ok(None) => return,
+                Ok(Some(Err(err))) => {
+                    if is_too_big(err) {
+                        self.control.close(close::TOO_BIG, "frame too big");
+                    } else {
+                        self.control.token.cancel();
+                    }
+                    return;
+                }
+                Ok(Some(Ok(message))) => message,
+            };
+            match message {
+                Message::Text(text) => self.on_text(&text).await,
+                Message::Binary(_) => {
+                    self.control.close(close::POLICY, "binary frames are not accepted; send JSON text");
+                    return;
+                }
+                Message::Ping(_) | Message::Pong(_) => {}
+                Message::Close(_) => return,
+            }
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) {
+        match parse_client_message(text) {
+            Err(err) => self.reply_error(&err, None).await,
+            Ok(ClientMessage::Subscribe(request)) => self.subscribe(request).await,
+            Ok(ClientMessage::Unsubscribe { room }) => self.unsubscribe(room).await,
+            Ok(ClientMessage::Publish(request)) => self.publish(request).await,
+            Ok(ClientMessage::Ping) => {
+                self.out.send(ServerMessage::Pong.encode()).await;
+            }
+        }
+    }
+
+    async fn reply_error(&self, err: &ProtocolError, room: Option<&RoomName>) {
+        self.out.send(encode_error(err, room.map(|r| r.as_str()))).await;
+    }
+
+    async fn subscribe(&mut self, request: SubscribeRequest) {
+        let room = request.room.clone();
+        if self.subscriptions.contains_key(&room) {
+            let err = ProtocolError::new(ErrorCode::AlreadySubscribed, "already subscribed to this room", None);
+            return self.reply_error(&err, Some(&room)).await;
+        }
+        if self.subscriptions.len() >= self.node.config.limits.max_subscriptions {
+            let message = format!("at most {} subscriptions per session", self.node.config.limits.max_subscriptions);
+            let err = ProtocolError::new(ErrorCode::TooManySubscriptions, message, None);
+            return self.reply_error(&err, Some(&room)).await;
+        }
+        let state = match self.node.store.ensure_room(&room).await {
+            Ok(state) => state,
+            Err(err) => {
+                let err = ProtocolError::new(ErrorCode::StoreUnavailable, err.to_string(), None);
+                return self.reply_error(&err, Some(&room)).await;
+            }
+        };
+        let start = plan_start(&state, &request, self.node.config.limits.max_rewind);
+        let subscribed = ServerMessage::Subscribed { room: &room, epoch: &state.epoch, head: state.head };
+        self.out.send(subscribed.encode()).await;
+        if start.reset {
+            let reset = ServerMessage::Reset { room: &room, epoch: &state.epoch, earliest: state.earliest };
+            self.out.send(reset.encode()).await;
+        }
+
+        let mut position = start.after;
+        let room_tail = self.node.config.hub.tail + 2;
+        loop {
+            if self.out.is_closed() {
+                return;
+            }
+            let hub = self.node.hubs.get_or_spawn(&room);
+            // The hub will queue up to a tail's worth of frames without
+            // waiting; make sure they fit so a resume is not cut as slow.
+            self.out.wait_for_room(room_tail).await;
+            match hub.subscribe(self.out.clone(), position).await {
+                Ok(Joined::Live) => {
+                    self.subscriptions.insert(room, hub);
+                    return;
+                }
+                Ok(Joined::NeedStore { head }) => match self.replay(&room, position, head).await {
+                    Ok(reached) => position = reached,
+                    Err(err) => return self.reply_error(&err, Some(&room)).await,
+                },
+                Err(_gone) => self.node.hubs.forget(&room, hub.id),
+            }
+        }
+    }
+
+    /// Queues the room's events after `from` from the store, at least through
+    /// `upto` (or the end of the log), waiting for queue room as needed.
+    /// Returns the last seq queued.
+    async fn replay(&self, room: &RoomName, from: u64, upto: u64) -> Result<u64, ProtocolError> {
+        let mut position = from;
+        loop {
+            let page = self
+                .node
+                .store
+                .read(room, position, REPLAY_PAGE)
+                .await
+                .map_err(|err| ProtocolError::new(ErrorCode::StoreUnavailable, err.to_string(), None))?;
+            let full_page = page.events.len() == REPLAY_PAGE;
+            for event in &page.events {
+                if event.seq != position + 1 {
+                    // Retention pruned what this replay still needed. Cut the
+                    // session: its client resumes and gets an explicit reset.
+                    self.out.close(close::SLOW_CONSUMER, "replay overtaken by retention");
+                    return Ok(position);
+                }
+                if !self.out.send(encode_event(event)).await {
+                    return Ok(position);
+                }
+                position = event.seq;
+            }
+            if !full_page || position >= upto {
+                return Ok(position);
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, room: RoomName) {
+        match self.subscriptions.remove(&room) {
+            Some(hub) => {
+                hub.unsubscribe(self.out.session_id).await;
+                self.out.send(ServerMessage::Unsubscribed { room: &room }.encode()).await;
+            }
+            None => {
+                let err = ProtocolError::new(ErrorCode::NotSubscribed, "not subscribed to this room", None);
+                self.reply_error(&err, Some(&room)).await;
+            }
+        }
+    }
+
+    /// A publish over the socket takes the same write path as HTTP: the store
+    /// first, then the bus; the hub never applies it. `id` is the idempotency
+    /// key, so a retry after a reconnect is not appended twice.
+    async fn publish(&mut self, request: PublishRequest) {
+        let PublishRequest { id, room, data, expected_seq } = request;
+        let max = self.node.config.limits.max_event_bytes;
+        if data.get().len() > max {
+            let err = ProtocolError::new(ErrorCode::TooLarge, format!("event data is larger than {max} bytes"), Some(&id));
+            return self.reply_error(&err, Some(&room)).await;
+        }
+        let request = AppendRequest { room: room.clone(), data, idem_key: Some(id.clone()), expected_seq };
+        let frame = match self.node.store.append(request).await {
+            Ok(AppendOutcome::Appended(receipt) | AppendOutcome::Duplicate(receipt)) => {
+                ServerMessage::Ack { id: &id, room: &room, seq: receipt.seq }.encode()
+            }
+            Ok(AppendOutcome::Conflict { head, .. }) => {
+                let message = format!("expected_seq {} but the head is {head}", expected_seq.unwrap_or(0));
+                ServerMessage::Error {
+                    code: ErrorCode::Conflict.as_str(),
+                    message: &message,
+                    id: Some(&id),
+                    room: Some(&room),
+                    head: Some(head),
+                }
+                .encode()
+            }
+            Err(err) => {
+                let err = ProtocolError::new(ErrorCode::StoreUnavailable, err.to_string(), Some(&id));
+                encode_error(&err, Some(&room))
+            }
+        };
+        self.out.send(frame).await;
+    }
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    /// Deliver events with seq greater than this.
+    pub after: u64,
+    /// The client's cursor cannot be served: it is told with `reset` and
+    /// continues live from the head.
+    pub reset: bool,
+}
+
+/// Decides where a subscription starts from the client's cursor, epoch or rewind.
+pub fn plan_start(state: &RoomState, request: &SubscribeRequest, max_rewind: u64) -> Start {
+    let live = Start { after: state.head, reset: false };
+    let reset = Start { after: state.head, reset: true };
+    if let Some(cursor) = request.cursor {
+        let epoch_matches = request.epoch.as_deref().map_or(true, |e| e == state.epoch);
+        return if epoch_matches && state.can_serve(cursor) { Start { after: cursor, reset: false } } else { reset };
+    }
+    if let Some(rewind) = request.rewind {
+        let back = rewind.min(max_rewind);
+        let after = state.head.saturating_sub(back).max(state.earliest.saturating_sub(1));
+        return Start { after, reset: false };
+    }
+    live
+}
+
+/// Whether a read error means the client sent a frame over the size limit.
+fn is_too_big(err: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let inner = err.into_inner();
+    matches!(inner.downcast_ref::<WsError>(), Some(WsError::Capacity(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(head: u64, earliest: u64, cursor: Option<u64>, epoch: Option<&str>, rewind: Option<u64>, expected: (u64, bool)) {
+        let state = RoomState { epoch: "E".into(), head, earliest };
+        let request = SubscribeRequest {
+            room: RoomName::parse("r").unwrap(),
+            cursor,
+            epoch: epoch.map(str::to_owned),
+            rewind,
+        };
+        let start = plan_start(&state, &request, 100);
+        assert_eq!((start.after, start.reset), expected, "head {head} earliest {earliest} cursor {cursor:?} epoch {epoch:?} rewind {rewind:?}");
+    }
+
+    #[test]
+    fn subscription_start() {
+        check(10, 1, None, None, None, (10, false));
+        check(10, 1, Some(4), None, None, (4, false));
+        check(10, 1, Some(4), Some("E"), None, (4, false));
+        check(10, 1, Some(0), Some("E"), None, (0, false));
+        check(10, 1, Some(10), Some("E"), None, (10, false));
+        check(10, 1, Some(4), Some("other"), None, (10, true));
+        check(10, 6, Some(4), Some("E"), None, (10, true));
+        check(10, 6, Some(5), Some("E"), None, (5, false));
+        check(10, 1, Some(11), None, None, (10, true));
+        check(10, 1, None, None, Some(3), (7, false));
+        check(10, 1, None, None, Some(50), (0, false));
+        check(10, 6, None, None, Some(50), (5, false));
+        check(500, 1, None, None, Some(1000), (400, false));
+        check(10, 1, Some(2), None, Some(3), (2, false));
+        check(0, 1, Some(0), None, None, (0, false));
+    }
+}

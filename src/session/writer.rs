@@ -1,0 +1,85 @@
+//! The session's writer task: drains the outbound queue to the socket.
+//!
+//! It writes every frame already queued (up to [`MAX_BURST`]) before one flush,
+//! so a burst of events costs one syscall, not one per event. It also sends the
+//! WebSocket pings of the heartbeat and, when the session ends, the close frame
+//! with the code the session was closed with.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::SplitSink;
+use futures_util::SinkExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::outbound::SessionControl;
+use crate::protocol::codes::close;
+
+/// Most frames written before a flush.
+const MAX_BURST: usize = 256;
+
+/// How long a close frame may take to go out before the socket is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+type Sink = SplitSink<WebSocket, Message>;
+
+pub async fn run(
+    mut sink: Sink,
+    mut frames: mpsc::Receiver<Utf8Bytes>,
+    control: Arc<SessionControl>,
+    shutdown: CancellationToken,
+    ping_every: Duration,
+) {
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let written = tokio::select! {
+            biased;
+            _ = stopped(&control, &shutdown) => break,
+            frame = frames.recv() => match frame {
+                // A write to a client that stopped reading can pend forever:
+                // keep listening for the close while it does.
+                Some(frame) => tokio::select! {
+                    written = write_burst(&mut sink, &mut frames, frame) => written,
+                    _ = stopped(&control, &shutdown) => break,
+                },
+                None => break,
+            },
+            _ = ping.tick() => sink.send(Message::Ping(Default::default())).await,
+        };
+        if written.is_err() {
+            // The peer is gone; nothing more can be written.
+            control.token.cancel();
+            return;
+        }
+    }
+    if let Some((code, reason)) = control.close_reason() {
+        let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+    } else {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
+    }
+}
+
+/// Resolves when the session must end: closed by anyone, or the node is
+/// shutting down (then with 1012, so the client resumes elsewhere at once).
+async fn stopped(control: &SessionControl, shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = control.token.cancelled() => {}
+        _ = shutdown.cancelled() => control.close(close::RESTART, "server restarting"),
+    }
+}
+
+/// Writes `first` and whatever else is queued, then flushes once.
+async fn write_burst(sink: &mut Sink, frames: &mut mpsc::Receiver<Utf8Bytes>, first: Utf8Bytes) -> Result<(), axum::Error> {
+    sink.feed(Message::Text(first)).await?;
+    for _ in 1..MAX_BURST {
+        match frames.try_recv() {
+            Ok(frame) => sink.feed(Message::Text(frame)).await?,
+            Err(_) => break,
+        }
+    }
+    sink.flush().await
+}
