@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::event::RoomState;
-use crate::hub::{HubHandle, Joined};
+use crate::hub::{HubHandle, Hubs, Joined};
 use crate::node::Node;
 use crate::protocol::codes::{close, ErrorCode};
 use crate::protocol::{
@@ -27,11 +27,70 @@ use crate::protocol::{
     SubscribeRequest,
 };
 use crate::room::RoomName;
-use crate::store::{AppendOutcome, AppendRequest};
+use crate::store::{AppendOutcome, AppendRequest, Store};
 use outbound::{Outbound, SessionControl};
 
 /// Events read from the store per page during replay.
 const REPLAY_PAGE: usize = 1000;
+
+/// Replays `room` to `out` from `after` and hands it to the room's hub, which
+/// continues live from exactly where the replay ended: the hub answers from its
+/// tail when it reaches back far enough, otherwise the store is read page by
+/// page (waiting for queue room, never cut as slow) and the hub is asked again.
+/// Returns the hub now delivering to `out`, or `None` if the session closed.
+pub async fn join(
+    store: &Arc<dyn Store>,
+    hubs: &Hubs,
+    out: &Outbound,
+    room: &RoomName,
+    after: u64,
+    hub_tail: usize,
+) -> Result<Option<HubHandle>, ProtocolError> {
+    let mut position = after;
+    loop {
+        if out.is_closed() {
+            return Ok(None);
+        }
+        let hub = hubs.get_or_spawn(room);
+        // The hub queues up to a tail's worth of frames without waiting; make
+        // sure they fit so a resume is not cut as a slow consumer.
+        out.wait_for_room(hub_tail + 2).await;
+        match hub.subscribe(out.clone(), position).await {
+            Ok(Joined::Live) => return Ok(Some(hub)),
+            Ok(Joined::NeedStore { head }) => position = replay(store, out, room, position, head).await?,
+            Err(_gone) => hubs.forget(room, hub.id),
+        }
+    }
+}
+
+/// Queues the room's events after `from` from the store, at least through
+/// `upto` (or the end of the log), waiting for queue room as needed.
+/// Returns the last seq queued.
+async fn replay(store: &Arc<dyn Store>, out: &Outbound, room: &RoomName, from: u64, upto: u64) -> Result<u64, ProtocolError> {
+    let mut position = from;
+    loop {
+        let page = store
+            .read(room, position, REPLAY_PAGE)
+            .await
+            .map_err(|err| ProtocolError::new(ErrorCode::StoreUnavailable, err.to_string(), None))?;
+        let full_page = page.events.len() == REPLAY_PAGE;
+        for event in &page.events {
+            if event.seq != position + 1 {
+                // Retention pruned what this replay still needed. Cut the
+                // session: its client resumes and gets an explicit reset.
+                out.close(close::SLOW_CONSUMER, "replay overtaken by retention");
+                return Ok(position);
+            }
+            if !out.send(encode_event(event)).await {
+                return Ok(position);
+            }
+            position = event.seq;
+        }
+        if !full_page || position >= upto {
+            return Ok(position);
+        }
+    }
+}
 
 /// Runs one session to its end. `first` is the subscription implied by a
 /// room-scoped URL (`/v1/rooms/{room}/ws`).
@@ -151,58 +210,12 @@ impl Session {
             self.out.send(reset.encode()).await;
         }
 
-        let mut position = start.after;
-        let room_tail = self.node.config.hub.tail + 2;
-        loop {
-            if self.out.is_closed() {
-                return;
+        match join(&self.node.store, &self.node.hubs, &self.out, &room, start.after, self.node.config.hub.tail).await {
+            Ok(Some(hub)) => {
+                self.subscriptions.insert(room, hub);
             }
-            let hub = self.node.hubs.get_or_spawn(&room);
-            // The hub will queue up to a tail's worth of frames without
-            // waiting; make sure they fit so a resume is not cut as slow.
-            self.out.wait_for_room(room_tail).await;
-            match hub.subscribe(self.out.clone(), position).await {
-                Ok(Joined::Live) => {
-                    self.subscriptions.insert(room, hub);
-                    return;
-                }
-                Ok(Joined::NeedStore { head }) => match self.replay(&room, position, head).await {
-                    Ok(reached) => position = reached,
-                    Err(err) => return self.reply_error(&err, Some(&room)).await,
-                },
-                Err(_gone) => self.node.hubs.forget(&room, hub.id),
-            }
-        }
-    }
-
-    /// Queues the room's events after `from` from the store, at least through
-    /// `upto` (or the end of the log), waiting for queue room as needed.
-    /// Returns the last seq queued.
-    async fn replay(&self, room: &RoomName, from: u64, upto: u64) -> Result<u64, ProtocolError> {
-        let mut position = from;
-        loop {
-            let page = self
-                .node
-                .store
-                .read(room, position, REPLAY_PAGE)
-                .await
-                .map_err(|err| ProtocolError::new(ErrorCode::StoreUnavailable, err.to_string(), None))?;
-            let full_page = page.events.len() == REPLAY_PAGE;
-            for event in &page.events {
-                if event.seq != position + 1 {
-                    // Retention pruned what this replay still needed. Cut the
-                    // session: its client resumes and gets an explicit reset.
-                    self.out.close(close::SLOW_CONSUMER, "replay overtaken by retention");
-                    return Ok(position);
-                }
-                if !self.out.send(encode_event(event)).await {
-                    return Ok(position);
-                }
-                position = event.seq;
-            }
-            if !full_page || position >= upto {
-                return Ok(position);
-            }
+            Ok(None) => {} // The session is closing.
+            Err(err) => self.reply_error(&err, Some(&room)).await,
         }
     }
 
