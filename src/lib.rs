@@ -20,7 +20,9 @@
 //! - [`room`], [`event`]: the domain's nouns.
 //! - [`client`]: a small Rust client used by `hubcast sub` and the tests.
 //! - [`shutdown`]: turning signals into a graceful stop.
+//! - [`bench`]: the load generator behind `hubcast bench`.
 
+pub mod bench;
 pub mod bus;
 pub mod client;
 pub mod config;

@@ -52,6 +52,13 @@ enum Command {
         #[arg(long)]
         expected_seq: Option<u64>,
     },
+    /// Measure a server: fanout, publish or replay.
+    Bench {
+        #[command(subcommand)]
+        scenario: hubcast::bench::Scenario,
+        #[command(flatten)]
+        common: hubcast::bench::Common,
+    },
     /// Follow a room, printing one JSON line per event; resumes after disconnects.
     Sub {
         room: String,
@@ -104,6 +111,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
             hubcast::serve(config, listener, hubcast::shutdown::signal()).await
+        }
+        Command::Bench { scenario, common } => {
+            hubcast::bench::run(scenario, common).await?;
+            Ok(())
         }
         Command::Pub { room, json, url, idempotency_key, expected_seq } => {
             let room = RoomName::parse(&room)?;
