@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// `sqlite://PATH` (embedded, default).
+    /// `sqlite://PATH` (embedded, default) or `postgres://…` (cluster).
     pub store: String,
-    /// `memory` (one node).
+    /// `memory` (one node) or `nats://HOST:PORT` (cluster).
     pub bus: String,
     /// Allow binding a non-loopback address without credentials.
     pub insecure: bool,
@@ -27,6 +27,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub hub: HubConfig,
     pub sqlite: SqliteConfig,
+    pub postgres: PostgresConfig,
+    pub nats: NatsConfig,
     /// Named override blocks, selected with `--env NAME` (like wrangler environments).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, figment::value::Value>,
@@ -90,6 +92,53 @@ pub struct SqliteConfig {
     pub readers: usize,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Schema holding hubcast's tables (lowercase letters, digits, `_`).
+    pub schema: String,
+    /// Pooled connections.
+    pub pool_size: usize,
+    /// Concurrent append batches (different rooms commit in parallel).
+    pub writers: usize,
+    /// Most appends in one batch.
+    pub max_batch: usize,
+    /// How long an operation waits for a connection before failing with 503.
+    pub timeout_ms: u64,
+    /// Drain the application outbox table.
+    pub outbox: bool,
+    /// Outbox polling interval (LISTEN/NOTIFY wakes the drainer sooner).
+    pub outbox_poll_ms: u64,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            schema: "hubcast".into(),
+            pool_size: 16,
+            writers: 4,
+            max_batch: 1024,
+            timeout_ms: 2000,
+            outbox: true,
+            outbox_poll_ms: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Subjects are `<prefix>.room.<room>`; separate clusters (or tests)
+    /// sharing one NATS use different prefixes.
+    pub subject_prefix: String,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig { subject_prefix: "hubcast".into() }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -102,6 +151,8 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             hub: HubConfig::default(),
             sqlite: SqliteConfig::default(),
+            postgres: PostgresConfig::default(),
+            nats: NatsConfig::default(),
             env: BTreeMap::new(),
         }
     }

@@ -32,7 +32,7 @@ impl Node {
     /// Opens the store and the bus and starts the node's background tasks.
     pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Arc<Node>> {
         let (store, commits) = crate::store::open(&config.store, &config).await?;
-        let bus = crate::bus::open(&config.bus).await?;
+        let bus = crate::bus::open(&config.bus, &config).await?;
         let hubs = Hubs::new(
             store.clone(),
             bus.clone(),
@@ -75,9 +75,12 @@ async fn forward_commits(mut commits: CommitFeed, bus: Arc<dyn Bus>) {
 async fn reconcile(node: Arc<Node>) {
     let mut tick = tokio::time::interval(Duration::from_millis(node.config.hub.reconcile_ms.max(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reconnects = node.bus.reconnects();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            // After a bus outage, reconcile at once.
+            Some(_) = changed(&mut reconnects) => {}
             _ = node.shutdown.cancelled() => return,
         }
         let hubs = node.hubs.snapshot();
@@ -96,6 +99,13 @@ async fn reconcile(node: Arc<Node>) {
             }
             Err(err) => tracing::warn!(error = %err, "reconcile could not read heads"),
         }
+    }
+}
+
+async fn changed(watch: &mut Option<tokio::sync::watch::Receiver<u64>>) -> Option<()> {
+    match watch {
+        Some(watch) => watch.changed().await.ok(),
+        None => std::future::pending().await,
     }
 }
 

@@ -8,19 +8,26 @@ use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::{Bus, BusError, BusFeed};
+use super::{Bus, BusError, BusFeed, FEED_CAPACITY};
 use crate::event::Event;
 use crate::room::RoomName;
-
-/// Events a feed may hold before the bus starts dropping for it (the hub then
-/// heals the gap from the store).
-const FEED_CAPACITY: usize = 4096;
 
 /// Delivers each published event to the feeds watching its room.
 #[derive(Default)]
 pub struct MemoryBus {
     /// A std mutex: held only to look up or edit the map, never across an await.
     watchers: Mutex<HashMap<RoomName, Vec<mpsc::Sender<Arc<Event>>>>>,
+}
+
+impl MemoryBus {
+    /// Delivers `room`'s events to `feed` until its receiver is dropped.
+    pub(crate) fn add_watcher(&self, room: &RoomName, feed: mpsc::Sender<Arc<Event>>) {
+        if let Ok(mut watchers) = self.watchers.lock() {
+            let feeds = watchers.entry(room.clone()).or_default();
+            feeds.retain(|feed| !feed.is_closed());
+            feeds.push(feed);
+        }
+    }
 }
 
 impl Bus for MemoryBus {
@@ -40,11 +47,7 @@ impl Bus for MemoryBus {
 
     fn watch(&self, room: &RoomName) -> BoxFuture<'_, Result<BusFeed, BusError>> {
         let (tx, rx) = mpsc::channel(FEED_CAPACITY);
-        if let Ok(mut watchers) = self.watchers.lock() {
-            let feeds = watchers.entry(room.clone()).or_default();
-            feeds.retain(|feed| !feed.is_closed());
-            feeds.push(tx);
-        }
+        self.add_watcher(room, tx);
         async move { Ok(rx) }.boxed()
     }
 

@@ -13,11 +13,12 @@
 //! through it and its hubs read from it exactly as cluster nodes do.
 
 pub mod memory;
+pub mod nats;
 
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::event::Event;
 use crate::room::RoomName;
@@ -42,12 +43,25 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Whether the bus is reachable (for `/readyz`).
     fn check(&self) -> BoxFuture<'_, Result<(), BusError>>;
+
+    /// Counts (re)connections of a networked bus, so the node reconciles
+    /// at once after an outage instead of waiting for the next interval.
+    fn reconnects(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
 }
 
+/// Events a feed may hold before the bus starts dropping for it (the hub then
+/// heals the gap from the store).
+pub(crate) const FEED_CAPACITY: usize = 4096;
+
 /// Opens the bus named by `url`.
-pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Bus>> {
+pub async fn open(url: &str, config: &crate::config::Config) -> anyhow::Result<Arc<dyn Bus>> {
     match url {
         "memory" | "memory://" => Ok(Arc::new(memory::MemoryBus::default())),
-        other => anyhow::bail!("unsupported bus `{other}`: expected `memory`"),
+        nats if nats.starts_with("nats://") => {
+            Ok(Arc::new(nats::NatsBus::connect(nats, &config.nats.subject_prefix).await?))
+        }
+        other => anyhow::bail!("unsupported bus `{other}`: expected `memory` or nats://HOST:PORT"),
     }
 }

@@ -13,6 +13,8 @@
 //!   in seq order per room, never before the commit.
 //! - Reads see only committed events.
 
+mod outbox;
+pub mod postgres;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -124,7 +126,10 @@ pub async fn open(url: &str, config: &crate::config::Config) -> anyhow::Result<(
     if let Some(path) = url.strip_prefix("sqlite://") {
         let (store, feed) = sqlite::SqliteStore::open(path.as_ref(), &config.sqlite).await?;
         Ok((Arc::new(store), feed))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let (store, feed) = postgres::PostgresStore::open(url, &config.postgres).await?;
+        Ok((Arc::new(store), feed))
     } else {
-        anyhow::bail!("unsupported store `{url}`: expected sqlite://PATH")
+        anyhow::bail!("unsupported store `{url}`: expected sqlite://PATH or postgres://…")
     }
 }

@@ -1,0 +1,165 @@
+//! The cluster bus: NATS core pub/sub.
+//!
+//! After commit a node publishes each event to `<prefix>.room.<room>`; every
+//! node with a hub for that room has subscribed to that subject and delivers
+//! it. Local hubs are fed directly (the connection is `no_echo`), so a node's
+//! own events never wait for a round trip through NATS. NATS core is at most
+//! once; that is enough here because hubs heal gaps from the store and
+//! reconcile on an interval and at once after every reconnect.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, watch};
+
+use super::memory::MemoryBus;
+use super::{Bus, BusError, BusFeed, FEED_CAPACITY};
+use crate::event::Event;
+use crate::protocol::encode_event;
+use crate::room::RoomName;
+
+pub struct NatsBus {
+    client: async_nats::Client,
+    prefix: String,
+    local: MemoryBus,
+    outgoing: mpsc::UnboundedSender<Vec<Arc<Event>>>,
+    reconnects: watch::Receiver<u64>,
+}
+
+/// The subject for a room. Room names may hold `.` (the subject token
+/// separator) and `=`; both are escaped (`=2E`, `=3D`) so the mapping is
+/// one-to-one and a room is always exactly one token.
+pub fn subject(prefix: &str, room: &RoomName) -> String {
+    let mut subject = String::with_capacity(prefix.len() + room.len() + 8);
+    subject.push_str(prefix);
+    subject.push_str(".room.");
+    for c in room.chars() {
+        match c {
+            '.' => subject.push_str("=2E"),
+            '=' => subject.push_str("=3D"),
+            c => subject.push(c),
+        }
+    }
+    subject
+}
+
+#[derive(Deserialize)]
+struct WireEvent {
+    room: String,
+    seq: u64,
+    ts: i64,
+    data: Box<RawValue>,
+}
+
+impl NatsBus {
+    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<NatsBus> {
+        let (reconnect_tx, reconnects) = watch::channel(0u64);
+        let client = async_nats::ConnectOptions::new()
+            .no_echo()
+            .retry_on_initial_connect()
+            .event_callback(move |event| {
+                let reconnect_tx = reconnect_tx.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            tracing::info!("nats connected");
+                            reconnect_tx.send_modify(|n| *n += 1);
+                        }
+                        async_nats::Event::Disconnected => tracing::warn!("nats disconnected; reconciling from the store"),
+                        other => tracing::debug!(event = %other, "nats event"),
+                    }
+                }
+            })
+            .connect(url)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to nats at {url}: {e}"))?;
+        let (outgoing, rx) = mpsc::unbounded_channel();
+        tokio::spawn(publish_loop(client.clone(), prefix.to_owned(), rx));
+        Ok(NatsBus { client, prefix: prefix.to_owned(), local: MemoryBus::default(), outgoing, reconnects })
+    }
+}
+
+/// Publishes committed events in order, one task so per-room order holds.
+async fn publish_loop(client: async_nats::Client, prefix: String, mut batches: mpsc::UnboundedReceiver<Vec<Arc<Event>>>) {
+    while let Some(batch) = batches.recv().await {
+        for event in batch {
+            let payload = bytes::Bytes::from(encode_event(&event).as_str().to_owned());
+            if let Err(err) = client.publish(subject(&prefix, &event.room), payload).await {
+                tracing::warn!(room = %event.room, seq = event.seq, error = %err, "nats publish failed; peers will reconcile");
+            }
+        }
+    }
+}
+
+impl Bus for NatsBus {
+    fn publish(&self, events: Vec<Arc<Event>>) {
+        self.local.publish(events.clone());
+        let _ = self.outgoing.send(events);
+    }
+
+    fn watch(&self, room: &RoomName) -> BoxFuture<'_, Result<BusFeed, BusError>> {
+        let room = room.clone();
+        async move {
+            let (tx, rx) = mpsc::channel(FEED_CAPACITY);
+            let mut subscription = self
+                .client
+                .subscribe(subject(&self.prefix, &room))
+                .await
+                .map_err(|e| BusError::Unavailable(e.to_string()))?;
+            self.local.add_watcher(&room, tx.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tx.closed() => break,
+                        message = subscription.next() => {
+                            let Some(message) = message else { break };
+                            match serde_json::from_slice::<WireEvent>(&message.payload) {
+                                Ok(wire) if wire.room == room.as_str() => {
+                                    let event = Event { room: room.clone(), seq: wire.seq, ts: wire.ts, data: wire.data };
+                                    // A full feed drops; the hub heals the gap from the store.
+                                    let _ = tx.try_send(Arc::new(event));
+                                }
+                                _ => tracing::warn!(subject = %message.subject, "ignoring malformed bus message"),
+                            }
+                        }
+                    }
+                }
+                let _ = subscription.unsubscribe().await;
+            });
+            Ok(rx)
+        }
+        .boxed()
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), BusError>> {
+        let state = self.client.connection_state();
+        async move {
+            match state {
+                async_nats::connection::State::Connected => Ok(()),
+                other => Err(BusError::Unavailable(format!("nats is {other:?}").to_lowercase())),
+            }
+        }
+        .boxed()
+    }
+
+    fn reconnects(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.reconnects.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_escape_dots_and_equals() {
+        let room = |s| RoomName::parse(s).unwrap();
+        assert_eq!(subject("hubcast", &room("market:42")), "hubcast.room.market:42");
+        assert_eq!(subject("hubcast", &room("chat.general")), "hubcast.room.chat=2Egeneral");
+        assert_eq!(subject("t1", &room("a=2E")), "t1.room.a=3D2E");
+        assert_ne!(subject("p", &room("a.b")), subject("p", &room("a=2Eb")));
+    }
+}
