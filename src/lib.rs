@@ -66,6 +66,15 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<
             stopping.cancel();
         }
     };
+    // TCP_NODELAY: a frame must leave at once, not wait behind an unacknowledged
+    // one (Nagle). Besides latency, this gets a close frame onto the wire before
+    // the socket is dropped: a drop with unread input (the rest of an oversized
+    // frame) resets the connection and discards anything still queued.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(signal)
         .await?;

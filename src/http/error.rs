@@ -47,6 +47,12 @@ impl IntoResponse for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("1"));
         }
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The body may be left unread, so the connection cannot be reused:
+            // say so, or a keep-alive client sends its next request into a
+            // connection that is being closed.
+            response.headers_mut().insert("connection", axum::http::HeaderValue::from_static("close"));
+        }
         response
     }
 }

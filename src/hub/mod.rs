@@ -46,7 +46,8 @@ pub struct HubHandle {
 pub enum HubCommand {
     /// Add a subscriber that has processed the room up to `after`.
     Subscribe { out: Outbound, after: u64, reply: oneshot::Sender<Joined> },
-    Unsubscribe { session_id: u64 },
+    /// Remove a subscriber; the reply is sent once it will get no more frames.
+    Unsubscribe { session_id: u64, done: oneshot::Sender<()> },
     /// The store's head is at least `head` (periodic reconcile).
     Reconcile { head: u64 },
     Stats { reply: oneshot::Sender<HubStats> },
@@ -83,8 +84,13 @@ impl HubHandle {
         rx.await.map_err(|_| HubGone)
     }
 
+    /// Removes the session; when this returns the hub will not offer it
+    /// another frame (a stopped hub offers nothing anyway).
     pub async fn unsubscribe(&self, session_id: u64) {
-        let _ = self.commands.send(HubCommand::Unsubscribe { session_id }).await;
+        let (done, rx) = oneshot::channel();
+        if self.commands.send(HubCommand::Unsubscribe { session_id, done }).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// Tells the hub the store's head; never waits (a full mailbox means the
@@ -202,10 +208,11 @@ impl Hub {
                 let joined = self.subscribe(out, after);
                 let _ = reply.send(joined);
             }
-            HubCommand::Unsubscribe { session_id } => {
+            HubCommand::Unsubscribe { session_id, done } => {
                 if let Some(i) = self.subscribers.iter().position(|s| s.out.session_id == session_id) {
                     self.subscribers.swap_remove(i);
                 }
+                let _ = done.send(());
             }
             HubCommand::Reconcile { head } => {
                 if head > self.last {

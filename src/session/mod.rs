@@ -109,36 +109,62 @@ pub async fn run(node: Arc<Node>, socket: WebSocket, first: Option<SubscribeRequ
     ));
     tracing::debug!(session = %name, "session opened");
 
-    let mut session = Session { node, out, control, subscriptions: HashMap::new() };
+    let (joined_tx, joined_rx) = mpsc::unbounded_channel();
+    let stale = Duration::from_millis(node.config.heartbeat.stale_ms);
+    let mut session = Session { node, out, control, subscriptions: HashMap::new(), joined: joined_tx, next_join: 0, stale };
     let welcome = ServerMessage::Welcome { session: &name, heartbeat_ms: session.node.config.heartbeat.interval_ms };
-    session.out.send(welcome.encode()).await;
+    session.reply(welcome.encode()).await;
     if let Some(request) = first {
         session.subscribe(request).await;
     }
-    session.read_loop(stream).await;
-
-    for (_, hub) in session.subscriptions.drain() {
-        hub.unsubscribe(id).await;
-    }
+    session.read_loop(stream, joined_rx).await;
+    session.leave_all().await;
     session.control.token.cancel();
     let _ = writer.await;
     tracing::debug!(session = %name, close = ?session.control.close_reason(), "session closed");
 }
 
+/// A room the session follows.
+enum Subscription {
+    /// Replaying on its own task; the session keeps reading meanwhile. The
+    /// id tells this join's report from that of an earlier, abandoned one.
+    Joining { id: u64, task: tokio::task::JoinHandle<()> },
+    /// Handed to the hub: live.
+    Live(HubHandle),
+}
+
+/// What a join task reports when it ends.
+type JoinResult = (RoomName, u64, Result<Option<HubHandle>, ProtocolError>);
+
 struct Session {
     node: Arc<Node>,
     out: Outbound,
     control: Arc<SessionControl>,
-    subscriptions: HashMap<RoomName, HubHandle>,
+    subscriptions: HashMap<RoomName, Subscription>,
+    joined: mpsc::UnboundedSender<JoinResult>,
+    next_join: u64,
+    /// Also bounds how long an answer may wait for queue room.
+    stale: Duration,
 }
 
 impl Session {
-    async fn read_loop(&mut self, mut stream: futures_util::stream::SplitStream<WebSocket>) {
-        let stale = Duration::from_millis(self.node.config.heartbeat.stale_ms);
+    /// Reads client messages until the session ends. Replays run on their own
+    /// tasks, so the session keeps reading (and the heartbeat keeps counting)
+    /// while they wait for a slow client.
+    async fn read_loop(
+        &mut self,
+        mut stream: futures_util::stream::SplitStream<WebSocket>,
+        mut joined: mpsc::UnboundedReceiver<JoinResult>,
+    ) {
+        let mut deadline = tokio::time::Instant::now() + self.stale;
         loop {
             let next = tokio::select! {
                 _ = self.control.token.cancelled() => return,
-                next = tokio::time::timeout(stale, stream.next()) => next,
+                Some((room, id, result)) = joined.recv() => {
+                    self.on_joined(room, id, result).await;
+                    continue;
+                }
+                next = tokio::time::timeout_at(deadline, stream.next()) => next,
             };
             let message = match next {
                 Err(_elapsed) => {
@@ -156,6 +182,7 @@ impl Session {
                 }
                 Ok(Some(Ok(message))) => message,
             };
+            deadline = tokio::time::Instant::now() + self.stale;
             match message {
                 Message::Text(text) => self.on_text(&text).await,
                 Message::Binary(_) => {
@@ -174,14 +201,20 @@ impl Session {
             Ok(ClientMessage::Subscribe(request)) => self.subscribe(request).await,
             Ok(ClientMessage::Unsubscribe { room }) => self.unsubscribe(room).await,
             Ok(ClientMessage::Publish(request)) => self.publish(request).await,
-            Ok(ClientMessage::Ping) => {
-                self.out.send(ServerMessage::Pong.encode()).await;
-            }
+            Ok(ClientMessage::Ping) => self.reply(ServerMessage::Pong.encode()).await,
+        }
+    }
+
+    /// Queues an answer to the client. A client that lets its queue stay full
+    /// for a whole stale period while it keeps sending is cut as a slow consumer.
+    async fn reply(&self, frame: axum::extract::ws::Utf8Bytes) {
+        if tokio::time::timeout(self.stale, self.out.send(frame)).await.is_err() {
+            self.out.close(close::SLOW_CONSUMER, "slow consumer");
         }
     }
 
     async fn reply_error(&self, err: &ProtocolError, room: Option<&RoomName>) {
-        self.out.send(encode_error(err, room.map(|r| r.as_str()))).await;
+        self.reply(encode_error(err, room.map(|r| r.as_str()))).await;
     }
 
     async fn subscribe(&mut self, request: SubscribeRequest) {
@@ -195,40 +228,69 @@ impl Session {
             let err = ProtocolError::new(ErrorCode::TooManySubscriptions, message, None);
             return self.reply_error(&err, Some(&room)).await;
         }
-        let state = match self.node.store.ensure_room(&room).await {
-            Ok(state) => state,
-            Err(err) => {
-                let err = ProtocolError::new(ErrorCode::StoreUnavailable, err.to_string(), None);
-                return self.reply_error(&err, Some(&room)).await;
-            }
-        };
-        let start = plan_start(&state, &request, self.node.config.limits.max_rewind);
-        let subscribed = ServerMessage::Subscribed { room: &room, epoch: &state.epoch, head: state.head };
-        self.out.send(subscribed.encode()).await;
-        if start.reset {
-            let reset = ServerMessage::Reset { room: &room, epoch: &state.epoch, earliest: state.earliest };
-            self.out.send(reset.encode()).await;
-        }
+        let (node, out, joined) = (self.node.clone(), self.out.clone(), self.joined.clone());
+        self.next_join += 1;
+        let id = self.next_join;
+        let task = tokio::spawn(async move {
+            let result = start_subscription(&node, &out, &request).await;
+            let _ = joined.send((request.room, id, result));
+        });
+        self.subscriptions.insert(room, Subscription::Joining { id, task });
+    }
 
-        match join(&self.node.store, &self.node.hubs, &self.out, &room, start.after, self.node.config.hub.tail).await {
+    async fn on_joined(&mut self, room: RoomName, id: u64, result: Result<Option<HubHandle>, ProtocolError>) {
+        // A report from a join that was abandoned (unsubscribed) is stale: its
+        // hub registration was already undone by `leave`.
+        let current = matches!(self.subscriptions.get(&room), Some(Subscription::Joining { id: current, .. }) if *current == id);
+        if !current {
+            return;
+        }
+        match result {
             Ok(Some(hub)) => {
-                self.subscriptions.insert(room, hub);
+                self.subscriptions.insert(room, Subscription::Live(hub));
             }
             Ok(None) => {} // The session is closing.
-            Err(err) => self.reply_error(&err, Some(&room)).await,
+            Err(err) => {
+                self.subscriptions.remove(&room);
+                self.reply_error(&err, Some(&room)).await;
+            }
         }
     }
 
     async fn unsubscribe(&mut self, room: RoomName) {
         match self.subscriptions.remove(&room) {
-            Some(hub) => {
-                hub.unsubscribe(self.out.session_id).await;
-                self.out.send(ServerMessage::Unsubscribed { room: &room }.encode()).await;
+            Some(subscription) => {
+                self.leave(&room, subscription).await;
+                self.reply(ServerMessage::Unsubscribed { room: &room }.encode()).await;
             }
             None => {
                 let err = ProtocolError::new(ErrorCode::NotSubscribed, "not subscribed to this room", None);
                 self.reply_error(&err, Some(&room)).await;
             }
+        }
+    }
+
+    /// Takes the session out of the room's hub. When this returns the hub will
+    /// not queue another frame of this room for this session.
+    async fn leave(&self, room: &RoomName, subscription: Subscription) {
+        let hub = match subscription {
+            Subscription::Live(hub) => Some(hub),
+            Subscription::Joining { task, .. } => {
+                // Wait until the join has really stopped: only then can it no
+                // longer hand the session to a hub behind our back.
+                task.abort();
+                let _ = task.await;
+                self.node.hubs.get(room)
+            }
+        };
+        if let Some(hub) = hub {
+            hub.unsubscribe(self.out.session_id).await;
+        }
+    }
+
+    async fn leave_all(&mut self) {
+        for (room, subscription) in std::mem::take(&mut self.subscriptions) {
+            self.leave(&room, subscription).await;
         }
     }
 
@@ -263,8 +325,36 @@ impl Session {
                 encode_error(&err, Some(&room))
             }
         };
-        self.out.send(frame).await;
+        self.reply(frame).await;
     }
+}
+
+/// Runs on its own task: resolves the start (cursor, epoch, rewind), sends
+/// `subscribed` (and `reset` when the cursor cannot be served), then replays
+/// and hands the session to the hub.
+async fn start_subscription(
+    node: &Node,
+    out: &Outbound,
+    request: &SubscribeRequest,
+) -> Result<Option<HubHandle>, ProtocolError> {
+    let room = &request.room;
+    let state = node
+        .store
+        .ensure_room(room)
+        .await
+        .map_err(|err| ProtocolError::new(ErrorCode::StoreUnavailable, err.to_string(), None))?;
+    let start = plan_start(&state, request, node.config.limits.max_rewind);
+    let subscribed = ServerMessage::Subscribed { room, epoch: &state.epoch, head: state.head };
+    if !out.send(subscribed.encode()).await {
+        return Ok(None);
+    }
+    if start.reset {
+        let reset = ServerMessage::Reset { room, epoch: &state.epoch, earliest: state.earliest };
+        if !out.send(reset.encode()).await {
+            return Ok(None);
+        }
+    }
+    join(&node.store, &node.hubs, out, room, start.after, node.config.hub.tail).await
 }
 
 /// Where a subscription starts.

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Runs the external-client integration tests against the real hubcast binary:
+# Python `websockets` (pytest) and Node `ws` (node --test).
+#
+#   tests/external/run.sh            # from any directory
+#   HUBCAST_BIN=/path/to/hubcast tests/external/run.sh
+#
+# Without HUBCAST_BIN the binary is <repo>/target/debug/hubcast, built with
+# `cargo build` first if it is missing. Extra arguments are passed to pytest.
+# Exits non-zero if either suite fails.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+
+if [[ -n "${HUBCAST_BIN:-}" ]]; then
+  # Resolve a relative path against the caller's directory before any cd.
+  case "$HUBCAST_BIN" in
+    /*) ;;
+    *) HUBCAST_BIN="$(pwd)/$HUBCAST_BIN" ;;
+  esac
+else
+  HUBCAST_BIN="$repo/target/debug/hubcast"
+  if [[ ! -x "$HUBCAST_BIN" ]]; then
+    echo "== building hubcast (cargo build)"
+    (cd "$repo" && cargo build --quiet)
+  fi
+fi
+if [[ ! -x "$HUBCAST_BIN" ]]; then
+  echo "error: hubcast binary not found or not executable: $HUBCAST_BIN" >&2
+  exit 2
+fi
+export HUBCAST_BIN
+echo "== hubcast binary: $HUBCAST_BIN"
+
+# --- Python: venv with pinned pytest + websockets
+venv="$here/.venv"
+requirements="$here/python/requirements.txt"
+if [[ ! -x "$venv/bin/python" ]]; then
+  echo "== creating $venv"
+  python3 -m venv "$venv"
+fi
+stamp="$venv/.requirements.installed"
+if [[ ! -f "$stamp" ]] || ! cmp -s "$requirements" "$stamp"; then
+  echo "== installing Python requirements"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$stamp"
+fi
+
+# --- Node: ws from the lock file
+echo "== installing Node dependencies"
+if [[ -f "$here/node/package-lock.json" ]]; then
+  (cd "$here/node" && npm ci --no-audit --no-fund --loglevel=error)
+else
+  (cd "$here/node" && npm install --no-audit --no-fund --loglevel=error)
+fi
+
+status=0
+
+echo "== pytest (Python websockets $("$venv/bin/python" -c 'import websockets; print(websockets.__version__)'))"
+# -p no:cacheprovider: leave no .pytest_cache in the tree.
+if ! (cd "$here/python" && timeout 300 "$venv/bin/python" -m pytest -p no:cacheprovider -q "$@" test_protocol.py); then
+  echo "!! pytest failed" >&2
+  status=1
+fi
+
+echo "== node --test (Node $(node --version), ws $(cd "$here/node" && node -p 'require("ws/package.json").version'))"
+if ! (cd "$here/node" && timeout 300 node --test --test-reporter=spec protocol.test.mjs); then
+  echo "!! node tests failed" >&2
+  status=1
+fi
+
+if [[ $status -eq 0 ]]; then
+  echo "== external tests: all passed"
+else
+  echo "== external tests: FAILED" >&2
+fi
+exit $status
