@@ -78,6 +78,8 @@ pub struct HubConfig {
     pub idle_ms: u64,
     /// How often hubs compare their head with the store's (heals lost notifications).
     pub reconcile_ms: u64,
+    /// A broadcast to a room's subscribers slower than this is logged and counted.
+    pub slow_broadcast_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -184,7 +186,7 @@ impl Default for RetentionConfig {
 
 impl Default for HubConfig {
     fn default() -> Self {
-        HubConfig { tail: 256, idle_ms: 30_000, reconcile_ms: 1000 }
+        HubConfig { tail: 256, idle_ms: 30_000, reconcile_ms: 1000, slow_broadcast_ms: 50 }
     }
 }
 

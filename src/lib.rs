@@ -16,6 +16,8 @@
 //! - [`hub`]: the per-room actor that fans each event out once to all sessions.
 //! - [`store`]: the authoritative log (`sqlite`), with its contract.
 //! - [`bus`]: node-to-node notifications (`memory`), with its contract.
+//! - [`metrics`]: Prometheus metrics and the live totals behind `/v1/stats`.
+//! - [`stats`]: the per-second samples behind `/v1/stats`.
 //! - [`protocol`]: the wire format and every error and close code.
 //! - [`room`], [`event`]: the domain's nouns.
 //! - [`client`]: a small Rust client used by `hubcast sub` and the tests.
@@ -29,11 +31,13 @@ pub mod config;
 pub mod event;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod room;
 pub mod session;
 pub mod shutdown;
+pub mod stats;
 pub mod store;
 
 use std::future::Future;

@@ -23,6 +23,10 @@ pub struct Node {
     /// Tracks session tasks so shutdown can wait for them to close.
     pub sessions: TaskTracker,
     pub started: Instant,
+    /// Renders `/metrics`; `None` if another recorder owns this process.
+    pub prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Per-second samples of the totals, for `/v1/stats`.
+    pub samples: crate::stats::Samples,
     next_session: AtomicU64,
     /// Random per-process prefix that keeps session ids unique across restarts.
     session_prefix: u32,
@@ -31,12 +35,17 @@ pub struct Node {
 impl Node {
     /// Opens the store and the bus and starts the node's background tasks.
     pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Arc<Node>> {
+        let prometheus = crate::metrics::install();
         let (store, commits) = crate::store::open(&config.store, &config).await?;
         let bus = crate::bus::open(&config.bus, &config).await?;
         let hubs = Hubs::new(
             store.clone(),
             bus.clone(),
-            HubSettings { tail: config.hub.tail, idle: Duration::from_millis(config.hub.idle_ms) },
+            HubSettings {
+                tail: config.hub.tail,
+                idle: Duration::from_millis(config.hub.idle_ms),
+                slow_broadcast: Duration::from_millis(config.hub.slow_broadcast_ms),
+            },
         );
         let node = Arc::new(Node {
             config,
@@ -46,12 +55,15 @@ impl Node {
             shutdown,
             sessions: TaskTracker::new(),
             started: Instant::now(),
+            prometheus,
+            samples: crate::stats::Samples::default(),
             next_session: AtomicU64::new(1),
             session_prefix: rand::random(),
         });
         tokio::spawn(forward_commits(commits, node.bus.clone()));
         tokio::spawn(reconcile(node.clone()));
         tokio::spawn(retention(node.clone()));
+        tokio::spawn(crate::stats::sample(node.clone()));
         Ok(node)
     }
 
@@ -64,7 +76,10 @@ impl Node {
 
 /// Tells the bus about each committed batch, in commit order.
 async fn forward_commits(mut commits: CommitFeed, bus: Arc<dyn Bus>) {
+    let metrics = crate::metrics::get();
     while let Some(batch) = commits.recv().await {
+        metrics.events_published.increment(batch.len() as u64);
+        metrics.totals.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
         bus.publish(batch);
     }
 }

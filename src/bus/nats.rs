@@ -87,7 +87,10 @@ async fn publish_loop(client: async_nats::Client, prefix: String, mut batches: m
     while let Some(batch) = batches.recv().await {
         for event in batch {
             let payload = bytes::Bytes::from(encode_event(&event).as_str().to_owned());
+            let metrics = crate::metrics::get();
+            metrics.bus_published.increment(1);
             if let Err(err) = client.publish(subject(&prefix, &event.room), payload).await {
+                metrics.bus_errors.increment(1);
                 tracing::warn!(room = %event.room, seq = event.seq, error = %err, "nats publish failed; peers will reconcile");
             }
         }
@@ -118,11 +121,15 @@ impl Bus for NatsBus {
                             let Some(message) = message else { break };
                             match serde_json::from_slice::<WireEvent>(&message.payload) {
                                 Ok(wire) if wire.room == room.as_str() => {
+                                    crate::metrics::get().bus_received.increment(1);
                                     let event = Event { room: room.clone(), seq: wire.seq, ts: wire.ts, data: wire.data };
                                     // A full feed drops; the hub heals the gap from the store.
                                     let _ = tx.try_send(Arc::new(event));
                                 }
-                                _ => tracing::warn!(subject = %message.subject, "ignoring malformed bus message"),
+                                _ => {
+                                    crate::metrics::get().bus_errors.increment(1);
+                                    tracing::warn!(subject = %message.subject, "ignoring malformed bus message");
+                                }
                             }
                         }
                     }

@@ -62,12 +62,18 @@ pub async fn publish(
     let request = AppendRequest { room, data: body.data, idem_key, expected_seq };
     match node.store.append(request).await? {
         AppendOutcome::Appended(receipt) => Ok((StatusCode::CREATED, Json(receipt)).into_response()),
-        AppendOutcome::Duplicate(receipt) => Ok((StatusCode::OK, Json(receipt)).into_response()),
-        AppendOutcome::Conflict { head, epoch } => Err(ApiError {
+        AppendOutcome::Duplicate(receipt) => {
+            crate::metrics::get().publish_duplicates.increment(1);
+            Ok((StatusCode::OK, Json(receipt)).into_response())
+        }
+        AppendOutcome::Conflict { head, epoch } => {
+            crate::metrics::get().publish_conflicts.increment(1);
+            Err(ApiError {
             code: ErrorCode::Conflict,
             message: format!("expected_seq {} but the head is {head}", expected_seq.unwrap_or(0)),
             head: Some((head, epoch)),
-        }),
+        })
+        }
     }
 }
 

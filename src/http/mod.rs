@@ -4,6 +4,7 @@
 pub mod error;
 mod events;
 mod rooms;
+mod stats;
 mod ws;
 
 use std::sync::Arc;
@@ -30,6 +31,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/rooms/{room}", get(rooms::stats))
         .route("/v1/rooms/{room}/ws", get(ws::room))
         .route("/v1/ws", get(ws::multiplexed))
+        .route("/v1/rooms", get(stats::rooms))
+        .route("/v1/stats", get(stats::stats))
+        .route("/metrics", get(stats::metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)

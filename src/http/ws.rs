@@ -47,6 +47,7 @@ pub async fn room(
 
 fn refuse_while_stopping(node: &Node) -> Result<(), ApiError> {
     if node.shutdown.is_cancelled() {
+        crate::metrics::get().connections_refused.increment(1);
         return Err(ApiError::new(ErrorCode::ShuttingDown, "node is shutting down; connect to another"));
     }
     Ok(())

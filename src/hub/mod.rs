@@ -118,6 +118,8 @@ struct Subscriber {
 pub struct HubSettings {
     pub tail: usize,
     pub idle: Duration,
+    /// A broadcast slower than this is logged (rate-limited) and counted.
+    pub slow_broadcast: Duration,
 }
 
 struct Hub {
@@ -142,7 +144,12 @@ pub(crate) fn spawn(
 ) -> HubHandle {
     let (tx, rx) = mpsc::channel(1024);
     let hub = Hub { room, store, settings, last: 0, tail: VecDeque::new(), subscribers: Vec::new() };
-    tokio::spawn(hub.run(id, rx, bus, hubs));
+    tokio::spawn(async move {
+        let metrics = crate::metrics::get();
+        metrics.hubs.increment(1.0);
+        hub.run(id, rx, bus, hubs).await;
+        metrics.hubs.decrement(1.0);
+    });
     HubHandle { id, commands: tx }
 }
 
@@ -216,6 +223,7 @@ impl Hub {
             }
             HubCommand::Reconcile { head } => {
                 if head > self.last {
+                    crate::metrics::get().reconciles.increment(1);
                     tracing::debug!(room = %self.room, last = self.last, head, "reconcile found missed events");
                     self.fill_gap(head).await;
                 }
@@ -259,6 +267,7 @@ impl Hub {
             return; // Already delivered (duplicate or healed earlier).
         }
         if event.seq > self.last + 1 {
+            crate::metrics::get().gap_fills.increment(1);
             self.fill_gap(event.seq - 1).await;
             if event.seq != self.last + 1 {
                 // The store could not be read; the reconcile will bring it.
@@ -266,7 +275,7 @@ impl Hub {
             }
         }
         let frame = encode_event(&event);
-        self.deliver(event.seq, frame);
+        self.deliver(event.seq, event.ts, frame);
     }
 
     /// Reads events `last+1 ..= upto` from the store and delivers them.
@@ -291,21 +300,50 @@ impl Hub {
                 self.tail.clear();
             }
             for event in &page.events {
-                self.deliver(event.seq, encode_event(event));
+                self.deliver(event.seq, event.ts, encode_event(event));
             }
         }
     }
 
     /// Sends one event frame to every subscriber and remembers it in the tail.
-    fn deliver(&mut self, seq: u64, frame: Utf8Bytes) {
+    fn deliver(&mut self, seq: u64, ts: i64, frame: Utf8Bytes) {
+        let started = std::time::Instant::now();
         self.last = seq;
+        let mut offered = 0u64;
         self.subscribers.retain(|sub| {
-            seq <= sub.skip_through || sub.out.offer(frame.clone()) == Offer::Queued
+            if seq <= sub.skip_through {
+                return true;
+            }
+            offered += 1;
+            sub.out.offer(frame.clone()) == Offer::Queued
         });
+        let metrics = crate::metrics::get();
+        let took = started.elapsed();
+        metrics.broadcast_duration.record(took);
+        metrics.deliveries.increment(offered);
+        metrics.bytes_out.increment(offered * frame.len() as u64);
+        metrics.totals.delivered.fetch_add(offered, std::sync::atomic::Ordering::Relaxed);
+        metrics.delivery_latency.record((crate::event::now_ms() - ts).max(0) as f64 / 1000.0);
+        if took >= self.settings.slow_broadcast {
+            metrics.slow_broadcasts.increment(1);
+            warn_slow_broadcast(&self.room, took, self.subscribers.len());
+        }
         if self.tail.len() == self.settings.tail {
             self.tail.pop_front();
         }
         self.tail.push_back((seq, frame));
+    }
+}
+
+/// Logs a slow broadcast, at most once a second across the node, so a
+/// struggling node does not also flood its log.
+fn warn_slow_broadcast(room: &RoomName, took: Duration, subscribers: usize) {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST_WARNING_MS: AtomicI64 = AtomicI64::new(0);
+    let now = crate::event::now_ms();
+    let last = LAST_WARNING_MS.load(Ordering::Relaxed);
+    if now - last >= 1000 && LAST_WARNING_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        tracing::warn!(room = %room, took_ms = took.as_secs_f64() * 1000.0, subscribers, "slow broadcast");
     }
 }
 

@@ -28,6 +28,7 @@ use crate::protocol::{
 };
 use crate::room::RoomName;
 use crate::store::{AppendOutcome, AppendRequest, Store};
+use crate::metrics::CloseReason;
 use outbound::{Outbound, SessionControl};
 
 /// Events read from the store per page during replay.
@@ -57,7 +58,10 @@ pub async fn join(
         out.wait_for_room(hub_tail + 2).await;
         match hub.subscribe(out.clone(), position).await {
             Ok(Joined::Live) => return Ok(Some(hub)),
-            Ok(Joined::NeedStore { head }) => position = replay(store, out, room, position, head).await?,
+            Ok(Joined::NeedStore { head }) => {
+                crate::metrics::get().replays.increment(1);
+                position = replay(store, out, room, position, head).await?;
+            }
             Err(_gone) => hubs.forget(room, hub.id),
         }
     }
@@ -84,6 +88,7 @@ async fn replay(store: &Arc<dyn Store>, out: &Outbound, room: &RoomName, from: u
             if !out.send(encode_event(event)).await {
                 return Ok(position);
             }
+            crate::metrics::get().replayed_events.increment(1);
             position = event.seq;
         }
         if !full_page || position >= upto {
@@ -108,6 +113,11 @@ pub async fn run(node: Arc<Node>, socket: WebSocket, first: Option<SubscribeRequ
         Duration::from_millis(node.config.heartbeat.interval_ms),
     ));
     tracing::debug!(session = %name, "session opened");
+    let metrics = crate::metrics::get();
+    let opened_at = std::time::Instant::now();
+    metrics.connections.increment(1.0);
+    metrics.connections_opened.increment(1);
+    metrics.totals.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 
     let (joined_tx, joined_rx) = mpsc::unbounded_channel();
     let stale = Duration::from_millis(node.config.heartbeat.stale_ms);
@@ -121,7 +131,12 @@ pub async fn run(node: Arc<Node>, socket: WebSocket, first: Option<SubscribeRequ
     session.leave_all().await;
     session.control.token.cancel();
     let _ = writer.await;
-    tracing::debug!(session = %name, close = ?session.control.close_reason(), "session closed");
+    let close = session.control.close_reason();
+    metrics.connections.decrement(1.0);
+    metrics.totals.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    metrics.closed(CloseReason::from_code(close.map(|(code, _)| code))).increment(1);
+    metrics.connection_duration.record(opened_at.elapsed());
+    tracing::debug!(session = %name, close = ?close, "session closed");
 }
 
 /// A room the session follows.
@@ -184,7 +199,12 @@ impl Session {
             };
             deadline = tokio::time::Instant::now() + self.stale;
             match message {
-                Message::Text(text) => self.on_text(&text).await,
+                Message::Text(text) => {
+                    let metrics = crate::metrics::get();
+                    metrics.messages_in.increment(1);
+                    metrics.bytes_in.increment(text.len() as u64);
+                    self.on_text(&text).await
+                }
                 Message::Binary(_) => {
                     self.control.close(close::POLICY, "binary frames are not accepted; send JSON text");
                     return;
@@ -214,6 +234,7 @@ impl Session {
     }
 
     async fn reply_error(&self, err: &ProtocolError, room: Option<&RoomName>) {
+        crate::metrics::get().client_errors.increment(1);
         self.reply(encode_error(err, room.map(|r| r.as_str()))).await;
     }
 
@@ -247,6 +268,7 @@ impl Session {
         }
         match result {
             Ok(Some(hub)) => {
+                crate::metrics::get().subscriptions.increment(1.0);
                 self.subscriptions.insert(room, Subscription::Live(hub));
             }
             Ok(None) => {} // The session is closing.
@@ -274,7 +296,10 @@ impl Session {
     /// not queue another frame of this room for this session.
     async fn leave(&self, room: &RoomName, subscription: Subscription) {
         let hub = match subscription {
-            Subscription::Live(hub) => Some(hub),
+            Subscription::Live(hub) => {
+                crate::metrics::get().subscriptions.decrement(1.0);
+                Some(hub)
+            }
             Subscription::Joining { task, .. } => {
                 // Wait until the join has really stopped: only then can it no
                 // longer hand the session to a hub behind our back.
@@ -310,6 +335,7 @@ impl Session {
                 ServerMessage::Ack { id: &id, room: &room, seq: receipt.seq }.encode()
             }
             Ok(AppendOutcome::Conflict { head, .. }) => {
+                crate::metrics::get().publish_conflicts.increment(1);
                 let message = format!("expected_seq {} but the head is {head}", expected_seq.unwrap_or(0));
                 ServerMessage::Error {
                     code: ErrorCode::Conflict.as_str(),

@@ -457,7 +457,12 @@ impl Writer {
     async fn commit(&self, mut batch: Vec<Pending>) {
         // Lock rooms in name order (stable, so each room keeps its order).
         batch.sort_by(|a, b| a.request.room.cmp(&b.request.room));
-        match append_batch(&self.pool, batch.iter().map(|p| &p.request)).await {
+        let metrics = crate::metrics::get();
+        metrics.store_batch.record(batch.len() as f64);
+        let started = std::time::Instant::now();
+        let result = append_batch(&self.pool, batch.iter().map(|p| &p.request)).await;
+        metrics.store_append.record(started.elapsed());
+        match result {
             Ok(outcomes) => {
                 let mut committed = Vec::new();
                 for (pending, outcome) in batch.into_iter().zip(outcomes) {
@@ -477,6 +482,7 @@ impl Writer {
             }
             Err(err) => {
                 tracing::warn!(error = %err, "postgres append batch failed");
+                metrics.store_errors.increment(1);
                 for pending in batch {
                     let _ = pending.reply.send(Err(err.clone()));
                 }

@@ -401,7 +401,12 @@ impl Writer {
         }
         let mut pending = Vec::with_capacity(writes.len());
         let mut committed = Vec::new();
-        match self.apply_writes(writes, &mut pending, &mut committed) {
+        let metrics = crate::metrics::get();
+        metrics.store_batch.record(writes.len() as f64);
+        let started = std::time::Instant::now();
+        let result = self.apply_writes(writes, &mut pending, &mut committed);
+        metrics.store_append.record(started.elapsed());
+        match result {
             Ok(()) => {
                 pending.into_iter().for_each(Pending::answer);
                 if !committed.is_empty() {
@@ -412,6 +417,7 @@ impl Writer {
             }
             Err((err, unanswered)) => {
                 tracing::error!(error = %err, "sqlite batch failed and was rolled back");
+                metrics.store_errors.increment(1);
                 self.rooms.clear();
                 let err = unavailable(err);
                 for reply in pending.into_iter().map(Pending::into_reply).chain(unanswered) {
