@@ -242,7 +242,7 @@ impl Config {
             figment = figment.merge(file_only.focus(&key));
         }
         figment = figment
-            .merge(Env::prefixed("HUBCAST_").ignore(&["env", "config", "log"]).split("__"))
+            .merge(Env::prefixed("HUBCAST_").ignore(&["env", "config", "log", "log_format", "url", "bin"]).split("__"))
             .merge(Serialized::defaults(flags));
         let mut config: Config = figment.extract().map_err(Box::new)?;
         config.env.clear();

@@ -11,8 +11,17 @@ use hubcast::room::RoomName;
 #[derive(Parser)]
 #[command(name = "hubcast", version, about = "Real-time event fan-out server: durable rooms, gapless sequence, exact replay")]
 struct Cli {
+    /// Log lines as `text` or `json` (one object per line, for log shippers).
+    #[arg(long, env = "HUBCAST_LOG_FORMAT", default_value = "text", global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -78,7 +87,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Serve { .. }));
+    init_logging(matches!(cli.command, Command::Serve { .. }), cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -95,11 +104,15 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_logging(server: bool) {
+fn init_logging(server: bool, format: LogFormat) {
     let default = if server { "hubcast=info" } else { "hubcast=warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
+    }
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

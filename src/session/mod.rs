@@ -101,6 +101,11 @@ async fn replay(store: &Arc<dyn Store>, out: &Outbound, room: &RoomName, from: u
 /// room-scoped URL (`/v1/rooms/{room}/ws`).
 pub async fn run(node: Arc<Node>, socket: WebSocket, first: Option<SubscribeRequest>) {
     let (id, name) = node.next_session_id();
+    let span = tracing::info_span!("session", session = %name);
+    tracing::Instrument::instrument(run_session(node, socket, first, id, name), span).await
+}
+
+async fn run_session(node: Arc<Node>, socket: WebSocket, first: Option<SubscribeRequest>, id: u64, name: String) {
     let control = Arc::new(SessionControl::default());
     let (frames_tx, frames_rx) = mpsc::channel(node.config.limits.outbound_queue);
     let out = Outbound::new(id, frames_tx, control.clone());
@@ -112,7 +117,7 @@ pub async fn run(node: Arc<Node>, socket: WebSocket, first: Option<SubscribeRequ
         node.shutdown.clone(),
         Duration::from_millis(node.config.heartbeat.interval_ms),
     ));
-    tracing::debug!(session = %name, "session opened");
+    tracing::debug!("session opened");
     let metrics = crate::metrics::get();
     let opened_at = std::time::Instant::now();
     metrics.connections.increment(1.0);
@@ -136,7 +141,7 @@ pub async fn run(node: Arc<Node>, socket: WebSocket, first: Option<SubscribeRequ
     metrics.totals.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     metrics.closed(CloseReason::from_code(close.map(|(code, _)| code))).increment(1);
     metrics.connection_duration.record(opened_at.elapsed());
-    tracing::debug!(session = %name, close = ?close, "session closed");
+    tracing::debug!(close = ?close, "session closed");
 }
 
 /// A room the session follows.
