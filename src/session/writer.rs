@@ -47,7 +47,10 @@ pub async fn run(
                 },
                 None => break,
             },
-            _ = ping.tick() => sink.send(Message::Ping(Default::default())).await,
+            _ = ping.tick() => tokio::select! {
+                sent = sink.send(Message::Ping(Default::default())) => sent,
+                _ = stopped(&control, &shutdown) => break,
+            },
         };
         if written.is_err() {
             // The peer is gone; nothing more can be written.

@@ -1,0 +1,170 @@
+//! Clients that stop keeping up: a subscriber that stops reading is cut as a
+//! slow consumer (4009) without slowing anyone else, and resumes from its
+//! cursor losing nothing; a client that stops answering is cut by the
+//! heartbeat (4010) while responsive clients stay connected.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::{eventually, follow, range, seqs, within, Frame, RawWs, Server, Ws, FAST, PHASE};
+
+/// Events published at the stopped reader: far more than a 16-frame queue
+/// plus the kernel's socket buffers hold (about 19 MiB).
+const FLOOD: u64 = 300;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_is_cut_with_4009_and_resumes_without_loss() {
+    let config = format!(
+        "{FAST}[limits]\noutbound_queue = 16\n[hub]\ntail = 8\n[heartbeat]\ninterval_ms = 60000\nstale_ms = 120000\n"
+    );
+    let server = Server::start(&config).await;
+    let api = server.api();
+    let room = "firehose";
+    // The slow client also holds a room of its own, so the test can see when
+    // its session ends without counting anyone else.
+    let probe = "slow-probe";
+
+    let mut slow = RawWs::connect(server.addr(), &format!("/v1/rooms/{probe}/ws")).await;
+    assert_eq!(slow.next_json().await["type"], "welcome");
+    assert_eq!(slow.next_json().await["type"], "subscribed");
+    assert_eq!(slow.next_json().await["type"], "caught_up");
+    slow.send_text(&json!({"type": "subscribe", "room": room}).to_string()).await;
+    let subscribed = slow.next_json().await;
+    assert_eq!((subscribed["type"].as_str(), subscribed["room"].as_str()), (Some("subscribed"), Some(room)), "{subscribed}");
+    let epoch = subscribed["epoch"].as_str().unwrap().to_owned();
+    let caught_up = slow.next_json().await;
+    assert_eq!((caught_up["type"].as_str(), caught_up["seq"].as_u64()), (Some("caught_up"), Some(0)), "{caught_up}");
+    assert_eq!(api.room(probe).await["subscribers"], 1);
+    // From here on the slow client reads nothing.
+
+    // A healthy subscriber on the same room, reading as it should.
+    let healthy = tokio::spawn(follow(server.ws_url(""), room.to_owned(), 0, FLOOD, |_| None));
+    eventually("the healthy subscriber to join", || {
+        let api = api.clone();
+        async move { (api.room(room).await["subscribers"] == 2).then_some(()) }
+    })
+    .await;
+
+    let pad = "x".repeat(64 * 1024);
+    for i in 1..=FLOOD {
+        api.publish(room, json!({"i": i, "pad": pad})).await;
+    }
+    eventually("the slow session to be cut", || {
+        let api = api.clone();
+        async move { (api.room(probe).await["subscribers"] == 0).then_some(()) }
+    })
+    .await;
+
+    // Now read what reached the slow client before it was cut.
+    let (frames, _truncated) = slow.drain_to_end().await;
+    let mut delivered = Vec::new();
+    let mut close_code = None;
+    for frame in &frames {
+        match frame.opcode {
+            Frame::TEXT => {
+                let value = frame.json().expect("text frames are JSON");
+                assert_eq!((value["type"].as_str(), value["room"].as_str()), (Some("event"), Some(room)), "unexpected frame {value}");
+                assert_eq!(value["data"]["i"], value["seq"], "{}", value["seq"]);
+                delivered.push(value["seq"].as_u64().unwrap());
+            }
+            Frame::CLOSE => close_code = frame.close_code(),
+            other => panic!("unexpected frame with opcode {other}"),
+        }
+    }
+    let cursor = delivered.last().copied().unwrap_or(0);
+    assert_eq!(delivered, range(1, cursor), "the stopped reader got a gap before it was cut");
+    assert!(cursor < FLOOD, "the stopped reader was never cut (it got all {FLOOD} events)");
+    match close_code {
+        Some(code) => assert_eq!(code, 4009, "close code of the stopped reader"),
+        // The close frame cannot get past a full socket; the server's own
+        // record of why it closed the session must say 4009.
+        None => assert!(server.log().contains("4009"), "no 4009 close for the stopped reader"),
+    }
+    eprintln!("stopped reader cut after {cursor} of {FLOOD} events (close frame: {close_code:?})");
+
+    // It resumes from its cursor and gets exactly the rest.
+    let (mut resumed, subscribed) = Ws::room(&server, room, &format!("?cursor={cursor}&epoch={epoch}")).await;
+    assert_eq!(subscribed["head"], FLOOD);
+    let (rest, last) = resumed.until_caught_up(room, cursor).await;
+    assert_eq!((seqs(&rest), last), (range(cursor + 1, FLOOD), FLOOD));
+    assert!(rest.iter().all(|e| e["data"]["i"] == e["seq"] && e["data"]["pad"].as_str().map(str::len) == Some(pad.len())));
+
+    let healthy = within(PHASE, "the healthy subscriber", healthy).await.unwrap();
+    assert_eq!(seqs(&healthy.events), range(1, FLOOD));
+    eprintln!("healthy subscriber: {} connection(s), closes {:?}", healthy.connections, healthy.close_codes);
+}
+
+const HEARTBEAT: &str = "[sqlite]\nsynchronous = \"normal\"\n[heartbeat]\ninterval_ms = 200\nstale_ms = 600\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_answers_is_closed_with_4010() {
+    let server = Server::start(HEARTBEAT).await;
+    let room = "heartbeat";
+    let mut silent = RawWs::connect(server.addr(), &format!("/v1/rooms/{room}/ws")).await;
+    let welcome = silent.next_json().await;
+    assert_eq!((welcome["type"].as_str(), welcome["heartbeat_ms"].as_u64()), (Some("welcome"), Some(200)), "{welcome}");
+    assert_eq!(silent.next_json().await["type"], "subscribed");
+    assert_eq!(silent.next_json().await["type"], "caught_up");
+
+    // It sends nothing at all: no pong, no message.
+    let api = server.api();
+    eventually("the silent session to be closed", || {
+        let api = api.clone();
+        async move { (api.room(room).await["subscribers"] == 0).then_some(()) }
+    })
+    .await;
+    let (frames, truncated) = silent.drain_to_end().await;
+    assert!(!truncated);
+    let close = frames.last().expect("frames before the end");
+    assert_eq!(close.close_code(), Some(4010), "last frame: {close:?}; all: {frames:?}");
+    assert!(frames[..frames.len() - 1].iter().all(|f| f.opcode == Frame::PING), "{frames:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responsive_clients_outlive_many_heartbeat_intervals() {
+    let server = Server::start(HEARTBEAT).await;
+    let room = "alive";
+
+    // A standard client: its library answers the server's pings while it reads.
+    let (mut ws, _) = Ws::room(&server, room, "").await;
+    ws.until_caught_up(room, 0).await;
+
+    // A client that never answers pings but sends its own messages.
+    let mut chatty = RawWs::connect(server.addr(), &format!("/v1/rooms/{room}/ws")).await;
+    for _ in 0..3 {
+        chatty.next_json().await; // welcome, subscribed, caught_up
+    }
+
+    // Idle for several stale periods (the server pings every 200 ms and cuts
+    // after 600 ms of silence).
+    let idle = async {
+        for _ in 0..15 {
+            chatty.send_text(r#"{"type":"ping"}"#).await;
+            assert_eq!(chatty.next_json().await["type"], "pong");
+            // Read frames the standard client receives meanwhile (pings only).
+            if let Some(frame) = ws.next_json_within(Duration::from_millis(100)).await {
+                panic!("unexpected frame while idle: {frame}");
+            }
+        }
+    };
+    within(PHASE, "the idle period", idle).await;
+    assert!(chatty.pings > 0, "the server sent no pings");
+
+    let stats = server.api().room(room).await;
+    assert_eq!(stats["subscribers"], 2, "{stats}");
+    server.publish(room, json!("still here")).await;
+    assert_eq!(ws.events_until(room, 0, 1).await[0]["data"], "still here");
+    chatty.send_text(r#"{"type":"ping"}"#).await;
+    let mut got_event = false;
+    loop {
+        let frame = chatty.next_json().await;
+        match frame["type"].as_str() {
+            Some("event") => got_event = true,
+            Some("pong") => break,
+            _ => panic!("unexpected frame {frame}"),
+        }
+    }
+    assert!(got_event, "the chatty client missed the event");
+}
