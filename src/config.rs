@@ -29,6 +29,10 @@ pub struct Config {
     pub sqlite: SqliteConfig,
     pub postgres: PostgresConfig,
     pub nats: NatsConfig,
+    pub auth: crate::auth::AuthConfig,
+    /// Room prefixes with their own rules (public, read-only).
+    pub namespaces: Vec<crate::auth::NamespaceConfig>,
+    pub rate_limits: crate::limits::RateLimitConfig,
     /// Named override blocks, selected with `--env NAME` (like wrangler environments).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, figment::value::Value>,
@@ -155,6 +159,9 @@ impl Default for Config {
             sqlite: SqliteConfig::default(),
             postgres: PostgresConfig::default(),
             nats: NatsConfig::default(),
+            auth: crate::auth::AuthConfig { leeway_secs: 5, expiry_grace_ms: 10_000, ..Default::default() },
+            namespaces: Vec::new(),
+            rate_limits: crate::limits::RateLimitConfig::default(),
             env: BTreeMap::new(),
         }
     }
@@ -242,7 +249,7 @@ impl Config {
             figment = figment.merge(file_only.focus(&key));
         }
         figment = figment
-            .merge(Env::prefixed("HUBCAST_").ignore(&["env", "config", "log", "log_format", "url", "bin"]).split("__"))
+            .merge(Env::prefixed("HUBCAST_").filter(is_config_variable).split("__"))
             .merge(Serialized::defaults(flags));
         let mut config: Config = figment.extract().map_err(Box::new)?;
         config.env.clear();
@@ -253,10 +260,12 @@ impl Config {
     /// Rejects settings that cannot work together.
     pub fn check(&self) -> Result<(), ConfigError> {
         let fail = |m: &str| Err(ConfigError::Check(m.to_owned()));
-        if !self.listen.ip().is_loopback() && !self.insecure {
+        let has_credentials = !self.auth.api_keys.is_empty() || !self.auth.jwt.is_empty();
+        if !self.listen.ip().is_loopback() && !self.insecure && !has_credentials {
             return Err(ConfigError::Check(format!(
-                "refusing to listen on {} without credentials (protected mode): listen on a loopback \
-                 address, or pass --insecure to accept anonymous clients from the network",
+                "refusing to listen on {} without credentials (protected mode): configure [auth] api keys \
+                 or jwt keys, listen on a loopback address, or pass --insecure to accept anonymous \
+                 clients from the network",
                 self.listen
             )));
         }
@@ -283,6 +292,19 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Whether a `HUBCAST_*` variable (prefix stripped, lowercased) names a
+/// config key. Other `HUBCAST_*` variables (the CLI's `HUBCAST_URL`, a secret
+/// referenced by `key_env`) are not configuration and are left alone.
+fn is_config_variable(key: &figment::value::UncasedStr) -> bool {
+    const SECTIONS: &[&str] = &[
+        "listen", "store", "bus", "insecure", "heartbeat", "limits", "retention", "hub", "sqlite", "postgres",
+        "nats", "auth", "namespaces", "rate_limits",
+    ];
+    let key = key.as_str().to_ascii_lowercase();
+    let section = key.split("__").next().unwrap_or("");
+    SECTIONS.contains(&section)
 }
 
 #[cfg(test)]

@@ -19,11 +19,14 @@
 //! - [`metrics`]: Prometheus metrics and the live totals behind `/v1/stats`.
 //! - [`stats`]: the per-second samples behind `/v1/stats`.
 //! - [`protocol`]: the wire format and every error and close code.
+//! - [`auth`]: credentials (API keys, JWT), grants, namespaces, protected mode.
+//! - [`limits`]: rate limits and connection caps.
 //! - [`room`], [`event`]: the domain's nouns.
 //! - [`client`]: a small Rust client used by `hubcast sub` and the tests.
 //! - [`shutdown`]: turning signals into a graceful stop.
 //! - [`bench`]: the load generator behind `hubcast bench`.
 
+pub mod auth;
 pub mod bench;
 pub mod bus;
 pub mod client;
@@ -31,6 +34,7 @@ pub mod config;
 pub mod event;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod protocol;

@@ -18,6 +18,8 @@ pub struct Node {
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn Bus>,
     pub hubs: Hubs,
+    pub auth: crate::auth::Auth,
+    pub limits: Arc<crate::limits::Limits>,
     /// Cancelled when the node begins its graceful shutdown.
     pub shutdown: CancellationToken,
     /// Tracks session tasks so shutdown can wait for them to close.
@@ -36,6 +38,8 @@ impl Node {
     /// Opens the store and the bus and starts the node's background tasks.
     pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Arc<Node>> {
         let prometheus = crate::metrics::install();
+        let auth = crate::auth::Auth::from_config(&config.auth, &config.namespaces, config.insecure)?;
+        let limits = crate::limits::Limits::new(&config.rate_limits);
         let (store, commits) = crate::store::open(&config.store, &config).await?;
         let bus = crate::bus::open(&config.bus, &config).await?;
         let hubs = Hubs::new(
@@ -45,6 +49,7 @@ impl Node {
                 tail: config.hub.tail,
                 idle: Duration::from_millis(config.hub.idle_ms),
                 slow_broadcast: Duration::from_millis(config.hub.slow_broadcast_ms),
+                max_subscribers: config.rate_limits.max_subscribers_per_room,
             },
         );
         let node = Arc::new(Node {
@@ -52,6 +57,8 @@ impl Node {
             store,
             bus,
             hubs,
+            auth,
+            limits,
             shutdown,
             sessions: TaskTracker::new(),
             started: Instant::now(),

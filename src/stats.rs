@@ -73,6 +73,9 @@ pub async fn sample(node: Arc<Node>) {
         }
         node.samples.push(read(&node));
         n += 1;
+        if n % 10 == 0 {
+            node.limits.prune();
+        }
         if n % 5 == 0 {
             if let Some(prometheus) = &node.prometheus {
                 prometheus.run_upkeep();

@@ -4,14 +4,16 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::access::{identify, limited, refused, require_read};
 use super::error::ApiError;
+use crate::auth::Action;
 use crate::event::Event;
 use crate::node::Node;
 use crate::protocol::codes::ErrorCode;
@@ -30,11 +32,15 @@ struct PublishBody {
 /// The bus is told by the store's commit feed, after the commit.
 pub async fn publish(
     State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path(room): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let room = RoomName::parse(&room)?;
+    let caller = identify(&node, &headers, peer, None)?;
+    node.auth.authorize(&caller.principal, Action::Publish, &room).map_err(|err| refused(err, caller.ip))?;
+    node.limits.check_publish(&caller.rate_key()).map_err(|refusal| limited(refusal, caller.ip))?;
     let max = node.config.limits.max_event_bytes;
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(ErrorCode::TooLarge, format!("body is larger than the limit for {max}-byte events")),
@@ -103,10 +109,13 @@ struct History<'a> {
 /// reconciliation. `earliest` tells a poller whether its cursor was pruned.
 pub async fn history(
     State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path(room): Path<String>,
+    headers: HeaderMap,
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let room = RoomName::parse(&room)?;
+    require_read(&node, &headers, peer, &room)?;
     let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
     let max = node.config.limits.max_page;
     let limit = query.limit.unwrap_or(100).clamp(1, max);

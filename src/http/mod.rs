@@ -1,6 +1,8 @@
 //! The HTTP surface: routes, and the mapping of every error to a status with a
 //! JSON body.
 
+mod dashboard;
+pub mod access;
 pub mod error;
 mod events;
 mod rooms;
@@ -34,6 +36,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/rooms", get(stats::rooms))
         .route("/v1/stats", get(stats::stats))
         .route("/metrics", get(stats::metrics))
+        .route("/", get(dashboard::index))
+        .route("/dashboard/{*path}", get(dashboard::asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::HeaderMap;
 use axum::Json;
 use serde::Serialize;
 
@@ -22,8 +23,14 @@ pub struct RoomStats {
     subscribers: usize,
 }
 
-pub async fn stats(State(node): State<Arc<Node>>, Path(room): Path<String>) -> Result<Json<RoomStats>, ApiError> {
+pub async fn stats(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<RoomStats>, ApiError> {
     let room = RoomName::parse(&room)?;
+    super::access::require_read(&node, &headers, peer, &room)?;
     let state = node.store.room_state(&room).await?;
     let subscribers = match node.hubs.get(&room) {
         Some(hub) => hub.stats().await.map(|s| s.subscribers).unwrap_or(0),

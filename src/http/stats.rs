@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use axum::http::header;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,14 @@ use crate::protocol::codes::ErrorCode;
 use crate::room::RoomName;
 
 /// Prometheus text exposition.
-pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
+pub async fn metrics(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(err) = super::access::require_admin(&node, &headers, peer) {
+        return err.into_response();
+    }
     match &node.prometheus {
         Some(handle) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
         None => ApiError::new(ErrorCode::Internal, "metrics recorder unavailable in this process").into_response(),
@@ -26,11 +33,16 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
 
 /// Uptime, connections, rooms, totals, rates over the last minute, and the
 /// per-second history they come from.
-pub async fn stats(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
+pub async fn stats(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    super::access::require_admin(&node, &headers, peer)?;
     let now = crate::stats::read(&node);
     let history = node.samples.snapshot();
     let (published_per_sec, delivered_per_sec) = crate::stats::rates(&history);
-    Json(json!({
+    Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": node.started.elapsed().as_secs(),
         "store": store_kind(&node.config.store),
@@ -40,7 +52,7 @@ pub async fn stats(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
         "totals": {"published": now.published, "delivered": now.delivered},
         "rates": {"published_per_sec": published_per_sec, "delivered_per_sec": delivered_per_sec, "window_secs": window(&history)},
         "history": history,
-    }))
+    })))
 }
 
 /// The scheme of a store or bus URL, without credentials.
@@ -72,8 +84,11 @@ struct ActiveRoom {
 /// The rooms with a hub on this node, by name, with subscribers and head.
 pub async fn rooms(
     State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
     query: Result<Query<RoomsQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    super::access::require_admin(&node, &headers, peer)?;
     let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
     let limit = query.limit.unwrap_or(100).clamp(1, node.config.limits.max_page);
     let mut hubs = node.hubs.snapshot();

@@ -1,20 +1,23 @@
 //! WebSocket upgrades: `GET /v1/ws` (subscribe with messages) and
 //! `GET /v1/rooms/{room}/ws` (subscribed to one room from the URL).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
 
+use super::access;
 use super::error::ApiError;
 use crate::node::Node;
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::SubscribeRequest;
 use crate::room::RoomName;
-use crate::session;
+use crate::session::{self, Admission};
 
 /// Room of the WebSocket protocol's own per-frame overhead allowed on top of
 /// the largest event, so a `publish` of a maximal event still fits.
@@ -25,35 +28,69 @@ pub struct RoomSocketQuery {
     cursor: Option<u64>,
     epoch: Option<String>,
     rewind: Option<u64>,
+    token: Option<String>,
 }
 
-pub async fn multiplexed(State(node): State<Arc<Node>>, upgrade: WebSocketUpgrade) -> Result<Response, ApiError> {
-    refuse_while_stopping(&node)?;
-    Ok(upgrade_session(node, upgrade, None))
+#[derive(Deserialize)]
+pub struct SocketQuery {
+    token: Option<String>,
+}
+
+pub async fn multiplexed(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<SocketQuery>, QueryRejection>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
+    let admission = admit(&node, &headers, peer, query.token.as_deref())?;
+    Ok(upgrade_session(node, upgrade, None, admission))
 }
 
 pub async fn room(
     State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Path(room): Path<String>,
     query: Result<Query<RoomSocketQuery>, QueryRejection>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    refuse_while_stopping(&node)?;
     let room = RoomName::parse(&room)?;
     let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
+    let admission = admit(&node, &headers, peer, query.token.as_deref())?;
     let first = SubscribeRequest { room, cursor: query.cursor, epoch: query.epoch, rewind: query.rewind };
-    Ok(upgrade_session(node, upgrade, Some(first)))
+    Ok(upgrade_session(node, upgrade, Some(first), admission))
 }
 
-fn refuse_while_stopping(node: &Node) -> Result<(), ApiError> {
+/// Everything decided before an upgrade: the node is not stopping, the
+/// browser origin is allowed, the address is within its connect rate, and the
+/// credentials (header or `?token=`) are valid. Refusals here are plain HTTP
+/// answers with JSON bodies. Capacity is decided too, but refused after the
+/// upgrade with 1013, which a browser can read.
+fn admit(node: &Node, headers: &HeaderMap, peer: SocketAddr, token: Option<&str>) -> Result<Admission, ApiError> {
     if node.shutdown.is_cancelled() {
         crate::metrics::get().connections_refused.increment(1);
         return Err(ApiError::new(ErrorCode::ShuttingDown, "node is shutting down; connect to another"));
     }
-    Ok(())
+    let ip = access::client_ip(node, headers, peer);
+    let origin = headers.get(axum::http::header::ORIGIN).and_then(|v| v.to_str().ok());
+    if !node.auth.origin_allowed(origin) {
+        access::note_refusal("origin", ip, origin.unwrap_or(""));
+        crate::metrics::get().connections_refused.increment(1);
+        return Err(ApiError::new(ErrorCode::Forbidden, "origin not allowed"));
+    }
+    if let Err(refusal) = node.limits.check_connect(ip) {
+        crate::metrics::get().connections_refused.increment(1);
+        return Err(access::limited(refusal, ip));
+    }
+    let caller = access::identify(node, headers, peer, token).inspect_err(|_| {
+        crate::metrics::get().connections_refused.increment(1);
+    })?;
+    Ok(Admission { principal: caller.principal, ip, slot: node.limits.open_connection(ip) })
 }
 
-fn upgrade_session(node: Arc<Node>, upgrade: WebSocketUpgrade, first: Option<SubscribeRequest>) -> Response {
+fn upgrade_session(node: Arc<Node>, upgrade: WebSocketUpgrade, first: Option<SubscribeRequest>, admission: Admission) -> Response {
     let max_frame = node.config.limits.max_event_bytes + FRAME_OVERHEAD;
     // Small buffers keep idle sockets cheap; they grow only while a large
     // frame is in flight. Frames queued together are written together: the
@@ -66,6 +103,6 @@ fn upgrade_session(node: Arc<Node>, upgrade: WebSocketUpgrade, first: Option<Sub
         .max_frame_size(max_frame)
         .on_upgrade(move |socket| {
             let sessions = node.sessions.clone();
-            sessions.track_future(session::run(node, socket, first))
+            sessions.track_future(session::run(node, socket, first, admission))
         })
 }

@@ -62,6 +62,8 @@ pub enum Joined {
     /// The hub's tail does not reach back to `after`: replay from the store up
     /// to at least `head`, then subscribe again.
     NeedStore { head: u64 },
+    /// The room has `max_subscribers` subscribers on this node already.
+    Full,
 }
 
 /// A hub's numbers, for room stats.
@@ -120,6 +122,8 @@ pub struct HubSettings {
     pub idle: Duration,
     /// A broadcast slower than this is logged (rate-limited) and counted.
     pub slow_broadcast: Duration,
+    /// Most subscribers of the room on this node (0: no limit).
+    pub max_subscribers: usize,
 }
 
 struct Hub {
@@ -239,6 +243,9 @@ impl Hub {
     /// `caught_up`, and from here on it gets every delivery. All of this
     /// happens inside one step of the actor, so no event can slip between.
     fn subscribe(&mut self, out: Outbound, after: u64) -> Joined {
+        if self.settings.max_subscribers > 0 && self.subscribers.len() >= self.settings.max_subscribers {
+            return Joined::Full;
+        }
         let (skip_through, caught_up_seq) = if after >= self.last {
             // The subscriber's replay from the store reached at least as far as
             // the hub; skip what it already has.

@@ -65,6 +65,14 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// Anonymous access from a non-loopback address, or bad credentials.
     Unauthenticated,
+    /// The session's token expired; send a fresh one with an `auth` message.
+    TokenExpired,
+    /// The credentials do not grant this.
+    Forbidden,
+    /// A rate limit was exceeded; retry later.
+    RateLimited,
+    /// A capacity limit was reached; retry later.
+    OverCapacity,
     /// The store could not be reached; retry later.
     StoreUnavailable,
     /// The node is shutting down.
@@ -90,6 +98,10 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::OverCapacity => "over_capacity",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
@@ -111,7 +123,10 @@ impl ErrorCode {
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthenticated | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::OverCapacity => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::StoreUnavailable | ErrorCode::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -20,6 +20,8 @@ pub enum ClientMessage {
     Unsubscribe { room: RoomName },
     Publish(PublishRequest),
     Ping,
+    /// A token for this session: the first credentials, or a refresh.
+    Auth { token: String },
 }
 
 /// `subscribe {room, cursor?, epoch?, rewind?}`: where the client wants the
@@ -70,6 +72,7 @@ struct RawClientMessage<'a> {
     id: Option<String>,
     data: Option<Box<RawValue>>,
     expected_seq: Option<u64>,
+    token: Option<String>,
 }
 
 /// The longest `id` accepted on a publish (it doubles as the idempotency key).
@@ -118,6 +121,10 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
             Ok(ClientMessage::Publish(PublishRequest { id: msg_id, room, data, expected_seq: raw.expected_seq }))
         }
         "ping" => Ok(ClientMessage::Ping),
+        "auth" => match raw.token {
+            Some(token) if !token.is_empty() => Ok(ClientMessage::Auth { token }),
+            _ => Err(ProtocolError::new(ErrorCode::BadRequest, "missing field `token`", id)),
+        },
         other => Err(ProtocolError::new(
             ErrorCode::UnknownType,
             format!("unknown message type `{}`", truncate(other, 64)),
@@ -145,6 +152,13 @@ pub enum ServerMessage<'a> {
     Reset { room: &'a str, epoch: &'a str, earliest: u64 },
     Unsubscribed { room: &'a str },
     Ack { id: &'a str, room: &'a str, seq: u64 },
+    /// The session's token was accepted.
+    Authenticated {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sub: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exp: Option<u64>,
+    },
     Error {
         code: &'a str,
         message: &'a str,
@@ -195,6 +209,8 @@ mod tests {
     #[test]
     fn client_messages() {
         check(r#"{"type":"ping"}"#, "Ping");
+        check(r#"{"type":"auth","token":"a.b.c"}"#, "Auth { token: \"a.b.c\" }");
+        check(r#"{"type":"auth"}"#, "error bad_request");
         check(r#"{"type":"subscribe","room":"a","cursor":3,"epoch":"e"}"#, "Subscribe(SubscribeRequest { room: \"a\", cursor: Some(3), epoch: Some(\"e\"), rewind: None");
         check(r#"{"type":"subscribe","room":"a","rewind":5}"#, "Subscribe(SubscribeRequest { room: \"a\", cursor: None, epoch: None, rewind: Some(5)");
         check(r#"{"type":"unsubscribe","room":"a"}"#, "Unsubscribe { room: \"a\" }");

@@ -28,6 +28,9 @@ use crate::protocol::{
 };
 use crate::room::RoomName;
 use crate::store::{AppendOutcome, AppendRequest, Store};
+use crate::auth::{Action, Principal};
+use crate::http::access::{auth_error_code, note_refusal};
+use crate::limits::{ConnectionSlot, Refusal};
 use crate::metrics::CloseReason;
 use outbound::{Outbound, SessionControl};
 
@@ -58,6 +61,9 @@ pub async fn join(
         out.wait_for_room(hub_tail + 2).await;
         match hub.subscribe(out.clone(), position).await {
             Ok(Joined::Live) => return Ok(Some(hub)),
+            Ok(Joined::Full) => {
+                return Err(ProtocolError::new(ErrorCode::OverCapacity, "room is at its subscriber limit on this node", None))
+            }
             Ok(Joined::NeedStore { head }) => {
                 crate::metrics::get().replays.increment(1);
                 position = replay(store, out, room, position, head).await?;
@@ -97,15 +103,31 @@ async fn replay(store: &Arc<dyn Store>, out: &Outbound, room: &RoomName, from: u
     }
 }
 
-/// Runs one session to its end. `first` is the subscription implied by a
-/// room-scoped URL (`/v1/rooms/{room}/ws`).
-pub async fn run(node: Arc<Node>, socket: WebSocket, first: Option<SubscribeRequest>) {
-    let (id, name) = node.next_session_id();
-    let span = tracing::info_span!("session", session = %name);
-    tracing::Instrument::instrument(run_session(node, socket, first, id, name), span).await
+/// What the upgrade decided about a session before it opened.
+pub struct Admission {
+    pub principal: Principal,
+    pub ip: std::net::IpAddr,
+    /// The connection slot, or why none was free (the session is then closed
+    /// with 1013 at once: browsers cannot read the status of a refused upgrade).
+    pub slot: Result<ConnectionSlot, Refusal>,
 }
 
-async fn run_session(node: Arc<Node>, socket: WebSocket, first: Option<SubscribeRequest>, id: u64, name: String) {
+/// Runs one session to its end. `first` is the subscription implied by a
+/// room-scoped URL (`/v1/rooms/{room}/ws`).
+pub async fn run(node: Arc<Node>, socket: WebSocket, first: Option<SubscribeRequest>, admission: Admission) {
+    let (id, name) = node.next_session_id();
+    let span = tracing::info_span!("session", session = %name, client = %admission.ip);
+    tracing::Instrument::instrument(run_session(node, socket, first, admission, id, name), span).await
+}
+
+async fn run_session(
+    node: Arc<Node>,
+    socket: WebSocket,
+    first: Option<SubscribeRequest>,
+    admission: Admission,
+    id: u64,
+    name: String,
+) {
     let control = Arc::new(SessionControl::default());
     let (frames_tx, frames_rx) = mpsc::channel(node.config.limits.outbound_queue);
     let out = Outbound::new(id, frames_tx, control.clone());
@@ -126,13 +148,38 @@ async fn run_session(node: Arc<Node>, socket: WebSocket, first: Option<Subscribe
 
     let (joined_tx, joined_rx) = mpsc::unbounded_channel();
     let stale = Duration::from_millis(node.config.heartbeat.stale_ms);
-    let mut session = Session { node, out, control, subscriptions: HashMap::new(), joined: joined_tx, next_join: 0, stale };
-    let welcome = ServerMessage::Welcome { session: &name, heartbeat_ms: session.node.config.heartbeat.interval_ms };
-    session.reply(welcome.encode()).await;
-    if let Some(request) = first {
-        session.subscribe(request).await;
+    let Admission { principal, ip, slot } = admission;
+    let message_rate = node.limits.session_messages();
+    let mut session = Session {
+        node,
+        out,
+        control,
+        subscriptions: HashMap::new(),
+        joined: joined_tx,
+        next_join: 0,
+        stale,
+        principal,
+        ip,
+        url_room: first.as_ref().map(|r| r.room.clone()),
+        expiry: None,
+        message_rate,
+    };
+    session.expiry = session.token_deadline();
+    match slot {
+        Err(refusal) => {
+            note_refusal("over_capacity", ip, &refusal.to_string());
+            session.control.close(close::TRY_AGAIN_LATER, "over capacity");
+        }
+        Ok(slot) => {
+            let welcome = ServerMessage::Welcome { session: &name, heartbeat_ms: session.node.config.heartbeat.interval_ms };
+            session.reply(welcome.encode()).await;
+            if let Some(request) = first {
+                session.subscribe(request).await;
+            }
+            session.read_loop(stream, joined_rx).await;
+            drop(slot);
+        }
     }
-    session.read_loop(stream, joined_rx).await;
     session.leave_all().await;
     session.control.token.cancel();
     let _ = writer.await;
@@ -165,6 +212,14 @@ struct Session {
     next_join: u64,
     /// Also bounds how long an answer may wait for queue room.
     stale: Duration,
+    /// Who this session is; replaced by an `auth` message.
+    principal: Principal,
+    ip: std::net::IpAddr,
+    /// The room of a room-scoped URL: refusing it closes the session.
+    url_room: Option<RoomName>,
+    /// When the token runs out, and whether the grace period has begun.
+    expiry: Option<(tokio::time::Instant, bool)>,
+    message_rate: Option<governor::DefaultDirectRateLimiter>,
 }
 
 impl Session {
@@ -182,6 +237,12 @@ impl Session {
                 _ = self.control.token.cancelled() => return,
                 Some((room, id, result)) = joined.recv() => {
                     self.on_joined(room, id, result).await;
+                    continue;
+                }
+                _ = sleep_until(self.expiry.map(|(at, _)| at)) => {
+                    if !self.on_token_expiry().await {
+                        return;
+                    }
                     continue;
                 }
                 next = tokio::time::timeout_at(deadline, stream.next()) => next,
@@ -203,6 +264,13 @@ impl Session {
                 Ok(Some(Ok(message))) => message,
             };
             deadline = tokio::time::Instant::now() + self.stale;
+            if matches!(message, Message::Text(_) | Message::Binary(_))
+                && self.message_rate.as_ref().is_some_and(|limiter| limiter.check().is_err())
+            {
+                note_refusal("message_rate", self.ip, "too many messages");
+                self.control.close(close::RATE_LIMITED, "too many messages");
+                return;
+            }
             match message {
                 Message::Text(text) => {
                     let metrics = crate::metrics::get();
@@ -227,7 +295,88 @@ impl Session {
             Ok(ClientMessage::Unsubscribe { room }) => self.unsubscribe(room).await,
             Ok(ClientMessage::Publish(request)) => self.publish(request).await,
             Ok(ClientMessage::Ping) => self.reply(ServerMessage::Pong.encode()).await,
+            Ok(ClientMessage::Auth { token }) => self.authenticate(&token).await,
         }
+    }
+
+    /// When the session's token expires (with the configured leeway).
+    fn token_deadline(&self) -> Option<(tokio::time::Instant, bool)> {
+        let Principal::Token(claims) = &self.principal else { return None };
+        let exp = claims.exp?;
+        let now = crate::event::now_ms() / 1000;
+        let left = (exp as i64 + self.node.config.auth.leeway_secs as i64 - now).max(0) as u64;
+        Some((tokio::time::Instant::now() + Duration::from_secs(left), false))
+    }
+
+    /// The token ran out: tell the client and give it the grace period to send
+    /// a fresh one; when the grace period is over too, close with 4001.
+    /// Returns whether the session goes on.
+    async fn on_token_expiry(&mut self) -> bool {
+        match self.expiry {
+            Some((_, false)) => {
+                let grace = Duration::from_millis(self.node.auth.expiry_grace_ms);
+                self.expiry = Some((tokio::time::Instant::now() + grace, true));
+                let err = ProtocolError::new(ErrorCode::TokenExpired, "token expired; send a fresh one with an auth message", None);
+                self.reply_error(&err, None).await;
+                true
+            }
+            _ => {
+                note_refusal("token_expired", self.ip, "no fresh token within the grace period");
+                self.control.close(close::UNAUTHENTICATED, "token expired");
+                false
+            }
+        }
+    }
+
+    /// Takes a token sent in an `auth` message (first credentials or a
+    /// refresh). Subscriptions the new token does not allow are ended.
+    async fn authenticate(&mut self, token: &str) {
+        let claims = match self.node.auth.verify_token(token) {
+            Ok(claims) => claims,
+            Err(err) => {
+                let code = auth_error_code(&err);
+                note_refusal(code.as_str(), self.ip, &err.to_string());
+                self.reply_error(&ProtocolError::new(code, err.to_string(), None), None).await;
+                self.control.close(close::UNAUTHENTICATED, "invalid token");
+                return;
+            }
+        };
+        self.principal = Principal::Token(claims);
+        self.expiry = self.token_deadline();
+        let (sub, exp) = match &self.principal {
+            Principal::Token(claims) => (claims.sub.clone(), claims.exp),
+            _ => (None, None),
+        };
+        self.reply(ServerMessage::Authenticated { sub: sub.as_deref(), exp }.encode()).await;
+        let rooms: Vec<RoomName> = self.subscriptions.keys().cloned().collect();
+        for room in rooms {
+            if let Err(err) = self.node.auth.authorize(&self.principal, Action::Subscribe, &room) {
+                if let Some(subscription) = self.subscriptions.remove(&room) {
+                    self.leave(&room, subscription).await;
+                }
+                let err = ProtocolError::new(auth_error_code(&err), err.to_string(), None);
+                self.reply_error(&err, Some(&room)).await;
+            }
+        }
+    }
+
+    /// Refuses a message the principal may not send. On a room-scoped URL,
+    /// refusing its room closes the session with 4001, 4003 or 1013.
+    async fn refuse(&mut self, room: &RoomName, err: ProtocolError) {
+        if self.url_room.as_ref() == Some(room) {
+            let code = match err.code {
+                ErrorCode::Unauthenticated | ErrorCode::TokenExpired => Some(close::UNAUTHENTICATED),
+                ErrorCode::Forbidden => Some(close::FORBIDDEN),
+                ErrorCode::OverCapacity => Some(close::TRY_AGAIN_LATER),
+                _ => None,
+            };
+            if let Some(code) = code {
+                self.reply_error(&err, Some(room)).await;
+                self.control.close(code, "subscription refused");
+                return;
+            }
+        }
+        self.reply_error(&err, Some(room)).await;
     }
 
     /// Queues an answer to the client. A client that lets its queue stay full
@@ -245,6 +394,11 @@ impl Session {
 
     async fn subscribe(&mut self, request: SubscribeRequest) {
         let room = request.room.clone();
+        if let Err(err) = self.node.auth.authorize(&self.principal, Action::Subscribe, &room) {
+            let code = auth_error_code(&err);
+            note_refusal(code.as_str(), self.ip, &err.to_string());
+            return self.refuse(&room, ProtocolError::new(code, err.to_string(), None)).await;
+        }
         if self.subscriptions.contains_key(&room) {
             let err = ProtocolError::new(ErrorCode::AlreadySubscribed, "already subscribed to this room", None);
             return self.reply_error(&err, Some(&room)).await;
@@ -279,7 +433,7 @@ impl Session {
             Ok(None) => {} // The session is closing.
             Err(err) => {
                 self.subscriptions.remove(&room);
-                self.reply_error(&err, Some(&room)).await;
+                self.refuse(&room, err).await;
             }
         }
     }
@@ -329,6 +483,11 @@ impl Session {
     /// key, so a retry after a reconnect is not appended twice.
     async fn publish(&mut self, request: PublishRequest) {
         let PublishRequest { id, room, data, expected_seq } = request;
+        if let Err(err) = self.node.auth.authorize(&self.principal, Action::Publish, &room) {
+            let code = auth_error_code(&err);
+            note_refusal(code.as_str(), self.ip, &err.to_string());
+            return self.reply_error(&ProtocolError::new(code, err.to_string(), Some(&id)), Some(&room)).await;
+        }
         let max = self.node.config.limits.max_event_bytes;
         if data.get().len() > max {
             let err = ProtocolError::new(ErrorCode::TooLarge, format!("event data is larger than {max} bytes"), Some(&id));
@@ -412,6 +571,13 @@ pub fn plan_start(state: &RoomState, request: &SubscribeRequest, max_rewind: u64
         return Start { after, reset: false };
     }
     live
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Whether a read error means the client sent a frame over the size limit.
