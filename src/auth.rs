@@ -17,6 +17,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::room::RoomName;
+pub use hubcast_protocol::pattern::pattern_matches;
 
 /// The `[auth]` section of the configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -391,28 +392,6 @@ fn check_pattern(pattern: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Glob match where `*` stands for any run of characters (room names cannot
-/// contain `*`, so patterns are unambiguous).
-pub fn pattern_matches(pattern: &str, room: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or("");
-    let Some(mut rest) = room.strip_prefix(first) else { return false };
-    let parts: Vec<&str> = parts.collect();
-    if parts.is_empty() {
-        return rest.is_empty();
-    }
-    for (i, part) in parts.iter().enumerate() {
-        if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        }
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    true
-}
-
 /// Equal-length inputs are compared without an early exit.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -424,22 +403,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn patterns() {
-        let check = |p: &str, r: &str, expected: bool| assert_eq!(pattern_matches(p, r), expected, "{p} vs {r}");
-        check("market:*", "market:42", true);
-        check("market:*", "market:", true);
-        check("market:*", "markets:1", false);
-        check("market:42", "market:42", true);
-        check("market:42", "market:421", false);
-        check("*", "anything", true);
-        check("*:chat", "team1:chat", true);
-        check("*:chat", "team1:chats", false);
-        check("a*b*c", "aXbYc", true);
-        check("a*b*c", "aXc", false);
-        check("a*a", "a", false);
-    }
 
     #[test]
     fn constant_time_compare() {

@@ -36,7 +36,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status: StatusCode = self.code.status();
+        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = Body {
             error: self.code.as_str(),
             message: &self.message,

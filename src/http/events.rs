@@ -8,7 +8,7 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::access::{identify, limited, refused, require_read};
@@ -17,16 +17,10 @@ use crate::auth::Action;
 use crate::event::Event;
 use crate::node::Node;
 use crate::protocol::codes::ErrorCode;
+use crate::protocol::request::{parse_publish_body, HistoryQuery};
 use crate::protocol::MAX_ID_LEN;
 use crate::room::RoomName;
 use crate::store::{AppendOutcome, AppendRequest};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PublishBody {
-    data: Box<RawValue>,
-    expected_seq: Option<u64>,
-}
 
 /// Appends one event: validate, append (durable when this returns), answer.
 /// The bus is told by the store's commit feed, after the commit.
@@ -46,10 +40,7 @@ pub async fn publish(
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(ErrorCode::TooLarge, format!("body is larger than the limit for {max}-byte events")),
         _ => ApiError::new(ErrorCode::BadRequest, rejection.body_text()),
     })?;
-    let body: PublishBody = serde_json::from_slice(&body).map_err(|err| {
-        let code = if err.is_data() { ErrorCode::BadRequest } else { ErrorCode::InvalidJson };
-        ApiError::new(code, err.to_string())
-    })?;
+    let body = parse_publish_body(&body).map_err(|(code, message)| ApiError::new(code, message))?;
     if body.data.get().len() > max {
         return Err(ApiError::new(ErrorCode::TooLarge, format!("event data is larger than {max} bytes")));
     }
@@ -81,12 +72,6 @@ pub async fn publish(
         })
         }
     }
-}
-
-#[derive(Deserialize)]
-pub struct HistoryQuery {
-    after: Option<u64>,
-    limit: Option<usize>,
 }
 
 #[derive(Serialize)]

@@ -8,12 +8,13 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 
 use super::error::ApiError;
 use crate::node::Node;
 use crate::protocol::codes::ErrorCode;
+use crate::protocol::request::RoomsQuery;
 use crate::room::RoomName;
 
 /// Prometheus text exposition.
@@ -65,13 +66,6 @@ fn window(history: &[crate::stats::Sample]) -> f64 {
         (Some(a), Some(b)) => (b.t - a.t) as f64 / 1000.0,
         _ => 0.0,
     }
-}
-
-#[derive(Deserialize)]
-pub struct RoomsQuery {
-    /// Rooms named after this one (for paging).
-    after: Option<String>,
-    limit: Option<usize>,
 }
 
 #[derive(Serialize)]

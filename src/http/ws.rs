@@ -9,12 +9,12 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use serde::Deserialize;
 
 use super::access;
 use super::error::ApiError;
 use crate::node::Node;
 use crate::protocol::codes::ErrorCode;
+use crate::protocol::request::{RoomSocketQuery, SocketQuery};
 use crate::protocol::SubscribeRequest;
 use crate::room::RoomName;
 use crate::session::{self, Admission};
@@ -22,19 +22,6 @@ use crate::session::{self, Admission};
 /// Room of the WebSocket protocol's own per-frame overhead allowed on top of
 /// the largest event, so a `publish` of a maximal event still fits.
 const FRAME_OVERHEAD: usize = 16 * 1024;
-
-#[derive(Deserialize)]
-pub struct RoomSocketQuery {
-    cursor: Option<u64>,
-    epoch: Option<String>,
-    rewind: Option<u64>,
-    token: Option<String>,
-}
-
-#[derive(Deserialize)]
-pub struct SocketQuery {
-    token: Option<String>,
-}
 
 pub async fn multiplexed(
     State(node): State<Arc<Node>>,

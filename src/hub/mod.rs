@@ -262,7 +262,7 @@ impl Hub {
             }
             (self.last, self.last)
         };
-        let caught_up = ServerMessage::CaughtUp { room: &self.room, seq: caught_up_seq }.encode();
+        let caught_up = ServerMessage::CaughtUp { room: &self.room, seq: caught_up_seq }.encode().into();
         if out.offer(caught_up) == Offer::Queued {
             self.subscribers.push(Subscriber { out, skip_through });
         }

@@ -172,7 +172,7 @@ async fn run_session(
         }
         Ok(slot) => {
             let welcome = ServerMessage::Welcome { session: &name, heartbeat_ms: session.node.config.heartbeat.interval_ms };
-            session.reply(welcome.encode()).await;
+            session.reply(welcome.encode().into()).await;
             if let Some(request) = first {
                 session.subscribe(request).await;
             }
@@ -294,7 +294,7 @@ impl Session {
             Ok(ClientMessage::Subscribe(request)) => self.subscribe(request).await,
             Ok(ClientMessage::Unsubscribe { room }) => self.unsubscribe(room).await,
             Ok(ClientMessage::Publish(request)) => self.publish(request).await,
-            Ok(ClientMessage::Ping) => self.reply(ServerMessage::Pong.encode()).await,
+            Ok(ClientMessage::Ping) => self.reply(ServerMessage::Pong.encode().into()).await,
             Ok(ClientMessage::Auth { token }) => self.authenticate(&token).await,
         }
     }
@@ -347,7 +347,7 @@ impl Session {
             Principal::Token(claims) => (claims.sub.clone(), claims.exp),
             _ => (None, None),
         };
-        self.reply(ServerMessage::Authenticated { sub: sub.as_deref(), exp }.encode()).await;
+        self.reply(ServerMessage::Authenticated { sub: sub.as_deref(), exp }.encode().into()).await;
         let rooms: Vec<RoomName> = self.subscriptions.keys().cloned().collect();
         for room in rooms {
             if let Err(err) = self.node.auth.authorize(&self.principal, Action::Subscribe, &room) {
@@ -442,7 +442,7 @@ impl Session {
         match self.subscriptions.remove(&room) {
             Some(subscription) => {
                 self.leave(&room, subscription).await;
-                self.reply(ServerMessage::Unsubscribed { room: &room }.encode()).await;
+                self.reply(ServerMessage::Unsubscribed { room: &room }.encode().into()).await;
             }
             None => {
                 let err = ProtocolError::new(ErrorCode::NotSubscribed, "not subscribed to this room", None);
@@ -496,7 +496,7 @@ impl Session {
         let request = AppendRequest { room: room.clone(), data, idem_key: Some(id.clone()), expected_seq };
         let frame = match self.node.store.append(request).await {
             Ok(AppendOutcome::Appended(receipt) | AppendOutcome::Duplicate(receipt)) => {
-                ServerMessage::Ack { id: &id, room: &room, seq: receipt.seq }.encode()
+                ServerMessage::Ack { id: &id, room: &room, seq: receipt.seq }.encode().into()
             }
             Ok(AppendOutcome::Conflict { head, .. }) => {
                 crate::metrics::get().publish_conflicts.increment(1);
@@ -508,7 +508,7 @@ impl Session {
                     room: Some(&room),
                     head: Some(head),
                 }
-                .encode()
+                .encode().into()
             }
             Err(err) => {
                 let err = ProtocolError::new(ErrorCode::StoreUnavailable, err.to_string(), Some(&id));
@@ -535,12 +535,12 @@ async fn start_subscription(
         .map_err(|err| ProtocolError::new(ErrorCode::StoreUnavailable, err.to_string(), None))?;
     let start = plan_start(&state, request, node.config.limits.max_rewind);
     let subscribed = ServerMessage::Subscribed { room, epoch: &state.epoch, head: state.head };
-    if !out.send(subscribed.encode()).await {
+    if !out.send(subscribed.encode().into()).await {
         return Ok(None);
     }
     if start.reset {
         let reset = ServerMessage::Reset { room, epoch: &state.epoch, earliest: state.earliest };
-        if !out.send(reset.encode()).await {
+        if !out.send(reset.encode().into()).await {
             return Ok(None);
         }
     }

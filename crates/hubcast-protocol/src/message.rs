@@ -1,17 +1,13 @@
-//! The WebSocket wire protocol: parsing client messages and encoding server
-//! messages. Only this module knows the JSON shape of frames.
+//! WebSocket messages: parsing client messages and encoding server messages.
+//! Only this module knows the JSON shape of frames.
 //!
 //! Every frame is a JSON text frame with a `type`. See docs/protocol.md.
 
-pub mod codes;
-
-use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::event::Event;
+use crate::codes::ErrorCode;
 use crate::room::RoomName;
-use codes::ErrorCode;
 
 /// A message from a client, validated.
 #[derive(Debug)]
@@ -175,21 +171,15 @@ pub enum ServerMessage<'a> {
 
 impl ServerMessage<'_> {
     /// Encodes the message as a text frame payload.
-    pub fn encode(&self) -> Utf8Bytes {
+    pub fn encode(&self) -> String {
         // Serializing these types cannot fail: every field is a string, a
         // number, or already-validated raw JSON.
-        let text = serde_json::to_string(self).expect("server messages always serialize");
-        Utf8Bytes::from(text)
+        serde_json::to_string(self).expect("server messages always serialize")
     }
 }
 
-/// The `event` frame for one event.
-pub fn encode_event(event: &Event) -> Utf8Bytes {
-    ServerMessage::Event { room: &event.room, seq: event.seq, ts: event.ts, data: &event.data }.encode()
-}
-
 /// The `error` frame for a refused client message.
-pub fn encode_error(err: &ProtocolError, room: Option<&str>) -> Utf8Bytes {
+pub fn encode_error(err: &ProtocolError, room: Option<&str>) -> String {
     ServerMessage::Error { code: err.code.as_str(), message: &err.message, id: err.id.as_deref(), room, head: None }
         .encode()
 }
@@ -233,19 +223,12 @@ mod tests {
 
     #[test]
     fn server_messages() {
-        let event = Event {
-            room: RoomName::parse("r").unwrap(),
-            seq: 7,
-            ts: 1000,
-            data: RawValue::from_string(r#"{"p":0.5}"#.into()).unwrap(),
-        };
-        assert_eq!(encode_event(&event).as_str(), r#"{"type":"event","room":"r","seq":7,"ts":1000,"data":{"p":0.5}}"#);
-        assert_eq!(ServerMessage::Pong.encode().as_str(), r#"{"type":"pong"}"#);
-        assert_eq!(
-            ServerMessage::CaughtUp { room: "r", seq: 3 }.encode().as_str(),
-            r#"{"type":"caught_up","room":"r","seq":3}"#
-        );
+        let data = RawValue::from_string(r#"{"p":0.5}"#.into()).unwrap();
+        let event = ServerMessage::Event { room: "r", seq: 7, ts: 1000, data: &data };
+        assert_eq!(event.encode(), r#"{"type":"event","room":"r","seq":7,"ts":1000,"data":{"p":0.5}}"#);
+        assert_eq!(ServerMessage::Pong.encode(), r#"{"type":"pong"}"#);
+        assert_eq!(ServerMessage::CaughtUp { room: "r", seq: 3 }.encode(), r#"{"type":"caught_up","room":"r","seq":3}"#);
         let err = ProtocolError::new(ErrorCode::UnknownType, "nope", Some("i"));
-        assert_eq!(encode_error(&err, None).as_str(), r#"{"type":"error","code":"unknown_type","message":"nope","id":"i"}"#);
+        assert_eq!(encode_error(&err, None), r#"{"type":"error","code":"unknown_type","message":"nope","id":"i"}"#);
     }
 }

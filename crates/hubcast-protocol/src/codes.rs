@@ -4,8 +4,6 @@
 //! should reconnect and resume from its cursor, and terminal codes after which
 //! reconnecting with the same credentials cannot help.
 
-use axum::http::StatusCode;
-
 /// WebSocket close codes sent by hubcast (see docs/protocol.md).
 pub mod close {
     /// The node is going away; resume elsewhere.
@@ -109,7 +107,7 @@ impl ErrorCode {
     }
 
     /// The HTTP status that carries this code.
-    pub fn status(self) -> StatusCode {
+    pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::InvalidJson
             | ErrorCode::BadRequest
@@ -118,19 +116,17 @@ impl ErrorCode {
             | ErrorCode::InvalidParameter
             | ErrorCode::TooManySubscriptions
             | ErrorCode::AlreadySubscribed
-            | ErrorCode::NotSubscribed => StatusCode::BAD_REQUEST,
-            ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::Conflict => StatusCode::CONFLICT,
-            ErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::Unauthenticated | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
-            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::OverCapacity => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::StoreUnavailable | ErrorCode::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            | ErrorCode::NotSubscribed => 400,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::Conflict => 409,
+            ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::Unauthenticated | ErrorCode::TokenExpired => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::OverCapacity => 503,
+            ErrorCode::StoreUnavailable | ErrorCode::ShuttingDown => 503,
+            ErrorCode::Internal => 500,
         }
     }
 }

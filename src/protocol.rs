@@ -1,0 +1,21 @@
+//! The wire protocol. Messages, request shapes and codes live in the
+//! `hubcast-protocol` crate (shared with the Rust client and the fuzz
+//! targets); this module adds the server's frame encoders, which produce the
+//! shared `Utf8Bytes` a hub hands to every subscriber.
+
+use axum::extract::ws::Utf8Bytes;
+
+pub use hubcast_protocol::message::*;
+pub use hubcast_protocol::{codes, request};
+
+use crate::event::Event;
+
+/// The `event` frame for one event, encoded once and shared by all subscribers.
+pub fn encode_event(event: &Event) -> Utf8Bytes {
+    ServerMessage::Event { room: &event.room, seq: event.seq, ts: event.ts, data: &event.data }.encode().into()
+}
+
+/// The `error` frame for a refused client message.
+pub fn encode_error(err: &ProtocolError, room: Option<&str>) -> Utf8Bytes {
+    hubcast_protocol::message::encode_error(err, room).into()
+}
