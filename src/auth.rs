@@ -13,7 +13,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::{Deserialize, Serialize};
 
 use crate::room::RoomName;
@@ -88,21 +88,8 @@ pub struct NamespaceConfig {
     pub read_only: bool,
 }
 
-/// What a verified token grants.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-pub struct Claims {
-    pub sub: Option<String>,
-    pub exp: Option<u64>,
-    #[serde(default)]
-    pub subscribe: Vec<String>,
-    #[serde(default)]
-    pub publish: Vec<String>,
-    #[serde(default)]
-    pub presence: Vec<String>,
-    /// Free-form data about the user (shown to presence later).
-    #[serde(default)]
-    pub info: Option<serde_json::Value>,
-}
+pub use hubcast_protocol::token::Claims;
+use hubcast_protocol::token::{TokenError, TokenKey};
 
 /// Who is asking.
 #[derive(Debug, Clone)]
@@ -142,7 +129,7 @@ pub enum AuthError {
 /// Verified keys and rules, built once from the configuration.
 pub struct Auth {
     api_keys: Vec<ApiKey>,
-    jwt: Vec<JwtKey>,
+    jwt: Vec<TokenKey>,
     namespaces: Vec<NamespaceConfig>,
     insecure: bool,
     pub allowed_origins: Vec<String>,
@@ -156,14 +143,6 @@ struct ApiKey {
     secret: Vec<u8>,
     rooms: Vec<String>,
     admin: bool,
-}
-
-struct JwtKey {
-    kid: Option<String>,
-    alg: Algorithm,
-    key: DecodingKey,
-    audience: Option<String>,
-    issuer: Option<String>,
 }
 
 impl Auth {
@@ -196,7 +175,7 @@ impl Auth {
                 "EdDSA" => (Algorithm::EdDSA, DecodingKey::from_ed_pem(pem(key, &what)?.as_bytes())?),
                 other => anyhow::bail!("{what}: alg must be HS256, RS256 or EdDSA, not `{other}`"),
             };
-            jwt.push(JwtKey { kid: key.kid.clone(), alg, key: decoding, audience: key.audience.clone(), issuer: key.issuer.clone() });
+            jwt.push(TokenKey { kid: key.kid.clone(), alg, key: decoding, audience: key.audience.clone(), issuer: key.issuer.clone() });
         }
         for namespace in namespaces {
             if namespace.prefix.is_empty() {
@@ -254,33 +233,11 @@ impl Auth {
     /// Verifies a JWT: the key by `kid`, its pinned algorithm, signature,
     /// `exp` and `nbf` with leeway, and `aud`/`iss` when configured.
     pub fn verify_token(&self, token: &str) -> Result<Claims, AuthError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::BadCredentials)?;
-        let key = self
-            .jwt
-            .iter()
-            .find(|k| k.kid == header.kid)
-            .ok_or_else(|| AuthError::BadToken("no key for this kid".into()))?;
-        if header.alg != key.alg {
-            return Err(AuthError::BadToken(format!("algorithm {:?} is not the key's {:?}", header.alg, key.alg)));
-        }
-        let mut validation = Validation::new(key.alg);
-        validation.leeway = self.leeway;
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
-        match &key.audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            None => validation.validate_aud = false,
-        }
-        if let Some(iss) = &key.issuer {
-            validation.set_issuer(&[iss]);
-        }
-        match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
-            Ok(data) => Ok(data.claims),
-            Err(err) => match err.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => Err(AuthError::Expired),
-                _ => Err(AuthError::BadToken(err.to_string())),
-            },
-        }
+        hubcast_protocol::token::verify(&self.jwt, token, self.leeway).map_err(|err| match err {
+            TokenError::Malformed => AuthError::BadCredentials,
+            TokenError::Expired => AuthError::Expired,
+            other => AuthError::BadToken(other.to_string()),
+        })
     }
 
     /// Whether `principal` may do `action` in `room`.

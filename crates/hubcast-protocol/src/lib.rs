@@ -8,5 +8,7 @@ pub mod message;
 pub mod pattern;
 pub mod request;
 pub mod room;
+#[cfg(feature = "jwt")]
+pub mod token;
 
 pub use message::*;

@@ -1,0 +1,121 @@
+//! Verifying JWTs: the key is chosen by `kid`, its algorithm is pinned (a
+//! token naming another algorithm is refused before any signature check, so
+//! neither `none` nor HS256-with-a-public-key can pass), the signature, `exp`
+//! (required) and `nbf` are checked with a leeway, and `aud`/`iss` when the
+//! key requires them.
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+/// What a verified token grants.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct Claims {
+    pub sub: Option<String>,
+    pub exp: Option<u64>,
+    /// Room patterns the bearer may subscribe to.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+    /// Room patterns the bearer may publish to.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Room patterns whose presence the bearer may see.
+    #[serde(default)]
+    pub presence: Vec<String>,
+    /// Free-form data about the user.
+    #[serde(default)]
+    pub info: Option<serde_json::Value>,
+}
+
+/// One key that verifies tokens.
+pub struct TokenKey {
+    /// Matched against the token header's `kid`; a key without one matches
+    /// tokens without one.
+    pub kid: Option<String>,
+    /// The only algorithm this key accepts.
+    pub alg: Algorithm,
+    pub key: DecodingKey,
+    pub audience: Option<String>,
+    pub issuer: Option<String>,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("no key for this kid")]
+    UnknownKey,
+    #[error("algorithm {0} is not the key's")]
+    WrongAlgorithm(String),
+    #[error("token has expired")]
+    Expired,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Verifies `token` against `keys` with `leeway` seconds of clock skew.
+pub fn verify(keys: &[TokenKey], token: &str, leeway: u64) -> Result<Claims, TokenError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+    let key = keys.iter().find(|k| k.kid == header.kid).ok_or(TokenError::UnknownKey)?;
+    if header.alg != key.alg {
+        return Err(TokenError::WrongAlgorithm(format!("{:?}", header.alg)));
+    }
+    let mut validation = Validation::new(key.alg);
+    validation.leeway = leeway;
+    validation.validate_nbf = true;
+    validation.set_required_spec_claims(&["exp"]);
+    match &key.audience {
+        Some(aud) => validation.set_audience(&[aud]),
+        None => validation.validate_aud = false,
+    }
+    if let Some(iss) = &key.issuer {
+        validation.set_issuer(&[iss]);
+    }
+    match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
+        Ok(data) => Ok(data.claims),
+        Err(err) => match err.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => Err(TokenError::Expired),
+            _ => Err(TokenError::Invalid(err.to_string())),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn keys() -> Vec<TokenKey> {
+        vec![TokenKey { kid: None, alg: Algorithm::HS256, key: DecodingKey::from_secret(SECRET), audience: None, issuer: None }]
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    fn token(header: Header, claims: serde_json::Value) -> String {
+        encode(&header, &claims, &EncodingKey::from_secret(SECRET)).unwrap()
+    }
+
+    #[test]
+    fn verifies_and_refuses() {
+        let good = token(Header::default(), serde_json::json!({"sub": "u", "exp": now() + 60, "subscribe": ["a:*"]}));
+        assert_eq!(verify(&keys(), &good, 0).unwrap().subscribe, vec!["a:*".to_string()]);
+        let expired = token(Header::default(), serde_json::json!({"exp": now() - 120}));
+        assert_eq!(verify(&keys(), &expired, 5), Err(TokenError::Expired));
+        let no_exp = token(Header::default(), serde_json::json!({"sub": "u"}));
+        assert!(matches!(verify(&keys(), &no_exp, 0), Err(TokenError::Invalid(_))));
+        let future = token(Header::default(), serde_json::json!({"exp": now() + 600, "nbf": now() + 300}));
+        assert!(matches!(verify(&keys(), &future, 5), Err(TokenError::Invalid(_))));
+        let other_alg = token(Header::new(Algorithm::HS384), serde_json::json!({"exp": now() + 60}));
+        assert!(matches!(verify(&keys(), &other_alg, 0), Err(TokenError::WrongAlgorithm(_))));
+        let with_kid = token(Header { kid: Some("x".into()), ..Header::default() }, serde_json::json!({"exp": now() + 60}));
+        assert_eq!(verify(&keys(), &with_kid, 0), Err(TokenError::UnknownKey));
+        // alg "none": header {"alg":"none"}, claims, empty signature.
+        let none = "eyJhbGciOiJub25lIn0.eyJleHAiOjQxMDI0NDQ4MDB9.";
+        assert!(verify(&keys(), none, 0).is_err());
+        assert_eq!(verify(&keys(), "not-a-token", 0), Err(TokenError::Malformed));
+    }
+}
