@@ -18,10 +18,12 @@ pub struct PublishBody {
 /// Parses a publish body; the error carries its code (`invalid_json` for
 /// broken JSON, `bad_request` for the wrong shape) and message.
 pub fn parse_publish_body(body: &[u8]) -> Result<PublishBody, (ErrorCode, String)> {
-    serde_json::from_slice(body).map_err(|err| {
+    let body: PublishBody = serde_json::from_slice(body).map_err(|err| {
         let code = if err.is_data() { ErrorCode::BadRequest } else { ErrorCode::InvalidJson };
         (code, err.to_string())
-    })
+    })?;
+    crate::message::check_data(&body.data).map_err(|message| (ErrorCode::BadRequest, message))?;
+    Ok(body)
 }
 
 /// `GET /v1/rooms/{room}/events?after=&limit=`.
@@ -69,6 +71,7 @@ mod tests {
         assert_eq!(parse_publish_body(b"{").unwrap_err().0, ErrorCode::InvalidJson);
         assert_eq!(parse_publish_body(br#"{"data":1,"x":2}"#).unwrap_err().0, ErrorCode::BadRequest);
         assert_eq!(parse_publish_body(br#"{"expected_seq":1}"#).unwrap_err().0, ErrorCode::BadRequest);
+        assert_eq!(parse_publish_body(br#"{"data":[1, 2.5e99999]}"#).unwrap_err().0, ErrorCode::BadRequest);
     }
 
     #[test]
