@@ -21,14 +21,20 @@ pub struct Caller {
 impl Caller {
     /// The key publish rates are counted by: the credential's name, else the address.
     pub fn rate_key(&self) -> String {
-        match &self.principal {
-            Principal::ApiKey { name, .. } => format!("key:{name}"),
-            Principal::Token(claims) => match &claims.sub {
-                Some(sub) => format!("sub:{sub}"),
-                None => format!("ip:{}", self.ip),
-            },
-            Principal::Anonymous { .. } => format!("ip:{}", self.ip),
-        }
+        rate_key(&self.principal, self.ip)
+    }
+}
+
+/// The key publish rates are counted by, for HTTP and socket publishes alike:
+/// the credential's name, else the address.
+pub fn rate_key(principal: &Principal, ip: IpAddr) -> String {
+    match principal {
+        Principal::ApiKey { name, .. } => format!("key:{name}"),
+        Principal::Token(claims) => match &claims.sub {
+            Some(sub) => format!("sub:{sub}"),
+            None => format!("ip:{ip}"),
+        },
+        Principal::Anonymous { .. } => format!("ip:{ip}"),
     }
 }
 

@@ -132,7 +132,7 @@ mod tests {
     fn every_asset_the_page_names_is_embedded() {
         let page = Assets::get("index.html").expect("index.html is embedded");
         let page = std::str::from_utf8(&page.data).expect("utf-8");
-        for name in ["style.css", "app.js", "favicon.svg"] {
+        for name in ["style.css", "theme.js", "app.js", "favicon.svg"] {
             assert!(page.contains(&format!("dashboard/{name}")), "index.html names {name}");
             assert!(Assets::get(name).is_some(), "{name} is embedded");
         }

@@ -255,9 +255,14 @@ impl Hub {
             if !reaches {
                 return Joined::NeedStore { head: self.last };
             }
+            let metrics = crate::metrics::get();
             for (seq, frame) in &self.tail {
-                if *seq > after && out.offer(frame.clone()) != Offer::Queued {
-                    return Joined::Live;
+                if *seq > after {
+                    metrics.deliveries.increment(1);
+                    metrics.totals.delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if out.offer(frame.clone()) != Offer::Queued {
+                        return Joined::Live;
+                    }
                 }
             }
             (self.last, self.last)

@@ -29,7 +29,7 @@ use crate::protocol::{
 use crate::room::RoomName;
 use crate::store::{AppendOutcome, AppendRequest, Store};
 use crate::auth::{Action, Principal};
-use crate::http::access::{auth_error_code, note_refusal};
+use crate::http::access::{auth_error_code, note_refusal, rate_key};
 use crate::limits::{ConnectionSlot, Refusal};
 use crate::metrics::CloseReason;
 use outbound::{Outbound, SessionControl};
@@ -94,7 +94,10 @@ async fn replay(store: &Arc<dyn Store>, out: &Outbound, room: &RoomName, from: u
             if !out.send(encode_event(event)).await {
                 return Ok(position);
             }
-            crate::metrics::get().replayed_events.increment(1);
+            let metrics = crate::metrics::get();
+            metrics.replayed_events.increment(1);
+            metrics.deliveries.increment(1);
+            metrics.totals.delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             position = event.seq;
         }
         if !full_page || position >= upto {
@@ -487,6 +490,13 @@ impl Session {
             let code = auth_error_code(&err);
             note_refusal(code.as_str(), self.ip, &err.to_string());
             return self.reply_error(&ProtocolError::new(code, err.to_string(), Some(&id)), Some(&room)).await;
+        }
+        // The same per-credential quota as HTTP publishes: a second path must
+        // not be a way around it.
+        if let Err(refusal) = self.node.limits.check_publish(&rate_key(&self.principal, self.ip)) {
+            note_refusal(ErrorCode::RateLimited.as_str(), self.ip, &refusal.to_string());
+            let err = ProtocolError::new(ErrorCode::RateLimited, refusal.to_string(), Some(&id));
+            return self.reply_error(&err, Some(&room)).await;
         }
         let max = self.node.config.limits.max_event_bytes;
         if data.get().len() > max {

@@ -59,6 +59,13 @@ pub async fn run(
         }
     }
     if let Some((code, reason)) = control.close_reason() {
+        // Frames queued before the close go out first: a refusal queues the
+        // `error` frame that says why (forbidden, unauthenticated,
+        // over_capacity) just before it closes. Not for a client that is not
+        // reading (slow consumer, heartbeat timeout): its queue would not move.
+        if !matches!(code, close::SLOW_CONSUMER | close::HEARTBEAT_TIMEOUT) {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, write_queued(&mut sink, &mut frames)).await;
+        }
         let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
     } else {
@@ -73,6 +80,17 @@ async fn stopped(control: &SessionControl, shutdown: &CancellationToken) {
         _ = control.token.cancelled() => {}
         _ = shutdown.cancelled() => control.close(close::RESTART, "server restarting"),
     }
+}
+
+/// Writes what is already queued (at most [`MAX_BURST`] frames), then flushes.
+async fn write_queued(sink: &mut Sink, frames: &mut mpsc::Receiver<Utf8Bytes>) -> Result<(), axum::Error> {
+    for _ in 0..MAX_BURST {
+        match frames.try_recv() {
+            Ok(frame) => sink.feed(Message::Text(frame)).await?,
+            Err(_) => break,
+        }
+    }
+    sink.flush().await
 }
 
 /// Writes `first` and whatever else is queued, then flushes once.
