@@ -4,13 +4,16 @@
 
 // ─── Credentials: the ONE place where requests are authenticated ───────────
 //
-// hubcast has no auth yet. When it does, the dashboard "requires the admin
-// credential": any API answering 401 makes app.js open the login dialog
-// (#login in index.html), which calls setToken(); from then on `authorize`
-// adds `Authorization: Bearer <token>` to every fetch below, and `socketUrl`
-// is where the WebSocket gets it (browsers cannot set headers on a WebSocket
-// upgrade, so it will go in a query parameter or a subprotocol, whichever the
-// server's auth chooses). Nothing else in the dashboard touches credentials.
+// With auth configured, the dashboard's data routes (/v1/stats, /v1/rooms,
+// /metrics) require the admin credential: an API key with `admin = true` in
+// `[[auth.api_keys]]`. (With no credentials configured, protected mode trusts
+// loopback clients and no credential is asked for.) When /v1/stats answers
+// 401 or 403, app.js opens the login dialog (#login in index.html), which
+// calls setToken(); from then on `authorize` adds `Authorization: Bearer <key>` to
+// every fetch below, and `socketUrl` adds `?token=<key>` to the inspector's
+// WebSocket (browsers cannot set headers on an upgrade). The key is kept in
+// sessionStorage: this tab only, gone when it closes. Nothing else in the
+// dashboard touches credentials.
 
 const TOKEN_KEY = 'hubcast.admin-token';
 let token = sessionStorage.getItem(TOKEN_KEY) || '';
@@ -34,18 +37,11 @@ function authorize(headers) {
 export function socketUrl(path) {
   const url = new URL(path, document.baseURI);
   url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
-  // When auth exists: url.searchParams.set('token', token) (or a subprotocol).
+  if (token) url.searchParams.set('token', token);
   return url.href;
 }
 
 // ─── Requests ───────────────────────────────────────────────────────────────
-
-const listeners = new Set();
-
-/** Called with no arguments whenever an API answers 401. */
-export function onUnauthenticated(callback) {
-  listeners.add(callback);
-}
 
 export class HttpError extends Error {
   constructor(status, body) {
@@ -74,7 +70,6 @@ export async function request(path, { method = 'GET', headers = {}, body, timeou
     if ((response.headers.get('content-type') || '').includes('json')) {
       try { json = JSON.parse(text); } catch { json = null; }
     }
-    if (response.status === 401) listeners.forEach((f) => f());
     return { status: response.status, headers: response.headers, body: json, text, ms };
   } finally {
     clearTimeout(timer);

@@ -6,7 +6,7 @@
 // The room inspector (inspector.js) and the playground (playground.js) use the
 // room WebSocket and the publish route.
 
-import { getJson, getText, onUnauthenticated, request, setToken } from './api.js';
+import { getJson, getText, hasToken, request, setToken } from './api.js';
 import { lineChart, sparkline } from './charts.js';
 import * as fmt from './format.js';
 import { createInspector } from './inspector.js';
@@ -341,10 +341,12 @@ async function tick() {
   if (stats.status === 'fulfilled') onStats(stats.value);
   if (metrics.status === 'fulfilled') onMetrics(metrics.value);
   if (rooms.status === 'fulfilled') onRooms(rooms.value);
+  checkCredential(stats);
   document.body.classList.toggle('stale', stats.status !== 'fulfilled');
   if (stats.status !== 'fulfilled') {
     const e = stats.reason;
-    setLive('down', e && e.status === 401 ? 'Sign in' : 'Offline', String(e && e.message ? e.message : e));
+    const refused = e && (e.status === 401 || e.status === 403);
+    setLive('down', refused ? 'Locked' : 'Offline', String(e && e.message ? e.message : e));
   } else if (ready.status === 'fulfilled' && ready.value.status !== 200) {
     const b = ready.value.body || {};
     const why = b.stopping ? 'stopping' : [b.store !== 'ok' && `store: ${b.store}`, b.bus !== 'ok' && `bus: ${b.bus}`].filter(Boolean).join(' · ');
@@ -395,20 +397,50 @@ document.addEventListener('keydown', (e) => {
 });
 document.addEventListener('visibilitychange', () => { if (!document.hidden && !paused) refresh(); });
 
-// ─── Login (only when the server asks for a credential) ─────────────────────
+// ─── Login: only when the node asks for the admin credential ────────────────
 
 const login = $('login');
-onUnauthenticated(() => {
-  if (!login.open) login.showModal();
-});
+const signin = $('signin');
+let loginDismissed = false;
+
+function askForCredential(status, body) {
+  const why = $('login-why');
+  if (status === 403) why.textContent = 'This credential is valid but may not read node-wide data: use an API key with admin = true.';
+  else if (hasToken()) why.textContent = `The credential was refused${body && body.message ? ` (${body.message})` : ''}.`;
+  else why.textContent = 'This node has auth configured: sign in with an admin API key.';
+  if (!login.open) {
+    $('login-token').value = '';
+    login.showModal();
+  }
+}
+
+function updateSignin(refusal) {
+  signin.hidden = !refusal && !hasToken();
+  signin.textContent = refusal ? 'Sign in' : 'Sign out';
+  signin.onclick = refusal
+    ? () => askForCredential(refusal.status, refusal.body)
+    : () => { setToken(''); loginDismissed = false; inspector.stop(); refresh(); };
+}
+
+/** After a poll: the stats answer tells whether a credential is missing. */
+function checkCredential(stats) {
+  const e = stats.status === 'rejected' ? stats.reason : null;
+  const refusal = e && (e.status === 401 || e.status === 403) ? e : null;
+  updateSignin(refusal);
+  if (refusal && !loginDismissed) askForCredential(refusal.status, refusal.body);
+}
+
 $('login-form').addEventListener('submit', (e) => {
   e.preventDefault();
-  const submitter = e.submitter;
-  if (submitter && submitter.value === 'ok') {
+  if (e.submitter && e.submitter.value === 'cancel') {
+    loginDismissed = true;
+  } else {
     setToken($('login-token').value);
-    refresh();
+    loginDismissed = false;
   }
   login.close();
+  refresh();
 });
+login.addEventListener('cancel', () => { loginDismissed = true; });
 
 refresh();

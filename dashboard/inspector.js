@@ -121,7 +121,7 @@ export function createInspector({ onTail = () => {} } = {}) {
         attempt = 0;
         live = false;
         setState('replay', 'Catching up');
-        push(row('subscribed', [text('f-seq', `#${frame.head}`, 'head'), ts, text('f-note', `${frame.room} · epoch ${frame.epoch} · head ${int(frame.head)}${resumedFrom !== null ? ` · resumed after #${int(resumedFrom)}` : ''}`)]));
+        push(row('subscribed', [text('f-seq', ''), ts, text('f-note', `${frame.room} · epoch ${frame.epoch} · head ${int(frame.head)}${resumedFrom !== null ? ` · resumed after #${int(resumedFrom)}` : ''}`)]));
         break;
       }
       case 'reset':

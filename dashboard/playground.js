@@ -3,7 +3,7 @@
 // exactly as the server gave it (201 appended, 200 idempotent retry, 409
 // conflict with the head, 4xx/5xx errors).
 
-import { getJson, request, roomPath } from './api.js';
+import { getJson, hasToken, request, roomPath } from './api.js';
 import { clock, int } from './format.js';
 import { renderJson } from './json.js';
 
@@ -77,14 +77,19 @@ export function createPlayground({ onPublished = () => {}, inspectorRoom = () =>
     }
     const url = new URL(req.path, document.baseURI).href;
     const parts = [`curl -i -X POST ${shellQuote(url)}`, `  -H 'Content-Type: application/json'`];
+    // The key itself is never put on screen.
+    if (hasToken()) parts.push('  -H "Authorization: Bearer $HUBCAST_KEY"');
     for (const [h, v] of Object.entries(req.headers)) parts.push(`  -H ${shellQuote(`${h}: ${v}`)}`);
     parts.push(`  -d ${shellQuote(req.body)}`);
     curl.textContent = parts.join(' \\\n');
     return req;
   }
 
+  let answers = 0;
   function show(answer, req) {
     result.hidden = false;
+    answers += 1;
+    result.dataset.answers = String(answers);
     const status = $('pub-status');
     const s = answer.status;
     status.textContent = s ? `${s} ${STATUS_TEXT[s] || (answer.body && answer.body.error) || ''}`.trim() : 'network error';
