@@ -1,12 +1,29 @@
 #!/usr/bin/env bash
-# The whole test suite: Rust unit, contract, property and integration tests,
-# then the integration tests driven by clients from other ecosystems (Python
-# `websockets`, Node `ws`). Installs what it needs when it is missing and
-# leaves running services alone. Run from anywhere: scripts/test.sh
+# The whole test suite: Rust unit, contract, property and integration tests;
+# then the black-box integration tests again on PostgreSQL + NATS (cluster
+# mode, plus tests/cluster.rs), starting those services when they are not
+# running (scripts/services.sh); then the integration tests driven by clients
+# from other ecosystems (Python `websockets`, Node `ws`). Installs what it
+# needs when it is missing and leaves running services alone. Prints how long
+# each step took. Run from anywhere: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+timings=()
+step_name=""
+step_start=$SECONDS
+step() {
+    finish_step
+    step_name="$*"
+    step_start=$SECONDS
+    printf '\n==> %s\n' "$*"
+}
+finish_step() {
+    if [[ -n "$step_name" ]]; then
+        timings+=("$(printf '%5ds  %s' $((SECONDS - step_start)) "$step_name")")
+    fi
+}
+have_nextest() { cargo nextest --version >/dev/null 2>&1; }
 
 need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
@@ -21,14 +38,35 @@ step "cargo build"
 cargo build --locked --all-targets
 
 step "Rust tests"
-if cargo nextest --version >/dev/null 2>&1; then
+if have_nextest; then
     cargo nextest run --locked --no-fail-fast
 else
     cargo test --locked --no-fail-fast
 fi
 
+step "services for cluster mode (PostgreSQL, NATS)"
+bash scripts/services.sh
+
+step "integration tests on PostgreSQL + NATS (HUBCAST_TEST_BACKEND=cluster)"
+# Only the black-box binaries (tests/*.rs) that start real processes;
+# hub_handoff is in-process and has no backend to switch.
+if have_nextest; then
+    HUBCAST_TEST_BACKEND=cluster cargo nextest run --locked --no-fail-fast -E 'kind(test) and not binary(hub_handoff)'
+else
+    blackbox=()
+    for file in tests/*.rs; do
+        name=$(basename "$file" .rs)
+        [[ "$name" == hub_handoff ]] || blackbox+=(--test "$name")
+    done
+    HUBCAST_TEST_BACKEND=cluster cargo test --locked --no-fail-fast "${blackbox[@]}"
+fi
+
 step "external clients (Python websockets, Node ws)"
 HUBCAST_BIN="$PWD/target/debug/hubcast" bash tests/external/run.sh
 
+finish_step
+echo
+echo "step times:"
+printf '%s\n' "${timings[@]}"
 echo
 echo "all test suites passed"

@@ -132,7 +132,8 @@ async fn stats_and_rooms_report_the_node() {
     assert_eq!(stats["totals"]["delivered"], 5);
     assert_eq!(stats["connections"], 1);
     assert_eq!(stats["rooms"], 1);
-    assert_eq!(stats["store"], "sqlite");
+    // The store kind follows the test backend (HUBCAST_TEST_BACKEND).
+    assert_eq!(stats["store"], if server.is_cluster() { "postgres" } else { "sqlite" });
     let (status, rooms) = server.api().get("/v1/rooms").await;
     assert_eq!(status, 200);
     assert_eq!(rooms["rooms"], json!([{"room": "stats:b", "subscribers": 1, "head": 5}]));

@@ -63,23 +63,79 @@ pub const FAST: &str = "[sqlite]\nsynchronous = \"normal\"\n";
 
 /// A `hubcast serve` child process with its own temp dir. Killed on drop; its
 /// log is printed when the test is failing.
+///
+/// The backend is SQLite in the server's temp dir unless the environment says
+/// `HUBCAST_TEST_BACKEND=cluster`: then the server runs with
+/// `--store postgres://…` and `--bus nats://…` (see [`Cluster`]), in a schema
+/// and under a subject prefix of its own, so tests run in parallel.
 pub struct Server {
     child: Option<Child>,
     dir: tempfile::TempDir,
     port: u16,
     starts: u32,
     api: Api,
+    /// The cluster this node belongs to (`None`: SQLite + memory bus). Shared
+    /// with its peers; the schema is dropped when the last of them goes.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Server {
     /// Writes `config` as the server's `hubcast.toml` and starts it on a free
-    /// loopback port, waiting until `/readyz` answers.
+    /// loopback port, waiting until `/readyz` answers. The backend follows
+    /// `HUBCAST_TEST_BACKEND` (see [`Server`]).
     pub async fn start(config: &str) -> Server {
+        let cluster = if cluster_backend() {
+            Some(Arc::new(Cluster::new(&env_or("HUBCAST_TEST_PG_URL", DEFAULT_PG_URL), &env_or("HUBCAST_TEST_NATS_URL", DEFAULT_NATS_URL)).await))
+        } else {
+            None
+        };
+        Server::start_in(config, cluster).await
+    }
+
+    /// Starts the first node of a new cluster on the given PostgreSQL and NATS
+    /// (whatever `HUBCAST_TEST_BACKEND` says), in a fresh schema and subject prefix.
+    pub async fn start_cluster(config: &str, pg_url: &str, nats_url: &str) -> Server {
+        Server::start_in(config, Some(Arc::new(Cluster::new(pg_url, nats_url).await))).await
+    }
+
+    /// Starts another node of `first`'s cluster: same PostgreSQL schema, same
+    /// NATS and subject prefix, its own port, temp dir and `config`.
+    pub async fn start_peer(first: &Server, config: &str) -> Server {
+        let cluster = first.cluster.clone().expect("start_peer needs a cluster node (HUBCAST_TEST_BACKEND=cluster or start_cluster)");
+        Server::start_in(config, Some(cluster)).await
+    }
+
+    async fn start_in(config: &str, cluster: Option<Arc<Cluster>>) -> Server {
         let dir = tempfile::Builder::new().prefix("hubcast-test-").tempdir().expect("temp dir");
         std::fs::write(dir.path().join("hubcast.toml"), config).expect("write hubcast.toml");
-        let mut server = Server { child: None, dir, port: 0, starts: 0, api: Api::new("http://127.0.0.1:0".into()) };
+        let mut server = Server { child: None, dir, port: 0, starts: 0, api: Api::new("http://127.0.0.1:0".into()), cluster };
         server.launch().await;
         server
+    }
+
+    /// Whether this node runs on PostgreSQL + NATS.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// The cluster this node belongs to, if any.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_deref()
+    }
+
+    /// The PostgreSQL URL of a cluster node (without the schema).
+    pub fn pg_url(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|c| c.pg_url.as_str())
+    }
+
+    /// The PostgreSQL schema holding this cluster node's tables.
+    pub fn schema(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|c| c.schema.as_str())
+    }
+
+    /// The NATS subject prefix of this cluster node.
+    pub fn subject_prefix(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|c| c.prefix.as_str())
     }
 
     /// Starts the server again on the same data dir and config (after
@@ -105,8 +161,6 @@ impl Server {
                 .arg(self.dir.path().join("hubcast.toml"))
                 .arg("--listen")
                 .arg(format!("127.0.0.1:{port}"))
-                .arg("--store")
-                .arg(format!("sqlite://{}", self.dir.path().join("data").join("hubcast.db").display()))
                 .current_dir(self.dir.path())
                 .env("RUST_LOG", "hubcast=debug")
                 .stdin(Stdio::null())
@@ -115,6 +169,22 @@ impl Server {
             for (key, _) in std::env::vars() {
                 if key.starts_with("HUBCAST_") {
                     command.env_remove(key);
+                }
+            }
+            match &self.cluster {
+                None => {
+                    command
+                        .arg("--store")
+                        .arg(format!("sqlite://{}", self.dir.path().join("data").join("hubcast.db").display()));
+                }
+                Some(cluster) => {
+                    command
+                        .arg("--store")
+                        .arg(&cluster.pg_url)
+                        .arg("--bus")
+                        .arg(&cluster.nats_url)
+                        .env("HUBCAST_POSTGRES__SCHEMA", &cluster.schema)
+                        .env("HUBCAST_NATS__SUBJECT_PREFIX", &cluster.prefix);
                 }
             }
             let child = command.spawn().expect("spawn hubcast");
@@ -252,6 +322,118 @@ impl Drop for Server {
     }
 }
 
+// ---------------------------------------------------------------------------
+// The cluster backend
+// ---------------------------------------------------------------------------
+
+/// PostgreSQL used when `HUBCAST_TEST_BACKEND=cluster` (override: `HUBCAST_TEST_PG_URL`).
+pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// NATS used when `HUBCAST_TEST_BACKEND=cluster` (override: `HUBCAST_TEST_NATS_URL`).
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// Whether `HUBCAST_TEST_BACKEND=cluster` selects PostgreSQL + NATS.
+pub fn cluster_backend() -> bool {
+    match std::env::var("HUBCAST_TEST_BACKEND").as_deref() {
+        Ok("cluster") => true,
+        Ok("") | Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("HUBCAST_TEST_BACKEND must be `sqlite` or `cluster`, not {other:?}"),
+    }
+}
+
+/// The cluster's PostgreSQL URL for tests that need one whatever the backend
+/// (`HUBCAST_TEST_PG_URL`, else [`DEFAULT_PG_URL`]).
+pub fn test_pg_url() -> String {
+    env_or("HUBCAST_TEST_PG_URL", DEFAULT_PG_URL)
+}
+
+/// The cluster's NATS URL (`HUBCAST_TEST_NATS_URL`, else [`DEFAULT_NATS_URL`]).
+pub fn test_nats_url() -> String {
+    env_or("HUBCAST_TEST_NATS_URL", DEFAULT_NATS_URL)
+}
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+}
+
+/// One test's cluster: a PostgreSQL schema and a NATS subject prefix nobody
+/// else uses, shared by the nodes started with [`Server::start_peer`]. The
+/// schema is dropped (`DROP SCHEMA … CASCADE`) when the last node is dropped.
+pub struct Cluster {
+    pub pg_url: String,
+    pub nats_url: String,
+    pub schema: String,
+    pub prefix: String,
+}
+
+impl Cluster {
+    async fn new(pg_url: &str, nats_url: &str) -> Cluster {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("t{}_{}_{:08x}", std::process::id(), n, rand::random::<u32>());
+        let cluster = Cluster {
+            pg_url: pg_url.to_owned(),
+            nats_url: nats_url.to_owned(),
+            schema: format!("hubcast_{tag}"),
+            prefix: format!("hubcast_{tag}"),
+        };
+        // Fail here, clearly, rather than as a server that never gets ready.
+        let (client, _) = within(STEP, "a connection to the test PostgreSQL", pg_connect(pg_url, None))
+            .await
+            .unwrap_or_else(|err| panic!("cannot connect to {pg_url} (run scripts/services.sh): {}", chain(&err)));
+        drop(client);
+        cluster
+    }
+
+    /// A new connection whose search path is this cluster's schema.
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        let (client, _driver) = within(STEP, "a PostgreSQL connection", pg_connect(&self.pg_url, Some(&self.schema)))
+            .await
+            .unwrap_or_else(|err| panic!("connect to {}: {}", self.pg_url, chain(&err)));
+        client
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime, which must not be blocked on:
+        // clean up from a thread of its own, with a runtime of its own.
+        let (url, schema) = (self.pg_url.clone(), self.schema.clone());
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                let drop_schema = async {
+                    let (client, _) = pg_connect(&url, None).await?;
+                    client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await
+                };
+                match tokio::time::timeout(Duration::from_secs(20), drop_schema).await {
+                    Ok(Ok(())) => {}
+                    // Best effort: the private PostgreSQL of a test may be gone already.
+                    Ok(Err(err)) => eprintln!("note: could not drop test schema {schema}: {}", chain(&err)),
+                    Err(_) => eprintln!("note: timed out dropping test schema {schema}"),
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// Connects to PostgreSQL at `url` (search path `schema`, if given); the
+/// connection is driven by a spawned task that ends with it.
+pub async fn pg_connect(url: &str, schema: Option<&str>) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
+    use std::str::FromStr;
+    let mut config = tokio_postgres::Config::from_str(url)?;
+    config.connect_timeout(Duration::from_secs(5));
+    config.application_name("hubcast-tests");
+    if let Some(schema) = schema {
+        config.options(format!("-c search_path={schema}"));
+    }
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok((client, driver))
+}
+
 /// An error with all its sources, for failure messages.
 pub fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
@@ -264,7 +446,7 @@ pub fn chain(err: &dyn std::error::Error) -> String {
 }
 
 /// A port that was free a moment ago.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local addr").port()
 }
@@ -894,4 +1076,52 @@ pub async fn follow(
 /// Collects values from tasks that push into a shared list.
 pub fn shared<T>() -> Arc<Mutex<Vec<T>>> {
     Arc::new(Mutex::new(Vec::new()))
+}
+
+// ---------------------------------------------------------------------------
+// Upgrades with headers (credentials, origins, proxies) and capacity closes
+// ---------------------------------------------------------------------------
+
+impl Ws {
+    /// Upgrades `url` with extra request headers (`Authorization`, `Origin`,
+    /// `X-Forwarded-For` …) and does not read `welcome` (its `welcome` is
+    /// `Null`): a session refused for capacity gets only a close frame. A
+    /// refused upgrade returns the HTTP status and the JSON body (a non-JSON
+    /// body as a JSON string).
+    pub async fn upgrade(url: &str, headers: &[(&str, &str)]) -> Result<Ws, (u16, Value)> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+        let mut request = url.into_client_request().unwrap_or_else(|err| panic!("bad WebSocket URL {url}: {err}"));
+        for (name, value) in headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).expect("header name");
+            request.headers_mut().append(name, HeaderValue::from_str(value).expect("header value"));
+        }
+        match within(STEP, "a WebSocket upgrade", tokio_tungstenite::connect_async(request)).await {
+            Ok((inner, _)) => Ok(Ws { inner, welcome: Value::Null }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let text = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).to_string();
+                let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+                Err((response.status().as_u16(), body))
+            }
+            Err(err) => panic!("upgrade of {url} failed: {err}"),
+        }
+    }
+
+    /// The next JSON text frame, or the close code (`None`: no close frame)
+    /// if the connection ends first. Fails after [`STEP`].
+    pub async fn next_or_close(&mut self) -> Result<Value, Option<u16>> {
+        within(STEP, "a frame or a close", async {
+            loop {
+                match self.inner.next().await {
+                    Some(Ok(Message::Text(text))) => {
+                        return Ok(serde_json::from_str(text.as_str()).unwrap_or_else(|err| panic!("frame is not JSON ({err}): {text}")))
+                    }
+                    Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => return Err(None),
+                }
+            }
+        })
+        .await
+    }
 }

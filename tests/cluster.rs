@@ -1,0 +1,1037 @@
+//! Cluster mode with real processes: nodes sharing one PostgreSQL (the
+//! authoritative log) and one NATS (notifications).
+//!
+//! - Subscribers on node A receive what is published on node B.
+//! - `kill -9` of node A while 8 publishers write to B: A's subscribers resume
+//!   on B with their cursors and end with exactly 1..N.
+//! - NATS goes away (a private `nats-server` this test stops): hubs reconcile
+//!   against PostgreSQL and deliver everything while it is down.
+//! - PostgreSQL restarts (a private instance this test stops hard and starts):
+//!   publishers get `503 store_unavailable`, retry with their idempotency keys,
+//!   and no acknowledged event is lost or stored twice.
+//! - The outbox: a committed application transaction is delivered exactly
+//!   once, a rolled-back one never, and two nodes draining at once take each
+//!   row exactly once.
+//!
+//! They need PostgreSQL and NATS, so they run when `HUBCAST_TEST_BACKEND=cluster`
+//! (`scripts/test.sh` runs `scripts/services.sh` first) and say so when skipped.
+//! Each test has its own schema and subject prefix ([`support::Cluster`]).
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use support::{eventually, range, seqs, within, Api, Receipt, Server, Ws, PHASE, STEP};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Whether the cluster services are expected; prints why a test is skipped.
+fn cluster_or_skip(test: &str) -> bool {
+    if support::cluster_backend() {
+        return true;
+    }
+    eprintln!(
+        "SKIPPED cluster::{test}: it needs PostgreSQL and NATS; run it with HUBCAST_TEST_BACKEND=cluster \
+         after scripts/services.sh (scripts/test.sh does both)"
+    );
+    false
+}
+
+/// Small reconcile interval: a lost notification is healed within 200 ms.
+const RECONCILE: &str = "[hub]\nreconcile_ms = 200\n";
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// What a [`follow_nodes`] run saw.
+#[derive(Debug, Default)]
+struct Followed {
+    events: Vec<Value>,
+    /// Which node (index into the URL list) delivered each event.
+    served_by: Vec<usize>,
+    connections: u32,
+    epoch: Option<String>,
+}
+
+/// A client behind a load balancer: follows `room` from `start`, connecting
+/// to `nodes[first]`; after a disconnect it resumes with its cursor on the
+/// same node, or on the next one when that node refuses the connection.
+/// Every event must be exactly the next seq. `progress` tracks the cursor.
+async fn follow_nodes(nodes: Vec<String>, first: usize, room: String, start: u64, upto: u64, progress: Arc<AtomicU64>) -> Followed {
+    let mut seen = Followed::default();
+    let mut last = start;
+    let mut node = first;
+    let mut refused = 0;
+    while last < upto {
+        let mut url = format!("{}/v1/rooms/{room}/ws?cursor={last}", nodes[node]);
+        if let Some(epoch) = &seen.epoch {
+            url.push_str(&format!("&epoch={epoch}"));
+        }
+        let connected = within(STEP, "a follower connect", tokio_tungstenite::connect_async(&url)).await;
+        let Ok((mut socket, _)) = connected else {
+            refused += 1;
+            assert!(refused < 2000, "follower of {room}: no node accepts connections");
+            node = (node + 1) % nodes.len();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        seen.connections += 1;
+        loop {
+            let next = within(STEP, &format!("a frame for the follower of {room} at {last}"), socket.next()).await;
+            let text = match next {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => continue,
+            };
+            let frame: Value = serde_json::from_str(text.as_str()).expect("frame is JSON");
+            match frame["type"].as_str() {
+                Some("welcome") | Some("caught_up") => {}
+                Some("subscribed") => {
+                    let epoch = frame["epoch"].as_str().expect("subscribed has an epoch").to_owned();
+                    match &seen.epoch {
+                        None => seen.epoch = Some(epoch),
+                        Some(known) => assert_eq!(known, &epoch, "the epoch of {room} changed (node {node})"),
+                    }
+                }
+                Some("event") => {
+                    let seq = frame["seq"].as_u64().expect("seq");
+                    assert_eq!(seq, last + 1, "follower of {room} on node {node}: expected seq {} got {frame}", last + 1);
+                    last = seq;
+                    progress.store(last, Ordering::Relaxed);
+                    seen.events.push(frame);
+                    seen.served_by.push(node);
+                    if last >= upto {
+                        break;
+                    }
+                }
+                _ => panic!("follower of {room} on node {node}: unexpected frame {frame}"),
+            }
+        }
+        drop(socket);
+    }
+    seen
+}
+
+/// `POST /v1/rooms/{room}/events` with an idempotency key: status, `Retry-After`, body.
+async fn post_keyed(api: &Api, room: &str, data: &Value, key: &str) -> Result<(u16, Option<String>, Value), reqwest::Error> {
+    let response = api
+        .http
+        .post(format!("{}/v1/rooms/{room}/events", api.base))
+        .header("Idempotency-Key", key)
+        .json(&json!({ "data": data }))
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = response.json::<Value>().await?;
+    Ok((status, retry_after, body))
+}
+
+/// Answers publishers got, across all of them.
+#[derive(Default)]
+struct Answers {
+    /// 503 `store_unavailable` (then retried with the same key).
+    unavailable: AtomicUsize,
+    /// 200: a retry whose earlier attempt had been committed.
+    duplicates: AtomicUsize,
+}
+
+/// Publishes `data` under `key` until it is acknowledged (201, or 200 for a
+/// retry whose first attempt was committed). A 503 must be
+/// `{"error":"store_unavailable"}` with `Retry-After`; it is counted and
+/// retried with the same key. Anything else fails the test.
+async fn publish_until_acknowledged(api: &Api, room: &str, data: Value, key: &str, answers: &Answers) -> Receipt {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        assert!(attempts < 2000, "publish {key} was never acknowledged");
+        match post_keyed(api, room, &data, key).await {
+            Ok((201, _, receipt)) => return Receipt::from_json(&receipt, data),
+            Ok((200, _, receipt)) => {
+                assert!(attempts > 1, "a first attempt of {key} answered 200: {receipt}");
+                answers.duplicates.fetch_add(1, Ordering::Relaxed);
+                return Receipt::from_json(&receipt, data);
+            }
+            Ok((503, retry_after, body)) => {
+                assert_eq!(body["error"], "store_unavailable", "503 body for {key}: {body}");
+                assert!(body["message"].is_string(), "503 body for {key}: {body}");
+                assert!(retry_after.is_some(), "a 503 without Retry-After for {key}: {body}");
+                answers.unavailable.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok((status, _, body)) => panic!("publish {key} answered {status}: {body}"),
+            Err(err) => panic!("publish {key}: the node did not answer: {}", support::chain(&err)),
+        }
+    }
+}
+
+/// `GET /readyz`: status and body.
+async fn readyz(server: &Server) -> (u16, Value) {
+    server.api().get("/readyz").await
+}
+
+/// The sum of a Prometheus series' samples whose line starts with `series`.
+async fn metric(server: &Server, series: &str) -> f64 {
+    let api = server.api();
+    let text = within(STEP, "GET /metrics", async { api.http.get(format!("{}/metrics", api.base)).send().await?.text().await })
+        .await
+        .expect("GET /metrics");
+    text.lines()
+        .filter(|line| line.starts_with(series))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Checks the log of `room` is exactly 1..=n and that every receipt is in it
+/// with its data and ts.
+fn check_history(history: &[Value], receipts: &[Receipt], n: u64) {
+    assert_eq!(seqs(history), range(1, n), "the log is not exactly 1..={n}");
+    for receipt in receipts {
+        let stored = &history[receipt.seq as usize - 1];
+        assert_eq!((&stored["data"], stored["ts"].as_i64()), (&receipt.data, Some(receipt.ts)), "acknowledged seq {}", receipt.seq);
+    }
+}
+
+fn executable(path: &Path) -> bool {
+    path.is_file()
+}
+
+/// `name` on PATH, else the first of `fallbacks` that exists.
+fn find_binary(name: &str, fallbacks: &[&str]) -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| executable(p)))
+        .unwrap_or_default();
+    on_path.or_else(|| fallbacks.iter().map(PathBuf::from).find(|p| executable(p)))
+}
+
+async fn port_open(port: u16) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(("127.0.0.1", port))).await,
+        Ok(Ok(_))
+    )
+}
+
+/// Runs a command to completion off the async workers; fails the test on a
+/// non-zero exit, showing its output.
+async fn run(mut command: Command, what: &str) {
+    let what = what.to_owned();
+    let output = within(PHASE, &what, tokio::task::spawn_blocking(move || command.output()))
+        .await
+        .expect("join")
+        .unwrap_or_else(|err| panic!("cannot run {what}: {err}"));
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// A private nats-server
+// ---------------------------------------------------------------------------
+
+/// A `nats-server` of this test alone, on a free loopback port, so stopping
+/// it disturbs no other test.
+struct PrivateNats {
+    bin: PathBuf,
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl PrivateNats {
+    async fn start() -> PrivateNats {
+        let bin = find_binary("nats-server", &["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"])
+            .expect("nats-server is not installed (scripts/services.sh installs it)");
+        let dir = tempfile::Builder::new().prefix("hubcast-nats-").tempdir().expect("temp dir");
+        let mut nats = PrivateNats { bin, port: support::free_port(), dir, child: None, starts: 0 };
+        nats.launch().await;
+        nats
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on the same port.
+    async fn launch(&mut self) {
+        assert!(self.child.is_none(), "nats-server is already running");
+        self.starts += 1;
+        let log = std::fs::File::create(self.dir.path().join(format!("nats-{}.log", self.starts))).expect("nats log");
+        let child = Command::new(&self.bin)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| panic!("spawn {}: {err}", self.bin.display()));
+        self.child = Some(child);
+        let port = self.port;
+        within(STEP, "the private nats-server to listen", async {
+            while !port_open(port).await {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+
+    /// Kills it (SIGKILL: connections drop without a goodbye).
+    async fn stop(&mut self) {
+        let mut child = self.child.take().expect("nats-server is running");
+        let _ = child.kill();
+        within(STEP, "the private nats-server to exit", tokio::task::spawn_blocking(move || child.wait()))
+            .await
+            .expect("join")
+            .expect("wait for nats-server");
+        assert!(!port_open(self.port).await, "the private nats-server still listens");
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A private PostgreSQL
+// ---------------------------------------------------------------------------
+
+/// A PostgreSQL instance of this test alone (initdb into a temp dir, trust
+/// auth, loopback, a free port), so stopping it disturbs no other test. When
+/// the tests run as root it runs as user `postgres` (via `runuser`).
+struct PrivatePg {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl PrivatePg {
+    async fn start() -> PrivatePg {
+        let bin = pg_bin_dir().expect("PostgreSQL server binaries (initdb, pg_ctl) not found; scripts/services.sh installs them");
+        // Under /tmp: user postgres must be able to reach it.
+        let dir = tempfile::Builder::new().prefix("hubcast-pg-").tempdir_in("/tmp").expect("temp dir");
+        let as_postgres = is_root();
+        if as_postgres {
+            let mut chown = Command::new("chown");
+            chown.arg("postgres:postgres").arg(dir.path());
+            run(chown, "chown of the private PostgreSQL dir").await;
+        }
+        let pg = PrivatePg { bin, dir, port: support::free_port(), as_postgres };
+        let mut initdb = pg.tool("initdb");
+        initdb.arg("-D").arg(pg.data()).args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"]);
+        run(initdb, "initdb").await;
+        pg.start_server().await;
+        pg
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// A command for one of the server tools, as user postgres when we are root.
+    fn tool(&self, name: &str) -> Command {
+        let path = self.bin.join(name);
+        if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(path);
+            command.current_dir("/tmp");
+            command
+        } else {
+            Command::new(path)
+        }
+    }
+
+    fn pg_ctl(&self, action: &str) -> Command {
+        let mut command = self.tool("pg_ctl");
+        command
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.dir.path().join("postgres.log"))
+            .arg("-o")
+            .arg(format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.path().display()))
+            .args(["-w", "-t", "60", action]);
+        command
+    }
+
+    async fn start_server(&self) {
+        run(self.pg_ctl("start"), "pg_ctl start").await;
+        let url = self.url();
+        eventually("the private PostgreSQL to accept connections", || {
+            let url = url.clone();
+            async move { support::pg_connect(&url, None).await.ok().map(drop) }
+        })
+        .await;
+    }
+
+    /// An immediate shutdown, as hard as a crash: connections are cut
+    /// mid-transaction (a commit may be durable without its answer having
+    /// been sent) and the next start runs crash recovery.
+    async fn stop_server(&self) {
+        let mut command = self.pg_ctl("stop");
+        command.args(["-m", "immediate"]);
+        run(command, "pg_ctl stop").await;
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("---- private PostgreSQL log (last {} lines) ----", tail.len());
+            tail.iter().rev().for_each(|line| eprintln!("{line}"));
+        }
+        let mut command = self.pg_ctl("stop");
+        command.args(["-m", "immediate"]).stdout(Stdio::null()).stderr(Stdio::null());
+        let _ = command.status();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+/// The directory holding `initdb` and `pg_ctl`: `HUBCAST_TEST_PG_BIN`, else
+/// the newest `/usr/lib/postgresql/*/bin`, else `pg_config --bindir`, else PATH.
+fn pg_bin_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("HUBCAST_TEST_PG_BIN") {
+        return Some(PathBuf::from(dir));
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = entry.path().join("bin");
+            executable(&bin.join("initdb")).then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Some(bin);
+    }
+    if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        if executable(&dir.join("initdb")) {
+            return Some(dir);
+        }
+    }
+    find_binary("initdb", &[]).and_then(|p| p.parent().map(Path::to_path_buf))
+}
+
+// ---------------------------------------------------------------------------
+// Two nodes
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_on_one_node_receive_events_published_on_another() {
+    if !cluster_or_skip("subscribers_on_one_node_receive_events_published_on_another") {
+        return;
+    }
+    // Reconcile effectively off: what arrives, arrives through NATS.
+    let config = "[hub]\nreconcile_ms = 600000\n";
+    let a = Server::start(config).await;
+    let b = Server::start_peer(&a, config).await;
+    let room = "market:7";
+
+    let mut on_a = Vec::new();
+    for _ in 0..2 {
+        let (mut ws, subscribed) = Ws::room(&a, room, "").await;
+        assert_eq!(subscribed["head"], 0);
+        ws.until_caught_up(room, 0).await;
+        on_a.push(ws);
+    }
+    let mut multi = Ws::connect(&a.ws_url("/v1/ws")).await;
+    multi.subscribe(room, json!({})).await;
+    multi.until_caught_up(room, 0).await;
+    on_a.push(multi);
+    let (mut on_b, _) = Ws::room(&b, room, "").await;
+    on_b.until_caught_up(room, 0).await;
+
+    // Published on B only.
+    let receipts = b.api().publish_many(room, 200, 4, |i| json!({"i": i, "via": "b"})).await;
+    assert_eq!(receipts.iter().map(|r| r.seq).collect::<Vec<_>>(), range(1, 200));
+    for ws in on_a.iter_mut().chain([&mut on_b]) {
+        let events = ws.events_until(room, 0, 200).await;
+        for (event, receipt) in events.iter().zip(&receipts) {
+            assert_eq!((&event["data"], event["ts"].as_i64()), (&receipt.data, Some(receipt.ts)), "{event}");
+        }
+    }
+    assert!(metric(&a, "hubcast_bus_messages_total{direction=\"in\"}").await >= 200.0, "node A did not hear B's events over NATS");
+
+    // Both nodes publishing at once: one sequence, seen the same everywhere.
+    let from_a = {
+        let api = a.api();
+        tokio::spawn(async move { api.publish_many(room, 100, 2, |i| json!({"i": i, "via": "a"})).await })
+    };
+    let from_b = b.api().publish_many(room, 100, 2, |i| json!({"i": i, "via": "b"})).await;
+    let from_a = within(PHASE, "publishers on A", from_a).await.unwrap();
+    let mut all: Vec<Receipt> = from_a.into_iter().chain(from_b).collect();
+    all.sort_by_key(|r| r.seq);
+    assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), range(201, 400));
+    let history = a.api().all_events(room).await;
+    check_history(&history, &receipts.iter().chain(&all).cloned().collect::<Vec<_>>(), 400);
+    for ws in on_a.iter_mut().chain([&mut on_b]) {
+        let events = ws.events_until(room, 200, 400).await;
+        for event in &events {
+            assert_eq!(event["data"], history[event["seq"].as_u64().unwrap() as usize - 1]["data"]);
+        }
+        // Nothing after the last event (no duplicate from the other path).
+        ws.send_json(json!({"type": "ping"})).await;
+        ws.expect_type("pong").await;
+    }
+
+    // Room names holding the subject separator `.` (and the escape `=`) cross too.
+    let dotted = "chat.general=2E";
+    let (mut ws, _) = Ws::room(&a, dotted, "").await;
+    ws.until_caught_up(dotted, 0).await;
+    let receipts = b.api().publish_many(dotted, 10, 1, |i| json!(i)).await;
+    let events = ws.events_until(dotted, 0, 10).await;
+    assert_eq!(events.iter().map(|e| e["data"].clone()).collect::<Vec<_>>(), receipts.iter().map(|r| r.data.clone()).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_node_moves_its_subscribers_to_another_without_loss() {
+    if !cluster_or_skip("killing_a_node_moves_its_subscribers_to_another_without_loss") {
+        return;
+    }
+    const TOTAL: u64 = 3000;
+    let mut a = Server::start(RECONCILE).await;
+    let b = Server::start_peer(&a, RECONCILE).await;
+    let room = "kill-a";
+    let nodes = vec![a.ws_url(""), b.ws_url("")];
+
+    // Four subscribers, all on A.
+    let progress: Vec<Arc<AtomicU64>> = (0..4).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let followers: Vec<_> = progress
+        .iter()
+        .map(|p| tokio::spawn(follow_nodes(nodes.clone(), 0, room.to_owned(), 0, TOTAL, p.clone())))
+        .collect();
+    let api_a = a.api();
+    eventually("four subscribers on node A", || {
+        let api = api_a.clone();
+        async move { (api.room(room).await["subscribers"] == 4).then_some(()) }
+    })
+    .await;
+
+    // Eight publishers write to B (with idempotency keys, as real publishers do).
+    let acked = Arc::new(AtomicUsize::new(0));
+    let answers = Arc::new(Answers::default());
+    let next = Arc::new(AtomicUsize::new(0));
+    let publishers: Vec<_> = (0..8)
+        .map(|w| {
+            let (api, acked, answers, next) = (b.api(), acked.clone(), answers.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut receipts = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= TOTAL as usize {
+                        return receipts;
+                    }
+                    let data = json!({"n": n, "worker": w});
+                    receipts.push(publish_until_acknowledged(&api, room, data, &format!("kill-{n}"), &answers).await);
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+
+    // Kill A while the subscribers are mid-stream and publishing goes on.
+    eventually("subscribers on A to get going", || {
+        let ready = acked.load(Ordering::Relaxed) >= 300 && progress.iter().all(|p| p.load(Ordering::Relaxed) >= 100);
+        async move { ready.then_some(()) }
+    })
+    .await;
+    a.kill9().await;
+    let acked_at_kill = acked.load(Ordering::Relaxed);
+    let cursors_at_kill: Vec<u64> = progress.iter().map(|p| p.load(Ordering::Relaxed)).collect();
+    eprintln!("killed node A after {acked_at_kill} acknowledged publishes; subscriber cursors {cursors_at_kill:?}");
+    assert!(acked_at_kill < TOTAL as usize, "publishing was over before the kill; the test proves nothing");
+
+    let mut receipts = Vec::new();
+    for publisher in publishers {
+        receipts.extend(within(PHASE, "the publishers on B", publisher).await.unwrap());
+    }
+    receipts.sort_by_key(|r| r.seq);
+    assert_eq!(receipts.iter().map(|r| r.seq).collect::<Vec<_>>(), range(1, TOTAL), "receipts");
+    assert_eq!(answers.unavailable.load(Ordering::Relaxed), 0, "node B refused publishes");
+    let history = b.api().all_events(room).await;
+    check_history(&history, &receipts, TOTAL);
+
+    for (i, follower) in followers.into_iter().enumerate() {
+        let seen = within(PHASE, "a subscriber to reach the head on B", follower).await.unwrap();
+        assert_eq!(seqs(&seen.events), range(1, TOTAL), "subscriber {i}");
+        for (event, stored) in seen.events.iter().zip(&history) {
+            assert_eq!((&event["data"], &event["ts"]), (&stored["data"], &stored["ts"]), "subscriber {i}");
+        }
+        assert!(seen.connections >= 2, "subscriber {i} never reconnected");
+        assert_eq!(seen.served_by.first(), Some(&0), "subscriber {i} started on A");
+        assert_eq!(seen.served_by.last(), Some(&1), "subscriber {i} did not end on B");
+        let from_b = seen.served_by.iter().filter(|n| **n == 1).count();
+        eprintln!("subscriber {i}: {} connections, {} events from A, {from_b} from B", seen.connections, TOTAL as usize - from_b);
+    }
+    // The survivor's log is the whole story.
+    assert_eq!(b.api().room(room).await["head"], TOTAL);
+}
+
+// ---------------------------------------------------------------------------
+// NATS goes away
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_delivered_while_nats_is_down() {
+    if !cluster_or_skip("events_are_delivered_while_nats_is_down") {
+        return;
+    }
+    let mut nats = PrivateNats::start().await;
+    let pg = support::test_pg_url();
+    let a = Server::start_cluster(RECONCILE, &pg, &nats.url()).await;
+    let b = Server::start_peer(&a, RECONCILE).await;
+    let room = "nats-drop";
+
+    let (mut on_a, _) = Ws::room(&a, room, "").await;
+    on_a.until_caught_up(room, 0).await;
+    let (mut on_b, _) = Ws::room(&b, room, "").await;
+    on_b.until_caught_up(room, 0).await;
+
+    // NATS up.
+    let first = b.api().publish_many(room, 20, 2, |i| json!({"phase": "up", "i": i})).await;
+    let epoch = first[0].epoch.clone();
+    assert_eq!(seqs(&on_a.events_until(room, 0, 20).await), range(1, 20));
+    assert_eq!(seqs(&on_b.events_until(room, 0, 20).await), range(1, 20));
+
+    // NATS down: both nodes notice, and keep delivering from PostgreSQL.
+    nats.stop().await;
+    for node in [&a, &b] {
+        let (status, body) = eventually("/readyz to report the bus down", || async move {
+            let (status, body) = readyz(node).await;
+            (status == 503).then_some((status, body))
+        })
+        .await;
+        assert_eq!((status, &body["store"]), (503, &json!("ok")), "{body}");
+        assert_ne!(body["bus"], "ok", "{body}");
+    }
+    let down_b = b.api().publish_many(room, 30, 3, |i| json!({"phase": "down", "via": "b", "i": i})).await;
+    assert_eq!(down_b.last().map(|r| r.seq), Some(50));
+    let events = on_a.events_until(room, 20, 50).await;
+    for event in &events {
+        assert_eq!(event["data"]["phase"], "down", "{event}");
+    }
+    assert_eq!(seqs(&on_b.events_until(room, 20, 50).await), range(21, 50));
+    // The other way round, and a subscriber that joins during the outage.
+    let down_a = a.api().publish_many(room, 10, 1, |i| json!({"phase": "down", "via": "a", "i": i})).await;
+    assert_eq!(down_a.last().map(|r| r.seq), Some(60));
+    let (mut late, _) = Ws::room(&a, room, &format!("?cursor=10&epoch={epoch}")).await;
+    assert_eq!(seqs(&on_b.events_until(room, 50, 60).await), range(51, 60));
+    assert_eq!(seqs(&on_a.events_until(room, 50, 60).await), range(51, 60));
+    assert_eq!(seqs(&late.events_until(room, 10, 60).await), range(11, 60));
+    b.api().publish(room, json!({"phase": "down", "last": true})).await;
+    for ws in [&mut on_a, &mut on_b, &mut late] {
+        assert_eq!(seqs(&ws.events_until(room, 60, 61).await), [61]);
+    }
+    // Still down: all of the above was healed by reconciliation.
+    assert!(!port_open(nats.port).await, "NATS came back by itself");
+    assert_eq!(readyz(&a).await.0, 503);
+
+    // NATS back: nodes reconnect and the fast path resumes.
+    nats.launch().await;
+    for node in [&a, &b] {
+        eventually("/readyz to report the bus back", || async move { (readyz(node).await.0 == 200).then_some(()) }).await;
+    }
+    let after = b.api().publish_many(room, 20, 2, |i| json!({"phase": "back", "i": i})).await;
+    assert_eq!(after.last().map(|r| r.seq), Some(81));
+    for ws in [&mut on_a, &mut on_b, &mut late] {
+        assert_eq!(seqs(&ws.events_until(room, 61, 81).await), range(62, 81));
+        // No duplicate from notifications queued during the outage.
+        ws.send_json(json!({"type": "ping"})).await;
+        ws.expect_type("pong").await;
+    }
+    let history = a.api().all_events(room).await;
+    let receipts: Vec<Receipt> = first.into_iter().chain(down_b).chain(down_a).chain(after).collect();
+    check_history(&history, &receipts, 81);
+}
+
+// ---------------------------------------------------------------------------
+// PostgreSQL restarts
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_loses_no_acknowledged_event() {
+    if !cluster_or_skip("a_postgres_restart_loses_no_acknowledged_event") {
+        return;
+    }
+    const PER_PUBLISHER: usize = 250;
+    const PUBLISHERS: usize = 8;
+    const TOTAL: u64 = (PER_PUBLISHER * PUBLISHERS) as u64;
+    let pg = PrivatePg::start().await;
+    let config = "[hub]\nreconcile_ms = 200\n[postgres]\ntimeout_ms = 1000\n";
+    let a = Server::start_cluster(config, &pg.url(), &support::test_nats_url()).await;
+    let b = Server::start_peer(&a, config).await;
+    let room = "pg-restart";
+    let nodes = vec![a.ws_url(""), b.ws_url("")];
+
+    // Two subscribers on each node.
+    let progress: Vec<Arc<AtomicU64>> = (0..4).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let followers: Vec<_> = progress
+        .iter()
+        .enumerate()
+        .map(|(i, p)| tokio::spawn(follow_nodes(nodes.clone(), i % 2, room.to_owned(), 0, TOTAL, p.clone())))
+        .collect();
+    for node in [&a, &b] {
+        let api = node.api();
+        eventually("two subscribers on each node", || {
+            let api = api.clone();
+            async move { (api.room(room).await["subscribers"] == 2).then_some(()) }
+        })
+        .await;
+    }
+
+    // Eight publishers, four on each node, each retrying with its key until acknowledged.
+    let acked = Arc::new(AtomicUsize::new(0));
+    let answers = Arc::new(Answers::default());
+    let receipts = Arc::new(Mutex::new(Vec::<(String, Receipt)>::new()));
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            let api = if p % 2 == 0 { a.api() } else { b.api() };
+            let (acked, answers, receipts) = (acked.clone(), answers.clone(), receipts.clone());
+            tokio::spawn(async move {
+                for j in 0..PER_PUBLISHER {
+                    let key = format!("p{p}-{j}");
+                    let receipt = publish_until_acknowledged(&api, room, json!({"p": p, "j": j}), &key, &answers).await;
+                    receipts.lock().unwrap().push((key, receipt));
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+
+    eventually("200 acknowledged publishes", || {
+        let n = acked.load(Ordering::Relaxed);
+        async move { (n >= 200).then_some(()) }
+    })
+    .await;
+    pg.stop_server().await;
+    let acked_at_stop = acked.load(Ordering::Relaxed);
+    // Publishers keep trying and are refused with 503 store_unavailable
+    // (checked on every answer); so is readiness.
+    eventually("publishers to be refused while PostgreSQL is down", || {
+        let n = answers.unavailable.load(Ordering::Relaxed);
+        async move { (n >= 2 * PUBLISHERS).then_some(()) }
+    })
+    .await;
+    for node in [&a, &b] {
+        let (status, body) = readyz(node).await;
+        assert_eq!(status, 503, "readyz with PostgreSQL down: {body}");
+        assert_ne!(body["store"], "ok", "{body}");
+    }
+    // Down for a few seconds while the publishers keep retrying.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let acked_while_down = acked.load(Ordering::Relaxed) - acked_at_stop;
+    pg.start_server().await;
+    let refused = answers.unavailable.load(Ordering::Relaxed);
+    eprintln!(
+        "PostgreSQL stopped after {acked_at_stop} acknowledged publishes; {refused} answers were 503 while it was down; \
+         {acked_while_down} publishes acknowledged while stopping"
+    );
+    assert!(acked_at_stop < TOTAL as usize, "publishing was over before PostgreSQL stopped");
+
+    for publisher in publishers {
+        within(PHASE, "the publishers to finish after the restart", publisher).await.unwrap();
+    }
+    for node in [&a, &b] {
+        eventually("/readyz to recover", || async move { (readyz(node).await.0 == 200).then_some(()) }).await;
+    }
+    eprintln!(
+        "after the restart: {} retries were answered 200 (their attempt before or during the stop had been committed)",
+        answers.duplicates.load(Ordering::Relaxed)
+    );
+
+    // Every acknowledged event is in the log exactly once: each key was
+    // acknowledged once, the log holds exactly that many events, no data twice.
+    let receipts = receipts.lock().unwrap().clone();
+    assert_eq!(receipts.len(), TOTAL as usize);
+    let history = a.api().all_events(room).await;
+    let only_receipts: Vec<Receipt> = receipts.iter().map(|(_, r)| r.clone()).collect();
+    check_history(&history, &only_receipts, TOTAL);
+    let distinct: BTreeSet<(u64, u64)> =
+        history.iter().map(|e| (e["data"]["p"].as_u64().unwrap(), e["data"]["j"].as_u64().unwrap())).collect();
+    assert_eq!(distinct.len(), TOTAL as usize, "an event was stored twice");
+    let seqs_acked: BTreeSet<u64> = receipts.iter().map(|(_, r)| r.seq).collect();
+    assert_eq!(seqs_acked.len(), TOTAL as usize, "two keys were acknowledged with the same seq");
+
+    for (i, follower) in followers.into_iter().enumerate() {
+        let seen = within(PHASE, "a subscriber to reach the head", follower).await.unwrap();
+        assert_eq!(seqs(&seen.events), range(1, TOTAL), "subscriber {i}");
+        for (event, stored) in seen.events.iter().zip(&history) {
+            assert_eq!(event["data"], stored["data"], "subscriber {i}");
+        }
+        eprintln!("subscriber {i}: {} connection(s)", seen.connections);
+    }
+
+    // The outbox drainers came back with the pool.
+    let outbox_room = "pg-restart-outbox";
+    let (mut ws, _) = Ws::room(&b, outbox_room, "").await;
+    ws.until_caught_up(outbox_room, 0).await;
+    let db = a.cluster().expect("a cluster node").connect().await;
+    outbox_row(&db, outbox_room, &json!({"after": "restart"}), None).await;
+    assert_eq!(ws.events_until(outbox_room, 0, 1).await[0]["data"], json!({"after": "restart"}));
+}
+
+// ---------------------------------------------------------------------------
+// The outbox
+// ---------------------------------------------------------------------------
+
+const OUTBOX: &str = "[hub]\nreconcile_ms = 200\n[postgres]\noutbox_poll_ms = 100\n";
+
+/// Inserts an outbox row on `client` (in whatever transaction it is in).
+async fn outbox_row(client: &impl tokio_postgres::GenericClient, room: &str, data: &Value, key: Option<&str>) {
+    client
+        .execute("INSERT INTO outbox (room, data, idem_key) VALUES ($1, $2::text::jsonb, $3)", &[&room, &data.to_string(), &key])
+        .await
+        .expect("insert an outbox row");
+}
+
+async fn outbox_len(client: &tokio_postgres::Client) -> i64 {
+    client.query_one("SELECT count(*) FROM outbox", &[]).await.expect("count the outbox").get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_row_committed_with_business_rows_is_delivered_exactly_once() {
+    if !cluster_or_skip("an_outbox_row_committed_with_business_rows_is_delivered_exactly_once") {
+        return;
+    }
+    let a = Server::start(OUTBOX).await;
+    let room = "market:42";
+    let (mut ws, _) = Ws::room(&a, room, "").await;
+    ws.until_caught_up(room, 0).await;
+
+    let mut db = a.cluster().expect("a cluster node").connect().await;
+    db.batch_execute(
+        "CREATE TABLE markets (id INT PRIMARY KEY, yes_price NUMERIC NOT NULL, version INT NOT NULL);
+         INSERT INTO markets VALUES (42, 0.5, 0);",
+    )
+    .await
+    .expect("the application's table");
+
+    // The application's transactions: its own state and the event, atomically.
+    for version in 1..=20 {
+        let tx = db.transaction().await.expect("begin");
+        let price = format!("0.{}", 40 + version);
+        tx.execute("UPDATE markets SET yes_price = $1::text::numeric, version = $2 WHERE id = 42", &[&price, &version])
+            .await
+            .expect("update the market");
+        outbox_row(&tx, room, &json!({"yes": price, "version": version}), Some(&format!("trade-{version}"))).await;
+        tx.commit().await.expect("commit");
+    }
+    // One transaction announcing two events; one without a key (its key is `outbox:<id>`).
+    let tx = db.transaction().await.expect("begin");
+    tx.execute("UPDATE markets SET version = 22 WHERE id = 42", &[]).await.expect("update");
+    outbox_row(&tx, room, &json!({"version": 21}), Some("trade-21")).await;
+    outbox_row(&tx, room, &json!({"version": 22}), None).await;
+    tx.commit().await.expect("commit");
+    // The application retries an announcement it already made: same key, no new event.
+    outbox_row(&db, room, &json!({"version": 5, "retry": true}), Some("trade-5")).await;
+    // A row for an invalid room is set aside, not appended.
+    outbox_row(&db, "not a room", &json!({"bad": true}), None).await;
+    outbox_row(&db, room, &json!({"version": 23}), Some("trade-23")).await;
+
+    let events = ws.events_until(room, 0, 22).await;
+    let versions: Vec<Value> = events.iter().map(|e| e["data"]["version"].clone()).collect();
+    assert_eq!(versions, (1..=22).map(|v| json!(v)).collect::<Vec<_>>());
+    assert_eq!(events[4]["data"], json!({"yes": "0.45", "version": 5}), "the retry replaced the first event");
+    let last = ws.events_until(room, 22, 23).await;
+    assert_eq!(last[0]["data"], json!({"version": 23}));
+    // Nothing else: the retried row and the bad row were not delivered.
+    ws.send_json(json!({"type": "ping"})).await;
+    ws.expect_type("pong").await;
+
+    let history = a.api().all_events(room).await;
+    assert_eq!(seqs(&history), range(1, 23));
+    for (event, stored) in events.iter().chain(&last).zip(&history) {
+        assert_eq!((&event["data"], &event["ts"]), (&stored["data"], &stored["ts"]));
+    }
+    eventually("the outbox to be drained", || {
+        let db = &db;
+        async move { (outbox_len(db).await == 0).then_some(()) }
+    })
+    .await;
+    let rejected = db.query("SELECT room, reason FROM outbox_rejected", &[]).await.expect("rejected rows");
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].get::<_, &str>(0), "not a room");
+    let version: i32 = db.query_one("SELECT version FROM markets WHERE id = 42", &[]).await.unwrap().get(0);
+    assert_eq!(version, 22);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_outbox_row_is_never_delivered() {
+    if !cluster_or_skip("a_rolled_back_outbox_row_is_never_delivered") {
+        return;
+    }
+    let a = Server::start(OUTBOX).await;
+    let room = "market:9";
+    let (mut ws, _) = Ws::room(&a, room, "").await;
+    ws.until_caught_up(room, 0).await;
+    let cluster = a.cluster().expect("a cluster node");
+    let mut db = cluster.connect().await;
+    db.batch_execute("CREATE TABLE orders (id INT PRIMARY KEY, state TEXT NOT NULL)").await.expect("the application's table");
+
+    // Rolled back: neither the order nor the event happened.
+    let tx = db.transaction().await.expect("begin");
+    tx.execute("INSERT INTO orders VALUES (1, 'placed')", &[]).await.expect("insert");
+    outbox_row(&tx, room, &json!({"order": 1, "state": "rolled back"}), None).await;
+    tx.rollback().await.expect("rollback");
+
+    // Still open while later transactions commit and are delivered.
+    let mut pending_db = cluster.connect().await;
+    let pending = pending_db.transaction().await.expect("begin");
+    pending.execute("INSERT INTO orders VALUES (2, 'placed')", &[]).await.expect("insert");
+    outbox_row(&pending, room, &json!({"order": 2, "state": "later rolled back"}), None).await;
+
+    let tx = db.transaction().await.expect("begin");
+    tx.execute("INSERT INTO orders VALUES (3, 'placed')", &[]).await.expect("insert");
+    outbox_row(&tx, room, &json!({"order": 3, "state": "committed"}), None).await;
+    tx.commit().await.expect("commit");
+    let first = ws.events_until(room, 0, 1).await;
+    assert_eq!(first[0]["data"], json!({"order": 3, "state": "committed"}));
+
+    // The drainer passes over the open transaction's row (several polls and a
+    // NOTIFY later, another commit is delivered, not the open row).
+    outbox_row(&db, room, &json!({"marker": 1}), None).await;
+    let second = ws.events_until(room, 1, 2).await;
+    assert_eq!(second[0]["data"], json!({"marker": 1}));
+    pending.rollback().await.expect("rollback");
+    outbox_row(&db, room, &json!({"marker": 2}), None).await;
+    let third = ws.events_until(room, 2, 3).await;
+    assert_eq!(third[0]["data"], json!({"marker": 2}));
+    ws.send_json(json!({"type": "ping"})).await;
+    ws.expect_type("pong").await;
+
+    let history = a.api().all_events(room).await;
+    let data: Vec<Value> = history.iter().map(|e| e["data"].clone()).collect();
+    assert_eq!(data, [json!({"order": 3, "state": "committed"}), json!({"marker": 1}), json!({"marker": 2})]);
+    let orders: Vec<i32> = db.query("SELECT id FROM orders ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(orders, [3]);
+    eventually("the outbox to be drained", || {
+        let db = &db;
+        async move { (outbox_len(db).await == 0).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_draining_the_outbox_append_each_row_exactly_once() {
+    if !cluster_or_skip("two_nodes_draining_the_outbox_append_each_row_exactly_once") {
+        return;
+    }
+    const WRITERS: usize = 4;
+    const TRANSACTIONS: usize = 60;
+    let config = "[hub]\nreconcile_ms = 200\n[postgres]\noutbox_poll_ms = 20\n";
+    let a = Server::start(config).await;
+    let b = Server::start_peer(&a, config).await;
+    let rooms = ["ob-0", "ob-1", "ob-2"];
+
+    // One multiplexed subscriber per node, on every room.
+    let mut subscribers = Vec::new();
+    for node in [&a, &b] {
+        let mut ws = Ws::connect(&node.ws_url("/v1/ws")).await;
+        for room in rooms {
+            ws.subscribe(room, json!({})).await;
+            ws.until_caught_up(room, 0).await;
+        }
+        subscribers.push(ws);
+    }
+
+    // Application writers: many small transactions of 1–5 rows over the rooms,
+    // committed concurrently while both nodes drain.
+    let cluster = a.cluster().expect("a cluster node");
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let mut db = cluster.connect().await;
+        writers.push(tokio::spawn(async move {
+            let mut written: Vec<(String, Value)> = Vec::new();
+            for t in 0..TRANSACTIONS {
+                let tx = db.transaction().await.expect("begin");
+                for k in 0..(1 + (w * 7 + t * 3) % 5) {
+                    let room = ["ob-0", "ob-1", "ob-2"][(w + t + k) % 3];
+                    let data = json!({"w": w, "t": t, "k": k});
+                    let key = (k % 2 == 0).then(|| format!("w{w}-t{t}-k{k}"));
+                    outbox_row(&tx, room, &data, key.as_deref()).await;
+                    written.push((room.to_owned(), data));
+                }
+                tx.commit().await.expect("commit");
+            }
+            written
+        }));
+    }
+    let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for writer in writers {
+        for (room, data) in within(PHASE, "the application writers", writer).await.unwrap() {
+            assert!(expected.entry(room).or_default().insert(data.to_string()));
+        }
+    }
+    let total: usize = expected.values().map(BTreeSet::len).sum();
+
+    // Every subscriber on either node gets each row once, per room gapless.
+    for (node, ws) in subscribers.iter_mut().enumerate() {
+        let mut last: BTreeMap<&str, u64> = rooms.iter().map(|r| (*r, 0)).collect();
+        let mut seen: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        within(PHASE, "every outbox row on a subscriber", async {
+            while seen.values().map(BTreeSet::len).sum::<usize>() < total {
+                let frame = ws.next_json().await;
+                assert_eq!(frame["type"], "event", "{frame}");
+                let room = rooms.iter().copied().find(|r| frame["room"] == *r).expect("a subscribed room");
+                let seq = frame["seq"].as_u64().unwrap();
+                assert_eq!(seq, last[room] + 1, "node {node}: {frame}");
+                last.insert(room, seq);
+                assert!(seen.entry(room).or_default().insert(frame["data"].to_string()), "node {node} got a row twice: {frame}");
+            }
+        })
+        .await;
+        ws.send_json(json!({"type": "ping"})).await;
+        ws.expect_type("pong").await;
+        for room in rooms {
+            assert_eq!(seen.get(room), expected.get(room), "node {node}, room {room}");
+        }
+    }
+    for room in rooms {
+        let history = a.api().all_events(room).await;
+        let stored: BTreeSet<String> = history.iter().map(|e| e["data"].to_string()).collect();
+        assert_eq!(history.len(), expected[room].len(), "room {room} holds a row twice");
+        assert_eq!(Some(&stored), expected.get(room), "room {room}");
+    }
+    let db = cluster.connect().await;
+    eventually("the outbox to be drained", || {
+        let db = &db;
+        async move { (outbox_len(db).await == 0).then_some(()) }
+    })
+    .await;
+    let by_a = metric(&a, "hubcast_events_published_total").await;
+    let by_b = metric(&b, "hubcast_events_published_total").await;
+    eprintln!("{total} outbox rows in {} transactions: node A appended {by_a}, node B {by_b}", WRITERS * TRANSACTIONS);
+    assert_eq!(by_a + by_b, total as f64, "appended events across both nodes");
+}
