@@ -3,7 +3,8 @@
 # then the black-box integration tests again on PostgreSQL + NATS (cluster
 # mode, plus tests/cluster.rs), starting those services when they are not
 # running (scripts/services.sh); then the integration tests driven by clients
-# from other ecosystems (Python `websockets`, Node `ws`). Installs what it
+# from other ecosystems (Python `websockets`, Node `ws`); the dashboard in
+# headless Chromium; a short fuzz run of every parser. Installs what it
 # needs when it is missing and leaves running services alone. Prints how long
 # each step took. Run from anywhere: scripts/test.sh
 set -euo pipefail
@@ -63,6 +64,12 @@ fi
 
 step "external clients (Python websockets, Node ws)"
 HUBCAST_BIN="$PWD/target/debug/hubcast" bash tests/external/run.sh
+
+step "dashboard in headless Chromium"
+HUBCAST_BIN="$PWD/target/debug/hubcast" bash tests/browser/run.sh
+
+step "fuzz every client-facing parser (5 s each)"
+bash fuzz/run.sh 5
 
 finish_step
 echo
