@@ -306,8 +306,12 @@ impl Session {
     fn token_deadline(&self) -> Option<(tokio::time::Instant, bool)> {
         let Principal::Token(claims) = &self.principal else { return None };
         let exp = claims.exp?;
-        let now = crate::event::now_ms() / 1000;
-        let left = (exp as i64 + self.node.config.auth.leeway_secs as i64 - now).max(0) as u64;
+        let now = (crate::event::now_ms() / 1000).max(0) as u64;
+        // Unsigned and saturating: a signed token may carry any `exp` up to
+        // u64::MAX, which must neither wrap into "expired" nor overflow. The
+        // timer is capped at a century (an Instant cannot be arbitrarily far).
+        const CENTURY_SECS: u64 = 100 * 365 * 24 * 3600;
+        let left = exp.saturating_add(self.node.config.auth.leeway_secs).saturating_sub(now).min(CENTURY_SECS);
         Some((tokio::time::Instant::now() + Duration::from_secs(left), false))
     }
 
@@ -436,6 +440,10 @@ impl Session {
             Ok(None) => {} // The session is closing.
             Err(err) => {
                 self.subscriptions.remove(&room);
+                if err.code == ErrorCode::OverCapacity {
+                    // The room's subscriber cap: a refusal like the others, counted and logged.
+                    note_refusal(ErrorCode::OverCapacity.as_str(), self.ip, &err.message);
+                }
                 self.refuse(&room, err).await;
             }
         }

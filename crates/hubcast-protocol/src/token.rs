@@ -63,7 +63,17 @@ pub fn verify(keys: &[TokenKey], token: &str, leeway: u64) -> Result<Claims, Tok
     let mut validation = Validation::new(key.alg);
     validation.leeway = leeway;
     validation.validate_nbf = true;
-    validation.set_required_spec_claims(&["exp"]);
+    // A key that names an audience or issuer requires the claim: without
+    // this, jsonwebtoken checks `aud`/`iss` only when the token has them, and
+    // a token minted for another audience passes by leaving `aud` out.
+    let mut required = vec!["exp"];
+    if key.audience.is_some() {
+        required.push("aud");
+    }
+    if key.issuer.is_some() {
+        required.push("iss");
+    }
+    validation.set_required_spec_claims(&required);
     match &key.audience {
         Some(aud) => validation.set_audience(&[aud]),
         None => validation.validate_aud = false,
@@ -117,5 +127,26 @@ mod tests {
         let none = "eyJhbGciOiJub25lIn0.eyJleHAiOjQxMDI0NDQ4MDB9.";
         assert!(verify(&keys(), none, 0).is_err());
         assert_eq!(verify(&keys(), "not-a-token", 0), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn a_required_audience_or_issuer_must_be_present() {
+        let strict = vec![TokenKey {
+            kid: None,
+            alg: Algorithm::HS256,
+            key: DecodingKey::from_secret(SECRET),
+            audience: Some("hubcast".into()),
+            issuer: Some("app".into()),
+        }];
+        let both = token(Header::default(), serde_json::json!({"exp": now() + 60, "aud": "hubcast", "iss": "app"}));
+        assert!(verify(&strict, &both, 0).is_ok());
+        for claims in [
+            serde_json::json!({"exp": now() + 60, "iss": "app"}),
+            serde_json::json!({"exp": now() + 60, "aud": "hubcast"}),
+            serde_json::json!({"exp": now() + 60, "aud": "other", "iss": "app"}),
+            serde_json::json!({"exp": now() + 60, "aud": "hubcast", "iss": "other"}),
+        ] {
+            assert!(matches!(verify(&strict, &token(Header::default(), claims.clone()), 0), Err(TokenError::Invalid(_))), "{claims}");
+        }
     }
 }
