@@ -60,6 +60,8 @@ pub struct LimitsConfig {
     pub max_rewind: u64,
     /// Largest `limit` of one history page.
     pub max_page: usize,
+    /// A connection that has not sent a complete request head within this is closed.
+    pub header_read_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -181,6 +183,7 @@ impl Default for LimitsConfig {
             outbound_queue: 1024,
             max_rewind: 1000,
             max_page: 1000,
+            header_read_timeout_ms: 10_000,
         }
     }
 }

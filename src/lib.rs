@@ -23,6 +23,7 @@
 //! - [`limits`]: rate limits and connection caps.
 //! - [`room`], [`event`]: the domain's nouns.
 //! - [`client`]: a small Rust client used by `hubcast sub` and the tests.
+//! - [`server`]: the accept loop (HTTP/1 with a header-read timeout, upgrades).
 //! - [`shutdown`]: turning signals into a graceful stop.
 //! - [`bench`]: the load generator behind `hubcast bench`.
 
@@ -39,13 +40,13 @@ pub mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod room;
+pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod stats;
 pub mod store;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -66,26 +67,16 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<
     let node = node::Node::start(config, stopping.clone()).await?;
     let app = http::router(node.clone());
     tracing::info!(listen = %listener.local_addr()?, store = %node.config.store, bus = %node.config.bus, "hubcast serving");
-    let signal = {
+    {
         let stopping = stopping.clone();
-        async move {
+        tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down: closing sessions with 1012");
             stopping.cancel();
-        }
-    };
-    // TCP_NODELAY: a frame must leave at once, not wait behind an unacknowledged
-    // one (Nagle). Besides latency, this gets a close frame onto the wire before
-    // the socket is dropped: a drop with unread input (the rest of an oversized
-    // frame) resets the connection and discards anything still queued.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(signal)
-        .await?;
+        });
+    }
+    let header_timeout = Duration::from_millis(node.config.limits.header_read_timeout_ms);
+    server::accept_loop(listener, app, stopping.clone(), header_timeout).await;
     node.sessions.close();
     if tokio::time::timeout(SESSION_DRAIN, node.sessions.wait()).await.is_err() {
         tracing::warn!("some sessions did not close in time");

@@ -30,17 +30,25 @@ pub enum CloseReason {
     TooBig,
     Policy,
     Restart,
+    Unauthenticated,
+    Forbidden,
+    RateLimited,
+    OverCapacity,
     Error,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 7] = [
+    const ALL: [CloseReason; 11] = [
         CloseReason::Client,
         CloseReason::SlowConsumer,
         CloseReason::HeartbeatTimeout,
         CloseReason::TooBig,
         CloseReason::Policy,
         CloseReason::Restart,
+        CloseReason::Unauthenticated,
+        CloseReason::Forbidden,
+        CloseReason::RateLimited,
+        CloseReason::OverCapacity,
         CloseReason::Error,
     ];
 
@@ -52,6 +60,10 @@ impl CloseReason {
             CloseReason::TooBig => "too_big",
             CloseReason::Policy => "policy",
             CloseReason::Restart => "restart",
+            CloseReason::Unauthenticated => "unauthenticated",
+            CloseReason::Forbidden => "forbidden",
+            CloseReason::RateLimited => "rate_limited",
+            CloseReason::OverCapacity => "over_capacity",
             CloseReason::Error => "error",
         }
     }
@@ -66,6 +78,10 @@ impl CloseReason {
             Some(close::TOO_BIG) => CloseReason::TooBig,
             Some(close::POLICY) => CloseReason::Policy,
             Some(close::RESTART) | Some(close::GOING_AWAY) => CloseReason::Restart,
+            Some(close::UNAUTHENTICATED) => CloseReason::Unauthenticated,
+            Some(close::FORBIDDEN) => CloseReason::Forbidden,
+            Some(close::RATE_LIMITED) => CloseReason::RateLimited,
+            Some(close::TRY_AGAIN_LATER) => CloseReason::OverCapacity,
             Some(_) => CloseReason::Error,
         }
     }
@@ -76,7 +92,7 @@ pub struct Metrics {
     pub connections: Gauge,
     pub connections_opened: Counter,
     pub connections_refused: Counter,
-    closed: [Counter; 7],
+    closed: [Counter; 11],
     pub connection_duration: Histogram,
     pub subscriptions: Gauge,
     pub hubs: Gauge,

@@ -566,20 +566,15 @@ async fn default_limits_turn_a_flood_away() {
 }
 
 // ---------------------------------------------------------------------------
-// A known gap: handshakes that never finish are never timed out
+// Handshakes that never finish are timed out
 // ---------------------------------------------------------------------------
 
-/// A connection that never completes its request head should be closed by the
-/// server after a while (a header-read timeout), so that idle or trickling
-/// connections cannot hold the node's file descriptors forever. Today they
-/// are held until the client goes: `axum::serve` runs hyper without a timer,
-/// so hyper's `header_read_timeout` never applies, and the connection caps
-/// only count upgraded sessions. Ignored until the server has such a timeout;
-/// docs/security.md says to put a proxy with header timeouts in front.
+/// A connection that never completes its request head (silent, or a head cut
+/// off midway) is closed by the server after `limits.header_read_timeout_ms`,
+/// so idle or trickling connections cannot hold the node's file descriptors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known gap: no header-read timeout (axum::serve has no timer); see docs/security.md"]
 async fn stalled_handshakes_are_closed_by_the_server() {
-    let server = Server::start("[sqlite]\nsynchronous = \"normal\"\n").await;
+    let server = Server::start("[sqlite]\nsynchronous = \"normal\"\n[limits]\nheader_read_timeout_ms = 500\n").await;
     let addr = server.addr();
     let mut stalled = Vec::new();
     for i in 0..100 {

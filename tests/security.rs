@@ -561,16 +561,17 @@ async fn grants_over_websockets() {
     let (mut public_room, _) = Ws::room(&server, "public:news", "?rewind=10").await;
     public_room.until_caught_up("public:news", 0).await;
 
-    // Bad or expired credentials at the upgrade are refused with HTTP answers.
+    // Bad or expired credentials at the upgrade: the upgrade succeeds (so a
+    // browser can read why), then an `error` frame and close 4001.
     let expired = token(Signer::Hs, json!({"sub": "old", "exp": now() - 10, "subscribe": ["*"]}));
-    upgrade_refused(&server.ws_url(&format!("/v1/ws?token={expired}")), &[], 401, "token_expired").await;
-    upgrade_refused(&server.room_ws_url("market:1", &format!("?token={expired}")), &[], 401, "token_expired").await;
-    upgrade_refused(&server.ws_url("/v1/ws"), &[("authorization", &bearer(&expired))], 401, "token_expired").await;
-    upgrade_refused(&server.ws_url("/v1/ws?token=not-a-key-0123456789"), &[], 401, "unauthenticated").await;
+    closed_with_4001(&server.ws_url(&format!("/v1/ws?token={expired}")), &[], "token_expired").await;
+    closed_with_4001(&server.room_ws_url("market:1", &format!("?token={expired}")), &[], "token_expired").await;
+    closed_with_4001(&server.ws_url("/v1/ws"), &[("authorization", &bearer(&expired))], "token_expired").await;
+    closed_with_4001(&server.ws_url("/v1/ws?token=not-a-key-0123456789"), &[], "unauthenticated").await;
     let forged = sign(Algorithm::HS256, Some("rsa"), &EncodingKey::from_secret(keys().rsa_public_pem.as_bytes()), &claims("x", &["*"], &["*"]));
-    upgrade_refused(&server.room_ws_url("market:1", &format!("?token={forged}")), &[], 401, "unauthenticated").await;
+    closed_with_4001(&server.room_ws_url("market:1", &format!("?token={forged}")), &[], "unauthenticated").await;
     let early = token(Signer::Hs, json!({"sub": "soon", "exp": now() + 120, "nbf": now() + 60, "subscribe": ["*"]}));
-    upgrade_refused(&server.ws_url(&format!("/v1/ws?token={early}")), &[], 401, "unauthenticated").await;
+    closed_with_4001(&server.ws_url(&format!("/v1/ws?token={early}")), &[], "unauthenticated").await;
 
     // The follower saw nothing of all this.
     assert_eq!(publish_as(&server, "market:1", Some(MARKET_KEY)).await.0, 201);
@@ -698,6 +699,15 @@ async fn origin_allowlist() {
     assert_eq!(allowed.expect_type("subscribed").await["room"], "public:news");
     // Not a browser (no Origin): allowed; origins guard browsers only.
     ws_with(&url, &[]).await.expect_type("subscribed").await;
+}
+
+/// Upgrades (bad credentials are not refused at the HTTP level), then expects
+/// the `error` frame with `code` and close 4001.
+async fn closed_with_4001(url: &str, headers: &[(&str, &str)], code: &str) {
+    let mut ws = Ws::upgrade(url, headers).await.unwrap_or_else(|(status, body)| panic!("upgrade of {url} refused: {status} {body}"));
+    let error = ws.expect_type("error").await;
+    assert_eq!(error["code"], code, "{url}: {error}");
+    assert_eq!(ws.expect_close().await, 4001, "{url}");
 }
 
 /// Opens (and drops) one upgrade with these headers; the HTTP status.
@@ -1086,4 +1096,28 @@ async fn non_loopback_bind_needs_credentials_or_insecure() {
     // With credentials configured it needs no flag.
     std::fs::write(dir.path().join("hubcast.toml"), format!("[[auth.api_keys]]\nkey = \"{ADMIN_KEY}\"\n")).unwrap();
     starts_and_serves(serve_command(dir.path(), &["--listen", "0.0.0.0:0"]), "with an API key").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_answers_preflights_for_allowed_origins() {
+    let server = Server::start("[sqlite]\nsynchronous = \"normal\"\n[auth]\nallowed_origins = [\"https://app.example\"]\n").await;
+    let http = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, format!("{}/v1/rooms/r/events", server.base()))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization,idempotency-key,content-type")
+            .send()
+    };
+    let allowed = preflight("https://app.example").await.unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example");
+    let allow_headers = allowed.headers()["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+    assert!(allow_headers.contains("authorization") && allow_headers.contains("idempotency-key"), "{allow_headers}");
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    // A simple GET from the allowed origin can read the answer and the request id.
+    let get = http.get(format!("{}/v1/rooms/r/events", server.base())).header("origin", "https://app.example").send().await.unwrap();
+    assert_eq!(get.headers()["access-control-allow-origin"], "https://app.example");
+    assert!(get.headers()["access-control-expose-headers"].to_str().unwrap().contains("x-request-id"));
 }

@@ -44,6 +44,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(request_id))
+        .layer(cors(&node.auth.allowed_origins))
         .with_state(node)
 }
 
@@ -59,6 +60,22 @@ async fn request_id(request: axum::extract::Request, next: axum::middleware::Nex
         response.headers_mut().insert("x-request-id", value);
     }
     response
+}
+
+/// CORS for browser pages on other origins (history for gap healing, publish
+/// from a page): the configured origins, or any origin when none are
+/// configured. No cookies are ever involved, so `*` is safe.
+fn cors(allowed_origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{header, HeaderName, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    let allow_origin = if origins.is_empty() { AllowOrigin::any() } else { AllowOrigin::list(origins) };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("idempotency-key")])
+        .expose_headers([HeaderName::from_static("x-request-id")])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 async fn not_found() -> ApiError {

@@ -17,6 +17,7 @@ use crate::protocol::codes::ErrorCode;
 use crate::protocol::request::{RoomSocketQuery, SocketQuery};
 use crate::protocol::SubscribeRequest;
 use crate::room::RoomName;
+use crate::auth::Principal;
 use crate::session::{self, Admission};
 
 /// Room of the WebSocket protocol's own per-frame overhead allowed on top of
@@ -51,10 +52,11 @@ pub async fn room(
 }
 
 /// Everything decided before an upgrade: the node is not stopping, the
-/// browser origin is allowed, the address is within its connect rate, and the
-/// credentials (header or `?token=`) are valid. Refusals here are plain HTTP
-/// answers with JSON bodies. Capacity is decided too, but refused after the
-/// upgrade with 1013, which a browser can read.
+/// browser origin is allowed, the address is within its connect rate.
+/// Refusals here are plain HTTP answers with JSON bodies. Credentials (header
+/// or `?token=`) and capacity are decided too, but refused after the upgrade
+/// with an `error` frame and 4001 or 1013: a browser cannot read the status
+/// of a refused upgrade, and must know not to retry a bad token.
 fn admit(node: &Node, headers: &HeaderMap, peer: SocketAddr, token: Option<&str>) -> Result<Admission, ApiError> {
     if node.shutdown.is_cancelled() {
         crate::metrics::get().connections_refused.increment(1);
@@ -71,10 +73,14 @@ fn admit(node: &Node, headers: &HeaderMap, peer: SocketAddr, token: Option<&str>
         crate::metrics::get().connections_refused.increment(1);
         return Err(access::limited(refusal, ip));
     }
-    let caller = access::identify(node, headers, peer, token).inspect_err(|_| {
-        crate::metrics::get().connections_refused.increment(1);
-    })?;
-    Ok(Admission { principal: caller.principal, ip, slot: node.limits.open_connection(ip) })
+    let (principal, refusal) = match access::identify(node, headers, peer, token) {
+        Ok(caller) => (caller.principal, None),
+        Err(err) => {
+            crate::metrics::get().connections_refused.increment(1);
+            (Principal::Anonymous { trusted: false }, Some(err))
+        }
+    };
+    Ok(Admission { principal, ip, slot: node.limits.open_connection(ip), refusal })
 }
 
 fn upgrade_session(node: Arc<Node>, upgrade: WebSocketUpgrade, first: Option<SubscribeRequest>, admission: Admission) -> Response {

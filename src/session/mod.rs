@@ -113,6 +113,8 @@ pub struct Admission {
     /// The connection slot, or why none was free (the session is then closed
     /// with 1013 at once: browsers cannot read the status of a refused upgrade).
     pub slot: Result<ConnectionSlot, Refusal>,
+    /// Bad credentials: the session sends this `error` and closes with 4001.
+    pub refusal: Option<crate::http::error::ApiError>,
 }
 
 /// Runs one session to its end. `first` is the subscription implied by a
@@ -151,7 +153,7 @@ async fn run_session(
 
     let (joined_tx, joined_rx) = mpsc::unbounded_channel();
     let stale = Duration::from_millis(node.config.heartbeat.stale_ms);
-    let Admission { principal, ip, slot } = admission;
+    let Admission { principal, ip, slot, refusal } = admission;
     let message_rate = node.limits.session_messages();
     let mut session = Session {
         node,
@@ -169,6 +171,13 @@ async fn run_session(
     };
     session.expiry = session.token_deadline();
     match slot {
+        _ if refusal.is_some() => {
+            if let Some(refusal) = refusal {
+                let err = ProtocolError::new(refusal.code, refusal.message, None);
+                session.reply_error(&err, None).await;
+            }
+            session.control.close(close::UNAUTHENTICATED, "invalid credentials");
+        }
         Err(refusal) => {
             note_refusal("over_capacity", ip, &refusal.to_string());
             session.control.close(close::TRY_AGAIN_LATER, "over capacity");

@@ -1,0 +1,80 @@
+//! The accept loop: one HTTP/1 connection per accepted socket, served by
+//! hyper with the router, upgrades allowed (WebSockets).
+//!
+//! Why our own loop instead of `axum::serve`: a client that opens a socket and
+//! never finishes its request head must not hold a file descriptor forever.
+//! hyper enforces `limits.header_read_timeout_ms` only when given a timer,
+//! which `axum::serve` does not do. HTTP/1 only: WebSocket upgrades and the
+//! JSON API need nothing else, and HTTP/2 detection would read the first
+//! bytes without a timeout.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+/// How long in-flight HTTP requests get to finish once the node stops.
+const REQUEST_DRAIN: Duration = Duration::from_secs(10);
+
+/// Accepts connections until `stopping` is cancelled, then waits (bounded)
+/// for in-flight requests. Upgraded WebSockets are not waited for here: the
+/// sessions close themselves with 1012 and the node tracks them.
+pub async fn accept_loop(listener: TcpListener, app: Router, stopping: CancellationToken, header_timeout: Duration) {
+    let connections = TaskTracker::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopping.cancelled() => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of file descriptors, most likely: back off instead of spinning.
+                tracing::warn!(error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // TCP_NODELAY: a frame must leave at once, not wait behind an
+        // unacknowledged one (Nagle). It also gets a close frame onto the wire
+        // before the socket is dropped with unread input (which resets it).
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+        let service = app.clone().map_request(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+            request
+        });
+        let connection = http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service)).with_upgrades();
+        let stop = stopping.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = stop.cancelled() => {
+                    // Finish the request in flight, take no more on this connection.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = result {
+                tracing::debug!(client = %peer, error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(REQUEST_DRAIN, connections.wait()).await.is_err() {
+        tracing::warn!("some requests did not finish in time");
+    }
+}
