@@ -4,7 +4,7 @@
 # mode, plus tests/cluster.rs), starting those services when they are not
 # running (scripts/services.sh); then the integration tests driven by clients
 # from other ecosystems (Python `websockets`, Node `ws`); the dashboard in
-# headless Chromium; a short fuzz run of every parser. Installs what it
+# headless Chromium; the TypeScript SDK's tests; a short fuzz run of every parser. Installs what it
 # needs when it is missing and leaves running services alone. Prints how long
 # each step took. Run from anywhere: scripts/test.sh
 set -euo pipefail
@@ -64,6 +64,9 @@ fi
 
 step "external clients (Python websockets, Node ws)"
 HUBCAST_BIN="$PWD/target/debug/hubcast" bash tests/external/run.sh
+
+step "TypeScript SDK: unit tests, shared vectors, end to end in Chromium"
+HUBCAST_BIN="$PWD/target/debug/hubcast" bash clients/js/run-tests.sh
 
 step "dashboard in headless Chromium"
 HUBCAST_BIN="$PWD/target/debug/hubcast" bash tests/browser/run.sh

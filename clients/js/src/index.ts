@@ -1,0 +1,32 @@
+export { HubcastClient } from './client.js';
+export { Room } from './room.js';
+export { HubcastError } from './errors.js';
+export type { SdkErrorCode, HubcastErrorDetails } from './errors.js';
+export {
+  backoffDelay,
+  decideReconnect,
+  isValidRoomName,
+  IMMEDIATE_CLOSE_CODES,
+  TERMINAL_CLOSE_CODES,
+  TRY_LATER_CLOSE_CODES,
+} from './policy.js';
+export type { BackoffConfig, ReconnectDecision } from './policy.js';
+export type {
+  ClientEvents,
+  ConnectionState,
+  Cursor,
+  FetchLike,
+  HeartbeatOptions,
+  HubcastClientOptions,
+  HubcastEvent,
+  PublishAck,
+  PublishOptions,
+  ReconnectOptions,
+  ResetInfo,
+  RoomEvents,
+  RoomOptions,
+  RoomUpdate,
+  StateChange,
+  WebSocketConstructor,
+  WebSocketLike,
+} from './types.js';
