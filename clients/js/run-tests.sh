@@ -35,19 +35,9 @@ if (( node_major < 20 )); then
   exit 2
 fi
 
-if [[ -n "${HUBCAST_BIN:-}" ]]; then
-  case "$HUBCAST_BIN" in /*) ;; *) HUBCAST_BIN="$(pwd)/$HUBCAST_BIN" ;; esac
-else
-  HUBCAST_BIN="$repo/target/debug/hubcast"
-  if [[ ! -x "$HUBCAST_BIN" ]]; then
-    step "building hubcast (cargo build)"
-    (cd "$repo" && cargo build --quiet)
-  fi
-fi
-if [[ ! -x "$HUBCAST_BIN" ]]; then
-  echo "error: hubcast binary not found or not executable: $HUBCAST_BIN" >&2
-  exit 2
-fi
+# shellcheck source=../../scripts/hubcast-bin.sh
+source "$repo/scripts/hubcast-bin.sh"
+resolve_hubcast_bin "$repo"
 export HUBCAST_BIN
 # HUBCAST_* variables are server config; the tests strip them from the servers they start.
 

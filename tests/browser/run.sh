@@ -15,23 +15,9 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 
-# --- the binary
-if [[ -n "${HUBCAST_BIN:-}" ]]; then
-  case "$HUBCAST_BIN" in
-    /*) ;;
-    *) HUBCAST_BIN="$(pwd)/$HUBCAST_BIN" ;;
-  esac
-else
-  HUBCAST_BIN="$repo/target/debug/hubcast"
-  if [[ ! -x "$HUBCAST_BIN" ]]; then
-    echo "== building hubcast (cargo build)"
-    (cd "$repo" && cargo build --quiet)
-  fi
-fi
-if [[ ! -x "$HUBCAST_BIN" ]]; then
-  echo "error: hubcast binary not found or not executable: $HUBCAST_BIN" >&2
-  exit 2
-fi
+# shellcheck source=../../scripts/hubcast-bin.sh
+source "$repo/scripts/hubcast-bin.sh"
+resolve_hubcast_bin "$repo"
 echo "== hubcast binary: $HUBCAST_BIN"
 
 # --- the browser: Debian chromium, installed only if missing. Another job may

@@ -13,23 +13,9 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 
-if [[ -n "${HUBCAST_BIN:-}" ]]; then
-  # Resolve a relative path against the caller's directory before any cd.
-  case "$HUBCAST_BIN" in
-    /*) ;;
-    *) HUBCAST_BIN="$(pwd)/$HUBCAST_BIN" ;;
-  esac
-else
-  HUBCAST_BIN="$repo/target/debug/hubcast"
-  if [[ ! -x "$HUBCAST_BIN" ]]; then
-    echo "== building hubcast (cargo build)"
-    (cd "$repo" && cargo build --quiet)
-  fi
-fi
-if [[ ! -x "$HUBCAST_BIN" ]]; then
-  echo "error: hubcast binary not found or not executable: $HUBCAST_BIN" >&2
-  exit 2
-fi
+# shellcheck source=../../scripts/hubcast-bin.sh
+source "$repo/scripts/hubcast-bin.sh"
+resolve_hubcast_bin "$repo"
 export HUBCAST_BIN
 echo "== hubcast binary: $HUBCAST_BIN"
 
