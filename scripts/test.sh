@@ -36,13 +36,13 @@ if ((${#need_apt[@]})); then
 fi
 
 step "cargo build"
-cargo build --locked --all-targets
+cargo build --locked --workspace --all-targets
 
 step "Rust tests"
 if have_nextest; then
-    cargo nextest run --locked --no-fail-fast
+    cargo nextest run --locked --workspace --no-fail-fast
 else
-    cargo test --locked --no-fail-fast
+    cargo test --locked --workspace --no-fail-fast
 fi
 
 step "services for cluster mode (PostgreSQL, NATS)"

@@ -77,7 +77,7 @@ pub struct JwtKeyConfig {
 }
 
 /// A room prefix with its own rules.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct NamespaceConfig {
     /// Rooms whose name starts with this belong to the namespace.
@@ -86,6 +86,17 @@ pub struct NamespaceConfig {
     pub public: bool,
     /// Clients (tokens) may not publish; API keys still may.
     pub read_only: bool,
+    /// Coalesce a room's live events into `batch` frames for up to this many
+    /// milliseconds (0: one `event` frame per event). Read by the hub.
+    pub batch_ms: u64,
+    /// A batch is sent once it holds this many events, even inside its window.
+    pub batch_max: usize,
+}
+
+impl Default for NamespaceConfig {
+    fn default() -> Self {
+        NamespaceConfig { prefix: String::new(), public: false, read_only: false, batch_ms: 0, batch_max: 64 }
+    }
 }
 
 pub use hubcast_protocol::token::Claims;
@@ -400,8 +411,8 @@ mod tests {
             ..Default::default()
         };
         let namespaces = vec![
-            NamespaceConfig { prefix: "public:".into(), public: true, read_only: true },
-            NamespaceConfig { prefix: "ro:".into(), public: false, read_only: true },
+            NamespaceConfig { prefix: "public:".into(), public: true, read_only: true, ..Default::default() },
+            NamespaceConfig { prefix: "ro:".into(), public: false, read_only: true, ..Default::default() },
         ];
         let auth = Auth::from_config(&config, &namespaces, false).unwrap();
         let room = |s| RoomName::parse(s).unwrap();

@@ -26,6 +26,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub retention: RetentionConfig,
     pub hub: HubConfig,
+    pub presence: PresenceConfig,
     pub sqlite: SqliteConfig,
     pub postgres: PostgresConfig,
     pub nats: NatsConfig,
@@ -86,6 +87,27 @@ pub struct HubConfig {
     pub reconcile_ms: u64,
     /// A broadcast to a room's subscribers slower than this is logged and counted.
     pub slow_broadcast_ms: u64,
+}
+
+/// The `[presence]` section: who is in a room (see docs/protocol.md, *Presence*).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// Most members of one room's presence (across the cluster); a
+    /// `presence: true` subscription that would exceed it is refused.
+    pub max_members: usize,
+    /// Cluster: how often a node re-announces its members of each room it has
+    /// members in (and announces changes at once).
+    pub heartbeat_ms: u64,
+    /// Cluster: a node not heard from for this long is presumed dead and its
+    /// members leave. More than `heartbeat_ms`; three heartbeats by default.
+    pub ttl_ms: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig { max_members: 1000, heartbeat_ms: 5000, ttl_ms: 15_000 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -158,6 +180,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             retention: RetentionConfig::default(),
             hub: HubConfig::default(),
+            presence: PresenceConfig::default(),
             sqlite: SqliteConfig::default(),
             postgres: PostgresConfig::default(),
             nats: NatsConfig::default(),
@@ -287,6 +310,14 @@ impl Config {
         if self.limits.max_page == 0 {
             return fail("limits.max_page must be at least 1");
         }
+        if self.presence.max_members == 0 || self.presence.heartbeat_ms == 0 || self.presence.ttl_ms <= self.presence.heartbeat_ms {
+            return fail("presence.max_members must be at least 1 and presence.ttl_ms greater than presence.heartbeat_ms > 0");
+        }
+        for namespace in &self.namespaces {
+            if namespace.batch_ms > 0 && namespace.batch_max < 2 {
+                return fail("a namespace with batch_ms needs batch_max of at least 2");
+            }
+        }
         if !matches!(self.sqlite.synchronous.as_str(), "full" | "normal") {
             return fail("sqlite.synchronous must be `full` or `normal`");
         }
@@ -302,7 +333,7 @@ impl Config {
 /// referenced by `key_env`) are not configuration and are left alone.
 fn is_config_variable(key: &figment::value::UncasedStr) -> bool {
     const SECTIONS: &[&str] = &[
-        "listen", "store", "bus", "insecure", "heartbeat", "limits", "retention", "hub", "sqlite", "postgres",
+        "listen", "store", "bus", "insecure", "heartbeat", "limits", "retention", "hub", "presence", "sqlite", "postgres",
         "nats", "auth", "namespaces", "rate_limits",
     ];
     let key = key.as_str().to_ascii_lowercase();

@@ -22,7 +22,8 @@
 //! - [`auth`]: credentials (API keys, JWT), grants, namespaces, protected mode.
 //! - [`limits`]: rate limits and connection caps.
 //! - [`room`], [`event`]: the domain's nouns.
-//! - [`client`]: a small Rust client used by `hubcast sub` and the tests.
+//! - [`client`]: the Rust client SDK (the `hubcast-client` crate), used by
+//!   `hubcast sub`, `hubcast pub` and `hubcast bench replay`.
 //! - [`server`]: the accept loop (HTTP/1 with a header-read timeout, upgrades).
 //! - [`shutdown`]: turning signals into a graceful stop.
 //! - [`bench`]: the load generator behind `hubcast bench`.
@@ -30,7 +31,7 @@
 pub mod auth;
 pub mod bench;
 pub mod bus;
-pub mod client;
+pub use hubcast_client as client;
 pub mod config;
 pub mod event;
 pub mod http;

@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use hubcast::client::{self, Cursor, Update};
+use futures_util::StreamExt;
+use hubcast::client::{Client, Cursor, RoomUpdate, SubscribeOptions};
 use hubcast::config::{Config, FlagOverrides};
 use hubcast::room::RoomName;
 
@@ -135,7 +136,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 serde_json::from_str(&json).map_err(|e| anyhow::anyhow!("event data is not valid JSON: {e}"))?;
             let http = reqwest::Client::new();
             let (status, answer) =
-                client::publish(&http, &url, &room, &data, idempotency_key.as_deref(), expected_seq).await?;
+                hubcast::client::http_publish(&http, &url, &room, &data, idempotency_key.as_deref(), expected_seq).await?;
             println!("{answer}");
             if status >= 300 {
                 anyhow::bail!("publish failed with HTTP {status}");
@@ -144,24 +145,44 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Sub { room, cursor, epoch, count, url } => {
             let room = RoomName::parse(&room)?;
+            if epoch.is_some() && cursor.is_none() {
+                tracing::warn!("--epoch without --cursor is ignored");
+            }
+            let client = Client::new(url.as_str())?;
+            let start = SubscribeOptions { cursor: cursor.map(|seq| Cursor { epoch, seq }), rewind: None };
+            let mut subscription = client.subscribe(room.as_str(), start).await?;
             let mut seen = 0;
-            let start = Cursor { epoch, seq: cursor };
-            client::follow(&url, &room, start, |update, cursor| {
+            while count.map_or(true, |n| seen < n) {
+                let Some(update) = subscription.next().await else {
+                    anyhow::bail!("the subscription ended");
+                };
                 match update {
-                    Update::Event { seq, ts, data } => {
-                        println!("{}", serde_json::json!({"room": room.as_str(), "seq": seq, "ts": ts, "data": data}));
+                    RoomUpdate::Event(event) => {
+                        println!(
+                            "{}",
+                            serde_json::json!({"room": event.room, "seq": event.seq, "ts": event.ts, "data": event.data})
+                        );
                         seen += 1;
                     }
-                    Update::Reset { epoch, earliest, head } => {
-                        eprintln!("reset: the cursor cannot be served (epoch {epoch}, earliest {earliest}); continuing live from {head}");
+                    RoomUpdate::Reset(reset) => {
+                        let earliest = reset.earliest.map_or("unknown".to_owned(), |e| e.to_string());
+                        eprintln!(
+                            "reset: the cursor cannot be served (epoch {}, earliest {earliest}); continuing live from {}",
+                            reset.epoch, reset.head
+                        );
                     }
-                    Update::CaughtUp { seq } => {
-                        tracing::info!(seq, epoch = ?cursor.epoch, "caught up");
+                    RoomUpdate::Error(err) => {
+                        // Terminal (a close code) or a refused subscription: stop, as before.
+                        let fatal = err.close_code.is_some()
+                            || matches!(err.code.as_str(), "forbidden" | "unauthenticated" | "invalid_room" | "too_many_subscriptions");
+                        if fatal {
+                            anyhow::bail!("{err}");
+                        }
+                        tracing::warn!(%err, "subscription error; the client recovers");
                     }
                 }
-                count.map_or(true, |n| seen < n)
-            })
-            .await?;
+            }
+            client.close().await;
             Ok(())
         }
     }

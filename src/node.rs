@@ -50,6 +50,20 @@ impl Node {
                 idle: Duration::from_millis(config.hub.idle_ms),
                 slow_broadcast: Duration::from_millis(config.hub.slow_broadcast_ms),
                 max_subscribers: config.rate_limits.max_subscribers_per_room,
+                presence: crate::hub::PresenceSettings {
+                    max_members: config.presence.max_members,
+                    heartbeat: Duration::from_millis(config.presence.heartbeat_ms),
+                    ttl: Duration::from_millis(config.presence.ttl_ms),
+                },
+                batching: config
+                    .namespaces
+                    .iter()
+                    .map(|n| crate::hub::BatchRule {
+                        prefix: n.prefix.clone(),
+                        window: Duration::from_millis(n.batch_ms),
+                        max: n.batch_max,
+                    })
+                    .collect(),
             },
         );
         let node = Arc::new(Node {

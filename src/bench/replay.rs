@@ -4,7 +4,6 @@
 use std::time::Instant;
 
 use futures_util::StreamExt;
-use tokio_tungstenite::tungstenite::Message;
 
 use super::{progress, run_room, Common, Report};
 
@@ -40,25 +39,35 @@ pub async fn run(url: &str, options: &ReplayOptions, common: &Common) -> anyhow:
     }
     bar.finish_and_clear();
 
-    let ws_url = format!("{}/v1/rooms/{room}/ws?cursor=0", url.replacen("http", "ws", 1));
+    // The catch-up is measured through the client SDK (resume from a cursor,
+    // dedup, gap healing): what an application actually gets. The fanout and
+    // publish scenarios keep raw sockets and plain HTTP, to measure the server
+    // without client-side overhead.
     let mut times = Vec::new();
     for _ in 0..options.repeat.max(1) {
         let started = Instant::now();
-        let (mut socket, _) = tokio_tungstenite::connect_async(&ws_url).await?;
+        let client = hubcast_client::Client::new(url)?;
+        let start = hubcast_client::Cursor { epoch: None, seq: 0 };
+        let options_ = hubcast_client::SubscribeOptions { cursor: Some(start), rewind: None };
+        let mut subscription = client.subscribe(&room, options_).await?;
         let mut got = 0;
-        while let Some(message) = socket.next().await {
-            let Message::Text(text) = message? else { continue };
-            if text.contains("\"type\":\"event\"") {
-                got += 1;
-            } else if text.contains("\"type\":\"caught_up\"") {
-                break;
+        while got < options.events {
+            let update = tokio::time::timeout(std::time::Duration::from_secs(60), subscription.next())
+                .await
+                .map_err(|_| anyhow::anyhow!("replay stalled after {got} events"))?;
+            match update {
+                Some(hubcast_client::RoomUpdate::Event(_)) => got += 1,
+                Some(hubcast_client::RoomUpdate::Reset(reset)) => anyhow::bail!("unexpected reset: {reset:?}"),
+                Some(hubcast_client::RoomUpdate::Error(err)) if err.close_code.is_some() => anyhow::bail!("replay failed: {err}"),
+                Some(hubcast_client::RoomUpdate::Error(_)) => {}
+                None => break,
             }
         }
         times.push(started.elapsed().as_secs_f64() * 1000.0);
         if got != options.events {
             anyhow::bail!("replay delivered {got} of {} events", options.events);
         }
-        let _ = socket.close(None).await;
+        client.close().await;
     }
     times.sort_by(|a, b| a.total_cmp(b));
     let mut report = Report::new("replay", url);

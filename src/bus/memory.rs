@@ -8,18 +8,39 @@ use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::{Bus, BusError, BusFeed, FEED_CAPACITY};
+use super::{Bus, BusError, BusFeed, PresenceFeed, PresenceMessage, FEED_CAPACITY, PRESENCE_FEED_CAPACITY};
 use crate::event::Event;
 use crate::room::RoomName;
 
 /// Delivers each published event to the feeds watching its room.
-#[derive(Default)]
 pub struct MemoryBus {
     /// A std mutex: held only to look up or edit the map, never across an await.
     watchers: Mutex<HashMap<RoomName, Vec<mpsc::Sender<Arc<Event>>>>>,
+    /// Presence feeds per room (same rules).
+    presence: Mutex<HashMap<RoomName, Vec<mpsc::Sender<Arc<PresenceMessage>>>>>,
+    node: String,
+}
+
+impl Default for MemoryBus {
+    fn default() -> Self {
+        MemoryBus::with_node_id(super::new_node_id())
+    }
 }
 
 impl MemoryBus {
+    pub(crate) fn with_node_id(node: String) -> MemoryBus {
+        MemoryBus { watchers: Mutex::default(), presence: Mutex::default(), node }
+    }
+
+    /// Delivers `room`'s presence messages to `feed` until its receiver is dropped.
+    pub(crate) fn add_presence_watcher(&self, room: &RoomName, feed: mpsc::Sender<Arc<PresenceMessage>>) {
+        if let Ok(mut watchers) = self.presence.lock() {
+            let feeds = watchers.entry(room.clone()).or_default();
+            feeds.retain(|feed| !feed.is_closed());
+            feeds.push(feed);
+        }
+    }
+
     /// Delivers `room`'s events to `feed` until its receiver is dropped.
     pub(crate) fn add_watcher(&self, room: &RoomName, feed: mpsc::Sender<Arc<Event>>) {
         if let Ok(mut watchers) = self.watchers.lock() {
@@ -53,5 +74,28 @@ impl Bus for MemoryBus {
 
     fn check(&self) -> BoxFuture<'_, Result<(), BusError>> {
         async { Ok(()) }.boxed()
+    }
+
+    fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    fn publish_presence(&self, room: &RoomName, message: PresenceMessage) {
+        let Ok(mut watchers) = self.presence.lock() else { return };
+        let Some(feeds) = watchers.get_mut(room) else { return };
+        let message = Arc::new(message);
+        feeds.retain(|feed| match feed.try_send(message.clone()) {
+            Ok(()) | Err(TrySendError::Full(_)) => true,
+            Err(TrySendError::Closed(_)) => false,
+        });
+        if feeds.is_empty() {
+            watchers.remove(room);
+        }
+    }
+
+    fn watch_presence(&self, room: &RoomName) -> BoxFuture<'_, Result<PresenceFeed, BusError>> {
+        let (tx, rx) = mpsc::channel(PRESENCE_FEED_CAPACITY);
+        self.add_presence_watcher(room, tx);
+        async move { Ok(rx) }.boxed()
     }
 }

@@ -6,6 +6,25 @@
 //! own events never wait for a round trip through NATS. NATS core is at most
 //! once; that is enough here because hubs heal gaps from the store and
 //! reconcile on an interval and at once after every reconnect.
+//!
+//! # Presence across nodes
+//! Presence goes over the same connection, on `<prefix>.presence.<room>`:
+//! a node with members in a room publishes its *whole* member list of that
+//! room (JSON [`PresenceMessage`]) on every change and every
+//! `presence.heartbeat_ms`, with a `ttl_ms`; a node that starts following a
+//! room sends `sync` and its peers answer with their lists. Receivers keep
+//! each node's list until it is replaced or its TTL runs out, so the members
+//! of a killed node leave within `ttl_ms` (the hub does the expiry).
+//!
+//! Why heartbeats over core NATS rather than a JetStream KV bucket with a TTL:
+//! presence is ephemeral, so it needs no storage; NATS 2.9 has no per-key TTL
+//! (only a bucket-wide `max_age`), and an entry aged out by `max_age` vanishes
+//! without telling watchers (no delete marker), so the "node died → its
+//! members leave" signal would need a timer on every receiver anyway; and
+//! JetStream would become a new requirement of the cluster. Full-state
+//! messages make loss harmless (the next one repairs it) and keep the cost at
+//! one small message per (node, room with members) per heartbeat; rooms
+//! without presence send nothing.
 
 use std::sync::Arc;
 
@@ -16,7 +35,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch};
 
 use super::memory::MemoryBus;
-use super::{Bus, BusError, BusFeed, FEED_CAPACITY};
+use super::{Bus, BusError, BusFeed, PresenceFeed, PresenceMessage, FEED_CAPACITY, PRESENCE_FEED_CAPACITY};
 use crate::event::Event;
 use crate::protocol::encode_event;
 use crate::room::RoomName;
@@ -27,6 +46,18 @@ pub struct NatsBus {
     local: MemoryBus,
     outgoing: mpsc::UnboundedSender<Vec<Arc<Event>>>,
     reconnects: watch::Receiver<u64>,
+    node: String,
+    presence_out: mpsc::UnboundedSender<(String, bytes::Bytes)>,
+}
+
+/// How long a hub that starts following a room's presence waits for its
+/// peers' `sync` answers before answering a `presence` request.
+const PRESENCE_SETTLE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The presence subject for a room: `<prefix>.presence.<room>` (escaped as in [`subject`]).
+pub fn presence_subject(prefix: &str, room: &RoomName) -> String {
+    let events = subject(prefix, room);
+    format!("{prefix}.presence.{}", &events[prefix.len() + ".room.".len()..])
 }
 
 /// The subject for a room. Room names may hold `.` (the subject token
@@ -78,7 +109,18 @@ impl NatsBus {
             .map_err(|e| anyhow::anyhow!("cannot connect to nats at {url}: {e}"))?;
         let (outgoing, rx) = mpsc::unbounded_channel();
         tokio::spawn(publish_loop(client.clone(), prefix.to_owned(), rx));
-        Ok(NatsBus { client, prefix: prefix.to_owned(), local: MemoryBus::default(), outgoing, reconnects })
+        let node = super::new_node_id();
+        let (presence_out, presence_rx) = mpsc::unbounded_channel();
+        tokio::spawn(presence_publish_loop(client.clone(), presence_rx));
+        Ok(NatsBus {
+            presence_out,
+            client,
+            prefix: prefix.to_owned(),
+            local: MemoryBus::with_node_id(node.clone()),
+            outgoing,
+            reconnects,
+            node,
+        })
     }
 }
 
@@ -93,6 +135,17 @@ async fn publish_loop(client: async_nats::Client, prefix: String, mut batches: m
                 metrics.bus_errors.increment(1);
                 tracing::warn!(room = %event.room, seq = event.seq, error = %err, "nats publish failed; peers will reconcile");
             }
+        }
+    }
+}
+
+/// Publishes presence messages in order. Best effort: a failure is repaired
+/// by the next heartbeat.
+async fn presence_publish_loop(client: async_nats::Client, mut messages: mpsc::UnboundedReceiver<(String, bytes::Bytes)>) {
+    while let Some((subject, payload)) = messages.recv().await {
+        if let Err(err) = client.publish(subject, payload).await {
+            crate::metrics::get().bus_errors.increment(1);
+            tracing::debug!(error = %err, "nats presence publish failed; the next heartbeat repairs it");
         }
     }
 }
@@ -155,6 +208,60 @@ impl Bus for NatsBus {
     fn reconnects(&self) -> Option<watch::Receiver<u64>> {
         Some(self.reconnects.clone())
     }
+
+    fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    fn publish_presence(&self, room: &RoomName, message: PresenceMessage) {
+        let payload = match serde_json::to_vec(&message) {
+            Ok(payload) => bytes::Bytes::from(payload),
+            Err(_) => return,
+        };
+        self.local.publish_presence(room, message);
+        // One task publishes them in order: a node's later state must not be
+        // overtaken by an earlier one (a stale list would live until its TTL).
+        let _ = self.presence_out.send((presence_subject(&self.prefix, room), payload));
+    }
+
+    fn watch_presence(&self, room: &RoomName) -> BoxFuture<'_, Result<PresenceFeed, BusError>> {
+        let room = room.clone();
+        async move {
+            let (tx, rx) = mpsc::channel(PRESENCE_FEED_CAPACITY);
+            let mut subscription = self
+                .client
+                .subscribe(presence_subject(&self.prefix, &room))
+                .await
+                .map_err(|e| BusError::Unavailable(e.to_string()))?;
+            self.local.add_presence_watcher(&room, tx.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tx.closed() => break,
+                        message = subscription.next() => {
+                            let Some(message) = message else { break };
+                            match serde_json::from_slice::<PresenceMessage>(&message.payload) {
+                                Ok(presence) => {
+                                    let _ = tx.try_send(Arc::new(presence));
+                                }
+                                Err(_) => {
+                                    crate::metrics::get().bus_errors.increment(1);
+                                    tracing::warn!(subject = %message.subject, "ignoring malformed presence message");
+                                }
+                            }
+                        }
+                    }
+                }
+                let _ = subscription.unsubscribe().await;
+            });
+            Ok(rx)
+        }
+        .boxed()
+    }
+
+    fn presence_settle(&self) -> std::time::Duration {
+        PRESENCE_SETTLE
+    }
 }
 
 #[cfg(test)]
@@ -168,5 +275,6 @@ mod tests {
         assert_eq!(subject("hubcast", &room("chat.general")), "hubcast.room.chat=2Egeneral");
         assert_eq!(subject("t1", &room("a=2E")), "t1.room.a=3D2E");
         assert_ne!(subject("p", &room("a.b")), subject("p", &room("a=2Eb")));
+        assert_eq!(presence_subject("hubcast", &room("chat.general")), "hubcast.presence.chat=2Egeneral");
     }
 }

@@ -47,7 +47,13 @@ pub async fn room(
     let room = RoomName::parse(&room)?;
     let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
     let admission = admit(&node, &headers, peer, query.token.as_deref())?;
-    let first = SubscribeRequest { room, cursor: query.cursor, epoch: query.epoch, rewind: query.rewind };
+    let first = SubscribeRequest {
+        room,
+        cursor: query.cursor,
+        epoch: query.epoch,
+        rewind: query.rewind,
+        presence: query.presence.unwrap_or(false),
+    };
     Ok(upgrade_session(node, upgrade, Some(first), admission))
 }
 

@@ -10,7 +10,14 @@
 //! encoded once and offered (`try_send`) to every subscriber's queue.
 //!
 //! **Invariant:** the write path never goes through a hub.
+//!
+//! Two optional duties cost nothing in rooms that do not use them:
+//! - **batching** (a namespace with `batch_ms`): live events are coalesced
+//!   into one `batch` frame, encoded once and shared, sent when the batch is
+//!   `batch_max` events old or its window (counted from its first event) ends;
+//! - **presence** ([`presence`]): created on first use in the room.
 
+pub mod presence;
 pub mod registry;
 
 use std::collections::VecDeque;
@@ -21,15 +28,20 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::bus::{Bus, BusFeed};
+use crate::bus::{Bus, BusFeed, PresenceKind, PresenceMember, PresenceMessage};
 use crate::event::Event;
 use crate::protocol::codes::close;
-use crate::protocol::{encode_event, ServerMessage};
+use crate::protocol::{encode_event, BatchEvent, ServerMessage};
 use crate::room::RoomName;
 use crate::session::outbound::{Offer, Outbound};
 use crate::store::Store;
 
+pub use presence::PresenceSettings;
 pub use registry::Hubs;
+
+/// A batch is sent early once its events' data reach this many bytes, so one
+/// frame stays far below what clients accept.
+const BATCH_MAX_BYTES: usize = 256 * 1024;
 
 /// Events fetched from the store per read while filling a gap.
 const GAP_PAGE: usize = 1000;
@@ -44,8 +56,11 @@ pub struct HubHandle {
 /// Messages a hub acts on.
 #[derive(Debug)]
 pub enum HubCommand {
-    /// Add a subscriber that has processed the room up to `after`.
-    Subscribe { out: Outbound, after: u64, reply: oneshot::Sender<Joined> },
+    /// Add a subscriber that has processed the room up to `after`; with a
+    /// `member`, it also enters the room's presence and watches it.
+    Subscribe { out: Outbound, after: u64, member: Option<PresenceMember>, reply: oneshot::Sender<Joined> },
+    /// The room's `presence` frame (the member list).
+    Presence { reply: oneshot::Sender<Utf8Bytes> },
     /// Remove a subscriber; the reply is sent once it will get no more frames.
     Unsubscribe { session_id: u64, done: oneshot::Sender<()> },
     /// The store's head is at least `head` (periodic reconcile).
@@ -64,6 +79,8 @@ pub enum Joined {
     NeedStore { head: u64 },
     /// The room has `max_subscribers` subscribers on this node already.
     Full,
+    /// The room's presence has `presence.max_members` members already.
+    PresenceFull,
 }
 
 /// A hub's numbers, for room stats.
@@ -81,8 +98,21 @@ pub struct HubGone;
 impl HubHandle {
     /// Subscribes `out` from `after`; see [`Joined`].
     pub async fn subscribe(&self, out: Outbound, after: u64) -> Result<Joined, HubGone> {
+        self.subscribe_as(out, after, None).await
+    }
+
+    /// Like [`subscribe`](Self::subscribe); with a `member`, the subscriber
+    /// also enters the room's presence and gets `presence`, `join`, `leave`.
+    pub async fn subscribe_as(&self, out: Outbound, after: u64, member: Option<PresenceMember>) -> Result<Joined, HubGone> {
         let (reply, rx) = oneshot::channel();
-        self.commands.send(HubCommand::Subscribe { out, after, reply }).await.map_err(|_| HubGone)?;
+        self.commands.send(HubCommand::Subscribe { out, after, member, reply }).await.map_err(|_| HubGone)?;
+        rx.await.map_err(|_| HubGone)
+    }
+
+    /// The room's `presence` frame.
+    pub async fn presence(&self) -> Result<Utf8Bytes, HubGone> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(HubCommand::Presence { reply }).await.map_err(|_| HubGone)?;
         rx.await.map_err(|_| HubGone)
     }
 
@@ -113,6 +143,10 @@ struct Subscriber {
     /// Events up to this seq were already sent to this subscriber by its own
     /// replay; skip them.
     skip_through: u64,
+    /// The presence member this subscription counts for (presence subscribers only).
+    member: Option<String>,
+    /// Gets `join`/`leave` frames.
+    watching: bool,
 }
 
 /// Settings a hub runs with.
@@ -124,6 +158,33 @@ pub struct HubSettings {
     pub slow_broadcast: Duration,
     /// Most subscribers of the room on this node (0: no limit).
     pub max_subscribers: usize,
+    pub presence: PresenceSettings,
+    /// Batching rules of namespaces, by room prefix (longest prefix wins).
+    pub batching: Vec<BatchRule>,
+}
+
+/// A namespace's batching: `window` zero means no batching.
+#[derive(Debug, Clone)]
+pub struct BatchRule {
+    pub prefix: String,
+    pub window: Duration,
+    pub max: usize,
+}
+
+impl HubSettings {
+    /// The batching of `room`: that of its longest matching namespace prefix.
+    fn batching_for(&self, room: &RoomName) -> Option<(Duration, usize)> {
+        let rule = self.batching.iter().filter(|r| room.starts_with(&r.prefix)).max_by_key(|r| r.prefix.len())?;
+        (!rule.window.is_zero() && rule.max > 1).then_some((rule.window, rule.max))
+    }
+}
+
+/// Events waiting to go out as one `batch` frame.
+#[derive(Default)]
+struct Pending {
+    events: Vec<Arc<Event>>,
+    bytes: usize,
+    deadline: Option<Instant>,
 }
 
 struct Hub {
@@ -135,6 +196,12 @@ struct Hub {
     /// Frames of the most recent events, oldest first, at most `settings.tail`.
     tail: VecDeque<(u64, Utf8Bytes)>,
     subscribers: Vec<Subscriber>,
+    bus: Arc<dyn Bus>,
+    /// `(window, max)` when the room's namespace batches.
+    batching: Option<(Duration, usize)>,
+    pending: Pending,
+    /// `None` until presence is first used in this room on this node.
+    presence: Option<Box<presence::Presence>>,
 }
 
 /// Starts a hub for `room`. The hub removes itself from `hubs` when idle.
@@ -147,7 +214,19 @@ pub(crate) fn spawn(
     hubs: Hubs,
 ) -> HubHandle {
     let (tx, rx) = mpsc::channel(1024);
-    let hub = Hub { room, store, settings, last: 0, tail: VecDeque::new(), subscribers: Vec::new() };
+    let batching = settings.batching_for(&room);
+    let hub = Hub {
+        room,
+        store,
+        settings,
+        last: 0,
+        tail: VecDeque::new(),
+        subscribers: Vec::new(),
+        bus: bus.clone(),
+        batching,
+        pending: Pending::default(),
+        presence: None,
+    };
     tokio::spawn(async move {
         let metrics = crate::metrics::get();
         metrics.hubs.increment(1.0);
@@ -181,7 +260,11 @@ impl Hub {
         let mut idle_since = Some(Instant::now());
         loop {
             let idle_deadline = idle_since.map(|t| t + self.settings.idle);
+            let batch_deadline = self.pending.deadline;
+            let presence_deadline = self.presence.as_ref().and_then(|p| p.deadline());
             tokio::select! {
+                biased;
+                _ = sleep_until(batch_deadline) => self.flush(),
                 command = commands.recv() => match command {
                     Some(command) => self.handle(command).await,
                     None => return,
@@ -193,6 +276,16 @@ impl Hub {
                         feed = None;
                     }
                 },
+                message = recv_presence(&mut self.presence) => match message {
+                    Some(message) => self.on_presence(message),
+                    None => {
+                        tracing::warn!(room = %self.room, "presence feed closed");
+                        if let Some(presence) = self.presence.as_mut() {
+                            presence.feed = None;
+                        }
+                    }
+                },
+                _ = sleep_until(presence_deadline) => self.on_presence_timer(),
                 _ = sleep_until(idle_deadline) => {
                     if self.subscribers.is_empty() && hubs.remove_if_current(&self.room, id) {
                         // No new handle can be given out now. Drop whatever is
@@ -215,13 +308,51 @@ impl Hub {
 
     async fn handle(&mut self, command: HubCommand) {
         match command {
-            HubCommand::Subscribe { out, after, reply } => {
-                let joined = self.subscribe(out, after);
+            HubCommand::Subscribe { out, after, member, reply } => {
+                let Some(member) = member else {
+                    let _ = reply.send(self.subscribe(out, after, None));
+                    return;
+                };
+                self.ensure_presence().await;
+                let presence = self.presence.as_ref().expect("presence was just ensured");
+                if !presence.is_member(&member.id) && presence.len() >= self.settings.presence.max_members {
+                    let _ = reply.send(Joined::PresenceFull);
+                    return;
+                }
+                let session_id = out.session_id;
+                let joined = self.subscribe(out, after, Some(member.id.clone()));
+                if joined == Joined::Live && self.subscribers.iter().any(|s| s.out.session_id == session_id) {
+                    // Tell the others first, then give the newcomer the whole
+                    // list (itself included) and start its deltas.
+                    self.presence.as_mut().expect("presence was just ensured").add_local(&member);
+                    self.announce();
+                    self.presence_changed();
+                    if let Some(i) = self.subscribers.iter().position(|s| s.out.session_id == session_id) {
+                        let snapshot = self.presence.as_ref().expect("presence is on").snapshot(&self.room);
+                        let sub = &mut self.subscribers[i];
+                        if sub.out.offer(snapshot) == Offer::Queued {
+                            sub.watching = true;
+                        } else {
+                            let gone = self.subscribers.swap_remove(i);
+                            self.members_left(gone.member.into_iter().collect());
+                        }
+                    }
+                }
                 let _ = reply.send(joined);
+            }
+            HubCommand::Presence { reply } => {
+                self.ensure_presence().await;
+                let presence = self.presence.as_mut().expect("presence was just ensured");
+                if presence.settled(Instant::now()) {
+                    let _ = reply.send(presence.snapshot(&self.room));
+                } else {
+                    presence.waiting.push(reply);
+                }
             }
             HubCommand::Unsubscribe { session_id, done } => {
                 if let Some(i) = self.subscribers.iter().position(|s| s.out.session_id == session_id) {
-                    self.subscribers.swap_remove(i);
+                    let gone = self.subscribers.swap_remove(i);
+                    self.members_left(gone.member.into_iter().collect());
                 }
                 let _ = done.send(());
             }
@@ -242,7 +373,7 @@ impl Hub {
     /// `after` that the hub has delivered is queued from the tail, then
     /// `caught_up`, and from here on it gets every delivery. All of this
     /// happens inside one step of the actor, so no event can slip between.
-    fn subscribe(&mut self, out: Outbound, after: u64) -> Joined {
+    fn subscribe(&mut self, out: Outbound, after: u64, member: Option<String>) -> Joined {
         if self.settings.max_subscribers > 0 && self.subscribers.len() >= self.settings.max_subscribers {
             return Joined::Full;
         }
@@ -269,7 +400,7 @@ impl Hub {
         };
         let caught_up = ServerMessage::CaughtUp { room: &self.room, seq: caught_up_seq }.encode().into();
         if out.offer(caught_up) == Offer::Queued {
-            self.subscribers.push(Subscriber { out, skip_through });
+            self.subscribers.push(Subscriber { out, skip_through, member, watching: false });
         }
         Joined::Live
     }
@@ -286,8 +417,7 @@ impl Hub {
                 return;
             }
         }
-        let frame = encode_event(&event);
-        self.deliver(event.seq, event.ts, frame);
+        self.deliver(event);
     }
 
     /// Reads events `last+1 ..= upto` from the store and delivers them.
@@ -306,45 +436,233 @@ impl Hub {
                 // subscribers cannot be served exactly any more. Cut them; they
                 // resume from their cursors and get an explicit `reset`.
                 tracing::warn!(room = %self.room, last = self.last, first = first.seq, "hub fell behind retention");
+                let mut members = Vec::new();
                 for sub in self.subscribers.drain(..) {
                     sub.out.close(close::SLOW_CONSUMER, "fell behind retention");
+                    members.extend(sub.member);
                 }
                 self.tail.clear();
+                self.pending = Pending::default();
+                self.members_left(members);
             }
-            for event in &page.events {
-                self.deliver(event.seq, event.ts, encode_event(event));
+            for event in page.events {
+                self.deliver(Arc::new(event));
             }
         }
     }
 
-    /// Sends one event frame to every subscriber and remembers it in the tail.
-    fn deliver(&mut self, seq: u64, ts: i64, frame: Utf8Bytes) {
-        let started = std::time::Instant::now();
+    /// Sends one event to every subscriber (now, or in the pending batch) and
+    /// remembers its frame in the tail.
+    fn deliver(&mut self, event: Arc<Event>) {
+        let (seq, ts) = (event.seq, event.ts);
+        let frame = encode_event(&event);
         self.last = seq;
-        let mut offered = 0u64;
-        self.subscribers.retain(|sub| {
-            if seq <= sub.skip_through {
-                return true;
+        if self.tail.len() == self.settings.tail {
+            self.tail.pop_front();
+        }
+        self.tail.push_back((seq, frame.clone()));
+        if let Some((window, max)) = self.batching {
+            if !self.subscribers.is_empty() {
+                // The tail keeps single `event` frames (a resume is served
+                // from it); live subscribers get them in batches.
+                if !self.pending.events.is_empty() && self.pending.bytes + event.data.get().len() > BATCH_MAX_BYTES {
+                    self.flush();
+                }
+                self.pending.bytes += event.data.get().len();
+                self.pending.events.push(event);
+                if self.pending.deadline.is_none() {
+                    self.pending.deadline = Some(Instant::now() + window);
+                }
+                if self.pending.events.len() >= max {
+                    self.flush();
+                }
+                return;
             }
-            offered += 1;
-            sub.out.offer(frame.clone()) == Offer::Queued
+        }
+        let started = std::time::Instant::now();
+        let (offered, gone) = offer_all(&mut self.subscribers, |sub| (seq > sub.skip_through).then(|| frame.clone()));
+        self.note_broadcast(started, offered, frame.len(), std::slice::from_ref(&ts));
+        self.members_left(gone);
+    }
+
+    /// Sends the pending events as one `batch` frame, encoded once and shared
+    /// (a subscriber whose replay already covered part of it gets the rest).
+    fn flush(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        let Some(last) = pending.events.last().map(|e| e.seq) else { return };
+        let started = std::time::Instant::now();
+        let first = pending.events[0].seq;
+        let items: Vec<BatchEvent> =
+            pending.events.iter().map(|e| BatchEvent { seq: e.seq, ts: e.ts, data: &e.data }).collect();
+        let frame: Utf8Bytes = ServerMessage::Batch { room: &self.room, events: &items }.encode().into();
+        let room = &self.room;
+        let mut events_offered = 0u64;
+        let (_, gone) = offer_all(&mut self.subscribers, |sub| {
+            if sub.skip_through >= last {
+                None
+            } else if sub.skip_through < first {
+                events_offered += items.len() as u64;
+                Some(frame.clone())
+            } else {
+                let rest: Vec<BatchEvent> = items.iter().copied().filter(|e| e.seq > sub.skip_through).collect();
+                events_offered += rest.len() as u64;
+                Some(ServerMessage::Batch { room, events: &rest }.encode().into())
+            }
         });
+        let ts: Vec<i64> = pending.events.iter().map(|e| e.ts).collect();
+        let per_event = frame.len() / items.len().max(1);
+        self.note_broadcast(started, events_offered, per_event, &ts);
+        self.members_left(gone);
+    }
+
+    /// Metrics and the slow-broadcast warning for one delivery of events
+    /// with timestamps `ts`; `offered` counts event deliveries.
+    fn note_broadcast(&self, started: std::time::Instant, offered: u64, bytes_per_event: usize, ts: &[i64]) {
         let metrics = crate::metrics::get();
         let took = started.elapsed();
         metrics.broadcast_duration.record(took);
         metrics.deliveries.increment(offered);
-        metrics.bytes_out.increment(offered * frame.len() as u64);
+        metrics.bytes_out.increment(offered * bytes_per_event as u64);
         metrics.totals.delivered.fetch_add(offered, std::sync::atomic::Ordering::Relaxed);
-        metrics.delivery_latency.record((crate::event::now_ms() - ts).max(0) as f64 / 1000.0);
+        let now = crate::event::now_ms();
+        for ts in ts {
+            metrics.delivery_latency.record((now - ts).max(0) as f64 / 1000.0);
+        }
         if took >= self.settings.slow_broadcast {
             metrics.slow_broadcasts.increment(1);
             warn_slow_broadcast(&self.room, took, self.subscribers.len());
         }
-        if self.tail.len() == self.settings.tail {
-            self.tail.pop_front();
-        }
-        self.tail.push_back((seq, frame));
     }
+
+    // -- presence ----------------------------------------------------------
+
+    /// Starts following the room's presence on the bus (once per hub).
+    async fn ensure_presence(&mut self) {
+        if self.presence.is_some() {
+            return;
+        }
+        let feed = match self.bus.watch_presence(&self.room).await {
+            Ok(feed) => Some(feed),
+            Err(err) => {
+                tracing::warn!(room = %self.room, error = %err, "presence watch failed; peers' members will be missing");
+                None
+            }
+        };
+        let presence = presence::Presence::new(self.bus.node_id().to_owned(), feed, self.bus.presence_settle());
+        // Ask peers for their members now instead of waiting a heartbeat.
+        self.bus.publish_presence(&self.room, presence.sync_message());
+        self.presence = Some(Box::new(presence));
+    }
+
+    /// Publishes this node's members of the room.
+    fn announce(&mut self) {
+        let Some(presence) = self.presence.as_mut() else { return };
+        let message = presence.state_message(&self.settings.presence, Instant::now());
+        self.bus.publish_presence(&self.room, message);
+    }
+
+    /// Sessions with these member ids stopped being subscribers.
+    fn members_left(&mut self, ids: Vec<String>) {
+        if ids.is_empty() {
+            return;
+        }
+        let Some(presence) = self.presence.as_mut() else { return };
+        let mut changed = false;
+        for id in &ids {
+            changed |= presence.remove_local(id);
+        }
+        if changed {
+            self.announce();
+            self.presence_changed();
+        }
+    }
+
+    /// Tells watchers who joined and left the merged view. A watcher whose
+    /// queue refuses is dropped, which may make its member leave in turn.
+    fn presence_changed(&mut self) {
+        loop {
+            let Some(presence) = self.presence.as_mut() else { return };
+            let (joined, left) = presence.diff();
+            if joined.is_empty() && left.is_empty() {
+                return;
+            }
+            let mut gone = Vec::new();
+            let frames = joined
+                .iter()
+                .map(|member| ServerMessage::Join { room: &self.room, member }.encode())
+                .chain(left.iter().map(|member| ServerMessage::Leave { room: &self.room, member }.encode()));
+            for frame in frames {
+                let frame: Utf8Bytes = frame.into();
+                let (_, dropped) = offer_all(&mut self.subscribers, |sub| sub.watching.then(|| frame.clone()));
+                gone.extend(dropped);
+            }
+            let Some(presence) = self.presence.as_mut() else { return };
+            let mut changed = false;
+            for id in &gone {
+                changed |= presence.remove_local(id);
+            }
+            if changed {
+                self.announce();
+            }
+        }
+    }
+
+    fn on_presence(&mut self, message: Arc<PresenceMessage>) {
+        let Some(presence) = self.presence.as_mut() else { return };
+        if message.node == presence.node() {
+            return;
+        }
+        match &message.kind {
+            PresenceKind::Sync => {
+                if presence.has_local() {
+                    self.announce();
+                }
+            }
+            PresenceKind::State { members, ttl_ms } => {
+                let max = self.settings.presence.max_members;
+                presence.on_remote_state(message.node.clone(), members.clone(), *ttl_ms, max, Instant::now());
+                self.presence_changed();
+            }
+        }
+    }
+
+    /// Heartbeats, expiry of silent peers, and requests waiting to settle.
+    fn on_presence_timer(&mut self) {
+        let now = Instant::now();
+        let Some(presence) = self.presence.as_mut() else { return };
+        let expired = presence.expire(now);
+        let heartbeat = presence.heartbeat_due(now);
+        if presence.settled(now) && !presence.waiting.is_empty() {
+            let snapshot = presence.snapshot(&self.room);
+            for reply in presence.waiting.drain(..) {
+                let _ = reply.send(snapshot.clone());
+            }
+        }
+        if heartbeat {
+            self.announce();
+        }
+        if expired {
+            self.presence_changed();
+        }
+    }
+}
+
+/// Offers `frame_for(sub)` to every subscriber it returns a frame for; drops
+/// the subscribers whose queue refused. Returns the number of frames offered
+/// and the presence members of the dropped subscribers.
+fn offer_all(subscribers: &mut Vec<Subscriber>, mut frame_for: impl FnMut(&Subscriber) -> Option<Utf8Bytes>) -> (u64, Vec<String>) {
+    let mut offered = 0u64;
+    let mut gone = Vec::new();
+    subscribers.retain_mut(|sub| {
+        let Some(frame) = frame_for(sub) else { return true };
+        offered += 1;
+        if sub.out.offer(frame) == Offer::Queued {
+            return true;
+        }
+        gone.extend(sub.member.take());
+        false
+    });
+    (offered, gone)
 }
 
 /// Logs a slow broadcast, at most once a second across the node, so a
@@ -361,6 +679,13 @@ fn warn_slow_broadcast(room: &RoomName, took: Duration, subscribers: usize) {
 
 async fn recv_feed(feed: &mut Option<BusFeed>) -> Option<Arc<Event>> {
     match feed {
+        Some(feed) => feed.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_presence(presence: &mut Option<Box<presence::Presence>>) -> Option<Arc<PresenceMessage>> {
+    match presence.as_mut().and_then(|p| p.feed.as_mut()) {
         Some(feed) => feed.recv().await,
         None => std::future::pending().await,
     }

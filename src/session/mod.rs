@@ -23,8 +23,8 @@ use crate::hub::{HubHandle, Hubs, Joined};
 use crate::node::Node;
 use crate::protocol::codes::{close, ErrorCode};
 use crate::protocol::{
-    encode_error, encode_event, parse_client_message, ClientMessage, ProtocolError, PublishRequest, ServerMessage,
-    SubscribeRequest,
+    encode_error, encode_event, parse_client_message, ClientMessage, PresenceMember, ProtocolError, PublishRequest,
+    ServerMessage, SubscribeRequest,
 };
 use crate::room::RoomName;
 use crate::store::{AppendOutcome, AppendRequest, Store};
@@ -50,6 +50,19 @@ pub async fn join(
     after: u64,
     hub_tail: usize,
 ) -> Result<Option<HubHandle>, ProtocolError> {
+    join_as(store, hubs, out, room, after, hub_tail, None).await
+}
+
+/// [`join`], entering the room's presence as `member` when given.
+pub async fn join_as(
+    store: &Arc<dyn Store>,
+    hubs: &Hubs,
+    out: &Outbound,
+    room: &RoomName,
+    after: u64,
+    hub_tail: usize,
+    member: Option<PresenceMember>,
+) -> Result<Option<HubHandle>, ProtocolError> {
     let mut position = after;
     loop {
         if out.is_closed() {
@@ -59,10 +72,13 @@ pub async fn join(
         // The hub queues up to a tail's worth of frames without waiting; make
         // sure they fit so a resume is not cut as a slow consumer.
         out.wait_for_room(hub_tail + 2).await;
-        match hub.subscribe(out.clone(), position).await {
+        match hub.subscribe_as(out.clone(), position, member.clone()).await {
             Ok(Joined::Live) => return Ok(Some(hub)),
             Ok(Joined::Full) => {
                 return Err(ProtocolError::new(ErrorCode::OverCapacity, "room is at its subscriber limit on this node", None))
+            }
+            Ok(Joined::PresenceFull) => {
+                return Err(ProtocolError::new(ErrorCode::OverCapacity, "room presence is at its member limit", None))
             }
             Ok(Joined::NeedStore { head }) => {
                 crate::metrics::get().replays.increment(1);
@@ -157,6 +173,8 @@ async fn run_session(
     let message_rate = node.limits.session_messages();
     let mut session = Session {
         node,
+        name: name.clone(),
+        presence_rooms: std::collections::HashSet::new(),
         out,
         control,
         subscriptions: HashMap::new(),
@@ -217,6 +235,11 @@ type JoinResult = (RoomName, u64, Result<Option<HubHandle>, ProtocolError>);
 
 struct Session {
     node: Arc<Node>,
+    /// The session id as clients see it (the presence member id of a session
+    /// whose credentials name no subject).
+    name: String,
+    /// Rooms subscribed with `presence: true`.
+    presence_rooms: std::collections::HashSet<RoomName>,
     out: Outbound,
     control: Arc<SessionControl>,
     subscriptions: HashMap<RoomName, Subscription>,
@@ -308,6 +331,7 @@ impl Session {
             Ok(ClientMessage::Publish(request)) => self.publish(request).await,
             Ok(ClientMessage::Ping) => self.reply(ServerMessage::Pong.encode().into()).await,
             Ok(ClientMessage::Auth { token }) => self.authenticate(&token).await,
+            Ok(ClientMessage::Presence { room }) => self.presence(room).await,
         }
     }
 
@@ -366,7 +390,11 @@ impl Session {
         self.reply(ServerMessage::Authenticated { sub: sub.as_deref(), exp }.encode().into()).await;
         let rooms: Vec<RoomName> = self.subscriptions.keys().cloned().collect();
         for room in rooms {
-            if let Err(err) = self.node.auth.authorize(&self.principal, Action::Subscribe, &room) {
+            let mut allowed = self.node.auth.authorize(&self.principal, Action::Subscribe, &room);
+            if allowed.is_ok() && self.presence_rooms.contains(&room) {
+                allowed = self.node.auth.authorize(&self.principal, Action::Presence, &room);
+            }
+            if let Err(err) = allowed {
                 if let Some(subscription) = self.subscriptions.remove(&room) {
                     self.leave(&room, subscription).await;
                 }
@@ -410,7 +438,11 @@ impl Session {
 
     async fn subscribe(&mut self, request: SubscribeRequest) {
         let room = request.room.clone();
-        if let Err(err) = self.node.auth.authorize(&self.principal, Action::Subscribe, &room) {
+        let mut allowed = self.node.auth.authorize(&self.principal, Action::Subscribe, &room);
+        if allowed.is_ok() && request.presence {
+            allowed = self.node.auth.authorize(&self.principal, Action::Presence, &room);
+        }
+        if let Err(err) = allowed {
             let code = auth_error_code(&err);
             note_refusal(code.as_str(), self.ip, &err.to_string());
             return self.refuse(&room, ProtocolError::new(code, err.to_string(), None)).await;
@@ -425,10 +457,16 @@ impl Session {
             return self.reply_error(&err, Some(&room)).await;
         }
         let (node, out, joined) = (self.node.clone(), self.out.clone(), self.joined.clone());
+        let member = request.presence.then(|| self.member());
+        if request.presence {
+            self.presence_rooms.insert(room.clone());
+        } else {
+            self.presence_rooms.remove(&room);
+        }
         self.next_join += 1;
         let id = self.next_join;
         let task = tokio::spawn(async move {
-            let result = start_subscription(&node, &out, &request).await;
+            let result = start_subscription(&node, &out, &request, member).await;
             let _ = joined.send((request.room, id, result));
         });
         self.subscriptions.insert(room, Subscription::Joining { id, task });
@@ -454,6 +492,34 @@ impl Session {
                     note_refusal(ErrorCode::OverCapacity.as_str(), self.ip, &err.message);
                 }
                 self.refuse(&room, err).await;
+            }
+        }
+    }
+
+    /// Who this session is in a room's presence: the token's `sub` with its
+    /// `info` claim, or the session id.
+    fn member(&self) -> PresenceMember {
+        match &self.principal {
+            Principal::Token(claims) => PresenceMember {
+                id: claims.sub.clone().unwrap_or_else(|| self.name.clone()),
+                info: claims.info.clone(),
+            },
+            _ => PresenceMember { id: self.name.clone(), info: None },
+        }
+    }
+
+    /// Answers `presence {room}` with the room's member list.
+    async fn presence(&mut self, room: RoomName) {
+        if let Err(err) = self.node.auth.authorize(&self.principal, Action::Presence, &room) {
+            let code = auth_error_code(&err);
+            note_refusal(code.as_str(), self.ip, &err.to_string());
+            return self.reply_error(&ProtocolError::new(code, err.to_string(), None), Some(&room)).await;
+        }
+        loop {
+            let hub = self.node.hubs.get_or_spawn(&room);
+            match hub.presence().await {
+                Ok(frame) => return self.reply(frame).await,
+                Err(_gone) => self.node.hubs.forget(&room, hub.id),
             }
         }
     }
@@ -553,6 +619,7 @@ async fn start_subscription(
     node: &Node,
     out: &Outbound,
     request: &SubscribeRequest,
+    member: Option<PresenceMember>,
 ) -> Result<Option<HubHandle>, ProtocolError> {
     let room = &request.room;
     let state = node
@@ -571,7 +638,7 @@ async fn start_subscription(
             return Ok(None);
         }
     }
-    join(&node.store, &node.hubs, out, room, start.after, node.config.hub.tail).await
+    join_as(&node.store, &node.hubs, out, room, start.after, node.config.hub.tail, member).await
 }
 
 /// Where a subscription starts.
@@ -625,6 +692,7 @@ mod tests {
             cursor,
             epoch: epoch.map(str::to_owned),
             rewind,
+            presence: false,
         };
         let start = plan_start(&state, &request, 100);
         assert_eq!((start.after, start.reset), expected, "head {head} earliest {earliest} cursor {cursor:?} epoch {epoch:?} rewind {rewind:?}");

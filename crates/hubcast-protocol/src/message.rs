@@ -18,16 +18,20 @@ pub enum ClientMessage {
     Ping,
     /// A token for this session: the first credentials, or a refresh.
     Auth { token: String },
+    /// `presence {room}`: the room's member list.
+    Presence { room: RoomName },
 }
 
-/// `subscribe {room, cursor?, epoch?, rewind?}`: where the client wants the
-/// room's stream to start.
+/// `subscribe {room, cursor?, epoch?, rewind?, presence?}`: where the client
+/// wants the room's stream to start, and whether it enters the room's presence.
 #[derive(Debug, Clone)]
 pub struct SubscribeRequest {
     pub room: RoomName,
     pub cursor: Option<u64>,
     pub epoch: Option<String>,
     pub rewind: Option<u64>,
+    /// Enter the room's presence and receive `join`/`leave` frames.
+    pub presence: bool,
 }
 
 /// `publish {id, room, data, expected_seq?}`.
@@ -69,6 +73,7 @@ struct RawClientMessage<'a> {
     data: Option<Box<RawValue>>,
     expected_seq: Option<u64>,
     token: Option<String>,
+    presence: Option<bool>,
 }
 
 /// Checks that event data every JSON reader can take: the JSON grammar allows
@@ -106,7 +111,9 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
             cursor: raw.cursor,
             epoch: raw.epoch,
             rewind: raw.rewind,
+            presence: raw.presence.unwrap_or(false),
         })),
+        "presence" => Ok(ClientMessage::Presence { room: room(raw.room)? }),
         "unsubscribe" => Ok(ClientMessage::Unsubscribe { room: room(raw.room)? }),
         "publish" => {
             let room = room(raw.room)?;
@@ -147,6 +154,23 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
+/// One member of a room's presence: the token's `sub` (or the session id of
+/// a session without one) and the token's `info` claim, if any.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresenceMember {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<serde_json::Value>,
+}
+
+/// One event inside a `batch` frame (the room is named once, by the batch).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct BatchEvent<'a> {
+    pub seq: u64,
+    pub ts: i64,
+    pub data: &'a RawValue,
+}
+
 /// Messages the server sends. Encoded once; event frames are shared by every
 /// subscriber of a room.
 #[derive(Serialize)]
@@ -155,6 +179,15 @@ pub enum ServerMessage<'a> {
     Welcome { session: &'a str, heartbeat_ms: u64 },
     Subscribed { room: &'a str, epoch: &'a str, head: u64 },
     Event { room: &'a str, seq: u64, ts: i64, data: &'a RawValue },
+    /// Consecutive events of one room in one frame (namespaces with `batch_ms`).
+    Batch { room: &'a str, events: &'a [BatchEvent<'a>] },
+    /// The room's members: the answer to `presence`, and the first presence
+    /// frame of a `presence: true` subscription.
+    Presence { room: &'a str, members: &'a [PresenceMember] },
+    /// A member entered the room (its first session did).
+    Join { room: &'a str, member: &'a PresenceMember },
+    /// A member left the room (its last session did, or its node died).
+    Leave { room: &'a str, member: &'a PresenceMember },
     CaughtUp { room: &'a str, seq: u64 },
     Reset { room: &'a str, epoch: &'a str, earliest: u64 },
     Unsubscribed { room: &'a str },
@@ -214,6 +247,10 @@ mod tests {
         check(r#"{"type":"auth"}"#, "error bad_request");
         check(r#"{"type":"subscribe","room":"a","cursor":3,"epoch":"e"}"#, "Subscribe(SubscribeRequest { room: \"a\", cursor: Some(3), epoch: Some(\"e\"), rewind: None");
         check(r#"{"type":"subscribe","room":"a","rewind":5}"#, "Subscribe(SubscribeRequest { room: \"a\", cursor: None, epoch: None, rewind: Some(5)");
+        check(r#"{"type":"subscribe","room":"a","presence":true}"#, "Subscribe(SubscribeRequest { room: \"a\", cursor: None, epoch: None, rewind: None, presence: true");
+        check(r#"{"type":"subscribe","room":"a","presence":1}"#, "error bad_request");
+        check(r#"{"type":"presence","room":"a"}"#, "Presence { room: \"a\" }");
+        check(r#"{"type":"presence"}"#, "error bad_request");
         check(r#"{"type":"unsubscribe","room":"a"}"#, "Unsubscribe { room: \"a\" }");
         check(r#"{"type":"publish","id":"p1","room":"a","data":{"x":[1,2]}}"#, "Publish(PublishRequest { id: \"p1\", room: \"a\", data: RawValue({\"x\":[1,2]})");
         check(r#"{"type":"subscribe","room":"a","extra":true}"#, "Subscribe");
@@ -240,6 +277,19 @@ mod tests {
         assert_eq!(event.encode(), r#"{"type":"event","room":"r","seq":7,"ts":1000,"data":{"p":0.5}}"#);
         assert_eq!(ServerMessage::Pong.encode(), r#"{"type":"pong"}"#);
         assert_eq!(ServerMessage::CaughtUp { room: "r", seq: 3 }.encode(), r#"{"type":"caught_up","room":"r","seq":3}"#);
+        let events = [BatchEvent { seq: 7, ts: 1000, data: &data }, BatchEvent { seq: 8, ts: 1001, data: &data }];
+        assert_eq!(
+            ServerMessage::Batch { room: "r", events: &events }.encode(),
+            r#"{"type":"batch","room":"r","events":[{"seq":7,"ts":1000,"data":{"p":0.5}},{"seq":8,"ts":1001,"data":{"p":0.5}}]}"#
+        );
+        let alice = PresenceMember { id: "alice".into(), info: Some(serde_json::json!({"name": "A"})) };
+        let bob = PresenceMember { id: "bob".into(), info: None };
+        assert_eq!(
+            ServerMessage::Presence { room: "r", members: &[alice.clone(), bob.clone()] }.encode(),
+            r#"{"type":"presence","room":"r","members":[{"id":"alice","info":{"name":"A"}},{"id":"bob"}]}"#
+        );
+        assert_eq!(ServerMessage::Join { room: "r", member: &bob }.encode(), r#"{"type":"join","room":"r","member":{"id":"bob"}}"#);
+        assert_eq!(ServerMessage::Leave { room: "r", member: &bob }.encode(), r#"{"type":"leave","room":"r","member":{"id":"bob"}}"#);
         let err = ProtocolError::new(ErrorCode::UnknownType, "nope", Some("i"));
         assert_eq!(encode_error(&err, None), r#"{"type":"error","code":"unknown_type","message":"nope","id":"i"}"#);
     }

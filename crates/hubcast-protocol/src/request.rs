@@ -33,12 +33,14 @@ pub struct HistoryQuery {
     pub limit: Option<usize>,
 }
 
-/// `GET /v1/rooms/{room}/ws?cursor=&epoch=&rewind=&token=`.
+/// `GET /v1/rooms/{room}/ws?cursor=&epoch=&rewind=&presence=&token=`.
 #[derive(Debug, Default, Deserialize)]
 pub struct RoomSocketQuery {
     pub cursor: Option<u64>,
     pub epoch: Option<String>,
     pub rewind: Option<u64>,
+    /// `true`: enter the room's presence (as `subscribe {presence: true}`).
+    pub presence: Option<bool>,
     pub token: Option<String>,
 }
 

@@ -1,0 +1,52 @@
+//! hubcast's Rust client SDK (tokio): one WebSocket, many room subscriptions,
+//! each event at most once and in order, resume from `(epoch, seq)` cursors
+//! after any disconnect, gap healing from the history route, acknowledged
+//! publishes with idempotency ids. The contract is docs/clients.md; the shared
+//! test vectors in clients/test-vectors pin it down.
+//!
+//! - [`Client`]: the tokio client (see the crate README for an example).
+//! - [`core`]: the state machine underneath, without I/O, driven by the tests
+//!   with a fake socket, a fake history route and a fake clock.
+//! - [`http_publish`]: a one-shot publish over HTTP (`hubcast pub`).
+
+mod client;
+pub mod core;
+mod types;
+pub mod urls;
+
+pub use crate::client::{
+    Client, ClientBuilder, ClientEvent, Connection, Connector, HistoryFetcher, PublishOptions, ReqwestHistory, SocketCommand,
+    SocketEvent, SubscribeOptions, Subscription, TokenProvider, WsConnector,
+};
+pub use crate::core::{Backoff, Heartbeat};
+pub use crate::types::{Ack, ClientError, ConnectionState, Cursor, Event, Reset, RoomUpdate, StateChange};
+pub use hubcast_protocol::room::RoomName;
+
+use serde_json::Value;
+
+/// Publishes one event with `POST /v1/rooms/{room}/events`; returns the HTTP
+/// status and the JSON answer (`201`/`200` receipt, or the error body).
+pub async fn http_publish(
+    http: &reqwest::Client,
+    base: &str,
+    room: &str,
+    data: &Value,
+    idempotency_key: Option<&str>,
+    expected_seq: Option<u64>,
+) -> Result<(u16, Value), ClientError> {
+    RoomName::parse(room).map_err(|e| ClientError::new("invalid_room", e.to_string()).with_room(room))?;
+    let urls = urls::Urls::derive(base)?;
+    let url = format!("{}/v1/rooms/{room}/events", urls.http);
+    let mut body = serde_json::json!({ "data": data });
+    if let Some(expected) = expected_seq {
+        body["expected_seq"] = expected.into();
+    }
+    let mut request = http.post(url).json(&body);
+    if let Some(key) = idempotency_key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = request.send().await.map_err(|e| ClientError::new("network_error", e.to_string()).with_room(room))?;
+    let status = response.status().as_u16();
+    let answer = response.json::<Value>().await.unwrap_or(Value::Null);
+    Ok((status, answer))
+}

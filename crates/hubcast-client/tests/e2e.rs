@@ -1,0 +1,216 @@
+//! End to end against the real server binary: the client sees exactly events
+//! 1..N while the server is killed (-9) and restarted twice and its socket is
+//! cut once by a proxy in between.
+//!
+//! The binary: env HUBCAST_BIN, else the workspace's target/debug/hubcast
+//! (built with `cargo build -p hubcast --bin hubcast` if missing).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use hubcast_client::{Client, Cursor, RoomUpdate, SubscribeOptions};
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+fn binary() -> PathBuf {
+    if let Ok(bin) = std::env::var("HUBCAST_BIN") {
+        return PathBuf::from(bin);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let bin = root.join("target/debug/hubcast");
+    if !bin.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "hubcast", "--bin", "hubcast"])
+            .current_dir(&root)
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building the hubcast binary failed");
+    }
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+async fn start_server(bin: &Path, dir: &Path) -> Server {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut command = Command::new(bin);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("HUBCAST_") {
+            command.env_remove(key);
+        }
+    }
+    let child = command
+        .args(["serve", "--listen", &addr.to_string(), "--store", &format!("sqlite://{}/hubcast.db", dir.display())])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn hubcast serve");
+    let http = reqwest::Client::new();
+    timeout(Duration::from_secs(20), async {
+        loop {
+            if let Ok(r) = http.get(format!("http://{addr}/healthz")).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the server did not come up");
+    Server { child, addr }
+}
+
+/// A TCP proxy to the current server; `cut` drops every open connection.
+struct Proxy {
+    addr: SocketAddr,
+    target: Arc<Mutex<SocketAddr>>,
+    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let target = Arc::new(Mutex::new(target));
+        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (t, c) = (target.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let to = *t.lock().unwrap();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                c.lock().unwrap().push(task);
+            }
+        });
+        Proxy { addr, target, conns }
+    }
+
+    fn retarget(&self, to: SocketAddr) {
+        *self.target.lock().unwrap() = to;
+    }
+
+    fn cut(&self) {
+        for task in self.conns.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+async fn publish(server: SocketAddr, n: u64) {
+    let http = reqwest::Client::new();
+    let result = timeout(Duration::from_secs(20), async {
+        loop {
+            let sent = http
+                .post(format!("http://{server}/v1/rooms/e2e/events"))
+                .header("idempotency-key", format!("e2e-{n}"))
+                .json(&json!({"data": {"n": n}}))
+                .send()
+                .await;
+            if let Ok(response) = sent {
+                if response.status().as_u16() == 201 || response.status().as_u16() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    result.expect("publish did not succeed in time");
+}
+
+/// Reads the subscription until it has delivered through `n`.
+async fn read_through(sub: &mut hubcast_client::Subscription, seen: &mut Vec<u64>, n: u64) {
+    timeout(Duration::from_secs(30), async {
+        while seen.last().copied().unwrap_or(0) < n {
+            match sub.next().await.expect("the subscription ended") {
+                RoomUpdate::Event(e) => {
+                    assert_eq!(e.data, json!({"n": e.seq}));
+                    seen.push(e.seq);
+                }
+                RoomUpdate::Reset(r) => panic!("unexpected reset {r:?}"),
+                RoomUpdate::Error(_) => {} // e.g. history_unavailable while the server is down
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("did not see events through {n}; saw {seen:?}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_in_order_across_kills_and_a_cut() {
+    let bin = binary();
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start_server(&bin, dir.path()).await;
+    let proxy = Proxy::start(server.addr).await;
+
+    let client = Client::builder(format!("http://{}", proxy.addr))
+        .reconnect(Duration::from_millis(20), Duration::from_millis(300))
+        .connect_timeout(Some(Duration::from_secs(2)))
+        .build()
+        .unwrap();
+    let mut sub = client
+        .subscribe("e2e", SubscribeOptions { cursor: Some(Cursor { epoch: None, seq: 0 }), rewind: None })
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut n = 0;
+
+    for round in 0..4 {
+        for _ in 0..10 {
+            n += 1;
+            publish(server.addr, n).await;
+        }
+        read_through(&mut sub, &mut seen, n).await;
+        match round {
+            0 | 2 => {
+                // kill -9 and restart on the same store.
+                server.child.kill().unwrap();
+                server.child.wait().unwrap();
+                server = start_server(&bin, dir.path()).await;
+                proxy.retarget(server.addr);
+            }
+            1 => proxy.cut(),
+            _ => {}
+        }
+        // Published while the client is (re)connecting.
+        for _ in 0..5 {
+            n += 1;
+            publish(server.addr, n).await;
+        }
+    }
+    read_through(&mut sub, &mut seen, n).await;
+    assert_eq!(seen, (1..=n).collect::<Vec<u64>>());
+    assert_eq!(sub.cursor().map(|c| c.seq), Some(n));
+
+    // A socket publish goes through the same client, acknowledged with the next seq.
+    let ack = timeout(Duration::from_secs(10), client.publish("e2e", json!({"n": n + 1}), Default::default()))
+        .await
+        .expect("publish timed out")
+        .expect("publish failed");
+    assert_eq!(ack.seq, n + 1);
+    read_through(&mut sub, &mut seen, n + 1).await;
+    assert_eq!(seen, (1..=n + 1).collect::<Vec<u64>>());
+
+    client.close().await;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
