@@ -91,11 +91,29 @@ pub struct NamespaceConfig {
     pub batch_ms: u64,
     /// A batch is sent once it holds this many events, even inside its window.
     pub batch_max: usize,
+    /// Events kept per room of the namespace (overrides `retention.max_events`; 0 keeps all).
+    pub max_events: Option<u64>,
+    /// Age past which the namespace's events are pruned (overrides `retention.max_age_secs`).
+    pub max_age_secs: Option<u64>,
+    /// Largest event in the namespace (overrides `limits.max_event_bytes`, up to it).
+    pub max_event_bytes: Option<usize>,
+    /// Subscribers per room of the namespace on a node (overrides `rate_limits.max_subscribers_per_room`; 0: no cap).
+    pub max_subscribers_per_room: Option<usize>,
 }
 
 impl Default for NamespaceConfig {
     fn default() -> Self {
-        NamespaceConfig { prefix: String::new(), public: false, read_only: false, batch_ms: 0, batch_max: 64 }
+        NamespaceConfig {
+            prefix: String::new(),
+            public: false,
+            read_only: false,
+            batch_ms: 0,
+            batch_max: 64,
+            max_events: None,
+            max_age_secs: None,
+            max_event_bytes: None,
+            max_subscribers_per_room: None,
+        }
     }
 }
 
@@ -295,7 +313,7 @@ impl Auth {
     }
 
     /// The longest configured namespace prefix of `room`.
-    fn namespace(&self, room: &RoomName) -> Option<&NamespaceConfig> {
+    pub fn namespace(&self, room: &RoomName) -> Option<&NamespaceConfig> {
         self.namespaces.iter().filter(|n| room.starts_with(&n.prefix)).max_by_key(|n| n.prefix.len())
     }
 

@@ -50,6 +50,11 @@ impl Node {
                 idle: Duration::from_millis(config.hub.idle_ms),
                 slow_broadcast: Duration::from_millis(config.hub.slow_broadcast_ms),
                 max_subscribers: config.rate_limits.max_subscribers_per_room,
+                subscriber_caps: config
+                    .namespaces
+                    .iter()
+                    .filter_map(|n| Some((n.prefix.clone(), n.max_subscribers_per_room?)))
+                    .collect(),
                 presence: crate::hub::PresenceSettings {
                     max_members: config.presence.max_members,
                     heartbeat: Duration::from_millis(config.presence.heartbeat_ms),
@@ -86,6 +91,13 @@ impl Node {
         tokio::spawn(retention(node.clone()));
         tokio::spawn(crate::stats::sample(node.clone()));
         Ok(node)
+    }
+
+    /// The largest event `room` accepts: its namespace's limit, never above
+    /// the node-wide `limits.max_event_bytes` (which also sizes frames and bodies).
+    pub fn max_event_bytes(&self, room: &crate::room::RoomName) -> usize {
+        let node_max = self.config.limits.max_event_bytes;
+        self.auth.namespace(room).and_then(|n| n.max_event_bytes).map_or(node_max, |max| max.min(node_max))
     }
 
     /// A new session's id, unique on this node and unlikely to repeat elsewhere.
@@ -150,8 +162,18 @@ async fn retention(node: Arc<Node>) {
     let policy = RetentionPolicy {
         max_events: node.config.retention.max_events,
         max_age_ms: node.config.retention.max_age_secs.saturating_mul(1000),
+        namespaces: node
+            .config
+            .namespaces
+            .iter()
+            .map(|n| crate::store::NamespaceRetention {
+                prefix: n.prefix.clone(),
+                max_events: n.max_events,
+                max_age_ms: n.max_age_secs.map(|s| s.saturating_mul(1000)),
+            })
+            .collect(),
     };
-    if policy.max_events == 0 && policy.max_age_ms == 0 {
+    if !policy.is_active() {
         return;
     }
     let mut tick = tokio::time::interval(Duration::from_millis(node.config.retention.interval_ms.max(10)));
@@ -161,7 +183,7 @@ async fn retention(node: Arc<Node>) {
             _ = tick.tick() => {}
             _ = node.shutdown.cancelled() => return,
         }
-        match node.store.enforce_retention(policy).await {
+        match node.store.enforce_retention(policy.clone()).await {
             Ok(0) => {}
             Ok(deleted) => tracing::debug!(deleted, "retention pruned events"),
             Err(err) => tracing::warn!(error = %err, "retention failed"),

@@ -1121,3 +1121,40 @@ async fn cors_answers_preflights_for_allowed_origins() {
     assert_eq!(get.headers()["access-control-allow-origin"], "https://app.example");
     assert!(get.headers()["access-control-expose-headers"].to_str().unwrap().contains("x-request-id"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_have_their_own_limits_and_retention() {
+    let server = Server::start(
+        "[sqlite]\nsynchronous = \"normal\"\n[retention]\nmax_events = 100\ninterval_ms = 50\n\
+         [[namespaces]]\nprefix = \"small:\"\nmax_event_bytes = 16\nmax_events = 2\n\
+         [[namespaces]]\nprefix = \"capped:\"\nmax_subscribers_per_room = 1\n",
+    )
+    .await;
+    // Event size: the namespace's own limit, the rest keep the node's.
+    let big = json!({"text": "more than sixteen bytes"});
+    let (status, body) = server.api().post("small:a", &json!({ "data": big }), None).await;
+    assert_eq!((status, body["error"].as_str()), (413, Some("too_large")), "{body}");
+    assert_eq!(server.api().post("other", &json!({ "data": big }), None).await.0, 201);
+
+    // Retention: the namespace keeps 2 events, the rest 100.
+    for n in 0..5 {
+        server.publish("small:a", json!(n)).await;
+        server.publish("other", json!(n)).await;
+    }
+    eventually("the namespace's retention", || {
+        let api = server.api();
+        async move { (api.room("small:a").await["earliest"] == 4).then_some(()) }
+    })
+    .await;
+    assert_eq!(server.api().room("other").await["earliest"], 1);
+
+    // Subscriber cap of the namespace only.
+    let (mut first, _) = Ws::room(&server, "capped:x", "").await;
+    first.until_caught_up("capped:x", 0).await;
+    let mut second = Ws::connect(&server.ws_url("/v1/ws")).await;
+    second.send_json(json!({"type": "subscribe", "room": "capped:x"})).await;
+    assert_eq!(next_error(&mut second).await["code"], "over_capacity");
+    second.subscribe("uncapped", json!({})).await;
+    let (mut third, _) = Ws::room(&server, "uncapped", "").await;
+    third.until_caught_up("uncapped", 0).await;
+}

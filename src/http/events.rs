@@ -41,6 +41,7 @@ pub async fn publish(
         _ => ApiError::new(ErrorCode::BadRequest, rejection.body_text()),
     })?;
     let body = parse_publish_body(&body).map_err(|(code, message)| ApiError::new(code, message))?;
+    let max = node.max_event_bytes(&room);
     if body.data.get().len() > max {
         return Err(ApiError::new(ErrorCode::TooLarge, format!("event data is larger than {max} bytes")));
     }

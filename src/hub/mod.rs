@@ -158,6 +158,8 @@ pub struct HubSettings {
     pub slow_broadcast: Duration,
     /// Most subscribers of the room on this node (0: no limit).
     pub max_subscribers: usize,
+    /// Namespaces' own subscriber caps, by room prefix (longest prefix wins).
+    pub subscriber_caps: Vec<(String, usize)>,
     pub presence: PresenceSettings,
     /// Batching rules of namespaces, by room prefix (longest prefix wins).
     pub batching: Vec<BatchRule>,
@@ -172,6 +174,15 @@ pub struct BatchRule {
 }
 
 impl HubSettings {
+    /// The subscriber cap of `room`: its namespace's, else the node-wide one.
+    fn max_subscribers_for(&self, room: &RoomName) -> usize {
+        self.subscriber_caps
+            .iter()
+            .filter(|(prefix, _)| room.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map_or(self.max_subscribers, |(_, cap)| *cap)
+    }
+
     /// The batching of `room`: that of its longest matching namespace prefix.
     fn batching_for(&self, room: &RoomName) -> Option<(Duration, usize)> {
         let rule = self.batching.iter().filter(|r| room.starts_with(&r.prefix)).max_by_key(|r| r.prefix.len())?;
@@ -215,6 +226,8 @@ pub(crate) fn spawn(
 ) -> HubHandle {
     let (tx, rx) = mpsc::channel(1024);
     let batching = settings.batching_for(&room);
+    let mut settings = settings;
+    settings.max_subscribers = settings.max_subscribers_for(&room);
     let hub = Hub {
         room,
         store,

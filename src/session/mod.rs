@@ -581,7 +581,7 @@ impl Session {
             let err = ProtocolError::new(ErrorCode::RateLimited, refusal.to_string(), Some(&id));
             return self.reply_error(&err, Some(&room)).await;
         }
-        let max = self.node.config.limits.max_event_bytes;
+        let max = self.node.max_event_bytes(&room);
         if data.get().len() > max {
             let err = ProtocolError::new(ErrorCode::TooLarge, format!("event data is larger than {max} bytes"), Some(&id));
             return self.reply_error(&err, Some(&room)).await;

@@ -134,7 +134,7 @@ pub async fn retention_prunes_and_moves_earliest(store: Arc<dyn Store>, _feed: C
         seq_of(&*store, request("p", n)).await;
     }
     seq_of(&*store, request("q", 1)).await;
-    let deleted = store.enforce_retention(RetentionPolicy { max_events: 3, max_age_ms: 0 }).await.unwrap();
+    let deleted = store.enforce_retention(RetentionPolicy::uniform(3, 0)).await.unwrap();
     assert_eq!(deleted, 7);
     let page = store.read(&room("p"), 0, 100).await.unwrap();
     assert_eq!(page.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![8, 9, 10]);
@@ -144,10 +144,34 @@ pub async fn retention_prunes_and_moves_earliest(store: Arc<dyn Store>, _feed: C
     assert_eq!(seq_of(&*store, request("p", 11)).await, 11);
     // Age: with a 1 ms limit, everything written before the pause expires.
     tokio::time::sleep(Duration::from_millis(5)).await;
-    store.enforce_retention(RetentionPolicy { max_events: 0, max_age_ms: 1 }).await.unwrap();
+    store.enforce_retention(RetentionPolicy::uniform(0, 1)).await.unwrap();
     let state = store.room_state(&room("p")).await.unwrap().unwrap();
     assert_eq!((state.head, state.earliest, state.retained()), (11, 12, 0));
     assert_eq!(seq_of(&*store, request("p", 12)).await, 12);
+}
+
+pub async fn namespaces_have_their_own_retention(store: Arc<dyn Store>, _feed: CommitFeed) {
+    for n in 1..=10 {
+        seq_of(&*store, request("short:a", n)).await;
+        seq_of(&*store, request("long:a", n)).await;
+        seq_of(&*store, request("other", n)).await;
+    }
+    let policy = RetentionPolicy {
+        max_events: 5,
+        max_age_ms: 0,
+        namespaces: vec![
+            super::NamespaceRetention { prefix: "short:".into(), max_events: Some(2), max_age_ms: None },
+            super::NamespaceRetention { prefix: "long:".into(), max_events: Some(0), max_age_ms: None },
+        ],
+    };
+    store.enforce_retention(policy).await.unwrap();
+    let earliest = |name: &'static str| {
+        let store = store.clone();
+        async move { store.room_state(&room(name)).await.unwrap().unwrap().earliest }
+    };
+    assert_eq!(earliest("short:a").await, 9);
+    assert_eq!(earliest("long:a").await, 1, "0 keeps all");
+    assert_eq!(earliest("other").await, 6);
 }
 
 pub async fn closed_store_refuses_writes(store: Arc<dyn Store>, _feed: CommitFeed) {
@@ -185,6 +209,7 @@ mod sqlite {
         commit_feed_reports_in_order_after_commit,
         rooms_have_stable_epochs,
         retention_prunes_and_moves_earliest,
+        namespaces_have_their_own_retention,
         closed_store_refuses_writes,
     );
 

@@ -304,7 +304,6 @@ impl Store for PostgresStore {
     fn enforce_retention(&self, policy: RetentionPolicy) -> BoxFuture<'_, Result<u64, StoreError>> {
         async move {
             let client = self.client().await?;
-            let cutoff = if policy.max_age_ms > 0 { Some(now_ms() - policy.max_age_ms as i64) } else { None };
             let mut after = String::new();
             let mut deleted = 0;
             loop {
@@ -318,9 +317,11 @@ impl Store for PostgresStore {
                     .map_err(unavailable)?;
                 for row in &rooms {
                     let (name, head, pruned): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
+                    let (max_events, max_age_ms) = policy.limits_for(&name);
+                    let cutoff = if max_age_ms > 0 { Some(now_ms() - max_age_ms as i64) } else { None };
                     let mut prune_to = pruned;
-                    if policy.max_events > 0 && head - pruned > policy.max_events as i64 {
-                        prune_to = head - policy.max_events as i64;
+                    if max_events > 0 && head - pruned > max_events as i64 {
+                        prune_to = head - max_events as i64;
                     }
                     if let Some(cutoff) = cutoff {
                         // ts never decreases within a room: the expired events are a prefix.

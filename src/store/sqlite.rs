@@ -200,7 +200,7 @@ impl Store for SqliteStore {
             let mut after = String::new();
             loop {
                 let (deleted, next) = self
-                    .call(|reply| Command::Retention { policy, after: after.clone(), reply })
+                    .call(|reply| Command::Retention { policy: policy.clone(), after: after.clone(), reply })
                     .await?;
                 total += deleted;
                 match next {
@@ -377,7 +377,7 @@ impl Writer {
         for command in batch {
             match command {
                 Command::Retention { policy, after, reply } => {
-                    let result = self.retention_step(policy, &after).map_err(unavailable);
+                    let result = self.retention_step(&policy, &after).map_err(unavailable);
                     if result.is_err() {
                         self.rooms.clear();
                     }
@@ -496,7 +496,7 @@ impl Writer {
     }
 
     /// One retention step over up to `RETENTION_CHUNK` rooms named after `after`.
-    fn retention_step(&mut self, policy: RetentionPolicy, after: &str) -> rusqlite::Result<(u64, Option<String>)> {
+    fn retention_step(&mut self, policy: &RetentionPolicy, after: &str) -> rusqlite::Result<(u64, Option<String>)> {
         let tx = self.conn.transaction()?;
         let mut rooms: Vec<(String, u64, u64)> = Vec::new();
         {
@@ -508,12 +508,13 @@ impl Writer {
                 rooms.push((row.get(0)?, row.get::<_, i64>(1)? as u64, row.get::<_, i64>(2)? as u64));
             }
         }
-        let cutoff_ts = if policy.max_age_ms > 0 { Some(now_ms() - policy.max_age_ms as i64) } else { None };
         let mut deleted = 0;
         for (name, head, pruned_through) in &rooms {
+            let (max_events, max_age_ms) = policy.limits_for(name);
+            let cutoff_ts = if max_age_ms > 0 { Some(now_ms() - max_age_ms as i64) } else { None };
             let mut prune_to = *pruned_through;
-            if policy.max_events > 0 && head - pruned_through > policy.max_events {
-                prune_to = head - policy.max_events;
+            if max_events > 0 && head - pruned_through > max_events {
+                prune_to = head - max_events;
             }
             if let Some(cutoff) = cutoff_ts {
                 // ts never decreases within a room, so the expired events are a
