@@ -18,6 +18,7 @@ import type {
   HubcastClientOptions,
   PublishAck,
   PublishOptions,
+  PresenceMember,
   RoomOptions,
   StateChange,
   WebSocketConstructor,
@@ -135,6 +136,8 @@ export class HubcastClient {
   /** Room names whose `unsubscribe` is still in flight on the current socket. */
   private readonly draining = new Set<string>();
   private readonly pending = new Map<string, PendingPublish>();
+  /** Presence requests waiting for a `presence` frame, per room; `sent`: asked on the current socket. */
+  private readonly presenceRequests = new Map<string, { sent: boolean; waiters: Array<PresenceWaiter> }>();
   private readonly host: RoomHost;
 
   constructor(options: HubcastClientOptions) {
@@ -180,6 +183,7 @@ export class HubcastClient {
       reportError: (err) => this.emitter.emit('error', err),
       removeRoom: (room, onServer) => this.removeRoom(room, onServer),
       publish: (room, data, opts) => this.publish(room, data, opts),
+      requestPresence: (room) => this.presence(room),
     };
   }
 
@@ -225,6 +229,27 @@ export class HubcastClient {
     if (this.currentState === 'idle' && this.options.autoConnect !== false) this.connect();
     else if (this.currentState === 'open') room.subscribeNow();
     return room;
+  }
+
+  /**
+   * Asks the server for `room`'s presence members (sorted by `id`). Needs the
+   * token's `presence` grant for the room, not a subscription. Queued while
+   * offline and asked again after a reconnect; resolves with the next
+   * `presence` frame of the room, fails with the server's error (`forbidden`)
+   * or `closed`.
+   */
+  presence(room: string): Promise<PresenceMember[]> {
+    if (!isValidRoomName(room)) return Promise.reject(new HubcastError('invalid_room', `invalid room name ${JSON.stringify(room)}`, { room }));
+    return new Promise<PresenceMember[]>((resolve, reject) => {
+      let entry = this.presenceRequests.get(room);
+      if (!entry) {
+        entry = { sent: false, waiters: [] };
+        this.presenceRequests.set(room, entry);
+      }
+      entry.waiters.push({ resolve, reject });
+      if (this.currentState === 'idle' && this.options.autoConnect !== false) this.connect();
+      else this.sendPresenceRequests();
+    });
   }
 
   /** Connects (or reconnects now, skipping a pending backoff). Also restarts a client that was closed. */
@@ -347,6 +372,7 @@ export class HubcastClient {
     this.clearReconnectTimer();
     for (const room of this.rooms.values()) room.clientClosed();
     this.rejectAllPublishes(new HubcastError('closed', 'the client was closed'));
+    this.rejectPresenceRequests(new HubcastError('closed', 'the client was closed'));
     this.setState('closed', { code: 1000, reason: 'client closed' });
   }
 
@@ -422,7 +448,24 @@ export class HubcastClient {
     // Messages are handled in order: the credentials come before anything that needs them.
     if (this.options.sendTokenAs === 'message' && this.token) this.sendFrame({ type: 'auth', token: this.token });
     for (const room of this.rooms.values()) room.subscribeNow();
+    this.sendPresenceRequests();
     this.pumpPublishes();
+  }
+
+  /** Sends one `presence` request per room with waiters not yet asked on this socket. */
+  private sendPresenceRequests(): void {
+    if (this.currentState !== 'open') return;
+    for (const [room, entry] of this.presenceRequests) {
+      if (!entry.sent && this.sendFrame({ type: 'presence', room })) entry.sent = true;
+    }
+  }
+
+  private rejectPresenceRequests(error: HubcastError, room?: string): void {
+    for (const [name, entry] of [...this.presenceRequests]) {
+      if (room !== undefined && name !== room) continue;
+      this.presenceRequests.delete(name);
+      for (const waiter of entry.waiters) waiter.reject(error);
+    }
   }
 
   private onSocketClose(code: number, reason: string): void {
@@ -462,6 +505,7 @@ export class HubcastClient {
     this.draining.clear();
     for (const room of this.rooms.values()) room.socketClosed();
     for (const entry of this.pending.values()) entry.sentOn = 0;
+    for (const entry of this.presenceRequests.values()) entry.sent = false;
     this.afterDisconnect(code, reason, welcomed);
   }
 
@@ -475,6 +519,7 @@ export class HubcastClient {
       this.stopReconcile();
       for (const room of this.rooms.values()) room.clientClosed(error);
       this.rejectAllPublishes(error);
+      this.rejectPresenceRequests(error);
       this.emitter.emit('error', error);
       this.setState('closed', { code, reason, error });
       return;
@@ -483,6 +528,7 @@ export class HubcastClient {
       this.stopReconcile();
       for (const room of this.rooms.values()) room.clientClosed();
       this.rejectAllPublishes(new HubcastError('closed', 'connection closed and reconnect is disabled', { closeCode: code }));
+      this.rejectPresenceRequests(new HubcastError('closed', 'connection closed and reconnect is disabled', { closeCode: code }));
       this.setState('closed', { code, reason });
       return;
     }
@@ -556,6 +602,37 @@ export class HubcastClient {
         if (!isInteger(frame.seq) || !('data' in frame)) return this.protocolViolation('a malformed event');
         room?.onEvent({ seq: frame.seq, ts: typeof frame.ts === 'number' ? frame.ts : 0, data: frame.data } satisfies WireEvent);
         return;
+      case 'batch': {
+        // Consecutive live events of a batching room: processed one by one, exactly like `event` frames.
+        if (!Array.isArray(frame.events)) return this.protocolViolation('a malformed batch');
+        for (const item of frame.events as unknown[]) {
+          const e = item as Record<string, unknown> | null;
+          if (e === null || typeof e !== 'object' || !isInteger(e.seq) || !('data' in e)) {
+            this.protocolViolation('a malformed event in a batch');
+            continue; // the missing seq is a gap, healed like any other
+          }
+          room?.onEvent({ seq: e.seq, ts: typeof e.ts === 'number' ? e.ts : 0, data: e.data } satisfies WireEvent);
+        }
+        return;
+      }
+      case 'presence': {
+        const members = parseMembers(frame.members);
+        if (typeof frame.room !== 'string' || members === null) return this.protocolViolation('a malformed presence');
+        const entry = this.presenceRequests.get(frame.room);
+        if (entry?.sent) {
+          this.presenceRequests.delete(frame.room);
+          for (const waiter of entry.waiters) waiter.resolve(members.map((m) => ({ ...m })));
+        }
+        room?.onPresence(members);
+        return;
+      }
+      case 'join':
+      case 'leave': {
+        const member = parseMember(frame.member);
+        if (member === null) return this.protocolViolation(`a malformed ${frame.type}`);
+        room?.onMembership(frame.type as 'join' | 'leave', member);
+        return;
+      }
       case 'caught_up':
         if (!isInteger(frame.seq)) return this.protocolViolation('a malformed caught_up');
         room?.onCaughtUp(frame.seq);
@@ -630,6 +707,12 @@ export class HubcastClient {
         void this.refreshToken();
         return;
       }
+    }
+    if (roomName !== undefined && frame.id === undefined && code !== 'not_subscribed' && this.presenceRequests.get(roomName)?.sent) {
+      // The answer to our presence request (the protocol's refusal of a presence request is
+      // the same frame as a subscription's: a pending request takes it).
+      this.rejectPresenceRequests(new HubcastError(code, message, { room: roomName }), roomName);
+      return;
     }
     if (roomName !== undefined) {
       if (this.draining.has(roomName) && code === 'not_subscribed') {
@@ -871,4 +954,29 @@ function parseHistory(body: unknown, room: string, url: string): HistoryPage {
     earliest: isInteger(b.earliest) ? b.earliest : 1,
     events,
   };
+}
+
+interface PresenceWaiter {
+  resolve: (members: PresenceMember[]) => void;
+  reject: (err: HubcastError) => void;
+}
+
+function parseMember(value: unknown): PresenceMember | null {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return null;
+  const v = value as Record<string, unknown>;
+  if (typeof v.id !== 'string') return null;
+  const member: PresenceMember = { id: v.id };
+  if ('info' in v && v.info !== undefined && v.info !== null) member.info = v.info;
+  return member;
+}
+
+function parseMembers(value: unknown): PresenceMember[] | null {
+  if (!Array.isArray(value)) return null;
+  const members: PresenceMember[] = [];
+  for (const item of value) {
+    const member = parseMember(item);
+    if (member === null) return null;
+    members.push(member);
+  }
+  return members;
 }

@@ -4,6 +4,7 @@ import { HubcastError } from './errors.js';
 import type {
   Cursor,
   HubcastEvent,
+  PresenceMember,
   PublishAck,
   PublishOptions,
   ResetInfo,
@@ -42,6 +43,7 @@ export interface RoomHost {
   reportError(err: HubcastError): void;
   removeRoom(room: Room<unknown>, onServer: boolean): void;
   publish(room: string, data: unknown, options?: PublishOptions): Promise<PublishAck>;
+  requestPresence(room: string): Promise<PresenceMember[]>;
 }
 
 /**
@@ -54,6 +56,10 @@ export interface RoomHost {
  * - `failed`: the server refused the subscription; tried again on the next connection.
  */
 type WireState = 'idle' | 'waiting' | 'subscribing' | 'active' | 'resyncing' | 'failed';
+
+function sortMembers(members: PresenceMember[]): PresenceMember[] {
+  return [...members].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
 
 /** Ahead-of-cursor events kept while a gap is healed. More are dropped (and fetched later). */
 const MAX_BUFFERED = 10_000;
@@ -75,6 +81,8 @@ export class Room<T = unknown> {
   /** Last delivered seq; `null` while unknown (a `rewind` start before its first event). */
   private seq: number | null;
   private readonly rewind: number | undefined;
+  private readonly withPresence: boolean;
+  private memberList: PresenceMember[] = [];
 
   private wire: WireState = 'idle';
   private closed = false;
@@ -115,6 +123,7 @@ export class Room<T = unknown> {
       throw new TypeError('rewind must be a non-negative integer');
     }
     this.rewind = options.rewind;
+    this.withPresence = options.presence === true;
   }
 
   // ---------------------------------------------------------------- public API
@@ -167,6 +176,27 @@ export class Room<T = unknown> {
     return channel;
   }
 
+  /** Whether this subscription is in the room's presence (`presence: true`). */
+  get hasPresence(): boolean {
+    return this.withPresence;
+  }
+
+  /**
+   * The member list of a `presence: true` subscription as last received
+   * (sorted by `id`; empty before the first `presence` frame and for other rooms).
+   */
+  get members(): PresenceMember[] {
+    return this.memberList.map((m) => ({ ...m }));
+  }
+
+  /**
+   * Asks the server for the room's members (`{"type":"presence","room"}`; needs
+   * the `presence` grant, not `presence: true`). See `HubcastClient.presence`.
+   */
+  presence(): Promise<PresenceMember[]> {
+    return this.host.requestPresence(this.name);
+  }
+
   /** Publishes to this room; see `HubcastClient.publish`. */
   publish(data: unknown, options?: PublishOptions): Promise<PublishAck> {
     return this.host.publish(this.name, data, options);
@@ -201,6 +231,7 @@ export class Room<T = unknown> {
     } else if (this.rewind !== undefined) {
       frame.rewind = this.rewind;
     }
+    if (this.withPresence) frame.presence = true;
     if (this.host.send(frame)) this.wire = 'subscribing';
   }
 
@@ -259,6 +290,21 @@ export class Room<T = unknown> {
     if (this.seq === null) this.seq = seq; // a rewind that found no events
     else if (seq > this.seq) this.requestHeal(seq);
     this.emitter.emit('caught_up', { room: this.name, seq });
+  }
+
+  /** @internal A `presence` frame: the full member list (for a presence subscription). */
+  onPresence(members: PresenceMember[]): void {
+    if (this.closed || !this.withPresence || this.wire !== 'active') return;
+    this.memberList = sortMembers(members);
+    this.emitter.emit('presence', { room: this.name, members: this.members });
+  }
+
+  /** @internal A `join` or `leave` frame. */
+  onMembership(kind: 'join' | 'leave', member: PresenceMember): void {
+    if (this.closed || !this.withPresence || this.wire !== 'active') return;
+    const rest = this.memberList.filter((m) => m.id !== member.id);
+    this.memberList = kind === 'join' ? sortMembers([...rest, member]) : rest;
+    this.emitter.emit(kind, { room: this.name, member: { ...member }, members: this.members });
   }
 
   /** @internal `unsubscribed` (or `not_subscribed`) for this room. */

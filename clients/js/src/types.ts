@@ -38,9 +38,34 @@ export interface ResetInfo {
 /** Items of {@link Room.updates}: events and resets in the order they happened. */
 export type RoomUpdate<T = unknown> = { type: 'event'; event: HubcastEvent<T> } | { type: 'reset'; reset: ResetInfo };
 
+/** A member of a room's presence: keyed by the token's `sub` (or a session id); `info` is the token's `info` claim. */
+export interface PresenceMember {
+  id: string;
+  info?: unknown;
+}
+
+/** A presence subscription's full member list (after every (re)subscribe), sorted by `id`. */
+export interface PresenceList {
+  room: string;
+  members: PresenceMember[];
+}
+
+/** A member joined or left; `members` is the room's list after the change. */
+export interface PresenceChange {
+  room: string;
+  member: PresenceMember;
+  members: PresenceMember[];
+}
+
 export interface RoomEvents<T = unknown> {
   event: HubcastEvent<T>;
   reset: ResetInfo;
+  /** (`presence: true` rooms) the full member list, after every (re)subscribe. */
+  presence: PresenceList;
+  /** (`presence: true` rooms) a member entered the room's presence. */
+  join: PresenceChange;
+  /** (`presence: true` rooms) a member left the room's presence. */
+  leave: PresenceChange;
   /** The server accepted the subscription (on every (re)subscribe). */
   subscribed: { room: string; epoch: string; head: number };
   /** Replay is done: everything through `seq` was sent; what follows is live. */
@@ -97,6 +122,11 @@ export interface RoomOptions {
   cursor?: { epoch?: string | null; seq: number };
   /** Without a cursor: start with the last N retained events, then live. */
   rewind?: number;
+  /**
+   * Also enter the room's presence (needs the token's `presence` grant) and
+   * receive its member list (`presence`), then `join` / `leave` events.
+   */
+  presence?: boolean;
 }
 
 /**

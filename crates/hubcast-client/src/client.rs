@@ -686,6 +686,8 @@ impl Driver {
                     }
                 }
             }
+            // Presence is surfaced by the core (vectors); the tokio API does not expose it yet.
+            Output::Presence { .. } | Output::PresenceResult { .. } => {}
             Output::Error(error) => {
                 tracing::debug!(%error, "hubcast client error");
                 let _ = self.events.send(ClientEvent::Error(error));

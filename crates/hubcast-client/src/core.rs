@@ -17,7 +17,9 @@ use hubcast_protocol::codes::close;
 use hubcast_protocol::room::RoomName;
 use serde_json::Value;
 
-use crate::types::{Ack, ClientError, ConnectionState, Cursor, Event, Reset, RoomUpdate, StateChange};
+use crate::types::{
+    Ack, ClientError, ConnectionState, Cursor, Event, PresenceMember, PresenceUpdate, Reset, RoomUpdate, StateChange,
+};
 use crate::urls::{encode_component, Urls};
 
 /// Milliseconds on the caller's clock.
@@ -150,6 +152,10 @@ pub enum Output {
     GetToken { req: u64 },
     /// Something for a room subscription.
     Room { sub: u64, update: RoomUpdate },
+    /// Presence of a `presence: true` subscription (member list, join, leave).
+    Presence { sub: u64, update: PresenceUpdate },
+    /// A presence request ([`Core::request_presence`]) was answered.
+    PresenceResult { key: u64, result: Result<Vec<PresenceMember>, ClientError> },
     /// The subscription ended (unsubscribed, client closed, or a terminal close: `error`).
     RoomEnd { sub: u64, error: Option<ClientError> },
     /// An error surfaced on the client (room errors too, once).
@@ -241,6 +247,15 @@ struct Room {
     healing: bool,
     heal_target: u64,
     heal: Option<Heal>,
+    presence: bool,
+    members: Vec<PresenceMember>,
+}
+
+struct PresenceRequest {
+    room: String,
+    /// Asked on the current socket.
+    sent: bool,
+    keys: Vec<u64>,
 }
 
 struct PendingPublish {
@@ -307,6 +322,7 @@ pub struct Core {
     draining: HashSet<String>,
     pending: Vec<PendingPublish>,
     next_key: u64,
+    presence_requests: Vec<PresenceRequest>,
 }
 
 fn as_int(v: Option<&Value>) -> Option<u64> {
@@ -320,6 +336,16 @@ fn as_int(v: Option<&Value>) -> Option<u64> {
 
 fn as_str(v: Option<&Value>) -> Option<&str> {
     v.and_then(Value::as_str)
+}
+
+fn parse_member(v: &Value) -> Option<PresenceMember> {
+    let id = as_str(v.get("id"))?.to_owned();
+    let info = v.get("info").filter(|i| !i.is_null()).cloned();
+    Some(PresenceMember { id, info })
+}
+
+fn parse_members(v: Option<&Value>) -> Option<Vec<PresenceMember>> {
+    v?.as_array()?.iter().map(parse_member).collect()
 }
 
 fn parse_history(body: &Value) -> Option<HistoryPage> {
@@ -378,6 +404,7 @@ impl Core {
             draining: HashSet::new(),
             pending: Vec::new(),
             next_key: 0,
+            presence_requests: Vec::new(),
         })
     }
 
@@ -520,6 +547,18 @@ impl Core {
     /// live). Returns the subscription id; an existing subscription of the
     /// name is returned as is.
     pub fn subscribe(&mut self, room: &str, cursor: Option<Cursor>, rewind: Option<u64>) -> Result<u64, ClientError> {
+        self.subscribe_with_presence(room, cursor, rewind, false)
+    }
+
+    /// Like [`Core::subscribe`]; with `presence` the subscription also enters
+    /// the room's presence (`"presence": true`) and yields [`Output::Presence`].
+    pub fn subscribe_with_presence(
+        &mut self,
+        room: &str,
+        cursor: Option<Cursor>,
+        rewind: Option<u64>,
+        presence: bool,
+    ) -> Result<u64, ClientError> {
         if RoomName::parse(room).is_err() {
             return Err(ClientError::new("invalid_room", format!("invalid room name {room:?}")).with_room(room));
         }
@@ -548,6 +587,8 @@ impl Core {
             healing: false,
             heal_target: 0,
             heal: None,
+            presence,
+            members: Vec::new(),
         });
         if self.state == ConnectionState::Idle && self.cfg.auto_connect {
             self.connect();
@@ -556,6 +597,55 @@ impl Core {
             self.subscribe_now(i);
         }
         Ok(sub)
+    }
+
+    /// The member list of presence subscription `sub` as last received (sorted by `id`).
+    pub fn members(&self, sub: u64) -> Option<Vec<PresenceMember>> {
+        self.room_index(sub).map(|i| self.rooms[i].members.clone())
+    }
+
+    /// Asks for `room`'s presence members (needs the `presence` grant, no
+    /// subscription). Returns a key; the answer is [`Output::PresenceResult`]
+    /// with it. Queued while offline, asked again after a reconnect.
+    pub fn request_presence(&mut self, room: &str) -> Result<u64, ClientError> {
+        if RoomName::parse(room).is_err() {
+            return Err(ClientError::new("invalid_room", format!("invalid room name {room:?}")).with_room(room));
+        }
+        self.next_key += 1;
+        let key = self.next_key;
+        match self.presence_requests.iter_mut().find(|r| r.room == room) {
+            Some(r) => r.keys.push(key),
+            None => self.presence_requests.push(PresenceRequest { room: room.to_owned(), sent: false, keys: vec![key] }),
+        }
+        if self.state == ConnectionState::Idle && self.cfg.auto_connect {
+            self.connect();
+        } else {
+            self.send_presence_requests();
+        }
+        Ok(key)
+    }
+
+    fn send_presence_requests(&mut self) {
+        if self.state != ConnectionState::Open {
+            return;
+        }
+        for i in 0..self.presence_requests.len() {
+            if !self.presence_requests[i].sent {
+                let frame = serde_json::json!({"type": "presence", "room": self.presence_requests[i].room});
+                if self.send_json(&frame) {
+                    self.presence_requests[i].sent = true;
+                }
+            }
+        }
+    }
+
+    fn settle_presence(&mut self, room: &str, result: Result<Vec<PresenceMember>, ClientError>) {
+        if let Some(idx) = self.presence_requests.iter().position(|r| r.room == room) {
+            let request = self.presence_requests.remove(idx);
+            for key in request.keys {
+                self.outputs.push_back(Output::PresenceResult { key, result: result.clone() });
+            }
+        }
     }
 
     /// Stops subscription `sub`: nothing more is delivered for it.
@@ -743,6 +833,7 @@ impl Core {
         for i in 0..self.rooms.len() {
             self.subscribe_now(i);
         }
+        self.send_presence_requests();
         self.pump();
     }
 
@@ -812,6 +903,44 @@ impl Core {
                     let ts = frame.get("ts").and_then(Value::as_f64).map(|t| t as i64).unwrap_or(0);
                     let data = frame.get("data").cloned().unwrap_or(Value::Null);
                     self.on_event(i, WireEvent { seq, ts, data });
+                }
+            }
+            "batch" => {
+                // Consecutive live events of a batching room: processed one by one, exactly like `event` frames.
+                let Some(events) = frame.get("events").and_then(Value::as_array) else {
+                    return self.protocol_violation("a malformed batch");
+                };
+                for item in events {
+                    let Some(seq) = as_int(item.get("seq")).filter(|_| item.get("data").is_some()) else {
+                        self.protocol_violation("a malformed event in a batch");
+                        continue; // the missing seq is a gap, healed like any other
+                    };
+                    if let Some(i) = as_str(frame.get("room")).and_then(|name| self.rooms.iter().position(|r| r.name == name)) {
+                        let ts = item.get("ts").and_then(Value::as_f64).map(|t| t as i64).unwrap_or(0);
+                        let data = item.get("data").cloned().unwrap_or(Value::Null);
+                        self.on_event(i, WireEvent { seq, ts, data });
+                    }
+                }
+            }
+            "presence" => {
+                let (Some(name), Some(members)) = (as_str(frame.get("room")), parse_members(frame.get("members"))) else {
+                    return self.protocol_violation("a malformed presence");
+                };
+                let name = name.to_owned();
+                if self.presence_requests.iter().any(|r| r.room == name && r.sent) {
+                    self.settle_presence(&name, Ok(members.clone()));
+                }
+                if let Some(i) = room {
+                    self.on_presence(i, members);
+                }
+            }
+            "join" | "leave" => {
+                let join = as_str(frame.get("type")) == Some("join");
+                let Some(member) = frame.get("member").and_then(parse_member) else {
+                    return self.protocol_violation(if join { "a malformed join" } else { "a malformed leave" });
+                };
+                if let Some(i) = room {
+                    self.on_membership(i, join, member);
                 }
             }
             "caught_up" => {
@@ -945,6 +1074,9 @@ impl Core {
         }
         for entry in &mut self.pending {
             entry.sent_on = 0;
+        }
+        for request in &mut self.presence_requests {
+            request.sent = false;
         }
         self.after_disconnect(code, reason, welcomed);
     }
@@ -1083,6 +1215,17 @@ impl Core {
             return;
         }
         if let Some(name) = &room_name {
+            if !frame.contains_key("id")
+                && code != "not_subscribed"
+                && self.presence_requests.iter().any(|r| &r.room == name && r.sent)
+            {
+                // The answer to our presence request (its refusal is the same frame as a
+                // subscription's: a pending request takes it).
+                let err = ClientError::new(code, message).with_room(name.clone());
+                let name = name.clone();
+                self.settle_presence(&name, Err(err));
+                return;
+            }
             if self.draining.contains(name) && code == "not_subscribed" {
                 self.on_unsubscribed(name);
                 return;
@@ -1150,6 +1293,13 @@ impl Core {
                 .with_id(self.pending[0].id.clone());
             err.close_code = error.close_code;
             self.settle(0, Err(err));
+        }
+        for request in std::mem::take(&mut self.presence_requests) {
+            for key in request.keys {
+                let mut err = ClientError::new(error.code.clone(), error.message.clone()).with_room(request.room.clone());
+                err.close_code = error.close_code;
+                self.outputs.push_back(Output::PresenceResult { key, result: Err(err) });
+            }
         }
     }
 
@@ -1247,6 +1397,9 @@ impl Core {
         } else if let Some(rewind) = room.rewind {
             frame["rewind"] = rewind.into();
         }
+        if room.presence {
+            frame["presence"] = true.into();
+        }
         if self.send_json(&frame) {
             self.rooms[i].wire = Wire::Subscribing;
         }
@@ -1306,6 +1459,36 @@ impl Core {
             self.on_reset(i, epoch, None);
         }
         self.offer(i, event, Source::Socket);
+    }
+
+    fn on_presence(&mut self, i: usize, mut members: Vec<PresenceMember>) {
+        let room = &mut self.rooms[i];
+        if !room.presence || room.wire != Wire::Active {
+            return;
+        }
+        members.sort_by(|a, b| a.id.cmp(&b.id));
+        room.members = members.clone();
+        let update = PresenceUpdate::Members { room: room.name.clone(), members };
+        self.outputs.push_back(Output::Presence { sub: room.sub, update });
+    }
+
+    fn on_membership(&mut self, i: usize, join: bool, member: PresenceMember) {
+        let room = &mut self.rooms[i];
+        if !room.presence || room.wire != Wire::Active {
+            return;
+        }
+        room.members.retain(|m| m.id != member.id);
+        if join {
+            room.members.push(member.clone());
+            room.members.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        let (name, members) = (room.name.clone(), room.members.clone());
+        let update = if join {
+            PresenceUpdate::Join { room: name, member, members }
+        } else {
+            PresenceUpdate::Leave { room: name, member, members }
+        };
+        self.outputs.push_back(Output::Presence { sub: room.sub, update });
     }
 
     fn on_caught_up(&mut self, i: usize, seq: u64) {

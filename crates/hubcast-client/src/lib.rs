@@ -19,7 +19,9 @@ pub use crate::client::{
     SocketEvent, SubscribeOptions, Subscription, TokenProvider, WsConnector,
 };
 pub use crate::core::{Backoff, Heartbeat};
-pub use crate::types::{Ack, ClientError, ConnectionState, Cursor, Event, Reset, RoomUpdate, StateChange};
+pub use crate::types::{
+    Ack, ClientError, ConnectionState, Cursor, Event, PresenceMember, PresenceUpdate, Reset, RoomUpdate, StateChange,
+};
 pub use hubcast_protocol::room::RoomName;
 
 use serde_json::Value;

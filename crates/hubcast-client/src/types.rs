@@ -104,6 +104,24 @@ pub enum RoomUpdate {
     Error(ClientError),
 }
 
+/// A member of a room's presence: keyed by the token's `sub` (or a session
+/// id); `info` is the token's `info` claim.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresenceMember {
+    pub id: String,
+    pub info: Option<Value>,
+}
+
+/// What a presence subscription (`subscribe_with_presence`) yields besides its
+/// events: the full member list after every (re)subscribe, then each change.
+/// `members` is always the room's list after it, sorted by `id`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PresenceUpdate {
+    Members { room: String, members: Vec<PresenceMember> },
+    Join { room: String, member: PresenceMember, members: Vec<PresenceMember> },
+    Leave { room: String, member: PresenceMember, members: Vec<PresenceMember> },
+}
+
 /// A publish acknowledged by the server: the event is durable with this seq.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ack {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use hubcast_client::core::{Backoff, Config, Core, Heartbeat, HistoryResult, Output};
-use hubcast_client::{Cursor, RoomUpdate};
+use hubcast_client::{Cursor, PresenceUpdate, RoomUpdate};
 use serde_json::{json, Map, Value};
 
 fn vectors_dir() -> PathBuf {
@@ -96,6 +96,7 @@ struct Runner {
     requests_read: usize,
     outcomes: Vec<Value>,
     subs: HashMap<String, u64>,
+    presence_keys: HashMap<u64, String>,
 }
 
 fn percent_decode(s: &str) -> String {
@@ -205,6 +206,18 @@ impl Runner {
                         self.outcomes.push(json!({ "error": o }));
                     }
                     Output::Published { result, .. } => self.publish_outcome(result),
+                    Output::Presence { update, .. } => self.outcomes.push(match update {
+                        PresenceUpdate::Members { room, members } => json!({"presence": {"room": room, "members": members_json(&members)}}),
+                        PresenceUpdate::Join { room, member, members } => json!({"join": {"room": room, "member": member_json(&member), "members": members_json(&members)}}),
+                        PresenceUpdate::Leave { room, member, members } => json!({"leave": {"room": room, "member": member_json(&member), "members": members_json(&members)}}),
+                    }),
+                    Output::PresenceResult { key, result } => {
+                        let room = self.presence_keys.remove(&key).unwrap_or_default();
+                        self.outcomes.push(match result {
+                            Ok(members) => json!({"presence_result": {"room": room, "members": members_json(&members)}}),
+                            Err(e) => json!({"presence_error": {"room": e.room, "code": e.code}}),
+                        });
+                    }
                     Output::RoomEnd { .. } | Output::State(_) | Output::Welcome { .. } | Output::Authenticated { .. } => {}
                 }
             }
@@ -282,8 +295,23 @@ impl Runner {
                     seq: c["seq"].as_u64().unwrap(),
                 });
                 let rewind = arg.get("rewind").and_then(Value::as_u64);
-                let sub = self.core.subscribe(room, cursor, rewind).map_err(|e| format!("subscribe failed: {e}"))?;
+                let presence = arg.get("presence").and_then(Value::as_bool).unwrap_or(false);
+                let sub = self.core.subscribe_with_presence(room, cursor, rewind, presence).map_err(|e| format!("subscribe failed: {e}"))?;
                 self.subs.insert(room.to_owned(), sub);
+            }
+            "request_presence" => {
+                let room = arg["room"].as_str().unwrap();
+                let key = self.core.request_presence(room).map_err(|e| format!("request_presence failed: {e}"))?;
+                self.presence_keys.insert(key, room.to_owned());
+            }
+            "expect_members" => {
+                self.flush();
+                let room = arg["room"].as_str().unwrap();
+                let sub = *self.subs.get(room).ok_or_else(|| format!("room {room}"))?;
+                let got = members_json(&self.core.members(sub).unwrap_or_default());
+                if got != arg["members"] {
+                    return Err(format!("members {got}, expected {}", arg["members"]));
+                }
             }
             "unsubscribe" => {
                 if let Some(sub) = self.subs.get(arg["room"].as_str().unwrap()) {
@@ -413,7 +441,7 @@ impl Runner {
                 if seen.len() != expected.len() {
                     return Err(format!("{what}: expected {}", Value::Array(expected.clone())));
                 }
-                let ordered = |o: &Value| o.get("event").is_some() || o.get("reset").is_some();
+                let ordered = |o: &Value| ["event", "reset", "presence", "join", "leave"].iter().any(|k| o.get(*k).is_some());
                 let seen_ordered: Vec<&Value> = seen.iter().filter(|o| ordered(o)).collect();
                 let want_ordered: Vec<&Value> = expected.iter().filter(|o| ordered(o)).collect();
                 if seen_ordered.len() != want_ordered.len() {
@@ -480,6 +508,7 @@ fn run_case(case: &Value) -> Result<(), String> {
         requests_read: 0,
         outcomes: Vec::new(),
         subs: HashMap::new(),
+        presence_keys: HashMap::new(),
     };
     for (index, step) in case["steps"].as_array().unwrap().iter().enumerate() {
         let step = step.as_object().unwrap();
@@ -529,4 +558,15 @@ fn every_vector_case_passes() {
     }
     eprintln!("test vectors: {passed} passed, {} failed", failed.len());
     assert!(failed.is_empty(), "{} vector case(s) failed:\n{}", failed.len(), failed.join("\n\n"));
+}
+
+fn member_json(m: &hubcast_client::PresenceMember) -> Value {
+    match &m.info {
+        Some(info) => json!({"id": m.id, "info": info}),
+        None => json!({"id": m.id}),
+    }
+}
+
+fn members_json(members: &[hubcast_client::PresenceMember]) -> Value {
+    Value::Array(members.iter().map(member_json).collect())
 }

@@ -123,14 +123,26 @@ async function runCase(testCase: Case): Promise<void> {
     const where = `step ${index} (${key})`;
     switch (key) {
       case 'subscribe': {
-        const a = arg as { room: string; cursor?: { epoch?: string; seq: number }; rewind?: number };
-        const options: { cursor?: { epoch?: string | null; seq: number }; rewind?: number } = {};
+        const a = arg as { room: string; cursor?: { epoch?: string; seq: number }; rewind?: number; presence?: boolean };
+        const options: { cursor?: { epoch?: string | null; seq: number }; rewind?: number; presence?: boolean } = {};
+        if (a.presence) options.presence = true;
         if (a.cursor) options.cursor = { epoch: a.cursor.epoch ?? null, seq: a.cursor.seq };
         if (a.rewind !== undefined) options.rewind = a.rewind;
         const room = client.room(a.room, options);
         rooms.set(a.room, room);
         room.on('event', (e) => outcomes.push({ event: { room: e.room, seq: e.seq, ts: e.ts, data: e.data } }));
         room.on('reset', (r) => outcomes.push({ reset: { room: r.room, epoch: r.epoch, earliest: r.earliest, head: r.head } }));
+        room.on('presence', (p) => outcomes.push({ presence: { room: p.room, members: p.members } }));
+        room.on('join', (c) => outcomes.push({ join: { room: c.room, member: c.member, members: c.members } }));
+        room.on('leave', (c) => outcomes.push({ leave: { room: c.room, member: c.member, members: c.members } }));
+        break;
+      }
+      case 'request_presence': {
+        const name = (arg as { room: string }).room;
+        client.presence(name).then(
+          (members) => outcomes.push({ presence_result: { room: name, members } }),
+          (err: HubcastError) => outcomes.push({ presence_error: { room: err.room, code: err.code } }),
+        );
         break;
       }
       case 'unsubscribe':
@@ -232,7 +244,8 @@ async function runCase(testCase: Case): Promise<void> {
         expect(seen.length, what).toBe(expected.length);
         // Events and resets: in exactly this order. Errors, acks and publish errors: all of
         // them, in any order (their order relative to each other is not part of the contract).
-        const ordered = (o: Record<string, unknown>) => 'event' in o || 'reset' in o;
+        const ordered = (o: Record<string, unknown>) =>
+          'event' in o || 'reset' in o || 'presence' in o || 'join' in o || 'leave' in o;
         const seenOrdered = seen.filter(ordered);
         const wantOrdered = expected.filter(ordered);
         expect(seenOrdered.length, what).toBe(wantOrdered.length);
@@ -266,6 +279,14 @@ async function runCase(testCase: Case): Promise<void> {
         expect(room, `${where}: room ${a.room}`).toBeDefined();
         if ('cursor' in a) expect(room!.cursor, where).toBeNull();
         else expect(room!.cursor, where).toEqual({ epoch: a.epoch, seq: a.seq });
+        break;
+      }
+      case 'expect_members': {
+        await flush();
+        const a = arg as { room: string; members: Json };
+        const room = rooms.get(a.room);
+        expect(room, `${where}: room ${a.room}`).toBeDefined();
+        expect(room!.members, where).toEqual(a.members);
         break;
       }
       case 'expect_state':
