@@ -37,6 +37,10 @@ pub struct Config {
     /// Named override blocks, selected with `--env NAME` (like wrangler environments).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, figment::value::Value>,
+    /// Also serve the demo pages (`/demo/chat/`). Set only by `hubcast demo`,
+    /// never from a file, the environment or `serve` flags.
+    #[serde(skip)]
+    pub demo: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -188,6 +192,7 @@ impl Default for Config {
             namespaces: Vec::new(),
             rate_limits: crate::limits::RateLimitConfig::default(),
             env: BTreeMap::new(),
+            demo: false,
         }
     }
 }

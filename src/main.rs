@@ -25,28 +25,49 @@ enum LogFormat {
     Json,
 }
 
+/// The flags of `serve` (and of `demo`, which runs the same node).
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Config file (read if it exists).
+    #[arg(long, env = "HUBCAST_CONFIG", default_value = "hubcast.toml")]
+    config: PathBuf,
+    /// Apply the `[env.NAME]` block of the config file.
+    #[arg(long = "env", env = "HUBCAST_ENV", value_name = "NAME")]
+    env_name: Option<String>,
+    /// Address to listen on [default: 127.0.0.1:8787].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Store URL [default: sqlite://./hubcast-data/hubcast.db].
+    #[arg(long)]
+    store: Option<String>,
+    /// Bus URL [default: memory].
+    #[arg(long)]
+    bus: Option<String>,
+    /// Allow a non-loopback listen address without credentials.
+    #[arg(long)]
+    insecure: bool,
+}
+
+#[derive(Subcommand)]
+enum Demo {
+    /// A node that also serves a chat page at http://LISTEN/demo/chat/ (examples/chat).
+    Chat {
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a node.
     Serve {
-        /// Config file (read if it exists).
-        #[arg(long, env = "HUBCAST_CONFIG", default_value = "hubcast.toml")]
-        config: PathBuf,
-        /// Apply the `[env.NAME]` block of the config file.
-        #[arg(long = "env", env = "HUBCAST_ENV", value_name = "NAME")]
-        env_name: Option<String>,
-        /// Address to listen on [default: 127.0.0.1:8787].
-        #[arg(long)]
-        listen: Option<SocketAddr>,
-        /// Store URL [default: sqlite://./hubcast-data/hubcast.db].
-        #[arg(long)]
-        store: Option<String>,
-        /// Bus URL [default: memory].
-        #[arg(long)]
-        bus: Option<String>,
-        /// Allow a non-loopback listen address without credentials.
-        #[arg(long)]
-        insecure: bool,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Run a node with an example page: `hubcast demo chat`.
+    Demo {
+        #[command(subcommand)]
+        demo: Demo,
     },
     /// Publish one event: `hubcast pub ROOM '{"price":0.42}'`.
     Pub {
@@ -88,7 +109,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Serve { .. }), cli.log_format);
+    init_logging(matches!(cli.command, Command::Serve { .. } | Command::Demo { .. }), cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -116,16 +137,25 @@ fn init_logging(server: bool, format: LogFormat) {
     }
 }
 
+/// `hubcast serve`, and `hubcast demo chat` (the same node, plus `/demo/chat/`).
+async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
+    let ServeArgs { config, env_name, listen, store, bus, insecure } = args;
+    let flags = FlagOverrides { listen, store, bus, insecure };
+    let mut config = Config::load(&config, env_name.as_deref(), &flags)?;
+    config.demo = demo;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    if demo {
+        tracing::info!("chat demo at http://{}/demo/chat/", listener.local_addr()?);
+    }
+    hubcast::serve(config, listener, hubcast::shutdown::signal()).await
+}
+
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { config, env_name, listen, store, bus, insecure } => {
-            let flags = FlagOverrides { listen, store, bus, insecure };
-            let config = Config::load(&config, env_name.as_deref(), &flags)?;
-            let listener = tokio::net::TcpListener::bind(config.listen)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-            hubcast::serve(config, listener, hubcast::shutdown::signal()).await
-        }
+        Command::Serve { serve: args } => serve(args, false).await,
+        Command::Demo { demo: Demo::Chat { serve: args } } => serve(args, true).await,
         Command::Bench { scenario, common } => {
             hubcast::bench::run(scenario, common).await?;
             Ok(())

@@ -24,7 +24,7 @@ struct Assets;
 
 /// For the page only: scripts, styles and connections from this origin only
 /// (`'self'` covers the same-origin WebSocket), and no framing.
-const PAGE_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+pub(super) const PAGE_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
      connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// `GET /`: the dashboard page.
@@ -53,7 +53,7 @@ fn not_found(path: &str) -> Response {
 }
 
 /// A relative path of plain segments: no `..`, `.`, empty segment or backslash.
-fn is_plain_path(path: &str) -> bool {
+pub(super) fn is_plain_path(path: &str) -> bool {
     !path.is_empty() && !path.contains('\\') && path.split('/').all(|segment| !segment.is_empty() && segment != "." && segment != "..")
 }
 
@@ -78,7 +78,7 @@ fn serve(path: &str, request: &HeaderMap) -> Option<Response> {
 }
 
 /// The media type for an asset, by its extension.
-fn content_type(path: &str) -> &'static str {
+pub(super) fn content_type(path: &str) -> &'static str {
     let extension = path.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()).unwrap_or_default();
     match extension.as_str() {
         "html" => "text/html; charset=utf-8",

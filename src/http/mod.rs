@@ -2,6 +2,7 @@
 //! JSON body.
 
 mod dashboard;
+mod demo;
 pub mod access;
 pub mod error;
 mod events;
@@ -28,7 +29,7 @@ const BODY_OVERHEAD: usize = 64 * 1024;
 /// All routes of the v1 interface.
 pub fn router(node: Arc<Node>) -> Router {
     let body_limit = node.config.limits.max_event_bytes + BODY_OVERHEAD;
-    Router::new()
+    let routes = Router::new()
         .route("/v1/rooms/{room}/events", get(events::history).post(events::publish))
         .route("/v1/rooms/{room}", get(rooms::stats))
         .route("/v1/rooms/{room}/ws", get(ws::room))
@@ -39,7 +40,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/", get(dashboard::index))
         .route("/dashboard/{*path}", get(dashboard::asset))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz));
+    // `hubcast demo chat` only: the example pages (examples/).
+    let routes = if node.config.demo { routes.merge(demo::routes()) } else { routes };
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -7,8 +7,9 @@
 # Uses Debian's /usr/bin/chromium (installed with apt-get if missing; never a
 # downloaded browser) and playwright-core from package-lock.json. Starts
 # two `hubcast serve` on free loopback ports with their own data dirs (one
-# without credentials, one with auth configured), runs dashboard.test.mjs with
-# `node --test`, and stops them. Screenshots go to <repo>/test-artifacts/.
+# without credentials, one with auth configured) and one `hubcast demo chat`,
+# runs dashboard.test.mjs and chat.test.mjs with `node --test`, and stops them.
+# Screenshots go to <repo>/test-artifacts/.
 # Exits non-zero if a test fails.
 set -euo pipefail
 
@@ -66,14 +67,18 @@ while IFS='=' read -r name _; do
   [[ "$name" == HUBCAST_* ]] && unset_vars+=(-u "$name")
 done < <(env)
 
-# start_server NAME: starts hubcast with $work/NAME/hubcast.toml, sets $url.
+# start_server NAME [SUBCOMMAND…]: starts `hubcast SUBCOMMAND` (default
+# `serve`) with $work/NAME/hubcast.toml, sets $url.
 start_server() {
-  local dir="$work/$1" port ready=0
+  local name="$1" dir="$work/$1" port ready=0
+  shift
+  local subcommand=("$@")
+  [[ ${#subcommand[@]} -gt 0 ]] || subcommand=(serve)
   mkdir -p "$dir"
   touch "$dir/hubcast.toml"
   port="$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
   (cd "$dir" && exec env "${unset_vars[@]}" RUST_LOG="${RUST_LOG:-hubcast=info}" \
-    "$HUBCAST_BIN" serve --config "$dir/hubcast.toml" --listen "127.0.0.1:$port" --store "sqlite://$dir/data/hubcast.db" \
+    "$HUBCAST_BIN" "${subcommand[@]}" --config "$dir/hubcast.toml" --listen "127.0.0.1:$port" --store "sqlite://$dir/data/hubcast.db" \
     >"$dir/server.log" 2>&1) &
   pids+=($!)
   url="http://127.0.0.1:$port/"
@@ -83,11 +88,11 @@ start_server() {
     sleep 0.2
   done
   if [[ $ready != 1 ]]; then
-    echo "error: hubcast ($1) did not become ready; its log:" >&2
+    echo "error: hubcast ($name) did not become ready; its log:" >&2
     cat "$dir/server.log" >&2
     exit 1
   fi
-  echo "== hubcast ($1) at $url"
+  echo "== hubcast ($name) at $url"
 }
 
 start_server open
@@ -109,15 +114,18 @@ TOML
 start_server auth
 auth_url="$url"
 
+start_server demo demo chat
+demo_url="$url"
+
 mkdir -p "$repo/test-artifacts"
-echo "== node --test dashboard.test.mjs"
+echo "== node --test dashboard.test.mjs chat.test.mjs"
 status=0
 (cd "$here" && HUBCAST_URL="$open_url" HUBCAST_AUTH_URL="$auth_url" \
   HUBCAST_ADMIN_KEY="$admin_key" HUBCAST_PUBLISHER_KEY="$publisher_key" \
-  HUBCAST_ARTIFACTS="$repo/test-artifacts" \
-  node --test --test-timeout=180000 dashboard.test.mjs) || status=$?
+  HUBCAST_DEMO_URL="$demo_url" HUBCAST_ARTIFACTS="$repo/test-artifacts" \
+  node --test --test-timeout=180000 dashboard.test.mjs chat.test.mjs) || status=$?
 if [[ $status != 0 ]]; then
-  for name in open auth; do
+  for name in open auth demo; do
     echo "== server log: $name (last 40 lines)" >&2
     tail -n 40 "$work/$name/server.log" >&2
   done
