@@ -749,8 +749,13 @@ async fn a_postgres_restart_loses_no_acknowledged_event() {
         assert_eq!(status, 503, "readyz with PostgreSQL down: {body}");
         assert_ne!(body["store"], "ok", "{body}");
     }
-    // Down for a few seconds while the publishers keep retrying.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Stay down while every publisher is refused a few more times.
+    let refused_before = answers.unavailable.load(Ordering::Relaxed);
+    eventually("publishers to keep retrying while PostgreSQL is down", || {
+        let n = answers.unavailable.load(Ordering::Relaxed);
+        async move { (n >= refused_before + 4 * PUBLISHERS).then_some(()) }
+    })
+    .await;
     let acked_while_down = acked.load(Ordering::Relaxed) - acked_at_stop;
     pg.start_server().await;
     let refused = answers.unavailable.load(Ordering::Relaxed);

@@ -1072,18 +1072,13 @@ async fn non_loopback_bind_needs_credentials_or_insecure() {
     let dir = tempfile::tempdir().expect("temp dir");
 
     // No credentials, a non-loopback address: refused, with the reason and the way out.
-    let mut refused = serve_command(dir.path(), &["--listen", "0.0.0.0:0"]).spawn().expect("spawn hubcast");
-    let status = within(STEP, "hubcast to refuse", async {
-        loop {
-            if let Some(status) = refused.try_wait().expect("try_wait") {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut refused.stderr.take().unwrap(), &mut stderr).unwrap();
+    let refused = serve_command(dir.path(), &["--listen", "0.0.0.0:0"]).spawn().expect("spawn hubcast");
+    let output = within(STEP, "hubcast to refuse", tokio::task::spawn_blocking(move || refused.wait_with_output()))
+        .await
+        .expect("wait task")
+        .expect("wait for hubcast");
+    let status = output.status;
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(!status.success(), "hubcast must exit non-zero: {status}; stderr: {stderr}");
     for needle in ["refusing to listen on 0.0.0.0:0 without credentials", "protected mode", "--insecure"] {
         assert!(stderr.contains(needle), "stderr must say {needle:?}: {stderr}");

@@ -160,35 +160,17 @@ impl Bus for NatsBus {
         let room = room.clone();
         async move {
             let (tx, rx) = mpsc::channel(FEED_CAPACITY);
-            let mut subscription = self
+            let subscription = self
                 .client
                 .subscribe(subject(&self.prefix, &room))
                 .await
                 .map_err(|e| BusError::Unavailable(e.to_string()))?;
             self.local.add_watcher(&room, tx.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = tx.closed() => break,
-                        message = subscription.next() => {
-                            let Some(message) = message else { break };
-                            match serde_json::from_slice::<WireEvent>(&message.payload) {
-                                Ok(wire) if wire.room == room.as_str() => {
-                                    crate::metrics::get().bus_received.increment(1);
-                                    let event = Event { room: room.clone(), seq: wire.seq, ts: wire.ts, data: wire.data };
-                                    // A full feed drops; the hub heals the gap from the store.
-                                    let _ = tx.try_send(Arc::new(event));
-                                }
-                                _ => {
-                                    crate::metrics::get().bus_errors.increment(1);
-                                    tracing::warn!(subject = %message.subject, "ignoring malformed bus message");
-                                }
-                            }
-                        }
-                    }
-                }
-                let _ = subscription.unsubscribe().await;
-            });
+            tokio::spawn(forward(subscription, tx, move |payload| {
+                let wire = serde_json::from_slice::<WireEvent>(payload).ok().filter(|w| w.room == room.as_str())?;
+                crate::metrics::get().bus_received.increment(1);
+                Some(Event { room: room.clone(), seq: wire.seq, ts: wire.ts, data: wire.data })
+            }));
             Ok(rx)
         }
         .boxed()
@@ -228,32 +210,13 @@ impl Bus for NatsBus {
         let room = room.clone();
         async move {
             let (tx, rx) = mpsc::channel(PRESENCE_FEED_CAPACITY);
-            let mut subscription = self
+            let subscription = self
                 .client
                 .subscribe(presence_subject(&self.prefix, &room))
                 .await
                 .map_err(|e| BusError::Unavailable(e.to_string()))?;
             self.local.add_presence_watcher(&room, tx.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = tx.closed() => break,
-                        message = subscription.next() => {
-                            let Some(message) = message else { break };
-                            match serde_json::from_slice::<PresenceMessage>(&message.payload) {
-                                Ok(presence) => {
-                                    let _ = tx.try_send(Arc::new(presence));
-                                }
-                                Err(_) => {
-                                    crate::metrics::get().bus_errors.increment(1);
-                                    tracing::warn!(subject = %message.subject, "ignoring malformed presence message");
-                                }
-                            }
-                        }
-                    }
-                }
-                let _ = subscription.unsubscribe().await;
-            });
+            tokio::spawn(forward(subscription, tx, |payload| serde_json::from_slice::<PresenceMessage>(payload).ok()));
             Ok(rx)
         }
         .boxed()
@@ -262,6 +225,35 @@ impl Bus for NatsBus {
     fn presence_settle(&self) -> std::time::Duration {
         PRESENCE_SETTLE
     }
+}
+
+/// Feeds a watcher from a NATS subscription until the watcher is dropped,
+/// then unsubscribes. Messages `decode` refuses are counted and skipped; a full
+/// feed drops (the hub heals the gap from the store, presence from the next
+/// heartbeat).
+async fn forward<T>(
+    mut subscription: async_nats::Subscriber,
+    feed: mpsc::Sender<Arc<T>>,
+    decode: impl Fn(&[u8]) -> Option<T>,
+) {
+    loop {
+        tokio::select! {
+            _ = feed.closed() => break,
+            message = subscription.next() => {
+                let Some(message) = message else { break };
+                match decode(&message.payload) {
+                    Some(item) => {
+                        let _ = feed.try_send(Arc::new(item));
+                    }
+                    None => {
+                        crate::metrics::get().bus_errors.increment(1);
+                        tracing::warn!(subject = %message.subject, "ignoring malformed bus message");
+                    }
+                }
+            }
+        }
+    }
+    let _ = subscription.unsubscribe().await;
 }
 
 #[cfg(test)]
