@@ -41,6 +41,10 @@ pub struct Config {
     /// never from a file, the environment or `serve` flags.
     #[serde(skip)]
     pub demo: bool,
+    /// Also run the prediction-market demo (`/demo/`, `/demo/api/…`). Set only
+    /// by `hubcast demo`.
+    #[serde(skip)]
+    pub market: Option<crate::market::MarketSettings>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -193,6 +197,7 @@ impl Default for Config {
             rate_limits: crate::limits::RateLimitConfig::default(),
             env: BTreeMap::new(),
             demo: false,
+            market: None,
         }
     }
 }

@@ -27,6 +27,9 @@
 //! - [`server`]: the accept loop (HTTP/1 with a header-read timeout, upgrades).
 //! - [`shutdown`]: turning signals into a graceful stop.
 //! - [`bench`]: the load generator behind `hubcast bench`.
+//! - [`market`]: the prediction-market demo behind `hubcast demo` (LMSR
+//!   pricing, buys checked and committed with their event in one store
+//!   transaction through `Store::transact`).
 
 pub mod auth;
 pub mod bench;
@@ -37,6 +40,7 @@ pub mod event;
 pub mod http;
 pub mod hub;
 pub mod limits;
+pub mod market;
 pub mod metrics;
 pub mod node;
 pub mod protocol;
@@ -66,6 +70,10 @@ const SESSION_DRAIN: Duration = Duration::from_secs(5);
 pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let stopping = CancellationToken::new();
     let node = node::Node::start(config, stopping.clone()).await?;
+    if let Some(market) = &node.config.market {
+        market::setup(&node.store, market.reset).await?;
+        market::traders::spawn(node.store.clone(), market.traders, stopping.clone());
+    }
     let app = http::router(node.clone());
     tracing::info!(listen = %listener.local_addr()?, store = %node.config.store, bus = %node.config.bus, "hubcast serving");
     {

@@ -48,10 +48,33 @@ struct ServeArgs {
     insecure: bool,
 }
 
+/// The flags of the market demo (`hubcast demo`, `hubcast demo market`).
+#[derive(clap::Args)]
+struct MarketArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Simulated traders buying through the same path as the page.
+    #[arg(long, default_value_t = 0)]
+    traders: usize,
+    /// Put every demo market back to its seed state before serving.
+    #[arg(long)]
+    reset: bool,
+}
+
 #[derive(Subcommand)]
 enum Demo {
     /// A node that also serves a chat page at http://LISTEN/demo/chat/ (examples/chat).
     Chat {
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// The prediction market at http://LISTEN/demo/ (the default of `hubcast demo`).
+    Market {
+        #[command(flatten)]
+        market: MarketArgs,
+    },
+    /// Put every demo market back to its seed state and exit (stop the demo first).
+    Reset {
         #[command(flatten)]
         serve: ServeArgs,
     },
@@ -64,10 +87,13 @@ enum Command {
         #[command(flatten)]
         serve: ServeArgs,
     },
-    /// Run a node with an example page: `hubcast demo chat`.
+    /// Run a node with the prediction-market demo at /demo/ (or `hubcast demo chat`).
+    #[command(args_conflicts_with_subcommands = true)]
     Demo {
         #[command(subcommand)]
-        demo: Demo,
+        demo: Option<Demo>,
+        #[command(flatten)]
+        market: MarketArgs,
     },
     /// Publish one event: `hubcast pub ROOM '{"price":0.42}'`.
     Pub {
@@ -137,16 +163,35 @@ fn init_logging(server: bool, format: LogFormat) {
     }
 }
 
-/// `hubcast serve`, and `hubcast demo chat` (the same node, plus `/demo/chat/`).
-async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
+fn load_config(args: ServeArgs) -> anyhow::Result<Config> {
     let ServeArgs { config, env_name, listen, store, bus, insecure } = args;
     let flags = FlagOverrides { listen, store, bus, insecure };
-    let mut config = Config::load(&config, env_name.as_deref(), &flags)?;
+    Ok(Config::load(&config, env_name.as_deref(), &flags)?)
+}
+
+/// `hubcast demo reset`: reseeds the markets on the configured store.
+async fn reset_markets(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(args)?;
+    let (store, _feed) = hubcast::store::open(&config.store, &config).await?;
+    hubcast::market::setup(&store, true).await?;
+    store.close().await;
+    println!("demo markets reset on {}", config.store);
+    Ok(())
+}
+
+/// `hubcast serve`, `hubcast demo chat` (the same node, plus `/demo/chat/`)
+/// and `hubcast demo` (plus the market at `/demo/`).
+async fn serve(args: ServeArgs, demo: bool, market: Option<hubcast::market::MarketSettings>) -> anyhow::Result<()> {
+    let mut config = load_config(args)?;
     config.demo = demo;
+    let is_market = market.is_some();
+    config.market = market;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    if demo {
+    if is_market {
+        tracing::info!("prediction market demo at http://{}/demo/", listener.local_addr()?);
+    } else if demo {
         tracing::info!("chat demo at http://{}/demo/chat/", listener.local_addr()?);
     }
     hubcast::serve(config, listener, hubcast::shutdown::signal()).await
@@ -154,8 +199,13 @@ async fn serve(args: ServeArgs, demo: bool) -> anyhow::Result<()> {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { serve: args } => serve(args, false).await,
-        Command::Demo { demo: Demo::Chat { serve: args } } => serve(args, true).await,
+        Command::Serve { serve: args } => serve(args, false, None).await,
+        Command::Demo { demo: Some(Demo::Chat { serve: args }), .. } => serve(args, true, None).await,
+        Command::Demo { demo: Some(Demo::Reset { serve: args }), .. } => reset_markets(args).await,
+        Command::Demo { demo: Some(Demo::Market { market }), .. } | Command::Demo { demo: None, market } => {
+            let settings = hubcast::market::MarketSettings { traders: market.traders, reset: market.reset };
+            serve(market.serve, true, Some(settings)).await
+        }
         Command::Bench { scenario, common } => {
             hubcast::bench::run(scenario, common).await?;
             Ok(())

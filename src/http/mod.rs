@@ -6,6 +6,7 @@ mod demo;
 pub mod access;
 pub mod error;
 mod events;
+mod market;
 mod rooms;
 mod stats;
 mod ws;
@@ -43,6 +44,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/readyz", get(readyz));
     // `hubcast demo chat` only: the example pages (examples/).
     let routes = if node.config.demo { routes.merge(demo::routes()) } else { routes };
+    // `hubcast demo` only: the prediction market (examples/market, crate::market).
+    let routes = if node.config.market.is_some() { routes.merge(market::routes()) } else { routes };
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -12,6 +12,9 @@
 //! - After each commit the store sends the committed events on its commit feed,
 //!   in seq order per room, never before the commit.
 //! - Reads see only committed events.
+//! - [`Store::transact`] runs application work and the append of its event in
+//!   one database transaction: both commit or neither does, and the event goes
+//!   on the commit feed only after the commit, like any other append.
 
 mod outbox;
 pub mod postgres;
@@ -112,6 +115,51 @@ impl RetentionPolicy {
     }
 }
 
+/// An event an application transaction appends, in the same transaction.
+#[derive(Debug)]
+pub struct AppEvent {
+    pub room: RoomName,
+    pub data: Box<RawValue>,
+}
+
+/// What an application transaction decided.
+#[derive(Debug)]
+pub enum TxDecision {
+    /// Commit the application's writes and append `event` (if any) with the
+    /// room's next seq, in the same transaction.
+    Commit { event: Option<AppEvent>, answer: serde_json::Value },
+    /// Roll back the application's writes; nothing is appended.
+    Abort(serde_json::Value),
+}
+
+/// The result of [`Store::transact`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum TxOutcome {
+    /// Committed (with the event's receipt when there was one).
+    Committed { receipt: Option<Receipt>, answer: serde_json::Value },
+    /// The application aborted; its writes were rolled back.
+    Aborted(serde_json::Value),
+}
+
+/// Application work that runs inside the store's own transaction, so the
+/// application's state and the event that announces it commit together (the
+/// check of a precondition included: nothing can change in between). Each
+/// backend calls its own method; an application keeps its tables beside
+/// hubcast's (SQLite: the same database file; PostgreSQL: the store's schema,
+/// which is the connections' search path).
+pub trait AppTransaction: Send + 'static {
+    /// SQLite: runs on the writer thread inside a savepoint of its batch
+    /// transaction (rolled back alone on `Abort` or an error).
+    fn sqlite(self: Box<Self>, conn: &rusqlite::Connection) -> Result<TxDecision, StoreError>;
+
+    /// PostgreSQL: runs inside a transaction on a pooled connection; lock what
+    /// it checks (`SELECT … FOR UPDATE`).
+    fn postgres<'a>(
+        self: Box<Self>,
+        tx: &'a tokio_postgres::Transaction<'_>,
+    ) -> BoxFuture<'a, Result<TxDecision, StoreError>>;
+}
+
 /// Why a store operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -144,6 +192,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Prunes events outside the policy; returns how many were deleted.
     fn enforce_retention(&self, policy: RetentionPolicy) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Runs `work` in one transaction with the append of the event it returns
+    /// (see [`AppTransaction`]); the event is on the commit feed after commit.
+    fn transact(&self, work: Box<dyn AppTransaction>) -> BoxFuture<'_, Result<TxOutcome, StoreError>>;
 
     /// Whether the store answers (for `/readyz`).
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;

@@ -19,7 +19,10 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_postgres::NoTls;
 
-use super::{AppendOutcome, AppendRequest, CommitFeed, Page, Receipt, RetentionPolicy, Store, StoreError};
+use super::{
+    AppTransaction, AppendOutcome, AppendRequest, CommitFeed, Page, Receipt, RetentionPolicy, Store, StoreError, TxDecision,
+    TxOutcome,
+};
 use crate::config::PostgresConfig;
 use crate::event::{now_ms, Event, RoomState};
 use crate::room::RoomName;
@@ -130,6 +133,8 @@ pub struct PostgresStore {
     queue: std::sync::Mutex<Option<mpsc::UnboundedSender<Pending>>>,
     closed: tokio_util::sync::CancellationToken,
     writers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// For the events of application transactions ([`Store::transact`]).
+    feed: mpsc::UnboundedSender<Vec<Arc<Event>>>,
 }
 
 struct Pending {
@@ -184,6 +189,7 @@ impl PostgresStore {
             queue: std::sync::Mutex::new(Some(queue_tx)),
             closed,
             writers: std::sync::Mutex::new(writers),
+            feed: feed_tx,
         };
         Ok((store, feed_rx))
     }
@@ -353,6 +359,39 @@ impl Store for PostgresStore {
                 match rooms.last() {
                     Some(last) if rooms.len() == 500 => after = last.get(0),
                     _ => return Ok(deleted),
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn transact(&self, work: Box<dyn AppTransaction>) -> BoxFuture<'_, Result<TxOutcome, StoreError>> {
+        async move {
+            if self.closed.is_cancelled() {
+                return Err(StoreError::Closed);
+            }
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(unavailable)?;
+            // An error or an abort drops `tx`, which rolls it back.
+            match work.postgres(&tx).await? {
+                TxDecision::Abort(answer) => Ok(TxOutcome::Aborted(answer)),
+                TxDecision::Commit { event: None, answer } => {
+                    tx.commit().await.map_err(unavailable)?;
+                    Ok(TxOutcome::Committed { receipt: None, answer })
+                }
+                TxDecision::Commit { event: Some(event), answer } => {
+                    // The same server-side function as every append: the
+                    // room's row lock assigns the seq inside this transaction.
+                    let request = AppendRequest { room: event.room, data: event.data, idem_key: None, expected_seq: None };
+                    let outcome = append_batch_on(&tx, std::iter::once(&request)).await?;
+                    tx.commit().await.map_err(unavailable)?;
+                    let receipt = match outcome.into_iter().next() {
+                        Some(AppendOutcome::Appended(receipt)) => receipt,
+                        other => return Err(StoreError::Unavailable(format!("unexpected append outcome {other:?}"))),
+                    };
+                    let event = Event { room: receipt.room.clone(), seq: receipt.seq, ts: receipt.ts, data: request.data };
+                    let _ = self.feed.send(vec![Arc::new(event)]);
+                    Ok(TxOutcome::Committed { receipt: Some(receipt), answer })
                 }
             }
         }

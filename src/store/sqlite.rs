@@ -18,7 +18,10 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AppendOutcome, AppendRequest, CommitFeed, Page, Receipt, RetentionPolicy, Store, StoreError};
+use super::{
+    AppTransaction, AppendOutcome, AppendRequest, CommitFeed, Page, Receipt, RetentionPolicy, Store, StoreError, TxDecision,
+    TxOutcome,
+};
 use crate::config::SqliteConfig;
 use crate::event::{new_epoch, now_ms, Event, RoomState};
 use crate::room::RoomName;
@@ -57,6 +60,7 @@ pub struct SqliteStore {
 enum Command {
     Append(AppendRequest, oneshot::Sender<Result<AppendOutcome, StoreError>>),
     EnsureRoom(RoomName, oneshot::Sender<Result<RoomState, StoreError>>),
+    Transact(Box<dyn AppTransaction>, oneshot::Sender<Result<TxOutcome, StoreError>>),
     Retention { policy: RetentionPolicy, after: String, reply: oneshot::Sender<Result<(u64, Option<String>), StoreError>> },
     Close(oneshot::Sender<()>),
 }
@@ -194,6 +198,10 @@ impl Store for SqliteStore {
         })
     }
 
+    fn transact(&self, work: Box<dyn AppTransaction>) -> BoxFuture<'_, Result<TxOutcome, StoreError>> {
+        self.call(|reply| Command::Transact(work, reply))
+    }
+
     fn enforce_retention(&self, policy: RetentionPolicy) -> BoxFuture<'_, Result<u64, StoreError>> {
         async move {
             let mut total = 0;
@@ -320,6 +328,7 @@ struct Writer {
 enum Reply {
     Append(oneshot::Sender<Result<AppendOutcome, StoreError>>),
     Ensure(oneshot::Sender<Result<RoomState, StoreError>>),
+    Transact(oneshot::Sender<Result<TxOutcome, StoreError>>),
 }
 
 impl Reply {
@@ -327,6 +336,7 @@ impl Reply {
         let _ = match self {
             Reply::Append(reply) => reply.send(Err(err.clone())).is_ok(),
             Reply::Ensure(reply) => reply.send(Err(err.clone())).is_ok(),
+            Reply::Transact(reply) => reply.send(Err(err.clone())).is_ok(),
         };
     }
 }
@@ -335,6 +345,7 @@ impl Reply {
 enum Pending {
     Append(oneshot::Sender<Result<AppendOutcome, StoreError>>, AppendOutcome),
     Ensure(oneshot::Sender<Result<RoomState, StoreError>>, RoomState),
+    Transact(oneshot::Sender<Result<TxOutcome, StoreError>>, TxOutcome),
 }
 
 impl Pending {
@@ -342,6 +353,7 @@ impl Pending {
         let _ = match self {
             Pending::Append(reply, outcome) => reply.send(Ok(outcome)).is_ok(),
             Pending::Ensure(reply, state) => reply.send(Ok(state)).is_ok(),
+            Pending::Transact(reply, outcome) => reply.send(Ok(outcome)).is_ok(),
         };
     }
 
@@ -349,6 +361,7 @@ impl Pending {
         match self {
             Pending::Append(reply, _) => Reply::Append(reply),
             Pending::Ensure(reply, _) => Reply::Ensure(reply),
+            Pending::Transact(reply, _) => Reply::Transact(reply),
         }
     }
 }
@@ -441,11 +454,12 @@ impl Writer {
                 .filter_map(|command| match command {
                     Command::Append(_, reply) => Some(Reply::Append(reply)),
                     Command::EnsureRoom(_, reply) => Some(Reply::Ensure(reply)),
+                    Command::Transact(_, reply) => Some(Reply::Transact(reply)),
                     _ => None,
                 })
                 .collect()
         };
-        let tx = match self.conn.transaction() {
+        let mut tx = match self.conn.transaction() {
             Ok(tx) => tx,
             Err(err) => return Err((err, replies_of(writes))),
         };
@@ -473,6 +487,20 @@ impl Writer {
                     }
                     Ok(None) => Err((rusqlite::Error::QueryReturnedNoRows, Reply::Ensure(reply))),
                     Err(err) => Err((err, Reply::Ensure(reply))),
+                },
+                Command::Transact(work, reply) => match transact_one(&mut tx, &mut self.rooms, work, &mut touched) {
+                    Ok((outcome, event)) => {
+                        committed.extend(event.map(Arc::new));
+                        pending.push(Pending::Transact(reply, outcome));
+                        Ok(())
+                    }
+                    // The application's own failure: its savepoint is rolled
+                    // back, the rest of the batch goes on.
+                    Err(TransactFailure::App(err)) => {
+                        let _ = reply.send(Err(err));
+                        Ok(())
+                    }
+                    Err(TransactFailure::Db(err)) => Err((err, Reply::Transact(reply))),
                 },
                 Command::Retention { .. } | Command::Close(_) => Ok(()),
             };
@@ -625,4 +653,43 @@ fn append_one(
     touched.insert(room.clone());
     let receipt = Receipt { room: room.clone(), seq, epoch: cached.epoch.clone(), ts };
     Ok((AppendOutcome::Appended(receipt), Some(Event { room, seq, ts, data })))
+}
+
+/// Why one application transaction failed.
+enum TransactFailure {
+    /// The application's work failed; only its savepoint is rolled back.
+    App(StoreError),
+    /// Appending its event failed; the whole batch is rolled back.
+    Db(rusqlite::Error),
+}
+
+/// Runs one application transaction inside a savepoint of the batch
+/// transaction, appending its event (with the seq the writer assigns) before
+/// the savepoint is released.
+fn transact_one(
+    tx: &mut rusqlite::Transaction<'_>,
+    rooms: &mut HashMap<RoomName, CachedRoom>,
+    work: Box<dyn AppTransaction>,
+    touched: &mut HashSet<RoomName>,
+) -> Result<(TxOutcome, Option<Event>), TransactFailure> {
+    let savepoint = tx.savepoint().map_err(TransactFailure::Db)?;
+    // Dropping the savepoint without `commit` rolls it back.
+    let decision = work.sqlite(&savepoint).map_err(TransactFailure::App)?;
+    match decision {
+        TxDecision::Abort(answer) => Ok((TxOutcome::Aborted(answer), None)),
+        TxDecision::Commit { event: None, answer } => {
+            savepoint.commit().map_err(TransactFailure::Db)?;
+            Ok((TxOutcome::Committed { receipt: None, answer }, None))
+        }
+        TxDecision::Commit { event: Some(event), answer } => {
+            let request = AppendRequest { room: event.room, data: event.data, idem_key: None, expected_seq: None };
+            let (outcome, event) = append_one(&savepoint, rooms, request, touched).map_err(TransactFailure::Db)?;
+            savepoint.commit().map_err(TransactFailure::Db)?;
+            let receipt = match outcome {
+                AppendOutcome::Appended(receipt) => Some(receipt),
+                _ => None,
+            };
+            Ok((TxOutcome::Committed { receipt, answer }, event))
+        }
+    }
 }
