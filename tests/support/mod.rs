@@ -73,6 +73,8 @@ pub struct Server {
     dir: tempfile::TempDir,
     port: u16,
     starts: u32,
+    /// The subcommand and its own flags (`["serve"]`, or `["demo"]`).
+    command: Vec<String>,
     api: Api,
     /// The cluster this node belongs to (`None`: SQLite + memory bus). Shared
     /// with its peers; the schema is dropped when the last of them goes.
@@ -106,9 +108,26 @@ impl Server {
     }
 
     async fn start_in(config: &str, cluster: Option<Arc<Cluster>>) -> Server {
+        Server::start_command(config, cluster, &["serve"]).await
+    }
+
+    /// Like [`start`](Self::start) for another subcommand (`&["demo"]`: the
+    /// prediction-market demo), on the backend `HUBCAST_TEST_BACKEND` says.
+    pub async fn start_with(config: &str, command: &[&str]) -> Server {
+        let cluster = if cluster_backend() {
+            Some(Arc::new(Cluster::new(&env_or("HUBCAST_TEST_PG_URL", DEFAULT_PG_URL), &env_or("HUBCAST_TEST_NATS_URL", DEFAULT_NATS_URL)).await))
+        } else {
+            None
+        };
+        Server::start_command(config, cluster, command).await
+    }
+
+    async fn start_command(config: &str, cluster: Option<Arc<Cluster>>, command: &[&str]) -> Server {
         let dir = tempfile::Builder::new().prefix("hubcast-test-").tempdir().expect("temp dir");
         std::fs::write(dir.path().join("hubcast.toml"), config).expect("write hubcast.toml");
-        let mut server = Server { child: None, dir, port: 0, starts: 0, api: Api::new("http://127.0.0.1:0".into()), cluster };
+        let command = command.iter().map(|c| c.to_string()).collect();
+        let mut server =
+            Server { child: None, dir, port: 0, starts: 0, command, api: Api::new("http://127.0.0.1:0".into()), cluster };
         server.launch().await;
         server
     }
@@ -156,7 +175,7 @@ impl Server {
             let log = std::fs::File::create(&log_path).expect("create server log");
             let mut command = Command::new(env!("CARGO_BIN_EXE_hubcast"));
             command
-                .arg("serve")
+                .args(&self.command)
                 .arg("--config")
                 .arg(self.dir.path().join("hubcast.toml"))
                 .arg("--listen")
@@ -514,6 +533,18 @@ impl Api {
         let (status, receipt) = within(STEP, "a publish", self.post(room, &json!({ "data": data }), None)).await;
         assert_eq!(status, 201, "publish to {room} answered {receipt}");
         receipt
+    }
+
+    /// `POST path` (relative to the base URL) with a JSON body; the status and JSON answer.
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = within(STEP, "a POST", self.http.post(format!("{}{path}", self.base)).json(body).send())
+            .await
+            .unwrap_or_else(|err| panic!("POST {path}: {}", chain(&err)));
+        let status = response.status().as_u16();
+        let body = within(STEP, "a POST body", response.json::<Value>())
+            .await
+            .unwrap_or_else(|err| panic!("POST {path}: answer is not JSON: {err}"));
+        (status, body)
     }
 
     /// `GET path` (relative to the base URL); the status and JSON answer.

@@ -1,0 +1,1665 @@
+// ../../clients/js/src/emitter.ts
+var Emitter = class {
+  /**
+   * @param onListenerError called when a listener throws; delivery to the
+   * other listeners goes on.
+   */
+  constructor(onListenerError) {
+    this.onListenerError = onListenerError;
+  }
+  listeners = /* @__PURE__ */ new Map();
+  /** Adds a listener; returns a function that removes it. */
+  on(event, listener) {
+    let set = this.listeners.get(event);
+    if (!set) {
+      set = /* @__PURE__ */ new Set();
+      this.listeners.set(event, set);
+    }
+    set.add(listener);
+    return () => this.off(event, listener);
+  }
+  /** Adds a listener that is removed after its first call. */
+  once(event, listener) {
+    const off = this.on(event, (value) => {
+      off();
+      listener(value);
+    });
+    return off;
+  }
+  off(event, listener) {
+    this.listeners.get(event)?.delete(listener);
+  }
+  has(event) {
+    return (this.listeners.get(event)?.size ?? 0) > 0;
+  }
+  emit(event, value) {
+    const set = this.listeners.get(event);
+    if (!set || set.size === 0) return;
+    for (const listener of [...set]) {
+      try {
+        listener(value);
+      } catch (err) {
+        this.onListenerError(err, event);
+      }
+    }
+  }
+  clear() {
+    this.listeners.clear();
+  }
+};
+
+// ../../clients/js/src/errors.ts
+var HubcastError = class extends Error {
+  code;
+  constructor(code, message, details = {}) {
+    super(message, details.cause === void 0 ? void 0 : { cause: details.cause });
+    this.name = "HubcastError";
+    this.code = code;
+    if (details.closeCode !== void 0) this.closeCode = details.closeCode;
+    if (details.room !== void 0) this.room = details.room;
+    if (details.id !== void 0) this.id = details.id;
+    if (details.head !== void 0) this.head = details.head;
+    if (details.status !== void 0) this.status = details.status;
+  }
+};
+
+// ../../clients/js/src/policy.ts
+var TERMINAL_CLOSE_CODES = /* @__PURE__ */ new Set([1008, 1009, 4001, 4003]);
+var IMMEDIATE_CLOSE_CODES = /* @__PURE__ */ new Set([1001, 1012]);
+var TRY_LATER_CLOSE_CODES = /* @__PURE__ */ new Set([1013, 4008]);
+var LOCAL_HEARTBEAT_TIMEOUT = 4010;
+var LOCAL_ABNORMAL = 1006;
+function backoffDelay(attempt, config, random) {
+  const window2 = Math.min(config.maxDelayMs, config.minDelayMs * 2 ** Math.min(attempt, 30));
+  return Math.floor(random() * window2);
+}
+function decideReconnect(code, attempt, welcomed, config, random) {
+  if (TERMINAL_CLOSE_CODES.has(code)) return { retry: false };
+  if (IMMEDIATE_CLOSE_CODES.has(code) && welcomed) return { retry: true, delayMs: 0 };
+  const delay = backoffDelay(attempt, config, random);
+  if (TRY_LATER_CLOSE_CODES.has(code)) return { retry: true, delayMs: Math.max(config.tryAgainLaterMs, delay) };
+  return { retry: true, delayMs: delay };
+}
+function terminalErrorCode(code) {
+  switch (code) {
+    case 4001:
+      return "unauthenticated";
+    case 4003:
+      return "forbidden";
+    case 1008:
+      return "policy_violation";
+    case 1009:
+      return "frame_too_big";
+    default:
+      return "closed";
+  }
+}
+var ROOM_NAME = /^[A-Za-z0-9_\-:.@=]{1,128}$/;
+function isValidRoomName(name) {
+  return typeof name === "string" && ROOM_NAME.test(name);
+}
+
+// ../../clients/js/src/channel.ts
+var Channel = class {
+  constructor(onReturn) {
+    this.onReturn = onReturn;
+  }
+  items = [];
+  waiters = [];
+  finished = false;
+  failure = null;
+  push(item) {
+    if (this.finished) return;
+    const waiter = this.waiters.shift();
+    if (waiter) waiter.resolve({ value: item, done: false });
+    else this.items.push(item);
+  }
+  /** Ends the iteration; with `error`, the consumer's next `next()` after the queue drains throws it. */
+  end(error) {
+    if (this.finished) return;
+    this.finished = true;
+    if (error !== void 0) this.failure = { error };
+    const waiters = this.waiters.splice(0);
+    for (const [i, waiter] of waiters.entries()) {
+      if (this.failure && i === 0) waiter.reject(this.failure.error);
+      else waiter.resolve({ value: void 0, done: true });
+    }
+    if (waiters.length > 0) this.failure = null;
+  }
+  get size() {
+    return this.items.length;
+  }
+  next() {
+    if (this.items.length > 0) return Promise.resolve({ value: this.items.shift(), done: false });
+    if (this.finished) {
+      if (this.failure) {
+        const { error } = this.failure;
+        this.failure = null;
+        return Promise.reject(error);
+      }
+      return Promise.resolve({ value: void 0, done: true });
+    }
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+  }
+  return() {
+    this.items.length = 0;
+    this.failure = null;
+    this.end();
+    this.onReturn(this);
+    return Promise.resolve({ value: void 0, done: true });
+  }
+  [Symbol.asyncIterator]() {
+    return this;
+  }
+};
+
+// ../../clients/js/src/room.ts
+function sortMembers(members) {
+  return [...members].sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
+var MAX_BUFFERED = 1e4;
+var Room = class {
+  /** @internal Use `client.room(name)`. */
+  constructor(host, name, options, onListenerError) {
+    this.host = host;
+    this.name = name;
+    this.emitter = new Emitter((err) => onListenerError(err));
+    if (options.cursor) {
+      const { seq } = options.cursor;
+      if (!Number.isSafeInteger(seq) || seq < 0) throw new TypeError("cursor.seq must be a non-negative integer");
+      this.seq = seq;
+      this.epoch = options.cursor.epoch ?? null;
+    } else {
+      this.seq = null;
+      this.epoch = null;
+    }
+    if (options.rewind !== void 0 && (!Number.isSafeInteger(options.rewind) || options.rewind < 0)) {
+      throw new TypeError("rewind must be a non-negative integer");
+    }
+    this.rewind = options.rewind;
+    this.withPresence = options.presence === true;
+  }
+  name;
+  emitter;
+  eventChannels = /* @__PURE__ */ new Set();
+  updateChannels = /* @__PURE__ */ new Set();
+  epoch;
+  /** Last delivered seq; `null` while unknown (a `rewind` start before its first event). */
+  seq;
+  rewind;
+  withPresence;
+  memberList = [];
+  wire = "idle";
+  closed = false;
+  subscribedHead = 0;
+  subscribedEpoch = "";
+  /** `subscribed` named another epoch than our cursor's: a `reset` must come before anything else. */
+  awaitingReset = false;
+  subscribeAttempts = 0;
+  subscribeRetry = null;
+  buffer = /* @__PURE__ */ new Map();
+  healing = false;
+  healGen = 0;
+  healTarget = 0;
+  /** Counters, for tests and diagnostics. */
+  stats = { delivered: 0, duplicatesDropped: 0, gapsHealed: 0, resyncs: 0, resets: 0, historyReads: 0, historyFailures: 0 };
+  // ---------------------------------------------------------------- public API
+  /** The cursor to persist and resume from: `null` until the start position is known. */
+  get cursor() {
+    return this.seq === null ? null : { epoch: this.epoch, seq: this.seq };
+  }
+  /** `true` once `unsubscribe()` was called. */
+  get isClosed() {
+    return this.closed;
+  }
+  /** Whether the room is subscribed on the current socket (`subscribed` received). */
+  get isSubscribed() {
+    return this.wire === "active";
+  }
+  on(event, listener) {
+    return this.emitter.on(event, listener);
+  }
+  once(event, listener) {
+    return this.emitter.once(event, listener);
+  }
+  off(event, listener) {
+    this.emitter.off(event, listener);
+  }
+  /**
+   * Iterates the room's events from now on. Each iterator has its own
+   * unbounded queue; `break` out of the loop to release it. Ends when the
+   * room is unsubscribed or the client closed, and throws the error of a
+   * terminal close (4001, 4003, 1008, 1009).
+   */
+  [Symbol.asyncIterator]() {
+    const channel = new Channel((c) => this.eventChannels.delete(c));
+    if (this.closed) channel.end();
+    else this.eventChannels.add(channel);
+    return channel;
+  }
+  /** Like iterating the room, but resets come through too, in order with the events. */
+  updates() {
+    const channel = new Channel((c) => this.updateChannels.delete(c));
+    if (this.closed) channel.end();
+    else this.updateChannels.add(channel);
+    return channel;
+  }
+  /** Whether this subscription is in the room's presence (`presence: true`). */
+  get hasPresence() {
+    return this.withPresence;
+  }
+  /**
+   * The member list of a `presence: true` subscription as last received
+   * (sorted by `id`; empty before the first `presence` frame and for other rooms).
+   */
+  get members() {
+    return this.memberList.map((m) => ({ ...m }));
+  }
+  /**
+   * Asks the server for the room's members (`{"type":"presence","room"}`; needs
+   * the `presence` grant, not `presence: true`). See `HubcastClient.presence`.
+   */
+  presence() {
+    return this.host.requestPresence(this.name);
+  }
+  /** Publishes to this room; see `HubcastClient.publish`. */
+  publish(data, options) {
+    return this.host.publish(this.name, data, options);
+  }
+  /** Stops the subscription. Listeners get nothing more; iterators end. */
+  unsubscribe() {
+    if (this.closed) return;
+    const onServer = this.wire === "subscribing" || this.wire === "active" || this.wire === "resyncing";
+    this.closed = true;
+    this.cancelHeal();
+    this.clearSubscribeRetry();
+    this.wire = "idle";
+    this.endIterators();
+    this.host.removeRoom(this, onServer);
+  }
+  // ---------------------------------------------------------- client → room
+  /** @internal The socket opened (or an earlier unsubscribe of this name finished): subscribe. */
+  subscribeNow() {
+    if (this.closed || !this.host.isOpen()) return;
+    if (this.wire === "subscribing" || this.wire === "active" || this.wire === "resyncing") return;
+    if (this.host.isDraining(this.name)) {
+      this.wire = "waiting";
+      return;
+    }
+    const frame = { type: "subscribe", room: this.name };
+    if (this.seq !== null) {
+      frame.cursor = this.seq;
+      if (this.epoch !== null) frame.epoch = this.epoch;
+    } else if (this.rewind !== void 0) {
+      frame.rewind = this.rewind;
+    }
+    if (this.withPresence) frame.presence = true;
+    if (this.host.send(frame)) this.wire = "subscribing";
+  }
+  /** @internal The socket closed: the next connection resubscribes from the cursor. */
+  socketClosed() {
+    this.wire = "idle";
+    this.awaitingReset = false;
+    this.clearSubscribeRetry();
+    this.cancelHeal();
+  }
+  /** @internal The client was closed (`error` set for a terminal close code). */
+  clientClosed(error) {
+    this.socketClosed();
+    this.endIterators(error);
+  }
+  /** @internal */
+  onSubscribed(epoch, head) {
+    if (this.closed || this.wire !== "subscribing") return;
+    this.wire = "active";
+    this.subscribeAttempts = 0;
+    this.subscribedHead = head;
+    this.subscribedEpoch = epoch;
+    this.awaitingReset = this.seq !== null && this.epoch !== null && epoch !== this.epoch;
+    if (this.epoch === null) this.epoch = epoch;
+    if (this.seq === null && this.rewind === void 0) this.seq = head;
+    this.emitter.emit("subscribed", { room: this.name, epoch, head });
+  }
+  /** @internal */
+  onReset(epoch, earliest) {
+    if (this.closed || this.wire !== "active") return;
+    const previous = this.cursor;
+    this.cancelHeal();
+    this.awaitingReset = false;
+    this.epoch = epoch;
+    this.seq = this.subscribedHead;
+    this.stats.resets += 1;
+    const reset = { room: this.name, epoch, earliest, head: this.subscribedHead, previous };
+    this.emitter.emit("reset", reset);
+    for (const channel of this.updateChannels) channel.push({ type: "reset", reset });
+  }
+  /** @internal */
+  onEvent(event) {
+    if (this.closed || this.wire !== "active") return;
+    if (this.awaitingReset) this.onReset(this.epochOfSubscription(), null);
+    this.offer(event, "socket");
+  }
+  /** @internal */
+  onCaughtUp(seq) {
+    if (this.closed || this.wire !== "active") return;
+    if (this.awaitingReset) this.onReset(this.epochOfSubscription(), null);
+    if (this.seq === null) this.seq = seq;
+    else if (seq > this.seq) this.requestHeal(seq);
+    this.emitter.emit("caught_up", { room: this.name, seq });
+  }
+  /** @internal A `presence` frame: the full member list (for a presence subscription). */
+  onPresence(members) {
+    if (this.closed || !this.withPresence || this.wire !== "active") return;
+    this.memberList = sortMembers(members);
+    this.emitter.emit("presence", { room: this.name, members: this.members });
+  }
+  /** @internal A `join` or `leave` frame. */
+  onMembership(kind, member) {
+    if (this.closed || !this.withPresence || this.wire !== "active") return;
+    const rest = this.memberList.filter((m) => m.id !== member.id);
+    this.memberList = kind === "join" ? sortMembers([...rest, member]) : rest;
+    this.emitter.emit(kind, { room: this.name, member: { ...member }, members: this.members });
+  }
+  /** @internal `unsubscribed` (or `not_subscribed`) for this room. */
+  onUnsubscribed() {
+    if (this.closed) return;
+    if (this.wire === "resyncing") {
+      this.wire = "idle";
+      this.subscribeNow();
+    }
+  }
+  /** @internal An `error` frame about this room's subscription. */
+  onSubscriptionError(code, message) {
+    if (this.closed) return;
+    const error = new HubcastError(code, message, { room: this.name });
+    switch (code) {
+      case "already_subscribed":
+        if (this.wire === "subscribing") {
+          this.wire = "active";
+          this.resync();
+        }
+        break;
+      case "not_subscribed":
+        this.onUnsubscribed();
+        return;
+      // expected while resyncing; not worth an error
+      case "store_unavailable":
+      case "over_capacity":
+      case "rate_limited":
+        if (this.wire === "subscribing" || this.wire === "active") {
+          this.wire = "idle";
+          this.cancelHeal();
+          const delay = this.host.retryDelay(this.subscribeAttempts++);
+          this.clearSubscribeRetry();
+          this.subscribeRetry = setTimeout(() => {
+            this.subscribeRetry = null;
+            this.subscribeNow();
+          }, delay);
+        }
+        break;
+      default:
+        if (this.wire === "subscribing" || this.wire === "active" || this.wire === "resyncing") {
+          this.wire = "failed";
+          this.cancelHeal();
+        }
+    }
+    this.emitError(error);
+  }
+  /** @internal Periodic reconciliation: read the history after the cursor and deliver what the socket missed. */
+  reconcile() {
+    if (this.closed || this.seq === null) return;
+    if (this.wire === "subscribing" || this.wire === "resyncing" || this.wire === "waiting") return;
+    this.requestHeal("probe");
+  }
+  // ----------------------------------------------------------------- delivery
+  /** The epoch of the current subscription, for a reset the server should have sent but did not. */
+  epochOfSubscription() {
+    return this.subscribedEpoch;
+  }
+  /** Delivers `event` if it is the next one, drops it if already delivered, keeps it if it is ahead. */
+  offer(event, source) {
+    if (this.seq === null) {
+      if (source === "socket") {
+        this.deliver(event);
+        this.drain();
+      }
+      return;
+    }
+    if (event.seq <= this.seq) {
+      this.stats.duplicatesDropped += 1;
+      return;
+    }
+    if (event.seq === this.seq + 1) {
+      this.deliver(event);
+      this.drain();
+      return;
+    }
+    if (this.buffer.size < MAX_BUFFERED) this.buffer.set(event.seq, event);
+    this.requestHeal(event.seq - 1);
+  }
+  deliver(wire) {
+    this.seq = wire.seq;
+    this.stats.delivered += 1;
+    const event = { room: this.name, seq: wire.seq, ts: wire.ts, data: wire.data, epoch: this.epoch };
+    this.emitter.emit("event", event);
+    for (const channel of this.eventChannels) channel.push(event);
+    for (const channel of this.updateChannels) channel.push({ type: "event", event });
+  }
+  /** Delivers buffered events that became contiguous; heals again if some are still ahead. */
+  drain() {
+    while (!this.closed && this.seq !== null && this.buffer.size > 0) {
+      const next = this.buffer.get(this.seq + 1);
+      if (!next) break;
+      this.buffer.delete(next.seq);
+      this.deliver(next);
+    }
+    if (this.seq === null || this.buffer.size === 0) return;
+    let lowest = Infinity;
+    for (const seq of this.buffer.keys()) {
+      if (seq <= this.seq) this.buffer.delete(seq);
+      else lowest = Math.min(lowest, seq);
+    }
+    if (lowest !== Infinity) this.requestHeal(lowest - 1);
+  }
+  /** Makes sure everything through `target` gets delivered (`'probe'`: through the head the history route reports). */
+  requestHeal(target) {
+    if (target !== "probe") this.healTarget = Math.max(this.healTarget, target);
+    if (this.healing || this.closed) return;
+    if (this.wire === "subscribing" || this.wire === "resyncing" || this.wire === "waiting") return;
+    this.healing = true;
+    const gen = ++this.healGen;
+    void this.heal(gen, target === "probe");
+  }
+  cancelHeal() {
+    this.healGen += 1;
+    this.healing = false;
+    this.healTarget = 0;
+    this.buffer.clear();
+  }
+  /** Reads the history route after the cursor until `healTarget` is delivered. */
+  async heal(gen, probe) {
+    let outcome = "done";
+    let failure = null;
+    const startSeq = this.seq;
+    try {
+      for (; ; ) {
+        const after = this.seq;
+        if (after === null || !probe && after >= this.healTarget) break;
+        const limit = probe ? this.host.historyPageSize : Math.max(1, Math.min(this.host.historyPageSize, this.healTarget - after));
+        const page = await this.host.fetchHistory(this.name, after, limit);
+        this.stats.historyReads += 1;
+        if (gen !== this.healGen) return;
+        const current = this.seq;
+        if (this.epoch === null && page.epoch !== null) this.epoch = page.epoch;
+        if (page.epoch !== this.epoch && !(page.epoch === null && current === 0)) {
+          outcome = "resync";
+          break;
+        }
+        if (current + 1 < page.earliest) {
+          outcome = "resync";
+          break;
+        }
+        for (const event of page.events) {
+          this.offer(event, "history");
+          if (gen !== this.healGen) return;
+        }
+        if (probe) {
+          probe = false;
+          this.healTarget = Math.max(this.healTarget, page.head);
+        }
+        const now = this.seq;
+        if (now >= this.healTarget) break;
+        if (now === current) {
+          outcome = "resync";
+          break;
+        }
+      }
+    } catch (err) {
+      this.stats.historyFailures += 1;
+      if (gen !== this.healGen) return;
+      failure = err;
+    }
+    if (gen !== this.healGen) return;
+    this.healing = false;
+    if (failure !== null) {
+      const needed = this.buffer.size > 0 || this.seq !== null && this.healTarget > this.seq;
+      if (!needed) {
+        this.healTarget = 0;
+        return;
+      }
+      this.emitError(
+        failure instanceof HubcastError && failure.code === "history_unavailable" ? failure : new HubcastError("history_unavailable", `history of ${this.name} could not be read: ${String(failure)}`, {
+          room: this.name,
+          cause: failure
+        })
+      );
+      this.resync();
+      return;
+    }
+    if (outcome === "resync") {
+      this.resync();
+      return;
+    }
+    if (this.seq !== startSeq) this.stats.gapsHealed += 1;
+    this.healTarget = 0;
+    this.drain();
+  }
+  /** Restarts the subscription from the cursor: `unsubscribe`, then `subscribe` with the cursor on `unsubscribed`. */
+  resync() {
+    this.cancelHeal();
+    this.stats.resyncs += 1;
+    if (this.wire !== "active" || !this.host.isOpen()) return;
+    if (this.host.send({ type: "unsubscribe", room: this.name })) this.wire = "resyncing";
+  }
+  clearSubscribeRetry() {
+    if (this.subscribeRetry !== null) {
+      clearTimeout(this.subscribeRetry);
+      this.subscribeRetry = null;
+    }
+  }
+  emitError(error) {
+    this.emitter.emit("error", error);
+    this.host.reportError(error);
+  }
+  endIterators(error) {
+    for (const channel of this.eventChannels) channel.end(error);
+    for (const channel of this.updateChannels) channel.end(error);
+    this.eventChannels.clear();
+    this.updateChannels.clear();
+  }
+};
+
+// ../../clients/js/src/client.ts
+var OPEN = 1;
+var MAX_ID_BYTES = 128;
+var RETRYABLE_PUBLISH_ERRORS = /* @__PURE__ */ new Set(["store_unavailable", "shutting_down", "over_capacity", "rate_limited", "token_expired"]);
+function deriveUrls(url) {
+  const loc = globalThis.location;
+  const base = new URL(url, loc?.href);
+  let ws;
+  let http;
+  switch (base.protocol) {
+    case "ws:":
+    case "http:":
+      ws = "ws:";
+      http = "http:";
+      break;
+    case "wss:":
+    case "https:":
+      ws = "wss:";
+      http = "https:";
+      break;
+    default:
+      throw new TypeError(`unsupported URL scheme ${base.protocol} (use http(s):// or ws(s)://)`);
+  }
+  let path = base.pathname.replace(/\/+$/, "");
+  if (path.endsWith("/v1/ws")) path = path.slice(0, -"/v1/ws".length);
+  return { ws: `${ws}//${base.host}${path}/v1/ws`, http: `${http}//${base.host}${path}` };
+}
+function utf8Length(text) {
+  return new TextEncoder().encode(text).length;
+}
+function newId() {
+  const bytes = new Uint8Array(16);
+  const crypto = globalThis.crypto;
+  if (crypto?.getRandomValues) crypto.getRandomValues(bytes);
+  else for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+  let id = "";
+  for (const b of bytes) id += b.toString(16).padStart(2, "0");
+  return id;
+}
+function isInteger(value) {
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
+}
+var HubcastClient = class {
+  emitter;
+  WS;
+  fetchImpl;
+  urls;
+  backoff;
+  heartbeat;
+  random;
+  options;
+  currentState = "idle";
+  ws = null;
+  /** Incremented for every connection attempt; callbacks of older attempts are ignored. */
+  generation = 0;
+  welcomed = false;
+  failedAttempts = 0;
+  sessionId = null;
+  /** The last token `getToken` returned. */
+  token = null;
+  refreshing = null;
+  reconnectTimer = null;
+  connectTimer = null;
+  reconcileTimer = null;
+  heartbeatTimer = null;
+  lastFrameAt = 0;
+  framesReceived = 0;
+  ping = null;
+  /** Token bucket pacing socket publishes (`maxPublishesPerSecond`). */
+  publishBudget = 0;
+  publishBudgetAt = -1;
+  pumpTimer = null;
+  rooms = /* @__PURE__ */ new Map();
+  /** Room names whose `unsubscribe` is still in flight on the current socket. */
+  draining = /* @__PURE__ */ new Set();
+  pending = /* @__PURE__ */ new Map();
+  /** Presence requests waiting for a `presence` frame, per room; `sent`: asked on the current socket. */
+  presenceRequests = /* @__PURE__ */ new Map();
+  host;
+  constructor(options) {
+    if (!options || typeof options.url !== "string") throw new TypeError("options.url is required");
+    this.options = options;
+    this.urls = deriveUrls(options.url);
+    this.WS = options.WebSocket ?? globalThis.WebSocket;
+    const userFetch = options.fetch;
+    this.fetchImpl = (url, init) => {
+      const f = userFetch ?? globalThis.fetch;
+      if (!f) return Promise.reject(new TypeError("no fetch available: pass the `fetch` option"));
+      return f(url, init);
+    };
+    this.random = options.random ?? Math.random;
+    this.backoff = options.reconnect === false ? null : {
+      minDelayMs: options.reconnect?.minDelayMs ?? 250,
+      maxDelayMs: options.reconnect?.maxDelayMs ?? 3e4,
+      tryAgainLaterMs: options.reconnect?.tryAgainLaterMs ?? 5e3
+    };
+    this.heartbeat = options.heartbeat === false ? null : { intervalMs: options.heartbeat?.intervalMs ?? 1e4, timeoutMs: options.heartbeat?.timeoutMs ?? 5e3 };
+    this.emitter = new Emitter((err, event) => {
+      if (event !== "error") this.reportListenerError(err);
+    });
+    const client = this;
+    this.host = {
+      send: (frame) => this.sendFrame(frame),
+      isOpen: () => this.currentState === "open",
+      isDraining: (room) => this.draining.has(room),
+      fetchHistory: (room, after, limit) => this.fetchHistory(room, after, limit),
+      get historyPageSize() {
+        return client.options.historyPageSize ?? 1e3;
+      },
+      retryDelay: (attempt) => backoffDelay(attempt, this.backoff ?? { minDelayMs: 250, maxDelayMs: 3e4, tryAgainLaterMs: 0 }, this.random),
+      reportError: (err) => this.emitter.emit("error", err),
+      removeRoom: (room, onServer) => this.removeRoom(room, onServer),
+      publish: (room, data, opts) => this.publish(room, data, opts),
+      requestPresence: (room) => this.presence(room)
+    };
+  }
+  // ---------------------------------------------------------------- public API
+  /** The connection state: `idle` → `connecting` → `open` ⇄ `reconnecting` … → `closed`. */
+  get state() {
+    return this.currentState;
+  }
+  /** The server's id of the current session, once `welcome` arrived. */
+  get session() {
+    return this.sessionId;
+  }
+  /** Number of publishes waiting for an ack. */
+  get pendingPublishes() {
+    return this.pending.size;
+  }
+  on(event, listener) {
+    return this.emitter.on(event, listener);
+  }
+  once(event, listener) {
+    return this.emitter.once(event, listener);
+  }
+  off(event, listener) {
+    this.emitter.off(event, listener);
+  }
+  /**
+   * The subscription to `name`, created on first use (options apply then).
+   * Subscribes at once when connected, else as soon as the socket opens.
+   */
+  room(name, options = {}) {
+    if (!isValidRoomName(name)) throw new HubcastError("invalid_room", `invalid room name ${JSON.stringify(name)}`);
+    const existing = this.rooms.get(name);
+    if (existing) return existing;
+    const room = new Room(this.host, name, options, (err) => this.reportListenerError(err));
+    this.rooms.set(name, room);
+    if (this.currentState === "idle" && this.options.autoConnect !== false) this.connect();
+    else if (this.currentState === "open") room.subscribeNow();
+    return room;
+  }
+  /**
+   * Asks the server for `room`'s presence members (sorted by `id`). Needs the
+   * token's `presence` grant for the room, not a subscription. Queued while
+   * offline and asked again after a reconnect; resolves with the next
+   * `presence` frame of the room, fails with the server's error (`forbidden`)
+   * or `closed`.
+   */
+  presence(room) {
+    if (!isValidRoomName(room)) return Promise.reject(new HubcastError("invalid_room", `invalid room name ${JSON.stringify(room)}`, { room }));
+    return new Promise((resolve, reject) => {
+      let entry = this.presenceRequests.get(room);
+      if (!entry) {
+        entry = { sent: false, waiters: [] };
+        this.presenceRequests.set(room, entry);
+      }
+      entry.waiters.push({ resolve, reject });
+      if (this.currentState === "idle" && this.options.autoConnect !== false) this.connect();
+      else this.sendPresenceRequests();
+    });
+  }
+  /** Connects (or reconnects now, skipping a pending backoff). Also restarts a client that was closed. */
+  connect() {
+    if (this.currentState === "connecting" || this.currentState === "open") return;
+    this.clearReconnectTimer();
+    this.startReconcile();
+    void this.openSocket();
+  }
+  /**
+   * Publishes `data` to `room` over the socket. Resolves with the seq once
+   * the server acknowledged it (durably appended). Queued while offline and
+   * resent after every reconnect with the same `id`, which the server uses as
+   * the idempotency key, so it is appended at most once. Rejects with a
+   * {@link HubcastError}: `conflict` (with `head`) when `expectedSeq` was not the
+   * head, `too_large`, `queue_full`, `timeout`, `closed`, or the terminal close.
+   */
+  publish(room, data, options = {}) {
+    if (!isValidRoomName(room)) {
+      return Promise.reject(new HubcastError("invalid_room", `invalid room name ${JSON.stringify(room)}`, { room }));
+    }
+    const id = options.id ?? newId();
+    if (typeof id !== "string" || id.length === 0 || utf8Length(id) > MAX_ID_BYTES) {
+      return Promise.reject(new HubcastError("bad_request", `publish id must be 1 to ${MAX_ID_BYTES} bytes`, { room }));
+    }
+    const existing = this.pending.get(id);
+    if (existing) return existing.promise;
+    if (this.currentState === "closed") {
+      return Promise.reject(new HubcastError("closed", "the client is closed", { room, id }));
+    }
+    if (options.expectedSeq !== void 0 && !isInteger(options.expectedSeq)) {
+      return Promise.reject(new HubcastError("bad_request", "expectedSeq must be a non-negative integer", { room, id }));
+    }
+    let json;
+    try {
+      json = JSON.stringify(data);
+    } catch (err) {
+      return Promise.reject(new HubcastError("bad_request", `data is not JSON-serializable: ${String(err)}`, { room, id }));
+    }
+    if (json === void 0) {
+      return Promise.reject(new HubcastError("bad_request", "data is not JSON-serializable", { room, id }));
+    }
+    const maxBytes = this.options.maxEventBytes ?? 1024 * 1024;
+    if (utf8Length(json) > maxBytes) {
+      return Promise.reject(new HubcastError("too_large", `data is larger than ${maxBytes} bytes`, { room, id }));
+    }
+    if (this.pending.size >= (this.options.maxQueuedPublishes ?? 1e3)) {
+      return Promise.reject(new HubcastError("queue_full", "too many publishes waiting for an ack", { room, id }));
+    }
+    let frame = `{"type":"publish","id":${JSON.stringify(id)},"room":${JSON.stringify(room)},"data":${json}`;
+    if (options.expectedSeq !== void 0) frame += `,"expected_seq":${options.expectedSeq}`;
+    frame += "}";
+    let resolve;
+    let reject;
+    const promise = new Promise((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    const entry = {
+      id,
+      room,
+      frame,
+      resolve,
+      reject,
+      promise,
+      sentOn: 0,
+      attempts: 0,
+      retryTimer: null,
+      timeoutTimer: null
+    };
+    this.pending.set(id, entry);
+    const timeoutMs = options.timeoutMs ?? this.options.publishTimeoutMs ?? 0;
+    if (timeoutMs > 0) {
+      entry.timeoutTimer = setTimeout(() => {
+        this.settlePublish(
+          entry,
+          new HubcastError("timeout", `publish ${id} was not acknowledged within ${timeoutMs} ms; it may still be appended: retry with the same id to find out`, { room, id })
+        );
+      }, timeoutMs);
+    }
+    if (this.currentState === "idle" && this.options.autoConnect !== false) this.connect();
+    else this.pumpPublishes();
+    return promise;
+  }
+  /**
+   * Gets a fresh token from `getToken` and hands it to the open session in
+   * an `auth` message (the client does this by itself on `token_expired`).
+   * Resolves with the new token, or `null` if there is none.
+   */
+  refreshToken() {
+    if (!this.options.getToken) return Promise.resolve(null);
+    if (this.refreshing) return this.refreshing;
+    this.refreshing = (async () => {
+      try {
+        const token = await this.options.getToken() ?? null;
+        this.token = token;
+        if (token) this.sendFrame({ type: "auth", token });
+        return token;
+      } catch (err) {
+        this.emitter.emit("error", new HubcastError("token_error", `getToken failed: ${String(err)}`, { cause: err }));
+        return null;
+      } finally {
+        this.refreshing = null;
+      }
+    })();
+    return this.refreshing;
+  }
+  /** Closes the socket for good: pending publishes fail with `closed`, iterators end. `connect()` starts again. */
+  close() {
+    if (this.currentState === "closed" && this.ws === null) return;
+    this.teardownSocket(1e3, "client closed");
+    this.welcomed = false;
+    this.sessionId = null;
+    this.draining.clear();
+    this.stopReconcile();
+    this.clearReconnectTimer();
+    for (const room of this.rooms.values()) room.clientClosed();
+    this.rejectAllPublishes(new HubcastError("closed", "the client was closed"));
+    this.rejectPresenceRequests(new HubcastError("closed", "the client was closed"));
+    this.setState("closed", { code: 1e3, reason: "client closed" });
+  }
+  // ------------------------------------------------------------- connection
+  async openSocket() {
+    const gen = ++this.generation;
+    this.setState("connecting");
+    let token;
+    if (this.options.getToken) {
+      try {
+        token = await this.options.getToken();
+        this.token = token ?? null;
+      } catch (err) {
+        if (gen !== this.generation || this.currentState !== "connecting") return;
+        this.emitter.emit("error", new HubcastError("token_error", `getToken failed: ${String(err)}`, { cause: err }));
+        this.afterDisconnect(LOCAL_ABNORMAL, "getToken failed", false);
+        return;
+      }
+      if (gen !== this.generation || this.currentState !== "connecting") return;
+    }
+    if (!this.WS) {
+      const err = new HubcastError(
+        "closed",
+        'no WebSocket implementation: pass the `WebSocket` option (e.g. `import WebSocket from "ws"` on Node 20)'
+      );
+      this.emitter.emit("error", err);
+      this.stopReconcile();
+      this.setState("closed", { error: err });
+      return;
+    }
+    const url = token && this.options.sendTokenAs !== "message" ? `${this.urls.ws}?token=${encodeURIComponent(token)}` : this.urls.ws;
+    let ws;
+    try {
+      ws = new this.WS(url);
+    } catch (err) {
+      this.emitter.emit("error", new HubcastError("closed", `cannot open a WebSocket to ${url}: ${String(err)}`, { cause: err }));
+      this.afterDisconnect(LOCAL_ABNORMAL, "WebSocket constructor threw", false);
+      return;
+    }
+    this.ws = ws;
+    this.welcomed = false;
+    ws.onopen = () => {
+      if (this.ws === ws) this.onOpen();
+    };
+    ws.onmessage = (ev) => {
+      if (this.ws === ws) this.onMessage(ev.data);
+    };
+    ws.onclose = (ev) => {
+      if (this.ws === ws) this.onSocketClose(typeof ev.code === "number" ? ev.code : LOCAL_ABNORMAL, ev.reason ?? "");
+    };
+    ws.onerror = () => {
+    };
+    const connectTimeoutMs = this.options.connectTimeoutMs ?? 1e4;
+    if (connectTimeoutMs > 0) {
+      this.connectTimer = setTimeout(() => {
+        this.connectTimer = null;
+        if (this.ws === ws && this.currentState === "connecting") {
+          this.teardownSocket(4e3, "connect timeout");
+          this.socketGone(LOCAL_ABNORMAL, "connect timeout");
+        }
+      }, connectTimeoutMs);
+    }
+  }
+  onOpen() {
+    this.clearConnectTimer();
+    this.draining.clear();
+    this.setState("open");
+    this.startHeartbeat();
+    if (this.options.sendTokenAs === "message" && this.token) this.sendFrame({ type: "auth", token: this.token });
+    for (const room of this.rooms.values()) room.subscribeNow();
+    this.sendPresenceRequests();
+    this.pumpPublishes();
+  }
+  /** Sends one `presence` request per room with waiters not yet asked on this socket. */
+  sendPresenceRequests() {
+    if (this.currentState !== "open") return;
+    for (const [room, entry] of this.presenceRequests) {
+      if (!entry.sent && this.sendFrame({ type: "presence", room })) entry.sent = true;
+    }
+  }
+  rejectPresenceRequests(error, room) {
+    for (const [name, entry] of [...this.presenceRequests]) {
+      if (room !== void 0 && name !== room) continue;
+      this.presenceRequests.delete(name);
+      for (const waiter of entry.waiters) waiter.reject(error);
+    }
+  }
+  onSocketClose(code, reason) {
+    this.teardownSocket();
+    this.socketGone(code, reason);
+  }
+  /** Detaches the current socket (closing it with `code` if given). */
+  teardownSocket(code, reason) {
+    this.clearConnectTimer();
+    this.stopHeartbeat();
+    if (this.pumpTimer !== null) {
+      clearTimeout(this.pumpTimer);
+      this.pumpTimer = null;
+    }
+    const ws = this.ws;
+    this.ws = null;
+    if (!ws) return;
+    ws.onopen = null;
+    ws.onmessage = null;
+    ws.onclose = null;
+    ws.onerror = null;
+    if (code !== void 0) {
+      try {
+        ws.close(code, reason);
+      } catch {
+      }
+    }
+  }
+  /** The socket is gone: reset per-socket state, then reconnect or stop. */
+  socketGone(code, reason) {
+    const welcomed = this.welcomed;
+    this.welcomed = false;
+    this.sessionId = null;
+    this.draining.clear();
+    for (const room of this.rooms.values()) room.socketClosed();
+    for (const entry of this.pending.values()) entry.sentOn = 0;
+    for (const entry of this.presenceRequests.values()) entry.sent = false;
+    this.afterDisconnect(code, reason, welcomed);
+  }
+  afterDisconnect(code, reason, welcomed) {
+    if (this.currentState === "closed") return;
+    this.failedAttempts = welcomed ? 0 : this.failedAttempts + 1;
+    if (TERMINAL_CLOSE_CODES.has(code)) {
+      const error = new HubcastError(terminalErrorCode(code), `connection closed with ${code}${reason ? `: ${reason}` : ""}; not retrying`, {
+        closeCode: code
+      });
+      this.stopReconcile();
+      for (const room of this.rooms.values()) room.clientClosed(error);
+      this.rejectAllPublishes(error);
+      this.rejectPresenceRequests(error);
+      this.emitter.emit("error", error);
+      this.setState("closed", { code, reason, error });
+      return;
+    }
+    if (!this.backoff) {
+      this.stopReconcile();
+      for (const room of this.rooms.values()) room.clientClosed();
+      this.rejectAllPublishes(new HubcastError("closed", "connection closed and reconnect is disabled", { closeCode: code }));
+      this.rejectPresenceRequests(new HubcastError("closed", "connection closed and reconnect is disabled", { closeCode: code }));
+      this.setState("closed", { code, reason });
+      return;
+    }
+    const decision = decideReconnect(code, this.failedAttempts, welcomed, this.backoff, this.random);
+    if (!decision.retry) return;
+    this.setState("reconnecting", { code, reason, delayMs: decision.delayMs, attempt: this.failedAttempts });
+    this.clearReconnectTimer();
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      if (this.currentState === "reconnecting") void this.openSocket();
+    }, decision.delayMs);
+  }
+  setState(state, detail = {}) {
+    const previous = this.currentState;
+    this.currentState = state;
+    const change = { state, previous, ...detail };
+    this.emitter.emit("state", change);
+    this.emitter.emit(state, change);
+  }
+  sendFrame(frame) {
+    const ws = this.ws;
+    if (!ws || this.currentState !== "open" || ws.readyState !== OPEN) return false;
+    try {
+      ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+  // --------------------------------------------------------------- messages
+  onMessage(raw) {
+    this.lastFrameAt = Date.now();
+    this.framesReceived += 1;
+    if (typeof raw !== "string") {
+      this.protocolViolation("a binary frame");
+      return;
+    }
+    let frame;
+    try {
+      const parsed = JSON.parse(raw);
+      if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw new Error("not an object");
+      frame = parsed;
+    } catch {
+      this.protocolViolation(`a frame that is not a JSON object: ${raw.slice(0, 100)}`);
+      return;
+    }
+    const room = typeof frame.room === "string" ? this.rooms.get(frame.room) : void 0;
+    switch (frame.type) {
+      case "welcome":
+        this.welcomed = true;
+        this.failedAttempts = 0;
+        this.sessionId = typeof frame.session === "string" ? frame.session : null;
+        this.emitter.emit("welcome", {
+          session: this.sessionId ?? "",
+          heartbeatMs: isInteger(frame.heartbeat_ms) ? frame.heartbeat_ms : 0
+        });
+        return;
+      case "subscribed":
+        if (typeof frame.epoch !== "string" || !isInteger(frame.head)) return this.protocolViolation("a malformed subscribed");
+        room?.onSubscribed(frame.epoch, frame.head);
+        return;
+      case "reset":
+        if (typeof frame.epoch !== "string") return this.protocolViolation("a malformed reset");
+        room?.onReset(frame.epoch, isInteger(frame.earliest) ? frame.earliest : null);
+        return;
+      case "event":
+        if (!isInteger(frame.seq) || !("data" in frame)) return this.protocolViolation("a malformed event");
+        room?.onEvent({ seq: frame.seq, ts: typeof frame.ts === "number" ? frame.ts : 0, data: frame.data });
+        return;
+      case "batch": {
+        if (!Array.isArray(frame.events)) return this.protocolViolation("a malformed batch");
+        for (const item of frame.events) {
+          const e = item;
+          if (e === null || typeof e !== "object" || !isInteger(e.seq) || !("data" in e)) {
+            this.protocolViolation("a malformed event in a batch");
+            continue;
+          }
+          room?.onEvent({ seq: e.seq, ts: typeof e.ts === "number" ? e.ts : 0, data: e.data });
+        }
+        return;
+      }
+      case "presence": {
+        const members = parseMembers(frame.members);
+        if (typeof frame.room !== "string" || members === null) return this.protocolViolation("a malformed presence");
+        const entry = this.presenceRequests.get(frame.room);
+        if (entry?.sent) {
+          this.presenceRequests.delete(frame.room);
+          for (const waiter of entry.waiters) waiter.resolve(members.map((m) => ({ ...m })));
+        }
+        room?.onPresence(members);
+        return;
+      }
+      case "join":
+      case "leave": {
+        const member = parseMember(frame.member);
+        if (member === null) return this.protocolViolation(`a malformed ${frame.type}`);
+        room?.onMembership(frame.type, member);
+        return;
+      }
+      case "caught_up":
+        if (!isInteger(frame.seq)) return this.protocolViolation("a malformed caught_up");
+        room?.onCaughtUp(frame.seq);
+        return;
+      case "unsubscribed":
+        this.onUnsubscribed(frame.room);
+        return;
+      case "ack":
+        this.onAck(frame);
+        return;
+      case "error":
+        this.onErrorFrame(frame);
+        return;
+      case "authenticated": {
+        const info = {};
+        if (typeof frame.sub === "string") info.sub = frame.sub;
+        if (typeof frame.exp === "number") info.exp = frame.exp;
+        this.emitter.emit("authenticated", info);
+        return;
+      }
+      case "pong":
+        return;
+      // liveness is recorded above, for every frame
+      default:
+        return;
+    }
+  }
+  onUnsubscribed(name) {
+    if (typeof name !== "string") return;
+    if (this.draining.delete(name)) {
+      this.rooms.get(name)?.subscribeNow();
+      return;
+    }
+    this.rooms.get(name)?.onUnsubscribed();
+  }
+  onAck(frame) {
+    if (typeof frame.id !== "string") return;
+    const entry = this.pending.get(frame.id);
+    if (!entry) return;
+    if (!isInteger(frame.seq)) return this.protocolViolation("a malformed ack");
+    this.settlePublish(entry, { id: entry.id, room: typeof frame.room === "string" ? frame.room : entry.room, seq: frame.seq });
+  }
+  onErrorFrame(frame) {
+    const code = typeof frame.code === "string" ? frame.code : "unknown";
+    const message = typeof frame.message === "string" ? frame.message : code;
+    const roomName = typeof frame.room === "string" ? frame.room : void 0;
+    if (typeof frame.id === "string") {
+      const entry = this.pending.get(frame.id);
+      if (entry) {
+        if (RETRYABLE_PUBLISH_ERRORS.has(code) && this.backoff) {
+          entry.sentOn = 0;
+          const delay = backoffDelay(entry.attempts++, this.backoff, this.random);
+          entry.retryTimer = setTimeout(() => {
+            entry.retryTimer = null;
+            this.pumpPublishes();
+          }, delay);
+          return;
+        }
+        const details2 = { room: entry.room, id: entry.id };
+        if (isInteger(frame.head)) details2.head = frame.head;
+        this.settlePublish(entry, new HubcastError(code, message, details2));
+        return;
+      }
+    }
+    if (code === "token_expired" && roomName === void 0 && frame.id === void 0) {
+      if (this.options.getToken) {
+        void this.refreshToken();
+        return;
+      }
+    }
+    if (roomName !== void 0 && frame.id === void 0 && code !== "not_subscribed" && this.presenceRequests.get(roomName)?.sent) {
+      this.rejectPresenceRequests(new HubcastError(code, message, { room: roomName }), roomName);
+      return;
+    }
+    if (roomName !== void 0) {
+      if (this.draining.has(roomName) && code === "not_subscribed") {
+        this.onUnsubscribed(roomName);
+        return;
+      }
+      const room = this.rooms.get(roomName);
+      if (room) {
+        room.onSubscriptionError(code, message);
+        return;
+      }
+    }
+    const details = {};
+    if (roomName !== void 0) details.room = roomName;
+    this.emitter.emit("error", new HubcastError(code, message, details));
+  }
+  protocolViolation(what) {
+    this.emitter.emit("error", new HubcastError("protocol_violation", `the server sent ${what}; ignored`));
+  }
+  // ----------------------------------------------------------------- publish
+  /**
+   * Sends the pending publishes not yet sent on this socket, in call order,
+   * at most `maxPublishesPerSecond` (bursts of as many): a queue flushed after
+   * a reconnect must not get the session closed for sending too fast (4008).
+   */
+  pumpPublishes() {
+    if (this.currentState !== "open" || this.pumpTimer !== null) return;
+    const rate = this.options.maxPublishesPerSecond ?? 100;
+    for (const entry of this.pending.values()) {
+      if (entry.retryTimer !== null || entry.sentOn === this.generation) continue;
+      if (rate > 0 && !this.takePublishToken(rate)) {
+        this.pumpTimer = setTimeout(() => {
+          this.pumpTimer = null;
+          this.pumpPublishes();
+        }, Math.ceil(1e3 / rate));
+        return;
+      }
+      if (!this.sendFrame(entry.frame)) return;
+      entry.sentOn = this.generation;
+    }
+  }
+  takePublishToken(rate) {
+    const now = Date.now();
+    this.publishBudget = this.publishBudgetAt < 0 ? rate : Math.min(rate, this.publishBudget + (now - this.publishBudgetAt) * rate / 1e3);
+    this.publishBudgetAt = now;
+    if (this.publishBudget < 1) return false;
+    this.publishBudget -= 1;
+    return true;
+  }
+  settlePublish(entry, outcome) {
+    if (this.pending.get(entry.id) !== entry) return;
+    this.pending.delete(entry.id);
+    if (entry.retryTimer !== null) clearTimeout(entry.retryTimer);
+    if (entry.timeoutTimer !== null) clearTimeout(entry.timeoutTimer);
+    if (outcome instanceof HubcastError) entry.reject(outcome);
+    else entry.resolve(outcome);
+  }
+  rejectAllPublishes(error) {
+    for (const entry of [...this.pending.values()]) {
+      const details = { room: entry.room, id: entry.id };
+      if (error.closeCode !== void 0) details.closeCode = error.closeCode;
+      this.settlePublish(entry, new HubcastError(error.code, error.message, details));
+    }
+  }
+  // ------------------------------------------------------------------- rooms
+  removeRoom(room, onServer) {
+    if (this.rooms.get(room.name) !== room) return;
+    this.rooms.delete(room.name);
+    if (onServer && this.currentState === "open") {
+      if (!this.draining.has(room.name)) {
+        this.draining.add(room.name);
+        this.sendFrame({ type: "unsubscribe", room: room.name });
+      }
+    }
+  }
+  async fetchHistory(room, after, limit) {
+    try {
+      return await this.fetchHistoryOnce(room, after, limit);
+    } catch (err) {
+      if (err instanceof HubcastError && err.status === 401 && this.options.getToken) {
+        await this.refreshToken();
+        return this.fetchHistoryOnce(room, after, limit);
+      }
+      throw err;
+    }
+  }
+  async fetchHistoryOnce(room, after, limit) {
+    const url = `${this.urls.http}/v1/rooms/${room}/events?after=${after}&limit=${limit}`;
+    const timeoutMs = this.options.historyTimeoutMs ?? 1e4;
+    const controller = typeof AbortController === "function" ? new AbortController() : null;
+    const timer = controller && timeoutMs > 0 ? setTimeout(() => controller.abort(), timeoutMs) : null;
+    try {
+      const init = { method: "GET" };
+      if (controller) init.signal = controller.signal;
+      if (this.token) init.headers = { authorization: `Bearer ${this.token}` };
+      const res = await this.fetchImpl(url, init);
+      let body = null;
+      try {
+        body = await res.json();
+      } catch {
+        body = null;
+      }
+      if (!res.ok) {
+        const b = body;
+        const code = typeof b?.error === "string" ? b.error : "history_unavailable";
+        throw new HubcastError("history_unavailable", `GET ${url}: ${res.status} ${code}${typeof b?.message === "string" ? `: ${b.message}` : ""}`, {
+          room,
+          status: res.status
+        });
+      }
+      return parseHistory(body, room, url);
+    } finally {
+      if (timer !== null) clearTimeout(timer);
+    }
+  }
+  startReconcile() {
+    const every = this.options.reconcileMs ?? 0;
+    if (every <= 0 || this.reconcileTimer !== null) return;
+    this.reconcileTimer = setInterval(() => {
+      for (const room of this.rooms.values()) room.reconcile();
+    }, every);
+  }
+  stopReconcile() {
+    if (this.reconcileTimer !== null) {
+      clearInterval(this.reconcileTimer);
+      this.reconcileTimer = null;
+    }
+  }
+  // --------------------------------------------------------------- heartbeat
+  startHeartbeat() {
+    this.lastFrameAt = Date.now();
+    this.ping = null;
+    if (this.heartbeat) this.scheduleHeartbeat(this.heartbeat.intervalMs);
+  }
+  stopHeartbeat() {
+    if (this.heartbeatTimer !== null) {
+      clearTimeout(this.heartbeatTimer);
+      this.heartbeatTimer = null;
+    }
+    this.ping = null;
+  }
+  scheduleHeartbeat(ms) {
+    if (this.heartbeatTimer !== null) clearTimeout(this.heartbeatTimer);
+    this.heartbeatTimer = setTimeout(() => {
+      this.heartbeatTimer = null;
+      this.heartbeatTick();
+    }, Math.max(0, ms));
+  }
+  /**
+   * Any frame counts as liveness. After `intervalMs` of silence a ping is sent;
+   * if nothing at all arrives within `timeoutMs` after it, the socket is
+   * abandoned and the client reconnects. So a dead connection is noticed at
+   * most `intervalMs + timeoutMs` after the last frame.
+   */
+  heartbeatTick() {
+    const hb = this.heartbeat;
+    if (!hb || !this.ws || this.currentState !== "open") return;
+    const now = Date.now();
+    if (this.ping !== null) {
+      if (this.framesReceived > this.ping.frames) {
+        this.ping = null;
+      } else {
+        const waited = now - this.ping.sentAt;
+        if (waited >= hb.timeoutMs) {
+          this.teardownSocket(4e3, "heartbeat timeout");
+          this.socketGone(LOCAL_HEARTBEAT_TIMEOUT, "heartbeat timeout (no frame from the server)");
+          return;
+        }
+        this.scheduleHeartbeat(hb.timeoutMs - waited);
+        return;
+      }
+    }
+    const idle = now - this.lastFrameAt;
+    if (idle >= hb.intervalMs) {
+      this.sendFrame({ type: "ping" });
+      this.ping = { sentAt: now, frames: this.framesReceived };
+      this.scheduleHeartbeat(hb.timeoutMs);
+    } else {
+      this.scheduleHeartbeat(hb.intervalMs - idle);
+    }
+  }
+  // ------------------------------------------------------------------ timers
+  clearReconnectTimer() {
+    if (this.reconnectTimer !== null) {
+      clearTimeout(this.reconnectTimer);
+      this.reconnectTimer = null;
+    }
+  }
+  clearConnectTimer() {
+    if (this.connectTimer !== null) {
+      clearTimeout(this.connectTimer);
+      this.connectTimer = null;
+    }
+  }
+  reportListenerError(err) {
+    this.emitter.emit(
+      "error",
+      new HubcastError("listener_error", `a listener threw: ${String(err)}`, { cause: err })
+    );
+  }
+};
+function parseHistory(body, room, url) {
+  const b = body;
+  const bad = () => new HubcastError("history_unavailable", `GET ${url}: unexpected answer`, { room });
+  if (!b || typeof b !== "object" || !Array.isArray(b.events) || !isInteger(b.head)) throw bad();
+  const events = [];
+  for (const e of b.events) {
+    if (!e || !isInteger(e.seq)) throw bad();
+    events.push({ seq: e.seq, ts: typeof e.ts === "number" ? e.ts : 0, data: e.data });
+  }
+  return {
+    epoch: typeof b.epoch === "string" ? b.epoch : null,
+    head: b.head,
+    earliest: isInteger(b.earliest) ? b.earliest : 1,
+    events
+  };
+}
+function parseMember(value) {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return null;
+  const v = value;
+  if (typeof v.id !== "string") return null;
+  const member = { id: v.id };
+  if ("info" in v && v.info !== void 0 && v.info !== null) member.info = v.info;
+  return member;
+}
+function parseMembers(value) {
+  if (!Array.isArray(value)) return null;
+  const members = [];
+  for (const item of value) {
+    const member = parseMember(item);
+    if (member === null) return null;
+    members.push(member);
+  }
+  return members;
+}
+
+// src/app.ts
+var SPARK_POINTS = 60;
+var COLORS = ["#2f6fed", "#e4572e", "#17a398", "#a259c4", "#f2a541"];
+var markets = /* @__PURE__ */ new Map();
+var series = /* @__PURE__ */ new Map();
+var quote = null;
+var $ = (id) => {
+  const el = document.getElementById(id);
+  if (!el) throw new Error(`missing #${id}`);
+  return el;
+};
+function cents(price) {
+  return `${(price * 100).toFixed(1)}\xA2`;
+}
+async function fetchMarkets() {
+  const res = await fetch("/demo/api/markets");
+  if (!res.ok) throw new Error(`markets: HTTP ${res.status}`);
+  const body = await res.json();
+  return body.markets;
+}
+async function fetchMarket(id) {
+  const res = await fetch(`/demo/api/markets/${encodeURIComponent(id)}`);
+  if (!res.ok) throw new Error(`market ${id}: HTTP ${res.status}`);
+  return await res.json();
+}
+function card(market) {
+  let el = document.querySelector(`.market[data-id="${CSS.escape(market.id)}"]`);
+  if (el) return el;
+  el = document.createElement("article");
+  el.className = "market";
+  el.dataset.id = market.id;
+  const title = document.createElement("h2");
+  title.textContent = market.title;
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  const body = document.createElement("div");
+  body.className = "body";
+  const list = document.createElement("ul");
+  list.className = "outcomes";
+  market.outcomes.forEach((name, i) => {
+    const li = document.createElement("li");
+    li.className = "outcome";
+    li.dataset.index = String(i);
+    const label = document.createElement("span");
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = COLORS[i % COLORS.length] ?? "#888";
+    label.append(swatch, name);
+    const price = document.createElement("span");
+    price.className = "price";
+    const buy = document.createElement("button");
+    buy.type = "button";
+    buy.className = "buy";
+    buy.textContent = "Buy";
+    buy.addEventListener("click", () => openTicket(market.id, i));
+    li.append(label, price, buy);
+    list.append(li);
+  });
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("class", "spark");
+  svg.setAttribute("viewBox", "0 0 240 70");
+  svg.setAttribute("preserveAspectRatio", "none");
+  body.append(list, svg);
+  el.append(title, meta, body);
+  $("markets").append(el);
+  return el;
+}
+function render(market, previous) {
+  const el = card(market);
+  el.dataset.version = String(market.version);
+  const meta = el.querySelector(".meta");
+  if (meta) meta.textContent = `version ${market.version} \xB7 volume ${market.volume.toFixed(2)} \xB7 b = ${market.liquidity}`;
+  el.querySelectorAll(".outcome").forEach((li) => {
+    const i = Number(li.dataset.index);
+    const price = market.prices[i] ?? 0;
+    const cell = li.querySelector(".price");
+    if (!cell) return;
+    cell.textContent = cents(price);
+    cell.dataset.price = String(price);
+    const before = previous?.prices[i];
+    cell.classList.toggle("up", before !== void 0 && price > before);
+    cell.classList.toggle("down", before !== void 0 && price < before);
+  });
+  drawSparkline(market.id);
+  if (quote?.market === market.id) renderLivePrice();
+}
+function drawSparkline(id) {
+  const svg = document.querySelector(`.market[data-id="${CSS.escape(id)}"] svg.spark`);
+  const points = series.get(id) ?? [];
+  if (!svg) return;
+  svg.replaceChildren();
+  svg.dataset.points = String(points.length);
+  if (points.length < 2) return;
+  const outcomes = points[0]?.length ?? 0;
+  for (let o = 0; o < outcomes; o++) {
+    const coords = points.map((p, i) => `${(i / (points.length - 1) * 240).toFixed(1)},${(68 - (p[o] ?? 0) * 66).toFixed(1)}`);
+    const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+    line.setAttribute("points", coords.join(" "));
+    line.setAttribute("fill", "none");
+    line.setAttribute("stroke", COLORS[o % COLORS.length] ?? "#888");
+    line.setAttribute("stroke-width", "1.6");
+    line.setAttribute("vector-effect", "non-scaling-stroke");
+    svg.append(line);
+  }
+}
+function pushPoint(id, prices) {
+  const points = series.get(id) ?? [];
+  points.push(prices);
+  if (points.length > SPARK_POINTS) points.splice(0, points.length - SPARK_POINTS);
+  series.set(id, points);
+}
+function adopt(market) {
+  const shown = markets.get(market.id);
+  if (shown && shown.version >= market.version) return;
+  markets.set(market.id, market);
+  render(market, shown);
+}
+function onEvent(id, event) {
+  const data = event.data;
+  if (data.type === "reset") {
+    series.set(id, [data.market.prices]);
+    markets.set(id, data.market);
+    render(data.market);
+    return;
+  }
+  if (data.type !== "trade") return;
+  pushPoint(id, data.prices);
+  const shown = markets.get(id);
+  if (!shown || data.version <= shown.version) {
+    if (shown) drawSparkline(id);
+    return;
+  }
+  const next = { ...shown, version: data.version, prices: data.prices, shares: data.outstanding, volume: data.volume };
+  markets.set(id, next);
+  render(next, shown);
+}
+function openTicket(id, outcome) {
+  const market = markets.get(id);
+  if (!market) return;
+  quote = { market: id, outcome, price: market.prices[outcome] ?? 0, version: market.version };
+  const ticket = $("ticket");
+  ticket.hidden = false;
+  $("ticket-empty").hidden = true;
+  ticket.dataset.market = id;
+  ticket.dataset.outcome = String(outcome);
+  $("ticket-outcome").textContent = market.outcomes[outcome] ?? "";
+  $("ticket-title").textContent = market.title;
+  renderQuote();
+  setFeedback("", "");
+}
+function renderQuote() {
+  const el = $("quote-price");
+  el.textContent = quote ? `${cents(quote.price)} (v${quote.version})` : "\u2013";
+  el.dataset.price = quote ? String(quote.price) : "";
+  el.dataset.version = quote ? String(quote.version) : "";
+  renderLivePrice();
+}
+function renderLivePrice() {
+  const market = quote ? markets.get(quote.market) : void 0;
+  const el = $("live-price");
+  const price = quote && market ? market.prices[quote.outcome] : void 0;
+  el.textContent = price === void 0 ? "\u2013" : cents(price);
+  el.dataset.price = price === void 0 ? "" : String(price);
+}
+function setFeedback(kind, text) {
+  const el = $("feedback");
+  el.dataset.kind = kind;
+  el.textContent = text;
+}
+async function confirm() {
+  if (!quote) return;
+  const shares = Number($("shares").value);
+  const slippage = Number($("slippage").value) / 100;
+  const sent = quote;
+  const button = $("confirm");
+  button.disabled = true;
+  try {
+    const res = await fetch(`/demo/api/markets/${encodeURIComponent(sent.market)}/buy`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ outcome: sent.outcome, shares, expected_price: sent.price, max_slippage: slippage })
+    });
+    const body = await res.json();
+    if (res.ok) {
+      adopt(body.market);
+      const name = markets.get(sent.market)?.outcomes[sent.outcome] ?? "";
+      setFeedback("ok", `Bought ${shares} ${name} for ${body.trade.cost.toFixed(2)} (version ${body.trade.version}).`);
+      openQuoteAfterFill(sent);
+    } else if (res.status === 409) {
+      adopt(body.market);
+      setFeedback(
+        "rejected",
+        `Rejected: stale quote. You were quoted ${cents(sent.price)}, the price is now ${cents(body.current_price)} (tolerance ${(slippage * 100).toFixed(1)}\xA2). Refresh the quote to buy at the new price.`
+      );
+    } else {
+      setFeedback("error", `The buy failed: ${body.message ?? res.status}`);
+    }
+  } catch (err) {
+    setFeedback("error", `The buy failed: ${err.message}; nothing was bought unless the price shows it.`);
+  } finally {
+    button.disabled = false;
+  }
+}
+function openQuoteAfterFill(sent) {
+  const market = markets.get(sent.market);
+  if (!market) return;
+  quote = { ...sent, price: market.prices[sent.outcome] ?? 0, version: market.version };
+  renderQuote();
+}
+function showState(state) {
+  const el = $("status");
+  const shown = state === "open" ? "live" : state === "closed" ? "offline" : state === "idle" ? "connecting" : state;
+  el.dataset.state = shown;
+  el.textContent = shown === "live" ? "live" : shown === "reconnecting" ? "reconnecting\u2026" : shown === "offline" ? "offline" : "connecting\u2026";
+}
+async function main() {
+  $("ticket").addEventListener("submit", (e) => {
+    e.preventDefault();
+    void confirm();
+  });
+  $("requote").addEventListener("click", () => {
+    if (quote) openTicket(quote.market, quote.outcome);
+  });
+  const client = new HubcastClient({ url: location.origin });
+  client.on("state", (change) => showState(change.state));
+  showState(client.state);
+  let list = [];
+  for (; ; ) {
+    try {
+      list = await fetchMarkets();
+      break;
+    } catch {
+      await new Promise((r) => setTimeout(r, 1e3));
+    }
+  }
+  for (const market of list) {
+    adopt(market);
+    const room = client.room(market.room, { rewind: SPARK_POINTS });
+    room.on("event", (event) => onEvent(market.id, event));
+    room.on("caught_up", () => {
+      const shown = markets.get(market.id);
+      if (shown && !series.get(market.id)?.length) {
+        pushPoint(market.id, shown.prices);
+        drawSparkline(market.id);
+      }
+    });
+    room.on("subscribed", () => {
+      fetchMarket(market.id).then(adopt, () => void 0);
+    });
+  }
+  client.connect();
+  window.hubcastMarket = { client, markets };
+}
+void main();
