@@ -8,7 +8,9 @@
 # downloaded browser) and playwright-core from package-lock.json. Starts
 # two `hubcast serve` on free loopback ports with their own data dirs (one
 # without credentials, one with auth configured) and one `hubcast demo chat`,
-# runs dashboard.test.mjs and chat.test.mjs with `node --test`, and stops them.
+# runs dashboard.test.mjs and chat.test.mjs with `node --test`, and stops them;
+# market.test.mjs starts (and restarts) its own `hubcast demo` from HUBCAST_BIN.
+# First checks that the market page's committed bundle matches its source.
 # Screenshots go to <repo>/test-artifacts/.
 # Exits non-zero if a test fails.
 set -euo pipefail
@@ -45,6 +47,21 @@ echo "== $(/usr/bin/chromium --version 2>/dev/null | head -1)"
 # --- playwright-core, exactly as locked
 echo "== installing Node dependencies (npm ci)"
 (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
+
+# --- the market page's committed bundle must be what its TypeScript builds to
+# (the binary embeds examples/market/public/app.js; `cargo run -- demo` needs no npm).
+market="$repo/examples/market"
+echo "== checking examples/market/public/app.js against examples/market/src (npm ci, build)"
+(cd "$market" && npm ci --no-audit --no-fund --loglevel=error)
+fresh="$(mktemp -t market-app-XXXXXX.js)"
+(cd "$market" && npx tsc -p tsconfig.json --noEmit \
+  && npx esbuild src/app.ts --bundle --format=esm --target=es2022 --legal-comments=none --log-level=warning --outfile="$fresh")
+if ! cmp -s "$fresh" "$market/public/app.js"; then
+  echo "error: examples/market/public/app.js is stale: run \`npm run build\` in examples/market and commit it" >&2
+  rm -f "$fresh"
+  exit 1
+fi
+rm -f "$fresh"
 
 # --- two servers, each on a free port with its own data dir and no HUBCAST_*
 # from this shell: one in protected mode (no credentials, loopback trusted)
@@ -118,12 +135,12 @@ start_server demo demo chat
 demo_url="$url"
 
 mkdir -p "$repo/test-artifacts"
-echo "== node --test dashboard.test.mjs chat.test.mjs"
+echo "== node --test dashboard.test.mjs chat.test.mjs market.test.mjs"
 status=0
 (cd "$here" && HUBCAST_URL="$open_url" HUBCAST_AUTH_URL="$auth_url" \
   HUBCAST_ADMIN_KEY="$admin_key" HUBCAST_PUBLISHER_KEY="$publisher_key" \
   HUBCAST_DEMO_URL="$demo_url" HUBCAST_ARTIFACTS="$repo/test-artifacts" \
-  node --test --test-timeout=180000 dashboard.test.mjs chat.test.mjs) || status=$?
+  node --test --test-timeout=180000 dashboard.test.mjs chat.test.mjs market.test.mjs) || status=$?
 if [[ $status != 0 ]]; then
   for name in open auth demo; do
     echo "== server log: $name (last 40 lines)" >&2

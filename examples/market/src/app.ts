@@ -149,14 +149,20 @@ function render(market: MarketView, previous?: MarketView): void {
 
 function drawSparkline(id: string): void {
   const svg = document.querySelector<SVGSVGElement>(`.market[data-id="${CSS.escape(id)}"] svg.spark`);
-  const points = series.get(id) ?? [];
   if (!svg) return;
+  const points = series.get(id) ?? [];
   svg.replaceChildren();
   svg.dataset.points = String(points.length);
-  if (points.length < 2) return;
-  const outcomes = points[0]?.length ?? 0;
+  if (points.length === 0) return;
+  // One point is a flat line; the y range follows the prices (at least 10¢ tall).
+  const drawn = points.length === 1 ? [points[0] ?? [], points[0] ?? []] : points;
+  const all = drawn.flat();
+  const mid = (Math.max(...all) + Math.min(...all)) / 2;
+  const half = Math.max((Math.max(...all) - Math.min(...all)) / 2 + 0.02, 0.05);
+  const y = (p: number) => (64 - ((p - (mid - half)) / (2 * half)) * 58).toFixed(1);
+  const outcomes = drawn[0]?.length ?? 0;
   for (let o = 0; o < outcomes; o++) {
-    const coords = points.map((p, i) => `${((i / (points.length - 1)) * 240).toFixed(1)},${(68 - (p[o] ?? 0) * 66).toFixed(1)}`);
+    const coords = drawn.map((p, i) => `${((i / (drawn.length - 1)) * 240).toFixed(1)},${y(p[o] ?? 0)}`);
     const line = document.createElementNS('http://www.w3.org/2000/svg', 'polyline');
     line.setAttribute('points', coords.join(' '));
     line.setAttribute('fill', 'none');
