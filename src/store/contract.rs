@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 
-use super::{AppendOutcome, AppendRequest, CommitFeed, RetentionPolicy, Store, StoreError};
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+
+use super::{AppEvent, AppTransaction, AppendOutcome, AppendRequest, CommitFeed, RetentionPolicy, Store, StoreError, TxDecision, TxOutcome};
 use crate::room::RoomName;
 
 fn room(name: &str) -> RoomName {
@@ -180,6 +183,104 @@ pub async fn closed_store_refuses_writes(store: Arc<dyn Store>, _feed: CommitFee
     assert!(matches!(store.append(request("c", 2)).await, Err(StoreError::Closed)));
 }
 
+/// An application transaction: increments a counter kept in the app's own
+/// table while it is below `limit`, announcing each increment in room `tx`;
+/// `fail_after_write` writes and then fails (its write must not survive).
+struct Counter {
+    limit: i64,
+    fail_after_write: bool,
+}
+
+impl Counter {
+    fn decide(&self, n: i64) -> Result<TxDecision, StoreError> {
+        if self.fail_after_write {
+            return Err(StoreError::Unavailable("the application failed".into()));
+        }
+        if n >= self.limit {
+            return Ok(TxDecision::Abort(serde_json::json!({"n": n})));
+        }
+        let data = RawValue::from_string(format!("{{\"n\":{}}}", n + 1)).expect("json");
+        Ok(TxDecision::Commit { event: Some(AppEvent { room: room("tx"), data }), answer: serde_json::json!({"n": n + 1}) })
+    }
+}
+
+const COUNTER_TABLE: &str = "CREATE TABLE IF NOT EXISTS app_counter (id INTEGER PRIMARY KEY, n BIGINT NOT NULL);
+     INSERT INTO app_counter (id, n) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;";
+
+impl AppTransaction for Counter {
+    fn sqlite(self: Box<Self>, conn: &rusqlite::Connection) -> Result<TxDecision, StoreError> {
+        let db = |e: rusqlite::Error| StoreError::Unavailable(e.to_string());
+        conn.execute_batch(COUNTER_TABLE).map_err(db)?;
+        let n: i64 = conn.query_row("SELECT n FROM app_counter WHERE id = 1", [], |row| row.get(0)).map_err(db)?;
+        if self.fail_after_write || n < self.limit {
+            conn.execute("UPDATE app_counter SET n = n + 1 WHERE id = 1", []).map_err(db)?;
+        }
+        self.decide(n)
+    }
+
+    fn postgres<'a>(self: Box<Self>, tx: &'a tokio_postgres::Transaction<'_>) -> BoxFuture<'a, Result<TxDecision, StoreError>> {
+        async move {
+            let db = |e: tokio_postgres::Error| StoreError::Unavailable(e.to_string());
+            tx.batch_execute(COUNTER_TABLE).await.map_err(db)?;
+            let n: i64 = tx.query_one("SELECT n FROM app_counter WHERE id = 1 FOR UPDATE", &[]).await.map_err(db)?.get(0);
+            if self.fail_after_write || n < self.limit {
+                tx.execute("UPDATE app_counter SET n = n + 1 WHERE id = 1", &[]).await.map_err(db)?;
+            }
+            self.decide(n)
+        }
+        .boxed()
+    }
+}
+
+pub async fn transact_commits_app_state_with_its_event(store: Arc<dyn Store>, mut feed: CommitFeed) {
+    // Application transactions race plain appends to the same room.
+    let mut tasks = Vec::new();
+    for n in 0..10 {
+        let app = store.clone();
+        tasks.push(tokio::spawn(async move { app.transact(Box::new(Counter { limit: 6, fail_after_write: false })).await }));
+        let publisher = store.clone();
+        tokio::spawn(async move { publisher.append(request("tx", 100 + n)).await.unwrap() });
+    }
+    let mut committed = Vec::new();
+    let mut aborted = 0;
+    for task in tasks {
+        match task.await.unwrap().expect("transact") {
+            TxOutcome::Committed { receipt: Some(receipt), answer } => committed.push((receipt.seq, answer)),
+            TxOutcome::Aborted(answer) => {
+                assert_eq!(answer, serde_json::json!({"n": 6}));
+                aborted += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((committed.len(), aborted), (6, 4), "{committed:?}");
+    let mut counts: Vec<_> = committed.iter().map(|(_, answer)| answer["n"].as_i64().unwrap()).collect();
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=6).collect::<Vec<_>>());
+
+    // A failure after a write rolls the write back, and leaves the room alone.
+    let failed = store.transact(Box::new(Counter { limit: 100, fail_after_write: true })).await;
+    assert!(matches!(failed, Err(StoreError::Unavailable(_))), "{failed:?}");
+    let check = store.transact(Box::new(Counter { limit: 0, fail_after_write: false })).await.unwrap();
+    assert_eq!(check, TxOutcome::Aborted(serde_json::json!({"n": 6})), "the counter is still 6");
+
+    // The room holds each committed event once at its receipt's seq, in a
+    // gapless sequence with the plain appends, and each was on the commit feed.
+    let mut seen = Vec::new();
+    while seen.len() < 16 {
+        let batch = tokio::time::timeout(Duration::from_secs(5), feed.recv()).await.unwrap().unwrap();
+        seen.extend(batch.iter().map(|e| e.seq));
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=16).collect::<Vec<_>>());
+    let page = store.read(&room("tx"), 0, 100).await.unwrap();
+    assert_eq!(page.events.len(), 16);
+    for (seq, answer) in &committed {
+        let event = &page.events[*seq as usize - 1];
+        assert_eq!(event.data.get(), format!("{{\"n\":{}}}", answer["n"]), "seq {seq}");
+    }
+}
+
 mod sqlite {
     use super::*;
     use crate::config::SqliteConfig;
@@ -211,6 +312,7 @@ mod sqlite {
         retention_prunes_and_moves_earliest,
         namespaces_have_their_own_retention,
         closed_store_refuses_writes,
+        transact_commits_app_state_with_its_event,
     );
 
     #[tokio::test]
