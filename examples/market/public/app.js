@@ -1606,7 +1606,7 @@ async function confirm() {
       adopt(body.market);
       setFeedback(
         "rejected",
-        `Rejected: stale quote. You were quoted ${cents(sent.price)}, the price is now ${cents(body.current_price)} (tolerance ${(slippage * 100).toFixed(1)}\xA2). Refresh the quote to buy at the new price.`
+        `Rejected: stale quote. You were quoted ${cents(sent.price)}, the price was ${cents(body.current_price)} when your buy reached the market (tolerance ${(slippage * 100).toFixed(1)}\xA2). Refresh the quote to buy at the new price.`
       );
     } else {
       setFeedback("error", `The buy failed: ${body.message ?? res.status}`);

@@ -273,7 +273,7 @@ async function confirm(): Promise<void> {
       adopt(body.market as MarketView);
       setFeedback(
         'rejected',
-        `Rejected: stale quote. You were quoted ${cents(sent.price)}, the price is now ${cents(body.current_price)} ` +
+        `Rejected: stale quote. You were quoted ${cents(sent.price)}, the price was ${cents(body.current_price)} when your buy reached the market ` +
           `(tolerance ${(slippage * 100).toFixed(1)}¢). Refresh the quote to buy at the new price.`,
       );
     } else {
