@@ -673,8 +673,13 @@ fn transact_one(
     touched: &mut HashSet<RoomName>,
 ) -> Result<(TxOutcome, Option<Event>), TransactFailure> {
     let savepoint = tx.savepoint().map_err(TransactFailure::Db)?;
-    // Dropping the savepoint without `commit` rolls it back.
-    let decision = work.sqlite(&savepoint).map_err(TransactFailure::App)?;
+    // Dropping the savepoint without `commit` rolls it back. A panicking
+    // application must not take the writer thread (and every room) with it.
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work.sqlite(&savepoint)));
+    let decision = match ran {
+        Ok(result) => result.map_err(TransactFailure::App)?,
+        Err(_) => return Err(TransactFailure::App(StoreError::Unavailable("the application transaction panicked".into()))),
+    };
     match decision {
         TxDecision::Abort(answer) => Ok((TxOutcome::Aborted(answer), None)),
         TxDecision::Commit { event: None, answer } => {
