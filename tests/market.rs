@@ -164,3 +164,32 @@ async fn stale_versions_and_bad_orders_are_refused_and_state_survives_a_restart(
     let types: Vec<&str> = history["events"].as_array().unwrap().iter().map(|e| e["data"]["type"].as_str().unwrap()).collect();
     assert_eq!(types, ["reset", "trade"], "seeded once, one trade: {history}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_traders_buy_through_the_same_path() {
+    let server = Server::start_with(FAST, &["demo", "--traders", "4"]).await;
+    let api = server.api();
+    // Traders move prices on their own; wait until some market has trades.
+    let (id, version) = support::eventually("a simulated trade", || {
+        let api = api.clone();
+        async move {
+            let (_, body) = api.get("/demo/api/markets").await;
+            body["markets"].as_array()?.iter().find_map(|m| {
+                let version = m["version"].as_u64()?;
+                (version >= 2).then(|| (m["id"].as_str().unwrap_or_default().to_owned(), version))
+            })
+        }
+    })
+    .await;
+    // Each trader trade is a committed trade event in the market's room.
+    let history = api.history(&format!("demo.market.{id}"), 0, 1000).await;
+    let trades: Vec<u64> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["data"]["type"] == "trade")
+        .map(|e| e["data"]["version"].as_u64().unwrap())
+        .collect();
+    assert!(trades.len() as u64 >= version, "{history}");
+    assert_eq!(trades, (1..=trades.len() as u64).collect::<Vec<_>>(), "one event per version, in order");
+}
