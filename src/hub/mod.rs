@@ -59,8 +59,8 @@ pub enum HubCommand {
     /// Add a subscriber that has processed the room up to `after`; with a
     /// `member`, it also enters the room's presence and watches it.
     Subscribe { out: Outbound, after: u64, member: Option<PresenceMember>, reply: oneshot::Sender<Joined> },
-    /// The room's `presence` frame (the member list).
-    Presence { reply: oneshot::Sender<Utf8Bytes> },
+    /// The room's member list (the session encodes it with its request's id).
+    Presence { reply: oneshot::Sender<Vec<PresenceMember>> },
     /// Remove a subscriber; the reply is sent once it will get no more frames.
     Unsubscribe { session_id: u64, done: oneshot::Sender<()> },
     /// The store's head is at least `head` (periodic reconcile).
@@ -109,8 +109,8 @@ impl HubHandle {
         rx.await.map_err(|_| HubGone)
     }
 
-    /// The room's `presence` frame.
-    pub async fn presence(&self) -> Result<Utf8Bytes, HubGone> {
+    /// The room's members, sorted by id.
+    pub async fn presence(&self) -> Result<Vec<PresenceMember>, HubGone> {
         let (reply, rx) = oneshot::channel();
         self.commands.send(HubCommand::Presence { reply }).await.map_err(|_| HubGone)?;
         rx.await.map_err(|_| HubGone)
@@ -144,7 +144,7 @@ struct Subscriber {
     /// replay; skip them.
     skip_through: u64,
     /// The presence member this subscription counts for (presence subscribers only).
-    member: Option<String>,
+    member: Option<presence::MemberKey>,
     /// Gets `join`/`leave` frames.
     watching: bool,
 }
@@ -333,11 +333,12 @@ impl Hub {
                     return;
                 }
                 let session_id = out.session_id;
-                let joined = self.subscribe(out, after, Some(member.id.clone()));
+                let key = presence::MemberKey { id: member.id.clone(), session: session_id };
+                let joined = self.subscribe(out, after, Some(key));
                 if joined == Joined::Live && self.subscribers.iter().any(|s| s.out.session_id == session_id) {
                     // Tell the others first, then give the newcomer the whole
                     // list (itself included) and start its deltas.
-                    self.presence.as_mut().expect("presence was just ensured").add_local(&member);
+                    self.presence.as_mut().expect("presence was just ensured").add_local(&member, session_id);
                     self.announce();
                     self.presence_changed();
                     if let Some(i) = self.subscribers.iter().position(|s| s.out.session_id == session_id) {
@@ -357,7 +358,7 @@ impl Hub {
                 self.ensure_presence().await;
                 let presence = self.presence.as_mut().expect("presence was just ensured");
                 if presence.settled(Instant::now()) {
-                    let _ = reply.send(presence.snapshot(&self.room));
+                    let _ = reply.send(presence.members());
                 } else {
                     presence.waiting.push(reply);
                 }
@@ -386,7 +387,7 @@ impl Hub {
     /// `after` that the hub has delivered is queued from the tail, then
     /// `caught_up`, and from here on it gets every delivery. All of this
     /// happens inside one step of the actor, so no event can slip between.
-    fn subscribe(&mut self, out: Outbound, after: u64, member: Option<String>) -> Joined {
+    fn subscribe(&mut self, out: Outbound, after: u64, member: Option<presence::MemberKey>) -> Joined {
         if self.settings.max_subscribers > 0 && self.subscribers.len() >= self.settings.max_subscribers {
             return Joined::Full;
         }
@@ -574,15 +575,15 @@ impl Hub {
         self.bus.publish_presence(&self.room, message);
     }
 
-    /// Sessions with these member ids stopped being subscribers.
-    fn members_left(&mut self, ids: Vec<String>) {
-        if ids.is_empty() {
+    /// These presence sessions stopped being subscribers.
+    fn members_left(&mut self, keys: Vec<presence::MemberKey>) {
+        if keys.is_empty() {
             return;
         }
         let Some(presence) = self.presence.as_mut() else { return };
         let mut changed = false;
-        for id in &ids {
-            changed |= presence.remove_local(id);
+        for key in &keys {
+            changed |= presence.remove_local(key);
         }
         if changed {
             self.announce();
@@ -611,8 +612,8 @@ impl Hub {
             }
             let Some(presence) = self.presence.as_mut() else { return };
             let mut changed = false;
-            for id in &gone {
-                changed |= presence.remove_local(id);
+            for key in &gone {
+                changed |= presence.remove_local(key);
             }
             if changed {
                 self.announce();
@@ -646,9 +647,9 @@ impl Hub {
         let expired = presence.expire(now);
         let heartbeat = presence.heartbeat_due(now);
         if presence.settled(now) && !presence.waiting.is_empty() {
-            let snapshot = presence.snapshot(&self.room);
+            let members = presence.members();
             for reply in presence.waiting.drain(..) {
-                let _ = reply.send(snapshot.clone());
+                let _ = reply.send(members.clone());
             }
         }
         if heartbeat {
@@ -663,7 +664,10 @@ impl Hub {
 /// Offers `frame_for(sub)` to every subscriber it returns a frame for; drops
 /// the subscribers whose queue refused. Returns the number of frames offered
 /// and the presence members of the dropped subscribers.
-fn offer_all(subscribers: &mut Vec<Subscriber>, mut frame_for: impl FnMut(&Subscriber) -> Option<Utf8Bytes>) -> (u64, Vec<String>) {
+fn offer_all(
+    subscribers: &mut Vec<Subscriber>,
+    mut frame_for: impl FnMut(&Subscriber) -> Option<Utf8Bytes>,
+) -> (u64, Vec<presence::MemberKey>) {
     let mut offered = 0u64;
     let mut gone = Vec::new();
     subscribers.retain_mut(|sub| {

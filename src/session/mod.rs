@@ -331,7 +331,7 @@ impl Session {
             Ok(ClientMessage::Publish(request)) => self.publish(request).await,
             Ok(ClientMessage::Ping) => self.reply(ServerMessage::Pong.encode().into()).await,
             Ok(ClientMessage::Auth { token }) => self.authenticate(&token).await,
-            Ok(ClientMessage::Presence { room }) => self.presence(room).await,
+            Ok(ClientMessage::Presence { room, id }) => self.presence(room, id).await,
         }
     }
 
@@ -508,17 +508,21 @@ impl Session {
         }
     }
 
-    /// Answers `presence {room}` with the room's member list.
-    async fn presence(&mut self, room: RoomName) {
+    /// Answers `presence {room, id?}` with the room's member list; `id` is
+    /// echoed in the answer and in a refusal.
+    async fn presence(&mut self, room: RoomName, id: Option<String>) {
         if let Err(err) = self.node.auth.authorize(&self.principal, Action::Presence, &room) {
             let code = auth_error_code(&err);
             note_refusal(code.as_str(), self.ip, &err.to_string());
-            return self.reply_error(&ProtocolError::new(code, err.to_string(), None), Some(&room)).await;
+            return self.reply_error(&ProtocolError::new(code, err.to_string(), id.as_deref()), Some(&room)).await;
         }
         loop {
             let hub = self.node.hubs.get_or_spawn(&room);
             match hub.presence().await {
-                Ok(frame) => return self.reply(frame).await,
+                Ok(members) => {
+                    let frame = ServerMessage::Presence { id: id.as_deref(), room: &room, members: &members };
+                    return self.reply(frame.encode().into()).await;
+                }
                 Err(_gone) => self.node.hubs.forget(&room, hub.id),
             }
         }

@@ -253,6 +253,9 @@ struct Room {
 
 struct PresenceRequest {
     room: String,
+    /// Sent as the request's `id` (`presence:N`); the server echoes it in the
+    /// answer and in a refusal, so neither is taken for a subscription's.
+    id: String,
     /// Asked on the current socket.
     sent: bool,
     keys: Vec<u64>,
@@ -323,6 +326,8 @@ pub struct Core {
     pending: Vec<PendingPublish>,
     next_key: u64,
     presence_requests: Vec<PresenceRequest>,
+    /// Numbers the `id`s of presence requests.
+    next_presence_id: u64,
 }
 
 fn as_int(v: Option<&Value>) -> Option<u64> {
@@ -405,6 +410,7 @@ impl Core {
             pending: Vec::new(),
             next_key: 0,
             presence_requests: Vec::new(),
+            next_presence_id: 0,
         })
     }
 
@@ -615,7 +621,11 @@ impl Core {
         let key = self.next_key;
         match self.presence_requests.iter_mut().find(|r| r.room == room) {
             Some(r) => r.keys.push(key),
-            None => self.presence_requests.push(PresenceRequest { room: room.to_owned(), sent: false, keys: vec![key] }),
+            None => {
+                self.next_presence_id += 1;
+                let id = format!("presence:{}", self.next_presence_id);
+                self.presence_requests.push(PresenceRequest { room: room.to_owned(), id, sent: false, keys: vec![key] })
+            }
         }
         if self.state == ConnectionState::Idle && self.cfg.auto_connect {
             self.connect();
@@ -631,7 +641,8 @@ impl Core {
         }
         for i in 0..self.presence_requests.len() {
             if !self.presence_requests[i].sent {
-                let frame = serde_json::json!({"type": "presence", "room": self.presence_requests[i].room});
+                let request = &self.presence_requests[i];
+                let frame = serde_json::json!({"type": "presence", "room": request.room, "id": request.id});
                 if self.send_json(&frame) {
                     self.presence_requests[i].sent = true;
                 }
@@ -639,8 +650,9 @@ impl Core {
         }
     }
 
-    fn settle_presence(&mut self, room: &str, result: Result<Vec<PresenceMember>, ClientError>) {
-        if let Some(idx) = self.presence_requests.iter().position(|r| r.room == room) {
+    /// Answers the sent presence request with this `id`, if there is one.
+    fn settle_presence(&mut self, id: &str, result: Result<Vec<PresenceMember>, ClientError>) {
+        if let Some(idx) = self.presence_requests.iter().position(|r| r.id == id && r.sent) {
             let request = self.presence_requests.remove(idx);
             for key in request.keys {
                 self.outputs.push_back(Output::PresenceResult { key, result: result.clone() });
@@ -923,15 +935,21 @@ impl Core {
                 }
             }
             "presence" => {
-                let (Some(name), Some(members)) = (as_str(frame.get("room")), parse_members(frame.get("members"))) else {
+                let (Some(_room), Some(members)) = (as_str(frame.get("room")), parse_members(frame.get("members"))) else {
                     return self.protocol_violation("a malformed presence");
                 };
-                let name = name.to_owned();
-                if self.presence_requests.iter().any(|r| r.room == name && r.sent) {
-                    self.settle_presence(&name, Ok(members.clone()));
-                }
-                if let Some(i) = room {
-                    self.on_presence(i, members);
+                match as_str(frame.get("id")) {
+                    // The answer to a presence request.
+                    Some(id) => {
+                        let id = id.to_owned();
+                        self.settle_presence(&id, Ok(members));
+                    }
+                    // The member list of a presence subscription.
+                    None => {
+                        if let Some(i) = room {
+                            self.on_presence(i, members);
+                        }
+                    }
                 }
             }
             "join" | "leave" => {
@@ -1190,6 +1208,15 @@ impl Core {
         let message = as_str(frame.get("message")).unwrap_or(&code).to_owned();
         let room_name = as_str(frame.get("room")).map(str::to_owned);
         if let Some(id) = as_str(frame.get("id")) {
+            if self.presence_requests.iter().any(|r| r.id == id && r.sent) {
+                let mut err = ClientError::new(code, message);
+                if let Some(name) = room_name {
+                    err = err.with_room(name);
+                }
+                let id = id.to_owned();
+                self.settle_presence(&id, Err(err));
+                return;
+            }
             if let Some(idx) = self.pending.iter().position(|p| p.id == id) {
                 if let (true, Some(backoff)) = (RETRYABLE_PUBLISH_ERRORS.contains(&code.as_str()), self.cfg.reconnect) {
                     // Nothing was appended: send again (same id) after a backoff.
@@ -1215,17 +1242,6 @@ impl Core {
             return;
         }
         if let Some(name) = &room_name {
-            if !frame.contains_key("id")
-                && code != "not_subscribed"
-                && self.presence_requests.iter().any(|r| &r.room == name && r.sent)
-            {
-                // The answer to our presence request (its refusal is the same frame as a
-                // subscription's: a pending request takes it).
-                let err = ClientError::new(code, message).with_room(name.clone());
-                let name = name.clone();
-                self.settle_presence(&name, Err(err));
-                return;
-            }
             if self.draining.contains(name) && code == "not_subscribed" {
                 self.on_unsubscribed(name);
                 return;
