@@ -163,6 +163,9 @@ pub struct HubSettings {
     pub presence: PresenceSettings,
     /// Batching rules of namespaces, by room prefix (longest prefix wins).
     pub batching: Vec<BatchRule>,
+    /// Namespaces' `echo` option, by room prefix (longest prefix wins; rooms
+    /// outside every namespace echo).
+    pub echo: Vec<(String, bool)>,
 }
 
 /// A namespace's batching: `window` zero means no batching.
@@ -181,6 +184,15 @@ impl HubSettings {
             .filter(|(prefix, _)| room.starts_with(prefix.as_str()))
             .max_by_key(|(prefix, _)| prefix.len())
             .map_or(self.max_subscribers, |(_, cap)| *cap)
+    }
+
+    /// Whether `room` delivers a socket publish to its sender too.
+    fn echo_for(&self, room: &RoomName) -> bool {
+        self.echo
+            .iter()
+            .filter(|(prefix, _)| room.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map_or(true, |(_, echo)| *echo)
     }
 
     /// The batching of `room`: that of its longest matching namespace prefix.
@@ -210,6 +222,8 @@ struct Hub {
     bus: Arc<dyn Bus>,
     /// `(window, max)` when the room's namespace batches.
     batching: Option<(Duration, usize)>,
+    /// `false`: a socket publish is not delivered to the session that sent it.
+    echo: bool,
     pending: Pending,
     /// `None` until presence is first used in this room on this node.
     presence: Option<Box<presence::Presence>>,
@@ -226,6 +240,7 @@ pub(crate) fn spawn(
 ) -> HubHandle {
     let (tx, rx) = mpsc::channel(1024);
     let batching = settings.batching_for(&room);
+    let echo = settings.echo_for(&room);
     let mut settings = settings;
     settings.max_subscribers = settings.max_subscribers_for(&room);
     let hub = Hub {
@@ -237,6 +252,7 @@ pub(crate) fn spawn(
         subscribers: Vec::new(),
         bus: bus.clone(),
         batching,
+        echo,
         pending: Pending::default(),
         presence: None,
     };
@@ -494,13 +510,18 @@ impl Hub {
             }
         }
         let started = std::time::Instant::now();
-        let (offered, gone) = offer_all(&mut self.subscribers, |sub| (seq > sub.skip_through).then(|| frame.clone()));
+        // The shared frame goes to everyone but the sender of a no-echo room.
+        let skip = if self.echo { None } else { event.origin };
+        let (offered, gone) = offer_all(&mut self.subscribers, |sub| {
+            (seq > sub.skip_through && Some(sub.out.session_id) != skip).then(|| frame.clone())
+        });
         self.note_broadcast(started, offered, frame.len(), std::slice::from_ref(&ts));
         self.members_left(gone);
     }
 
     /// Sends the pending events as one `batch` frame, encoded once and shared
-    /// (a subscriber whose replay already covered part of it gets the rest).
+    /// (a subscriber whose replay already covered part of it gets the rest,
+    /// and in a no-echo room a sender gets it without its own events).
     fn flush(&mut self) {
         let pending = std::mem::take(&mut self.pending);
         let Some(last) = pending.events.last().map(|e| e.seq) else { return };
@@ -510,10 +531,23 @@ impl Hub {
             pending.events.iter().map(|e| BatchEvent { seq: e.seq, ts: e.ts, data: &e.data }).collect();
         let frame: Utf8Bytes = ServerMessage::Batch { room: &self.room, events: &items }.encode().into();
         let room = &self.room;
+        let origins: Vec<u64> =
+            if self.echo { Vec::new() } else { pending.events.iter().filter_map(|e| e.origin).collect() };
         let mut events_offered = 0u64;
         let (_, gone) = offer_all(&mut self.subscribers, |sub| {
+            let session = sub.out.session_id;
             if sub.skip_through >= last {
                 None
+            } else if origins.contains(&session) {
+                let rest: Vec<BatchEvent> = pending
+                    .events
+                    .iter()
+                    .zip(&items)
+                    .filter(|(e, item)| item.seq > sub.skip_through && e.origin != Some(session))
+                    .map(|(_, item)| *item)
+                    .collect();
+                events_offered += rest.len() as u64;
+                (!rest.is_empty()).then(|| ServerMessage::Batch { room, events: &rest }.encode().into())
             } else if sub.skip_through < first {
                 events_offered += items.len() as u64;
                 Some(frame.clone())

@@ -590,7 +590,13 @@ impl Session {
             let err = ProtocolError::new(ErrorCode::TooLarge, format!("event data is larger than {max} bytes"), Some(&id));
             return self.reply_error(&err, Some(&room)).await;
         }
-        let request = AppendRequest { room: room.clone(), data, idem_key: Some(id.clone()), expected_seq };
+        let request = AppendRequest {
+            room: room.clone(),
+            data,
+            idem_key: Some(id.clone()),
+            expected_seq,
+            origin: Some(self.out.session_id),
+        };
         let frame = match self.node.store.append(request).await {
             Ok(AppendOutcome::Appended(receipt) | AppendOutcome::Duplicate(receipt)) => {
                 ServerMessage::Ack { id: &id, room: &room, seq: receipt.seq }.encode().into()
@@ -632,7 +638,8 @@ async fn start_subscription(
         .await
         .map_err(|err| ProtocolError::new(ErrorCode::StoreUnavailable, err.to_string(), None))?;
     let start = plan_start(&state, request, node.config.limits.max_rewind);
-    let subscribed = ServerMessage::Subscribed { room, epoch: &state.epoch, head: state.head };
+    let echo = node.auth.namespace(room).map_or(true, |n| n.echo);
+    let subscribed = ServerMessage::Subscribed { room, epoch: &state.epoch, head: state.head, echo: (!echo).then_some(false) };
     if !out.send(subscribed.encode().into()).await {
         return Ok(None);
     }

@@ -185,7 +185,15 @@ pub struct BatchEvent<'a> {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage<'a> {
     Welcome { session: &'a str, heartbeat_ms: u64 },
-    Subscribed { room: &'a str, epoch: &'a str, head: u64 },
+    Subscribed {
+        room: &'a str,
+        epoch: &'a str,
+        head: u64,
+        /// `Some(false)` in a room that does not deliver a socket publish to
+        /// its sender (the namespace's `echo = false`); absent otherwise.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        echo: Option<bool>,
+    },
     Event { room: &'a str, seq: u64, ts: i64, data: &'a RawValue },
     /// Consecutive events of one room in one frame (namespaces with `batch_ms`).
     Batch { room: &'a str, events: &'a [BatchEvent<'a>] },
@@ -292,6 +300,14 @@ mod tests {
         let event = ServerMessage::Event { room: "r", seq: 7, ts: 1000, data: &data };
         assert_eq!(event.encode(), r#"{"type":"event","room":"r","seq":7,"ts":1000,"data":{"p":0.5}}"#);
         assert_eq!(ServerMessage::Pong.encode(), r#"{"type":"pong"}"#);
+        assert_eq!(
+            ServerMessage::Subscribed { room: "r", epoch: "e", head: 3, echo: None }.encode(),
+            r#"{"type":"subscribed","room":"r","epoch":"e","head":3}"#
+        );
+        assert_eq!(
+            ServerMessage::Subscribed { room: "r", epoch: "e", head: 3, echo: Some(false) }.encode(),
+            r#"{"type":"subscribed","room":"r","epoch":"e","head":3,"echo":false}"#
+        );
         assert_eq!(ServerMessage::CaughtUp { room: "r", seq: 3 }.encode(), r#"{"type":"caught_up","room":"r","seq":3}"#);
         let events = [BatchEvent { seq: 7, ts: 1000, data: &data }, BatchEvent { seq: 8, ts: 1001, data: &data }];
         assert_eq!(
