@@ -11,7 +11,7 @@
 //! [`crate::Client`] drives it over tokio; the tests drive it with a fake
 //! socket, a fake history route and a fake clock (the shared test vectors).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use hubcast_protocol::codes::close;
 use hubcast_protocol::room::RoomName;
@@ -249,6 +249,12 @@ struct Room {
     heal: Option<Heal>,
     presence: bool,
     members: Vec<PresenceMember>,
+    /// `false` when the server said `"echo": false`: our own socket publishes
+    /// are not delivered to us, their acked seqs count as delivered.
+    echo: bool,
+    /// Acked seqs of our own publishes past the cursor (no-echo rooms): the
+    /// cursor steps across them when it gets there.
+    own: BTreeSet<u64>,
 }
 
 struct PresenceRequest {
@@ -595,6 +601,8 @@ impl Core {
             heal: None,
             presence,
             members: Vec::new(),
+            echo: true,
+            own: BTreeSet::new(),
         });
         if self.state == ConnectionState::Idle && self.cfg.auto_connect {
             self.connect();
@@ -897,8 +905,9 @@ impl Core {
                 let (Some(epoch), Some(head)) = (as_str(frame.get("epoch")), as_int(frame.get("head"))) else {
                     return self.protocol_violation("a malformed subscribed");
                 };
+                let echo = frame.get("echo").and_then(Value::as_bool) != Some(false);
                 if let Some(i) = room {
-                    self.on_subscribed(i, epoch.to_owned(), head);
+                    self.on_subscribed(i, epoch.to_owned(), head, echo);
                 }
             }
             "reset" => {
@@ -1299,7 +1308,47 @@ impl Core {
         let entry = self.pending.remove(idx);
         self.clear(entry.retry_timer);
         self.clear(entry.timeout_timer);
+        let own = result.as_ref().ok().map(|ack| ack.seq);
         self.outputs.push_back(Output::Published { key: entry.key, result });
+        self.publish_settled(&entry.room, own);
+    }
+
+    /// A publish to `room` was answered (`own`: the seq of its ack). In a
+    /// no-echo room the acked seq counts as delivered, and events held past a
+    /// hole are delivered, or the hole healed once no answer can explain it.
+    fn publish_settled(&mut self, room: &str, own: Option<u64>) {
+        let Some(i) = self.rooms.iter().position(|r| r.name == room) else { return };
+        let room = &mut self.rooms[i];
+        if room.echo || room.wire != Wire::Active {
+            return;
+        }
+        if let (Some(seq), Some(cursor)) = (own, room.seq) {
+            if seq > cursor {
+                room.own.insert(seq);
+            }
+        }
+        self.drain(i);
+    }
+
+    /// Steps the cursor across our own acked seqs (no-echo rooms).
+    fn skip_own(&mut self, i: usize) {
+        let room = &mut self.rooms[i];
+        while let Some(cursor) = room.seq {
+            if !room.own.remove(&(cursor + 1)) {
+                break;
+            }
+            room.seq = Some(cursor + 1);
+        }
+        if let Some(cursor) = room.seq {
+            room.own.retain(|&seq| seq > cursor);
+        }
+    }
+
+    /// A no-echo room with publishes sent and not yet answered: a hole may be
+    /// one of ours whose ack is still on its way, so it is not healed yet.
+    fn holding(&self, i: usize) -> bool {
+        let room = &self.rooms[i];
+        !room.echo && self.pending.iter().any(|p| p.room == room.name && p.sent_on != 0)
     }
 
     fn reject_all(&mut self, error: &ClientError) {
@@ -1434,12 +1483,13 @@ impl Core {
         self.outputs.push_back(Output::RoomEnd { sub: self.rooms[i].sub, error });
     }
 
-    fn on_subscribed(&mut self, i: usize, epoch: String, head: u64) {
+    fn on_subscribed(&mut self, i: usize, epoch: String, head: u64, echo: bool) {
         let room = &mut self.rooms[i];
         if room.wire != Wire::Subscribing {
             return;
         }
         room.wire = Wire::Active;
+        room.echo = echo;
         room.subscribe_attempts = 0;
         room.subscribed_head = head;
         room.awaiting_reset = room.seq.is_some() && room.epoch.as_ref().is_some_and(|e| *e != epoch);
@@ -1462,6 +1512,7 @@ impl Core {
         room.awaiting_reset = false;
         room.epoch = Some(epoch.clone());
         room.seq = Some(room.subscribed_head);
+        room.own.clear(); // seqs of another log
         let reset = Reset { room: room.name.clone(), epoch, earliest, head: room.subscribed_head, previous };
         self.outputs.push_back(Output::Room { sub: room.sub, update: RoomUpdate::Reset(reset) });
     }
@@ -1597,18 +1648,24 @@ impl Core {
             }
             return;
         };
+        self.skip_own(i);
+        let cursor = self.rooms[i].seq.unwrap_or(cursor);
         if event.seq <= cursor {
-            return; // a duplicate, or a replay overlapping what was delivered
+            return; // a duplicate, a replay overlapping what was delivered, or our own
         }
         if event.seq == cursor + 1 {
             self.deliver(i, event);
             self.drain(i);
             return;
         }
-        // A gap: keep the event and fetch what is missing before delivering it.
+        // A gap: keep the event and fetch what is missing before delivering it
+        // (in a no-echo room, once no ack of ours can fill it).
         let target = event.seq - 1;
         if self.rooms[i].buffer.len() < MAX_BUFFERED {
             self.rooms[i].buffer.insert(event.seq, event);
+        }
+        if source == Source::Socket && self.holding(i) {
+            return;
         }
         self.request_heal(i, Some(target));
     }
@@ -1622,7 +1679,9 @@ impl Core {
 
     /// Delivers kept events that became contiguous; heals again if some are still ahead.
     fn drain(&mut self, i: usize) {
-        while let Some(cursor) = self.rooms[i].seq {
+        loop {
+            self.skip_own(i);
+            let Some(cursor) = self.rooms[i].seq else { break };
             let Some(next) = self.rooms[i].buffer.remove(&(cursor + 1)) else { break };
             self.deliver(i, next);
         }
@@ -1633,6 +1692,9 @@ impl Core {
         }
         room.buffer.retain(|&seq, _| seq > cursor);
         if let Some((&lowest, _)) = room.buffer.iter().next() {
+            if self.holding(i) && !self.rooms[i].healing {
+                return; // an ack still on its way may explain the hole
+            }
             self.request_heal(i, Some(lowest - 1));
         }
     }
