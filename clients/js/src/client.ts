@@ -187,6 +187,10 @@ export class HubcastClient {
         backoffDelay(attempt, this.backoff ?? { minDelayMs: 250, maxDelayMs: 30_000, tryAgainLaterMs: 0 }, this.random),
       reportError: (err) => this.emitter.emit('error', err),
       removeRoom: (room, onServer) => this.removeRoom(room, onServer),
+      publishesInFlight: (room) => {
+        for (const entry of this.pending.values()) if (entry.room === room && entry.sentOn === this.generation) return true;
+        return false;
+      },
       publish: (room, data, opts) => this.publish(room, data, opts),
       requestPresence: (room) => this.presence(room),
     };
@@ -597,7 +601,7 @@ export class HubcastClient {
         return;
       case 'subscribed':
         if (typeof frame.epoch !== 'string' || !isInteger(frame.head)) return this.protocolViolation('a malformed subscribed');
-        room?.onSubscribed(frame.epoch, frame.head);
+        room?.onSubscribed(frame.epoch, frame.head, frame.echo !== false);
         return;
       case 'reset':
         if (typeof frame.epoch !== 'string') return this.protocolViolation('a malformed reset');
@@ -783,6 +787,7 @@ export class HubcastClient {
     if (entry.timeoutTimer !== null) clearTimeout(entry.timeoutTimer);
     if (outcome instanceof HubcastError) entry.reject(outcome);
     else entry.resolve(outcome);
+    this.rooms.get(entry.room)?.onPublishSettled(outcome instanceof HubcastError ? null : outcome.seq);
   }
 
   private rejectAllPublishes(error: HubcastError): void {
