@@ -44,6 +44,14 @@ struct Server {
     addr: SocketAddr,
 }
 
+impl Drop for Server {
+    /// No test leaves a server behind, whatever it asserts.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 async fn start_server(bin: &Path, dir: &Path) -> Server {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -148,6 +156,7 @@ async fn read_through(sub: &mut hubcast_client::Subscription, seen: &mut Vec<u64
                 }
                 RoomUpdate::Reset(r) => panic!("unexpected reset {r:?}"),
                 RoomUpdate::Error(_) => {} // e.g. history_unavailable while the server is down
+                RoomUpdate::Presence(p) => panic!("no presence was asked for, got {p:?}"),
             }
         }
     })
@@ -168,7 +177,7 @@ async fn exactly_once_in_order_across_kills_and_a_cut() {
         .build()
         .unwrap();
     let mut sub = client
-        .subscribe("e2e", SubscribeOptions { cursor: Some(Cursor { epoch: None, seq: 0 }), rewind: None })
+        .subscribe("e2e", SubscribeOptions { cursor: Some(Cursor { epoch: None, seq: 0 }), ..Default::default() })
         .await
         .unwrap();
     let mut seen = Vec::new();
@@ -213,4 +222,74 @@ async fn exactly_once_in_order_across_kills_and_a_cut() {
     client.close().await;
     server.child.kill().unwrap();
     server.child.wait().unwrap();
+}
+
+/// The next presence update of `sub` (events are not expected here).
+async fn next_presence(sub: &mut hubcast_client::Subscription) -> hubcast_client::PresenceUpdate {
+    let update = timeout(Duration::from_secs(10), sub.next()).await.expect("a presence update in time");
+    match update.expect("the subscription ended") {
+        RoomUpdate::Presence(update) => update,
+        other => panic!("expected a presence update, got {other:?}"),
+    }
+}
+
+fn ids(members: &[hubcast_client::PresenceMember]) -> Vec<String> {
+    members.iter().map(|m| m.id.clone()).collect()
+}
+
+/// The async client's presence: a `presence` subscription yields the member
+/// list, then joins and leaves; `Client::presence` asks for the list. The
+/// server runs in protected mode, so members are the sessions' ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_on_the_async_client() {
+    use hubcast_client::PresenceUpdate;
+    let bin = binary();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(&bin, dir.path()).await;
+    let url = format!("http://{}", server.addr);
+    let room = "chat:e2e";
+    let with_presence = SubscribeOptions { presence: true, ..Default::default() };
+
+    let alice = Client::new(url.clone()).unwrap();
+    let mut alice_sub = alice.subscribe(room, with_presence.clone()).await.unwrap();
+    let PresenceUpdate::Members { members, .. } = next_presence(&mut alice_sub).await else { panic!("the list comes first") };
+    assert_eq!(members.len(), 1, "{members:?}");
+    let alice_id = members[0].id.clone();
+
+    let bob = Client::new(url.clone()).unwrap();
+    let mut bob_sub = bob.subscribe(room, with_presence.clone()).await.unwrap();
+    let PresenceUpdate::Members { members, .. } = next_presence(&mut bob_sub).await else { panic!("the list comes first") };
+    assert_eq!(members.len(), 2, "{members:?}");
+    let bob_id = ids(&members).into_iter().find(|id| *id != alice_id).expect("bob's id");
+    match next_presence(&mut alice_sub).await {
+        PresenceUpdate::Join { member, members, .. } => {
+            assert_eq!(member.id, bob_id);
+            assert_eq!(members.len(), 2);
+        }
+        other => panic!("expected bob's join, got {other:?}"),
+    }
+    let mut both = vec![alice_id.clone(), bob_id.clone()];
+    both.sort();
+    assert_eq!(ids(&alice_sub.members()), both);
+
+    // A presence request needs no subscription (a third client asks).
+    let carol = Client::new(url.clone()).unwrap();
+    assert_eq!(ids(&carol.presence(room).await.unwrap()), both);
+    assert_eq!(ids(&carol.presence("chat:empty").await.unwrap()), Vec::<String>::new());
+    assert_eq!(carol.presence("bad room").await.unwrap_err().code, "invalid_room");
+
+    // Bob's subscription ending is bob leaving.
+    drop(bob_sub);
+    match next_presence(&mut alice_sub).await {
+        PresenceUpdate::Leave { member, members, .. } => {
+            assert_eq!(member.id, bob_id);
+            assert_eq!(ids(&members), [alice_id.clone()]);
+        }
+        other => panic!("expected bob's leave, got {other:?}"),
+    }
+    assert_eq!(ids(&alice_sub.members()), [alice_id.clone()]);
+    assert_eq!(ids(&carol.presence(room).await.unwrap()), [alice_id]);
+    for client in [alice, bob, carol] {
+        client.close().await;
+    }
 }
