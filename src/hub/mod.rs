@@ -217,7 +217,9 @@ struct Hub {
     /// Seq of the last event delivered (or the store's head when the hub started).
     last: u64,
     /// Frames of the most recent events, oldest first, at most `settings.tail`.
-    tail: VecDeque<(u64, Utf8Bytes)>,
+    /// With each event's origin session, so a no-echo room's resume from the
+    /// tail skips the sender's own events too.
+    tail: VecDeque<(u64, Option<u64>, Utf8Bytes)>,
     subscribers: Vec<Subscriber>,
     bus: Arc<dyn Bus>,
     /// `(window, max)` when the room's namespace batches.
@@ -412,13 +414,14 @@ impl Hub {
             // the hub; skip what it already has.
             (after, after)
         } else {
-            let reaches = self.tail.front().is_some_and(|(first, _)| *first <= after + 1);
+            let reaches = self.tail.front().is_some_and(|(first, _, _)| *first <= after + 1);
             if !reaches {
                 return Joined::NeedStore { head: self.last };
             }
             let metrics = crate::metrics::get();
-            for (seq, frame) in &self.tail {
-                if *seq > after {
+            let session = out.session_id;
+            for (seq, origin, frame) in &self.tail {
+                if *seq > after && (self.echo || *origin != Some(session)) {
                     metrics.deliveries.increment(1);
                     metrics.totals.delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if out.offer(frame.clone()) != Offer::Queued {
@@ -490,7 +493,7 @@ impl Hub {
         if self.tail.len() == self.settings.tail {
             self.tail.pop_front();
         }
-        self.tail.push_back((seq, frame.clone()));
+        self.tail.push_back((seq, event.origin, frame.clone()));
         if let Some((window, max)) = self.batching {
             if !self.subscribers.is_empty() {
                 // The tail keeps single `event` frames (a resume is served

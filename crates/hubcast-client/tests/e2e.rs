@@ -293,3 +293,122 @@ async fn presence_on_the_async_client() {
         client.close().await;
     }
 }
+
+/// Counts history reads (a spurious gap heal would show here).
+struct CountingHistory {
+    reads: Arc<std::sync::atomic::AtomicUsize>,
+    inner: hubcast_client::ReqwestHistory,
+}
+
+impl hubcast_client::HistoryFetcher for CountingHistory {
+    fn get(&self, url: String, authorization: Option<String>) -> futures_util::future::BoxFuture<'static, Result<(u16, serde_json::Value), String>> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.get(url, authorization)
+    }
+}
+
+/// In an `echo = false` room the client's own publishes never come back; it
+/// counts their acked seqs as delivered, so events of others arriving around
+/// them (before or after the ack) are delivered in order without any history
+/// read, and a resume from its cursor has no duplicate and no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_echo_rooms_skip_own_publishes_without_gap_heals() {
+    let bin = binary();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hubcast.toml"), "[[namespaces]]\nprefix = \"quiet:\"\necho = false\n").unwrap();
+    let server = start_server(&bin, dir.path()).await;
+    let url = format!("http://{}", server.addr);
+    let room = "quiet:e2e";
+    let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let client = Client::builder(url.clone())
+        .history(CountingHistory { reads: reads.clone(), inner: Default::default() })
+        .build()
+        .unwrap();
+    let mut sub = client.subscribe(room, SubscribeOptions { cursor: Some(Cursor { epoch: None, seq: 0 }), ..Default::default() }).await.unwrap();
+
+    // Once the subscription is live (the hub counts it): before that its replay
+    // reads the log, which has no senders, and would include our own events.
+    timeout(Duration::from_secs(10), async {
+        loop {
+            let stats: serde_json::Value = reqwest::get(format!("{url}/v1/rooms/{room}")).await.expect("room stats").json().await.expect("json");
+            if stats["subscribers"] == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the subscription went live");
+
+    // Others publish over HTTP while this client publishes over its socket.
+    let others = tokio::spawn({
+        let addr = server.addr;
+        async move {
+            let http = reqwest::Client::new();
+            let mut seqs = Vec::new();
+            for i in 0..40 {
+                let receipt: serde_json::Value = http
+                    .post(format!("http://{addr}/v1/rooms/quiet:e2e/events"))
+                    .json(&json!({"data": {"from": "http", "i": i}}))
+                    .send()
+                    .await
+                    .expect("http publish")
+                    .json()
+                    .await
+                    .expect("receipt");
+                seqs.push(receipt["seq"].as_u64().expect("seq"));
+            }
+            seqs
+        }
+    });
+    let mut own = Vec::new();
+    for i in 0..40 {
+        let ack = client.publish(room, json!({"from": "socket", "i": i}), Default::default()).await.expect("ack");
+        own.push(ack.seq);
+    }
+    let others = others.await.unwrap();
+    assert_eq!(own.len() + others.len(), 80);
+
+    let mut seen = Vec::new();
+    timeout(Duration::from_secs(30), async {
+        while seen.len() < others.len() {
+            match sub.next().await.expect("the subscription ended") {
+                RoomUpdate::Event(e) => {
+                    assert_eq!(e.data["from"], "http", "our own event came back: {e:?}");
+                    seen.push(e.seq);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("saw {seen:?} of {others:?}"));
+    assert_eq!(seen, others, "exactly the others' events, in order");
+    // The driver publishes the cursor right after the updates it sent.
+    timeout(Duration::from_secs(10), async {
+        while sub.cursor().map(|c| c.seq) != Some(80) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the cursor counts our own seqs as delivered: {:?}", sub.cursor()));
+    assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 0, "no hole was healed from history");
+
+    // Resume from that cursor: nothing replayed, the next event is 81.
+    let cursor = sub.cursor();
+    drop(sub);
+    client.close().await;
+    let resumed = Client::new(url.clone()).unwrap();
+    let mut sub = resumed.subscribe(room, SubscribeOptions { cursor, ..Default::default() }).await.unwrap();
+    reqwest::Client::new()
+        .post(format!("http://{}/v1/rooms/quiet:e2e/events", server.addr))
+        .json(&json!({"data": {"from": "http", "i": "after"}}))
+        .send()
+        .await
+        .expect("http publish");
+    match timeout(Duration::from_secs(10), sub.next()).await.expect("an event in time") {
+        Some(RoomUpdate::Event(e)) => assert_eq!((e.seq, &e.data["i"]), (81, &json!("after"))),
+        other => panic!("expected event 81, got {other:?}"),
+    }
+    resumed.close().await;
+}
