@@ -195,21 +195,32 @@ async fn presence_across_two_nodes_and_a_killed_node() {
     let mut alice_a = connect(&a, "alice").await;
     enter(&mut alice_a, room).await;
     assert_eq!(next_change(&mut carol).await, change("join", "alice"));
-    let mut alice_b = connect(&b, "alice").await;
+    // Her session on B entered last, with other info: every node shows that info.
+    let mut alice_b =
+        Ws::connect(&b.ws_url(&format!("/v1/ws?token={}", token_with_info("alice", true, json!({"name": "ALICE on B"}))))).await;
     enter(&mut alice_b, room).await;
     let mut dave = connect(&a, "dave").await;
     enter(&mut dave, room).await;
     assert_eq!(next_change(&mut carol).await, change("join", "dave"), "alice's second session must not join again");
 
-    // Both nodes see everyone.
+    // Both nodes see everyone, and alice with her latest session's info.
     let mut probe_a = connect(&a, "probe").await;
+    let alice_info = |frame: &Value| frame["members"][0]["info"].clone();
     support::within(support::PHASE, "node A to list the members of both nodes", async {
-        while members(&mut probe_a, room).await != ["alice", "carol", "dave"] {
+        loop {
+            probe_a.send_json(json!({"type": "presence", "room": room, "id": "probe"})).await;
+            let list = probe_a.expect_type("presence").await;
+            if ids(&list) == ["alice", "carol", "dave"] && alice_info(&list) == json!({"name": "ALICE on B"}) {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await;
-    assert_eq!(members(&mut carol, room).await, ["alice", "carol", "dave"]);
+    carol.send_json(json!({"type": "presence", "room": room, "id": "carol"})).await;
+    let list = carol.expect_type("presence").await;
+    assert_eq!(ids(&list), ["alice", "carol", "dave"]);
+    assert_eq!(alice_info(&list), json!({"name": "ALICE on B"}), "{list}");
 
     // Kill A (its sessions get no chance to leave): dave (only on A) leaves
     // once A's announcement expires; alice (also on B) stays.
