@@ -99,6 +99,9 @@ pub struct NamespaceConfig {
     pub max_event_bytes: Option<usize>,
     /// Subscribers per room of the namespace on a node (overrides `rate_limits.max_subscribers_per_room`; 0: no cap).
     pub max_subscribers_per_room: Option<usize>,
+    /// Whether a socket publish is also delivered to the session that sent
+    /// it (`false`: the sender has its `ack`; see docs/protocol.md). Read by the hub.
+    pub echo: bool,
 }
 
 impl Default for NamespaceConfig {
@@ -113,6 +116,7 @@ impl Default for NamespaceConfig {
             max_age_secs: None,
             max_event_bytes: None,
             max_subscribers_per_room: None,
+            echo: true,
         }
     }
 }

@@ -15,6 +15,10 @@ pub struct Event {
     /// within a room.
     pub ts: i64,
     pub data: Box<RawValue>,
+    /// The session on this node that published it over its socket, so a hub
+    /// of a namespace with `echo = false` can skip that session. Never stored
+    /// and never sent to other nodes (the publisher's session is on this one).
+    pub origin: Option<u64>,
 }
 
 /// Where a room's log stands, as the store sees it.

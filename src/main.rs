@@ -229,7 +229,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 tracing::warn!("--epoch without --cursor is ignored");
             }
             let client = Client::new(url.as_str())?;
-            let start = SubscribeOptions { cursor: cursor.map(|seq| Cursor { epoch, seq }), rewind: None };
+            let start = SubscribeOptions { cursor: cursor.map(|seq| Cursor { epoch, seq }), ..Default::default() };
             let mut subscription = client.subscribe(room.as_str(), start).await?;
             let mut seen = 0;
             while count.map_or(true, |n| seen < n) {
@@ -251,6 +251,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                             reset.epoch, reset.head
                         );
                     }
+                    RoomUpdate::Presence(_) => {} // `hubcast sub` does not ask for presence
                     RoomUpdate::Error(err) => {
                         // Terminal (a close code) or a refused subscription: stop, as before.
                         let fatal = err.close_code.is_some()

@@ -69,6 +69,7 @@ impl Node {
                         max: n.batch_max,
                     })
                     .collect(),
+                echo: config.namespaces.iter().map(|n| (n.prefix.clone(), n.echo)).collect(),
             },
         );
         let node = Arc::new(Node {

@@ -116,7 +116,7 @@ impl World {
             let room = self.room.clone();
             let data = RawValue::from_string(format!("{{\"n\":{}}}", self.published)).unwrap();
             self.publishers.push(tokio::spawn(async move {
-                store.append(AppendRequest { room, data, idem_key: None, expected_seq: None }).await.unwrap();
+                store.append(AppendRequest { room, data, idem_key: None, expected_seq: None, origin: None }).await.unwrap();
             }));
         }
     }

@@ -36,6 +36,10 @@ ttl_ms = 1000
 }
 
 fn token(sub: &str, presence: bool) -> String {
+    token_with_info(sub, presence, json!({"name": sub.to_uppercase()}))
+}
+
+fn token_with_info(sub: &str, presence: bool, info: Value) -> String {
     let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
     let claims = json!({
         "sub": sub,
@@ -43,7 +47,7 @@ fn token(sub: &str, presence: bool) -> String {
         "subscribe": ["*"],
         "publish": ["*"],
         "presence": if presence { json!(["chat:*"]) } else { json!([]) },
-        "info": {"name": sub.to_uppercase()},
+        "info": info,
     });
     jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()))
         .expect("sign token")
@@ -149,6 +153,11 @@ async fn presence_needs_the_grant_and_is_bounded() {
     assert_eq!(refused["code"], "forbidden", "{refused}");
     nogrant.send_json(json!({"type": "presence", "room": room})).await;
     assert_eq!(nogrant.expect_type("error").await["code"], "forbidden");
+    // With an `id`, the refusal names the request, so it is not taken for a
+    // subscription's (those carry no id).
+    nogrant.send_json(json!({"type": "presence", "room": room, "id": "q1"})).await;
+    let refused = nogrant.expect_type("error").await;
+    assert_eq!((&refused["code"], &refused["id"], &refused["room"]), (&json!("forbidden"), &json!("q1"), &json!(room)), "{refused}");
     // Without presence the same token subscribes fine.
     nogrant.subscribe(room, json!({})).await;
 
@@ -186,21 +195,32 @@ async fn presence_across_two_nodes_and_a_killed_node() {
     let mut alice_a = connect(&a, "alice").await;
     enter(&mut alice_a, room).await;
     assert_eq!(next_change(&mut carol).await, change("join", "alice"));
-    let mut alice_b = connect(&b, "alice").await;
+    // Her session on B entered last, with other info: every node shows that info.
+    let mut alice_b =
+        Ws::connect(&b.ws_url(&format!("/v1/ws?token={}", token_with_info("alice", true, json!({"name": "ALICE on B"}))))).await;
     enter(&mut alice_b, room).await;
     let mut dave = connect(&a, "dave").await;
     enter(&mut dave, room).await;
     assert_eq!(next_change(&mut carol).await, change("join", "dave"), "alice's second session must not join again");
 
-    // Both nodes see everyone.
+    // Both nodes see everyone, and alice with her latest session's info.
     let mut probe_a = connect(&a, "probe").await;
+    let alice_info = |frame: &Value| frame["members"][0]["info"].clone();
     support::within(support::PHASE, "node A to list the members of both nodes", async {
-        while members(&mut probe_a, room).await != ["alice", "carol", "dave"] {
+        loop {
+            probe_a.send_json(json!({"type": "presence", "room": room, "id": "probe"})).await;
+            let list = probe_a.expect_type("presence").await;
+            if ids(&list) == ["alice", "carol", "dave"] && alice_info(&list) == json!({"name": "ALICE on B"}) {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await;
-    assert_eq!(members(&mut carol, room).await, ["alice", "carol", "dave"]);
+    carol.send_json(json!({"type": "presence", "room": room, "id": "carol"})).await;
+    let list = carol.expect_type("presence").await;
+    assert_eq!(ids(&list), ["alice", "carol", "dave"]);
+    assert_eq!(alice_info(&list), json!({"name": "ALICE on B"}), "{list}");
 
     // Kill A (its sessions get no chance to leave): dave (only on A) leaves
     // once A's announcement expires; alice (also on B) stays.
@@ -211,4 +231,60 @@ async fn presence_across_two_nodes_and_a_killed_node() {
     drop(alice_b);
     assert_eq!(next_change(&mut carol).await, change("leave", "alice"));
     drop((alice_a, dave, probe_a));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn presence_request_id_is_echoed() {
+    let server = Server::start(&config()).await;
+    let room = "chat:ids";
+    let mut alice = connect(&server, "alice").await;
+    let list = enter(&mut alice, room).await;
+    assert!(list.get("id").is_none(), "a subscription's list carries no id: {list}");
+    alice.send_json(json!({"type": "presence", "room": room, "id": "q-7"})).await;
+    let answer = alice.expect_type("presence").await;
+    assert_eq!(answer["id"], "q-7", "{answer}");
+    assert_eq!(ids(&answer), ["alice"]);
+    alice.send_json(json!({"type": "presence", "room": room, "id": ""})).await;
+    assert_eq!(alice.expect_type("error").await["code"], "bad_request");
+}
+
+/// A member's info is its latest session's: a second session with a fresher
+/// token shows its info; when that session leaves, the earlier one's returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn member_info_is_the_latest_sessions() {
+    let server = Server::start(&config()).await;
+    let room = "chat:info";
+    let with_info = |name: &str| {
+        let url = server.ws_url(&format!("/v1/ws?token={}", token_with_info("alice", true, json!({"name": name}))));
+        async move { Ws::connect(&url).await }
+    };
+    let info_of = |frame: &Value| -> Vec<Value> {
+        frame["members"].as_array().expect("members").iter().map(|m| m["info"].clone()).collect()
+    };
+    let mut probe = connect(&server, "probe").await;
+    enter(&mut probe, room).await;
+
+    let mut first = with_info("Alice").await;
+    enter(&mut first, room).await;
+    let join = probe.expect_type("join").await;
+    assert_eq!(join["member"], json!({"id": "alice", "info": {"name": "Alice"}}));
+
+    let mut second = with_info("Alice Liddell").await;
+    let list = enter(&mut second, room).await;
+    assert_eq!(info_of(&list), [json!({"name": "Alice Liddell"}), json!({"name": "PROBE"})], "{list}");
+    probe.send_json(json!({"type": "presence", "room": room, "id": "a"})).await;
+    let list = probe.expect_type("presence").await;
+    assert_eq!(info_of(&list)[0], json!({"name": "Alice Liddell"}), "{list}");
+
+    // The latest session leaving: the member stays, with the earlier info.
+    second.send_json(json!({"type": "unsubscribe", "room": room})).await;
+    second.expect_type("unsubscribed").await;
+    probe.send_json(json!({"type": "presence", "room": room, "id": "b"})).await;
+    let list = probe.expect_type("presence").await;
+    assert_eq!(info_of(&list)[0], json!({"name": "Alice"}), "{list}");
+
+    // The first session leaving is alice leaving, with the info she had.
+    drop(first);
+    let leave = probe.expect_type("leave").await;
+    assert_eq!(leave["member"], json!({"id": "alice", "info": {"name": "Alice"}}), "{leave}");
 }

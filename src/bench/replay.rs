@@ -48,7 +48,7 @@ pub async fn run(url: &str, options: &ReplayOptions, common: &Common) -> anyhow:
         let started = Instant::now();
         let client = hubcast_client::Client::new(url)?;
         let start = hubcast_client::Cursor { epoch: None, seq: 0 };
-        let options_ = hubcast_client::SubscribeOptions { cursor: Some(start), rewind: None };
+        let options_ = hubcast_client::SubscribeOptions { cursor: Some(start), ..Default::default() };
         let mut subscription = client.subscribe(&room, options_).await?;
         let mut got = 0;
         while got < options.events {
@@ -60,6 +60,7 @@ pub async fn run(url: &str, options: &ReplayOptions, common: &Common) -> anyhow:
                 Some(hubcast_client::RoomUpdate::Reset(reset)) => anyhow::bail!("unexpected reset: {reset:?}"),
                 Some(hubcast_client::RoomUpdate::Error(err)) if err.close_code.is_some() => anyhow::bail!("replay failed: {err}"),
                 Some(hubcast_client::RoomUpdate::Error(_)) => {}
+                Some(hubcast_client::RoomUpdate::Presence(_)) => {} // not asked for
                 None => break,
             }
         }

@@ -53,13 +53,25 @@ pub struct PresenceMessage {
 pub enum PresenceKind {
     /// All of the sender's members of the room (empty: it has none now).
     /// Valid for `ttl_ms` unless repeated.
-    State { members: Vec<PresenceMember>, ttl_ms: u64 },
+    State { members: Vec<AnnouncedMember>, ttl_ms: u64 },
     /// The sender just started following the room: peers with members there
     /// answer with their `State` at once.
     Sync,
 }
 
 pub use crate::protocol::PresenceMember;
+
+/// A member as a node announces it: with when the session whose `info` it
+/// carries entered, so every node picks the same (latest) info for a member
+/// with sessions on several nodes.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AnnouncedMember {
+    #[serde(flatten)]
+    pub member: PresenceMember,
+    /// Milliseconds since the Unix epoch (0 from a node that does not say).
+    #[serde(default)]
+    pub entered_ms: i64,
+}
 
 /// Why a bus operation failed.
 #[derive(Debug, Clone, thiserror::Error)]

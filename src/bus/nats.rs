@@ -169,7 +169,7 @@ impl Bus for NatsBus {
             tokio::spawn(forward(subscription, tx, move |payload| {
                 let wire = serde_json::from_slice::<WireEvent>(payload).ok().filter(|w| w.room == room.as_str())?;
                 crate::metrics::get().bus_received.increment(1);
-                Some(Event { room: room.clone(), seq: wire.seq, ts: wire.ts, data: wire.data })
+                Some(Event { room: room.clone(), seq: wire.seq, ts: wire.ts, data: wire.data, origin: None })
             }));
             Ok(rx)
         }

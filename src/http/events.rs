@@ -57,7 +57,7 @@ pub async fn publish(
         }
     };
     let expected_seq = body.expected_seq;
-    let request = AppendRequest { room, data: body.data, idem_key, expected_seq };
+    let request = AppendRequest { room, data: body.data, idem_key, expected_seq, origin: None };
     match node.store.append(request).await? {
         AppendOutcome::Appended(receipt) => Ok((StatusCode::CREATED, Json(receipt)).into_response()),
         AppendOutcome::Duplicate(receipt) => {

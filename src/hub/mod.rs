@@ -59,8 +59,8 @@ pub enum HubCommand {
     /// Add a subscriber that has processed the room up to `after`; with a
     /// `member`, it also enters the room's presence and watches it.
     Subscribe { out: Outbound, after: u64, member: Option<PresenceMember>, reply: oneshot::Sender<Joined> },
-    /// The room's `presence` frame (the member list).
-    Presence { reply: oneshot::Sender<Utf8Bytes> },
+    /// The room's member list (the session encodes it with its request's id).
+    Presence { reply: oneshot::Sender<Vec<PresenceMember>> },
     /// Remove a subscriber; the reply is sent once it will get no more frames.
     Unsubscribe { session_id: u64, done: oneshot::Sender<()> },
     /// The store's head is at least `head` (periodic reconcile).
@@ -109,8 +109,8 @@ impl HubHandle {
         rx.await.map_err(|_| HubGone)
     }
 
-    /// The room's `presence` frame.
-    pub async fn presence(&self) -> Result<Utf8Bytes, HubGone> {
+    /// The room's members, sorted by id.
+    pub async fn presence(&self) -> Result<Vec<PresenceMember>, HubGone> {
         let (reply, rx) = oneshot::channel();
         self.commands.send(HubCommand::Presence { reply }).await.map_err(|_| HubGone)?;
         rx.await.map_err(|_| HubGone)
@@ -144,7 +144,7 @@ struct Subscriber {
     /// replay; skip them.
     skip_through: u64,
     /// The presence member this subscription counts for (presence subscribers only).
-    member: Option<String>,
+    member: Option<presence::MemberKey>,
     /// Gets `join`/`leave` frames.
     watching: bool,
 }
@@ -163,6 +163,9 @@ pub struct HubSettings {
     pub presence: PresenceSettings,
     /// Batching rules of namespaces, by room prefix (longest prefix wins).
     pub batching: Vec<BatchRule>,
+    /// Namespaces' `echo` option, by room prefix (longest prefix wins; rooms
+    /// outside every namespace echo).
+    pub echo: Vec<(String, bool)>,
 }
 
 /// A namespace's batching: `window` zero means no batching.
@@ -181,6 +184,15 @@ impl HubSettings {
             .filter(|(prefix, _)| room.starts_with(prefix.as_str()))
             .max_by_key(|(prefix, _)| prefix.len())
             .map_or(self.max_subscribers, |(_, cap)| *cap)
+    }
+
+    /// Whether `room` delivers a socket publish to its sender too.
+    fn echo_for(&self, room: &RoomName) -> bool {
+        self.echo
+            .iter()
+            .filter(|(prefix, _)| room.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map_or(true, |(_, echo)| *echo)
     }
 
     /// The batching of `room`: that of its longest matching namespace prefix.
@@ -205,11 +217,15 @@ struct Hub {
     /// Seq of the last event delivered (or the store's head when the hub started).
     last: u64,
     /// Frames of the most recent events, oldest first, at most `settings.tail`.
-    tail: VecDeque<(u64, Utf8Bytes)>,
+    /// With each event's origin session, so a no-echo room's resume from the
+    /// tail skips the sender's own events too.
+    tail: VecDeque<(u64, Option<u64>, Utf8Bytes)>,
     subscribers: Vec<Subscriber>,
     bus: Arc<dyn Bus>,
     /// `(window, max)` when the room's namespace batches.
     batching: Option<(Duration, usize)>,
+    /// `false`: a socket publish is not delivered to the session that sent it.
+    echo: bool,
     pending: Pending,
     /// `None` until presence is first used in this room on this node.
     presence: Option<Box<presence::Presence>>,
@@ -226,6 +242,7 @@ pub(crate) fn spawn(
 ) -> HubHandle {
     let (tx, rx) = mpsc::channel(1024);
     let batching = settings.batching_for(&room);
+    let echo = settings.echo_for(&room);
     let mut settings = settings;
     settings.max_subscribers = settings.max_subscribers_for(&room);
     let hub = Hub {
@@ -237,6 +254,7 @@ pub(crate) fn spawn(
         subscribers: Vec::new(),
         bus: bus.clone(),
         batching,
+        echo,
         pending: Pending::default(),
         presence: None,
     };
@@ -333,11 +351,12 @@ impl Hub {
                     return;
                 }
                 let session_id = out.session_id;
-                let joined = self.subscribe(out, after, Some(member.id.clone()));
+                let key = presence::MemberKey { id: member.id.clone(), session: session_id };
+                let joined = self.subscribe(out, after, Some(key));
                 if joined == Joined::Live && self.subscribers.iter().any(|s| s.out.session_id == session_id) {
                     // Tell the others first, then give the newcomer the whole
                     // list (itself included) and start its deltas.
-                    self.presence.as_mut().expect("presence was just ensured").add_local(&member);
+                    self.presence.as_mut().expect("presence was just ensured").add_local(&member, session_id);
                     self.announce();
                     self.presence_changed();
                     if let Some(i) = self.subscribers.iter().position(|s| s.out.session_id == session_id) {
@@ -357,7 +376,7 @@ impl Hub {
                 self.ensure_presence().await;
                 let presence = self.presence.as_mut().expect("presence was just ensured");
                 if presence.settled(Instant::now()) {
-                    let _ = reply.send(presence.snapshot(&self.room));
+                    let _ = reply.send(presence.members());
                 } else {
                     presence.waiting.push(reply);
                 }
@@ -386,7 +405,7 @@ impl Hub {
     /// `after` that the hub has delivered is queued from the tail, then
     /// `caught_up`, and from here on it gets every delivery. All of this
     /// happens inside one step of the actor, so no event can slip between.
-    fn subscribe(&mut self, out: Outbound, after: u64, member: Option<String>) -> Joined {
+    fn subscribe(&mut self, out: Outbound, after: u64, member: Option<presence::MemberKey>) -> Joined {
         if self.settings.max_subscribers > 0 && self.subscribers.len() >= self.settings.max_subscribers {
             return Joined::Full;
         }
@@ -395,13 +414,14 @@ impl Hub {
             // the hub; skip what it already has.
             (after, after)
         } else {
-            let reaches = self.tail.front().is_some_and(|(first, _)| *first <= after + 1);
+            let reaches = self.tail.front().is_some_and(|(first, _, _)| *first <= after + 1);
             if !reaches {
                 return Joined::NeedStore { head: self.last };
             }
             let metrics = crate::metrics::get();
-            for (seq, frame) in &self.tail {
-                if *seq > after {
+            let session = out.session_id;
+            for (seq, origin, frame) in &self.tail {
+                if *seq > after && (self.echo || *origin != Some(session)) {
                     metrics.deliveries.increment(1);
                     metrics.totals.delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if out.offer(frame.clone()) != Offer::Queued {
@@ -473,7 +493,7 @@ impl Hub {
         if self.tail.len() == self.settings.tail {
             self.tail.pop_front();
         }
-        self.tail.push_back((seq, frame.clone()));
+        self.tail.push_back((seq, event.origin, frame.clone()));
         if let Some((window, max)) = self.batching {
             if !self.subscribers.is_empty() {
                 // The tail keeps single `event` frames (a resume is served
@@ -493,13 +513,18 @@ impl Hub {
             }
         }
         let started = std::time::Instant::now();
-        let (offered, gone) = offer_all(&mut self.subscribers, |sub| (seq > sub.skip_through).then(|| frame.clone()));
+        // The shared frame goes to everyone but the sender of a no-echo room.
+        let skip = if self.echo { None } else { event.origin };
+        let (offered, gone) = offer_all(&mut self.subscribers, |sub| {
+            (seq > sub.skip_through && Some(sub.out.session_id) != skip).then(|| frame.clone())
+        });
         self.note_broadcast(started, offered, frame.len(), std::slice::from_ref(&ts));
         self.members_left(gone);
     }
 
     /// Sends the pending events as one `batch` frame, encoded once and shared
-    /// (a subscriber whose replay already covered part of it gets the rest).
+    /// (a subscriber whose replay already covered part of it gets the rest,
+    /// and in a no-echo room a sender gets it without its own events).
     fn flush(&mut self) {
         let pending = std::mem::take(&mut self.pending);
         let Some(last) = pending.events.last().map(|e| e.seq) else { return };
@@ -509,10 +534,23 @@ impl Hub {
             pending.events.iter().map(|e| BatchEvent { seq: e.seq, ts: e.ts, data: &e.data }).collect();
         let frame: Utf8Bytes = ServerMessage::Batch { room: &self.room, events: &items }.encode().into();
         let room = &self.room;
+        let origins: Vec<u64> =
+            if self.echo { Vec::new() } else { pending.events.iter().filter_map(|e| e.origin).collect() };
         let mut events_offered = 0u64;
         let (_, gone) = offer_all(&mut self.subscribers, |sub| {
+            let session = sub.out.session_id;
             if sub.skip_through >= last {
                 None
+            } else if origins.contains(&session) {
+                let rest: Vec<BatchEvent> = pending
+                    .events
+                    .iter()
+                    .zip(&items)
+                    .filter(|(e, item)| item.seq > sub.skip_through && e.origin != Some(session))
+                    .map(|(_, item)| *item)
+                    .collect();
+                events_offered += rest.len() as u64;
+                (!rest.is_empty()).then(|| ServerMessage::Batch { room, events: &rest }.encode().into())
             } else if sub.skip_through < first {
                 events_offered += items.len() as u64;
                 Some(frame.clone())
@@ -574,15 +612,15 @@ impl Hub {
         self.bus.publish_presence(&self.room, message);
     }
 
-    /// Sessions with these member ids stopped being subscribers.
-    fn members_left(&mut self, ids: Vec<String>) {
-        if ids.is_empty() {
+    /// These presence sessions stopped being subscribers.
+    fn members_left(&mut self, keys: Vec<presence::MemberKey>) {
+        if keys.is_empty() {
             return;
         }
         let Some(presence) = self.presence.as_mut() else { return };
         let mut changed = false;
-        for id in &ids {
-            changed |= presence.remove_local(id);
+        for key in &keys {
+            changed |= presence.remove_local(key);
         }
         if changed {
             self.announce();
@@ -611,8 +649,8 @@ impl Hub {
             }
             let Some(presence) = self.presence.as_mut() else { return };
             let mut changed = false;
-            for id in &gone {
-                changed |= presence.remove_local(id);
+            for key in &gone {
+                changed |= presence.remove_local(key);
             }
             if changed {
                 self.announce();
@@ -646,9 +684,9 @@ impl Hub {
         let expired = presence.expire(now);
         let heartbeat = presence.heartbeat_due(now);
         if presence.settled(now) && !presence.waiting.is_empty() {
-            let snapshot = presence.snapshot(&self.room);
+            let members = presence.members();
             for reply in presence.waiting.drain(..) {
-                let _ = reply.send(snapshot.clone());
+                let _ = reply.send(members.clone());
             }
         }
         if heartbeat {
@@ -663,7 +701,10 @@ impl Hub {
 /// Offers `frame_for(sub)` to every subscriber it returns a frame for; drops
 /// the subscribers whose queue refused. Returns the number of frames offered
 /// and the presence members of the dropped subscribers.
-fn offer_all(subscribers: &mut Vec<Subscriber>, mut frame_for: impl FnMut(&Subscriber) -> Option<Utf8Bytes>) -> (u64, Vec<String>) {
+fn offer_all(
+    subscribers: &mut Vec<Subscriber>,
+    mut frame_for: impl FnMut(&Subscriber) -> Option<Utf8Bytes>,
+) -> (u64, Vec<presence::MemberKey>) {
     let mut offered = 0u64;
     let mut gone = Vec::new();
     subscribers.retain_mut(|sub| {

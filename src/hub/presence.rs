@@ -17,7 +17,7 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::bus::{PresenceFeed, PresenceKind, PresenceMember, PresenceMessage};
+use crate::bus::{AnnouncedMember, PresenceFeed, PresenceKind, PresenceMember, PresenceMessage};
 use crate::protocol::ServerMessage;
 use crate::room::RoomName;
 
@@ -41,14 +41,34 @@ impl Default for PresenceSettings {
 /// The longest TTL believed from a peer (a bad peer cannot pin members forever).
 const MAX_TTL: Duration = Duration::from_secs(600);
 
-struct LocalMember {
+/// One of this node's sessions of a member.
+struct LocalSession {
+    session: u64,
+    entered_ms: i64,
     info: Option<serde_json::Value>,
-    /// This node's sessions of the member in the room.
-    sessions: usize,
+}
+
+struct LocalMember {
+    /// This node's sessions of the member in the room, oldest first.
+    sessions: Vec<LocalSession>,
+}
+
+impl LocalMember {
+    /// The member's info on this node: its latest session's.
+    fn latest(&self) -> Option<&LocalSession> {
+        self.sessions.last()
+    }
+}
+
+/// A subscriber's place in its room's presence: the member and the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct MemberKey {
+    pub(super) id: String,
+    pub(super) session: u64,
 }
 
 struct Remote {
-    members: Vec<PresenceMember>,
+    members: Vec<AnnouncedMember>,
     expires: Instant,
 }
 
@@ -62,7 +82,7 @@ pub(super) struct Presence {
     view: BTreeMap<String, Option<serde_json::Value>>,
     /// Until then, `presence` requests wait for peers' answers to our `sync`.
     settle_until: Instant,
-    pub(super) waiting: Vec<oneshot::Sender<Utf8Bytes>>,
+    pub(super) waiting: Vec<oneshot::Sender<Vec<PresenceMember>>>,
     /// When this node next re-announces its members (while it has some).
     next_heartbeat: Option<Instant>,
 }
@@ -97,25 +117,28 @@ impl Presence {
         now >= self.settle_until
     }
 
-    /// A session of `member` entered.
-    pub(super) fn add_local(&mut self, member: &PresenceMember) {
-        let entry = self.local.entry(member.id.clone()).or_insert(LocalMember { info: member.info.clone(), sessions: 0 });
-        entry.sessions += 1;
+    /// Session `session` of `member` entered. Its info becomes the member's
+    /// (the latest session's info wins: a newer token carries fresher claims).
+    pub(super) fn add_local(&mut self, member: &PresenceMember, session: u64) {
+        let entry = self.local.entry(member.id.clone()).or_insert(LocalMember { sessions: Vec::new() });
+        // Never before the member's previous entry, so "latest" is the order
+        // of entry even if the clock steps back.
+        let entered_ms = entry.latest().map_or(i64::MIN, |s| s.entered_ms).max(crate::event::now_ms());
+        entry.sessions.push(LocalSession { session, entered_ms, info: member.info.clone() });
     }
 
-    /// A session of `id` left; whether that was its last on this node.
-    pub(super) fn remove_local(&mut self, id: &str) -> bool {
-        match self.local.get_mut(id) {
-            Some(entry) if entry.sessions > 1 => {
-                entry.sessions -= 1;
-                false
-            }
-            Some(_) => {
-                self.local.remove(id);
-                true
-            }
-            None => false,
+    /// A session left; whether the member's info or membership on this node
+    /// changed (so peers and watchers must hear of it).
+    pub(super) fn remove_local(&mut self, key: &MemberKey) -> bool {
+        let Some(entry) = self.local.get_mut(&key.id) else { return false };
+        let Some(i) = entry.sessions.iter().position(|s| s.session == key.session) else { return false };
+        let was_latest = i + 1 == entry.sessions.len();
+        entry.sessions.remove(i);
+        if entry.sessions.is_empty() {
+            self.local.remove(&key.id);
+            return true;
         }
+        was_latest
     }
 
     pub(super) fn has_local(&self) -> bool {
@@ -124,7 +147,15 @@ impl Presence {
 
     /// This node's announcement: all its members of the room.
     pub(super) fn state_message(&mut self, settings: &PresenceSettings, now: Instant) -> PresenceMessage {
-        let members = self.local.iter().map(|(id, m)| PresenceMember { id: id.clone(), info: m.info.clone() }).collect();
+        let members = self
+            .local
+            .iter()
+            .filter_map(|(id, m)| m.latest().map(|s| (id, s)))
+            .map(|(id, s)| AnnouncedMember {
+                member: PresenceMember { id: id.clone(), info: s.info.clone() },
+                entered_ms: s.entered_ms,
+            })
+            .collect();
         self.next_heartbeat = (!self.local.is_empty()).then(|| now + settings.heartbeat);
         PresenceMessage {
             node: self.node.clone(),
@@ -137,7 +168,7 @@ impl Presence {
     }
 
     /// Takes a peer's announcement.
-    pub(super) fn on_remote_state(&mut self, node: String, mut members: Vec<PresenceMember>, ttl_ms: u64, max: usize, now: Instant) {
+    pub(super) fn on_remote_state(&mut self, node: String, mut members: Vec<AnnouncedMember>, ttl_ms: u64, max: usize, now: Instant) {
         if members.is_empty() {
             self.remote.remove(&node);
             return;
@@ -168,17 +199,28 @@ impl Presence {
     }
 
     /// Recomputes the merged view; returns who joined and who left since
-    /// watchers were last told.
+    /// watchers were last told. A member's info is that of its latest
+    /// session on any node (by entry time, ties to the greater node id, so
+    /// every node picks the same). A changed info of a member already in the
+    /// view is not a join: it shows in the next `presence` list.
     pub(super) fn diff(&mut self) -> (Vec<PresenceMember>, Vec<PresenceMember>) {
-        let mut merged: BTreeMap<String, Option<serde_json::Value>> = BTreeMap::new();
-        for (id, member) in &self.local {
-            merged.insert(id.clone(), member.info.clone());
-        }
-        for remote in self.remote.values() {
-            for member in &remote.members {
-                merged.entry(member.id.clone()).or_insert_with(|| member.info.clone());
+        // id → (entered_ms, node, info) of the member's latest session.
+        let mut latest: BTreeMap<&str, (i64, &str, &Option<serde_json::Value>)> = BTreeMap::new();
+        let local = self.local.iter().filter_map(|(id, m)| m.latest().map(|s| (id.as_str(), s.entered_ms, self.node.as_str(), &s.info)));
+        let remote = self
+            .remote
+            .iter()
+            .flat_map(|(node, r)| r.members.iter().map(move |m| (m.member.id.as_str(), m.entered_ms, node.as_str(), &m.member.info)));
+        for (id, at, node, info) in local.chain(remote) {
+            match latest.get(id) {
+                Some(&(best_at, best_node, _)) if (best_at, best_node) >= (at, node) => {}
+                _ => {
+                    latest.insert(id, (at, node, info));
+                }
             }
         }
+        let merged: BTreeMap<String, Option<serde_json::Value>> =
+            latest.into_iter().map(|(id, (_, _, info))| (id.to_owned(), info.clone())).collect();
         let joined = merged
             .iter()
             .filter(|(id, _)| !self.view.contains_key(*id))
@@ -194,10 +236,72 @@ impl Presence {
         (joined, left)
     }
 
-    /// The `presence` frame: every member, by id.
+    /// Every member, by id.
+    pub(super) fn members(&self) -> Vec<PresenceMember> {
+        self.view.iter().map(|(id, info)| PresenceMember { id: id.clone(), info: info.clone() }).collect()
+    }
+
+    /// The `presence` frame a `presence: true` subscriber starts with.
     pub(super) fn snapshot(&self, room: &RoomName) -> Utf8Bytes {
-        let members: Vec<PresenceMember> =
-            self.view.iter().map(|(id, info)| PresenceMember { id: id.clone(), info: info.clone() }).collect();
-        ServerMessage::Presence { room, members: &members }.encode().into()
+        ServerMessage::Presence { id: None, room, members: &self.members() }.encode().into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str, name: &str) -> PresenceMember {
+        PresenceMember { id: id.into(), info: Some(serde_json::json!({ "name": name })) }
+    }
+
+    fn announced(id: &str, name: &str, entered_ms: i64) -> AnnouncedMember {
+        AnnouncedMember { member: member(id, name), entered_ms }
+    }
+
+    fn infos(presence: &Presence) -> Vec<(String, String)> {
+        presence
+            .members()
+            .into_iter()
+            .map(|m| (m.id, m.info.and_then(|i| i["name"].as_str().map(str::to_owned)).unwrap_or_default()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_members_info_is_its_latest_session_on_any_node() {
+        let now = Instant::now();
+        let mut presence = Presence::new("node-b".into(), None, Duration::ZERO);
+        presence.add_local(&member("alice", "local"), 1);
+        let local_entry = presence.local["alice"].latest().map(|s| s.entered_ms).unwrap();
+        presence.diff();
+        assert_eq!(infos(&presence), [("alice".into(), "local".into())]);
+
+        // A peer's session that entered later wins; an earlier one does not.
+        presence.on_remote_state("node-a".into(), vec![announced("alice", "older", local_entry - 1)], 1000, 10, now);
+        presence.diff();
+        assert_eq!(infos(&presence), [("alice".into(), "local".into())]);
+        presence.on_remote_state("node-a".into(), vec![announced("alice", "newer", local_entry + 1)], 1000, 10, now);
+        let (joined, left) = presence.diff();
+        assert!(joined.is_empty() && left.is_empty(), "an info change is no join or leave");
+        assert_eq!(infos(&presence), [("alice".into(), "newer".into())]);
+
+        // Entered at the same millisecond: the greater node id, on every node.
+        presence.on_remote_state("node-a".into(), vec![announced("alice", "same-ms", local_entry)], 1000, 10, now);
+        presence.diff();
+        assert_eq!(infos(&presence), [("alice".into(), "local".into())], "node-b > node-a");
+
+        // Removing the latest of two local sessions brings back the earlier one's info.
+        presence.on_remote_state("node-a".into(), Vec::new(), 1000, 10, now);
+        presence.add_local(&member("alice", "second"), 2);
+        presence.diff();
+        assert_eq!(infos(&presence), [("alice".into(), "second".into())]);
+        assert!(presence.remove_local(&MemberKey { id: "alice".into(), session: 2 }), "the info changed");
+        presence.diff();
+        assert_eq!(infos(&presence), [("alice".into(), "local".into())]);
+        presence.add_local(&member("alice", "third"), 3);
+        assert!(!presence.remove_local(&MemberKey { id: "alice".into(), session: 1 }), "an older session leaving changes nothing");
+        assert!(presence.remove_local(&MemberKey { id: "alice".into(), session: 3 }), "the last session leaving");
+        presence.diff();
+        assert!(infos(&presence).is_empty());
     }
 }

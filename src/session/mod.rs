@@ -331,7 +331,7 @@ impl Session {
             Ok(ClientMessage::Publish(request)) => self.publish(request).await,
             Ok(ClientMessage::Ping) => self.reply(ServerMessage::Pong.encode().into()).await,
             Ok(ClientMessage::Auth { token }) => self.authenticate(&token).await,
-            Ok(ClientMessage::Presence { room }) => self.presence(room).await,
+            Ok(ClientMessage::Presence { room, id }) => self.presence(room, id).await,
         }
     }
 
@@ -508,17 +508,21 @@ impl Session {
         }
     }
 
-    /// Answers `presence {room}` with the room's member list.
-    async fn presence(&mut self, room: RoomName) {
+    /// Answers `presence {room, id?}` with the room's member list; `id` is
+    /// echoed in the answer and in a refusal.
+    async fn presence(&mut self, room: RoomName, id: Option<String>) {
         if let Err(err) = self.node.auth.authorize(&self.principal, Action::Presence, &room) {
             let code = auth_error_code(&err);
             note_refusal(code.as_str(), self.ip, &err.to_string());
-            return self.reply_error(&ProtocolError::new(code, err.to_string(), None), Some(&room)).await;
+            return self.reply_error(&ProtocolError::new(code, err.to_string(), id.as_deref()), Some(&room)).await;
         }
         loop {
             let hub = self.node.hubs.get_or_spawn(&room);
             match hub.presence().await {
-                Ok(frame) => return self.reply(frame).await,
+                Ok(members) => {
+                    let frame = ServerMessage::Presence { id: id.as_deref(), room: &room, members: &members };
+                    return self.reply(frame.encode().into()).await;
+                }
                 Err(_gone) => self.node.hubs.forget(&room, hub.id),
             }
         }
@@ -586,7 +590,13 @@ impl Session {
             let err = ProtocolError::new(ErrorCode::TooLarge, format!("event data is larger than {max} bytes"), Some(&id));
             return self.reply_error(&err, Some(&room)).await;
         }
-        let request = AppendRequest { room: room.clone(), data, idem_key: Some(id.clone()), expected_seq };
+        let request = AppendRequest {
+            room: room.clone(),
+            data,
+            idem_key: Some(id.clone()),
+            expected_seq,
+            origin: Some(self.out.session_id),
+        };
         let frame = match self.node.store.append(request).await {
             Ok(AppendOutcome::Appended(receipt) | AppendOutcome::Duplicate(receipt)) => {
                 ServerMessage::Ack { id: &id, room: &room, seq: receipt.seq }.encode().into()
@@ -628,7 +638,8 @@ async fn start_subscription(
         .await
         .map_err(|err| ProtocolError::new(ErrorCode::StoreUnavailable, err.to_string(), None))?;
     let start = plan_start(&state, request, node.config.limits.max_rewind);
-    let subscribed = ServerMessage::Subscribed { room, epoch: &state.epoch, head: state.head };
+    let echo = node.auth.namespace(room).map_or(true, |n| n.echo);
+    let subscribed = ServerMessage::Subscribed { room, epoch: &state.epoch, head: state.head, echo: (!echo).then_some(false) };
     if !out.send(subscribed.encode().into()).await {
         return Ok(None);
     }

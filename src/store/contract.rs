@@ -22,6 +22,7 @@ fn request(room_name: &str, n: u64) -> AppendRequest {
         data: RawValue::from_string(format!("{{\"n\":{n}}}")).expect("valid json"),
         idem_key: None,
         expected_seq: None,
+        origin: None,
     }
 }
 

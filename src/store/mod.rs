@@ -44,6 +44,9 @@ pub struct AppendRequest {
     pub idem_key: Option<String>,
     /// Append only if the room's head is this seq.
     pub expected_seq: Option<u64>,
+    /// The publishing session (socket publishes), carried to the committed
+    /// [`Event::origin`]; not stored.
+    pub origin: Option<u64>,
 }
 
 /// What the publisher is told about a committed event.

@@ -115,7 +115,7 @@ impl Drainer {
                 (_, Err(err)) => return Err(StoreError::Unavailable(err.to_string())),
             };
             let idem_key = Some(key.unwrap_or_else(|| format!("outbox:{id}")));
-            requests.push(AppendRequest { room, data, idem_key, expected_seq: None });
+            requests.push(AppendRequest { room, data, idem_key, expected_seq: None, origin: None });
         }
         // Lock rooms in name order like the writers do (stable: rows of one
         // room keep their outbox order).
@@ -128,7 +128,7 @@ impl Drainer {
             .zip(outcomes)
             .filter_map(|(request, outcome)| match outcome {
                 AppendOutcome::Appended(receipt) => {
-                    Some(Arc::new(Event { room: receipt.room, seq: receipt.seq, ts: receipt.ts, data: request.data }))
+                    Some(Arc::new(Event { room: receipt.room, seq: receipt.seq, ts: receipt.ts, data: request.data, origin: None }))
                 }
                 _ => None,
             })

@@ -281,7 +281,7 @@ impl Store for PostgresStore {
                 let Some(seq) = row.get::<_, Option<i64>>(3) else { continue };
                 let data: String = row.get(5);
                 let data = RawValue::from_string(data).map_err(unavailable)?;
-                events.push(Event { room: room.clone(), seq: seq as u64, ts: row.get(4), data });
+                events.push(Event { room: room.clone(), seq: seq as u64, ts: row.get(4), data, origin: None });
             }
             Ok(Page { state: Some(state), events })
         }
@@ -512,6 +512,7 @@ impl Writer {
                             seq: receipt.seq,
                             ts: receipt.ts,
                             data: pending.request.data,
+                            origin: pending.request.origin,
                         }));
                     }
                     let _ = pending.reply.send(Ok(outcome));

@@ -170,7 +170,7 @@ impl Store for SqliteStore {
                     let data = RawValue::from_string(data).map_err(|e| {
                         rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
                     })?;
-                    events.push(Event { room: room.clone(), seq: row.get::<_, i64>(0)? as u64, ts: row.get(1)?, data });
+                    events.push(Event { room: room.clone(), seq: row.get::<_, i64>(0)? as u64, ts: row.get(1)?, data, origin: None });
                 }
             }
             drop(tx);
@@ -627,7 +627,7 @@ fn append_one(
     request: AppendRequest,
     touched: &mut HashSet<RoomName>,
 ) -> rusqlite::Result<(AppendOutcome, Option<Event>)> {
-    let AppendRequest { room, data, idem_key, expected_seq } = request;
+    let AppendRequest { room, data, idem_key, expected_seq, origin } = request;
     let cached = cached_room(conn, rooms, &room, true)?.expect("created when missing");
     if let Some(key) = &idem_key {
         let first = conn
@@ -652,7 +652,7 @@ fn append_one(
     cached.last_ts = ts;
     touched.insert(room.clone());
     let receipt = Receipt { room: room.clone(), seq, epoch: cached.epoch.clone(), ts };
-    Ok((AppendOutcome::Appended(receipt), Some(Event { room, seq, ts, data })))
+    Ok((AppendOutcome::Appended(receipt), Some(Event { room, seq, ts, data, origin })))
 }
 
 /// Why one application transaction failed.

@@ -136,8 +136,13 @@ export class HubcastClient {
   /** Room names whose `unsubscribe` is still in flight on the current socket. */
   private readonly draining = new Set<string>();
   private readonly pending = new Map<string, PendingPublish>();
-  /** Presence requests waiting for a `presence` frame, per room; `sent`: asked on the current socket. */
-  private readonly presenceRequests = new Map<string, { sent: boolean; waiters: Array<PresenceWaiter> }>();
+  /**
+   * Presence requests waiting for a `presence` frame, per room; `sent`: asked on the current
+   * socket; `id` (`presence:N`) is echoed by the server in the answer and in a refusal, so
+   * neither is taken for a subscription's.
+   */
+  private readonly presenceRequests = new Map<string, { id: string; sent: boolean; waiters: Array<PresenceWaiter> }>();
+  private nextPresenceId = 0;
   private readonly host: RoomHost;
 
   constructor(options: HubcastClientOptions) {
@@ -182,6 +187,10 @@ export class HubcastClient {
         backoffDelay(attempt, this.backoff ?? { minDelayMs: 250, maxDelayMs: 30_000, tryAgainLaterMs: 0 }, this.random),
       reportError: (err) => this.emitter.emit('error', err),
       removeRoom: (room, onServer) => this.removeRoom(room, onServer),
+      publishesInFlight: (room) => {
+        for (const entry of this.pending.values()) if (entry.room === room && entry.sentOn === this.generation) return true;
+        return false;
+      },
       publish: (room, data, opts) => this.publish(room, data, opts),
       requestPresence: (room) => this.presence(room),
     };
@@ -243,7 +252,7 @@ export class HubcastClient {
     return new Promise<PresenceMember[]>((resolve, reject) => {
       let entry = this.presenceRequests.get(room);
       if (!entry) {
-        entry = { sent: false, waiters: [] };
+        entry = { id: `presence:${++this.nextPresenceId}`, sent: false, waiters: [] };
         this.presenceRequests.set(room, entry);
       }
       entry.waiters.push({ resolve, reject });
@@ -456,7 +465,7 @@ export class HubcastClient {
   private sendPresenceRequests(): void {
     if (this.currentState !== 'open') return;
     for (const [room, entry] of this.presenceRequests) {
-      if (!entry.sent && this.sendFrame({ type: 'presence', room })) entry.sent = true;
+      if (!entry.sent && this.sendFrame({ type: 'presence', room, id: entry.id })) entry.sent = true;
     }
   }
 
@@ -592,7 +601,7 @@ export class HubcastClient {
         return;
       case 'subscribed':
         if (typeof frame.epoch !== 'string' || !isInteger(frame.head)) return this.protocolViolation('a malformed subscribed');
-        room?.onSubscribed(frame.epoch, frame.head);
+        room?.onSubscribed(frame.epoch, frame.head, frame.echo !== false);
         return;
       case 'reset':
         if (typeof frame.epoch !== 'string') return this.protocolViolation('a malformed reset');
@@ -618,12 +627,16 @@ export class HubcastClient {
       case 'presence': {
         const members = parseMembers(frame.members);
         if (typeof frame.room !== 'string' || members === null) return this.protocolViolation('a malformed presence');
-        const entry = this.presenceRequests.get(frame.room);
-        if (entry?.sent) {
-          this.presenceRequests.delete(frame.room);
-          for (const waiter of entry.waiters) waiter.resolve(members.map((m) => ({ ...m })));
+        if (typeof frame.id === 'string') {
+          // The answer to a presence request.
+          const entry = this.presenceRequests.get(frame.room);
+          if (entry?.sent && entry.id === frame.id) {
+            this.presenceRequests.delete(frame.room);
+            for (const waiter of entry.waiters) waiter.resolve(members.map((m) => ({ ...m })));
+          }
+          return;
         }
-        room?.onPresence(members);
+        room?.onPresence(members); // the member list of a presence subscription
         return;
       }
       case 'join':
@@ -683,6 +696,11 @@ export class HubcastClient {
     const message = typeof frame.message === 'string' ? frame.message : code;
     const roomName = typeof frame.room === 'string' ? frame.room : undefined;
     if (typeof frame.id === 'string') {
+      const request = roomName === undefined ? undefined : this.presenceRequests.get(roomName);
+      if (roomName !== undefined && request?.sent && request.id === frame.id) {
+        this.rejectPresenceRequests(new HubcastError(code, message, { room: roomName }), roomName);
+        return;
+      }
       const entry = this.pending.get(frame.id);
       if (entry) {
         if (RETRYABLE_PUBLISH_ERRORS.has(code) && this.backoff) {
@@ -707,12 +725,6 @@ export class HubcastClient {
         void this.refreshToken();
         return;
       }
-    }
-    if (roomName !== undefined && frame.id === undefined && code !== 'not_subscribed' && this.presenceRequests.get(roomName)?.sent) {
-      // The answer to our presence request (the protocol's refusal of a presence request is
-      // the same frame as a subscription's: a pending request takes it).
-      this.rejectPresenceRequests(new HubcastError(code, message, { room: roomName }), roomName);
-      return;
     }
     if (roomName !== undefined) {
       if (this.draining.has(roomName) && code === 'not_subscribed') {
@@ -775,6 +787,7 @@ export class HubcastClient {
     if (entry.timeoutTimer !== null) clearTimeout(entry.timeoutTimer);
     if (outcome instanceof HubcastError) entry.reject(outcome);
     else entry.resolve(outcome);
+    this.rooms.get(entry.room)?.onPublishSettled(outcome instanceof HubcastError ? null : outcome.seq);
   }
 
   private rejectAllPublishes(error: HubcastError): void {

@@ -42,6 +42,8 @@ export interface RoomHost {
   /** Errors go to the client's `error` listeners too. */
   reportError(err: HubcastError): void;
   removeRoom(room: Room<unknown>, onServer: boolean): void;
+  /** Whether a publish to `room` was sent on this socket and is not answered yet. */
+  publishesInFlight(room: string): boolean;
   publish(room: string, data: unknown, options?: PublishOptions): Promise<PublishAck>;
   requestPresence(room: string): Promise<PresenceMember[]>;
 }
@@ -94,6 +96,10 @@ export class Room<T = unknown> {
   private subscribeRetry: ReturnType<typeof setTimeout> | null = null;
 
   private readonly buffer = new Map<number, WireEvent>();
+  /** `false` when `subscribed` said `"echo": false`: our own socket publishes are not sent to us. */
+  private echo = true;
+  /** Acked seqs of our own publishes past the cursor (no-echo rooms): the cursor steps across them. */
+  private readonly own = new Set<number>();
   private healing = false;
   private healGen = 0;
   private healTarget = 0;
@@ -250,9 +256,10 @@ export class Room<T = unknown> {
   }
 
   /** @internal */
-  onSubscribed(epoch: string, head: number): void {
+  onSubscribed(epoch: string, head: number, echo = true): void {
     if (this.closed || this.wire !== 'subscribing') return;
     this.wire = 'active';
+    this.echo = echo;
     this.subscribeAttempts = 0;
     this.subscribedHead = head;
     this.subscribedEpoch = epoch;
@@ -270,6 +277,7 @@ export class Room<T = unknown> {
     this.awaitingReset = false;
     this.epoch = epoch;
     this.seq = this.subscribedHead;
+    this.own.clear(); // seqs of another log
     this.stats.resets += 1;
     const reset: ResetInfo = { room: this.name, epoch, earliest, head: this.subscribedHead, previous };
     this.emitter.emit('reset', reset);
@@ -290,6 +298,17 @@ export class Room<T = unknown> {
     if (this.seq === null) this.seq = seq; // a rewind that found no events
     else if (seq > this.seq) this.requestHeal(seq);
     this.emitter.emit('caught_up', { room: this.name, seq });
+  }
+
+  /**
+   * @internal A publish to this room was answered (`seq`: its ack's, `null`: it failed). In a
+   * no-echo room the acked seq counts as delivered, and events held past a hole are
+   * delivered, or the hole healed once no answer can explain it.
+   */
+  onPublishSettled(seq: number | null): void {
+    if (this.closed || this.echo || this.wire !== 'active') return;
+    if (seq !== null && this.seq !== null && seq > this.seq) this.own.add(seq);
+    this.drain();
   }
 
   /** @internal A `presence` frame: the full member list (for a presence subscription). */
@@ -382,18 +401,34 @@ export class Room<T = unknown> {
       }
       return;
     }
-    if (event.seq <= this.seq) {
-      this.stats.duplicatesDropped += 1;
+    this.skipOwn();
+    const cursor = this.seq as number;
+    if (event.seq <= cursor) {
+      this.stats.duplicatesDropped += 1; // or our own (no-echo rooms)
       return;
     }
-    if (event.seq === this.seq + 1) {
+    if (event.seq === cursor + 1) {
       this.deliver(event);
       this.drain();
       return;
     }
-    // A gap: keep the event and fetch what is missing before delivering it.
+    // A gap: keep the event and fetch what is missing before delivering it (in a
+    // no-echo room, once no ack of ours on its way can fill it).
     if (this.buffer.size < MAX_BUFFERED) this.buffer.set(event.seq, event);
+    if (source === 'socket' && this.holding()) return;
     this.requestHeal(event.seq - 1);
+  }
+
+  /** Steps the cursor across our own acked seqs (no-echo rooms). */
+  private skipOwn(): void {
+    if (this.own.size === 0) return;
+    while (this.seq !== null && this.own.delete(this.seq + 1)) this.seq += 1;
+    for (const seq of this.own) if (this.seq !== null && seq <= this.seq) this.own.delete(seq);
+  }
+
+  /** A no-echo room with publishes sent and unanswered: a hole may be one of ours whose ack is on its way. */
+  private holding(): boolean {
+    return !this.echo && this.host.publishesInFlight(this.name);
   }
 
   private deliver(wire: WireEvent): void {
@@ -407,11 +442,13 @@ export class Room<T = unknown> {
 
   /** Delivers buffered events that became contiguous; heals again if some are still ahead. */
   private drain(): void {
+    this.skipOwn();
     while (!this.closed && this.seq !== null && this.buffer.size > 0) {
       const next = this.buffer.get(this.seq + 1);
       if (!next) break;
       this.buffer.delete(next.seq);
       this.deliver(next);
+      this.skipOwn();
     }
     if (this.seq === null || this.buffer.size === 0) return;
     let lowest = Infinity;
@@ -419,7 +456,9 @@ export class Room<T = unknown> {
       if (seq <= this.seq) this.buffer.delete(seq);
       else lowest = Math.min(lowest, seq);
     }
-    if (lowest !== Infinity) this.requestHeal(lowest - 1);
+    if (lowest === Infinity) return;
+    if (this.holding() && !this.healing) return; // an ack still on its way may explain the hole
+    this.requestHeal(lowest - 1);
   }
 
   /** Makes sure everything through `target` gets delivered (`'probe'`: through the head the history route reports). */

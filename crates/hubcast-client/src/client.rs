@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::core::{Backoff, Config, Core, Heartbeat, HistoryResult, Output};
-use crate::types::{Ack, ClientError, ConnectionState, Cursor, RoomUpdate, StateChange};
+use crate::types::{Ack, ClientError, ConnectionState, Cursor, PresenceMember, RoomUpdate, StateChange};
 
 // ------------------------------------------------------------- transports
 
@@ -261,6 +261,7 @@ impl ClientBuilder {
             sockets: HashMap::new(),
             subs: HashMap::new(),
             publishes: HashMap::new(),
+            presence_requests: HashMap::new(),
             state: state_tx,
             events: events_tx.clone(),
             close_waiters: Vec::new(),
@@ -289,6 +290,10 @@ pub struct SubscribeOptions {
     pub cursor: Option<Cursor>,
     /// Else: the last N retained events, then live. Neither: live from the head.
     pub rewind: Option<u64>,
+    /// Also enter the room's presence (needs the token's `presence` grant): the
+    /// stream then yields [`RoomUpdate::Presence`] (the member list after
+    /// every (re)subscribe, then each join and leave).
+    pub presence: bool,
 }
 
 /// Options of one publish.
@@ -311,6 +316,7 @@ enum Command {
     },
     Unsubscribe { sub: u64 },
     Publish { room: String, data: Value, options: PublishOptions, reply: oneshot::Sender<Result<Ack, ClientError>> },
+    Presence { room: String, reply: oneshot::Sender<Result<Vec<PresenceMember>, ClientError>> },
     Connect,
     RefreshToken,
     Close { done: oneshot::Sender<()> },
@@ -365,6 +371,15 @@ impl Client {
         answer.await.map_err(|_| gone())?
     }
 
+    /// The members of `room`'s presence (sorted by `id`). Needs the token's
+    /// `presence` grant, no subscription. Queued while offline and asked again
+    /// after a reconnect; fails with the server's error (`forbidden`) or `closed`.
+    pub async fn presence(&self, room: &str) -> Result<Vec<PresenceMember>, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Presence { room: room.to_owned(), reply }).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
     /// Connects now (skipping a pending backoff); restarts a closed client.
     pub fn connect(&self) {
         let _ = self.commands.send(Command::Connect);
@@ -405,6 +420,7 @@ pub struct Subscription {
     sub: u64,
     updates: mpsc::UnboundedReceiver<RoomUpdate>,
     cursor: Arc<Mutex<Option<Cursor>>>,
+    members: Arc<Mutex<Vec<PresenceMember>>>,
     commands: mpsc::UnboundedSender<Command>,
 }
 
@@ -418,6 +434,13 @@ impl Subscription {
     /// be ahead of what this stream's consumer has read.
     pub fn cursor(&self) -> Option<Cursor> {
         self.cursor.lock().map(|c| c.clone()).unwrap_or(None)
+    }
+
+    /// The member list of a presence subscription as the client last received
+    /// it (sorted by `id`; empty before the first list and without `presence`).
+    /// Like the cursor it may be ahead of what this stream's consumer has read.
+    pub fn members(&self) -> Vec<PresenceMember> {
+        self.members.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// Stops the subscription (also done on drop).
@@ -454,6 +477,7 @@ struct SocketSlot {
 struct SubSlot {
     updates: mpsc::UnboundedSender<RoomUpdate>,
     cursor: Arc<Mutex<Option<Cursor>>>,
+    members: Arc<Mutex<Vec<PresenceMember>>>,
 }
 
 struct Driver {
@@ -465,6 +489,7 @@ struct Driver {
     sockets: HashMap<u64, SocketSlot>,
     subs: HashMap<u64, SubSlot>,
     publishes: HashMap<u64, Vec<oneshot::Sender<Result<Ack, ClientError>>>>,
+    presence_requests: HashMap<u64, oneshot::Sender<Result<Vec<PresenceMember>, ClientError>>>,
     state: watch::Sender<ConnectionState>,
     events: broadcast::Sender<ClientEvent>,
     close_waiters: Vec<oneshot::Sender<()>>,
@@ -542,12 +567,13 @@ impl Driver {
                     let _ = reply.send(Err(ClientError::new("already_subscribed", format!("{room} is already subscribed")).with_room(&room)));
                     return;
                 }
-                match self.core.subscribe(&room, options.cursor, options.rewind) {
+                match self.core.subscribe_with_presence(&room, options.cursor, options.rewind, options.presence) {
                     Ok(sub) => {
                         let (tx, rx) = mpsc::unbounded_channel();
                         let cursor = Arc::new(Mutex::new(self.core.cursor(sub)));
-                        self.subs.insert(sub, SubSlot { updates: tx, cursor: cursor.clone() });
-                        let subscription = Subscription { room, sub, updates: rx, cursor, commands };
+                        let members = Arc::new(Mutex::new(Vec::new()));
+                        self.subs.insert(sub, SubSlot { updates: tx, cursor: cursor.clone(), members: members.clone() });
+                        let subscription = Subscription { room, sub, updates: rx, cursor, members, commands };
                         if reply.send(Ok(subscription)).is_err() {
                             // The caller is gone; the subscription's drop unsubscribed it.
                         }
@@ -570,6 +596,14 @@ impl Driver {
                     }
                 }
             }
+            Command::Presence { room, reply } => match self.core.request_presence(&room) {
+                Ok(key) => {
+                    self.presence_requests.insert(key, reply);
+                }
+                Err(err) => {
+                    let _ = reply.send(Err(err));
+                }
+            },
             Command::Connect => self.core.connect(),
             Command::RefreshToken => self.core.refresh_token(),
             Command::Close { done } => {
@@ -686,8 +720,19 @@ impl Driver {
                     }
                 }
             }
-            // Presence is surfaced by the core (vectors); the tokio API does not expose it yet.
-            Output::Presence { .. } | Output::PresenceResult { .. } => {}
+            Output::Presence { sub, update } => {
+                if let Some(slot) = self.subs.get(&sub) {
+                    if let Ok(mut members) = slot.members.lock() {
+                        *members = self.core.members(sub).unwrap_or_default();
+                    }
+                    let _ = slot.updates.send(RoomUpdate::Presence(update));
+                }
+            }
+            Output::PresenceResult { key, result } => {
+                if let Some(reply) = self.presence_requests.remove(&key) {
+                    let _ = reply.send(result);
+                }
+            }
             Output::Error(error) => {
                 tracing::debug!(%error, "hubcast client error");
                 let _ = self.events.send(ClientEvent::Error(error));

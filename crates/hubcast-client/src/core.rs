@@ -11,7 +11,7 @@
 //! [`crate::Client`] drives it over tokio; the tests drive it with a fake
 //! socket, a fake history route and a fake clock (the shared test vectors).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use hubcast_protocol::codes::close;
 use hubcast_protocol::room::RoomName;
@@ -249,10 +249,19 @@ struct Room {
     heal: Option<Heal>,
     presence: bool,
     members: Vec<PresenceMember>,
+    /// `false` when the server said `"echo": false`: our own socket publishes
+    /// are not delivered to us, their acked seqs count as delivered.
+    echo: bool,
+    /// Acked seqs of our own publishes past the cursor (no-echo rooms): the
+    /// cursor steps across them when it gets there.
+    own: BTreeSet<u64>,
 }
 
 struct PresenceRequest {
     room: String,
+    /// Sent as the request's `id` (`presence:N`); the server echoes it in the
+    /// answer and in a refusal, so neither is taken for a subscription's.
+    id: String,
     /// Asked on the current socket.
     sent: bool,
     keys: Vec<u64>,
@@ -323,6 +332,8 @@ pub struct Core {
     pending: Vec<PendingPublish>,
     next_key: u64,
     presence_requests: Vec<PresenceRequest>,
+    /// Numbers the `id`s of presence requests.
+    next_presence_id: u64,
 }
 
 fn as_int(v: Option<&Value>) -> Option<u64> {
@@ -405,6 +416,7 @@ impl Core {
             pending: Vec::new(),
             next_key: 0,
             presence_requests: Vec::new(),
+            next_presence_id: 0,
         })
     }
 
@@ -589,6 +601,8 @@ impl Core {
             heal: None,
             presence,
             members: Vec::new(),
+            echo: true,
+            own: BTreeSet::new(),
         });
         if self.state == ConnectionState::Idle && self.cfg.auto_connect {
             self.connect();
@@ -615,7 +629,11 @@ impl Core {
         let key = self.next_key;
         match self.presence_requests.iter_mut().find(|r| r.room == room) {
             Some(r) => r.keys.push(key),
-            None => self.presence_requests.push(PresenceRequest { room: room.to_owned(), sent: false, keys: vec![key] }),
+            None => {
+                self.next_presence_id += 1;
+                let id = format!("presence:{}", self.next_presence_id);
+                self.presence_requests.push(PresenceRequest { room: room.to_owned(), id, sent: false, keys: vec![key] })
+            }
         }
         if self.state == ConnectionState::Idle && self.cfg.auto_connect {
             self.connect();
@@ -631,7 +649,8 @@ impl Core {
         }
         for i in 0..self.presence_requests.len() {
             if !self.presence_requests[i].sent {
-                let frame = serde_json::json!({"type": "presence", "room": self.presence_requests[i].room});
+                let request = &self.presence_requests[i];
+                let frame = serde_json::json!({"type": "presence", "room": request.room, "id": request.id});
                 if self.send_json(&frame) {
                     self.presence_requests[i].sent = true;
                 }
@@ -639,8 +658,9 @@ impl Core {
         }
     }
 
-    fn settle_presence(&mut self, room: &str, result: Result<Vec<PresenceMember>, ClientError>) {
-        if let Some(idx) = self.presence_requests.iter().position(|r| r.room == room) {
+    /// Answers the sent presence request with this `id`, if there is one.
+    fn settle_presence(&mut self, id: &str, result: Result<Vec<PresenceMember>, ClientError>) {
+        if let Some(idx) = self.presence_requests.iter().position(|r| r.id == id && r.sent) {
             let request = self.presence_requests.remove(idx);
             for key in request.keys {
                 self.outputs.push_back(Output::PresenceResult { key, result: result.clone() });
@@ -885,8 +905,9 @@ impl Core {
                 let (Some(epoch), Some(head)) = (as_str(frame.get("epoch")), as_int(frame.get("head"))) else {
                     return self.protocol_violation("a malformed subscribed");
                 };
+                let echo = frame.get("echo").and_then(Value::as_bool) != Some(false);
                 if let Some(i) = room {
-                    self.on_subscribed(i, epoch.to_owned(), head);
+                    self.on_subscribed(i, epoch.to_owned(), head, echo);
                 }
             }
             "reset" => {
@@ -923,15 +944,21 @@ impl Core {
                 }
             }
             "presence" => {
-                let (Some(name), Some(members)) = (as_str(frame.get("room")), parse_members(frame.get("members"))) else {
+                let (Some(_room), Some(members)) = (as_str(frame.get("room")), parse_members(frame.get("members"))) else {
                     return self.protocol_violation("a malformed presence");
                 };
-                let name = name.to_owned();
-                if self.presence_requests.iter().any(|r| r.room == name && r.sent) {
-                    self.settle_presence(&name, Ok(members.clone()));
-                }
-                if let Some(i) = room {
-                    self.on_presence(i, members);
+                match as_str(frame.get("id")) {
+                    // The answer to a presence request.
+                    Some(id) => {
+                        let id = id.to_owned();
+                        self.settle_presence(&id, Ok(members));
+                    }
+                    // The member list of a presence subscription.
+                    None => {
+                        if let Some(i) = room {
+                            self.on_presence(i, members);
+                        }
+                    }
                 }
             }
             "join" | "leave" => {
@@ -1190,6 +1217,15 @@ impl Core {
         let message = as_str(frame.get("message")).unwrap_or(&code).to_owned();
         let room_name = as_str(frame.get("room")).map(str::to_owned);
         if let Some(id) = as_str(frame.get("id")) {
+            if self.presence_requests.iter().any(|r| r.id == id && r.sent) {
+                let mut err = ClientError::new(code, message);
+                if let Some(name) = room_name {
+                    err = err.with_room(name);
+                }
+                let id = id.to_owned();
+                self.settle_presence(&id, Err(err));
+                return;
+            }
             if let Some(idx) = self.pending.iter().position(|p| p.id == id) {
                 if let (true, Some(backoff)) = (RETRYABLE_PUBLISH_ERRORS.contains(&code.as_str()), self.cfg.reconnect) {
                     // Nothing was appended: send again (same id) after a backoff.
@@ -1215,17 +1251,6 @@ impl Core {
             return;
         }
         if let Some(name) = &room_name {
-            if !frame.contains_key("id")
-                && code != "not_subscribed"
-                && self.presence_requests.iter().any(|r| &r.room == name && r.sent)
-            {
-                // The answer to our presence request (its refusal is the same frame as a
-                // subscription's: a pending request takes it).
-                let err = ClientError::new(code, message).with_room(name.clone());
-                let name = name.clone();
-                self.settle_presence(&name, Err(err));
-                return;
-            }
             if self.draining.contains(name) && code == "not_subscribed" {
                 self.on_unsubscribed(name);
                 return;
@@ -1283,7 +1308,47 @@ impl Core {
         let entry = self.pending.remove(idx);
         self.clear(entry.retry_timer);
         self.clear(entry.timeout_timer);
+        let own = result.as_ref().ok().map(|ack| ack.seq);
         self.outputs.push_back(Output::Published { key: entry.key, result });
+        self.publish_settled(&entry.room, own);
+    }
+
+    /// A publish to `room` was answered (`own`: the seq of its ack). In a
+    /// no-echo room the acked seq counts as delivered, and events held past a
+    /// hole are delivered, or the hole healed once no answer can explain it.
+    fn publish_settled(&mut self, room: &str, own: Option<u64>) {
+        let Some(i) = self.rooms.iter().position(|r| r.name == room) else { return };
+        let room = &mut self.rooms[i];
+        if room.echo || room.wire != Wire::Active {
+            return;
+        }
+        if let (Some(seq), Some(cursor)) = (own, room.seq) {
+            if seq > cursor {
+                room.own.insert(seq);
+            }
+        }
+        self.drain(i);
+    }
+
+    /// Steps the cursor across our own acked seqs (no-echo rooms).
+    fn skip_own(&mut self, i: usize) {
+        let room = &mut self.rooms[i];
+        while let Some(cursor) = room.seq {
+            if !room.own.remove(&(cursor + 1)) {
+                break;
+            }
+            room.seq = Some(cursor + 1);
+        }
+        if let Some(cursor) = room.seq {
+            room.own.retain(|&seq| seq > cursor);
+        }
+    }
+
+    /// A no-echo room with publishes sent and not yet answered: a hole may be
+    /// one of ours whose ack is still on its way, so it is not healed yet.
+    fn holding(&self, i: usize) -> bool {
+        let room = &self.rooms[i];
+        !room.echo && self.pending.iter().any(|p| p.room == room.name && p.sent_on != 0)
     }
 
     fn reject_all(&mut self, error: &ClientError) {
@@ -1418,12 +1483,13 @@ impl Core {
         self.outputs.push_back(Output::RoomEnd { sub: self.rooms[i].sub, error });
     }
 
-    fn on_subscribed(&mut self, i: usize, epoch: String, head: u64) {
+    fn on_subscribed(&mut self, i: usize, epoch: String, head: u64, echo: bool) {
         let room = &mut self.rooms[i];
         if room.wire != Wire::Subscribing {
             return;
         }
         room.wire = Wire::Active;
+        room.echo = echo;
         room.subscribe_attempts = 0;
         room.subscribed_head = head;
         room.awaiting_reset = room.seq.is_some() && room.epoch.as_ref().is_some_and(|e| *e != epoch);
@@ -1446,6 +1512,7 @@ impl Core {
         room.awaiting_reset = false;
         room.epoch = Some(epoch.clone());
         room.seq = Some(room.subscribed_head);
+        room.own.clear(); // seqs of another log
         let reset = Reset { room: room.name.clone(), epoch, earliest, head: room.subscribed_head, previous };
         self.outputs.push_back(Output::Room { sub: room.sub, update: RoomUpdate::Reset(reset) });
     }
@@ -1581,18 +1648,24 @@ impl Core {
             }
             return;
         };
+        self.skip_own(i);
+        let cursor = self.rooms[i].seq.unwrap_or(cursor);
         if event.seq <= cursor {
-            return; // a duplicate, or a replay overlapping what was delivered
+            return; // a duplicate, a replay overlapping what was delivered, or our own
         }
         if event.seq == cursor + 1 {
             self.deliver(i, event);
             self.drain(i);
             return;
         }
-        // A gap: keep the event and fetch what is missing before delivering it.
+        // A gap: keep the event and fetch what is missing before delivering it
+        // (in a no-echo room, once no ack of ours can fill it).
         let target = event.seq - 1;
         if self.rooms[i].buffer.len() < MAX_BUFFERED {
             self.rooms[i].buffer.insert(event.seq, event);
+        }
+        if source == Source::Socket && self.holding(i) {
+            return;
         }
         self.request_heal(i, Some(target));
     }
@@ -1606,7 +1679,9 @@ impl Core {
 
     /// Delivers kept events that became contiguous; heals again if some are still ahead.
     fn drain(&mut self, i: usize) {
-        while let Some(cursor) = self.rooms[i].seq {
+        loop {
+            self.skip_own(i);
+            let Some(cursor) = self.rooms[i].seq else { break };
             let Some(next) = self.rooms[i].buffer.remove(&(cursor + 1)) else { break };
             self.deliver(i, next);
         }
@@ -1617,6 +1692,9 @@ impl Core {
         }
         room.buffer.retain(|&seq, _| seq > cursor);
         if let Some((&lowest, _)) = room.buffer.iter().next() {
+            if self.holding(i) && !self.rooms[i].healing {
+                return; // an ack still on its way may explain the hole
+            }
             self.request_heal(i, Some(lowest - 1));
         }
     }

@@ -102,6 +102,9 @@ pub enum RoomUpdate {
     /// `store_unavailable`…). Delivery goes on; after a terminal close code the
     /// error is the last item and the stream ends.
     Error(ClientError),
+    /// Presence of a `presence: true` subscription: the member list, a join or
+    /// a leave. Not part of the event order (presence carries no seq).
+    Presence(PresenceUpdate),
 }
 
 /// A member of a room's presence: keyed by the token's `sub` (or a session

@@ -44,6 +44,14 @@ struct Server {
     addr: SocketAddr,
 }
 
+impl Drop for Server {
+    /// No test leaves a server behind, whatever it asserts.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 async fn start_server(bin: &Path, dir: &Path) -> Server {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -148,6 +156,7 @@ async fn read_through(sub: &mut hubcast_client::Subscription, seen: &mut Vec<u64
                 }
                 RoomUpdate::Reset(r) => panic!("unexpected reset {r:?}"),
                 RoomUpdate::Error(_) => {} // e.g. history_unavailable while the server is down
+                RoomUpdate::Presence(p) => panic!("no presence was asked for, got {p:?}"),
             }
         }
     })
@@ -168,7 +177,7 @@ async fn exactly_once_in_order_across_kills_and_a_cut() {
         .build()
         .unwrap();
     let mut sub = client
-        .subscribe("e2e", SubscribeOptions { cursor: Some(Cursor { epoch: None, seq: 0 }), rewind: None })
+        .subscribe("e2e", SubscribeOptions { cursor: Some(Cursor { epoch: None, seq: 0 }), ..Default::default() })
         .await
         .unwrap();
     let mut seen = Vec::new();
@@ -213,4 +222,193 @@ async fn exactly_once_in_order_across_kills_and_a_cut() {
     client.close().await;
     server.child.kill().unwrap();
     server.child.wait().unwrap();
+}
+
+/// The next presence update of `sub` (events are not expected here).
+async fn next_presence(sub: &mut hubcast_client::Subscription) -> hubcast_client::PresenceUpdate {
+    let update = timeout(Duration::from_secs(10), sub.next()).await.expect("a presence update in time");
+    match update.expect("the subscription ended") {
+        RoomUpdate::Presence(update) => update,
+        other => panic!("expected a presence update, got {other:?}"),
+    }
+}
+
+fn ids(members: &[hubcast_client::PresenceMember]) -> Vec<String> {
+    members.iter().map(|m| m.id.clone()).collect()
+}
+
+/// The async client's presence: a `presence` subscription yields the member
+/// list, then joins and leaves; `Client::presence` asks for the list. The
+/// server runs in protected mode, so members are the sessions' ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_on_the_async_client() {
+    use hubcast_client::PresenceUpdate;
+    let bin = binary();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(&bin, dir.path()).await;
+    let url = format!("http://{}", server.addr);
+    let room = "chat:e2e";
+    let with_presence = SubscribeOptions { presence: true, ..Default::default() };
+
+    let alice = Client::new(url.clone()).unwrap();
+    let mut alice_sub = alice.subscribe(room, with_presence.clone()).await.unwrap();
+    let PresenceUpdate::Members { members, .. } = next_presence(&mut alice_sub).await else { panic!("the list comes first") };
+    assert_eq!(members.len(), 1, "{members:?}");
+    let alice_id = members[0].id.clone();
+
+    let bob = Client::new(url.clone()).unwrap();
+    let mut bob_sub = bob.subscribe(room, with_presence.clone()).await.unwrap();
+    let PresenceUpdate::Members { members, .. } = next_presence(&mut bob_sub).await else { panic!("the list comes first") };
+    assert_eq!(members.len(), 2, "{members:?}");
+    let bob_id = ids(&members).into_iter().find(|id| *id != alice_id).expect("bob's id");
+    match next_presence(&mut alice_sub).await {
+        PresenceUpdate::Join { member, members, .. } => {
+            assert_eq!(member.id, bob_id);
+            assert_eq!(members.len(), 2);
+        }
+        other => panic!("expected bob's join, got {other:?}"),
+    }
+    let mut both = vec![alice_id.clone(), bob_id.clone()];
+    both.sort();
+    assert_eq!(ids(&alice_sub.members()), both);
+
+    // A presence request needs no subscription (a third client asks).
+    let carol = Client::new(url.clone()).unwrap();
+    assert_eq!(ids(&carol.presence(room).await.unwrap()), both);
+    assert_eq!(ids(&carol.presence("chat:empty").await.unwrap()), Vec::<String>::new());
+    assert_eq!(carol.presence("bad room").await.unwrap_err().code, "invalid_room");
+
+    // Bob's subscription ending is bob leaving.
+    drop(bob_sub);
+    match next_presence(&mut alice_sub).await {
+        PresenceUpdate::Leave { member, members, .. } => {
+            assert_eq!(member.id, bob_id);
+            assert_eq!(ids(&members), std::slice::from_ref(&alice_id));
+        }
+        other => panic!("expected bob's leave, got {other:?}"),
+    }
+    assert_eq!(ids(&alice_sub.members()), std::slice::from_ref(&alice_id));
+    assert_eq!(ids(&carol.presence(room).await.unwrap()), [alice_id]);
+    for client in [alice, bob, carol] {
+        client.close().await;
+    }
+}
+
+/// Counts history reads (a spurious gap heal would show here).
+struct CountingHistory {
+    reads: Arc<std::sync::atomic::AtomicUsize>,
+    inner: hubcast_client::ReqwestHistory,
+}
+
+impl hubcast_client::HistoryFetcher for CountingHistory {
+    fn get(&self, url: String, authorization: Option<String>) -> futures_util::future::BoxFuture<'static, Result<(u16, serde_json::Value), String>> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.get(url, authorization)
+    }
+}
+
+/// In an `echo = false` room the client's own publishes never come back; it
+/// counts their acked seqs as delivered, so events of others arriving around
+/// them (before or after the ack) are delivered in order without any history
+/// read, and a resume from its cursor has no duplicate and no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_echo_rooms_skip_own_publishes_without_gap_heals() {
+    let bin = binary();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hubcast.toml"), "[[namespaces]]\nprefix = \"quiet:\"\necho = false\n").unwrap();
+    let server = start_server(&bin, dir.path()).await;
+    let url = format!("http://{}", server.addr);
+    let room = "quiet:e2e";
+    let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let client = Client::builder(url.clone())
+        .history(CountingHistory { reads: reads.clone(), inner: Default::default() })
+        .build()
+        .unwrap();
+    let mut sub = client.subscribe(room, SubscribeOptions { cursor: Some(Cursor { epoch: None, seq: 0 }), ..Default::default() }).await.unwrap();
+
+    // Once the subscription is live (the hub counts it): before that its replay
+    // reads the log, which has no senders, and would include our own events.
+    timeout(Duration::from_secs(10), async {
+        loop {
+            let stats: serde_json::Value = reqwest::get(format!("{url}/v1/rooms/{room}")).await.expect("room stats").json().await.expect("json");
+            if stats["subscribers"] == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the subscription went live");
+
+    // Others publish over HTTP while this client publishes over its socket.
+    let others = tokio::spawn({
+        let addr = server.addr;
+        async move {
+            let http = reqwest::Client::new();
+            let mut seqs = Vec::new();
+            for i in 0..40 {
+                let receipt: serde_json::Value = http
+                    .post(format!("http://{addr}/v1/rooms/quiet:e2e/events"))
+                    .json(&json!({"data": {"from": "http", "i": i}}))
+                    .send()
+                    .await
+                    .expect("http publish")
+                    .json()
+                    .await
+                    .expect("receipt");
+                seqs.push(receipt["seq"].as_u64().expect("seq"));
+            }
+            seqs
+        }
+    });
+    let mut own = Vec::new();
+    for i in 0..40 {
+        let ack = client.publish(room, json!({"from": "socket", "i": i}), Default::default()).await.expect("ack");
+        own.push(ack.seq);
+    }
+    let others = others.await.unwrap();
+    assert_eq!(own.len() + others.len(), 80);
+
+    let mut seen = Vec::new();
+    timeout(Duration::from_secs(30), async {
+        while seen.len() < others.len() {
+            match sub.next().await.expect("the subscription ended") {
+                RoomUpdate::Event(e) => {
+                    assert_eq!(e.data["from"], "http", "our own event came back: {e:?}");
+                    seen.push(e.seq);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("saw {seen:?} of {others:?}"));
+    assert_eq!(seen, others, "exactly the others' events, in order");
+    // The driver publishes the cursor right after the updates it sent.
+    timeout(Duration::from_secs(10), async {
+        while sub.cursor().map(|c| c.seq) != Some(80) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the cursor counts our own seqs as delivered: {:?}", sub.cursor()));
+    assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 0, "no hole was healed from history");
+
+    // Resume from that cursor: nothing replayed, the next event is 81.
+    let cursor = sub.cursor();
+    drop(sub);
+    client.close().await;
+    let resumed = Client::new(url.clone()).unwrap();
+    let mut sub = resumed.subscribe(room, SubscribeOptions { cursor, ..Default::default() }).await.unwrap();
+    reqwest::Client::new()
+        .post(format!("http://{}/v1/rooms/quiet:e2e/events", server.addr))
+        .json(&json!({"data": {"from": "http", "i": "after"}}))
+        .send()
+        .await
+        .expect("http publish");
+    match timeout(Duration::from_secs(10), sub.next()).await.expect("an event in time") {
+        Some(RoomUpdate::Event(e)) => assert_eq!((e.seq, &e.data["i"]), (81, &json!("after"))),
+        other => panic!("expected event 81, got {other:?}"),
+    }
+    resumed.close().await;
 }

@@ -193,6 +193,7 @@ impl Runner {
                             json!({"reset": {"room": r.room, "epoch": r.epoch, "earliest": r.earliest, "head": r.head}}),
                         ),
                         RoomUpdate::Error(_) => {} // counted once, as a client error
+                        RoomUpdate::Presence(_) => {} // the core reports it as Output::Presence
                     },
                     Output::Error(e) => {
                         let mut o = Map::new();

@@ -18,8 +18,10 @@ pub enum ClientMessage {
     Ping,
     /// A token for this session: the first credentials, or a refresh.
     Auth { token: String },
-    /// `presence {room}`: the room's member list.
-    Presence { room: RoomName },
+    /// `presence {room, id?}`: the room's member list. `id` is echoed in the
+    /// answer (and in an `error`), so a refusal is not taken for a
+    /// subscription's.
+    Presence { room: RoomName, id: Option<String> },
 }
 
 /// `subscribe {room, cursor?, epoch?, rewind?, presence?}`: where the client
@@ -113,7 +115,13 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
             rewind: raw.rewind,
             presence: raw.presence.unwrap_or(false),
         })),
-        "presence" => Ok(ClientMessage::Presence { room: room(raw.room)? }),
+        "presence" => {
+            let room = room(raw.room)?;
+            if raw.id.as_ref().is_some_and(|i| i.is_empty() || i.len() > MAX_ID_LEN) {
+                return Err(ProtocolError::new(ErrorCode::BadRequest, format!("`id` must be 1 to {MAX_ID_LEN} bytes"), None));
+            }
+            Ok(ClientMessage::Presence { room, id: raw.id })
+        }
         "unsubscribe" => Ok(ClientMessage::Unsubscribe { room: room(raw.room)? }),
         "publish" => {
             let room = room(raw.room)?;
@@ -177,13 +185,27 @@ pub struct BatchEvent<'a> {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage<'a> {
     Welcome { session: &'a str, heartbeat_ms: u64 },
-    Subscribed { room: &'a str, epoch: &'a str, head: u64 },
+    Subscribed {
+        room: &'a str,
+        epoch: &'a str,
+        head: u64,
+        /// `Some(false)` in a room that does not deliver a socket publish to
+        /// its sender (the namespace's `echo = false`); absent otherwise.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        echo: Option<bool>,
+    },
     Event { room: &'a str, seq: u64, ts: i64, data: &'a RawValue },
     /// Consecutive events of one room in one frame (namespaces with `batch_ms`).
     Batch { room: &'a str, events: &'a [BatchEvent<'a>] },
     /// The room's members: the answer to `presence`, and the first presence
     /// frame of a `presence: true` subscription.
-    Presence { room: &'a str, members: &'a [PresenceMember] },
+    Presence {
+        /// The `id` of the `presence` request this answers, if it had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        room: &'a str,
+        members: &'a [PresenceMember],
+    },
     /// A member entered the room (its first session did).
     Join { room: &'a str, member: &'a PresenceMember },
     /// A member left the room (its last session did, or its node died).
@@ -249,7 +271,9 @@ mod tests {
         check(r#"{"type":"subscribe","room":"a","rewind":5}"#, "Subscribe(SubscribeRequest { room: \"a\", cursor: None, epoch: None, rewind: Some(5)");
         check(r#"{"type":"subscribe","room":"a","presence":true}"#, "Subscribe(SubscribeRequest { room: \"a\", cursor: None, epoch: None, rewind: None, presence: true");
         check(r#"{"type":"subscribe","room":"a","presence":1}"#, "error bad_request");
-        check(r#"{"type":"presence","room":"a"}"#, "Presence { room: \"a\" }");
+        check(r#"{"type":"presence","room":"a"}"#, "Presence { room: \"a\", id: None }");
+        check(r#"{"type":"presence","room":"a","id":"q1"}"#, "Presence { room: \"a\", id: Some(\"q1\") }");
+        check(r#"{"type":"presence","room":"a","id":""}"#, "error bad_request");
         check(r#"{"type":"presence"}"#, "error bad_request");
         check(r#"{"type":"unsubscribe","room":"a"}"#, "Unsubscribe { room: \"a\" }");
         check(r#"{"type":"publish","id":"p1","room":"a","data":{"x":[1,2]}}"#, "Publish(PublishRequest { id: \"p1\", room: \"a\", data: RawValue({\"x\":[1,2]})");
@@ -276,6 +300,14 @@ mod tests {
         let event = ServerMessage::Event { room: "r", seq: 7, ts: 1000, data: &data };
         assert_eq!(event.encode(), r#"{"type":"event","room":"r","seq":7,"ts":1000,"data":{"p":0.5}}"#);
         assert_eq!(ServerMessage::Pong.encode(), r#"{"type":"pong"}"#);
+        assert_eq!(
+            ServerMessage::Subscribed { room: "r", epoch: "e", head: 3, echo: None }.encode(),
+            r#"{"type":"subscribed","room":"r","epoch":"e","head":3}"#
+        );
+        assert_eq!(
+            ServerMessage::Subscribed { room: "r", epoch: "e", head: 3, echo: Some(false) }.encode(),
+            r#"{"type":"subscribed","room":"r","epoch":"e","head":3,"echo":false}"#
+        );
         assert_eq!(ServerMessage::CaughtUp { room: "r", seq: 3 }.encode(), r#"{"type":"caught_up","room":"r","seq":3}"#);
         let events = [BatchEvent { seq: 7, ts: 1000, data: &data }, BatchEvent { seq: 8, ts: 1001, data: &data }];
         assert_eq!(
@@ -285,8 +317,12 @@ mod tests {
         let alice = PresenceMember { id: "alice".into(), info: Some(serde_json::json!({"name": "A"})) };
         let bob = PresenceMember { id: "bob".into(), info: None };
         assert_eq!(
-            ServerMessage::Presence { room: "r", members: &[alice.clone(), bob.clone()] }.encode(),
+            ServerMessage::Presence { id: None, room: "r", members: &[alice.clone(), bob.clone()] }.encode(),
             r#"{"type":"presence","room":"r","members":[{"id":"alice","info":{"name":"A"}},{"id":"bob"}]}"#
+        );
+        assert_eq!(
+            ServerMessage::Presence { id: Some("q"), room: "r", members: &[] }.encode(),
+            r#"{"type":"presence","id":"q","room":"r","members":[]}"#
         );
         assert_eq!(ServerMessage::Join { room: "r", member: &bob }.encode(), r#"{"type":"join","room":"r","member":{"id":"bob"}}"#);
         assert_eq!(ServerMessage::Leave { room: "r", member: &bob }.encode(), r#"{"type":"leave","room":"r","member":{"id":"bob"}}"#);
