@@ -17,6 +17,9 @@ use super::{latency_histogram, now_us, progress, run_room, Common, Report};
 /// run ends with what it has (and reports the shortfall).
 const STALL: Duration = Duration::from_secs(10);
 
+/// How long a connected subscriber may wait for its subscription to be confirmed.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The load: `rooms` rooms × `per_room` subscribers, `events_per_room` events
 /// published to each, round-robin.
 pub struct Shape {
@@ -39,7 +42,8 @@ struct Tally {
 }
 
 pub async fn run(scenario: &str, target: &Target, shape: &Shape, common: &Common) -> anyhow::Result<Report> {
-    let prefix = run_room(scenario);
+    // Letters, digits and dashes only: Pusher reads ':' as a namespace.
+    let prefix = run_room(scenario).replace(':', "-");
     let rooms: Vec<String> = (0..shape.rooms.max(1)).map(|i| format!("{prefix}-{i}")).collect();
     let subscribers_total = rooms.len() * shape.per_room;
     let tally = Arc::new(Tally::default());
@@ -159,10 +163,12 @@ impl Subscriber {
                 let _ = ready.send(true);
             }
         }
+        let subscribe_deadline = tokio::time::Instant::now() + SUBSCRIBE_TIMEOUT;
         loop {
             let message = tokio::select! {
                 message = socket.next() => message,
                 _ = self.stop.cancelled() => break,
+                _ = tokio::time::sleep_until(subscribe_deadline), if ready.is_some() => break,
             };
             let text = match message {
                 Some(Ok(Message::Text(text))) => text.as_str().to_owned(),
