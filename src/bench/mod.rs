@@ -3,9 +3,13 @@
 //! writes machine-readable JSON. With `--spawn` it starts a server in this
 //! process on a temporary SQLite store, so one command measures end to end.
 
+mod delivery;
 mod fanout;
+mod idle;
 mod publish;
 mod replay;
+mod rooms;
+mod target;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,18 +22,28 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 
 pub use fanout::FanoutOptions;
+pub use idle::{IdleClientOptions, IdleOptions};
 pub use publish::PublishOptions;
 pub use replay::ReplayOptions;
+pub use rooms::RoomsOptions;
+pub use target::{TargetKind, TargetOptions};
 
 /// Which scenario to run.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Scenario {
     /// S subscribers on one room; publishes at a steady rate (or as fast as possible).
     Fanout(FanoutOptions),
+    /// Many rooms with a few subscribers each; events round-robin over them.
+    Rooms(RoomsOptions),
     /// Durable publishes per second over HTTP with C concurrent publishers.
     Publish(PublishOptions),
     /// Time for a reconnecting client to catch up K missed events.
     Replay(ReplayOptions),
+    /// N idle subscribed connections from several client processes; server RSS per connection.
+    Idle(IdleOptions),
+    /// One client process of `idle` (started by it).
+    #[command(hide = true)]
+    IdleClient(IdleClientOptions),
 }
 
 /// Options every scenario shares.
@@ -50,6 +64,9 @@ pub struct Common {
     /// Hide the progress bar (for scripts and tests).
     #[arg(long, global = true)]
     pub quiet: bool,
+    /// The server's protocol (fanout and rooms run against peers too).
+    #[command(flatten)]
+    pub target: TargetOptions,
 }
 
 /// One scenario's results: a flat list of named figures.
@@ -110,13 +127,31 @@ impl Report {
 }
 
 /// Runs a scenario, prints its table, writes JSON if asked, and returns the report.
-pub async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Report> {
-    let spawned = if common.spawn { Some(SpawnedServer::start(&common.sqlite_sync).await?) } else { None };
+pub async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Option<Report>> {
+    match &scenario {
+        Scenario::IdleClient(options) => {
+            idle::client(options).await?;
+            return Ok(None);
+        }
+        Scenario::Fanout(_) | Scenario::Rooms(_) => {}
+        _ if common.target.target != TargetKind::Hubcast => anyhow::bail!("only fanout and rooms run against other servers"),
+        _ => {}
+    }
+    if common.spawn && common.target.target != TargetKind::Hubcast {
+        anyhow::bail!("--spawn starts hubcast; start the peer yourself (bench/compare.sh does)");
+    }
+    // idle spawns its own server processes.
+    let in_process = common.spawn && !matches!(scenario, Scenario::Idle(_));
+    let spawned = if in_process { Some(SpawnedServer::start(&common.sqlite_sync).await?) } else { None };
     let url = spawned.as_ref().map_or(common.url.clone(), |s| s.url.clone());
+    let target = target::Target::new(&url, &common.target);
     let report = match scenario {
-        Scenario::Fanout(options) => fanout::run(&url, &options, &common).await?,
+        Scenario::Fanout(options) => fanout::run(&target, &options, &common).await?,
+        Scenario::Rooms(options) => rooms::run(&target, &options, &common).await?,
         Scenario::Publish(options) => publish::run(&url, &options, &common).await?,
         Scenario::Replay(options) => replay::run(&url, &options, &common).await?,
+        Scenario::Idle(options) => idle::run(&options, &common).await?,
+        Scenario::IdleClient(_) => unreachable!("handled above"),
     };
     if let Some(server) = spawned {
         server.stop().await;
@@ -125,7 +160,7 @@ pub async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Report> {
     if let Some(path) = &common.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report.to_json())?)?;
     }
-    Ok(report)
+    Ok(Some(report))
 }
 
 /// A hubcast server in this process, on a temporary store.

@@ -1,0 +1,248 @@
+//! The engine behind `fanout` and `rooms`: subscribers spread over rooms, a
+//! publisher at a steady rate (or as fast as it can), and every delivery's
+//! publish→receive latency, against any [`Target`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::target::{timestamps, Inbound, Target};
+use super::{latency_histogram, now_us, progress, run_room, Common, Report};
+
+/// How long deliveries may stop arriving, after the last publish, before the
+/// run ends with what it has (and reports the shortfall).
+const STALL: Duration = Duration::from_secs(10);
+
+/// How long a connected subscriber may wait for its subscription to be confirmed.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The load: `rooms` rooms × `per_room` subscribers, `events_per_room` events
+/// published to each, round-robin.
+pub struct Shape {
+    pub rooms: usize,
+    pub per_room: usize,
+    pub events_per_room: u64,
+    /// Publishes per second over all rooms; 0 publishes as fast as possible.
+    pub rate: u64,
+    /// Concurrent HTTP publishes.
+    pub publishers: usize,
+}
+
+/// Counters the subscribers share.
+#[derive(Default)]
+struct Tally {
+    delivered: AtomicU64,
+    connect_failures: AtomicU64,
+    /// When the latest delivery arrived (µs since the Unix epoch).
+    last_delivery_us: AtomicU64,
+}
+
+pub async fn run(scenario: &str, target: &Target, shape: &Shape, common: &Common) -> anyhow::Result<Report> {
+    // Letters, digits and dashes only: Pusher reads ':' as a namespace.
+    let prefix = run_room(scenario).replace(':', "-");
+    let rooms: Vec<String> = (0..shape.rooms.max(1)).map(|i| format!("{prefix}-{i}")).collect();
+    let subscribers_total = rooms.len() * shape.per_room;
+    let tally = Arc::new(Tally::default());
+    let stop = CancellationToken::new();
+
+    // Connect the subscribers, at most 256 handshakes at a time.
+    let connect_bar = progress(subscribers_total as u64, common.quiet, "connect");
+    let permits = Arc::new(tokio::sync::Semaphore::new(256));
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut subscribers = Vec::with_capacity(subscribers_total);
+    for room in &rooms {
+        for _ in 0..shape.per_room {
+            let subscriber = Subscriber {
+                target: target.clone(),
+                room: room.clone(),
+                expected: shape.events_per_room,
+                tally: tally.clone(),
+                stop: stop.clone(),
+            };
+            let (permits, ready_tx) = (permits.clone(), ready_tx.clone());
+            subscribers.push(tokio::spawn(subscriber.run(permits, ready_tx)));
+        }
+    }
+    drop(ready_tx);
+    let mut subscribed = 0;
+    while let Some(ok) = ready_rx.recv().await {
+        subscribed += u64::from(ok);
+        connect_bar.inc(1);
+    }
+    connect_bar.finish_and_clear();
+    let connect_failures = tally.connect_failures.load(Ordering::Relaxed);
+
+    // Publish.
+    let expected = subscribed * shape.events_per_room;
+    let deliver_bar = progress(expected, common.quiet, "deliver");
+    let epoch = Instant::now();
+    let epoch_us = now_us();
+    let published = publish(target, &rooms, shape).await;
+    let publish_seconds = epoch.elapsed().as_secs_f64();
+
+    // Wait for the deliveries: all of them, or until they stop coming.
+    let mut last = (tally.delivered.load(Ordering::Relaxed), Instant::now());
+    loop {
+        let delivered = tally.delivered.load(Ordering::Relaxed);
+        deliver_bar.set_position(delivered);
+        if delivered >= expected {
+            break;
+        }
+        if delivered != last.0 {
+            last = (delivered, Instant::now());
+        } else if last.1.elapsed() > STALL {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    deliver_bar.finish_and_clear();
+    let mut histogram = latency_histogram();
+    let mut complete = 0u64;
+    for subscriber in subscribers {
+        let Ok(latencies) = subscriber.await else { continue };
+        if latencies.len() as u64 >= shape.events_per_room {
+            complete += 1;
+        }
+        for us in latencies {
+            let _ = histogram.record(u64::from(us).max(1));
+        }
+    }
+    let deliveries = tally.delivered.load(Ordering::Relaxed);
+    // Deliveries per second over the whole delivery: first publish to last receipt.
+    let last_us = tally.last_delivery_us.load(Ordering::Relaxed).saturating_sub(epoch_us);
+    let delivery_seconds = (last_us as f64 / 1e6).max(1e-6);
+
+    let mut report = Report::new(scenario, &target.base_url());
+    report.add("target", serde_json::to_value(target.kind)?);
+    report.add("rooms", rooms.len() as u64);
+    report.add("subscribers", subscribers_total as u64);
+    report.add("subscribers_connected", subscribed);
+    report.add("connect_failures", connect_failures);
+    report.add("rate_per_sec", shape.rate);
+    report.add("events", published.attempted);
+    report.add("publish_failures", published.failed);
+    report.add("deliveries", deliveries);
+    report.add("deliveries_expected", expected);
+    report.add("subscribers_complete", complete);
+    report.add("publish_seconds", publish_seconds);
+    report.add("publishes_per_sec", published.attempted as f64 / publish_seconds.max(1e-6));
+    report.add("deliveries_per_sec", deliveries as f64 / delivery_seconds);
+    report.add_latency("latency", &histogram);
+    Ok(report)
+}
+
+/// One subscriber's connection.
+struct Subscriber {
+    target: Target,
+    room: String,
+    expected: u64,
+    tally: Arc<Tally>,
+    stop: CancellationToken,
+}
+
+impl Subscriber {
+    /// Connects and subscribes (reporting success on `ready`), then records
+    /// each event's latency in µs until it has them all or the run stops.
+    async fn run(self, permits: Arc<tokio::sync::Semaphore>, ready: tokio::sync::mpsc::UnboundedSender<bool>) -> Vec<u32> {
+        let mut latencies = Vec::with_capacity(self.expected as usize);
+        let permit = permits.acquire().await;
+        let url = self.target.subscribe_url(&self.room);
+        let Ok((mut socket, _)) = tokio_tungstenite::connect_async(&url).await else {
+            self.tally.connect_failures.fetch_add(1, Ordering::Relaxed);
+            let _ = ready.send(false);
+            return latencies;
+        };
+        let mut ready = Some((ready, permit));
+        if self.target.subscribed_on_open() {
+            if let Some((ready, _permit)) = ready.take() {
+                let _ = ready.send(true);
+            }
+        }
+        let subscribe_deadline = tokio::time::Instant::now() + SUBSCRIBE_TIMEOUT;
+        loop {
+            let message = tokio::select! {
+                message = socket.next() => message,
+                _ = self.stop.cancelled() => break,
+                _ = tokio::time::sleep_until(subscribe_deadline), if ready.is_some() => break,
+            };
+            let text = match message {
+                Some(Ok(Message::Text(text))) => text.as_str().to_owned(),
+                Some(Ok(Message::Binary(bytes))) => String::from_utf8_lossy(&bytes).into_owned(),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => break,
+            };
+            match self.target.inbound(&self.room, &text) {
+                Inbound::Reply(reply) => {
+                    if socket.send(Message::text(reply)).await.is_err() {
+                        break;
+                    }
+                }
+                Inbound::Subscribed => {
+                    if let Some((ready, _permit)) = ready.take() {
+                        let _ = ready.send(true);
+                    }
+                }
+                Inbound::Data => {
+                    let now = now_us();
+                    let mut got = 0;
+                    for sent in timestamps(&text) {
+                        latencies.push(now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32);
+                        got += 1;
+                    }
+                    if got > 0 {
+                        self.tally.delivered.fetch_add(got, Ordering::Relaxed);
+                        self.tally.last_delivery_us.fetch_max(now, Ordering::Relaxed);
+                    }
+                    if latencies.len() as u64 >= self.expected {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some((ready, _permit)) = ready.take() {
+            self.tally.connect_failures.fetch_add(1, Ordering::Relaxed);
+            let _ = ready.send(false);
+        }
+        let _ = socket.close(None).await;
+        latencies
+    }
+}
+
+struct Published {
+    attempted: u64,
+    failed: u64,
+}
+
+/// Publishes `events_per_room` events to every room, round-robin, at the
+/// shape's rate with up to `publishers` requests in flight.
+async fn publish(target: &Target, rooms: &[String], shape: &Shape) -> Published {
+    let total = rooms.len() as u64 * shape.events_per_room;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(shape.publishers.max(1)).build().unwrap_or_default();
+    let failed = Arc::new(AtomicU64::new(0));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(shape.publishers.max(1)));
+    let mut tick = (shape.rate > 0).then(|| tokio::time::interval(Duration::from_secs_f64(1.0 / shape.rate as f64)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..total {
+        if let Some(tick) = tick.as_mut() {
+            tick.tick().await;
+        }
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+        let (http, target, failed) = (http.clone(), target.clone(), failed.clone());
+        let room = rooms[(n % rooms.len() as u64) as usize].clone();
+        tasks.spawn(async move {
+            let data = format!(r#"{{"bench_t":{},"n":{n}}}"#, now_us());
+            if !target.publish(&http, &room, &data).await {
+                failed.fetch_add(1, Ordering::Relaxed);
+            }
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    Published { attempted: total, failed: failed.load(Ordering::Relaxed) }
+}
