@@ -382,14 +382,14 @@ impl Store for PostgresStore {
                 TxDecision::Commit { event: Some(event), answer } => {
                     // The same server-side function as every append: the
                     // room's row lock assigns the seq inside this transaction.
-                    let request = AppendRequest { room: event.room, data: event.data, idem_key: None, expected_seq: None };
+                    let request = AppendRequest { room: event.room, data: event.data, idem_key: None, expected_seq: None, origin: None };
                     let outcome = append_batch_on(&tx, std::iter::once(&request)).await?;
                     tx.commit().await.map_err(unavailable)?;
                     let receipt = match outcome.into_iter().next() {
                         Some(AppendOutcome::Appended(receipt)) => receipt,
                         other => return Err(StoreError::Unavailable(format!("unexpected append outcome {other:?}"))),
                     };
-                    let event = Event { room: receipt.room.clone(), seq: receipt.seq, ts: receipt.ts, data: request.data };
+                    let event = Event { room: receipt.room.clone(), seq: receipt.seq, ts: receipt.ts, data: request.data, origin: None };
                     let _ = self.feed.send(vec![Arc::new(event)]);
                     Ok(TxOutcome::Committed { receipt: Some(receipt), answer })
                 }

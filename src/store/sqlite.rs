@@ -687,7 +687,7 @@ fn transact_one(
             Ok((TxOutcome::Committed { receipt: None, answer }, None))
         }
         TxDecision::Commit { event: Some(event), answer } => {
-            let request = AppendRequest { room: event.room, data: event.data, idem_key: None, expected_seq: None };
+            let request = AppendRequest { room: event.room, data: event.data, idem_key: None, expected_seq: None, origin: None };
             let (outcome, event) = append_one(&savepoint, rooms, request, touched).map_err(TransactFailure::Db)?;
             savepoint.commit().map_err(TransactFailure::Db)?;
             let receipt = match outcome {
