@@ -198,6 +198,10 @@ var Room = class {
   subscribeAttempts = 0;
   subscribeRetry = null;
   buffer = /* @__PURE__ */ new Map();
+  /** `false` when `subscribed` said `"echo": false`: our own socket publishes are not sent to us. */
+  echo = true;
+  /** Acked seqs of our own publishes past the cursor (no-echo rooms): the cursor steps across them. */
+  own = /* @__PURE__ */ new Set();
   healing = false;
   healGen = 0;
   healTarget = 0;
@@ -309,9 +313,10 @@ var Room = class {
     this.endIterators(error);
   }
   /** @internal */
-  onSubscribed(epoch, head) {
+  onSubscribed(epoch, head, echo = true) {
     if (this.closed || this.wire !== "subscribing") return;
     this.wire = "active";
+    this.echo = echo;
     this.subscribeAttempts = 0;
     this.subscribedHead = head;
     this.subscribedEpoch = epoch;
@@ -328,6 +333,7 @@ var Room = class {
     this.awaitingReset = false;
     this.epoch = epoch;
     this.seq = this.subscribedHead;
+    this.own.clear();
     this.stats.resets += 1;
     const reset = { room: this.name, epoch, earliest, head: this.subscribedHead, previous };
     this.emitter.emit("reset", reset);
@@ -346,6 +352,16 @@ var Room = class {
     if (this.seq === null) this.seq = seq;
     else if (seq > this.seq) this.requestHeal(seq);
     this.emitter.emit("caught_up", { room: this.name, seq });
+  }
+  /**
+   * @internal A publish to this room was answered (`seq`: its ack's, `null`: it failed). In a
+   * no-echo room the acked seq counts as delivered, and events held past a hole are
+   * delivered, or the hole healed once no answer can explain it.
+   */
+  onPublishSettled(seq) {
+    if (this.closed || this.echo || this.wire !== "active") return;
+    if (seq !== null && this.seq !== null && seq > this.seq) this.own.add(seq);
+    this.drain();
   }
   /** @internal A `presence` frame: the full member list (for a presence subscription). */
   onPresence(members) {
@@ -425,17 +441,30 @@ var Room = class {
       }
       return;
     }
-    if (event.seq <= this.seq) {
+    this.skipOwn();
+    const cursor = this.seq;
+    if (event.seq <= cursor) {
       this.stats.duplicatesDropped += 1;
       return;
     }
-    if (event.seq === this.seq + 1) {
+    if (event.seq === cursor + 1) {
       this.deliver(event);
       this.drain();
       return;
     }
     if (this.buffer.size < MAX_BUFFERED) this.buffer.set(event.seq, event);
+    if (source === "socket" && this.holding()) return;
     this.requestHeal(event.seq - 1);
+  }
+  /** Steps the cursor across our own acked seqs (no-echo rooms). */
+  skipOwn() {
+    if (this.own.size === 0) return;
+    while (this.seq !== null && this.own.delete(this.seq + 1)) this.seq += 1;
+    for (const seq of this.own) if (this.seq !== null && seq <= this.seq) this.own.delete(seq);
+  }
+  /** A no-echo room with publishes sent and unanswered: a hole may be one of ours whose ack is on its way. */
+  holding() {
+    return !this.echo && this.host.publishesInFlight(this.name);
   }
   deliver(wire) {
     this.seq = wire.seq;
@@ -447,11 +476,13 @@ var Room = class {
   }
   /** Delivers buffered events that became contiguous; heals again if some are still ahead. */
   drain() {
+    this.skipOwn();
     while (!this.closed && this.seq !== null && this.buffer.size > 0) {
       const next = this.buffer.get(this.seq + 1);
       if (!next) break;
       this.buffer.delete(next.seq);
       this.deliver(next);
+      this.skipOwn();
     }
     if (this.seq === null || this.buffer.size === 0) return;
     let lowest = Infinity;
@@ -459,7 +490,9 @@ var Room = class {
       if (seq <= this.seq) this.buffer.delete(seq);
       else lowest = Math.min(lowest, seq);
     }
-    if (lowest !== Infinity) this.requestHeal(lowest - 1);
+    if (lowest === Infinity) return;
+    if (this.holding() && !this.healing) return;
+    this.requestHeal(lowest - 1);
   }
   /** Makes sure everything through `target` gets delivered (`'probe'`: through the head the history route reports). */
   requestHeal(target) {
@@ -645,8 +678,13 @@ var HubcastClient = class {
   /** Room names whose `unsubscribe` is still in flight on the current socket. */
   draining = /* @__PURE__ */ new Set();
   pending = /* @__PURE__ */ new Map();
-  /** Presence requests waiting for a `presence` frame, per room; `sent`: asked on the current socket. */
+  /**
+   * Presence requests waiting for a `presence` frame, per room; `sent`: asked on the current
+   * socket; `id` (`presence:N`) is echoed by the server in the answer and in a refusal, so
+   * neither is taken for a subscription's.
+   */
   presenceRequests = /* @__PURE__ */ new Map();
+  nextPresenceId = 0;
   host;
   constructor(options) {
     if (!options || typeof options.url !== "string") throw new TypeError("options.url is required");
@@ -681,6 +719,10 @@ var HubcastClient = class {
       retryDelay: (attempt) => backoffDelay(attempt, this.backoff ?? { minDelayMs: 250, maxDelayMs: 3e4, tryAgainLaterMs: 0 }, this.random),
       reportError: (err) => this.emitter.emit("error", err),
       removeRoom: (room, onServer) => this.removeRoom(room, onServer),
+      publishesInFlight: (room) => {
+        for (const entry of this.pending.values()) if (entry.room === room && entry.sentOn === this.generation) return true;
+        return false;
+      },
       publish: (room, data, opts) => this.publish(room, data, opts),
       requestPresence: (room) => this.presence(room)
     };
@@ -733,7 +775,7 @@ var HubcastClient = class {
     return new Promise((resolve, reject) => {
       let entry = this.presenceRequests.get(room);
       if (!entry) {
-        entry = { sent: false, waiters: [] };
+        entry = { id: `presence:${++this.nextPresenceId}`, sent: false, waiters: [] };
         this.presenceRequests.set(room, entry);
       }
       entry.waiters.push({ resolve, reject });
@@ -934,7 +976,7 @@ var HubcastClient = class {
   sendPresenceRequests() {
     if (this.currentState !== "open") return;
     for (const [room, entry] of this.presenceRequests) {
-      if (!entry.sent && this.sendFrame({ type: "presence", room })) entry.sent = true;
+      if (!entry.sent && this.sendFrame({ type: "presence", room, id: entry.id })) entry.sent = true;
     }
   }
   rejectPresenceRequests(error, room) {
@@ -1060,7 +1102,7 @@ var HubcastClient = class {
         return;
       case "subscribed":
         if (typeof frame.epoch !== "string" || !isInteger(frame.head)) return this.protocolViolation("a malformed subscribed");
-        room?.onSubscribed(frame.epoch, frame.head);
+        room?.onSubscribed(frame.epoch, frame.head, frame.echo !== false);
         return;
       case "reset":
         if (typeof frame.epoch !== "string") return this.protocolViolation("a malformed reset");
@@ -1085,10 +1127,13 @@ var HubcastClient = class {
       case "presence": {
         const members = parseMembers(frame.members);
         if (typeof frame.room !== "string" || members === null) return this.protocolViolation("a malformed presence");
-        const entry = this.presenceRequests.get(frame.room);
-        if (entry?.sent) {
-          this.presenceRequests.delete(frame.room);
-          for (const waiter of entry.waiters) waiter.resolve(members.map((m) => ({ ...m })));
+        if (typeof frame.id === "string") {
+          const entry = this.presenceRequests.get(frame.room);
+          if (entry?.sent && entry.id === frame.id) {
+            this.presenceRequests.delete(frame.room);
+            for (const waiter of entry.waiters) waiter.resolve(members.map((m) => ({ ...m })));
+          }
+          return;
         }
         room?.onPresence(members);
         return;
@@ -1147,6 +1192,11 @@ var HubcastClient = class {
     const message = typeof frame.message === "string" ? frame.message : code;
     const roomName = typeof frame.room === "string" ? frame.room : void 0;
     if (typeof frame.id === "string") {
+      const request = roomName === void 0 ? void 0 : this.presenceRequests.get(roomName);
+      if (roomName !== void 0 && request?.sent && request.id === frame.id) {
+        this.rejectPresenceRequests(new HubcastError(code, message, { room: roomName }), roomName);
+        return;
+      }
       const entry = this.pending.get(frame.id);
       if (entry) {
         if (RETRYABLE_PUBLISH_ERRORS.has(code) && this.backoff) {
@@ -1169,10 +1219,6 @@ var HubcastClient = class {
         void this.refreshToken();
         return;
       }
-    }
-    if (roomName !== void 0 && frame.id === void 0 && code !== "not_subscribed" && this.presenceRequests.get(roomName)?.sent) {
-      this.rejectPresenceRequests(new HubcastError(code, message, { room: roomName }), roomName);
-      return;
     }
     if (roomName !== void 0) {
       if (this.draining.has(roomName) && code === "not_subscribed") {
@@ -1229,6 +1275,7 @@ var HubcastClient = class {
     if (entry.timeoutTimer !== null) clearTimeout(entry.timeoutTimer);
     if (outcome instanceof HubcastError) entry.reject(outcome);
     else entry.resolve(outcome);
+    this.rooms.get(entry.room)?.onPublishSettled(outcome instanceof HubcastError ? null : outcome.seq);
   }
   rejectAllPublishes(error) {
     for (const entry of [...this.pending.values()]) {
