@@ -142,7 +142,11 @@ pub async fn client(options: &IdleClientOptions) -> anyhow::Result<()> {
             let permit = permits.acquire().await;
             let socket = match connect_from(source, &server, &room).await {
                 Ok(socket) => socket,
-                Err(_) => {
+                Err(err) => {
+                    // One line per kind is enough to say why (the parent counts them).
+                    if !REPORTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        eprintln!("idle-client {source}: first connect failure: {err:#}");
+                    }
                     let _ = held_tx.send(false);
                     return;
                 }
@@ -170,6 +174,9 @@ pub async fn client(options: &IdleClientOptions) -> anyhow::Result<()> {
     connections.shutdown().await;
     Ok(())
 }
+
+/// Whether this client already printed a connect failure.
+static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
