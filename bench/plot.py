@@ -116,7 +116,7 @@ def svg(results, out):
         parts.append(f'<line x1="{left}" x2="{right}" y1="{base}" y2="{base}" stroke="#333"/>')
 
     rates = {(sc, s): r.get("deliveries_per_sec") for (s, sc), r in results.items()}
-    panel(top, "deliveries per second (higher is better)", SCENARIOS, rates, log=False)
+    panel(top, "deliveries per second (log scale, higher is better)", SCENARIOS, rates, log=True)
     latency = {}
     for (s, sc), r in results.items():
         if sc == "fanout-steady":

@@ -140,9 +140,23 @@ pub async fn client(options: &IdleClientOptions) -> anyhow::Result<()> {
         let (source, permits, held_tx) = (options.source, permits.clone(), held_tx.clone());
         connections.spawn(async move {
             let permit = permits.acquire().await;
-            let socket = match connect_from(source, &server, &room).await {
+            // A busy server may drop a handshake (its header-read timeout):
+            // try again, as a real client would, a few times.
+            let mut attempt = connect_from(source, &server, &room).await;
+            for _ in 1..CONNECT_ATTEMPTS {
+                if attempt.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                attempt = connect_from(source, &server, &room).await;
+            }
+            let socket = match attempt {
                 Ok(socket) => socket,
-                Err(_) => {
+                Err(err) => {
+                    // One line per kind is enough to say why (the parent counts them).
+                    if !REPORTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        eprintln!("idle-client {source}: first connect failure: {err:#}");
+                    }
                     let _ = held_tx.send(false);
                     return;
                 }
@@ -170,6 +184,12 @@ pub async fn client(options: &IdleClientOptions) -> anyhow::Result<()> {
     connections.shutdown().await;
     Ok(())
 }
+
+/// Tries per connection before it counts as failed.
+const CONNECT_ATTEMPTS: usize = 3;
+
+/// Whether this client already printed a connect failure.
+static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
