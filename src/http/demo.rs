@@ -29,9 +29,16 @@ fn chat(path: &str) -> Response {
     // The page's own files only (not the README next to them).
     let servable = is_plain_path(path) && [".html", ".js", ".css"].iter().any(|ext| path.ends_with(ext));
     let file = if servable { Chat::get(path) } else { None };
+    serve_page_file(path, file, "chat asset")
+}
+
+/// An embedded file of a demo page as a response: its content type, no caching
+/// (the binary is the version), and the page policy on the HTML itself; a
+/// missing file is a JSON 404 naming `what` was asked for.
+pub(super) fn serve_page_file(path: &str, file: Option<rust_embed::EmbeddedFile>, what: &str) -> Response {
     let Some(file) = file else {
         let shown: String = path.chars().take(128).collect();
-        return ApiError::new(ErrorCode::NotFound, format!("no chat asset {shown:?}")).into_response();
+        return ApiError::new(ErrorCode::NotFound, format!("no {what} {shown:?}")).into_response();
     };
     let mut response = (StatusCode::OK, file.data.into_owned()).into_response();
     let headers = response.headers_mut();

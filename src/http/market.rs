@@ -9,13 +9,12 @@ use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::dashboard::{content_type, PAGE_POLICY};
 use super::error::ApiError;
 use crate::market::{self, BuyOrder, BuyResult, MarketError, Refusal};
 use crate::node::Node;
@@ -38,19 +37,7 @@ pub fn routes() -> Router<Arc<Node>> {
 }
 
 fn asset(path: &str) -> Response {
-    let Some(file) = Page::get(path) else {
-        return ApiError::new(ErrorCode::NotFound, format!("no market asset {path:?}")).into_response();
-    };
-    let mut response = (StatusCode::OK, file.data.into_owned()).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(path)));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    if path == "index.html" {
-        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_POLICY));
-        headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    }
-    response
+    super::demo::serve_page_file(path, Page::get(path), "market asset")
 }
 
 impl From<MarketError> for ApiError {
