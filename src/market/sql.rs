@@ -36,6 +36,9 @@ const SCHEMA: &str = "
 ";
 
 const SELECT: &str = "SELECT id, title, outcomes, liquidity, shares, version, volume FROM demo_markets";
+/// A buy's two writes, the same SQL on both stores (`$N` placeholders work in both).
+const UPDATE_MARKET: &str = "UPDATE demo_markets SET shares = $1, version = $2, volume = $3, updated_at = $4 WHERE id = $5";
+const INSERT_TRADE: &str = "INSERT INTO demo_trades (market, version, outcome, shares, cost, ts) VALUES ($1, $2, $3, $4, $5, $6)";
 
 /// Why a transaction aborted, carried through the store as JSON.
 #[derive(Debug, Serialize, Deserialize)]
@@ -129,12 +132,12 @@ impl AppTransaction for Buy {
         let ts = now_ms();
         let after = &trade.after;
         conn.execute(
-            "UPDATE demo_markets SET shares = $1, version = $2, volume = $3, updated_at = $4 WHERE id = $5",
+            UPDATE_MARKET,
             rusqlite::params![shares_text(after), after.version as i64, after.volume, ts, after.id],
         )
         .map_err(sql)?;
         conn.execute(
-            "INSERT INTO demo_trades (market, version, outcome, shares, cost, ts) VALUES ($1, $2, $3, $4, $5, $6)",
+            INSERT_TRADE,
             rusqlite::params![after.id, after.version as i64, trade.outcome as i64, trade.shares, trade.cost, ts],
         )
         .map_err(sql)?;
@@ -155,13 +158,13 @@ impl AppTransaction for Buy {
             let ts = now_ms();
             let after = &trade.after;
             tx.execute(
-                "UPDATE demo_markets SET shares = $1, version = $2, volume = $3, updated_at = $4 WHERE id = $5",
+                UPDATE_MARKET,
                 &[&shares_text(after), &(after.version as i64), &after.volume, &ts, &after.id],
             )
             .await
             .map_err(sql)?;
             tx.execute(
-                "INSERT INTO demo_trades (market, version, outcome, shares, cost, ts) VALUES ($1, $2, $3, $4, $5, $6)",
+                INSERT_TRADE,
                 &[&after.id, &(after.version as i64), &(trade.outcome as i64), &trade.shares, &trade.cost, &ts],
             )
             .await
