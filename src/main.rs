@@ -186,8 +186,7 @@ async fn serve(args: ServeArgs, demo: bool, market: Option<hubcast::market::Mark
     config.demo = demo;
     let is_market = market.is_some();
     config.market = market;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = hubcast::server::listen(config.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     if is_market {
         tracing::info!("prediction market demo at http://{}/demo/", listener.local_addr()?);

@@ -24,6 +24,23 @@ use tower::ServiceExt;
 /// How long in-flight HTTP requests get to finish once the node stops.
 const REQUEST_DRAIN: Duration = Duration::from_secs(10);
 
+/// Pending connections the kernel may queue for `accept` (it caps this at
+/// `net.core.somaxconn`). tokio's `TcpListener::bind` asks for 1,024; a storm
+/// of connects (every client of a restarted node reconnecting at once, or
+/// `bench idle`) overflows that while the loop is busy, and the kernel then
+/// drops SYNs and handshake ACKs, which clients only retry after 1 s, 3 s, ….
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the node's listening socket with [`LISTEN_BACKLOG`].
+pub fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As std's and tokio's `bind` do: a restarted node can bind at once,
+    // while its old connections are still in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Accepts connections until `stopping` is cancelled, then waits (bounded)
 /// for in-flight requests. Upgraded WebSockets are not waited for here: the
 /// sessions close themselves with 1012 and the node tracks them.

@@ -140,14 +140,17 @@ pub async fn client(options: &IdleClientOptions) -> anyhow::Result<()> {
         let (source, permits, held_tx) = (options.source, permits.clone(), held_tx.clone());
         connections.spawn(async move {
             let permit = permits.acquire().await;
-            // A busy server may drop a handshake (its header-read timeout):
-            // try again, as a real client would, a few times.
+            // A busy server may drop a handshake: try again, as a real client
+            // would, with a growing pause (0.25 s, 0.5 s, 1 s, 2 s) so that a
+            // storm of retries does not arrive all at once.
             let mut attempt = connect_from(source, &server, &room).await;
+            let mut pause = Duration::from_millis(250);
             for _ in 1..CONNECT_ATTEMPTS {
                 if attempt.is_ok() {
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(pause).await;
+                pause *= 2;
                 attempt = connect_from(source, &server, &room).await;
             }
             let socket = match attempt {
@@ -186,7 +189,7 @@ pub async fn client(options: &IdleClientOptions) -> anyhow::Result<()> {
 }
 
 /// Tries per connection before it counts as failed.
-const CONNECT_ATTEMPTS: usize = 3;
+const CONNECT_ATTEMPTS: usize = 5;
 
 /// Whether this client already printed a connect failure.
 static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -91,6 +91,9 @@ fn admit(node: &Node, headers: &HeaderMap, peer: SocketAddr, token: Option<&str>
 
 fn upgrade_session(node: Arc<Node>, upgrade: WebSocketUpgrade, first: Option<SubscribeRequest>, admission: Admission) -> Response {
     let max_frame = node.config.limits.max_event_bytes + FRAME_OVERHEAD;
+    // Boxed: axum keeps this callback's captures in the upgrade task for the
+    // connection's whole life; a box is freed once the session has opened.
+    let start = Box::new((node, first, admission));
     // Small buffers keep idle sockets cheap; they grow only while a large
     // frame is in flight. The read buffer is allocated up front for every
     // socket and clients send little: 1 KiB instead of 4 KiB took an idle
@@ -103,6 +106,7 @@ fn upgrade_session(node: Arc<Node>, upgrade: WebSocketUpgrade, first: Option<Sub
         .max_message_size(max_frame)
         .max_frame_size(max_frame)
         .on_upgrade(move |socket| {
+            let (node, first, admission) = *start;
             let sessions = node.sessions.clone();
             sessions.track_future(session::run(node, socket, first, admission))
         })

@@ -135,20 +135,41 @@ pub struct Admission {
 
 /// Runs one session to its end. `first` is the subscription implied by a
 /// room-scoped URL (`/v1/rooms/{room}/ws`).
-pub async fn run(node: Arc<Node>, socket: WebSocket, first: Option<SubscribeRequest>, admission: Admission) {
-    let (id, name) = node.next_session_id();
-    let span = tracing::info_span!("session", session = %name, client = %admission.ip);
-    tracing::Instrument::instrument(run_session(node, socket, first, admission, id, name), span).await
-}
-
-async fn run_session(
+///
+/// The returned future lives, in the session's task, as long as the
+/// connection, and an `async fn` future keeps its arguments for its whole life
+/// and is as large as its largest await point. So everything that needs no
+/// waiting (splitting the socket, starting the writer, building the
+/// [`Session`]) is done here, before the future exists, and the rare, deep
+/// steps (answering a message, subscribing, leaving) are boxed where they are
+/// awaited: an idle session's task holds only what waiting for input needs
+/// (~5 KiB → ~1 KiB; `bench idle`, BENCHMARKS.md).
+pub fn run(
     node: Arc<Node>,
     socket: WebSocket,
     first: Option<SubscribeRequest>,
     admission: Admission,
-    id: u64,
-    name: String,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
+    let (id, name) = node.next_session_id();
+    let span = tracing::info_span!("session", session = %name, client = %admission.ip);
+    let url_room = first.as_ref().map(|r| r.room.clone());
+    let opened = span.in_scope(|| open(node, socket, admission, id, name, url_room));
+    tracing::Instrument::instrument(serve(opened, first), span)
+}
+
+/// A session whose writer runs and whose client has not yet been answered.
+struct Opened {
+    session: Session,
+    stream: futures_util::stream::SplitStream<WebSocket>,
+    joined: mpsc::UnboundedReceiver<Box<JoinResult>>,
+    writer: tokio::task::JoinHandle<()>,
+    /// Taken (released) once the session stops reading.
+    slot: Option<Result<ConnectionSlot, Refusal>>,
+    refusal: Option<Box<crate::http::error::ApiError>>,
+    opened_at: std::time::Instant,
+}
+
+fn open(node: Arc<Node>, socket: WebSocket, admission: Admission, id: u64, name: String, url_room: Option<RoomName>) -> Opened {
     let control = Arc::new(SessionControl::default());
     let (frames_tx, frames_rx) = mpsc::channel(node.config.limits.outbound_queue);
     let out = Outbound::new(id, frames_tx, control.clone());
@@ -162,7 +183,6 @@ async fn run_session(
     ));
     tracing::debug!("session opened");
     let metrics = crate::metrics::get();
-    let opened_at = std::time::Instant::now();
     metrics.connections.increment(1.0);
     metrics.connections_opened.increment(1);
     metrics.totals.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -173,7 +193,7 @@ async fn run_session(
     let message_rate = node.limits.session_messages();
     let mut session = Session {
         node,
-        name: name.clone(),
+        name,
         presence_rooms: std::collections::HashSet::new(),
         out,
         control,
@@ -183,41 +203,52 @@ async fn run_session(
         stale,
         principal,
         ip,
-        url_room: first.as_ref().map(|r| r.room.clone()),
+        url_room,
         expiry: None,
         message_rate,
     };
     session.expiry = session.token_deadline();
-    match slot {
-        _ if refusal.is_some() => {
-            if let Some(refusal) = refusal {
-                let err = ProtocolError::new(refusal.code, refusal.message, None);
-                session.reply_error(&err, None).await;
-            }
-            session.control.close(close::UNAUTHENTICATED, "invalid credentials");
-        }
-        Err(refusal) => {
-            note_refusal("over_capacity", ip, &refusal.to_string());
-            session.control.close(close::TRY_AGAIN_LATER, "over capacity");
-        }
-        Ok(slot) => {
-            let welcome = ServerMessage::Welcome { session: &name, heartbeat_ms: session.node.config.heartbeat.interval_ms };
-            session.reply(welcome.encode().into()).await;
-            if let Some(request) = first {
-                session.subscribe(request).await;
-            }
-            session.read_loop(stream, joined_rx).await;
-            drop(slot);
-        }
+    Opened {
+        session,
+        stream,
+        joined: joined_rx,
+        writer,
+        slot: Some(slot),
+        refusal: refusal.map(Box::new),
+        opened_at: std::time::Instant::now(),
     }
-    session.leave_all().await;
+}
+
+/// The session's life once open. It works on `opened` in place: moving its
+/// parts out into locals would hold them twice (see [`run`]).
+async fn serve(mut opened: Opened, first: Option<SubscribeRequest>) {
+    let session = &mut opened.session;
+    if let Some(refusal) = opened.refusal.take() {
+        let err = ProtocolError::new(refusal.code, refusal.message, None);
+        Box::pin(session.reply_error(&err, None)).await;
+        session.control.close(close::UNAUTHENTICATED, "invalid credentials");
+    } else if let Some(Err(refusal)) = &opened.slot {
+        note_refusal("over_capacity", session.ip, &refusal.to_string());
+        session.control.close(close::TRY_AGAIN_LATER, "over capacity");
+    } else {
+        let welcome = ServerMessage::Welcome { session: &session.name, heartbeat_ms: session.node.config.heartbeat.interval_ms };
+        let welcome = welcome.encode().into();
+        Box::pin(session.reply(welcome)).await;
+        if let Some(request) = first {
+            Box::pin(session.subscribe(request)).await;
+        }
+        session.read_loop(&mut opened.stream, &mut opened.joined).await;
+        opened.slot = None;
+    }
+    Box::pin(session.leave_all()).await;
     session.control.token.cancel();
-    let _ = writer.await;
+    let _ = (&mut opened.writer).await;
     let close = session.control.close_reason();
+    let metrics = crate::metrics::get();
     metrics.connections.decrement(1.0);
     metrics.totals.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     metrics.closed(CloseReason::from_code(close.map(|(code, _)| code))).increment(1);
-    metrics.connection_duration.record(opened_at.elapsed());
+    metrics.connection_duration.record(opened.opened_at.elapsed());
     tracing::debug!(close = ?close, "session closed");
 }
 
@@ -265,8 +296,8 @@ impl Session {
     /// while they wait for a slow client.
     async fn read_loop(
         &mut self,
-        mut stream: futures_util::stream::SplitStream<WebSocket>,
-        mut joined: mpsc::UnboundedReceiver<Box<JoinResult>>,
+        stream: &mut futures_util::stream::SplitStream<WebSocket>,
+        joined: &mut mpsc::UnboundedReceiver<Box<JoinResult>>,
     ) {
         let mut deadline = tokio::time::Instant::now() + self.stale;
         loop {
@@ -274,11 +305,11 @@ impl Session {
                 _ = self.control.token.cancelled() => return,
                 Some(report) = joined.recv() => {
                     let (room, id, result) = *report;
-                    self.on_joined(room, id, result).await;
+                    Box::pin(self.on_joined(room, id, result)).await;
                     continue;
                 }
                 _ = sleep_until(self.expiry.map(|(at, _)| at)) => {
-                    if !self.on_token_expiry().await {
+                    if !Box::pin(self.on_token_expiry()).await {
                         return;
                     }
                     continue;
@@ -314,7 +345,7 @@ impl Session {
                     let metrics = crate::metrics::get();
                     metrics.messages_in.increment(1);
                     metrics.bytes_in.increment(text.len() as u64);
-                    self.on_text(&text).await
+                    Box::pin(self.on_text(&text)).await
                 }
                 Message::Binary(_) => {
                     self.control.close(close::POLICY, "binary frames are not accepted; send JSON text");
@@ -731,4 +762,3 @@ mod tests {
         check(0, 1, Some(0), None, None, (0, false));
     }
 }
-
