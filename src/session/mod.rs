@@ -143,7 +143,8 @@ pub struct Admission {
 /// [`Session`]) is done here, before the future exists, and the rare, deep
 /// steps (answering a message, subscribing, leaving) are boxed where they are
 /// awaited: an idle session's task holds only what waiting for input needs
-/// (~5 KiB → ~1 KiB; `bench idle`, BENCHMARKS.md).
+/// (its future 3.4 KiB → 1.9 KiB, the task ~5 KiB → ~2 KiB; `bench idle`,
+/// BENCHMARKS.md).
 pub fn run(
     node: Arc<Node>,
     socket: WebSocket,
