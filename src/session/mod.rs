@@ -149,7 +149,7 @@ async fn run_session(
     id: u64,
     name: String,
 ) {
-    let control = Arc::new(SessionControl::default());
+    let control = Arc::new(SessionControl::child_of(&node.shutdown));
     let (frames_tx, frames_rx) = mpsc::channel(node.config.limits.outbound_queue);
     let out = Outbound::new(id, frames_tx, control.clone());
     let (sink, stream) = socket.split();
