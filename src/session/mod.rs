@@ -171,7 +171,7 @@ struct Opened {
 }
 
 fn open(node: Arc<Node>, socket: WebSocket, admission: Admission, id: u64, name: String, url_room: Option<RoomName>) -> Opened {
-    let control = Arc::new(SessionControl::default());
+    let control = Arc::new(SessionControl::child_of(&node.shutdown));
     let (frames_tx, frames_rx) = mpsc::channel(node.config.limits.outbound_queue);
     let out = Outbound::new(id, frames_tx, control.clone());
     let (sink, stream) = socket.split();

@@ -26,6 +26,14 @@ pub struct SessionControl {
 }
 
 impl SessionControl {
+    /// The close state of a session that ends when `shutdown` is cancelled:
+    /// its token is a child of the node's, so the session's tasks watch one
+    /// token of their own and never poll the node-wide one (whose locks every
+    /// session would share, once per delivery).
+    pub fn child_of(shutdown: &CancellationToken) -> SessionControl {
+        SessionControl { token: shutdown.child_token(), ..SessionControl::default() }
+    }
+
     /// Asks the session to close with `code`. Later calls do not change the code.
     pub fn close(&self, code: u16, reason: &'static str) {
         if self.code.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire).is_ok() {

@@ -4,6 +4,9 @@
 //! so a burst of events costs one syscall, not one per event. It also sends the
 //! WebSocket pings of the heartbeat and, when the session ends, the close frame
 //! with the code the session was closed with.
+//!
+//! It is woken once per delivery, so its wake-up path touches only the
+//! session's own queue, token and socket, never node-wide state.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,22 +37,33 @@ pub async fn run(
 ) {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One wait for the end, registered once for the writer's whole life (not
+    // once per wake-up), and polled only when there is nothing to write or a
+    // write pends: a writer woken for a frame goes straight to the socket.
+    let stop = control.token.cancelled();
+    tokio::pin!(stop);
     loop {
         let written = tokio::select! {
             biased;
-            _ = stopped(&control, &shutdown) => break,
+            // A closed session takes no more frames from its queue (the close
+            // path below decides which still go out). The check locks only
+            // this session's own token.
+            _ = std::future::ready(()), if control.token.is_cancelled() => break,
             frame = frames.recv() => match frame {
                 // A write to a client that stopped reading can pend forever:
                 // keep listening for the close while it does.
                 Some(frame) => tokio::select! {
+                    biased;
                     written = write_burst(&mut sink, &mut frames, frame) => written,
-                    _ = stopped(&control, &shutdown) => break,
+                    _ = &mut stop => break,
                 },
                 None => break,
             },
+            _ = &mut stop => break,
             _ = ping.tick() => tokio::select! {
+                biased;
                 sent = sink.send(Message::Ping(Default::default())) => sent,
-                _ = stopped(&control, &shutdown) => break,
+                _ = &mut stop => break,
             },
         };
         if written.is_err() {
@@ -57,6 +71,11 @@ pub async fn run(
             control.token.cancel();
             return;
         }
+    }
+    // The session's token is a child of the node's: a shutdown cancelled it
+    // without a code. Close with 1012, so the client resumes elsewhere at once.
+    if shutdown.is_cancelled() {
+        control.close(close::RESTART, "server restarting");
     }
     if let Some((code, reason)) = control.close_reason() {
         // Frames queued before the close go out first: a refusal queues the
@@ -70,15 +89,6 @@ pub async fn run(
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
     } else {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
-    }
-}
-
-/// Resolves when the session must end: closed by anyone, or the node is
-/// shutting down (then with 1012, so the client resumes elsewhere at once).
-async fn stopped(control: &SessionControl, shutdown: &CancellationToken) {
-    tokio::select! {
-        _ = control.token.cancelled() => {}
-        _ = shutdown.cancelled() => control.close(close::RESTART, "server restarting"),
     }
 }
 
