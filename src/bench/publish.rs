@@ -1,8 +1,24 @@
 //! `bench publish`: durable publishes per second over HTTP.
+//!
+//! The load generator shares the two cores with the server it measures, so it
+//! is kept cheap: each publisher owns one keep-alive HTTP/1.1 connection
+//! (hyper's client connection, polled in the publisher's own task, so a
+//! request wakes no second task), and the request's URI and headers are
+//! parsed once, not per publish.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+
+use anyhow::Context;
+use axum::body::Bytes;
+use axum::http::{header, HeaderValue, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{Connection, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 use super::{latency_histogram, now_us, progress, run_room, Common, Report};
 
@@ -23,35 +39,43 @@ pub struct PublishOptions {
 }
 
 pub async fn run(url: &str, options: &PublishOptions, common: &Common) -> anyhow::Result<Report> {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(options.concurrency).build()?;
+    let target = Target::parse(url)?;
     let prefix = run_room("publish");
-    let rooms: Vec<String> = (0..options.rooms.max(1)).map(|i| format!("{prefix}-{i}")).collect();
+    let paths: Vec<Uri> = (0..options.rooms.max(1))
+        .map(|i| format!("/v1/rooms/{prefix}-{i}/events").parse::<Uri>())
+        .collect::<Result<_, _>>()?;
+    let paths = Arc::new(paths);
     let next = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
     let bar = progress(options.events, common.quiet, "publish");
-    let padding = "x".repeat(options.payload);
+    let padding = Arc::new("x".repeat(options.payload));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..options.concurrency.max(1) {
-        let (http, url, rooms, next, failures, bar, padding) =
-            (http.clone(), url.to_owned(), rooms.clone(), next.clone(), failures.clone(), bar.clone(), padding.clone());
+        let (target, paths, next, failures, bar, padding) =
+            (target.clone(), paths.clone(), next.clone(), failures.clone(), bar.clone(), padding.clone());
         let total = options.events;
         tasks.push(tokio::spawn(async move {
             let mut histogram = latency_histogram();
+            let mut connection = None;
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= total {
                     return histogram;
                 }
-                let room = &rooms[n as usize % rooms.len()];
-                let body = serde_json::json!({"data": {"n": n, "pad": padding}});
+                let path = &paths[n as usize % paths.len()];
+                let body = format!(r#"{{"data":{{"n":{n},"pad":"{padding}"}}}}"#);
                 let sent = now_us();
-                let response = http.post(format!("{url}/v1/rooms/{room}/events")).json(&body).send().await;
-                match response {
-                    Ok(r) if r.status().as_u16() == 201 => {
+                match target.publish(&mut connection, path, body).await {
+                    Ok(StatusCode::CREATED) => {
                         let _ = histogram.record(now_us().saturating_sub(sent).max(1));
                     }
-                    _ => {
+                    Ok(_) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        // The next publish opens a new connection.
+                        connection = None;
                         failures.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -68,11 +92,78 @@ pub async fn run(url: &str, options: &PublishOptions, common: &Common) -> anyhow
     let failed = failures.load(Ordering::Relaxed);
     let mut report = Report::new("publish", url);
     report.add("concurrency", options.concurrency as u64);
-    report.add("rooms", rooms.len() as u64);
+    report.add("rooms", paths.len() as u64);
     report.add("events", options.events);
     report.add("failed", failed);
     report.add("seconds", elapsed);
     report.add("publishes_per_sec", (options.events - failed) as f64 / elapsed);
     report.add_latency("publish", &histogram);
     Ok(report)
+}
+
+/// The future that does a client connection's I/O.
+type ConnIo = Pin<Box<Connection<TokioIo<TcpStream>, Full<Bytes>>>>;
+
+/// One publisher's HTTP/1.1 connection: the request side and its I/O.
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    io: ConnIo,
+}
+
+/// Runs `work` while polling the connection's I/O in the same task.
+async fn drive<T>(io: &mut ConnIo, work: impl Future<Output = T>) -> anyhow::Result<T> {
+    tokio::pin!(work);
+    tokio::select! {
+        biased;
+        out = &mut work => Ok(out),
+        closed = io.as_mut() => match closed {
+            Ok(()) => anyhow::bail!("the server closed the connection"),
+            Err(err) => Err(err.into()),
+        },
+    }
+}
+
+/// The server to publish to (plain HTTP only).
+#[derive(Clone)]
+struct Target {
+    /// `host:port` to connect to.
+    addr: String,
+    host: HeaderValue,
+}
+
+impl Target {
+    fn parse(url: &str) -> anyhow::Result<Target> {
+        let uri: Uri = url.parse().with_context(|| format!("bad --url {url}"))?;
+        if uri.scheme_str() != Some("http") {
+            anyhow::bail!("bench publish speaks plain http://, not {url}");
+        }
+        let authority = uri.authority().with_context(|| format!("no host in {url}"))?;
+        let addr = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
+        Ok(Target { addr, host: HeaderValue::from_str(authority.as_str())? })
+    }
+
+    async fn connect(&self) -> anyhow::Result<Conn> {
+        let stream = TcpStream::connect(&self.addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, io) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        Ok(Conn { sender, io: Box::pin(io) })
+    }
+
+    /// POSTs one event body to `path` (on `connection`, opened if `None`) and
+    /// returns the response's status once its body is read.
+    async fn publish(&self, connection: &mut Option<Conn>, path: &Uri, body: String) -> anyhow::Result<StatusCode> {
+        if connection.is_none() {
+            *connection = Some(self.connect().await?);
+        }
+        let Conn { sender, io } = connection.as_mut().expect("connected above");
+        let request = Request::post(path.clone())
+            .header(header::HOST, self.host.clone())
+            .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(Full::new(Bytes::from(body)))?;
+        drive(io, sender.ready()).await??;
+        let response = drive(io, sender.send_request(request)).await??;
+        let status = response.status();
+        drive(io, response.into_body().collect()).await??;
+        Ok(status)
+    }
 }

@@ -8,7 +8,7 @@
 //! run on a small pool of read-only connections on tokio's blocking threads,
 //! so they never wait for the writer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -311,6 +311,9 @@ struct CachedRoom {
     head: u64,
     pruned_through: u64,
     last_ts: i64,
+    /// Appended to in the current batch: its `head` is written back once,
+    /// at the end of the batch (the room is then in the batch's touched list).
+    dirty: bool,
 }
 
 /// Rooms cached by the writer before the cache is cleared (bounds memory when
@@ -463,7 +466,8 @@ impl Writer {
             Ok(tx) => tx,
             Err(err) => return Err((err, replies_of(writes))),
         };
-        let mut touched: HashSet<RoomName> = HashSet::new();
+        // Rooms appended to in this batch, each once (see `CachedRoom::dirty`).
+        let mut touched: Vec<RoomName> = Vec::new();
         let mut writes = writes.into_iter();
         while let Some(command) = writes.next() {
             let step = match command {
@@ -511,7 +515,8 @@ impl Writer {
             }
         }
         for room in &touched {
-            if let Some(cached) = self.rooms.get(room) {
+            if let Some(cached) = self.rooms.get_mut(room) {
+                cached.dirty = false;
                 let updated = tx
                     .prepare_cached("UPDATE rooms SET head = ?1 WHERE name = ?2")
                     .and_then(|mut stmt| stmt.execute(params![cached.head as i64, room.as_str()]));
@@ -600,6 +605,7 @@ fn cached_room<'a>(
                     head: row.get::<_, i64>(1)? as u64,
                     pruned_through: row.get::<_, i64>(2)? as u64,
                     last_ts: row.get::<_, Option<i64>>(3)?.unwrap_or(0),
+                    dirty: false,
                 })
             })
             .optional()?;
@@ -611,7 +617,7 @@ fn cached_room<'a>(
                     "INSERT INTO rooms (name, epoch, head, pruned_through, created_at) VALUES (?1, ?2, 0, 0, ?3)",
                 )?
                 .execute(params![room.as_str(), epoch, now_ms()])?;
-                CachedRoom { epoch, head: 0, pruned_through: 0, last_ts: 0 }
+                CachedRoom { epoch, head: 0, pruned_through: 0, last_ts: 0, dirty: false }
             }
             None => return Ok(None),
         };
@@ -625,7 +631,7 @@ fn append_one(
     conn: &Connection,
     rooms: &mut HashMap<RoomName, CachedRoom>,
     request: AppendRequest,
-    touched: &mut HashSet<RoomName>,
+    touched: &mut Vec<RoomName>,
 ) -> rusqlite::Result<(AppendOutcome, Option<Event>)> {
     let AppendRequest { room, data, idem_key, expected_seq, origin } = request;
     let cached = cached_room(conn, rooms, &room, true)?.expect("created when missing");
@@ -650,7 +656,10 @@ fn append_one(
         .execute(params![room.as_str(), seq as i64, ts, data.get(), idem_key])?;
     cached.head = seq;
     cached.last_ts = ts;
-    touched.insert(room.clone());
+    if !cached.dirty {
+        cached.dirty = true;
+        touched.push(room.clone());
+    }
     let receipt = Receipt { room: room.clone(), seq, epoch: cached.epoch.clone(), ts };
     Ok((AppendOutcome::Appended(receipt), Some(Event { room, seq, ts, data, origin })))
 }
@@ -670,7 +679,7 @@ fn transact_one(
     tx: &mut rusqlite::Transaction<'_>,
     rooms: &mut HashMap<RoomName, CachedRoom>,
     work: Box<dyn AppTransaction>,
-    touched: &mut HashSet<RoomName>,
+    touched: &mut Vec<RoomName>,
 ) -> Result<(TxOutcome, Option<Event>), TransactFailure> {
     let savepoint = tx.savepoint().map_err(TransactFailure::Db)?;
     // Dropping the savepoint without `commit` rolls it back. A panicking
