@@ -94,14 +94,16 @@ fn upgrade_session(node: Arc<Node>, upgrade: WebSocketUpgrade, first: Option<Sub
     // Boxed: axum keeps this callback's captures in the upgrade task for the
     // connection's whole life; a box is freed once the session has opened.
     let start = Box::new((node, first, admission));
-    // Small buffers keep idle sockets cheap; they grow only while a large
-    // frame is in flight. The read buffer is allocated up front for every
-    // socket and clients send little: 1 KiB instead of 4 KiB took an idle
-    // connection from 18.0 to 14.7 KiB of server RSS (`bench idle`, BENCHMARKS.md). Frames queued together are written together: the
-    // writer feeds a burst and flushes once, and up to 8 KiB of it leaves in
-    // one write.
+    // Small buffers keep idle sockets cheap. The read buffer is allocated up
+    // front for every socket and clients send little; a larger frame makes
+    // tungstenite reserve its whole length at once, so a small buffer costs
+    // no extra reads. 4 KiB → 1 KiB took an idle connection from 18.0 to
+    // 14.7 KiB of server RSS, 1 KiB → 512 B saved another ~0.5 KiB (`bench
+    // idle`, BENCHMARKS.md). Frames queued together are written together:
+    // the writer feeds a burst and flushes once, and up to 8 KiB of it leaves
+    // in one write.
     upgrade
-        .read_buffer_size(1024)
+        .read_buffer_size(512)
         .write_buffer_size(8 * 1024)
         .max_message_size(max_frame)
         .max_frame_size(max_frame)

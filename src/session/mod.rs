@@ -7,6 +7,7 @@
 //! waiting for queue room as it goes, then hands the session to the room's hub
 //! (see [`crate::hub`]) which continues from exactly where the replay ended.
 
+mod join_reports;
 pub mod outbound;
 pub mod writer;
 
@@ -32,6 +33,7 @@ use crate::auth::{Action, Principal};
 use crate::http::access::{auth_error_code, note_refusal, rate_key};
 use crate::limits::{ConnectionSlot, Refusal};
 use crate::metrics::CloseReason;
+use join_reports::JoinReports;
 use outbound::{Outbound, SessionControl};
 
 /// Events read from the store per page during replay.
@@ -162,7 +164,7 @@ pub fn run(
 struct Opened {
     session: Session,
     stream: futures_util::stream::SplitStream<WebSocket>,
-    joined: mpsc::UnboundedReceiver<Box<JoinResult>>,
+    joined: Arc<JoinReports<JoinResult>>,
     writer: tokio::task::JoinHandle<()>,
     /// Taken (released) once the session stops reading.
     slot: Option<Result<ConnectionSlot, Refusal>>,
@@ -188,7 +190,7 @@ fn open(node: Arc<Node>, socket: WebSocket, admission: Admission, id: u64, name:
     metrics.connections_opened.increment(1);
     metrics.totals.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 
-    let (joined_tx, joined_rx) = mpsc::unbounded_channel();
+    let joined = Arc::new(JoinReports::new());
     let stale = Duration::from_millis(node.config.heartbeat.stale_ms);
     let Admission { principal, ip, slot, refusal } = admission;
     let message_rate = node.limits.session_messages();
@@ -199,7 +201,7 @@ fn open(node: Arc<Node>, socket: WebSocket, admission: Admission, id: u64, name:
         out,
         control,
         subscriptions: HashMap::new(),
-        joined: joined_tx,
+        joined: joined.clone(),
         next_join: 0,
         stale,
         principal,
@@ -212,7 +214,7 @@ fn open(node: Arc<Node>, socket: WebSocket, admission: Admission, id: u64, name:
     Opened {
         session,
         stream,
-        joined: joined_rx,
+        joined,
         writer,
         slot: Some(slot),
         refusal: refusal.map(Box::new),
@@ -238,7 +240,7 @@ async fn serve(mut opened: Opened, first: Option<SubscribeRequest>) {
         if let Some(request) = first {
             Box::pin(session.subscribe(request)).await;
         }
-        session.read_loop(&mut opened.stream, &mut opened.joined).await;
+        session.read_loop(&mut opened.stream, &opened.joined).await;
         opened.slot = None;
     }
     Box::pin(session.leave_all()).await;
@@ -275,9 +277,8 @@ struct Session {
     out: Outbound,
     control: Arc<SessionControl>,
     subscriptions: HashMap<RoomName, Subscription>,
-    /// Boxed: a channel allocates its first block of 32 slots up front, and
-    /// 32 boxes cost an idle session 256 bytes instead of 2.5 KiB.
-    joined: mpsc::UnboundedSender<Box<JoinResult>>,
+    /// Where this session's subscription tasks leave their results.
+    joined: Arc<JoinReports<JoinResult>>,
     next_join: u64,
     /// Also bounds how long an answer may wait for queue room.
     stale: Duration,
@@ -298,14 +299,14 @@ impl Session {
     async fn read_loop(
         &mut self,
         stream: &mut futures_util::stream::SplitStream<WebSocket>,
-        joined: &mut mpsc::UnboundedReceiver<Box<JoinResult>>,
+        joined: &JoinReports<JoinResult>,
     ) {
         let mut deadline = tokio::time::Instant::now() + self.stale;
         loop {
             let next = tokio::select! {
                 _ = self.control.token.cancelled() => return,
-                Some(report) = joined.recv() => {
-                    let (room, id, result) = *report;
+                report = joined.recv() => {
+                    let (room, id, result) = report;
                     Box::pin(self.on_joined(room, id, result)).await;
                     continue;
                 }
@@ -502,7 +503,7 @@ impl Session {
         let id = self.next_join;
         let task = tokio::spawn(async move {
             let result = start_subscription(&node, &out, &request, member).await;
-            let _ = joined.send(Box::new((request.room, id, result)));
+            joined.send((request.room, id, result));
         });
         self.subscriptions.insert(room, Subscription::Joining { id, task });
     }
