@@ -707,6 +707,11 @@ impl Driver {
             }
             Output::Room { sub, update } => {
                 if let Some(slot) = self.subs.get(&sub) {
+                    // The cursor first: a consumer that has read an event must
+                    // never see a cursor behind it (ahead is allowed).
+                    if let Ok(mut cursor) = slot.cursor.lock() {
+                        *cursor = self.core.cursor(sub);
+                    }
                     let _ = slot.updates.send(update);
                 }
             }
