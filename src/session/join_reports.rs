@@ -4,26 +4,27 @@
 //! done it leaves its result here and the session's read loop picks it up.
 //! Why not a tokio mpsc channel: an idle session has nothing in flight, yet a
 //! channel costs it ~800 bytes up front (the cache-padded channel state plus
-//! its first 32-slot block). A mutex-guarded `Vec` and a `Notify` cost ~100.
+//! its first 32-slot block). A mutex-guarded `VecDeque` and a `Notify` cost ~100.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
 /// Results of finished subscription tasks, waiting for the session to read.
 pub struct JoinReports<T> {
-    queue: Mutex<Vec<T>>,
+    queue: Mutex<VecDeque<T>>,
     ready: Notify,
 }
 
 impl<T> JoinReports<T> {
     pub fn new() -> JoinReports<T> {
-        JoinReports { queue: Mutex::new(Vec::new()), ready: Notify::new() }
+        JoinReports { queue: Mutex::new(VecDeque::new()), ready: Notify::new() }
     }
 
     /// Leaves a result and wakes the session. Never waits.
     pub fn send(&self, report: T) {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).push(report);
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).push_back(report);
         // Stores a permit if the session is not waiting right now, so a
         // report left between its check and its wait still wakes it.
         self.ready.notify_one();
@@ -41,15 +42,12 @@ impl<T> JoinReports<T> {
 
     fn take(&self) -> Option<T> {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if queue.is_empty() {
-            return None;
-        }
-        let report = queue.remove(0);
+        let report = queue.pop_front();
         if queue.is_empty() {
             // Give the allocation back: an idle session holds none.
-            *queue = Vec::new();
+            *queue = VecDeque::new();
         }
-        Some(report)
+        report
     }
 }
 

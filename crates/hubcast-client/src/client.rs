@@ -620,17 +620,25 @@ impl Driver {
             if outputs.is_empty() {
                 break;
             }
+            // Cursors before outputs: a consumer that has read an event or an
+            // ack must never find the cursor behind it (ahead is allowed).
+            self.share_cursors();
             for output in outputs {
                 self.output(output, inputs);
             }
         }
+        self.share_cursors();
+        for done in self.close_waiters.drain(..) {
+            let _ = done.send(());
+        }
+    }
+
+    /// Copies each subscription's cursor from the core to its handle.
+    fn share_cursors(&self) {
         for (sub, slot) in &self.subs {
             if let Ok(mut cursor) = slot.cursor.lock() {
                 *cursor = self.core.cursor(*sub);
             }
-        }
-        for done in self.close_waiters.drain(..) {
-            let _ = done.send(());
         }
     }
 
@@ -707,11 +715,6 @@ impl Driver {
             }
             Output::Room { sub, update } => {
                 if let Some(slot) = self.subs.get(&sub) {
-                    // The cursor first: a consumer that has read an event must
-                    // never see a cursor behind it (ahead is allowed).
-                    if let Ok(mut cursor) = slot.cursor.lock() {
-                        *cursor = self.core.cursor(sub);
-                    }
                     let _ = slot.updates.send(update);
                 }
             }
