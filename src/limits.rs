@@ -107,9 +107,11 @@ impl Limits {
     }
 
     /// Counts a publish by `key` against its rate.
-    pub fn check_publish(&self, key: &str) -> Result<(), Refusal> {
+    /// `key` is only built when a publish rate is configured: by default
+    /// publishes are unlimited and a publish allocates no key.
+    pub fn check_publish(&self, key: impl FnOnce() -> String) -> Result<(), Refusal> {
         match &self.publishes {
-            Some(limiter) if limiter.check_key(&key.to_owned()).is_err() => Err(Refusal::PublishRate),
+            Some(limiter) if limiter.check_key(&key()).is_err() => Err(Refusal::PublishRate),
             _ => Ok(()),
         }
     }

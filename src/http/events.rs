@@ -34,7 +34,7 @@ pub async fn publish(
     let room = RoomName::parse(&room)?;
     let caller = identify(&node, &headers, peer, None)?;
     node.auth.authorize(&caller.principal, Action::Publish, &room).map_err(|err| refused(err, caller.ip))?;
-    node.limits.check_publish(&caller.rate_key()).map_err(|refusal| limited(refusal, caller.ip))?;
+    node.limits.check_publish(|| caller.rate_key()).map_err(|refusal| limited(refusal, caller.ip))?;
     let max = node.config.limits.max_event_bytes;
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(ErrorCode::TooLarge, format!("body is larger than the limit for {max}-byte events")),

@@ -248,10 +248,12 @@ async fn serve(mut opened: Opened, first: Option<SubscribeRequest>) {
     let _ = (&mut opened.writer).await;
     let close = session.control.close_reason();
     let metrics = crate::metrics::get();
-    metrics.connections.decrement(1.0);
-    metrics.totals.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    // The close is counted before the gauge drops, so a scrape that sees the
+    // gauge at zero also sees every close counted.
     metrics.closed(CloseReason::from_code(close.map(|(code, _)| code))).increment(1);
     metrics.connection_duration.record(opened.opened_at.elapsed());
+    metrics.connections.decrement(1.0);
+    metrics.totals.connections.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     tracing::debug!(close = ?close, "session closed");
 }
 
@@ -616,7 +618,7 @@ impl Session {
         }
         // The same per-credential quota as HTTP publishes: a second path must
         // not be a way around it.
-        if let Err(refusal) = self.node.limits.check_publish(&rate_key(&self.principal, self.ip)) {
+        if let Err(refusal) = self.node.limits.check_publish(|| rate_key(&self.principal, self.ip)) {
             note_refusal(ErrorCode::RateLimited.as_str(), self.ip, &refusal.to_string());
             let err = ProtocolError::new(ErrorCode::RateLimited, refusal.to_string(), Some(&id));
             return self.reply_error(&err, Some(&room)).await;
