@@ -1115,6 +1115,11 @@ async fn cors_answers_preflights_for_allowed_origins() {
     let get = http.get(format!("{}/v1/rooms/r/events", server.base())).header("origin", "https://app.example").send().await.unwrap();
     assert_eq!(get.headers()["access-control-allow-origin"], "https://app.example");
     assert!(get.headers()["access-control-expose-headers"].to_str().unwrap().contains("x-request-id"));
+    // Every answer carries its own request id, refusals too.
+    let id = |r: &reqwest::Response| r.headers()["x-request-id"].to_str().unwrap().parse::<u64>().unwrap();
+    let refused = http.get(format!("{}/v1/rooms/r/events?limit=x", server.base())).send().await.unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(id(&refused) > id(&get), "request ids increase: {} then {}", id(&get), id(&refused));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@ pub mod access;
 pub mod error;
 mod events;
 mod market;
+mod request_id;
 mod rooms;
 mod stats;
 mod ws;
@@ -50,23 +51,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn(request_id))
+        .layer(request_id::RequestIdLayer)
         .layer(cors(&node.auth.allowed_origins))
         .with_state(node)
-}
-
-/// Gives every request an id: in a span around its handling (so its log lines
-/// carry it) and in the `x-request-id` response header (so a client can quote it).
-async fn request_id(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    let id = NEXT.fetch_add(1, Ordering::Relaxed);
-    // Only the id: the fmt subscriber formats a span's fields when the span is
-    // made, once per request, and method and path cost as much again.
-    let span = tracing::info_span!("request", request = id);
-    let mut response = tracing::Instrument::instrument(next.run(request), span).await;
-    response.headers_mut().insert("x-request-id", axum::http::HeaderValue::from(id));
-    response
 }
 
 /// CORS for browser pages on other origins (history for gap healing, publish
