@@ -74,7 +74,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<
         market::setup(&node.store, market.reset).await?;
         market::traders::spawn(node.store.clone(), market.traders, stopping.clone());
     }
-    let app = http::router(node.clone());
+    let app = http::app(node.clone());
     tracing::info!(listen = %listener.local_addr()?, store = %node.config.store, bus = %node.config.bus, "hubcast serving");
     {
         let stopping = stopping.clone();

@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
-use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -44,7 +43,7 @@ pub fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
 /// Accepts connections until `stopping` is cancelled, then waits (bounded)
 /// for in-flight requests. Upgraded WebSockets are not waited for here: the
 /// sessions close themselves with 1012 and the node tracks them.
-pub async fn accept_loop(listener: TcpListener, app: Router, stopping: CancellationToken, header_timeout: Duration) {
+pub async fn accept_loop(listener: TcpListener, app: crate::http::App, stopping: CancellationToken, header_timeout: Duration) {
     let connections = TaskTracker::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(header_timeout);

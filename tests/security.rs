@@ -1115,6 +1115,13 @@ async fn cors_answers_preflights_for_allowed_origins() {
     let get = http.get(format!("{}/v1/rooms/r/events", server.base())).header("origin", "https://app.example").send().await.unwrap();
     assert_eq!(get.headers()["access-control-allow-origin"], "https://app.example");
     assert!(get.headers()["access-control-expose-headers"].to_str().unwrap().contains("x-request-id"));
+    // Without an Origin (a server, not a browser) no CORS headers, but the
+    // answer says it would differ for one, so no cache hands it to a browser.
+    let plain = http.get(format!("{}/v1/rooms/r/events", server.base())).send().await.unwrap();
+    assert!(plain.headers().get("access-control-allow-origin").is_none());
+    assert_eq!(plain.headers()["vary"], "origin");
+    let vary = get.headers().get_all("vary").iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>().join(",");
+    assert!(vary.contains("origin"), "{vary}");
     // Every answer carries its own request id, refusals too.
     let id = |r: &reqwest::Response| r.headers()["x-request-id"].to_str().unwrap().parse::<u64>().unwrap();
     let refused = http.get(format!("{}/v1/rooms/r/events?limit=x", server.base())).send().await.unwrap();

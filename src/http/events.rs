@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -24,17 +24,22 @@ use crate::store::{AppendOutcome, AppendRequest};
 
 /// Appends one event: validate, append (durable when this returns), answer.
 /// The bus is told by the store's commit feed, after the commit.
+///
+/// It takes the whole request rather than a `HeaderMap` extractor, which
+/// would copy every header of every publish.
 pub async fn publish(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path(room): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let room = RoomName::parse(&room)?;
-    let caller = identify(&node, &headers, peer, None)?;
+    let headers = request.headers();
+    let caller = identify(&node, headers, peer, None)?;
     node.auth.authorize(&caller.principal, Action::Publish, &room).map_err(|err| refused(err, caller.ip))?;
     node.limits.check_publish(|| caller.rate_key()).map_err(|refusal| limited(refusal, caller.ip))?;
+    let idem_key = headers.get("idempotency-key").cloned();
+    let body: Result<Bytes, BytesRejection> = Bytes::from_request(request, &()).await;
     let max = node.config.limits.max_event_bytes;
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(ErrorCode::TooLarge, format!("body is larger than the limit for {max}-byte events")),
@@ -45,7 +50,7 @@ pub async fn publish(
     if body.data.get().len() > max {
         return Err(ApiError::new(ErrorCode::TooLarge, format!("event data is larger than {max} bytes")));
     }
-    let idem_key = match headers.get("idempotency-key") {
+    let idem_key = match idem_key {
         None => None,
         Some(value) => {
             let key = value

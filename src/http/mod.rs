@@ -1,6 +1,7 @@
 //! The HTTP surface: routes, and the mapping of every error to a status with a
 //! JSON body.
 
+mod cors;
 mod dashboard;
 mod demo;
 pub mod access;
@@ -28,6 +29,18 @@ use error::ApiError;
 /// Room for the JSON envelope around the largest event in a publish body.
 const BODY_OVERHEAD: usize = 64 * 1024;
 
+/// The whole HTTP surface as the accept loop serves it: CORS and request ids
+/// wrapped once around the router. (`Router::layer` would wrap every route in
+/// them, each a boxed service cloned and a boxed future per request.)
+pub type App = cors::BrowserCors<request_id::RequestId<Router>>;
+
+/// The router inside CORS and request ids.
+pub fn app(node: Arc<Node>) -> App {
+    use tower::Layer;
+    let policy = cors::policy(&node.auth.allowed_origins);
+    cors::BrowserCors::new(&policy, request_id::RequestIdLayer.layer(router(node)))
+}
+
 /// All routes of the v1 interface.
 pub fn router(node: Arc<Node>) -> Router {
     let body_limit = node.config.limits.max_event_bytes + BODY_OVERHEAD;
@@ -51,26 +64,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(request_id::RequestIdLayer)
-        .layer(cors(&node.auth.allowed_origins))
         .with_state(node)
 }
 
-/// CORS for browser pages on other origins (history for gap healing, publish
-/// from a page): the configured origins, or any origin when none are
-/// configured. No cookies are ever involved, so `*` is safe.
-fn cors(allowed_origins: &[String]) -> tower_http::cors::CorsLayer {
-    use axum::http::{header, HeaderName, HeaderValue, Method};
-    use tower_http::cors::{AllowOrigin, CorsLayer};
-    let origins: Vec<HeaderValue> = allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
-    let allow_origin = if origins.is_empty() { AllowOrigin::any() } else { AllowOrigin::list(origins) };
-    CorsLayer::new()
-        .allow_origin(allow_origin)
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("idempotency-key")])
-        .expose_headers([HeaderName::from_static("x-request-id")])
-        .max_age(std::time::Duration::from_secs(600))
-}
 
 async fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such route")

@@ -82,10 +82,59 @@ struct RawClientMessage<'a> {
 /// numbers no double can hold (`1e999`), which many readers (serde_json,
 /// and so the Rust client) refuse. Such data is refused at the door instead
 /// of being stored and failing every subscriber later.
+///
+/// It walks the value as `serde_json::Value` would read it (same numbers, same
+/// nesting limit) without building it: a publish's data is stored and sent as
+/// the raw text, and building the tree cost several allocations per publish.
 pub fn check_data(data: &RawValue) -> Result<(), String> {
-    serde_json::from_str::<serde_json::Value>(data.get())
+    serde_json::from_str::<Readable>(data.get())
         .map(|_| ())
         .map_err(|err| format!("data: {err}"))
+}
+
+/// A JSON value that was read through and dropped.
+struct Readable;
+
+impl<'de> Deserialize<'de> for Readable {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Readable, D::Error> {
+        deserializer.deserialize_any(ReadThrough)
+    }
+}
+
+struct ReadThrough;
+
+impl<'de> serde::de::Visitor<'de> for ReadThrough {
+    type Value = Readable;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_unit<E>(self) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<Readable, A::Error> {
+        while items.next_element::<Readable>()?.is_some() {}
+        Ok(Readable)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut entries: A) -> Result<Readable, A::Error> {
+        while entries.next_entry::<serde::de::IgnoredAny, Readable>()?.is_some() {}
+        Ok(Readable)
+    }
 }
 
 /// The longest `id` accepted on a publish (it doubles as the idempotency key).
@@ -253,6 +302,22 @@ pub fn encode_error(err: &ProtocolError, room: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_data_refuses_exactly_what_a_value_refuses() {
+        let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let cases = [
+            "1".to_owned(), "-0.5e3".to_owned(), "18446744073709551616".to_owned(), "1e308".to_owned(),
+            "1e999".to_owned(), "-1e999".to_owned(), r#"{"a":[1e999]}"#.to_owned(), r#"{"a":{"b":null,"a":true}}"#.to_owned(),
+            r#""\ud83d\ude00 \n""#.to_owned(), r#""\ud800""#.to_owned(), deep(100), deep(200), "[]".to_owned(), "{}".to_owned(),
+        ];
+        for case in cases {
+            let Ok(raw) = serde_json::from_str::<Box<RawValue>>(&case) else { continue };
+            let by_value = serde_json::from_str::<serde_json::Value>(raw.get()).map(|_| ()).map_err(|e| format!("data: {e}"));
+            assert_eq!(check_data(&raw), by_value, "{case}");
+        }
+        assert!(check_data(&serde_json::from_str::<Box<RawValue>>("1e999").unwrap()).is_err());
+    }
 
     fn check(input: &str, expected: &str) {
         let got = match parse_client_message(input) {
