@@ -27,44 +27,7 @@ MAX_EVENTS="${MAX_EVENTS:-200}"         # fanout at max rate
 ROOMS="${ROOMS:-2000}"                  # rooms: ROOMS × PER_ROOM subscribers
 PER_ROOM="${PER_ROOM:-5}"
 ROOM_EVENTS="${ROOM_EVENTS:-10}"
-HUBCAST="${HUBCAST_BIN:-$ROOT/target/release/hubcast}"
-WORK="$(mktemp -d)"
-SERVER_PID=""
-
-stop_server() {
-  if [ -n "$SERVER_PID" ]; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-  fi
-}
-trap 'stop_server; rm -rf "$WORK"' EXIT
-
-wait_port() { # PORT: until something listens on 127.0.0.1:PORT (20 s)
-  for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
-
-if [ ! -x "$HUBCAST" ]; then
-  (cd "$ROOT" && cargo build --release --bin hubcast)
-fi
-
-start_hubcast() {
-  mkdir -p "$WORK/hubcast"
-  # Product defaults (durable SQLite publishes, synchronous=full), except the
-  # per-address limits a single-address load generator would trip, and the
-  # same deep outbound queue `bench --spawn` uses.
-  HUBCAST_RATE_LIMITS__CONNECTS_PER_IP_PER_MINUTE=0 HUBCAST_RATE_LIMITS__MAX_CONNECTIONS_PER_IP=0 \
-  HUBCAST_LIMITS__OUTBOUND_QUEUE=8192 RUST_LOG=warn \
-    "$HUBCAST" serve --listen 127.0.0.1:8787 --store "sqlite://$WORK/hubcast/hubcast.db" \
-      --config "$WORK/hubcast/none.toml" >"$WORK/hubcast.log" 2>&1 &
-  SERVER_PID=$!
-  URL=http://127.0.0.1:8787
-  wait_port 8787
-}
+. "$ROOT/bench/lib.sh"
 
 start_sockudo() {
   local bin="$CACHE/sockudo/bin/sockudo"

@@ -1,0 +1,43 @@
+# Shared by bench/compare.sh and bench/sweep.sh (sourced, not run): the hubcast
+# binary, a scratch directory removed on exit, and starting and stopping one
+# server under test at a time. Expects ROOT to be set.
+
+HUBCAST="${HUBCAST_BIN:-$ROOT/target/release/hubcast}"
+WORK="$(mktemp -d)"
+SERVER_PID=""
+
+stop_server() {
+  if [ -n "$SERVER_PID" ]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+  fi
+}
+trap 'stop_server; rm -rf "$WORK"' EXIT
+
+wait_port() { # PORT: until something listens on 127.0.0.1:PORT (20 s)
+  for _ in $(seq 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+if [ ! -x "$HUBCAST" ]; then
+  (cd "$ROOT" && cargo build --release --bin hubcast)
+fi
+
+start_hubcast() { # [PORT, default 8787]: a fresh hubcast on a fresh store; sets SERVER_PID and URL
+  local port="${1:-8787}"
+  rm -rf "$WORK/hubcast" && mkdir -p "$WORK/hubcast"
+  # Product defaults (durable SQLite publishes, synchronous=full), except the
+  # per-address limits a single-address load generator would trip, and the
+  # same deep outbound queue `bench --spawn` uses.
+  HUBCAST_RATE_LIMITS__CONNECTS_PER_IP_PER_MINUTE=0 HUBCAST_RATE_LIMITS__MAX_CONNECTIONS_PER_IP=0 \
+  HUBCAST_LIMITS__OUTBOUND_QUEUE=8192 RUST_LOG=warn \
+    "$HUBCAST" serve --listen "127.0.0.1:$port" --store "sqlite://$WORK/hubcast/hubcast.db" \
+      --config "$WORK/hubcast/none.toml" >"$WORK/hubcast.log" 2>&1 &
+  SERVER_PID=$!
+  URL="http://127.0.0.1:$port"
+  wait_port "$port" || { echo "hubcast did not start:" >&2; cat "$WORK/hubcast.log" >&2; return 1; }
+}
