@@ -77,8 +77,7 @@ run_bench() { # SERVER NAME SCENARIO ARGS…
 }
 
 cat >"$OUT/machine.json" <<EOF
-{"date": "$(date -u +%FT%TZ)", "cpus": $(nproc), "cpu": "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)",
- "kernel": "$(uname -r)", "load_before": "$(cut -d' ' -f1-3 /proc/loadavg)",
+{$(machine_fields),
  "sizes": {"subscribers": $SUBSCRIBERS, "steady_rate": $STEADY_RATE, "steady_events": $STEADY_EVENTS,
            "max_events": $MAX_EVENTS, "rooms": $ROOMS, "per_room": $PER_ROOM, "room_events": $ROOM_EVENTS}}
 EOF

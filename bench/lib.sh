@@ -41,3 +41,9 @@ start_hubcast() { # [PORT, default 8787]: a fresh hubcast on a fresh store; sets
   URL="http://127.0.0.1:$port"
   wait_port "$port" || { echo "hubcast did not start:" >&2; cat "$WORK/hubcast.log" >&2; return 1; }
 }
+
+machine_fields() { # the machine a run measured, as JSON object fields (date, CPU, kernel, load)
+  printf '"date": "%s", "cpus": %s, "cpu": "%s",\n "kernel": "%s", "load_before": "%s"' \
+    "$(date -u +%FT%TZ)" "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
+    "$(uname -r)" "$(cut -d' ' -f1-3 /proc/loadavg)"
+}

@@ -22,8 +22,7 @@ PORT="${PORT:-8797}"
 . "$ROOT/bench/lib.sh"
 
 cat >"$OUT/machine.json" <<EOF
-{"date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "cpus": $(nproc), "cpu": "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)",
- "kernel": "$(uname -r)", "load_before": "$(cut -d' ' -f1-3 /proc/loadavg)"}
+{$(machine_fields)}
 EOF
 
 for c in $CONCURRENCY; do

@@ -42,7 +42,7 @@ pub fn app(node: Arc<Node>) -> App {
 }
 
 /// All routes of the v1 interface.
-pub fn router(node: Arc<Node>) -> Router {
+fn router(node: Arc<Node>) -> Router {
     let body_limit = node.config.limits.max_event_bytes + BODY_OVERHEAD;
     let routes = Router::new()
         .route("/v1/rooms/{room}/events", get(events::history).post(events::publish))
@@ -66,7 +66,6 @@ pub fn router(node: Arc<Node>) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(node)
 }
-
 
 async fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such route")

@@ -248,12 +248,12 @@ async fn serve(mut opened: Opened, first: Option<SubscribeRequest>) {
     let _ = (&mut opened.writer).await;
     let close = session.control.close_reason();
     let metrics = crate::metrics::get();
-    // The close is counted before the gauge drops, so a scrape that sees the
-    // gauge at zero also sees every close counted.
+    // The close is counted before the gauge drops: once the gauge reads zero,
+    // every close has been counted (a scrape may still read the two apart).
     metrics.closed(CloseReason::from_code(close.map(|(code, _)| code))).increment(1);
     metrics.connection_duration.record(opened.opened_at.elapsed());
     metrics.connections.decrement(1.0);
-    metrics.totals.connections.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    metrics.totals.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     tracing::debug!(close = ?close, "session closed");
 }
 
