@@ -1,13 +1,16 @@
-//! The `hubcast` binary: parses arguments and calls into the library.
+//! The `hubcast` binary: parses arguments and calls into the libraries: the
+//! server (`hubcast_server`), the demos (`hubcast_demo`), the load generator
+//! (`hubcast_bench`) and the Rust client (`hubcast_client`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
-use hubcast::client::{Client, Cursor, RoomUpdate, SubscribeOptions};
-use hubcast::config::{Config, FlagOverrides};
-use hubcast::room::RoomName;
+use hubcast_client::{Client, Cursor, RoomUpdate, SubscribeOptions};
+use hubcast_demo::market::MarketSettings;
+use hubcast_server::config::{Config, FlagOverrides};
+use hubcast_server::RoomName;
 
 #[derive(Parser)]
 #[command(name = "hubcast", version, about = "Real-time event fan-out server: durable rooms, gapless sequence, exact replay")]
@@ -112,9 +115,9 @@ enum Command {
     /// Measure a server: fanout, publish or replay.
     Bench {
         #[command(subcommand)]
-        scenario: hubcast::bench::Scenario,
+        scenario: hubcast_bench::Scenario,
         #[command(flatten)]
-        common: hubcast::bench::Common,
+        common: hubcast_bench::Common,
     },
     /// Follow a room, printing one JSON line per event; resumes after disconnects.
     Sub {
@@ -172,41 +175,56 @@ fn load_config(args: ServeArgs) -> anyhow::Result<Config> {
 /// `hubcast demo reset`: reseeds the markets on the configured store.
 async fn reset_markets(args: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(args)?;
-    let (store, _feed) = hubcast::store::open(&config.store, &config).await?;
-    hubcast::market::setup(&store, true).await?;
-    store.close().await;
+    let (backend, _feed) = hubcast_server::store::open(&config).await?;
+    hubcast_demo::market::setup(&backend, true).await?;
+    backend.store().close().await;
     println!("demo markets reset on {}", config.store);
     Ok(())
 }
 
-/// `hubcast serve`, `hubcast demo chat` (the same node, plus `/demo/chat/`)
-/// and `hubcast demo` (plus the market at `/demo/`).
-async fn serve(args: ServeArgs, demo: bool, market: Option<hubcast::market::MarketSettings>) -> anyhow::Result<()> {
-    let mut config = load_config(args)?;
-    config.demo = demo;
-    let is_market = market.is_some();
-    config.market = market;
-    let listener = hubcast::server::listen(config.listen)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    if is_market {
-        tracing::info!("prediction market demo at http://{}/demo/", listener.local_addr()?);
-    } else if demo {
-        tracing::info!("chat demo at http://{}/demo/chat/", listener.local_addr()?);
-    }
-    hubcast::serve(config, listener, hubcast::shutdown::signal()).await
+/// Which application `serve` adds to the node.
+enum App {
+    /// `hubcast serve`: the node alone.
+    None,
+    /// `hubcast demo chat`: plus the chat page at `/demo/chat/`.
+    Chat,
+    /// `hubcast demo`: plus the prediction market at `/demo/`.
+    Market(MarketSettings),
+}
+
+/// `hubcast serve` and the demos: the same node, with an application's routes.
+async fn serve(args: ServeArgs, app: App) -> anyhow::Result<()> {
+    let config = load_config(args)?;
+    let listen = config.listen;
+    let listener = hubcast_server::listen(listen).map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let server = hubcast_server::Server::start(config).await?;
+    let address = listener.local_addr()?;
+    let server = match app {
+        App::None => server,
+        App::Chat => {
+            tracing::info!("chat demo at http://{address}/demo/chat/");
+            server.merge(hubcast_demo::chat::routes())
+        }
+        App::Market(settings) => {
+            let routes = hubcast_demo::market::attach(&server.handle(), &settings).await?;
+            tracing::info!("prediction market demo at http://{address}/demo/");
+            server.merge(routes)
+        }
+    };
+    Ok(server.run(listener, hubcast_server::shutdown_signal()).await?)
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { serve: args } => serve(args, false, None).await,
-        Command::Demo { demo: Some(Demo::Chat { serve: args }), .. } => serve(args, true, None).await,
+        Command::Serve { serve: args } => serve(args, App::None).await,
+        Command::Demo { demo: Some(Demo::Chat { serve: args }), .. } => serve(args, App::Chat).await,
         Command::Demo { demo: Some(Demo::Reset { serve: args }), .. } => reset_markets(args).await,
         Command::Demo { demo: Some(Demo::Market { market }), .. } | Command::Demo { demo: None, market } => {
-            let settings = hubcast::market::MarketSettings { traders: market.traders, reset: market.reset };
-            serve(market.serve, true, Some(settings)).await
+            let settings = MarketSettings { traders: market.traders, reset: market.reset };
+            serve(market.serve, App::Market(settings)).await
         }
         Command::Bench { scenario, common } => {
-            hubcast::bench::run(scenario, common).await?;
+            hubcast_bench::run(scenario, common).await?;
             Ok(())
         }
         Command::Pub { room, json, url, idempotency_key, expected_seq } => {
@@ -215,7 +233,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 serde_json::from_str(&json).map_err(|e| anyhow::anyhow!("event data is not valid JSON: {e}"))?;
             let http = reqwest::Client::new();
             let (status, answer) =
-                hubcast::client::http_publish(&http, &url, &room, &data, idempotency_key.as_deref(), expected_seq).await?;
+                hubcast_client::http_publish(&http, &url, &room, &data, idempotency_key.as_deref(), expected_seq).await?;
             println!("{answer}");
             if status >= 300 {
                 anyhow::bail!("publish failed with HTTP {status}");

@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use hubcast::config::Config;
-use hubcast::node::Node;
-use hubcast::room::RoomName;
-use hubcast::session::join;
-use hubcast::session::outbound::{Outbound, SessionControl};
-use hubcast::store::AppendRequest;
+use hubcast_server::Config;
+use hubcast_server::testing::Node;
+use hubcast_server::RoomName;
+use hubcast_server::testing::join;
+use hubcast_server::testing::{Outbound, SessionControl};
+use hubcast_server::store::AppendRequest;
 use proptest::prelude::*;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
@@ -125,8 +125,8 @@ impl World {
 async fn run(ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
-    config.store = format!("sqlite://{}/hubcast.db", dir.path().display());
-    config.sqlite.synchronous = "normal".into();
+    config.store = hubcast_server::config::StoreUrl::Sqlite(dir.path().join("hubcast.db"));
+    config.sqlite.synchronous = hubcast_server::config::Synchronous::Normal;
     config.hub.tail = 4;
     config.hub.idle_ms = 5;
     config.hub.reconcile_ms = 50;

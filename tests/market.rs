@@ -9,7 +9,7 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use hubcast::market::{decide, seeds, BuyOrder};
+use hubcast_demo::market::{decide, seeds, BuyOrder};
 use serde_json::{json, Value};
 use support::{within, Server, Ws, FAST, PHASE};
 

@@ -1,0 +1,471 @@
+//! Authentication and grants: who a client is, and what it may do in a room.
+//!
+//! Credentials are API keys (for servers: `Authorization: Bearer KEY`) and
+//! JWTs (for browsers and users: HS256, RS256 or EdDSA, the algorithm pinned
+//! per key, keys chosen by `kid`). A token's claims grant `subscribe`,
+//! `publish` and `presence` on room patterns (`market:*`). Namespaces (room
+//! prefixes) can be public (anonymous subscribe) or read-only for clients.
+//!
+//! Protected mode: with no credentials configured, anonymous clients get full
+//! access, but only from loopback addresses (unless `--insecure`).
+//! **Invariant:** only this module decides whether an action is allowed.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::room::RoomName;
+pub use hubcast_protocol::pattern::pattern_matches;
+
+/// The `[auth]` section of the configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// API keys for servers (publishing over HTTP, admin access).
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// Keys that verify JWTs.
+    pub jwt: Vec<JwtKeyConfig>,
+    /// Browser origins allowed to open WebSockets (empty: any).
+    pub allowed_origins: Vec<String>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Seconds of clock skew allowed on `exp` and `nbf`.
+    pub leeway_secs: u64,
+    /// After a session's token expires, how long it has to send a fresh one
+    /// (`auth` message) before it is closed with 4001.
+    pub expiry_grace_ms: u64,
+}
+
+/// One API key. Exactly one of `key`, `key_file`, `key_env` gives its value,
+/// so keys can stay out of the config file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub key: Option<String>,
+    pub key_file: Option<PathBuf>,
+    pub key_env: Option<String>,
+    /// Room patterns this key may publish to and subscribe to (empty: all).
+    pub rooms: Vec<String>,
+    /// May use admin routes (the dashboard's data when auth is on).
+    pub admin: bool,
+    /// A name for logs and metrics (never the key itself).
+    pub name: Option<String>,
+}
+
+/// One JWT verification key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtKeyConfig {
+    /// Matched against the token header's `kid`; a key without one matches
+    /// tokens without one.
+    pub kid: Option<String>,
+    /// `HS256`, `RS256` or `EdDSA`: the only algorithm this key accepts.
+    pub alg: String,
+    /// HS256 shared secret (or `secret_file` / `secret_env`).
+    pub secret: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    pub secret_env: Option<String>,
+    /// RS256 / EdDSA public key, PEM.
+    pub public_key_file: Option<PathBuf>,
+    pub public_key_pem: Option<String>,
+    /// Required `aud`, if set.
+    pub audience: Option<String>,
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+}
+
+/// A room prefix with its own rules.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamespaceConfig {
+    /// Rooms whose name starts with this belong to the namespace.
+    pub prefix: String,
+    /// Anyone may subscribe, without credentials.
+    pub public: bool,
+    /// Clients (tokens) may not publish; API keys still may.
+    pub read_only: bool,
+    /// Coalesce a room's live events into `batch` frames for up to this many
+    /// milliseconds (0: one `event` frame per event). Read by the hub.
+    pub batch_ms: u64,
+    /// A batch is sent once it holds this many events, even inside its window.
+    pub batch_max: usize,
+    /// Events kept per room of the namespace (overrides `retention.max_events`; 0 keeps all).
+    pub max_events: Option<u64>,
+    /// Age past which the namespace's events are pruned (overrides `retention.max_age_secs`).
+    pub max_age_secs: Option<u64>,
+    /// Largest event in the namespace (overrides `limits.max_event_bytes`, up to it).
+    pub max_event_bytes: Option<usize>,
+    /// Subscribers per room of the namespace on a node (overrides `rate_limits.max_subscribers_per_room`; 0: no cap).
+    pub max_subscribers_per_room: Option<usize>,
+    /// Whether a socket publish is also delivered to the session that sent
+    /// it (`false`: the sender has its `ack`; see docs/protocol.md). Read by the hub.
+    pub echo: bool,
+}
+
+impl Default for NamespaceConfig {
+    fn default() -> Self {
+        NamespaceConfig {
+            prefix: String::new(),
+            public: false,
+            read_only: false,
+            batch_ms: 0,
+            batch_max: 64,
+            max_events: None,
+            max_age_secs: None,
+            max_event_bytes: None,
+            max_subscribers_per_room: None,
+            echo: true,
+        }
+    }
+}
+
+pub use hubcast_protocol::token::Claims;
+use hubcast_protocol::token::{TokenError, TokenKey};
+
+/// Who is asking.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// No credentials. `trusted` when protected mode lets it do everything
+    /// (no credentials configured and a loopback client, or `--insecure`).
+    Anonymous { trusted: bool },
+    ApiKey { name: String, rooms: Vec<String>, admin: bool },
+    Token(Claims),
+}
+
+/// An action on a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Subscribe,
+    Publish,
+    Presence,
+}
+
+/// Why credentials were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("credentials required")]
+    Missing,
+    #[error("unknown API key or malformed token")]
+    BadCredentials,
+    #[error("token rejected: {0}")]
+    BadToken(String),
+    #[error("token has expired")]
+    Expired,
+    #[error("not allowed to {action} in room `{room}`")]
+    Forbidden { action: &'static str, room: String },
+    #[error("admin credential required")]
+    NotAdmin,
+}
+
+/// Verified keys and rules, built once from the configuration.
+pub struct Auth {
+    api_keys: Vec<ApiKey>,
+    jwt: Vec<TokenKey>,
+    namespaces: Vec<NamespaceConfig>,
+    insecure: bool,
+    pub allowed_origins: Vec<String>,
+    pub trusted_proxies: Vec<IpAddr>,
+    leeway: u64,
+    pub expiry_grace_ms: u64,
+}
+
+struct ApiKey {
+    name: String,
+    secret: Vec<u8>,
+    rooms: Vec<String>,
+    admin: bool,
+}
+
+/// A credential or namespace in the `[auth]` configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct AuthConfigError(String);
+
+impl AuthConfigError {
+    fn new(message: String) -> AuthConfigError {
+        AuthConfigError(message)
+    }
+}
+
+impl Auth {
+    /// Loads keys (from the config, files or the environment) and checks them.
+    pub fn from_config(config: &AuthConfig, namespaces: &[NamespaceConfig], insecure: bool) -> Result<Auth, AuthConfigError> {
+        let mut api_keys = Vec::new();
+        for (i, key) in config.api_keys.iter().enumerate() {
+            let secret = secret_value(&key.key, &key.key_file, &key.key_env, &format!("auth.api_keys[{i}]"))?;
+            if secret.len() < 16 {
+                return Err(AuthConfigError::new(format!("auth.api_keys[{i}] is shorter than 16 characters")));
+            }
+            for pattern in &key.rooms {
+                check_pattern(pattern)?;
+            }
+            let name = key.name.clone().unwrap_or_else(|| format!("key{i}"));
+            api_keys.push(ApiKey { name, secret: secret.into_bytes(), rooms: key.rooms.clone(), admin: key.admin });
+        }
+        let mut jwt = Vec::new();
+        for (i, key) in config.jwt.iter().enumerate() {
+            let what = format!("auth.jwt[{i}]");
+            let (alg, decoding) = match key.alg.as_str() {
+                "HS256" => {
+                    let secret = secret_value(&key.secret, &key.secret_file, &key.secret_env, &what)?;
+                    if secret.len() < 32 {
+                        return Err(AuthConfigError::new(format!("{what}: an HS256 secret must be at least 32 bytes")));
+                    }
+                    (Algorithm::HS256, DecodingKey::from_secret(secret.as_bytes()))
+                }
+                "RS256" => (Algorithm::RS256, DecodingKey::from_rsa_pem(pem(key, &what)?.as_bytes()).map_err(|e| AuthConfigError::new(format!("{what}: {e}")))?),
+                "EdDSA" => (Algorithm::EdDSA, DecodingKey::from_ed_pem(pem(key, &what)?.as_bytes()).map_err(|e| AuthConfigError::new(format!("{what}: {e}")))?),
+                other => return Err(AuthConfigError::new(format!("{what}: alg must be HS256, RS256 or EdDSA, not `{other}`"))),
+            };
+            jwt.push(TokenKey { kid: key.kid.clone(), alg, key: decoding, audience: key.audience.clone(), issuer: key.issuer.clone() });
+        }
+        for namespace in namespaces {
+            if namespace.prefix.is_empty() {
+                return Err(AuthConfigError::new("a namespace needs a non-empty prefix".into()));
+            }
+        }
+        Ok(Auth {
+            api_keys,
+            jwt,
+            namespaces: namespaces.to_vec(),
+            insecure,
+            allowed_origins: config.allowed_origins.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
+            leeway: config.leeway_secs,
+            expiry_grace_ms: config.expiry_grace_ms,
+        })
+    }
+
+    /// Whether any credential is configured (protected mode is off then).
+    pub fn has_credentials(&self) -> bool {
+        !self.api_keys.is_empty() || !self.jwt.is_empty()
+    }
+
+    /// Who a client with these (optional) credentials is, from `client_ip`.
+    /// A bearer value may be an API key or a JWT.
+    pub fn identify(&self, bearer: Option<&str>, client_ip: IpAddr) -> Result<Principal, AuthError> {
+        match bearer {
+            None => Ok(Principal::Anonymous {
+                trusted: !self.has_credentials() && (self.insecure || client_ip.is_loopback()),
+            }),
+            Some(credential) => {
+                if let Some(key) = self.api_key(credential) {
+                    return Ok(Principal::ApiKey { name: key.name.clone(), rooms: key.rooms.clone(), admin: key.admin });
+                }
+                if credential.matches('.').count() == 2 {
+                    return self.verify_token(credential).map(Principal::Token);
+                }
+                Err(AuthError::BadCredentials)
+            }
+        }
+    }
+
+    /// Compares against every key in constant time per key, so neither the
+    /// matching key nor a matching prefix shows in the timing.
+    fn api_key(&self, credential: &str) -> Option<&ApiKey> {
+        let mut found = None;
+        for key in &self.api_keys {
+            if constant_time_eq(key.secret.as_slice(), credential.as_bytes()) {
+                found = Some(key);
+            }
+        }
+        found
+    }
+
+    /// Verifies a JWT: the key by `kid`, its pinned algorithm, signature,
+    /// `exp` and `nbf` with leeway, and `aud`/`iss` when configured.
+    pub fn verify_token(&self, token: &str) -> Result<Claims, AuthError> {
+        hubcast_protocol::token::verify(&self.jwt, token, self.leeway).map_err(|err| match err {
+            TokenError::Malformed => AuthError::BadCredentials,
+            TokenError::Expired => AuthError::Expired,
+            other => AuthError::BadToken(other.to_string()),
+        })
+    }
+
+    /// Whether `principal` may do `action` in `room`.
+    pub fn authorize(&self, principal: &Principal, action: Action, room: &RoomName) -> Result<(), AuthError> {
+        let namespace = self.namespace(room);
+        let allowed = match principal {
+            Principal::Anonymous { trusted: true } => true,
+            Principal::Anonymous { trusted: false } => {
+                action == Action::Subscribe && namespace.is_some_and(|n| n.public)
+            }
+            Principal::ApiKey { rooms, .. } => rooms.is_empty() || rooms.iter().any(|p| pattern_matches(p, room)),
+            Principal::Token(claims) => {
+                let patterns = match action {
+                    Action::Subscribe => &claims.subscribe,
+                    Action::Publish => &claims.publish,
+                    Action::Presence => &claims.presence,
+                };
+                let read_only = action == Action::Publish && namespace.is_some_and(|n| n.read_only);
+                let public = action == Action::Subscribe && namespace.is_some_and(|n| n.public);
+                public || (!read_only && patterns.iter().any(|p| pattern_matches(p, room)))
+            }
+        };
+        if allowed {
+            Ok(())
+        } else if matches!(principal, Principal::Anonymous { .. }) {
+            Err(AuthError::Missing)
+        } else {
+            let action = match action {
+                Action::Subscribe => "subscribe",
+                Action::Publish => "publish",
+                Action::Presence => "see presence",
+            };
+            Err(AuthError::Forbidden { action, room: room.to_string() })
+        }
+    }
+
+    /// Whether `principal` may read node-wide admin data.
+    pub fn authorize_admin(&self, principal: &Principal) -> Result<(), AuthError> {
+        match principal {
+            Principal::Anonymous { trusted: true } | Principal::ApiKey { admin: true, .. } => Ok(()),
+            Principal::Anonymous { trusted: false } => Err(AuthError::Missing),
+            _ => Err(AuthError::NotAdmin),
+        }
+    }
+
+    /// The longest configured namespace prefix of `room`.
+    pub fn namespace(&self, room: &RoomName) -> Option<&NamespaceConfig> {
+        self.namespaces.iter().filter(|n| room.starts_with(&n.prefix)).max_by_key(|n| n.prefix.len())
+    }
+
+    /// Whether a browser upgrade from `origin` is allowed.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        match origin {
+            None => true, // Not a browser: origins guard browsers only.
+            Some(origin) => self.allowed_origins.is_empty() || self.allowed_origins.iter().any(|o| o == origin),
+        }
+    }
+
+    /// The client's address: the peer, or — only when the peer is a trusted
+    /// proxy — the last untrusted address in `X-Forwarded-For`.
+    pub fn client_ip(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
+        if !self.trusted_proxies.contains(&peer) {
+            return peer;
+        }
+        let Some(chain) = forwarded_for else { return peer };
+        for hop in chain.rsplit(',') {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) if self.trusted_proxies.contains(&ip) => continue,
+                Ok(ip) => return ip,
+                Err(_) => return peer,
+            }
+        }
+        peer
+    }
+}
+
+fn secret_value(
+    value: &Option<String>,
+    file: &Option<PathBuf>,
+    env: &Option<String>,
+    what: &str,
+) -> Result<String, AuthConfigError> {
+    match (value, file, env) {
+        (Some(value), None, None) => Ok(value.clone()),
+        (None, Some(file), None) => Ok(std::fs::read_to_string(file)
+            .map_err(|e| AuthConfigError::new(format!("{what}: cannot read {}: {e}", file.display())))?
+            .trim()
+            .to_owned()),
+        (None, None, Some(var)) => {
+            std::env::var(var).map_err(|_| AuthConfigError::new(format!("{what}: environment variable {var} is not set")))
+        }
+        _ => Err(AuthConfigError::new(format!("{what}: give exactly one of the value, a _file or an _env"))),
+    }
+}
+
+fn pem(key: &JwtKeyConfig, what: &str) -> Result<String, AuthConfigError> {
+    match (&key.public_key_pem, &key.public_key_file) {
+        (Some(pem), None) => Ok(pem.clone()),
+        (None, Some(file)) => std::fs::read_to_string(file).map_err(|e| AuthConfigError::new(format!("{what}: cannot read {}: {e}", file.display()))),
+        _ => Err(AuthConfigError::new(format!("{what}: give exactly one of public_key_pem or public_key_file"))),
+    }
+}
+
+fn check_pattern(pattern: &str) -> Result<(), AuthConfigError> {
+    let literal = pattern.replace('*', "");
+    if pattern.is_empty() || (!literal.is_empty() && RoomName::parse(&literal).is_err()) {
+        return Err(AuthConfigError::new(format!("room pattern `{pattern}` must be room-name characters and `*`")));
+    }
+    Ok(())
+}
+
+/// Equal-length inputs are compared without an early exit.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let config = AuthConfig { trusted_proxies: vec!["10.0.0.1".parse().unwrap()], ..Default::default() };
+        let auth = Auth::from_config(&config, &[], false).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(auth.client_ip(ip("10.0.0.1"), Some("1.2.3.4")), ip("1.2.3.4"));
+        assert_eq!(auth.client_ip(ip("10.0.0.1"), Some("9.9.9.9, 1.2.3.4, 10.0.0.1")), ip("1.2.3.4"));
+        assert_eq!(auth.client_ip(ip("10.0.0.2"), Some("1.2.3.4")), ip("10.0.0.2"));
+        assert_eq!(auth.client_ip(ip("10.0.0.1"), Some("garbage")), ip("10.0.0.1"));
+        assert_eq!(auth.client_ip(ip("10.0.0.1"), None), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn protected_mode() {
+        let open = Auth::from_config(&AuthConfig::default(), &[], false).unwrap();
+        let room = RoomName::parse("r").unwrap();
+        let local = open.identify(None, "127.0.0.1".parse().unwrap()).unwrap();
+        assert!(open.authorize(&local, Action::Publish, &room).is_ok());
+        let remote = open.identify(None, "192.0.2.1".parse().unwrap()).unwrap();
+        assert_eq!(open.authorize(&remote, Action::Subscribe, &room), Err(AuthError::Missing));
+        let insecure = Auth::from_config(&AuthConfig::default(), &[], true).unwrap();
+        let remote = insecure.identify(None, "192.0.2.1".parse().unwrap()).unwrap();
+        assert!(insecure.authorize(&remote, Action::Publish, &room).is_ok());
+    }
+
+    #[test]
+    fn keys_namespaces_and_grants() {
+        let config = AuthConfig {
+            api_keys: vec![ApiKeyConfig { key: Some("k".repeat(20)), rooms: vec!["market:*".into()], ..Default::default() }],
+            ..Default::default()
+        };
+        let namespaces = vec![
+            NamespaceConfig { prefix: "public:".into(), public: true, read_only: true, ..Default::default() },
+            NamespaceConfig { prefix: "ro:".into(), public: false, read_only: true, ..Default::default() },
+        ];
+        let auth = Auth::from_config(&config, &namespaces, false).unwrap();
+        let room = |s| RoomName::parse(s).unwrap();
+        let local = auth.identify(None, "127.0.0.1".parse().unwrap()).unwrap();
+        assert!(matches!(local, Principal::Anonymous { trusted: false }), "credentials configured: loopback is not trusted");
+        assert!(auth.authorize(&local, Action::Subscribe, &room("public:news")).is_ok());
+        assert_eq!(auth.authorize(&local, Action::Publish, &room("public:news")), Err(AuthError::Missing));
+        assert_eq!(auth.authorize(&local, Action::Subscribe, &room("market:1")), Err(AuthError::Missing));
+
+        let key = auth.identify(Some(&"k".repeat(20)), "192.0.2.1".parse().unwrap()).unwrap();
+        assert!(auth.authorize(&key, Action::Publish, &room("market:1")).is_ok());
+        assert!(auth.authorize(&key, Action::Publish, &room("chat:1")).is_err());
+        assert_eq!(auth.identify(Some("wrong-key-wrong-key"), "127.0.0.1".parse().unwrap()).unwrap_err(), AuthError::BadCredentials);
+
+        let claims = Claims { subscribe: vec!["ro:*".into(), "chat:*".into()], publish: vec!["ro:*".into(), "chat:1".into()], ..Default::default() };
+        let user = Principal::Token(claims);
+        assert!(auth.authorize(&user, Action::Subscribe, &room("ro:x")).is_ok());
+        assert!(auth.authorize(&user, Action::Publish, &room("ro:x")).is_err(), "read-only namespace");
+        assert!(auth.authorize(&user, Action::Publish, &room("chat:1")).is_ok());
+        assert!(auth.authorize(&user, Action::Publish, &room("chat:2")).is_err());
+        assert!(auth.authorize(&user, Action::Subscribe, &room("public:x")).is_ok());
+    }
+}

@@ -1,0 +1,144 @@
+//! The bus: how nodes tell each other "room R has new events".
+//!
+//! # Contract
+//! - `publish` is best effort and never blocks: it is called after commit, and
+//!   a lost notification is healed by the hub (gap fill on the next event, or
+//!   the periodic reconcile against the store), never by the bus.
+//! - `watch(room)` returns a feed of every event published for `room` after the
+//!   call returns, in the order each publisher published them. A feed that
+//!   falls behind may drop events; the hub notices the gap and fills it.
+//! - A node watches only rooms it has hubs for; dropping the feed unwatches.
+//!
+//! The in-memory bus is not a shortcut around this: a single node publishes
+//! through it and its hubs read from it exactly as cluster nodes do.
+//!
+//! # Presence
+//! The same holds for presence: a hub that follows its room's presence
+//! `watch_presence`s it and `publish_presence`s its node's members; a node
+//! ignores its own messages (same `node_id`). On the memory bus there are no
+//! other nodes, so a hub only ever hears itself; on NATS it hears its peers.
+//! Presence messages are ephemeral and best effort: each carries a node's
+//! *whole* member list of the room, so a lost one is repaired by the next
+//! (sent on every change and every `presence.heartbeat_ms`), and a node not
+//! heard from for its `ttl_ms` is presumed dead (see `hub::presence`).
+
+pub mod memory;
+pub mod nats;
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::{mpsc, watch};
+
+use crate::event::Event;
+use crate::room::RoomName;
+
+/// The events of one watched room, as the bus delivers them.
+pub type BusFeed = mpsc::Receiver<Arc<Event>>;
+
+/// The presence messages of one watched room.
+pub type PresenceFeed = mpsc::Receiver<Arc<PresenceMessage>>;
+
+/// What one node says about one room's presence.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PresenceMessage {
+    /// The sending node ([`Bus::node_id`]).
+    pub node: String,
+    #[serde(flatten)]
+    pub kind: PresenceKind,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PresenceKind {
+    /// All of the sender's members of the room (empty: it has none now).
+    /// Valid for `ttl_ms` unless repeated.
+    State { members: Vec<AnnouncedMember>, ttl_ms: u64 },
+    /// The sender just started following the room: peers with members there
+    /// answer with their `State` at once.
+    Sync,
+}
+
+pub use crate::protocol::PresenceMember;
+
+/// A member as a node announces it: with when the session whose `info` it
+/// carries entered, so every node picks the same (latest) info for a member
+/// with sessions on several nodes.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AnnouncedMember {
+    #[serde(flatten)]
+    pub member: PresenceMember,
+    /// Milliseconds since the Unix epoch (0 from a node that does not say).
+    #[serde(default)]
+    pub entered_ms: i64,
+}
+
+/// Why a bus operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BusError {
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Node-to-node notification of committed events. See the module contract.
+pub trait Bus: Send + Sync + 'static {
+    /// Announces committed events (in seq order per room). Never blocks.
+    fn publish(&self, events: Vec<Arc<Event>>);
+
+    /// Starts delivering `room`'s events to the returned feed.
+    fn watch(&self, room: &RoomName) -> BoxFuture<'_, Result<BusFeed, BusError>>;
+
+    /// Whether the bus is reachable (for `/readyz`).
+    fn check(&self) -> BoxFuture<'_, Result<(), BusError>>;
+
+    /// Counts (re)connections of a networked bus, so the node reconciles
+    /// at once after an outage instead of waiting for the next interval.
+    fn reconnects(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
+
+    /// This node's id on the bus (random per process).
+    fn node_id(&self) -> &str;
+
+    /// Announces a presence message for `room` to every node following it
+    /// (this one included; it ignores its own). Best effort; never blocks.
+    fn publish_presence(&self, room: &RoomName, message: PresenceMessage);
+
+    /// Starts delivering `room`'s presence messages to the returned feed.
+    fn watch_presence(&self, room: &RoomName) -> BoxFuture<'_, Result<PresenceFeed, BusError>>;
+
+    /// How long a hub that just started following a room's presence waits for
+    /// its peers' answers before it answers a `presence` request (zero when
+    /// there are no peers).
+    fn presence_settle(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+}
+
+/// A random node id for the bus.
+pub(crate) fn new_node_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// Presence messages a feed may hold before the bus drops for it (the next
+/// heartbeat repairs whatever was dropped).
+pub(crate) const PRESENCE_FEED_CAPACITY: usize = 256;
+
+/// Events a feed may hold before the bus starts dropping for it (the hub then
+/// heals the gap from the store).
+pub(crate) const FEED_CAPACITY: usize = 4096;
+
+/// Why a bus could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot connect to nats at {url}: {source}")]
+    Nats { url: String, source: async_nats::ConnectError },
+}
+
+/// Opens the bus `config.bus` names.
+pub async fn open(config: &crate::config::Config) -> Result<Arc<dyn Bus>, OpenError> {
+    match &config.bus {
+        crate::config::BusUrl::Memory => Ok(Arc::new(memory::MemoryBus::default())),
+        crate::config::BusUrl::Nats(url) => Ok(Arc::new(nats::NatsBus::connect(url, &config.nats.subject_prefix).await?)),
+    }
+}

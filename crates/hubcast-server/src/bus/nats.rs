@@ -1,0 +1,272 @@
+//! The cluster bus: NATS core pub/sub.
+//!
+//! After commit a node publishes each event to `<prefix>.room.<room>`; every
+//! node with a hub for that room has subscribed to that subject and delivers
+//! it. Local hubs are fed directly (the connection is `no_echo`), so a node's
+//! own events never wait for a round trip through NATS. NATS core is at most
+//! once; that is enough here because hubs heal gaps from the store and
+//! reconcile on an interval and at once after every reconnect.
+//!
+//! # Presence across nodes
+//! Presence goes over the same connection, on `<prefix>.presence.<room>`:
+//! a node with members in a room publishes its *whole* member list of that
+//! room (JSON [`PresenceMessage`]) on every change and every
+//! `presence.heartbeat_ms`, with a `ttl_ms`; a node that starts following a
+//! room sends `sync` and its peers answer with their lists. Receivers keep
+//! each node's list until it is replaced or its TTL runs out, so the members
+//! of a killed node leave within `ttl_ms` (the hub does the expiry).
+//!
+//! Why heartbeats over core NATS rather than a JetStream KV bucket with a TTL:
+//! presence is ephemeral, so it needs no storage; NATS 2.9 has no per-key TTL
+//! (only a bucket-wide `max_age`), and an entry aged out by `max_age` vanishes
+//! without telling watchers (no delete marker), so the "node died → its
+//! members leave" signal would need a timer on every receiver anyway; and
+//! JetStream would become a new requirement of the cluster. Full-state
+//! messages make loss harmless (the next one repairs it) and keep the cost at
+//! one small message per (node, room with members) per heartbeat; rooms
+//! without presence send nothing.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, watch};
+
+use super::memory::MemoryBus;
+use super::{Bus, BusError, BusFeed, PresenceFeed, PresenceMessage, FEED_CAPACITY, PRESENCE_FEED_CAPACITY};
+use crate::event::Event;
+use crate::protocol::encode_event;
+use crate::room::RoomName;
+
+pub struct NatsBus {
+    client: async_nats::Client,
+    prefix: String,
+    local: MemoryBus,
+    outgoing: mpsc::UnboundedSender<Vec<Arc<Event>>>,
+    reconnects: watch::Receiver<u64>,
+    node: String,
+    presence_out: mpsc::UnboundedSender<(String, bytes::Bytes)>,
+}
+
+/// How long a hub that starts following a room's presence waits for its
+/// peers' `sync` answers before answering a `presence` request.
+const PRESENCE_SETTLE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The presence subject for a room: `<prefix>.presence.<room>` (escaped as in [`subject`]).
+pub fn presence_subject(prefix: &str, room: &RoomName) -> String {
+    let events = subject(prefix, room);
+    format!("{prefix}.presence.{}", &events[prefix.len() + ".room.".len()..])
+}
+
+/// The subject for a room. Room names may hold `.` (the subject token
+/// separator) and `=`; both are escaped (`=2E`, `=3D`) so the mapping is
+/// one-to-one and a room is always exactly one token.
+pub fn subject(prefix: &str, room: &RoomName) -> String {
+    let mut subject = String::with_capacity(prefix.len() + room.len() + 8);
+    subject.push_str(prefix);
+    subject.push_str(".room.");
+    for c in room.chars() {
+        match c {
+            '.' => subject.push_str("=2E"),
+            '=' => subject.push_str("=3D"),
+            c => subject.push(c),
+        }
+    }
+    subject
+}
+
+#[derive(Deserialize)]
+struct WireEvent {
+    room: String,
+    seq: u64,
+    ts: i64,
+    data: Box<RawValue>,
+}
+
+impl NatsBus {
+    pub async fn connect(url: &str, prefix: &str) -> Result<NatsBus, super::OpenError> {
+        let (reconnect_tx, reconnects) = watch::channel(0u64);
+        let client = async_nats::ConnectOptions::new()
+            .no_echo()
+            .retry_on_initial_connect()
+            .event_callback(move |event| {
+                let reconnect_tx = reconnect_tx.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            tracing::info!("nats connected");
+                            reconnect_tx.send_modify(|n| *n += 1);
+                        }
+                        async_nats::Event::Disconnected => tracing::warn!("nats disconnected; reconciling from the store"),
+                        other => tracing::debug!(event = %other, "nats event"),
+                    }
+                }
+            })
+            .connect(url)
+            .await
+            .map_err(|source| super::OpenError::Nats { url: url.to_owned(), source })?;
+        let (outgoing, rx) = mpsc::unbounded_channel();
+        tokio::spawn(publish_loop(client.clone(), prefix.to_owned(), rx));
+        let node = super::new_node_id();
+        let (presence_out, presence_rx) = mpsc::unbounded_channel();
+        tokio::spawn(presence_publish_loop(client.clone(), presence_rx));
+        Ok(NatsBus {
+            presence_out,
+            client,
+            prefix: prefix.to_owned(),
+            local: MemoryBus::with_node_id(node.clone()),
+            outgoing,
+            reconnects,
+            node,
+        })
+    }
+}
+
+/// Publishes committed events in order, one task so per-room order holds.
+async fn publish_loop(client: async_nats::Client, prefix: String, mut batches: mpsc::UnboundedReceiver<Vec<Arc<Event>>>) {
+    while let Some(batch) = batches.recv().await {
+        for event in batch {
+            let payload = bytes::Bytes::from(encode_event(&event).as_str().to_owned());
+            let metrics = crate::metrics::get();
+            metrics.bus_published.increment(1);
+            if let Err(err) = client.publish(subject(&prefix, &event.room), payload).await {
+                metrics.bus_errors.increment(1);
+                tracing::warn!(room = %event.room, seq = event.seq, error = %err, "nats publish failed; peers will reconcile");
+            }
+        }
+    }
+}
+
+/// Publishes presence messages in order. Best effort: a failure is repaired
+/// by the next heartbeat.
+async fn presence_publish_loop(client: async_nats::Client, mut messages: mpsc::UnboundedReceiver<(String, bytes::Bytes)>) {
+    while let Some((subject, payload)) = messages.recv().await {
+        if let Err(err) = client.publish(subject, payload).await {
+            crate::metrics::get().bus_errors.increment(1);
+            tracing::debug!(error = %err, "nats presence publish failed; the next heartbeat repairs it");
+        }
+    }
+}
+
+impl Bus for NatsBus {
+    fn publish(&self, events: Vec<Arc<Event>>) {
+        self.local.publish(events.clone());
+        let _ = self.outgoing.send(events);
+    }
+
+    fn watch(&self, room: &RoomName) -> BoxFuture<'_, Result<BusFeed, BusError>> {
+        let room = room.clone();
+        async move {
+            let (tx, rx) = mpsc::channel(FEED_CAPACITY);
+            let subscription = self
+                .client
+                .subscribe(subject(&self.prefix, &room))
+                .await
+                .map_err(|e| BusError::Unavailable(e.to_string()))?;
+            self.local.add_watcher(&room, tx.clone());
+            tokio::spawn(forward(subscription, tx, move |payload| {
+                let wire = serde_json::from_slice::<WireEvent>(payload).ok().filter(|w| w.room == room.as_str())?;
+                crate::metrics::get().bus_received.increment(1);
+                Some(Event { room: room.clone(), seq: wire.seq, ts: wire.ts, data: wire.data, origin: None })
+            }));
+            Ok(rx)
+        }
+        .boxed()
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), BusError>> {
+        let state = self.client.connection_state();
+        async move {
+            match state {
+                async_nats::connection::State::Connected => Ok(()),
+                other => Err(BusError::Unavailable(format!("nats is {other:?}").to_lowercase())),
+            }
+        }
+        .boxed()
+    }
+
+    fn reconnects(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.reconnects.clone())
+    }
+
+    fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    fn publish_presence(&self, room: &RoomName, message: PresenceMessage) {
+        let payload = match serde_json::to_vec(&message) {
+            Ok(payload) => bytes::Bytes::from(payload),
+            Err(_) => return,
+        };
+        self.local.publish_presence(room, message);
+        // One task publishes them in order: a node's later state must not be
+        // overtaken by an earlier one (a stale list would live until its TTL).
+        let _ = self.presence_out.send((presence_subject(&self.prefix, room), payload));
+    }
+
+    fn watch_presence(&self, room: &RoomName) -> BoxFuture<'_, Result<PresenceFeed, BusError>> {
+        let room = room.clone();
+        async move {
+            let (tx, rx) = mpsc::channel(PRESENCE_FEED_CAPACITY);
+            let subscription = self
+                .client
+                .subscribe(presence_subject(&self.prefix, &room))
+                .await
+                .map_err(|e| BusError::Unavailable(e.to_string()))?;
+            self.local.add_presence_watcher(&room, tx.clone());
+            tokio::spawn(forward(subscription, tx, |payload| serde_json::from_slice::<PresenceMessage>(payload).ok()));
+            Ok(rx)
+        }
+        .boxed()
+    }
+
+    fn presence_settle(&self) -> std::time::Duration {
+        PRESENCE_SETTLE
+    }
+}
+
+/// Feeds a watcher from a NATS subscription until the watcher is dropped,
+/// then unsubscribes. Messages `decode` refuses are counted and skipped; a full
+/// feed drops (the hub heals the gap from the store, presence from the next
+/// heartbeat).
+async fn forward<T>(
+    mut subscription: async_nats::Subscriber,
+    feed: mpsc::Sender<Arc<T>>,
+    decode: impl Fn(&[u8]) -> Option<T>,
+) {
+    loop {
+        tokio::select! {
+            _ = feed.closed() => break,
+            message = subscription.next() => {
+                let Some(message) = message else { break };
+                match decode(&message.payload) {
+                    Some(item) => {
+                        let _ = feed.try_send(Arc::new(item));
+                    }
+                    None => {
+                        crate::metrics::get().bus_errors.increment(1);
+                        tracing::warn!(subject = %message.subject, "ignoring malformed bus message");
+                    }
+                }
+            }
+        }
+    }
+    let _ = subscription.unsubscribe().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_escape_dots_and_equals() {
+        let room = |s| RoomName::parse(s).unwrap();
+        assert_eq!(subject("hubcast", &room("market:42")), "hubcast.room.market:42");
+        assert_eq!(subject("hubcast", &room("chat.general")), "hubcast.room.chat=2Egeneral");
+        assert_eq!(subject("t1", &room("a=2E")), "t1.room.a=3D2E");
+        assert_ne!(subject("p", &room("a.b")), subject("p", &room("a=2Eb")));
+        assert_eq!(presence_subject("hubcast", &room("chat.general")), "hubcast.presence.chat=2Egeneral");
+    }
+}

@@ -1,0 +1,530 @@
+//! Configuration: defaults, then `hubcast.toml`, then its `[env.NAME]` block,
+//! then `HUBCAST_*` environment variables, then command-line flags — each layer
+//! overriding the one before (figment does the merging).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Everything `hubcast serve` can be told.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` (embedded, default) or `postgres://…` (cluster).
+    pub store: StoreUrl,
+    /// `memory` (one node) or `nats://HOST:PORT` (cluster).
+    pub bus: BusUrl,
+    /// Allow binding a non-loopback address without credentials.
+    pub insecure: bool,
+    pub heartbeat: HeartbeatConfig,
+    pub limits: LimitsConfig,
+    pub retention: RetentionConfig,
+    pub hub: HubConfig,
+    pub presence: PresenceConfig,
+    pub sqlite: SqliteConfig,
+    pub postgres: PostgresConfig,
+    pub nats: NatsConfig,
+    pub auth: crate::auth::AuthConfig,
+    /// Room prefixes with their own rules (public, read-only).
+    pub namespaces: Vec<crate::auth::NamespaceConfig>,
+    pub rate_limits: crate::limits::RateLimitConfig,
+    /// Named override blocks, selected with `--env NAME` (like wrangler environments).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, figment::value::Value>,
+}
+
+/// Where the authoritative log lives, parsed once from its URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum StoreUrl {
+    /// `sqlite://PATH`: the embedded store, a file on this machine.
+    Sqlite(std::path::PathBuf),
+    /// `postgres://…` or `postgresql://…`: the cluster's shared store.
+    Postgres(String),
+}
+
+impl TryFrom<String> for StoreUrl {
+    type Error = String;
+
+    fn try_from(url: String) -> Result<StoreUrl, String> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err("sqlite:// needs a path, e.g. sqlite://./hubcast-data/hubcast.db".into());
+            }
+            Ok(StoreUrl::Sqlite(path.into()))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(StoreUrl::Postgres(url))
+        } else {
+            Err(format!("unsupported store `{url}`: expected sqlite://PATH or postgres://…"))
+        }
+    }
+}
+
+impl From<StoreUrl> for String {
+    fn from(url: StoreUrl) -> String {
+        url.to_string()
+    }
+}
+
+impl std::fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            StoreUrl::Postgres(url) => f.write_str(url),
+        }
+    }
+}
+
+/// How nodes tell each other of new events, parsed once from its URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum BusUrl {
+    /// `memory`: one node, no network.
+    Memory,
+    /// `nats://HOST:PORT` (several servers separated by commas).
+    Nats(String),
+}
+
+impl TryFrom<String> for BusUrl {
+    type Error = String;
+
+    fn try_from(url: String) -> Result<BusUrl, String> {
+        if url == "memory" || url == "memory://" {
+            Ok(BusUrl::Memory)
+        } else if url.starts_with("nats://") {
+            Ok(BusUrl::Nats(url))
+        } else {
+            Err(format!("unsupported bus `{url}`: expected `memory` or nats://HOST:PORT"))
+        }
+    }
+}
+
+impl From<BusUrl> for String {
+    fn from(url: BusUrl) -> String {
+        url.to_string()
+    }
+}
+
+impl std::fmt::Display for BusUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BusUrl::Memory => f.write_str("memory"),
+            BusUrl::Nats(url) => f.write_str(url),
+        }
+    }
+}
+
+/// SQLite's `synchronous` pragma, as hubcast offers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync every commit: an acknowledged publish survives power loss.
+    Full,
+    /// Survives a process crash but not power loss.
+    Normal,
+}
+
+impl Synchronous {
+    /// The pragma's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Synchronous::Full => "full",
+            Synchronous::Normal => "normal",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// How often the server sends a WebSocket ping.
+    pub interval_ms: u64,
+    /// A session with no frame from its client for this long is closed with 4010.
+    pub stale_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest event `data` and largest client frame, in bytes.
+    pub max_event_bytes: usize,
+    /// Rooms one session may be subscribed to at once.
+    pub max_subscriptions: usize,
+    /// Frames a session may have queued before it is cut as a slow consumer.
+    pub outbound_queue: usize,
+    /// Largest `rewind` honoured.
+    pub max_rewind: u64,
+    /// Largest `limit` of one history page.
+    pub max_page: usize,
+    /// A connection that has not sent a complete request head within this is closed.
+    pub header_read_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Events kept per room; older ones are pruned. 0 keeps all.
+    pub max_events: u64,
+    /// Age in seconds past which events are pruned. 0 keeps all.
+    pub max_age_secs: u64,
+    /// How often the pruning task runs.
+    pub interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubConfig {
+    /// Recent events a hub keeps in memory to serve resumes without the store.
+    pub tail: usize,
+    /// How long a hub with no subscribers lives before it hibernates.
+    pub idle_ms: u64,
+    /// How often hubs compare their head with the store's (heals lost notifications).
+    pub reconcile_ms: u64,
+    /// A broadcast to a room's subscribers slower than this is logged and counted.
+    pub slow_broadcast_ms: u64,
+}
+
+/// The `[presence]` section: who is in a room (see docs/protocol.md, *Presence*).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// Most members of one room's presence (across the cluster); a
+    /// `presence: true` subscription that would exceed it is refused.
+    pub max_members: usize,
+    /// Cluster: how often a node re-announces its members of each room it has
+    /// members in (and announces changes at once).
+    pub heartbeat_ms: u64,
+    /// Cluster: a node not heard from for this long is presumed dead and its
+    /// members leave. More than `heartbeat_ms`; three heartbeats by default.
+    pub ttl_ms: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig { max_members: 1000, heartbeat_ms: 5000, ttl_ms: 15_000 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqliteConfig {
+    /// `full` fsyncs every commit (an acknowledged publish survives power loss);
+    /// `normal` survives a process crash but not power loss.
+    pub synchronous: Synchronous,
+    /// Most appends committed in one transaction.
+    pub max_batch: usize,
+    /// Read-only connections kept open for replay and history.
+    pub readers: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Schema holding hubcast's tables (lowercase letters, digits, `_`).
+    pub schema: String,
+    /// Pooled connections.
+    pub pool_size: usize,
+    /// Concurrent append batches (different rooms commit in parallel).
+    pub writers: usize,
+    /// Most appends in one batch.
+    pub max_batch: usize,
+    /// How long an operation waits for a connection before failing with 503.
+    pub timeout_ms: u64,
+    /// Drain the application outbox table.
+    pub outbox: bool,
+    /// Outbox polling interval (LISTEN/NOTIFY wakes the drainer sooner).
+    pub outbox_poll_ms: u64,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            schema: "hubcast".into(),
+            pool_size: 16,
+            writers: 4,
+            max_batch: 1024,
+            timeout_ms: 2000,
+            outbox: true,
+            outbox_poll_ms: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Subjects are `<prefix>.room.<room>`; separate clusters (or tests)
+    /// sharing one NATS use different prefixes.
+    pub subject_prefix: String,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig { subject_prefix: "hubcast".into() }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            store: StoreUrl::Sqlite("./hubcast-data/hubcast.db".into()),
+            bus: BusUrl::Memory,
+            insecure: false,
+            heartbeat: HeartbeatConfig::default(),
+            limits: LimitsConfig::default(),
+            retention: RetentionConfig::default(),
+            hub: HubConfig::default(),
+            presence: PresenceConfig::default(),
+            sqlite: SqliteConfig::default(),
+            postgres: PostgresConfig::default(),
+            nats: NatsConfig::default(),
+            auth: crate::auth::AuthConfig { leeway_secs: 5, expiry_grace_ms: 10_000, ..Default::default() },
+            namespaces: Vec::new(),
+            rate_limits: crate::limits::RateLimitConfig::default(),
+            env: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig { interval_ms: 15_000, stale_ms: 30_000 }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_event_bytes: 1024 * 1024,
+            max_subscriptions: 256,
+            outbound_queue: 1024,
+            max_rewind: 1000,
+            max_page: 1000,
+            header_read_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { max_events: 100_000, max_age_secs: 7 * 24 * 3600, interval_ms: 60_000 }
+    }
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig { tail: 256, idle_ms: 30_000, reconcile_ms: 1000, slow_broadcast_ms: 50 }
+    }
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        SqliteConfig { synchronous: Synchronous::Full, max_batch: 4096, readers: 4 }
+    }
+}
+
+/// Overrides given as command-line flags: the last and strongest layer.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct FlagOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+}
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    #[error("environment `{0}` is not defined in the config file (expected an [env.{0}] block)")]
+    UnknownEnv(String),
+    #[error("invalid configuration: {0}")]
+    Check(String),
+}
+
+impl Config {
+    /// Loads the layered configuration. `file` is read if it exists; `env_name`
+    /// selects an `[env.NAME]` block of it; `HUBCAST_*` variables are read from the
+    /// process environment.
+    pub fn load(
+        file: &Path,
+        env_name: Option<&str>,
+        flags: &FlagOverrides,
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if file.exists() {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        if let Some(name) = env_name {
+            let key = format!("env.{name}");
+            let file_only = Figment::from(Toml::file_exact(file));
+            if file_only.find_value(&key).is_err() {
+                return Err(ConfigError::UnknownEnv(name.to_owned()));
+            }
+            figment = figment.merge(file_only.focus(&key));
+        }
+        figment = figment
+            .merge(Env::prefixed("HUBCAST_").filter(is_config_variable).split("__"))
+            .merge(Serialized::defaults(flags));
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        config.env.clear();
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Rejects settings that cannot work together.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let fail = |m: &str| Err(ConfigError::Check(m.to_owned()));
+        let has_credentials = !self.auth.api_keys.is_empty() || !self.auth.jwt.is_empty();
+        if !self.listen.ip().is_loopback() && !self.insecure && !has_credentials {
+            return Err(ConfigError::Check(format!(
+                "refusing to listen on {} without credentials (protected mode): configure [auth] api keys \
+                 or jwt keys, listen on a loopback address, or pass --insecure to accept anonymous \
+                 clients from the network",
+                self.listen
+            )));
+        }
+        if self.heartbeat.interval_ms == 0 || self.heartbeat.stale_ms <= self.heartbeat.interval_ms {
+            return fail("heartbeat.stale_ms must be greater than heartbeat.interval_ms > 0");
+        }
+        if self.limits.outbound_queue < 16 {
+            return fail("limits.outbound_queue must be at least 16");
+        }
+        if self.hub.tail == 0 || self.hub.tail + 8 > self.limits.outbound_queue {
+            return fail("hub.tail must be at least 1 and at most limits.outbound_queue - 8");
+        }
+        if self.limits.max_event_bytes < 16 {
+            return fail("limits.max_event_bytes must be at least 16");
+        }
+        if self.limits.max_page == 0 {
+            return fail("limits.max_page must be at least 1");
+        }
+        if self.presence.max_members == 0 || self.presence.heartbeat_ms == 0 || self.presence.ttl_ms <= self.presence.heartbeat_ms {
+            return fail("presence.max_members must be at least 1 and presence.ttl_ms greater than presence.heartbeat_ms > 0");
+        }
+        for namespace in &self.namespaces {
+            if namespace.batch_ms > 0 && namespace.batch_max < 2 {
+                return fail("a namespace with batch_ms needs batch_max of at least 2");
+            }
+        }
+        if self.sqlite.max_batch == 0 || self.sqlite.readers == 0 {
+            return fail("sqlite.max_batch and sqlite.readers must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Whether a `HUBCAST_*` variable (prefix stripped, lowercased) names a
+/// config key. Other `HUBCAST_*` variables (the CLI's `HUBCAST_URL`, a secret
+/// referenced by `key_env`) are not configuration and are left alone.
+fn is_config_variable(key: &figment::value::UncasedStr) -> bool {
+    const SECTIONS: &[&str] = &[
+        "listen", "store", "bus", "insecure", "heartbeat", "limits", "retention", "hub", "presence", "sqlite", "postgres",
+        "nats", "auth", "namespaces", "rate_limits",
+    ];
+    let key = key.as_str().to_ascii_lowercase();
+    let section = key.split("__").next().unwrap_or("");
+    SECTIONS.contains(&section)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_override_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "hubcast.toml",
+                r#"
+                listen = "127.0.0.1:9000"
+                store = "sqlite://file.db"
+                [heartbeat]
+                interval_ms = 1000
+                stale_ms = 5000
+                [env.staging]
+                store = "sqlite://staging.db"
+                [env.staging.limits]
+                max_subscriptions = 7
+                "#,
+            )?;
+            let path = Path::new("hubcast.toml");
+            let base = Config::load(path, None, &FlagOverrides::default()).unwrap();
+            assert_eq!(base.listen.port(), 9000);
+            assert_eq!(base.store.to_string(), "sqlite://file.db");
+            assert_eq!(base.heartbeat.interval_ms, 1000);
+            assert_eq!(base.limits.max_subscriptions, 256);
+
+            let staging = Config::load(path, Some("staging"), &FlagOverrides::default()).unwrap();
+            assert_eq!(staging.store.to_string(), "sqlite://staging.db");
+            assert_eq!(staging.limits.max_subscriptions, 7);
+            assert_eq!(staging.listen.port(), 9000);
+
+            jail.set_env("HUBCAST_STORE", "sqlite://env.db");
+            jail.set_env("HUBCAST_HEARTBEAT__STALE_MS", "9000");
+            let env = Config::load(path, Some("staging"), &FlagOverrides::default()).unwrap();
+            assert_eq!(env.store.to_string(), "sqlite://env.db");
+            assert_eq!(env.heartbeat.stale_ms, 9000);
+
+            let flags = FlagOverrides { store: Some("sqlite://flag.db".into()), ..Default::default() };
+            let flagged = Config::load(path, Some("staging"), &flags).unwrap();
+            assert_eq!(flagged.store.to_string(), "sqlite://flag.db");
+
+            assert!(matches!(
+                Config::load(path, Some("nope"), &FlagOverrides::default()),
+                Err(ConfigError::UnknownEnv(_))
+            ));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        figment::Jail::expect_with(|_| {
+            let config = Config::load(Path::new("missing.toml"), None, &FlagOverrides::default()).unwrap();
+            assert_eq!(config, Config::default());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn urls_and_enums_are_parsed_once() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "hubcast.toml",
+                "store = \"postgres://localhost/db\"\nbus = \"nats://127.0.0.1:4222\"\n[sqlite]\nsynchronous = \"normal\"",
+            )?;
+            let config = Config::load(Path::new("hubcast.toml"), None, &FlagOverrides::default()).unwrap();
+            assert_eq!(config.store, StoreUrl::Postgres("postgres://localhost/db".into()));
+            assert_eq!(config.bus, BusUrl::Nats("nats://127.0.0.1:4222".into()));
+            assert_eq!(config.sqlite.synchronous, Synchronous::Normal);
+            for bad in ["store = \"mysql://x\"", "bus = \"redis://x\"", "[sqlite]\nsynchronous = \"off\""] {
+                jail.create_file("hubcast.toml", bad)?;
+                let err = Config::load(Path::new("hubcast.toml"), None, &FlagOverrides::default()).unwrap_err();
+                assert!(matches!(err, ConfigError::Invalid(_)), "{bad}: {err}");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn typos_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("hubcast.toml", "lisen = \"127.0.0.1:1\"")?;
+            assert!(Config::load(Path::new("hubcast.toml"), None, &FlagOverrides::default()).is_err());
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,129 @@
+//! Who is calling: credentials from the request, the client's address, and
+//! the mapping of every refusal to its status and JSON body. Refusals are
+//! counted and logged at a rate that cannot flood the log.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::http::HeaderMap;
+
+use super::error::ApiError;
+use crate::auth::{AuthError, Principal};
+use crate::limits::Refusal;
+use crate::node::Node;
+use crate::protocol::codes::ErrorCode;
+
+/// An identified caller.
+pub struct Caller {
+    pub principal: Principal,
+    pub ip: IpAddr,
+}
+
+impl Caller {
+    /// The key publish rates are counted by: the credential's name, else the address.
+    pub fn rate_key(&self) -> String {
+        rate_key(&self.principal, self.ip)
+    }
+}
+
+/// The key publish rates are counted by, for HTTP and socket publishes alike:
+/// the credential's name, else the address.
+pub fn rate_key(principal: &Principal, ip: IpAddr) -> String {
+    match principal {
+        Principal::ApiKey { name, .. } => format!("key:{name}"),
+        Principal::Token(claims) => match &claims.sub {
+            Some(sub) => format!("sub:{sub}"),
+            None => format!("ip:{ip}"),
+        },
+        Principal::Anonymous { .. } => format!("ip:{ip}"),
+    }
+}
+
+/// The bearer credential of `Authorization: Bearer …`, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, credential) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| credential.trim()).filter(|c| !c.is_empty())
+}
+
+/// The client's address, honouring `X-Forwarded-For` only from trusted proxies.
+pub fn client_ip(node: &Node, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    node.auth.client_ip(peer.ip(), forwarded)
+}
+
+/// Identifies the caller from its bearer credential (or `token`, from a query
+/// string) and address.
+pub fn identify(node: &Node, headers: &HeaderMap, peer: SocketAddr, token: Option<&str>) -> Result<Caller, ApiError> {
+    let ip = client_ip(node, headers, peer);
+    let credential = bearer(headers).or(token);
+    match node.auth.identify(credential, ip) {
+        Ok(principal) => Ok(Caller { principal, ip }),
+        Err(err) => Err(refused(err, ip)),
+    }
+}
+
+/// Maps an auth refusal to its API error, counting and logging it.
+pub fn refused(err: AuthError, ip: IpAddr) -> ApiError {
+    let code = auth_error_code(&err);
+    note_refusal(code.as_str(), ip, &err.to_string());
+    ApiError::new(code, err.to_string())
+}
+
+/// The error code for an auth refusal.
+pub fn auth_error_code(err: &AuthError) -> ErrorCode {
+    match err {
+        AuthError::Missing | AuthError::BadCredentials | AuthError::BadToken(_) => ErrorCode::Unauthenticated,
+        AuthError::Expired => ErrorCode::TokenExpired,
+        AuthError::Forbidden { .. } | AuthError::NotAdmin => ErrorCode::Forbidden,
+    }
+}
+
+/// Maps a limit refusal to its API error, counting and logging it.
+pub fn limited(refusal: Refusal, ip: IpAddr) -> ApiError {
+    let code = match refusal {
+        Refusal::ConnectRate | Refusal::PublishRate => ErrorCode::RateLimited,
+        Refusal::NodeFull | Refusal::AddressFull => ErrorCode::OverCapacity,
+    };
+    note_refusal(code.as_str(), ip, &refusal.to_string());
+    ApiError::new(code, refusal.to_string())
+}
+
+/// Counts a refusal and logs it, at most once a second across the node (with
+/// the number suppressed since the last line), so an attack cannot flood the log.
+pub fn note_refusal(reason: &'static str, ip: IpAddr, detail: &str) {
+    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+    static LAST_MS: AtomicI64 = AtomicI64::new(0);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    metrics::counter!("hubcast_refusals_total", "reason" => reason).increment(1);
+    let now = crate::event::now_ms();
+    let last = LAST_MS.load(Ordering::Relaxed);
+    if now - last >= 1000 && LAST_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+        tracing::warn!(reason, client = %ip, detail, suppressed, "refused");
+    } else {
+        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Refuses a publish the caller may not make: its credentials, its publish
+/// grant on `room`, and the publish rate limit. Every publish route (and an
+/// embedding application's, through `NodeHandle`) goes through this.
+pub fn authorize_publish(node: &Node, headers: &HeaderMap, peer: SocketAddr, room: &crate::room::RoomName) -> Result<(), ApiError> {
+    let caller = identify(node, headers, peer, None)?;
+    node.auth.authorize(&caller.principal, crate::auth::Action::Publish, room).map_err(|err| refused(err, caller.ip))?;
+    node.limits.check_publish(|| caller.rate_key()).map_err(|refusal| limited(refusal, caller.ip))
+}
+
+/// Requires admin access (node-wide data) from the caller.
+pub fn require_admin(node: &Node, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ApiError> {
+    let caller = identify(node, headers, peer, None)?;
+    node.auth.authorize_admin(&caller.principal).map_err(|err| refused(err, caller.ip))
+}
+
+/// Requires read access to `room` (history, stats).
+pub fn require_read(node: &Node, headers: &HeaderMap, peer: SocketAddr, room: &crate::room::RoomName) -> Result<(), ApiError> {
+    let caller = identify(node, headers, peer, None)?;
+    node.auth
+        .authorize(&caller.principal, crate::auth::Action::Subscribe, room)
+        .map_err(|err| refused(err, caller.ip))
+}

@@ -1,0 +1,120 @@
+//! `POST /v1/rooms/{room}/events` (publish) and `GET …/events` (history).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{ConnectInfo, FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::access::{authorize_publish, require_read};
+use super::error::ApiError;
+use crate::event::Event;
+use crate::node::Node;
+use crate::protocol::codes::ErrorCode;
+use crate::protocol::request::{parse_publish_body, HistoryQuery};
+use crate::protocol::MAX_ID_LEN;
+use crate::room::RoomName;
+use crate::store::{AppendOutcome, AppendRequest};
+
+/// Appends one event: validate, append (durable when this returns), answer.
+/// The bus is told by the store's commit feed, after the commit.
+///
+/// It takes the whole request rather than a `HeaderMap` extractor, which
+/// would copy every header of every publish.
+pub async fn publish(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Path(room): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let room = RoomName::parse(&room)?;
+    let headers = request.headers();
+    authorize_publish(&node, headers, peer, &room)?;
+    let idem_key = headers.get("idempotency-key").cloned();
+    let body: Result<Bytes, BytesRejection> = Bytes::from_request(request, &()).await;
+    let max = node.config.limits.max_event_bytes;
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(ErrorCode::TooLarge, format!("body is larger than the limit for {max}-byte events")),
+        _ => ApiError::new(ErrorCode::BadRequest, rejection.body_text()),
+    })?;
+    let body = parse_publish_body(&body).map_err(|(code, message)| ApiError::new(code, message))?;
+    let max = node.max_event_bytes(&room);
+    if body.data.get().len() > max {
+        return Err(ApiError::new(ErrorCode::TooLarge, format!("event data is larger than {max} bytes")));
+    }
+    let idem_key = match idem_key {
+        None => None,
+        Some(value) => {
+            let key = value
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= MAX_ID_LEN)
+                .ok_or_else(|| ApiError::new(ErrorCode::InvalidParameter, format!("Idempotency-Key must be 1 to {MAX_ID_LEN} visible ASCII characters")))?;
+            Some(key.to_owned())
+        }
+    };
+    let expected_seq = body.expected_seq;
+    let request = AppendRequest { room, data: body.data, idem_key, expected_seq, origin: None };
+    match node.store.append(request).await? {
+        AppendOutcome::Appended(receipt) => Ok((StatusCode::CREATED, Json(receipt)).into_response()),
+        AppendOutcome::Duplicate(receipt) => {
+            crate::metrics::get().publish_duplicates.increment(1);
+            Ok((StatusCode::OK, Json(receipt)).into_response())
+        }
+        AppendOutcome::Conflict { head, epoch } => {
+            crate::metrics::get().publish_conflicts.increment(1);
+            Err(ApiError {
+            code: ErrorCode::Conflict,
+            message: format!("expected_seq {} but the head is {head}", expected_seq.unwrap_or(0)),
+            head: Some((head, epoch)),
+        })
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct HistoryEvent<'a> {
+    seq: u64,
+    ts: i64,
+    data: &'a RawValue,
+}
+
+#[derive(Serialize)]
+struct History<'a> {
+    room: &'a str,
+    epoch: Option<&'a str>,
+    head: u64,
+    earliest: u64,
+    events: Vec<HistoryEvent<'a>>,
+}
+
+/// Retained events after `after`, oldest first: for history and for polling
+/// reconciliation. `earliest` tells a poller whether its cursor was pruned.
+pub async fn history(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let room = RoomName::parse(&room)?;
+    require_read(&node, &headers, peer, &room)?;
+    let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
+    let max = node.config.limits.max_page;
+    let limit = query.limit.unwrap_or(100).clamp(1, max);
+    let page = node.store.read(&room, query.after.unwrap_or(0), limit).await?;
+    let events: &[Event] = &page.events;
+    let body = History {
+        room: &room,
+        epoch: page.state.as_ref().map(|s| s.epoch.as_str()),
+        head: page.state.as_ref().map_or(0, |s| s.head),
+        earliest: page.state.as_ref().map_or(1, |s| s.earliest),
+        events: events.iter().map(|e| HistoryEvent { seq: e.seq, ts: e.ts, data: &e.data }).collect(),
+    };
+    Ok(Json(body).into_response())
+}

@@ -1,0 +1,98 @@
+//! The HTTP surface: routes, and the mapping of every error to a status with a
+//! JSON body.
+
+mod cors;
+mod dashboard;
+pub mod access;
+pub mod error;
+mod events;
+pub mod page;
+mod request_id;
+mod rooms;
+mod stats;
+mod ws;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::node::Node;
+use crate::protocol::codes::ErrorCode;
+use error::ApiError;
+
+/// Room for the JSON envelope around the largest event in a publish body.
+const BODY_OVERHEAD: usize = 64 * 1024;
+
+/// The whole HTTP surface as the accept loop serves it: CORS and request ids
+/// wrapped once around the router. (`Router::layer` would wrap every route in
+/// them, each a boxed service cloned and a boxed future per request.)
+pub type App = cors::BrowserCors<request_id::RequestId<Router>>;
+
+/// The router inside CORS and request ids, with an embedding application's
+/// `extra` routes beside hubcast's.
+pub fn app(node: Arc<Node>, extra: Router) -> App {
+    use tower::Layer;
+    let policy = cors::policy(&node.auth.allowed_origins);
+    cors::BrowserCors::new(&policy, request_id::RequestIdLayer.layer(router(node, extra)))
+}
+
+/// All routes of the v1 interface, and the application's.
+fn router(node: Arc<Node>, extra: Router) -> Router {
+    let body_limit = node.config.limits.max_event_bytes + BODY_OVERHEAD;
+    let routes = Router::new()
+        .route("/v1/rooms/{room}/events", get(events::history).post(events::publish))
+        .route("/v1/rooms/{room}", get(rooms::stats))
+        .route("/v1/rooms/{room}/ws", get(ws::room))
+        .route("/v1/ws", get(ws::multiplexed))
+        .route("/v1/rooms", get(stats::rooms))
+        .route("/v1/stats", get(stats::stats))
+        .route("/metrics", get(stats::metrics))
+        .route("/", get(dashboard::index))
+        .route("/dashboard/{*path}", get(dashboard::asset))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(node);
+    routes
+        .merge(extra)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
+}
+
+/// Liveness: the process answers.
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// Readiness: the store and the bus answer, and the node is not stopping.
+async fn readyz(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    let store = node.store.check().await;
+    let bus = node.bus.check().await;
+    let stopping = node.shutdown.is_cancelled();
+    let ready = store.is_ok() && bus.is_ok() && !stopping;
+    let describe = |r: Result<(), String>| match r {
+        Ok(()) => json!("ok"),
+        Err(e) => json!(e),
+    };
+    let body = json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "store": describe(store.map_err(|e| e.to_string())),
+        "bus": describe(bus.map_err(|e| e.to_string())),
+        "stopping": stopping,
+    });
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body))
+}

@@ -1,0 +1,103 @@
+//! Node-wide numbers: `GET /metrics` (Prometheus), `GET /v1/stats` (JSON for
+//! people and the dashboard) and `GET /v1/rooms` (the active rooms, paged).
+
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use crate::node::Node;
+use crate::protocol::codes::ErrorCode;
+use crate::protocol::request::RoomsQuery;
+use crate::room::RoomName;
+
+/// Prometheus text exposition.
+pub async fn metrics(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(err) = super::access::require_admin(&node, &headers, peer) {
+        return err.into_response();
+    }
+    match &node.prometheus {
+        Some(handle) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
+        None => ApiError::new(ErrorCode::Internal, "metrics recorder unavailable in this process").into_response(),
+    }
+}
+
+/// Uptime, connections, rooms, totals, rates over the last minute, and the
+/// per-second history they come from.
+pub async fn stats(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    super::access::require_admin(&node, &headers, peer)?;
+    let now = crate::stats::read(&node);
+    let history = node.samples.snapshot();
+    let (published_per_sec, delivered_per_sec) = crate::stats::rates(&history);
+    Ok(Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": node.started.elapsed().as_secs(),
+        "store": match node.config.store {
+            crate::config::StoreUrl::Sqlite(_) => "sqlite",
+            crate::config::StoreUrl::Postgres(_) => "postgres",
+        },
+        "bus": match node.config.bus {
+            crate::config::BusUrl::Memory => "memory",
+            crate::config::BusUrl::Nats(_) => "nats",
+        },
+        "connections": now.connections,
+        "rooms": now.rooms,
+        "totals": {"published": now.published, "delivered": now.delivered},
+        "rates": {"published_per_sec": published_per_sec, "delivered_per_sec": delivered_per_sec, "window_secs": window(&history)},
+        "history": history,
+    })))
+}
+
+/// The scheme of a store or bus URL, without credentials.
+fn window(history: &[crate::stats::Sample]) -> f64 {
+    match (history.first(), history.last()) {
+        (Some(a), Some(b)) => (b.t - a.t) as f64 / 1000.0,
+        _ => 0.0,
+    }
+}
+
+#[derive(Serialize)]
+struct ActiveRoom {
+    room: RoomName,
+    subscribers: usize,
+    head: u64,
+}
+
+/// The rooms with a hub on this node, by name, with subscribers and head.
+pub async fn rooms(
+    State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<RoomsQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    super::access::require_admin(&node, &headers, peer)?;
+    let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
+    let limit = query.limit.unwrap_or(100).clamp(1, node.config.limits.max_page);
+    let mut hubs = node.hubs.snapshot();
+    hubs.sort_by(|a, b| a.0.cmp(&b.0));
+    let after = query.after.unwrap_or_default();
+    let total = hubs.len();
+    let page: Vec<_> = hubs.into_iter().filter(|(room, _)| room.as_str() > after.as_str()).take(limit).collect();
+    let mut rooms = Vec::with_capacity(page.len());
+    for (room, hub) in page {
+        if let Ok(stats) = hub.stats().await {
+            rooms.push(ActiveRoom { room, subscribers: stats.subscribers, head: stats.last_seq });
+        }
+    }
+    let next = if rooms.len() == limit { rooms.last().map(|r| r.room.to_string()) } else { None };
+    Ok(Json(json!({"rooms": rooms, "total": total, "next": next})))
+}

@@ -1,0 +1,748 @@
+//! The hub: the in-memory actor for one room on one node.
+//!
+//! A hub holds the room's subscribers, the last seq it delivered, and a bounded
+//! tail of recent event frames. It holds no authority: it learns of events from
+//! the bus, checks them against its position, and heals any gap from the store
+//! before delivering, so its subscribers see seq `last+1, last+2, …` with
+//! nothing missing and nothing doubled.
+//!
+//! A hub is single-threaded by design and never awaits a socket: each frame is
+//! encoded once and offered (`try_send`) to every subscriber's queue.
+//!
+//! **Invariant:** the write path never goes through a hub.
+//!
+//! Two optional duties cost nothing in rooms that do not use them:
+//! - **batching** (a namespace with `batch_ms`): live events are coalesced
+//!   into one `batch` frame, encoded once and shared, sent when the batch is
+//!   `batch_max` events old or its window (counted from its first event) ends;
+//! - **presence** ([`presence`]): created on first use in the room.
+
+pub mod presence;
+pub mod registry;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::bus::{Bus, BusFeed, PresenceKind, PresenceMember, PresenceMessage};
+use crate::event::Event;
+use crate::protocol::codes::close;
+use crate::protocol::{encode_event, BatchEvent, ServerMessage};
+use crate::room::RoomName;
+use crate::session::outbound::{Offer, Outbound};
+use crate::store::Store;
+
+pub use presence::PresenceSettings;
+pub use registry::Hubs;
+
+/// A batch is sent early once its events' data reach this many bytes, so one
+/// frame stays far below what clients accept.
+const BATCH_MAX_BYTES: usize = 256 * 1024;
+
+/// Events fetched from the store per read while filling a gap.
+const GAP_PAGE: usize = 1000;
+
+/// A cloneable handle to a running hub.
+#[derive(Debug, Clone)]
+pub struct HubHandle {
+    pub(crate) id: u64,
+    commands: mpsc::Sender<HubCommand>,
+}
+
+/// Messages a hub acts on.
+#[derive(Debug)]
+pub enum HubCommand {
+    /// Add a subscriber that has processed the room up to `after`; with a
+    /// `member`, it also enters the room's presence and watches it.
+    Subscribe { out: Outbound, after: u64, member: Option<PresenceMember>, reply: oneshot::Sender<Joined> },
+    /// The room's member list (the session encodes it with its request's id).
+    Presence { reply: oneshot::Sender<Vec<PresenceMember>> },
+    /// Remove a subscriber; the reply is sent once it will get no more frames.
+    Unsubscribe { session_id: u64, done: oneshot::Sender<()> },
+    /// The store's head is at least `head` (periodic reconcile).
+    Reconcile { head: u64 },
+    Stats { reply: oneshot::Sender<HubStats> },
+}
+
+/// The answer to a subscribe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joined {
+    /// The subscriber is live: everything after `after` up to the hub's head
+    /// was queued, followed by `caught_up`.
+    Live,
+    /// The hub's tail does not reach back to `after`: replay from the store up
+    /// to at least `head`, then subscribe again.
+    NeedStore { head: u64 },
+    /// The room has `max_subscribers` subscribers on this node already.
+    Full,
+    /// The room's presence has `presence.max_members` members already.
+    PresenceFull,
+}
+
+/// A hub's numbers, for room stats.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HubStats {
+    pub subscribers: usize,
+    pub last_seq: u64,
+}
+
+/// Why a hub could not be reached.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("hub has stopped")]
+pub struct HubGone;
+
+impl HubHandle {
+    /// Subscribes `out` from `after` (see [`Joined`]); with a `member`, the
+    /// subscriber also enters the room's presence and gets `presence`, `join`, `leave`.
+    pub async fn subscribe_as(&self, out: Outbound, after: u64, member: Option<PresenceMember>) -> Result<Joined, HubGone> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(HubCommand::Subscribe { out, after, member, reply }).await.map_err(|_| HubGone)?;
+        rx.await.map_err(|_| HubGone)
+    }
+
+    /// The room's members, sorted by id.
+    pub async fn presence(&self) -> Result<Vec<PresenceMember>, HubGone> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(HubCommand::Presence { reply }).await.map_err(|_| HubGone)?;
+        rx.await.map_err(|_| HubGone)
+    }
+
+    /// Removes the session; when this returns the hub will not offer it
+    /// another frame (a stopped hub offers nothing anyway).
+    pub async fn unsubscribe(&self, session_id: u64) {
+        let (done, rx) = oneshot::channel();
+        if self.commands.send(HubCommand::Unsubscribe { session_id, done }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Tells the hub the store's head; never waits (a full mailbox means the
+    /// hub is busy and will be told again next interval).
+    pub fn reconcile(&self, head: u64) {
+        let _ = self.commands.try_send(HubCommand::Reconcile { head });
+    }
+
+    pub async fn stats(&self) -> Result<HubStats, HubGone> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(HubCommand::Stats { reply }).await.map_err(|_| HubGone)?;
+        rx.await.map_err(|_| HubGone)
+    }
+}
+
+struct Subscriber {
+    out: Outbound,
+    /// Events up to this seq were already sent to this subscriber by its own
+    /// replay; skip them.
+    skip_through: u64,
+    /// The presence member this subscription counts for (presence subscribers only).
+    member: Option<presence::MemberKey>,
+    /// Gets `join`/`leave` frames.
+    watching: bool,
+}
+
+/// Settings a hub runs with.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    pub tail: usize,
+    pub idle: Duration,
+    /// A broadcast slower than this is logged (rate-limited) and counted.
+    pub slow_broadcast: Duration,
+    /// Most subscribers of the room on this node (0: no limit).
+    pub max_subscribers: usize,
+    /// Namespaces' own subscriber caps, by room prefix (longest prefix wins).
+    pub subscriber_caps: Vec<(String, usize)>,
+    pub presence: PresenceSettings,
+    /// Batching rules of namespaces, by room prefix (longest prefix wins).
+    pub batching: Vec<BatchRule>,
+    /// Namespaces' `echo` option, by room prefix (longest prefix wins; rooms
+    /// outside every namespace echo).
+    pub echo: Vec<(String, bool)>,
+}
+
+/// A namespace's batching: `window` zero means no batching.
+#[derive(Debug, Clone)]
+pub struct BatchRule {
+    pub prefix: String,
+    pub window: Duration,
+    pub max: usize,
+}
+
+impl HubSettings {
+    /// The subscriber cap of `room`: its namespace's, else the node-wide one.
+    fn max_subscribers_for(&self, room: &RoomName) -> usize {
+        self.subscriber_caps
+            .iter()
+            .filter(|(prefix, _)| room.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map_or(self.max_subscribers, |(_, cap)| *cap)
+    }
+
+    /// Whether `room` delivers a socket publish to its sender too.
+    fn echo_for(&self, room: &RoomName) -> bool {
+        self.echo
+            .iter()
+            .filter(|(prefix, _)| room.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map_or(true, |(_, echo)| *echo)
+    }
+
+    /// The batching of `room`: that of its longest matching namespace prefix.
+    fn batching_for(&self, room: &RoomName) -> Option<(Duration, usize)> {
+        let rule = self.batching.iter().filter(|r| room.starts_with(&r.prefix)).max_by_key(|r| r.prefix.len())?;
+        (!rule.window.is_zero() && rule.max > 1).then_some((rule.window, rule.max))
+    }
+}
+
+/// Events waiting to go out as one `batch` frame.
+#[derive(Default)]
+struct Pending {
+    events: Vec<Arc<Event>>,
+    bytes: usize,
+    deadline: Option<Instant>,
+}
+
+struct Hub {
+    room: RoomName,
+    store: Arc<dyn Store>,
+    settings: HubSettings,
+    /// Seq of the last event delivered (or the store's head when the hub started).
+    last: u64,
+    /// Frames of the most recent events, oldest first, at most `settings.tail`.
+    /// With each event's origin session, so a no-echo room's resume from the
+    /// tail skips the sender's own events too.
+    tail: VecDeque<(u64, Option<u64>, Utf8Bytes)>,
+    subscribers: Vec<Subscriber>,
+    bus: Arc<dyn Bus>,
+    /// `(window, max)` when the room's namespace batches.
+    batching: Option<(Duration, usize)>,
+    /// `false`: a socket publish is not delivered to the session that sent it.
+    echo: bool,
+    pending: Pending,
+    /// `None` until presence is first used in this room on this node.
+    presence: Option<Box<presence::Presence>>,
+}
+
+/// Starts a hub for `room`. The hub removes itself from `hubs` when idle.
+pub(crate) fn spawn(
+    id: u64,
+    room: RoomName,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    settings: HubSettings,
+    hubs: Hubs,
+) -> HubHandle {
+    let (tx, rx) = mpsc::channel(1024);
+    let batching = settings.batching_for(&room);
+    let echo = settings.echo_for(&room);
+    let mut settings = settings;
+    settings.max_subscribers = settings.max_subscribers_for(&room);
+    let hub = Hub {
+        room,
+        store,
+        settings,
+        last: 0,
+        tail: VecDeque::new(),
+        subscribers: Vec::new(),
+        bus: bus.clone(),
+        batching,
+        echo,
+        pending: Pending::default(),
+        presence: None,
+    };
+    tokio::spawn(async move {
+        let metrics = crate::metrics::get();
+        metrics.hubs.increment(1.0);
+        hub.run(id, rx, bus, hubs).await;
+        metrics.hubs.decrement(1.0);
+    });
+    HubHandle { id, commands: tx }
+}
+
+impl Hub {
+    async fn run(mut self, id: u64, mut commands: mpsc::Receiver<HubCommand>, bus: Arc<dyn Bus>, hubs: Hubs) {
+        // Watch before reading the head: an event committed in between is then
+        // either counted in the head or seen on the feed (and dropped if both).
+        let mut feed: Option<BusFeed> = match bus.watch(&self.room).await {
+            Ok(feed) => Some(feed),
+            Err(err) => {
+                tracing::warn!(room = %self.room, error = %err, "bus watch failed; relying on reconcile");
+                None
+            }
+        };
+        self.last = loop {
+            match self.store.room_state(&self.room).await {
+                Ok(state) => break state.map_or(0, |s| s.head),
+                Err(err) => {
+                    tracing::warn!(room = %self.room, error = %err, "hub cannot read the room head; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        };
+
+        let mut idle_since = Some(Instant::now());
+        loop {
+            let idle_deadline = idle_since.map(|t| t + self.settings.idle);
+            let batch_deadline = self.pending.deadline;
+            let presence_deadline = self.presence.as_ref().and_then(|p| p.deadline());
+            tokio::select! {
+                biased;
+                _ = sleep_until(batch_deadline) => self.flush(),
+                command = commands.recv() => match command {
+                    Some(command) => self.handle(command).await,
+                    None => return,
+                },
+                event = recv_feed(&mut feed) => match event {
+                    Some(event) => self.on_event(event).await,
+                    None => {
+                        tracing::warn!(room = %self.room, "bus feed closed; relying on reconcile");
+                        feed = None;
+                    }
+                },
+                message = recv_presence(&mut self.presence) => match message {
+                    Some(message) => self.on_presence(message),
+                    None => {
+                        tracing::warn!(room = %self.room, "presence feed closed");
+                        if let Some(presence) = self.presence.as_mut() {
+                            presence.feed = None;
+                        }
+                    }
+                },
+                _ = sleep_until(presence_deadline) => self.on_presence_timer(),
+                _ = sleep_until(idle_deadline) => {
+                    if self.subscribers.is_empty() && hubs.remove_if_current(&self.room, id) {
+                        // No new handle can be given out now. Drop whatever is
+                        // still queued: a subscriber whose reply is dropped asks
+                        // the registry again and gets a new hub.
+                        commands.close();
+                        while commands.recv().await.is_some() {}
+                        return;
+                    }
+                    idle_since = None;
+                }
+            }
+            match (self.subscribers.is_empty(), idle_since) {
+                (true, None) => idle_since = Some(Instant::now()),
+                (false, Some(_)) => idle_since = None,
+                _ => {}
+            }
+        }
+    }
+
+    async fn handle(&mut self, command: HubCommand) {
+        match command {
+            HubCommand::Subscribe { out, after, member, reply } => {
+                let Some(member) = member else {
+                    let _ = reply.send(self.subscribe(out, after, None));
+                    return;
+                };
+                self.ensure_presence().await;
+                let presence = self.presence.as_ref().expect("presence was just ensured");
+                if !presence.is_member(&member.id) && presence.len() >= self.settings.presence.max_members {
+                    let _ = reply.send(Joined::PresenceFull);
+                    return;
+                }
+                let session_id = out.session_id;
+                let key = presence::MemberKey { id: member.id.clone(), session: session_id };
+                let joined = self.subscribe(out, after, Some(key));
+                if joined == Joined::Live && self.subscribers.iter().any(|s| s.out.session_id == session_id) {
+                    // Tell the others first, then give the newcomer the whole
+                    // list (itself included) and start its deltas.
+                    self.presence.as_mut().expect("presence was just ensured").add_local(&member, session_id);
+                    self.announce();
+                    self.presence_changed();
+                    if let Some(i) = self.subscribers.iter().position(|s| s.out.session_id == session_id) {
+                        let snapshot = self.presence.as_ref().expect("presence is on").snapshot(&self.room);
+                        let sub = &mut self.subscribers[i];
+                        if sub.out.offer(snapshot) == Offer::Queued {
+                            sub.watching = true;
+                        } else {
+                            let gone = self.subscribers.swap_remove(i);
+                            self.members_left(gone.member.into_iter().collect());
+                        }
+                    }
+                }
+                let _ = reply.send(joined);
+            }
+            HubCommand::Presence { reply } => {
+                self.ensure_presence().await;
+                let presence = self.presence.as_mut().expect("presence was just ensured");
+                if presence.settled(Instant::now()) {
+                    let _ = reply.send(presence.members());
+                } else {
+                    presence.waiting.push(reply);
+                }
+            }
+            HubCommand::Unsubscribe { session_id, done } => {
+                if let Some(i) = self.subscribers.iter().position(|s| s.out.session_id == session_id) {
+                    let gone = self.subscribers.swap_remove(i);
+                    self.members_left(gone.member.into_iter().collect());
+                }
+                let _ = done.send(());
+            }
+            HubCommand::Reconcile { head } => {
+                if head > self.last {
+                    crate::metrics::get().reconciles.increment(1);
+                    tracing::debug!(room = %self.room, last = self.last, head, "reconcile found missed events");
+                    self.fill_gap(head).await;
+                }
+            }
+            HubCommand::Stats { reply } => {
+                let _ = reply.send(HubStats { subscribers: self.subscribers.len(), last_seq: self.last });
+            }
+        }
+    }
+
+    /// Hands a subscriber from its replay to the live stream: everything after
+    /// `after` that the hub has delivered is queued from the tail, then
+    /// `caught_up`, and from here on it gets every delivery. All of this
+    /// happens inside one step of the actor, so no event can slip between.
+    fn subscribe(&mut self, out: Outbound, after: u64, member: Option<presence::MemberKey>) -> Joined {
+        if self.settings.max_subscribers > 0 && self.subscribers.len() >= self.settings.max_subscribers {
+            return Joined::Full;
+        }
+        let (skip_through, caught_up_seq) = if after >= self.last {
+            // The subscriber's replay from the store reached at least as far as
+            // the hub; skip what it already has.
+            (after, after)
+        } else {
+            let reaches = self.tail.front().is_some_and(|(first, _, _)| *first <= after + 1);
+            if !reaches {
+                return Joined::NeedStore { head: self.last };
+            }
+            let metrics = crate::metrics::get();
+            let session = out.session_id;
+            for (seq, origin, frame) in &self.tail {
+                if *seq > after && (self.echo || *origin != Some(session)) {
+                    metrics.deliveries.increment(1);
+                    metrics.totals.delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if out.offer(frame.clone()) != Offer::Queued {
+                        return Joined::Live;
+                    }
+                }
+            }
+            (self.last, self.last)
+        };
+        let caught_up = ServerMessage::CaughtUp { room: &self.room, seq: caught_up_seq }.encode().into();
+        if out.offer(caught_up) == Offer::Queued {
+            self.subscribers.push(Subscriber { out, skip_through, member, watching: false });
+        }
+        Joined::Live
+    }
+
+    async fn on_event(&mut self, event: Arc<Event>) {
+        if event.seq <= self.last {
+            return; // Already delivered (duplicate or healed earlier).
+        }
+        if event.seq > self.last + 1 {
+            crate::metrics::get().gap_fills.increment(1);
+            self.fill_gap(event.seq - 1).await;
+            if event.seq != self.last + 1 {
+                // The store could not be read; the reconcile will bring it.
+                return;
+            }
+        }
+        self.deliver(event);
+    }
+
+    /// Reads events `last+1 ..= upto` from the store and delivers them.
+    async fn fill_gap(&mut self, upto: u64) {
+        while self.last < upto {
+            let page = match self.store.read(&self.room, self.last, GAP_PAGE).await {
+                Ok(page) => page,
+                Err(err) => {
+                    tracing::warn!(room = %self.room, error = %err, "gap fill failed; will retry on reconcile");
+                    return;
+                }
+            };
+            let Some(first) = page.events.first() else { return };
+            if first.seq != self.last + 1 {
+                // Retention pruned events this hub never delivered: its
+                // subscribers cannot be served exactly any more. Cut them; they
+                // resume from their cursors and get an explicit `reset`.
+                tracing::warn!(room = %self.room, last = self.last, first = first.seq, "hub fell behind retention");
+                let mut members = Vec::new();
+                for sub in self.subscribers.drain(..) {
+                    sub.out.close(close::SLOW_CONSUMER, "fell behind retention");
+                    members.extend(sub.member);
+                }
+                self.tail.clear();
+                self.pending = Pending::default();
+                self.members_left(members);
+            }
+            for event in page.events {
+                self.deliver(Arc::new(event));
+            }
+        }
+    }
+
+    /// Sends one event to every subscriber (now, or in the pending batch) and
+    /// remembers its frame in the tail.
+    fn deliver(&mut self, event: Arc<Event>) {
+        let (seq, ts) = (event.seq, event.ts);
+        let frame = encode_event(&event);
+        self.last = seq;
+        if self.tail.len() == self.settings.tail {
+            self.tail.pop_front();
+        }
+        self.tail.push_back((seq, event.origin, frame.clone()));
+        if let Some((window, max)) = self.batching {
+            if !self.subscribers.is_empty() {
+                // The tail keeps single `event` frames (a resume is served
+                // from it); live subscribers get them in batches.
+                if !self.pending.events.is_empty() && self.pending.bytes + event.data.get().len() > BATCH_MAX_BYTES {
+                    self.flush();
+                }
+                self.pending.bytes += event.data.get().len();
+                self.pending.events.push(event);
+                if self.pending.deadline.is_none() {
+                    self.pending.deadline = Some(Instant::now() + window);
+                }
+                if self.pending.events.len() >= max {
+                    self.flush();
+                }
+                return;
+            }
+        }
+        let started = std::time::Instant::now();
+        // The shared frame goes to everyone but the sender of a no-echo room.
+        let skip = if self.echo { None } else { event.origin };
+        let (offered, gone) = offer_all(&mut self.subscribers, |sub| {
+            (seq > sub.skip_through && Some(sub.out.session_id) != skip).then(|| frame.clone())
+        });
+        self.note_broadcast(started, offered, frame.len(), std::slice::from_ref(&ts));
+        self.members_left(gone);
+    }
+
+    /// Sends the pending events as one `batch` frame, encoded once and shared
+    /// (a subscriber whose replay already covered part of it gets the rest,
+    /// and in a no-echo room a sender gets it without its own events).
+    fn flush(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        let Some(last) = pending.events.last().map(|e| e.seq) else { return };
+        let started = std::time::Instant::now();
+        let first = pending.events[0].seq;
+        let items: Vec<BatchEvent> =
+            pending.events.iter().map(|e| BatchEvent { seq: e.seq, ts: e.ts, data: &e.data }).collect();
+        let frame: Utf8Bytes = ServerMessage::Batch { room: &self.room, events: &items }.encode().into();
+        let room = &self.room;
+        let origins: Vec<u64> =
+            if self.echo { Vec::new() } else { pending.events.iter().filter_map(|e| e.origin).collect() };
+        let mut events_offered = 0u64;
+        let (_, gone) = offer_all(&mut self.subscribers, |sub| {
+            let session = sub.out.session_id;
+            if sub.skip_through >= last {
+                None
+            } else if origins.contains(&session) {
+                let rest: Vec<BatchEvent> = pending
+                    .events
+                    .iter()
+                    .zip(&items)
+                    .filter(|(e, item)| item.seq > sub.skip_through && e.origin != Some(session))
+                    .map(|(_, item)| *item)
+                    .collect();
+                events_offered += rest.len() as u64;
+                (!rest.is_empty()).then(|| ServerMessage::Batch { room, events: &rest }.encode().into())
+            } else if sub.skip_through < first {
+                events_offered += items.len() as u64;
+                Some(frame.clone())
+            } else {
+                let rest: Vec<BatchEvent> = items.iter().copied().filter(|e| e.seq > sub.skip_through).collect();
+                events_offered += rest.len() as u64;
+                Some(ServerMessage::Batch { room, events: &rest }.encode().into())
+            }
+        });
+        let ts: Vec<i64> = pending.events.iter().map(|e| e.ts).collect();
+        let per_event = frame.len() / items.len().max(1);
+        self.note_broadcast(started, events_offered, per_event, &ts);
+        self.members_left(gone);
+    }
+
+    /// Metrics and the slow-broadcast warning for one delivery of events
+    /// with timestamps `ts`; `offered` counts event deliveries.
+    fn note_broadcast(&self, started: std::time::Instant, offered: u64, bytes_per_event: usize, ts: &[i64]) {
+        let metrics = crate::metrics::get();
+        let took = started.elapsed();
+        metrics.broadcast_duration.record(took);
+        metrics.deliveries.increment(offered);
+        metrics.bytes_out.increment(offered * bytes_per_event as u64);
+        metrics.totals.delivered.fetch_add(offered, std::sync::atomic::Ordering::Relaxed);
+        let now = crate::event::now_ms();
+        for ts in ts {
+            metrics.delivery_latency.record((now - ts).max(0) as f64 / 1000.0);
+        }
+        if took >= self.settings.slow_broadcast {
+            metrics.slow_broadcasts.increment(1);
+            warn_slow_broadcast(&self.room, took, self.subscribers.len());
+        }
+    }
+
+    // -- presence ----------------------------------------------------------
+
+    /// Starts following the room's presence on the bus (once per hub).
+    async fn ensure_presence(&mut self) {
+        if self.presence.is_some() {
+            return;
+        }
+        let feed = match self.bus.watch_presence(&self.room).await {
+            Ok(feed) => Some(feed),
+            Err(err) => {
+                tracing::warn!(room = %self.room, error = %err, "presence watch failed; peers' members will be missing");
+                None
+            }
+        };
+        let presence = presence::Presence::new(self.bus.node_id().to_owned(), feed, self.bus.presence_settle());
+        // Ask peers for their members now instead of waiting a heartbeat.
+        self.bus.publish_presence(&self.room, presence.sync_message());
+        self.presence = Some(Box::new(presence));
+    }
+
+    /// Publishes this node's members of the room.
+    fn announce(&mut self) {
+        let Some(presence) = self.presence.as_mut() else { return };
+        let message = presence.state_message(&self.settings.presence, Instant::now());
+        self.bus.publish_presence(&self.room, message);
+    }
+
+    /// These presence sessions stopped being subscribers.
+    fn members_left(&mut self, keys: Vec<presence::MemberKey>) {
+        if keys.is_empty() {
+            return;
+        }
+        let Some(presence) = self.presence.as_mut() else { return };
+        let mut changed = false;
+        for key in &keys {
+            changed |= presence.remove_local(key);
+        }
+        if changed {
+            self.announce();
+            self.presence_changed();
+        }
+    }
+
+    /// Tells watchers who joined and left the merged view. A watcher whose
+    /// queue refuses is dropped, which may make its member leave in turn.
+    fn presence_changed(&mut self) {
+        loop {
+            let Some(presence) = self.presence.as_mut() else { return };
+            let (joined, left) = presence.diff();
+            if joined.is_empty() && left.is_empty() {
+                return;
+            }
+            let mut gone = Vec::new();
+            let frames = joined
+                .iter()
+                .map(|member| ServerMessage::Join { room: &self.room, member }.encode())
+                .chain(left.iter().map(|member| ServerMessage::Leave { room: &self.room, member }.encode()));
+            for frame in frames {
+                let frame: Utf8Bytes = frame.into();
+                let (_, dropped) = offer_all(&mut self.subscribers, |sub| sub.watching.then(|| frame.clone()));
+                gone.extend(dropped);
+            }
+            let Some(presence) = self.presence.as_mut() else { return };
+            let mut changed = false;
+            for key in &gone {
+                changed |= presence.remove_local(key);
+            }
+            if changed {
+                self.announce();
+            }
+        }
+    }
+
+    fn on_presence(&mut self, message: Arc<PresenceMessage>) {
+        let Some(presence) = self.presence.as_mut() else { return };
+        if message.node == presence.node() {
+            return;
+        }
+        match &message.kind {
+            PresenceKind::Sync => {
+                if presence.has_local() {
+                    self.announce();
+                }
+            }
+            PresenceKind::State { members, ttl_ms } => {
+                let max = self.settings.presence.max_members;
+                presence.on_remote_state(message.node.clone(), members.clone(), *ttl_ms, max, Instant::now());
+                self.presence_changed();
+            }
+        }
+    }
+
+    /// Heartbeats, expiry of silent peers, and requests waiting to settle.
+    fn on_presence_timer(&mut self) {
+        let now = Instant::now();
+        let Some(presence) = self.presence.as_mut() else { return };
+        let expired = presence.expire(now);
+        let heartbeat = presence.heartbeat_due(now);
+        if presence.settled(now) && !presence.waiting.is_empty() {
+            let members = presence.members();
+            for reply in presence.waiting.drain(..) {
+                let _ = reply.send(members.clone());
+            }
+        }
+        if heartbeat {
+            self.announce();
+        }
+        if expired {
+            self.presence_changed();
+        }
+    }
+}
+
+/// Offers `frame_for(sub)` to every subscriber it returns a frame for; drops
+/// the subscribers whose queue refused. Returns the number of frames offered
+/// and the presence members of the dropped subscribers.
+fn offer_all(
+    subscribers: &mut Vec<Subscriber>,
+    mut frame_for: impl FnMut(&Subscriber) -> Option<Utf8Bytes>,
+) -> (u64, Vec<presence::MemberKey>) {
+    let mut offered = 0u64;
+    let mut gone = Vec::new();
+    subscribers.retain_mut(|sub| {
+        let Some(frame) = frame_for(sub) else { return true };
+        offered += 1;
+        if sub.out.offer(frame) == Offer::Queued {
+            return true;
+        }
+        gone.extend(sub.member.take());
+        false
+    });
+    (offered, gone)
+}
+
+/// Logs a slow broadcast, at most once a second across the node, so a
+/// struggling node does not also flood its log.
+fn warn_slow_broadcast(room: &RoomName, took: Duration, subscribers: usize) {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST_WARNING_MS: AtomicI64 = AtomicI64::new(0);
+    let now = crate::event::now_ms();
+    let last = LAST_WARNING_MS.load(Ordering::Relaxed);
+    if now - last >= 1000 && LAST_WARNING_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        tracing::warn!(room = %room, took_ms = took.as_secs_f64() * 1000.0, subscribers, "slow broadcast");
+    }
+}
+
+async fn recv_feed(feed: &mut Option<BusFeed>) -> Option<Arc<Event>> {
+    match feed {
+        Some(feed) => feed.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_presence(presence: &mut Option<Box<presence::Presence>>) -> Option<Arc<PresenceMessage>> {
+    match presence.as_mut().and_then(|p| p.feed.as_mut()) {
+        Some(feed) => feed.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

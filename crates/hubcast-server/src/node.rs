@@ -1,0 +1,197 @@
+//! The node: one `hubcast serve` process's shared state and background tasks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::hub::{HubSettings, Hubs};
+use crate::store::{CommitFeed, RetentionPolicy, Store};
+
+/// Everything request handlers and sessions share.
+pub struct Node {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    /// The same store with its backend type, for application transactions.
+    pub backend: crate::store::Backend,
+    pub bus: Arc<dyn Bus>,
+    pub hubs: Hubs,
+    pub auth: crate::auth::Auth,
+    pub limits: Arc<crate::limits::Limits>,
+    /// Cancelled when the node begins its graceful shutdown.
+    pub shutdown: CancellationToken,
+    /// Tracks session tasks so shutdown can wait for them to close.
+    pub sessions: TaskTracker,
+    pub started: Instant,
+    /// Renders `/metrics`; `None` if another recorder owns this process.
+    pub prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Per-second samples of the totals, for `/v1/stats`.
+    pub samples: crate::stats::Samples,
+    next_session: AtomicU64,
+    /// Random per-process prefix that keeps session ids unique across restarts.
+    session_prefix: u32,
+}
+
+impl Node {
+    /// Opens the store and the bus and starts the node's background tasks.
+    pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Arc<Node>, crate::ServeError> {
+        let prometheus = crate::metrics::install();
+        let auth = crate::auth::Auth::from_config(&config.auth, &config.namespaces, config.insecure)?;
+        let limits = crate::limits::Limits::new(&config.rate_limits);
+        let (backend, commits) = crate::store::open(&config).await?;
+        let store = backend.store();
+        let bus = crate::bus::open(&config).await?;
+        let hubs = Hubs::new(
+            store.clone(),
+            bus.clone(),
+            HubSettings {
+                tail: config.hub.tail,
+                idle: Duration::from_millis(config.hub.idle_ms),
+                slow_broadcast: Duration::from_millis(config.hub.slow_broadcast_ms),
+                max_subscribers: config.rate_limits.max_subscribers_per_room,
+                subscriber_caps: config
+                    .namespaces
+                    .iter()
+                    .filter_map(|n| Some((n.prefix.clone(), n.max_subscribers_per_room?)))
+                    .collect(),
+                presence: crate::hub::PresenceSettings {
+                    max_members: config.presence.max_members,
+                    heartbeat: Duration::from_millis(config.presence.heartbeat_ms),
+                    ttl: Duration::from_millis(config.presence.ttl_ms),
+                },
+                batching: config
+                    .namespaces
+                    .iter()
+                    .map(|n| crate::hub::BatchRule {
+                        prefix: n.prefix.clone(),
+                        window: Duration::from_millis(n.batch_ms),
+                        max: n.batch_max,
+                    })
+                    .collect(),
+                echo: config.namespaces.iter().map(|n| (n.prefix.clone(), n.echo)).collect(),
+            },
+        );
+        let node = Arc::new(Node {
+            config,
+            store,
+            backend,
+            bus,
+            hubs,
+            auth,
+            limits,
+            shutdown,
+            sessions: TaskTracker::new(),
+            started: Instant::now(),
+            prometheus,
+            samples: crate::stats::Samples::default(),
+            next_session: AtomicU64::new(1),
+            session_prefix: rand::random(),
+        });
+        tokio::spawn(forward_commits(commits, node.bus.clone()));
+        tokio::spawn(reconcile(node.clone()));
+        tokio::spawn(retention(node.clone()));
+        tokio::spawn(crate::stats::sample(node.clone()));
+        Ok(node)
+    }
+
+    /// The largest event `room` accepts: its namespace's limit, never above
+    /// the node-wide `limits.max_event_bytes` (which also sizes frames and bodies).
+    pub fn max_event_bytes(&self, room: &crate::room::RoomName) -> usize {
+        let node_max = self.config.limits.max_event_bytes;
+        self.auth.namespace(room).and_then(|n| n.max_event_bytes).map_or(node_max, |max| max.min(node_max))
+    }
+
+    /// A new session's id, unique on this node and unlikely to repeat elsewhere.
+    pub fn next_session_id(&self) -> (u64, String) {
+        let n = self.next_session.fetch_add(1, Ordering::Relaxed);
+        (n, format!("{:08x}-{n}", self.session_prefix))
+    }
+}
+
+/// Tells the bus about each committed batch, in commit order.
+async fn forward_commits(mut commits: CommitFeed, bus: Arc<dyn Bus>) {
+    let metrics = crate::metrics::get();
+    while let Some(batch) = commits.recv().await {
+        metrics.events_published.increment(batch.len() as u64);
+        metrics.totals.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        bus.publish(batch);
+    }
+}
+
+/// Every `hub.reconcile_ms`, compares each hub's position with the store's
+/// head (one query for all rooms) so a lost notification delays an event by at
+/// most one interval.
+async fn reconcile(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(node.config.hub.reconcile_ms.max(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reconnects = node.bus.reconnects();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            // After a bus outage, reconcile at once.
+            Some(_) = changed(&mut reconnects) => {}
+            _ = node.shutdown.cancelled() => return,
+        }
+        let hubs = node.hubs.snapshot();
+        if hubs.is_empty() {
+            continue;
+        }
+        let rooms = hubs.iter().map(|(room, _)| room.clone()).collect();
+        match node.store.heads(rooms).await {
+            Ok(heads) => {
+                let handles: std::collections::HashMap<_, _> = hubs.into_iter().collect();
+                for (room, head) in heads {
+                    if let Some(hub) = handles.get(&room) {
+                        hub.reconcile(head);
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "reconcile could not read heads"),
+        }
+    }
+}
+
+async fn changed(watch: &mut Option<tokio::sync::watch::Receiver<u64>>) -> Option<()> {
+    match watch {
+        Some(watch) => watch.changed().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Enforces the retention policy every `retention.interval_ms`.
+async fn retention(node: Arc<Node>) {
+    let policy = RetentionPolicy {
+        max_events: node.config.retention.max_events,
+        max_age_ms: node.config.retention.max_age_secs.saturating_mul(1000),
+        namespaces: node
+            .config
+            .namespaces
+            .iter()
+            .map(|n| crate::store::NamespaceRetention {
+                prefix: n.prefix.clone(),
+                max_events: n.max_events,
+                max_age_ms: n.max_age_secs.map(|s| s.saturating_mul(1000)),
+            })
+            .collect(),
+    };
+    if !policy.is_active() {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(node.config.retention.interval_ms.max(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = node.shutdown.cancelled() => return,
+        }
+        match node.store.enforce_retention(policy.clone()).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::debug!(deleted, "retention pruned events"),
+            Err(err) => tracing::warn!(error = %err, "retention failed"),
+        }
+    }
+}

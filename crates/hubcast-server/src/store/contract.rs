@@ -1,0 +1,350 @@
+//! The store contract, as tests every implementation runs through a factory.
+//! A new store adds one `#[tokio::test]` per check below with its own factory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+
+use super::transaction::{AppEvent, Backend, PostgresWork, SqliteWork, TxDecision, TxOutcome};
+use super::{AppendOutcome, AppendRequest, CommitFeed, RetentionPolicy, Store, StoreError};
+use crate::room::RoomName;
+
+fn room(name: &str) -> RoomName {
+    RoomName::parse(name).expect("valid test room")
+}
+
+fn request(room_name: &str, n: u64) -> AppendRequest {
+    AppendRequest {
+        room: room(room_name),
+        data: RawValue::from_string(format!("{{\"n\":{n}}}")).expect("valid json"),
+        idem_key: None,
+        expected_seq: None,
+        origin: None,
+    }
+}
+
+async fn seq_of(store: &dyn Store, request: AppendRequest) -> u64 {
+    match store.append(request).await.expect("append") {
+        AppendOutcome::Appended(receipt) => receipt.seq,
+        other => panic!("expected a new event, got {other:?}"),
+    }
+}
+
+pub async fn seqs_are_gapless_per_room(store: Arc<dyn Store>, _feed: CommitFeed) {
+    for n in 1..=5 {
+        assert_eq!(seq_of(&*store, request("a", n)).await, n);
+    }
+    assert_eq!(seq_of(&*store, request("b", 1)).await, 1);
+    assert_eq!(seq_of(&*store, request("a", 6)).await, 6);
+    let page = store.read(&room("a"), 0, 100).await.unwrap();
+    let seqs: Vec<u64> = page.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(page.events[2].data.get(), r#"{"n":3}"#);
+    let state = page.state.unwrap();
+    assert_eq!((state.head, state.earliest), (6, 1));
+    let ts: Vec<i64> = page.events.iter().map(|e| e.ts).collect();
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "ts never decreases: {ts:?}");
+}
+
+pub async fn concurrent_appends_stay_gapless(store: Arc<dyn Store>, _feed: CommitFeed) {
+    let tasks: Vec<_> = (0..200)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move { seq_of(&*store, request(if n % 2 == 0 { "even" } else { "odd" }, n)).await })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for task in tasks {
+        seqs.push(task.await.unwrap());
+    }
+    seqs.sort_unstable();
+    let expected: Vec<u64> = (1..=100).flat_map(|s| [s, s]).collect();
+    assert_eq!(seqs, expected);
+}
+
+pub async fn idempotency_key_appends_once(store: Arc<dyn Store>, _feed: CommitFeed) {
+    let keyed = |n| AppendRequest { idem_key: Some("k".into()), ..request("r", n) };
+    let first = match store.append(keyed(1)).await.unwrap() {
+        AppendOutcome::Appended(receipt) => receipt,
+        other => panic!("{other:?}"),
+    };
+    match store.append(keyed(2)).await.unwrap() {
+        AppendOutcome::Duplicate(receipt) => assert_eq!(receipt, first),
+        other => panic!("{other:?}"),
+    }
+    // The same key in another room is another event.
+    let other_room = AppendRequest { idem_key: Some("k".into()), ..request("s", 1) };
+    assert!(matches!(store.append(other_room).await.unwrap(), AppendOutcome::Appended(_)));
+    let page = store.read(&room("r"), 0, 10).await.unwrap();
+    assert_eq!(page.events.len(), 1);
+    assert_eq!(page.events[0].data.get(), r#"{"n":1}"#);
+}
+
+pub async fn expected_seq_conflicts(store: Arc<dyn Store>, _feed: CommitFeed) {
+    seq_of(&*store, request("r", 1)).await;
+    let stale = AppendRequest { expected_seq: Some(0), ..request("r", 2) };
+    match store.append(stale).await.unwrap() {
+        AppendOutcome::Conflict { head, .. } => assert_eq!(head, 1),
+        other => panic!("{other:?}"),
+    }
+    let fresh = AppendRequest { expected_seq: Some(1), ..request("r", 2) };
+    assert!(matches!(store.append(fresh).await.unwrap(), AppendOutcome::Appended(r) if r.seq == 2));
+    let new_room = AppendRequest { expected_seq: Some(0), ..request("new", 1) };
+    assert!(matches!(store.append(new_room).await.unwrap(), AppendOutcome::Appended(r) if r.seq == 1));
+}
+
+pub async fn commit_feed_reports_in_order_after_commit(store: Arc<dyn Store>, mut feed: CommitFeed) {
+    for n in 1..=20 {
+        let store = store.clone();
+        tokio::spawn(async move { store.append(request("f", n)).await.unwrap() });
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 20 {
+        let batch = tokio::time::timeout(Duration::from_secs(5), feed.recv()).await.unwrap().unwrap();
+        for event in batch {
+            // Reported only after commit: a read must already see it.
+            let page = store.read(&event.room, event.seq - 1, 1).await.unwrap();
+            assert_eq!(page.events[0].seq, event.seq);
+            seen.push(event.seq);
+        }
+    }
+    assert_eq!(seen, (1..=20).collect::<Vec<_>>());
+}
+
+pub async fn rooms_have_stable_epochs(store: Arc<dyn Store>, _feed: CommitFeed) {
+    assert_eq!(store.room_state(&room("e")).await.unwrap(), None);
+    let created = store.ensure_room(&room("e")).await.unwrap();
+    assert_eq!((created.head, created.earliest), (0, 1));
+    assert_eq!(created.epoch.len(), 16);
+    let receipt = match store.append(request("e", 1)).await.unwrap() {
+        AppendOutcome::Appended(receipt) => receipt,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(receipt.epoch, created.epoch);
+    assert_eq!(store.ensure_room(&room("e")).await.unwrap().epoch, created.epoch);
+    let other = store.ensure_room(&room("e2")).await.unwrap();
+    assert_ne!(other.epoch, created.epoch);
+    let heads = store.heads(vec![room("e"), room("e2"), room("never")]).await.unwrap();
+    let mut heads: Vec<(String, u64)> = heads.into_iter().map(|(r, h)| (r.to_string(), h)).collect();
+    heads.sort();
+    assert_eq!(heads, vec![("e".to_string(), 1), ("e2".to_string(), 0)]);
+}
+
+pub async fn retention_prunes_and_moves_earliest(store: Arc<dyn Store>, _feed: CommitFeed) {
+    for n in 1..=10 {
+        seq_of(&*store, request("p", n)).await;
+    }
+    seq_of(&*store, request("q", 1)).await;
+    let deleted = store.enforce_retention(RetentionPolicy::uniform(3, 0)).await.unwrap();
+    assert_eq!(deleted, 7);
+    let page = store.read(&room("p"), 0, 100).await.unwrap();
+    assert_eq!(page.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![8, 9, 10]);
+    let state = page.state.unwrap();
+    assert_eq!((state.head, state.earliest, state.retained()), (10, 8, 3));
+    // Appends continue from the head.
+    assert_eq!(seq_of(&*store, request("p", 11)).await, 11);
+    // Age: with a 1 ms limit, everything written before the pause expires.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store.enforce_retention(RetentionPolicy::uniform(0, 1)).await.unwrap();
+    let state = store.room_state(&room("p")).await.unwrap().unwrap();
+    assert_eq!((state.head, state.earliest, state.retained()), (11, 12, 0));
+    assert_eq!(seq_of(&*store, request("p", 12)).await, 12);
+}
+
+pub async fn namespaces_have_their_own_retention(store: Arc<dyn Store>, _feed: CommitFeed) {
+    for n in 1..=10 {
+        seq_of(&*store, request("short:a", n)).await;
+        seq_of(&*store, request("long:a", n)).await;
+        seq_of(&*store, request("other", n)).await;
+    }
+    let policy = RetentionPolicy {
+        max_events: 5,
+        max_age_ms: 0,
+        namespaces: vec![
+            super::NamespaceRetention { prefix: "short:".into(), max_events: Some(2), max_age_ms: None },
+            super::NamespaceRetention { prefix: "long:".into(), max_events: Some(0), max_age_ms: None },
+        ],
+    };
+    store.enforce_retention(policy).await.unwrap();
+    let earliest = |name: &'static str| {
+        let store = store.clone();
+        async move { store.room_state(&room(name)).await.unwrap().unwrap().earliest }
+    };
+    assert_eq!(earliest("short:a").await, 9);
+    assert_eq!(earliest("long:a").await, 1, "0 keeps all");
+    assert_eq!(earliest("other").await, 6);
+}
+
+pub async fn closed_store_refuses_writes(store: Arc<dyn Store>, _feed: CommitFeed) {
+    seq_of(&*store, request("c", 1)).await;
+    store.close().await;
+    assert!(matches!(store.append(request("c", 2)).await, Err(StoreError::Closed)));
+}
+
+/// An application transaction: increments a counter kept in the app's own
+/// table while it is below `limit`, announcing each increment in room `tx`;
+/// `fail_after_write` writes and then fails (its write must not survive).
+struct Counter {
+    limit: i64,
+    fail_after_write: bool,
+}
+
+impl Counter {
+    fn decide(&self, n: i64) -> Result<TxDecision, StoreError> {
+        if self.fail_after_write {
+            return Err(StoreError::Unavailable("the application failed".into()));
+        }
+        if n >= self.limit {
+            return Ok(TxDecision::Abort(serde_json::json!({"n": n})));
+        }
+        let data = RawValue::from_string(format!("{{\"n\":{}}}", n + 1)).expect("json");
+        Ok(TxDecision::Commit { event: Some(AppEvent { room: room("tx"), data }), answer: serde_json::json!({"n": n + 1}) })
+    }
+}
+
+const COUNTER_TABLE: &str = "CREATE TABLE IF NOT EXISTS app_counter (id INTEGER PRIMARY KEY, n BIGINT NOT NULL);
+     INSERT INTO app_counter (id, n) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;";
+
+impl SqliteWork for Counter {
+    fn run_sqlite(self: Box<Self>, conn: &rusqlite::Connection) -> Result<TxDecision, StoreError> {
+        let db = |e: rusqlite::Error| StoreError::Unavailable(e.to_string());
+        conn.execute_batch(COUNTER_TABLE).map_err(db)?;
+        let n: i64 = conn.query_row("SELECT n FROM app_counter WHERE id = 1", [], |row| row.get(0)).map_err(db)?;
+        if self.fail_after_write || n < self.limit {
+            conn.execute("UPDATE app_counter SET n = n + 1 WHERE id = 1", []).map_err(db)?;
+        }
+        self.decide(n)
+    }
+}
+
+impl PostgresWork for Counter {
+    fn run_postgres<'a>(self: Box<Self>, tx: &'a tokio_postgres::Transaction<'_>) -> BoxFuture<'a, Result<TxDecision, StoreError>> {
+        async move {
+            let db = |e: tokio_postgres::Error| StoreError::Unavailable(e.to_string());
+            tx.batch_execute(COUNTER_TABLE).await.map_err(db)?;
+            let n: i64 = tx.query_one("SELECT n FROM app_counter WHERE id = 1 FOR UPDATE", &[]).await.map_err(db)?.get(0);
+            if self.fail_after_write || n < self.limit {
+                tx.execute("UPDATE app_counter SET n = n + 1 WHERE id = 1", &[]).await.map_err(db)?;
+            }
+            self.decide(n)
+        }
+        .boxed()
+    }
+}
+
+pub async fn transact_commits_app_state_with_its_event(backend: Backend, mut feed: CommitFeed) {
+    let store = backend.store();
+    // Application transactions race plain appends to the same room.
+    let mut tasks = Vec::new();
+    for n in 0..10 {
+        let app = backend.clone();
+        tasks.push(tokio::spawn(async move { app.transact(Counter { limit: 6, fail_after_write: false }).await }));
+        let publisher = store.clone();
+        tokio::spawn(async move { publisher.append(request("tx", 100 + n)).await.unwrap() });
+    }
+    let mut committed = Vec::new();
+    let mut aborted = 0;
+    for task in tasks {
+        match task.await.unwrap().expect("transact") {
+            TxOutcome::Committed { receipt: Some(receipt), answer } => committed.push((receipt.seq, answer)),
+            TxOutcome::Aborted(answer) => {
+                assert_eq!(answer, serde_json::json!({"n": 6}));
+                aborted += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((committed.len(), aborted), (6, 4), "{committed:?}");
+    let mut counts: Vec<_> = committed.iter().map(|(_, answer)| answer["n"].as_i64().unwrap()).collect();
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=6).collect::<Vec<_>>());
+
+    // A failure after a write rolls the write back, and leaves the room alone.
+    let failed = backend.transact(Counter { limit: 100, fail_after_write: true }).await;
+    assert!(matches!(failed, Err(StoreError::Unavailable(_))), "{failed:?}");
+    let check = backend.transact(Counter { limit: 0, fail_after_write: false }).await.unwrap();
+    assert_eq!(check, TxOutcome::Aborted(serde_json::json!({"n": 6})), "the counter is still 6");
+
+    // The room holds each committed event once at its receipt's seq, in a
+    // gapless sequence with the plain appends, and each was on the commit feed.
+    let mut seen = Vec::new();
+    while seen.len() < 16 {
+        let batch = tokio::time::timeout(Duration::from_secs(5), feed.recv()).await.unwrap().unwrap();
+        seen.extend(batch.iter().map(|e| e.seq));
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=16).collect::<Vec<_>>());
+    let page = store.read(&room("tx"), 0, 100).await.unwrap();
+    assert_eq!(page.events.len(), 16);
+    for (seq, answer) in &committed {
+        let event = &page.events[*seq as usize - 1];
+        assert_eq!(event.data.get(), format!("{{\"n\":{}}}", answer["n"]), "seq {seq}");
+    }
+}
+
+mod sqlite {
+    use super::*;
+    use crate::config::SqliteConfig;
+    use crate::store::sqlite::SqliteStore;
+
+    async fn open_backend(dir: &tempfile::TempDir) -> (Backend, CommitFeed) {
+        let (store, feed) = SqliteStore::open(&dir.path().join("db/hubcast.db"), &SqliteConfig::default()).await.unwrap();
+        (Backend::Sqlite(Arc::new(store)), feed)
+    }
+
+    async fn open(dir: &tempfile::TempDir) -> (Arc<dyn Store>, CommitFeed) {
+        let (backend, feed) = open_backend(dir).await;
+        (backend.store(), feed)
+    }
+
+    macro_rules! contract {
+        ($($check:ident),* $(,)?) => {$(
+            #[tokio::test]
+            async fn $check() {
+                let dir = tempfile::tempdir().unwrap();
+                let (store, feed) = open(&dir).await;
+                super::$check(store, feed).await;
+            }
+        )*};
+    }
+
+    #[tokio::test]
+    async fn transact_commits_app_state_with_its_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let (backend, feed) = open_backend(&dir).await;
+        super::transact_commits_app_state_with_its_event(backend, feed).await;
+    }
+
+    contract!(
+        seqs_are_gapless_per_room,
+        concurrent_appends_stay_gapless,
+        idempotency_key_appends_once,
+        expected_seq_conflicts,
+        commit_feed_reports_in_order_after_commit,
+        rooms_have_stable_epochs,
+        retention_prunes_and_moves_earliest,
+        namespaces_have_their_own_retention,
+        closed_store_refuses_writes,
+    );
+
+    #[tokio::test]
+    async fn committed_events_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _feed) = open(&dir).await;
+        for n in 1..=3 {
+            seq_of(&*store, request("d", n)).await;
+        }
+        let epoch = store.room_state(&room("d")).await.unwrap().unwrap().epoch;
+        store.close().await;
+        drop(store);
+        let (store, _feed) = open(&dir).await;
+        let page = store.read(&room("d"), 0, 10).await.unwrap();
+        assert_eq!(page.events.len(), 3);
+        assert_eq!(page.state.unwrap().epoch, epoch);
+        assert_eq!(seq_of(&*store, request("d", 4)).await, 4);
+    }
+}

@@ -1,0 +1,187 @@
+//! The store: the authoritative, append-only log of every room.
+//!
+//! # Contract
+//! Every implementation keeps these promises, checked by the shared contract
+//! tests in `store::contract`:
+//! - `append` assigns the room's next `seq` (1, 2, 3 … gapless) inside a
+//!   transaction and returns only after the commit is durable.
+//! - An append with an idempotency key already present in the room returns the
+//!   first append's receipt and appends nothing.
+//! - An append with `expected_seq` other than the head appends nothing and
+//!   returns [`AppendOutcome::Conflict`].
+//! - After each commit the store sends the committed events on its commit feed,
+//!   in seq order per room, never before the commit.
+//! - Reads see only committed events.
+//!
+//! Application transactions (an application's own writes and its event in one
+//! database transaction) are not part of this trait, which knows no backend
+//! types: each backend offers them itself (see [`transaction`]).
+
+mod outbox;
+pub mod postgres;
+pub mod sqlite;
+pub mod transaction;
+
+#[cfg(test)]
+mod contract;
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+use crate::event::{Event, RoomState};
+use crate::room::RoomName;
+
+/// Committed events, in seq order per room, as the store reports them.
+pub type CommitFeed = mpsc::UnboundedReceiver<Vec<Arc<Event>>>;
+
+/// One publish, as the write path hands it to the store.
+#[derive(Debug)]
+pub struct AppendRequest {
+    pub room: RoomName,
+    pub data: Box<RawValue>,
+    /// Idempotency key: a retry with the same key returns the first receipt.
+    pub idem_key: Option<String>,
+    /// Append only if the room's head is this seq.
+    pub expected_seq: Option<u64>,
+    /// The publishing session (socket publishes), carried to the committed
+    /// [`Event::origin`]; not stored.
+    pub origin: Option<u64>,
+}
+
+/// What the publisher is told about a committed event.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Receipt {
+    pub room: RoomName,
+    pub seq: u64,
+    pub epoch: String,
+    pub ts: i64,
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// A new event was appended.
+    Appended(Receipt),
+    /// The idempotency key was seen before; this is the first append's receipt.
+    Duplicate(Receipt),
+    /// `expected_seq` did not match; nothing was appended.
+    Conflict { head: u64, epoch: String },
+}
+
+/// A page of a room's log.
+#[derive(Debug, Default)]
+pub struct Page {
+    /// `None` when the room has never been written to.
+    pub state: Option<RoomState>,
+    pub events: Vec<Event>,
+}
+
+/// How much of each room's log to keep.
+#[derive(Debug, Clone, Default)]
+pub struct RetentionPolicy {
+    /// Keep at most this many events per room (0: no limit).
+    pub max_events: u64,
+    /// Prune events older than this many milliseconds (0: no limit).
+    pub max_age_ms: u64,
+    /// Namespaces with their own limits; the longest matching prefix wins.
+    pub namespaces: Vec<NamespaceRetention>,
+}
+
+/// A namespace's own retention (`None`: the node-wide value).
+#[derive(Debug, Clone)]
+pub struct NamespaceRetention {
+    pub prefix: String,
+    pub max_events: Option<u64>,
+    pub max_age_ms: Option<u64>,
+}
+
+impl RetentionPolicy {
+    /// The same limits for every room.
+    pub fn uniform(max_events: u64, max_age_ms: u64) -> RetentionPolicy {
+        RetentionPolicy { max_events, max_age_ms, namespaces: Vec::new() }
+    }
+
+    /// `(max_events, max_age_ms)` for `room` (0: no limit).
+    pub fn limits_for(&self, room: &str) -> (u64, u64) {
+        match self.namespaces.iter().filter(|n| room.starts_with(&n.prefix)).max_by_key(|n| n.prefix.len()) {
+            Some(n) => (n.max_events.unwrap_or(self.max_events), n.max_age_ms.unwrap_or(self.max_age_ms)),
+            None => (self.max_events, self.max_age_ms),
+        }
+    }
+
+    /// Whether any room can have anything to prune.
+    pub fn is_active(&self) -> bool {
+        self.max_events > 0
+            || self.max_age_ms > 0
+            || self.namespaces.iter().any(|n| n.max_events.unwrap_or(0) > 0 || n.max_age_ms.unwrap_or(0) > 0)
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or refused the operation; retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store is shutting down and takes no more writes.
+    #[error("store is closed")]
+    Closed,
+}
+
+/// The authoritative log. See the module docs for the contract.
+pub trait Store: Send + Sync + 'static {
+    /// Appends one event (or returns the duplicate's receipt, or a conflict).
+    fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<AppendOutcome, StoreError>>;
+
+    /// Returns the room's state, creating the room (with a fresh epoch and an
+    /// empty log) if it does not exist, so subscribers learn its epoch at once.
+    fn ensure_room(&self, room: &RoomName) -> BoxFuture<'_, Result<RoomState, StoreError>>;
+
+    /// The room's state, or `None` if it was never created.
+    fn room_state(&self, room: &RoomName) -> BoxFuture<'_, Result<Option<RoomState>, StoreError>>;
+
+    /// Up to `limit` retained events with `seq > after`, in order, and the
+    /// room's state read in the same snapshot.
+    fn read(&self, room: &RoomName, after: u64, limit: usize) -> BoxFuture<'_, Result<Page, StoreError>>;
+
+    /// Heads of the given rooms in one query (rooms never created are left out).
+    fn heads(&self, rooms: Vec<RoomName>) -> BoxFuture<'_, Result<Vec<(RoomName, u64)>, StoreError>>;
+
+    /// Prunes events outside the policy; returns how many were deleted.
+    fn enforce_retention(&self, policy: RetentionPolicy) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Whether the store answers (for `/readyz`).
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Finishes pending commits and stops accepting writes.
+    fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+pub use transaction::Backend;
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Sqlite(#[from] sqlite::OpenError),
+    #[error(transparent)]
+    Postgres(#[from] postgres::OpenError),
+}
+
+/// Opens the store `config.store` names, runs its migrations, and returns it
+/// with its commit feed.
+pub async fn open(config: &crate::config::Config) -> Result<(Backend, CommitFeed), OpenError> {
+    match &config.store {
+        crate::config::StoreUrl::Sqlite(path) => {
+            let (store, feed) = sqlite::SqliteStore::open(path, &config.sqlite).await?;
+            Ok((Backend::Sqlite(Arc::new(store)), feed))
+        }
+        crate::config::StoreUrl::Postgres(url) => {
+            let (store, feed) = postgres::PostgresStore::open(url, &config.postgres).await?;
+            Ok((Backend::Postgres(Arc::new(store)), feed))
+        }
+    }
+}

@@ -1,0 +1,625 @@
+//! The cluster store: PostgreSQL, shared by every node.
+//!
+//! Seq assignment is a row lock on `rooms`, taken inside one server-side
+//! function (`append_events`) that appends a whole batch in one statement: one
+//! round trip and one commit for every append waiting when a writer picks up
+//! work (group commit). A few writers run at once so different rooms commit in
+//! parallel; each batch is sorted by room so writers always lock rooms in the
+//! same order and cannot deadlock. Every table lives in its own schema
+//! (`postgres.schema`, default `hubcast`), set as the connections' search path.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio_postgres::NoTls;
+
+use super::{
+    AppendOutcome, AppendRequest, CommitFeed, Page, Receipt, RetentionPolicy, Store, StoreError,
+};
+use super::transaction::{TxDecision, TxOutcome};
+use crate::config::PostgresConfig;
+use crate::event::{now_ms, Event, RoomState};
+use crate::room::RoomName;
+
+/// Schema migrations, applied in order under an advisory lock so nodes that
+/// start together do not race. `{schema}` is replaced by the configured schema.
+const MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE rooms (
+        name TEXT PRIMARY KEY,
+        epoch TEXT NOT NULL,
+        head BIGINT NOT NULL,
+        -- Highest seq deleted by retention; the log starts at pruned_through + 1.
+        pruned_through BIGINT NOT NULL DEFAULT 0,
+        -- ts of the newest event, so ts never decreases within a room.
+        last_ts BIGINT NOT NULL DEFAULT 0,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE events (
+        room TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        ts BIGINT NOT NULL,
+        data JSON NOT NULL,
+        idem_key TEXT,
+        PRIMARY KEY (room, seq)
+    );
+    CREATE UNIQUE INDEX events_idem_key ON events (room, idem_key) WHERE idem_key IS NOT NULL;
+
+    -- Appends a batch: for each row, lock (or create) the room, answer a
+    -- repeated idempotency key with the first receipt, refuse a stale
+    -- expected_seq, else insert with the next seq.
+    CREATE FUNCTION append_events(p_rooms TEXT[], p_data TEXT[], p_keys TEXT[], p_expected BIGINT[])
+    RETURNS TABLE (o_idx INT, o_outcome TEXT, o_seq BIGINT, o_ts BIGINT, o_epoch TEXT, o_head BIGINT)
+    LANGUAGE plpgsql AS $fn$
+    DECLARE
+        i INT;
+        r RECORD;
+        v_seq BIGINT;
+        v_ts BIGINT;
+    BEGIN
+        FOR i IN 1 .. coalesce(array_length(p_rooms, 1), 0) LOOP
+            SELECT rm.epoch, rm.head, rm.last_ts INTO r FROM rooms rm WHERE rm.name = p_rooms[i] FOR UPDATE;
+            IF NOT FOUND THEN
+                INSERT INTO rooms (name, epoch, head, pruned_through, last_ts, created_at)
+                VALUES (p_rooms[i], substr(md5(random()::text || clock_timestamp()::text), 1, 16), 0, 0, 0,
+                        (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT)
+                ON CONFLICT (name) DO NOTHING;
+                SELECT rm.epoch, rm.head, rm.last_ts INTO r FROM rooms rm WHERE rm.name = p_rooms[i] FOR UPDATE;
+            END IF;
+            IF p_keys[i] IS NOT NULL THEN
+                SELECT e.seq, e.ts INTO v_seq, v_ts FROM events e WHERE e.room = p_rooms[i] AND e.idem_key = p_keys[i];
+                IF FOUND THEN
+                    o_idx := i; o_outcome := 'duplicate'; o_seq := v_seq; o_ts := v_ts; o_epoch := r.epoch; o_head := r.head;
+                    RETURN NEXT;
+                    CONTINUE;
+                END IF;
+            END IF;
+            IF p_expected[i] IS NOT NULL AND p_expected[i] <> r.head THEN
+                o_idx := i; o_outcome := 'conflict'; o_seq := NULL; o_ts := NULL; o_epoch := r.epoch; o_head := r.head;
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+            v_seq := r.head + 1;
+            v_ts := greatest((extract(epoch FROM clock_timestamp()) * 1000)::BIGINT, r.last_ts);
+            INSERT INTO events (room, seq, ts, data, idem_key) VALUES (p_rooms[i], v_seq, v_ts, p_data[i]::JSON, p_keys[i]);
+            UPDATE rooms SET head = v_seq, last_ts = v_ts WHERE name = p_rooms[i];
+            o_idx := i; o_outcome := 'appended'; o_seq := v_seq; o_ts := v_ts; o_epoch := r.epoch; o_head := v_seq;
+            RETURN NEXT;
+        END LOOP;
+    END
+    $fn$;
+
+    -- The outbox: an application inserts here in its own transaction, atomically
+    -- with its own state; hubcast appends each row to its room and deletes it.
+    CREATE TABLE outbox (
+        id BIGSERIAL PRIMARY KEY,
+        room TEXT NOT NULL,
+        data JSONB NOT NULL,
+        idem_key TEXT,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    -- Rows hubcast could not append (invalid room name), kept for the operator.
+    CREATE TABLE outbox_rejected (
+        id BIGINT PRIMARY KEY,
+        room TEXT NOT NULL,
+        data JSONB NOT NULL,
+        idem_key TEXT,
+        created_at TIMESTAMPTZ NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE FUNCTION outbox_notify() RETURNS TRIGGER LANGUAGE plpgsql AS $fn$
+    BEGIN
+        PERFORM pg_notify('{channel}', '');
+        RETURN NULL;
+    END
+    $fn$;
+    CREATE TRIGGER outbox_notify AFTER INSERT ON outbox FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();
+"#];
+
+/// The NOTIFY channel the outbox trigger signals, per schema.
+pub fn outbox_channel(schema: &str) -> String {
+    format!("hubcast_outbox_{schema}")
+}
+
+/// Application work run on PostgreSQL inside the store's own transaction (see
+/// `store::transaction`). Its tables live in the store's schema, which is the
+/// connections' search path.
+pub trait PostgresWork: Send + 'static {
+    /// Runs inside a transaction on a pooled connection; lock what it checks
+    /// (`SELECT … FOR UPDATE`).
+    fn run_postgres<'a>(
+        self: Box<Self>,
+        tx: &'a tokio_postgres::Transaction<'_>,
+    ) -> BoxFuture<'a, Result<TxDecision, StoreError>>;
+}
+
+/// The PostgreSQL store.
+pub struct PostgresStore {
+    pool: Pool,
+    /// `None` once closed; dropping the sender lets the writers drain and stop.
+    queue: std::sync::Mutex<Option<mpsc::UnboundedSender<Pending>>>,
+    closed: tokio_util::sync::CancellationToken,
+    writers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// For the events of application transactions ([`PostgresStore::transact`]).
+    feed: mpsc::UnboundedSender<Vec<Arc<Event>>>,
+}
+
+struct Pending {
+    request: AppendRequest,
+    reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+}
+
+fn unavailable(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(err.to_string())
+}
+
+/// Why the PostgreSQL store could not be opened. The sources carry the
+/// server's own message (`database "x" does not exist`, …).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("postgres.schema `{0}` must be lowercase letters, digits and underscores")]
+    Schema(String),
+    #[error("invalid postgres url")]
+    Url(#[source] tokio_postgres::Error),
+    #[error("cannot connect to postgres")]
+    Connect(#[source] tokio_postgres::Error),
+    #[error("cannot migrate the postgres schema")]
+    Migrate(#[from] tokio_postgres::Error),
+    #[error("the postgres schema has version {found}, newer than this hubcast ({supported})")]
+    TooNew { found: usize, supported: usize },
+    #[error("cannot build the connection pool: {0}")]
+    Pool(#[from] deadpool_postgres::BuildError),
+}
+
+/// A connection config for `url` whose sessions use `schema`.
+pub fn connect_config(url: &str, schema: &str) -> Result<tokio_postgres::Config, OpenError> {
+    if !schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') || schema.is_empty() {
+        return Err(OpenError::Schema(schema.to_owned()));
+    }
+    let mut config = tokio_postgres::Config::from_str(url).map_err(OpenError::Url)?;
+    config.options(format!("-c search_path={schema}"));
+    config.application_name("hubcast");
+    config.connect_timeout(Duration::from_secs(3));
+    Ok(config)
+}
+
+impl PostgresStore {
+    /// Runs `work` in one transaction on a pooled connection with the append
+    /// of the event it returns (through the same server-side function as every
+    /// append); the event is on the commit feed after `COMMIT`.
+    pub async fn transact(&self, work: Box<dyn PostgresWork>) -> Result<TxOutcome, StoreError> {
+        {
+            if self.closed.is_cancelled() {
+                return Err(StoreError::Closed);
+            }
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(unavailable)?;
+            // An error or an abort drops `tx`, which rolls it back.
+            match work.run_postgres(&tx).await? {
+                TxDecision::Abort(answer) => Ok(TxOutcome::Aborted(answer)),
+                TxDecision::Commit { event: None, answer } => {
+                    tx.commit().await.map_err(unavailable)?;
+                    Ok(TxOutcome::Committed { receipt: None, answer })
+                }
+                TxDecision::Commit { event: Some(event), answer } => {
+                    // The same server-side function as every append: the
+                    // room's row lock assigns the seq inside this transaction.
+                    let request = AppendRequest { room: event.room, data: event.data, idem_key: None, expected_seq: None, origin: None };
+                    let outcome = append_batch_on(&tx, std::iter::once(&request)).await?;
+                    tx.commit().await.map_err(unavailable)?;
+                    let receipt = match outcome.into_iter().next() {
+                        Some(AppendOutcome::Appended(receipt)) => receipt,
+                        other => return Err(StoreError::Unavailable(format!("unexpected append outcome {other:?}"))),
+                    };
+                    let event = Event { room: receipt.room.clone(), seq: receipt.seq, ts: receipt.ts, data: request.data, origin: None };
+                    let _ = self.feed.send(vec![Arc::new(event)]);
+                    Ok(TxOutcome::Committed { receipt: Some(receipt), answer })
+                }
+            }
+        }
+    }
+
+    /// Connects, runs migrations, and starts the writers (and the outbox
+    /// drainer when enabled).
+    pub async fn open(url: &str, config: &PostgresConfig) -> Result<(PostgresStore, CommitFeed), OpenError> {
+        let pg_config = connect_config(url, &config.schema)?;
+        migrate(&pg_config, &config.schema).await?;
+        let manager = Manager::from_config(pg_config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let timeout = Some(Duration::from_millis(config.timeout_ms));
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .runtime(Runtime::Tokio1)
+            .timeouts(Timeouts { wait: timeout, create: timeout, recycle: timeout })
+            .build()?;
+        let (feed_tx, feed_rx) = mpsc::unbounded_channel();
+        let (queue_tx, queue_rx) = mpsc::unbounded_channel();
+        let queue_rx = Arc::new(Mutex::new(queue_rx));
+        let mut writers = Vec::new();
+        for _ in 0..config.writers.max(1) {
+            let writer = Writer { pool: pool.clone(), queue: queue_rx.clone(), feed: feed_tx.clone(), max_batch: config.max_batch };
+            writers.push(tokio::spawn(writer.run()));
+        }
+        let closed = tokio_util::sync::CancellationToken::new();
+        if config.outbox {
+            let drainer = super::outbox::Drainer::new(pool.clone(), pg_config, &config.schema, feed_tx.clone(), config.outbox_poll_ms);
+            tokio::spawn(drainer.run(closed.clone()));
+        }
+        let store = PostgresStore {
+            pool,
+            queue: std::sync::Mutex::new(Some(queue_tx)),
+            closed,
+            writers: std::sync::Mutex::new(writers),
+            feed: feed_tx,
+        };
+        Ok((store, feed_rx))
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(unavailable)
+    }
+}
+
+impl Store for PostgresStore {
+    fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<AppendOutcome, StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let sent = match queue.as_ref() {
+            Some(queue) => queue.send(Pending { request, reply }).map_err(|_| ()),
+            None => Err(()),
+        };
+        drop(queue);
+        async move {
+            sent.map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        }
+        .boxed()
+    }
+
+    fn ensure_room(&self, room: &RoomName) -> BoxFuture<'_, Result<RoomState, StoreError>> {
+        let room = room.clone();
+        async move {
+            let client = self.client().await?;
+            for _ in 0..3 {
+                let rows = client
+                    .query(
+                        "WITH created AS (
+                             INSERT INTO rooms (name, epoch, head, pruned_through, last_ts, created_at)
+                             VALUES ($1, $2, 0, 0, 0, $3) ON CONFLICT (name) DO NOTHING
+                             RETURNING epoch, head, pruned_through)
+                         SELECT epoch, head, pruned_through FROM created
+                         UNION ALL SELECT epoch, head, pruned_through FROM rooms WHERE name = $1",
+                        &[&room.as_str(), &crate::event::new_epoch(), &now_ms()],
+                    )
+                    .await
+                    .map_err(unavailable)?;
+                if let Some(row) = rows.first() {
+                    return Ok(state_of(row.get(0), row.get(1), row.get(2)));
+                }
+                // Created by a concurrent transaction after this statement's
+                // snapshot: read again.
+            }
+            Err(StoreError::Unavailable("room creation kept racing".into()))
+        }
+        .boxed()
+    }
+
+    fn room_state(&self, room: &RoomName) -> BoxFuture<'_, Result<Option<RoomState>, StoreError>> {
+        let room = room.clone();
+        async move {
+            let client = self.client().await?;
+            let row = client
+                .query_opt("SELECT epoch, head, pruned_through FROM rooms WHERE name = $1", &[&room.as_str()])
+                .await
+                .map_err(unavailable)?;
+            Ok(row.map(|row| state_of(row.get(0), row.get(1), row.get(2))))
+        }
+        .boxed()
+    }
+
+    fn read(&self, room: &RoomName, after: u64, limit: usize) -> BoxFuture<'_, Result<Page, StoreError>> {
+        let room = room.clone();
+        async move {
+            let client = self.client().await?;
+            // One statement, so the room's state and its events come from one snapshot.
+            let rows = client
+                .query(
+                    "SELECT r.epoch, r.head, r.pruned_through, e.seq, e.ts, e.data::text
+                     FROM rooms r
+                     LEFT JOIN LATERAL (
+                         SELECT seq, ts, data FROM events WHERE room = $1 AND seq > $2 ORDER BY seq LIMIT $3
+                     ) e ON true
+                     WHERE r.name = $1
+                     ORDER BY e.seq",
+                    &[&room.as_str(), &(after as i64), &(limit as i64)],
+                )
+                .await
+                .map_err(unavailable)?;
+            let Some(first) = rows.first() else { return Ok(Page::default()) };
+            let state = state_of(first.get(0), first.get(1), first.get(2));
+            let mut events = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let Some(seq) = row.get::<_, Option<i64>>(3) else { continue };
+                let data: String = row.get(5);
+                let data = RawValue::from_string(data).map_err(unavailable)?;
+                events.push(Event { room: room.clone(), seq: seq as u64, ts: row.get(4), data, origin: None });
+            }
+            Ok(Page { state: Some(state), events })
+        }
+        .boxed()
+    }
+
+    fn heads(&self, rooms: Vec<RoomName>) -> BoxFuture<'_, Result<Vec<(RoomName, u64)>, StoreError>> {
+        async move {
+            let client = self.client().await?;
+            let names: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
+            let rows = client
+                .query("SELECT name, head FROM rooms WHERE name = ANY($1)", &[&names])
+                .await
+                .map_err(unavailable)?;
+            Ok(rows
+                .iter()
+                .filter_map(|row| {
+                    let room = RoomName::parse(row.get::<_, &str>(0)).ok()?;
+                    Some((room, row.get::<_, i64>(1) as u64))
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn enforce_retention(&self, policy: RetentionPolicy) -> BoxFuture<'_, Result<u64, StoreError>> {
+        async move {
+            let client = self.client().await?;
+            let mut after = String::new();
+            let mut deleted = 0;
+            loop {
+                let rooms = client
+                    .query(
+                        "SELECT name, head, pruned_through FROM rooms
+                         WHERE name > $1 AND head > pruned_through ORDER BY name LIMIT 500",
+                        &[&after],
+                    )
+                    .await
+                    .map_err(unavailable)?;
+                for row in &rooms {
+                    let (name, head, pruned): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
+                    let (max_events, max_age_ms) = policy.limits_for(&name);
+                    let cutoff = if max_age_ms > 0 { Some(now_ms() - max_age_ms as i64) } else { None };
+                    let mut prune_to = pruned;
+                    if max_events > 0 && head - pruned > max_events as i64 {
+                        prune_to = head - max_events as i64;
+                    }
+                    if let Some(cutoff) = cutoff {
+                        // ts never decreases within a room: the expired events are a prefix.
+                        let expired: Option<i64> = client
+                            .query_one(
+                                "SELECT max(seq) FROM events WHERE room = $1 AND seq > $2 AND ts < $3",
+                                &[&name, &prune_to, &cutoff],
+                            )
+                            .await
+                            .map_err(unavailable)?
+                            .get(0);
+                        prune_to = prune_to.max(expired.unwrap_or(0));
+                    }
+                    if prune_to > pruned {
+                        let removed = client
+                            .execute("DELETE FROM events WHERE room = $1 AND seq <= $2", &[&name, &prune_to])
+                            .await
+                            .map_err(unavailable)?;
+                        client
+                            .execute(
+                                "UPDATE rooms SET pruned_through = $2 WHERE name = $1 AND pruned_through < $2",
+                                &[&name, &prune_to],
+                            )
+                            .await
+                            .map_err(unavailable)?;
+                        deleted += removed;
+                    }
+                }
+                match rooms.last() {
+                    Some(last) if rooms.len() == 500 => after = last.get(0),
+                    _ => return Ok(deleted),
+                }
+            }
+        }
+        .boxed()
+    }
+
+
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        async move {
+            if self.closed.is_cancelled() {
+                return Err(StoreError::Closed);
+            }
+            let client = self.client().await?;
+            client.simple_query("SELECT 1").await.map_err(unavailable)?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        self.closed.cancel();
+        // Dropping the sender lets each writer finish what is queued and stop.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let writers = std::mem::take(&mut *self.writers.lock().unwrap_or_else(|e| e.into_inner()));
+        async move {
+            for writer in writers {
+                if tokio::time::timeout(Duration::from_secs(5), writer).await.is_err() {
+                    tracing::warn!("a postgres writer did not finish in time");
+                }
+            }
+            self.pool.close();
+        }
+        .boxed()
+    }
+}
+
+fn state_of(epoch: String, head: i64, pruned_through: i64) -> RoomState {
+    RoomState { epoch, head: head as u64, earliest: pruned_through as u64 + 1 }
+}
+
+async fn migrate(config: &tokio_postgres::Config, schema: &str) -> Result<(), OpenError> {
+    let (mut client, connection) = config.connect(NoTls).await.map_err(OpenError::Connect)?;
+    let driver = tokio::spawn(connection);
+    migrate_on(&mut client, schema).await?;
+    drop(client);
+    let _ = driver.await;
+    Ok(())
+}
+
+async fn migrate_on(client: &mut tokio_postgres::Client, schema: &str) -> Result<(), OpenError> {
+    let tx = client.transaction().await?;
+    // Serializes migrations of this schema across nodes starting together.
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext('hubcast-migrate:' || $1))", &[&schema]).await?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}.migrations (version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());"
+    ))
+    .await?;
+    let applied: i32 = tx
+        .query_one(&format!("SELECT coalesce(max(version), 0) FROM {schema}.migrations"), &[])
+        .await?
+        .get(0);
+    let applied = applied as usize;
+    if applied > MIGRATIONS.len() {
+        return Err(OpenError::TooNew { found: applied, supported: MIGRATIONS.len() });
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let sql = migration.replace("{channel}", &outbox_channel(schema));
+        tx.batch_execute(&format!("SET LOCAL search_path = {schema}; {sql}")).await?;
+        tx.execute(&format!("INSERT INTO {schema}.migrations (version) VALUES ($1)"), &[&(i as i32 + 1)]).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Runs batches of appends. Several writers share one queue; whichever is free
+/// takes everything waiting (up to `max_batch`) as one batch.
+struct Writer {
+    pool: Pool,
+    queue: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
+    feed: mpsc::UnboundedSender<Vec<Arc<Event>>>,
+    max_batch: usize,
+}
+
+impl Writer {
+    async fn run(self) {
+        loop {
+            let mut batch = Vec::new();
+            {
+                let mut queue = self.queue.lock().await;
+                match queue.recv().await {
+                    Some(first) => batch.push(first),
+                    None => return,
+                }
+                while batch.len() < self.max_batch {
+                    match queue.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+            }
+            self.commit(batch).await;
+        }
+    }
+
+    async fn commit(&self, mut batch: Vec<Pending>) {
+        // Lock rooms in name order (stable, so each room keeps its order).
+        batch.sort_by(|a, b| a.request.room.cmp(&b.request.room));
+        let metrics = crate::metrics::get();
+        metrics.store_batch.record(batch.len() as f64);
+        let started = std::time::Instant::now();
+        let result = append_batch(&self.pool, batch.iter().map(|p| &p.request)).await;
+        metrics.store_append.record(started.elapsed());
+        match result {
+            Ok(outcomes) => {
+                let mut committed = Vec::new();
+                for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                    if let AppendOutcome::Appended(receipt) = &outcome {
+                        committed.push(Arc::new(Event {
+                            room: receipt.room.clone(),
+                            seq: receipt.seq,
+                            ts: receipt.ts,
+                            data: pending.request.data,
+                            origin: pending.request.origin,
+                        }));
+                    }
+                    let _ = pending.reply.send(Ok(outcome));
+                }
+                if !committed.is_empty() {
+                    let _ = self.feed.send(committed);
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "postgres append batch failed");
+                metrics.store_errors.increment(1);
+                for pending in batch {
+                    let _ = pending.reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Appends a batch (already sorted by room) with one call of `append_events`,
+/// on a pooled connection or the given one. Returns one outcome per request.
+pub(super) async fn append_batch<'a>(
+    pool: &Pool,
+    requests: impl Iterator<Item = &'a AppendRequest>,
+) -> Result<Vec<AppendOutcome>, StoreError> {
+    let client = pool.get().await.map_err(unavailable)?;
+    append_batch_on(&client, requests).await
+}
+
+/// Like [`append_batch`] on a given client (inside the caller's transaction).
+pub(super) async fn append_batch_on<'a>(
+    client: &impl deadpool_postgres::GenericClient,
+    requests: impl Iterator<Item = &'a AppendRequest>,
+) -> Result<Vec<AppendOutcome>, StoreError> {
+    let mut rooms = Vec::new();
+    let mut data = Vec::new();
+    let mut keys = Vec::new();
+    let mut expected = Vec::new();
+    let mut names = Vec::new();
+    for request in requests {
+        rooms.push(request.room.as_str());
+        data.push(request.data.get());
+        keys.push(request.idem_key.as_deref());
+        expected.push(request.expected_seq.map(|s| s as i64));
+        names.push(request.room.clone());
+    }
+    let rows = client
+        .query(
+            "SELECT o_idx, o_outcome, o_seq, o_ts, o_epoch, o_head FROM append_events($1, $2, $3, $4) ORDER BY o_idx",
+            &[&rooms, &data, &keys, &expected],
+        )
+        .await
+        .map_err(unavailable)?;
+    if rows.len() != names.len() {
+        return Err(StoreError::Unavailable(format!("append returned {} rows for {} events", rows.len(), names.len())));
+    }
+    let mut outcomes = Vec::with_capacity(rows.len());
+    for (row, room) in rows.iter().zip(names) {
+        let outcome: &str = row.get(1);
+        let epoch: String = row.get(4);
+        let head: i64 = row.get(5);
+        let receipt = || Receipt {
+            room: room.clone(),
+            seq: row.get::<_, i64>(2) as u64,
+            epoch: epoch.clone(),
+            ts: row.get(3),
+        };
+        outcomes.push(match outcome {
+            "appended" => AppendOutcome::Appended(receipt()),
+            "duplicate" => AppendOutcome::Duplicate(receipt()),
+            _ => AppendOutcome::Conflict { head: head as u64, epoch: epoch.clone() },
+        });
+    }
+    Ok(outcomes)
+}
