@@ -16,6 +16,8 @@ use std::path::PathBuf;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::{Deserialize, Serialize};
 
+use crate::namespace::{NamespaceConfig, Namespaces};
+use crate::protocol::codes::ErrorCode;
 use crate::room::RoomName;
 pub use hubcast_protocol::pattern::pattern_matches;
 
@@ -76,50 +78,6 @@ pub struct JwtKeyConfig {
     pub issuer: Option<String>,
 }
 
-/// A room prefix with its own rules.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct NamespaceConfig {
-    /// Rooms whose name starts with this belong to the namespace.
-    pub prefix: String,
-    /// Anyone may subscribe, without credentials.
-    pub public: bool,
-    /// Clients (tokens) may not publish; API keys still may.
-    pub read_only: bool,
-    /// Coalesce a room's live events into `batch` frames for up to this many
-    /// milliseconds (0: one `event` frame per event). Read by the hub.
-    pub batch_ms: u64,
-    /// A batch is sent once it holds this many events, even inside its window.
-    pub batch_max: usize,
-    /// Events kept per room of the namespace (overrides `retention.max_events`; 0 keeps all).
-    pub max_events: Option<u64>,
-    /// Age past which the namespace's events are pruned (overrides `retention.max_age_secs`).
-    pub max_age_secs: Option<u64>,
-    /// Largest event in the namespace (overrides `limits.max_event_bytes`, up to it).
-    pub max_event_bytes: Option<usize>,
-    /// Subscribers per room of the namespace on a node (overrides `rate_limits.max_subscribers_per_room`; 0: no cap).
-    pub max_subscribers_per_room: Option<usize>,
-    /// Whether a socket publish is also delivered to the session that sent
-    /// it (`false`: the sender has its `ack`; see docs/protocol.md). Read by the hub.
-    pub echo: bool,
-}
-
-impl Default for NamespaceConfig {
-    fn default() -> Self {
-        NamespaceConfig {
-            prefix: String::new(),
-            public: false,
-            read_only: false,
-            batch_ms: 0,
-            batch_max: 64,
-            max_events: None,
-            max_age_secs: None,
-            max_event_bytes: None,
-            max_subscribers_per_room: None,
-            echo: true,
-        }
-    }
-}
 
 pub use hubcast_protocol::token::Claims;
 use hubcast_protocol::token::{TokenError, TokenKey};
@@ -159,11 +117,22 @@ pub enum AuthError {
     NotAdmin,
 }
 
+impl AuthError {
+    /// The error code a client is told.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            AuthError::Missing | AuthError::BadCredentials | AuthError::BadToken(_) => ErrorCode::Unauthenticated,
+            AuthError::Expired => ErrorCode::TokenExpired,
+            AuthError::Forbidden { .. } | AuthError::NotAdmin => ErrorCode::Forbidden,
+        }
+    }
+}
+
 /// Verified keys and rules, built once from the configuration.
 pub struct Auth {
     api_keys: Vec<ApiKey>,
     jwt: Vec<TokenKey>,
-    namespaces: Vec<NamespaceConfig>,
+    namespaces: Namespaces,
     insecure: bool,
     pub allowed_origins: Vec<String>,
     pub trusted_proxies: Vec<IpAddr>,
@@ -229,7 +198,7 @@ impl Auth {
         Ok(Auth {
             api_keys,
             jwt,
-            namespaces: namespaces.to_vec(),
+            namespaces: Namespaces::new(namespaces),
             insecure,
             allowed_origins: config.allowed_origins.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
@@ -286,11 +255,11 @@ impl Auth {
 
     /// Whether `principal` may do `action` in `room`.
     pub fn authorize(&self, principal: &Principal, action: Action, room: &RoomName) -> Result<(), AuthError> {
-        let namespace = self.namespace(room);
+        let namespace = self.namespaces.for_room(room);
         let allowed = match principal {
             Principal::Anonymous { trusted: true } => true,
             Principal::Anonymous { trusted: false } => {
-                action == Action::Subscribe && namespace.is_some_and(|n| n.public)
+                action == Action::Subscribe && namespace.is_public()
             }
             Principal::ApiKey { rooms, .. } => rooms.is_empty() || rooms.iter().any(|p| pattern_matches(p, room)),
             Principal::Token(claims) => {
@@ -299,8 +268,8 @@ impl Auth {
                     Action::Publish => &claims.publish,
                     Action::Presence => &claims.presence,
                 };
-                let read_only = action == Action::Publish && namespace.is_some_and(|n| n.read_only);
-                let public = action == Action::Subscribe && namespace.is_some_and(|n| n.public);
+                let read_only = action == Action::Publish && namespace.is_read_only();
+                let public = action == Action::Subscribe && namespace.is_public();
                 public || (!read_only && patterns.iter().any(|p| pattern_matches(p, room)))
             }
         };
@@ -325,11 +294,6 @@ impl Auth {
             Principal::Anonymous { trusted: false } => Err(AuthError::Missing),
             _ => Err(AuthError::NotAdmin),
         }
-    }
-
-    /// The longest configured namespace prefix of `room`.
-    pub fn namespace(&self, room: &RoomName) -> Option<&NamespaceConfig> {
-        self.namespaces.iter().filter(|n| room.starts_with(&n.prefix)).max_by_key(|n| n.prefix.len())
     }
 
     /// Whether a browser upgrade from `origin` is allowed.

@@ -10,6 +10,10 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub use crate::auth::{ApiKeyConfig, AuthConfig, JwtKeyConfig};
+pub use crate::limits::RateLimitConfig;
+pub use crate::namespace::{NamespaceConfig, NamespaceRules, Namespaces};
+
 /// Everything `hubcast serve` can be told.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -32,7 +36,7 @@ pub struct Config {
     pub nats: NatsConfig,
     pub auth: crate::auth::AuthConfig,
     /// Room prefixes with their own rules (public, read-only).
-    pub namespaces: Vec<crate::auth::NamespaceConfig>,
+    pub namespaces: Vec<NamespaceConfig>,
     pub rate_limits: crate::limits::RateLimitConfig,
     /// Named override blocks, selected with `--env NAME` (like wrangler environments).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]

@@ -31,6 +31,7 @@
 //! - `session`: one WebSocket connection: reads client messages, replays,
 //!   and a writer task that drains its bounded queue.
 //! - `hub`: the per-room actor that fans each event out once to all sessions.
+//! - `outbound`: a session's bounded queue as hubs hold it (`try_send` only).
 //! - `metrics`, `stats`: Prometheus metrics, the totals behind `/v1/stats`.
 //! - `protocol`: the server's frame encoders over `hubcast-protocol`.
 //! - `auth`, `limits`: credentials and grants; rate limits and caps.
@@ -48,7 +49,9 @@ mod http;
 mod hub;
 mod limits;
 mod metrics;
+mod namespace;
 mod node;
+mod outbound;
 mod protocol;
 mod room;
 mod server;

@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Principal;
+
 /// The `[rate_limits]` section. 0 turns a limit off.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -171,6 +173,19 @@ impl Drop for ConnectionSlot {
                 counts.per_key.remove(&self.ip);
             }
         }
+    }
+}
+
+/// The key publish rates are counted by, for HTTP and socket publishes alike:
+/// the credential's name, else the address.
+pub fn rate_key(principal: &Principal, ip: IpAddr) -> String {
+    match principal {
+        Principal::ApiKey { name, .. } => format!("key:{name}"),
+        Principal::Token(claims) => match &claims.sub {
+            Some(sub) => format!("sub:{sub}"),
+            None => format!("ip:{ip}"),
+        },
+        Principal::Anonymous { .. } => format!("ip:{ip}"),
     }
 }
 

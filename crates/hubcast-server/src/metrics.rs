@@ -6,6 +6,7 @@
 //! Names follow Prometheus conventions: `hubcast_…_total` for counters,
 //! `_seconds` and `_bytes` for units.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
@@ -233,4 +234,21 @@ fn describe() {
     describe_counter!("hubcast_bus_messages_total", "Bus messages, by direction");
     describe_counter!("hubcast_bus_errors_total", "Bus operations that failed");
     describe_counter!("hubcast_slow_broadcasts_total", "Broadcasts slower than hub.slow_broadcast_ms");
+}
+
+/// Counts a refusal and logs it, at most once a second across the node (with
+/// the number suppressed since the last line), so an attack cannot flood the log.
+pub fn note_refusal(reason: &'static str, ip: IpAddr, detail: &str) {
+    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+    static LAST_MS: AtomicI64 = AtomicI64::new(0);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    metrics::counter!("hubcast_refusals_total", "reason" => reason).increment(1);
+    let now = crate::event::now_ms();
+    let last = LAST_MS.load(Ordering::Relaxed);
+    if now - last >= 1000 && LAST_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+        tracing::warn!(reason, client = %ip, detail, suppressed, "refused");
+    } else {
+        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+    }
 }

@@ -21,6 +21,8 @@ pub struct Node {
     pub bus: Arc<dyn Bus>,
     pub hubs: Hubs,
     pub auth: crate::auth::Auth,
+    /// Every namespace's rules, resolved per room.
+    pub namespaces: crate::namespace::Namespaces,
     pub limits: Arc<crate::limits::Limits>,
     /// Cancelled when the node begins its graceful shutdown.
     pub shutdown: CancellationToken,
@@ -42,6 +44,7 @@ impl Node {
         let prometheus = crate::metrics::install();
         let auth = crate::auth::Auth::from_config(&config.auth, &config.namespaces, config.insecure)?;
         let limits = crate::limits::Limits::new(&config.rate_limits);
+        let namespaces = crate::namespace::Namespaces::new(&config.namespaces);
         let (backend, commits) = crate::store::open(&config).await?;
         let store = backend.store();
         let bus = crate::bus::open(&config).await?;
@@ -53,26 +56,12 @@ impl Node {
                 idle: Duration::from_millis(config.hub.idle_ms),
                 slow_broadcast: Duration::from_millis(config.hub.slow_broadcast_ms),
                 max_subscribers: config.rate_limits.max_subscribers_per_room,
-                subscriber_caps: config
-                    .namespaces
-                    .iter()
-                    .filter_map(|n| Some((n.prefix.clone(), n.max_subscribers_per_room?)))
-                    .collect(),
                 presence: crate::hub::PresenceSettings {
                     max_members: config.presence.max_members,
                     heartbeat: Duration::from_millis(config.presence.heartbeat_ms),
                     ttl: Duration::from_millis(config.presence.ttl_ms),
                 },
-                batching: config
-                    .namespaces
-                    .iter()
-                    .map(|n| crate::hub::BatchRule {
-                        prefix: n.prefix.clone(),
-                        window: Duration::from_millis(n.batch_ms),
-                        max: n.batch_max,
-                    })
-                    .collect(),
-                echo: config.namespaces.iter().map(|n| (n.prefix.clone(), n.echo)).collect(),
+                namespaces: namespaces.clone(),
             },
         );
         let node = Arc::new(Node {
@@ -82,6 +71,7 @@ impl Node {
             bus,
             hubs,
             auth,
+            namespaces,
             limits,
             shutdown,
             sessions: TaskTracker::new(),
@@ -94,7 +84,7 @@ impl Node {
         tokio::spawn(forward_commits(commits, node.bus.clone()));
         tokio::spawn(reconcile(node.clone()));
         tokio::spawn(retention(node.clone()));
-        tokio::spawn(crate::stats::sample(node.clone()));
+        tokio::spawn(housekeeping(node.clone()));
         Ok(node)
     }
 
@@ -102,8 +92,14 @@ impl Node {
     /// the node-wide `limits.max_event_bytes` (which also sizes frames and bodies).
     pub fn max_event_bytes(&self, room: &crate::room::RoomName) -> usize {
         let node_max = self.config.limits.max_event_bytes;
-        self.auth.namespace(room).and_then(|n| n.max_event_bytes).map_or(node_max, |max| max.min(node_max))
+        self.namespaces.for_room(room).max_event_bytes(node_max)
     }
+
+    /// The node's numbers right now.
+    pub fn sample(&self) -> crate::stats::Sample {
+    let (connections, published, delivered) = crate::metrics::get().totals.read();
+    crate::stats::Sample { t: crate::event::now_ms(), connections, rooms: self.hubs.len() as u64, published, delivered }
+}
 
     /// A new session's id, unique on this node and unlikely to repeat elsewhere.
     pub fn next_session_id(&self) -> (u64, String) {
@@ -167,16 +163,7 @@ async fn retention(node: Arc<Node>) {
     let policy = RetentionPolicy {
         max_events: node.config.retention.max_events,
         max_age_ms: node.config.retention.max_age_secs.saturating_mul(1000),
-        namespaces: node
-            .config
-            .namespaces
-            .iter()
-            .map(|n| crate::store::NamespaceRetention {
-                prefix: n.prefix.clone(),
-                max_events: n.max_events,
-                max_age_ms: n.max_age_secs.map(|s| s.saturating_mul(1000)),
-            })
-            .collect(),
+        namespaces: node.namespaces.clone(),
     };
     if !policy.is_active() {
         return;
@@ -192,6 +179,29 @@ async fn retention(node: Arc<Node>) {
             Ok(0) => {}
             Ok(deleted) => tracing::debug!(deleted, "retention pruned events"),
             Err(err) => tracing::warn!(error = %err, "retention failed"),
+        }
+    }
+}
+
+/// Every second: a sample of the totals for `/v1/stats`; every ten, the rate
+/// limiters' idle keys pruned; every five, the Prometheus recorder's upkeep.
+async fn housekeeping(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = node.shutdown.cancelled() => return,
+        }
+        node.samples.push(node.sample());
+        n += 1;
+        if n % 10 == 0 {
+            node.limits.prune();
+        }
+        if n % 5 == 0 {
+            if let Some(prometheus) = &node.prometheus {
+                prometheus.run_upkeep();
+            }
         }
     }
 }

@@ -2,12 +2,9 @@
 //! the history `GET /v1/stats` serves (and the dashboard draws).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
 
 use serde::Serialize;
-
-use crate::node::Node;
 
 /// Samples kept: one a second for the last minute.
 const WINDOW: usize = 61;
@@ -39,7 +36,7 @@ impl Samples {
         self.samples.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect()
     }
 
-    fn push(&self, sample: Sample) {
+    pub fn push(&self, sample: Sample) {
         let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         if samples.len() == WINDOW {
             samples.pop_front();
@@ -60,32 +57,4 @@ pub fn rates(samples: &[Sample]) -> (f64, f64) {
         }
         _ => (0.0, 0.0),
     }
-}
-
-/// Takes a sample every second, and keeps the Prometheus recorder tidy.
-pub async fn sample(node: Arc<Node>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut n: u64 = 0;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = node.shutdown.cancelled() => return,
-        }
-        node.samples.push(read(&node));
-        n += 1;
-        if n % 10 == 0 {
-            node.limits.prune();
-        }
-        if n % 5 == 0 {
-            if let Some(prometheus) = &node.prometheus {
-                prometheus.run_upkeep();
-            }
-        }
-    }
-}
-
-/// The node's numbers right now.
-pub fn read(node: &Node) -> Sample {
-    let (connections, published, delivered) = crate::metrics::get().totals.read();
-    Sample { t: crate::event::now_ms(), connections, rooms: node.hubs.len() as u64, published, delivered }
 }

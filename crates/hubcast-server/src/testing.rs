@@ -5,4 +5,4 @@
 pub use crate::hub::Hubs;
 pub use crate::node::Node;
 pub use crate::session::join;
-pub use crate::session::outbound::{Outbound, SessionControl};
+pub use crate::outbound::{Outbound, SessionControl};

@@ -8,6 +8,8 @@ use axum::http::HeaderMap;
 
 use super::error::ApiError;
 use crate::auth::{AuthError, Principal};
+pub use crate::metrics::note_refusal;
+use crate::limits::rate_key;
 use crate::limits::Refusal;
 use crate::node::Node;
 use crate::protocol::codes::ErrorCode;
@@ -22,19 +24,6 @@ impl Caller {
     /// The key publish rates are counted by: the credential's name, else the address.
     pub fn rate_key(&self) -> String {
         rate_key(&self.principal, self.ip)
-    }
-}
-
-/// The key publish rates are counted by, for HTTP and socket publishes alike:
-/// the credential's name, else the address.
-pub fn rate_key(principal: &Principal, ip: IpAddr) -> String {
-    match principal {
-        Principal::ApiKey { name, .. } => format!("key:{name}"),
-        Principal::Token(claims) => match &claims.sub {
-            Some(sub) => format!("sub:{sub}"),
-            None => format!("ip:{ip}"),
-        },
-        Principal::Anonymous { .. } => format!("ip:{ip}"),
     }
 }
 
@@ -64,18 +53,9 @@ pub fn identify(node: &Node, headers: &HeaderMap, peer: SocketAddr, token: Optio
 
 /// Maps an auth refusal to its API error, counting and logging it.
 pub fn refused(err: AuthError, ip: IpAddr) -> ApiError {
-    let code = auth_error_code(&err);
+    let code = err.code();
     note_refusal(code.as_str(), ip, &err.to_string());
     ApiError::new(code, err.to_string())
-}
-
-/// The error code for an auth refusal.
-pub fn auth_error_code(err: &AuthError) -> ErrorCode {
-    match err {
-        AuthError::Missing | AuthError::BadCredentials | AuthError::BadToken(_) => ErrorCode::Unauthenticated,
-        AuthError::Expired => ErrorCode::TokenExpired,
-        AuthError::Forbidden { .. } | AuthError::NotAdmin => ErrorCode::Forbidden,
-    }
 }
 
 /// Maps a limit refusal to its API error, counting and logging it.
@@ -86,23 +66,6 @@ pub fn limited(refusal: Refusal, ip: IpAddr) -> ApiError {
     };
     note_refusal(code.as_str(), ip, &refusal.to_string());
     ApiError::new(code, refusal.to_string())
-}
-
-/// Counts a refusal and logs it, at most once a second across the node (with
-/// the number suppressed since the last line), so an attack cannot flood the log.
-pub fn note_refusal(reason: &'static str, ip: IpAddr, detail: &str) {
-    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-    static LAST_MS: AtomicI64 = AtomicI64::new(0);
-    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
-    metrics::counter!("hubcast_refusals_total", "reason" => reason).increment(1);
-    let now = crate::event::now_ms();
-    let last = LAST_MS.load(Ordering::Relaxed);
-    if now - last >= 1000 && LAST_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-        let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
-        tracing::warn!(reason, client = %ip, detail, suppressed, "refused");
-    } else {
-        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 /// Refuses a publish the caller may not make: its credentials, its publish

@@ -40,7 +40,7 @@ pub async fn stats(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     super::access::require_admin(&node, &headers, peer)?;
-    let now = crate::stats::read(&node);
+    let now = node.sample();
     let history = node.samples.snapshot();
     let (published_per_sec, delivered_per_sec) = crate::stats::rates(&history);
     Ok(Json(json!({

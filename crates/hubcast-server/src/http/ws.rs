@@ -83,7 +83,7 @@ fn admit(node: &Node, headers: &HeaderMap, peer: SocketAddr, token: Option<&str>
         Ok(caller) => (caller.principal, None),
         Err(err) => {
             crate::metrics::get().connections_refused.increment(1);
-            (Principal::Anonymous { trusted: false }, Some(err))
+            (Principal::Anonymous { trusted: false }, Some(crate::protocol::ProtocolError::new(err.code, err.message, None)))
         }
     };
     Ok(Admission { principal, ip, slot: node.limits.open_connection(ip), refusal })

@@ -33,7 +33,7 @@ use crate::event::Event;
 use crate::protocol::codes::close;
 use crate::protocol::{encode_event, BatchEvent, ServerMessage};
 use crate::room::RoomName;
-use crate::session::outbound::{Offer, Outbound};
+use crate::outbound::{Offer, Outbound};
 use crate::store::Store;
 
 pub use presence::PresenceSettings;
@@ -153,48 +153,10 @@ pub struct HubSettings {
     pub slow_broadcast: Duration,
     /// Most subscribers of the room on this node (0: no limit).
     pub max_subscribers: usize,
-    /// Namespaces' own subscriber caps, by room prefix (longest prefix wins).
-    pub subscriber_caps: Vec<(String, usize)>,
     pub presence: PresenceSettings,
-    /// Batching rules of namespaces, by room prefix (longest prefix wins).
-    pub batching: Vec<BatchRule>,
-    /// Namespaces' `echo` option, by room prefix (longest prefix wins; rooms
-    /// outside every namespace echo).
-    pub echo: Vec<(String, bool)>,
-}
-
-/// A namespace's batching: `window` zero means no batching.
-#[derive(Debug, Clone)]
-pub struct BatchRule {
-    pub prefix: String,
-    pub window: Duration,
-    pub max: usize,
-}
-
-impl HubSettings {
-    /// The subscriber cap of `room`: its namespace's, else the node-wide one.
-    fn max_subscribers_for(&self, room: &RoomName) -> usize {
-        self.subscriber_caps
-            .iter()
-            .filter(|(prefix, _)| room.starts_with(prefix.as_str()))
-            .max_by_key(|(prefix, _)| prefix.len())
-            .map_or(self.max_subscribers, |(_, cap)| *cap)
-    }
-
-    /// Whether `room` delivers a socket publish to its sender too.
-    fn echo_for(&self, room: &RoomName) -> bool {
-        self.echo
-            .iter()
-            .filter(|(prefix, _)| room.starts_with(prefix.as_str()))
-            .max_by_key(|(prefix, _)| prefix.len())
-            .map_or(true, |(_, echo)| *echo)
-    }
-
-    /// The batching of `room`: that of its longest matching namespace prefix.
-    fn batching_for(&self, room: &RoomName) -> Option<(Duration, usize)> {
-        let rule = self.batching.iter().filter(|r| room.starts_with(&r.prefix)).max_by_key(|r| r.prefix.len())?;
-        (!rule.window.is_zero() && rule.max > 1).then_some((rule.window, rule.max))
-    }
+    /// The namespaces: a hub resolves its room's rules (subscriber cap,
+    /// batching, echo) once, when it starts.
+    pub namespaces: crate::namespace::Namespaces,
 }
 
 /// Events waiting to go out as one `batch` frame.
@@ -236,10 +198,11 @@ pub(crate) fn spawn(
     hubs: Hubs,
 ) -> HubHandle {
     let (tx, rx) = mpsc::channel(1024);
-    let batching = settings.batching_for(&room);
-    let echo = settings.echo_for(&room);
+    let rules = settings.namespaces.for_room(&room);
+    let batching = rules.batching();
+    let echo = rules.echo();
     let mut settings = settings;
-    settings.max_subscribers = settings.max_subscribers_for(&room);
+    settings.max_subscribers = rules.max_subscribers(settings.max_subscribers);
     let hub = Hub {
         room,
         store,

@@ -8,7 +8,6 @@
 //! (see [`crate::hub`]) which continues from exactly where the replay ended.
 
 mod join_reports;
-pub mod outbound;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -30,11 +29,12 @@ use crate::protocol::{
 use crate::room::RoomName;
 use crate::store::{AppendOutcome, AppendRequest, Store};
 use crate::auth::{Action, Principal};
-use crate::http::access::{auth_error_code, note_refusal, rate_key};
+use crate::limits::rate_key;
+use crate::metrics::note_refusal;
 use crate::limits::{ConnectionSlot, Refusal};
 use crate::metrics::CloseReason;
 use join_reports::JoinReports;
-use outbound::{Outbound, SessionControl};
+use crate::outbound::{Outbound, SessionControl};
 
 /// Events read from the store per page during replay.
 const REPLAY_PAGE: usize = 1000;
@@ -134,7 +134,7 @@ pub struct Admission {
     /// with 1013 at once: browsers cannot read the status of a refused upgrade).
     pub slot: Result<ConnectionSlot, Refusal>,
     /// Bad credentials: the session sends this `error` and closes with 4001.
-    pub refusal: Option<crate::http::error::ApiError>,
+    pub refusal: Option<ProtocolError>,
 }
 
 /// Runs one session to its end. `first` is the subscription implied by a
@@ -170,7 +170,7 @@ struct Opened {
     writer: tokio::task::JoinHandle<()>,
     /// Taken (released) once the session stops reading.
     slot: Option<Result<ConnectionSlot, Refusal>>,
-    refusal: Option<Box<crate::http::error::ApiError>>,
+    refusal: Option<Box<ProtocolError>>,
     opened_at: std::time::Instant,
 }
 
@@ -229,8 +229,7 @@ fn open(node: Arc<Node>, socket: WebSocket, admission: Admission, id: u64, name:
 async fn serve(mut opened: Opened, first: Option<SubscribeRequest>) {
     let session = &mut opened.session;
     if let Some(refusal) = opened.refusal.take() {
-        let err = ProtocolError::new(refusal.code, refusal.message, None);
-        Box::pin(session.reply_error(&err, None)).await;
+        Box::pin(session.reply_error(&refusal, None)).await;
         session.control.close(close::UNAUTHENTICATED, "invalid credentials");
     } else if let Some(Err(refusal)) = &opened.slot {
         note_refusal("over_capacity", session.ip, &refusal.to_string());
@@ -414,7 +413,7 @@ impl Session {
         let claims = match self.node.auth.verify_token(token) {
             Ok(claims) => claims,
             Err(err) => {
-                let code = auth_error_code(&err);
+                let code = err.code();
                 note_refusal(code.as_str(), self.ip, &err.to_string());
                 self.reply_error(&ProtocolError::new(code, err.to_string(), None), None).await;
                 self.control.close(close::UNAUTHENTICATED, "invalid token");
@@ -438,7 +437,7 @@ impl Session {
                 if let Some(subscription) = self.subscriptions.remove(&room) {
                     self.leave(&room, subscription).await;
                 }
-                let err = ProtocolError::new(auth_error_code(&err), err.to_string(), None);
+                let err = ProtocolError::new(err.code(), err.to_string(), None);
                 self.reply_error(&err, Some(&room)).await;
             }
         }
@@ -483,7 +482,7 @@ impl Session {
             allowed = self.node.auth.authorize(&self.principal, Action::Presence, &room);
         }
         if let Err(err) = allowed {
-            let code = auth_error_code(&err);
+            let code = err.code();
             note_refusal(code.as_str(), self.ip, &err.to_string());
             return self.refuse(&room, ProtocolError::new(code, err.to_string(), None)).await;
         }
@@ -552,7 +551,7 @@ impl Session {
     /// echoed in the answer and in a refusal.
     async fn presence(&mut self, room: RoomName, id: Option<String>) {
         if let Err(err) = self.node.auth.authorize(&self.principal, Action::Presence, &room) {
-            let code = auth_error_code(&err);
+            let code = err.code();
             note_refusal(code.as_str(), self.ip, &err.to_string());
             return self.reply_error(&ProtocolError::new(code, err.to_string(), id.as_deref()), Some(&room)).await;
         }
@@ -614,7 +613,7 @@ impl Session {
     async fn publish(&mut self, request: PublishRequest) {
         let PublishRequest { id, room, data, expected_seq } = request;
         if let Err(err) = self.node.auth.authorize(&self.principal, Action::Publish, &room) {
-            let code = auth_error_code(&err);
+            let code = err.code();
             note_refusal(code.as_str(), self.ip, &err.to_string());
             return self.reply_error(&ProtocolError::new(code, err.to_string(), Some(&id)), Some(&room)).await;
         }
@@ -678,7 +677,7 @@ async fn start_subscription(
         .await
         .map_err(|err| ProtocolError::new(ErrorCode::StoreUnavailable, err.to_string(), None))?;
     let start = plan_start(&state, request, node.config.limits.max_rewind);
-    let echo = node.auth.namespace(room).map_or(true, |n| n.echo);
+    let echo = node.namespaces.for_room(room).echo();
     let subscribed = ServerMessage::Subscribed { room, epoch: &state.epoch, head: state.head, echo: (!echo).then_some(false) };
     if !out.send(subscribed.encode().into()).await {
         return Ok(None);

@@ -17,7 +17,7 @@ use futures_util::SinkExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::outbound::SessionControl;
+use crate::outbound::SessionControl;
 use crate::protocol::codes::close;
 
 /// Most frames written before a flush.

@@ -164,10 +164,10 @@ pub async fn namespaces_have_their_own_retention(store: Arc<dyn Store>, _feed: C
     let policy = RetentionPolicy {
         max_events: 5,
         max_age_ms: 0,
-        namespaces: vec![
-            super::NamespaceRetention { prefix: "short:".into(), max_events: Some(2), max_age_ms: None },
-            super::NamespaceRetention { prefix: "long:".into(), max_events: Some(0), max_age_ms: None },
-        ],
+        namespaces: crate::config::Namespaces::new(&[
+            crate::config::NamespaceConfig { prefix: "short:".into(), max_events: Some(2), ..Default::default() },
+            crate::config::NamespaceConfig { prefix: "long:".into(), max_events: Some(0), ..Default::default() },
+        ]),
     };
     store.enforce_retention(policy).await.unwrap();
     let earliest = |name: &'static str| {

@@ -31,6 +31,7 @@ use futures_util::future::BoxFuture;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
+use crate::config::Namespaces;
 use crate::event::{Event, RoomState};
 use crate::room::RoomName;
 
@@ -87,36 +88,23 @@ pub struct RetentionPolicy {
     /// Prune events older than this many milliseconds (0: no limit).
     pub max_age_ms: u64,
     /// Namespaces with their own limits; the longest matching prefix wins.
-    pub namespaces: Vec<NamespaceRetention>,
-}
-
-/// A namespace's own retention (`None`: the node-wide value).
-#[derive(Debug, Clone)]
-pub struct NamespaceRetention {
-    pub prefix: String,
-    pub max_events: Option<u64>,
-    pub max_age_ms: Option<u64>,
+    pub namespaces: Namespaces,
 }
 
 impl RetentionPolicy {
     /// The same limits for every room.
     pub fn uniform(max_events: u64, max_age_ms: u64) -> RetentionPolicy {
-        RetentionPolicy { max_events, max_age_ms, namespaces: Vec::new() }
+        RetentionPolicy { max_events, max_age_ms, namespaces: Namespaces::default() }
     }
 
     /// `(max_events, max_age_ms)` for `room` (0: no limit).
     pub fn limits_for(&self, room: &str) -> (u64, u64) {
-        match self.namespaces.iter().filter(|n| room.starts_with(&n.prefix)).max_by_key(|n| n.prefix.len()) {
-            Some(n) => (n.max_events.unwrap_or(self.max_events), n.max_age_ms.unwrap_or(self.max_age_ms)),
-            None => (self.max_events, self.max_age_ms),
-        }
+        self.namespaces.for_room(room).retention(self.max_events, self.max_age_ms)
     }
 
     /// Whether any room can have anything to prune.
     pub fn is_active(&self) -> bool {
-        self.max_events > 0
-            || self.max_age_ms > 0
-            || self.namespaces.iter().any(|n| n.max_events.unwrap_or(0) > 0 || n.max_age_ms.unwrap_or(0) > 0)
+        self.max_events > 0 || self.max_age_ms > 0 || self.namespaces.any_prunes()
     }
 }
 
