@@ -16,122 +16,41 @@
 //!   into one `batch` frame, encoded once and shared, sent when the batch is
 //!   `batch_max` events old or its window (counted from its first event) ends;
 //! - **presence** ([`presence`]): created on first use in the room.
+//!
+//! Files: this one, the actor (start, its loop, delivery, gap filling);
+//! `handle`, its handle and commands; `batching`; `presence_sync`, its
+//! presence duties over [`presence`]'s state; `registry`, the node's hubs.
 
+mod batching;
+mod handle;
 pub mod presence;
+mod presence_sync;
 pub mod registry;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use batching::Pending;
+
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::bus::{Bus, BusFeed, PresenceKind, PresenceMember, PresenceMessage};
+use crate::bus::{Bus, BusFeed, PresenceMessage};
 use crate::event::Event;
 use crate::protocol::codes::close;
-use crate::protocol::{encode_event, BatchEvent, ServerMessage};
+use crate::protocol::{encode_event, ServerMessage};
 use crate::room::RoomName;
 use crate::outbound::{Offer, Outbound};
 use crate::store::Store;
 
+pub use handle::{HubCommand, HubHandle, HubStats, Joined};
 pub use presence::PresenceSettings;
 pub use registry::Hubs;
 
-/// A batch is sent early once its events' data reach this many bytes, so one
-/// frame stays far below what clients accept.
-const BATCH_MAX_BYTES: usize = 256 * 1024;
-
 /// Events fetched from the store per read while filling a gap.
 const GAP_PAGE: usize = 1000;
-
-/// A cloneable handle to a running hub.
-#[derive(Debug, Clone)]
-pub struct HubHandle {
-    pub(crate) id: u64,
-    commands: mpsc::Sender<HubCommand>,
-}
-
-/// Messages a hub acts on.
-#[derive(Debug)]
-pub enum HubCommand {
-    /// Add a subscriber that has processed the room up to `after`; with a
-    /// `member`, it also enters the room's presence and watches it.
-    Subscribe { out: Outbound, after: u64, member: Option<PresenceMember>, reply: oneshot::Sender<Joined> },
-    /// The room's member list (the session encodes it with its request's id).
-    Presence { reply: oneshot::Sender<Vec<PresenceMember>> },
-    /// Remove a subscriber; the reply is sent once it will get no more frames.
-    Unsubscribe { session_id: u64, done: oneshot::Sender<()> },
-    /// The store's head is at least `head` (periodic reconcile).
-    Reconcile { head: u64 },
-    Stats { reply: oneshot::Sender<HubStats> },
-}
-
-/// The answer to a subscribe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Joined {
-    /// The subscriber is live: everything after `after` up to the hub's head
-    /// was queued, followed by `caught_up`.
-    Live,
-    /// The hub's tail does not reach back to `after`: replay from the store up
-    /// to at least `head`, then subscribe again.
-    NeedStore { head: u64 },
-    /// The room has `max_subscribers` subscribers on this node already.
-    Full,
-    /// The room's presence has `presence.max_members` members already.
-    PresenceFull,
-}
-
-/// A hub's numbers, for room stats.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HubStats {
-    pub subscribers: usize,
-    pub last_seq: u64,
-}
-
-/// Why a hub could not be reached.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("hub has stopped")]
-pub struct HubGone;
-
-impl HubHandle {
-    /// Subscribes `out` from `after` (see [`Joined`]); with a `member`, the
-    /// subscriber also enters the room's presence and gets `presence`, `join`, `leave`.
-    pub async fn subscribe_as(&self, out: Outbound, after: u64, member: Option<PresenceMember>) -> Result<Joined, HubGone> {
-        let (reply, rx) = oneshot::channel();
-        self.commands.send(HubCommand::Subscribe { out, after, member, reply }).await.map_err(|_| HubGone)?;
-        rx.await.map_err(|_| HubGone)
-    }
-
-    /// The room's members, sorted by id.
-    pub async fn presence(&self) -> Result<Vec<PresenceMember>, HubGone> {
-        let (reply, rx) = oneshot::channel();
-        self.commands.send(HubCommand::Presence { reply }).await.map_err(|_| HubGone)?;
-        rx.await.map_err(|_| HubGone)
-    }
-
-    /// Removes the session; when this returns the hub will not offer it
-    /// another frame (a stopped hub offers nothing anyway).
-    pub async fn unsubscribe(&self, session_id: u64) {
-        let (done, rx) = oneshot::channel();
-        if self.commands.send(HubCommand::Unsubscribe { session_id, done }).await.is_ok() {
-            let _ = rx.await;
-        }
-    }
-
-    /// Tells the hub the store's head; never waits (a full mailbox means the
-    /// hub is busy and will be told again next interval).
-    pub fn reconcile(&self, head: u64) {
-        let _ = self.commands.try_send(HubCommand::Reconcile { head });
-    }
-
-    pub async fn stats(&self) -> Result<HubStats, HubGone> {
-        let (reply, rx) = oneshot::channel();
-        self.commands.send(HubCommand::Stats { reply }).await.map_err(|_| HubGone)?;
-        rx.await.map_err(|_| HubGone)
-    }
-}
 
 struct Subscriber {
     out: Outbound,
@@ -159,15 +78,7 @@ pub struct HubSettings {
     pub namespaces: crate::namespace::Namespaces,
 }
 
-/// Events waiting to go out as one `batch` frame.
-#[derive(Default)]
-struct Pending {
-    events: Vec<Arc<Event>>,
-    bytes: usize,
-    deadline: Option<Instant>,
-}
-
-struct Hub {
+pub(super) struct Hub {
     room: RoomName,
     store: Arc<dyn Store>,
     settings: HubSettings,
@@ -452,24 +363,9 @@ impl Hub {
             self.tail.pop_front();
         }
         self.tail.push_back((seq, event.origin, frame.clone()));
-        if let Some((window, max)) = self.batching {
-            if !self.subscribers.is_empty() {
-                // The tail keeps single `event` frames (a resume is served
-                // from it); live subscribers get them in batches.
-                if !self.pending.events.is_empty() && self.pending.bytes + event.data.get().len() > BATCH_MAX_BYTES {
-                    self.flush();
-                }
-                self.pending.bytes += event.data.get().len();
-                self.pending.events.push(event);
-                if self.pending.deadline.is_none() {
-                    self.pending.deadline = Some(Instant::now() + window);
-                }
-                if self.pending.events.len() >= max {
-                    self.flush();
-                }
-                return;
-            }
-        }
+        // The tail keeps single `event` frames (a resume is served from it);
+        // live subscribers of a batching room get them in batches.
+        let Some(event) = self.hold_for_batch(event) else { return };
         let started = std::time::Instant::now();
         // The shared frame goes to everyone but the sender of a no-echo room.
         let skip = if self.echo { None } else { event.origin };
@@ -477,50 +373,6 @@ impl Hub {
             (seq > sub.skip_through && Some(sub.out.session_id) != skip).then(|| frame.clone())
         });
         self.note_broadcast(started, offered, frame.len(), std::slice::from_ref(&ts));
-        self.members_left(gone);
-    }
-
-    /// Sends the pending events as one `batch` frame, encoded once and shared
-    /// (a subscriber whose replay already covered part of it gets the rest,
-    /// and in a no-echo room a sender gets it without its own events).
-    fn flush(&mut self) {
-        let pending = std::mem::take(&mut self.pending);
-        let Some(last) = pending.events.last().map(|e| e.seq) else { return };
-        let started = std::time::Instant::now();
-        let first = pending.events[0].seq;
-        let items: Vec<BatchEvent> =
-            pending.events.iter().map(|e| BatchEvent { seq: e.seq, ts: e.ts, data: &e.data }).collect();
-        let frame: Utf8Bytes = ServerMessage::Batch { room: &self.room, events: &items }.encode().into();
-        let room = &self.room;
-        let origins: Vec<u64> =
-            if self.echo { Vec::new() } else { pending.events.iter().filter_map(|e| e.origin).collect() };
-        let mut events_offered = 0u64;
-        let (_, gone) = offer_all(&mut self.subscribers, |sub| {
-            let session = sub.out.session_id;
-            if sub.skip_through >= last {
-                None
-            } else if origins.contains(&session) {
-                let rest: Vec<BatchEvent> = pending
-                    .events
-                    .iter()
-                    .zip(&items)
-                    .filter(|(e, item)| item.seq > sub.skip_through && e.origin != Some(session))
-                    .map(|(_, item)| *item)
-                    .collect();
-                events_offered += rest.len() as u64;
-                (!rest.is_empty()).then(|| ServerMessage::Batch { room, events: &rest }.encode().into())
-            } else if sub.skip_through < first {
-                events_offered += items.len() as u64;
-                Some(frame.clone())
-            } else {
-                let rest: Vec<BatchEvent> = items.iter().copied().filter(|e| e.seq > sub.skip_through).collect();
-                events_offered += rest.len() as u64;
-                Some(ServerMessage::Batch { room, events: &rest }.encode().into())
-            }
-        });
-        let ts: Vec<i64> = pending.events.iter().map(|e| e.ts).collect();
-        let per_event = frame.len() / items.len().max(1);
-        self.note_broadcast(started, events_offered, per_event, &ts);
         self.members_left(gone);
     }
 
@@ -540,118 +392,6 @@ impl Hub {
         if took >= self.settings.slow_broadcast {
             metrics.slow_broadcasts.increment(1);
             warn_slow_broadcast(&self.room, took, self.subscribers.len());
-        }
-    }
-
-    // -- presence ----------------------------------------------------------
-
-    /// Starts following the room's presence on the bus (once per hub).
-    async fn ensure_presence(&mut self) {
-        if self.presence.is_some() {
-            return;
-        }
-        let feed = match self.bus.watch_presence(&self.room).await {
-            Ok(feed) => Some(feed),
-            Err(err) => {
-                tracing::warn!(room = %self.room, error = %err, "presence watch failed; peers' members will be missing");
-                None
-            }
-        };
-        let presence = presence::Presence::new(self.bus.node_id().to_owned(), feed, self.bus.presence_settle());
-        // Ask peers for their members now instead of waiting a heartbeat.
-        self.bus.publish_presence(&self.room, presence.sync_message());
-        self.presence = Some(Box::new(presence));
-    }
-
-    /// Publishes this node's members of the room.
-    fn announce(&mut self) {
-        let Some(presence) = self.presence.as_mut() else { return };
-        let message = presence.state_message(&self.settings.presence, Instant::now());
-        self.bus.publish_presence(&self.room, message);
-    }
-
-    /// These presence sessions stopped being subscribers.
-    fn members_left(&mut self, keys: Vec<presence::MemberKey>) {
-        if keys.is_empty() {
-            return;
-        }
-        let Some(presence) = self.presence.as_mut() else { return };
-        let mut changed = false;
-        for key in &keys {
-            changed |= presence.remove_local(key);
-        }
-        if changed {
-            self.announce();
-            self.presence_changed();
-        }
-    }
-
-    /// Tells watchers who joined and left the merged view. A watcher whose
-    /// queue refuses is dropped, which may make its member leave in turn.
-    fn presence_changed(&mut self) {
-        loop {
-            let Some(presence) = self.presence.as_mut() else { return };
-            let (joined, left) = presence.diff();
-            if joined.is_empty() && left.is_empty() {
-                return;
-            }
-            let mut gone = Vec::new();
-            let frames = joined
-                .iter()
-                .map(|member| ServerMessage::Join { room: &self.room, member }.encode())
-                .chain(left.iter().map(|member| ServerMessage::Leave { room: &self.room, member }.encode()));
-            for frame in frames {
-                let frame: Utf8Bytes = frame.into();
-                let (_, dropped) = offer_all(&mut self.subscribers, |sub| sub.watching.then(|| frame.clone()));
-                gone.extend(dropped);
-            }
-            let Some(presence) = self.presence.as_mut() else { return };
-            let mut changed = false;
-            for key in &gone {
-                changed |= presence.remove_local(key);
-            }
-            if changed {
-                self.announce();
-            }
-        }
-    }
-
-    fn on_presence(&mut self, message: Arc<PresenceMessage>) {
-        let Some(presence) = self.presence.as_mut() else { return };
-        if message.node == presence.node() {
-            return;
-        }
-        match &message.kind {
-            PresenceKind::Sync => {
-                if presence.has_local() {
-                    self.announce();
-                }
-            }
-            PresenceKind::State { members, ttl_ms } => {
-                let max = self.settings.presence.max_members;
-                presence.on_remote_state(message.node.clone(), members.clone(), *ttl_ms, max, Instant::now());
-                self.presence_changed();
-            }
-        }
-    }
-
-    /// Heartbeats, expiry of silent peers, and requests waiting to settle.
-    fn on_presence_timer(&mut self) {
-        let now = Instant::now();
-        let Some(presence) = self.presence.as_mut() else { return };
-        let expired = presence.expire(now);
-        let heartbeat = presence.heartbeat_due(now);
-        if presence.settled(now) && !presence.waiting.is_empty() {
-            let members = presence.members();
-            for reply in presence.waiting.drain(..) {
-                let _ = reply.send(members.clone());
-            }
-        }
-        if heartbeat {
-            self.announce();
-        }
-        if expired {
-            self.presence_changed();
         }
     }
 }

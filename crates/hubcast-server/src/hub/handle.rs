@@ -1,0 +1,95 @@
+//! The handle to a running hub: the commands its actor acts on, and what a
+//! subscriber is told when it asks to join.
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::bus::PresenceMember;
+use crate::outbound::Outbound;
+
+/// A cloneable handle to a running hub.
+#[derive(Debug, Clone)]
+pub struct HubHandle {
+    pub(crate) id: u64,
+    pub(super) commands: mpsc::Sender<HubCommand>,
+}
+
+/// Messages a hub acts on.
+#[derive(Debug)]
+pub enum HubCommand {
+    /// Add a subscriber that has processed the room up to `after`; with a
+    /// `member`, it also enters the room's presence and watches it.
+    Subscribe { out: Outbound, after: u64, member: Option<PresenceMember>, reply: oneshot::Sender<Joined> },
+    /// The room's member list (the session encodes it with its request's id).
+    Presence { reply: oneshot::Sender<Vec<PresenceMember>> },
+    /// Remove a subscriber; the reply is sent once it will get no more frames.
+    Unsubscribe { session_id: u64, done: oneshot::Sender<()> },
+    /// The store's head is at least `head` (periodic reconcile).
+    Reconcile { head: u64 },
+    Stats { reply: oneshot::Sender<HubStats> },
+}
+
+/// The answer to a subscribe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joined {
+    /// The subscriber is live: everything after `after` up to the hub's head
+    /// was queued, followed by `caught_up`.
+    Live,
+    /// The hub's tail does not reach back to `after`: replay from the store up
+    /// to at least `head`, then subscribe again.
+    NeedStore { head: u64 },
+    /// The room has `max_subscribers` subscribers on this node already.
+    Full,
+    /// The room's presence has `presence.max_members` members already.
+    PresenceFull,
+}
+
+/// A hub's numbers, for room stats.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HubStats {
+    pub subscribers: usize,
+    pub last_seq: u64,
+}
+
+/// Why a hub could not be reached.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("hub has stopped")]
+pub struct HubGone;
+
+impl HubHandle {
+    /// Subscribes `out` from `after` (see [`Joined`]); with a `member`, the
+    /// subscriber also enters the room's presence and gets `presence`, `join`, `leave`.
+    pub async fn subscribe_as(&self, out: Outbound, after: u64, member: Option<PresenceMember>) -> Result<Joined, HubGone> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(HubCommand::Subscribe { out, after, member, reply }).await.map_err(|_| HubGone)?;
+        rx.await.map_err(|_| HubGone)
+    }
+
+    /// The room's members, sorted by id.
+    pub async fn presence(&self) -> Result<Vec<PresenceMember>, HubGone> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(HubCommand::Presence { reply }).await.map_err(|_| HubGone)?;
+        rx.await.map_err(|_| HubGone)
+    }
+
+    /// Removes the session; when this returns the hub will not offer it
+    /// another frame (a stopped hub offers nothing anyway).
+    pub async fn unsubscribe(&self, session_id: u64) {
+        let (done, rx) = oneshot::channel();
+        if self.commands.send(HubCommand::Unsubscribe { session_id, done }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Tells the hub the store's head; never waits (a full mailbox means the
+    /// hub is busy and will be told again next interval).
+    pub fn reconcile(&self, head: u64) {
+        let _ = self.commands.try_send(HubCommand::Reconcile { head });
+    }
+
+    pub async fn stats(&self) -> Result<HubStats, HubGone> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(HubCommand::Stats { reply }).await.map_err(|_| HubGone)?;
+        rx.await.map_err(|_| HubGone)
+    }
+}
+

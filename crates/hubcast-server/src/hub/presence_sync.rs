@@ -1,0 +1,124 @@
+//! A hub's presence duties: following the room's presence on the bus once
+//! first used, announcing this node's members, and telling watching
+//! subscribers who joined and left. The state itself is [`super::presence`].
+
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::time::Instant;
+
+use super::{offer_all, presence, Hub};
+use crate::bus::{PresenceKind, PresenceMessage};
+use crate::protocol::ServerMessage;
+
+impl Hub {
+    /// Starts following the room's presence on the bus (once per hub).
+    pub(super) async fn ensure_presence(&mut self) {
+        if self.presence.is_some() {
+            return;
+        }
+        let feed = match self.bus.watch_presence(&self.room).await {
+            Ok(feed) => Some(feed),
+            Err(err) => {
+                tracing::warn!(room = %self.room, error = %err, "presence watch failed; peers' members will be missing");
+                None
+            }
+        };
+        let presence = presence::Presence::new(self.bus.node_id().to_owned(), feed, self.bus.presence_settle());
+        // Ask peers for their members now instead of waiting a heartbeat.
+        self.bus.publish_presence(&self.room, presence.sync_message());
+        self.presence = Some(Box::new(presence));
+    }
+
+    /// Publishes this node's members of the room.
+    pub(super) fn announce(&mut self) {
+        let Some(presence) = self.presence.as_mut() else { return };
+        let message = presence.state_message(&self.settings.presence, Instant::now());
+        self.bus.publish_presence(&self.room, message);
+    }
+
+    /// These presence sessions stopped being subscribers.
+    pub(super) fn members_left(&mut self, keys: Vec<presence::MemberKey>) {
+        if keys.is_empty() {
+            return;
+        }
+        let Some(presence) = self.presence.as_mut() else { return };
+        let mut changed = false;
+        for key in &keys {
+            changed |= presence.remove_local(key);
+        }
+        if changed {
+            self.announce();
+            self.presence_changed();
+        }
+    }
+
+    /// Tells watchers who joined and left the merged view. A watcher whose
+    /// queue refuses is dropped, which may make its member leave in turn.
+    pub(super) fn presence_changed(&mut self) {
+        loop {
+            let Some(presence) = self.presence.as_mut() else { return };
+            let (joined, left) = presence.diff();
+            if joined.is_empty() && left.is_empty() {
+                return;
+            }
+            let mut gone = Vec::new();
+            let frames = joined
+                .iter()
+                .map(|member| ServerMessage::Join { room: &self.room, member }.encode())
+                .chain(left.iter().map(|member| ServerMessage::Leave { room: &self.room, member }.encode()));
+            for frame in frames {
+                let frame: Utf8Bytes = frame.into();
+                let (_, dropped) = offer_all(&mut self.subscribers, |sub| sub.watching.then(|| frame.clone()));
+                gone.extend(dropped);
+            }
+            let Some(presence) = self.presence.as_mut() else { return };
+            let mut changed = false;
+            for key in &gone {
+                changed |= presence.remove_local(key);
+            }
+            if changed {
+                self.announce();
+            }
+        }
+    }
+
+    pub(super) fn on_presence(&mut self, message: Arc<PresenceMessage>) {
+        let Some(presence) = self.presence.as_mut() else { return };
+        if message.node == presence.node() {
+            return;
+        }
+        match &message.kind {
+            PresenceKind::Sync => {
+                if presence.has_local() {
+                    self.announce();
+                }
+            }
+            PresenceKind::State { members, ttl_ms } => {
+                let max = self.settings.presence.max_members;
+                presence.on_remote_state(message.node.clone(), members.clone(), *ttl_ms, max, Instant::now());
+                self.presence_changed();
+            }
+        }
+    }
+
+    /// Heartbeats, expiry of silent peers, and requests waiting to settle.
+    pub(super) fn on_presence_timer(&mut self) {
+        let now = Instant::now();
+        let Some(presence) = self.presence.as_mut() else { return };
+        let expired = presence.expire(now);
+        let heartbeat = presence.heartbeat_due(now);
+        if presence.settled(now) && !presence.waiting.is_empty() {
+            let members = presence.members();
+            for reply in presence.waiting.drain(..) {
+                let _ = reply.send(members.clone());
+            }
+        }
+        if heartbeat {
+            self.announce();
+        }
+        if expired {
+            self.presence_changed();
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The replay-to-live hand-off: where a subscription starts (cursor, epoch,
+//! rewind), the store replay, and the hub taking the session over from
+//! exactly where the replay ended.
+
+use std::sync::Arc;
+
+use crate::event::RoomState;
+use crate::hub::{HubHandle, Hubs, Joined};
+use crate::outbound::Outbound;
+use crate::protocol::codes::{close, ErrorCode};
+use crate::protocol::{encode_event, PresenceMember, ProtocolError, ServerMessage, SubscribeRequest};
+use crate::room::RoomName;
+use crate::store::Store;
+use crate::node::Node;
+
+/// Events read from the store per page during replay.
+const REPLAY_PAGE: usize = 1000;
+
+/// Replays `room` to `out` from `after` and hands it to the room's hub, which
+/// continues live from exactly where the replay ended: the hub answers from its
+/// tail when it reaches back far enough, otherwise the store is read page by
+/// page (waiting for queue room, never cut as slow) and the hub is asked again.
+/// Returns the hub now delivering to `out`, or `None` if the session closed.
+/// (Sessions call [`join_as`]; this is the hand-off the property test drives.)
+#[cfg(feature = "testing")]
+pub async fn join(
+    store: &Arc<dyn Store>,
+    hubs: &Hubs,
+    out: &Outbound,
+    room: &RoomName,
+    after: u64,
+    hub_tail: usize,
+) -> Result<Option<HubHandle>, ProtocolError> {
+    join_as(store, hubs, out, room, after, hub_tail, None).await
+}
+
+/// [`join`], entering the room's presence as `member` when given.
+pub async fn join_as(
+    store: &Arc<dyn Store>,
+    hubs: &Hubs,
+    out: &Outbound,
+    room: &RoomName,
+    after: u64,
+    hub_tail: usize,
+    member: Option<PresenceMember>,
+) -> Result<Option<HubHandle>, ProtocolError> {
+    let mut position = after;
+    loop {
+        if out.is_closed() {
+            return Ok(None);
+        }
+        let hub = hubs.get_or_spawn(room);
+        // The hub queues up to a tail's worth of frames without waiting; make
+        // sure they fit so a resume is not cut as a slow consumer.
+        out.wait_for_room(hub_tail + 2).await;
+        match hub.subscribe_as(out.clone(), position, member.clone()).await {
+            Ok(Joined::Live) => return Ok(Some(hub)),
+            Ok(Joined::Full) => {
+                return Err(ProtocolError::new(ErrorCode::OverCapacity, "room is at its subscriber limit on this node", None))
+            }
+            Ok(Joined::PresenceFull) => {
+                return Err(ProtocolError::new(ErrorCode::OverCapacity, "room presence is at its member limit", None))
+            }
+            Ok(Joined::NeedStore { head }) => {
+                crate::metrics::get().replays.increment(1);
+                position = replay(store, out, room, position, head).await?;
+            }
+            Err(_gone) => hubs.forget(room, hub.id),
+        }
+    }
+}
+
+/// Queues the room's events after `from` from the store, at least through
+/// `upto` (or the end of the log), waiting for queue room as needed.
+/// Returns the last seq queued.
+async fn replay(store: &Arc<dyn Store>, out: &Outbound, room: &RoomName, from: u64, upto: u64) -> Result<u64, ProtocolError> {
+    let mut position = from;
+    loop {
+        let page = store
+            .read(room, position, REPLAY_PAGE)
+            .await
+            .map_err(|err| ProtocolError::new(ErrorCode::StoreUnavailable, err.to_string(), None))?;
+        let full_page = page.events.len() == REPLAY_PAGE;
+        for event in &page.events {
+            if event.seq != position + 1 {
+                // Retention pruned what this replay still needed. Cut the
+                // session: its client resumes and gets an explicit reset.
+                out.close(close::SLOW_CONSUMER, "replay overtaken by retention");
+                return Ok(position);
+            }
+            if !out.send(encode_event(event)).await {
+                return Ok(position);
+            }
+            let metrics = crate::metrics::get();
+            metrics.replayed_events.increment(1);
+            metrics.deliveries.increment(1);
+            metrics.totals.delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            position = event.seq;
+        }
+        if !full_page || position >= upto {
+            return Ok(position);
+        }
+    }
+}
+
+/// Runs on its own task: resolves the start (cursor, epoch, rewind), sends
+/// `subscribed` (and `reset` when the cursor cannot be served), then replays
+/// and hands the session to the hub.
+pub(super) async fn start_subscription(
+    node: &Node,
+    out: &Outbound,
+    request: &SubscribeRequest,
+    member: Option<PresenceMember>,
+) -> Result<Option<HubHandle>, ProtocolError> {
+    let room = &request.room;
+    let state = node
+        .store
+        .ensure_room(room)
+        .await
+        .map_err(|err| ProtocolError::new(ErrorCode::StoreUnavailable, err.to_string(), None))?;
+    let start = plan_start(&state, request, node.config.limits.max_rewind);
+    let echo = node.namespaces.for_room(room).echo();
+    let subscribed = ServerMessage::Subscribed { room, epoch: &state.epoch, head: state.head, echo: (!echo).then_some(false) };
+    if !out.send(subscribed.encode().into()).await {
+        return Ok(None);
+    }
+    if start.reset {
+        let reset = ServerMessage::Reset { room, epoch: &state.epoch, earliest: state.earliest };
+        if !out.send(reset.encode().into()).await {
+            return Ok(None);
+        }
+    }
+    join_as(&node.store, &node.hubs, out, room, start.after, node.config.hub.tail, member).await
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    /// Deliver events with seq greater than this.
+    pub after: u64,
+    /// The client's cursor cannot be served: it is told with `reset` and
+    /// continues live from the head.
+    pub reset: bool,
+}
+
+/// Decides where a subscription starts from the client's cursor, epoch or rewind.
+pub fn plan_start(state: &RoomState, request: &SubscribeRequest, max_rewind: u64) -> Start {
+    let live = Start { after: state.head, reset: false };
+    let reset = Start { after: state.head, reset: true };
+    if let Some(cursor) = request.cursor {
+        let epoch_matches = request.epoch.as_deref().map_or(true, |e| e == state.epoch);
+        return if epoch_matches && state.can_serve(cursor) { Start { after: cursor, reset: false } } else { reset };
+    }
+    if let Some(rewind) = request.rewind {
+        let back = rewind.min(max_rewind);
+        let after = state.head.saturating_sub(back).max(state.earliest.saturating_sub(1));
+        return Start { after, reset: false };
+    }
+    live
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(head: u64, earliest: u64, cursor: Option<u64>, epoch: Option<&str>, rewind: Option<u64>, expected: (u64, bool)) {
+        let state = RoomState { epoch: "E".into(), head, earliest };
+        let request = SubscribeRequest {
+            room: RoomName::parse("r").unwrap(),
+            cursor,
+            epoch: epoch.map(str::to_owned),
+            rewind,
+            presence: false,
+        };
+        let start = plan_start(&state, &request, 100);
+        assert_eq!((start.after, start.reset), expected, "head {head} earliest {earliest} cursor {cursor:?} epoch {epoch:?} rewind {rewind:?}");
+    }
+
+    #[test]
+    fn subscription_start() {
+        check(10, 1, None, None, None, (10, false));
+        check(10, 1, Some(4), None, None, (4, false));
+        check(10, 1, Some(4), Some("E"), None, (4, false));
+        check(10, 1, Some(0), Some("E"), None, (0, false));
+        check(10, 1, Some(10), Some("E"), None, (10, false));
+        check(10, 1, Some(4), Some("other"), None, (10, true));
+        check(10, 6, Some(4), Some("E"), None, (10, true));
+        check(10, 6, Some(5), Some("E"), None, (5, false));
+        check(10, 1, Some(11), None, None, (10, true));
+        check(10, 1, None, None, Some(3), (7, false));
+        check(10, 1, None, None, Some(50), (0, false));
+        check(10, 6, None, None, Some(50), (5, false));
+        check(500, 1, None, None, Some(1000), (400, false));
+        check(10, 1, Some(2), None, Some(3), (2, false));
+        check(0, 1, Some(0), None, None, (0, false));
+    }
+}

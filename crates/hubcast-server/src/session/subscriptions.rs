@@ -1,0 +1,146 @@
+//! A session's subscriptions: subscribing (the join runs on its own task and
+//! reports back), presence, unsubscribing and leaving.
+
+use super::join::start_subscription;
+use super::{Session, Subscription};
+use crate::auth::Principal;
+use crate::auth::Action;
+use crate::hub::HubHandle;
+use crate::metrics::note_refusal;
+use crate::protocol::codes::ErrorCode;
+use crate::protocol::{PresenceMember, ProtocolError, ServerMessage, SubscribeRequest};
+use crate::room::RoomName;
+
+impl Session {
+    pub(super) async fn subscribe(&mut self, request: SubscribeRequest) {
+        let room = request.room.clone();
+        let mut allowed = self.node.auth.authorize(&self.principal, Action::Subscribe, &room);
+        if allowed.is_ok() && request.presence {
+            allowed = self.node.auth.authorize(&self.principal, Action::Presence, &room);
+        }
+        if let Err(err) = allowed {
+            let code = err.code();
+            note_refusal(code.as_str(), self.ip, &err.to_string());
+            return self.refuse(&room, ProtocolError::new(code, err.to_string(), None)).await;
+        }
+        if self.subscriptions.contains_key(&room) {
+            let err = ProtocolError::new(ErrorCode::AlreadySubscribed, "already subscribed to this room", None);
+            return self.reply_error(&err, Some(&room)).await;
+        }
+        if self.subscriptions.len() >= self.node.config.limits.max_subscriptions {
+            let message = format!("at most {} subscriptions per session", self.node.config.limits.max_subscriptions);
+            let err = ProtocolError::new(ErrorCode::TooManySubscriptions, message, None);
+            return self.reply_error(&err, Some(&room)).await;
+        }
+        let (node, out, joined) = (self.node.clone(), self.out.clone(), self.joined.clone());
+        let member = request.presence.then(|| self.member());
+        if request.presence {
+            self.presence_rooms.insert(room.clone());
+        } else {
+            self.presence_rooms.remove(&room);
+        }
+        self.next_join += 1;
+        let id = self.next_join;
+        let task = tokio::spawn(async move {
+            let result = start_subscription(&node, &out, &request, member).await;
+            joined.send((request.room, id, result));
+        });
+        self.subscriptions.insert(room, Subscription::Joining { id, task });
+    }
+
+    pub(super) async fn on_joined(&mut self, room: RoomName, id: u64, result: Result<Option<HubHandle>, ProtocolError>) {
+        // A report from a join that was abandoned (unsubscribed) is stale: its
+        // hub registration was already undone by `leave`.
+        let current = matches!(self.subscriptions.get(&room), Some(Subscription::Joining { id: current, .. }) if *current == id);
+        if !current {
+            return;
+        }
+        match result {
+            Ok(Some(hub)) => {
+                crate::metrics::get().subscriptions.increment(1.0);
+                self.subscriptions.insert(room, Subscription::Live(hub));
+            }
+            Ok(None) => {} // The session is closing.
+            Err(err) => {
+                self.subscriptions.remove(&room);
+                if err.code == ErrorCode::OverCapacity {
+                    // The room's subscriber cap: a refusal like the others, counted and logged.
+                    note_refusal(ErrorCode::OverCapacity.as_str(), self.ip, &err.message);
+                }
+                self.refuse(&room, err).await;
+            }
+        }
+    }
+
+    /// Who this session is in a room's presence: the token's `sub` with its
+    /// `info` claim, or the session id.
+    pub(super) fn member(&self) -> PresenceMember {
+        match &self.principal {
+            Principal::Token(claims) => PresenceMember {
+                id: claims.sub.clone().unwrap_or_else(|| self.name.clone()),
+                info: claims.info.clone(),
+            },
+            _ => PresenceMember { id: self.name.clone(), info: None },
+        }
+    }
+
+    /// Answers `presence {room, id?}` with the room's member list; `id` is
+    /// echoed in the answer and in a refusal.
+    pub(super) async fn presence(&mut self, room: RoomName, id: Option<String>) {
+        if let Err(err) = self.node.auth.authorize(&self.principal, Action::Presence, &room) {
+            let code = err.code();
+            note_refusal(code.as_str(), self.ip, &err.to_string());
+            return self.reply_error(&ProtocolError::new(code, err.to_string(), id.as_deref()), Some(&room)).await;
+        }
+        loop {
+            let hub = self.node.hubs.get_or_spawn(&room);
+            match hub.presence().await {
+                Ok(members) => {
+                    let frame = ServerMessage::Presence { id: id.as_deref(), room: &room, members: &members };
+                    return self.reply(frame.encode().into()).await;
+                }
+                Err(_gone) => self.node.hubs.forget(&room, hub.id),
+            }
+        }
+    }
+
+    pub(super) async fn unsubscribe(&mut self, room: RoomName) {
+        match self.subscriptions.remove(&room) {
+            Some(subscription) => {
+                self.leave(&room, subscription).await;
+                self.reply(ServerMessage::Unsubscribed { room: &room }.encode().into()).await;
+            }
+            None => {
+                let err = ProtocolError::new(ErrorCode::NotSubscribed, "not subscribed to this room", None);
+                self.reply_error(&err, Some(&room)).await;
+            }
+        }
+    }
+
+    /// Takes the session out of the room's hub. When this returns the hub will
+    /// not queue another frame of this room for this session.
+    pub(super) async fn leave(&self, room: &RoomName, subscription: Subscription) {
+        let hub = match subscription {
+            Subscription::Live(hub) => {
+                crate::metrics::get().subscriptions.decrement(1.0);
+                Some(hub)
+            }
+            Subscription::Joining { task, .. } => {
+                // Wait until the join has really stopped: only then can it no
+                // longer hand the session to a hub behind our back.
+                task.abort();
+                let _ = task.await;
+                self.node.hubs.get(room)
+            }
+        };
+        if let Some(hub) = hub {
+            hub.unsubscribe(self.out.session_id).await;
+        }
+    }
+
+    pub(super) async fn leave_all(&mut self) {
+        for (room, subscription) in std::mem::take(&mut self.subscriptions) {
+            self.leave(&room, subscription).await;
+        }
+    }
+}
