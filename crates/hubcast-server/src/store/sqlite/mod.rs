@@ -1,0 +1,266 @@
+//! The embedded store: SQLite in WAL mode.
+//!
+//! One writer thread owns the only read-write connection and is therefore the
+//! single point where seqs are assigned. It group-commits: it takes every
+//! append waiting in its queue (up to `sqlite.max_batch`), runs them in one
+//! transaction with one fsync, and only then answers each caller through its
+//! oneshot and reports the batch on the commit feed. Reads (replay, history)
+//! run on a small pool of read-only connections on tokio's blocking threads,
+//! so they never wait for the writer.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use rusqlite::{params, Connection};
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    AppendOutcome, AppendRequest, CommitFeed, Page, RetentionPolicy, Store, StoreError,
+};
+use super::transaction::{TxDecision, TxOutcome};
+use crate::config::SqliteConfig;
+use crate::event::{Event, RoomState};
+use crate::room::RoomName;
+
+mod readers;
+mod retention;
+mod schema;
+mod writer;
+
+use readers::{load_state, ReaderPool};
+use schema::{migrate, Migrated, MIGRATIONS};
+use writer::Writer;
+
+/// Application work run on SQLite inside the store's own transaction (see
+/// `store::transaction`). It keeps its tables in the same database file.
+pub trait SqliteWork: Send + 'static {
+    /// Runs on the writer thread inside a savepoint of its batch transaction
+    /// (rolled back alone on `Abort` or an error).
+    fn run_sqlite(self: Box<Self>, conn: &rusqlite::Connection) -> Result<TxDecision, StoreError>;
+}
+
+/// Why the SQLite store could not be opened: the path, and SQLite's own words.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create the directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot open the database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("cannot set up the database {path}: {source}")]
+    Setup { path: PathBuf, source: rusqlite::Error },
+    #[error("the database {path} has schema version {found}, newer than this hubcast ({supported})")]
+    TooNew { path: PathBuf, found: usize, supported: usize },
+    #[error("cannot start the writer thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The SQLite store. Cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    writer: mpsc::UnboundedSender<Command>,
+    readers: Arc<ReaderPool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+enum Command {
+    Append(AppendRequest, oneshot::Sender<Result<AppendOutcome, StoreError>>),
+    EnsureRoom(RoomName, oneshot::Sender<Result<RoomState, StoreError>>),
+    Transact(Box<dyn SqliteWork>, oneshot::Sender<Result<TxOutcome, StoreError>>),
+    Retention { policy: RetentionPolicy, after: String, reply: oneshot::Sender<Result<(u64, Option<String>), StoreError>> },
+    Close(oneshot::Sender<()>),
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, runs migrations and
+    /// starts the writer thread.
+    pub async fn open(path: &Path, config: &SqliteConfig) -> Result<(SqliteStore, CommitFeed), OpenError> {
+        let path = path.to_path_buf();
+        let config = config.clone();
+        match tokio::task::spawn_blocking(move || SqliteStore::open_blocking(path, config)).await {
+            Ok(opened) => opened,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        }
+    }
+
+    fn open_blocking(path: PathBuf, config: SqliteConfig) -> Result<(SqliteStore, CommitFeed), OpenError> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir { path: dir.to_path_buf(), source })?;
+            }
+        }
+        let mut conn = Connection::open(&path).map_err(|source| OpenError::Open { path: path.clone(), source })?;
+        let setup = |source| OpenError::Setup { path: path.clone(), source };
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(setup)?;
+        conn.pragma_update(None, "synchronous", config.synchronous.as_str()).map_err(setup)?;
+        conn.pragma_update(None, "busy_timeout", 5000).map_err(setup)?;
+        match migrate(&mut conn).map_err(setup)? {
+            Migrated::Ok => {}
+            Migrated::TooNew(found) => return Err(OpenError::TooNew { path, found, supported: MIGRATIONS.len() }),
+        }
+
+        let (feed_tx, feed_rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = Writer { conn, rooms: HashMap::new(), feed: feed_tx, max_batch: config.max_batch };
+        let thread = std::thread::Builder::new()
+            .name("hubcast-sqlite-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(OpenError::Thread)?;
+        let readers = Arc::new(ReaderPool { path, idle: Mutex::new(Vec::new()), max_idle: config.readers });
+        Ok((SqliteStore { writer: tx, readers, thread: Mutex::new(Some(thread)) }, feed_rx))
+    }
+
+    /// Runs `work` on the writer thread inside a savepoint of its batch
+    /// transaction, with the append of the event it returns; the event is on
+    /// the commit feed after the commit, like any other append.
+    pub async fn transact(&self, work: Box<dyn SqliteWork>) -> Result<TxOutcome, StoreError> {
+        self.call(|reply| Command::Transact(work, reply)).await
+    }
+
+    fn call<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> BoxFuture<'static, Result<T, StoreError>> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.writer.send(make(tx));
+        async move {
+            sent.map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        }
+        .boxed()
+    }
+
+    fn read_with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, StoreError>> {
+        let readers = self.readers.clone();
+        async move {
+            tokio::task::spawn_blocking(move || readers.with(f))
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?
+        }
+        .boxed()
+    }
+}
+
+impl Store for SqliteStore {
+    fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<AppendOutcome, StoreError>> {
+        self.call(|reply| Command::Append(request, reply))
+    }
+
+    fn ensure_room(&self, room: &RoomName) -> BoxFuture<'_, Result<RoomState, StoreError>> {
+        let room = room.clone();
+        let readers = self.readers.clone();
+        let existing = {
+            let room = room.clone();
+            tokio::task::spawn_blocking(move || readers.with(move |conn| load_state(conn, &room)))
+        };
+        let create = self.call(move |reply| Command::EnsureRoom(room, reply));
+        async move {
+            // Most rooms exist already: answer from a reader and leave the
+            // writer alone; only a new room costs a write.
+            if let Ok(Ok(Some(state))) = existing.await {
+                return Ok(state);
+            }
+            create.await
+        }
+        .boxed()
+    }
+
+    fn room_state(&self, room: &RoomName) -> BoxFuture<'_, Result<Option<RoomState>, StoreError>> {
+        let room = room.clone();
+        self.read_with(move |conn| load_state(conn, &room))
+    }
+
+    fn read(&self, room: &RoomName, after: u64, limit: usize) -> BoxFuture<'_, Result<Page, StoreError>> {
+        let room = room.clone();
+        self.read_with(move |conn| {
+            let tx = conn.transaction()?;
+            let state = load_state(&tx, &room)?;
+            let mut events = Vec::new();
+            if state.is_some() {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT seq, ts, data FROM events WHERE room = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                )?;
+                let mut rows = stmt.query(params![room.as_str(), after as i64, limit as i64])?;
+                while let Some(row) = rows.next()? {
+                    let data: String = row.get(2)?;
+                    let data = RawValue::from_string(data).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
+                    })?;
+                    events.push(Event { room: room.clone(), seq: row.get::<_, i64>(0)? as u64, ts: row.get(1)?, data, origin: None });
+                }
+            }
+            drop(tx);
+            Ok(Page { state, events })
+        })
+    }
+
+    fn heads(&self, rooms: Vec<RoomName>) -> BoxFuture<'_, Result<Vec<(RoomName, u64)>, StoreError>> {
+        self.read_with(move |conn| {
+            let mut heads = Vec::with_capacity(rooms.len());
+            for chunk in rooms.chunks(500) {
+                let placeholders = vec!["?"; chunk.len()].join(",");
+                let sql = format!("SELECT name, head FROM rooms WHERE name IN ({placeholders})");
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let names = chunk.iter().map(|r| r.as_str());
+                let mut rows = stmt.query(rusqlite::params_from_iter(names))?;
+                while let Some(row) = rows.next()? {
+                    let name: String = row.get(0)?;
+                    if let Ok(room) = RoomName::parse(&name) {
+                        heads.push((room, row.get::<_, i64>(1)? as u64));
+                    }
+                }
+            }
+            Ok(heads)
+        })
+    }
+
+    fn enforce_retention(&self, policy: RetentionPolicy) -> BoxFuture<'_, Result<u64, StoreError>> {
+        async move {
+            let mut total = 0;
+            let mut after = String::new();
+            loop {
+                let (deleted, next) = self
+                    .call(|reply| Command::Retention { policy: policy.clone(), after: after.clone(), reply })
+                    .await?;
+                total += deleted;
+                match next {
+                    Some(name) => after = name,
+                    None => return Ok(total),
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        if self.writer.is_closed() {
+            return async { Err(StoreError::Closed) }.boxed();
+        }
+        self.read_with(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.writer.send(Command::Close(tx)).is_ok();
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        async move {
+            if sent {
+                let _ = rx.await;
+            }
+            if let Some(thread) = thread {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+        }
+        .boxed()
+    }
+}
+
+fn unavailable(err: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(err.to_string())
+}
+

@@ -1,0 +1,367 @@
+//! The writer thread: the only read-write connection, so the single point
+//! where seqs are assigned. It group-commits every write waiting in its queue
+//! in one transaction with one fsync, answers each caller after the commit,
+//! then reports the batch on the commit feed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{unavailable, Command, SqliteWork};
+use crate::event::{new_epoch, now_ms, Event, RoomState};
+use crate::room::RoomName;
+use crate::store::transaction::{TxDecision, TxOutcome};
+use crate::store::{AppendOutcome, AppendRequest, Receipt, StoreError};
+
+/// What the writer remembers of a room between batches. It is the only writer,
+/// so this cache is exact; it is dropped whenever a transaction fails.
+pub(super) struct CachedRoom {
+    epoch: String,
+    head: u64,
+    pub(super) pruned_through: u64,
+    last_ts: i64,
+    /// Appended to in the current batch: its `head` is written back once,
+    /// at the end of the batch (the room is then in the batch's touched list).
+    dirty: bool,
+}
+
+/// Rooms cached by the writer before the cache is cleared (bounds memory when
+/// clients touch very many rooms).
+const MAX_CACHED_ROOMS: usize = 100_000;
+
+pub(super) struct Writer {
+    pub(super) conn: Connection,
+    pub(super) rooms: HashMap<RoomName, CachedRoom>,
+    pub(super) feed: mpsc::UnboundedSender<Vec<Arc<Event>>>,
+    pub(super) max_batch: usize,
+}
+
+/// A caller waiting for a write's answer.
+enum Reply {
+    Append(oneshot::Sender<Result<AppendOutcome, StoreError>>),
+    Ensure(oneshot::Sender<Result<RoomState, StoreError>>),
+    Transact(oneshot::Sender<Result<TxOutcome, StoreError>>),
+}
+
+impl Reply {
+    fn fail(self, err: &StoreError) {
+        let _ = match self {
+            Reply::Append(reply) => reply.send(Err(err.clone())).is_ok(),
+            Reply::Ensure(reply) => reply.send(Err(err.clone())).is_ok(),
+            Reply::Transact(reply) => reply.send(Err(err.clone())).is_ok(),
+        };
+    }
+}
+
+/// An answer held back until its batch commits.
+enum Pending {
+    Append(oneshot::Sender<Result<AppendOutcome, StoreError>>, AppendOutcome),
+    Ensure(oneshot::Sender<Result<RoomState, StoreError>>, RoomState),
+    Transact(oneshot::Sender<Result<TxOutcome, StoreError>>, TxOutcome),
+}
+
+impl Pending {
+    fn answer(self) {
+        let _ = match self {
+            Pending::Append(reply, outcome) => reply.send(Ok(outcome)).is_ok(),
+            Pending::Ensure(reply, state) => reply.send(Ok(state)).is_ok(),
+            Pending::Transact(reply, outcome) => reply.send(Ok(outcome)).is_ok(),
+        };
+    }
+
+    fn into_reply(self) -> Reply {
+        match self {
+            Pending::Append(reply, _) => Reply::Append(reply),
+            Pending::Ensure(reply, _) => Reply::Ensure(reply),
+            Pending::Transact(reply, _) => Reply::Transact(reply),
+        }
+    }
+}
+
+impl Writer {
+    pub(super) fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            if let Some(closed) = self.process(batch) {
+                let _ = closed.send(());
+                return;
+            }
+        }
+    }
+
+    /// Runs one batch; returns the close request if the batch held one.
+    fn process(&mut self, batch: Vec<Command>) -> Option<oneshot::Sender<()>> {
+        let mut writes = Vec::with_capacity(batch.len());
+        let mut close = None;
+        for command in batch {
+            match command {
+                Command::Retention { policy, after, reply } => {
+                    let result = self.retention_step(&policy, &after).map_err(unavailable);
+                    if result.is_err() {
+                        self.rooms.clear();
+                    }
+                    let _ = reply.send(result);
+                }
+                Command::Close(reply) => close = Some(reply),
+                write => writes.push(write),
+            }
+        }
+        if !writes.is_empty() {
+            self.commit_writes(writes);
+        }
+        close
+    }
+
+    /// Commits the writes of one batch, then answers every caller and reports
+    /// the new events on the commit feed — in that order, never before.
+    fn commit_writes(&mut self, writes: Vec<Command>) {
+        if self.rooms.len() > MAX_CACHED_ROOMS {
+            self.rooms.clear();
+        }
+        let mut pending = Vec::with_capacity(writes.len());
+        let mut committed = Vec::new();
+        let metrics = crate::metrics::get();
+        metrics.store_batch.record(writes.len() as f64);
+        let started = std::time::Instant::now();
+        let result = self.apply_writes(writes, &mut pending, &mut committed);
+        metrics.store_append.record(started.elapsed());
+        match result {
+            Ok(()) => {
+                pending.into_iter().for_each(Pending::answer);
+                if !committed.is_empty() {
+                    // The receiver lives as long as the node; if it is gone the
+                    // node is shutting down and nobody is left to notify.
+                    let _ = self.feed.send(committed);
+                }
+            }
+            Err((err, unanswered)) => {
+                tracing::error!(error = %err, "sqlite batch failed and was rolled back");
+                metrics.store_errors.increment(1);
+                self.rooms.clear();
+                let err = unavailable(err);
+                for reply in pending.into_iter().map(Pending::into_reply).chain(unanswered) {
+                    reply.fail(&err);
+                }
+            }
+        }
+    }
+
+    /// Applies the writes in one transaction. On failure returns the error and
+    /// the callers not yet answered, so every caller still gets an answer.
+    fn apply_writes(
+        &mut self,
+        writes: Vec<Command>,
+        pending: &mut Vec<Pending>,
+        committed: &mut Vec<Arc<Event>>,
+    ) -> Result<(), (rusqlite::Error, Vec<Reply>)> {
+        let replies_of = |commands: Vec<Command>| -> Vec<Reply> {
+            commands
+                .into_iter()
+                .filter_map(|command| match command {
+                    Command::Append(_, reply) => Some(Reply::Append(reply)),
+                    Command::EnsureRoom(_, reply) => Some(Reply::Ensure(reply)),
+                    Command::Transact(_, reply) => Some(Reply::Transact(reply)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut tx = match self.conn.transaction() {
+            Ok(tx) => tx,
+            Err(err) => return Err((err, replies_of(writes))),
+        };
+        // Rooms appended to in this batch, each once (see `CachedRoom::dirty`).
+        let mut touched: Vec<RoomName> = Vec::new();
+        let mut writes = writes.into_iter();
+        while let Some(command) = writes.next() {
+            let step = match command {
+                Command::Append(request, reply) => match append_one(&tx, &mut self.rooms, request, &mut touched) {
+                    Ok((outcome, event)) => {
+                        committed.extend(event.map(Arc::new));
+                        pending.push(Pending::Append(reply, outcome));
+                        Ok(())
+                    }
+                    Err(err) => Err((err, Reply::Append(reply))),
+                },
+                Command::EnsureRoom(room, reply) => match cached_room(&tx, &mut self.rooms, &room, true) {
+                    Ok(Some(cached)) => {
+                        let state = RoomState {
+                            epoch: cached.epoch.clone(),
+                            head: cached.head,
+                            earliest: cached.pruned_through + 1,
+                        };
+                        pending.push(Pending::Ensure(reply, state));
+                        Ok(())
+                    }
+                    Ok(None) => Err((rusqlite::Error::QueryReturnedNoRows, Reply::Ensure(reply))),
+                    Err(err) => Err((err, Reply::Ensure(reply))),
+                },
+                Command::Transact(work, reply) => match transact_one(&mut tx, &mut self.rooms, work, &mut touched) {
+                    Ok((outcome, event)) => {
+                        committed.extend(event.map(Arc::new));
+                        pending.push(Pending::Transact(reply, outcome));
+                        Ok(())
+                    }
+                    // The application's own failure: its savepoint is rolled
+                    // back, the rest of the batch goes on.
+                    Err(TransactFailure::App(err)) => {
+                        let _ = reply.send(Err(err));
+                        Ok(())
+                    }
+                    Err(TransactFailure::Db(err)) => Err((err, Reply::Transact(reply))),
+                },
+                Command::Retention { .. } | Command::Close(_) => Ok(()),
+            };
+            if let Err((err, failed)) = step {
+                let mut unanswered = vec![failed];
+                unanswered.extend(replies_of(writes.collect()));
+                return Err((err, unanswered));
+            }
+        }
+        for room in &touched {
+            if let Some(cached) = self.rooms.get_mut(room) {
+                cached.dirty = false;
+                let updated = tx
+                    .prepare_cached("UPDATE rooms SET head = ?1 WHERE name = ?2")
+                    .and_then(|mut stmt| stmt.execute(params![cached.head as i64, room.as_str()]));
+                if let Err(err) = updated {
+                    return Err((err, Vec::new()));
+                }
+            }
+        }
+        tx.commit().map_err(|err| (err, Vec::new()))
+    }
+
+}
+
+/// Returns the writer's cached view of `room`, loading it from the database
+/// and, when `create` is set, creating the room if it does not exist.
+fn cached_room<'a>(
+    conn: &Connection,
+    rooms: &'a mut HashMap<RoomName, CachedRoom>,
+    room: &RoomName,
+    create: bool,
+) -> rusqlite::Result<Option<&'a mut CachedRoom>> {
+    if !rooms.contains_key(room) {
+        let loaded = conn
+            .prepare_cached(
+                "SELECT r.epoch, r.head, r.pruned_through, \
+                 (SELECT ts FROM events e WHERE e.room = r.name AND e.seq = r.head) \
+                 FROM rooms r WHERE r.name = ?1",
+            )?
+            .query_row([room.as_str()], |row| {
+                Ok(CachedRoom {
+                    epoch: row.get(0)?,
+                    head: row.get::<_, i64>(1)? as u64,
+                    pruned_through: row.get::<_, i64>(2)? as u64,
+                    last_ts: row.get::<_, Option<i64>>(3)?.unwrap_or(0),
+                    dirty: false,
+                })
+            })
+            .optional()?;
+        let cached = match loaded {
+            Some(cached) => cached,
+            None if create => {
+                let epoch = new_epoch();
+                conn.prepare_cached(
+                    "INSERT INTO rooms (name, epoch, head, pruned_through, created_at) VALUES (?1, ?2, 0, 0, ?3)",
+                )?
+                .execute(params![room.as_str(), epoch, now_ms()])?;
+                CachedRoom { epoch, head: 0, pruned_through: 0, last_ts: 0, dirty: false }
+            }
+            None => return Ok(None),
+        };
+        rooms.insert(room.clone(), cached);
+    }
+    Ok(rooms.get_mut(room))
+}
+
+/// Applies one append inside the batch transaction.
+fn append_one(
+    conn: &Connection,
+    rooms: &mut HashMap<RoomName, CachedRoom>,
+    request: AppendRequest,
+    touched: &mut Vec<RoomName>,
+) -> rusqlite::Result<(AppendOutcome, Option<Event>)> {
+    let AppendRequest { room, data, idem_key, expected_seq, origin } = request;
+    let cached = cached_room(conn, rooms, &room, true)?.expect("created when missing");
+    if let Some(key) = &idem_key {
+        let first = conn
+            .prepare_cached("SELECT seq, ts FROM events WHERE room = ?1 AND idem_key = ?2")?
+            .query_row(params![room.as_str(), key], |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)?)))
+            .optional()?;
+        if let Some((seq, ts)) = first {
+            let receipt = Receipt { room, seq, epoch: cached.epoch.clone(), ts };
+            return Ok((AppendOutcome::Duplicate(receipt), None));
+        }
+    }
+    if let Some(expected) = expected_seq {
+        if expected != cached.head {
+            return Ok((AppendOutcome::Conflict { head: cached.head, epoch: cached.epoch.clone() }, None));
+        }
+    }
+    let seq = cached.head + 1;
+    let ts = now_ms().max(cached.last_ts);
+    conn.prepare_cached("INSERT INTO events (room, seq, ts, data, idem_key) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![room.as_str(), seq as i64, ts, data.get(), idem_key])?;
+    cached.head = seq;
+    cached.last_ts = ts;
+    if !cached.dirty {
+        cached.dirty = true;
+        touched.push(room.clone());
+    }
+    let receipt = Receipt { room: room.clone(), seq, epoch: cached.epoch.clone(), ts };
+    Ok((AppendOutcome::Appended(receipt), Some(Event { room, seq, ts, data, origin })))
+}
+
+/// Why one application transaction failed.
+enum TransactFailure {
+    /// The application's work failed; only its savepoint is rolled back.
+    App(StoreError),
+    /// Appending its event failed; the whole batch is rolled back.
+    Db(rusqlite::Error),
+}
+
+/// Runs one application transaction inside a savepoint of the batch
+/// transaction, appending its event (with the seq the writer assigns) before
+/// the savepoint is released.
+fn transact_one(
+    tx: &mut rusqlite::Transaction<'_>,
+    rooms: &mut HashMap<RoomName, CachedRoom>,
+    work: Box<dyn SqliteWork>,
+    touched: &mut Vec<RoomName>,
+) -> Result<(TxOutcome, Option<Event>), TransactFailure> {
+    let savepoint = tx.savepoint().map_err(TransactFailure::Db)?;
+    // Dropping the savepoint without `commit` rolls it back. A panicking
+    // application must not take the writer thread (and every room) with it.
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work.run_sqlite(&savepoint)));
+    let decision = match ran {
+        Ok(result) => result.map_err(TransactFailure::App)?,
+        Err(_) => return Err(TransactFailure::App(StoreError::Unavailable("the application transaction panicked".into()))),
+    };
+    match decision {
+        TxDecision::Abort(answer) => Ok((TxOutcome::Aborted(answer), None)),
+        TxDecision::Commit { event: None, answer } => {
+            savepoint.commit().map_err(TransactFailure::Db)?;
+            Ok((TxOutcome::Committed { receipt: None, answer }, None))
+        }
+        TxDecision::Commit { event: Some(event), answer } => {
+            let request = AppendRequest { room: event.room, data: event.data, idem_key: None, expected_seq: None, origin: None };
+            let (outcome, event) = append_one(&savepoint, rooms, request, touched).map_err(TransactFailure::Db)?;
+            savepoint.commit().map_err(TransactFailure::Db)?;
+            let receipt = match outcome {
+                AppendOutcome::Appended(receipt) => Some(receipt),
+                _ => None,
+            };
+            Ok((TxOutcome::Committed { receipt, answer }, event))
+        }
+    }
+}
+
