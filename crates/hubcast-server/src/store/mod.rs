@@ -17,7 +17,7 @@
 //! database transaction) are not part of this trait, which knows no backend
 //! types: each backend offers them itself (see [`transaction`]).
 
-mod outbox;
+
 pub mod postgres;
 pub mod sqlite;
 pub mod transaction;

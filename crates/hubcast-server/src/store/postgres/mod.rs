@@ -8,6 +8,14 @@
 //! same order and cannot deadlock. Every table lives in its own schema
 //! (`postgres.schema`, default `hubcast`), set as the connections' search path.
 
+mod outbox;
+mod schema;
+mod writer;
+
+use writer::append_batch_on;
+use schema::migrate;
+use writer::Writer;
+
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,106 +28,12 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_postgres::NoTls;
 
 use super::{
-    AppendOutcome, AppendRequest, CommitFeed, Page, Receipt, RetentionPolicy, Store, StoreError,
+    AppendOutcome, AppendRequest, CommitFeed, Page, RetentionPolicy, Store, StoreError,
 };
 use super::transaction::{TxDecision, TxOutcome};
 use crate::config::PostgresConfig;
 use crate::event::{now_ms, Event, RoomState};
 use crate::room::RoomName;
-
-/// Schema migrations, applied in order under an advisory lock so nodes that
-/// start together do not race. `{schema}` is replaced by the configured schema.
-const MIGRATIONS: &[&str] = &[r#"
-    CREATE TABLE rooms (
-        name TEXT PRIMARY KEY,
-        epoch TEXT NOT NULL,
-        head BIGINT NOT NULL,
-        -- Highest seq deleted by retention; the log starts at pruned_through + 1.
-        pruned_through BIGINT NOT NULL DEFAULT 0,
-        -- ts of the newest event, so ts never decreases within a room.
-        last_ts BIGINT NOT NULL DEFAULT 0,
-        created_at BIGINT NOT NULL
-    );
-    CREATE TABLE events (
-        room TEXT NOT NULL,
-        seq BIGINT NOT NULL,
-        ts BIGINT NOT NULL,
-        data JSON NOT NULL,
-        idem_key TEXT,
-        PRIMARY KEY (room, seq)
-    );
-    CREATE UNIQUE INDEX events_idem_key ON events (room, idem_key) WHERE idem_key IS NOT NULL;
-
-    -- Appends a batch: for each row, lock (or create) the room, answer a
-    -- repeated idempotency key with the first receipt, refuse a stale
-    -- expected_seq, else insert with the next seq.
-    CREATE FUNCTION append_events(p_rooms TEXT[], p_data TEXT[], p_keys TEXT[], p_expected BIGINT[])
-    RETURNS TABLE (o_idx INT, o_outcome TEXT, o_seq BIGINT, o_ts BIGINT, o_epoch TEXT, o_head BIGINT)
-    LANGUAGE plpgsql AS $fn$
-    DECLARE
-        i INT;
-        r RECORD;
-        v_seq BIGINT;
-        v_ts BIGINT;
-    BEGIN
-        FOR i IN 1 .. coalesce(array_length(p_rooms, 1), 0) LOOP
-            SELECT rm.epoch, rm.head, rm.last_ts INTO r FROM rooms rm WHERE rm.name = p_rooms[i] FOR UPDATE;
-            IF NOT FOUND THEN
-                INSERT INTO rooms (name, epoch, head, pruned_through, last_ts, created_at)
-                VALUES (p_rooms[i], substr(md5(random()::text || clock_timestamp()::text), 1, 16), 0, 0, 0,
-                        (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT)
-                ON CONFLICT (name) DO NOTHING;
-                SELECT rm.epoch, rm.head, rm.last_ts INTO r FROM rooms rm WHERE rm.name = p_rooms[i] FOR UPDATE;
-            END IF;
-            IF p_keys[i] IS NOT NULL THEN
-                SELECT e.seq, e.ts INTO v_seq, v_ts FROM events e WHERE e.room = p_rooms[i] AND e.idem_key = p_keys[i];
-                IF FOUND THEN
-                    o_idx := i; o_outcome := 'duplicate'; o_seq := v_seq; o_ts := v_ts; o_epoch := r.epoch; o_head := r.head;
-                    RETURN NEXT;
-                    CONTINUE;
-                END IF;
-            END IF;
-            IF p_expected[i] IS NOT NULL AND p_expected[i] <> r.head THEN
-                o_idx := i; o_outcome := 'conflict'; o_seq := NULL; o_ts := NULL; o_epoch := r.epoch; o_head := r.head;
-                RETURN NEXT;
-                CONTINUE;
-            END IF;
-            v_seq := r.head + 1;
-            v_ts := greatest((extract(epoch FROM clock_timestamp()) * 1000)::BIGINT, r.last_ts);
-            INSERT INTO events (room, seq, ts, data, idem_key) VALUES (p_rooms[i], v_seq, v_ts, p_data[i]::JSON, p_keys[i]);
-            UPDATE rooms SET head = v_seq, last_ts = v_ts WHERE name = p_rooms[i];
-            o_idx := i; o_outcome := 'appended'; o_seq := v_seq; o_ts := v_ts; o_epoch := r.epoch; o_head := v_seq;
-            RETURN NEXT;
-        END LOOP;
-    END
-    $fn$;
-
-    -- The outbox: an application inserts here in its own transaction, atomically
-    -- with its own state; hubcast appends each row to its room and deletes it.
-    CREATE TABLE outbox (
-        id BIGSERIAL PRIMARY KEY,
-        room TEXT NOT NULL,
-        data JSONB NOT NULL,
-        idem_key TEXT,
-        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
-    );
-    -- Rows hubcast could not append (invalid room name), kept for the operator.
-    CREATE TABLE outbox_rejected (
-        id BIGINT PRIMARY KEY,
-        room TEXT NOT NULL,
-        data JSONB NOT NULL,
-        idem_key TEXT,
-        created_at TIMESTAMPTZ NOT NULL,
-        reason TEXT NOT NULL
-    );
-    CREATE FUNCTION outbox_notify() RETURNS TRIGGER LANGUAGE plpgsql AS $fn$
-    BEGIN
-        PERFORM pg_notify('{channel}', '');
-        RETURN NULL;
-    END
-    $fn$;
-    CREATE TRIGGER outbox_notify AFTER INSERT ON outbox FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();
-"#];
 
 /// The NOTIFY channel the outbox trigger signals, per schema.
 pub fn outbox_channel(schema: &str) -> String {
@@ -150,8 +64,8 @@ pub struct PostgresStore {
 }
 
 struct Pending {
-    request: AppendRequest,
-    reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+    pub(super) request: AppendRequest,
+    pub(super) reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
 }
 
 fn unavailable(err: impl std::fmt::Display) -> StoreError {
@@ -246,7 +160,7 @@ impl PostgresStore {
         }
         let closed = tokio_util::sync::CancellationToken::new();
         if config.outbox {
-            let drainer = super::outbox::Drainer::new(pool.clone(), pg_config, &config.schema, feed_tx.clone(), config.outbox_poll_ms);
+            let drainer = outbox::Drainer::new(pool.clone(), pg_config, &config.schema, feed_tx.clone(), config.outbox_poll_ms);
             tokio::spawn(drainer.run(closed.clone()));
         }
         let store = PostgresStore {
@@ -462,164 +376,4 @@ impl Store for PostgresStore {
 
 fn state_of(epoch: String, head: i64, pruned_through: i64) -> RoomState {
     RoomState { epoch, head: head as u64, earliest: pruned_through as u64 + 1 }
-}
-
-async fn migrate(config: &tokio_postgres::Config, schema: &str) -> Result<(), OpenError> {
-    let (mut client, connection) = config.connect(NoTls).await.map_err(OpenError::Connect)?;
-    let driver = tokio::spawn(connection);
-    migrate_on(&mut client, schema).await?;
-    drop(client);
-    let _ = driver.await;
-    Ok(())
-}
-
-async fn migrate_on(client: &mut tokio_postgres::Client, schema: &str) -> Result<(), OpenError> {
-    let tx = client.transaction().await?;
-    // Serializes migrations of this schema across nodes starting together.
-    tx.execute("SELECT pg_advisory_xact_lock(hashtext('hubcast-migrate:' || $1))", &[&schema]).await?;
-    tx.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema};
-         CREATE TABLE IF NOT EXISTS {schema}.migrations (version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());"
-    ))
-    .await?;
-    let applied: i32 = tx
-        .query_one(&format!("SELECT coalesce(max(version), 0) FROM {schema}.migrations"), &[])
-        .await?
-        .get(0);
-    let applied = applied as usize;
-    if applied > MIGRATIONS.len() {
-        return Err(OpenError::TooNew { found: applied, supported: MIGRATIONS.len() });
-    }
-    for (i, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
-        let sql = migration.replace("{channel}", &outbox_channel(schema));
-        tx.batch_execute(&format!("SET LOCAL search_path = {schema}; {sql}")).await?;
-        tx.execute(&format!("INSERT INTO {schema}.migrations (version) VALUES ($1)"), &[&(i as i32 + 1)]).await?;
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
-/// Runs batches of appends. Several writers share one queue; whichever is free
-/// takes everything waiting (up to `max_batch`) as one batch.
-struct Writer {
-    pool: Pool,
-    queue: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
-    feed: mpsc::UnboundedSender<Vec<Arc<Event>>>,
-    max_batch: usize,
-}
-
-impl Writer {
-    async fn run(self) {
-        loop {
-            let mut batch = Vec::new();
-            {
-                let mut queue = self.queue.lock().await;
-                match queue.recv().await {
-                    Some(first) => batch.push(first),
-                    None => return,
-                }
-                while batch.len() < self.max_batch {
-                    match queue.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
-                    }
-                }
-            }
-            self.commit(batch).await;
-        }
-    }
-
-    async fn commit(&self, mut batch: Vec<Pending>) {
-        // Lock rooms in name order (stable, so each room keeps its order).
-        batch.sort_by(|a, b| a.request.room.cmp(&b.request.room));
-        let metrics = crate::metrics::get();
-        metrics.store_batch.record(batch.len() as f64);
-        let started = std::time::Instant::now();
-        let result = append_batch(&self.pool, batch.iter().map(|p| &p.request)).await;
-        metrics.store_append.record(started.elapsed());
-        match result {
-            Ok(outcomes) => {
-                let mut committed = Vec::new();
-                for (pending, outcome) in batch.into_iter().zip(outcomes) {
-                    if let AppendOutcome::Appended(receipt) = &outcome {
-                        committed.push(Arc::new(Event {
-                            room: receipt.room.clone(),
-                            seq: receipt.seq,
-                            ts: receipt.ts,
-                            data: pending.request.data,
-                            origin: pending.request.origin,
-                        }));
-                    }
-                    let _ = pending.reply.send(Ok(outcome));
-                }
-                if !committed.is_empty() {
-                    let _ = self.feed.send(committed);
-                }
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "postgres append batch failed");
-                metrics.store_errors.increment(1);
-                for pending in batch {
-                    let _ = pending.reply.send(Err(err.clone()));
-                }
-            }
-        }
-    }
-}
-
-/// Appends a batch (already sorted by room) with one call of `append_events`,
-/// on a pooled connection or the given one. Returns one outcome per request.
-pub(super) async fn append_batch<'a>(
-    pool: &Pool,
-    requests: impl Iterator<Item = &'a AppendRequest>,
-) -> Result<Vec<AppendOutcome>, StoreError> {
-    let client = pool.get().await.map_err(unavailable)?;
-    append_batch_on(&client, requests).await
-}
-
-/// Like [`append_batch`] on a given client (inside the caller's transaction).
-pub(super) async fn append_batch_on<'a>(
-    client: &impl deadpool_postgres::GenericClient,
-    requests: impl Iterator<Item = &'a AppendRequest>,
-) -> Result<Vec<AppendOutcome>, StoreError> {
-    let mut rooms = Vec::new();
-    let mut data = Vec::new();
-    let mut keys = Vec::new();
-    let mut expected = Vec::new();
-    let mut names = Vec::new();
-    for request in requests {
-        rooms.push(request.room.as_str());
-        data.push(request.data.get());
-        keys.push(request.idem_key.as_deref());
-        expected.push(request.expected_seq.map(|s| s as i64));
-        names.push(request.room.clone());
-    }
-    let rows = client
-        .query(
-            "SELECT o_idx, o_outcome, o_seq, o_ts, o_epoch, o_head FROM append_events($1, $2, $3, $4) ORDER BY o_idx",
-            &[&rooms, &data, &keys, &expected],
-        )
-        .await
-        .map_err(unavailable)?;
-    if rows.len() != names.len() {
-        return Err(StoreError::Unavailable(format!("append returned {} rows for {} events", rows.len(), names.len())));
-    }
-    let mut outcomes = Vec::with_capacity(rows.len());
-    for (row, room) in rows.iter().zip(names) {
-        let outcome: &str = row.get(1);
-        let epoch: String = row.get(4);
-        let head: i64 = row.get(5);
-        let receipt = || Receipt {
-            room: room.clone(),
-            seq: row.get::<_, i64>(2) as u64,
-            epoch: epoch.clone(),
-            ts: row.get(3),
-        };
-        outcomes.push(match outcome {
-            "appended" => AppendOutcome::Appended(receipt()),
-            "duplicate" => AppendOutcome::Duplicate(receipt()),
-            _ => AppendOutcome::Conflict { head: head as u64, epoch: epoch.clone() },
-        });
-    }
-    Ok(outcomes)
 }

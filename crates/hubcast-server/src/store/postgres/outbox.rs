@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
-use super::postgres::{append_batch_on, outbox_channel};
+use super::{append_batch_on, outbox_channel};
 use super::{AppendOutcome, AppendRequest, StoreError};
 use crate::event::Event;
 use crate::room::RoomName;

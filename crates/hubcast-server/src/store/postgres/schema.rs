@@ -1,0 +1,46 @@
+//! The PostgreSQL schema: migrations applied in order under an advisory lock,
+//! so nodes that start together do not race, each recorded in
+//! `<schema>.migrations`. The SQL lives in `.sql` files beside this one.
+
+use tokio_postgres::NoTls;
+
+use super::{outbox_channel, OpenError};
+
+/// Schema migrations, applied in order. Migration 1 is three files run as
+/// one: the tables, the append function, the outbox.
+const MIGRATIONS: &[&[&str]] = &[&[include_str!("schema.sql"), include_str!("append_events.sql"), include_str!("outbox.sql")]];
+
+pub(super) async fn migrate(config: &tokio_postgres::Config, schema: &str) -> Result<(), OpenError> {
+    let (mut client, connection) = config.connect(NoTls).await.map_err(OpenError::Connect)?;
+    let driver = tokio::spawn(connection);
+    migrate_on(&mut client, schema).await?;
+    drop(client);
+    let _ = driver.await;
+    Ok(())
+}
+
+async fn migrate_on(client: &mut tokio_postgres::Client, schema: &str) -> Result<(), OpenError> {
+    let tx = client.transaction().await?;
+    // Serializes migrations of this schema across nodes starting together.
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext('hubcast-migrate:' || $1))", &[&schema]).await?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}.migrations (version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());"
+    ))
+    .await?;
+    let applied: i32 = tx
+        .query_one(&format!("SELECT coalesce(max(version), 0) FROM {schema}.migrations"), &[])
+        .await?
+        .get(0);
+    let applied = applied as usize;
+    if applied > MIGRATIONS.len() {
+        return Err(OpenError::TooNew { found: applied, supported: MIGRATIONS.len() });
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let sql = migration.concat().replace("{channel}", &outbox_channel(schema));
+        tx.batch_execute(&format!("SET LOCAL search_path = {schema}; {sql}")).await?;
+        tx.execute(&format!("INSERT INTO {schema}.migrations (version) VALUES ($1)"), &[&(i as i32 + 1)]).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! The append writers: several share one queue, and whichever is free takes
+//! everything waiting (up to `max_batch`), sorts it by room (so writers lock
+//! rooms in the same order and cannot deadlock) and appends it with one call
+//! of `append_events`: one round trip and one commit per batch.
+
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, Mutex};
+
+use super::{unavailable, Pending};
+use crate::event::Event;
+use crate::store::{AppendOutcome, AppendRequest, Receipt, StoreError};
+
+/// Runs batches of appends. Several writers share one queue; whichever is free
+/// takes everything waiting (up to `max_batch`) as one batch.
+pub(super) struct Writer {
+    pub(super) pool: Pool,
+    pub(super) queue: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
+    pub(super) feed: mpsc::UnboundedSender<Vec<Arc<Event>>>,
+    pub(super) max_batch: usize,
+}
+
+impl Writer {
+    pub(super) async fn run(self) {
+        loop {
+            let mut batch = Vec::new();
+            {
+                let mut queue = self.queue.lock().await;
+                match queue.recv().await {
+                    Some(first) => batch.push(first),
+                    None => return,
+                }
+                while batch.len() < self.max_batch {
+                    match queue.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+            }
+            self.commit(batch).await;
+        }
+    }
+
+    async fn commit(&self, mut batch: Vec<Pending>) {
+        // Lock rooms in name order (stable, so each room keeps its order).
+        batch.sort_by(|a, b| a.request.room.cmp(&b.request.room));
+        let metrics = crate::metrics::get();
+        metrics.store_batch.record(batch.len() as f64);
+        let started = std::time::Instant::now();
+        let result = append_batch(&self.pool, batch.iter().map(|p| &p.request)).await;
+        metrics.store_append.record(started.elapsed());
+        match result {
+            Ok(outcomes) => {
+                let mut committed = Vec::new();
+                for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                    if let AppendOutcome::Appended(receipt) = &outcome {
+                        committed.push(Arc::new(Event {
+                            room: receipt.room.clone(),
+                            seq: receipt.seq,
+                            ts: receipt.ts,
+                            data: pending.request.data,
+                            origin: pending.request.origin,
+                        }));
+                    }
+                    let _ = pending.reply.send(Ok(outcome));
+                }
+                if !committed.is_empty() {
+                    let _ = self.feed.send(committed);
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "postgres append batch failed");
+                metrics.store_errors.increment(1);
+                for pending in batch {
+                    let _ = pending.reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Appends a batch (already sorted by room) with one call of `append_events`,
+/// on a pooled connection or the given one. Returns one outcome per request.
+pub(super) async fn append_batch<'a>(
+    pool: &Pool,
+    requests: impl Iterator<Item = &'a AppendRequest>,
+) -> Result<Vec<AppendOutcome>, StoreError> {
+    let client = pool.get().await.map_err(unavailable)?;
+    append_batch_on(&client, requests).await
+}
+
+/// Like [`append_batch`] on a given client (inside the caller's transaction).
+pub(super) async fn append_batch_on<'a>(
+    client: &impl deadpool_postgres::GenericClient,
+    requests: impl Iterator<Item = &'a AppendRequest>,
+) -> Result<Vec<AppendOutcome>, StoreError> {
+    let mut rooms = Vec::new();
+    let mut data = Vec::new();
+    let mut keys = Vec::new();
+    let mut expected = Vec::new();
+    let mut names = Vec::new();
+    for request in requests {
+        rooms.push(request.room.as_str());
+        data.push(request.data.get());
+        keys.push(request.idem_key.as_deref());
+        expected.push(request.expected_seq.map(|s| s as i64));
+        names.push(request.room.clone());
+    }
+    let rows = client
+        .query(
+            "SELECT o_idx, o_outcome, o_seq, o_ts, o_epoch, o_head FROM append_events($1, $2, $3, $4) ORDER BY o_idx",
+            &[&rooms, &data, &keys, &expected],
+        )
+        .await
+        .map_err(unavailable)?;
+    if rows.len() != names.len() {
+        return Err(StoreError::Unavailable(format!("append returned {} rows for {} events", rows.len(), names.len())));
+    }
+    let mut outcomes = Vec::with_capacity(rows.len());
+    for (row, room) in rows.iter().zip(names) {
+        let outcome: &str = row.get(1);
+        let epoch: String = row.get(4);
+        let head: i64 = row.get(5);
+        let receipt = || Receipt {
+            room: room.clone(),
+            seq: row.get::<_, i64>(2) as u64,
+            epoch: epoch.clone(),
+            ts: row.get(3),
+        };
+        outcomes.push(match outcome {
+            "appended" => AppendOutcome::Appended(receipt()),
+            "duplicate" => AppendOutcome::Duplicate(receipt()),
+            _ => AppendOutcome::Conflict { head: head as u64, epoch: epoch.clone() },
+        });
+    }
+    Ok(outcomes)
+}
