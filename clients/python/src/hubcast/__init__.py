@@ -1,0 +1,68 @@
+"""hubcast: a server-side Python library for the hubcast event fan-out server.
+
+- :class:`Client` / :class:`AsyncClient`: publish (idempotent, with
+  ``expected_seq``), history iteration, room stats over HTTP.
+"""
+
+from ._common import RetryPolicy, new_idempotency_key
+from .client import AsyncClient, AsyncHistory, Client, History
+from .errors import (
+    ApiError,
+    BadRequestError,
+    ClosedError,
+    ConflictError,
+    CursorLostError,
+    ForbiddenError,
+    HubcastError,
+    InternalServerError,
+    InvalidRoomError,
+    NotFoundError,
+    ProtocolViolation,
+    RateLimitedError,
+    SubscriptionError,
+    TokenExpiredError,
+    TooLargeError,
+    TransportError,
+    UnauthenticatedError,
+    UnavailableError,
+    WebhookVerificationError,
+)
+from .types import JSON, Cursor, Event, HistoryPage, Receipt, Reset, RoomStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ApiError",
+    "AsyncClient",
+    "AsyncHistory",
+    "BadRequestError",
+    "Client",
+    "ClosedError",
+    "ConflictError",
+    "Cursor",
+    "CursorLostError",
+    "Event",
+    "ForbiddenError",
+    "History",
+    "HistoryPage",
+    "HubcastError",
+    "InternalServerError",
+    "InvalidRoomError",
+    "JSON",
+    "NotFoundError",
+    "ProtocolViolation",
+    "RateLimitedError",
+    "Receipt",
+    "Reset",
+    "RetryPolicy",
+    "RoomStats",
+    "SubscriptionError",
+    "TokenExpiredError",
+    "TooLargeError",
+    "TransportError",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "WebhookVerificationError",
+    "__version__",
+    "new_idempotency_key",
+]
