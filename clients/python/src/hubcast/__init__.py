@@ -2,6 +2,8 @@
 
 - :class:`Client` / :class:`AsyncClient`: publish (idempotent, with
   ``expected_seq``), history iteration, room stats over HTTP.
+- :func:`mint_token`: JWTs with grants for browsers and users.
+- :class:`Webhook`: Standard Webhooks signature verification.
 """
 
 from ._common import RetryPolicy, new_idempotency_key
@@ -27,7 +29,9 @@ from .errors import (
     UnavailableError,
     WebhookVerificationError,
 )
+from .tokens import mint_token, token_claims
 from .types import JSON, Cursor, Event, HistoryPage, Receipt, Reset, RoomStats
+from .webhooks import Webhook
 
 __version__ = "0.1.0"
 
@@ -62,7 +66,10 @@ __all__ = [
     "TransportError",
     "UnauthenticatedError",
     "UnavailableError",
+    "Webhook",
     "WebhookVerificationError",
     "__version__",
+    "mint_token",
     "new_idempotency_key",
+    "token_claims",
 ]
