@@ -2,6 +2,8 @@
 
 - :class:`Client` / :class:`AsyncClient`: publish (idempotent, with
   ``expected_seq``), history iteration, room stats over HTTP.
+- :class:`AsyncSubscriber` / :class:`Subscriber`: a resuming WebSocket
+  subscriber (a cursor per room, no gap, no duplicate across reconnects).
 - :func:`mint_token`: JWTs with grants for browsers and users.
 - :class:`Webhook`: Standard Webhooks signature verification.
 """
@@ -29,6 +31,7 @@ from .errors import (
     UnavailableError,
     WebhookVerificationError,
 )
+from .subscriber import AsyncSubscriber, Heartbeat, ReconnectPolicy, Subscriber, SubscriberStats, Update
 from .tokens import mint_token, token_claims
 from .types import JSON, Cursor, Event, HistoryPage, Receipt, Reset, RoomStats
 from .webhooks import Webhook
@@ -39,6 +42,7 @@ __all__ = [
     "ApiError",
     "AsyncClient",
     "AsyncHistory",
+    "AsyncSubscriber",
     "BadRequestError",
     "Client",
     "ClosedError",
@@ -47,6 +51,7 @@ __all__ = [
     "CursorLostError",
     "Event",
     "ForbiddenError",
+    "Heartbeat",
     "History",
     "HistoryPage",
     "HubcastError",
@@ -57,15 +62,19 @@ __all__ = [
     "ProtocolViolation",
     "RateLimitedError",
     "Receipt",
+    "ReconnectPolicy",
     "Reset",
     "RetryPolicy",
     "RoomStats",
+    "Subscriber",
+    "SubscriberStats",
     "SubscriptionError",
     "TokenExpiredError",
     "TooLargeError",
     "TransportError",
     "UnauthenticatedError",
     "UnavailableError",
+    "Update",
     "Webhook",
     "WebhookVerificationError",
     "__version__",
