@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Union
 import pytest
 
 import hubcast
-from conftest import API_KEY, JWT_SECRET, Server, ServerFactory
+from conftest import API_KEY, AUTH_CONFIG, JWT_SECRET, Server, ServerFactory
 
 FAST = hubcast.ReconnectPolicy(min_delay=0.05, max_delay=0.5, try_again_later=0.5)
 UPDATE_TIMEOUT = 15.0
@@ -306,6 +306,28 @@ async def test_a_minted_token_subscribes_within_its_grant_only(auth_server: Serv
         assert [e.data for e in events(await take(sub, 1))] == ["m2"]
         await assert_quiet(sub, 0.3)
         assert calls  # asked before connecting
+
+
+@pytest.mark.asyncio
+async def test_an_expiring_token_is_refreshed_on_the_open_session(hubcast_server: ServerFactory) -> None:
+    # No leeway and a 1 s grace: a session whose token is not refreshed in time
+    # would be closed with 4001 (final) well within this test.
+    server = hubcast_server("[auth]\nleeway_secs = 0\nexpiry_grace_ms = 1000\n" + AUTH_CONFIG)
+    tokens: List[str] = []
+
+    async def provider() -> str:
+        token = hubcast.mint_token(JWT_SECRET, sub="u1", subscribe=["r"], ttl=2 if not tokens else 300)
+        tokens.append(token)
+        return token
+
+    async with subscriber(server, token=provider) as sub:
+        sub.subscribe("r", cursor=hubcast.Cursor(None, 0))
+        await post(server, "r", 1)
+        assert [e.seq for e in events(await take(sub, 1))] == [1]
+        await asyncio.sleep(4)  # exp passes: token_expired, a fresh token in an auth message
+        await post(server, "r", 2)
+        assert [e.seq for e in events(await take(sub, 1))] == [2]
+        assert len(tokens) == 2 and sub.stats.connections == 1 and sub.state == "open"
 
 
 @pytest.mark.asyncio

@@ -602,7 +602,10 @@ class AsyncSubscriber:
         if state != self._state:
             self._state = state
             if self._on_state is not None:
-                self._on_state(state)
+                try:
+                    self._on_state(state)
+                except Exception:  # noqa: BLE001 - the application's bug must not stop the subscriber
+                    log.exception("hubcast: on_state raised")
 
     def _emit(self, item: Union[Update, HubcastError]) -> None:
         ready, space = self._prims()
@@ -618,7 +621,10 @@ class AsyncSubscriber:
     def _report(self, error: HubcastError) -> None:
         log.warning("hubcast: %s", error)
         if self._on_error is not None:
-            self._on_error(error)
+            try:
+                self._on_error(error)
+            except Exception:  # noqa: BLE001 - the application's bug must not stop the subscriber
+                log.exception("hubcast: on_error raised")
 
     def _finish(self, error: Optional[HubcastError] = None) -> None:
         if error is not None:
@@ -712,6 +718,12 @@ class AsyncSubscriber:
             if ws is not None:
                 try:
                     code, reason, welcomed = await self._session(ws)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - a bug here must not end the subscriber silently
+                    log.exception("hubcast: the session failed; reconnecting")
+                    ws.transport.abort()
+                    code, reason = 1011, "client error"
                 finally:
                     self._ws = None
                     self._outbox = None

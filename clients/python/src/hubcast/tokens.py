@@ -96,7 +96,9 @@ def mint_token(
     headers: Dict[str, Any] = {}
     if kid is not None:
         headers["kid"] = kid
-    return jwt.encode(payload, key, algorithm=algorithm, headers=headers or None)
+    # Older PyJWT releases type the key as str only; str and bytes both work.
+    signing_key: Any = key
+    return jwt.encode(payload, signing_key, algorithm=algorithm, headers=headers or None)
 
 
 def token_claims(token: str) -> Dict[str, Any]:
