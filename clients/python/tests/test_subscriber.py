@@ -368,5 +368,8 @@ def test_the_blocking_subscriber(server: Server) -> None:
         sub.wait_subscribed("sync:1", 5)
         assert sub.state == "open" and sub.rooms == ["sync:1"]
     assert sub.state == "closed"
+    assert sub.cursor("sync:1") == hubcast.Cursor(receipts[0].epoch, 4)  # to persist after closing
     with pytest.raises(StopIteration):
         sub.get(timeout=1)
+    with pytest.raises(hubcast.ClosedError):
+        sub.subscribe("sync:2")

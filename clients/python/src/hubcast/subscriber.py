@@ -903,13 +903,39 @@ class Subscriber:
                 ...
     """
 
-    def __init__(self, url: str, **options: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: Optional[str] = None,
+        token: Optional[Union[str, TokenProvider]] = None,
+        reconnect: ReconnectPolicy = ReconnectPolicy(),
+        heartbeat: Optional[Heartbeat] = Heartbeat(),
+        connect_timeout: float = 10.0,
+        history_page_size: int = 1000,
+        max_queued: int = 10_000,
+        on_error: Optional[Callable[[HubcastError], None]] = None,
+        on_state: Optional[Callable[[str], None]] = None,
+    ) -> None:
+        """See :class:`AsyncSubscriber` for the arguments. ``token`` (when a
+        function) and the callbacks run in the subscriber's thread."""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="hubcast-subscriber", daemon=True)
         self._thread.start()
 
         async def make() -> AsyncSubscriber:
-            return AsyncSubscriber(url, **options)
+            return AsyncSubscriber(
+                url,
+                api_key=api_key,
+                token=token,
+                reconnect=reconnect,
+                heartbeat=heartbeat,
+                connect_timeout=connect_timeout,
+                history_page_size=history_page_size,
+                max_queued=max_queued,
+                on_error=on_error,
+                on_state=on_state,
+            )
 
         try:
             self._sub = self._call(make())
@@ -938,7 +964,9 @@ class Subscriber:
         return self._sub.rooms
 
     def cursor(self, room: str) -> Optional[Cursor]:
-        """See :meth:`AsyncSubscriber.cursor`."""
+        """See :meth:`AsyncSubscriber.cursor` (still answers after :meth:`close`)."""
+        if self._loop.is_closed():
+            return self._sub.cursor(room)
 
         async def get() -> Optional[Cursor]:
             return self._sub.cursor(room)
