@@ -276,6 +276,20 @@ async def test_unsubscribe_and_subscribe_again_from_the_cursor(server: Server) -
         await post(server, "u", 3)
         assert [e.seq for e in events(await take(sub, 2))] == [2, 3]
         await assert_quiet(sub, 0.3)
+        # Churn within one tick, before the server answers anything: the last
+        # subscription wins and delivers each event once.
+        saved = sub.cursor("u")
+        for room in ("u", "v", "u", "v"):
+            start = saved if room == "u" else hubcast.Cursor(None, 0)
+            if room not in sub.rooms:
+                sub.subscribe(room, cursor=start)
+            sub.unsubscribe(room)
+            sub.subscribe(room, cursor=start)
+        await post(server, "u", 4)
+        await post(server, "v", "v1")
+        got = events(await take(sub, 2))
+        assert sorted((e.room, e.seq) for e in got) == [("u", 4), ("v", 1)]
+        await assert_quiet(sub, 0.5)
         with pytest.raises(ValueError):
             sub.subscribe("u")
         with pytest.raises(hubcast.InvalidRoomError):

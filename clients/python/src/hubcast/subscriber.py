@@ -234,9 +234,6 @@ class _Room:
                 self.wire = "active"
                 self._resync()
             return
-        if code == "not_subscribed":
-            self.on_unsubscribed()
-            return
         if code in ("store_unavailable", "over_capacity", "rate_limited"):
             # Nothing subscribed: ask again after a backoff.
             if self.wire in ("subscribing", "active"):
@@ -834,18 +831,23 @@ class AsyncSubscriber:
             elif kind == "caught_up" and r is not None:
                 r.on_caught_up(_int(frame, "seq"))
             elif kind == "unsubscribed" and isinstance(room_name, str):
-                self._draining.discard(room_name)
-                if r is not None:
-                    if r.wire == "waiting":
-                        r.wire = "idle"
-                        r.subscribe_now()
-                    else:
-                        r.on_unsubscribed()
+                self._unsubscribed(room_name, r)
             elif kind == "error":
                 self._on_error_frame(frame, r)
         except ProtocolViolation as err:
             self._report(err)
         return False
+
+    def _unsubscribed(self, name: str, r: Optional[_Room]) -> None:
+        """An unsubscribe of ``name`` is done (``unsubscribed``, or ``not_subscribed``)."""
+        self._draining.discard(name)
+        if r is None:
+            return
+        if r.wire == "waiting":
+            r.wire = "idle"
+            r.subscribe_now()
+        else:
+            r.on_unsubscribed()
 
     def _on_error_frame(self, frame: Mapping[str, Any], r: Optional[_Room]) -> None:
         code = frame.get("code")
@@ -855,11 +857,12 @@ class AsyncSubscriber:
         if "id" in frame:
             return  # answers a publish or presence request; this subscriber sends none
         room_name = frame.get("room")
-        if r is not None:
+        if code == "not_subscribed" and isinstance(room_name, str):
+            self._unsubscribed(room_name, r)  # expected while a subscription restarts
+        elif r is not None:
             r.on_subscription_error(code, message)
         elif isinstance(room_name, str):
-            if code == "not_subscribed":
-                self._draining.discard(room_name)
+            pass  # a room we no longer follow
         elif code == "token_expired" and callable(self._token_source):
             self._spawn(self._refresh_token())
         else:
