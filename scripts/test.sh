@@ -4,7 +4,8 @@
 # mode, plus tests/cluster.rs), starting those services when they are not
 # running (scripts/services.sh); then the integration tests driven by clients
 # from other ecosystems (Python `websockets`, Node `ws`); the dashboard in
-# headless Chromium; the TypeScript SDK's tests; a short fuzz run of every parser. Installs what it
+# headless Chromium; the TypeScript SDK's tests; the Python library's type check
+# and tests; a short fuzz run of every parser. Installs what it
 # needs when it is missing and leaves running services alone. Prints how long
 # each step took. Run from anywhere: scripts/test.sh
 set -euo pipefail
@@ -67,6 +68,9 @@ HUBCAST_BIN="$PWD/target/debug/hubcast" bash tests/external/run.sh
 
 step "TypeScript SDK: unit tests, shared vectors, end to end in Chromium"
 HUBCAST_BIN="$PWD/target/debug/hubcast" bash clients/js/run-tests.sh
+
+step "Python library: mypy --strict, pytest against the binary"
+HUBCAST_BIN="$PWD/target/debug/hubcast" bash clients/python/run-tests.sh
 
 step "dashboard in headless Chromium"
 HUBCAST_BIN="$PWD/target/debug/hubcast" bash tests/browser/run.sh
