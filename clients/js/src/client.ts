@@ -100,7 +100,7 @@ function isInteger(value: unknown): value is number {
  */
 export class HubcastClient {
   private readonly emitter: Emitter<ClientEvents>;
-  private readonly WS: WebSocketConstructor | undefined;
+  private readonly WS: WebSocketConstructor;
   private readonly fetchImpl: FetchLike;
   private readonly urls: { ws: string; http: string };
   private readonly backoff: BackoffConfig | null;
@@ -145,11 +145,23 @@ export class HubcastClient {
   private nextPresenceId = 0;
   private readonly host: RoomHost;
 
+  /**
+   * @throws TypeError when `options.url` is missing or not http(s)/ws(s), or when there is no
+   * WebSocket implementation (no global `WebSocket`, as on Node 20, and no `WebSocket` option).
+   */
   constructor(options: HubcastClientOptions) {
     if (!options || typeof options.url !== 'string') throw new TypeError('options.url is required');
     this.options = options;
     this.urls = deriveUrls(options.url);
-    this.WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (!WS) {
+      // Fail here, not later as a `closed` state whose cause shows only on an `error` event.
+      throw new TypeError(
+        'no WebSocket implementation: this runtime has no global WebSocket (Node 20 has none), so pass one ' +
+          "in the `WebSocket` option, e.g. `import WebSocket from 'ws'` and `new HubcastClient({ url, WebSocket })`",
+      );
+    }
+    this.WS = WS;
     // Called as a plain function, never as a method: a browser's fetch throws
     // "Illegal invocation" when its `this` is not the global object.
     const userFetch = options.fetch;
@@ -402,16 +414,6 @@ export class HubcastClient {
         return;
       }
       if (gen !== this.generation || this.currentState !== 'connecting') return;
-    }
-    if (!this.WS) {
-      const err = new HubcastError(
-        'closed',
-        'no WebSocket implementation: pass the `WebSocket` option (e.g. `import WebSocket from "ws"` on Node 20)',
-      );
-      this.emitter.emit('error', err);
-      this.stopReconcile();
-      this.setState('closed', { error: err });
-      return;
     }
     const url =
       token && this.options.sendTokenAs !== 'message' ? `${this.urls.ws}?token=${encodeURIComponent(token)}` : this.urls.ws;

@@ -686,11 +686,21 @@ var HubcastClient = class {
   presenceRequests = /* @__PURE__ */ new Map();
   nextPresenceId = 0;
   host;
+  /**
+   * @throws TypeError when `options.url` is missing or not http(s)/ws(s), or when there is no
+   * WebSocket implementation (no global `WebSocket`, as on Node 20, and no `WebSocket` option).
+   */
   constructor(options) {
     if (!options || typeof options.url !== "string") throw new TypeError("options.url is required");
     this.options = options;
     this.urls = deriveUrls(options.url);
-    this.WS = options.WebSocket ?? globalThis.WebSocket;
+    const WS = options.WebSocket ?? globalThis.WebSocket;
+    if (!WS) {
+      throw new TypeError(
+        "no WebSocket implementation: this runtime has no global WebSocket (Node 20 has none), so pass one in the `WebSocket` option, e.g. `import WebSocket from 'ws'` and `new HubcastClient({ url, WebSocket })`"
+      );
+    }
+    this.WS = WS;
     const userFetch = options.fetch;
     this.fetchImpl = (url, init) => {
       const f = userFetch ?? globalThis.fetch;
@@ -918,16 +928,6 @@ var HubcastClient = class {
         return;
       }
       if (gen !== this.generation || this.currentState !== "connecting") return;
-    }
-    if (!this.WS) {
-      const err = new HubcastError(
-        "closed",
-        'no WebSocket implementation: pass the `WebSocket` option (e.g. `import WebSocket from "ws"` on Node 20)'
-      );
-      this.emitter.emit("error", err);
-      this.stopReconcile();
-      this.setState("closed", { error: err });
-      return;
     }
     const url = token && this.options.sendTokenAs !== "message" ? `${this.urls.ws}?token=${encodeURIComponent(token)}` : this.urls.ws;
     let ws;
