@@ -45,7 +45,7 @@ cd "$here"
 step "npm ci (Node $(node --version))"
 npm ci --no-audit --no-fund --loglevel=error
 
-step "build (tsc → dist/)"
+step "build (tsc → dist/ ESM and dist/cjs/ CommonJS)"
 npm run --silent build
 
 step "type-check the tests"
