@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # clients/js: install (npm ci), build (tsc), type-check the tests, run the unit
 # tests (vitest: shared test vectors, property test, API), then the end-to-end
-# tests in headless Chromium and on Node against the real hubcast binary, and
-# the package as published (npm pack, installed into a temporary project,
-# loaded with import and require).
+# tests in headless Chromium and on Node against the real hubcast binary (the
+# README's examples too, run as written), and the package as published (npm
+# pack, installed into a temporary project, loaded with import and require).
 #
 #   clients/js/run-tests.sh                       # from any directory
 #   HUBCAST_BIN=/path/to/hubcast clients/js/run-tests.sh
