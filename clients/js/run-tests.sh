@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # clients/js: install (npm ci), build (tsc), type-check the tests, run the unit
 # tests (vitest: shared test vectors, property test, API), then the end-to-end
-# tests in headless Chromium and on Node against the real hubcast binary.
+# tests in headless Chromium and on Node against the real hubcast binary (the
+# README's examples too, run as written), and the package as published (npm
+# pack, installed into a temporary project, loaded with import and require).
 #
 #   clients/js/run-tests.sh                       # from any directory
 #   HUBCAST_BIN=/path/to/hubcast clients/js/run-tests.sh
@@ -45,7 +47,7 @@ cd "$here"
 step "npm ci (Node $(node --version))"
 npm ci --no-audit --no-fund --loglevel=error
 
-step "build (tsc → dist/)"
+step "build (tsc → dist/ ESM and dist/cjs/ CommonJS)"
 npm run --silent build
 
 step "type-check the tests"
@@ -58,7 +60,7 @@ if ! timeout 300 npx --no-install vitest run --config vitest.config.ts; then
   status=1
 fi
 
-step "end-to-end tests: headless Chromium and Node against $HUBCAST_BIN"
+step "end-to-end tests: headless Chromium and Node against $HUBCAST_BIN; the packed package"
 if ! timeout 400 npx --no-install vitest run --config vitest.e2e.config.ts; then
   echo "!! end-to-end tests failed" >&2
   status=1

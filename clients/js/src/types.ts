@@ -172,7 +172,10 @@ export interface HeartbeatOptions {
 export interface HubcastClientOptions {
   /** The server's base URL: `http(s)://host:port` or `ws(s)://host:port` (a path prefix is kept). */
   url: string;
-  /** WebSocket implementation; defaults to `globalThis.WebSocket` (pass `ws` on Node 20). */
+  /**
+   * WebSocket implementation; defaults to `globalThis.WebSocket`. Node 20 has none: pass `ws`
+   * (`import WebSocket from 'ws'`). With neither, the `HubcastClient` constructor throws a `TypeError`.
+   */
   WebSocket?: WebSocketConstructor;
   /** fetch implementation for the history route; defaults to `globalThis.fetch`. */
   fetch?: FetchLike;

@@ -1,3 +1,388 @@
+// ../../clients/js/src/errors.ts
+var HubcastError = class extends Error {
+  code;
+  constructor(code, message, details = {}) {
+    super(message, details.cause === void 0 ? void 0 : { cause: details.cause });
+    this.name = "HubcastError";
+    this.code = code;
+    if (details.closeCode !== void 0) this.closeCode = details.closeCode;
+    if (details.room !== void 0) this.room = details.room;
+    if (details.id !== void 0) this.id = details.id;
+    if (details.head !== void 0) this.head = details.head;
+    if (details.status !== void 0) this.status = details.status;
+  }
+};
+
+// ../../clients/js/src/heartbeat.ts
+function heartbeatConfig(options) {
+  return options === false ? null : { intervalMs: options?.intervalMs ?? 1e4, timeoutMs: options?.timeoutMs ?? 5e3 };
+}
+var Heartbeat = class {
+  constructor(config, link) {
+    this.config = config;
+    this.link = link;
+  }
+  timer = null;
+  lastFrameAt = 0;
+  framesReceived = 0;
+  ping = null;
+  /** Any frame from the server: the connection is alive. */
+  frameReceived() {
+    this.lastFrameAt = Date.now();
+    this.framesReceived += 1;
+  }
+  /** The socket opened: start watching it. */
+  start() {
+    this.lastFrameAt = Date.now();
+    this.ping = null;
+    if (this.config) this.schedule(this.config.intervalMs);
+  }
+  stop() {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    this.ping = null;
+  }
+  schedule(ms) {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.tick();
+    }, Math.max(0, ms));
+  }
+  /**
+   * Any frame counts as liveness. After `intervalMs` of silence a ping is sent;
+   * if nothing at all arrives within `timeoutMs` after it, the socket is
+   * abandoned and the client reconnects. So a dead connection is noticed at
+   * most `intervalMs + timeoutMs` after the last frame.
+   */
+  tick() {
+    const hb = this.config;
+    if (!hb || !this.link.isOpen()) return;
+    const now = Date.now();
+    if (this.ping !== null) {
+      if (this.framesReceived > this.ping.frames) {
+        this.ping = null;
+      } else {
+        const waited = now - this.ping.sentAt;
+        if (waited >= hb.timeoutMs) {
+          this.link.dead();
+          return;
+        }
+        this.schedule(hb.timeoutMs - waited);
+        return;
+      }
+    }
+    const idle = now - this.lastFrameAt;
+    if (idle >= hb.intervalMs) {
+      this.link.sendPing();
+      this.ping = { sentAt: now, frames: this.framesReceived };
+      this.schedule(hb.timeoutMs);
+    } else {
+      this.schedule(hb.intervalMs - idle);
+    }
+  }
+};
+
+// ../../clients/js/src/policy.ts
+var TERMINAL_CLOSE_CODES = /* @__PURE__ */ new Set([1008, 1009, 4001, 4003]);
+var IMMEDIATE_CLOSE_CODES = /* @__PURE__ */ new Set([1001, 1012]);
+var TRY_LATER_CLOSE_CODES = /* @__PURE__ */ new Set([1013, 4008]);
+var LOCAL_HEARTBEAT_TIMEOUT = 4010;
+var LOCAL_ABNORMAL = 1006;
+function backoffDelay(attempt, config, random) {
+  const window2 = Math.min(config.maxDelayMs, config.minDelayMs * 2 ** Math.min(attempt, 30));
+  return Math.floor(random() * window2);
+}
+function decideReconnect(code, attempt, welcomed, config, random) {
+  if (TERMINAL_CLOSE_CODES.has(code)) return { retry: false };
+  if (IMMEDIATE_CLOSE_CODES.has(code) && welcomed) return { retry: true, delayMs: 0 };
+  const delay = backoffDelay(attempt, config, random);
+  if (TRY_LATER_CLOSE_CODES.has(code)) return { retry: true, delayMs: Math.max(config.tryAgainLaterMs, delay) };
+  return { retry: true, delayMs: delay };
+}
+function terminalErrorCode(code) {
+  switch (code) {
+    case 4001:
+      return "unauthenticated";
+    case 4003:
+      return "forbidden";
+    case 1008:
+      return "policy_violation";
+    case 1009:
+      return "frame_too_big";
+    default:
+      return "closed";
+  }
+}
+var ROOM_NAME = /^[A-Za-z0-9_\-:.@=]{1,128}$/;
+function isValidRoomName(name) {
+  return typeof name === "string" && ROOM_NAME.test(name);
+}
+
+// ../../clients/js/src/connection.ts
+var OPEN = 1;
+var Connection = class {
+  constructor(config, credentials, emitter, hooks) {
+    this.credentials = credentials;
+    this.emitter = emitter;
+    this.hooks = hooks;
+    this.WS = config.WebSocket;
+    this.wsUrl = config.url;
+    this.options = config.options;
+    this.backoff = config.backoff;
+    this.random = config.random;
+    this.heartbeat = new Heartbeat(config.heartbeat, {
+      isOpen: () => this.ws !== null && this.currentState === "open",
+      sendPing: () => {
+        this.send({ type: "ping" });
+      },
+      dead: () => {
+        this.teardown(4e3, "heartbeat timeout");
+        this.socketGone(LOCAL_HEARTBEAT_TIMEOUT, "heartbeat timeout (no frame from the server)");
+      }
+    });
+  }
+  currentState = "idle";
+  ws = null;
+  /** Incremented for every connection attempt; callbacks of older attempts are ignored. */
+  gen = 0;
+  welcomed = false;
+  failedAttempts = 0;
+  sessionId = null;
+  reconnectTimer = null;
+  connectTimer = null;
+  WS;
+  wsUrl;
+  options;
+  backoff;
+  random;
+  heartbeat;
+  get state() {
+    return this.currentState;
+  }
+  /** The server's id of the current session, once `welcome` arrived. */
+  get session() {
+    return this.sessionId;
+  }
+  /** The current attempt's number; a publish records the one it was sent on. */
+  get generation() {
+    return this.gen;
+  }
+  /** Whether a connection attempt is under way or the socket is open. */
+  get active() {
+    return this.currentState === "connecting" || this.currentState === "open";
+  }
+  /** Opens a socket now, skipping a pending backoff. */
+  open() {
+    this.clearReconnectTimer();
+    void this.openSocket();
+  }
+  /** `welcome`: the session is established, and the backoff starts over. */
+  onWelcome(session) {
+    this.welcomed = true;
+    this.failedAttempts = 0;
+    this.sessionId = session;
+  }
+  /** Sends a frame if the socket is open; returns whether it was sent. */
+  send(frame) {
+    const ws = this.ws;
+    if (!ws || this.currentState !== "open" || ws.readyState !== OPEN) return false;
+    try {
+      ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+  /** Closes the socket for good (`close()`); `connect()` may start again. */
+  close() {
+    if (this.currentState === "closed" && this.ws === null) return;
+    this.teardown(1e3, "client closed");
+    this.welcomed = false;
+    this.sessionId = null;
+    this.clearReconnectTimer();
+    this.hooks.stopped(void 0, new HubcastError("closed", "the client was closed"));
+    this.setState("closed", { code: 1e3, reason: "client closed" });
+  }
+  async openSocket() {
+    const gen = ++this.gen;
+    this.setState("connecting");
+    let token;
+    if (this.options.getToken) {
+      try {
+        token = await this.options.getToken();
+        this.credentials.token = token ?? null;
+      } catch (err) {
+        if (gen !== this.gen || this.currentState !== "connecting") return;
+        this.emitter.emit("error", new HubcastError("token_error", `getToken failed: ${String(err)}`, { cause: err }));
+        this.afterDisconnect(LOCAL_ABNORMAL, "getToken failed", false);
+        return;
+      }
+      if (gen !== this.gen || this.currentState !== "connecting") return;
+    }
+    const url = token && this.options.sendTokenAs !== "message" ? `${this.wsUrl}?token=${encodeURIComponent(token)}` : this.wsUrl;
+    let ws;
+    try {
+      ws = new this.WS(url);
+    } catch (err) {
+      this.emitter.emit("error", new HubcastError("closed", `cannot open a WebSocket to ${url}: ${String(err)}`, { cause: err }));
+      this.afterDisconnect(LOCAL_ABNORMAL, "WebSocket constructor threw", false);
+      return;
+    }
+    this.ws = ws;
+    this.welcomed = false;
+    ws.onopen = () => {
+      if (this.ws === ws) this.onOpen();
+    };
+    ws.onmessage = (ev) => {
+      if (this.ws === ws) {
+        this.heartbeat.frameReceived();
+        this.hooks.frame(ev.data);
+      }
+    };
+    ws.onclose = (ev) => {
+      if (this.ws === ws) this.onSocketClose(typeof ev.code === "number" ? ev.code : LOCAL_ABNORMAL, ev.reason ?? "");
+    };
+    ws.onerror = () => {
+    };
+    const connectTimeoutMs = this.options.connectTimeoutMs ?? 1e4;
+    if (connectTimeoutMs > 0) {
+      this.connectTimer = setTimeout(() => {
+        this.connectTimer = null;
+        if (this.ws === ws && this.currentState === "connecting") {
+          this.teardown(4e3, "connect timeout");
+          this.socketGone(LOCAL_ABNORMAL, "connect timeout");
+        }
+      }, connectTimeoutMs);
+    }
+  }
+  onOpen() {
+    this.clearConnectTimer();
+    this.hooks.opening();
+    this.setState("open");
+    this.heartbeat.start();
+    if (this.options.sendTokenAs === "message" && this.credentials.token) this.send({ type: "auth", token: this.credentials.token });
+    this.hooks.opened();
+  }
+  onSocketClose(code, reason) {
+    this.teardown();
+    this.socketGone(code, reason);
+  }
+  /** Detaches the current socket (closing it with `code` if given). */
+  teardown(code, reason) {
+    this.clearConnectTimer();
+    this.heartbeat.stop();
+    this.hooks.detached();
+    const ws = this.ws;
+    this.ws = null;
+    if (!ws) return;
+    ws.onopen = null;
+    ws.onmessage = null;
+    ws.onclose = null;
+    ws.onerror = null;
+    if (code !== void 0) {
+      try {
+        ws.close(code, reason);
+      } catch {
+      }
+    }
+  }
+  /** The socket is gone: reset per-socket state, then reconnect or stop. */
+  socketGone(code, reason) {
+    const welcomed = this.welcomed;
+    this.welcomed = false;
+    this.sessionId = null;
+    this.hooks.socketGone();
+    this.afterDisconnect(code, reason, welcomed);
+  }
+  afterDisconnect(code, reason, welcomed) {
+    if (this.currentState === "closed") return;
+    this.failedAttempts = welcomed ? 0 : this.failedAttempts + 1;
+    if (TERMINAL_CLOSE_CODES.has(code)) {
+      const error = new HubcastError(terminalErrorCode(code), `connection closed with ${code}${reason ? `: ${reason}` : ""}; not retrying`, {
+        closeCode: code
+      });
+      this.hooks.stopped(error, error);
+      this.emitter.emit("error", error);
+      this.setState("closed", { code, reason, error });
+      return;
+    }
+    if (!this.backoff) {
+      this.hooks.stopped(void 0, new HubcastError("closed", "connection closed and reconnect is disabled", { closeCode: code }));
+      this.setState("closed", { code, reason });
+      return;
+    }
+    const decision = decideReconnect(code, this.failedAttempts, welcomed, this.backoff, this.random);
+    if (!decision.retry) return;
+    this.setState("reconnecting", { code, reason, delayMs: decision.delayMs, attempt: this.failedAttempts });
+    this.clearReconnectTimer();
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      if (this.currentState === "reconnecting") void this.openSocket();
+    }, decision.delayMs);
+  }
+  setState(state, detail = {}) {
+    const previous = this.currentState;
+    this.currentState = state;
+    const change = { state, previous, ...detail };
+    this.emitter.emit("state", change);
+    this.emitter.emit(state, change);
+  }
+  clearReconnectTimer() {
+    if (this.reconnectTimer !== null) {
+      clearTimeout(this.reconnectTimer);
+      this.reconnectTimer = null;
+    }
+  }
+  clearConnectTimer() {
+    if (this.connectTimer !== null) {
+      clearTimeout(this.connectTimer);
+      this.connectTimer = null;
+    }
+  }
+};
+
+// ../../clients/js/src/credentials.ts
+var Credentials = class {
+  constructor(options, send, reportError) {
+    this.options = options;
+    this.send = send;
+    this.reportError = reportError;
+  }
+  /** The last token `getToken` returned. */
+  token = null;
+  refreshing = null;
+  /** Whether the application gave a `getToken` (else there is never a token). */
+  get enabled() {
+    return Boolean(this.options.getToken);
+  }
+  /**
+   * Gets a fresh token from `getToken` and hands it to the open session in
+   * an `auth` message. Resolves with the new token, or `null` if there is
+   * none; concurrent calls share one `getToken` call.
+   */
+  refresh() {
+    if (!this.options.getToken) return Promise.resolve(null);
+    if (this.refreshing) return this.refreshing;
+    this.refreshing = (async () => {
+      try {
+        const token = await this.options.getToken() ?? null;
+        this.token = token;
+        if (token) this.send({ type: "auth", token });
+        return token;
+      } catch (err) {
+        this.reportError(new HubcastError("token_error", `getToken failed: ${String(err)}`, { cause: err }));
+        return null;
+      } finally {
+        this.refreshing = null;
+      }
+    })();
+    return this.refreshing;
+  }
+};
+
 // ../../clients/js/src/emitter.ts
 var Emitter = class {
   /**
@@ -48,56 +433,482 @@ var Emitter = class {
   }
 };
 
-// ../../clients/js/src/errors.ts
-var HubcastError = class extends Error {
-  code;
-  constructor(code, message, details = {}) {
-    super(message, details.cause === void 0 ? void 0 : { cause: details.cause });
-    this.name = "HubcastError";
-    this.code = code;
-    if (details.closeCode !== void 0) this.closeCode = details.closeCode;
-    if (details.room !== void 0) this.room = details.room;
-    if (details.id !== void 0) this.id = details.id;
-    if (details.head !== void 0) this.head = details.head;
-    if (details.status !== void 0) this.status = details.status;
+// ../../clients/js/src/wire.ts
+function isInteger(value) {
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
+}
+function parseMember(value) {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return null;
+  const v = value;
+  if (typeof v.id !== "string") return null;
+  const member = { id: v.id };
+  if ("info" in v && v.info !== void 0 && v.info !== null) member.info = v.info;
+  return member;
+}
+function parseMembers(value) {
+  if (!Array.isArray(value)) return null;
+  const members = [];
+  for (const item of value) {
+    const member = parseMember(item);
+    if (member === null) return null;
+    members.push(member);
+  }
+  return members;
+}
+
+// ../../clients/js/src/history.ts
+var HistoryReader = class {
+  constructor(httpBase, options, credentials) {
+    this.httpBase = httpBase;
+    this.options = options;
+    this.credentials = credentials;
+    const userFetch = options.fetch;
+    this.fetchImpl = (url, init) => {
+      const f = userFetch ?? globalThis.fetch;
+      if (!f) return Promise.reject(new TypeError("no fetch available: pass the `fetch` option"));
+      return f(url, init);
+    };
+  }
+  fetchImpl;
+  /** One page of `room` after `after`; fails with `history_unavailable`. */
+  async read(room, after, limit) {
+    try {
+      return await this.readOnce(room, after, limit);
+    } catch (err) {
+      if (err instanceof HubcastError && err.status === 401 && this.options.getToken) {
+        await this.credentials.refresh();
+        return this.readOnce(room, after, limit);
+      }
+      throw err;
+    }
+  }
+  async readOnce(room, after, limit) {
+    const url = `${this.httpBase}/v1/rooms/${room}/events?after=${after}&limit=${limit}`;
+    const timeoutMs = this.options.historyTimeoutMs ?? 1e4;
+    const controller = typeof AbortController === "function" ? new AbortController() : null;
+    const timer = controller && timeoutMs > 0 ? setTimeout(() => controller.abort(), timeoutMs) : null;
+    try {
+      const init = { method: "GET" };
+      if (controller) init.signal = controller.signal;
+      if (this.credentials.token) init.headers = { authorization: `Bearer ${this.credentials.token}` };
+      const res = await this.fetchImpl(url, init);
+      let body = null;
+      try {
+        body = await res.json();
+      } catch {
+        body = null;
+      }
+      if (!res.ok) {
+        const b = body;
+        const code = typeof b?.error === "string" ? b.error : "history_unavailable";
+        throw new HubcastError("history_unavailable", `GET ${url}: ${res.status} ${code}${typeof b?.message === "string" ? `: ${b.message}` : ""}`, {
+          room,
+          status: res.status
+        });
+      }
+      return parseHistory(body, room, url);
+    } finally {
+      if (timer !== null) clearTimeout(timer);
+    }
+  }
+};
+function parseHistory(body, room, url) {
+  const b = body;
+  const bad = () => new HubcastError("history_unavailable", `GET ${url}: unexpected answer`, { room });
+  if (!b || typeof b !== "object" || !Array.isArray(b.events) || !isInteger(b.head)) throw bad();
+  const events = [];
+  for (const e of b.events) {
+    if (!e || !isInteger(e.seq)) throw bad();
+    events.push({ seq: e.seq, ts: typeof e.ts === "number" ? e.ts : 0, data: e.data });
+  }
+  return {
+    epoch: typeof b.epoch === "string" ? b.epoch : null,
+    head: b.head,
+    earliest: isInteger(b.earliest) ? b.earliest : 1,
+    events
+  };
+}
+
+// ../../clients/js/src/inbound.ts
+function routeFrame(raw, to) {
+  if (typeof raw !== "string") {
+    protocolViolation(to, "a binary frame");
+    return;
+  }
+  let frame;
+  try {
+    const parsed = JSON.parse(raw);
+    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw new Error("not an object");
+    frame = parsed;
+  } catch {
+    protocolViolation(to, `a frame that is not a JSON object: ${raw.slice(0, 100)}`);
+    return;
+  }
+  const room = typeof frame.room === "string" ? to.rooms.get(frame.room) : void 0;
+  switch (frame.type) {
+    case "welcome":
+      to.connection.onWelcome(typeof frame.session === "string" ? frame.session : null);
+      to.emitter.emit("welcome", {
+        session: to.connection.session ?? "",
+        heartbeatMs: isInteger(frame.heartbeat_ms) ? frame.heartbeat_ms : 0
+      });
+      return;
+    case "subscribed":
+      if (typeof frame.epoch !== "string" || !isInteger(frame.head)) return protocolViolation(to, "a malformed subscribed");
+      room?.onSubscribed(frame.epoch, frame.head, frame.echo !== false);
+      return;
+    case "reset":
+      if (typeof frame.epoch !== "string") return protocolViolation(to, "a malformed reset");
+      room?.onReset(frame.epoch, isInteger(frame.earliest) ? frame.earliest : null);
+      return;
+    case "event":
+      if (!isInteger(frame.seq) || !("data" in frame)) return protocolViolation(to, "a malformed event");
+      room?.onEvent({ seq: frame.seq, ts: typeof frame.ts === "number" ? frame.ts : 0, data: frame.data });
+      return;
+    case "batch": {
+      if (!Array.isArray(frame.events)) return protocolViolation(to, "a malformed batch");
+      for (const item of frame.events) {
+        const e = item;
+        if (e === null || typeof e !== "object" || !isInteger(e.seq) || !("data" in e)) {
+          protocolViolation(to, "a malformed event in a batch");
+          continue;
+        }
+        room?.onEvent({ seq: e.seq, ts: typeof e.ts === "number" ? e.ts : 0, data: e.data });
+      }
+      return;
+    }
+    case "presence": {
+      const members = parseMembers(frame.members);
+      if (typeof frame.room !== "string" || members === null) return protocolViolation(to, "a malformed presence");
+      if (typeof frame.id === "string") {
+        if (to.presence.isAnswer(frame.room, frame.id)) to.presence.resolve(frame.room, members);
+        return;
+      }
+      room?.onPresence(members);
+      return;
+    }
+    case "join":
+    case "leave": {
+      const member = parseMember(frame.member);
+      if (member === null) return protocolViolation(to, `a malformed ${frame.type}`);
+      room?.onMembership(frame.type, member);
+      return;
+    }
+    case "caught_up":
+      if (!isInteger(frame.seq)) return protocolViolation(to, "a malformed caught_up");
+      room?.onCaughtUp(frame.seq);
+      return;
+    case "unsubscribed":
+      to.rooms.onUnsubscribed(frame.room);
+      return;
+    case "ack":
+      if (!to.publishes.onAck(frame)) protocolViolation(to, "a malformed ack");
+      return;
+    case "error":
+      onErrorFrame(frame, to);
+      return;
+    case "authenticated": {
+      const info = {};
+      if (typeof frame.sub === "string") info.sub = frame.sub;
+      if (typeof frame.exp === "number") info.exp = frame.exp;
+      to.emitter.emit("authenticated", info);
+      return;
+    }
+    case "pong":
+      return;
+    // liveness is recorded for every frame
+    default:
+      return;
+  }
+}
+function onErrorFrame(frame, to) {
+  const code = typeof frame.code === "string" ? frame.code : "unknown";
+  const message = typeof frame.message === "string" ? frame.message : code;
+  const roomName = typeof frame.room === "string" ? frame.room : void 0;
+  if (typeof frame.id === "string") {
+    if (roomName !== void 0 && to.presence.isAnswer(roomName, frame.id)) {
+      to.presence.reject(new HubcastError(code, message, { room: roomName }), roomName);
+      return;
+    }
+    if (to.publishes.onError(frame.id, code, message, frame.head)) return;
+  }
+  if (code === "token_expired" && roomName === void 0 && frame.id === void 0) {
+    if (to.credentials.enabled) {
+      void to.credentials.refresh();
+      return;
+    }
+  }
+  if (roomName !== void 0) {
+    if (to.rooms.isDraining(roomName) && code === "not_subscribed") {
+      to.rooms.onUnsubscribed(roomName);
+      return;
+    }
+    const room = to.rooms.get(roomName);
+    if (room) {
+      room.onSubscriptionError(code, message);
+      return;
+    }
+  }
+  const details = {};
+  if (roomName !== void 0) details.room = roomName;
+  to.emitter.emit("error", new HubcastError(code, message, details));
+}
+function protocolViolation(to, what) {
+  to.emitter.emit("error", new HubcastError("protocol_violation", `the server sent ${what}; ignored`));
+}
+
+// ../../clients/js/src/presence-requests.ts
+var PresenceRequests = class {
+  constructor(link) {
+    this.link = link;
+  }
+  /**
+   * Presence requests waiting for a `presence` frame, per room; `sent`: asked on the current
+   * socket; `id` (`presence:N`) is echoed by the server in the answer and in a refusal, so
+   * neither is taken for a subscription's.
+   */
+  requests = /* @__PURE__ */ new Map();
+  nextId = 0;
+  /** Adds a waiter for `room`'s members; the caller then connects or calls {@link send}. */
+  add(room, waiter) {
+    let entry = this.requests.get(room);
+    if (!entry) {
+      entry = { id: `presence:${++this.nextId}`, sent: false, waiters: [] };
+      this.requests.set(room, entry);
+    }
+    entry.waiters.push(waiter);
+  }
+  /** Sends one `presence` request per room with waiters not yet asked on this socket. */
+  send() {
+    if (!this.link.isOpen()) return;
+    for (const [room, entry] of this.requests) {
+      if (!entry.sent && this.link.send({ type: "presence", room, id: entry.id })) entry.sent = true;
+    }
+  }
+  /** Whether a frame of `room` with this `id` answers the request asked on this socket. */
+  isAnswer(room, id) {
+    if (room === void 0) return false;
+    const entry = this.requests.get(room);
+    return entry !== void 0 && entry.sent && entry.id === id;
+  }
+  /** The answer to `room`'s request: every waiter gets its own copy of the list. */
+  resolve(room, members) {
+    const entry = this.requests.get(room);
+    if (!entry) return;
+    this.requests.delete(room);
+    for (const waiter of entry.waiters) waiter.resolve(members.map((m) => ({ ...m })));
+  }
+  /** Fails the requests of `room` (of every room without one). */
+  reject(error, room) {
+    for (const [name, entry] of [...this.requests]) {
+      if (room !== void 0 && name !== room) continue;
+      this.requests.delete(name);
+      for (const waiter of entry.waiters) waiter.reject(error);
+    }
+  }
+  /** The socket is gone: every request is asked again on the next one. */
+  socketClosed() {
+    for (const entry of this.requests.values()) entry.sent = false;
   }
 };
 
-// ../../clients/js/src/policy.ts
-var TERMINAL_CLOSE_CODES = /* @__PURE__ */ new Set([1008, 1009, 4001, 4003]);
-var IMMEDIATE_CLOSE_CODES = /* @__PURE__ */ new Set([1001, 1012]);
-var TRY_LATER_CLOSE_CODES = /* @__PURE__ */ new Set([1013, 4008]);
-var LOCAL_HEARTBEAT_TIMEOUT = 4010;
-var LOCAL_ABNORMAL = 1006;
-function backoffDelay(attempt, config, random) {
-  const window2 = Math.min(config.maxDelayMs, config.minDelayMs * 2 ** Math.min(attempt, 30));
-  return Math.floor(random() * window2);
+// ../../clients/js/src/publishes.ts
+var MAX_ID_BYTES = 128;
+var RETRYABLE_PUBLISH_ERRORS = /* @__PURE__ */ new Set(["store_unavailable", "shutting_down", "over_capacity", "rate_limited", "token_expired"]);
+function utf8Length(text) {
+  return new TextEncoder().encode(text).length;
 }
-function decideReconnect(code, attempt, welcomed, config, random) {
-  if (TERMINAL_CLOSE_CODES.has(code)) return { retry: false };
-  if (IMMEDIATE_CLOSE_CODES.has(code) && welcomed) return { retry: true, delayMs: 0 };
-  const delay = backoffDelay(attempt, config, random);
-  if (TRY_LATER_CLOSE_CODES.has(code)) return { retry: true, delayMs: Math.max(config.tryAgainLaterMs, delay) };
-  return { retry: true, delayMs: delay };
+function newId() {
+  const bytes = new Uint8Array(16);
+  const crypto = globalThis.crypto;
+  if (crypto?.getRandomValues) crypto.getRandomValues(bytes);
+  else for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+  let id = "";
+  for (const b of bytes) id += b.toString(16).padStart(2, "0");
+  return id;
 }
-function terminalErrorCode(code) {
-  switch (code) {
-    case 4001:
-      return "unauthenticated";
-    case 4003:
-      return "forbidden";
-    case 1008:
-      return "policy_violation";
-    case 1009:
-      return "frame_too_big";
-    default:
-      return "closed";
+var PublishTracker = class {
+  constructor(options, backoff, random, link) {
+    this.options = options;
+    this.backoff = backoff;
+    this.random = random;
+    this.link = link;
   }
-}
-var ROOM_NAME = /^[A-Za-z0-9_\-:.@=]{1,128}$/;
-function isValidRoomName(name) {
-  return typeof name === "string" && ROOM_NAME.test(name);
-}
+  pending = /* @__PURE__ */ new Map();
+  /** Token bucket pacing socket publishes (`maxPublishesPerSecond`). */
+  budget = 0;
+  budgetAt = -1;
+  pumpTimer = null;
+  /** Number of publishes waiting for an answer. */
+  get size() {
+    return this.pending.size;
+  }
+  /**
+   * Checks a publish and queues it. `queued` is false when nothing new was
+   * queued (refused locally, or the id is already pending: its promise).
+   * The caller then connects or {@link pump}s.
+   */
+  add(room, data, options, clientClosed) {
+    const refuse = (err) => ({ promise: Promise.reject(err), queued: false });
+    if (!isValidRoomName(room)) {
+      return refuse(new HubcastError("invalid_room", `invalid room name ${JSON.stringify(room)}`, { room }));
+    }
+    const id = options.id ?? newId();
+    if (typeof id !== "string" || id.length === 0 || utf8Length(id) > MAX_ID_BYTES) {
+      return refuse(new HubcastError("bad_request", `publish id must be 1 to ${MAX_ID_BYTES} bytes`, { room }));
+    }
+    const existing = this.pending.get(id);
+    if (existing) return { promise: existing.promise, queued: false };
+    if (clientClosed) {
+      return refuse(new HubcastError("closed", "the client is closed", { room, id }));
+    }
+    if (options.expectedSeq !== void 0 && !isInteger(options.expectedSeq)) {
+      return refuse(new HubcastError("bad_request", "expectedSeq must be a non-negative integer", { room, id }));
+    }
+    let json;
+    try {
+      json = JSON.stringify(data);
+    } catch (err) {
+      return refuse(new HubcastError("bad_request", `data is not JSON-serializable: ${String(err)}`, { room, id }));
+    }
+    if (json === void 0) {
+      return refuse(new HubcastError("bad_request", "data is not JSON-serializable", { room, id }));
+    }
+    const maxBytes = this.options.maxEventBytes ?? 1024 * 1024;
+    if (utf8Length(json) > maxBytes) {
+      return refuse(new HubcastError("too_large", `data is larger than ${maxBytes} bytes`, { room, id }));
+    }
+    if (this.pending.size >= (this.options.maxQueuedPublishes ?? 1e3)) {
+      return refuse(new HubcastError("queue_full", "too many publishes waiting for an ack", { room, id }));
+    }
+    let frame = `{"type":"publish","id":${JSON.stringify(id)},"room":${JSON.stringify(room)},"data":${json}`;
+    if (options.expectedSeq !== void 0) frame += `,"expected_seq":${options.expectedSeq}`;
+    frame += "}";
+    let resolve;
+    let reject;
+    const promise = new Promise((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    const entry = {
+      id,
+      room,
+      frame,
+      resolve,
+      reject,
+      promise,
+      sentOn: 0,
+      attempts: 0,
+      retryTimer: null,
+      timeoutTimer: null
+    };
+    this.pending.set(id, entry);
+    const timeoutMs = options.timeoutMs ?? this.options.publishTimeoutMs ?? 0;
+    if (timeoutMs > 0) {
+      entry.timeoutTimer = setTimeout(() => {
+        this.settle(
+          entry,
+          new HubcastError("timeout", `publish ${id} was not acknowledged within ${timeoutMs} ms; it may still be appended: retry with the same id to find out`, { room, id })
+        );
+      }, timeoutMs);
+    }
+    return { promise, queued: true };
+  }
+  /**
+   * Sends the pending publishes not yet sent on this socket, in call order,
+   * at most `maxPublishesPerSecond` (bursts of as many): a queue flushed after
+   * a reconnect must not get the session closed for sending too fast (4008).
+   */
+  pump() {
+    if (!this.link.isOpen() || this.pumpTimer !== null) return;
+    const rate = this.options.maxPublishesPerSecond ?? 100;
+    for (const entry of this.pending.values()) {
+      if (entry.retryTimer !== null || entry.sentOn === this.link.generation()) continue;
+      if (rate > 0 && !this.takeToken(rate)) {
+        this.pumpTimer = setTimeout(() => {
+          this.pumpTimer = null;
+          this.pump();
+        }, Math.ceil(1e3 / rate));
+        return;
+      }
+      if (!this.link.send(entry.frame)) return;
+      entry.sentOn = this.link.generation();
+    }
+  }
+  /** The socket was detached: the paced sending stops (the next socket starts it again). */
+  stopPump() {
+    if (this.pumpTimer !== null) {
+      clearTimeout(this.pumpTimer);
+      this.pumpTimer = null;
+    }
+  }
+  /** The socket is gone: everything pending is resent on the next one. */
+  socketClosed() {
+    for (const entry of this.pending.values()) entry.sentOn = 0;
+  }
+  /** Whether a publish to `room` was sent on this socket and is not answered yet. */
+  inFlight(room) {
+    const generation = this.link.generation();
+    for (const entry of this.pending.values()) if (entry.room === room && entry.sentOn === generation) return true;
+    return false;
+  }
+  /** An `ack` frame. Returns `false` when it is malformed (the caller reports it). */
+  onAck(frame) {
+    if (typeof frame.id !== "string") return true;
+    const entry = this.pending.get(frame.id);
+    if (!entry) return true;
+    if (!isInteger(frame.seq)) return false;
+    this.settle(entry, { id: entry.id, room: typeof frame.room === "string" ? frame.room : entry.room, seq: frame.seq });
+    return true;
+  }
+  /**
+   * An `error` frame with an `id`: returns whether it answered a pending
+   * publish. Errors after which nothing was appended are retried (same id)
+   * after a backoff; any other fails the publish.
+   */
+  onError(id, code, message, head) {
+    const entry = this.pending.get(id);
+    if (!entry) return false;
+    if (RETRYABLE_PUBLISH_ERRORS.has(code) && this.backoff) {
+      entry.sentOn = 0;
+      const delay = backoffDelay(entry.attempts++, this.backoff, this.random);
+      entry.retryTimer = setTimeout(() => {
+        entry.retryTimer = null;
+        this.pump();
+      }, delay);
+      return true;
+    }
+    const details = { room: entry.room, id: entry.id };
+    if (isInteger(head)) details.head = head;
+    this.settle(entry, new HubcastError(code, message, details));
+    return true;
+  }
+  /** Fails every pending publish with a copy of `error` (its close code kept). */
+  rejectAll(error) {
+    for (const entry of [...this.pending.values()]) {
+      const details = { room: entry.room, id: entry.id };
+      if (error.closeCode !== void 0) details.closeCode = error.closeCode;
+      this.settle(entry, new HubcastError(error.code, error.message, details));
+    }
+  }
+  takeToken(rate) {
+    const now = Date.now();
+    this.budget = this.budgetAt < 0 ? rate : Math.min(rate, this.budget + (now - this.budgetAt) * rate / 1e3);
+    this.budgetAt = now;
+    if (this.budget < 1) return false;
+    this.budget -= 1;
+    return true;
+  }
+  settle(entry, outcome) {
+    if (this.pending.get(entry.id) !== entry) return;
+    this.pending.delete(entry.id);
+    if (entry.retryTimer !== null) clearTimeout(entry.retryTimer);
+    if (entry.timeoutTimer !== null) clearTimeout(entry.timeoutTimer);
+    if (outcome instanceof HubcastError) entry.reject(outcome);
+    else entry.resolve(outcome);
+    this.link.settled(entry.room, outcome instanceof HubcastError ? null : outcome.seq);
+  }
+};
 
 // ../../clients/js/src/channel.ts
 var Channel = class {
@@ -602,10 +1413,79 @@ var Room = class {
   }
 };
 
-// ../../clients/js/src/client.ts
-var OPEN = 1;
-var MAX_ID_BYTES = 128;
-var RETRYABLE_PUBLISH_ERRORS = /* @__PURE__ */ new Set(["store_unavailable", "shutting_down", "over_capacity", "rate_limited", "token_expired"]);
+// ../../clients/js/src/rooms.ts
+var RoomRegistry = class {
+  constructor(options, link) {
+    this.options = options;
+    this.link = link;
+  }
+  rooms = /* @__PURE__ */ new Map();
+  /** Room names whose `unsubscribe` is still in flight on the current socket. */
+  draining = /* @__PURE__ */ new Set();
+  reconcileTimer = null;
+  get(name) {
+    return this.rooms.get(name);
+  }
+  add(room) {
+    this.rooms.set(room.name, room);
+  }
+  /** Whether an `unsubscribe` of `name` is still in flight on the socket. */
+  isDraining(name) {
+    return this.draining.has(name);
+  }
+  /** A new socket, or none: no unsubscribe is in flight any more. */
+  clearDraining() {
+    this.draining.clear();
+  }
+  /** The room was unsubscribed by the application; `onServer`: the server has (or is getting) its subscription. */
+  remove(room, onServer) {
+    if (this.rooms.get(room.name) !== room) return;
+    this.rooms.delete(room.name);
+    if (onServer && this.link.isOpen()) {
+      if (!this.draining.has(room.name)) {
+        this.draining.add(room.name);
+        this.link.send({ type: "unsubscribe", room: room.name });
+      }
+    }
+  }
+  /** `unsubscribed` (or the `not_subscribed` that ends a drain) for `name`. */
+  onUnsubscribed(name) {
+    if (typeof name !== "string") return;
+    if (this.draining.delete(name)) {
+      this.rooms.get(name)?.subscribeNow();
+      return;
+    }
+    this.rooms.get(name)?.onUnsubscribed();
+  }
+  /** The socket opened: every room subscribes (from its cursor). */
+  subscribeAll() {
+    for (const room of this.rooms.values()) room.subscribeNow();
+  }
+  /** The socket is gone; the next one resubscribes every room. */
+  socketClosed() {
+    for (const room of this.rooms.values()) room.socketClosed();
+  }
+  /** The client stopped (`error`: a terminal close): iterators end. */
+  clientClosed(error) {
+    for (const room of this.rooms.values()) room.clientClosed(error);
+  }
+  /** Starts the `reconcileMs` poll of every room, if configured and not running. */
+  startReconcile() {
+    const every = this.options.reconcileMs ?? 0;
+    if (every <= 0 || this.reconcileTimer !== null) return;
+    this.reconcileTimer = setInterval(() => {
+      for (const room of this.rooms.values()) room.reconcile();
+    }, every);
+  }
+  stopReconcile() {
+    if (this.reconcileTimer !== null) {
+      clearInterval(this.reconcileTimer);
+      this.reconcileTimer = null;
+    }
+  }
+};
+
+// ../../clients/js/src/urls.ts
 function deriveUrls(url) {
   const loc = globalThis.location;
   const base = new URL(url, loc?.href);
@@ -629,116 +1509,117 @@ function deriveUrls(url) {
   if (path.endsWith("/v1/ws")) path = path.slice(0, -"/v1/ws".length);
   return { ws: `${ws}//${base.host}${path}/v1/ws`, http: `${http}//${base.host}${path}` };
 }
-function utf8Length(text) {
-  return new TextEncoder().encode(text).length;
-}
-function newId() {
-  const bytes = new Uint8Array(16);
-  const crypto = globalThis.crypto;
-  if (crypto?.getRandomValues) crypto.getRandomValues(bytes);
-  else for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
-  let id = "";
-  for (const b of bytes) id += b.toString(16).padStart(2, "0");
-  return id;
-}
-function isInteger(value) {
-  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
-}
+
+// ../../clients/js/src/client.ts
 var HubcastClient = class {
-  emitter;
-  WS;
-  fetchImpl;
-  urls;
-  backoff;
-  heartbeat;
-  random;
   options;
-  currentState = "idle";
-  ws = null;
-  /** Incremented for every connection attempt; callbacks of older attempts are ignored. */
-  generation = 0;
-  welcomed = false;
-  failedAttempts = 0;
-  sessionId = null;
-  /** The last token `getToken` returned. */
-  token = null;
-  refreshing = null;
-  reconnectTimer = null;
-  connectTimer = null;
-  reconcileTimer = null;
-  heartbeatTimer = null;
-  lastFrameAt = 0;
-  framesReceived = 0;
-  ping = null;
-  /** Token bucket pacing socket publishes (`maxPublishesPerSecond`). */
-  publishBudget = 0;
-  publishBudgetAt = -1;
-  pumpTimer = null;
-  rooms = /* @__PURE__ */ new Map();
-  /** Room names whose `unsubscribe` is still in flight on the current socket. */
-  draining = /* @__PURE__ */ new Set();
-  pending = /* @__PURE__ */ new Map();
-  /**
-   * Presence requests waiting for a `presence` frame, per room; `sent`: asked on the current
-   * socket; `id` (`presence:N`) is echoed by the server in the answer and in a refusal, so
-   * neither is taken for a subscription's.
-   */
-  presenceRequests = /* @__PURE__ */ new Map();
-  nextPresenceId = 0;
+  emitter;
+  backoff;
+  random;
+  credentials;
+  connection;
+  rooms;
+  publishes;
+  presenceRequests;
+  history;
+  /** Where the router hands each frame. */
+  recipients;
   host;
+  /**
+   * @throws TypeError when `options.url` is missing or not http(s)/ws(s), or when there is no
+   * WebSocket implementation (no global `WebSocket`, as on Node 20, and no `WebSocket` option).
+   */
   constructor(options) {
     if (!options || typeof options.url !== "string") throw new TypeError("options.url is required");
     this.options = options;
-    this.urls = deriveUrls(options.url);
-    this.WS = options.WebSocket ?? globalThis.WebSocket;
-    const userFetch = options.fetch;
-    this.fetchImpl = (url, init) => {
-      const f = userFetch ?? globalThis.fetch;
-      if (!f) return Promise.reject(new TypeError("no fetch available: pass the `fetch` option"));
-      return f(url, init);
-    };
+    const urls = deriveUrls(options.url);
+    const WS = options.WebSocket ?? globalThis.WebSocket;
+    if (!WS) {
+      throw new TypeError(
+        "no WebSocket implementation: this runtime has no global WebSocket (Node 20 has none), so pass one in the `WebSocket` option, e.g. `import WebSocket from 'ws'` and `new HubcastClient({ url, WebSocket })`"
+      );
+    }
     this.random = options.random ?? Math.random;
     this.backoff = options.reconnect === false ? null : {
       minDelayMs: options.reconnect?.minDelayMs ?? 250,
       maxDelayMs: options.reconnect?.maxDelayMs ?? 3e4,
       tryAgainLaterMs: options.reconnect?.tryAgainLaterMs ?? 5e3
     };
-    this.heartbeat = options.heartbeat === false ? null : { intervalMs: options.heartbeat?.intervalMs ?? 1e4, timeoutMs: options.heartbeat?.timeoutMs ?? 5e3 };
     this.emitter = new Emitter((err, event) => {
       if (event !== "error") this.reportListenerError(err);
     });
+    const isOpen = () => this.connection.state === "open";
+    const send = (frame) => this.connection.send(frame);
+    this.credentials = new Credentials(options, send, (err) => this.emitter.emit("error", err));
+    this.history = new HistoryReader(urls.http, options, this.credentials);
+    this.rooms = new RoomRegistry(options, { isOpen, send });
+    this.presenceRequests = new PresenceRequests({ isOpen, send });
+    this.publishes = new PublishTracker(options, this.backoff, this.random, {
+      isOpen,
+      generation: () => this.connection.generation,
+      send,
+      settled: (room, seq) => this.rooms.get(room)?.onPublishSettled(seq)
+    });
+    const config = { WebSocket: WS, url: urls.ws, options, backoff: this.backoff, heartbeat: heartbeatConfig(options.heartbeat), random: this.random };
+    this.connection = new Connection(config, this.credentials, this.emitter, {
+      opening: () => this.rooms.clearDraining(),
+      opened: () => {
+        this.rooms.subscribeAll();
+        this.presenceRequests.send();
+        this.publishes.pump();
+      },
+      frame: (raw) => routeFrame(raw, this.recipients),
+      detached: () => this.publishes.stopPump(),
+      socketGone: () => {
+        this.rooms.clearDraining();
+        this.rooms.socketClosed();
+        this.publishes.socketClosed();
+        this.presenceRequests.socketClosed();
+      },
+      stopped: (roomError, error) => {
+        this.rooms.clearDraining();
+        this.rooms.stopReconcile();
+        this.rooms.clientClosed(roomError);
+        this.publishes.rejectAll(error);
+        this.presenceRequests.reject(error);
+      }
+    });
+    this.recipients = {
+      emitter: this.emitter,
+      connection: this.connection,
+      credentials: this.credentials,
+      rooms: this.rooms,
+      publishes: this.publishes,
+      presence: this.presenceRequests
+    };
     const client = this;
     this.host = {
-      send: (frame) => this.sendFrame(frame),
-      isOpen: () => this.currentState === "open",
-      isDraining: (room) => this.draining.has(room),
-      fetchHistory: (room, after, limit) => this.fetchHistory(room, after, limit),
+      send,
+      isOpen,
+      isDraining: (room) => this.rooms.isDraining(room),
+      fetchHistory: (room, after, limit) => this.history.read(room, after, limit),
       get historyPageSize() {
         return client.options.historyPageSize ?? 1e3;
       },
       retryDelay: (attempt) => backoffDelay(attempt, this.backoff ?? { minDelayMs: 250, maxDelayMs: 3e4, tryAgainLaterMs: 0 }, this.random),
       reportError: (err) => this.emitter.emit("error", err),
-      removeRoom: (room, onServer) => this.removeRoom(room, onServer),
-      publishesInFlight: (room) => {
-        for (const entry of this.pending.values()) if (entry.room === room && entry.sentOn === this.generation) return true;
-        return false;
-      },
+      removeRoom: (room, onServer) => this.rooms.remove(room, onServer),
+      publishesInFlight: (room) => this.publishes.inFlight(room),
       publish: (room, data, opts) => this.publish(room, data, opts),
       requestPresence: (room) => this.presence(room)
     };
   }
-  // ---------------------------------------------------------------- public API
   /** The connection state: `idle` → `connecting` → `open` ⇄ `reconnecting` … → `closed`. */
   get state() {
-    return this.currentState;
+    return this.connection.state;
   }
   /** The server's id of the current session, once `welcome` arrived. */
   get session() {
-    return this.sessionId;
+    return this.connection.session;
   }
   /** Number of publishes waiting for an ack. */
   get pendingPublishes() {
-    return this.pending.size;
+    return this.publishes.size;
   }
   on(event, listener) {
     return this.emitter.on(event, listener);
@@ -758,9 +1639,9 @@ var HubcastClient = class {
     const existing = this.rooms.get(name);
     if (existing) return existing;
     const room = new Room(this.host, name, options, (err) => this.reportListenerError(err));
-    this.rooms.set(name, room);
-    if (this.currentState === "idle" && this.options.autoConnect !== false) this.connect();
-    else if (this.currentState === "open") room.subscribeNow();
+    this.rooms.add(room);
+    if (this.state === "idle" && this.options.autoConnect !== false) this.connect();
+    else if (this.state === "open") room.subscribeNow();
     return room;
   }
   /**
@@ -773,22 +1654,16 @@ var HubcastClient = class {
   presence(room) {
     if (!isValidRoomName(room)) return Promise.reject(new HubcastError("invalid_room", `invalid room name ${JSON.stringify(room)}`, { room }));
     return new Promise((resolve, reject) => {
-      let entry = this.presenceRequests.get(room);
-      if (!entry) {
-        entry = { id: `presence:${++this.nextPresenceId}`, sent: false, waiters: [] };
-        this.presenceRequests.set(room, entry);
-      }
-      entry.waiters.push({ resolve, reject });
-      if (this.currentState === "idle" && this.options.autoConnect !== false) this.connect();
-      else this.sendPresenceRequests();
+      this.presenceRequests.add(room, { resolve, reject });
+      if (this.state === "idle" && this.options.autoConnect !== false) this.connect();
+      else this.presenceRequests.send();
     });
   }
   /** Connects (or reconnects now, skipping a pending backoff). Also restarts a client that was closed. */
   connect() {
-    if (this.currentState === "connecting" || this.currentState === "open") return;
-    this.clearReconnectTimer();
-    this.startReconcile();
-    void this.openSocket();
+    if (this.connection.active) return;
+    this.rooms.startReconcile();
+    this.connection.open();
   }
   /**
    * Publishes `data` to `room` over the socket. Resolves with the seq once
@@ -799,70 +1674,11 @@ var HubcastClient = class {
    * head, `too_large`, `queue_full`, `timeout`, `closed`, or the terminal close.
    */
   publish(room, data, options = {}) {
-    if (!isValidRoomName(room)) {
-      return Promise.reject(new HubcastError("invalid_room", `invalid room name ${JSON.stringify(room)}`, { room }));
+    const { promise, queued } = this.publishes.add(room, data, options, this.state === "closed");
+    if (queued) {
+      if (this.state === "idle" && this.options.autoConnect !== false) this.connect();
+      else this.publishes.pump();
     }
-    const id = options.id ?? newId();
-    if (typeof id !== "string" || id.length === 0 || utf8Length(id) > MAX_ID_BYTES) {
-      return Promise.reject(new HubcastError("bad_request", `publish id must be 1 to ${MAX_ID_BYTES} bytes`, { room }));
-    }
-    const existing = this.pending.get(id);
-    if (existing) return existing.promise;
-    if (this.currentState === "closed") {
-      return Promise.reject(new HubcastError("closed", "the client is closed", { room, id }));
-    }
-    if (options.expectedSeq !== void 0 && !isInteger(options.expectedSeq)) {
-      return Promise.reject(new HubcastError("bad_request", "expectedSeq must be a non-negative integer", { room, id }));
-    }
-    let json;
-    try {
-      json = JSON.stringify(data);
-    } catch (err) {
-      return Promise.reject(new HubcastError("bad_request", `data is not JSON-serializable: ${String(err)}`, { room, id }));
-    }
-    if (json === void 0) {
-      return Promise.reject(new HubcastError("bad_request", "data is not JSON-serializable", { room, id }));
-    }
-    const maxBytes = this.options.maxEventBytes ?? 1024 * 1024;
-    if (utf8Length(json) > maxBytes) {
-      return Promise.reject(new HubcastError("too_large", `data is larger than ${maxBytes} bytes`, { room, id }));
-    }
-    if (this.pending.size >= (this.options.maxQueuedPublishes ?? 1e3)) {
-      return Promise.reject(new HubcastError("queue_full", "too many publishes waiting for an ack", { room, id }));
-    }
-    let frame = `{"type":"publish","id":${JSON.stringify(id)},"room":${JSON.stringify(room)},"data":${json}`;
-    if (options.expectedSeq !== void 0) frame += `,"expected_seq":${options.expectedSeq}`;
-    frame += "}";
-    let resolve;
-    let reject;
-    const promise = new Promise((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    const entry = {
-      id,
-      room,
-      frame,
-      resolve,
-      reject,
-      promise,
-      sentOn: 0,
-      attempts: 0,
-      retryTimer: null,
-      timeoutTimer: null
-    };
-    this.pending.set(id, entry);
-    const timeoutMs = options.timeoutMs ?? this.options.publishTimeoutMs ?? 0;
-    if (timeoutMs > 0) {
-      entry.timeoutTimer = setTimeout(() => {
-        this.settlePublish(
-          entry,
-          new HubcastError("timeout", `publish ${id} was not acknowledged within ${timeoutMs} ms; it may still be appended: retry with the same id to find out`, { room, id })
-        );
-      }, timeoutMs);
-    }
-    if (this.currentState === "idle" && this.options.autoConnect !== false) this.connect();
-    else this.pumpPublishes();
     return promise;
   }
   /**
@@ -871,548 +1687,11 @@ var HubcastClient = class {
    * Resolves with the new token, or `null` if there is none.
    */
   refreshToken() {
-    if (!this.options.getToken) return Promise.resolve(null);
-    if (this.refreshing) return this.refreshing;
-    this.refreshing = (async () => {
-      try {
-        const token = await this.options.getToken() ?? null;
-        this.token = token;
-        if (token) this.sendFrame({ type: "auth", token });
-        return token;
-      } catch (err) {
-        this.emitter.emit("error", new HubcastError("token_error", `getToken failed: ${String(err)}`, { cause: err }));
-        return null;
-      } finally {
-        this.refreshing = null;
-      }
-    })();
-    return this.refreshing;
+    return this.credentials.refresh();
   }
   /** Closes the socket for good: pending publishes fail with `closed`, iterators end. `connect()` starts again. */
   close() {
-    if (this.currentState === "closed" && this.ws === null) return;
-    this.teardownSocket(1e3, "client closed");
-    this.welcomed = false;
-    this.sessionId = null;
-    this.draining.clear();
-    this.stopReconcile();
-    this.clearReconnectTimer();
-    for (const room of this.rooms.values()) room.clientClosed();
-    this.rejectAllPublishes(new HubcastError("closed", "the client was closed"));
-    this.rejectPresenceRequests(new HubcastError("closed", "the client was closed"));
-    this.setState("closed", { code: 1e3, reason: "client closed" });
-  }
-  // ------------------------------------------------------------- connection
-  async openSocket() {
-    const gen = ++this.generation;
-    this.setState("connecting");
-    let token;
-    if (this.options.getToken) {
-      try {
-        token = await this.options.getToken();
-        this.token = token ?? null;
-      } catch (err) {
-        if (gen !== this.generation || this.currentState !== "connecting") return;
-        this.emitter.emit("error", new HubcastError("token_error", `getToken failed: ${String(err)}`, { cause: err }));
-        this.afterDisconnect(LOCAL_ABNORMAL, "getToken failed", false);
-        return;
-      }
-      if (gen !== this.generation || this.currentState !== "connecting") return;
-    }
-    if (!this.WS) {
-      const err = new HubcastError(
-        "closed",
-        'no WebSocket implementation: pass the `WebSocket` option (e.g. `import WebSocket from "ws"` on Node 20)'
-      );
-      this.emitter.emit("error", err);
-      this.stopReconcile();
-      this.setState("closed", { error: err });
-      return;
-    }
-    const url = token && this.options.sendTokenAs !== "message" ? `${this.urls.ws}?token=${encodeURIComponent(token)}` : this.urls.ws;
-    let ws;
-    try {
-      ws = new this.WS(url);
-    } catch (err) {
-      this.emitter.emit("error", new HubcastError("closed", `cannot open a WebSocket to ${url}: ${String(err)}`, { cause: err }));
-      this.afterDisconnect(LOCAL_ABNORMAL, "WebSocket constructor threw", false);
-      return;
-    }
-    this.ws = ws;
-    this.welcomed = false;
-    ws.onopen = () => {
-      if (this.ws === ws) this.onOpen();
-    };
-    ws.onmessage = (ev) => {
-      if (this.ws === ws) this.onMessage(ev.data);
-    };
-    ws.onclose = (ev) => {
-      if (this.ws === ws) this.onSocketClose(typeof ev.code === "number" ? ev.code : LOCAL_ABNORMAL, ev.reason ?? "");
-    };
-    ws.onerror = () => {
-    };
-    const connectTimeoutMs = this.options.connectTimeoutMs ?? 1e4;
-    if (connectTimeoutMs > 0) {
-      this.connectTimer = setTimeout(() => {
-        this.connectTimer = null;
-        if (this.ws === ws && this.currentState === "connecting") {
-          this.teardownSocket(4e3, "connect timeout");
-          this.socketGone(LOCAL_ABNORMAL, "connect timeout");
-        }
-      }, connectTimeoutMs);
-    }
-  }
-  onOpen() {
-    this.clearConnectTimer();
-    this.draining.clear();
-    this.setState("open");
-    this.startHeartbeat();
-    if (this.options.sendTokenAs === "message" && this.token) this.sendFrame({ type: "auth", token: this.token });
-    for (const room of this.rooms.values()) room.subscribeNow();
-    this.sendPresenceRequests();
-    this.pumpPublishes();
-  }
-  /** Sends one `presence` request per room with waiters not yet asked on this socket. */
-  sendPresenceRequests() {
-    if (this.currentState !== "open") return;
-    for (const [room, entry] of this.presenceRequests) {
-      if (!entry.sent && this.sendFrame({ type: "presence", room, id: entry.id })) entry.sent = true;
-    }
-  }
-  rejectPresenceRequests(error, room) {
-    for (const [name, entry] of [...this.presenceRequests]) {
-      if (room !== void 0 && name !== room) continue;
-      this.presenceRequests.delete(name);
-      for (const waiter of entry.waiters) waiter.reject(error);
-    }
-  }
-  onSocketClose(code, reason) {
-    this.teardownSocket();
-    this.socketGone(code, reason);
-  }
-  /** Detaches the current socket (closing it with `code` if given). */
-  teardownSocket(code, reason) {
-    this.clearConnectTimer();
-    this.stopHeartbeat();
-    if (this.pumpTimer !== null) {
-      clearTimeout(this.pumpTimer);
-      this.pumpTimer = null;
-    }
-    const ws = this.ws;
-    this.ws = null;
-    if (!ws) return;
-    ws.onopen = null;
-    ws.onmessage = null;
-    ws.onclose = null;
-    ws.onerror = null;
-    if (code !== void 0) {
-      try {
-        ws.close(code, reason);
-      } catch {
-      }
-    }
-  }
-  /** The socket is gone: reset per-socket state, then reconnect or stop. */
-  socketGone(code, reason) {
-    const welcomed = this.welcomed;
-    this.welcomed = false;
-    this.sessionId = null;
-    this.draining.clear();
-    for (const room of this.rooms.values()) room.socketClosed();
-    for (const entry of this.pending.values()) entry.sentOn = 0;
-    for (const entry of this.presenceRequests.values()) entry.sent = false;
-    this.afterDisconnect(code, reason, welcomed);
-  }
-  afterDisconnect(code, reason, welcomed) {
-    if (this.currentState === "closed") return;
-    this.failedAttempts = welcomed ? 0 : this.failedAttempts + 1;
-    if (TERMINAL_CLOSE_CODES.has(code)) {
-      const error = new HubcastError(terminalErrorCode(code), `connection closed with ${code}${reason ? `: ${reason}` : ""}; not retrying`, {
-        closeCode: code
-      });
-      this.stopReconcile();
-      for (const room of this.rooms.values()) room.clientClosed(error);
-      this.rejectAllPublishes(error);
-      this.rejectPresenceRequests(error);
-      this.emitter.emit("error", error);
-      this.setState("closed", { code, reason, error });
-      return;
-    }
-    if (!this.backoff) {
-      this.stopReconcile();
-      for (const room of this.rooms.values()) room.clientClosed();
-      this.rejectAllPublishes(new HubcastError("closed", "connection closed and reconnect is disabled", { closeCode: code }));
-      this.rejectPresenceRequests(new HubcastError("closed", "connection closed and reconnect is disabled", { closeCode: code }));
-      this.setState("closed", { code, reason });
-      return;
-    }
-    const decision = decideReconnect(code, this.failedAttempts, welcomed, this.backoff, this.random);
-    if (!decision.retry) return;
-    this.setState("reconnecting", { code, reason, delayMs: decision.delayMs, attempt: this.failedAttempts });
-    this.clearReconnectTimer();
-    this.reconnectTimer = setTimeout(() => {
-      this.reconnectTimer = null;
-      if (this.currentState === "reconnecting") void this.openSocket();
-    }, decision.delayMs);
-  }
-  setState(state, detail = {}) {
-    const previous = this.currentState;
-    this.currentState = state;
-    const change = { state, previous, ...detail };
-    this.emitter.emit("state", change);
-    this.emitter.emit(state, change);
-  }
-  sendFrame(frame) {
-    const ws = this.ws;
-    if (!ws || this.currentState !== "open" || ws.readyState !== OPEN) return false;
-    try {
-      ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
-      return true;
-    } catch {
-      return false;
-    }
-  }
-  // --------------------------------------------------------------- messages
-  onMessage(raw) {
-    this.lastFrameAt = Date.now();
-    this.framesReceived += 1;
-    if (typeof raw !== "string") {
-      this.protocolViolation("a binary frame");
-      return;
-    }
-    let frame;
-    try {
-      const parsed = JSON.parse(raw);
-      if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw new Error("not an object");
-      frame = parsed;
-    } catch {
-      this.protocolViolation(`a frame that is not a JSON object: ${raw.slice(0, 100)}`);
-      return;
-    }
-    const room = typeof frame.room === "string" ? this.rooms.get(frame.room) : void 0;
-    switch (frame.type) {
-      case "welcome":
-        this.welcomed = true;
-        this.failedAttempts = 0;
-        this.sessionId = typeof frame.session === "string" ? frame.session : null;
-        this.emitter.emit("welcome", {
-          session: this.sessionId ?? "",
-          heartbeatMs: isInteger(frame.heartbeat_ms) ? frame.heartbeat_ms : 0
-        });
-        return;
-      case "subscribed":
-        if (typeof frame.epoch !== "string" || !isInteger(frame.head)) return this.protocolViolation("a malformed subscribed");
-        room?.onSubscribed(frame.epoch, frame.head, frame.echo !== false);
-        return;
-      case "reset":
-        if (typeof frame.epoch !== "string") return this.protocolViolation("a malformed reset");
-        room?.onReset(frame.epoch, isInteger(frame.earliest) ? frame.earliest : null);
-        return;
-      case "event":
-        if (!isInteger(frame.seq) || !("data" in frame)) return this.protocolViolation("a malformed event");
-        room?.onEvent({ seq: frame.seq, ts: typeof frame.ts === "number" ? frame.ts : 0, data: frame.data });
-        return;
-      case "batch": {
-        if (!Array.isArray(frame.events)) return this.protocolViolation("a malformed batch");
-        for (const item of frame.events) {
-          const e = item;
-          if (e === null || typeof e !== "object" || !isInteger(e.seq) || !("data" in e)) {
-            this.protocolViolation("a malformed event in a batch");
-            continue;
-          }
-          room?.onEvent({ seq: e.seq, ts: typeof e.ts === "number" ? e.ts : 0, data: e.data });
-        }
-        return;
-      }
-      case "presence": {
-        const members = parseMembers(frame.members);
-        if (typeof frame.room !== "string" || members === null) return this.protocolViolation("a malformed presence");
-        if (typeof frame.id === "string") {
-          const entry = this.presenceRequests.get(frame.room);
-          if (entry?.sent && entry.id === frame.id) {
-            this.presenceRequests.delete(frame.room);
-            for (const waiter of entry.waiters) waiter.resolve(members.map((m) => ({ ...m })));
-          }
-          return;
-        }
-        room?.onPresence(members);
-        return;
-      }
-      case "join":
-      case "leave": {
-        const member = parseMember(frame.member);
-        if (member === null) return this.protocolViolation(`a malformed ${frame.type}`);
-        room?.onMembership(frame.type, member);
-        return;
-      }
-      case "caught_up":
-        if (!isInteger(frame.seq)) return this.protocolViolation("a malformed caught_up");
-        room?.onCaughtUp(frame.seq);
-        return;
-      case "unsubscribed":
-        this.onUnsubscribed(frame.room);
-        return;
-      case "ack":
-        this.onAck(frame);
-        return;
-      case "error":
-        this.onErrorFrame(frame);
-        return;
-      case "authenticated": {
-        const info = {};
-        if (typeof frame.sub === "string") info.sub = frame.sub;
-        if (typeof frame.exp === "number") info.exp = frame.exp;
-        this.emitter.emit("authenticated", info);
-        return;
-      }
-      case "pong":
-        return;
-      // liveness is recorded above, for every frame
-      default:
-        return;
-    }
-  }
-  onUnsubscribed(name) {
-    if (typeof name !== "string") return;
-    if (this.draining.delete(name)) {
-      this.rooms.get(name)?.subscribeNow();
-      return;
-    }
-    this.rooms.get(name)?.onUnsubscribed();
-  }
-  onAck(frame) {
-    if (typeof frame.id !== "string") return;
-    const entry = this.pending.get(frame.id);
-    if (!entry) return;
-    if (!isInteger(frame.seq)) return this.protocolViolation("a malformed ack");
-    this.settlePublish(entry, { id: entry.id, room: typeof frame.room === "string" ? frame.room : entry.room, seq: frame.seq });
-  }
-  onErrorFrame(frame) {
-    const code = typeof frame.code === "string" ? frame.code : "unknown";
-    const message = typeof frame.message === "string" ? frame.message : code;
-    const roomName = typeof frame.room === "string" ? frame.room : void 0;
-    if (typeof frame.id === "string") {
-      const request = roomName === void 0 ? void 0 : this.presenceRequests.get(roomName);
-      if (roomName !== void 0 && request?.sent && request.id === frame.id) {
-        this.rejectPresenceRequests(new HubcastError(code, message, { room: roomName }), roomName);
-        return;
-      }
-      const entry = this.pending.get(frame.id);
-      if (entry) {
-        if (RETRYABLE_PUBLISH_ERRORS.has(code) && this.backoff) {
-          entry.sentOn = 0;
-          const delay = backoffDelay(entry.attempts++, this.backoff, this.random);
-          entry.retryTimer = setTimeout(() => {
-            entry.retryTimer = null;
-            this.pumpPublishes();
-          }, delay);
-          return;
-        }
-        const details2 = { room: entry.room, id: entry.id };
-        if (isInteger(frame.head)) details2.head = frame.head;
-        this.settlePublish(entry, new HubcastError(code, message, details2));
-        return;
-      }
-    }
-    if (code === "token_expired" && roomName === void 0 && frame.id === void 0) {
-      if (this.options.getToken) {
-        void this.refreshToken();
-        return;
-      }
-    }
-    if (roomName !== void 0) {
-      if (this.draining.has(roomName) && code === "not_subscribed") {
-        this.onUnsubscribed(roomName);
-        return;
-      }
-      const room = this.rooms.get(roomName);
-      if (room) {
-        room.onSubscriptionError(code, message);
-        return;
-      }
-    }
-    const details = {};
-    if (roomName !== void 0) details.room = roomName;
-    this.emitter.emit("error", new HubcastError(code, message, details));
-  }
-  protocolViolation(what) {
-    this.emitter.emit("error", new HubcastError("protocol_violation", `the server sent ${what}; ignored`));
-  }
-  // ----------------------------------------------------------------- publish
-  /**
-   * Sends the pending publishes not yet sent on this socket, in call order,
-   * at most `maxPublishesPerSecond` (bursts of as many): a queue flushed after
-   * a reconnect must not get the session closed for sending too fast (4008).
-   */
-  pumpPublishes() {
-    if (this.currentState !== "open" || this.pumpTimer !== null) return;
-    const rate = this.options.maxPublishesPerSecond ?? 100;
-    for (const entry of this.pending.values()) {
-      if (entry.retryTimer !== null || entry.sentOn === this.generation) continue;
-      if (rate > 0 && !this.takePublishToken(rate)) {
-        this.pumpTimer = setTimeout(() => {
-          this.pumpTimer = null;
-          this.pumpPublishes();
-        }, Math.ceil(1e3 / rate));
-        return;
-      }
-      if (!this.sendFrame(entry.frame)) return;
-      entry.sentOn = this.generation;
-    }
-  }
-  takePublishToken(rate) {
-    const now = Date.now();
-    this.publishBudget = this.publishBudgetAt < 0 ? rate : Math.min(rate, this.publishBudget + (now - this.publishBudgetAt) * rate / 1e3);
-    this.publishBudgetAt = now;
-    if (this.publishBudget < 1) return false;
-    this.publishBudget -= 1;
-    return true;
-  }
-  settlePublish(entry, outcome) {
-    if (this.pending.get(entry.id) !== entry) return;
-    this.pending.delete(entry.id);
-    if (entry.retryTimer !== null) clearTimeout(entry.retryTimer);
-    if (entry.timeoutTimer !== null) clearTimeout(entry.timeoutTimer);
-    if (outcome instanceof HubcastError) entry.reject(outcome);
-    else entry.resolve(outcome);
-    this.rooms.get(entry.room)?.onPublishSettled(outcome instanceof HubcastError ? null : outcome.seq);
-  }
-  rejectAllPublishes(error) {
-    for (const entry of [...this.pending.values()]) {
-      const details = { room: entry.room, id: entry.id };
-      if (error.closeCode !== void 0) details.closeCode = error.closeCode;
-      this.settlePublish(entry, new HubcastError(error.code, error.message, details));
-    }
-  }
-  // ------------------------------------------------------------------- rooms
-  removeRoom(room, onServer) {
-    if (this.rooms.get(room.name) !== room) return;
-    this.rooms.delete(room.name);
-    if (onServer && this.currentState === "open") {
-      if (!this.draining.has(room.name)) {
-        this.draining.add(room.name);
-        this.sendFrame({ type: "unsubscribe", room: room.name });
-      }
-    }
-  }
-  async fetchHistory(room, after, limit) {
-    try {
-      return await this.fetchHistoryOnce(room, after, limit);
-    } catch (err) {
-      if (err instanceof HubcastError && err.status === 401 && this.options.getToken) {
-        await this.refreshToken();
-        return this.fetchHistoryOnce(room, after, limit);
-      }
-      throw err;
-    }
-  }
-  async fetchHistoryOnce(room, after, limit) {
-    const url = `${this.urls.http}/v1/rooms/${room}/events?after=${after}&limit=${limit}`;
-    const timeoutMs = this.options.historyTimeoutMs ?? 1e4;
-    const controller = typeof AbortController === "function" ? new AbortController() : null;
-    const timer = controller && timeoutMs > 0 ? setTimeout(() => controller.abort(), timeoutMs) : null;
-    try {
-      const init = { method: "GET" };
-      if (controller) init.signal = controller.signal;
-      if (this.token) init.headers = { authorization: `Bearer ${this.token}` };
-      const res = await this.fetchImpl(url, init);
-      let body = null;
-      try {
-        body = await res.json();
-      } catch {
-        body = null;
-      }
-      if (!res.ok) {
-        const b = body;
-        const code = typeof b?.error === "string" ? b.error : "history_unavailable";
-        throw new HubcastError("history_unavailable", `GET ${url}: ${res.status} ${code}${typeof b?.message === "string" ? `: ${b.message}` : ""}`, {
-          room,
-          status: res.status
-        });
-      }
-      return parseHistory(body, room, url);
-    } finally {
-      if (timer !== null) clearTimeout(timer);
-    }
-  }
-  startReconcile() {
-    const every = this.options.reconcileMs ?? 0;
-    if (every <= 0 || this.reconcileTimer !== null) return;
-    this.reconcileTimer = setInterval(() => {
-      for (const room of this.rooms.values()) room.reconcile();
-    }, every);
-  }
-  stopReconcile() {
-    if (this.reconcileTimer !== null) {
-      clearInterval(this.reconcileTimer);
-      this.reconcileTimer = null;
-    }
-  }
-  // --------------------------------------------------------------- heartbeat
-  startHeartbeat() {
-    this.lastFrameAt = Date.now();
-    this.ping = null;
-    if (this.heartbeat) this.scheduleHeartbeat(this.heartbeat.intervalMs);
-  }
-  stopHeartbeat() {
-    if (this.heartbeatTimer !== null) {
-      clearTimeout(this.heartbeatTimer);
-      this.heartbeatTimer = null;
-    }
-    this.ping = null;
-  }
-  scheduleHeartbeat(ms) {
-    if (this.heartbeatTimer !== null) clearTimeout(this.heartbeatTimer);
-    this.heartbeatTimer = setTimeout(() => {
-      this.heartbeatTimer = null;
-      this.heartbeatTick();
-    }, Math.max(0, ms));
-  }
-  /**
-   * Any frame counts as liveness. After `intervalMs` of silence a ping is sent;
-   * if nothing at all arrives within `timeoutMs` after it, the socket is
-   * abandoned and the client reconnects. So a dead connection is noticed at
-   * most `intervalMs + timeoutMs` after the last frame.
-   */
-  heartbeatTick() {
-    const hb = this.heartbeat;
-    if (!hb || !this.ws || this.currentState !== "open") return;
-    const now = Date.now();
-    if (this.ping !== null) {
-      if (this.framesReceived > this.ping.frames) {
-        this.ping = null;
-      } else {
-        const waited = now - this.ping.sentAt;
-        if (waited >= hb.timeoutMs) {
-          this.teardownSocket(4e3, "heartbeat timeout");
-          this.socketGone(LOCAL_HEARTBEAT_TIMEOUT, "heartbeat timeout (no frame from the server)");
-          return;
-        }
-        this.scheduleHeartbeat(hb.timeoutMs - waited);
-        return;
-      }
-    }
-    const idle = now - this.lastFrameAt;
-    if (idle >= hb.intervalMs) {
-      this.sendFrame({ type: "ping" });
-      this.ping = { sentAt: now, frames: this.framesReceived };
-      this.scheduleHeartbeat(hb.timeoutMs);
-    } else {
-      this.scheduleHeartbeat(hb.intervalMs - idle);
-    }
-  }
-  // ------------------------------------------------------------------ timers
-  clearReconnectTimer() {
-    if (this.reconnectTimer !== null) {
-      clearTimeout(this.reconnectTimer);
-      this.reconnectTimer = null;
-    }
-  }
-  clearConnectTimer() {
-    if (this.connectTimer !== null) {
-      clearTimeout(this.connectTimer);
-      this.connectTimer = null;
-    }
+    this.connection.close();
   }
   reportListenerError(err) {
     this.emitter.emit(
@@ -1421,40 +1700,6 @@ var HubcastClient = class {
     );
   }
 };
-function parseHistory(body, room, url) {
-  const b = body;
-  const bad = () => new HubcastError("history_unavailable", `GET ${url}: unexpected answer`, { room });
-  if (!b || typeof b !== "object" || !Array.isArray(b.events) || !isInteger(b.head)) throw bad();
-  const events = [];
-  for (const e of b.events) {
-    if (!e || !isInteger(e.seq)) throw bad();
-    events.push({ seq: e.seq, ts: typeof e.ts === "number" ? e.ts : 0, data: e.data });
-  }
-  return {
-    epoch: typeof b.epoch === "string" ? b.epoch : null,
-    head: b.head,
-    earliest: isInteger(b.earliest) ? b.earliest : 1,
-    events
-  };
-}
-function parseMember(value) {
-  if (value === null || typeof value !== "object" || Array.isArray(value)) return null;
-  const v = value;
-  if (typeof v.id !== "string") return null;
-  const member = { id: v.id };
-  if ("info" in v && v.info !== void 0 && v.info !== null) member.info = v.info;
-  return member;
-}
-function parseMembers(value) {
-  if (!Array.isArray(value)) return null;
-  const members = [];
-  for (const item of value) {
-    const member = parseMember(item);
-    if (member === null) return null;
-    members.push(member);
-  }
-  return members;
-}
 
 // src/app.ts
 var SPARK_POINTS = 60;

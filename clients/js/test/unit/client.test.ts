@@ -267,16 +267,20 @@ describe('connection state', () => {
     client.close();
   });
 
-  it('without a WebSocket implementation the client says so and closes', async () => {
-    const client = new HubcastClient({ url: 'http://x', WebSocket: undefined as never, heartbeat: false });
-    // Force "no implementation" even on a Node that has a global WebSocket.
-    (client as unknown as { WS: unknown }).WS = undefined;
-    const errors: HubcastError[] = [];
-    client.on('error', (e) => errors.push(e));
-    client.connect();
-    await vi.advanceTimersByTimeAsync(0);
-    expect(client.state).toBe('closed');
-    expect(errors[0]?.message).toMatch(/WebSocket/);
+  it('without a WebSocket implementation the constructor throws, naming the option', () => {
+    // Node 20 has no global WebSocket; make sure of it on a Node that has one.
+    vi.stubGlobal('WebSocket', undefined);
+    try {
+      expect(() => new HubcastClient({ url: 'http://x' })).toThrow(/no WebSocket implementation.*`WebSocket` option.*'ws'/);
+      expect(() => new HubcastClient({ url: 'http://x', WebSocket: undefined as never })).toThrow(TypeError);
+      // An implementation passed in, or a global one, is enough.
+      const ws = fakeWebSocket();
+      expect(new HubcastClient({ url: 'http://x', WebSocket: ws.WebSocket, autoConnect: false }).state).toBe('idle');
+      vi.stubGlobal('WebSocket', ws.WebSocket);
+      expect(new HubcastClient({ url: 'http://x', autoConnect: false }).state).toBe('idle');
+    } finally {
+      vi.unstubAllGlobals();
+    }
   });
 
   it('reconnect: false closes on the first drop', async () => {
