@@ -66,7 +66,7 @@ fi
 step "external clients (Python websockets, Node ws)"
 HUBCAST_BIN="$PWD/target/debug/hubcast" bash tests/external/run.sh
 
-step "TypeScript SDK: unit tests, shared vectors, end to end in Chromium"
+step "TypeScript SDK: unit tests, shared vectors, end to end in Chromium, README example, packed package"
 HUBCAST_BIN="$PWD/target/debug/hubcast" bash clients/js/run-tests.sh
 
 step "Python library: mypy --strict, pytest against the binary"
