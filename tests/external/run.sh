@@ -45,7 +45,7 @@ status=0
 
 echo "== pytest (Python websockets $("$venv/bin/python" -c 'import websockets; print(websockets.__version__)'))"
 # -p no:cacheprovider: leave no .pytest_cache in the tree.
-if ! (cd "$here/python" && timeout 300 "$venv/bin/python" -m pytest -p no:cacheprovider -q "$@" test_protocol.py); then
+if ! (cd "$here/python" && timeout 300 "$venv/bin/python" -m pytest -p no:cacheprovider -q "$@" test_protocol.py test_reliability.py); then
   echo "!! pytest failed" >&2
   status=1
 fi

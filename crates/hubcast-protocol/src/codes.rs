@@ -8,6 +8,10 @@
 pub mod close {
     /// The node is going away; resume elsewhere.
     pub const GOING_AWAY: u16 = 1001;
+    /// A malformed WebSocket frame (bad opcode, reserved bits, a bad continuation).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame that is not valid UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
     /// Policy violation, e.g. a binary frame where JSON text is expected.
     pub const POLICY: u16 = 1008;
     /// A frame was larger than the configured maximum.

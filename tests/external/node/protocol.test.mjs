@@ -518,3 +518,28 @@ serverTest('slow consumer is cut with 4009 and resumes from its cursor with exac
     await resumed.close();
     await fast.close();
   });
+
+// ---------------------------------------------------------------------------
+// reliability findings: close codes must reach the client
+
+serverTest('a close during replay is answered with 1000 and frees the session', { hub: { tail: 16 }, limits: { outbound_queue: 64 } }, async (server) => {
+  const room = 'node-close-replay';
+  const pad = 'x'.repeat(1000);
+  for (let start = 1; start <= 3000; start += 50) {
+    await Promise.all(range(start, start + 49).map((i) => server.publishOk(room, { i, pad })));
+  }
+  const { client } = await roomSocket(server, room, 'replayer', '?cursor=0');
+  for (let i = 0; i < 100; i++) assert.equal((await client.recv()).type, 'event');
+  client.ws.close(1000);
+  assert.equal(await client.closeCode(), 1000, 'the server answered the close');
+  const { client: again } = await roomSocket(server, room, 'again', '?cursor=2990');
+  assert.deepEqual(seqs(await again.eventsThrough(room, 3000)), range(2991, 3000));
+  await again.close();
+});
+
+serverTest('a 4008 close reaches a client that is still sending', { rate_limits: { messages_per_session_per_second: 5 } }, async (server) => {
+  const client = await Client.open(`${server.ws}/v1/ws`, 'flooder');
+  await client.welcome();
+  for (let i = 0; i < 2000 && client.ws.readyState === WebSocket.OPEN; i++) client.send({ type: 'ping' });
+  assert.equal(await client.closeCode(), 4008, 'the rate-limit close code, not 1006 from a reset');
+});

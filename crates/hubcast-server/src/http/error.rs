@@ -65,7 +65,7 @@ impl From<RoomNameError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> ApiError {
-        tracing::warn!(error = %err, "store error answered with 503");
-        ApiError::new(ErrorCode::StoreUnavailable, err.to_string())
+        tracing::warn!(error = %err, "store error answered with {}", err.code().http_status());
+        ApiError::new(err.code(), err.to_string())
     }
 }

@@ -79,7 +79,7 @@ async fn replay(store: &Arc<dyn Store>, out: &Outbound, room: &RoomName, from: u
         let page = store
             .read(room, position, REPLAY_PAGE)
             .await
-            .map_err(|err| ProtocolError::new(ErrorCode::StoreUnavailable, err.to_string(), None))?;
+            .map_err(|err| ProtocolError::new(err.code(), err.to_string(), None))?;
         let full_page = page.events.len() == REPLAY_PAGE;
         for event in &page.events {
             if event.seq != position + 1 {
@@ -117,7 +117,7 @@ pub(super) async fn start_subscription(
         .store
         .ensure_room(room)
         .await
-        .map_err(|err| ProtocolError::new(ErrorCode::StoreUnavailable, err.to_string(), None))?;
+        .map_err(|err| ProtocolError::new(err.code(), err.to_string(), None))?;
     let start = plan_start(&state, request, node.config.limits.max_rewind);
     let echo = node.namespaces.for_room(room).echo();
     let subscribed = ServerMessage::Subscribed { room, epoch: &state.epoch, head: state.head, echo: (!echo).then_some(false) };

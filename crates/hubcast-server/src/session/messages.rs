@@ -8,7 +8,7 @@ use axum::extract::ws::{Message, WebSocket};
 use futures_util::StreamExt;
 
 use super::join_reports::JoinReports;
-use super::{is_too_big, sleep_until, JoinResult, Session};
+use super::{close_for_read_error, sleep_until, JoinResult, Session};
 use crate::auth::{Action, Principal};
 use crate::limits::rate_key;
 use crate::metrics::note_refusal;
@@ -50,10 +50,9 @@ impl Session {
                 }
                 Ok(None) => return,
                 Ok(Some(Err(err))) => {
-                    if is_too_big(err) {
-                        self.control.close(close::TOO_BIG, "frame too big");
-                    } else {
-                        self.control.token.cancel();
+                    match close_for_read_error(err) {
+                        Some((code, reason)) => self.control.close(code, reason),
+                        None => self.control.token.cancel(),
                     }
                     return;
                 }
@@ -244,7 +243,7 @@ impl Session {
                 .encode().into()
             }
             Err(err) => {
-                let err = ProtocolError::new(ErrorCode::StoreUnavailable, err.to_string(), Some(&id));
+                let err = ProtocolError::new(err.code(), err.to_string(), Some(&id));
                 encode_error(&err, Some(&room))
             }
         };

@@ -164,6 +164,9 @@ async fn serve(mut opened: Opened, first: Option<SubscribeRequest>) {
     session.control.token.cancel();
     let _ = (&mut opened.writer).await;
     let close = session.control.close_reason();
+    if close.is_some() {
+        Box::pin(linger(&mut opened.stream)).await;
+    }
     let metrics = crate::metrics::get();
     // The close is counted before the gauge drops: once the gauge reads zero,
     // every close has been counted (a scrape may still read the two apart).
@@ -219,8 +222,42 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Whether a read error means the client sent a frame over the size limit.
-fn is_too_big(err: axum::Error) -> bool {
+/// The close code a read error ends the session with, or `None` when the
+/// peer is simply gone (an I/O error: nothing can be sent).
+fn close_for_read_error(err: axum::Error) -> Option<(u16, &'static str)> {
     use tokio_tungstenite::tungstenite::Error as WsError;
-    let inner = err.into_inner();
-    matches!(inner.downcast_ref::<WsError>(), Some(WsError::Capacity(_)))
+    match err.into_inner().downcast_ref::<WsError>() {
+        Some(WsError::Capacity(_)) => Some((close::TOO_BIG, "frame too big")),
+        Some(WsError::Protocol(_)) => Some((close::PROTOCOL_ERROR, "websocket protocol violation")),
+        Some(WsError::Utf8(_)) => Some((close::INVALID_DATA, "text frame is not valid utf-8")),
+        _ => None,
+    }
+}
+
+/// Most the lingering close reads after the server's close frame.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// After a close the server initiated, reads (and discards) what the client
+/// still sends until its Close or EOF, bounded in time and bytes, as nginx's
+/// lingering close does. Dropping a socket with unread data makes the kernel
+/// reset the connection, and a reset throws away the close frame the client
+/// has not read yet: it would see 1006 instead of 4008, 1009 or 1012.
+async fn linger(stream: &mut futures_util::stream::SplitStream<WebSocket>) {
+    use futures_util::StreamExt;
+    let drain = async {
+        let mut read = 0usize;
+        use axum::extract::ws::Message;
+        while let Some(Ok(message)) = stream.next().await {
+            read += match &message {
+                Message::Text(text) => text.len(),
+                Message::Binary(data) | Message::Ping(data) | Message::Pong(data) => data.len(),
+                Message::Close(_) => return,
+            };
+            if read > LINGER_BYTES {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }

@@ -67,9 +67,11 @@ pub async fn run(
             },
         };
         if written.is_err() {
-            // The peer is gone; nothing more can be written.
+            // The peer closed (its Close was read: frames may no longer be
+            // sent, but the close reply must still be flushed) or is gone
+            // (then the close below fails at once).
             control.token.cancel();
-            return;
+            break;
         }
     }
     // The session's token is a child of the node's: a shutdown cancelled it

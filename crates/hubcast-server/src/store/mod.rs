@@ -111,12 +111,34 @@ impl RetentionPolicy {
 /// Why a store operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// The store cannot be reached or refused the operation; retry later.
+    /// Transient: the store cannot be reached, is overloaded, timed out, or
+    /// refused the operation for now; the same request may succeed later
+    /// (503 with `Retry-After`; SDKs retry).
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// Permanent: a corrupt row, an impossible outcome, a bug. Retrying the
+    /// same request cannot help (500; SDKs do not retry).
+    #[error("store error: {0}")]
+    Internal(String),
     /// The store is shutting down and takes no more writes.
     #[error("store is closed")]
     Closed,
+}
+
+impl StoreError {
+    /// The error code a client is told: transient errors are
+    /// `store_unavailable` (503), permanent ones `internal` (500).
+    pub fn code(&self) -> crate::ErrorCode {
+        match self {
+            StoreError::Unavailable(_) | StoreError::Closed => crate::ErrorCode::StoreUnavailable,
+            StoreError::Internal(_) => crate::ErrorCode::Internal,
+        }
+    }
+
+    /// Whether retrying the same operation may succeed.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, StoreError::Internal(_))
+    }
 }
 
 /// The authoritative log. See the module docs for the contract.

@@ -68,7 +68,35 @@ struct Pending {
     pub(super) reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
 }
 
-fn unavailable(err: impl std::fmt::Display) -> StoreError {
+/// A PostgreSQL failure as a store error: transient when the same operation
+/// may succeed later (no connection, the server shutting down or out of
+/// resources, a statement timeout, a serialization failure or deadlock, a
+/// lock not available), permanent otherwise (bad data, a constraint or a
+/// statement the store should never send).
+fn unavailable(err: tokio_postgres::Error) -> StoreError {
+    let transient = match err.code() {
+        None => true, // I/O, closed connection, timeout: no server verdict
+        Some(state) => {
+            let code = state.code();
+            ["08", "53", "57", "40", "55P03", "58"].iter().any(|prefix| code.starts_with(prefix))
+        }
+    };
+    let message = match err.as_db_error() {
+        Some(db) => format!("{err}: {}", db.message()),
+        None => match std::error::Error::source(&err) {
+            Some(source) => format!("{err}: {source}"),
+            None => err.to_string(),
+        },
+    };
+    if transient {
+        StoreError::Unavailable(message)
+    } else {
+        StoreError::Internal(message)
+    }
+}
+
+/// A pool failure (no connection within the timeout, or none could be made).
+fn pool_unavailable(err: deadpool_postgres::PoolError) -> StoreError {
     StoreError::Unavailable(err.to_string())
 }
 
@@ -128,7 +156,7 @@ impl PostgresStore {
                     tx.commit().await.map_err(unavailable)?;
                     let receipt = match outcome.into_iter().next() {
                         Some(AppendOutcome::Appended(receipt)) => receipt,
-                        other => return Err(StoreError::Unavailable(format!("unexpected append outcome {other:?}"))),
+                        other => return Err(StoreError::Internal(format!("unexpected append outcome {other:?}"))),
                     };
                     let event = Event { room: receipt.room.clone(), seq: receipt.seq, ts: receipt.ts, data: request.data, origin: None };
                     let _ = self.feed.send(vec![Arc::new(event)]);
@@ -174,7 +202,7 @@ impl PostgresStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(unavailable)
+        self.pool.get().await.map_err(pool_unavailable)
     }
 }
 
@@ -259,7 +287,7 @@ impl Store for PostgresStore {
             for row in &rows {
                 let Some(seq) = row.get::<_, Option<i64>>(3) else { continue };
                 let data: String = row.get(5);
-                let data = RawValue::from_string(data).map_err(unavailable)?;
+                let data = RawValue::from_string(data).map_err(|e| StoreError::Internal(format!("stored event data is not JSON: {e}")))?;
                 events.push(Event { room: room.clone(), seq: seq as u64, ts: row.get(4), data, origin: None });
             }
             Ok(Page { state: Some(state), events })

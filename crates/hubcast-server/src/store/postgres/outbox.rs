@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
-use super::{append_batch_on, outbox_channel};
+use super::{append_batch_on, outbox_channel, unavailable};
 use super::{AppendOutcome, AppendRequest, StoreError};
 use crate::event::Event;
 use crate::room::RoomName;
@@ -78,7 +78,7 @@ impl Drainer {
 
     /// Moves one page of outbox rows into their rooms' logs; returns how many.
     async fn drain_page(&self) -> Result<usize, StoreError> {
-        let unavailable = |e: tokio_postgres::Error| StoreError::Unavailable(e.to_string());
+
         let mut client = self.pool.get().await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let tx = client.transaction().await.map_err(unavailable)?;
         let rows = tx

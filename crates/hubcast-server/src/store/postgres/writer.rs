@@ -8,7 +8,7 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, Mutex};
 
-use super::{unavailable, Pending};
+use super::{pool_unavailable, unavailable, Pending};
 use crate::event::Event;
 use crate::store::{AppendOutcome, AppendRequest, Receipt, StoreError};
 
@@ -86,7 +86,7 @@ pub(super) async fn append_batch<'a>(
     pool: &Pool,
     requests: impl Iterator<Item = &'a AppendRequest>,
 ) -> Result<Vec<AppendOutcome>, StoreError> {
-    let client = pool.get().await.map_err(unavailable)?;
+    let client = pool.get().await.map_err(pool_unavailable)?;
     append_batch_on(&client, requests).await
 }
 
@@ -115,7 +115,7 @@ pub(super) async fn append_batch_on<'a>(
         .await
         .map_err(unavailable)?;
     if rows.len() != names.len() {
-        return Err(StoreError::Unavailable(format!("append returned {} rows for {} events", rows.len(), names.len())));
+        return Err(StoreError::Internal(format!("append returned {} rows for {} events", rows.len(), names.len())));
     }
     let mut outcomes = Vec::with_capacity(rows.len());
     for (row, room) in rows.iter().zip(names) {

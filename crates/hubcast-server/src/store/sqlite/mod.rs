@@ -260,7 +260,30 @@ impl Store for SqliteStore {
     }
 }
 
+/// A SQLite failure as a store error: transient when the same operation may
+/// succeed later (busy, locked, out of disk or memory, an I/O error),
+/// permanent otherwise (a corrupt file, a row that does not decode, a
+/// constraint the writer should have made impossible).
 fn unavailable(err: rusqlite::Error) -> StoreError {
-    StoreError::Unavailable(err.to_string())
+    use rusqlite::ErrorCode as Code;
+    let transient = match &err {
+        rusqlite::Error::SqliteFailure(failure, _) => matches!(
+            failure.code,
+            Code::DatabaseBusy
+                | Code::DatabaseLocked
+                | Code::DiskFull
+                | Code::OutOfMemory
+                | Code::SystemIoFailure
+                | Code::CannotOpen
+                | Code::FileLockingProtocolFailed
+                | Code::ReadOnly
+        ),
+        _ => false,
+    };
+    if transient {
+        StoreError::Unavailable(err.to_string())
+    } else {
+        StoreError::Internal(err.to_string())
+    }
 }
 

@@ -344,7 +344,7 @@ fn transact_one(
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work.run_sqlite(&savepoint)));
     let decision = match ran {
         Ok(result) => result.map_err(TransactFailure::App)?,
-        Err(_) => return Err(TransactFailure::App(StoreError::Unavailable("the application transaction panicked".into()))),
+        Err(_) => return Err(TransactFailure::App(StoreError::Internal("the application transaction panicked".into()))),
     };
     match decision {
         TxDecision::Abort(answer) => Ok((TxOutcome::Aborted(answer), None)),
