@@ -57,6 +57,9 @@ pub enum ErrorCode {
     Conflict,
     /// The session already holds `limits.max_subscriptions` rooms.
     TooManySubscriptions,
+    /// An idempotency key was reused with a different room, body or
+    /// `expected_seq`: not a retry of the first publish.
+    IdempotencyMismatch,
     /// The session is already subscribed to that room.
     AlreadySubscribed,
     /// The session is not subscribed to that room.
@@ -94,6 +97,7 @@ impl ErrorCode {
             ErrorCode::InvalidParameter => "invalid_parameter",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::IdempotencyMismatch => "idempotency_mismatch",
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
             ErrorCode::AlreadySubscribed => "already_subscribed",
             ErrorCode::NotSubscribed => "not_subscribed",
@@ -123,6 +127,7 @@ impl ErrorCode {
             | ErrorCode::NotSubscribed => 400,
             ErrorCode::TooLarge => 413,
             ErrorCode::Conflict => 409,
+            ErrorCode::IdempotencyMismatch => 422,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Unauthenticated | ErrorCode::TokenExpired => 401,

@@ -66,6 +66,13 @@ pub async fn publish(
             crate::metrics::get().publish_duplicates.increment(1);
             Ok((StatusCode::OK, Json(receipt)).into_response())
         }
+        AppendOutcome::Mismatch(receipt) => Err(ApiError::new(
+            ErrorCode::IdempotencyMismatch,
+            format!(
+                "Idempotency-Key was already used for seq {} with a different body or expected_seq; use a new key for a new event",
+                receipt.seq
+            ),
+        )),
         AppendOutcome::Conflict { head, epoch } => {
             crate::metrics::get().publish_conflicts.increment(1);
             Err(ApiError {

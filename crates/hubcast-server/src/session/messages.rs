@@ -230,6 +230,13 @@ impl Session {
             Ok(AppendOutcome::Appended(receipt) | AppendOutcome::Duplicate(receipt)) => {
                 ServerMessage::Ack { id: &id, room: &room, seq: receipt.seq }.encode().into()
             }
+            Ok(AppendOutcome::Mismatch(receipt)) => {
+                let message = format!(
+                    "publish id was already used for seq {} with a different body or expected_seq; use a new id for a new event",
+                    receipt.seq
+                );
+                encode_error(&ProtocolError::new(ErrorCode::IdempotencyMismatch, message, Some(&id)), Some(&room))
+            }
             Ok(AppendOutcome::Conflict { head, .. }) => {
                 crate::metrics::get().publish_conflicts.increment(1);
                 let message = format!("expected_seq {} but the head is {head}", expected_seq.unwrap_or(0));

@@ -72,7 +72,7 @@ pub async fn idempotency_key_appends_once(store: Arc<dyn Store>, _feed: CommitFe
         AppendOutcome::Appended(receipt) => receipt,
         other => panic!("{other:?}"),
     };
-    match store.append(keyed(2)).await.unwrap() {
+    match store.append(keyed(1)).await.unwrap() {
         AppendOutcome::Duplicate(receipt) => assert_eq!(receipt, first),
         other => panic!("{other:?}"),
     }
@@ -97,7 +97,17 @@ pub async fn expected_seq_conflicts(store: Arc<dyn Store>, _feed: CommitFeed) {
     assert!(matches!(store.append(new_room).await.unwrap(), AppendOutcome::Appended(r) if r.seq == 1));
 }
 
-pub async fn commit_feed_reports_in_order_after_commit(store: Arc<dyn Store>, mut feed: CommitFeed) {
+/// Every commit is reported once, after it (a read already sees it). The
+/// order per room is checked for single-writer stores only (see the contract).
+pub async fn commit_feed_reports_after_commit(store: Arc<dyn Store>, feed: CommitFeed) {
+    commit_feed_check(store, feed, false).await
+}
+
+pub async fn commit_feed_reports_in_order_after_commit(store: Arc<dyn Store>, feed: CommitFeed) {
+    commit_feed_check(store, feed, true).await
+}
+
+async fn commit_feed_check(store: Arc<dyn Store>, mut feed: CommitFeed, in_order: bool) {
     for n in 1..=20 {
         let store = store.clone();
         tokio::spawn(async move { store.append(request("f", n)).await.unwrap() });
@@ -112,7 +122,23 @@ pub async fn commit_feed_reports_in_order_after_commit(store: Arc<dyn Store>, mu
             seen.push(event.seq);
         }
     }
+    if !in_order {
+        seen.sort_unstable();
+    }
     assert_eq!(seen, (1..=20).collect::<Vec<_>>());
+}
+
+pub async fn reused_key_with_another_body_is_a_mismatch(store: Arc<dyn Store>, _feed: CommitFeed) {
+    let keyed = |n, expected_seq| AppendRequest { idem_key: Some("k".into()), expected_seq, ..request("m", n) };
+    let first = match store.append(keyed(1, None)).await.unwrap() {
+        AppendOutcome::Appended(receipt) => receipt,
+        other => panic!("{other:?}"),
+    };
+    // The same request again is a retry; another body or expected_seq is not.
+    assert_eq!(store.append(keyed(1, None)).await.unwrap(), AppendOutcome::Duplicate(first.clone()));
+    assert_eq!(store.append(keyed(2, None)).await.unwrap(), AppendOutcome::Mismatch(first.clone()));
+    assert_eq!(store.append(keyed(1, Some(0))).await.unwrap(), AppendOutcome::Mismatch(first.clone()));
+    assert_eq!(store.read(&room("m"), 0, 10).await.unwrap().events.len(), 1, "nothing more was appended");
 }
 
 pub async fn rooms_have_stable_epochs(store: Arc<dyn Store>, _feed: CommitFeed) {
@@ -236,8 +262,30 @@ impl PostgresWork for Counter {
     }
 }
 
+/// Creates the application's table (committed, no event) before the race:
+/// concurrent `CREATE TABLE IF NOT EXISTS` can fail on PostgreSQL.
+struct CounterSetup;
+
+impl SqliteWork for CounterSetup {
+    fn run_sqlite(self: Box<Self>, conn: &rusqlite::Connection) -> Result<TxDecision, StoreError> {
+        conn.execute_batch(COUNTER_TABLE).map_err(|e| StoreError::Internal(e.to_string()))?;
+        Ok(TxDecision::Commit { event: None, answer: serde_json::Value::Null })
+    }
+}
+
+impl PostgresWork for CounterSetup {
+    fn run_postgres<'a>(self: Box<Self>, tx: &'a tokio_postgres::Transaction<'_>) -> BoxFuture<'a, Result<TxDecision, StoreError>> {
+        async move {
+            tx.batch_execute(COUNTER_TABLE).await.map_err(|e| StoreError::Internal(e.to_string()))?;
+            Ok(TxDecision::Commit { event: None, answer: serde_json::Value::Null })
+        }
+        .boxed()
+    }
+}
+
 pub async fn transact_commits_app_state_with_its_event(backend: Backend, mut feed: CommitFeed) {
     let store = backend.store();
+    backend.transact(CounterSetup).await.expect("the application's table");
     // Application transactions race plain appends to the same room.
     let mut tasks = Vec::new();
     for n in 0..10 {
@@ -329,6 +377,7 @@ mod sqlite {
         retention_prunes_and_moves_earliest,
         namespaces_have_their_own_retention,
         closed_store_refuses_writes,
+        reused_key_with_another_body_is_a_mismatch,
     );
 
     #[tokio::test]
@@ -346,5 +395,75 @@ mod sqlite {
         assert_eq!(page.events.len(), 3);
         assert_eq!(page.state.unwrap().epoch, epoch);
         assert_eq!(seq_of(&*store, request("d", 4)).await, 4);
+    }
+}
+
+/// The same contract on PostgreSQL, each test in its own schema, dropped
+/// afterwards. Skipped (with a note on stderr) only when no database answers
+/// at `HUBCAST_TEST_PG_URL` (default postgres://postgres@127.0.0.1:5432/test);
+/// `scripts/test.sh` starts one.
+mod postgres {
+    use super::*;
+    use crate::config::PostgresConfig;
+    use crate::store::postgres::PostgresStore;
+
+    fn url() -> String {
+        std::env::var("HUBCAST_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    }
+
+    /// A store in a fresh schema, or `None` when no PostgreSQL answers.
+    async fn open_backend() -> Option<(Backend, CommitFeed, String)> {
+        let schema = format!("contract_{:016x}", rand::random::<u64>());
+        let config = PostgresConfig { schema: schema.clone(), pool_size: 8, outbox: false, ..PostgresConfig::default() };
+        match PostgresStore::open(&url(), &config).await {
+            Ok((store, feed)) => Some((Backend::Postgres(Arc::new(store)), feed, schema)),
+            Err(err) => {
+                let unreachable = matches!(err, crate::store::postgres::OpenError::Connect(_));
+                assert!(unreachable, "postgres answered but the store did not open: {err}");
+                eprintln!("skipped: no PostgreSQL at {} ({err})", url());
+                None
+            }
+        }
+    }
+
+    async fn drop_schema(schema: &str) {
+        let (client, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls).await.expect("connect");
+        let driver = tokio::spawn(connection);
+        client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.expect("drop schema");
+        drop(client);
+        let _ = driver.await;
+    }
+
+    macro_rules! contract {
+        ($($check:ident),* $(,)?) => {$(
+            #[tokio::test]
+            async fn $check() {
+                let Some((backend, feed, schema)) = open_backend().await else { return };
+                super::$check(backend.store(), feed).await;
+                backend.store().close().await;
+                drop_schema(&schema).await;
+            }
+        )*};
+    }
+
+    contract!(
+        seqs_are_gapless_per_room,
+        concurrent_appends_stay_gapless,
+        idempotency_key_appends_once,
+        expected_seq_conflicts,
+        commit_feed_reports_after_commit,
+        rooms_have_stable_epochs,
+        retention_prunes_and_moves_earliest,
+        namespaces_have_their_own_retention,
+        closed_store_refuses_writes,
+        reused_key_with_another_body_is_a_mismatch,
+    );
+
+    #[tokio::test]
+    async fn transact_commits_app_state_with_its_event() {
+        let Some((backend, feed, schema)) = open_backend().await else { return };
+        super::transact_commits_app_state_with_its_event(backend.clone(), feed).await;
+        backend.store().close().await;
+        drop_schema(&schema).await;
     }
 }

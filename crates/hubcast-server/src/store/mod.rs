@@ -5,12 +5,19 @@
 //! tests in `store::contract`:
 //! - `append` assigns the room's next `seq` (1, 2, 3 … gapless) inside a
 //!   transaction and returns only after the commit is durable.
-//! - An append with an idempotency key already present in the room returns the
-//!   first append's receipt and appends nothing.
+//! - An append with an idempotency key already present in the room appends
+//!   nothing: it returns the first append's receipt as a duplicate when its
+//!   data and `expected_seq` are the first's (a true retry), as a mismatch
+//!   otherwise.
 //! - An append with `expected_seq` other than the head appends nothing and
 //!   returns [`AppendOutcome::Conflict`].
 //! - After each commit the store sends the committed events on its commit feed,
-//!   in seq order per room, never before the commit.
+//!   never before the commit. One store writer reports a room's events in seq
+//!   order; a store with several writers (PostgreSQL: the append writers, the
+//!   application transactions and the outbox drainer each report after their
+//!   own commit) may report two commits of one room in either order. The
+//!   feed is a prompt, not the order: its consumer orders by seq (the hub fills
+//!   a gap from the store and drops what it already delivered).
 //! - Reads see only committed events.
 //!
 //! Application transactions (an application's own writes and its event in one
@@ -52,6 +59,23 @@ pub struct AppendRequest {
     pub origin: Option<u64>,
 }
 
+impl AppendRequest {
+    /// What a retry must repeat for its key to count as the same publish:
+    /// a SHA-256 over `expected_seq` and the data as sent, stored with the
+    /// key (the room is part of the key's scope already).
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        match self.expected_seq {
+            Some(seq) => hash.update(seq.to_string().as_bytes()),
+            None => hash.update(b"-"),
+        }
+        hash.update(b"\n");
+        hash.update(self.data.get().as_bytes());
+        hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 /// What the publisher is told about a committed event.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Receipt {
@@ -66,8 +90,12 @@ pub struct Receipt {
 pub enum AppendOutcome {
     /// A new event was appended.
     Appended(Receipt),
-    /// The idempotency key was seen before; this is the first append's receipt.
+    /// The idempotency key was seen before with the same request; this is the
+    /// first append's receipt.
     Duplicate(Receipt),
+    /// The idempotency key was seen before with a different body or
+    /// `expected_seq`; nothing was appended. The first append's receipt.
+    Mismatch(Receipt),
     /// `expected_seq` did not match; nothing was appended.
     Conflict { head: u64, epoch: String },
 }

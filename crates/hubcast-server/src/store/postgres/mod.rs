@@ -316,7 +316,7 @@ impl Store for PostgresStore {
 
     fn enforce_retention(&self, policy: RetentionPolicy) -> BoxFuture<'_, Result<u64, StoreError>> {
         async move {
-            let client = self.client().await?;
+            let mut client = self.client().await?;
             let mut after = String::new();
             let mut deleted = 0;
             loop {
@@ -349,17 +349,20 @@ impl Store for PostgresStore {
                         prune_to = prune_to.max(expired.unwrap_or(0));
                     }
                     if prune_to > pruned {
-                        let removed = client
+                        // One transaction: a reader never sees the events gone
+                        // while `earliest` still promises them.
+                        let tx = client.transaction().await.map_err(unavailable)?;
+                        tx.execute(
+                            "UPDATE rooms SET pruned_through = $2 WHERE name = $1 AND pruned_through < $2",
+                            &[&name, &prune_to],
+                        )
+                        .await
+                        .map_err(unavailable)?;
+                        let removed = tx
                             .execute("DELETE FROM events WHERE room = $1 AND seq <= $2", &[&name, &prune_to])
                             .await
                             .map_err(unavailable)?;
-                        client
-                            .execute(
-                                "UPDATE rooms SET pruned_through = $2 WHERE name = $1 AND pruned_through < $2",
-                                &[&name, &prune_to],
-                            )
-                            .await
-                            .map_err(unavailable)?;
+                        tx.commit().await.map_err(unavailable)?;
                         deleted += removed;
                     }
                 }

@@ -7,8 +7,12 @@ use tokio_postgres::NoTls;
 use super::{outbox_channel, OpenError};
 
 /// Schema migrations, applied in order. Migration 1 is three files run as
-/// one: the tables, the append function, the outbox.
-const MIGRATIONS: &[&[&str]] = &[&[include_str!("schema.sql"), include_str!("append_events.sql"), include_str!("outbox.sql")]];
+/// one: the tables, the append function, the outbox; migration 2 adds the
+/// idempotency fingerprint.
+const MIGRATIONS: &[&[&str]] = &[
+    &[include_str!("schema.sql"), include_str!("append_events.sql"), include_str!("outbox.sql")],
+    &[include_str!("migration_2.sql")],
+];
 
 pub(super) async fn migrate(config: &tokio_postgres::Config, schema: &str) -> Result<(), OpenError> {
     let (mut client, connection) = config.connect(NoTls).await.map_err(OpenError::Connect)?;

@@ -99,18 +99,20 @@ pub(super) async fn append_batch_on<'a>(
     let mut data = Vec::new();
     let mut keys = Vec::new();
     let mut expected = Vec::new();
+    let mut hashes = Vec::new();
     let mut names = Vec::new();
     for request in requests {
         rooms.push(request.room.as_str());
         data.push(request.data.get());
         keys.push(request.idem_key.as_deref());
         expected.push(request.expected_seq.map(|s| s as i64));
+        hashes.push(request.idem_key.as_ref().map(|_| request.fingerprint()));
         names.push(request.room.clone());
     }
     let rows = client
         .query(
-            "SELECT o_idx, o_outcome, o_seq, o_ts, o_epoch, o_head FROM append_events($1, $2, $3, $4) ORDER BY o_idx",
-            &[&rooms, &data, &keys, &expected],
+            "SELECT o_idx, o_outcome, o_seq, o_ts, o_epoch, o_head FROM append_events($1, $2, $3, $4, $5) ORDER BY o_idx",
+            &[&rooms, &data, &keys, &expected, &hashes],
         )
         .await
         .map_err(unavailable)?;
@@ -131,6 +133,7 @@ pub(super) async fn append_batch_on<'a>(
         outcomes.push(match outcome {
             "appended" => AppendOutcome::Appended(receipt()),
             "duplicate" => AppendOutcome::Duplicate(receipt()),
+            "mismatch" => AppendOutcome::Mismatch(receipt()),
             _ => AppendOutcome::Conflict { head: head as u64, epoch: epoch.clone() },
         });
     }

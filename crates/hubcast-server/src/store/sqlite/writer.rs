@@ -290,16 +290,21 @@ fn append_one(
     request: AppendRequest,
     touched: &mut Vec<RoomName>,
 ) -> rusqlite::Result<(AppendOutcome, Option<Event>)> {
+    let fingerprint = request.idem_key.as_ref().map(|_| request.fingerprint());
     let AppendRequest { room, data, idem_key, expected_seq, origin } = request;
     let cached = cached_room(conn, rooms, &room, true)?.expect("created when missing");
     if let Some(key) = &idem_key {
         let first = conn
-            .prepare_cached("SELECT seq, ts FROM events WHERE room = ?1 AND idem_key = ?2")?
-            .query_row(params![room.as_str(), key], |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)?)))
+            .prepare_cached("SELECT seq, ts, idem_hash FROM events WHERE room = ?1 AND idem_key = ?2")?
+            .query_row(params![room.as_str(), key], |row| {
+                Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)?, row.get::<_, Option<String>>(2)?))
+            })
             .optional()?;
-        if let Some((seq, ts)) = first {
+        if let Some((seq, ts, hash)) = first {
             let receipt = Receipt { room, seq, epoch: cached.epoch.clone(), ts };
-            return Ok((AppendOutcome::Duplicate(receipt), None));
+            let same = hash.is_none() || hash == fingerprint;
+            let outcome = if same { AppendOutcome::Duplicate(receipt) } else { AppendOutcome::Mismatch(receipt) };
+            return Ok((outcome, None));
         }
     }
     if let Some(expected) = expected_seq {
@@ -309,8 +314,8 @@ fn append_one(
     }
     let seq = cached.head + 1;
     let ts = now_ms().max(cached.last_ts);
-    conn.prepare_cached("INSERT INTO events (room, seq, ts, data, idem_key) VALUES (?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![room.as_str(), seq as i64, ts, data.get(), idem_key])?;
+    conn.prepare_cached("INSERT INTO events (room, seq, ts, data, idem_key, idem_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+        .execute(params![room.as_str(), seq as i64, ts, data.get(), idem_key, fingerprint])?;
     cached.head = seq;
     cached.last_ts = ts;
     if !cached.dirty {
