@@ -1,7 +1,7 @@
 //! Shared helpers for the black-box tests, one file per thing:
 //!
 //! - [`wait`]: [`within`] and [`eventually`], the limits every await goes through.
-//! - [`server`]: a real `hubcast serve` process on a free loopback port,
+//! - [`server`]: a real `hubcast serve` process on a port the kernel picks,
 //!   with its own data directory and `hubcast.toml` ([`Server`]).
 //! - [`cluster`]: the PostgreSQL + NATS backend (`HUBCAST_TEST_BACKEND=cluster`).
 //! - [`api`]: an HTTP client for the v1 routes ([`Api`]).
@@ -13,7 +13,8 @@
 //!
 //! A hang fails the test with a message instead of hanging the suite. No test
 //! asserts a wall-clock duration: the limits here only turn "never" into a
-//! failure.
+//! failure. No test guesses a free port: servers are started on port 0 and
+//! say which port they got.
 
 // Every test binary compiles this module and uses a part of it.
 #![allow(dead_code, unused_imports)]

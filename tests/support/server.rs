@@ -1,9 +1,14 @@
 //! A real `hubcast serve` process ([`Server`]) with its own temp dir and
-//! `hubcast.toml`, on a free loopback port.
+//! `hubcast.toml`, on a port the kernel picks.
+//!
+//! No port is guessed: the server is started with `--listen 127.0.0.1:0` and
+//! the test reads the address it bound from the one line it prints on stdout
+//! once it listens ([`LISTENING`], documented in `hubcast serve --help`).
 
+use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +20,14 @@ use super::{within, Api, STEP};
 /// Config for tests where durability is not the subject: fsync-free commits.
 pub const FAST: &str = "[sqlite]\nsynchronous = \"normal\"\n";
 
+/// What `hubcast serve` prints on stdout once it listens, before the bound
+/// address: `listening on http://127.0.0.1:41234`.
+pub const LISTENING: &str = "listening on http://";
+
+/// The limit for a process to start: open its store (a PostgreSQL schema's
+/// migrations, on a loaded machine), listen and become ready.
+const START: Duration = Duration::from_secs(30);
+
 /// A `hubcast serve` child process with its own temp dir. Killed on drop; its
 /// log is printed when the test is failing.
 ///
@@ -25,7 +38,8 @@ pub const FAST: &str = "[sqlite]\nsynchronous = \"normal\"\n";
 pub struct Server {
     child: Option<Child>,
     dir: tempfile::TempDir,
-    port: u16,
+    /// The address the running (or last) process bound.
+    addr: SocketAddr,
     starts: u32,
     /// The subcommand and its own flags (`["serve"]`, or `["demo"]`).
     command: Vec<String>,
@@ -35,44 +49,34 @@ pub struct Server {
     cluster: Option<Arc<Cluster>>,
 }
 
+/// The process could not bind the port it was asked for.
+struct PortTaken;
+
 impl Server {
-    /// Writes `config` as the server's `hubcast.toml` and starts it on a free
-    /// loopback port, waiting until `/readyz` answers. The backend follows
+    /// Writes `config` as the server's `hubcast.toml` and starts it on a port
+    /// of its own, waiting until `/readyz` answers. The backend follows
     /// `HUBCAST_TEST_BACKEND` (see [`Server`]).
     pub async fn start(config: &str) -> Server {
-        let cluster = if cluster_backend() {
-            Some(Arc::new(Cluster::from_env().await))
-        } else {
-            None
-        };
-        Server::start_in(config, cluster).await
+        Server::start_with(config, &["serve"]).await
     }
 
     /// Starts the first node of a new cluster on the given PostgreSQL and NATS
     /// (whatever `HUBCAST_TEST_BACKEND` says), in a fresh schema and subject prefix.
     pub async fn start_cluster(config: &str, pg_url: &str, nats_url: &str) -> Server {
-        Server::start_in(config, Some(Arc::new(Cluster::new(pg_url, nats_url).await))).await
+        Server::start_command(config, Some(Arc::new(Cluster::new(pg_url, nats_url).await)), &["serve"]).await
     }
 
     /// Starts another node of `first`'s cluster: same PostgreSQL schema, same
     /// NATS and subject prefix, its own port, temp dir and `config`.
     pub async fn start_peer(first: &Server, config: &str) -> Server {
         let cluster = first.cluster.clone().expect("start_peer needs a cluster node (HUBCAST_TEST_BACKEND=cluster or start_cluster)");
-        Server::start_in(config, Some(cluster)).await
-    }
-
-    async fn start_in(config: &str, cluster: Option<Arc<Cluster>>) -> Server {
-        Server::start_command(config, cluster, &["serve"]).await
+        Server::start_command(config, Some(cluster), &["serve"]).await
     }
 
     /// Like [`start`](Self::start) for another subcommand (`&["demo"]`: the
     /// prediction-market demo), on the backend `HUBCAST_TEST_BACKEND` says.
     pub async fn start_with(config: &str, command: &[&str]) -> Server {
-        let cluster = if cluster_backend() {
-            Some(Arc::new(Cluster::from_env().await))
-        } else {
-            None
-        };
+        let cluster = if cluster_backend() { Some(Arc::new(Cluster::from_env().await)) } else { None };
         Server::start_command(config, cluster, command).await
     }
 
@@ -80,9 +84,11 @@ impl Server {
         let dir = tempfile::Builder::new().prefix("hubcast-test-").tempdir().expect("temp dir");
         std::fs::write(dir.path().join("hubcast.toml"), config).expect("write hubcast.toml");
         let command = command.iter().map(|c| c.to_string()).collect();
-        let mut server =
-            Server { child: None, dir, port: 0, starts: 0, command, api: Api::new("http://127.0.0.1:0".into()), cluster };
-        server.launch().await;
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut server = Server { child: None, dir, addr, starts: 0, command, api: Api::new(format!("http://{addr}")), cluster };
+        if server.launch(0).await.is_err() {
+            unreachable!("port 0 is never taken");
+        }
         server
     }
 
@@ -112,90 +118,122 @@ impl Server {
     }
 
     /// Starts the server again on the same data dir and config (after
-    /// [`kill9`](Self::kill9) or [`sigterm`](Self::sigterm)). Prefers the same port.
+    /// [`kill9`](Self::kill9) or [`sigterm`](Self::sigterm)), on a new port:
+    /// take [`api`](Self::api) and URLs from it again afterwards. For clients
+    /// that resume on the URL they had, see [`restart_on_same_port`](Self::restart_on_same_port).
     pub async fn restart(&mut self) {
+        self.stop_child();
+        if self.launch(0).await.is_err() {
+            unreachable!("port 0 is never taken");
+        }
+    }
+
+    /// Starts the server again on the port it had, as a supervisor restarts a
+    /// node: clients resume on the URLs they hold.
+    ///
+    /// The node binds with `SO_REUSEADDR`, so its own old connections in
+    /// `TIME_WAIT` do not stand in the way. Another process may have taken the
+    /// port while the node was down (the one race left, and only here): this
+    /// tries again for a while, then fails the test saying so.
+    pub async fn restart_on_same_port(&mut self) {
+        let port = self.addr.port();
+        assert_ne!(port, 0, "the server never listened");
+        self.stop_child();
+        for _attempt in 0..50 {
+            match self.launch(port).await {
+                Ok(()) => return,
+                Err(PortTaken) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        panic!("port {port} stayed taken by another process while hubcast was down; log:\n{}", self.log());
+    }
+
+    fn stop_child(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
-        self.launch().await;
     }
 
-    async fn launch(&mut self) {
-        let mut port = if self.port == 0 { free_port() } else { self.port };
-        for attempt in 0..5 {
-            self.starts += 1;
-            let log_path = self.log_path(self.starts);
-            let log = std::fs::File::create(&log_path).expect("create server log");
-            let mut command = Command::new(env!("CARGO_BIN_EXE_hubcast"));
-            command
-                .args(&self.command)
-                .arg("--config")
-                .arg(self.dir.path().join("hubcast.toml"))
-                .arg("--listen")
-                .arg(format!("127.0.0.1:{port}"))
-                .current_dir(self.dir.path())
-                .env("RUST_LOG", "hubcast=debug")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log);
-            for (key, _) in std::env::vars() {
-                if key.starts_with("HUBCAST_") {
-                    command.env_remove(key);
-                }
+    /// Starts the process on `127.0.0.1:{port}` (0: a port the kernel picks)
+    /// and waits until it listens and `/readyz` answers. `Err` if `port` was
+    /// taken; any other early exit fails the test.
+    async fn launch(&mut self, port: u16) -> Result<(), PortTaken> {
+        self.starts += 1;
+        let log_path = self.log_path(self.starts);
+        let log = std::fs::File::create(&log_path).expect("create server log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hubcast"));
+        command
+            .args(&self.command)
+            .arg("--config")
+            .arg(self.dir.path().join("hubcast.toml"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "hubcast=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        // HUBCAST_* variables are configuration: none of this shell's may leak in.
+        for (key, _) in std::env::vars() {
+            if key.starts_with("HUBCAST_") {
+                command.env_remove(key);
             }
-            match &self.cluster {
-                None => {
-                    command
-                        .arg("--store")
-                        .arg(format!("sqlite://{}", self.dir.path().join("data").join("hubcast.db").display()));
-                }
-                Some(cluster) => {
-                    command
-                        .arg("--store")
-                        .arg(&cluster.pg_url)
-                        .arg("--bus")
-                        .arg(&cluster.nats_url)
-                        .env("HUBCAST_POSTGRES__SCHEMA", &cluster.schema)
-                        .env("HUBCAST_NATS__SUBJECT_PREFIX", &cluster.prefix);
-                }
+        }
+        match &self.cluster {
+            None => {
+                command.arg("--store").arg(format!("sqlite://{}", self.dir.path().join("data").join("hubcast.db").display()));
             }
-            let child = command.spawn().expect("spawn hubcast");
-            self.child = Some(child);
-            self.port = port;
-            self.api = Api::new(format!("http://127.0.0.1:{port}"));
-            match self.wait_ready().await {
-                Ok(()) => return,
-                Err(status) => {
-                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    if log.contains("cannot listen") && attempt < 4 {
-                        port = free_port();
-                        continue;
-                    }
-                    panic!("hubcast exited before it was ready ({status}); log:\n{log}");
+            Some(cluster) => {
+                command
+                    .arg("--store")
+                    .arg(&cluster.pg_url)
+                    .arg("--bus")
+                    .arg(&cluster.nats_url)
+                    .env("HUBCAST_POSTGRES__SCHEMA", &cluster.schema)
+                    .env("HUBCAST_NATS__SUBJECT_PREFIX", &cluster.prefix);
+            }
+        }
+        let mut child = command.spawn().expect("spawn hubcast");
+        let listening = listening_address(&mut child, START).await;
+        self.child = Some(child);
+        match listening {
+            Ok(addr) => {
+                self.addr = addr;
+                self.api = Api::new(format!("http://{addr}"));
+                self.wait_ready().await;
+                Ok(())
+            }
+            Err(status) => {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                if port != 0 && log.contains("cannot listen") {
+                    return Err(PortTaken);
                 }
+                panic!("hubcast exited before it listened ({status})");
             }
         }
     }
 
-    async fn wait_ready(&mut self) -> Result<(), ExitStatus> {
+    /// Polls `/readyz` until it answers 200 (the node listens before its
+    /// store and bus are ready).
+    async fn wait_ready(&mut self) {
         let url = format!("{}/readyz", self.api.base);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                return Err(status);
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!("hubcast did not become ready; log:\n{}", self.log());
-            }
-            let probe = tokio::time::timeout(Duration::from_secs(2), self.api.http.get(&url).send()).await;
-            if let Ok(Ok(response)) = probe {
-                if response.status().is_success() {
-                    return Ok(());
+        let (child, http) = (self.child.as_mut().expect("server is running"), &self.api.http);
+        within(START, "hubcast to become ready", async {
+            loop {
+                if let Some(status) = child.try_wait().ok().flatten() {
+                    panic!("hubcast exited before it was ready ({status})");
                 }
+                let probe = tokio::time::timeout(Duration::from_secs(2), http.get(&url).send()).await;
+                if let Ok(Ok(response)) = probe {
+                    if response.status().is_success() {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
     }
 
     fn log_path(&self, start: u32) -> PathBuf {
@@ -214,17 +252,19 @@ impl Server {
         self.api.clone()
     }
 
+    /// `http://127.0.0.1:PORT`.
     pub fn base(&self) -> String {
         self.api.base.clone()
     }
 
+    /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        self.addr
     }
 
     /// `ws://127.0.0.1:PORT{path}`.
     pub fn ws_url(&self, path: &str) -> String {
-        format!("ws://127.0.0.1:{}{path}", self.port)
+        format!("ws://{}{path}", self.addr)
     }
 
     /// `ws://…/v1/rooms/{room}/ws{query}` (query includes its `?`).
@@ -245,26 +285,13 @@ impl Server {
 
     /// SIGTERM: asks for a graceful shutdown. Does not wait; see [`wait_exit`](Self::wait_exit).
     pub fn sigterm(&self) {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill -TERM");
+        let status = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status().expect("run kill -TERM");
         assert!(status.success(), "kill -TERM failed");
     }
 
     /// Waits for the process to exit and returns its status.
     pub async fn wait_exit(&mut self) -> ExitStatus {
-        let child = self.child.as_mut().expect("server was started");
-        within(STEP, "the server process to exit", async {
-            loop {
-                if let Some(status) = child.try_wait().expect("try_wait") {
-                    return status;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
+        exit_status(self.child.as_mut().expect("server was started")).await
     }
 
     /// Shortcut for [`Api::publish`].
@@ -295,7 +322,53 @@ impl Drop for Server {
     }
 }
 
-/// A port that was free a moment ago.
+/// Waits up to `limit` for the [`LISTENING`] line of `child` (spawned with a
+/// piped stdout, which this takes) and returns the address in it, or the exit
+/// status if the process ends first. The rest of stdout is read and dropped
+/// on a thread of its own, so the child never blocks on a full pipe.
+pub async fn listening_address(child: &mut Child, limit: Duration) -> Result<SocketAddr, ExitStatus> {
+    let stdout = child.stdout.take().expect("hubcast was spawned with a piped stdout");
+    match within(limit, "hubcast's `listening on` line", read_listening(stdout)).await {
+        Ok(Ok(addr)) => Ok(addr),
+        Ok(Err(line)) => panic!("hubcast printed {line:?}, which does not end in an address"),
+        // Stdout closed before the line: the process is ending.
+        Err(_) => Err(exit_status(child).await),
+    }
+}
+
+/// The address of the first [`LISTENING`] line on `stdout` (`Err`: the line
+/// as printed, if the rest is not an address). The channel closes without a
+/// value if stdout ends first.
+fn read_listening(stdout: ChildStdout) -> tokio::sync::oneshot::Receiver<Result<SocketAddr, String>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(address) = line.strip_prefix(LISTENING) {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(address.trim().parse::<SocketAddr>().map_err(|_| line.clone()));
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Waits (up to [`STEP`]) for `child` to exit.
+async fn exit_status(child: &mut Child) -> ExitStatus {
+    within(STEP, "the server process to exit", async {
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// A port that was free a moment ago (for the private services of
+/// `tests/cluster.rs`; hubcast itself is started on port 0).
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local addr").port()
