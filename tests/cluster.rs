@@ -220,12 +220,8 @@ async fn port_open(port: u16) -> bool {
 
 /// Runs a command to completion off the async workers; fails the test on a
 /// non-zero exit, showing its output.
-async fn run(mut command: Command, what: &str) {
-    let what = what.to_owned();
-    let output = within(PHASE, &what, tokio::task::spawn_blocking(move || command.output()))
-        .await
-        .expect("join")
-        .unwrap_or_else(|err| panic!("cannot run {what}: {err}"));
+async fn run(command: Command, what: &str) {
+    let output = output(command, what).await;
     assert!(
         output.status.success(),
         "{what} failed ({}):\n{}\n{}",
@@ -235,14 +231,23 @@ async fn run(mut command: Command, what: &str) {
     );
 }
 
+/// Runs a command to completion off the async workers; its output.
+async fn output(mut command: Command, what: &str) -> std::process::Output {
+    within(PHASE, what, tokio::task::spawn_blocking(move || command.output()))
+        .await
+        .expect("join")
+        .unwrap_or_else(|err| panic!("cannot run {what}: {err}"))
+}
+
 // ---------------------------------------------------------------------------
 // A private nats-server
 // ---------------------------------------------------------------------------
 
-/// A `nats-server` of this test alone, on a free loopback port, so stopping
-/// it disturbs no other test.
+/// A `nats-server` of this test alone, on a loopback port it picks, so
+/// stopping it disturbs no other test.
 struct PrivateNats {
     bin: PathBuf,
+    /// The port it listens on (0 before its first start).
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
@@ -254,7 +259,7 @@ impl PrivateNats {
         let bin = find_binary("nats-server", &["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"])
             .expect("nats-server is not installed (scripts/services.sh installs it)");
         let dir = tempfile::Builder::new().prefix("hubcast-nats-").tempdir().expect("temp dir");
-        let mut nats = PrivateNats { bin, port: support::free_port(), dir, child: None, starts: 0 };
+        let mut nats = PrivateNats { bin, port: 0, dir, child: None, starts: 0 };
         nats.launch().await;
         nats
     }
@@ -263,26 +268,41 @@ impl PrivateNats {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// Starts it (again) on the same port.
+    /// Starts it: the first time on a port it picks (`-p -1`), read from its
+    /// log; after that on the same port, since the nodes hold its URL.
     async fn launch(&mut self) {
         assert!(self.child.is_none(), "nats-server is already running");
         self.starts += 1;
-        let log = std::fs::File::create(self.dir.path().join(format!("nats-{}.log", self.starts))).expect("nats log");
+        let log_path = self.dir.path().join(format!("nats-{}.log", self.starts));
+        let log = std::fs::File::create(&log_path).expect("nats log");
+        let port = if self.port == 0 { "-1".to_owned() } else { self.port.to_string() };
         let child = Command::new(&self.bin)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-a", "127.0.0.1", "-p", &port])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap_or_else(|err| panic!("spawn {}: {err}", self.bin.display()));
-        self.child = Some(child);
-        let port = self.port;
-        within(STEP, "the private nats-server to listen", async {
-            while !port_open(port).await {
+        let child = self.child.insert(child);
+        let listening = within(STEP, "the private nats-server to listen", async {
+            loop {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let port = log
+                    .lines()
+                    .find_map(|line| line.split("Listening for client connections on 127.0.0.1:").nth(1))
+                    .and_then(|port| port.trim().parse::<u16>().ok());
+                if let Some(port) = port {
+                    return port;
+                }
+                if let Some(status) = child.try_wait().expect("try_wait") {
+                    panic!("the private nats-server exited ({status}):\n{log}");
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
         .await;
+        assert!(self.port == 0 || self.port == listening, "nats-server moved from port {} to {listening}", self.port);
+        self.port = listening;
     }
 
     /// Kills it (SIGKILL: connections drop without a goodbye).
@@ -311,7 +331,7 @@ impl Drop for PrivateNats {
 // ---------------------------------------------------------------------------
 
 /// A PostgreSQL instance of this test alone (initdb into a temp dir, trust
-/// auth, loopback, a free port), so stopping it disturbs no other test. When
+/// auth, loopback, a port of its own), so stopping it disturbs no other test. When
 /// the tests run as root it runs as user `postgres` (via `runuser`).
 struct PrivatePg {
     bin: PathBuf,
@@ -331,11 +351,28 @@ impl PrivatePg {
             chown.arg("postgres:postgres").arg(dir.path());
             run(chown, "chown of the private PostgreSQL dir").await;
         }
-        let pg = PrivatePg { bin, dir, port: support::free_port(), as_postgres };
+        let mut pg = PrivatePg { bin, dir, port: 0, as_postgres };
         let mut initdb = pg.tool("initdb");
         initdb.arg("-D").arg(pg.data()).args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"]);
         run(initdb, "initdb").await;
-        pg.start_server().await;
+        // PostgreSQL cannot be asked for port 0: take a port that was free a
+        // moment ago, and another one if something took it in between.
+        for attempt in 1..=5 {
+            pg.port = unused_port();
+            let started = output(pg.pg_ctl("start"), "pg_ctl start").await;
+            if started.status.success() {
+                break;
+            }
+            let log = pg.log();
+            assert!(
+                attempt < 5 && log.contains("could not bind"),
+                "pg_ctl start failed ({}):\n{}\n{}\n{log}",
+                started.status,
+                String::from_utf8_lossy(&started.stdout),
+                String::from_utf8_lossy(&started.stderr)
+            );
+        }
+        pg.wait_accepting().await;
         pg
     }
 
@@ -373,8 +410,13 @@ impl PrivatePg {
         command
     }
 
+    /// Starts it again on its port (the nodes hold its URL).
     async fn start_server(&self) {
         run(self.pg_ctl("start"), "pg_ctl start").await;
+        self.wait_accepting().await;
+    }
+
+    async fn wait_accepting(&self) {
         let url = self.url();
         eventually("the private PostgreSQL to accept connections", || {
             let url = url.clone();
@@ -409,6 +451,13 @@ impl Drop for PrivatePg {
         command.args(["-m", "immediate"]).stdout(Stdio::null()).stderr(Stdio::null());
         let _ = command.status();
     }
+}
+
+/// A loopback port that was free a moment ago, for PostgreSQL alone: it
+/// cannot be asked for port 0, unlike hubcast and nats-server.
+fn unused_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
 }
 
 fn is_root() -> bool {

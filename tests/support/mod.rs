@@ -33,7 +33,7 @@ pub use api::{range, seqs, Api, Receipt};
 pub use cluster::{cluster_backend, pg_connect, test_nats_url, test_pg_url, Cluster};
 pub use follower::{follow, Followed};
 pub use raw_ws::{Frame, RawWs};
-pub use server::{free_port, Server, FAST};
+pub use server::{Server, FAST};
 pub use wait::{eventually, within, PHASE, STEP};
 pub use ws::Ws;
 

@@ -366,10 +366,3 @@ async fn exit_status(child: &mut Child) -> ExitStatus {
     })
     .await
 }
-
-/// A port that was free a moment ago (for the private services of
-/// `tests/cluster.rs`; hubcast itself is started on port 0).
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
-}
