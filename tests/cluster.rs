@@ -26,10 +26,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::{json, Value};
-use support::{eventually, range, seqs, within, Api, Receipt, Server, Ws, PHASE, STEP};
-use tokio_tungstenite::tungstenite::Message;
+use support::{eventually, range, seqs, within, Api, Follower, Receipt, Server, Ws, PHASE, STEP};
 
 /// Whether the cluster services are expected; prints why a test is skipped.
 fn cluster_or_skip(test: &str) -> bool {
@@ -49,75 +47,6 @@ const RECONCILE: &str = "[hub]\nreconcile_ms = 200\n";
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// What a [`follow_nodes`] run saw.
-#[derive(Debug, Default)]
-struct Followed {
-    events: Vec<Value>,
-    /// Which node (index into the URL list) delivered each event.
-    served_by: Vec<usize>,
-    connections: u32,
-    epoch: Option<String>,
-}
-
-/// A client behind a load balancer: follows `room` from `start`, connecting
-/// to `nodes[first]`; after a disconnect it resumes with its cursor on the
-/// same node, or on the next one when that node refuses the connection.
-/// Every event must be exactly the next seq. `progress` tracks the cursor.
-async fn follow_nodes(nodes: Vec<String>, first: usize, room: String, start: u64, upto: u64, progress: Arc<AtomicU64>) -> Followed {
-    let mut seen = Followed::default();
-    let mut last = start;
-    let mut node = first;
-    let mut refused = 0;
-    while last < upto {
-        let mut url = format!("{}/v1/rooms/{room}/ws?cursor={last}", nodes[node]);
-        if let Some(epoch) = &seen.epoch {
-            url.push_str(&format!("&epoch={epoch}"));
-        }
-        let connected = within(STEP, "a follower connect", tokio_tungstenite::connect_async(&url)).await;
-        let Ok((mut socket, _)) = connected else {
-            refused += 1;
-            assert!(refused < 2000, "follower of {room}: no node accepts connections");
-            node = (node + 1) % nodes.len();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        };
-        seen.connections += 1;
-        loop {
-            let next = within(STEP, &format!("a frame for the follower of {room} at {last}"), socket.next()).await;
-            let text = match next {
-                Some(Ok(Message::Text(text))) => text,
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-                Some(Ok(_)) => continue,
-            };
-            let frame: Value = serde_json::from_str(text.as_str()).expect("frame is JSON");
-            match frame["type"].as_str() {
-                Some("welcome") | Some("caught_up") => {}
-                Some("subscribed") => {
-                    let epoch = frame["epoch"].as_str().expect("subscribed has an epoch").to_owned();
-                    match &seen.epoch {
-                        None => seen.epoch = Some(epoch),
-                        Some(known) => assert_eq!(known, &epoch, "the epoch of {room} changed (node {node})"),
-                    }
-                }
-                Some("event") => {
-                    let seq = frame["seq"].as_u64().expect("seq");
-                    assert_eq!(seq, last + 1, "follower of {room} on node {node}: expected seq {} got {frame}", last + 1);
-                    last = seq;
-                    progress.store(last, Ordering::Relaxed);
-                    seen.events.push(frame);
-                    seen.served_by.push(node);
-                    if last >= upto {
-                        break;
-                    }
-                }
-                _ => panic!("follower of {room} on node {node}: unexpected frame {frame}"),
-            }
-        }
-        drop(socket);
-    }
-    seen
-}
 
 /// `POST /v1/rooms/{room}/events` with an idempotency key: status, `Retry-After`, body.
 async fn post_keyed(api: &Api, room: &str, data: &Value, key: &str) -> Result<(u16, Option<String>, Value), reqwest::Error> {
@@ -579,7 +508,7 @@ async fn killing_a_node_moves_its_subscribers_to_another_without_loss() {
     let progress: Vec<Arc<AtomicU64>> = (0..4).map(|_| Arc::new(AtomicU64::new(0))).collect();
     let followers: Vec<_> = progress
         .iter()
-        .map(|p| tokio::spawn(follow_nodes(nodes.clone(), 0, room.to_owned(), 0, TOTAL, p.clone())))
+        .map(|p| Follower::across(nodes.clone(), 0, room, TOTAL).progress(p.clone()).spawn())
         .collect();
     let api_a = a.api();
     eventually("four subscribers on node A", || {
@@ -749,7 +678,7 @@ async fn a_postgres_restart_loses_no_acknowledged_event() {
     let followers: Vec<_> = progress
         .iter()
         .enumerate()
-        .map(|(i, p)| tokio::spawn(follow_nodes(nodes.clone(), i % 2, room.to_owned(), 0, TOTAL, p.clone())))
+        .map(|(i, p)| Follower::across(nodes.clone(), i % 2, room, TOTAL).progress(p.clone()).spawn())
         .collect();
     for node in [&a, &b] {
         let api = node.api();

@@ -9,7 +9,7 @@
 //! - [`raw_ws`]: a byte-level WebSocket client that can stop reading or never
 //!   answer pings ([`RawWs`]).
 //! - [`follower`]: a resuming follower that checks the gapless-sequence
-//!   guarantee ([`follow`]).
+//!   guarantee ([`Follower`]).
 //!
 //! A hang fails the test with a message instead of hanging the suite. No test
 //! asserts a wall-clock duration: the limits here only turn "never" into a
@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 
 pub use api::{range, seqs, Api, Receipt};
 pub use cluster::{cluster_backend, pg_connect, test_nats_url, test_pg_url, Cluster};
-pub use follower::{follow, Followed};
+pub use follower::{Followed, Follower};
 pub use raw_ws::{Frame, RawWs};
 pub use server::{Server, FAST};
 pub use wait::{eventually, within, PHASE, STEP};
