@@ -37,7 +37,11 @@ struct ServeArgs {
     /// Apply the `[env.NAME]` block of the config file.
     #[arg(long = "env", env = "HUBCAST_ENV", value_name = "NAME")]
     env_name: Option<String>,
-    /// Address to listen on [default: 127.0.0.1:8787].
+    /// Address to listen on [default: 127.0.0.1:8787]. Port 0 takes a free
+    /// port. Once the socket listens, one line goes to stdout, the only thing
+    /// `serve` and `demo` print there: `listening on http://ADDRESS`, with the
+    /// address actually bound (`listening on http://127.0.0.1:41234`). Logs
+    /// stay on stderr.
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// Store URL [default: sqlite://./hubcast-data/hubcast.db].
@@ -211,7 +215,21 @@ async fn serve(args: ServeArgs, app: App) -> anyhow::Result<()> {
             server.merge(routes)
         }
     };
+    announce_listening(address);
     Ok(server.run(listener, hubcast_server::shutdown_signal()).await?)
+}
+
+/// Prints the `listening on http://ADDRESS` line the `--listen` help
+/// documents: a script or test that asked for port 0 reads the bound port
+/// here instead of guessing a free one. The socket already listens, so a
+/// connection made after this line waits in the backlog until the accept
+/// loop takes it; `/readyz` says when the node is ready.
+fn announce_listening(address: SocketAddr) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    // A closed stdout (nobody reading) must not stop the node: ignore errors.
+    let _ = writeln!(stdout, "listening on http://{address}");
+    let _ = stdout.flush();
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{eventually, follow, range, seqs, within, Frame, RawWs, Server, Ws, FAST, PHASE};
+use support::{eventually, range, seqs, within, Follower, Frame, RawWs, Server, Ws, FAST, PHASE};
 
 /// Events published at the stopped reader: far more than a 16-frame queue
 /// plus the kernel's socket buffers hold (about 19 MiB).
@@ -40,7 +40,7 @@ async fn a_reader_that_stops_is_cut_with_4009_and_resumes_without_loss() {
     // From here on the slow client reads nothing.
 
     // A healthy subscriber on the same room, reading as it should.
-    let healthy = tokio::spawn(follow(server.ws_url(""), room.to_owned(), 0, FLOOD, |_| None));
+    let healthy = Follower::new(server.ws_url(""), room, FLOOD).spawn();
     eventually("the healthy subscriber to join", || {
         let api = api.clone();
         async move { (api.room(room).await["subscribers"] == 2).then_some(()) }

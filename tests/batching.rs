@@ -6,12 +6,9 @@
 
 mod support;
 
-use std::time::Duration;
-
-use futures_util::StreamExt;
 use serde_json::{json, Value};
-use support::{range, within, Server, Ws, PHASE, STEP};
-use tokio_tungstenite::tungstenite::Message;
+use support::follower::events_in;
+use support::{range, seqs, within, Follower, Server, Ws, PHASE};
 
 const CONFIG: &str = r#"
 [sqlite]
@@ -38,23 +35,7 @@ batch_max = 1000
 
 /// The events of one frame (`event` or `batch`) as `(seq, data)`.
 fn events_of(frame: &Value, room: &str) -> Vec<(u64, Value)> {
-    assert_eq!(frame["room"], room, "{frame}");
-    match frame["type"].as_str() {
-        Some("event") => vec![(frame["seq"].as_u64().expect("seq"), frame["data"].clone())],
-        Some("batch") => {
-            let events = frame["events"].as_array().expect("batch has events");
-            assert!(!events.is_empty(), "a batch is never empty: {frame}");
-            events
-                .iter()
-                .map(|e| {
-                    assert!(e["ts"].is_i64(), "{frame}");
-                    assert!(e.get("room").is_none() && e.get("type").is_none(), "batch items are {{seq,ts,data}}: {frame}");
-                    (e["seq"].as_u64().expect("seq"), e["data"].clone())
-                })
-                .collect()
-        }
-        _ => panic!("not an event frame: {frame}"),
-    }
+    events_in(frame, room).into_iter().map(|e| (e["seq"].as_u64().expect("seq"), e["data"].clone())).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -79,7 +60,10 @@ async fn a_batch_is_sent_when_it_reaches_batch_max() {
             assert_eq!(data, json!({"n": seq - 1}));
         }
     }
-    assert!(ws.next_json_within(Duration::from_millis(300)).await.is_none(), "nothing beyond two full batches");
+    // Nothing beyond two full batches: whatever the hub had queued for this
+    // session would arrive before the answer to a ping.
+    ws.send_json(json!({"type": "ping"})).await;
+    assert_eq!(ws.next_json().await["type"], "pong", "nothing beyond two full batches");
     // A resume from a cursor is served as single events (replay), then live.
     let mut late = Ws::connect(&server.ws_url("/v1/ws")).await;
     late.subscribe(room, json!({"cursor": 100})).await;
@@ -112,81 +96,21 @@ async fn the_window_sends_a_partial_batch() {
     assert_eq!(plain.expect_type("event").await["seq"], 1);
 }
 
-/// What a batch-aware follower saw.
-#[derive(Debug, Default)]
-struct Seen {
-    seqs: Vec<u64>,
-    connections: u32,
-    batches: usize,
-}
-
-/// Follows `room` like an SDK: unpacks batches, processes events one by one,
-/// keeps its cursor, drops its connection after a random number of events
-/// (so sometimes in the middle of a batch) and resumes from the cursor.
-async fn follow_batched(ws_base: String, room: String, upto: u64) -> Seen {
-    let mut seen = Seen::default();
-    let mut last = 0u64;
-    let mut epoch: Option<String> = None;
-    while last < upto {
-        seen.connections += 1;
-        assert!(seen.connections < 5000, "follower of {room} reconnected too often");
-        let mut url = format!("{ws_base}/v1/rooms/{room}/ws?cursor={last}");
-        if let Some(epoch) = &epoch {
-            url.push_str(&format!("&epoch={epoch}"));
-        }
-        let Ok((mut socket, _)) = within(STEP, "a follower connect", tokio_tungstenite::connect_async(&url)).await else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        };
-        let budget = 1 + rand::random::<usize>() % 300;
-        let mut taken = 0usize;
-        'connection: loop {
-            let next = within(STEP, &format!("a frame for the follower of {room} at {last}"), socket.next()).await;
-            let text = match next {
-                Some(Ok(Message::Text(text))) => text,
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-                Some(Ok(_)) => continue,
-            };
-            let frame: Value = serde_json::from_str(text.as_str()).expect("frame is JSON");
-            match frame["type"].as_str() {
-                Some("welcome") | Some("caught_up") => {}
-                Some("subscribed") => {
-                    let e = frame["epoch"].as_str().expect("epoch").to_owned();
-                    assert!(epoch.as_ref().map_or(true, |known| *known == e), "epoch changed");
-                    epoch = Some(e);
-                }
-                Some("event") | Some("batch") => {
-                    if frame["type"] == "batch" {
-                        seen.batches += 1;
-                    }
-                    for (seq, data) in events_of(&frame, &room) {
-                        assert_eq!(seq, last + 1, "follower of {room}: expected seq {} in {frame}", last + 1);
-                        assert_eq!(data, json!({"n": seq}), "data of seq {seq}");
-                        last = seq;
-                        seen.seqs.push(seq);
-                        taken += 1;
-                        if last >= upto || taken >= budget {
-                            // Stop in the middle of the frame: the rest of
-                            // this batch is never processed.
-                            break 'connection;
-                        }
-                    }
-                }
-                _ => panic!("follower of {room}: unexpected frame {frame}"),
-            }
-        }
-        drop(socket);
-    }
-    seen
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batches_keep_order_and_exactly_once_through_reconnects() {
     const TOTAL: u64 = 3000;
     let server = Server::start(CONFIG).await;
     let room = "fast:reconnects";
+    // Followers that process events one by one like an SDK and drop their
+    // connections after a random number of events (so sometimes in the middle
+    // of a batch), resuming from their cursors.
     let followers: Vec<_> = (0..4)
-        .map(|_| tokio::spawn(follow_batched(server.ws_url(""), room.to_owned(), TOTAL)))
+        .map(|_| {
+            Follower::new(server.ws_url(""), room, TOTAL)
+                .batches()
+                .drops(|_| Some(1 + rand::random::<usize>() % 300))
+                .spawn()
+        })
         .collect();
     // Publish in order so that data n is seq n, while the followers come and go.
     let api = server.api();
@@ -200,7 +124,10 @@ async fn batches_keep_order_and_exactly_once_through_reconnects() {
     let mut batches = 0;
     for follower in followers {
         let seen = within(PHASE, "a follower", follower).await.expect("follower");
-        assert_eq!(seen.seqs, range(1, TOTAL), "every seq exactly once, in order");
+        assert_eq!(seqs(&seen.events), range(1, TOTAL), "every seq exactly once, in order");
+        for event in &seen.events {
+            assert_eq!(event["data"], json!({"n": event["seq"]}), "data of {event}");
+        }
         assert!(seen.connections > 1, "the follower never reconnected; the test proves nothing");
         batches += seen.batches;
     }

@@ -9,7 +9,7 @@ mod support;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use support::{follow, range, seqs, within, Server, FAST, PHASE};
+use support::{range, seqs, within, Follower, Server, FAST, PHASE};
 
 const TOTAL: u64 = 3000;
 
@@ -24,15 +24,16 @@ async fn subscribers_that_keep_reconnecting_see_every_event_exactly_once() {
     let followers: Vec<_> = (0..4u64)
         .map(|f| {
             let mut rng = StdRng::seed_from_u64(seed.wrapping_add(f));
-            let ws_base = server.ws_url("");
-            tokio::spawn(follow(ws_base, room.to_owned(), 0, TOTAL, move |_connection| {
-                // Mostly short connections; sometimes drop at once, sometimes stay long.
-                Some(match rng.gen_range(0..10) {
-                    0 => 0,
-                    1..=7 => rng.gen_range(1..120),
-                    _ => rng.gen_range(120..1500),
+            Follower::new(server.ws_url(""), room, TOTAL)
+                .drops(move |_connection| {
+                    // Mostly short connections; sometimes drop at once, sometimes stay long.
+                    Some(match rng.gen_range(0..10) {
+                        0 => 0,
+                        1..=7 => rng.gen_range(1..120),
+                        _ => rng.gen_range(120..1500),
+                    })
                 })
-            }))
+                .spawn()
         })
         .collect();
 
@@ -70,7 +71,7 @@ async fn reconnects_across_hub_hibernation_lose_nothing() {
     let followers: Vec<_> = (0..2u64)
         .map(|f| {
             let mut rng = StdRng::seed_from_u64(seed.wrapping_add(100 + f));
-            tokio::spawn(follow(server.ws_url(""), room.to_owned(), 0, EVENTS, move |_| Some(rng.gen_range(0..40))))
+            Follower::new(server.ws_url(""), room, EVENTS).drops(move |_| Some(rng.gen_range(0..40))).spawn()
         })
         .collect();
     let receipts = server.api().publish_many(room, EVENTS as usize, 2, |i| json!(i)).await;

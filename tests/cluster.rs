@@ -26,10 +26,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::{json, Value};
-use support::{eventually, range, seqs, within, Api, Receipt, Server, Ws, PHASE, STEP};
-use tokio_tungstenite::tungstenite::Message;
+use support::{eventually, range, seqs, within, Api, Follower, Receipt, Server, Ws, PHASE, STEP};
 
 /// Whether the cluster services are expected; prints why a test is skipped.
 fn cluster_or_skip(test: &str) -> bool {
@@ -49,75 +47,6 @@ const RECONCILE: &str = "[hub]\nreconcile_ms = 200\n";
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// What a [`follow_nodes`] run saw.
-#[derive(Debug, Default)]
-struct Followed {
-    events: Vec<Value>,
-    /// Which node (index into the URL list) delivered each event.
-    served_by: Vec<usize>,
-    connections: u32,
-    epoch: Option<String>,
-}
-
-/// A client behind a load balancer: follows `room` from `start`, connecting
-/// to `nodes[first]`; after a disconnect it resumes with its cursor on the
-/// same node, or on the next one when that node refuses the connection.
-/// Every event must be exactly the next seq. `progress` tracks the cursor.
-async fn follow_nodes(nodes: Vec<String>, first: usize, room: String, start: u64, upto: u64, progress: Arc<AtomicU64>) -> Followed {
-    let mut seen = Followed::default();
-    let mut last = start;
-    let mut node = first;
-    let mut refused = 0;
-    while last < upto {
-        let mut url = format!("{}/v1/rooms/{room}/ws?cursor={last}", nodes[node]);
-        if let Some(epoch) = &seen.epoch {
-            url.push_str(&format!("&epoch={epoch}"));
-        }
-        let connected = within(STEP, "a follower connect", tokio_tungstenite::connect_async(&url)).await;
-        let Ok((mut socket, _)) = connected else {
-            refused += 1;
-            assert!(refused < 2000, "follower of {room}: no node accepts connections");
-            node = (node + 1) % nodes.len();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        };
-        seen.connections += 1;
-        loop {
-            let next = within(STEP, &format!("a frame for the follower of {room} at {last}"), socket.next()).await;
-            let text = match next {
-                Some(Ok(Message::Text(text))) => text,
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-                Some(Ok(_)) => continue,
-            };
-            let frame: Value = serde_json::from_str(text.as_str()).expect("frame is JSON");
-            match frame["type"].as_str() {
-                Some("welcome") | Some("caught_up") => {}
-                Some("subscribed") => {
-                    let epoch = frame["epoch"].as_str().expect("subscribed has an epoch").to_owned();
-                    match &seen.epoch {
-                        None => seen.epoch = Some(epoch),
-                        Some(known) => assert_eq!(known, &epoch, "the epoch of {room} changed (node {node})"),
-                    }
-                }
-                Some("event") => {
-                    let seq = frame["seq"].as_u64().expect("seq");
-                    assert_eq!(seq, last + 1, "follower of {room} on node {node}: expected seq {} got {frame}", last + 1);
-                    last = seq;
-                    progress.store(last, Ordering::Relaxed);
-                    seen.events.push(frame);
-                    seen.served_by.push(node);
-                    if last >= upto {
-                        break;
-                    }
-                }
-                _ => panic!("follower of {room} on node {node}: unexpected frame {frame}"),
-            }
-        }
-        drop(socket);
-    }
-    seen
-}
 
 /// `POST /v1/rooms/{room}/events` with an idempotency key: status, `Retry-After`, body.
 async fn post_keyed(api: &Api, room: &str, data: &Value, key: &str) -> Result<(u16, Option<String>, Value), reqwest::Error> {
@@ -220,12 +149,8 @@ async fn port_open(port: u16) -> bool {
 
 /// Runs a command to completion off the async workers; fails the test on a
 /// non-zero exit, showing its output.
-async fn run(mut command: Command, what: &str) {
-    let what = what.to_owned();
-    let output = within(PHASE, &what, tokio::task::spawn_blocking(move || command.output()))
-        .await
-        .expect("join")
-        .unwrap_or_else(|err| panic!("cannot run {what}: {err}"));
+async fn run(command: Command, what: &str) {
+    let output = output(command, what).await;
     assert!(
         output.status.success(),
         "{what} failed ({}):\n{}\n{}",
@@ -235,14 +160,23 @@ async fn run(mut command: Command, what: &str) {
     );
 }
 
+/// Runs a command to completion off the async workers; its output.
+async fn output(mut command: Command, what: &str) -> std::process::Output {
+    within(PHASE, what, tokio::task::spawn_blocking(move || command.output()))
+        .await
+        .expect("join")
+        .unwrap_or_else(|err| panic!("cannot run {what}: {err}"))
+}
+
 // ---------------------------------------------------------------------------
 // A private nats-server
 // ---------------------------------------------------------------------------
 
-/// A `nats-server` of this test alone, on a free loopback port, so stopping
-/// it disturbs no other test.
+/// A `nats-server` of this test alone, on a loopback port it picks, so
+/// stopping it disturbs no other test.
 struct PrivateNats {
     bin: PathBuf,
+    /// The port it listens on (0 before its first start).
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
@@ -254,7 +188,7 @@ impl PrivateNats {
         let bin = find_binary("nats-server", &["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"])
             .expect("nats-server is not installed (scripts/services.sh installs it)");
         let dir = tempfile::Builder::new().prefix("hubcast-nats-").tempdir().expect("temp dir");
-        let mut nats = PrivateNats { bin, port: support::free_port(), dir, child: None, starts: 0 };
+        let mut nats = PrivateNats { bin, port: 0, dir, child: None, starts: 0 };
         nats.launch().await;
         nats
     }
@@ -263,26 +197,41 @@ impl PrivateNats {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// Starts it (again) on the same port.
+    /// Starts it: the first time on a port it picks (`-p -1`), read from its
+    /// log; after that on the same port, since the nodes hold its URL.
     async fn launch(&mut self) {
         assert!(self.child.is_none(), "nats-server is already running");
         self.starts += 1;
-        let log = std::fs::File::create(self.dir.path().join(format!("nats-{}.log", self.starts))).expect("nats log");
+        let log_path = self.dir.path().join(format!("nats-{}.log", self.starts));
+        let log = std::fs::File::create(&log_path).expect("nats log");
+        let port = if self.port == 0 { "-1".to_owned() } else { self.port.to_string() };
         let child = Command::new(&self.bin)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-a", "127.0.0.1", "-p", &port])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap_or_else(|err| panic!("spawn {}: {err}", self.bin.display()));
-        self.child = Some(child);
-        let port = self.port;
-        within(STEP, "the private nats-server to listen", async {
-            while !port_open(port).await {
+        let child = self.child.insert(child);
+        let listening = within(STEP, "the private nats-server to listen", async {
+            loop {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let port = log
+                    .lines()
+                    .find_map(|line| line.split("Listening for client connections on 127.0.0.1:").nth(1))
+                    .and_then(|port| port.trim().parse::<u16>().ok());
+                if let Some(port) = port {
+                    return port;
+                }
+                if let Some(status) = child.try_wait().expect("try_wait") {
+                    panic!("the private nats-server exited ({status}):\n{log}");
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
         .await;
+        assert!(self.port == 0 || self.port == listening, "nats-server moved from port {} to {listening}", self.port);
+        self.port = listening;
     }
 
     /// Kills it (SIGKILL: connections drop without a goodbye).
@@ -311,7 +260,7 @@ impl Drop for PrivateNats {
 // ---------------------------------------------------------------------------
 
 /// A PostgreSQL instance of this test alone (initdb into a temp dir, trust
-/// auth, loopback, a free port), so stopping it disturbs no other test. When
+/// auth, loopback, a port of its own), so stopping it disturbs no other test. When
 /// the tests run as root it runs as user `postgres` (via `runuser`).
 struct PrivatePg {
     bin: PathBuf,
@@ -331,11 +280,28 @@ impl PrivatePg {
             chown.arg("postgres:postgres").arg(dir.path());
             run(chown, "chown of the private PostgreSQL dir").await;
         }
-        let pg = PrivatePg { bin, dir, port: support::free_port(), as_postgres };
+        let mut pg = PrivatePg { bin, dir, port: 0, as_postgres };
         let mut initdb = pg.tool("initdb");
         initdb.arg("-D").arg(pg.data()).args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"]);
         run(initdb, "initdb").await;
-        pg.start_server().await;
+        // PostgreSQL cannot be asked for port 0: take a port that was free a
+        // moment ago, and another one if something took it in between.
+        for attempt in 1..=5 {
+            pg.port = unused_port();
+            let started = output(pg.pg_ctl("start"), "pg_ctl start").await;
+            if started.status.success() {
+                break;
+            }
+            let log = pg.log();
+            assert!(
+                attempt < 5 && log.contains("could not bind"),
+                "pg_ctl start failed ({}):\n{}\n{}\n{log}",
+                started.status,
+                String::from_utf8_lossy(&started.stdout),
+                String::from_utf8_lossy(&started.stderr)
+            );
+        }
+        pg.wait_accepting().await;
         pg
     }
 
@@ -373,8 +339,13 @@ impl PrivatePg {
         command
     }
 
+    /// Starts it again on its port (the nodes hold its URL).
     async fn start_server(&self) {
         run(self.pg_ctl("start"), "pg_ctl start").await;
+        self.wait_accepting().await;
+    }
+
+    async fn wait_accepting(&self) {
         let url = self.url();
         eventually("the private PostgreSQL to accept connections", || {
             let url = url.clone();
@@ -409,6 +380,13 @@ impl Drop for PrivatePg {
         command.args(["-m", "immediate"]).stdout(Stdio::null()).stderr(Stdio::null());
         let _ = command.status();
     }
+}
+
+/// A loopback port that was free a moment ago, for PostgreSQL alone: it
+/// cannot be asked for port 0, unlike hubcast and nats-server.
+fn unused_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
 }
 
 fn is_root() -> bool {
@@ -530,7 +508,7 @@ async fn killing_a_node_moves_its_subscribers_to_another_without_loss() {
     let progress: Vec<Arc<AtomicU64>> = (0..4).map(|_| Arc::new(AtomicU64::new(0))).collect();
     let followers: Vec<_> = progress
         .iter()
-        .map(|p| tokio::spawn(follow_nodes(nodes.clone(), 0, room.to_owned(), 0, TOTAL, p.clone())))
+        .map(|p| Follower::across(nodes.clone(), 0, room, TOTAL).progress(p.clone()).spawn())
         .collect();
     let api_a = a.api();
     eventually("four subscribers on node A", || {
@@ -700,7 +678,7 @@ async fn a_postgres_restart_loses_no_acknowledged_event() {
     let followers: Vec<_> = progress
         .iter()
         .enumerate()
-        .map(|(i, p)| tokio::spawn(follow_nodes(nodes.clone(), i % 2, room.to_owned(), 0, TOTAL, p.clone())))
+        .map(|(i, p)| Follower::across(nodes.clone(), i % 2, room, TOTAL).progress(p.clone()).spawn())
         .collect();
     for node in [&a, &b] {
         let api = node.api();

@@ -2,90 +2,13 @@
 //! asset it loads (and every module those import) is under `/dashboard/` with
 //! its media type and cache validators, and a missing asset is the JSON 404.
 //!
-//! Self-contained: it starts the real binary with its own small spawner (the
-//! shared `tests/support` is not used here). Every await has a limit that only
-//! turns "never" into a failure; nothing asserts a duration.
+//! Every await has a limit that only turns "never" into a failure; nothing
+//! asserts a duration.
 
-use std::future::Future;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod support;
 
 use serde_json::Value;
-
-const STEP: Duration = Duration::from_secs(15);
-
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(STEP, fut).await.unwrap_or_else(|_| panic!("timed out after {STEP:?} waiting for {what}"))
-}
-
-/// `hubcast serve` on a free loopback port with its own data dir; killed on drop.
-struct Server {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    async fn start() -> Server {
-        let dir = tempfile::Builder::new().prefix("hubcast-dashboard-").tempdir().expect("temp dir");
-        for _attempt in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-            let mut command = Command::new(env!("CARGO_BIN_EXE_hubcast"));
-            command
-                .arg("serve")
-                .arg("--listen")
-                .arg(format!("127.0.0.1:{port}"))
-                .arg("--store")
-                .arg(format!("sqlite://{}", dir.path().join("hubcast.db").display()))
-                .current_dir(dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            // HUBCAST_* variables are configuration: none of this shell's may leak in.
-            for (key, _) in std::env::vars_os() {
-                if key.to_string_lossy().starts_with("HUBCAST_") {
-                    command.env_remove(key);
-                }
-            }
-            let mut child = command.spawn().expect("spawn hubcast");
-            let base = format!("http://127.0.0.1:{port}");
-            if ready(&mut child, &base).await {
-                return Server { child, base, _dir: dir };
-            }
-            // Exited before answering: most likely another process took the port.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("hubcast did not start after 5 attempts");
-    }
-}
-
-/// Waits for `/readyz`; false if the process exited first (a port race).
-async fn ready(child: &mut Child, base: &str) -> bool {
-    let client = reqwest::Client::new();
-    let url = format!("{base}/readyz");
-    within("the server to become ready", async {
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                return false;
-            }
-            if let Ok(response) = client.get(&url).send().await {
-                if response.status().is_success() {
-                    return true;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{within, Server, STEP};
 
 struct Answer {
     status: u16,
@@ -100,8 +23,8 @@ impl Answer {
 }
 
 async fn get(url: &str, if_none_match: Option<&str>) -> Answer {
-    within(url, async {
-        let mut request = reqwest::Client::new().get(url);
+    within(STEP, url, async {
+        let mut request = reqwest::Client::builder().no_proxy().build().expect("http client").get(url);
         if let Some(tag) = if_none_match {
             request = request.header("if-none-match", tag);
         }
@@ -127,8 +50,8 @@ fn imports(source: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_its_assets_and_the_json_404() {
-    let server = Server::start().await;
-    let base = &server.base;
+    let server = Server::start("").await;
+    let base = &server.base();
 
     // The page.
     let page = get(&format!("{base}/"), None).await;

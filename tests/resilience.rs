@@ -96,6 +96,8 @@ async fn sigterm_closes_sessions_with_1012_and_loses_nothing() {
         async move { (n >= 20).then_some(()) }
     })
     .await;
+    // The address clients hold: they come back to it after the restart.
+    let ws_base = server.ws_url("");
     server.sigterm();
 
     for ws in [&mut room_ws, &mut multi, &mut idle] {
@@ -109,16 +111,20 @@ async fn sigterm_closes_sessions_with_1012_and_loses_nothing() {
         within(PHASE, "publishers to notice the shutdown", task).await.unwrap();
     }
 
-    server.restart().await;
+    // Restarted where it was, at once: its own connections in TIME_WAIT
+    // (it closed every session) do not keep it from its port.
+    server.restart_on_same_port().await;
+    assert_eq!(server.ws_url(""), ws_base);
     let history = server.api().all_events(room).await;
     assert_eq!(seqs(&history), range(1, history.len() as u64));
     for receipt in first.iter().chain(receipts.lock().unwrap().iter()) {
         let stored = history.get(receipt.seq as usize - 1).unwrap_or_else(|| panic!("acknowledged seq {} lost in shutdown", receipt.seq));
         assert_eq!(stored["data"], receipt.data, "seq {}", receipt.seq);
     }
-    // Clients resume from their cursors on the restarted node.
+    // Clients resume from their cursors on the restarted node, at the URL they had.
     let epoch = &first[0].epoch;
-    let (mut resumed, _) = Ws::room(&server, room, &format!("?cursor=20&epoch={epoch}")).await;
+    let mut resumed = Ws::connect(&format!("{ws_base}/v1/rooms/{room}/ws?cursor=20&epoch={epoch}")).await;
+    assert_eq!(resumed.expect_type("subscribed").await["room"], room);
     let (events, _) = resumed.until_caught_up(room, 20).await;
     assert_eq!(seqs(&events), range(21, history.len() as u64));
 }

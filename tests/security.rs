@@ -995,7 +995,7 @@ fn serve_command(dir: &std::path::Path, args: &[&str]) -> Command {
         .current_dir(dir)
         .env("RUST_LOG", "hubcast=info")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (key, _) in std::env::vars() {
         if key.starts_with("HUBCAST_") {
@@ -1005,66 +1005,31 @@ fn serve_command(dir: &std::path::Path, args: &[&str]) -> Command {
     command
 }
 
-/// Starts `command`, waits for "hubcast serving", checks `/healthz` on the
-/// port it logged, and kills it.
+/// Starts `command`, reads the address it bound from its `listening on`
+/// line, checks `/healthz` on that port over loopback, and kills it.
 async fn starts_and_serves(mut command: Command, what: &str) {
     let mut child = command.spawn().expect("spawn hubcast");
+    // Drain stderr (the log) so the server never blocks on it; shown on failure.
     let stderr = child.stderr.take().expect("stderr");
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                return;
-            }
-        }
+    let log = std::thread::spawn(move || {
+        let mut log = String::new();
+        let _ = std::io::Read::read_to_string(&mut std::io::BufReader::new(stderr), &mut log);
+        log
     });
-    let mut log = String::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let port = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what}: hubcast exited ({status}): {log}");
-        }
-        assert!(std::time::Instant::now() < deadline, "{what}: no `hubcast serving` line: {log}");
-        match lines_rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) => {
-                let line = strip_ansi(&line);
-                log.push_str(&line);
-                log.push('\n');
-                if line.contains("hubcast serving") {
-                    let port = line
-                        .split_whitespace()
-                        .find_map(|word| word.strip_prefix("listen=0.0.0.0:"))
-                        .and_then(|p| p.parse::<u16>().ok())
-                        .unwrap_or_else(|| panic!("{what}: no port in {line}"));
-                    break port;
-                }
-            }
-            Err(_) => continue,
-        }
-    };
-    let health = reqwest::Client::builder().no_proxy().timeout(STEP).build().unwrap().get(format!("http://127.0.0.1:{port}/healthz")).send().await;
+    let listening = support::server::listening_address(&mut child, Duration::from_secs(30)).await;
+    let addr = listening.unwrap_or_else(|status| panic!("{what}: hubcast exited ({status}): {}", log.join().unwrap_or_default()));
+    assert!(addr.ip().is_unspecified() && addr.port() != 0, "{what}: the line names the bound address, not {addr}");
+    let health = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(STEP)
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{}/healthz", addr.port()))
+        .send()
+        .await;
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(health.expect("healthz").status().as_u16(), 200, "{what}");
-}
-
-/// A log line without its terminal colour codes.
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::new();
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1084,6 +1049,7 @@ async fn non_loopback_bind_needs_credentials_or_insecure() {
         assert!(stderr.contains(needle), "stderr must say {needle:?}: {stderr}");
     }
     assert!(!stderr.contains("hubcast serving"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("listening on"), "it never listened");
 
     // `--insecure`: it starts.
     starts_and_serves(serve_command(dir.path(), &["--listen", "0.0.0.0:0", "--insecure"]), "--insecure").await;
