@@ -18,9 +18,14 @@ async fn an_http_retry_with_the_same_key_is_not_appended_twice() {
     assert_eq!((first["room"].as_str(), first["seq"].as_u64()), (Some(room), Some(1)), "{first}");
     assert!(first["epoch"].is_string() && first["ts"].is_i64(), "{first}");
 
-    // The retry (even with a different body) answers 200 with the first receipt.
-    let (status, retry) = api.post(room, &json!({"data": {"order": "changed"}}), Some("order-1")).await;
+    // A true retry answers 200 with the first receipt.
+    let (status, retry) = api.post(room, &json!({"data": {"order": 1}}), Some("order-1")).await;
     assert_eq!((status, &retry), (200, &first));
+    // The same key with another body is not a retry: 422, nothing appended.
+    let (status, refused) = api.post(room, &json!({"data": {"order": "changed"}}), Some("order-1")).await;
+    assert_eq!((status, refused["error"].as_str()), (422, Some("idempotency_mismatch")), "{refused}");
+    let (status, refused) = api.post(room, &json!({"data": {"order": 1}, "expected_seq": 0}), Some("order-1")).await;
+    assert_eq!((status, refused["error"].as_str()), (422, Some("idempotency_mismatch")), "{refused}");
 
     // Concurrent retries of a new key: exactly one 201, every answer the same seq.
     let mut tasks = Vec::new();
@@ -62,8 +67,12 @@ async fn a_websocket_publish_retry_with_the_same_id_is_not_appended_twice() {
     // A retry after a reconnect, on a new session.
     drop(ws);
     let mut ws = Ws::connect(&server.ws_url("/v1/ws")).await;
-    ws.send_json(json!({"type": "publish", "id": "p-1", "room": room, "data": {"x": "again"}})).await;
+    ws.send_json(json!({"type": "publish", "id": "p-1", "room": room, "data": {"x": 1}})).await;
     assert_eq!(ws.expect_type("ack").await["seq"], 1);
+    // The same id with another body is refused, not acknowledged.
+    ws.send_json(json!({"type": "publish", "id": "p-1", "room": room, "data": {"x": "again"}})).await;
+    let refused = ws.expect_type("error").await;
+    assert_eq!((refused["code"].as_str(), refused["id"].as_str()), (Some("idempotency_mismatch"), Some("p-1")), "{refused}");
     ws.send_json(json!({"type": "publish", "id": "p-2", "room": room, "data": {"x": 2}})).await;
     assert_eq!(ws.expect_type("ack").await["seq"], 2);
     // An HTTP retry under the WebSocket id finds the same event.

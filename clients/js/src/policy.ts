@@ -3,7 +3,7 @@
  */
 
 /** Close codes after which reconnecting as-is cannot help: surfaced as errors, no retry. */
-export const TERMINAL_CLOSE_CODES: ReadonlySet<number> = new Set([1008, 1009, 4001, 4003]);
+export const TERMINAL_CLOSE_CODES: ReadonlySet<number> = new Set([1002, 1007, 1008, 1009, 4001, 4003]);
 /** The node is going away or restarting: reconnect at once. */
 export const IMMEDIATE_CLOSE_CODES: ReadonlySet<number> = new Set([1001, 1012]);
 /** Over capacity or rate limited: back off at least `tryAgainLaterMs`. */
@@ -57,6 +57,10 @@ export function terminalErrorCode(code: number): string {
       return 'policy_violation';
     case 1009:
       return 'frame_too_big';
+    case 1002:
+      return 'protocol_error';
+    case 1007:
+      return 'invalid_data';
     default:
       return 'closed';
   }

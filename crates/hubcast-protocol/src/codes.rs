@@ -33,7 +33,7 @@ pub mod close {
 
     /// Whether a client should reconnect (and resume) after this close code.
     pub fn should_reconnect(code: u16) -> bool {
-        !matches!(code, UNAUTHENTICATED | FORBIDDEN | POLICY | TOO_BIG)
+        !matches!(code, UNAUTHENTICATED | FORBIDDEN | POLICY | TOO_BIG | PROTOCOL_ERROR | INVALID_DATA)
     }
 }
 
@@ -155,7 +155,7 @@ mod tests {
         for code in [close::GOING_AWAY, close::RESTART, close::TRY_AGAIN_LATER, close::RATE_LIMITED, close::SLOW_CONSUMER, close::HEARTBEAT_TIMEOUT] {
             assert!(close::should_reconnect(code), "{code}");
         }
-        for code in [close::UNAUTHENTICATED, close::FORBIDDEN, close::POLICY, close::TOO_BIG] {
+        for code in [close::UNAUTHENTICATED, close::FORBIDDEN, close::POLICY, close::TOO_BIG, close::PROTOCOL_ERROR, close::INVALID_DATA] {
             assert!(!close::should_reconnect(code), "{code}");
         }
     }

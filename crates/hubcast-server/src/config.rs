@@ -225,6 +225,9 @@ pub struct SqliteConfig {
     pub max_batch: usize,
     /// Read-only connections kept open for replay and history.
     pub readers: usize,
+    /// Writes waiting for the writer thread before more are refused with 503
+    /// (`Retry-After`), so a stalled disk cannot grow memory without bound.
+    pub max_queue: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -330,7 +333,7 @@ impl Default for HubConfig {
 
 impl Default for SqliteConfig {
     fn default() -> Self {
-        SqliteConfig { synchronous: Synchronous::Full, max_batch: 4096, readers: 4 }
+        SqliteConfig { synchronous: Synchronous::Full, max_batch: 4096, readers: 4, max_queue: 65_536 }
     }
 }
 
@@ -423,8 +426,8 @@ impl Config {
                 return fail("a namespace with batch_ms needs batch_max of at least 2");
             }
         }
-        if self.sqlite.max_batch == 0 || self.sqlite.readers == 0 {
-            return fail("sqlite.max_batch and sqlite.readers must be at least 1");
+        if self.sqlite.max_batch == 0 || self.sqlite.readers == 0 || self.sqlite.max_queue == 0 {
+            return fail("sqlite.max_batch, sqlite.readers and sqlite.max_queue must be at least 1");
         }
         Ok(())
     }

@@ -118,6 +118,9 @@ pub struct Metrics {
     pub bus_received: Counter,
     pub bus_errors: Counter,
     pub slow_broadcasts: Counter,
+    pub hub_panics: Counter,
+    pub feed_dropped: Counter,
+    pub writes_refused: Counter,
     /// Live totals `/v1/stats` reads (the exporter's handles are write-only).
     pub totals: Totals,
 }
@@ -196,6 +199,9 @@ pub fn get() -> &'static Metrics {
         bus_received: counter!("hubcast_bus_messages_total", "direction" => "in"),
         bus_errors: counter!("hubcast_bus_errors_total"),
         slow_broadcasts: counter!("hubcast_slow_broadcasts_total"),
+        hub_panics: counter!("hubcast_hub_panics_total"),
+        feed_dropped: counter!("hubcast_commit_feed_dropped_total"),
+        writes_refused: counter!("hubcast_store_writes_refused_total"),
         totals: Totals::default(),
     })
 }
@@ -234,6 +240,12 @@ fn describe() {
     describe_counter!("hubcast_bus_messages_total", "Bus messages, by direction");
     describe_counter!("hubcast_bus_errors_total", "Bus operations that failed");
     describe_counter!("hubcast_slow_broadcasts_total", "Broadcasts slower than hub.slow_broadcast_ms");
+    describe_counter!("hubcast_hub_panics_total", "Room hubs that failed; their subscribers were closed with 1012 to resume");
+    describe_counter!(
+        "hubcast_commit_feed_dropped_total",
+        "Committed batches not announced because the commit feed was full (hubs heal them from the store)"
+    );
+    describe_counter!("hubcast_store_writes_refused_total", "Writes refused with 503 because the store's write queue was full");
 }
 
 /// Counts a refusal and logs it, at most once a second across the node (with

@@ -73,8 +73,15 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Liveness: the process answers.
-async fn healthz() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
+///
+/// Fails (503) once the store can never write again (its writer thread
+/// died): a supervisor then restarts the node instead of keeping a zombie.
+async fn healthz(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    if node.store.is_alive() {
+        (StatusCode::OK, Json(json!({"status": "ok"})))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "failed", "store": "cannot write any more"})))
+    }
 }
 
 /// Readiness: the store and the bus answer, and the node is not stopping.

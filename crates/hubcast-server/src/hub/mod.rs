@@ -128,12 +128,35 @@ pub(crate) fn spawn(
         presence: None,
     };
     tokio::spawn(async move {
+        use futures_util::FutureExt;
         let metrics = crate::metrics::get();
         metrics.hubs.increment(1.0);
-        hub.run(id, rx, bus, hubs).await;
+        let room = hub.room.clone();
+        let ran = std::panic::AssertUnwindSafe(hub.run(id, rx, bus, hubs.clone())).catch_unwind().await;
+        if ran.is_err() {
+            // The hub's subscribers were closed with 1012 as it unwound
+            // (`Drop for Hub`); forget it, so the next subscriber starts a
+            // fresh hub instead of joining a dead one.
+            hubs.remove_if_current(&room, id);
+            metrics.hub_panics.increment(1);
+            tracing::error!(%room, "hub failed; its subscribers were told to resume");
+        }
         metrics.hubs.decrement(1.0);
     });
     HubHandle { id, commands: tx }
+}
+
+impl Drop for Hub {
+    /// A hub that unwinds from a panic closes its subscribers with 1012: they
+    /// resume from their cursors on a fresh hub, where they would otherwise
+    /// stay subscribed to a dead one and silently receive nothing.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for sub in &self.subscribers {
+                sub.out.close(close::RESTART, "room restarting");
+            }
+        }
+    }
 }
 
 impl Hub {
@@ -308,6 +331,8 @@ impl Hub {
     }
 
     async fn on_event(&mut self, event: Arc<Event>) {
+        #[cfg(feature = "testing")]
+        crate::testing::fault_point(event.data.get(), crate::testing::HUB_PANIC);
         if event.seq <= self.last {
             return; // Already delivered (duplicate or healed earlier).
         }

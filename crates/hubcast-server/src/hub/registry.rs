@@ -67,7 +67,7 @@ impl Hubs {
     }
 
     /// Removes the room's hub if it is still the one with `id`.
-    pub(super) fn remove_if_current(&self, room: &RoomName, id: u64) -> bool {
+    pub(crate) fn remove_if_current(&self, room: &RoomName, id: u64) -> bool {
         let mut hubs = self.inner.hubs.lock().unwrap_or_else(|e| e.into_inner());
         match hubs.get(room) {
             Some(handle) if handle.id == id => {

@@ -42,8 +42,33 @@ use crate::config::Namespaces;
 use crate::event::{Event, RoomState};
 use crate::room::RoomName;
 
-/// Committed events, in seq order per room, as the store reports them.
-pub type CommitFeed = mpsc::UnboundedReceiver<Vec<Arc<Event>>>;
+/// Committed events as the store reports them (see the contract for order).
+pub type CommitFeed = mpsc::Receiver<Vec<Arc<Event>>>;
+
+/// Committed batches the feed holds before the store drops (and counts) the
+/// next announcement instead of growing without bound; hubs heal a dropped
+/// one from the store (gap fill, reconcile).
+pub const COMMIT_FEED_CAPACITY: usize = 1024;
+
+/// The store's end of its commit feed.
+#[derive(Clone)]
+pub struct FeedSender(mpsc::Sender<Vec<Arc<Event>>>);
+
+impl FeedSender {
+    /// Announces a committed batch, never waiting: a full feed drops it.
+    pub fn announce(&self, batch: Vec<Arc<Event>>) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.0.try_send(batch) {
+            crate::metrics::get().feed_dropped.increment(1);
+        }
+        // Closed: the node is shutting down and nobody is left to notify.
+    }
+}
+
+/// A new commit feed.
+pub fn commit_feed() -> (FeedSender, CommitFeed) {
+    let (tx, rx) = mpsc::channel(COMMIT_FEED_CAPACITY);
+    (FeedSender(tx), rx)
+}
 
 /// One publish, as the write path hands it to the store.
 #[derive(Debug)]
@@ -191,8 +216,14 @@ pub trait Store: Send + Sync + 'static {
     /// Prunes events outside the policy; returns how many were deleted.
     fn enforce_retention(&self, policy: RetentionPolicy) -> BoxFuture<'_, Result<u64, StoreError>>;
 
-    /// Whether the store answers (for `/readyz`).
+    /// Whether the store answers and its writes succeed (for `/readyz`).
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Whether the store can still ever write (for `/healthz`): `false` once
+    /// an unrecoverable part of it failed, so the node should be restarted.
+    fn is_alive(&self) -> bool {
+        true
+    }
 
     /// Finishes pending commits and stops accepting writes.
     fn close(&self) -> BoxFuture<'_, ()>;

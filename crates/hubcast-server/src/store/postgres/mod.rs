@@ -60,7 +60,7 @@ pub struct PostgresStore {
     closed: tokio_util::sync::CancellationToken,
     writers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// For the events of application transactions ([`PostgresStore::transact`]).
-    feed: mpsc::UnboundedSender<Vec<Arc<Event>>>,
+    feed: crate::store::FeedSender,
 }
 
 struct Pending {
@@ -159,7 +159,7 @@ impl PostgresStore {
                         other => return Err(StoreError::Internal(format!("unexpected append outcome {other:?}"))),
                     };
                     let event = Event { room: receipt.room.clone(), seq: receipt.seq, ts: receipt.ts, data: request.data, origin: None };
-                    let _ = self.feed.send(vec![Arc::new(event)]);
+                    self.feed.announce(vec![Arc::new(event)]);
                     Ok(TxOutcome::Committed { receipt: Some(receipt), answer })
                 }
             }
@@ -178,7 +178,7 @@ impl PostgresStore {
             .runtime(Runtime::Tokio1)
             .timeouts(Timeouts { wait: timeout, create: timeout, recycle: timeout })
             .build()?;
-        let (feed_tx, feed_rx) = mpsc::unbounded_channel();
+        let (feed_tx, feed_rx) = crate::store::commit_feed();
         let (queue_tx, queue_rx) = mpsc::unbounded_channel();
         let queue_rx = Arc::new(Mutex::new(queue_rx));
         let mut writers = Vec::new();

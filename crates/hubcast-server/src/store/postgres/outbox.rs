@@ -15,7 +15,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use futures_util::StreamExt;
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
@@ -31,7 +31,7 @@ pub struct Drainer {
     pool: Pool,
     listen_config: tokio_postgres::Config,
     channel: String,
-    feed: mpsc::UnboundedSender<Vec<Arc<Event>>>,
+    feed: crate::store::FeedSender,
     poll: Duration,
     wake: Arc<Notify>,
 }
@@ -41,7 +41,7 @@ impl Drainer {
         pool: Pool,
         listen_config: tokio_postgres::Config,
         schema: &str,
-        feed: mpsc::UnboundedSender<Vec<Arc<Event>>>,
+        feed: crate::store::FeedSender,
         poll_ms: u64,
     ) -> Drainer {
         Drainer {
@@ -134,7 +134,7 @@ impl Drainer {
             })
             .collect();
         if !committed.is_empty() {
-            let _ = self.feed.send(committed);
+            self.feed.announce(committed);
         }
         Ok(ids.len())
     }

@@ -17,7 +17,7 @@ use crate::store::{AppendOutcome, AppendRequest, Receipt, StoreError};
 pub(super) struct Writer {
     pub(super) pool: Pool,
     pub(super) queue: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
-    pub(super) feed: mpsc::UnboundedSender<Vec<Arc<Event>>>,
+    pub(super) feed: crate::store::FeedSender,
     pub(super) max_batch: usize,
 }
 
@@ -66,7 +66,7 @@ impl Writer {
                     let _ = pending.reply.send(Ok(outcome));
                 }
                 if !committed.is_empty() {
-                    let _ = self.feed.send(committed);
+                    self.feed.announce(committed);
                 }
             }
             Err(err) => {

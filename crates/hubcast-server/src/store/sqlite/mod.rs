@@ -60,9 +60,35 @@ pub enum OpenError {
 
 /// The SQLite store. Cheap to share behind an `Arc`.
 pub struct SqliteStore {
-    writer: mpsc::UnboundedSender<Command>,
+    /// Bounded (`sqlite.max_queue`): a full queue refuses writes with 503.
+    writer: mpsc::Sender<Command>,
     readers: Arc<ReaderPool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    health: Arc<WriterHealth>,
+}
+
+/// What the writer thread tells readiness and liveness.
+#[derive(Default)]
+pub(super) struct WriterHealth {
+    /// The thread ended without being closed (it panicked): nothing can be
+    /// written any more, so the node is not alive (`/healthz` fails).
+    dead: std::sync::atomic::AtomicBool,
+    /// The last batch failed (a full disk, an I/O error) and none has
+    /// committed since: the node is not ready (`/readyz` fails).
+    failing: Mutex<Option<String>>,
+}
+
+impl WriterHealth {
+    pub(super) fn batch_failed(&self, err: &rusqlite::Error) {
+        *self.failing.lock().unwrap_or_else(|e| e.into_inner()) = Some(err.to_string());
+    }
+
+    pub(super) fn batch_committed(&self) {
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        if failing.is_some() {
+            *failing = None;
+        }
+    }
 }
 
 enum Command {
@@ -101,15 +127,22 @@ impl SqliteStore {
             Migrated::TooNew(found) => return Err(OpenError::TooNew { path, found, supported: MIGRATIONS.len() }),
         }
 
-        let (feed_tx, feed_rx) = mpsc::unbounded_channel();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let writer = Writer { conn, rooms: HashMap::new(), feed: feed_tx, max_batch: config.max_batch };
+        let (feed_tx, feed_rx) = crate::store::commit_feed();
+        let (tx, rx) = mpsc::channel(config.max_queue.max(1));
+        let health = Arc::new(WriterHealth::default());
+        let writer = Writer { conn, rooms: HashMap::new(), feed: feed_tx, max_batch: config.max_batch, health: health.clone() };
+        let thread_health = health.clone();
         let thread = std::thread::Builder::new()
             .name("hubcast-sqlite-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run(rx))).is_err() {
+                    thread_health.dead.store(true, std::sync::atomic::Ordering::SeqCst);
+                    tracing::error!("the sqlite writer thread failed: no more writes; /healthz now fails so the node is restarted");
+                }
+            })
             .map_err(OpenError::Thread)?;
         let readers = Arc::new(ReaderPool { path, idle: Mutex::new(Vec::new()), max_idle: config.readers });
-        Ok((SqliteStore { writer: tx, readers, thread: Mutex::new(Some(thread)) }, feed_rx))
+        Ok((SqliteStore { writer: tx, readers, thread: Mutex::new(Some(thread)), health }, feed_rx))
     }
 
     /// Runs `work` on the writer thread inside a savepoint of its batch
@@ -124,9 +157,16 @@ impl SqliteStore {
         make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
     ) -> BoxFuture<'static, Result<T, StoreError>> {
         let (tx, rx) = oneshot::channel();
-        let sent = self.writer.send(make(tx));
+        let sent = match self.writer.try_send(make(tx)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                crate::metrics::get().writes_refused.increment(1);
+                Err(StoreError::Unavailable("the write queue is full; retry shortly".into()))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(StoreError::Closed),
+        };
         async move {
-            sent.map_err(|_| StoreError::Closed)?;
+            sent?;
             rx.await.map_err(|_| StoreError::Closed)?
         }
         .boxed()
@@ -238,18 +278,29 @@ impl Store for SqliteStore {
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        if !self.is_alive() {
+            return async { Err(StoreError::Internal("the sqlite writer thread failed".into())) }.boxed();
+        }
         if self.writer.is_closed() {
             return async { Err(StoreError::Closed) }.boxed();
+        }
+        if let Some(err) = self.health.failing.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return async move { Err(StoreError::Unavailable(format!("writes are failing: {err}"))) }.boxed();
         }
         self.read_with(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
     }
 
+    fn is_alive(&self) -> bool {
+        !self.health.dead.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn close(&self) -> BoxFuture<'_, ()> {
         let (tx, rx) = oneshot::channel();
-        let sent = self.writer.send(Command::Close(tx)).is_ok();
+        let writer = self.writer.clone();
         let thread = self.thread.lock().ok().and_then(|mut t| t.take());
         async move {
-            if sent {
+            // Waits for queue room: the close goes after what is queued.
+            if writer.send(Command::Close(tx)).await.is_ok() {
                 let _ = rx.await;
             }
             if let Some(thread) = thread {

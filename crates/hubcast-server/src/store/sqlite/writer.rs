@@ -34,8 +34,9 @@ const MAX_CACHED_ROOMS: usize = 100_000;
 pub(super) struct Writer {
     pub(super) conn: Connection,
     pub(super) rooms: HashMap<RoomName, CachedRoom>,
-    pub(super) feed: mpsc::UnboundedSender<Vec<Arc<Event>>>,
+    pub(super) feed: crate::store::FeedSender,
     pub(super) max_batch: usize,
+    pub(super) health: Arc<super::WriterHealth>,
 }
 
 /// A caller waiting for a write's answer.
@@ -81,7 +82,7 @@ impl Pending {
 }
 
 impl Writer {
-    pub(super) fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         while let Some(first) = rx.blocking_recv() {
             let mut batch = vec![first];
             while batch.len() < self.max_batch {
@@ -135,15 +136,17 @@ impl Writer {
         metrics.store_append.record(started.elapsed());
         match result {
             Ok(()) => {
+                self.health.batch_committed();
                 pending.into_iter().for_each(Pending::answer);
                 if !committed.is_empty() {
                     // The receiver lives as long as the node; if it is gone the
                     // node is shutting down and nobody is left to notify.
-                    let _ = self.feed.send(committed);
+                    self.feed.announce(committed);
                 }
             }
             Err((err, unanswered)) => {
                 tracing::error!(error = %err, "sqlite batch failed and was rolled back");
+                self.health.batch_failed(&err);
                 metrics.store_errors.increment(1);
                 self.rooms.clear();
                 let err = unavailable(err);
@@ -290,6 +293,8 @@ fn append_one(
     request: AppendRequest,
     touched: &mut Vec<RoomName>,
 ) -> rusqlite::Result<(AppendOutcome, Option<Event>)> {
+    #[cfg(feature = "testing")]
+    crate::testing::fault_point(request.data.get(), crate::testing::WRITER_PANIC);
     let fingerprint = request.idem_key.as_ref().map(|_| request.fingerprint());
     let AppendRequest { room, data, idem_key, expected_seq, origin } = request;
     let cached = cached_room(conn, rooms, &room, true)?.expect("created when missing");
