@@ -143,6 +143,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(matches!(cli.command, Command::Serve { .. } | Command::Demo { .. }), cli.log_format);
+    log_panics();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -157,6 +158,23 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Panics go to the log like every other failure (with the thread and where),
+/// not only to stderr in another format: a node contains a failing hub or
+/// session and goes on, and the operator must still see it.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        tracing::error!(thread = thread.name().unwrap_or("unnamed"), %location, "panic: {message}");
+    }));
 }
 
 fn init_logging(server: bool, format: LogFormat) {

@@ -106,18 +106,6 @@ async fn readyz(server: &Server) -> (u16, Value) {
     server.api().get("/readyz").await
 }
 
-/// The sum of a Prometheus series' samples whose line starts with `series`.
-async fn metric(server: &Server, series: &str) -> f64 {
-    let api = server.api();
-    let text = within(STEP, "GET /metrics", async { api.http.get(format!("{}/metrics", api.base)).send().await?.text().await })
-        .await
-        .expect("GET /metrics");
-    text.lines()
-        .filter(|line| line.starts_with(series))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Checks the log of `room` is exactly 1..=n and that every receipt is in it
 /// with its data and ts.
 fn check_history(history: &[Value], receipts: &[Receipt], n: u64) {
@@ -460,7 +448,7 @@ async fn subscribers_on_one_node_receive_events_published_on_another() {
             assert_eq!((&event["data"], event["ts"].as_i64()), (&receipt.data, Some(receipt.ts)), "{event}");
         }
     }
-    assert!(metric(&a, "hubcast_bus_messages_total{direction=\"in\"}").await >= 200.0, "node A did not hear B's events over NATS");
+    assert!(a.api().metric("hubcast_bus_messages_total{direction=\"in\"}").await >= 200.0, "node A did not hear B's events over NATS");
 
     // Both nodes publishing at once: one sequence, seen the same everywhere.
     let from_a = {
@@ -1013,8 +1001,8 @@ async fn two_nodes_draining_the_outbox_append_each_row_exactly_once() {
         async move { (outbox_len(db).await == 0).then_some(()) }
     })
     .await;
-    let by_a = metric(&a, "hubcast_events_published_total").await;
-    let by_b = metric(&b, "hubcast_events_published_total").await;
+    let by_a = a.api().metric("hubcast_events_published_total").await;
+    let by_b = b.api().metric("hubcast_events_published_total").await;
     eprintln!("{total} outbox rows in {} transactions: node A appended {by_a}, node B {by_b}", WRITERS * TRANSACTIONS);
     assert_eq!(by_a + by_b, total as f64, "appended events across both nodes");
 }

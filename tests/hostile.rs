@@ -140,7 +140,7 @@ async fn hostile_clients_do_not_hurt_a_well_behaved_subscriber() {
 
     // Sockets that never read were cut as slow consumers (they resume from
     // their cursor when they come back), not buffered without bound.
-    let slow = metric(&api, "hubcast_connections_closed_total{reason=\"slow_consumer\"}").await;
+    let slow = api.metric("hubcast_connections_closed_total{reason=\"slow_consumer\"}").await;
     assert!(slow >= 1.0, "no non-reading socket was cut as a slow consumer");
 
     // Memory stayed bounded while all of it was open.
@@ -480,15 +480,6 @@ fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).expect("read /proc/PID/fd").count()
 }
 
-/// The value of one Prometheus sample (0 if absent).
-async fn metric(api: &support::Api, series: &str) -> f64 {
-    let response = within(STEP, "/metrics", api.http.get(format!("{}/metrics", api.base)).send()).await.expect("GET /metrics");
-    let text = within(STEP, "/metrics body", response.text()).await.expect("metrics body");
-    text.lines()
-        .find_map(|line| line.strip_prefix(series).map(|rest| rest.trim().parse::<f64>().unwrap_or(0.0)))
-        .unwrap_or(0.0)
-}
-
 // ---------------------------------------------------------------------------
 // The same kind of attack against the default limits
 // ---------------------------------------------------------------------------
@@ -560,8 +551,8 @@ async fn default_limits_turn_a_flood_away() {
     }
     within(PHASE, "the publisher", publisher).await.expect("publisher");
     assert_eq!(within(PHASE, "the subscriber", subscriber).await.expect("subscriber"), FLOOD_EVENTS);
-    assert!(metric(&api, "hubcast_refusals_total{reason=\"rate_limited\"}").await >= refused as f64);
-    assert!(metric(&api, "hubcast_refusals_total{reason=\"message_rate\"}").await >= 1.0);
+    assert!(api.metric("hubcast_refusals_total{reason=\"rate_limited\"}").await >= refused as f64);
+    assert!(api.metric("hubcast_refusals_total{reason=\"message_rate\"}").await >= 1.0);
     assert_eq!(api.get("/healthz").await.0, 200);
 }
 

@@ -81,6 +81,17 @@ impl Api {
     }
 
     /// `GET path` (relative to the base URL); the status and JSON answer.
+    /// The sum of the `/metrics` series whose line starts with `series`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = within(STEP, "GET /metrics", async { self.http.get(format!("{}/metrics", self.base)).send().await?.text().await })
+            .await
+            .expect("GET /metrics");
+        text.lines()
+            .filter(|line| line.starts_with(series))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let response = within(STEP, "a GET", self.http.get(format!("{}{path}", self.base)).send())
             .await

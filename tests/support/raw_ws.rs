@@ -71,8 +71,13 @@ impl RawWs {
 
     /// Sends one masked text frame.
     pub async fn send_text(&mut self, text: &str) {
-        let payload = text.as_bytes();
-        let mut frame = vec![0x81u8];
+        self.send_raw(0x81, text.as_bytes()).await
+    }
+
+    /// Sends one masked frame with this first byte (FIN, RSV bits, opcode) and
+    /// payload, whatever they are: the way to send what no client library would.
+    pub async fn send_raw(&mut self, first_byte: u8, payload: &[u8]) {
+        let mut frame = vec![first_byte];
         match payload.len() {
             n if n < 126 => frame.push(0x80 | n as u8),
             n if n <= u16::MAX as usize => {

@@ -241,6 +241,11 @@ impl Server {
     }
 
     /// Everything every run of this server has logged so far.
+    /// The SQLite database of a node on the embedded backend.
+    pub fn sqlite_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("data").join("hubcast.db")
+    }
+
     pub fn log(&self) -> String {
         (1..=self.starts)
             .map(|n| std::fs::read_to_string(self.log_path(n)).unwrap_or_default())

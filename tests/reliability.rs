@@ -1,0 +1,193 @@
+//! Regression tests for the reliability findings that live inside the node:
+//! a failing hub or writer never leaves a zombie, a full write queue answers
+//! 503, permanent store failures are 500 (not retried as if transient), and
+//! malformed WebSocket frames get their close codes.
+//!
+//! The hub and writer failures are injected through the server's test-only
+//! fault points (`hubcast_server::testing`, compiled into test builds only):
+//! event data carrying a marker string panics the component that handles it.
+//! The SQLite-only tests return early on the cluster backend.
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::json;
+use support::{cluster_backend, eventually, within, RawWs, Server, Ws, FAST, STEP};
+
+const HUB_PANIC: &str = "__hubcast_test_fault_hub_panic__";
+const WRITER_PANIC: &str = "__hubcast_test_fault_writer_panic__";
+
+/// A hub that panics closes its subscribers with 1012 (they resume from their
+/// cursors) and leaves the registry, so the room works again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_hub_tells_its_subscribers_to_resume_and_the_room_recovers() {
+    let server = Server::start(FAST).await;
+    let api = server.api();
+    let room = "hub-fault";
+    let (mut a, _) = Ws::room(&server, room, "").await;
+    a.until_caught_up(room, 0).await;
+    let (mut b, _) = Ws::room(&server, room, "").await;
+    b.until_caught_up(room, 0).await;
+    server.publish(room, json!({"n": 1})).await;
+    assert_eq!(a.events_until(room, 0, 1).await.len(), 1);
+    assert_eq!(b.events_until(room, 0, 1).await.len(), 1);
+
+    server.publish(room, json!({"fault": HUB_PANIC})).await;
+    for client in [&mut a, &mut b] {
+        assert_eq!(client.expect_close().await, 1012, "a dead hub must not keep silent subscribers");
+    }
+    eventually("the hub failure to be counted", || async { (api.metric("hubcast_hub_panics_total").await >= 1.0).then_some(()) }).await;
+
+    // Resuming from the cursor gets the event that tripped the hub (by replay)
+    // and then live events from a fresh hub.
+    let (mut resumed, _) = Ws::room(&server, room, "?cursor=1").await;
+    server.publish(room, json!({"n": 3})).await;
+    let events = resumed.events_until(room, 1, 3).await;
+    assert_eq!(events.iter().map(|e| e["seq"].as_u64().unwrap()).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(events[1]["data"], json!({"n": 3}));
+    assert_eq!(api.get("/healthz").await.0, 200, "a hub failure is contained: the node is alive");
+}
+
+/// The SQLite writer thread dying fails liveness, so a supervisor restarts
+/// the node instead of it answering 503 to every write forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_sqlite_writer_fails_healthz() {
+    if cluster_backend() {
+        return; // the writer thread is the embedded store's
+    }
+    let server = Server::start(FAST).await;
+    let api = server.api();
+    assert_eq!(api.get("/healthz").await.0, 200);
+    server.publish("writer-fault", json!({"n": 1})).await;
+    let (status, body) = api.post("writer-fault", &json!({"data": {"fault": WRITER_PANIC}}), None).await;
+    assert_eq!(status, 503, "{body}");
+    // The caller is answered as the thread unwinds; the flag follows at once.
+    eventually("/healthz to fail: a node that can never write again is not alive", || async {
+        (api.get("/healthz").await.0 == 503).then_some(())
+    })
+    .await;
+    assert_eq!(api.get("/readyz").await.0, 503);
+    assert!(server.log().contains("writer thread failed"), "the failure is logged");
+}
+
+/// A stalled writer (here: another process holds the database's write lock)
+/// fills the bounded write queue; then writes are refused with 503 and
+/// `Retry-After` instead of queueing without bound, and once the lock is
+/// released every accepted write commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_write_queue_answers_503_and_loses_nothing_it_accepted() {
+    if cluster_backend() {
+        return; // the bounded queue tested here is the SQLite writer's
+    }
+    let server = Server::start("[sqlite]\nsynchronous = \"normal\"\nmax_queue = 4\n").await;
+    let api = server.api();
+    server.publish("queue", json!({"n": 0})).await;
+    // Hold the write lock from another process for a few seconds.
+    let db = server.sqlite_path();
+    let mut locker = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], timeout=10, isolation_level=None)\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             print('locked', flush=True)\n\
+             time.sleep(3)\n\
+             c.execute('COMMIT')\n",
+        )
+        .arg(&db)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(locker.stdout.as_mut().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+
+    let tasks: Vec<_> = (1..=40)
+        .map(|n| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let response = api
+                    .http
+                    .post(format!("{}/v1/rooms/queue/events", api.base))
+                    .json(&json!({"data": {"n": n}}))
+                    .send()
+                    .await
+                    .expect("publish");
+                let retry_after = response.headers().get("retry-after").is_some();
+                (response.status().as_u16(), retry_after, response.json::<serde_json::Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for task in tasks {
+        let (status, retry_after, body) = within(support::PHASE, "a publish", task).await.unwrap();
+        match status {
+            201 => accepted.push(body["seq"].as_u64().unwrap()),
+            503 => {
+                assert!(retry_after, "a refusal says when to retry");
+                assert_eq!(body["error"], "store_unavailable", "{body}");
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    let _ = locker.wait();
+    assert!(refused > 0, "a queue of 4 cannot take 40 writes while the writer is stalled");
+    assert!(api.metric("hubcast_store_writes_refused_total").await >= refused as f64);
+    // Everything acknowledged is there, gapless after seq 1.
+    accepted.sort_unstable();
+    assert_eq!(accepted, (2..2 + accepted.len() as u64).collect::<Vec<_>>());
+    let events = api.all_events("queue").await;
+    assert_eq!(events.len(), 1 + accepted.len());
+}
+
+/// A row that cannot be decoded is a permanent failure: 500 `internal`, which
+/// clients do not retry, not 503 `store_unavailable`, which they retry forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_row_is_a_permanent_error_not_a_transient_one() {
+    if cluster_backend() {
+        return; // corrupts the embedded store's file
+    }
+    let mut server = Server::start(FAST).await;
+    server.publish("corrupt", json!({"n": 1})).await;
+    server.publish("corrupt", json!({"n": 2})).await;
+    server.sigterm();
+    server.wait_exit().await;
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nc.execute(\"UPDATE events SET data = 'not json' WHERE seq = 2\")\nc.commit()\n")
+        .arg(server.sqlite_path())
+        .status()
+        .expect("python3");
+    assert!(status.success());
+    server.restart().await;
+    let (status, body) = server.api().get("/v1/rooms/corrupt/events?after=0").await;
+    assert_eq!((status, body["error"].as_str()), (500, Some("internal")), "{body}");
+    // Reads that do not touch the bad row still work.
+    let (status, body) = server.api().get("/v1/rooms/corrupt/events?after=0&limit=1").await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Frames no client library would send get the close codes RFC 6455 names:
+/// 1002 for a protocol violation (reserved bits), 1007 for text that is not
+/// UTF-8. Before, both ended with an empty close frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_close_with_1002_and_invalid_text_with_1007() {
+    let server = Server::start(FAST).await;
+    for (first_byte, payload, expected) in [
+        (0xC1u8, br#"{"type":"ping"}"#.as_slice(), 1002u16), // RSV1 set without an extension
+        (0x83, b"x".as_slice(), 1002),                         // a reserved opcode
+        (0x81, &[0x7b, 0xff, 0xfe, 0x7d][..], 1007),           // invalid UTF-8 in a text frame
+    ] {
+        let mut raw = RawWs::connect(server.addr(), "/v1/ws").await;
+        assert_eq!(raw.next_json().await["type"], "welcome");
+        raw.send_raw(first_byte, payload).await;
+        let (frames, _) = within(STEP, "the close", raw.drain_to_end()).await;
+        let code = frames.iter().find_map(|f| f.close_code());
+        assert_eq!(code, Some(expected), "first byte {first_byte:#x}: {frames:?}");
+    }
+    // The node is fine.
+    eventually("healthz", || async { (server.api().get("/healthz").await.0 == 200).then_some(()) }).await;
+}
