@@ -243,6 +243,13 @@ pub struct PostgresConfig {
     pub max_batch: usize,
     /// How long an operation waits for a connection before failing with 503.
     pub timeout_ms: u64,
+    /// Most any one store operation may take (an append batch, a read, a
+    /// readiness probe): past it the caller gets 503, so a frozen or
+    /// partitioned server cannot hold publishes for minutes. An append that
+    /// timed out may still commit: retry it with the same idempotency key.
+    pub statement_timeout_ms: u64,
+    /// Appends waiting for a writer before more are refused with 503.
+    pub max_queue: usize,
     /// Drain the application outbox table.
     pub outbox: bool,
     /// Outbox polling interval (LISTEN/NOTIFY wakes the drainer sooner).
@@ -257,6 +264,8 @@ impl Default for PostgresConfig {
             writers: 4,
             max_batch: 1024,
             timeout_ms: 2000,
+            statement_timeout_ms: 5000,
+            max_queue: 65_536,
             outbox: true,
             outbox_poll_ms: 500,
         }

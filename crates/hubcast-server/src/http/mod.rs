@@ -25,6 +25,9 @@ use crate::node::Node;
 use crate::protocol::codes::ErrorCode;
 use error::ApiError;
 
+/// The most `/readyz` waits for the store and the bus.
+const READY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Room for the JSON envelope around the largest event in a publish body.
 const BODY_OVERHEAD: usize = 64 * 1024;
 
@@ -85,9 +88,17 @@ async fn healthz(State(node): State<Arc<Node>>) -> impl IntoResponse {
 }
 
 /// Readiness: the store and the bus answer, and the node is not stopping.
+///
+/// Answers within its own deadline ([`READY_DEADLINE`]) even when a store or
+/// bus does not: a probe that hangs is a probe that fails.
 async fn readyz(State(node): State<Arc<Node>>) -> impl IntoResponse {
-    let store = node.store.check().await;
-    let bus = node.bus.check().await;
+    let timed_out = |what: &str| format!("{what} did not answer within {} ms", READY_DEADLINE.as_millis());
+    let (store, bus) = tokio::join!(
+        tokio::time::timeout(READY_DEADLINE, node.store.check()),
+        tokio::time::timeout(READY_DEADLINE, node.bus.check()),
+    );
+    let store = store.unwrap_or_else(|_| Err(crate::store::StoreError::Unavailable(timed_out("the store"))));
+    let bus = bus.unwrap_or_else(|_| Err(crate::bus::BusError::Unavailable(timed_out("the bus"))));
     let stopping = node.shutdown.is_cancelled();
     let ready = store.is_ok() && bus.is_ok() && !stopping;
     let describe = |r: Result<(), String>| match r {

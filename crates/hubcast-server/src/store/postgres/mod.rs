@@ -56,7 +56,10 @@ pub trait PostgresWork: Send + 'static {
 pub struct PostgresStore {
     pool: Pool,
     /// `None` once closed; dropping the sender lets the writers drain and stop.
-    queue: std::sync::Mutex<Option<mpsc::UnboundedSender<Pending>>>,
+    /// Bounded (`postgres.max_queue`): a full queue refuses appends with 503.
+    queue: std::sync::Mutex<Option<mpsc::Sender<Pending>>>,
+    /// Most any one operation may take (`postgres.statement_timeout_ms`).
+    op_timeout: Duration,
     closed: tokio_util::sync::CancellationToken,
     writers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// For the events of application transactions ([`PostgresStore::transact`]).
@@ -127,6 +130,10 @@ pub fn connect_config(url: &str, schema: &str) -> Result<tokio_postgres::Config,
     config.options(format!("-c search_path={schema}"));
     config.application_name("hubcast");
     config.connect_timeout(Duration::from_secs(3));
+    // A dead peer or path is noticed by the kernel within about a minute
+    // even on an idle pooled connection.
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(30));
     Ok(config)
 }
 
@@ -135,7 +142,7 @@ impl PostgresStore {
     /// of the event it returns (through the same server-side function as every
     /// append); the event is on the commit feed after `COMMIT`.
     pub async fn transact(&self, work: Box<dyn PostgresWork>) -> Result<TxOutcome, StoreError> {
-        {
+        self.bounded(async move {
             if self.closed.is_cancelled() {
                 return Err(StoreError::Closed);
             }
@@ -163,7 +170,8 @@ impl PostgresStore {
                     Ok(TxOutcome::Committed { receipt: Some(receipt), answer })
                 }
             }
-        }
+        })
+        .await
     }
 
     /// Connects, runs migrations, and starts the writers (and the outbox
@@ -179,11 +187,17 @@ impl PostgresStore {
             .timeouts(Timeouts { wait: timeout, create: timeout, recycle: timeout })
             .build()?;
         let (feed_tx, feed_rx) = crate::store::commit_feed();
-        let (queue_tx, queue_rx) = mpsc::unbounded_channel();
+        let (queue_tx, queue_rx) = mpsc::channel(config.max_queue.max(1));
         let queue_rx = Arc::new(Mutex::new(queue_rx));
         let mut writers = Vec::new();
         for _ in 0..config.writers.max(1) {
-            let writer = Writer { pool: pool.clone(), queue: queue_rx.clone(), feed: feed_tx.clone(), max_batch: config.max_batch };
+            let writer = Writer {
+                pool: pool.clone(),
+                queue: queue_rx.clone(),
+                op_timeout: Duration::from_millis(config.statement_timeout_ms.max(1)),
+                feed: feed_tx.clone(),
+                max_batch: config.max_batch,
+            };
             writers.push(tokio::spawn(writer.run()));
         }
         let closed = tokio_util::sync::CancellationToken::new();
@@ -194,11 +208,22 @@ impl PostgresStore {
         let store = PostgresStore {
             pool,
             queue: std::sync::Mutex::new(Some(queue_tx)),
+            op_timeout: Duration::from_millis(config.statement_timeout_ms.max(1)),
             closed,
             writers: std::sync::Mutex::new(writers),
             feed: feed_tx,
         };
         Ok((store, feed_rx))
+    }
+
+    /// `op` within `postgres.statement_timeout_ms`: a frozen or partitioned
+    /// server (the kernel still acknowledges, nothing answers) fails the
+    /// operation with 503 instead of holding its caller for minutes.
+    async fn bounded<T>(&self, op: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.op_timeout, op).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!("postgres did not answer within {} ms", self.op_timeout.as_millis()))),
+        }
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -210,13 +235,17 @@ impl Store for PostgresStore {
     fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<AppendOutcome, StoreError>> {
         let (reply, rx) = oneshot::channel();
         let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let sent = match queue.as_ref() {
-            Some(queue) => queue.send(Pending { request, reply }).map_err(|_| ()),
-            None => Err(()),
+        let sent = match queue.as_ref().map(|queue| queue.try_send(Pending { request, reply })) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(mpsc::error::TrySendError::Full(_))) => {
+                crate::metrics::get().writes_refused.increment(1);
+                Err(StoreError::Unavailable("the write queue is full; retry shortly".into()))
+            }
+            Some(Err(mpsc::error::TrySendError::Closed(_))) | None => Err(StoreError::Closed),
         };
         drop(queue);
         async move {
-            sent.map_err(|_| StoreError::Closed)?;
+            sent?;
             rx.await.map_err(|_| StoreError::Closed)?
         }
         .boxed()
@@ -224,7 +253,7 @@ impl Store for PostgresStore {
 
     fn ensure_room(&self, room: &RoomName) -> BoxFuture<'_, Result<RoomState, StoreError>> {
         let room = room.clone();
-        async move {
+        self.bounded(async move {
             let client = self.client().await?;
             for _ in 0..3 {
                 let rows = client
@@ -246,26 +275,26 @@ impl Store for PostgresStore {
                 // snapshot: read again.
             }
             Err(StoreError::Unavailable("room creation kept racing".into()))
-        }
+        })
         .boxed()
     }
 
     fn room_state(&self, room: &RoomName) -> BoxFuture<'_, Result<Option<RoomState>, StoreError>> {
         let room = room.clone();
-        async move {
+        self.bounded(async move {
             let client = self.client().await?;
             let row = client
                 .query_opt("SELECT epoch, head, pruned_through FROM rooms WHERE name = $1", &[&room.as_str()])
                 .await
                 .map_err(unavailable)?;
             Ok(row.map(|row| state_of(row.get(0), row.get(1), row.get(2))))
-        }
+        })
         .boxed()
     }
 
     fn read(&self, room: &RoomName, after: u64, limit: usize) -> BoxFuture<'_, Result<Page, StoreError>> {
         let room = room.clone();
-        async move {
+        self.bounded(async move {
             let client = self.client().await?;
             // One statement, so the room's state and its events come from one snapshot.
             let rows = client
@@ -291,12 +320,12 @@ impl Store for PostgresStore {
                 events.push(Event { room: room.clone(), seq: seq as u64, ts: row.get(4), data, origin: None });
             }
             Ok(Page { state: Some(state), events })
-        }
+        })
         .boxed()
     }
 
     fn heads(&self, rooms: Vec<RoomName>) -> BoxFuture<'_, Result<Vec<(RoomName, u64)>, StoreError>> {
-        async move {
+        self.bounded(async move {
             let client = self.client().await?;
             let names: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
             let rows = client
@@ -310,12 +339,12 @@ impl Store for PostgresStore {
                     Some((room, row.get::<_, i64>(1) as u64))
                 })
                 .collect())
-        }
+        })
         .boxed()
     }
 
     fn enforce_retention(&self, policy: RetentionPolicy) -> BoxFuture<'_, Result<u64, StoreError>> {
-        async move {
+        self.bounded(async move {
             let mut client = self.client().await?;
             let mut after = String::new();
             let mut deleted = 0;
@@ -371,20 +400,20 @@ impl Store for PostgresStore {
                     _ => return Ok(deleted),
                 }
             }
-        }
+        })
         .boxed()
     }
 
 
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        async move {
+        self.bounded(async move {
             if self.closed.is_cancelled() {
                 return Err(StoreError::Closed);
             }
             let client = self.client().await?;
             client.simple_query("SELECT 1").await.map_err(unavailable)?;
             Ok(())
-        }
+        })
         .boxed()
     }
 

@@ -16,7 +16,9 @@ use crate::store::{AppendOutcome, AppendRequest, Receipt, StoreError};
 /// takes everything waiting (up to `max_batch`) as one batch.
 pub(super) struct Writer {
     pub(super) pool: Pool,
-    pub(super) queue: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
+    pub(super) queue: Arc<Mutex<mpsc::Receiver<Pending>>>,
+    /// Most one batch may take: a frozen server fails it with 503.
+    pub(super) op_timeout: std::time::Duration,
     pub(super) feed: crate::store::FeedSender,
     pub(super) max_batch: usize,
 }
@@ -48,7 +50,14 @@ impl Writer {
         let metrics = crate::metrics::get();
         metrics.store_batch.record(batch.len() as f64);
         let started = std::time::Instant::now();
-        let result = append_batch(&self.pool, batch.iter().map(|p| &p.request)).await;
+        // On a timeout the outcome is unknown (the statement may still commit
+        // once the server answers): 503, and a retry with the same key
+        // finds the first append; a commit nobody announced is healed by the
+        // hubs' reconcile.
+        let result = match tokio::time::timeout(self.op_timeout, append_batch(&self.pool, batch.iter().map(|p| &p.request))).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!("postgres did not answer within {} ms", self.op_timeout.as_millis()))),
+        };
         metrics.store_append.record(started.elapsed());
         match result {
             Ok(outcomes) => {
