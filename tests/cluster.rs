@@ -927,6 +927,41 @@ async fn an_outbox_row_committed_with_business_rows_is_delivered_exactly_once() 
     assert_eq!(version, 22);
 }
 
+/// Outbox rows get the checks every publish gets: an event over the size
+/// limit, a number no double holds and an over-long idempotency key are moved
+/// to `outbox_rejected` with the reason and never fanned out (a client would
+/// otherwise be sent a frame it cannot take, on every reconnect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_outbox_rows_are_rejected_like_publishes() {
+    if !cluster_or_skip("invalid_outbox_rows_are_rejected_like_publishes") {
+        return;
+    }
+    let a = Server::start(OUTBOX).await;
+    let room = "outbox-checks";
+    let (mut ws, _) = Ws::room(&a, room, "").await;
+    ws.until_caught_up(room, 0).await;
+    let db = a.cluster().expect("a cluster node").connect().await;
+    outbox_row(&db, room, &json!({"big": "x".repeat(2 * 1024 * 1024)}), None).await;
+    db.execute("INSERT INTO outbox (room, data) VALUES ($1, '{\"n\": 1e400}'::jsonb)", &[&room]).await.expect("insert");
+    outbox_row(&db, room, &json!({"key": "long"}), Some(&"k".repeat(300))).await;
+    outbox_row(&db, room, &json!({"ok": true}), None).await;
+
+    let events = ws.events_until(room, 0, 1).await;
+    assert_eq!(events[0]["data"], json!({"ok": true}), "only the valid row is delivered");
+    eventually("the outbox to be drained", || {
+        let db = &db;
+        async move { (outbox_len(db).await == 0).then_some(()) }
+    })
+    .await;
+    let rejected = db.query("SELECT reason FROM outbox_rejected ORDER BY id", &[]).await.expect("outbox_rejected");
+    let reasons: Vec<String> = rejected.iter().map(|row| row.get(0)).collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(reasons[0].contains("byte limit"), "{reasons:?}");
+    assert!(reasons[1].contains("data:"), "{reasons:?}");
+    assert!(reasons[2].contains("idempotency key"), "{reasons:?}");
+    assert_eq!(a.api().room(room).await["head"], 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolled_back_outbox_row_is_never_delivered() {
     if !cluster_or_skip("a_rolled_back_outbox_row_is_never_delivered") {

@@ -415,7 +415,8 @@ mod postgres {
     async fn open_backend() -> Option<(Backend, CommitFeed, String)> {
         let schema = format!("contract_{:016x}", rand::random::<u64>());
         let config = PostgresConfig { schema: schema.clone(), pool_size: 8, outbox: false, ..PostgresConfig::default() };
-        match PostgresStore::open(&url(), &config).await {
+        let rules = crate::store::EventRules { max_event_bytes: 1 << 20, namespaces: Default::default() };
+        match PostgresStore::open(&url(), &config, rules).await {
             Ok((store, feed)) => Some((Backend::Postgres(Arc::new(store)), feed, schema)),
             Err(err) => {
                 let unreachable = matches!(err, crate::store::postgres::OpenError::Connect(_));

@@ -101,6 +101,40 @@ impl AppendRequest {
     }
 }
 
+/// What every event must satisfy to be appended, whichever way it arrives
+/// (an HTTP or socket publish, the application outbox): the node's and its
+/// namespace's size limit, numbers a double can hold, and an idempotency key
+/// of 1 to 128 visible ASCII characters. An outbox row that fails is moved to
+/// `outbox_rejected` with the reason, never fanned out.
+#[derive(Debug, Clone)]
+pub struct EventRules {
+    pub max_event_bytes: usize,
+    pub namespaces: Namespaces,
+}
+
+impl EventRules {
+    /// The rules of `config`.
+    pub fn of(config: &crate::config::Config) -> EventRules {
+        EventRules { max_event_bytes: config.limits.max_event_bytes, namespaces: Namespaces::new(&config.namespaces) }
+    }
+
+    /// Why an event would be refused, if it would be.
+    pub fn check(&self, room: &RoomName, data: &RawValue, idem_key: Option<&str>) -> Result<(), String> {
+        let max = self.namespaces.for_room(room).max_event_bytes(self.max_event_bytes);
+        if data.get().len() > max {
+            return Err(format!("event data is {} bytes, over the {max}-byte limit", data.get().len()));
+        }
+        hubcast_protocol::message::check_data(data)?;
+        if let Some(key) = idem_key {
+            let max_key = hubcast_protocol::message::MAX_ID_LEN;
+            if key.is_empty() || key.len() > max_key || !key.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(format!("the idempotency key must be 1 to {max_key} visible ASCII characters"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What the publisher is told about a committed event.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Receipt {
@@ -249,7 +283,7 @@ pub async fn open(config: &crate::config::Config) -> Result<(Backend, CommitFeed
             Ok((Backend::Sqlite(Arc::new(store)), feed))
         }
         crate::config::StoreUrl::Postgres(url) => {
-            let (store, feed) = postgres::PostgresStore::open(url, &config.postgres).await?;
+            let (store, feed) = postgres::PostgresStore::open(url, &config.postgres, EventRules::of(config)).await?;
             Ok((Backend::Postgres(Arc::new(store)), feed))
         }
     }

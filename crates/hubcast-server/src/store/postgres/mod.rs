@@ -176,7 +176,8 @@ impl PostgresStore {
 
     /// Connects, runs migrations, and starts the writers (and the outbox
     /// drainer when enabled).
-    pub async fn open(url: &str, config: &PostgresConfig) -> Result<(PostgresStore, CommitFeed), OpenError> {
+    /// `rules` are what outbox rows must satisfy (those of every publish).
+    pub async fn open(url: &str, config: &PostgresConfig, rules: crate::store::EventRules) -> Result<(PostgresStore, CommitFeed), OpenError> {
         let pg_config = connect_config(url, &config.schema)?;
         migrate(&pg_config, &config.schema).await?;
         let manager = Manager::from_config(pg_config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
@@ -202,7 +203,7 @@ impl PostgresStore {
         }
         let closed = tokio_util::sync::CancellationToken::new();
         if config.outbox {
-            let drainer = outbox::Drainer::new(pool.clone(), pg_config, &config.schema, feed_tx.clone(), config.outbox_poll_ms);
+            let drainer = outbox::Drainer::new(pool.clone(), pg_config, &config.schema, feed_tx.clone(), config.outbox_poll_ms, rules);
             tokio::spawn(drainer.run(closed.clone()));
         }
         let store = PostgresStore {

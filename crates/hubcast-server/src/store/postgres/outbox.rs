@@ -34,6 +34,8 @@ pub struct Drainer {
     feed: crate::store::FeedSender,
     poll: Duration,
     wake: Arc<Notify>,
+    /// What a row must satisfy to be appended (the same as a publish).
+    rules: crate::store::EventRules,
 }
 
 impl Drainer {
@@ -43,8 +45,10 @@ impl Drainer {
         schema: &str,
         feed: crate::store::FeedSender,
         poll_ms: u64,
+        rules: crate::store::EventRules,
     ) -> Drainer {
         Drainer {
+            rules,
             pool,
             listen_config,
             channel: outbox_channel(schema),
@@ -99,20 +103,27 @@ impl Drainer {
             let data: String = row.get(2);
             let key: Option<String> = row.get(3);
             ids.push(id);
-            let (room, data) = match (RoomName::parse(&room), RawValue::from_string(data)) {
-                (Ok(room), Ok(data)) => (room, data),
-                (Err(err), _) => {
-                    tracing::error!(id, room, error = %err, "outbox row rejected");
+            let checked = match (RoomName::parse(&room), RawValue::from_string(data)) {
+                (Ok(room), Ok(data)) => match self.rules.check(&room, &data, key.as_deref()) {
+                    Ok(()) => Ok((room, data)),
+                    Err(reason) => Err(reason),
+                },
+                (Err(err), _) => Err(err.to_string()),
+                (_, Err(err)) => Err(format!("data is not JSON: {err}")),
+            };
+            let (room, data) = match checked {
+                Ok(checked) => checked,
+                Err(reason) => {
+                    tracing::error!(id, room, reason, "outbox row rejected: moved to outbox_rejected");
                     tx.execute(
                         "INSERT INTO outbox_rejected (id, room, data, idem_key, created_at, reason)
                          SELECT id, room, data, idem_key, created_at, $2 FROM outbox WHERE id = $1",
-                        &[&id, &err.to_string()],
+                        &[&id, &reason],
                     )
                     .await
                     .map_err(unavailable)?;
                     continue;
                 }
-                (_, Err(err)) => return Err(StoreError::Unavailable(err.to_string())),
             };
             let idem_key = Some(key.unwrap_or_else(|| format!("outbox:{id}")));
             requests.push(AppendRequest { room, data, idem_key, expected_seq: None, origin: None });
