@@ -191,3 +191,50 @@ async fn malformed_frames_close_with_1002_and_invalid_text_with_1007() {
     // The node is fine.
     eventually("healthz", || async { (server.api().get("/healthz").await.0 == 200).then_some(()) }).await;
 }
+
+/// Writes that keep failing (here: another process holds the write lock past
+/// the busy timeout, as a full disk or an I/O error would fail them) make the
+/// node not ready until a write commits again; before, `/readyz` said 200
+/// while every publish failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_writes_make_the_node_not_ready_until_one_commits() {
+    if cluster_backend() {
+        return; // the embedded store's writer
+    }
+    let server = Server::start(FAST).await;
+    let api = server.api();
+    server.publish("ready", json!({"n": 1})).await;
+    let mut locker = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], timeout=10, isolation_level=None)\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             print('locked', flush=True)\n\
+             sys.stdin.readline()\n\
+             c.execute('COMMIT')\n",
+        )
+        .arg(server.sqlite_path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(locker.stdout.as_mut().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+    // Past the writer's 5 s busy timeout the batch fails.
+    let (status, body) = within(support::PHASE, "a publish against a locked database", api.post("ready", &json!({"data": {"n": 2}}), None)).await;
+    assert_eq!(status, 503, "{body}");
+    let (status, body) = api.get("/readyz").await;
+    assert_eq!(status, 503, "failing writes: not ready: {body}");
+    assert!(body["store"].as_str().is_some_and(|s| s.contains("writes are failing")), "{body}");
+    // Released: the next write commits and the node is ready again.
+    std::io::Write::write_all(locker.stdin.as_mut().unwrap(), b"\n").unwrap();
+    let _ = locker.wait();
+    eventually("a publish after the lock is released", || {
+        let api = api.clone();
+        async move { (api.post("ready", &json!({"data": {"n": 3}}), None).await.0 == 201).then_some(()) }
+    })
+    .await;
+    assert_eq!(api.get("/readyz").await.0, 200);
+}

@@ -935,7 +935,9 @@ async fn room_subscriber_cap() {
     // Over a message: `error over_capacity`, the session goes on.
     let mut second = Ws::connect(&server.ws_url("/v1/ws")).await;
     second.send_json(json!({"type": "subscribe", "room": "full"})).await;
-    let error = next_error(&mut second).await;
+    // Refused before any `subscribed`: the answer is the error itself.
+    let error = second.next_json().await;
+    assert_eq!(error["type"], "error", "a full room answers with the refusal, not `subscribed` first: {error}");
     assert_eq!((error["code"].as_str(), error["room"].as_str()), (Some("over_capacity"), Some("full")), "{error}");
     second.subscribe("other", json!({})).await;
     second.until_caught_up("other", 0).await;
@@ -945,6 +947,7 @@ async fn room_subscriber_cap() {
     let (code, frames) = close_with_frames(&mut third).await;
     assert_eq!(code, 1013, "{frames:?}");
     assert!(has_error(&frames, "over_capacity"), "{frames:?}");
+    assert!(!frames.iter().any(|f| f["type"] == "subscribed"), "refused before `subscribed`: {frames:?}");
     // Both refusals are counted (protected mode: loopback may read /metrics).
     let metrics = server.api().http.get(format!("{}/metrics", server.base())).send().await.expect("metrics").text().await.expect("text");
     let refusals = metrics

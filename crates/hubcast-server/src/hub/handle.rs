@@ -11,6 +11,9 @@ use crate::outbound::Outbound;
 pub struct HubHandle {
     pub(crate) id: u64,
     pub(super) commands: mpsc::Sender<HubCommand>,
+    pub(super) subscriber_count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The room's subscriber cap on this node (0: none).
+    pub(super) max_subscribers: usize,
 }
 
 /// Messages a hub acts on.
@@ -56,6 +59,13 @@ pub struct HubStats {
 pub struct HubGone;
 
 impl HubHandle {
+    /// Whether the room is at its subscriber cap on this node (as of the
+    /// hub's last step). A subscription is refused on this before it is told
+    /// `subscribed`; the hub's own check at the join stays the exact one.
+    pub fn is_full(&self) -> bool {
+        self.max_subscribers > 0 && self.subscriber_count.load(std::sync::atomic::Ordering::Relaxed) >= self.max_subscribers
+    }
+
     /// Subscribes `out` from `after` (see [`Joined`]); with a `member`, the
     /// subscriber also enters the room's presence and gets `presence`, `join`, `leave`.
     pub async fn subscribe_as(&self, out: Outbound, after: u64, member: Option<PresenceMember>) -> Result<Joined, HubGone> {

@@ -97,6 +97,9 @@ pub(super) struct Hub {
     pending: Pending,
     /// `None` until presence is first used in this room on this node.
     presence: Option<Box<presence::Presence>>,
+    /// How many subscribers the hub has, as of its last step: what a new
+    /// subscription is refused against before it is told `subscribed`.
+    subscriber_count: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Starts a hub for `room`. The hub removes itself from `hubs` when idle.
@@ -109,11 +112,13 @@ pub(crate) fn spawn(
     hubs: Hubs,
 ) -> HubHandle {
     let (tx, rx) = mpsc::channel(1024);
+    let subscriber_count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let rules = settings.namespaces.for_room(&room);
     let batching = rules.batching();
     let echo = rules.echo();
     let mut settings = settings;
     settings.max_subscribers = rules.max_subscribers(settings.max_subscribers);
+    let max_subscribers = settings.max_subscribers;
     let hub = Hub {
         room,
         store,
@@ -126,6 +131,7 @@ pub(crate) fn spawn(
         echo,
         pending: Pending::default(),
         presence: None,
+        subscriber_count: subscriber_count.clone(),
     };
     tokio::spawn(async move {
         use futures_util::FutureExt;
@@ -143,7 +149,7 @@ pub(crate) fn spawn(
         }
         metrics.hubs.decrement(1.0);
     });
-    HubHandle { id, commands: tx }
+    HubHandle { id, commands: tx, subscriber_count, max_subscribers }
 }
 
 impl Drop for Hub {
@@ -221,6 +227,7 @@ impl Hub {
                     idle_since = None;
                 }
             }
+            self.subscriber_count.store(self.subscribers.len(), std::sync::atomic::Ordering::Relaxed);
             match (self.subscribers.is_empty(), idle_since) {
                 (true, None) => idle_since = Some(Instant::now()),
                 (false, Some(_)) => idle_since = None,

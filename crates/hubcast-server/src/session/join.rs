@@ -55,9 +55,7 @@ pub async fn join_as(
         out.wait_for_room(hub_tail + 2).await;
         match hub.subscribe_as(out.clone(), position, member.clone()).await {
             Ok(Joined::Live) => return Ok(Some(hub)),
-            Ok(Joined::Full) => {
-                return Err(ProtocolError::new(ErrorCode::OverCapacity, "room is at its subscriber limit on this node", None))
-            }
+            Ok(Joined::Full) => return Err(full_room()),
             Ok(Joined::PresenceFull) => {
                 return Err(ProtocolError::new(ErrorCode::OverCapacity, "room presence is at its member limit", None))
             }
@@ -68,6 +66,10 @@ pub async fn join_as(
             Err(_gone) => hubs.forget(room, hub.id),
         }
     }
+}
+
+fn full_room() -> ProtocolError {
+    ProtocolError::new(ErrorCode::OverCapacity, "room is at its subscriber limit on this node", None)
 }
 
 /// Queues the room's events after `from` from the store, at least through
@@ -113,6 +115,9 @@ pub(super) async fn start_subscription(
     member: Option<PresenceMember>,
 ) -> Result<Option<HubHandle>, ProtocolError> {
     let room = &request.room;
+    if node.hubs.get(room).is_some_and(|hub| hub.is_full()) {
+        return Err(full_room());
+    }
     let state = node
         .store
         .ensure_room(room)
