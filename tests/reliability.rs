@@ -238,3 +238,32 @@ async fn failing_writes_make_the_node_not_ready_until_one_commits() {
     .await;
     assert_eq!(api.get("/readyz").await.0, 200);
 }
+
+/// A subscribe followed at once by an unsubscribe gets both answers, in
+/// order: `subscribed`, then `unsubscribed` (before, the join was abandoned
+/// and the subscribe was never answered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_undone_at_once_is_still_answered() {
+    let server = Server::start(FAST).await;
+    for n in 0..20 {
+        server.publish("undo", json!({"n": n})).await;
+    }
+    let mut ws = Ws::connect(&server.ws_url("/v1/ws")).await;
+    for round in 0..10 {
+        ws.send_json(json!({"type": "subscribe", "room": "undo", "cursor": 0})).await;
+        ws.send_json(json!({"type": "unsubscribe", "room": "undo"})).await;
+        let mut kinds = Vec::new();
+        loop {
+            let frame = ws.next_json().await;
+            let kind = frame["type"].as_str().unwrap_or("").to_owned();
+            if kind == "event" || kind == "caught_up" {
+                continue; // what the replay queued before the unsubscribe
+            }
+            kinds.push(kind.clone());
+            if kind == "unsubscribed" {
+                break;
+            }
+        }
+        assert_eq!(kinds, ["subscribed", "unsubscribed"], "round {round}");
+    }
+}

@@ -113,6 +113,7 @@ pub(super) async fn start_subscription(
     out: &Outbound,
     request: &SubscribeRequest,
     member: Option<PresenceMember>,
+    answered: &tokio::sync::watch::Sender<bool>,
 ) -> Result<Option<HubHandle>, ProtocolError> {
     let room = &request.room;
     if node.hubs.get(room).is_some_and(|hub| hub.is_full()) {
@@ -129,6 +130,7 @@ pub(super) async fn start_subscription(
     if !out.send(subscribed.encode().into()).await {
         return Ok(None);
     }
+    answered.send_replace(true);
     if start.reset {
         let reset = ServerMessage::Reset { room, epoch: &state.epoch, earliest: state.earliest };
         if !out.send(reset.encode().into()).await {

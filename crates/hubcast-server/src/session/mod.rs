@@ -164,14 +164,14 @@ async fn serve(mut opened: Opened, first: Option<SubscribeRequest>) {
     session.control.token.cancel();
     let _ = (&mut opened.writer).await;
     let close = session.control.close_reason();
-    if close.is_some() {
-        Box::pin(linger(&mut opened.stream)).await;
-    }
     let metrics = crate::metrics::get();
     // The close is counted before the gauge drops: once the gauge reads zero,
     // every close has been counted (a scrape may still read the two apart).
     metrics.closed(CloseReason::from_code(close.map(|(code, _)| code))).increment(1);
     metrics.connection_duration.record(opened.opened_at.elapsed());
+    if close.is_some() {
+        Box::pin(linger(&mut opened.stream)).await;
+    }
     metrics.connections.decrement(1.0);
     metrics.totals.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     tracing::debug!(close = ?close, "session closed");
@@ -181,7 +181,7 @@ async fn serve(mut opened: Opened, first: Option<SubscribeRequest>) {
 enum Subscription {
     /// Replaying on its own task; the session keeps reading meanwhile. The
     /// id tells this join's report from that of an earlier, abandoned one.
-    Joining { id: u64, task: tokio::task::JoinHandle<()> },
+    Joining { id: u64, task: tokio::task::JoinHandle<()>, answered: tokio::sync::watch::Receiver<bool> },
     /// Handed to the hub: live.
     Live(HubHandle),
 }
@@ -234,13 +234,16 @@ fn close_for_read_error(err: axum::Error) -> Option<(u16, &'static str)> {
     }
 }
 
-/// Most the lingering close reads after the server's close frame.
+/// Most the lingering close reads after the server's close frame: in all,
+/// and without hearing anything (a client that sends nothing more, or never
+/// answers a close, is let go this soon).
 const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_IDLE: Duration = Duration::from_millis(250);
 const LINGER_BYTES: usize = 1024 * 1024;
 
 /// After a close the server initiated, reads (and discards) what the client
-/// still sends until its Close or EOF, bounded in time and bytes, as nginx's
-/// lingering close does. Dropping a socket with unread data makes the kernel
+/// still sends until its Close, EOF or a quiet [`LINGER_IDLE`], bounded in
+/// time and bytes, as nginx's lingering close does. Dropping a socket with unread data makes the kernel
 /// reset the connection, and a reset throws away the close frame the client
 /// has not read yet: it would see 1006 instead of 4008, 1009 or 1012.
 async fn linger(stream: &mut futures_util::stream::SplitStream<WebSocket>) {
@@ -248,7 +251,7 @@ async fn linger(stream: &mut futures_util::stream::SplitStream<WebSocket>) {
     let drain = async {
         let mut read = 0usize;
         use axum::extract::ws::Message;
-        while let Some(Ok(message)) = stream.next().await {
+        while let Ok(Some(Ok(message))) = tokio::time::timeout(LINGER_IDLE, stream.next()).await {
             read += match &message {
                 Message::Text(text) => text.len(),
                 Message::Binary(data) | Message::Ping(data) | Message::Pong(data) => data.len(),

@@ -41,11 +41,12 @@ impl Session {
         }
         self.next_join += 1;
         let id = self.next_join;
+        let (answered_tx, answered) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
-            let result = start_subscription(&node, &out, &request, member).await;
+            let result = start_subscription(&node, &out, &request, member, &answered_tx).await;
             joined.send((request.room, id, result));
         });
-        self.subscriptions.insert(room, Subscription::Joining { id, task });
+        self.subscriptions.insert(room, Subscription::Joining { id, task, answered });
     }
 
     pub(super) async fn on_joined(&mut self, room: RoomName, id: u64, result: Result<Option<HubHandle>, ProtocolError>) {
@@ -107,6 +108,12 @@ impl Session {
     pub(super) async fn unsubscribe(&mut self, room: RoomName) {
         match self.subscriptions.remove(&room) {
             Some(subscription) => {
+                if let Subscription::Joining { answered, .. } = &subscription {
+                    // Every subscribe is answered before its `unsubscribed`: let
+                    // the join send `subscribed` first (one store read; bounded).
+                    let mut answered = answered.clone();
+                    let _ = tokio::time::timeout(self.stale, answered.wait_for(|sent| *sent)).await;
+                }
                 self.leave(&room, subscription).await;
                 self.reply(ServerMessage::Unsubscribed { room: &room }.encode().into()).await;
             }
