@@ -1,5 +1,6 @@
 //! WebSocket messages: parsing client messages and encoding server messages.
-//! Only this module knows the JSON shape of frames.
+//! This module and [`crate::frame`] (server frames decoded, through the
+//! encoder here) are the only places that know the JSON shape of frames.
 //!
 //! Every frame is a JSON text frame with a `type`. See docs/protocol.md.
 
@@ -229,7 +230,8 @@ pub struct BatchEvent<'a> {
 }
 
 /// Messages the server sends. Encoded once; event frames are shared by every
-/// subscriber of a room.
+/// subscriber of a room. Borrowed, so encoding copies nothing; readers decode
+/// the same frames into the owned [`crate::frame::ServerFrame`].
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage<'a> {
