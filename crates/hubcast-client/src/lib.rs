@@ -42,6 +42,10 @@ pub use hubcast_protocol::room::RoomName;
 use hubcast_protocol::codes::{sdk, ErrorCode};
 use serde_json::Value;
 
+/// The crate README's example, compiled by `cargo test --doc` so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 /// Publishes one event with `POST /v1/rooms/{room}/events`; returns the HTTP
 /// status and the JSON answer (`201`/`200` receipt, or the error body).
