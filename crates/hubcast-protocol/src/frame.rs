@@ -12,10 +12,11 @@
 //!
 //! Decoding takes one pass when `type` comes first, as it does in every frame
 //! hubcast encodes. Otherwise (a frame written by hand, or re-serialized with
-//! sorted keys) the fields are read as raw JSON, `type` is moved to the front
-//! and the frame is decoded again. The detour exists because serde's derived
-//! internally tagged enums buffer the fields in a form a `RawValue` cannot be
-//! read from.
+//! sorted keys) [`ServerFrame::decode`] reads the text twice: its `type`,
+//! then its fields; a serde reader of another source reads the fields as raw
+//! JSON, moves `type` to the front and decodes that. Either detour exists
+//! because serde's derived internally tagged enums buffer the fields in a form
+//! a `RawValue` cannot be read from.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -161,9 +162,24 @@ pub struct ErrorFrame {
 }
 
 impl ServerFrame {
-    /// Decodes one text frame.
+    /// Decodes one text frame. One pass when `type` comes first (every frame
+    /// hubcast encodes); else two over the text: its `type`, then its fields.
     pub fn decode(text: &str) -> Result<ServerFrame, serde_json::Error> {
-        serde_json::from_str(text)
+        let type_first =
+            text.trim_start().strip_prefix('{').is_some_and(|rest| rest.trim_start().starts_with("\"type\""));
+        if type_first {
+            return serde_json::from_str(text);
+        }
+        #[derive(Deserialize)]
+        struct Tag {
+            #[serde(rename = "type")]
+            kind: Kind,
+        }
+        let tag: Tag = serde_json::from_str(text)?;
+        let mut fields = serde_json::Deserializer::from_str(text);
+        let frame = tag.kind.read(&mut fields)?;
+        fields.end()?;
+        Ok(frame)
     }
 
     /// Encodes the frame as the server would (an `Unknown` frame as just its `type`).
@@ -275,31 +291,28 @@ impl Kind {
         }
     }
 
-    /// Reads the rest of the frame's fields as this kind's.
-    fn read_rest<'de, A: MapAccess<'de>>(self, map: A) -> Result<ServerFrame, A::Error> {
-        fn rest<'de, T: Deserialize<'de>, A: MapAccess<'de>>(map: A) -> Result<T, A::Error> {
-            T::deserialize(MapAccessDeserializer::new(map))
-        }
+    /// Reads the frame's fields (all of them, or the rest after `type`) as this kind's.
+    fn read<'de, D: Deserializer<'de>>(self, fields: D) -> Result<ServerFrame, D::Error> {
         Ok(match self {
-            Kind::Welcome => ServerFrame::Welcome(rest(map)?),
-            Kind::Subscribed => ServerFrame::Subscribed(rest(map)?),
-            Kind::Event => ServerFrame::Event(rest(map)?),
-            Kind::Batch => ServerFrame::Batch(rest(map)?),
-            Kind::Presence => ServerFrame::Presence(rest(map)?),
-            Kind::Join => ServerFrame::Join(rest(map)?),
-            Kind::Leave => ServerFrame::Leave(rest(map)?),
-            Kind::CaughtUp => ServerFrame::CaughtUp(rest(map)?),
-            Kind::Reset => ServerFrame::Reset(rest(map)?),
-            Kind::Unsubscribed => ServerFrame::Unsubscribed(rest(map)?),
-            Kind::Ack => ServerFrame::Ack(rest(map)?),
-            Kind::Authenticated => ServerFrame::Authenticated(rest(map)?),
-            Kind::Error => ServerFrame::Error(rest(map)?),
+            Kind::Welcome => ServerFrame::Welcome(Deserialize::deserialize(fields)?),
+            Kind::Subscribed => ServerFrame::Subscribed(Deserialize::deserialize(fields)?),
+            Kind::Event => ServerFrame::Event(Deserialize::deserialize(fields)?),
+            Kind::Batch => ServerFrame::Batch(Deserialize::deserialize(fields)?),
+            Kind::Presence => ServerFrame::Presence(Deserialize::deserialize(fields)?),
+            Kind::Join => ServerFrame::Join(Deserialize::deserialize(fields)?),
+            Kind::Leave => ServerFrame::Leave(Deserialize::deserialize(fields)?),
+            Kind::CaughtUp => ServerFrame::CaughtUp(Deserialize::deserialize(fields)?),
+            Kind::Reset => ServerFrame::Reset(Deserialize::deserialize(fields)?),
+            Kind::Unsubscribed => ServerFrame::Unsubscribed(Deserialize::deserialize(fields)?),
+            Kind::Ack => ServerFrame::Ack(Deserialize::deserialize(fields)?),
+            Kind::Authenticated => ServerFrame::Authenticated(Deserialize::deserialize(fields)?),
+            Kind::Error => ServerFrame::Error(Deserialize::deserialize(fields)?),
             Kind::Pong => {
-                let _: IgnoredAny = rest(map)?;
+                IgnoredAny::deserialize(fields)?;
                 ServerFrame::Pong
             }
             Kind::Unknown(kind) => {
-                let _: IgnoredAny = rest(map)?;
+                IgnoredAny::deserialize(fields)?;
                 ServerFrame::Unknown { kind }
             }
         })
@@ -350,7 +363,7 @@ impl<'de> Visitor<'de> for FrameVisitor {
         let Some(first) = map.next_key::<Text<'de>>()? else { return Err(de::Error::missing_field("type")) };
         if first.0 == "type" {
             let kind: Kind = map.next_value()?;
-            return kind.read_rest(map);
+            return kind.read(MapAccessDeserializer::new(map));
         }
         // `type` is not first: read every field raw, put `type` first, decode again.
         let mut fields: Vec<(String, Box<RawValue>)> = vec![(first.0.into_owned(), map.next_value()?)];
@@ -460,6 +473,7 @@ mod tests {
             assert_eq!(frame.encode(), text, "decoded and encoded again");
             let reordered = type_last(&text);
             assert_eq!(ServerFrame::decode(&reordered).unwrap(), frame, "{reordered}");
+            assert_eq!(serde_json::from_slice::<ServerFrame>(reordered.as_bytes()).unwrap(), frame, "{reordered}");
         }
     }
 
