@@ -160,7 +160,9 @@ impl Core {
 
     fn create_socket(&mut self, gen: u64, token: Option<String>) {
         let url = match token {
-            Some(token) if !self.cfg.send_token_as_message => format!("{}?token={}", self.urls.ws, encode_component(&token)),
+            Some(token) if !self.cfg.send_token_as_message => {
+                format!("{}?token={}", self.urls.ws, encode_component(&token))
+            }
             _ => self.urls.ws.clone(),
         };
         self.socket = Some(gen);

@@ -47,7 +47,9 @@ impl Core {
             Err(err) if err.is_data() => {
                 return self.io.protocol_violation(&format!("a malformed frame ({err}): {}", excerpt(text)))
             }
-            Err(_) => return self.io.protocol_violation(&format!("a frame that is not a JSON object: {}", excerpt(text))),
+            Err(_) => {
+                return self.io.protocol_violation(&format!("a frame that is not a JSON object: {}", excerpt(text)))
+            }
         };
         match frame {
             ServerFrame::Welcome(f) => {

@@ -29,9 +29,17 @@ pub(super) struct Heal {
 
 #[derive(Debug, Clone, Copy)]
 enum HealPhase {
-    Fetching { req: u64, retried: bool, after: u64, limit: u64 },
+    Fetching {
+        req: u64,
+        retried: bool,
+        after: u64,
+        limit: u64,
+    },
     /// The history route answered 401: a fresh token is on its way.
-    AwaitingRefresh { after: u64, limit: u64 },
+    AwaitingRefresh {
+        after: u64,
+        limit: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,30 +16,70 @@ use crate::types::{Ack, ClientError, PresenceMember, PresenceUpdate, RoomUpdate,
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// Open a WebSocket to `url`; report [`super::Core::on_open`], frames and the close with `gen`.
-    Connect { gen: u64, url: String },
+    Connect {
+        gen: u64,
+        url: String,
+    },
     /// Send this text frame on socket `gen`.
-    Send { gen: u64, text: String },
+    Send {
+        gen: u64,
+        text: String,
+    },
     /// Drop socket `gen` (closing it with `code` when given; `None`: it is already closed).
-    CloseSocket { gen: u64, code: Option<u16>, reason: String },
+    CloseSocket {
+        gen: u64,
+        code: Option<u16>,
+        reason: String,
+    },
     /// `GET url` (the history route); answer with [`super::Core::on_history`].
-    HistoryGet { req: u64, room: String, after: u64, limit: u64, url: String, authorization: Option<String> },
+    HistoryGet {
+        req: u64,
+        room: String,
+        after: u64,
+        limit: u64,
+        url: String,
+        authorization: Option<String>,
+    },
     /// Call the token provider; answer with [`super::Core::on_token`].
-    GetToken { req: u64 },
+    GetToken {
+        req: u64,
+    },
     /// Something for a room subscription.
-    Room { sub: u64, update: RoomUpdate },
+    Room {
+        sub: u64,
+        update: RoomUpdate,
+    },
     /// Presence of a `presence: true` subscription (member list, join, leave).
-    Presence { sub: u64, update: PresenceUpdate },
+    Presence {
+        sub: u64,
+        update: PresenceUpdate,
+    },
     /// A presence request ([`super::Core::request_presence`]) was answered.
-    PresenceResult { key: u64, result: Result<Vec<PresenceMember>, ClientError> },
+    PresenceResult {
+        key: u64,
+        result: Result<Vec<PresenceMember>, ClientError>,
+    },
     /// The subscription ended (unsubscribed, client closed, or a terminal close: `error`).
-    RoomEnd { sub: u64, error: Option<ClientError> },
+    RoomEnd {
+        sub: u64,
+        error: Option<ClientError>,
+    },
     /// An error surfaced on the client (room errors too, once).
     Error(ClientError),
     /// A publish settled.
-    Published { key: u64, result: Result<Ack, ClientError> },
+    Published {
+        key: u64,
+        result: Result<Ack, ClientError>,
+    },
     State(StateChange),
-    Welcome { session: String, heartbeat_ms: u64 },
-    Authenticated { sub: Option<String>, exp: Option<u64> },
+    Welcome {
+        session: String,
+        heartbeat_ms: u64,
+    },
+    Authenticated {
+        sub: Option<String>,
+        exp: Option<u64>,
+    },
 }
 
 /// A history answer.

@@ -435,6 +435,9 @@ impl Core {
 fn check_room(room: &str) -> Result<(), ClientError> {
     match RoomName::parse(room) {
         Ok(_) => Ok(()),
-        Err(_) => Err(ClientError::new(ErrorCode::InvalidRoom.as_str(), format!("invalid room name {room:?}")).with_room(room)),
+        Err(_) => {
+            Err(ClientError::new(ErrorCode::InvalidRoom.as_str(), format!("invalid room name {room:?}"))
+                .with_room(room))
+        }
     }
 }

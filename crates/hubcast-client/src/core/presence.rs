@@ -75,7 +75,8 @@ impl PresenceRequests {
     pub fn reject_all(&mut self, error: &ClientError, io: &mut Io) {
         for request in std::mem::take(&mut self.requests) {
             for key in request.keys {
-                let mut err = ClientError::new(error.code.clone(), error.message.clone()).with_room(request.room.clone());
+                let mut err =
+                    ClientError::new(error.code.clone(), error.message.clone()).with_room(request.room.clone());
                 err.close_code = error.close_code;
                 io.emit(Output::PresenceResult { key, result: Err(err) });
             }

@@ -63,12 +63,22 @@ impl Publishes {
 
     /// The `publish` frame for `data`, or why it cannot be queued (checked
     /// before anything is sent: too big, or too many waiting).
-    pub fn frame(&self, room: &str, id: &str, data: &Value, expected_seq: Option<u64>, cfg: &Config) -> Result<String, ClientError> {
+    pub fn frame(
+        &self,
+        room: &str,
+        id: &str,
+        data: &Value,
+        expected_seq: Option<u64>,
+        cfg: &Config,
+    ) -> Result<String, ClientError> {
         let refuse = |code: &str, message: String| ClientError::new(code, message).with_room(room).with_id(id);
         let json = serde_json::to_string(data)
             .map_err(|e| refuse(ErrorCode::BadRequest.as_str(), format!("data is not JSON: {e}")))?;
         if json.len() > cfg.max_event_bytes {
-            return Err(refuse(ErrorCode::TooLarge.as_str(), format!("data is larger than {} bytes", cfg.max_event_bytes)));
+            return Err(refuse(
+                ErrorCode::TooLarge.as_str(),
+                format!("data is larger than {} bytes", cfg.max_event_bytes),
+            ));
         }
         if self.pending.len() >= cfg.max_queued_publishes {
             return Err(refuse(sdk::QUEUE_FULL, "too many publishes waiting for an ack".into()));
