@@ -10,10 +10,10 @@
 //!   with a fake socket, a fake history route and a fake clock.
 //! - [`http_publish`]: a one-shot publish over HTTP (`hubcast pub`).
 //!
-//! Server frames are decoded, and every error and close code named, by the
-//! `hubcast-protocol` crate the server encodes with: this crate has no JSON
-//! shape of a server frame and no code of its own but the SDK's
-//! (`hubcast_protocol::codes::sdk`).
+//! Frames are encoded (`ClientRequest`) and decoded (`ServerFrame`), and every
+//! error and close code is named, by the `hubcast-protocol` crate the server
+//! uses too: this crate knows no JSON shape of a frame, and no code but the
+//! SDK's own (`hubcast_protocol::codes::sdk`).
 //!
 //! # Layout
 //! - `client`: [`ClientBuilder`], [`Client`], [`Subscription`]: what an application holds.

@@ -6,6 +6,7 @@
 //! after the close code's delay, or the end with the close's error.
 
 use hubcast_protocol::codes::{close, sdk};
+use hubcast_protocol::ClientRequest;
 
 use super::reconnect::{is_terminal, terminal_error};
 use super::timers::Timer;
@@ -88,7 +89,7 @@ impl Core {
                     Ok(token) => {
                         self.token = token.clone();
                         if let Some(token) = token {
-                            self.io.send_json(&serde_json::json!({"type": "auth", "token": token}));
+                            self.io.send(ClientRequest::Auth { token: &token });
                         }
                     }
                     Err(err) => {
@@ -116,7 +117,7 @@ impl Core {
         self.liveness.start(self.cfg.heartbeat, &mut self.io);
         if self.cfg.send_token_as_message {
             if let Some(token) = self.token.clone() {
-                self.io.send_json(&serde_json::json!({"type": "auth", "token": token}));
+                self.io.send(ClientRequest::Auth { token: &token });
             }
         }
         for i in 0..self.rooms.len() {

@@ -5,6 +5,8 @@
 //! socket is abandoned (handled as a close 4010). A dead connection is noticed
 //! at most `interval_ms + timeout_ms` after its last frame.
 
+use hubcast_protocol::ClientRequest;
+
 use super::io::Io;
 use super::timers::{Timer, TimerId};
 use super::Millis;
@@ -80,7 +82,7 @@ impl Liveness {
         }
         let idle = now.saturating_sub(self.last_frame_at);
         if idle >= hb.interval_ms {
-            io.send_json(&serde_json::json!({"type": "ping"}));
+            io.send(ClientRequest::Ping);
             self.ping = Some((now, self.frames_received));
             self.schedule(hb.timeout_ms, io);
         } else {

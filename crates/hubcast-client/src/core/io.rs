@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 
 use hubcast_protocol::codes::sdk;
+use hubcast_protocol::ClientRequest;
 use serde_json::Value;
 
 use super::timers::Timers;
@@ -120,19 +121,20 @@ impl Io {
         self.open = gen;
     }
 
-    /// Sends a text frame on the open socket; `false` if none is open.
-    pub fn send(&mut self, text: String) -> bool {
+    /// Sends a message on the open socket; `false` if none is open.
+    pub fn send(&mut self, request: ClientRequest) -> bool {
+        self.send_text(|| request.encode())
+    }
+
+    /// Sends an encoded message on the open socket; `false` if none is open.
+    pub fn send_text(&mut self, text: impl FnOnce() -> String) -> bool {
         match self.open {
             Some(gen) => {
-                self.emit(Output::Send { gen, text });
+                self.emit(Output::Send { gen, text: text() });
                 true
             }
             None => false,
         }
-    }
-
-    pub fn send_json(&mut self, frame: &Value) -> bool {
-        self.send(frame.to_string())
     }
 
     /// A fresh id for a history or token request.

@@ -40,6 +40,7 @@ use std::collections::{HashMap, HashSet};
 
 use hubcast_protocol::codes::{close, sdk, ErrorCode};
 use hubcast_protocol::room::RoomName;
+use hubcast_protocol::ClientRequest;
 use serde_json::Value;
 
 pub use self::config::Config;
@@ -296,7 +297,7 @@ impl Core {
         self.io.emit(Output::RoomEnd { sub, error: None });
         if on_server && self.state == ConnectionState::Open && !self.draining.contains(&room.name) {
             self.draining.insert(room.name.clone());
-            self.io.send_json(&serde_json::json!({"type": "unsubscribe", "room": room.name}));
+            self.io.send(ClientRequest::Unsubscribe { room: &room.name });
         }
     }
 

@@ -5,6 +5,8 @@
 //! and in a refusal, so neither is taken for a subscription's frame (those
 //! carry no `id`). A subscription's own member list is the room's (`room`).
 
+use hubcast_protocol::ClientRequest;
+
 use super::io::{Io, Output};
 use crate::types::{ClientError, PresenceMember};
 
@@ -43,8 +45,7 @@ impl PresenceRequests {
             return;
         }
         for request in self.requests.iter_mut().filter(|r| !r.sent) {
-            let frame = serde_json::json!({"type": "presence", "room": request.room, "id": request.id});
-            if io.send_json(&frame) {
+            if io.send(ClientRequest::Presence { room: &request.room, id: Some(&request.id) }) {
                 request.sent = true;
             }
         }

@@ -5,6 +5,7 @@
 //! an `ack` or an `error` settles it.
 
 use hubcast_protocol::codes::{sdk, ErrorCode};
+use hubcast_protocol::ClientRequest;
 use serde_json::Value;
 
 use super::config::Config;
@@ -72,27 +73,15 @@ impl Publishes {
         cfg: &Config,
     ) -> Result<String, ClientError> {
         let refuse = |code: &str, message: String| ClientError::new(code, message).with_room(room).with_id(id);
-        let json = serde_json::to_string(data)
+        let data = serde_json::value::to_raw_value(data)
             .map_err(|e| refuse(ErrorCode::BadRequest.as_str(), format!("data is not JSON: {e}")))?;
-        if json.len() > cfg.max_event_bytes {
-            return Err(refuse(
-                ErrorCode::TooLarge.as_str(),
-                format!("data is larger than {} bytes", cfg.max_event_bytes),
-            ));
+        if data.get().len() > cfg.max_event_bytes {
+            return Err(refuse(ErrorCode::TooLarge.as_str(), format!("data is larger than {} bytes", cfg.max_event_bytes)));
         }
         if self.pending.len() >= cfg.max_queued_publishes {
             return Err(refuse(sdk::QUEUE_FULL, "too many publishes waiting for an ack".into()));
         }
-        let mut frame = format!(
-            "{{\"type\":\"publish\",\"id\":{},\"room\":{},\"data\":{json}",
-            Value::String(id.to_owned()),
-            Value::String(room.to_owned())
-        );
-        if let Some(expected) = expected_seq {
-            frame.push_str(&format!(",\"expected_seq\":{expected}"));
-        }
-        frame.push('}');
-        Ok(frame)
+        Ok(ClientRequest::Publish { id, room, data: &data, expected_seq }.encode())
     }
 
     /// Queues a publish (its `frame` from [`Publishes::frame`]); it fails with
@@ -126,7 +115,7 @@ impl Publishes {
                 self.pump_timer = Some(io.timers.set(wait, Timer::Pump));
                 return;
             }
-            if !io.send(self.pending[idx].frame.clone()) {
+            if !io.send_text(|| self.pending[idx].frame.clone()) {
                 return;
             }
             self.pending[idx].sent_on = generation;

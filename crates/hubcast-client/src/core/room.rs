@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use hubcast_protocol::codes::{ErrorCode, ReceivedErrorCode};
+use hubcast_protocol::ClientRequest;
 
 use super::config::Config;
 use super::delivery::{RoomEvent, Source};
@@ -129,19 +130,15 @@ impl Room {
             self.wire = Wire::Waiting;
             return;
         }
-        let mut frame = serde_json::json!({"type": "subscribe", "room": self.name});
-        if let Some(seq) = self.seq {
-            frame["cursor"] = seq.into();
-            if let Some(epoch) = &self.epoch {
-                frame["epoch"] = epoch.clone().into();
-            }
-        } else if let Some(rewind) = self.rewind {
-            frame["rewind"] = rewind.into();
-        }
-        if self.presence {
-            frame["presence"] = true.into();
-        }
-        if cx.io.send_json(&frame) {
+        // From the cursor (with its epoch when known); else with `rewind`; else live.
+        let request = ClientRequest::Subscribe {
+            room: &self.name,
+            cursor: self.seq,
+            epoch: self.seq.and(self.epoch.as_deref()),
+            rewind: if self.seq.is_none() { self.rewind } else { None },
+            presence: self.presence,
+        };
+        if cx.io.send(request) {
             self.wire = Wire::Subscribing;
         }
     }
@@ -313,7 +310,7 @@ impl Room {
         if self.wire != Wire::Active || !cx.io.is_open() {
             return; // the next (re)subscribe starts from the cursor anyway
         }
-        if cx.io.send_json(&serde_json::json!({"type": "unsubscribe", "room": self.name})) {
+        if cx.io.send(ClientRequest::Unsubscribe { room: &self.name }) {
             self.wire = Wire::Resyncing;
         }
     }
