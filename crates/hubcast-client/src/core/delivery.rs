@@ -135,6 +135,6 @@ impl Room {
     /// A no-echo room with publishes sent and not yet answered: a hole may be
     /// one of ours whose ack is still on its way, so it is not healed yet.
     fn holding(&self, cx: &Cx) -> bool {
-        !self.echo && cx.holding
+        !self.echo && cx.publishes.holding(&self.name)
     }
 }

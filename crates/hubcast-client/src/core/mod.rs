@@ -380,13 +380,13 @@ impl Core {
     fn room(&mut self, i: usize) -> (&mut Room, Cx<'_>) {
         let room = &mut self.rooms[i];
         let cx = Cx {
-            holding: self.publishes.holding(&room.name),
-            draining: self.draining.contains(&room.name),
             io: &mut self.io,
             cfg: &self.cfg,
             urls: &self.urls,
             token: self.token.as_deref(),
             random: &mut *self.random,
+            publishes: &self.publishes,
+            draining: &self.draining,
         };
         (room, cx)
     }

@@ -4,10 +4,11 @@
 //! gap healing from the history route in `heal`; both are more `impl Room`.
 //!
 //! A room's methods get a [`Cx`] instead of the core: the outbox, the
-//! settings, and the two facts about the rest of the client a room needs.
-//! That is what lets them take `&mut self` instead of a room index.
+//! settings, and what a room reads of the rest of the client (the publishes
+//! waiting for an answer, the names being unsubscribed). That is what lets
+//! them take `&mut self` instead of a room index.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use hubcast_protocol::codes::{ErrorCode, ReceivedErrorCode};
 use hubcast_protocol::ClientRequest;
@@ -16,6 +17,7 @@ use super::config::Config;
 use super::delivery::{RoomEvent, Source};
 use super::heal::Heal;
 use super::io::{Io, Output};
+use super::publish::Publishes;
 use super::timers::{Timer, TimerId};
 use crate::types::{ClientError, Cursor, PresenceMember, PresenceUpdate, Reset, RoomUpdate};
 use crate::urls::Urls;
@@ -43,12 +45,12 @@ pub(super) struct Cx<'a> {
     pub urls: &'a Urls,
     pub token: Option<&'a str>,
     pub random: &'a mut (dyn FnMut() -> f64 + Send),
-    /// A publish to this room went out on this socket and has no answer yet
-    /// (in a no-echo room a hole may be its seq: see `delivery`).
-    pub holding: bool,
-    /// An unsubscribe of this room's name, asked for by the application, is
-    /// still on its way: a new subscription waits for its `unsubscribed`.
-    pub draining: bool,
+    /// The publishes waiting for an answer (in a no-echo room a hole may be
+    /// the seq of one of them: see `delivery`).
+    pub publishes: &'a Publishes,
+    /// Names whose unsubscribe, asked for by the application, is still on its
+    /// way: a new subscription of the name waits for its `unsubscribed`.
+    pub draining: &'a HashSet<String>,
 }
 
 pub(super) struct Room {
@@ -126,7 +128,7 @@ impl Room {
         if !cx.io.is_open() || self.on_server() {
             return;
         }
-        if cx.draining {
+        if cx.draining.contains(&self.name) {
             self.wire = Wire::Waiting;
             return;
         }
