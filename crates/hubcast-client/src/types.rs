@@ -108,12 +108,9 @@ pub enum RoomUpdate {
 }
 
 /// A member of a room's presence: keyed by the token's `sub` (or a session
-/// id); `info` is the token's `info` claim.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PresenceMember {
-    pub id: String,
-    pub info: Option<Value>,
-}
+/// id); `info` is the token's `info` claim. The protocol's own type: the
+/// frames carry it as is.
+pub use hubcast_protocol::message::PresenceMember;
 
 /// What a presence subscription (`subscribe_with_presence`) yields besides its
 /// events: the full member list after every (re)subscribe, then each change.

@@ -2,8 +2,9 @@
 //! 1..N while the server is killed (-9) and restarted twice and its socket is
 //! cut once by a proxy in between.
 //!
-//! The binary: env HUBCAST_BIN, else the workspace's target/debug/hubcast
-//! (built with `cargo build -p hubcast --bin hubcast` if missing).
+//! The binary: env HUBCAST_BIN, else the workspace's target/debug/hubcast (in
+//! CARGO_TARGET_DIR when that is set; built with `cargo build -p hubcast --bin
+//! hubcast` if missing).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,7 +24,9 @@ fn binary() -> PathBuf {
         return PathBuf::from(bin);
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let bin = root.join("target/debug/hubcast");
+    // Where cargo puts it (a relative CARGO_TARGET_DIR is taken from the workspace root).
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir));
+    let bin = target.join("debug/hubcast");
     if !bin.exists() {
         let status = Command::new(env!("CARGO"))
             .args(["build", "-p", "hubcast", "--bin", "hubcast"])

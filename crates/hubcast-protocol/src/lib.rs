@@ -2,8 +2,13 @@
 //! fuzz targets: room names, the messages clients and the server exchange,
 //! the HTTP request shapes that carry client bytes, and every error and close
 //! code. It knows nothing of sockets or runtimes. See docs/protocol.md.
+//!
+//! - [`message`]: client messages parsed, server messages encoded (the server's path).
+//! - [`frame`]: server frames decoded ([`ServerFrame`]; the client's and the bus's path).
+//! - [`codes`]: error codes, close codes, and a client's policy for each.
 
 pub mod codes;
+pub mod frame;
 pub mod message;
 pub mod pattern;
 pub mod request;
@@ -11,4 +16,5 @@ pub mod room;
 #[cfg(feature = "jwt")]
 pub mod token;
 
+pub use frame::ServerFrame;
 pub use message::*;

@@ -1,5 +1,6 @@
 //! WebSocket messages: parsing client messages and encoding server messages.
-//! Only this module knows the JSON shape of frames.
+//! This module and [`crate::frame`] (server frames decoded, through the
+//! encoder here) are the only places that know the JSON shape of frames.
 //!
 //! Every frame is a JSON text frame with a `type`. See docs/protocol.md.
 
@@ -211,6 +212,53 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
+/// A message a client sends, for encoding (the Rust client). Borrowed, like
+/// [`ServerMessage`]; the server reads it back with [`parse_client_message`],
+/// and a test checks that every kind does, so the two cannot drift.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientRequest<'a> {
+    Subscribe {
+        room: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cursor: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rewind: Option<u64>,
+        /// Sent only when `true`.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        presence: bool,
+    },
+    Unsubscribe {
+        room: &'a str,
+    },
+    Publish {
+        id: &'a str,
+        room: &'a str,
+        data: &'a RawValue,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expected_seq: Option<u64>,
+    },
+    Ping,
+    Auth {
+        token: &'a str,
+    },
+    Presence {
+        room: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+    },
+}
+
+impl ClientRequest<'_> {
+    /// Encodes the message as a text frame payload.
+    pub fn encode(&self) -> String {
+        // As for server messages: strings, numbers and already-valid raw JSON only.
+        serde_json::to_string(self).expect("client messages always serialize")
+    }
+}
+
 /// One member of a room's presence: the token's `sub` (or the session id of
 /// a session without one) and the token's `info` claim, if any.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -229,7 +277,8 @@ pub struct BatchEvent<'a> {
 }
 
 /// Messages the server sends. Encoded once; event frames are shared by every
-/// subscriber of a room.
+/// subscriber of a room. Borrowed, so encoding copies nothing; readers decode
+/// the same frames into the owned [`crate::frame::ServerFrame`].
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage<'a> {
@@ -357,6 +406,57 @@ mod tests {
         check(r#"{"type":"dance","id":"x"}"#, "error unknown_type x");
         check(r#"{"type":"publish","id":"p","room":"a","data":1e999}"#, "error bad_request p");
         check(r#"{"type":7}"#, "error bad_request");
+    }
+
+    #[test]
+    fn every_client_request_parses_back_to_itself() {
+        let data = RawValue::from_string(r#"{"x": [1, 2.5, "é"]}"#.into()).unwrap();
+        let requests = [
+            ClientRequest::Subscribe { room: "a", cursor: None, epoch: None, rewind: None, presence: false },
+            ClientRequest::Subscribe { room: "a:1", cursor: Some(3), epoch: Some("e"), rewind: Some(5), presence: true },
+            ClientRequest::Unsubscribe { room: "a" },
+            ClientRequest::Publish { id: "p\"1", room: "a", data: &data, expected_seq: None },
+            ClientRequest::Publish { id: "p", room: "a", data: &data, expected_seq: Some(0) },
+            ClientRequest::Ping,
+            ClientRequest::Auth { token: "a.b.c" },
+            ClientRequest::Presence { room: "a", id: None },
+            ClientRequest::Presence { room: "a", id: Some("presence:1") },
+        ];
+        for request in requests {
+            let text = request.encode();
+            let parsed = parse_client_message(&text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+            // A new kind of request fails to compile here until it is compared.
+            let same = match (request, &parsed) {
+                (ClientRequest::Subscribe { room, cursor, epoch, rewind, presence }, ClientMessage::Subscribe(s)) => {
+                    (room, cursor, epoch, rewind, presence)
+                        == (s.room.as_str(), s.cursor, s.epoch.as_deref(), s.rewind, s.presence)
+                }
+                (ClientRequest::Unsubscribe { room }, ClientMessage::Unsubscribe { room: r }) => room == r.as_str(),
+                (ClientRequest::Publish { id, room, data, expected_seq }, ClientMessage::Publish(p)) => {
+                    (id, room, data.get(), expected_seq) == (p.id.as_str(), p.room.as_str(), p.data.get(), p.expected_seq)
+                }
+                (ClientRequest::Ping, ClientMessage::Ping) => true,
+                (ClientRequest::Auth { token }, ClientMessage::Auth { token: t }) => token == t,
+                (ClientRequest::Presence { room, id }, ClientMessage::Presence { room: r, id: i }) => {
+                    (room, id) == (r.as_str(), i.as_deref())
+                }
+                (ClientRequest::Subscribe { .. }
+                | ClientRequest::Unsubscribe { .. }
+                | ClientRequest::Publish { .. }
+                | ClientRequest::Ping
+                | ClientRequest::Auth { .. }
+                | ClientRequest::Presence { .. }, _) => false,
+            };
+            assert!(same, "{text} parsed as {parsed:?}");
+        }
+        assert_eq!(
+            ClientRequest::Subscribe { room: "a", cursor: None, epoch: None, rewind: None, presence: false }.encode(),
+            r#"{"type":"subscribe","room":"a"}"#
+        );
+        assert_eq!(
+            ClientRequest::Publish { id: "p", room: "a", data: &data, expected_seq: Some(4) }.encode(),
+            r#"{"type":"publish","id":"p","room":"a","data":{"x": [1, 2.5, "é"]},"expected_seq":4}"#
+        );
     }
 
     #[test]

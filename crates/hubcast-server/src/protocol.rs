@@ -1,12 +1,14 @@
-//! The wire protocol. Messages, request shapes and codes live in the
+//! The wire protocol. Messages, frames, request shapes and codes live in the
 //! `hubcast-protocol` crate (shared with the Rust client and the fuzz
 //! targets); this module adds the server's frame encoders, which produce the
-//! shared `Utf8Bytes` a hub hands to every subscriber.
+//! shared `Utf8Bytes` a hub hands to every subscriber. The server encodes with
+//! the borrowed `ServerMessage`; it decodes a frame (`ServerFrame`) only where
+//! a peer's event comes back from the bus.
 
 use axum::extract::ws::Utf8Bytes;
 
 pub use hubcast_protocol::message::*;
-pub use hubcast_protocol::{codes, request};
+pub use hubcast_protocol::{codes, request, ServerFrame};
 
 use crate::event::Event;
 

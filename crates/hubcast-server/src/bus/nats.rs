@@ -1,6 +1,8 @@
 //! The cluster bus: NATS core pub/sub.
 //!
-//! After commit a node publishes each event to `<prefix>.room.<room>`; every
+//! After commit a node publishes each event to `<prefix>.room.<room>`, as the
+//! very `event` frame its sessions get (one encoder, [`encode_event`]; peers
+//! read it back as a [`ServerFrame::Event`], one definition of the shape); every
 //! node with a hub for that room has subscribed to that subject and delivers
 //! it. Local hubs are fed directly (the connection is `no_echo`), so a node's
 //! own events never wait for a round trip through NATS. NATS core is at most
@@ -30,14 +32,12 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch};
 
 use super::memory::MemoryBus;
 use super::{Bus, BusError, BusFeed, PresenceFeed, PresenceMessage, FEED_CAPACITY, PRESENCE_FEED_CAPACITY};
 use crate::event::Event;
-use crate::protocol::encode_event;
+use crate::protocol::{encode_event, ServerFrame};
 use crate::room::RoomName;
 
 pub struct NatsBus {
@@ -75,14 +75,6 @@ pub fn subject(prefix: &str, room: &RoomName) -> String {
         }
     }
     subject
-}
-
-#[derive(Deserialize)]
-struct WireEvent {
-    room: String,
-    seq: u64,
-    ts: i64,
-    data: Box<RawValue>,
 }
 
 impl NatsBus {
@@ -167,9 +159,12 @@ impl Bus for NatsBus {
                 .map_err(|e| BusError::Unavailable(e.to_string()))?;
             self.local.add_watcher(&room, tx.clone());
             tokio::spawn(forward(subscription, tx, move |payload| {
-                let wire = serde_json::from_slice::<WireEvent>(payload).ok().filter(|w| w.room == room.as_str())?;
+                let ServerFrame::Event(frame) = serde_json::from_slice(payload).ok()? else { return None };
+                if frame.room != room.as_str() {
+                    return None;
+                }
                 crate::metrics::get().bus_received.increment(1);
-                Some(Event { room: room.clone(), seq: wire.seq, ts: wire.ts, data: wire.data, origin: None })
+                Some(Event { room: room.clone(), seq: frame.seq, ts: frame.ts, data: frame.data, origin: None })
             }));
             Ok(rx)
         }
@@ -258,6 +253,8 @@ async fn forward<T>(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::value::RawValue;
+
     use super::*;
 
     #[test]
@@ -268,5 +265,16 @@ mod tests {
         assert_eq!(subject("t1", &room("a=2E")), "t1.room.a=3D2E");
         assert_ne!(subject("p", &room("a.b")), subject("p", &room("a=2Eb")));
         assert_eq!(presence_subject("hubcast", &room("chat.general")), "hubcast.presence.chat=2Egeneral");
+    }
+
+    #[test]
+    fn a_published_event_reads_back_as_itself() {
+        let data = RawValue::from_string(r#"{"p": [0.5, "é"]}"#.into()).unwrap();
+        let event = Event { room: RoomName::parse("market:42").unwrap(), seq: 7, ts: 1000, data, origin: None };
+        let payload = encode_event(&event);
+        let Ok(ServerFrame::Event(frame)) = serde_json::from_slice::<ServerFrame>(payload.as_str().as_bytes()) else {
+            panic!("{}", payload.as_str())
+        };
+        assert_eq!((frame.room.as_str(), frame.seq, frame.ts, frame.data.get()), ("market:42", 7, 1000, event.data.get()));
     }
 }
