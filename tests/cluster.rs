@@ -569,6 +569,49 @@ async fn killing_a_node_moves_its_subscribers_to_another_without_loss() {
 // NATS goes away
 // ---------------------------------------------------------------------------
 
+/// While NATS is unreachable under publishing, the bus's outgoing queue stays
+/// bounded: past its capacity messages are dropped and counted (peers heal by
+/// reconcile) instead of piling up in memory for as long as the outage lasts;
+/// every event still reaches the other node's subscriber, and RSS stays near
+/// where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_under_publishing_keeps_the_bus_queue_bounded() {
+    if !cluster_or_skip("a_nats_outage_under_publishing_keeps_the_bus_queue_bounded") {
+        return;
+    }
+    const EVENTS: usize = 12_000;
+    let mut nats = PrivateNats::start().await;
+    let pg = support::test_pg_url();
+    let a = Server::start_cluster(RECONCILE, &pg, &nats.url()).await;
+    let b = Server::start_peer(&a, RECONCILE).await;
+    let room = "nats-outage";
+    let (mut on_b, _) = Ws::room(&b, room, "").await;
+    on_b.until_caught_up(room, 0).await;
+    a.api().publish(room, json!({"warm": true})).await;
+    on_b.events_until(room, 0, 1).await;
+    let rss_before = rss_kib(a.pid());
+
+    nats.stop().await;
+    // Node B's subscriber reads throughout: B heals from the store.
+    let reader = tokio::spawn(async move { on_b.events_until(room, 1, 1 + EVENTS as u64).await });
+    let receipts = a.api().publish_many(room, EVENTS, 16, |i| json!({"i": i, "pad": "x".repeat(200)})).await;
+    assert_eq!(receipts.len(), EVENTS);
+    assert!(a.api().metric("hubcast_bus_dropped_total").await > 0.0, "the outgoing queue must have overflowed and dropped");
+    let rss_after = rss_kib(a.pid());
+    assert!(rss_after < rss_before + 64 * 1024, "RSS grew from {rss_before} KiB to {rss_after} KiB during the outage");
+    let events = within(PHASE, "node B's subscriber", reader).await.expect("reader task");
+    assert_eq!(seqs(&events), range(2, 1 + EVENTS as u64));
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_are_delivered_while_nats_is_down() {
     if !cluster_or_skip("events_are_delivered_while_nats_is_down") {

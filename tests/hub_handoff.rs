@@ -132,14 +132,13 @@ async fn run(ops: Vec<Op>) {
     config.hub.reconcile_ms = 50;
     let node = Node::start(config, CancellationToken::new()).await.unwrap();
     let room = RoomName::parse("prop").unwrap();
-    node.store.ensure_room(&room).await.unwrap();
     let mut world = World { node, room, next_session: 0, subscribers: Vec::new(), publishers: Vec::new(), published: 0 };
 
     for op in ops {
         match op {
             Op::Publish(count) => world.publish(count),
             Op::Subscribe { behind, slow } => {
-                let head = world.node.store.room_state(&world.room).await.unwrap().unwrap().head;
+                let head = world.node.store.subscribe_state(&world.room).await.unwrap().head;
                 let start = head.saturating_sub(behind as u64);
                 world.subscribers.push(Subscriber { seen: Default::default(), start, slow, connection: None });
                 let index = world.subscribers.len() - 1;

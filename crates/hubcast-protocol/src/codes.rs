@@ -532,6 +532,8 @@ mod tests {
             (close::FORBIDDEN, Never, Some("forbidden")),
             (close::POLICY, Never, Some("policy_violation")),
             (close::TOO_BIG, Never, Some("frame_too_big")),
+            (close::PROTOCOL_ERROR, Never, Some("protocol_error")),
+            (close::INVALID_DATA, Never, Some("invalid_data")),
         ];
         assert_eq!(table.len(), CloseCode::NAMED.len());
         for (code, policy, error) in table {

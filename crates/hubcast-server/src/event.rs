@@ -53,11 +53,6 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A fresh random epoch id: 16 lowercase hex digits.
-pub fn new_epoch() -> String {
-    format!("{:016x}", rand::random::<u64>())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -117,6 +117,7 @@ pub struct Metrics {
     pub bus_published: Counter,
     pub bus_received: Counter,
     pub bus_errors: Counter,
+    pub bus_dropped: Counter,
     pub slow_broadcasts: Counter,
     pub hub_panics: Counter,
     pub feed_dropped: Counter,
@@ -198,6 +199,7 @@ pub fn get() -> &'static Metrics {
         bus_published: counter!("hubcast_bus_messages_total", "direction" => "out"),
         bus_received: counter!("hubcast_bus_messages_total", "direction" => "in"),
         bus_errors: counter!("hubcast_bus_errors_total"),
+        bus_dropped: counter!("hubcast_bus_dropped_total"),
         slow_broadcasts: counter!("hubcast_slow_broadcasts_total"),
         hub_panics: counter!("hubcast_hub_panics_total"),
         feed_dropped: counter!("hubcast_commit_feed_dropped_total"),
@@ -238,6 +240,10 @@ fn describe() {
     describe_counter!("hubcast_gap_fills_total", "Gaps a hub filled from the store");
     describe_counter!("hubcast_reconciles_total", "Reconciles that found a hub behind the store");
     describe_counter!("hubcast_bus_messages_total", "Bus messages, by direction");
+    describe_counter!(
+        "hubcast_bus_dropped_total",
+        "Outgoing bus messages dropped because the bus could not keep up (NATS unreachable); peers heal by reconcile"
+    );
     describe_counter!("hubcast_bus_errors_total", "Bus operations that failed");
     describe_counter!("hubcast_slow_broadcasts_total", "Broadcasts slower than hub.slow_broadcast_ms");
     describe_counter!("hubcast_hub_panics_total", "Room hubs that failed; their subscribers were closed with 1012 to resume");

@@ -44,10 +44,15 @@ pub struct NatsBus {
     client: async_nats::Client,
     prefix: String,
     local: MemoryBus,
-    outgoing: mpsc::UnboundedSender<Vec<Arc<Event>>>,
+    /// Bounded: while NATS is unreachable the publish task stalls, and
+    /// past [`OUTGOING_CAPACITY`] batches new ones are dropped and counted
+    /// (peers' hubs heal them by reconcile) instead of growing memory.
+    outgoing: mpsc::Sender<Vec<Arc<Event>>>,
     reconnects: watch::Receiver<u64>,
     node: String,
-    presence_out: mpsc::UnboundedSender<(String, bytes::Bytes)>,
+    /// Bounded like `outgoing`; a dropped announcement is repaired by the
+    /// next heartbeat.
+    presence_out: mpsc::Sender<(String, bytes::Bytes)>,
 }
 
 /// How long a hub that starts following a room's presence waits for its
@@ -99,10 +104,10 @@ impl NatsBus {
             .connect(url)
             .await
             .map_err(|source| super::OpenError::Nats { url: url.to_owned(), source })?;
-        let (outgoing, rx) = mpsc::unbounded_channel();
+        let (outgoing, rx) = mpsc::channel(OUTGOING_CAPACITY);
         tokio::spawn(publish_loop(client.clone(), prefix.to_owned(), rx));
         let node = super::new_node_id();
-        let (presence_out, presence_rx) = mpsc::unbounded_channel();
+        let (presence_out, presence_rx) = mpsc::channel(PRESENCE_OUT_CAPACITY);
         tokio::spawn(presence_publish_loop(client.clone(), presence_rx));
         Ok(NatsBus {
             presence_out,
@@ -116,8 +121,15 @@ impl NatsBus {
     }
 }
 
+/// Committed batches waiting to be published to NATS before new ones are
+/// dropped (and counted): an outage holds at most this many in memory.
+const OUTGOING_CAPACITY: usize = 4096;
+
+/// Presence announcements waiting to be published before new ones are dropped.
+const PRESENCE_OUT_CAPACITY: usize = 1024;
+
 /// Publishes committed events in order, one task so per-room order holds.
-async fn publish_loop(client: async_nats::Client, prefix: String, mut batches: mpsc::UnboundedReceiver<Vec<Arc<Event>>>) {
+async fn publish_loop(client: async_nats::Client, prefix: String, mut batches: mpsc::Receiver<Vec<Arc<Event>>>) {
     while let Some(batch) = batches.recv().await {
         for event in batch {
             let payload = bytes::Bytes::from(encode_event(&event).as_str().to_owned());
@@ -133,7 +145,7 @@ async fn publish_loop(client: async_nats::Client, prefix: String, mut batches: m
 
 /// Publishes presence messages in order. Best effort: a failure is repaired
 /// by the next heartbeat.
-async fn presence_publish_loop(client: async_nats::Client, mut messages: mpsc::UnboundedReceiver<(String, bytes::Bytes)>) {
+async fn presence_publish_loop(client: async_nats::Client, mut messages: mpsc::Receiver<(String, bytes::Bytes)>) {
     while let Some((subject, payload)) = messages.recv().await {
         if let Err(err) = client.publish(subject, payload).await {
             crate::metrics::get().bus_errors.increment(1);
@@ -145,7 +157,9 @@ async fn presence_publish_loop(client: async_nats::Client, mut messages: mpsc::U
 impl Bus for NatsBus {
     fn publish(&self, events: Vec<Arc<Event>>) {
         self.local.publish(events.clone());
-        let _ = self.outgoing.send(events);
+        if self.outgoing.try_send(events).is_err() {
+            crate::metrics::get().bus_dropped.increment(1);
+        }
     }
 
     fn watch(&self, room: &RoomName) -> BoxFuture<'_, Result<BusFeed, BusError>> {
@@ -198,7 +212,9 @@ impl Bus for NatsBus {
         self.local.publish_presence(room, message);
         // One task publishes them in order: a node's later state must not be
         // overtaken by an earlier one (a stale list would live until its TTL).
-        let _ = self.presence_out.send((presence_subject(&self.prefix, room), payload));
+        if self.presence_out.try_send((presence_subject(&self.prefix, room), payload)).is_err() {
+            crate::metrics::get().bus_dropped.increment(1);
+        }
     }
 
     fn watch_presence(&self, room: &RoomName) -> BoxFuture<'_, Result<PresenceFeed, BusError>> {

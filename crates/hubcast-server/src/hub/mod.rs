@@ -331,8 +331,14 @@ impl Hub {
             (self.last, self.last)
         };
         let caught_up = ServerMessage::CaughtUp { room: &self.room, seq: caught_up_seq }.encode().into();
-        if out.offer(caught_up) == Offer::Queued {
-            self.subscribers.push(Subscriber { out, skip_through, member, watching: false });
+        // Counted before its client can hear `caught_up`, so a subscribe that
+        // follows it sees this one (the pre-check against the room's cap).
+        self.subscribers.push(Subscriber { out, skip_through, member, watching: false });
+        self.subscriber_count.store(self.subscribers.len(), std::sync::atomic::Ordering::Relaxed);
+        let queued = self.subscribers.last().is_some_and(|sub| sub.out.offer(caught_up) == Offer::Queued);
+        if !queued {
+            self.subscribers.pop();
+            self.subscriber_count.store(self.subscribers.len(), std::sync::atomic::Ordering::Relaxed);
         }
         Joined::Live
     }

@@ -121,7 +121,7 @@ pub(super) async fn start_subscription(
     }
     let state = node
         .store
-        .ensure_room(room)
+        .subscribe_state(room)
         .await
         .map_err(|err| ProtocolError::new(err.code(), err.to_string(), None))?;
     let start = plan_start(&state, request, node.config.limits.max_rewind);

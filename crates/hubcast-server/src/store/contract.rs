@@ -143,21 +143,24 @@ pub async fn reused_key_with_another_body_is_a_mismatch(store: Arc<dyn Store>, _
 
 pub async fn rooms_have_stable_epochs(store: Arc<dyn Store>, _feed: CommitFeed) {
     assert_eq!(store.room_state(&room("e")).await.unwrap(), None);
-    let created = store.ensure_room(&room("e")).await.unwrap();
-    assert_eq!((created.head, created.earliest), (0, 1));
-    assert_eq!(created.epoch.len(), 16);
+    // A subscriber learns the epoch the room will have; subscribing writes nothing.
+    let promised = store.subscribe_state(&room("e")).await.unwrap();
+    assert_eq!((promised.head, promised.earliest), (0, 1));
+    assert_eq!(promised.epoch.len(), 16);
+    assert_eq!(store.room_state(&room("e")).await.unwrap(), None, "a subscribe creates no room");
     let receipt = match store.append(request("e", 1)).await.unwrap() {
         AppendOutcome::Appended(receipt) => receipt,
         other => panic!("{other:?}"),
     };
-    assert_eq!(receipt.epoch, created.epoch);
-    assert_eq!(store.ensure_room(&room("e")).await.unwrap().epoch, created.epoch);
-    let other = store.ensure_room(&room("e2")).await.unwrap();
-    assert_ne!(other.epoch, created.epoch);
+    assert_eq!(receipt.epoch, promised.epoch, "the first append keeps the promised epoch");
+    assert_eq!(store.room_state(&room("e")).await.unwrap().unwrap().epoch, promised.epoch);
+    assert_eq!(store.subscribe_state(&room("e")).await.unwrap().epoch, promised.epoch);
+    assert_ne!(store.epoch_for(&room("e2")), promised.epoch);
+    seq_of(&*store, request("e2", 1)).await;
     let heads = store.heads(vec![room("e"), room("e2"), room("never")]).await.unwrap();
     let mut heads: Vec<(String, u64)> = heads.into_iter().map(|(r, h)| (r.to_string(), h)).collect();
     heads.sort();
-    assert_eq!(heads, vec![("e".to_string(), 1), ("e2".to_string(), 0)]);
+    assert_eq!(heads, vec![("e".to_string(), 1), ("e2".to_string(), 1)]);
 }
 
 pub async fn retention_prunes_and_moves_earliest(store: Arc<dyn Store>, _feed: CommitFeed) {

@@ -233,9 +233,22 @@ pub trait Store: Send + Sync + 'static {
     /// Appends one event (or returns the duplicate's receipt, or a conflict).
     fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<AppendOutcome, StoreError>>;
 
-    /// Returns the room's state, creating the room (with a fresh epoch and an
-    /// empty log) if it does not exist, so subscribers learn its epoch at once.
-    fn ensure_room(&self, room: &RoomName) -> BoxFuture<'_, Result<RoomState, StoreError>>;
+    /// The epoch `room`'s log is born with when its first event is appended:
+    /// derived from the store's instance id and the room's name, so a
+    /// subscriber to a room nobody has written yet learns the epoch the room
+    /// will have, and subscribing writes nothing (no empty rows for anyone
+    /// holding a pattern grant to create). Rooms created before this rule
+    /// keep their random epochs.
+    fn epoch_for(&self, room: &RoomName) -> String;
+
+    /// The room's state, or for a room never written the state it will have
+    /// (its [`epoch_for`](Store::epoch_for), an empty log). Writes nothing.
+    fn subscribe_state(&self, room: &RoomName) -> BoxFuture<'_, Result<RoomState, StoreError>> {
+        let room = room.clone();
+        Box::pin(async move {
+            Ok(self.room_state(&room).await?.unwrap_or_else(|| RoomState { epoch: self.epoch_for(&room), head: 0, earliest: 1 }))
+        })
+    }
 
     /// The room's state, or `None` if it was never created.
     fn room_state(&self, room: &RoomName) -> BoxFuture<'_, Result<Option<RoomState>, StoreError>>;
@@ -264,6 +277,15 @@ pub trait Store: Send + Sync + 'static {
 }
 
 pub use transaction::Backend;
+
+/// The epoch of a room created in the store whose instance id is `instance`:
+/// the first 16 hex digits of SHA-256(instance ":" room). PostgreSQL's
+/// `append_events` computes the same (store/postgres/migration_3.sql).
+pub fn room_epoch(instance: &str, room: &RoomName) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new().chain_update(instance.as_bytes()).chain_update(b":").chain_update(room.as_str().as_bytes()).finalize();
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
 
 /// Why a store could not be opened.
 #[derive(Debug, thiserror::Error)]

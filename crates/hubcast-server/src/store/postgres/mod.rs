@@ -60,6 +60,8 @@ pub struct PostgresStore {
     queue: std::sync::Mutex<Option<mpsc::Sender<Pending>>>,
     /// Most any one operation may take (`postgres.statement_timeout_ms`).
     op_timeout: Duration,
+    /// The database's id (table `meta`): what new rooms' epochs derive from.
+    instance: String,
     closed: tokio_util::sync::CancellationToken,
     writers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// For the events of application transactions ([`PostgresStore::transact`]).
@@ -179,7 +181,7 @@ impl PostgresStore {
     /// `rules` are what outbox rows must satisfy (those of every publish).
     pub async fn open(url: &str, config: &PostgresConfig, rules: crate::store::EventRules) -> Result<(PostgresStore, CommitFeed), OpenError> {
         let pg_config = connect_config(url, &config.schema)?;
-        migrate(&pg_config, &config.schema).await?;
+        let instance = migrate(&pg_config, &config.schema).await?;
         let manager = Manager::from_config(pg_config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let timeout = Some(Duration::from_millis(config.timeout_ms));
         let pool = Pool::builder(manager)
@@ -210,6 +212,7 @@ impl PostgresStore {
             pool,
             queue: std::sync::Mutex::new(Some(queue_tx)),
             op_timeout: Duration::from_millis(config.statement_timeout_ms.max(1)),
+            instance,
             closed,
             writers: std::sync::Mutex::new(writers),
             feed: feed_tx,
@@ -252,32 +255,8 @@ impl Store for PostgresStore {
         .boxed()
     }
 
-    fn ensure_room(&self, room: &RoomName) -> BoxFuture<'_, Result<RoomState, StoreError>> {
-        let room = room.clone();
-        self.bounded(async move {
-            let client = self.client().await?;
-            for _ in 0..3 {
-                let rows = client
-                    .query(
-                        "WITH created AS (
-                             INSERT INTO rooms (name, epoch, head, pruned_through, last_ts, created_at)
-                             VALUES ($1, $2, 0, 0, 0, $3) ON CONFLICT (name) DO NOTHING
-                             RETURNING epoch, head, pruned_through)
-                         SELECT epoch, head, pruned_through FROM created
-                         UNION ALL SELECT epoch, head, pruned_through FROM rooms WHERE name = $1",
-                        &[&room.as_str(), &crate::event::new_epoch(), &now_ms()],
-                    )
-                    .await
-                    .map_err(unavailable)?;
-                if let Some(row) = rows.first() {
-                    return Ok(state_of(row.get(0), row.get(1), row.get(2)));
-                }
-                // Created by a concurrent transaction after this statement's
-                // snapshot: read again.
-            }
-            Err(StoreError::Unavailable("room creation kept racing".into()))
-        })
-        .boxed()
+    fn epoch_for(&self, room: &RoomName) -> String {
+        crate::store::room_epoch(&self.instance, room)
     }
 
     fn room_state(&self, room: &RoomName) -> BoxFuture<'_, Result<Option<RoomState>, StoreError>> {

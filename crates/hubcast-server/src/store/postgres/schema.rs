@@ -8,19 +8,24 @@ use super::{outbox_channel, OpenError};
 
 /// Schema migrations, applied in order. Migration 1 is three files run as
 /// one: the tables, the append function, the outbox; migration 2 adds the
-/// idempotency fingerprint.
+/// idempotency fingerprint; migration 3 the instance id new rooms' epochs
+/// derive from.
 const MIGRATIONS: &[&[&str]] = &[
     &[include_str!("schema.sql"), include_str!("append_events.sql"), include_str!("outbox.sql")],
     &[include_str!("migration_2.sql")],
+    &[include_str!("migration_3.sql")],
 ];
 
-pub(super) async fn migrate(config: &tokio_postgres::Config, schema: &str) -> Result<(), OpenError> {
+/// Runs the migrations; returns the database's instance id.
+pub(super) async fn migrate(config: &tokio_postgres::Config, schema: &str) -> Result<String, OpenError> {
     let (mut client, connection) = config.connect(NoTls).await.map_err(OpenError::Connect)?;
     let driver = tokio::spawn(connection);
     migrate_on(&mut client, schema).await?;
+    let instance: String =
+        client.query_one(&format!("SELECT value FROM {schema}.meta WHERE key = 'instance'"), &[]).await?.get(0);
     drop(client);
     let _ = driver.await;
-    Ok(())
+    Ok(instance)
 }
 
 async fn migrate_on(client: &mut tokio_postgres::Client, schema: &str) -> Result<(), OpenError> {

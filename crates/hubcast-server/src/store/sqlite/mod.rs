@@ -65,6 +65,8 @@ pub struct SqliteStore {
     readers: Arc<ReaderPool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     health: Arc<WriterHealth>,
+    /// This database's id (table `meta`): what new rooms' epochs derive from.
+    instance: String,
 }
 
 /// What the writer thread tells readiness and liveness.
@@ -93,7 +95,6 @@ impl WriterHealth {
 
 enum Command {
     Append(AppendRequest, oneshot::Sender<Result<AppendOutcome, StoreError>>),
-    EnsureRoom(RoomName, oneshot::Sender<Result<RoomState, StoreError>>),
     Transact(Box<dyn SqliteWork>, oneshot::Sender<Result<TxOutcome, StoreError>>),
     Retention { policy: RetentionPolicy, after: String, reply: oneshot::Sender<Result<(u64, Option<String>), StoreError>> },
     Close(oneshot::Sender<()>),
@@ -126,11 +127,20 @@ impl SqliteStore {
             Migrated::Ok => {}
             Migrated::TooNew(found) => return Err(OpenError::TooNew { path, found, supported: MIGRATIONS.len() }),
         }
+        let instance: String =
+            conn.query_row("SELECT value FROM meta WHERE key = 'instance'", [], |row| row.get(0)).map_err(setup)?;
 
         let (feed_tx, feed_rx) = crate::store::commit_feed();
         let (tx, rx) = mpsc::channel(config.max_queue.max(1));
         let health = Arc::new(WriterHealth::default());
-        let writer = Writer { conn, rooms: HashMap::new(), feed: feed_tx, max_batch: config.max_batch, health: health.clone() };
+        let writer = Writer {
+            conn,
+            rooms: HashMap::new(),
+            feed: feed_tx,
+            max_batch: config.max_batch,
+            health: health.clone(),
+            instance: instance.clone(),
+        };
         let thread_health = health.clone();
         let thread = std::thread::Builder::new()
             .name("hubcast-sqlite-writer".into())
@@ -142,7 +152,7 @@ impl SqliteStore {
             })
             .map_err(OpenError::Thread)?;
         let readers = Arc::new(ReaderPool { path, idle: Mutex::new(Vec::new()), max_idle: config.readers });
-        Ok((SqliteStore { writer: tx, readers, thread: Mutex::new(Some(thread)), health }, feed_rx))
+        Ok((SqliteStore { writer: tx, readers, thread: Mutex::new(Some(thread)), health, instance }, feed_rx))
     }
 
     /// Runs `work` on the writer thread inside a savepoint of its batch
@@ -191,23 +201,8 @@ impl Store for SqliteStore {
         self.call(|reply| Command::Append(request, reply))
     }
 
-    fn ensure_room(&self, room: &RoomName) -> BoxFuture<'_, Result<RoomState, StoreError>> {
-        let room = room.clone();
-        let readers = self.readers.clone();
-        let existing = {
-            let room = room.clone();
-            tokio::task::spawn_blocking(move || readers.with(move |conn| load_state(conn, &room)))
-        };
-        let create = self.call(move |reply| Command::EnsureRoom(room, reply));
-        async move {
-            // Most rooms exist already: answer from a reader and leave the
-            // writer alone; only a new room costs a write.
-            if let Ok(Ok(Some(state))) = existing.await {
-                return Ok(state);
-            }
-            create.await
-        }
-        .boxed()
+    fn epoch_for(&self, room: &RoomName) -> String {
+        crate::store::room_epoch(&self.instance, room)
     }
 
     fn room_state(&self, room: &RoomName) -> BoxFuture<'_, Result<Option<RoomState>, StoreError>> {

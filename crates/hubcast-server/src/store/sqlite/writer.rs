@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{unavailable, Command, SqliteWork};
-use crate::event::{new_epoch, now_ms, Event, RoomState};
+use crate::event::{now_ms, Event};
 use crate::room::RoomName;
 use crate::store::transaction::{TxDecision, TxOutcome};
 use crate::store::{AppendOutcome, AppendRequest, Receipt, StoreError};
@@ -37,12 +37,13 @@ pub(super) struct Writer {
     pub(super) feed: crate::store::FeedSender,
     pub(super) max_batch: usize,
     pub(super) health: Arc<super::WriterHealth>,
+    /// The database's id, for new rooms' epochs.
+    pub(super) instance: String,
 }
 
 /// A caller waiting for a write's answer.
 enum Reply {
     Append(oneshot::Sender<Result<AppendOutcome, StoreError>>),
-    Ensure(oneshot::Sender<Result<RoomState, StoreError>>),
     Transact(oneshot::Sender<Result<TxOutcome, StoreError>>),
 }
 
@@ -50,7 +51,6 @@ impl Reply {
     fn fail(self, err: &StoreError) {
         let _ = match self {
             Reply::Append(reply) => reply.send(Err(err.clone())).is_ok(),
-            Reply::Ensure(reply) => reply.send(Err(err.clone())).is_ok(),
             Reply::Transact(reply) => reply.send(Err(err.clone())).is_ok(),
         };
     }
@@ -59,7 +59,6 @@ impl Reply {
 /// An answer held back until its batch commits.
 enum Pending {
     Append(oneshot::Sender<Result<AppendOutcome, StoreError>>, AppendOutcome),
-    Ensure(oneshot::Sender<Result<RoomState, StoreError>>, RoomState),
     Transact(oneshot::Sender<Result<TxOutcome, StoreError>>, TxOutcome),
 }
 
@@ -67,7 +66,6 @@ impl Pending {
     fn answer(self) {
         let _ = match self {
             Pending::Append(reply, outcome) => reply.send(Ok(outcome)).is_ok(),
-            Pending::Ensure(reply, state) => reply.send(Ok(state)).is_ok(),
             Pending::Transact(reply, outcome) => reply.send(Ok(outcome)).is_ok(),
         };
     }
@@ -75,7 +73,6 @@ impl Pending {
     fn into_reply(self) -> Reply {
         match self {
             Pending::Append(reply, _) => Reply::Append(reply),
-            Pending::Ensure(reply, _) => Reply::Ensure(reply),
             Pending::Transact(reply, _) => Reply::Transact(reply),
         }
     }
@@ -170,7 +167,6 @@ impl Writer {
                 .into_iter()
                 .filter_map(|command| match command {
                     Command::Append(_, reply) => Some(Reply::Append(reply)),
-                    Command::EnsureRoom(_, reply) => Some(Reply::Ensure(reply)),
                     Command::Transact(_, reply) => Some(Reply::Transact(reply)),
                     _ => None,
                 })
@@ -185,7 +181,7 @@ impl Writer {
         let mut writes = writes.into_iter();
         while let Some(command) = writes.next() {
             let step = match command {
-                Command::Append(request, reply) => match append_one(&tx, &mut self.rooms, request, &mut touched) {
+                Command::Append(request, reply) => match append_one(&tx, &mut self.rooms, &self.instance, request, &mut touched) {
                     Ok((outcome, event)) => {
                         committed.extend(event.map(Arc::new));
                         pending.push(Pending::Append(reply, outcome));
@@ -193,20 +189,7 @@ impl Writer {
                     }
                     Err(err) => Err((err, Reply::Append(reply))),
                 },
-                Command::EnsureRoom(room, reply) => match cached_room(&tx, &mut self.rooms, &room, true) {
-                    Ok(Some(cached)) => {
-                        let state = RoomState {
-                            epoch: cached.epoch.clone(),
-                            head: cached.head,
-                            earliest: cached.pruned_through + 1,
-                        };
-                        pending.push(Pending::Ensure(reply, state));
-                        Ok(())
-                    }
-                    Ok(None) => Err((rusqlite::Error::QueryReturnedNoRows, Reply::Ensure(reply))),
-                    Err(err) => Err((err, Reply::Ensure(reply))),
-                },
-                Command::Transact(work, reply) => match transact_one(&mut tx, &mut self.rooms, work, &mut touched) {
+                Command::Transact(work, reply) => match transact_one(&mut tx, &mut self.rooms, &self.instance, work, &mut touched) {
                     Ok((outcome, event)) => {
                         committed.extend(event.map(Arc::new));
                         pending.push(Pending::Transact(reply, outcome));
@@ -245,13 +228,14 @@ impl Writer {
 }
 
 /// Returns the writer's cached view of `room`, loading it from the database
-/// and, when `create` is set, creating the room if it does not exist.
+/// and creating the room (its epoch derived from the database's `instance`)
+/// if it does not exist: the first append creates a room, nothing else does.
 fn cached_room<'a>(
     conn: &Connection,
     rooms: &'a mut HashMap<RoomName, CachedRoom>,
     room: &RoomName,
-    create: bool,
-) -> rusqlite::Result<Option<&'a mut CachedRoom>> {
+    instance: &str,
+) -> rusqlite::Result<&'a mut CachedRoom> {
     if !rooms.contains_key(room) {
         let loaded = conn
             .prepare_cached(
@@ -271,25 +255,25 @@ fn cached_room<'a>(
             .optional()?;
         let cached = match loaded {
             Some(cached) => cached,
-            None if create => {
-                let epoch = new_epoch();
+            None => {
+                let epoch = crate::store::room_epoch(instance, room);
                 conn.prepare_cached(
                     "INSERT INTO rooms (name, epoch, head, pruned_through, created_at) VALUES (?1, ?2, 0, 0, ?3)",
                 )?
                 .execute(params![room.as_str(), epoch, now_ms()])?;
                 CachedRoom { epoch, head: 0, pruned_through: 0, last_ts: 0, dirty: false }
             }
-            None => return Ok(None),
         };
         rooms.insert(room.clone(), cached);
     }
-    Ok(rooms.get_mut(room))
+    Ok(rooms.get_mut(room).expect("inserted above"))
 }
 
 /// Applies one append inside the batch transaction.
 fn append_one(
     conn: &Connection,
     rooms: &mut HashMap<RoomName, CachedRoom>,
+    instance: &str,
     request: AppendRequest,
     touched: &mut Vec<RoomName>,
 ) -> rusqlite::Result<(AppendOutcome, Option<Event>)> {
@@ -297,7 +281,7 @@ fn append_one(
     crate::testing::fault_point(request.data.get(), crate::testing::WRITER_PANIC);
     let fingerprint = request.idem_key.as_ref().map(|_| request.fingerprint());
     let AppendRequest { room, data, idem_key, expected_seq, origin } = request;
-    let cached = cached_room(conn, rooms, &room, true)?.expect("created when missing");
+    let cached = cached_room(conn, rooms, &room, instance)?;
     if let Some(key) = &idem_key {
         let first = conn
             .prepare_cached("SELECT seq, ts, idem_hash FROM events WHERE room = ?1 AND idem_key = ?2")?
@@ -345,6 +329,7 @@ enum TransactFailure {
 fn transact_one(
     tx: &mut rusqlite::Transaction<'_>,
     rooms: &mut HashMap<RoomName, CachedRoom>,
+    instance: &str,
     work: Box<dyn SqliteWork>,
     touched: &mut Vec<RoomName>,
 ) -> Result<(TxOutcome, Option<Event>), TransactFailure> {
@@ -364,7 +349,7 @@ fn transact_one(
         }
         TxDecision::Commit { event: Some(event), answer } => {
             let request = AppendRequest { room: event.room, data: event.data, idem_key: None, expected_seq: None, origin: None };
-            let (outcome, event) = append_one(&savepoint, rooms, request, touched).map_err(TransactFailure::Db)?;
+            let (outcome, event) = append_one(&savepoint, rooms, instance, request, touched).map_err(TransactFailure::Db)?;
             savepoint.commit().map_err(TransactFailure::Db)?;
             let receipt = match outcome {
                 AppendOutcome::Appended(receipt) => Some(receipt),

@@ -1,0 +1,54 @@
+-- Migration 3: the database's instance id, from which a new room's epoch is
+-- derived (the first 16 hex digits of SHA-256("instance:room"), as the Rust
+-- side computes it in store::room_epoch), so a subscriber learns the epoch of a
+-- room nobody has written yet and subscribing writes nothing.
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta (key, value) VALUES ('instance', md5(random()::text || clock_timestamp()::text));
+CREATE OR REPLACE FUNCTION append_events(p_rooms TEXT[], p_data TEXT[], p_keys TEXT[], p_expected BIGINT[], p_hashes TEXT[])
+RETURNS TABLE (o_idx INT, o_outcome TEXT, o_seq BIGINT, o_ts BIGINT, o_epoch TEXT, o_head BIGINT)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    i INT;
+    r RECORD;
+    v_seq BIGINT;
+    v_ts BIGINT;
+    v_hash TEXT;
+    v_instance TEXT := (SELECT value FROM meta WHERE key = 'instance');
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(p_rooms, 1), 0) LOOP
+        SELECT rm.epoch, rm.head, rm.last_ts INTO r FROM rooms rm WHERE rm.name = p_rooms[i] FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO rooms (name, epoch, head, pruned_through, last_ts, created_at)
+            VALUES (p_rooms[i], substr(encode(sha256(convert_to(v_instance || ':' || p_rooms[i], 'UTF8')), 'hex'), 1, 16), 0, 0, 0,
+                    (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT)
+            ON CONFLICT (name) DO NOTHING;
+            SELECT rm.epoch, rm.head, rm.last_ts INTO r FROM rooms rm WHERE rm.name = p_rooms[i] FOR UPDATE;
+        END IF;
+        IF p_keys[i] IS NOT NULL THEN
+            SELECT e.seq, e.ts, e.idem_hash INTO v_seq, v_ts, v_hash FROM events e WHERE e.room = p_rooms[i] AND e.idem_key = p_keys[i];
+            IF FOUND THEN
+                o_idx := i; o_seq := v_seq; o_ts := v_ts; o_epoch := r.epoch; o_head := r.head;
+                IF v_hash IS NULL OR v_hash = p_hashes[i] THEN
+                    o_outcome := 'duplicate';
+                ELSE
+                    o_outcome := 'mismatch';
+                END IF;
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+        END IF;
+        IF p_expected[i] IS NOT NULL AND p_expected[i] <> r.head THEN
+            o_idx := i; o_outcome := 'conflict'; o_seq := NULL; o_ts := NULL; o_epoch := r.epoch; o_head := r.head;
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        v_seq := r.head + 1;
+        v_ts := greatest((extract(epoch FROM clock_timestamp()) * 1000)::BIGINT, r.last_ts);
+        INSERT INTO events (room, seq, ts, data, idem_key, idem_hash)
+        VALUES (p_rooms[i], v_seq, v_ts, p_data[i]::JSON, p_keys[i], p_hashes[i]);
+        UPDATE rooms SET head = v_seq, last_ts = v_ts WHERE name = p_rooms[i];
+        o_idx := i; o_outcome := 'appended'; o_seq := v_seq; o_ts := v_ts; o_epoch := r.epoch; o_head := v_seq;
+        RETURN NEXT;
+    END LOOP;
+END
+$fn$;
