@@ -93,6 +93,12 @@ export class Room<T = unknown> {
   /** `subscribed` named another epoch than our cursor's: a `reset` must come before anything else. */
   private awaitingReset = false;
   private subscribeAttempts = 0;
+  /** Heals that failed in a row: the resubscribe after one waits a backoff, so
+   * an event the client cannot take (or a history route that keeps failing)
+   * never turns into a hot loop of resubscribes. */
+  private healFailures = 0;
+  /** Set while a resync after a failed heal waits its backoff. */
+  private resyncDelayMs: number | null = null;
   private subscribeRetry: ReturnType<typeof setTimeout> | null = null;
 
   private readonly buffer = new Map<number, WireEvent>();
@@ -243,6 +249,7 @@ export class Room<T = unknown> {
 
   /** @internal The socket closed: the next connection resubscribes from the cursor. */
   socketClosed(): void {
+    this.resyncDelayMs = null;
     this.wire = 'idle';
     this.awaitingReset = false;
     this.clearSubscribeRetry();
@@ -331,7 +338,17 @@ export class Room<T = unknown> {
     if (this.closed) return;
     if (this.wire === 'resyncing') {
       this.wire = 'idle';
-      this.subscribeNow();
+      const delay = this.resyncDelayMs;
+      this.resyncDelayMs = null;
+      if (delay === null) {
+        this.subscribeNow();
+      } else {
+        this.clearSubscribeRetry();
+        this.subscribeRetry = setTimeout(() => {
+          this.subscribeRetry = null;
+          this.subscribeNow();
+        }, delay);
+      }
     }
   }
 
@@ -542,7 +559,9 @@ export class Room<T = unknown> {
               cause: failure,
             }),
       );
-      // Fall back to the socket: resubscribing from the cursor replays the missing range.
+      // Fall back to the socket: resubscribing from the cursor replays the
+      // missing range, after a backoff that grows while heals keep failing.
+      this.resyncDelayMs = this.host.retryDelay(this.healFailures++);
       this.resync();
       return;
     }
@@ -551,6 +570,7 @@ export class Room<T = unknown> {
       return;
     }
     if (this.seq !== startSeq) this.stats.gapsHealed += 1;
+    this.healFailures = 0;
     this.healTarget = 0;
     this.drain();
   }

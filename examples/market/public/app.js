@@ -86,7 +86,7 @@ var Heartbeat = class {
 };
 
 // ../../clients/js/src/policy.ts
-var TERMINAL_CLOSE_CODES = /* @__PURE__ */ new Set([1008, 1009, 4001, 4003]);
+var TERMINAL_CLOSE_CODES = /* @__PURE__ */ new Set([1002, 1007, 1008, 1009, 4001, 4003]);
 var IMMEDIATE_CLOSE_CODES = /* @__PURE__ */ new Set([1001, 1012]);
 var TRY_LATER_CLOSE_CODES = /* @__PURE__ */ new Set([1013, 4008]);
 var LOCAL_HEARTBEAT_TIMEOUT = 4010;
@@ -112,6 +112,10 @@ function terminalErrorCode(code) {
       return "policy_violation";
     case 1009:
       return "frame_too_big";
+    case 1002:
+      return "protocol_error";
+    case 1007:
+      return "invalid_data";
     default:
       return "closed";
   }
@@ -1007,6 +1011,12 @@ var Room = class {
   /** `subscribed` named another epoch than our cursor's: a `reset` must come before anything else. */
   awaitingReset = false;
   subscribeAttempts = 0;
+  /** Heals that failed in a row: the resubscribe after one waits a backoff, so
+   * an event the client cannot take (or a history route that keeps failing)
+   * never turns into a hot loop of resubscribes. */
+  healFailures = 0;
+  /** Set while a resync after a failed heal waits its backoff. */
+  resyncDelayMs = null;
   subscribeRetry = null;
   buffer = /* @__PURE__ */ new Map();
   /** `false` when `subscribed` said `"echo": false`: our own socket publishes are not sent to us. */
@@ -1113,6 +1123,7 @@ var Room = class {
   }
   /** @internal The socket closed: the next connection resubscribes from the cursor. */
   socketClosed() {
+    this.resyncDelayMs = null;
     this.wire = "idle";
     this.awaitingReset = false;
     this.clearSubscribeRetry();
@@ -1192,7 +1203,17 @@ var Room = class {
     if (this.closed) return;
     if (this.wire === "resyncing") {
       this.wire = "idle";
-      this.subscribeNow();
+      const delay = this.resyncDelayMs;
+      this.resyncDelayMs = null;
+      if (delay === null) {
+        this.subscribeNow();
+      } else {
+        this.clearSubscribeRetry();
+        this.subscribeRetry = setTimeout(() => {
+          this.subscribeRetry = null;
+          this.subscribeNow();
+        }, delay);
+      }
     }
   }
   /** @internal An `error` frame about this room's subscription. */
@@ -1377,6 +1398,7 @@ var Room = class {
           cause: failure
         })
       );
+      this.resyncDelayMs = this.host.retryDelay(this.healFailures++);
       this.resync();
       return;
     }
@@ -1385,6 +1407,7 @@ var Room = class {
       return;
     }
     if (this.seq !== startSeq) this.stats.gapsHealed += 1;
+    this.healFailures = 0;
     this.healTarget = 0;
     this.drain();
   }

@@ -242,6 +242,7 @@ impl Room {
                 tracing::debug!(room = %self.name, "gap healed from history");
             }
         }
+        self.heal_failures = 0;
         self.heal_target = 0;
         self.drain(cx);
     }
@@ -255,7 +256,11 @@ impl Room {
             return;
         }
         self.emit_error(error, cx.io);
-        // Fall back to the socket: resubscribing from the cursor replays the missing range.
+        // Fall back to the socket: resubscribing from the cursor replays the
+        // missing range, after a backoff that grows while heals keep failing.
+        let backoff = cx.cfg.reconnect.unwrap_or_default();
+        self.resync_delay = Some(backoff.delay(self.heal_failures, (cx.random)()));
+        self.heal_failures = self.heal_failures.saturating_add(1);
         self.resync(cx);
     }
 }

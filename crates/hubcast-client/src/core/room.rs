@@ -69,6 +69,12 @@ pub(super) struct Room {
     /// surfaced by the client itself if the server does not send one.
     pub awaiting_reset: bool,
     pub subscribe_attempts: u32,
+    /// Heals that failed in a row: the resubscribe after one waits a backoff,
+    /// so an event the client cannot take (or a history route that keeps
+    /// failing) never turns into a hot loop of resubscribes.
+    pub heal_failures: u32,
+    /// Set while a resync after a failed heal is to wait this many ms.
+    pub resync_delay: Option<u64>,
     pub subscribe_retry: Option<TimerId>,
     /// Events past a gap, kept until the gap is healed.
     pub buffer: BTreeMap<u64, RoomEvent>,
@@ -102,6 +108,8 @@ impl Room {
             subscribed_epoch: String::new(),
             awaiting_reset: false,
             subscribe_attempts: 0,
+            heal_failures: 0,
+            resync_delay: None,
             subscribe_retry: None,
             buffer: BTreeMap::new(),
             heal_target: 0,
@@ -149,6 +157,7 @@ impl Room {
     pub fn socket_closed(&mut self, io: &mut Io) {
         self.wire = Wire::Idle;
         self.awaiting_reset = false;
+        self.resync_delay = None;
         io.timers.cancel(&mut self.subscribe_retry);
         self.cancel_heal();
     }
@@ -256,7 +265,13 @@ impl Room {
     pub fn unsubscribed(&mut self, cx: &mut Cx) {
         if self.wire == Wire::Resyncing {
             self.wire = Wire::Idle;
-            self.subscribe_now(cx);
+            match self.resync_delay.take() {
+                None => self.subscribe_now(cx),
+                Some(delay) => {
+                    cx.io.timers.cancel(&mut self.subscribe_retry);
+                    self.subscribe_retry = Some(cx.io.timers.set(delay, Timer::SubscribeRetry(self.sub)));
+                }
+            }
         }
     }
 
