@@ -7,18 +7,19 @@
 //! which `axum::serve` does not do. HTTP/1 only: WebSocket upgrades and the
 //! JSON API need nothing else, and HTTP/2 detection would read the first
 //! bytes without a timeout.
+//!
+//! Request bodies have deadlines too (`http::deadline`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
+
+use crate::http::throttle::LogThrottle;
 
 /// How long in-flight HTTP requests get to finish once the node stops.
 const REQUEST_DRAIN: Duration = Duration::from_secs(10);
@@ -55,8 +56,12 @@ pub async fn accept_loop(listener: TcpListener, app: crate::http::App, stopping:
         let (tcp, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(err) => {
-                // Out of file descriptors, most likely: back off instead of spinning.
-                tracing::warn!(error = %err, "accept failed");
+                // Out of file descriptors, most likely: back off instead of
+                // spinning, and log it once a second, not at every retry.
+                static ACCEPT_FAILED: LogThrottle = LogThrottle::new();
+                if let Some(suppressed) = ACCEPT_FAILED.admit() {
+                    tracing::warn!(error = %err, suppressed, "accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -67,11 +72,7 @@ pub async fn accept_loop(listener: TcpListener, app: crate::http::App, stopping:
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
-        let service = app.clone().map_request(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            request
-        });
-        let connection = http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service)).with_upgrades();
+        let connection = http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.connection(peer))).with_upgrades();
         let stop = stopping.clone();
         connections.spawn(async move {
             let mut connection = std::pin::pin!(connection);
@@ -94,3 +95,4 @@ pub async fn accept_loop(listener: TcpListener, app: crate::http::App, stopping:
         tracing::warn!("some requests did not finish in time");
     }
 }
+

@@ -57,6 +57,22 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The code of a `408`: a request body that stalled or trickled past its
+/// deadline (`limits.body_read_timeout_ms`, `limits.body_deadline_ms`).
+///
+/// Not an [`ErrorCode`]: it is never sent on a socket, and is answered by the
+/// connection (`http::deadline`), not by a handler.
+pub const REQUEST_TIMEOUT: &str = "request_timeout";
+
+/// `408 {"error":"request_timeout"}`, closing the connection (the rest of the
+/// body is not read).
+pub fn request_timeout() -> Response {
+    let body = Body { error: REQUEST_TIMEOUT, message: "request body not received in time", head: None, epoch: None };
+    let mut response = (StatusCode::REQUEST_TIMEOUT, Json(body)).into_response();
+    response.headers_mut().insert("connection", axum::http::HeaderValue::from_static("close"));
+    response
+}
+
 impl From<RoomNameError> for ApiError {
     fn from(err: RoomNameError) -> ApiError {
         ApiError::new(ErrorCode::InvalidRoom, err.to_string())

@@ -4,15 +4,19 @@
 mod cors;
 mod dashboard;
 pub mod access;
+pub mod deadline;
 pub mod error;
 mod events;
 pub mod page;
 mod request_id;
 mod rooms;
 mod stats;
+pub mod throttle;
 mod ws;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -31,17 +35,37 @@ const READY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Room for the JSON envelope around the largest event in a publish body.
 const BODY_OVERHEAD: usize = 64 * 1024;
 
-/// The whole HTTP surface as the accept loop serves it: CORS and request ids
-/// wrapped once around the router. (`Router::layer` would wrap every route in
-/// them, each a boxed service cloned and a boxed future per request.)
-pub type App = cors::BrowserCors<request_id::RequestId<Router>>;
+/// The routes inside CORS and request ids: wrapped once around the router.
+/// (`Router::layer` would wrap every route in them, each a boxed service
+/// cloned and a boxed future per request.)
+pub type Routes = cors::BrowserCors<request_id::RequestId<Router>>;
+
+/// The whole HTTP surface as the accept loop serves it: the routes, and how
+/// long a request body may take.
+#[derive(Clone)]
+pub struct App {
+    routes: Routes,
+    body: deadline::BodyDeadlines,
+}
+
+impl App {
+    /// The service of one accepted connection from `peer`.
+    pub fn connection(&self, peer: SocketAddr) -> deadline::ConnectionService<Routes> {
+        deadline::ConnectionService::new(self.routes.clone(), peer, self.body)
+    }
+}
 
 /// The router inside CORS and request ids, with an embedding application's
 /// `extra` routes beside hubcast's.
 pub fn app(node: Arc<Node>, extra: Router) -> App {
     use tower::Layer;
     let policy = cors::policy(&node.auth.allowed_origins);
-    cors::BrowserCors::new(&policy, request_id::RequestIdLayer.layer(router(node, extra)))
+    let limits = &node.config.limits;
+    let body = deadline::BodyDeadlines {
+        idle: Duration::from_millis(limits.body_read_timeout_ms),
+        total: Duration::from_millis(limits.body_deadline_ms),
+    };
+    App { routes: cors::BrowserCors::new(&policy, request_id::RequestIdLayer.layer(router(node, extra))), body }
 }
 
 /// All routes of the v1 interface, and the application's.

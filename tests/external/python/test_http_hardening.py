@@ -1,0 +1,144 @@
+"""Hostile and unusual HTTP input against the real `hubcast serve` binary,
+driven by clients nobody here wrote: the stdlib's urllib and http.client, raw
+sockets, and sqlite3 (to take the store away).
+
+Each test is a regression test for a finding of a fault and hostile-input
+run; the docstring names what used to happen.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import resource
+import socket
+import sqlite3
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+# The server fixture and its helpers are shared with the protocol suite.
+from test_protocol import Hubcast, hubcast  # noqa: F401  (hubcast is a fixture)
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+# Upper bound for one expected answer; a hang fails the test.
+ANSWER_TIMEOUT = 20.0
+
+
+def _read_answer(sock: socket.socket, timeout: float = ANSWER_TIMEOUT) -> tuple[int, dict, bytes]:
+    """Reads one HTTP answer up to the server's close: (status, headers, body)."""
+    sock.settimeout(timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            break
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode(errors="replace").split("\r\n")
+    assert lines and lines[0].startswith("HTTP/1.1 "), f"no HTTP answer: {data[:200]!r}"
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, body
+
+
+def _stalled_body(server: Hubcast) -> socket.socket:
+    """A publish that promises 100 bytes of body and sends one."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=ANSWER_TIMEOUT)
+    sock.sendall(
+        b"POST /v1/rooms/stall/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n{"
+    )
+    return sock
+
+
+def _urlopen(request: urllib.request.Request, timeout: float = ANSWER_TIMEOUT) -> tuple[int, object]:
+    try:
+        with _NO_PROXY.open(request, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        payload = err.read()
+        try:
+            return err.code, json.loads(payload)
+        except json.JSONDecodeError:
+            return err.code, payload.decode(errors="replace")
+
+
+# --------------------------------------------------------------------------
+# 1. stalled request bodies
+
+
+def test_stalled_bodies_are_answered_408_and_free_their_descriptors(hubcast):
+    """A body that stalls after its head held its connection forever (the
+    header timeout covers only the head): with Content-Length 100 and one byte
+    sent, enough of them exhausted the node's file descriptors and it stopped
+    answering anyone. Now each is answered 408 request_timeout in JSON and
+    closed, so a node limited to 128 descriptors, sent 200 of them, answers
+    /healthz again."""
+    server = hubcast({"limits": {"body_read_timeout_ms": 1000, "body_deadline_ms": 5000}})
+    resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE, (128, 128))
+    stalled = [_stalled_body(server) for _ in range(200)]
+    try:
+        # Queued behind the stalled ones until descriptors are freed.
+        assert server.request("GET", "/healthz") == (200, {"status": "ok"})
+        for sock in stalled:
+            status, headers, body = _read_answer(sock)
+            assert status == 408, (status, body)
+            assert headers["content-type"] == "application/json"
+            assert json.loads(body)["error"] == "request_timeout"
+    finally:
+        for sock in stalled:
+            sock.close()
+    assert _metric(server, 'hubcast_refusals_total{reason="request_timeout"}') == 200
+
+
+def _metric(server: Hubcast, name: str) -> float:
+    with _NO_PROXY.open(server.http + "/metrics", timeout=ANSWER_TIMEOUT) as resp:
+        text = resp.read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_trickled_body_is_cut_at_its_deadline(hubcast):
+    """One byte every 200 ms keeps a per-read timeout happy forever; the
+    whole-body deadline still ends it."""
+    server = hubcast({"limits": {"body_read_timeout_ms": 1000, "body_deadline_ms": 1500}})
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=ANSWER_TIMEOUT)
+    sock.sendall(b"POST /v1/rooms/r/events HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+    sock.settimeout(0.2)
+    answer = b""
+    deadline = time.monotonic() + ANSWER_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(4096)
+        except socket.timeout:
+            try:
+                sock.send(b" ")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            continue
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        answer += chunk
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b'"error":"request_timeout"' in answer

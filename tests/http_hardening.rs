@@ -1,0 +1,118 @@
+//! The HTTP surface under hostile and unusual input, over raw TCP: stalled
+//! and oversized bodies, forwarded-address headers, numbers past what the
+//! store can hold, and refusals that must all be JSON with their code.
+//! Each test is a regression test for a finding of a fault and hostile-input
+//! run (see tests/external/python/test_http_hardening.py for the same
+//! findings driven by Python's urllib and http.client).
+
+mod support;
+
+use std::net::SocketAddr;
+
+use serde_json::Value;
+use support::{within, Server, STEP};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const FAST: &str = "[sqlite]\nsynchronous = \"normal\"\n";
+
+/// One HTTP answer, read to the server's close.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON, failing the test if it is anything else.
+    fn json(&self) -> Value {
+        assert_eq!(self.header("content-type"), Some("application/json"), "{self:?}: {}", String::from_utf8_lossy(&self.body));
+        serde_json::from_slice(&self.body).unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// `(status, error code)` of a JSON refusal.
+    fn refusal(&self) -> (u16, String) {
+        (self.status, self.json()["error"].as_str().unwrap_or("").to_owned())
+    }
+}
+
+/// Reads one answer from `stream` until the server closes it.
+async fn read_answer(stream: &mut TcpStream) -> Answer {
+    let mut raw = Vec::new();
+    within(STEP, "the server's answer and close", async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    parse_answer(&raw)
+}
+
+fn parse_answer(raw: &[u8]) -> Answer {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).expect("status line");
+    let headers = lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned())).collect();
+    Answer { status, headers, body: raw[split + 4..].to_vec() }
+}
+
+/// Sends `request` (a whole HTTP/1.1 request, `Connection: close` added to
+/// its head) and reads the answer.
+async fn send(addr: SocketAddr, head: &str, body: &[u8]) -> Answer {
+    let mut stream = within(STEP, "TCP connect", TcpStream::connect(addr)).await.expect("connect");
+    let head = head.trim_end_matches("\r\n");
+    let request = format!("{head}\r\nHost: hubcast\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write head");
+    stream.write_all(body).await.expect("write body");
+    read_answer(&mut stream).await
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Answer {
+    send(addr, &format!("GET {path} HTTP/1.1"), b"").await
+}
+
+async fn post(addr: SocketAddr, path: &str, extra_headers: &str, body: &str) -> Answer {
+    let head = format!("POST {path} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra_headers}", body.len());
+    send(addr, &head, body.as_bytes()).await
+}
+
+// ---------------------------------------------------------------------------
+// 1. Stalled request bodies
+
+/// A body that stalled after its head held its connection forever (hyper's
+/// header timeout covers only the head). Now it is answered `408
+/// request_timeout` in JSON and closed, while the node keeps answering others.
+#[tokio::test]
+async fn a_stalled_body_is_answered_408_and_closed() {
+    let server = Server::start(&format!("{FAST}[limits]\nbody_read_timeout_ms = 500\n")).await;
+    let addr = server.addr();
+    let mut stalled = Vec::new();
+    for i in 0..50 {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let head = "POST /v1/rooms/r/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n";
+        stream.write_all(head.as_bytes()).await.expect("write");
+        if i % 2 == 0 {
+            stream.write_all(b"{").await.expect("write");
+        }
+        stalled.push(stream);
+    }
+    let health = get(addr, "/healthz").await;
+    assert_eq!((health.status, health.json()), (200, serde_json::json!({"status": "ok"})));
+    for stream in &mut stalled {
+        let answer = read_answer(stream).await;
+        assert_eq!(answer.refusal(), (408, "request_timeout".to_owned()));
+        assert_eq!(answer.header("connection"), Some("close"));
+    }
+    // Nothing was appended by the stalled publishes.
+    assert_eq!(get(addr, "/v1/rooms/r").await.json()["head"], 0);
+}
