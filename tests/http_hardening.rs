@@ -116,3 +116,29 @@ async fn a_stalled_body_is_answered_408_and_closed() {
     // Nothing was appended by the stalled publishes.
     assert_eq!(get(addr, "/v1/rooms/r").await.json()["head"], 0);
 }
+
+// ---------------------------------------------------------------------------
+// 2. Oversized publishes
+
+/// A declared length over the limit was answered only once body bytes came:
+/// a client that waits for the answer before sending waited forever.
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_refused_at_once() {
+    let server = Server::start(&format!("{FAST}[limits]\nmax_event_bytes = 1024\n")).await;
+    let head = "POST /v1/rooms/big/events HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 50000000";
+    let answer = send(server.addr(), head, b"").await;
+    assert_eq!(answer.refusal(), (413, "too_large".to_owned()));
+}
+
+/// The 413 of a body over the limit was followed by a close that left the
+/// rest of the body unread, so the client got a reset, often before it read
+/// the answer. The close now lingers: the client reads its 413 whole.
+#[tokio::test]
+async fn an_oversized_body_written_whole_still_reads_its_413() {
+    let server = Server::start(FAST).await;
+    let body = format!("{{\"data\":\"{}\"}}", "x".repeat(8 * 1024 * 1024));
+    for _ in 0..3 {
+        let answer = post(server.addr(), "/v1/rooms/big/events", "", &body).await;
+        assert_eq!(answer.refusal(), (413, "too_large".to_owned()));
+    }
+}

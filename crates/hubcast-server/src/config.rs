@@ -174,6 +174,13 @@ pub struct LimitsConfig {
     /// A request body must arrive whole within this, however it trickles,
     /// or it is answered `408 request_timeout` and its connection closed.
     pub body_deadline_ms: u64,
+    /// Before closing a connection whose request was not read to the end
+    /// (a refused oversized body, a timeout), the node reads and discards
+    /// what the client still sends for at most this long, so the client is
+    /// not reset before it reads the answer (nginx's lingering close). 0: close at once.
+    pub lingering_close_ms: u64,
+    /// The most bytes discarded in such a lingering close.
+    pub lingering_close_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -332,6 +339,8 @@ impl Default for LimitsConfig {
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 10_000,
             body_deadline_ms: 60_000,
+            lingering_close_ms: 5_000,
+            lingering_close_bytes: 16 * 1024 * 1024,
         }
     }
 }

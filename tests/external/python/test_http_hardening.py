@@ -142,3 +142,41 @@ def test_a_trickled_body_is_cut_at_its_deadline(hubcast):
     sock.close()
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
     assert b'"error":"request_timeout"' in answer
+
+
+# --------------------------------------------------------------------------
+# 2. oversized publishes
+
+
+def test_urllib_reads_the_413_of_an_oversized_publish(hubcast):
+    """urllib writes the whole body before it reads: the node answered 413
+    after the first megabyte and closed without draining, so urllib saw
+    `Broken pipe` (or a reset) instead of the JSON error."""
+    server = hubcast()
+    body = b'{"data":"' + b"x" * (8 * 1024 * 1024) + b'"}'
+    for _ in range(3):
+        request = urllib.request.Request(
+            server.http + "/v1/rooms/big/events", data=body, method="POST",
+            headers={"content-type": "application/json"},
+        )
+        status, answer = _urlopen(request)
+        assert status == 413, answer
+        assert answer["error"] == "too_large", answer
+    # Nothing was appended, and the node is fine.
+    assert server.get("/v1/rooms/big/events")[1]["head"] == 0
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_the_body(hubcast):
+    """The 413 came only once body bytes arrived: a client waiting for the
+    answer (or for `100 Continue`) before sending waited forever."""
+    server = hubcast({"limits": {"max_event_bytes": 1024}})
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=ANSWER_TIMEOUT)
+    sock.sendall(
+        b"POST /v1/rooms/big/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 10000000\r\n\r\n"
+    )
+    status, headers, body = _read_answer(sock)
+    sock.close()
+    assert status == 413, body
+    assert headers["connection"] == "close"
+    assert json.loads(body)["error"] == "too_large"

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, Path, Query, Request, State};
+use axum::http::header::CONTENT_LENGTH;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -36,10 +37,18 @@ pub async fn publish(
     let headers = request.headers();
     authorize_publish(&node, headers, peer, &room)?;
     let idem_key = headers.get("idempotency-key").cloned();
-    let body: Result<Bytes, BytesRejection> = Bytes::from_request(request, &()).await;
     let max = node.config.limits.max_event_bytes;
+    let too_large = || ApiError::new(ErrorCode::TooLarge, format!("body is larger than the limit for {max}-byte events"));
+    // A declared length over the limit is answered before any of the body is
+    // read: a client that waits for `100 Continue` learns at once, and one
+    // that sends anyway is drained by the lingering close, so it reads the 413.
+    let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > super::body_limit(&node) as u64) {
+        return Err(too_large());
+    }
+    let body: Result<Bytes, BytesRejection> = Bytes::from_request(request, &()).await;
     let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(ErrorCode::TooLarge, format!("body is larger than the limit for {max}-byte events")),
+        StatusCode::PAYLOAD_TOO_LARGE => too_large(),
         _ => ApiError::new(ErrorCode::BadRequest, rejection.body_text()),
     })?;
     let body = parse_publish_body(&body).map_err(|(code, message)| ApiError::new(code, message))?;

@@ -46,6 +46,9 @@ pub type Routes = cors::BrowserCors<request_id::RequestId<Router>>;
 pub struct App {
     routes: Routes,
     body: deadline::BodyDeadlines,
+    /// How long, and how many bytes, a connection closed with its request
+    /// unread drains its client's input (`limits.lingering_close_*`).
+    pub lingering_close: (Duration, u64),
 }
 
 impl App {
@@ -65,12 +68,18 @@ pub fn app(node: Arc<Node>, extra: Router) -> App {
         idle: Duration::from_millis(limits.body_read_timeout_ms),
         total: Duration::from_millis(limits.body_deadline_ms),
     };
-    App { routes: cors::BrowserCors::new(&policy, request_id::RequestIdLayer.layer(router(node, extra))), body }
+    let lingering_close = (Duration::from_millis(limits.lingering_close_ms), limits.lingering_close_bytes);
+    App { routes: cors::BrowserCors::new(&policy, request_id::RequestIdLayer.layer(router(node, extra))), body, lingering_close }
+}
+
+/// The largest request body: the largest event and its JSON envelope.
+pub fn body_limit(node: &Node) -> usize {
+    node.config.limits.max_event_bytes + BODY_OVERHEAD
 }
 
 /// All routes of the v1 interface, and the application's.
 fn router(node: Arc<Node>, extra: Router) -> Router {
-    let body_limit = node.config.limits.max_event_bytes + BODY_OVERHEAD;
+    let body_limit = body_limit(&node);
     let routes = Router::new()
         .route("/v1/rooms/{room}/events", get(events::history).post(events::publish))
         .route("/v1/rooms/{room}", get(rooms::stats))
