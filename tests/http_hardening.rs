@@ -142,3 +142,81 @@ async fn an_oversized_body_written_whole_still_reads_its_413() {
         assert_eq!(answer.refusal(), (413, "too_large".to_owned()));
     }
 }
+
+// ---------------------------------------------------------------------------
+// 3. Forwarded addresses
+
+/// Sends a WebSocket upgrade to `/v1/ws` with `extra_headers` and returns its
+/// status (the socket is dropped after the head).
+async fn upgrade(addr: SocketAddr, extra_headers: &str) -> Answer {
+    let mut stream = within(STEP, "TCP connect", TcpStream::connect(addr)).await.expect("connect");
+    let request = format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: hubcast\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra_headers}\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    within(STEP, "the upgrade's answer", async {
+        let mut buf = [0u8; 4096];
+        while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    // A refusal's body follows its head (the connection stays open); a 101 has none.
+    let mut answer = parse_answer(&raw);
+    let length: usize = answer.header("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+    if answer.body.len() < length {
+        let mut rest = vec![0u8; length - answer.body.len()];
+        within(STEP, "the refusal's body", stream.read_exact(&mut rest)).await.expect("read body");
+        answer.body.extend_from_slice(&rest);
+    }
+    answer
+}
+
+/// Only the first `X-Forwarded-For` line was read, so behind a proxy that
+/// adds its own line a client's forged line chose its address, and a fresh
+/// connect-rate quota with every connect. Every line is read now, from the
+/// right.
+#[tokio::test]
+async fn every_forwarded_for_line_is_read() {
+    let config = format!("{FAST}[auth]\ntrusted_proxies = [\"127.0.0.1\"]\n[rate_limits]\nconnects_per_ip_per_minute = 2\n");
+    let server = Server::start(&config).await;
+    for forged in 1..=2 {
+        let answer = upgrade(server.addr(), &format!("X-Forwarded-For: 6.6.6.{forged}\r\nX-Forwarded-For: 203.0.113.7\r\n")).await;
+        assert_eq!(answer.status, 101, "{answer:?}");
+    }
+    let refused = upgrade(server.addr(), "X-Forwarded-For: 6.6.6.3\r\nX-Forwarded-For: 203.0.113.7\r\n").await;
+    assert_eq!(refused.refusal(), (429, "rate_limited".to_owned()));
+    // One header line with a list is the same chain.
+    let refused = upgrade(server.addr(), "X-Forwarded-For: 6.6.6.4, 203.0.113.7:5555\r\n").await;
+    assert_eq!(refused.refusal(), (429, "rate_limited".to_owned()));
+    let other = upgrade(server.addr(), "X-Forwarded-For: 6.6.6.3\r\nX-Forwarded-For: 203.0.113.8\r\n").await;
+    assert_eq!(other.status, 101, "{other:?}");
+    // A hop that is not an address is not the proxy: a forged `unknown` must
+    // not borrow the proxy's (loopback) quota or protected-mode trust.
+    for _ in 0..2 {
+        assert_eq!(upgrade(server.addr(), "X-Forwarded-For: unknown\r\n").await.status, 101);
+    }
+    assert_eq!(upgrade(server.addr(), "X-Forwarded-For: unknown\r\n").await.refusal(), (429, "rate_limited".to_owned()));
+    assert_eq!(upgrade(server.addr(), "").await.status, 101, "the proxy's own quota is untouched");
+}
+
+/// RFC 7239 `Forwarded` (quoted, with ports and brackets), when configured.
+#[tokio::test]
+async fn the_forwarded_header_is_read_when_configured() {
+    let config = format!(
+        "{FAST}[auth]\ntrusted_proxies = [\"127.0.0.1\"]\nforwarded_header = \"forwarded\"\n[rate_limits]\nconnects_per_ip_per_minute = 1\n"
+    );
+    let server = Server::start(&config).await;
+    let first = upgrade(server.addr(), "Forwarded: for=6.6.6.1\r\nForwarded: for=\"[2001:db8:cafe::17]:4711\";proto=http\r\n").await;
+    assert_eq!(first.status, 101, "{first:?}");
+    let second = upgrade(server.addr(), "Forwarded: for=6.6.6.2, for=\"[2001:db8:cafe::17]\"\r\n").await;
+    assert_eq!(second.refusal(), (429, "rate_limited".to_owned()));
+    // X-Forwarded-For is not believed when Forwarded is the configured header.
+    let other = upgrade(server.addr(), "Forwarded: for=198.51.100.9\r\nX-Forwarded-For: 2001:db8:cafe::17\r\n").await;
+    assert_eq!(other.status, 101, "{other:?}");
+}
