@@ -155,8 +155,14 @@ async fn upgrade(addr: SocketAddr, extra_headers: &str) -> Answer {
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra_headers}\r\n"
     );
     stream.write_all(request.as_bytes()).await.expect("write");
+    read_head(&mut stream).await
+}
+
+/// Reads one answer's head, and its body by `Content-Length` (the connection
+/// may stay open; a 101 has no body).
+async fn read_head(stream: &mut TcpStream) -> Answer {
     let mut raw = Vec::new();
-    within(STEP, "the upgrade's answer", async {
+    within(STEP, "an answer's head", async {
         let mut buf = [0u8; 4096];
         while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
             match stream.read(&mut buf).await {
@@ -166,12 +172,11 @@ async fn upgrade(addr: SocketAddr, extra_headers: &str) -> Answer {
         }
     })
     .await;
-    // A refusal's body follows its head (the connection stays open); a 101 has none.
     let mut answer = parse_answer(&raw);
     let length: usize = answer.header("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
     if answer.body.len() < length {
         let mut rest = vec![0u8; length - answer.body.len()];
-        within(STEP, "the refusal's body", stream.read_exact(&mut rest)).await.expect("read body");
+        within(STEP, "an answer's body", stream.read_exact(&mut rest)).await.expect("read body");
         answer.body.extend_from_slice(&rest);
     }
     answer
@@ -219,4 +224,40 @@ async fn the_forwarded_header_is_read_when_configured() {
     // X-Forwarded-For is not believed when Forwarded is the configured header.
     let other = upgrade(server.addr(), "Forwarded: for=198.51.100.9\r\nX-Forwarded-For: 2001:db8:cafe::17\r\n").await;
     assert_eq!(other.status, 101, "{other:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 4. Numbers past what the store holds
+
+/// `after` was cast to a signed 64-bit number in the store, so
+/// `after=18446744073709551614` wrapped to -2 and returned seqs 1..3. Every
+/// sequence number a client sends is refused past 2^63-1, with a JSON 400.
+#[tokio::test]
+async fn sequence_numbers_past_2_pow_63_are_refused() {
+    let server = Server::start(FAST).await;
+    let addr = server.addr();
+    for n in 1..=3 {
+        assert_eq!(post(addr, "/v1/rooms/r/events", "", &format!("{{\"data\":{n}}}")).await.status, 201);
+    }
+    let largest = get(addr, "/v1/rooms/r/events?after=9223372036854775807").await;
+    assert_eq!(largest.status, 200);
+    assert_eq!(largest.json()["events"], serde_json::json!([]));
+    for after in ["9223372036854775808", "18446744073709551614", "18446744073709551615", "18446744073709551616"] {
+        let answer = get(addr, &format!("/v1/rooms/r/events?after={after}")).await;
+        assert_eq!(answer.refusal(), (400, "invalid_parameter".to_owned()), "after={after}");
+    }
+    let conflict = post(addr, "/v1/rooms/r/events", "", r#"{"data":4,"expected_seq":18446744073709551615}"#).await;
+    assert_eq!(conflict.refusal(), (400, "invalid_parameter".to_owned()));
+    for query in ["cursor=18446744073709551614", "cursor=9223372036854775808", "rewind=18446744073709551615"] {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let request = format!(
+            "GET /v1/rooms/r/ws?{query} HTTP/1.1\r\nHost: hubcast\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let head = read_head(&mut stream).await;
+        assert_eq!(head.refusal(), (400, "invalid_parameter".to_owned()), "{query}");
+    }
+    // Nothing was appended by the refused publish.
+    assert_eq!(get(addr, "/v1/rooms/r").await.json()["head"], 3);
 }
