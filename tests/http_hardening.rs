@@ -261,3 +261,21 @@ async fn sequence_numbers_past_2_pow_63_are_refused() {
     // Nothing was appended by the refused publish.
     assert_eq!(get(addr, "/v1/rooms/r").await.json()["head"], 3);
 }
+
+// ---------------------------------------------------------------------------
+// 5. Smaller ones
+
+/// `Idempotency-Key: a b` was accepted although keys are documented as
+/// visible ASCII: anything outside `!`..=`~` is refused now.
+#[tokio::test]
+async fn idempotency_keys_outside_visible_ascii_are_refused() {
+    let server = Server::start(FAST).await;
+    let addr = server.addr();
+    // (Spaces and tabs around a value are not part of it in HTTP.)
+    for key in ["a b", "x y z", "caf\u{e9}"] {
+        let answer = post(addr, "/v1/rooms/r/events", &format!("Idempotency-Key: {key}\r\n"), r#"{"data":1}"#).await;
+        assert_eq!(answer.refusal(), (400, "invalid_parameter".to_owned()), "{key:?}");
+    }
+    assert_eq!(post(addr, "/v1/rooms/r/events", "Idempotency-Key: a-b_c.d~!\r\n", r#"{"data":1}"#).await.status, 201);
+    assert_eq!(get(addr, "/v1/rooms/r").await.json()["head"], 1);
+}

@@ -42,6 +42,20 @@ pub fn parse_publish_body(body: &[u8]) -> Result<PublishBody, (ErrorCode, String
     Ok(body)
 }
 
+/// The `Idempotency-Key` header of a publish: 1 to [`MAX_ID_LEN`] visible
+/// ASCII characters (`!` to `~`: no space, no control, nothing else).
+///
+/// [`MAX_ID_LEN`]: crate::message::MAX_ID_LEN
+pub fn idempotency_key(value: &[u8]) -> Result<&str, (ErrorCode, String)> {
+    let max = crate::message::MAX_ID_LEN;
+    let visible = |b: &u8| (0x21..=0x7e).contains(b);
+    if value.is_empty() || value.len() > max || !value.iter().all(visible) {
+        return Err((ErrorCode::InvalidParameter, format!("Idempotency-Key must be 1 to {max} visible ASCII characters")));
+    }
+    // Visible ASCII is UTF-8.
+    std::str::from_utf8(value).map_err(|err| (ErrorCode::InvalidParameter, err.to_string()))
+}
+
 /// `GET /v1/rooms/{room}/events?after=&limit=`.
 #[derive(Debug, Default, Deserialize)]
 pub struct HistoryQuery {
@@ -101,6 +115,15 @@ mod tests {
         assert_eq!((q.cursor, q.epoch.as_deref(), q.token.as_deref()), (Some(5), Some("abc"), Some("x.y.z")));
         assert!(parse_query::<HistoryQuery>("after=-1").is_err());
         assert!(parse_query::<HistoryQuery>("").is_ok());
+    }
+
+    #[test]
+    fn idempotency_keys_are_visible_ascii() {
+        assert_eq!(idempotency_key(b"order-42:retry/1~!"), Ok("order-42:retry/1~!"));
+        assert_eq!(idempotency_key(&[b'k'; 128]).map(str::len), Ok(128));
+        for bad in [&b""[..], b"a b", b" a", b"a\t", b"caf\xc3\xa9", b"\x7f", &[b'k'; 129]] {
+            assert_eq!(idempotency_key(bad).map_err(|(code, _)| code), Err(ErrorCode::InvalidParameter), "{bad:?}");
+        }
     }
 
     #[test]

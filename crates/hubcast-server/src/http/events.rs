@@ -17,8 +17,7 @@ use super::error::ApiError;
 use crate::event::Event;
 use crate::node::Node;
 use crate::protocol::codes::ErrorCode;
-use crate::protocol::request::{parse_publish_body, HistoryQuery};
-use crate::protocol::MAX_ID_LEN;
+use crate::protocol::request::{idempotency_key, parse_publish_body, HistoryQuery};
 use crate::room::RoomName;
 use crate::store::{AppendOutcome, AppendRequest};
 
@@ -58,14 +57,7 @@ pub async fn publish(
     }
     let idem_key = match idem_key {
         None => None,
-        Some(value) => {
-            let key = value
-                .to_str()
-                .ok()
-                .filter(|k| !k.is_empty() && k.len() <= MAX_ID_LEN)
-                .ok_or_else(|| ApiError::new(ErrorCode::InvalidParameter, format!("Idempotency-Key must be 1 to {MAX_ID_LEN} visible ASCII characters")))?;
-            Some(key.to_owned())
-        }
+        Some(value) => Some(idempotency_key(value.as_bytes()).map_err(|(code, message)| ApiError::new(code, message))?.to_owned()),
     };
     let expected_seq = body.expected_seq;
     let request = AppendRequest { room, data: body.data, idem_key, expected_seq, origin: None };
