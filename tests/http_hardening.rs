@@ -279,3 +279,40 @@ async fn idempotency_keys_outside_visible_ascii_are_refused() {
     assert_eq!(post(addr, "/v1/rooms/r/events", "Idempotency-Key: a-b_c.d~!\r\n", r#"{"data":1}"#).await.status, 201);
     assert_eq!(get(addr, "/v1/rooms/r").await.json()["head"], 1);
 }
+
+/// Some refusals were plain text from axum's extractors: a room name whose
+/// escapes are not UTF-8 (`%ff`), and every refused WebSocket handshake.
+/// Each is JSON with its documented code now.
+#[tokio::test]
+async fn every_refusal_is_json_with_its_code() {
+    let server = Server::start(FAST).await;
+    let addr = server.addr();
+    let invalid_room = (400, "invalid_room".to_owned());
+    assert_eq!(get(addr, "/v1/rooms/%ff/events").await.refusal(), invalid_room);
+    assert_eq!(get(addr, "/v1/rooms/%ff").await.refusal(), invalid_room);
+    assert_eq!(post(addr, "/v1/rooms/a%ffb/events", "", r#"{"data":1}"#).await.refusal(), invalid_room);
+    assert_eq!(get(addr, "/v1/rooms/%ff/ws").await.refusal(), invalid_room);
+    assert_eq!(get(addr, "/dashboard/%ff").await.refusal(), (404, "not_found".to_owned()));
+
+    let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let handshake = |headers: &str| format!("GET /v1/ws HTTP/1.1\r\n{headers}");
+    for (what, head) in [
+        ("a plain GET", handshake("")),
+        ("no Upgrade header", handshake(&format!("Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n{key}"))),
+        ("another Upgrade", handshake(&format!("Connection: Upgrade\r\nUpgrade: h2c\r\nSec-WebSocket-Version: 13\r\n{key}"))),
+        ("no Sec-WebSocket-Key", handshake("Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n")),
+        ("version 12", handshake(&format!("Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 12\r\n{key}"))),
+    ] {
+        // `send` adds `Connection: close`, which a handshake without
+        // `Connection: Upgrade` lacks; one with it gets both tokens.
+        let answer = send(addr, &head, b"").await;
+        assert_eq!(answer.refusal(), (400, "bad_request".to_owned()), "{what}");
+        if what == "version 12" {
+            assert_eq!(answer.header("sec-websocket-version"), Some("13"));
+        }
+    }
+    let on_a_room = send(addr, "GET /v1/rooms/r/ws HTTP/1.1\r\nSec-WebSocket-Version: 13", b"").await;
+    assert_eq!(on_a_room.refusal(), (400, "bad_request".to_owned()));
+    let post_upgrade = send(addr, &format!("POST /v1/ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n{key}Content-Length: 0"), b"").await;
+    assert_eq!(post_upgrade.refusal(), (405, "method_not_allowed".to_owned()));
+}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{ConnectInfo, FromRequest, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, Query, Request, State};
 use axum::http::header::CONTENT_LENGTH;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,11 +14,11 @@ use serde_json::value::RawValue;
 
 use super::access::{authorize_publish, require_read};
 use super::error::ApiError;
+use super::extract::RoomPath;
 use crate::event::Event;
 use crate::node::Node;
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::request::{idempotency_key, parse_publish_body, HistoryQuery};
-use crate::room::RoomName;
 use crate::store::{AppendOutcome, AppendRequest};
 
 /// Appends one event: validate, append (durable when this returns), answer.
@@ -29,10 +29,9 @@ use crate::store::{AppendOutcome, AppendRequest};
 pub async fn publish(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    Path(room): Path<String>,
+    RoomPath(room): RoomPath,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let room = RoomName::parse(&room)?;
     let headers = request.headers();
     authorize_publish(&node, headers, peer, &room)?;
     let idem_key = headers.get("idempotency-key").cloned();
@@ -106,11 +105,10 @@ struct History<'a> {
 pub async fn history(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    Path(room): Path<String>,
+    RoomPath(room): RoomPath,
     headers: HeaderMap,
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let room = RoomName::parse(&room)?;
     require_read(&node, &headers, peer, &room)?;
     let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
     let max = node.config.limits.max_page;

@@ -7,6 +7,7 @@ pub mod access;
 pub mod deadline;
 pub mod error;
 mod events;
+mod extract;
 pub mod page;
 mod request_id;
 mod rooms;
