@@ -180,3 +180,47 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body(hubcast):
     assert status == 413, body
     assert headers["connection"] == "close"
     assert json.loads(body)["error"] == "too_large"
+
+
+# --------------------------------------------------------------------------
+# 5. smaller ones
+
+JWT_SECRET = "0123456789abcdef0123456789abcdef-hardening"
+
+
+def _jwt(claims: dict) -> str:
+    """An HS256 token, made with the standard library."""
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signing_input = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode())
+    signature = hmac.new(JWT_SECRET.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + b64(signature)
+
+
+def test_time_claims_of_a_token_must_be_numbers(tmp_path):
+    """A string `nbf` was ignored (jsonwebtoken checks it only when it is a
+    number), so a token not valid before next year was accepted today; a
+    string `iat` was never looked at. Both are refused now."""
+    server = Hubcast(tmp_path / "jwt", {})
+    server.config_path.write_text(
+        server.config_path.read_text() + f'\n[[auth.jwt]]\nalg = "HS256"\nsecret = "{JWT_SECRET}"\n'
+    )
+    server.start()
+    try:
+        now = int(time.time())
+        grant = {"sub": "u", "exp": now + 600, "subscribe": ["r"]}
+        refused = [
+            {**grant, "nbf": str(now + 365 * 86400)},
+            {**grant, "nbf": "0"},
+            {**grant, "iat": "yesterday"},
+            {**grant, "exp": str(now + 600)},
+        ]
+        for claims in refused:
+            status, body = server.request("GET", "/v1/rooms/r/events", headers={"authorization": "Bearer " + _jwt(claims)})
+            assert (status, body["error"]) == (401, "unauthenticated"), claims
+        accepted = {**grant, "nbf": now - 10, "iat": now - 10}
+        status, body = server.request("GET", "/v1/rooms/r/events", headers={"authorization": "Bearer " + _jwt(accepted)})
+        assert status == 200, body
+    finally:
+        server.kill()
