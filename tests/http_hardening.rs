@@ -316,3 +316,20 @@ async fn every_refusal_is_json_with_its_code() {
     let post_upgrade = send(addr, &format!("POST /v1/ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n{key}Content-Length: 0"), b"").await;
     assert_eq!(post_upgrade.refusal(), (405, "method_not_allowed".to_owned()));
 }
+
+/// `limit=0` on history returned one event (the limit was raised to 1);
+/// history is "at most `limit`" events, so it is none, with the room's state.
+#[tokio::test]
+async fn history_with_limit_0_is_the_state_without_events() {
+    let server = Server::start(FAST).await;
+    let addr = server.addr();
+    for n in 1..=3 {
+        assert_eq!(post(addr, "/v1/rooms/r/events", "", &format!("{{\"data\":{n}}}")).await.status, 201);
+    }
+    let page = get(addr, "/v1/rooms/r/events?limit=0").await.json();
+    assert_eq!((&page["head"], &page["earliest"], &page["events"]), (&3.into(), &1.into(), &serde_json::json!([])));
+    assert!(page["epoch"].is_string(), "{page}");
+    let page = get(addr, "/v1/rooms/r/events?after=1&limit=1").await.json();
+    assert_eq!(page["events"].as_array().map(|e| e.iter().map(|e| e["seq"].clone()).collect::<Vec<_>>()), Some(vec![2.into()]));
+    assert_eq!(get(addr, "/v1/rooms?limit=0").await.json()["rooms"], serde_json::json!([]));
+}

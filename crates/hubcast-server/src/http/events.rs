@@ -111,8 +111,9 @@ pub async fn history(
 ) -> Result<Response, ApiError> {
     require_read(&node, &headers, peer, &room)?;
     let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
-    let max = node.config.limits.max_page;
-    let limit = query.limit.unwrap_or(100).clamp(1, max);
+    // At most `limit` events, as documented: `limit=0` is the room's state
+    // with no events (a poller's cheapest look at the head).
+    let limit = query.limit.unwrap_or(100).min(node.config.limits.max_page);
     let page = node.store.read(&room, query.after.unwrap_or(0), limit).await?;
     let events: &[Event] = &page.events;
     let body = History {
