@@ -224,3 +224,46 @@ def test_time_claims_of_a_token_must_be_numbers(tmp_path):
         assert status == 200, body
     finally:
         server.kill()
+
+
+def test_a_store_outage_is_logged_at_a_bounded_rate(hubcast):
+    """Every publish refused during a store outage logged its own WARN line.
+    With the SQLite file locked by another process (sqlite3 holding an
+    exclusive transaction), publishes are refused 503 store_unavailable, and
+    the log has one line a second with the number suppressed."""
+    server = hubcast()
+    server.publish_ok("r", 0)
+    lock = sqlite3.connect(server.store.removeprefix("sqlite://"), isolation_level=None, timeout=10)
+    results: list = []
+
+    def publish(n: int) -> None:
+        results.append(server.request("POST", "/v1/rooms/r/events", {"data": n}))
+
+    def logged() -> list[str]:
+        return [line for line in server.log_path.read_text().splitlines() if "store error answered with 503" in line]
+
+    try:
+        lock.execute("BEGIN EXCLUSIVE")
+        threads = [threading.Thread(target=publish, args=(n,)) for n in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        # The burst fails within a second. Keep publishing until a line
+        # reports what was suppressed since the first (a second later).
+        deadline = time.monotonic() + ANSWER_TIMEOUT
+        while not any("suppressed=0" not in line for line in logged()):
+            assert time.monotonic() < deadline, logged()
+            publish(len(results))
+            time.sleep(0.1)
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert all(status == 503 and body["error"] == "store_unavailable" for status, body in results), results
+    lines = logged()
+    assert 2 <= len(lines) <= 4, "\n".join(lines)
+    # Every refused publish is either a line or counted in the next one.
+    suppressed = sum(int(line.split("suppressed=")[1].split()[0]) for line in lines)
+    assert suppressed + len(lines) == len(results) >= 21, "\n".join(lines)
+    # The store is back: publishing works again.
+    server.publish_ok("r", "after")

@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
+use super::throttle::LogThrottle;
 use crate::protocol::codes::ErrorCode;
 use crate::room::RoomNameError;
 use crate::store::StoreError;
@@ -81,7 +82,12 @@ impl From<RoomNameError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> ApiError {
-        tracing::warn!(error = %err, "store error answered with {}", err.code().http_status());
+        // During an outage every request fails the same way: one line a
+        // second says so (hubcast_store_errors_total counts every failure).
+        static STORE_ERRORS: LogThrottle = LogThrottle::new();
+        if let Some(suppressed) = STORE_ERRORS.admit() {
+            tracing::warn!(error = %err, suppressed, "store error answered with {}", err.code().http_status());
+        }
         ApiError::new(err.code(), err.to_string())
     }
 }
