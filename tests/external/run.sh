@@ -50,6 +50,12 @@ if ! (cd "$here/python" && timeout 300 "$venv/bin/python" -m pytest -p no:cachep
   status=1
 fi
 
+echo "== pytest: HTTP hardening"
+if ! (cd "$here/python" && timeout 300 "$venv/bin/python" -m pytest -p no:cacheprovider -q "$@" test_http_hardening.py); then
+  echo "!! pytest (HTTP hardening) failed" >&2
+  status=1
+fi
+
 echo "== node --test (Node $(node --version), ws $(cd "$here/node" && node -p 'require("ws/package.json").version'))"
 if ! (cd "$here/node" && timeout 300 node --test --test-reporter=spec protocol.test.mjs); then
   echo "!! node tests failed" >&2

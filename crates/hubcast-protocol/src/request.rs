@@ -2,10 +2,23 @@
 //! the query strings. Parsed here so the fuzz targets exercise exactly the
 //! code the server runs.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use crate::codes::ErrorCode;
+
+/// The largest sequence number: stores keep seqs in signed 64-bit columns,
+/// so a larger `after`, `cursor` or `expected_seq` would wrap negative there.
+/// Larger numbers are refused where they come in.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+
+/// An optional sequence number in a query string, at most [`MAX_SEQ`].
+fn seq<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    match Option::<u64>::deserialize(deserializer)? {
+        Some(n) if n > MAX_SEQ => Err(serde::de::Error::custom(format_args!("{n} is over the largest sequence number, {MAX_SEQ}"))),
+        n => Ok(n),
+    }
+}
 
 /// `POST /v1/rooms/{room}/events` body.
 #[derive(Debug, Deserialize)]
@@ -23,12 +36,30 @@ pub fn parse_publish_body(body: &[u8]) -> Result<PublishBody, (ErrorCode, String
         (code, err.to_string())
     })?;
     crate::message::check_data(&body.data).map_err(|message| (ErrorCode::BadRequest, message))?;
+    if let Some(n) = body.expected_seq.filter(|&n| n > MAX_SEQ) {
+        return Err((ErrorCode::InvalidParameter, format!("expected_seq {n} is over the largest sequence number, {MAX_SEQ}")));
+    }
     Ok(body)
+}
+
+/// The `Idempotency-Key` header of a publish: 1 to [`MAX_ID_LEN`] visible
+/// ASCII characters (`!` to `~`: no space, no control, nothing else).
+///
+/// [`MAX_ID_LEN`]: crate::message::MAX_ID_LEN
+pub fn idempotency_key(value: &[u8]) -> Result<&str, (ErrorCode, String)> {
+    let max = crate::message::MAX_ID_LEN;
+    let visible = |b: &u8| (0x21..=0x7e).contains(b);
+    if value.is_empty() || value.len() > max || !value.iter().all(visible) {
+        return Err((ErrorCode::InvalidParameter, format!("Idempotency-Key must be 1 to {max} visible ASCII characters")));
+    }
+    // Visible ASCII is UTF-8.
+    std::str::from_utf8(value).map_err(|err| (ErrorCode::InvalidParameter, err.to_string()))
 }
 
 /// `GET /v1/rooms/{room}/events?after=&limit=`.
 #[derive(Debug, Default, Deserialize)]
 pub struct HistoryQuery {
+    #[serde(default, deserialize_with = "seq")]
     pub after: Option<u64>,
     pub limit: Option<usize>,
 }
@@ -36,8 +67,10 @@ pub struct HistoryQuery {
 /// `GET /v1/rooms/{room}/ws?cursor=&epoch=&rewind=&presence=&token=`.
 #[derive(Debug, Default, Deserialize)]
 pub struct RoomSocketQuery {
+    #[serde(default, deserialize_with = "seq")]
     pub cursor: Option<u64>,
     pub epoch: Option<String>,
+    #[serde(default, deserialize_with = "seq")]
     pub rewind: Option<u64>,
     /// `true`: enter the room's presence (as `subscribe {presence: true}`).
     pub presence: Option<bool>,
@@ -82,5 +115,31 @@ mod tests {
         assert_eq!((q.cursor, q.epoch.as_deref(), q.token.as_deref()), (Some(5), Some("abc"), Some("x.y.z")));
         assert!(parse_query::<HistoryQuery>("after=-1").is_err());
         assert!(parse_query::<HistoryQuery>("").is_ok());
+    }
+
+    #[test]
+    fn idempotency_keys_are_visible_ascii() {
+        assert_eq!(idempotency_key(b"order-42:retry/1~!"), Ok("order-42:retry/1~!"));
+        assert_eq!(idempotency_key(&[b'k'; 128]).map(str::len), Ok(128));
+        for bad in [&b""[..], b"a b", b" a", b"a\t", b"caf\xc3\xa9", b"\x7f", &[b'k'; 129]] {
+            assert_eq!(idempotency_key(bad).map_err(|(code, _)| code), Err(ErrorCode::InvalidParameter), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sequence_numbers_past_what_a_store_holds_are_refused() {
+        let history = |q: &str| parse_query::<HistoryQuery>(q).map(|q| q.after);
+        assert_eq!(history("after=9223372036854775807"), Ok(Some(MAX_SEQ)));
+        for q in ["after=9223372036854775808", "after=18446744073709551614", "after=18446744073709551616"] {
+            assert!(history(q).is_err(), "{q}");
+        }
+        let socket = |q: &str| parse_query::<RoomSocketQuery>(q).map(|q| (q.cursor, q.rewind));
+        assert_eq!(socket("cursor=9223372036854775807&rewind=3"), Ok((Some(MAX_SEQ), Some(3))));
+        assert!(socket("cursor=9223372036854775808").is_err());
+        assert!(socket("rewind=18446744073709551615").is_err());
+        let body = |b: &str| parse_publish_body(b.as_bytes()).map(|b| b.expected_seq).map_err(|(code, _)| code);
+        assert_eq!(body(r#"{"data":1,"expected_seq":9223372036854775807}"#), Ok(Some(MAX_SEQ)));
+        assert_eq!(body(r#"{"data":1,"expected_seq":9223372036854775808}"#), Err(ErrorCode::InvalidParameter));
+        assert_eq!(body(r#"{"data":1,"expected_seq":18446744073709551615}"#), Err(ErrorCode::InvalidParameter));
     }
 }

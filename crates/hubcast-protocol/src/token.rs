@@ -2,15 +2,16 @@
 //! token naming another algorithm is refused before any signature check, so
 //! neither `none` nor HS256-with-a-public-key can pass), the signature, `exp`
 //! (required) and `nbf` are checked with a leeway, and `aud`/`iss` when the
-//! key requires them.
+//! key requires them. `exp`, `nbf` and `iat` must be numbers when present.
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 /// What a verified token grants.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 pub struct Claims {
     pub sub: Option<String>,
+    #[serde(default, deserialize_with = "numeric_date")]
     pub exp: Option<u64>,
     /// Room patterns the bearer may subscribe to.
     #[serde(default)]
@@ -24,6 +25,35 @@ pub struct Claims {
     /// Free-form data about the user.
     #[serde(default)]
     pub info: Option<serde_json::Value>,
+}
+
+/// The whole payload as verified: the claims, and the time claims hubcast
+/// does not use but must refuse when malformed. jsonwebtoken checks `nbf`
+/// only when it is a number and skips it otherwise (`\"nbf\": \"2099…\"`
+/// would make a token valid before its time), and never looks at `iat`.
+#[derive(Deserialize)]
+struct Payload {
+    #[serde(flatten)]
+    claims: Claims,
+    #[serde(default, deserialize_with = "numeric_date", rename = "nbf")]
+    _nbf: Option<u64>,
+    #[serde(default, deserialize_with = "numeric_date", rename = "iat")]
+    _iat: Option<u64>,
+}
+
+/// A JWT NumericDate (RFC 7519): seconds since the epoch, a non-negative
+/// number (a fraction is rounded, as jsonwebtoken's own checks do). `null`
+/// is absent; a string, boolean or anything else is refused.
+fn numeric_date<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    let Some(value) = Option::<serde_json::Value>::deserialize(deserializer)? else { return Ok(None) };
+    let seconds = match &value {
+        serde_json::Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64().filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64).map(|f| f.round() as u64)
+        }),
+        _ => None,
+    };
+    seconds.map(Some).ok_or_else(|| D::Error::custom(format_args!("a time claim must be a non-negative number of seconds, not {value}")))
 }
 
 /// One key that verifies tokens.
@@ -81,8 +111,8 @@ pub fn verify(keys: &[TokenKey], token: &str, leeway: u64) -> Result<Claims, Tok
     if let Some(iss) = &key.issuer {
         validation.set_issuer(&[iss]);
     }
-    match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
-        Ok(data) => Ok(data.claims),
+    match jsonwebtoken::decode::<Payload>(token, &key.key, &validation) {
+        Ok(data) => Ok(data.claims.claims),
         Err(err) => match err.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => Err(TokenError::Expired),
             _ => Err(TokenError::Invalid(err.to_string())),
@@ -127,6 +157,29 @@ mod tests {
         let none = "eyJhbGciOiJub25lIn0.eyJleHAiOjQxMDI0NDQ4MDB9.";
         assert!(verify(&keys(), none, 0).is_err());
         assert_eq!(verify(&keys(), "not-a-token", 0), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn time_claims_must_be_numbers() {
+        let later = now() + 600;
+        for claims in [
+            serde_json::json!({"exp": later, "nbf": (now() + 300).to_string()}),
+            serde_json::json!({"exp": later, "nbf": "0"}),
+            serde_json::json!({"exp": later, "nbf": true}),
+            serde_json::json!({"exp": later, "nbf": -1}),
+            serde_json::json!({"exp": later, "iat": "yesterday"}),
+            serde_json::json!({"exp": later, "iat": [1]}),
+            serde_json::json!({"exp": later.to_string()}),
+            serde_json::json!({"exp": {"s": later}}),
+        ] {
+            assert!(matches!(verify(&keys(), &token(Header::default(), claims.clone()), 5), Err(TokenError::Invalid(_))), "{claims}");
+        }
+        for claims in [
+            serde_json::json!({"exp": later, "nbf": now() - 10, "iat": now() - 10}),
+            serde_json::json!({"exp": later as f64 + 0.5, "nbf": (now() - 10) as f64 + 0.25, "iat": null}),
+        ] {
+            assert_eq!(verify(&keys(), &token(Header::default(), claims.clone()), 5).map(|c| c.exp.is_some()), Ok(true), "{claims}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! access, but only from loopback addresses (unless `--insecure`).
 //! **Invariant:** only this module decides whether an action is allowed.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::PathBuf;
 
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -31,14 +31,46 @@ pub struct AuthConfig {
     pub jwt: Vec<JwtKeyConfig>,
     /// Browser origins allowed to open WebSockets (empty: any).
     pub allowed_origins: Vec<String>,
-    /// Reverse proxies whose `X-Forwarded-For` is believed.
+    /// Reverse proxies whose forwarded-address header is believed.
     pub trusted_proxies: Vec<IpAddr>,
+    /// The header those proxies report client addresses in.
+    pub forwarded_header: ForwardedHeader,
     /// Seconds of clock skew allowed on `exp` and `nbf`.
     pub leeway_secs: u64,
     /// After a session's token expires, how long it has to send a fresh one
     /// (`auth` message) before it is closed with 4001.
     pub expiry_grace_ms: u64,
 }
+
+/// The header trusted proxies report each hop's client address in. Only one
+/// is read: a proxy that appends to `X-Forwarded-For` passes a client's own
+/// `Forwarded` header on untouched, so believing both would let any client
+/// name its address.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2` (nginx, HAProxy, cloud load balancers).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1` (only its `for=` parameters are read).
+    Forwarded,
+}
+
+impl ForwardedHeader {
+    /// The header's name, lowercase.
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            ForwardedHeader::Forwarded => "forwarded",
+        }
+    }
+}
+
+/// The address a client is counted under when a trusted proxy reported it
+/// as something that is not an address (`unknown`, an obfuscated `_name`,
+/// garbage): all such clients share it. Never the proxy's own address,
+/// which may be loopback and trusted.
+pub const UNKNOWN_CLIENT: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
 
 /// One API key. Exactly one of `key`, `key_file`, `key_env` gives its value,
 /// so keys can stay out of the config file.
@@ -136,6 +168,7 @@ pub struct Auth {
     insecure: bool,
     pub allowed_origins: Vec<String>,
     pub trusted_proxies: Vec<IpAddr>,
+    pub forwarded_header: ForwardedHeader,
     leeway: u64,
     pub expiry_grace_ms: u64,
 }
@@ -201,7 +234,8 @@ impl Auth {
             namespaces: Namespaces::new(namespaces),
             insecure,
             allowed_origins: config.allowed_origins.clone(),
-            trusted_proxies: config.trusted_proxies.clone(),
+            trusted_proxies: config.trusted_proxies.iter().map(|ip| ip.to_canonical()).collect(),
+            forwarded_header: config.forwarded_header,
             leeway: config.leeway_secs,
             expiry_grace_ms: config.expiry_grace_ms,
         })
@@ -305,20 +339,122 @@ impl Auth {
     }
 
     /// The client's address: the peer, or — only when the peer is a trusted
-    /// proxy — the last untrusted address in `X-Forwarded-For`.
-    pub fn client_ip(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
-        if !self.trusted_proxies.contains(&peer) {
+    /// proxy — the nearest hop its forwarded-address header names that is not
+    /// a trusted proxy. `lines` are every line of that header, in order (a
+    /// proxy may add its own line rather than append to the last). The chain
+    /// is walked from the right, past trusted proxies; a hop that is not an
+    /// address is where the walk stops, and that client is [`UNKNOWN_CLIENT`].
+    pub fn client_ip<'a>(&self, peer: IpAddr, lines: impl IntoIterator<Item = &'a [u8]>) -> IpAddr {
+        let peer = peer.to_canonical();
+        if !self.is_trusted_proxy(peer) {
             return peer;
         }
-        let Some(chain) = forwarded_for else { return peer };
-        for hop in chain.rsplit(',') {
-            match hop.trim().parse::<IpAddr>() {
-                Ok(ip) if self.trusted_proxies.contains(&ip) => continue,
-                Ok(ip) => return ip,
-                Err(_) => return peer,
+        let mut hops = Vec::new();
+        for line in lines {
+            match self.forwarded_header {
+                ForwardedHeader::XForwardedFor => forwarded::x_forwarded_for(line, &mut hops),
+                ForwardedHeader::Forwarded => forwarded::forwarded(line, &mut hops),
             }
         }
-        peer
+        let mut client = peer;
+        for hop in hops.iter().rev() {
+            match hop {
+                Some(ip) if self.is_trusted_proxy(*ip) => client = *ip,
+                Some(ip) => return *ip,
+                None => return UNKNOWN_CLIENT,
+            }
+        }
+        // Every hop is a trusted proxy: the client is the first of them.
+        client
+    }
+
+    fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.contains(&ip)
+    }
+}
+
+/// Parsing the hops of forwarded-address headers. Each hop is `Some(address)`
+/// or `None` for one that is not an address.
+mod forwarded {
+    use std::net::{IpAddr, SocketAddr};
+
+    /// `X-Forwarded-For: 192.0.2.1, 198.51.100.7:4711, [2001:db8::1]:443`.
+    pub fn x_forwarded_for(line: &[u8], hops: &mut Vec<Option<IpAddr>>) {
+        let Ok(line) = std::str::from_utf8(line) else {
+            hops.push(None);
+            return;
+        };
+        hops.extend(line.split(',').map(str::trim).filter(|hop| !hop.is_empty()).map(node));
+    }
+
+    /// RFC 7239: `Forwarded: for=192.0.2.60;proto=http, for="[2001:db8:cafe::17]:4711"`.
+    /// An element without `for=` is a hop that is not an address.
+    pub fn forwarded(line: &[u8], hops: &mut Vec<Option<IpAddr>>) {
+        let Ok(line) = std::str::from_utf8(line) else {
+            hops.push(None);
+            return;
+        };
+        for element in split_unquoted(line, ',') {
+            if element.trim().is_empty() {
+                continue;
+            }
+            let value = split_unquoted(element, ';')
+                .filter_map(|pair| pair.split_once('='))
+                .find(|(name, _)| name.trim().eq_ignore_ascii_case("for"))
+                .and_then(|(_, value)| unquote(value.trim()));
+            hops.push(value.as_deref().and_then(node));
+        }
+    }
+
+    /// A node as proxies write it: an address, with or without a port;
+    /// IPv6 bare or in brackets. `None` for anything else (`unknown`,
+    /// `_hidden`, a name).
+    pub fn node(text: &str) -> Option<IpAddr> {
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Some(ip.to_canonical());
+        }
+        if let Ok(address) = text.parse::<SocketAddr>() {
+            return Some(address.ip().to_canonical());
+        }
+        let bracketed = text.strip_prefix('[')?.strip_suffix(']')?;
+        bracketed.parse::<std::net::Ipv6Addr>().ok().map(|ip| IpAddr::V6(ip).to_canonical())
+    }
+
+    /// Splits on `separator` outside double-quoted strings.
+    fn split_unquoted(text: &str, separator: char) -> impl Iterator<Item = &str> {
+        let mut quoted = false;
+        let mut escaped = false;
+        text.split(move |c: char| {
+            if escaped {
+                escaped = false;
+            } else if quoted && c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                quoted = !quoted;
+            } else if c == separator && !quoted {
+                return true;
+            }
+            false
+        })
+    }
+
+    /// A token, or a quoted-string with its escapes undone; `None` if a quote
+    /// is unbalanced.
+    fn unquote(value: &str) -> Option<String> {
+        let Some(inner) = value.strip_prefix('"') else {
+            return (!value.contains('"')).then(|| value.to_owned());
+        };
+        let inner = inner.strip_suffix('"')?;
+        let mut out = String::with_capacity(inner.len());
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => out.push(chars.next()?),
+                '"' => return None,
+                c => out.push(c),
+            }
+        }
+        Some(out)
     }
 }
 
@@ -376,16 +512,74 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 
+    /// The client address `auth` sees from `peer` with these header lines.
+    fn client(auth: &Auth, peer: &str, lines: &[&str]) -> String {
+        auth.client_ip(peer.parse().unwrap(), lines.iter().map(|l| l.as_bytes())).to_string()
+    }
+
+    fn behind(header: ForwardedHeader, proxies: &[&str]) -> Auth {
+        let trusted_proxies = proxies.iter().map(|p| p.parse().unwrap()).collect();
+        Auth::from_config(&AuthConfig { trusted_proxies, forwarded_header: header, ..Default::default() }, &[], false).unwrap()
+    }
+
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let config = AuthConfig { trusted_proxies: vec!["10.0.0.1".parse().unwrap()], ..Default::default() };
-        let auth = Auth::from_config(&config, &[], false).unwrap();
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(auth.client_ip(ip("10.0.0.1"), Some("1.2.3.4")), ip("1.2.3.4"));
-        assert_eq!(auth.client_ip(ip("10.0.0.1"), Some("9.9.9.9, 1.2.3.4, 10.0.0.1")), ip("1.2.3.4"));
-        assert_eq!(auth.client_ip(ip("10.0.0.2"), Some("1.2.3.4")), ip("10.0.0.2"));
-        assert_eq!(auth.client_ip(ip("10.0.0.1"), Some("garbage")), ip("10.0.0.1"));
-        assert_eq!(auth.client_ip(ip("10.0.0.1"), None), ip("10.0.0.1"));
+        let auth = behind(ForwardedHeader::XForwardedFor, &["10.0.0.1", "10.0.0.2"]);
+        let unknown = UNKNOWN_CLIENT.to_string();
+        for (peer, lines, expected) in [
+            ("10.0.0.1", &["1.2.3.4"][..], "1.2.3.4"),
+            ("10.0.0.1", &["9.9.9.9, 1.2.3.4, 10.0.0.2"], "1.2.3.4"),
+            ("10.0.0.9", &["1.2.3.4"], "10.0.0.9"),
+            ("10.0.0.1", &[], "10.0.0.1"),
+            // Every line is read, in order: the proxy's own line is the last.
+            ("10.0.0.1", &["6.6.6.6", "1.2.3.4"], "1.2.3.4"),
+            ("10.0.0.1", &["6.6.6.6, 7.7.7.7", "1.2.3.4, 10.0.0.2"], "1.2.3.4"),
+            // Ports and brackets, as proxies write them.
+            ("10.0.0.1", &["1.2.3.4:5678"], "1.2.3.4"),
+            ("10.0.0.1", &["[2001:db8::1]"], "2001:db8::1"),
+            ("10.0.0.1", &["[2001:db8::1]:443"], "2001:db8::1"),
+            ("10.0.0.1", &["2001:db8::1"], "2001:db8::1"),
+            ("10.0.0.1", &["::ffff:1.2.3.4"], "1.2.3.4"),
+            ("10.0.0.1", &["1.2.3.4, 10.0.0.2:80"], "1.2.3.4"),
+            // A hop that is not an address: never the proxy's address.
+            ("10.0.0.1", &["garbage"], &unknown),
+            ("10.0.0.1", &["1.2.3.4, unknown"], &unknown),
+            ("10.0.0.1", &["unknown, 1.2.3.4"], "1.2.3.4"),
+            ("10.0.0.1", &["[::1"], &unknown),
+            // Only trusted proxies: the first of them is the client.
+            ("10.0.0.1", &["10.0.0.2"], "10.0.0.2"),
+            ("::ffff:10.0.0.1", &["1.2.3.4"], "1.2.3.4"),
+        ] {
+            assert_eq!(client(&auth, peer, lines), expected, "{peer} {lines:?}");
+        }
+        let invalid_utf8 = auth.client_ip("10.0.0.1".parse().unwrap(), [&b"1.2.3.4"[..], b"\xff"]);
+        assert_eq!(invalid_utf8, UNKNOWN_CLIENT);
+    }
+
+    #[test]
+    fn rfc_7239_forwarded_is_read_when_configured() {
+        let auth = behind(ForwardedHeader::Forwarded, &["10.0.0.1"]);
+        let unknown = UNKNOWN_CLIENT.to_string();
+        for (lines, expected) in [
+            (&["for=192.0.2.60;proto=http;by=203.0.113.43"][..], "192.0.2.60"),
+            (&["For=\"[2001:db8:cafe::17]:4711\""], "2001:db8:cafe::17"),
+            (&["for=\"[2001:db8:cafe::17]\""], "2001:db8:cafe::17"),
+            (&["for=\"192.0.2.60:8080\""], "192.0.2.60"),
+            (&["for=192.0.2.43, for=198.51.100.17"], "198.51.100.17"),
+            (&["for=192.0.2.43", "for=198.51.100.17;proto=https"], "198.51.100.17"),
+            (&["for=6.6.6.6", "for=198.51.100.17, for=10.0.0.1"], "198.51.100.17"),
+            // A comma or semicolon inside a quoted value does not split.
+            (&["proto=\"a,b;c\";for=198.51.100.17"], "198.51.100.17"),
+            (&["for=unknown"], &unknown),
+            (&["for=_hidden"], &unknown),
+            (&["proto=https"], &unknown),
+            (&["for=\"198.51.100.17"], &unknown),
+        ] {
+            assert_eq!(client(&auth, "10.0.0.1", lines), expected, "{lines:?}");
+        }
+        // The other header is not read at all.
+        let xff = behind(ForwardedHeader::XForwardedFor, &["10.0.0.1"]);
+        assert_eq!(client(&xff, "10.0.0.1", &["for=198.51.100.17"]), unknown);
     }
 
     #[test]

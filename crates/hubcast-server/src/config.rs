@@ -168,6 +168,19 @@ pub struct LimitsConfig {
     pub max_page: usize,
     /// A connection that has not sent a complete request head within this is closed.
     pub header_read_timeout_ms: u64,
+    /// A request body that sends nothing for this long is answered
+    /// `408 request_timeout` and its connection closed.
+    pub body_read_timeout_ms: u64,
+    /// A request body must arrive whole within this, however it trickles,
+    /// or it is answered `408 request_timeout` and its connection closed.
+    pub body_deadline_ms: u64,
+    /// Before closing a connection whose request was not read to the end
+    /// (a refused oversized body, a timeout), the node reads and discards
+    /// what the client still sends for at most this long, so the client is
+    /// not reset before it reads the answer (nginx's lingering close). 0: close at once.
+    pub lingering_close_ms: u64,
+    /// The most bytes discarded in such a lingering close.
+    pub lingering_close_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -324,6 +337,10 @@ impl Default for LimitsConfig {
             max_rewind: 1000,
             max_page: 1000,
             header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            body_deadline_ms: 60_000,
+            lingering_close_ms: 5_000,
+            lingering_close_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -426,6 +443,9 @@ impl Config {
         }
         if self.limits.max_page == 0 {
             return fail("limits.max_page must be at least 1");
+        }
+        if self.limits.body_read_timeout_ms == 0 || self.limits.body_deadline_ms == 0 {
+            return fail("limits.body_read_timeout_ms and limits.body_deadline_ms must be at least 1");
         }
         if self.presence.max_members == 0 || self.presence.heartbeat_ms == 0 || self.presence.ttl_ms <= self.presence.heartbeat_ms {
             return fail("presence.max_members must be at least 1 and presence.ttl_ms greater than presence.heartbeat_ms > 0");

@@ -34,10 +34,11 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| credential.trim()).filter(|c| !c.is_empty())
 }
 
-/// The client's address, honouring `X-Forwarded-For` only from trusted proxies.
+/// The client's address, honouring the forwarded-address header (every line
+/// of it) only from trusted proxies.
 pub fn client_ip(node: &Node, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
-    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    node.auth.client_ip(peer.ip(), forwarded)
+    let lines = headers.get_all(node.auth.forwarded_header.name());
+    node.auth.client_ip(peer.ip(), lines.iter().map(|line| line.as_bytes()))
 }
 
 /// Identifies the caller from its bearer credential (or `token`, from a query

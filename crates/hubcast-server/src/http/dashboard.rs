@@ -11,6 +11,7 @@
 //! `Cache-Control: no-cache`, so a browser revalidates (a cheap `304`) and never
 //! runs a page and modules from two different versions after an upgrade.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -36,7 +37,9 @@ pub async fn index(headers: HeaderMap) -> Response {
 }
 
 /// `GET /dashboard/{*path}`: one asset, or the JSON 404.
-pub async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
+pub async fn asset(path: Result<Path<String>, PathRejection>, headers: HeaderMap) -> Response {
+    // A path whose escapes are not UTF-8 names no asset either.
+    let Ok(Path(path)) = path else { return not_found("") };
     if !is_plain_path(&path) {
         return not_found(&path);
     }

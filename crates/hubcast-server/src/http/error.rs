@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
+use super::throttle::LogThrottle;
 use crate::protocol::codes::ErrorCode;
 use crate::room::RoomNameError;
 use crate::store::StoreError;
@@ -57,6 +58,22 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The code of a `408`: a request body that stalled or trickled past its
+/// deadline (`limits.body_read_timeout_ms`, `limits.body_deadline_ms`).
+///
+/// Not an [`ErrorCode`]: it is never sent on a socket, and is answered by the
+/// connection (`http::deadline`), not by a handler.
+pub const REQUEST_TIMEOUT: &str = "request_timeout";
+
+/// `408 {"error":"request_timeout"}`, closing the connection (the rest of the
+/// body is not read).
+pub fn request_timeout() -> Response {
+    let body = Body { error: REQUEST_TIMEOUT, message: "request body not received in time", head: None, epoch: None };
+    let mut response = (StatusCode::REQUEST_TIMEOUT, Json(body)).into_response();
+    response.headers_mut().insert("connection", axum::http::HeaderValue::from_static("close"));
+    response
+}
+
 impl From<RoomNameError> for ApiError {
     fn from(err: RoomNameError) -> ApiError {
         ApiError::new(ErrorCode::InvalidRoom, err.to_string())
@@ -65,7 +82,12 @@ impl From<RoomNameError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> ApiError {
-        tracing::warn!(error = %err, "store error answered with {}", err.code().http_status());
+        // During an outage every request fails the same way: one line a
+        // second says so (hubcast_store_errors_total counts every failure).
+        static STORE_ERRORS: LogThrottle = LogThrottle::new();
+        if let Some(suppressed) = STORE_ERRORS.admit() {
+            tracing::warn!(error = %err, suppressed, "store error answered with {}", err.code().http_status());
+        }
         ApiError::new(err.code(), err.to_string())
     }
 }

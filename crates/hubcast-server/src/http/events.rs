@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{ConnectInfo, FromRequest, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, Query, Request, State};
+use axum::http::header::CONTENT_LENGTH;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,12 +14,11 @@ use serde_json::value::RawValue;
 
 use super::access::{authorize_publish, require_read};
 use super::error::ApiError;
+use super::extract::RoomPath;
 use crate::event::Event;
 use crate::node::Node;
 use crate::protocol::codes::ErrorCode;
-use crate::protocol::request::{parse_publish_body, HistoryQuery};
-use crate::protocol::MAX_ID_LEN;
-use crate::room::RoomName;
+use crate::protocol::request::{idempotency_key, parse_publish_body, HistoryQuery};
 use crate::store::{AppendOutcome, AppendRequest};
 
 /// Appends one event: validate, append (durable when this returns), answer.
@@ -29,17 +29,24 @@ use crate::store::{AppendOutcome, AppendRequest};
 pub async fn publish(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    Path(room): Path<String>,
+    RoomPath(room): RoomPath,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let room = RoomName::parse(&room)?;
     let headers = request.headers();
     authorize_publish(&node, headers, peer, &room)?;
     let idem_key = headers.get("idempotency-key").cloned();
-    let body: Result<Bytes, BytesRejection> = Bytes::from_request(request, &()).await;
     let max = node.config.limits.max_event_bytes;
+    let too_large = || ApiError::new(ErrorCode::TooLarge, format!("body is larger than the limit for {max}-byte events"));
+    // A declared length over the limit is answered before any of the body is
+    // read: a client that waits for `100 Continue` learns at once, and one
+    // that sends anyway is drained by the lingering close, so it reads the 413.
+    let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > super::body_limit(&node) as u64) {
+        return Err(too_large());
+    }
+    let body: Result<Bytes, BytesRejection> = Bytes::from_request(request, &()).await;
     let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(ErrorCode::TooLarge, format!("body is larger than the limit for {max}-byte events")),
+        StatusCode::PAYLOAD_TOO_LARGE => too_large(),
         _ => ApiError::new(ErrorCode::BadRequest, rejection.body_text()),
     })?;
     let body = parse_publish_body(&body).map_err(|(code, message)| ApiError::new(code, message))?;
@@ -49,14 +56,7 @@ pub async fn publish(
     }
     let idem_key = match idem_key {
         None => None,
-        Some(value) => {
-            let key = value
-                .to_str()
-                .ok()
-                .filter(|k| !k.is_empty() && k.len() <= MAX_ID_LEN)
-                .ok_or_else(|| ApiError::new(ErrorCode::InvalidParameter, format!("Idempotency-Key must be 1 to {MAX_ID_LEN} visible ASCII characters")))?;
-            Some(key.to_owned())
-        }
+        Some(value) => Some(idempotency_key(value.as_bytes()).map_err(|(code, message)| ApiError::new(code, message))?.to_owned()),
     };
     let expected_seq = body.expected_seq;
     let request = AppendRequest { room, data: body.data, idem_key, expected_seq, origin: None };
@@ -105,15 +105,15 @@ struct History<'a> {
 pub async fn history(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    Path(room): Path<String>,
+    RoomPath(room): RoomPath,
     headers: HeaderMap,
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let room = RoomName::parse(&room)?;
     require_read(&node, &headers, peer, &room)?;
     let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
-    let max = node.config.limits.max_page;
-    let limit = query.limit.unwrap_or(100).clamp(1, max);
+    // At most `limit` events, as documented: `limit=0` is the room's state
+    // with no events (a poller's cheapest look at the head).
+    let limit = query.limit.unwrap_or(100).min(node.config.limits.max_page);
     let page = node.store.read(&room, query.after.unwrap_or(0), limit).await?;
     let events: &[Event] = &page.events;
     let body = History {

@@ -4,15 +4,20 @@
 mod cors;
 mod dashboard;
 pub mod access;
+pub mod deadline;
 pub mod error;
 mod events;
+mod extract;
 pub mod page;
 mod request_id;
 mod rooms;
 mod stats;
+pub mod throttle;
 mod ws;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -31,22 +36,51 @@ const READY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Room for the JSON envelope around the largest event in a publish body.
 const BODY_OVERHEAD: usize = 64 * 1024;
 
-/// The whole HTTP surface as the accept loop serves it: CORS and request ids
-/// wrapped once around the router. (`Router::layer` would wrap every route in
-/// them, each a boxed service cloned and a boxed future per request.)
-pub type App = cors::BrowserCors<request_id::RequestId<Router>>;
+/// The routes inside CORS and request ids: wrapped once around the router.
+/// (`Router::layer` would wrap every route in them, each a boxed service
+/// cloned and a boxed future per request.)
+pub type Routes = cors::BrowserCors<request_id::RequestId<Router>>;
+
+/// The whole HTTP surface as the accept loop serves it: the routes, and how
+/// long a request body may take.
+#[derive(Clone)]
+pub struct App {
+    routes: Routes,
+    body: deadline::BodyDeadlines,
+    /// How long, and how many bytes, a connection closed with its request
+    /// unread drains its client's input (`limits.lingering_close_*`).
+    pub lingering_close: (Duration, u64),
+}
+
+impl App {
+    /// The service of one accepted connection from `peer`.
+    pub fn connection(&self, peer: SocketAddr) -> deadline::ConnectionService<Routes> {
+        deadline::ConnectionService::new(self.routes.clone(), peer, self.body)
+    }
+}
 
 /// The router inside CORS and request ids, with an embedding application's
 /// `extra` routes beside hubcast's.
 pub fn app(node: Arc<Node>, extra: Router) -> App {
     use tower::Layer;
     let policy = cors::policy(&node.auth.allowed_origins);
-    cors::BrowserCors::new(&policy, request_id::RequestIdLayer.layer(router(node, extra)))
+    let limits = &node.config.limits;
+    let body = deadline::BodyDeadlines {
+        idle: Duration::from_millis(limits.body_read_timeout_ms),
+        total: Duration::from_millis(limits.body_deadline_ms),
+    };
+    let lingering_close = (Duration::from_millis(limits.lingering_close_ms), limits.lingering_close_bytes);
+    App { routes: cors::BrowserCors::new(&policy, request_id::RequestIdLayer.layer(router(node, extra))), body, lingering_close }
+}
+
+/// The largest request body: the largest event and its JSON envelope.
+pub fn body_limit(node: &Node) -> usize {
+    node.config.limits.max_event_bytes + BODY_OVERHEAD
 }
 
 /// All routes of the v1 interface, and the application's.
 fn router(node: Arc<Node>, extra: Router) -> Router {
-    let body_limit = node.config.limits.max_event_bytes + BODY_OVERHEAD;
+    let body_limit = body_limit(&node);
     let routes = Router::new()
         .route("/v1/rooms/{room}/events", get(events::history).post(events::publish))
         .route("/v1/rooms/{room}", get(rooms::stats))

@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use serde::Serialize;
 
 use super::error::ApiError;
+use super::extract::RoomPath;
 use crate::node::Node;
 use crate::room::RoomName;
 
@@ -26,10 +27,9 @@ pub struct RoomStats {
 pub async fn stats(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    Path(room): Path<String>,
+    RoomPath(room): RoomPath,
     headers: HeaderMap,
 ) -> Result<Json<RoomStats>, ApiError> {
-    let room = RoomName::parse(&room)?;
     super::access::require_read(&node, &headers, peer, &room)?;
     let state = node.store.room_state(&room).await?;
     let subscribers = match node.hubs.get(&room) {

@@ -86,7 +86,8 @@ pub async fn rooms(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     super::access::require_admin(&node, &headers, peer)?;
     let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
-    let limit = query.limit.unwrap_or(100).clamp(1, node.config.limits.max_page);
+    // At most `limit` rooms: `limit=0` is none, like history's.
+    let limit = query.limit.unwrap_or(100).min(node.config.limits.max_page);
     let mut hubs = node.hubs.snapshot();
     hubs.sort_by(|a, b| a.0.cmp(&b.0));
     let after = query.after.unwrap_or_default();

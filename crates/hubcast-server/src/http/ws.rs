@@ -6,17 +6,17 @@ use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::access;
 use super::error::ApiError;
+use super::extract::{RoomPath, Upgrade};
 use crate::node::Node;
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::request::{RoomSocketQuery, SocketQuery};
 use crate::protocol::SubscribeRequest;
-use crate::room::RoomName;
 use crate::auth::Principal;
 use crate::session::{self, Admission};
 
@@ -29,7 +29,7 @@ pub async fn multiplexed(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     query: Result<Query<SocketQuery>, QueryRejection>,
-    upgrade: WebSocketUpgrade,
+    Upgrade(upgrade): Upgrade,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
     let admission = admit(&node, &headers, peer, query.token.as_deref())?;
@@ -40,11 +40,10 @@ pub async fn room(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Path(room): Path<String>,
+    RoomPath(room): RoomPath,
     query: Result<Query<RoomSocketQuery>, QueryRejection>,
-    upgrade: WebSocketUpgrade,
+    Upgrade(upgrade): Upgrade,
 ) -> Result<Response, ApiError> {
-    let room = RoomName::parse(&room)?;
     let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
     let admission = admit(&node, &headers, peer, query.token.as_deref())?;
     let first = SubscribeRequest {
