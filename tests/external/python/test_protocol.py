@@ -364,9 +364,9 @@ def test_http_idempotent_retry(hubcast):
     # The retry returns the first receipt, with 200, and appends nothing.
     status, retry = server.publish("idem", {"order": 1}, key="order-1")
     assert (status, retry) == (200, first)
-    # Even with different data, the key decides: the first result is returned.
-    status, retry2 = server.publish("idem", {"order": "changed"}, key="order-1")
-    assert (status, retry2) == (200, first)
+    # The same key with different data is not a retry: 422, nothing appended.
+    status, refused = server.publish("idem", {"order": "changed"}, key="order-1")
+    assert status == 422 and refused["error"] == "idempotency_mismatch", refused
     status, second = server.publish("idem", {"order": 2}, key="order-2")
     assert status == 201 and second["seq"] == 2
     status, unkeyed = server.publish("idem", {"order": 3})

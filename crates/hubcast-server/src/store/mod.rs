@@ -126,10 +126,7 @@ impl EventRules {
         }
         hubcast_protocol::message::check_data(data)?;
         if let Some(key) = idem_key {
-            let max_key = hubcast_protocol::message::MAX_ID_LEN;
-            if key.is_empty() || key.len() > max_key || !key.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(format!("the idempotency key must be 1 to {max_key} visible ASCII characters"));
-            }
+            hubcast_protocol::request::idempotency_key(key.as_bytes()).map_err(|(_, message)| format!("the idempotency key: {message}"))?;
         }
         Ok(())
     }
