@@ -83,26 +83,8 @@ async fn a_full_write_queue_answers_503_and_loses_nothing_it_accepted() {
     let server = Server::start("[sqlite]\nsynchronous = \"normal\"\nmax_queue = 4\n").await;
     let api = server.api();
     server.publish("queue", json!({"n": 0})).await;
-    // Hold the write lock from another process for a few seconds.
-    let db = server.sqlite_path();
-    let mut locker = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(
-            "import sqlite3, sys, time\n\
-             c = sqlite3.connect(sys.argv[1], timeout=10, isolation_level=None)\n\
-             c.execute('BEGIN EXCLUSIVE')\n\
-             print('locked', flush=True)\n\
-             time.sleep(3)\n\
-             c.execute('COMMIT')\n",
-        )
-        .arg(&db)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(locker.stdout.as_mut().unwrap()), &mut line).unwrap();
-    assert_eq!(line.trim(), "locked");
-
+    // Another process holds the write lock until released.
+    let lock = DatabaseLock::hold(&server.sqlite_path());
     let tasks: Vec<_> = (1..=40)
         .map(|n| {
             let api = api.clone();
@@ -119,6 +101,9 @@ async fn a_full_write_queue_answers_503_and_loses_nothing_it_accepted() {
             })
         })
         .collect();
+    // Once writes are being refused, let the writer go on.
+    eventually("writes to be refused", || async { (api.metric("hubcast_store_writes_refused_total").await > 0.0).then_some(()) }).await;
+    lock.release();
     let mut accepted = Vec::new();
     let mut refused = 0;
     for task in tasks {
@@ -133,7 +118,6 @@ async fn a_full_write_queue_answers_503_and_loses_nothing_it_accepted() {
             other => panic!("unexpected {other}: {body}"),
         }
     }
-    let _ = locker.wait();
     assert!(refused > 0, "a queue of 4 cannot take 40 writes while the writer is stalled");
     assert!(api.metric("hubcast_store_writes_refused_total").await >= refused as f64);
     // Everything acknowledged is there, gapless after seq 1.
@@ -204,24 +188,7 @@ async fn failing_writes_make_the_node_not_ready_until_one_commits() {
     let server = Server::start(FAST).await;
     let api = server.api();
     server.publish("ready", json!({"n": 1})).await;
-    let mut locker = Command::new("python3")
-        .arg("-c")
-        .arg(
-            "import sqlite3, sys, time\n\
-             c = sqlite3.connect(sys.argv[1], timeout=10, isolation_level=None)\n\
-             c.execute('BEGIN EXCLUSIVE')\n\
-             print('locked', flush=True)\n\
-             sys.stdin.readline()\n\
-             c.execute('COMMIT')\n",
-        )
-        .arg(server.sqlite_path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(locker.stdout.as_mut().unwrap()), &mut line).unwrap();
-    assert_eq!(line.trim(), "locked");
+    let lock = DatabaseLock::hold(&server.sqlite_path());
     // Past the writer's 5 s busy timeout the batch fails.
     let (status, body) = within(support::PHASE, "a publish against a locked database", api.post("ready", &json!({"data": {"n": 2}}), None)).await;
     assert_eq!(status, 503, "{body}");
@@ -229,8 +196,7 @@ async fn failing_writes_make_the_node_not_ready_until_one_commits() {
     assert_eq!(status, 503, "failing writes: not ready: {body}");
     assert!(body["store"].as_str().is_some_and(|s| s.contains("writes are failing")), "{body}");
     // Released: the next write commits and the node is ready again.
-    std::io::Write::write_all(locker.stdin.as_mut().unwrap(), b"\n").unwrap();
-    let _ = locker.wait();
+    lock.release();
     eventually("a publish after the lock is released", || {
         let api = api.clone();
         async move { (api.post("ready", &json!({"data": {"n": 3}}), None).await.0 == 201).then_some(()) }
@@ -265,5 +231,44 @@ async fn a_subscribe_undone_at_once_is_still_answered() {
             }
         }
         assert_eq!(kinds, ["subscribed", "unsubscribed"], "round {round}");
+    }
+}
+
+/// Another process (Python's sqlite3) holding the database's write lock, as
+/// a stalled disk or a competing writer would, until [`release`](Self::release).
+struct DatabaseLock(std::process::Child);
+
+impl DatabaseLock {
+    fn hold(db: &std::path::Path) -> DatabaseLock {
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import sqlite3, sys\n\
+                 c = sqlite3.connect(sys.argv[1], timeout=10, isolation_level=None)\n\
+                 c.execute('BEGIN EXCLUSIVE')\n\
+                 print('locked', flush=True)\n\
+                 sys.stdin.readline()\n\
+                 c.execute('COMMIT')\n",
+            )
+            .arg(db)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().expect("stdout")), &mut line).expect("read");
+        assert_eq!(line.trim(), "locked");
+        DatabaseLock(child)
+    }
+
+    fn release(mut self) {
+        let _ = std::io::Write::write_all(self.0.stdin.as_mut().expect("stdin"), b"\n");
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for DatabaseLock {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
     }
 }

@@ -158,6 +158,14 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
             .map_err(|err| ProtocolError::new(ErrorCode::InvalidRoom, err.to_string(), id))
     };
     match kind {
+        "subscribe" if [raw.cursor, raw.rewind].iter().flatten().any(|&n| n > crate::request::MAX_SEQ) => Err(
+            ProtocolError::new(ErrorCode::BadRequest, format!("`cursor` and `rewind` are at most {}", crate::request::MAX_SEQ), None),
+        ),
+        "publish" if raw.expected_seq.is_some_and(|n| n > crate::request::MAX_SEQ) => Err(ProtocolError::new(
+            ErrorCode::BadRequest,
+            format!("`expected_seq` is at most {}", crate::request::MAX_SEQ),
+            id,
+        )),
         "subscribe" => Ok(ClientMessage::Subscribe(SubscribeRequest {
             room: room(raw.room)?,
             cursor: raw.cursor,
@@ -179,10 +187,12 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
                 .id
                 .clone()
                 .ok_or_else(|| ProtocolError::new(ErrorCode::BadRequest, "missing field `id`", None))?;
-            if msg_id.is_empty() || msg_id.len() > MAX_ID_LEN {
+            // The id is the publish's idempotency key: the same rule as the
+            // `Idempotency-Key` header (1 to 128 visible ASCII characters).
+            if crate::request::idempotency_key(msg_id.as_bytes()).is_err() {
                 return Err(ProtocolError::new(
                     ErrorCode::BadRequest,
-                    format!("`id` must be 1 to {MAX_ID_LEN} bytes"),
+                    format!("`id` must be 1 to {MAX_ID_LEN} visible ASCII characters"),
                     None,
                 ));
             }
@@ -406,6 +416,16 @@ mod tests {
         check(r#"{"type":"dance","id":"x"}"#, "error unknown_type x");
         check(r#"{"type":"publish","id":"p","room":"a","data":1e999}"#, "error bad_request p");
         check(r#"{"type":7}"#, "error bad_request");
+    }
+
+    #[test]
+    fn socket_ids_and_sequence_numbers_follow_the_http_rules() {
+        let refused = |text: &str| parse_client_message(text).expect_err(text).code;
+        assert_eq!(refused(r#"{"type":"publish","id":"a b","room":"r","data":1}"#), ErrorCode::BadRequest);
+        assert_eq!(refused(r#"{"type":"subscribe","room":"r","cursor":9223372036854775808}"#), ErrorCode::BadRequest);
+        assert_eq!(refused(r#"{"type":"subscribe","room":"r","rewind":18446744073709551615}"#), ErrorCode::BadRequest);
+        assert_eq!(refused(r#"{"type":"publish","id":"k","room":"r","data":1,"expected_seq":9223372036854775808}"#), ErrorCode::BadRequest);
+        assert!(parse_client_message(r#"{"type":"subscribe","room":"r","cursor":9223372036854775807}"#).is_ok());
     }
 
     #[test]
