@@ -5,7 +5,7 @@
 # running (scripts/services.sh); then the integration tests driven by clients
 # from other ecosystems (Python `websockets`, Node `ws`); the dashboard in
 # headless Chromium; the TypeScript SDK's tests; the Python library's type check
-# and tests; a short fuzz run of every parser. Installs what it
+# and tests; a 2-minute chaos soak (bench/chaos); a short fuzz run of every parser. Installs what it
 # needs when it is missing and leaves running services alone. Prints how long
 # each step took. Run from anywhere: scripts/test.sh
 set -euo pipefail
@@ -71,6 +71,9 @@ HUBCAST_BIN="$PWD/target/debug/hubcast" bash clients/js/run-tests.sh
 
 step "Python library: mypy --strict, pytest against the binary"
 HUBCAST_BIN="$PWD/target/debug/hubcast" bash clients/python/run-tests.sh
+
+step "chaos soak: 3 nodes on a private PostgreSQL + NATS, random faults (2 min)"
+HUBCAST_BIN="$PWD/target/debug/hubcast" bash bench/chaos/run.sh --duration 120 --seed "${HUBCAST_CHAOS_SEED:-$RANDOM}"
 
 step "dashboard in headless Chromium"
 HUBCAST_BIN="$PWD/target/debug/hubcast" bash tests/browser/run.sh

@@ -79,6 +79,8 @@ impl World {
                     _ = reader_control.token.cancelled() => None,
                 };
                 let Some(frame) = frame else { return };
+                // As the session's writer does: a join waiting for queue room is told.
+                reader_control.frames_drained();
                 let value: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
                 if value["type"] == "event" {
                     seen.lock().unwrap().push(value["seq"].as_u64().unwrap());

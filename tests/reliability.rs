@@ -272,3 +272,42 @@ impl Drop for DatabaseLock {
         let _ = self.0.kill();
     }
 }
+
+/// A session that resumes a backlog in one room while it follows another
+/// live is not cut as a slow consumer by its own replay: the replay leaves
+/// room in the queue for the live frames (found by the chaos soak; before,
+/// it was cut about once per queue's worth of backlog).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_leaves_room_for_the_live_rooms_of_the_same_session() {
+    const BACKLOG: u64 = 2_000;
+    const LIVE: u64 = 60;
+    let server = Server::start("[sqlite]\nsynchronous = \"normal\"\n[limits]\noutbound_queue = 64\n[hub]\ntail = 16\n").await;
+    let api = server.api();
+    api.publish_many("backlog", BACKLOG as usize, 8, |i| json!({"i": i, "pad": "x".repeat(2000)})).await;
+    let mut ws = Ws::connect(&server.ws_url("/v1/ws")).await;
+    ws.subscribe("live", json!({})).await;
+    ws.until_caught_up("live", 0).await;
+    let publisher = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            for i in 1..=LIVE {
+                api.publish("live", json!({"i": i})).await;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await; // pacing the live room
+            }
+        })
+    };
+    ws.send_json(json!({"type": "subscribe", "room": "backlog", "cursor": 0})).await;
+    let (mut backlog, mut live) = (0u64, 0u64);
+    while backlog < BACKLOG || live < LIVE {
+        let frame = ws.next_json().await; // a 4009 close fails here
+        if frame["type"] == "event" {
+            let (room, seq) = (frame["room"].as_str().unwrap_or(""), frame["seq"].as_u64().unwrap_or(0));
+            let last = if room == "backlog" { &mut backlog } else { &mut live };
+            assert_eq!(seq, *last + 1, "{room}: in order, nothing missing");
+            *last = seq;
+            tokio::time::sleep(std::time::Duration::from_micros(500)).await; // a client slower than the server
+        }
+    }
+    publisher.await.unwrap();
+    assert_eq!(api.metric("hubcast_connections_closed_total{reason=\"slow_consumer\"}").await, 0.0);
+}

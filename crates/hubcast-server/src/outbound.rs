@@ -5,7 +5,7 @@
 //! queue never makes a hub wait; it closes that session as a slow consumer
 //! (4009), and its client resumes from its cursor, losing nothing.
 
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::protocol::codes::close;
 
+/// How often a wait for queue room looks again without a wake-up.
+const ROOM_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Shared close state of one session.
 #[derive(Debug, Default)]
 pub struct SessionControl {
@@ -23,6 +26,12 @@ pub struct SessionControl {
     /// The close code to send; the first caller of `close` wins.
     code: AtomicU16,
     reason: Mutex<&'static str>,
+    /// Woken by the writer after it drained frames, while `room_wanted` is set:
+    /// how the session's own task waits for queue room without claiming any
+    /// (a claim made while the queue is full takes every freed slot first,
+    /// and the hubs' `offer`s would then fail).
+    drained: tokio::sync::Notify,
+    room_wanted: AtomicBool,
 }
 
 impl SessionControl {
@@ -42,6 +51,13 @@ impl SessionControl {
             }
         }
         self.token.cancel();
+    }
+
+    /// Called by the writer after it drained frames from the queue.
+    pub fn frames_drained(&self) {
+        if self.room_wanted.load(Ordering::SeqCst) {
+            self.drained.notify_waiters();
+        }
     }
 
     /// The code and reason set by the first `close`, if any.
@@ -97,12 +113,35 @@ impl Outbound {
         }
     }
 
-    /// Waits until at least `n` frames fit in the queue (or the session ends).
+    /// Queues a replayed frame once half of the queue is free: the live
+    /// frames that other rooms' hubs `offer` meanwhile find room, so a session
+    /// that catches up on a backlog in one room while it follows others live
+    /// is not cut as a slow consumer by its own replay.
+    pub async fn send_replayed(&self, frame: Utf8Bytes) -> bool {
+        self.wait_for_room(self.frames.max_capacity() / 2 + 1).await;
+        self.send(frame).await
+    }
+
+    /// Waits until at least `n` frames fit in the queue (or the session ends),
+    /// without claiming any slot meanwhile (see `SessionControl::drained`).
     pub async fn wait_for_room(&self, n: usize) {
         let n = n.min(self.frames.max_capacity());
-        tokio::select! {
-            _ = self.frames.reserve_many(n) => {}
-            _ = self.control.token.cancelled() => {}
+        loop {
+            let drained = self.control.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            self.control.room_wanted.store(true, Ordering::SeqCst);
+            if self.frames.capacity() >= n || self.control.token.is_cancelled() {
+                self.control.room_wanted.store(false, Ordering::SeqCst);
+                return;
+            }
+            // The writer's wake-up is the fast path; the check every
+            // ROOM_RECHECK bounds the wait whoever drains the queue.
+            tokio::select! {
+                _ = drained => {}
+                _ = tokio::time::sleep(ROOM_RECHECK) => {}
+                _ = self.control.token.cancelled() => {}
+            }
         }
     }
 

@@ -90,7 +90,7 @@ async fn replay(store: &Arc<dyn Store>, out: &Outbound, room: &RoomName, from: u
                 out.close(close::SLOW_CONSUMER, "replay overtaken by retention");
                 return Ok(position);
             }
-            if !out.send(encode_event(event)).await {
+            if !out.send_replayed(encode_event(event)).await {
                 return Ok(position);
             }
             let metrics = crate::metrics::get();

@@ -73,6 +73,7 @@ pub async fn run(
             control.token.cancel();
             break;
         }
+        control.frames_drained();
     }
     // The session's token is a child of the node's: a shutdown cancelled it
     // without a code. Close with 1012, so the client resumes elsewhere at once.
