@@ -116,9 +116,12 @@ pub async fn history(
     let limit = query.limit.unwrap_or(100).min(node.config.limits.max_page);
     let page = node.store.read(&room, query.after.unwrap_or(0), limit).await?;
     let events: &[Event] = &page.events;
+    // A room never written reports the epoch it will be born with, as its
+    // subscribers are told: one epoch for a room, whoever asks.
+    let unborn = page.state.is_none().then(|| node.store.epoch_for(&room));
     let body = History {
         room: &room,
-        epoch: page.state.as_ref().map(|s| s.epoch.as_str()),
+        epoch: page.state.as_ref().map(|s| s.epoch.as_str()).or(unborn.as_deref()),
         head: page.state.as_ref().map_or(0, |s| s.head),
         earliest: page.state.as_ref().map_or(1, |s| s.earliest),
         events: events.iter().map(|e| HistoryEvent { seq: e.seq, ts: e.ts, data: &e.data }).collect(),

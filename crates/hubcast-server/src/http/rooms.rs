@@ -37,7 +37,8 @@ pub async fn stats(
         None => 0,
     };
     Ok(Json(RoomStats {
-        epoch: state.as_ref().map(|s| s.epoch.clone()),
+        // A room never written: the epoch it will be born with (as subscribers are told).
+        epoch: Some(state.as_ref().map_or_else(|| node.store.epoch_for(&room), |s| s.epoch.clone())),
         head: state.as_ref().map_or(0, |s| s.head),
         earliest: state.as_ref().map_or(1, |s| s.earliest),
         retained: state.as_ref().map_or(0, |s| s.retained()),
