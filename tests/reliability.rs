@@ -284,9 +284,10 @@ async fn a_replay_leaves_room_for_the_live_rooms_of_the_same_session() {
         // understood; the chaos soak there counts them): embedded store only.
         return;
     }
-    const BACKLOG: u64 = 2_000;
+    // The default queue (1,024 frames) and a backlog of three queues' worth.
+    const BACKLOG: u64 = 3_000;
     const LIVE: u64 = 60;
-    let server = Server::start("[sqlite]\nsynchronous = \"normal\"\n[limits]\noutbound_queue = 64\n[hub]\ntail = 16\n").await;
+    let server = Server::start(FAST).await;
     let api = server.api();
     api.publish_many("backlog", BACKLOG as usize, 8, |i| json!({"i": i, "pad": "x".repeat(2000)})).await;
     let mut ws = Ws::connect(&server.ws_url("/v1/ws")).await;
