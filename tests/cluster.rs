@@ -589,7 +589,7 @@ async fn a_nats_outage_under_publishing_keeps_the_bus_queue_bounded() {
     on_b.until_caught_up(room, 0).await;
     a.api().publish(room, json!({"warm": true})).await;
     on_b.events_until(room, 0, 1).await;
-    let rss_before = rss_kib(a.pid());
+    let rss_before = support::rss_kib(a.pid());
 
     nats.stop().await;
     // Node B's subscriber reads throughout: B heals from the store.
@@ -597,19 +597,10 @@ async fn a_nats_outage_under_publishing_keeps_the_bus_queue_bounded() {
     let receipts = a.api().publish_many(room, EVENTS, 16, |i| json!({"i": i, "pad": "x".repeat(200)})).await;
     assert_eq!(receipts.len(), EVENTS);
     assert!(a.api().metric("hubcast_bus_dropped_total").await > 0.0, "the outgoing queue must have overflowed and dropped");
-    let rss_after = rss_kib(a.pid());
+    let rss_after = support::rss_kib(a.pid());
     assert!(rss_after < rss_before + 64 * 1024, "RSS grew from {rss_before} KiB to {rss_after} KiB during the outage");
     let events = within(PHASE, "node B's subscriber", reader).await.expect("reader task");
     assert_eq!(seqs(&events), range(2, 1 + EVENTS as u64));
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -63,7 +63,7 @@ async fn hostile_clients_do_not_hurt_a_well_behaved_subscriber() {
 
     let (mut good, _) = Ws::room(&server, ROOM, "").await;
     good.until_caught_up(ROOM, 0).await;
-    let rss_before = rss_kib(pid);
+    let rss_before = support::rss_kib(pid);
     let fds_before = open_fds(pid);
 
     // Connections that never finish the handshake, held open for the whole run.
@@ -151,7 +151,7 @@ async fn hostile_clients_do_not_hurt_a_well_behaved_subscriber() {
     .await;
 
     // Memory stayed bounded while all of it was open.
-    let rss_peak = rss_kib(pid);
+    let rss_peak = support::rss_kib(pid);
     assert!(
         rss_peak < rss_before + RSS_BOUND_KIB,
         "the server's RSS grew from {rss_before} KiB to {rss_peak} KiB under attack"
@@ -476,16 +476,6 @@ fn malformed(kind: Malformed) -> Vec<u8> {
 // ---------------------------------------------------------------------------
 // Measurements
 // ---------------------------------------------------------------------------
-
-/// The resident set of `pid`, in KiB (VmRSS of /proc/PID/status).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
-}
 
 /// How many files `pid` has open.
 fn open_fds(pid: u32) -> usize {
