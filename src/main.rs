@@ -13,10 +13,19 @@ use hubcast_server::config::{Config, FlagOverrides};
 use hubcast_server::RoomName;
 
 #[derive(Parser)]
-#[command(name = "hubcast", version, about = "Real-time event fan-out server: durable rooms, gapless sequence, exact replay")]
+#[command(
+    name = "hubcast",
+    version,
+    about = "Real-time event fan-out server: durable rooms, gapless sequence, exact replay"
+)]
 struct Cli {
     /// Log lines as `text` or `json` (one object per line, for log shippers).
-    #[arg(long, env = "HUBCAST_LOG_FORMAT", default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "HUBCAST_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -142,7 +151,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Serve { .. } | Command::Demo { .. }), cli.log_format);
+    init_logging(
+        matches!(cli.command, Command::Serve { .. } | Command::Demo { .. }),
+        cli.log_format,
+    );
     log_panics();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -166,7 +178,10 @@ fn main() -> std::process::ExitCode {
 fn log_panics() {
     std::panic::set_hook(Box::new(|info| {
         let thread = std::thread::current();
-        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
         let message = info
             .payload()
             .downcast_ref::<&str>()
@@ -178,19 +193,41 @@ fn log_panics() {
 }
 
 fn init_logging(server: bool, format: LogFormat) {
-    let default = if server { "hubcast=info" } else { "hubcast=warn" };
+    let default = if server {
+        "hubcast=info"
+    } else {
+        "hubcast=warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
     }
 }
 
 fn load_config(args: ServeArgs) -> anyhow::Result<Config> {
-    let ServeArgs { config, env_name, listen, store, bus, insecure } = args;
-    let flags = FlagOverrides { listen, store, bus, insecure };
+    let ServeArgs {
+        config,
+        env_name,
+        listen,
+        store,
+        bus,
+        insecure,
+    } = args;
+    let flags = FlagOverrides {
+        listen,
+        store,
+        bus,
+        insecure,
+    };
     Ok(Config::load(&config, env_name.as_deref(), &flags)?)
 }
 
@@ -218,7 +255,8 @@ enum App {
 async fn serve(args: ServeArgs, app: App) -> anyhow::Result<()> {
     let config = load_config(args)?;
     let listen = config.listen;
-    let listener = hubcast_server::listen(listen).map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let listener = hubcast_server::listen(listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let server = hubcast_server::Server::start(config).await?;
     let address = listener.local_addr()?;
     let server = match app {
@@ -234,7 +272,9 @@ async fn serve(args: ServeArgs, app: App) -> anyhow::Result<()> {
         }
     };
     announce_listening(address);
-    Ok(server.run(listener, hubcast_server::shutdown_signal()).await?)
+    Ok(server
+        .run(listener, hubcast_server::shutdown_signal())
+        .await?)
 }
 
 /// Prints the `listening on http://ADDRESS` line the `--listen` help
@@ -253,36 +293,71 @@ fn announce_listening(address: SocketAddr) {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { serve: args } => serve(args, App::None).await,
-        Command::Demo { demo: Some(Demo::Chat { serve: args }), .. } => serve(args, App::Chat).await,
-        Command::Demo { demo: Some(Demo::Reset { serve: args }), .. } => reset_markets(args).await,
-        Command::Demo { demo: Some(Demo::Market { market }), .. } | Command::Demo { demo: None, market } => {
-            let settings = MarketSettings { traders: market.traders, reset: market.reset };
+        Command::Demo {
+            demo: Some(Demo::Chat { serve: args }),
+            ..
+        } => serve(args, App::Chat).await,
+        Command::Demo {
+            demo: Some(Demo::Reset { serve: args }),
+            ..
+        } => reset_markets(args).await,
+        Command::Demo {
+            demo: Some(Demo::Market { market }),
+            ..
+        }
+        | Command::Demo { demo: None, market } => {
+            let settings = MarketSettings {
+                traders: market.traders,
+                reset: market.reset,
+            };
             serve(market.serve, App::Market(settings)).await
         }
         Command::Bench { scenario, common } => {
             hubcast_bench::run(scenario, common).await?;
             Ok(())
         }
-        Command::Pub { room, json, url, idempotency_key, expected_seq } => {
+        Command::Pub {
+            room,
+            json,
+            url,
+            idempotency_key,
+            expected_seq,
+        } => {
             let room = RoomName::parse(&room)?;
-            let data: serde_json::Value =
-                serde_json::from_str(&json).map_err(|e| anyhow::anyhow!("event data is not valid JSON: {e}"))?;
+            let data: serde_json::Value = serde_json::from_str(&json)
+                .map_err(|e| anyhow::anyhow!("event data is not valid JSON: {e}"))?;
             let http = reqwest::Client::new();
-            let (status, answer) =
-                hubcast_client::http_publish(&http, &url, &room, &data, idempotency_key.as_deref(), expected_seq).await?;
+            let (status, answer) = hubcast_client::http_publish(
+                &http,
+                &url,
+                &room,
+                &data,
+                idempotency_key.as_deref(),
+                expected_seq,
+            )
+            .await?;
             println!("{answer}");
             if status >= 300 {
                 anyhow::bail!("publish failed with HTTP {status}");
             }
             Ok(())
         }
-        Command::Sub { room, cursor, epoch, count, url } => {
+        Command::Sub {
+            room,
+            cursor,
+            epoch,
+            count,
+            url,
+        } => {
             let room = RoomName::parse(&room)?;
             if epoch.is_some() && cursor.is_none() {
                 tracing::warn!("--epoch without --cursor is ignored");
             }
             let client = Client::new(url.as_str())?;
-            let start = SubscribeOptions { cursor: cursor.map(|seq| Cursor { epoch, seq }), ..Default::default() };
+            let start = SubscribeOptions {
+                cursor: cursor.map(|seq| Cursor { epoch, seq }),
+                ..Default::default()
+            };
             let mut subscription = client.subscribe(room.as_str(), start).await?;
             let mut seen = 0;
             while count.map_or(true, |n| seen < n) {
@@ -298,7 +373,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                         seen += 1;
                     }
                     RoomUpdate::Reset(reset) => {
-                        let earliest = reset.earliest.map_or("unknown".to_owned(), |e| e.to_string());
+                        let earliest = reset
+                            .earliest
+                            .map_or("unknown".to_owned(), |e| e.to_string());
                         eprintln!(
                             "reset: the cursor cannot be served (epoch {}, earliest {earliest}); continuing live from {}",
                             reset.epoch, reset.head
@@ -308,7 +385,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     RoomUpdate::Error(err) => {
                         // Terminal (a close code) or a refused subscription: stop, as before.
                         let fatal = err.close_code.is_some()
-                            || matches!(err.code.as_str(), "forbidden" | "unauthenticated" | "invalid_room" | "too_many_subscriptions");
+                            || matches!(
+                                err.code.as_str(),
+                                "forbidden"
+                                    | "unauthenticated"
+                                    | "invalid_room"
+                                    | "too_many_subscriptions"
+                            );
                         if fatal {
                             anyhow::bail!("{err}");
                         }

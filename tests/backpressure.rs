@@ -30,12 +30,21 @@ async fn a_reader_that_stops_is_cut_with_4009_and_resumes_without_loss() {
     assert_eq!(slow.next_json().await["type"], "welcome");
     assert_eq!(slow.next_json().await["type"], "subscribed");
     assert_eq!(slow.next_json().await["type"], "caught_up");
-    slow.send_text(&json!({"type": "subscribe", "room": room}).to_string()).await;
+    slow.send_text(&json!({"type": "subscribe", "room": room}).to_string())
+        .await;
     let subscribed = slow.next_json().await;
-    assert_eq!((subscribed["type"].as_str(), subscribed["room"].as_str()), (Some("subscribed"), Some(room)), "{subscribed}");
+    assert_eq!(
+        (subscribed["type"].as_str(), subscribed["room"].as_str()),
+        (Some("subscribed"), Some(room)),
+        "{subscribed}"
+    );
     let epoch = subscribed["epoch"].as_str().unwrap().to_owned();
     let caught_up = slow.next_json().await;
-    assert_eq!((caught_up["type"].as_str(), caught_up["seq"].as_u64()), (Some("caught_up"), Some(0)), "{caught_up}");
+    assert_eq!(
+        (caught_up["type"].as_str(), caught_up["seq"].as_u64()),
+        (Some("caught_up"), Some(0)),
+        "{caught_up}"
+    );
     assert_eq!(api.room(probe).await["subscribers"], 1);
     // From here on the slow client reads nothing.
 
@@ -65,7 +74,11 @@ async fn a_reader_that_stops_is_cut_with_4009_and_resumes_without_loss() {
         match frame.opcode {
             Frame::TEXT => {
                 let value = frame.json().expect("text frames are JSON");
-                assert_eq!((value["type"].as_str(), value["room"].as_str()), (Some("event"), Some(room)), "unexpected frame {value}");
+                assert_eq!(
+                    (value["type"].as_str(), value["room"].as_str()),
+                    (Some("event"), Some(room)),
+                    "unexpected frame {value}"
+                );
                 assert_eq!(value["data"]["i"], value["seq"], "{}", value["seq"]);
                 delivered.push(value["seq"].as_u64().unwrap());
             }
@@ -74,29 +87,47 @@ async fn a_reader_that_stops_is_cut_with_4009_and_resumes_without_loss() {
         }
     }
     let cursor = delivered.last().copied().unwrap_or(0);
-    assert_eq!(delivered, range(1, cursor), "the stopped reader got a gap before it was cut");
-    assert!(cursor < FLOOD, "the stopped reader was never cut (it got all {FLOOD} events)");
+    assert_eq!(
+        delivered,
+        range(1, cursor),
+        "the stopped reader got a gap before it was cut"
+    );
+    assert!(
+        cursor < FLOOD,
+        "the stopped reader was never cut (it got all {FLOOD} events)"
+    );
     match close_code {
         Some(code) => assert_eq!(code, 4009, "close code of the stopped reader"),
         // The close frame cannot get past a full socket; the server's own
         // record of why it closed the session must say 4009.
-        None => assert!(server.log().contains("4009"), "no 4009 close for the stopped reader"),
+        None => assert!(
+            server.log().contains("4009"),
+            "no 4009 close for the stopped reader"
+        ),
     }
     eprintln!("stopped reader cut after {cursor} of {FLOOD} events (close frame: {close_code:?})");
 
     // It resumes from its cursor and gets exactly the rest.
-    let (mut resumed, subscribed) = Ws::room(&server, room, &format!("?cursor={cursor}&epoch={epoch}")).await;
+    let (mut resumed, subscribed) =
+        Ws::room(&server, room, &format!("?cursor={cursor}&epoch={epoch}")).await;
     assert_eq!(subscribed["head"], FLOOD);
     let (rest, last) = resumed.until_caught_up(room, cursor).await;
     assert_eq!((seqs(&rest), last), (range(cursor + 1, FLOOD), FLOOD));
-    assert!(rest.iter().all(|e| e["data"]["i"] == e["seq"] && e["data"]["pad"].as_str().map(str::len) == Some(pad.len())));
+    assert!(rest.iter().all(|e| e["data"]["i"] == e["seq"]
+        && e["data"]["pad"].as_str().map(str::len) == Some(pad.len())));
 
-    let healthy = within(PHASE, "the healthy subscriber", healthy).await.unwrap();
+    let healthy = within(PHASE, "the healthy subscriber", healthy)
+        .await
+        .unwrap();
     assert_eq!(seqs(&healthy.events), range(1, FLOOD));
-    eprintln!("healthy subscriber: {} connection(s), closes {:?}", healthy.connections, healthy.close_codes);
+    eprintln!(
+        "healthy subscriber: {} connection(s), closes {:?}",
+        healthy.connections, healthy.close_codes
+    );
 }
 
-const HEARTBEAT: &str = "[sqlite]\nsynchronous = \"normal\"\n[heartbeat]\ninterval_ms = 200\nstale_ms = 600\n";
+const HEARTBEAT: &str =
+    "[sqlite]\nsynchronous = \"normal\"\n[heartbeat]\ninterval_ms = 200\nstale_ms = 600\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_answers_is_closed_with_4010() {
@@ -104,7 +135,11 @@ async fn a_client_that_never_answers_is_closed_with_4010() {
     let room = "heartbeat";
     let mut silent = RawWs::connect(server.addr(), &format!("/v1/rooms/{room}/ws")).await;
     let welcome = silent.next_json().await;
-    assert_eq!((welcome["type"].as_str(), welcome["heartbeat_ms"].as_u64()), (Some("welcome"), Some(200)), "{welcome}");
+    assert_eq!(
+        (welcome["type"].as_str(), welcome["heartbeat_ms"].as_u64()),
+        (Some("welcome"), Some(200)),
+        "{welcome}"
+    );
     assert_eq!(silent.next_json().await["type"], "subscribed");
     assert_eq!(silent.next_json().await["type"], "caught_up");
 
@@ -118,8 +153,17 @@ async fn a_client_that_never_answers_is_closed_with_4010() {
     let (frames, truncated) = silent.drain_to_end().await;
     assert!(!truncated);
     let close = frames.last().expect("frames before the end");
-    assert_eq!(close.close_code(), Some(4010), "last frame: {close:?}; all: {frames:?}");
-    assert!(frames[..frames.len() - 1].iter().all(|f| f.opcode == Frame::PING), "{frames:?}");
+    assert_eq!(
+        close.close_code(),
+        Some(4010),
+        "last frame: {close:?}; all: {frames:?}"
+    );
+    assert!(
+        frames[..frames.len() - 1]
+            .iter()
+            .all(|f| f.opcode == Frame::PING),
+        "{frames:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

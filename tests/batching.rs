@@ -35,7 +35,10 @@ batch_max = 1000
 
 /// The events of one frame (`event` or `batch`) as `(seq, data)`.
 fn events_of(frame: &Value, room: &str) -> Vec<(u64, Value)> {
-    events_in(frame, room).into_iter().map(|e| (e["seq"].as_u64().expect("seq"), e["data"].clone())).collect()
+    events_in(frame, room)
+        .into_iter()
+        .map(|e| (e["seq"].as_u64().expect("seq"), e["data"].clone()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -63,7 +66,11 @@ async fn a_batch_is_sent_when_it_reaches_batch_max() {
     // Nothing beyond two full batches: whatever the hub had queued for this
     // session would arrive before the answer to a ping.
     ws.send_json(json!({"type": "ping"})).await;
-    assert_eq!(ws.next_json().await["type"], "pong", "nothing beyond two full batches");
+    assert_eq!(
+        ws.next_json().await["type"],
+        "pong",
+        "nothing beyond two full batches"
+    );
     // A resume from a cursor is served as single events (replay), then live.
     let mut late = Ws::connect(&server.ws_url("/v1/ws")).await;
     late.subscribe(room, json!({"cursor": 100})).await;
@@ -84,7 +91,10 @@ async fn the_window_sends_a_partial_batch() {
         let mut got = Vec::new();
         while got.last().map(|(seq, _)| *seq) != Some(n) {
             let frame = ws.next_json().await;
-            assert_eq!(frame["type"], "batch", "live events of a batching room come in batches: {frame}");
+            assert_eq!(
+                frame["type"], "batch",
+                "live events of a batching room come in batches: {frame}"
+            );
             got.extend(events_of(&frame, room));
         }
         assert_eq!(got.last().map(|(_, d)| d.clone()), Some(json!({"n": n})));
@@ -117,18 +127,32 @@ async fn batches_keep_order_and_exactly_once_through_reconnects() {
     let publisher = tokio::spawn(async move {
         for n in 1..=TOTAL {
             let receipt = api.publish(room, json!({"n": n})).await;
-            assert_eq!(receipt["seq"], n, "one publisher: seq follows the publish order");
+            assert_eq!(
+                receipt["seq"], n,
+                "one publisher: seq follows the publish order"
+            );
         }
     });
-    within(PHASE, "the publisher", publisher).await.expect("publisher");
+    within(PHASE, "the publisher", publisher)
+        .await
+        .expect("publisher");
     let mut batches = 0;
     for follower in followers {
-        let seen = within(PHASE, "a follower", follower).await.expect("follower");
-        assert_eq!(seqs(&seen.events), range(1, TOTAL), "every seq exactly once, in order");
+        let seen = within(PHASE, "a follower", follower)
+            .await
+            .expect("follower");
+        assert_eq!(
+            seqs(&seen.events),
+            range(1, TOTAL),
+            "every seq exactly once, in order"
+        );
         for event in &seen.events {
             assert_eq!(event["data"], json!({"n": event["seq"]}), "data of {event}");
         }
-        assert!(seen.connections > 1, "the follower never reconnected; the test proves nothing");
+        assert!(
+            seen.connections > 1,
+            "the follower never reconnected; the test proves nothing"
+        );
         batches += seen.batches;
     }
     assert!(batches > 0, "no batch frame was seen");

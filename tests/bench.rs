@@ -19,7 +19,10 @@ fn bench(args: &[&str]) -> Value {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "bench {args:?} failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        output.status.success(),
+        "bench {args:?} failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(report["scenario"], args[0], "{report}");
     report["results"].clone()
@@ -30,25 +33,53 @@ fn assert_all_delivered(results: &Value, subscribers: u64, events_each: u64) {
     assert_eq!(results["publish_failures"], 0, "{results}");
     assert_eq!(results["subscribers_connected"], subscribers, "{results}");
     assert_eq!(results["subscribers_complete"], subscribers, "{results}");
-    assert_eq!(results["deliveries"], subscribers * events_each, "{results}");
+    assert_eq!(
+        results["deliveries"],
+        subscribers * events_each,
+        "{results}"
+    );
     assert!(results["latency_max_ms"].is_number(), "{results}");
 }
 
 #[test]
 fn fanout_at_max_rate_delivers_every_event_to_every_subscriber() {
-    let results = bench(&["fanout", "--subscribers", "50", "--events", "40", "--rate", "0"]);
+    let results = bench(&[
+        "fanout",
+        "--subscribers",
+        "50",
+        "--events",
+        "40",
+        "--rate",
+        "0",
+    ]);
     assert_all_delivered(&results, 50, 40);
 }
 
 #[test]
 fn fanout_at_a_steady_rate_delivers_every_event() {
-    let results = bench(&["fanout", "--subscribers", "10", "--events", "20", "--rate", "200"]);
+    let results = bench(&[
+        "fanout",
+        "--subscribers",
+        "10",
+        "--events",
+        "20",
+        "--rate",
+        "200",
+    ]);
     assert_all_delivered(&results, 10, 20);
 }
 
 #[test]
 fn rooms_delivers_each_rooms_events_to_its_subscribers() {
-    let results = bench(&["rooms", "--rooms", "30", "--subscribers-per-room", "3", "--events-per-room", "4"]);
+    let results = bench(&[
+        "rooms",
+        "--rooms",
+        "30",
+        "--subscribers-per-room",
+        "3",
+        "--events-per-room",
+        "4",
+    ]);
     assert_eq!(results["rooms"], 30, "{results}");
     assert_eq!(results["events"], 120, "{results}");
     assert_all_delivered(&results, 90, 4);
@@ -56,7 +87,15 @@ fn rooms_delivers_each_rooms_events_to_its_subscribers() {
 
 #[test]
 fn publish_stores_every_event() {
-    let results = bench(&["publish", "--events", "300", "--concurrency", "8", "--rooms", "3"]);
+    let results = bench(&[
+        "publish",
+        "--events",
+        "300",
+        "--concurrency",
+        "8",
+        "--rooms",
+        "3",
+    ]);
     assert_eq!(results["failed"], 0, "{results}");
     assert_eq!(results["events"], 300, "{results}");
 }
@@ -71,7 +110,19 @@ fn replay_catches_up_every_missed_event() {
 
 #[test]
 fn idle_holds_every_connection_over_several_processes() {
-    let results = bench(&["idle", "--connections", "400", "--processes", "2", "--nodes", "2", "--rooms", "7", "--hold-secs", "0"]);
+    let results = bench(&[
+        "idle",
+        "--connections",
+        "400",
+        "--processes",
+        "2",
+        "--nodes",
+        "2",
+        "--rooms",
+        "7",
+        "--hold-secs",
+        "0",
+    ]);
     assert_eq!(results["connections_held"], 400, "{results}");
     assert_eq!(results["connect_failures"], 0, "{results}");
     assert_eq!(results["server_processes"], 2, "{results}");

@@ -29,7 +29,12 @@ batch_max = 4
 fn seqs_of(frame: &Value) -> Vec<u64> {
     match frame["type"].as_str() {
         Some("event") => vec![frame["seq"].as_u64().expect("seq")],
-        Some("batch") => frame["events"].as_array().expect("events").iter().map(|e| e["seq"].as_u64().expect("seq")).collect(),
+        Some("batch") => frame["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| e["seq"].as_u64().expect("seq"))
+            .collect(),
         _ => panic!("not an event frame: {frame}"),
     }
 }
@@ -37,13 +42,20 @@ fn seqs_of(frame: &Value) -> Vec<u64> {
 /// Publishes over the socket and returns the ack's seq; event frames that
 /// arrive before the ack are returned too.
 async fn publish(ws: &mut Ws, room: &str, id: &str) -> (u64, Vec<u64>) {
-    ws.send_json(json!({"type": "publish", "id": id, "room": room, "data": {"from": "sender", "id": id}})).await;
+    ws.send_json(
+        json!({"type": "publish", "id": id, "room": room, "data": {"from": "sender", "id": id}}),
+    )
+    .await;
     let mut seen = Vec::new();
     loop {
         let frame = ws.next_json().await;
         match frame["type"].as_str() {
             Some("ack") => {
-                assert_eq!((&frame["id"], &frame["room"]), (&json!(id), &json!(room)), "{frame}");
+                assert_eq!(
+                    (&frame["id"], &frame["room"]),
+                    (&json!(id), &json!(room)),
+                    "{frame}"
+                );
                 return (frame["seq"].as_u64().expect("ack seq"), seen);
             }
             _ => seen.extend(seqs_of(&frame)),
@@ -71,7 +83,10 @@ async fn the_sender_does_not_get_its_own_event_and_resumes_without_gap_or_duplic
 
     let mut sender = Ws::connect(&server.ws_url("/v1/ws")).await;
     let subscribed = sender.subscribe(room, json!({"cursor": 0})).await;
-    assert_eq!(subscribed["echo"], false, "a no-echo room says so: {subscribed}");
+    assert_eq!(
+        subscribed["echo"], false,
+        "a no-echo room says so: {subscribed}"
+    );
     assert_eq!(sender.expect_type("caught_up").await["seq"], 0);
     let (mut other, subscribed) = Ws::room(&server, room, "?cursor=0").await;
     assert_eq!(subscribed["echo"], false, "{subscribed}");
@@ -89,8 +104,16 @@ async fn the_sender_does_not_get_its_own_event_and_resumes_without_gap_or_duplic
     if sender_seqs.last() != Some(&4) {
         sender_seqs.extend(seqs_until(&mut sender, 4).await);
     }
-    assert_eq!(sender_seqs, [2, 4], "the sender gets everything but its own seqs");
-    assert_eq!(seqs_until(&mut other, 4).await, [1, 2, 3, 4], "everyone else gets every seq");
+    assert_eq!(
+        sender_seqs,
+        [2, 4],
+        "the sender gets everything but its own seqs"
+    );
+    assert_eq!(
+        seqs_until(&mut other, 4).await,
+        [1, 2, 3, 4],
+        "everyone else gets every seq"
+    );
 
     // The sender counts its acked seqs as delivered: its cursor is 4, and a
     // resume from there replays nothing and continues live.
@@ -121,7 +144,11 @@ async fn the_sender_does_not_get_its_own_event_and_resumes_without_gap_or_duplic
     let (seq, early) = publish(&mut loud, echo_room, "e-1").await;
     assert_eq!(seq, 1);
     if early.is_empty() {
-        assert_eq!(seqs_until(&mut loud, 1).await, [1], "echo rooms deliver to the sender");
+        assert_eq!(
+            seqs_until(&mut loud, 1).await,
+            [1],
+            "echo rooms deliver to the sender"
+        );
     }
 }
 
@@ -144,7 +171,11 @@ async fn a_batch_reaches_the_sender_without_its_own_events() {
     let batch = other.expect_type("batch").await;
     assert_eq!(seqs_of(&batch), [1, 2, 3, 4]);
     let batch = sender.expect_type("batch").await;
-    assert_eq!(seqs_of(&batch), [3, 4], "the sender's batch leaves out its own events: {batch}");
+    assert_eq!(
+        seqs_of(&batch),
+        [3, 4],
+        "the sender's batch leaves out its own events: {batch}"
+    );
 
     // A batch of only the sender's events is not sent to it at all.
     for (i, id) in ["b-5", "b-6", "b-7", "b-8"].into_iter().enumerate() {

@@ -26,8 +26,19 @@ async fn every_subscriber_gets_every_event_in_order() {
     let stats = server.api().room(room).await;
     assert_eq!(stats["subscribers"], 4, "{stats}");
 
-    let receipts = server.api().publish_many(room, 100, 4, |i| json!({"price": i, "tag": format!("e{i}")})).await;
-    assert_eq!(receipts.iter().map(|r| r.seq).collect::<Vec<_>>(), range(1, 100));
+    let receipts = server
+        .api()
+        .publish_many(
+            room,
+            100,
+            4,
+            |i| json!({"price": i, "tag": format!("e{i}")}),
+        )
+        .await;
+    assert_eq!(
+        receipts.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        range(1, 100)
+    );
 
     for ws in &mut subscribers {
         let events = ws.events_until(room, 0, 100).await;
@@ -63,10 +74,17 @@ async fn one_session_multiplexes_rooms_each_in_order() {
         while last.iter().any(|l| *l < 30) {
             let frame = ws.next_json().await;
             assert_eq!(frame["type"], "event", "{frame}");
-            let index = rooms.iter().position(|r| frame["room"] == *r).expect("a subscribed room");
+            let index = rooms
+                .iter()
+                .position(|r| frame["room"] == *r)
+                .expect("a subscribed room");
             let seq = frame["seq"].as_u64().unwrap();
             assert_eq!(seq, last[index] + 1, "{frame}");
-            assert_eq!(frame["data"], json!({"room": rooms[index], "i": seq - 1}), "{frame}");
+            assert_eq!(
+                frame["data"],
+                json!({"room": rooms[index], "i": seq - 1}),
+                "{frame}"
+            );
             last[index] = seq;
         }
     })
@@ -87,7 +105,8 @@ async fn unsubscribe_stops_delivery_of_that_room_only() {
     let events = ws.events_until("drop", 0, 1).await;
     assert_eq!(seqs(&events), [1]);
 
-    ws.send_json(json!({"type": "unsubscribe", "room": "drop"})).await;
+    ws.send_json(json!({"type": "unsubscribe", "room": "drop"}))
+        .await;
     let answer = ws.expect_type("unsubscribed").await;
     assert_eq!(answer["room"], "drop");
     let stats = api.room("drop").await;
@@ -99,16 +118,26 @@ async fn unsubscribe_stops_delivery_of_that_room_only() {
     api.publish("keep", json!("marker")).await;
     // The next frames must be the marker and the pong: nothing of `drop`.
     let marker = ws.next_json().await;
-    assert_eq!((marker["type"].as_str(), marker["room"].as_str(), marker["seq"].as_u64()), (Some("event"), Some("keep"), Some(1)), "{marker}");
+    assert_eq!(
+        (
+            marker["type"].as_str(),
+            marker["room"].as_str(),
+            marker["seq"].as_u64()
+        ),
+        (Some("event"), Some("keep"), Some(1)),
+        "{marker}"
+    );
     ws.send_json(json!({"type": "ping"})).await;
     ws.expect_type("pong").await;
 
     // A second unsubscribe is refused; resubscribing from the cursor resumes exactly.
-    ws.send_json(json!({"type": "unsubscribe", "room": "drop"})).await;
+    ws.send_json(json!({"type": "unsubscribe", "room": "drop"}))
+        .await;
     let refused = ws.expect_type("error").await;
     assert_eq!(refused["code"], "not_subscribed", "{refused}");
     let epoch = api.room("drop").await["epoch"].clone();
-    ws.subscribe("drop", json!({"cursor": 1, "epoch": epoch})).await;
+    ws.subscribe("drop", json!({"cursor": 1, "epoch": epoch}))
+        .await;
     let (events, last) = ws.until_caught_up("drop", 1).await;
     assert_eq!((seqs(&events), last), (range(2, 5), 5));
 }
@@ -120,15 +149,25 @@ async fn subscription_limits_are_answered_with_errors() {
     ws.subscribe("lim-1", json!({})).await;
     ws.until_caught_up("lim-1", 0).await;
 
-    ws.send_json(json!({"type": "subscribe", "room": "lim-1"})).await;
+    ws.send_json(json!({"type": "subscribe", "room": "lim-1"}))
+        .await;
     let again = ws.expect_type("error").await;
-    assert_eq!((again["code"].as_str(), again["room"].as_str()), (Some("already_subscribed"), Some("lim-1")), "{again}");
+    assert_eq!(
+        (again["code"].as_str(), again["room"].as_str()),
+        (Some("already_subscribed"), Some("lim-1")),
+        "{again}"
+    );
 
     ws.subscribe("lim-2", json!({})).await;
     ws.until_caught_up("lim-2", 0).await;
-    ws.send_json(json!({"type": "subscribe", "room": "lim-3"})).await;
+    ws.send_json(json!({"type": "subscribe", "room": "lim-3"}))
+        .await;
     let full = ws.expect_type("error").await;
-    assert_eq!((full["code"].as_str(), full["room"].as_str()), (Some("too_many_subscriptions"), Some("lim-3")), "{full}");
+    assert_eq!(
+        (full["code"].as_str(), full["room"].as_str()),
+        (Some("too_many_subscriptions"), Some("lim-3")),
+        "{full}"
+    );
 
     // The session still works for the rooms it holds.
     server.publish("lim-2", json!("still here")).await;

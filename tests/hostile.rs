@@ -69,7 +69,11 @@ async fn hostile_clients_do_not_hurt_a_well_behaved_subscriber() {
     // Connections that never finish the handshake, held open for the whole run.
     let stalled = within(PHASE, "the stalled connections", open_stalled(addr)).await;
     assert_eq!(stalled.len(), STALLED + SILENT);
-    assert_eq!(api.get("/healthz").await.0, 200, "the node answers while thousands of handshakes hang");
+    assert_eq!(
+        api.get("/healthz").await.0,
+        200,
+        "the node answers while thousands of handshakes hang"
+    );
 
     // Upgraded room sockets that never read a byte.
     let non_readers: Vec<RawWs> = within(
@@ -101,16 +105,32 @@ async fn hostile_clients_do_not_hurt_a_well_behaved_subscriber() {
     let garbage = tokio::spawn(send_garbage(addr));
     let malformed = tokio::spawn(send_malformed(addr));
 
-    within(PHASE, "the publisher", publisher).await.expect("publisher task");
-    let (mut good, events) = within(PHASE, "the subscriber", subscriber).await.expect("subscriber task");
-    let garbage_answers = within(PHASE, "the garbage senders", garbage).await.expect("garbage task");
-    let malformed_outcomes = within(PHASE, "the malformed-frame senders", malformed).await.expect("malformed task");
+    within(PHASE, "the publisher", publisher)
+        .await
+        .expect("publisher task");
+    let (mut good, events) = within(PHASE, "the subscriber", subscriber)
+        .await
+        .expect("subscriber task");
+    let garbage_answers = within(PHASE, "the garbage senders", garbage)
+        .await
+        .expect("garbage task");
+    let malformed_outcomes = within(PHASE, "the malformed-frame senders", malformed)
+        .await
+        .expect("malformed task");
 
     // Every event, exactly once, in order, with its data.
     assert_eq!(events.len() as u64, EVENTS);
     for (i, event) in events.iter().enumerate() {
-        assert_eq!(event["data"]["i"], i as u64 + 1, "event {} carries the wrong data", i + 1);
-        assert_eq!(event["data"]["pad"].as_str().map(str::len), Some(EVENT_BYTES));
+        assert_eq!(
+            event["data"]["i"],
+            i as u64 + 1,
+            "event {} carries the wrong data",
+            i + 1
+        );
+        assert_eq!(
+            event["data"]["pad"].as_str().map(str::len),
+            Some(EVENT_BYTES)
+        );
     }
     // And it is still a live, answering session.
     good.send_json(json!({"type": "ping"})).await;
@@ -119,23 +139,32 @@ async fn hostile_clients_do_not_hurt_a_well_behaved_subscriber() {
     // The node is up and serves newcomers.
     assert_eq!(api.get("/healthz").await.0, 200);
     assert_eq!(api.get("/readyz").await.0, 200);
-    let (mut newcomer, subscribed) = Ws::room(&server, ROOM, &format!("?cursor={}", EVENTS - 3)).await;
+    let (mut newcomer, subscribed) =
+        Ws::room(&server, ROOM, &format!("?cursor={}", EVENTS - 3)).await;
     assert_eq!(subscribed["head"], EVENTS);
     newcomer.until_caught_up(ROOM, EVENTS - 3).await;
 
     // The garbage got HTTP errors or a closed connection, never a hang.
     assert_eq!(garbage_answers.len(), GARBAGE);
-    let accepted: Vec<&String> = garbage_answers.iter().filter(|a| a.starts_with("HTTP/1.1 2") || a.starts_with("HTTP/1.1 101")).collect();
+    let accepted: Vec<&String> = garbage_answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 2") || a.starts_with("HTTP/1.1 101"))
+        .collect();
     assert!(accepted.is_empty(), "garbage was accepted: {accepted:?}");
     // Protocol violations ended their sessions; the codes that have one were used.
     for (kind, outcome) in &malformed_outcomes {
         let ok = match kind {
             Malformed::Binary => *outcome == Outcome::Closed(Some(1008)),
-            Malformed::HugeLength | Malformed::HugeFragmented => *outcome == Outcome::Closed(Some(1009)),
+            Malformed::HugeLength | Malformed::HugeFragmented => {
+                *outcome == Outcome::Closed(Some(1009))
+            }
             Malformed::BadJsonBurst | Malformed::PingFlood => true,
             _ => matches!(outcome, Outcome::Closed(_)),
         };
-        assert!(ok, "{kind:?} ended as {outcome:?}; all outcomes: {malformed_outcomes:?}");
+        assert!(
+            ok,
+            "{kind:?} ended as {outcome:?}; all outcomes: {malformed_outcomes:?}"
+        );
     }
 
     // Sockets that never read were cut as slow consumers (they resume from
@@ -144,7 +173,9 @@ async fn hostile_clients_do_not_hurt_a_well_behaved_subscriber() {
     let slow = eventually("a non-reading socket to be cut as a slow consumer", || {
         let api = api.clone();
         async move {
-            let slow = api.metric("hubcast_connections_closed_total{reason=\"slow_consumer\"}").await;
+            let slow = api
+                .metric("hubcast_connections_closed_total{reason=\"slow_consumer\"}")
+                .await;
             (slow >= 1.0).then_some(slow)
         }
     })
@@ -178,7 +209,12 @@ async fn hostile_clients_do_not_hurt_a_well_behaved_subscriber() {
         }
     })
     .await;
-    assert!(released.is_ok(), "resources left over: {} fds (from {fds_before}), stats {}", last.0, last.1);
+    assert!(
+        released.is_ok(),
+        "resources left over: {} fds (from {fds_before}), stats {}",
+        last.0,
+        last.1
+    );
     assert_eq!(api.get("/healthz").await.0, 200);
 }
 
@@ -215,7 +251,9 @@ async fn open_stalled(addr: SocketAddr) -> Vec<TcpStream> {
 async fn send_garbage(addr: SocketAddr) -> Vec<String> {
     futures_util::stream::iter(0..GARBAGE)
         .map(|i| async move {
-            let Ok(mut stream) = TcpStream::connect(addr).await else { return "connect failed".to_owned() };
+            let Ok(mut stream) = TcpStream::connect(addr).await else {
+                return "connect failed".to_owned();
+            };
             let _ = stream.write_all(&garbage(i)).await;
             let mut answer = Vec::new();
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -228,7 +266,11 @@ async fn send_garbage(addr: SocketAddr) -> Vec<String> {
                 }
             })
             .await;
-            String::from_utf8_lossy(&answer).lines().next().unwrap_or("").to_owned()
+            String::from_utf8_lossy(&answer)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned()
         })
         .buffer_unordered(CONCURRENCY / 2)
         .collect()
@@ -340,14 +382,23 @@ async fn raw_upgrade(addr: SocketAddr) -> TcpStream {
         "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
-    stream.write_all(request.as_bytes()).await.expect("write upgrade");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write upgrade");
     // Read byte by byte up to the end of the head, so no frame is consumed.
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
-        let byte = within(STEP, "the upgrade answer", stream.read_u8()).await.expect("read the upgrade answer");
+        let byte = within(STEP, "the upgrade answer", stream.read_u8())
+            .await
+            .expect("read the upgrade answer");
         head.push(byte);
     }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "upgrade refused: {}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "upgrade refused: {}",
+        String::from_utf8_lossy(&head)
+    );
     stream
 }
 
@@ -382,7 +433,10 @@ fn close_code(mut bytes: &[u8]) -> Option<u16> {
         let opcode = bytes[0] & 0x0f;
         let (len, at) = match bytes[1] & 0x7f {
             126 if bytes.len() >= 4 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
-            127 if bytes.len() >= 10 => (u64::from_be_bytes(bytes[2..10].try_into().ok()?) as usize, 10),
+            127 if bytes.len() >= 10 => (
+                u64::from_be_bytes(bytes[2..10].try_into().ok()?) as usize,
+                10,
+            ),
             126 | 127 => return None,
             n => (n as usize, 2),
         };
@@ -479,7 +533,9 @@ fn malformed(kind: Malformed) -> Vec<u8> {
 
 /// How many files `pid` has open.
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).expect("read /proc/PID/fd").count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/PID/fd")
+        .count()
 }
 
 // ---------------------------------------------------------------------------
@@ -498,14 +554,18 @@ async fn default_limits_turn_a_flood_away() {
     let server = Server::start("insecure = true\n[sqlite]\nsynchronous = \"normal\"\n[auth]\ntrusted_proxies = [\"127.0.0.1\"]\n").await;
     let addr = server.addr();
     let api = server.api();
-    let mut good = Ws::upgrade(&server.room_ws_url(ROOM, ""), &[("x-forwarded-for", "192.0.2.1")])
-        .await
-        .unwrap_or_else(|(status, body)| panic!("the good client was refused: {status} {body}"));
+    let mut good = Ws::upgrade(
+        &server.room_ws_url(ROOM, ""),
+        &[("x-forwarded-for", "192.0.2.1")],
+    )
+    .await
+    .unwrap_or_else(|(status, body)| panic!("the good client was refused: {status} {body}"));
     good.expect_type("welcome").await;
     good.expect_type("subscribed").await;
     good.until_caught_up(ROOM, 0).await;
 
-    let subscriber = tokio::spawn(async move { good.events_until(ROOM, 0, FLOOD_EVENTS).await.len() as u64 });
+    let subscriber =
+        tokio::spawn(async move { good.events_until(ROOM, 0, FLOOD_EVENTS).await.len() as u64 });
     let publisher = {
         let api = api.clone();
         tokio::spawn(async move {
@@ -547,14 +607,36 @@ async fn default_limits_turn_a_flood_away() {
     .await;
 
     let refused = flood.iter().filter(|o| o.is_none()).count();
-    assert!(refused > 0, "{ATTEMPTS} upgrades from one address must trip 600 per minute");
+    assert!(
+        refused > 0,
+        "{ATTEMPTS} upgrades from one address must trip 600 per minute"
+    );
     for outcome in flood.iter().flatten() {
-        assert_eq!(*outcome, Outcome::Closed(Some(4008)), "a message flood is closed with 4008");
+        assert_eq!(
+            *outcome,
+            Outcome::Closed(Some(4008)),
+            "a message flood is closed with 4008"
+        );
     }
-    within(PHASE, "the publisher", publisher).await.expect("publisher");
-    assert_eq!(within(PHASE, "the subscriber", subscriber).await.expect("subscriber"), FLOOD_EVENTS);
-    assert!(api.metric("hubcast_refusals_total{reason=\"rate_limited\"}").await >= refused as f64);
-    assert!(api.metric("hubcast_refusals_total{reason=\"message_rate\"}").await >= 1.0);
+    within(PHASE, "the publisher", publisher)
+        .await
+        .expect("publisher");
+    assert_eq!(
+        within(PHASE, "the subscriber", subscriber)
+            .await
+            .expect("subscriber"),
+        FLOOD_EVENTS
+    );
+    assert!(
+        api.metric("hubcast_refusals_total{reason=\"rate_limited\"}")
+            .await
+            >= refused as f64
+    );
+    assert!(
+        api.metric("hubcast_refusals_total{reason=\"message_rate\"}")
+            .await
+            >= 1.0
+    );
     assert_eq!(api.get("/healthz").await.0, 200);
 }
 
@@ -567,26 +649,36 @@ async fn default_limits_turn_a_flood_away() {
 /// so idle or trickling connections cannot hold the node's file descriptors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_handshakes_are_closed_by_the_server() {
-    let server = Server::start("[sqlite]\nsynchronous = \"normal\"\n[limits]\nheader_read_timeout_ms = 500\n").await;
+    let server = Server::start(
+        "[sqlite]\nsynchronous = \"normal\"\n[limits]\nheader_read_timeout_ms = 500\n",
+    )
+    .await;
     let addr = server.addr();
     let mut stalled = Vec::new();
     for i in 0..100 {
         let mut stream = TcpStream::connect(addr).await.expect("TCP connect");
         if i % 2 == 0 {
-            stream.write_all(b"GET /v1/ws HTTP/1.1\r\nHost: x\r\n").await.expect("write");
+            stream
+                .write_all(b"GET /v1/ws HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .expect("write");
         }
         stalled.push(stream);
     }
-    within(Duration::from_secs(120), "the server to close stalled handshakes", async {
-        for stream in &mut stalled {
-            let mut byte = [0u8; 1];
-            loop {
-                match stream.read(&mut byte).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => continue,
+    within(
+        Duration::from_secs(120),
+        "the server to close stalled handshakes",
+        async {
+            for stream in &mut stalled {
+                let mut byte = [0u8; 1];
+                loop {
+                    match stream.read(&mut byte).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => continue,
+                    }
                 }
             }
-        }
-    })
+        },
+    )
     .await;
 }

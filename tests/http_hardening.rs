@@ -26,18 +26,30 @@ struct Answer {
 
 impl Answer {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body as JSON, failing the test if it is anything else.
     fn json(&self) -> Value {
-        assert_eq!(self.header("content-type"), Some("application/json"), "{self:?}: {}", String::from_utf8_lossy(&self.body));
-        serde_json::from_slice(&self.body).unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&self.body)))
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "{self:?}: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&self.body)))
     }
 
     /// `(status, error code)` of a JSON refusal.
     fn refusal(&self) -> (u16, String) {
-        (self.status, self.json()["error"].as_str().unwrap_or("").to_owned())
+        (
+            self.status,
+            self.json()["error"].as_str().unwrap_or("").to_owned(),
+        )
     }
 }
 
@@ -58,21 +70,40 @@ async fn read_answer(stream: &mut TcpStream) -> Answer {
 }
 
 fn parse_answer(raw: &[u8]) -> Answer {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(raw)));
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(raw)));
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
-    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).expect("status line");
-    let headers = lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned())).collect();
-    Answer { status, headers, body: raw[split + 4..].to_vec() }
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
 }
 
 /// Sends `request` (a whole HTTP/1.1 request, `Connection: close` added to
 /// its head) and reads the answer.
 async fn send(addr: SocketAddr, head: &str, body: &[u8]) -> Answer {
-    let mut stream = within(STEP, "TCP connect", TcpStream::connect(addr)).await.expect("connect");
+    let mut stream = within(STEP, "TCP connect", TcpStream::connect(addr))
+        .await
+        .expect("connect");
     let head = head.trim_end_matches("\r\n");
     let request = format!("{head}\r\nHost: hubcast\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write head");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write head");
     stream.write_all(body).await.expect("write body");
     read_answer(&mut stream).await
 }
@@ -107,7 +138,10 @@ async fn a_stalled_body_is_answered_408_and_closed() {
         stalled.push(stream);
     }
     let health = get(addr, "/healthz").await;
-    assert_eq!((health.status, health.json()), (200, serde_json::json!({"status": "ok"})));
+    assert_eq!(
+        (health.status, health.json()),
+        (200, serde_json::json!({"status": "ok"}))
+    );
     for stream in &mut stalled {
         let answer = read_answer(stream).await;
         assert_eq!(answer.refusal(), (408, "request_timeout".to_owned()));
@@ -149,7 +183,9 @@ async fn an_oversized_body_written_whole_still_reads_its_413() {
 /// Sends a WebSocket upgrade to `/v1/ws` with `extra_headers` and returns its
 /// status (the socket is dropped after the head).
 async fn upgrade(addr: SocketAddr, extra_headers: &str) -> Answer {
-    let mut stream = within(STEP, "TCP connect", TcpStream::connect(addr)).await.expect("connect");
+    let mut stream = within(STEP, "TCP connect", TcpStream::connect(addr))
+        .await
+        .expect("connect");
     let request = format!(
         "GET /v1/ws HTTP/1.1\r\nHost: hubcast\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra_headers}\r\n"
@@ -173,10 +209,15 @@ async fn read_head(stream: &mut TcpStream) -> Answer {
     })
     .await;
     let mut answer = parse_answer(&raw);
-    let length: usize = answer.header("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+    let length: usize = answer
+        .header("content-length")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
     if answer.body.len() < length {
         let mut rest = vec![0u8; length - answer.body.len()];
-        within(STEP, "an answer's body", stream.read_exact(&mut rest)).await.expect("read body");
+        within(STEP, "an answer's body", stream.read_exact(&mut rest))
+            .await
+            .expect("read body");
         answer.body.extend_from_slice(&rest);
     }
     answer
@@ -191,23 +232,53 @@ async fn every_forwarded_for_line_is_read() {
     let config = format!("{FAST}[auth]\ntrusted_proxies = [\"127.0.0.1\"]\n[rate_limits]\nconnects_per_ip_per_minute = 2\n");
     let server = Server::start(&config).await;
     for forged in 1..=2 {
-        let answer = upgrade(server.addr(), &format!("X-Forwarded-For: 6.6.6.{forged}\r\nX-Forwarded-For: 203.0.113.7\r\n")).await;
+        let answer = upgrade(
+            server.addr(),
+            &format!("X-Forwarded-For: 6.6.6.{forged}\r\nX-Forwarded-For: 203.0.113.7\r\n"),
+        )
+        .await;
         assert_eq!(answer.status, 101, "{answer:?}");
     }
-    let refused = upgrade(server.addr(), "X-Forwarded-For: 6.6.6.3\r\nX-Forwarded-For: 203.0.113.7\r\n").await;
+    let refused = upgrade(
+        server.addr(),
+        "X-Forwarded-For: 6.6.6.3\r\nX-Forwarded-For: 203.0.113.7\r\n",
+    )
+    .await;
     assert_eq!(refused.refusal(), (429, "rate_limited".to_owned()));
     // One header line with a list is the same chain.
-    let refused = upgrade(server.addr(), "X-Forwarded-For: 6.6.6.4, 203.0.113.7:5555\r\n").await;
+    let refused = upgrade(
+        server.addr(),
+        "X-Forwarded-For: 6.6.6.4, 203.0.113.7:5555\r\n",
+    )
+    .await;
     assert_eq!(refused.refusal(), (429, "rate_limited".to_owned()));
-    let other = upgrade(server.addr(), "X-Forwarded-For: 6.6.6.3\r\nX-Forwarded-For: 203.0.113.8\r\n").await;
+    let other = upgrade(
+        server.addr(),
+        "X-Forwarded-For: 6.6.6.3\r\nX-Forwarded-For: 203.0.113.8\r\n",
+    )
+    .await;
     assert_eq!(other.status, 101, "{other:?}");
     // A hop that is not an address is not the proxy: a forged `unknown` must
     // not borrow the proxy's (loopback) quota or protected-mode trust.
     for _ in 0..2 {
-        assert_eq!(upgrade(server.addr(), "X-Forwarded-For: unknown\r\n").await.status, 101);
+        assert_eq!(
+            upgrade(server.addr(), "X-Forwarded-For: unknown\r\n")
+                .await
+                .status,
+            101
+        );
     }
-    assert_eq!(upgrade(server.addr(), "X-Forwarded-For: unknown\r\n").await.refusal(), (429, "rate_limited".to_owned()));
-    assert_eq!(upgrade(server.addr(), "").await.status, 101, "the proxy's own quota is untouched");
+    assert_eq!(
+        upgrade(server.addr(), "X-Forwarded-For: unknown\r\n")
+            .await
+            .refusal(),
+        (429, "rate_limited".to_owned())
+    );
+    assert_eq!(
+        upgrade(server.addr(), "").await.status,
+        101,
+        "the proxy's own quota is untouched"
+    );
 }
 
 /// RFC 7239 `Forwarded` (quoted, with ports and brackets), when configured.
@@ -217,12 +288,24 @@ async fn the_forwarded_header_is_read_when_configured() {
         "{FAST}[auth]\ntrusted_proxies = [\"127.0.0.1\"]\nforwarded_header = \"forwarded\"\n[rate_limits]\nconnects_per_ip_per_minute = 1\n"
     );
     let server = Server::start(&config).await;
-    let first = upgrade(server.addr(), "Forwarded: for=6.6.6.1\r\nForwarded: for=\"[2001:db8:cafe::17]:4711\";proto=http\r\n").await;
+    let first = upgrade(
+        server.addr(),
+        "Forwarded: for=6.6.6.1\r\nForwarded: for=\"[2001:db8:cafe::17]:4711\";proto=http\r\n",
+    )
+    .await;
     assert_eq!(first.status, 101, "{first:?}");
-    let second = upgrade(server.addr(), "Forwarded: for=6.6.6.2, for=\"[2001:db8:cafe::17]\"\r\n").await;
+    let second = upgrade(
+        server.addr(),
+        "Forwarded: for=6.6.6.2, for=\"[2001:db8:cafe::17]\"\r\n",
+    )
+    .await;
     assert_eq!(second.refusal(), (429, "rate_limited".to_owned()));
     // X-Forwarded-For is not believed when Forwarded is the configured header.
-    let other = upgrade(server.addr(), "Forwarded: for=198.51.100.9\r\nX-Forwarded-For: 2001:db8:cafe::17\r\n").await;
+    let other = upgrade(
+        server.addr(),
+        "Forwarded: for=198.51.100.9\r\nX-Forwarded-For: 2001:db8:cafe::17\r\n",
+    )
+    .await;
     assert_eq!(other.status, 101, "{other:?}");
 }
 
@@ -237,18 +320,42 @@ async fn sequence_numbers_past_2_pow_63_are_refused() {
     let server = Server::start(FAST).await;
     let addr = server.addr();
     for n in 1..=3 {
-        assert_eq!(post(addr, "/v1/rooms/r/events", "", &format!("{{\"data\":{n}}}")).await.status, 201);
+        assert_eq!(
+            post(addr, "/v1/rooms/r/events", "", &format!("{{\"data\":{n}}}"))
+                .await
+                .status,
+            201
+        );
     }
     let largest = get(addr, "/v1/rooms/r/events?after=9223372036854775807").await;
     assert_eq!(largest.status, 200);
     assert_eq!(largest.json()["events"], serde_json::json!([]));
-    for after in ["9223372036854775808", "18446744073709551614", "18446744073709551615", "18446744073709551616"] {
+    for after in [
+        "9223372036854775808",
+        "18446744073709551614",
+        "18446744073709551615",
+        "18446744073709551616",
+    ] {
         let answer = get(addr, &format!("/v1/rooms/r/events?after={after}")).await;
-        assert_eq!(answer.refusal(), (400, "invalid_parameter".to_owned()), "after={after}");
+        assert_eq!(
+            answer.refusal(),
+            (400, "invalid_parameter".to_owned()),
+            "after={after}"
+        );
     }
-    let conflict = post(addr, "/v1/rooms/r/events", "", r#"{"data":4,"expected_seq":18446744073709551615}"#).await;
+    let conflict = post(
+        addr,
+        "/v1/rooms/r/events",
+        "",
+        r#"{"data":4,"expected_seq":18446744073709551615}"#,
+    )
+    .await;
     assert_eq!(conflict.refusal(), (400, "invalid_parameter".to_owned()));
-    for query in ["cursor=18446744073709551614", "cursor=9223372036854775808", "rewind=18446744073709551615"] {
+    for query in [
+        "cursor=18446744073709551614",
+        "cursor=9223372036854775808",
+        "rewind=18446744073709551615",
+    ] {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
         let request = format!(
             "GET /v1/rooms/r/ws?{query} HTTP/1.1\r\nHost: hubcast\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -256,7 +363,11 @@ async fn sequence_numbers_past_2_pow_63_are_refused() {
         );
         stream.write_all(request.as_bytes()).await.expect("write");
         let head = read_head(&mut stream).await;
-        assert_eq!(head.refusal(), (400, "invalid_parameter".to_owned()), "{query}");
+        assert_eq!(
+            head.refusal(),
+            (400, "invalid_parameter".to_owned()),
+            "{query}"
+        );
     }
     // Nothing was appended by the refused publish.
     assert_eq!(get(addr, "/v1/rooms/r").await.json()["head"], 3);
@@ -273,10 +384,30 @@ async fn idempotency_keys_outside_visible_ascii_are_refused() {
     let addr = server.addr();
     // (Spaces and tabs around a value are not part of it in HTTP.)
     for key in ["a b", "x y z", "caf\u{e9}"] {
-        let answer = post(addr, "/v1/rooms/r/events", &format!("Idempotency-Key: {key}\r\n"), r#"{"data":1}"#).await;
-        assert_eq!(answer.refusal(), (400, "invalid_parameter".to_owned()), "{key:?}");
+        let answer = post(
+            addr,
+            "/v1/rooms/r/events",
+            &format!("Idempotency-Key: {key}\r\n"),
+            r#"{"data":1}"#,
+        )
+        .await;
+        assert_eq!(
+            answer.refusal(),
+            (400, "invalid_parameter".to_owned()),
+            "{key:?}"
+        );
     }
-    assert_eq!(post(addr, "/v1/rooms/r/events", "Idempotency-Key: a-b_c.d~!\r\n", r#"{"data":1}"#).await.status, 201);
+    assert_eq!(
+        post(
+            addr,
+            "/v1/rooms/r/events",
+            "Idempotency-Key: a-b_c.d~!\r\n",
+            r#"{"data":1}"#
+        )
+        .await
+        .status,
+        201
+    );
     assert_eq!(get(addr, "/v1/rooms/r").await.json()["head"], 1);
 }
 
@@ -288,20 +419,49 @@ async fn every_refusal_is_json_with_its_code() {
     let server = Server::start(FAST).await;
     let addr = server.addr();
     let invalid_room = (400, "invalid_room".to_owned());
-    assert_eq!(get(addr, "/v1/rooms/%ff/events").await.refusal(), invalid_room);
+    assert_eq!(
+        get(addr, "/v1/rooms/%ff/events").await.refusal(),
+        invalid_room
+    );
     assert_eq!(get(addr, "/v1/rooms/%ff").await.refusal(), invalid_room);
-    assert_eq!(post(addr, "/v1/rooms/a%ffb/events", "", r#"{"data":1}"#).await.refusal(), invalid_room);
+    assert_eq!(
+        post(addr, "/v1/rooms/a%ffb/events", "", r#"{"data":1}"#)
+            .await
+            .refusal(),
+        invalid_room
+    );
     assert_eq!(get(addr, "/v1/rooms/%ff/ws").await.refusal(), invalid_room);
-    assert_eq!(get(addr, "/dashboard/%ff").await.refusal(), (404, "not_found".to_owned()));
+    assert_eq!(
+        get(addr, "/dashboard/%ff").await.refusal(),
+        (404, "not_found".to_owned())
+    );
 
     let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
     let handshake = |headers: &str| format!("GET /v1/ws HTTP/1.1\r\n{headers}");
     for (what, head) in [
         ("a plain GET", handshake("")),
-        ("no Upgrade header", handshake(&format!("Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n{key}"))),
-        ("another Upgrade", handshake(&format!("Connection: Upgrade\r\nUpgrade: h2c\r\nSec-WebSocket-Version: 13\r\n{key}"))),
-        ("no Sec-WebSocket-Key", handshake("Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n")),
-        ("version 12", handshake(&format!("Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 12\r\n{key}"))),
+        (
+            "no Upgrade header",
+            handshake(&format!(
+                "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n{key}"
+            )),
+        ),
+        (
+            "another Upgrade",
+            handshake(&format!(
+                "Connection: Upgrade\r\nUpgrade: h2c\r\nSec-WebSocket-Version: 13\r\n{key}"
+            )),
+        ),
+        (
+            "no Sec-WebSocket-Key",
+            handshake("Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"),
+        ),
+        (
+            "version 12",
+            handshake(&format!(
+                "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 12\r\n{key}"
+            )),
+        ),
     ] {
         // `send` adds `Connection: close`, which a handshake without
         // `Connection: Upgrade` lacks; one with it gets both tokens.
@@ -311,10 +471,18 @@ async fn every_refusal_is_json_with_its_code() {
             assert_eq!(answer.header("sec-websocket-version"), Some("13"));
         }
     }
-    let on_a_room = send(addr, "GET /v1/rooms/r/ws HTTP/1.1\r\nSec-WebSocket-Version: 13", b"").await;
+    let on_a_room = send(
+        addr,
+        "GET /v1/rooms/r/ws HTTP/1.1\r\nSec-WebSocket-Version: 13",
+        b"",
+    )
+    .await;
     assert_eq!(on_a_room.refusal(), (400, "bad_request".to_owned()));
     let post_upgrade = send(addr, &format!("POST /v1/ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n{key}Content-Length: 0"), b"").await;
-    assert_eq!(post_upgrade.refusal(), (405, "method_not_allowed".to_owned()));
+    assert_eq!(
+        post_upgrade.refusal(),
+        (405, "method_not_allowed".to_owned())
+    );
 }
 
 /// `limit=0` on history returned one event (the limit was raised to 1);
@@ -324,12 +492,28 @@ async fn history_with_limit_0_is_the_state_without_events() {
     let server = Server::start(FAST).await;
     let addr = server.addr();
     for n in 1..=3 {
-        assert_eq!(post(addr, "/v1/rooms/r/events", "", &format!("{{\"data\":{n}}}")).await.status, 201);
+        assert_eq!(
+            post(addr, "/v1/rooms/r/events", "", &format!("{{\"data\":{n}}}"))
+                .await
+                .status,
+            201
+        );
     }
     let page = get(addr, "/v1/rooms/r/events?limit=0").await.json();
-    assert_eq!((&page["head"], &page["earliest"], &page["events"]), (&3.into(), &1.into(), &serde_json::json!([])));
+    assert_eq!(
+        (&page["head"], &page["earliest"], &page["events"]),
+        (&3.into(), &1.into(), &serde_json::json!([]))
+    );
     assert!(page["epoch"].is_string(), "{page}");
     let page = get(addr, "/v1/rooms/r/events?after=1&limit=1").await.json();
-    assert_eq!(page["events"].as_array().map(|e| e.iter().map(|e| e["seq"].clone()).collect::<Vec<_>>()), Some(vec![2.into()]));
-    assert_eq!(get(addr, "/v1/rooms?limit=0").await.json()["rooms"], serde_json::json!([]));
+    assert_eq!(
+        page["events"]
+            .as_array()
+            .map(|e| e.iter().map(|e| e["seq"].clone()).collect::<Vec<_>>()),
+        Some(vec![2.into()])
+    );
+    assert_eq!(
+        get(addr, "/v1/rooms?limit=0").await.json()["rooms"],
+        serde_json::json!([])
+    );
 }

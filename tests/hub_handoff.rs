@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use hubcast_server::Config;
-use hubcast_server::testing::Node;
-use hubcast_server::RoomName;
-use hubcast_server::testing::join;
-use hubcast_server::testing::{Outbound, SessionControl};
 use hubcast_server::store::AppendRequest;
+use hubcast_server::testing::join;
+use hubcast_server::testing::Node;
+use hubcast_server::testing::{Outbound, SessionControl};
+use hubcast_server::Config;
+use hubcast_server::RoomName;
 use proptest::prelude::*;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
@@ -65,7 +65,13 @@ impl World {
         self.next_session += 1;
         let session_id = self.next_session;
         let sub = &mut self.subscribers[index];
-        let after = sub.seen.lock().unwrap().last().copied().unwrap_or(sub.start);
+        let after = sub
+            .seen
+            .lock()
+            .unwrap()
+            .last()
+            .copied()
+            .unwrap_or(sub.start);
         let control = Arc::new(SessionControl::default());
         let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(64);
         let out = Outbound::new(session_id, tx, control.clone());
@@ -118,7 +124,16 @@ impl World {
             let room = self.room.clone();
             let data = RawValue::from_string(format!("{{\"n\":{}}}", self.published)).unwrap();
             self.publishers.push(tokio::spawn(async move {
-                store.append(AppendRequest { room, data, idem_key: None, expected_seq: None, origin: None }).await.unwrap();
+                store
+                    .append(AppendRequest {
+                        room,
+                        data,
+                        idem_key: None,
+                        expected_seq: None,
+                        origin: None,
+                    })
+                    .await
+                    .unwrap();
             }));
         }
     }
@@ -134,15 +149,33 @@ async fn run(ops: Vec<Op>) {
     config.hub.reconcile_ms = 50;
     let node = Node::start(config, CancellationToken::new()).await.unwrap();
     let room = RoomName::parse("prop").unwrap();
-    let mut world = World { node, room, next_session: 0, subscribers: Vec::new(), publishers: Vec::new(), published: 0 };
+    let mut world = World {
+        node,
+        room,
+        next_session: 0,
+        subscribers: Vec::new(),
+        publishers: Vec::new(),
+        published: 0,
+    };
 
     for op in ops {
         match op {
             Op::Publish(count) => world.publish(count),
             Op::Subscribe { behind, slow } => {
-                let head = world.node.store.subscribe_state(&world.room).await.unwrap().head;
+                let head = world
+                    .node
+                    .store
+                    .subscribe_state(&world.room)
+                    .await
+                    .unwrap()
+                    .head;
                 let start = head.saturating_sub(behind as u64);
-                world.subscribers.push(Subscriber { seen: Default::default(), start, slow, connection: None });
+                world.subscribers.push(Subscriber {
+                    seen: Default::default(),
+                    start,
+                    slow,
+                    connection: None,
+                });
                 let index = world.subscribers.len() - 1;
                 world.connect(index).await;
             }
@@ -174,7 +207,15 @@ async fn run(ops: Vec<Op>) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let sub = &world.subscribers[index];
-            if sub.seen.lock().unwrap().last().copied().unwrap_or(sub.start) >= head {
+            if sub
+                .seen
+                .lock()
+                .unwrap()
+                .last()
+                .copied()
+                .unwrap_or(sub.start)
+                >= head
+            {
                 break;
             }
             let seen = sub.seen.lock().unwrap().clone();
@@ -185,7 +226,10 @@ async fn run(ops: Vec<Op>) {
                 seen.last()
             );
             // A client cut as a slow consumer (4009) resumes from its cursor.
-            let cut = sub.connection.as_ref().and_then(|(control, _, _)| control.close_reason());
+            let cut = sub
+                .connection
+                .as_ref()
+                .and_then(|(control, _, _)| control.close_reason());
             if let Some((code, _)) = cut {
                 assert_eq!(code, 4009, "only slow-consumer cuts are expected");
                 world.disconnect(index).await;
@@ -196,7 +240,11 @@ async fn run(ops: Vec<Op>) {
         let sub = &world.subscribers[index];
         let seen = sub.seen.lock().unwrap().clone();
         let expected: Vec<u64> = (sub.start + 1..=head).collect();
-        assert_eq!(seen, expected, "subscriber {index} (start {}, slow {})", sub.start, sub.slow);
+        assert_eq!(
+            seen, expected,
+            "subscriber {index} (start {}, slow {})",
+            sub.start, sub.slow
+        );
     }
     for index in 0..world.subscribers.len() {
         world.disconnect(index).await;

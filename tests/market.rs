@@ -36,10 +36,19 @@ async fn concurrent_buyers_with_one_quote_commit_exactly_within_tolerance() {
     let head = subscribed["head"].as_u64().expect("head");
 
     // 50 buyers, all quoted the opening price, with a 4.5-point tolerance.
-    let order = BuyOrder { outcome: 0, shares: 5.0, expected_price: 0.5, max_slippage: 0.045, expected_version: None };
+    let order = BuyOrder {
+        outcome: 0,
+        shares: 5.0,
+        expected_price: 0.5,
+        max_slippage: 0.045,
+        expected_version: None,
+    };
     // What a serial market does with the same 50 orders: the first k fill,
     // then the price is out of tolerance for everyone else.
-    let mut simulated = seeds().into_iter().find(|m| m.id == MARKET).expect("seed market");
+    let mut simulated = seeds()
+        .into_iter()
+        .find(|m| m.id == MARKET)
+        .expect("seed market");
     let mut expected_fills = 0;
     for _ in 0..50 {
         if let Ok(trade) = decide(&simulated, &order) {
@@ -47,14 +56,20 @@ async fn concurrent_buyers_with_one_quote_commit_exactly_within_tolerance() {
             expected_fills += 1;
         }
     }
-    assert!(expected_fills > 1 && expected_fills < 50, "the test needs some fills and some refusals: {expected_fills}");
+    assert!(
+        expected_fills > 1 && expected_fills < 50,
+        "the test needs some fills and some refusals: {expected_fills}"
+    );
 
     let body = serde_json::to_value(&order).unwrap();
     let buys: Vec<_> = (0..50)
         .map(|_| {
             let api = api.clone();
             let body = body.clone();
-            tokio::spawn(async move { api.post_json(&format!("/demo/api/markets/{MARKET}/buy"), &body).await })
+            tokio::spawn(async move {
+                api.post_json(&format!("/demo/api/markets/{MARKET}/buy"), &body)
+                    .await
+            })
         })
         .collect();
     let mut fills = Vec::new();
@@ -71,23 +86,42 @@ async fn concurrent_buyers_with_one_quote_commit_exactly_within_tolerance() {
     assert_eq!(refusals.len(), 50 - expected_fills);
     for fill in &fills {
         let before = fill["trade"]["price_before"].as_f64().unwrap();
-        assert!((before - 0.5).abs() <= 0.045, "a fill outside the tolerance: {fill}");
+        assert!(
+            (before - 0.5).abs() <= 0.045,
+            "a fill outside the tolerance: {fill}"
+        );
     }
     for refusal in &refusals {
         assert_eq!(refusal["error"], "stale_quote", "{refusal}");
         assert_eq!(refusal["refusal"]["reason"], "price_moved", "{refusal}");
         let current = refusal["current_price"].as_f64().unwrap();
-        assert!((current - 0.5).abs() > 0.045, "refused although within tolerance: {refusal}");
+        assert!(
+            (current - 0.5).abs() > 0.045,
+            "refused although within tolerance: {refusal}"
+        );
     }
-    let versions: BTreeSet<u64> = fills.iter().map(|f| f["trade"]["version"].as_u64().unwrap()).collect();
-    assert_eq!(versions, (1..=expected_fills as u64).collect(), "one version per fill");
+    let versions: BTreeSet<u64> = fills
+        .iter()
+        .map(|f| f["trade"]["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        versions,
+        (1..=expected_fills as u64).collect(),
+        "one version per fill"
+    );
     let fill_seqs: BTreeSet<u64> = fills.iter().map(|f| f["seq"].as_u64().unwrap()).collect();
-    assert_eq!(fill_seqs, (head + 1..=head + expected_fills as u64).collect(), "fills took the next seqs");
+    assert_eq!(
+        fill_seqs,
+        (head + 1..=head + expected_fills as u64).collect(),
+        "fills took the next seqs"
+    );
 
     // A marker trade (any price) after the race: once the subscriber has it,
     // it has had every earlier event.
     let marker = json!({"outcome": 1, "shares": 1.0, "expected_price": 0.5, "max_slippage": 1.0});
-    let (status, marker) = api.post_json(&format!("/demo/api/markets/{MARKET}/buy"), &marker).await;
+    let (status, marker) = api
+        .post_json(&format!("/demo/api/markets/{MARKET}/buy"), &marker)
+        .await;
     assert_eq!(status, 200, "{marker}");
     let marker_seq = marker["seq"].as_u64().unwrap();
     let mut seen = Vec::new();
@@ -109,16 +143,27 @@ async fn concurrent_buyers_with_one_quote_commit_exactly_within_tolerance() {
     })
     .await;
     let seen_seqs: Vec<u64> = seen.iter().map(|(seq, _)| *seq).collect();
-    assert_eq!(seen_seqs, (head + 1..=marker_seq).collect::<Vec<_>>(), "each trade once, gapless, in order");
+    assert_eq!(
+        seen_seqs,
+        (head + 1..=marker_seq).collect::<Vec<_>>(),
+        "each trade once, gapless, in order"
+    );
     for fill in &fills {
         let seq = fill["seq"].as_u64().unwrap();
-        let (_, data) = seen.iter().find(|(s, _)| *s == seq).expect("every fill was broadcast");
+        let (_, data) = seen
+            .iter()
+            .find(|(s, _)| *s == seq)
+            .expect("every fill was broadcast");
         assert_eq!(data, &fill["trade"], "the broadcast is the committed trade");
     }
 
     // The market is the sum of its committed trades.
     let end = market(&api).await;
-    let all: Vec<&Value> = fills.iter().chain(std::iter::once(&marker)).map(|f| &f["trade"]).collect();
+    let all: Vec<&Value> = fills
+        .iter()
+        .chain(std::iter::once(&marker))
+        .map(|f| &f["trade"])
+        .collect();
     let mut shares = [0.0f64; 2];
     let mut volume = 0.0;
     for trade in &all {
@@ -127,8 +172,15 @@ async fn concurrent_buyers_with_one_quote_commit_exactly_within_tolerance() {
     }
     assert_eq!(end["version"].as_u64(), Some(all.len() as u64), "{end}");
     assert_eq!(end["shares"], json!(shares), "{end}");
-    assert!((end["volume"].as_f64().unwrap() - volume).abs() < 1e-9, "{end} vs {volume}");
-    assert_eq!(end["shares"][0].as_f64(), Some(simulated.shares[0]), "the same as the serial market");
+    assert!(
+        (end["volume"].as_f64().unwrap() - volume).abs() < 1e-9,
+        "{end} vs {volume}"
+    );
+    assert_eq!(
+        end["shares"][0].as_f64(),
+        Some(simulated.shares[0]),
+        "the same as the serial market"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,7 +195,14 @@ async fn stale_versions_and_bad_orders_are_refused_and_state_survives_a_restart(
     let (status, stale) =
         api.post_json(&path, &json!({"outcome": 0, "shares": 2.0, "expected_price": 0.5, "max_slippage": 0.1, "expected_version": 0})).await;
     assert_eq!(status, 409, "{stale}");
-    assert_eq!((stale["refusal"]["reason"].as_str(), stale["current_version"].as_u64()), (Some("stale_version"), Some(1)), "{stale}");
+    assert_eq!(
+        (
+            stale["refusal"]["reason"].as_str(),
+            stale["current_version"].as_u64()
+        ),
+        (Some("stale_version"), Some(1)),
+        "{stale}"
+    );
 
     for bad in [
         json!({"outcome": 7, "shares": 1.0, "expected_price": 0.5, "max_slippage": 0.1}),
@@ -153,16 +212,34 @@ async fn stale_versions_and_bad_orders_are_refused_and_state_survives_a_restart(
         let (status, answer) = api.post_json(&path, &bad).await;
         assert_eq!(status, 400, "{bad} → {answer}");
     }
-    let (status, _) = api.post_json("/demo/api/markets/nope/buy", &json!({"outcome": 0, "shares": 1.0, "expected_price": 0.5, "max_slippage": 0.1})).await;
+    let (status, _) = api
+        .post_json(
+            "/demo/api/markets/nope/buy",
+            &json!({"outcome": 0, "shares": 1.0, "expected_price": 0.5, "max_slippage": 0.1}),
+        )
+        .await;
     assert_eq!(status, 404);
 
     let before = market(&api).await;
     server.restart().await;
     let api = server.api();
-    assert_eq!(market(&api).await, before, "the market survives a restart unchanged");
+    assert_eq!(
+        market(&api).await,
+        before,
+        "the market survives a restart unchanged"
+    );
     let history = api.history(ROOM, 0, 100).await;
-    let types: Vec<&str> = history["events"].as_array().unwrap().iter().map(|e| e["data"]["type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["reset", "trade"], "seeded once, one trade: {history}");
+    let types: Vec<&str> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["data"]["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["reset", "trade"],
+        "seeded once, one trade: {history}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,5 +268,9 @@ async fn simulated_traders_buy_through_the_same_path() {
         .map(|e| e["data"]["version"].as_u64().unwrap())
         .collect();
     assert!(trades.len() as u64 >= version, "{history}");
-    assert_eq!(trades, (1..=trades.len() as u64).collect::<Vec<_>>(), "one event per version, in order");
+    assert_eq!(
+        trades,
+        (1..=trades.len() as u64).collect::<Vec<_>>(),
+        "one event per version, in order"
+    );
 }

@@ -20,7 +20,12 @@ fn scrape(text: &str) -> HashMap<String, f64> {
 }
 
 async fn metrics(server: &Server) -> HashMap<String, f64> {
-    let text = reqwest::get(format!("{}/metrics", server.base())).await.unwrap().text().await.unwrap();
+    let text = reqwest::get(format!("{}/metrics", server.base()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     scrape(&text)
 }
 
@@ -46,11 +51,20 @@ async fn counters_move_by_the_workload() {
         ws.events_until("metrics:a", 0, 10).await;
     }
     // One conflict, one duplicate.
-    let (status, _) = server.api().post("metrics:a", &json!({"data": 1, "expected_seq": 0}), None).await;
+    let (status, _) = server
+        .api()
+        .post("metrics:a", &json!({"data": 1, "expected_seq": 0}), None)
+        .await;
     assert_eq!(status, 409);
-    let (status, _) = server.api().post("metrics:a", &json!({"data": 1}), Some("dup-key")).await;
+    let (status, _) = server
+        .api()
+        .post("metrics:a", &json!({"data": 1}), Some("dup-key"))
+        .await;
     assert_eq!(status, 201);
-    let (status, _) = server.api().post("metrics:a", &json!({"data": 1}), Some("dup-key")).await;
+    let (status, _) = server
+        .api()
+        .post("metrics:a", &json!({"data": 1}), Some("dup-key"))
+        .await;
     assert_eq!(status, 200);
     for ws in &mut subscribers {
         ws.events_until("metrics:a", 10, 11).await;
@@ -83,7 +97,10 @@ async fn counters_move_by_the_workload() {
     assert_eq!(delta("hubcast_delivery_latency_seconds_count"), 11.0);
     assert_eq!(delta("hubcast_broadcast_duration_seconds_count"), 11.0);
     assert!(delta("hubcast_store_append_seconds_count") >= 1.0);
-    assert!(delta("hubcast_sent_bytes_total") > 33.0 * 40.0, "event frames are at least 40 bytes");
+    assert!(
+        delta("hubcast_sent_bytes_total") > 33.0 * 40.0,
+        "event frames are at least 40 bytes"
+    );
 
     // A late subscriber resuming from cursor 0 (served from the hub's tail).
     let (mut late, _) = Ws::room(&server, "metrics:a", "?cursor=0").await;
@@ -96,14 +113,18 @@ async fn counters_move_by_the_workload() {
     // A scrape reads the counters and the gauge one after another, so a close
     // can land between them: wait for both to settle, then check nothing more came.
     let closes = |m: &HashMap<String, f64>| -> f64 {
-        m.iter().filter(|(k, _)| k.starts_with("hubcast_connections_closed_total")).map(|(_, v)| *v).sum()
+        m.iter()
+            .filter(|(k, _)| k.starts_with("hubcast_connections_closed_total"))
+            .map(|(_, v)| *v)
+            .sum()
     };
     let before_closes = closes(&before);
     let closed = eventually("sessions to close", || {
         let server = &server;
         async move {
             let m = metrics(server).await;
-            (value(&m, "hubcast_connections") == 0.0 && closes(&m) - before_closes >= 5.0).then_some(m)
+            (value(&m, "hubcast_connections") == 0.0 && closes(&m) - before_closes >= 5.0)
+                .then_some(m)
         }
     })
     .await;
@@ -125,7 +146,8 @@ async fn stats_and_rooms_report_the_node() {
             let (status, stats) = server.api().get("/v1/stats").await;
             assert_eq!(status, 200);
             let sampled = !stats["history"].as_array()?.is_empty();
-            (stats["totals"]["published"] == 5 && stats["totals"]["delivered"] == 5 && sampled).then_some(stats)
+            (stats["totals"]["published"] == 5 && stats["totals"]["delivered"] == 5 && sampled)
+                .then_some(stats)
         }
     })
     .await;
@@ -133,10 +155,20 @@ async fn stats_and_rooms_report_the_node() {
     assert_eq!(stats["connections"], 1);
     assert_eq!(stats["rooms"], 1);
     // The store kind follows the test backend (HUBCAST_TEST_BACKEND).
-    assert_eq!(stats["store"], if server.is_cluster() { "postgres" } else { "sqlite" });
+    assert_eq!(
+        stats["store"],
+        if server.is_cluster() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    );
     let (status, rooms) = server.api().get("/v1/rooms").await;
     assert_eq!(status, 200);
-    assert_eq!(rooms["rooms"], json!([{"room": "stats:b", "subscribers": 1, "head": 5}]));
+    assert_eq!(
+        rooms["rooms"],
+        json!([{"room": "stats:b", "subscribers": 1, "head": 5}])
+    );
     assert_eq!(rooms["total"], 1);
     ws.close().await;
 }

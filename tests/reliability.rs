@@ -35,18 +35,35 @@ async fn a_failing_hub_tells_its_subscribers_to_resume_and_the_room_recovers() {
 
     server.publish(room, json!({"fault": HUB_PANIC})).await;
     for client in [&mut a, &mut b] {
-        assert_eq!(client.expect_close().await, 1012, "a dead hub must not keep silent subscribers");
+        assert_eq!(
+            client.expect_close().await,
+            1012,
+            "a dead hub must not keep silent subscribers"
+        );
     }
-    eventually("the hub failure to be counted", || async { (api.metric("hubcast_hub_panics_total").await >= 1.0).then_some(()) }).await;
+    eventually("the hub failure to be counted", || async {
+        (api.metric("hubcast_hub_panics_total").await >= 1.0).then_some(())
+    })
+    .await;
 
     // Resuming from the cursor gets the event that tripped the hub (by replay)
     // and then live events from a fresh hub.
     let (mut resumed, _) = Ws::room(&server, room, "?cursor=1").await;
     server.publish(room, json!({"n": 3})).await;
     let events = resumed.events_until(room, 1, 3).await;
-    assert_eq!(events.iter().map(|e| e["seq"].as_u64().unwrap()).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [2, 3]
+    );
     assert_eq!(events[1]["data"], json!({"n": 3}));
-    assert_eq!(api.get("/healthz").await.0, 200, "a hub failure is contained: the node is alive");
+    assert_eq!(
+        api.get("/healthz").await.0,
+        200,
+        "a hub failure is contained: the node is alive"
+    );
 }
 
 /// The SQLite writer thread dying fails liveness, so a supervisor restarts
@@ -60,15 +77,25 @@ async fn a_dead_sqlite_writer_fails_healthz() {
     let api = server.api();
     assert_eq!(api.get("/healthz").await.0, 200);
     server.publish("writer-fault", json!({"n": 1})).await;
-    let (status, body) = api.post("writer-fault", &json!({"data": {"fault": WRITER_PANIC}}), None).await;
+    let (status, body) = api
+        .post(
+            "writer-fault",
+            &json!({"data": {"fault": WRITER_PANIC}}),
+            None,
+        )
+        .await;
     assert_eq!(status, 503, "{body}");
     // The caller is answered as the thread unwinds; the flag follows at once.
-    eventually("/healthz to fail: a node that can never write again is not alive", || async {
-        (api.get("/healthz").await.0 == 503).then_some(())
-    })
+    eventually(
+        "/healthz to fail: a node that can never write again is not alive",
+        || async { (api.get("/healthz").await.0 == 503).then_some(()) },
+    )
     .await;
     assert_eq!(api.get("/readyz").await.0, 503);
-    assert!(server.log().contains("writer thread failed"), "the failure is logged");
+    assert!(
+        server.log().contains("writer thread failed"),
+        "the failure is logged"
+    );
 }
 
 /// A stalled writer (here: another process holds the database's write lock)
@@ -97,12 +124,19 @@ async fn a_full_write_queue_answers_503_and_loses_nothing_it_accepted() {
                     .await
                     .expect("publish");
                 let retry_after = response.headers().get("retry-after").is_some();
-                (response.status().as_u16(), retry_after, response.json::<serde_json::Value>().await.unwrap())
+                (
+                    response.status().as_u16(),
+                    retry_after,
+                    response.json::<serde_json::Value>().await.unwrap(),
+                )
             })
         })
         .collect();
     // Once writes are being refused, let the writer go on.
-    eventually("writes to be refused", || async { (api.metric("hubcast_store_writes_refused_total").await > 0.0).then_some(()) }).await;
+    eventually("writes to be refused", || async {
+        (api.metric("hubcast_store_writes_refused_total").await > 0.0).then_some(())
+    })
+    .await;
     lock.release();
     let mut accepted = Vec::new();
     let mut refused = 0;
@@ -118,7 +152,10 @@ async fn a_full_write_queue_answers_503_and_loses_nothing_it_accepted() {
             other => panic!("unexpected {other}: {body}"),
         }
     }
-    assert!(refused > 0, "a queue of 4 cannot take 40 writes while the writer is stalled");
+    assert!(
+        refused > 0,
+        "a queue of 4 cannot take 40 writes while the writer is stalled"
+    );
     assert!(api.metric("hubcast_store_writes_refused_total").await >= refused as f64);
     // Everything acknowledged is there, gapless after seq 1.
     accepted.sort_unstable();
@@ -148,9 +185,16 @@ async fn a_corrupt_row_is_a_permanent_error_not_a_transient_one() {
     assert!(status.success());
     server.restart().await;
     let (status, body) = server.api().get("/v1/rooms/corrupt/events?after=0").await;
-    assert_eq!((status, body["error"].as_str()), (500, Some("internal")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (500, Some("internal")),
+        "{body}"
+    );
     // Reads that do not touch the bad row still work.
-    let (status, body) = server.api().get("/v1/rooms/corrupt/events?after=0&limit=1").await;
+    let (status, body) = server
+        .api()
+        .get("/v1/rooms/corrupt/events?after=0&limit=1")
+        .await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -162,18 +206,25 @@ async fn malformed_frames_close_with_1002_and_invalid_text_with_1007() {
     let server = Server::start(FAST).await;
     for (first_byte, payload, expected) in [
         (0xC1u8, br#"{"type":"ping"}"#.as_slice(), 1002u16), // RSV1 set without an extension
-        (0x83, b"x".as_slice(), 1002),                         // a reserved opcode
-        (0x81, &[0x7b, 0xff, 0xfe, 0x7d][..], 1007),           // invalid UTF-8 in a text frame
+        (0x83, b"x".as_slice(), 1002),                       // a reserved opcode
+        (0x81, &[0x7b, 0xff, 0xfe, 0x7d][..], 1007),         // invalid UTF-8 in a text frame
     ] {
         let mut raw = RawWs::connect(server.addr(), "/v1/ws").await;
         assert_eq!(raw.next_json().await["type"], "welcome");
         raw.send_raw(first_byte, payload).await;
         let (frames, _) = within(STEP, "the close", raw.drain_to_end()).await;
         let code = frames.iter().find_map(|f| f.close_code());
-        assert_eq!(code, Some(expected), "first byte {first_byte:#x}: {frames:?}");
+        assert_eq!(
+            code,
+            Some(expected),
+            "first byte {first_byte:#x}: {frames:?}"
+        );
     }
     // The node is fine.
-    eventually("healthz", || async { (server.api().get("/healthz").await.0 == 200).then_some(()) }).await;
+    eventually("healthz", || async {
+        (server.api().get("/healthz").await.0 == 200).then_some(())
+    })
+    .await;
 }
 
 /// Writes that keep failing (here: another process holds the write lock past
@@ -190,11 +241,21 @@ async fn failing_writes_make_the_node_not_ready_until_one_commits() {
     server.publish("ready", json!({"n": 1})).await;
     let lock = DatabaseLock::hold(&server.sqlite_path());
     // Past the writer's 5 s busy timeout the batch fails.
-    let (status, body) = within(support::PHASE, "a publish against a locked database", api.post("ready", &json!({"data": {"n": 2}}), None)).await;
+    let (status, body) = within(
+        support::PHASE,
+        "a publish against a locked database",
+        api.post("ready", &json!({"data": {"n": 2}}), None),
+    )
+    .await;
     assert_eq!(status, 503, "{body}");
     let (status, body) = api.get("/readyz").await;
     assert_eq!(status, 503, "failing writes: not ready: {body}");
-    assert!(body["store"].as_str().is_some_and(|s| s.contains("writes are failing")), "{body}");
+    assert!(
+        body["store"]
+            .as_str()
+            .is_some_and(|s| s.contains("writes are failing")),
+        "{body}"
+    );
     // Released: the next write commits and the node is ready again.
     lock.release();
     eventually("a publish after the lock is released", || {
@@ -216,8 +277,10 @@ async fn a_subscribe_undone_at_once_is_still_answered() {
     }
     let mut ws = Ws::connect(&server.ws_url("/v1/ws")).await;
     for round in 0..10 {
-        ws.send_json(json!({"type": "subscribe", "room": "undo", "cursor": 0})).await;
-        ws.send_json(json!({"type": "unsubscribe", "room": "undo"})).await;
+        ws.send_json(json!({"type": "subscribe", "room": "undo", "cursor": 0}))
+            .await;
+        ws.send_json(json!({"type": "unsubscribe", "room": "undo"}))
+            .await;
         let mut kinds = Vec::new();
         loop {
             let frame = ws.next_json().await;
@@ -256,7 +319,11 @@ impl DatabaseLock {
             .spawn()
             .expect("python3");
         let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().expect("stdout")), &mut line).expect("read");
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().expect("stdout")),
+            &mut line,
+        )
+        .expect("read");
         assert_eq!(line.trim(), "locked");
         DatabaseLock(child)
     }
@@ -289,7 +356,13 @@ async fn a_replay_leaves_room_for_the_live_rooms_of_the_same_session() {
     const LIVE: u64 = 60;
     let server = Server::start(FAST).await;
     let api = server.api();
-    api.publish_many("backlog", BACKLOG as usize, 8, |i| json!({"i": i, "pad": "x".repeat(2000)})).await;
+    api.publish_many(
+        "backlog",
+        BACKLOG as usize,
+        8,
+        |i| json!({"i": i, "pad": "x".repeat(2000)}),
+    )
+    .await;
     let mut ws = Ws::connect(&server.ws_url("/v1/ws")).await;
     ws.subscribe("live", json!({})).await;
     ws.until_caught_up("live", 0).await;
@@ -302,18 +375,30 @@ async fn a_replay_leaves_room_for_the_live_rooms_of_the_same_session() {
             }
         })
     };
-    ws.send_json(json!({"type": "subscribe", "room": "backlog", "cursor": 0})).await;
+    ws.send_json(json!({"type": "subscribe", "room": "backlog", "cursor": 0}))
+        .await;
     let (mut backlog, mut live) = (0u64, 0u64);
     while backlog < BACKLOG || live < LIVE {
         let frame = ws.next_json().await; // a 4009 close fails here
         if frame["type"] == "event" {
-            let (room, seq) = (frame["room"].as_str().unwrap_or(""), frame["seq"].as_u64().unwrap_or(0));
-            let last = if room == "backlog" { &mut backlog } else { &mut live };
+            let (room, seq) = (
+                frame["room"].as_str().unwrap_or(""),
+                frame["seq"].as_u64().unwrap_or(0),
+            );
+            let last = if room == "backlog" {
+                &mut backlog
+            } else {
+                &mut live
+            };
             assert_eq!(seq, *last + 1, "{room}: in order, nothing missing");
             *last = seq;
             tokio::time::sleep(std::time::Duration::from_micros(500)).await; // a client slower than the server
         }
     }
     publisher.await.unwrap();
-    assert_eq!(api.metric("hubcast_connections_closed_total{reason=\"slow_consumer\"}").await, 0.0);
+    assert_eq!(
+        api.metric("hubcast_connections_closed_total{reason=\"slow_consumer\"}")
+            .await,
+        0.0
+    );
 }

@@ -13,8 +13,15 @@ use support::{eventually, range, seqs, within, Server, Ws, FAST, PHASE};
 fn assert_same_data(frames: &[Value], history: &[Value]) {
     for frame in frames {
         let seq = frame["seq"].as_u64().unwrap();
-        let stored = history.iter().find(|e| e["seq"] == seq).unwrap_or_else(|| panic!("seq {seq} not in history"));
-        assert_eq!((&frame["data"], &frame["ts"]), (&stored["data"], &stored["ts"]), "seq {seq}");
+        let stored = history
+            .iter()
+            .find(|e| e["seq"] == seq)
+            .unwrap_or_else(|| panic!("seq {seq} not in history"));
+        assert_eq!(
+            (&frame["data"], &frame["ts"]),
+            (&stored["data"], &stored["ts"]),
+            "seq {seq}"
+        );
     }
 }
 
@@ -28,7 +35,10 @@ async fn replay_from_a_cursor_while_publishes_keep_arriving() {
 
     let more = {
         let api = api.clone();
-        tokio::spawn(async move { api.publish_many(room, 250, 4, |i| json!({"i": 50 + i})).await })
+        tokio::spawn(async move {
+            api.publish_many(room, 250, 4, |i| json!({"i": 50 + i}))
+                .await
+        })
     };
     let (mut ws, subscribed) = Ws::room(&server, room, &format!("?cursor=20&epoch={epoch}")).await;
     assert_eq!(subscribed["epoch"], epoch.as_str());
@@ -60,7 +70,10 @@ async fn replay_longer_than_the_hub_tail_comes_from_the_store() {
 
     let more = {
         let api = api.clone();
-        tokio::spawn(async move { api.publish_many(room, 300, 3, |i| json!({"i": 3000 + i})).await })
+        tokio::spawn(async move {
+            api.publish_many(room, 300, 3, |i| json!({"i": 3000 + i}))
+                .await
+        })
     };
     // 3000 behind: far outside the tail, served from the store page by page.
     let (mut deep, _) = Ws::room(&server, room, &format!("?cursor=0&epoch={epoch}")).await;
@@ -69,7 +82,9 @@ async fn replay_longer_than_the_hub_tail_comes_from_the_store() {
     let shallow_events = shallow.events_until(room, 2900, 3300).await;
     let deep_events = deep.events_until(room, 0, 3300).await;
     within(PHASE, "the publishers", more).await.unwrap();
-    let live_events = within(PHASE, "the live subscriber", live_reader).await.unwrap();
+    let live_events = within(PHASE, "the live subscriber", live_reader)
+        .await
+        .unwrap();
 
     assert_eq!(seqs(&deep_events), range(1, 3300));
     assert_eq!(seqs(&shallow_events), range(2901, 3300));
@@ -112,7 +127,10 @@ async fn a_cursor_at_the_head_or_without_a_cursor_gets_only_live_events() {
 
     let (mut at_head, _) = Ws::room(&server, room, &format!("?cursor=5&epoch={epoch}")).await;
     let (mut no_cursor, subscribed) = Ws::room(&server, room, "").await;
-    assert_eq!((subscribed["head"].as_u64(), subscribed["epoch"].as_str()), (Some(5), Some(epoch.as_str())));
+    assert_eq!(
+        (subscribed["head"].as_u64(), subscribed["epoch"].as_str()),
+        (Some(5), Some(epoch.as_str()))
+    );
     for ws in [&mut at_head, &mut no_cursor] {
         let (events, last) = ws.until_caught_up(room, 5).await;
         assert_eq!((events.len(), last), (0, 5));
@@ -140,7 +158,11 @@ async fn a_pruned_cursor_gets_a_reset_then_the_live_stream() {
         }
     })
     .await;
-    assert_eq!((stats["head"].as_u64(), stats["retained"].as_u64()), (Some(30), Some(10)), "{stats}");
+    assert_eq!(
+        (stats["head"].as_u64(), stats["retained"].as_u64()),
+        (Some(30), Some(10)),
+        "{stats}"
+    );
     let history = api.history(room, 0, 100).await;
     assert_eq!(history["earliest"], 21);
     assert_eq!(seqs(history["events"].as_array().unwrap()), range(21, 30));
@@ -151,10 +173,19 @@ async fn a_pruned_cursor_gets_a_reset_then_the_live_stream() {
     assert_eq!(seqs(&events), range(21, 30));
 
     // A cursor behind retention gets `reset` and continues live from the head.
-    let (mut behind, subscribed) = Ws::room(&server, room, &format!("?cursor=5&epoch={epoch}")).await;
+    let (mut behind, subscribed) =
+        Ws::room(&server, room, &format!("?cursor=5&epoch={epoch}")).await;
     assert_eq!(subscribed["head"], 30);
     let reset = behind.expect_type("reset").await;
-    assert_eq!((reset["room"].as_str(), reset["epoch"].as_str(), reset["earliest"].as_u64()), (Some(room), Some(epoch.as_str()), Some(21)), "{reset}");
+    assert_eq!(
+        (
+            reset["room"].as_str(),
+            reset["epoch"].as_str(),
+            reset["earliest"].as_u64()
+        ),
+        (Some(room), Some(epoch.as_str()), Some(21)),
+        "{reset}"
+    );
     let (events, last) = behind.until_caught_up(room, 30).await;
     assert_eq!((events.len(), last), (0, 30));
 
@@ -174,15 +205,24 @@ async fn a_cursor_from_another_epoch_gets_a_reset() {
     let epoch = receipts[0].epoch.clone();
 
     let (mut ws, subscribed) = Ws::room(&server, room, "?cursor=3&epoch=0123456789abcdef").await;
-    assert_eq!((subscribed["epoch"].as_str(), subscribed["head"].as_u64()), (Some(epoch.as_str()), Some(8)));
+    assert_eq!(
+        (subscribed["epoch"].as_str(), subscribed["head"].as_u64()),
+        (Some(epoch.as_str()), Some(8))
+    );
     let reset = ws.expect_type("reset").await;
-    assert_eq!((reset["epoch"].as_str(), reset["earliest"].as_u64()), (Some(epoch.as_str()), Some(1)), "{reset}");
+    assert_eq!(
+        (reset["epoch"].as_str(), reset["earliest"].as_u64()),
+        (Some(epoch.as_str()), Some(1)),
+        "{reset}"
+    );
     let (events, _) = ws.until_caught_up(room, 8).await;
     assert!(events.is_empty());
 
     // Over the multiplexed socket too; a cursor past the head is also refused.
     let mut multi = Ws::connect(&server.ws_url("/v1/ws")).await;
-    multi.subscribe(room, json!({"cursor": 3, "epoch": "ffffffffffffffff"})).await;
+    multi
+        .subscribe(room, json!({"cursor": 3, "epoch": "ffffffffffffffff"}))
+        .await;
     assert_eq!(multi.expect_type("reset").await["epoch"], epoch.as_str());
     multi.until_caught_up(room, 8).await;
     multi.subscribe("epochs-2", json!({"cursor": 99})).await;
@@ -197,7 +237,10 @@ async fn a_cursor_from_another_epoch_gets_a_reset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsubscribing_during_a_replay_stops_it_cleanly() {
     // A small queue keeps the replay waiting for the client mid-way.
-    let server = Server::start(&format!("{FAST}[limits]\noutbound_queue = 32\n[hub]\ntail = 16\n")).await;
+    let server = Server::start(&format!(
+        "{FAST}[limits]\noutbound_queue = 32\n[hub]\ntail = 16\n"
+    ))
+    .await;
     let api = server.api();
     let room = "abandoned";
     api.publish_many(room, 2000, 8, |i| json!({"i": i})).await;
@@ -208,9 +251,11 @@ async fn unsubscribing_during_a_replay_stops_it_cleanly() {
     // Abandon the replay at once, after the first event, and after a few pages.
     for wait_for in [0u64, 1, 700] {
         let mut last = 0;
-        ws.send_json(json!({"type": "subscribe", "room": room, "cursor": 0, "epoch": epoch})).await;
+        ws.send_json(json!({"type": "subscribe", "room": room, "cursor": 0, "epoch": epoch}))
+            .await;
         if wait_for == 0 {
-            ws.send_json(json!({"type": "unsubscribe", "room": room})).await;
+            ws.send_json(json!({"type": "unsubscribe", "room": room}))
+                .await;
         }
         within(PHASE, "the unsubscribed answer", async {
             loop {
@@ -221,7 +266,8 @@ async fn unsubscribing_during_a_replay_stops_it_cleanly() {
                         assert_eq!(frame["seq"], last + 1, "{frame}");
                         last += 1;
                         if last == wait_for {
-                            ws.send_json(json!({"type": "unsubscribe", "room": room})).await;
+                            ws.send_json(json!({"type": "unsubscribe", "room": room}))
+                                .await;
                         }
                     }
                     Some("caught_up") => assert_eq!(frame["seq"], last, "{frame}"),
@@ -241,10 +287,15 @@ async fn unsubscribing_during_a_replay_stops_it_cleanly() {
         ws.expect_type("pong").await;
 
         // Subscribing again resumes exactly from where the client got to.
-        ws.subscribe(room, json!({"cursor": last, "epoch": epoch})).await;
+        ws.subscribe(room, json!({"cursor": last, "epoch": epoch}))
+            .await;
         let (events, end) = ws.until_caught_up(room, last).await;
-        assert_eq!((seqs(&events).first().copied(), end), (Some(last + 1), head));
-        ws.send_json(json!({"type": "unsubscribe", "room": room})).await;
+        assert_eq!(
+            (seqs(&events).first().copied(), end),
+            (Some(last + 1), head)
+        );
+        ws.send_json(json!({"type": "unsubscribe", "room": room}))
+            .await;
         ws.expect_type("unsubscribed").await;
     }
 }

@@ -26,13 +26,23 @@ impl Api {
 
     /// `POST /v1/rooms/{room}/events` with a raw JSON body; the status and answer.
     pub async fn post(&self, room: &str, body: &Value, key: Option<&str>) -> (u16, Value) {
-        self.try_post(room, body, key).await.unwrap_or_else(|err| panic!("POST to room {room}: {}", chain(&err)))
+        self.try_post(room, body, key)
+            .await
+            .unwrap_or_else(|err| panic!("POST to room {room}: {}", chain(&err)))
     }
 
     /// Like [`post`](Self::post) but returns transport errors (for tests that
     /// kill the server under load).
-    pub async fn try_post(&self, room: &str, body: &Value, key: Option<&str>) -> Result<(u16, Value), reqwest::Error> {
-        let mut request = self.http.post(format!("{}/v1/rooms/{room}/events", self.base)).json(body);
+    pub async fn try_post(
+        &self,
+        room: &str,
+        body: &Value,
+        key: Option<&str>,
+    ) -> Result<(u16, Value), reqwest::Error> {
+        let mut request = self
+            .http
+            .post(format!("{}/v1/rooms/{room}/events", self.base))
+            .json(body);
         if let Some(key) = key {
             request = request.header("Idempotency-Key", key);
         }
@@ -56,23 +66,38 @@ impl Api {
         .await
         .expect("raw POST");
         let status = response.status().as_u16();
-        let text = within(STEP, "a raw POST's body", response.text()).await.expect("body");
-        let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("answer to a raw POST is not JSON: {text:?}"));
+        let text = within(STEP, "a raw POST's body", response.text())
+            .await
+            .expect("body");
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("answer to a raw POST is not JSON: {text:?}"));
         (status, body)
     }
 
     /// Publishes `data` and returns the `201` receipt `{room, seq, epoch, ts}`.
     pub async fn publish(&self, room: &str, data: Value) -> Value {
-        let (status, receipt) = within(STEP, "a publish", self.post(room, &json!({ "data": data }), None)).await;
+        let (status, receipt) = within(
+            STEP,
+            "a publish",
+            self.post(room, &json!({ "data": data }), None),
+        )
+        .await;
         assert_eq!(status, 201, "publish to {room} answered {receipt}");
         receipt
     }
 
     /// `POST path` (relative to the base URL) with a JSON body; the status and JSON answer.
     pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response = within(STEP, "a POST", self.http.post(format!("{}{path}", self.base)).json(body).send())
-            .await
-            .unwrap_or_else(|err| panic!("POST {path}: {}", chain(&err)));
+        let response = within(
+            STEP,
+            "a POST",
+            self.http
+                .post(format!("{}{path}", self.base))
+                .json(body)
+                .send(),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("POST {path}: {}", chain(&err)));
         let status = response.status().as_u16();
         let body = within(STEP, "a POST body", response.json::<Value>())
             .await
@@ -83,9 +108,16 @@ impl Api {
     /// `GET path` (relative to the base URL); the status and JSON answer.
     /// The sum of the `/metrics` series whose line starts with `series`.
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = within(STEP, "GET /metrics", async { self.http.get(format!("{}/metrics", self.base)).send().await?.text().await })
-            .await
-            .expect("GET /metrics");
+        let text = within(STEP, "GET /metrics", async {
+            self.http
+                .get(format!("{}/metrics", self.base))
+                .send()
+                .await?
+                .text()
+                .await
+        })
+        .await
+        .expect("GET /metrics");
         text.lines()
             .filter(|line| line.starts_with(series))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
@@ -93,9 +125,13 @@ impl Api {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = within(STEP, "a GET", self.http.get(format!("{}{path}", self.base)).send())
-            .await
-            .unwrap_or_else(|err| panic!("GET {path}: {}", chain(&err)));
+        let response = within(
+            STEP,
+            "a GET",
+            self.http.get(format!("{}{path}", self.base)).send(),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("GET {path}: {}", chain(&err)));
         let status = response.status().as_u16();
         let body = within(STEP, "a GET body", response.json::<Value>())
             .await
@@ -105,7 +141,11 @@ impl Api {
 
     /// `GET /v1/rooms/{room}/events?after=&limit=`.
     pub async fn history(&self, room: &str, after: u64, limit: usize) -> Value {
-        let (status, body) = self.get(&format!("/v1/rooms/{room}/events?after={after}&limit={limit}")).await;
+        let (status, body) = self
+            .get(&format!(
+                "/v1/rooms/{room}/events?after={after}&limit={limit}"
+            ))
+            .await;
         assert_eq!(status, 200, "history of {room}: {body}");
         body
     }
@@ -124,7 +164,9 @@ impl Api {
         loop {
             let page = self.history(room, after, 1000).await;
             let batch = page["events"].as_array().expect("events array").clone();
-            let Some(last) = batch.last() else { return events };
+            let Some(last) = batch.last() else {
+                return events;
+            };
             after = last["seq"].as_u64().expect("seq");
             events.extend(batch);
         }
@@ -132,12 +174,19 @@ impl Api {
 
     /// Publishes `n` events with `workers` concurrent publishers; event `i`
     /// (0-based) carries `data(i)`. Returns the receipts, sorted by seq.
-    pub async fn publish_many(&self, room: &str, n: usize, workers: usize, data: impl Fn(usize) -> Value + Send + Sync + 'static) -> Vec<Receipt> {
+    pub async fn publish_many(
+        &self,
+        room: &str,
+        n: usize,
+        workers: usize,
+        data: impl Fn(usize) -> Value + Send + Sync + 'static,
+    ) -> Vec<Receipt> {
         let data = Arc::new(data);
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for _ in 0..workers {
-            let (api, room, data, next) = (self.clone(), room.to_owned(), data.clone(), next.clone());
+            let (api, room, data, next) =
+                (self.clone(), room.to_owned(), data.clone(), next.clone());
             tasks.push(tokio::spawn(async move {
                 let mut receipts = Vec::new();
                 loop {
@@ -153,7 +202,11 @@ impl Api {
         }
         let mut receipts = Vec::new();
         for task in tasks {
-            receipts.extend(within(PHASE, "publishers to finish", task).await.expect("publisher task"));
+            receipts.extend(
+                within(PHASE, "publishers to finish", task)
+                    .await
+                    .expect("publisher task"),
+            );
         }
         receipts.sort_by_key(|r| r.seq);
         receipts
@@ -172,9 +225,16 @@ pub struct Receipt {
 impl Receipt {
     pub fn from_json(receipt: &Value, data: Value) -> Receipt {
         Receipt {
-            seq: receipt["seq"].as_u64().unwrap_or_else(|| panic!("receipt without seq: {receipt}")),
-            epoch: receipt["epoch"].as_str().unwrap_or_else(|| panic!("receipt without epoch: {receipt}")).to_owned(),
-            ts: receipt["ts"].as_i64().unwrap_or_else(|| panic!("receipt without ts: {receipt}")),
+            seq: receipt["seq"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("receipt without seq: {receipt}")),
+            epoch: receipt["epoch"]
+                .as_str()
+                .unwrap_or_else(|| panic!("receipt without epoch: {receipt}"))
+                .to_owned(),
+            ts: receipt["ts"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("receipt without ts: {receipt}")),
             data,
         }
     }
@@ -182,7 +242,14 @@ impl Receipt {
 
 /// The seqs of a list of event frames or history events.
 pub fn seqs(events: &[Value]) -> Vec<u64> {
-    events.iter().map(|e| e["seq"].as_u64().unwrap_or_else(|| panic!("event without seq: {e}"))).collect()
+    events
+        .iter()
+        .map(|e| {
+            e["seq"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("event without seq: {e}"))
+        })
+        .collect()
 }
 
 /// `from..=to` as a Vec, for comparing with [`seqs`].

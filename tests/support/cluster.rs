@@ -33,7 +33,10 @@ pub fn test_nats_url() -> String {
 }
 
 fn env_or(key: &str, default: &str) -> String {
-    std::env::var(key).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+    std::env::var(key)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
 }
 
 /// One test's cluster: a PostgreSQL schema and a NATS subject prefix nobody
@@ -56,7 +59,12 @@ impl Cluster {
     pub(super) async fn new(pg_url: &str, nats_url: &str) -> Cluster {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tag = format!("t{}_{}_{:08x}", std::process::id(), n, rand::random::<u32>());
+        let tag = format!(
+            "t{}_{}_{:08x}",
+            std::process::id(),
+            n,
+            rand::random::<u32>()
+        );
         let cluster = Cluster {
             pg_url: pg_url.to_owned(),
             nats_url: nats_url.to_owned(),
@@ -64,18 +72,31 @@ impl Cluster {
             prefix: format!("hubcast_{tag}"),
         };
         // Fail here, clearly, rather than as a server that never gets ready.
-        let (client, _) = within(STEP, "a connection to the test PostgreSQL", pg_connect(pg_url, None))
-            .await
-            .unwrap_or_else(|err| panic!("cannot connect to {pg_url} (run scripts/services.sh): {}", chain(&err)));
+        let (client, _) = within(
+            STEP,
+            "a connection to the test PostgreSQL",
+            pg_connect(pg_url, None),
+        )
+        .await
+        .unwrap_or_else(|err| {
+            panic!(
+                "cannot connect to {pg_url} (run scripts/services.sh): {}",
+                chain(&err)
+            )
+        });
         drop(client);
         cluster
     }
 
     /// A new connection whose search path is this cluster's schema.
     pub async fn connect(&self) -> tokio_postgres::Client {
-        let (client, _driver) = within(STEP, "a PostgreSQL connection", pg_connect(&self.pg_url, Some(&self.schema)))
-            .await
-            .unwrap_or_else(|err| panic!("connect to {}: {}", self.pg_url, chain(&err)));
+        let (client, _driver) = within(
+            STEP,
+            "a PostgreSQL connection",
+            pg_connect(&self.pg_url, Some(&self.schema)),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("connect to {}: {}", self.pg_url, chain(&err)));
         client
     }
 }
@@ -86,16 +107,23 @@ impl Drop for Cluster {
         // clean up from a thread of its own, with a runtime of its own.
         let (url, schema) = (self.pg_url.clone(), self.schema.clone());
         let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             runtime.block_on(async {
                 let drop_schema = async {
                     let (client, _) = pg_connect(&url, None).await?;
-                    client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await
+                    client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                        .await
                 };
                 match tokio::time::timeout(Duration::from_secs(20), drop_schema).await {
                     Ok(Ok(())) => {}
                     // Best effort: the private PostgreSQL of a test may be gone already.
-                    Ok(Err(err)) => eprintln!("note: could not drop test schema {schema}: {}", chain(&err)),
+                    Ok(Err(err)) => {
+                        eprintln!("note: could not drop test schema {schema}: {}", chain(&err))
+                    }
                     Err(_) => eprintln!("note: timed out dropping test schema {schema}"),
                 }
             });
@@ -106,7 +134,10 @@ impl Drop for Cluster {
 
 /// Connects to PostgreSQL at `url` (search path `schema`, if given); the
 /// connection is driven by a spawned task that ends with it.
-pub async fn pg_connect(url: &str, schema: Option<&str>) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
+pub async fn pg_connect(
+    url: &str,
+    schema: Option<&str>,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
     use std::str::FromStr;
     let mut config = tokio_postgres::Config::from_str(url)?;
     config.connect_timeout(Duration::from_secs(5));

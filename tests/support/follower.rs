@@ -123,16 +123,27 @@ impl Follower {
             if let Some(epoch) = &seen.epoch {
                 url.push_str(&format!("&epoch={epoch}"));
             }
-            let connected = within(STEP, "a follower connect", tokio_tungstenite::connect_async(&url)).await;
+            let connected = within(
+                STEP,
+                "a follower connect",
+                tokio_tungstenite::connect_async(&url),
+            )
+            .await;
             let Ok((mut socket, _)) = connected else {
                 refused += 1;
-                assert!(refused < 2000, "follower of {room}: no node accepts connections");
+                assert!(
+                    refused < 2000,
+                    "follower of {room}: no node accepts connections"
+                );
                 node = (node + 1) % self.nodes.len();
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             };
             seen.connections += 1;
-            assert!(seen.connections < 10_000, "follower of {room} reconnected too often");
+            assert!(
+                seen.connections < 10_000,
+                "follower of {room} reconnected too often"
+            );
             let budget = (self.drops)(seen.connections);
             if budget == Some(0) {
                 drop(socket);
@@ -140,7 +151,12 @@ impl Follower {
             }
             let mut taken = 0usize;
             'connection: loop {
-                let next = within(STEP, &format!("a frame for the follower of {room} at {last}"), socket.next()).await;
+                let next = within(
+                    STEP,
+                    &format!("a frame for the follower of {room} at {last}"),
+                    socket.next(),
+                )
+                .await;
                 let text = match next {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Close(frame))) => {
@@ -156,10 +172,16 @@ impl Follower {
                 match frame["type"].as_str() {
                     Some("welcome") | Some("caught_up") => {}
                     Some("subscribed") => {
-                        let epoch = frame["epoch"].as_str().expect("subscribed has an epoch").to_owned();
+                        let epoch = frame["epoch"]
+                            .as_str()
+                            .expect("subscribed has an epoch")
+                            .to_owned();
                         match &seen.epoch {
                             None => seen.epoch = Some(epoch),
-                            Some(known) => assert_eq!(known, &epoch, "the epoch of {room} changed (node {node})"),
+                            Some(known) => assert_eq!(
+                                known, &epoch,
+                                "the epoch of {room} changed (node {node})"
+                            ),
                         }
                     }
                     Some("event") | Some("batch") => {
@@ -169,7 +191,12 @@ impl Follower {
                         }
                         for event in events_in(&frame, &room) {
                             let seq = event["seq"].as_u64().expect("seq");
-                            assert_eq!(seq, last + 1, "follower of {room} on node {node}: expected seq {} got {frame}", last + 1);
+                            assert_eq!(
+                                seq,
+                                last + 1,
+                                "follower of {room} on node {node}: expected seq {} got {frame}",
+                                last + 1
+                            );
                             last = seq;
                             if let Some(progress) = &self.progress {
                                 progress.store(last, Ordering::Relaxed);

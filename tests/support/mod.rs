@@ -55,7 +55,8 @@ pub fn shared<T>() -> Arc<Mutex<Vec<T>>> {
 
 /// The resident memory of process `pid`, in KiB (`VmRSS` of /proc/PID/status).
 pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))

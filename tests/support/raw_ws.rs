@@ -33,23 +33,34 @@ impl Frame {
     pub const PING: u8 = 0x9;
 
     pub fn json(&self) -> Option<Value> {
-        (self.opcode == Frame::TEXT).then(|| serde_json::from_slice(&self.payload).ok()).flatten()
+        (self.opcode == Frame::TEXT)
+            .then(|| serde_json::from_slice(&self.payload).ok())
+            .flatten()
     }
 
     pub fn close_code(&self) -> Option<u16> {
-        (self.opcode == Frame::CLOSE && self.payload.len() >= 2).then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+        (self.opcode == Frame::CLOSE && self.payload.len() >= 2)
+            .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
     }
 }
 
 impl RawWs {
     /// Connects to `path` on `addr` and completes the upgrade by hand.
     pub async fn connect(addr: SocketAddr, path: &str) -> RawWs {
-        let mut stream = within(STEP, "a TCP connect", TcpStream::connect(addr)).await.expect("TCP connect");
+        let mut stream = within(STEP, "a TCP connect", TcpStream::connect(addr))
+            .await
+            .expect("TCP connect");
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
-        within(STEP, "the upgrade request", stream.write_all(request.as_bytes())).await.expect("write upgrade");
+        within(
+            STEP,
+            "the upgrade request",
+            stream.write_all(request.as_bytes()),
+        )
+        .await
+        .expect("write upgrade");
         let mut buf = Vec::new();
         let header_end = within(STEP, "the upgrade response", async {
             loop {
@@ -57,7 +68,10 @@ impl RawWs {
                     return i + 4;
                 }
                 let mut chunk = [0u8; 4096];
-                let n = stream.read(&mut chunk).await.expect("read upgrade response");
+                let n = stream
+                    .read(&mut chunk)
+                    .await
+                    .expect("read upgrade response");
                 assert!(n > 0, "connection closed during the upgrade");
                 buf.extend_from_slice(&chunk[..n]);
             }
@@ -66,7 +80,12 @@ impl RawWs {
         let head = String::from_utf8_lossy(&buf[..header_end]).to_string();
         assert!(head.starts_with("HTTP/1.1 101"), "upgrade refused: {head}");
         buf.drain(..header_end);
-        RawWs { stream, buf, eof: false, pings: 0 }
+        RawWs {
+            stream,
+            buf,
+            eof: false,
+            pings: 0,
+        }
     }
 
     /// Sends one masked text frame.
@@ -92,7 +111,9 @@ impl RawWs {
         let mask = [0x37u8, 0xfa, 0x21, 0x3d];
         frame.extend_from_slice(&mask);
         frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        within(STEP, "a raw frame write", self.stream.write_all(&frame)).await.expect("raw frame write");
+        within(STEP, "a raw frame write", self.stream.write_all(&frame))
+            .await
+            .expect("raw frame write");
     }
 
     /// The next complete frame, or `None` once the server has closed the TCP
@@ -115,7 +136,10 @@ impl RawWs {
     /// The next text frame as JSON, skipping pings.
     pub async fn next_json(&mut self) -> Value {
         loop {
-            let frame = self.next_frame().await.expect("connection ended while a frame was expected");
+            let frame = self
+                .next_frame()
+                .await
+                .expect("connection ended while a frame was expected");
             match frame.opcode {
                 Frame::PING => self.pings += 1,
                 Frame::TEXT => return frame.json().expect("text frame is JSON"),
@@ -178,7 +202,10 @@ impl RawWs {
         }
         let mut payload = b[at..at + len].to_vec();
         if let Some(mask) = mask {
-            payload.iter_mut().enumerate().for_each(|(i, byte)| *byte ^= mask[i % 4]);
+            payload
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, byte)| *byte ^= mask[i % 4]);
         }
         self.buf.drain(..at + len);
         Some(Frame { opcode, payload })

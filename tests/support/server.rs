@@ -63,29 +63,55 @@ impl Server {
     /// Starts the first node of a new cluster on the given PostgreSQL and NATS
     /// (whatever `HUBCAST_TEST_BACKEND` says), in a fresh schema and subject prefix.
     pub async fn start_cluster(config: &str, pg_url: &str, nats_url: &str) -> Server {
-        Server::start_command(config, Some(Arc::new(Cluster::new(pg_url, nats_url).await)), &["serve"]).await
+        Server::start_command(
+            config,
+            Some(Arc::new(Cluster::new(pg_url, nats_url).await)),
+            &["serve"],
+        )
+        .await
     }
 
     /// Starts another node of `first`'s cluster: same PostgreSQL schema, same
     /// NATS and subject prefix, its own port, temp dir and `config`.
     pub async fn start_peer(first: &Server, config: &str) -> Server {
-        let cluster = first.cluster.clone().expect("start_peer needs a cluster node (HUBCAST_TEST_BACKEND=cluster or start_cluster)");
+        let cluster = first.cluster.clone().expect(
+            "start_peer needs a cluster node (HUBCAST_TEST_BACKEND=cluster or start_cluster)",
+        );
         Server::start_command(config, Some(cluster), &["serve"]).await
     }
 
     /// Like [`start`](Self::start) for another subcommand (`&["demo"]`: the
     /// prediction-market demo), on the backend `HUBCAST_TEST_BACKEND` says.
     pub async fn start_with(config: &str, command: &[&str]) -> Server {
-        let cluster = if cluster_backend() { Some(Arc::new(Cluster::from_env().await)) } else { None };
+        let cluster = if cluster_backend() {
+            Some(Arc::new(Cluster::from_env().await))
+        } else {
+            None
+        };
         Server::start_command(config, cluster, command).await
     }
 
-    async fn start_command(config: &str, cluster: Option<Arc<Cluster>>, command: &[&str]) -> Server {
-        let dir = tempfile::Builder::new().prefix("hubcast-test-").tempdir().expect("temp dir");
+    async fn start_command(
+        config: &str,
+        cluster: Option<Arc<Cluster>>,
+        command: &[&str],
+    ) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("hubcast-test-")
+            .tempdir()
+            .expect("temp dir");
         std::fs::write(dir.path().join("hubcast.toml"), config).expect("write hubcast.toml");
         let command = command.iter().map(|c| c.to_string()).collect();
         let addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        let mut server = Server { child: None, dir, addr, starts: 0, command, api: Api::new(format!("http://{addr}")), cluster };
+        let mut server = Server {
+            child: None,
+            dir,
+            addr,
+            starts: 0,
+            command,
+            api: Api::new(format!("http://{addr}")),
+            cluster,
+        };
         if server.launch(0).await.is_err() {
             unreachable!("port 0 is never taken");
         }
@@ -145,7 +171,10 @@ impl Server {
                 Err(PortTaken) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
-        panic!("port {port} stayed taken by another process while hubcast was down; log:\n{}", self.log());
+        panic!(
+            "port {port} stayed taken by another process while hubcast was down; log:\n{}",
+            self.log()
+        );
     }
 
     fn stop_child(&mut self) {
@@ -182,7 +211,10 @@ impl Server {
         }
         match &self.cluster {
             None => {
-                command.arg("--store").arg(format!("sqlite://{}", self.dir.path().join("data").join("hubcast.db").display()));
+                command.arg("--store").arg(format!(
+                    "sqlite://{}",
+                    self.dir.path().join("data").join("hubcast.db").display()
+                ));
             }
             Some(cluster) => {
                 command
@@ -218,13 +250,17 @@ impl Server {
     /// store and bus are ready).
     async fn wait_ready(&mut self) {
         let url = format!("{}/readyz", self.api.base);
-        let (child, http) = (self.child.as_mut().expect("server is running"), &self.api.http);
+        let (child, http) = (
+            self.child.as_mut().expect("server is running"),
+            &self.api.http,
+        );
         within(START, "hubcast to become ready", async {
             loop {
                 if let Some(status) = child.try_wait().ok().flatten() {
                     panic!("hubcast exited before it was ready ({status})");
                 }
-                let probe = tokio::time::timeout(Duration::from_secs(2), http.get(&url).send()).await;
+                let probe =
+                    tokio::time::timeout(Duration::from_secs(2), http.get(&url).send()).await;
                 if let Ok(Ok(response)) = probe {
                     if response.status().is_success() {
                         return;
@@ -290,7 +326,11 @@ impl Server {
 
     /// SIGTERM: asks for a graceful shutdown. Does not wait; see [`wait_exit`](Self::wait_exit).
     pub fn sigterm(&self) {
-        let status = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status().expect("run kill -TERM");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill -TERM");
         assert!(status.success(), "kill -TERM failed");
     }
 
@@ -331,9 +371,21 @@ impl Drop for Server {
 /// piped stdout, which this takes) and returns the address in it, or the exit
 /// status if the process ends first. The rest of stdout is read and dropped
 /// on a thread of its own, so the child never blocks on a full pipe.
-pub async fn listening_address(child: &mut Child, limit: Duration) -> Result<SocketAddr, ExitStatus> {
-    let stdout = child.stdout.take().expect("hubcast was spawned with a piped stdout");
-    match within(limit, "hubcast's `listening on` line", read_listening(stdout)).await {
+pub async fn listening_address(
+    child: &mut Child,
+    limit: Duration,
+) -> Result<SocketAddr, ExitStatus> {
+    let stdout = child
+        .stdout
+        .take()
+        .expect("hubcast was spawned with a piped stdout");
+    match within(
+        limit,
+        "hubcast's `listening on` line",
+        read_listening(stdout),
+    )
+    .await
+    {
         Ok(Ok(addr)) => Ok(addr),
         Ok(Err(line)) => panic!("hubcast printed {line:?}, which does not end in an address"),
         // Stdout closed before the line: the process is ending.
@@ -344,14 +396,24 @@ pub async fn listening_address(child: &mut Child, limit: Duration) -> Result<Soc
 /// The address of the first [`LISTENING`] line on `stdout` (`Err`: the line
 /// as printed, if the rest is not an address). The channel closes without a
 /// value if stdout ends first.
-fn read_listening(stdout: ChildStdout) -> tokio::sync::oneshot::Receiver<Result<SocketAddr, String>> {
+fn read_listening(
+    stdout: ChildStdout,
+) -> tokio::sync::oneshot::Receiver<Result<SocketAddr, String>> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let mut tx = Some(tx);
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             if let Some(address) = line.strip_prefix(LISTENING) {
                 if let Some(tx) = tx.take() {
-                    let _ = tx.send(address.trim().parse::<SocketAddr>().map_err(|_| line.clone()));
+                    let _ = tx.send(
+                        address
+                            .trim()
+                            .parse::<SocketAddr>()
+                            .map_err(|_| line.clone()),
+                    );
                 }
             }
         }

@@ -24,13 +24,26 @@ pub struct Ws {
 impl Ws {
     /// Connects and reads the `welcome` frame.
     pub async fn connect(url: &str) -> Ws {
-        let (inner, _) = within(STEP, "a WebSocket connect", tokio_tungstenite::connect_async(url))
-            .await
-            .unwrap_or_else(|err| panic!("connect {url}: {err}"));
-        let mut ws = Ws { inner, welcome: Value::Null };
+        let (inner, _) = within(
+            STEP,
+            "a WebSocket connect",
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("connect {url}: {err}"));
+        let mut ws = Ws {
+            inner,
+            welcome: Value::Null,
+        };
         let welcome = ws.next_json().await;
-        assert_eq!(welcome["type"], "welcome", "first frame must be welcome: {welcome}");
-        assert!(welcome["session"].is_string() && welcome["heartbeat_ms"].is_u64(), "{welcome}");
+        assert_eq!(
+            welcome["type"], "welcome",
+            "first frame must be welcome: {welcome}"
+        );
+        assert!(
+            welcome["session"].is_string() && welcome["heartbeat_ms"].is_u64(),
+            "{welcome}"
+        );
         ws.welcome = welcome;
         ws
     }
@@ -53,7 +66,9 @@ impl Ws {
     }
 
     pub async fn send(&mut self, message: Message) {
-        within(STEP, "a WebSocket send", self.inner.send(message)).await.expect("WebSocket send");
+        within(STEP, "a WebSocket send", self.inner.send(message))
+            .await
+            .expect("WebSocket send");
     }
 
     /// Sends `subscribe` and reads the `subscribed` answer. `extra` adds
@@ -88,11 +103,18 @@ impl Ws {
             };
             match next {
                 Some(Ok(Message::Text(text))) => {
-                    return Some(serde_json::from_str(text.as_str()).unwrap_or_else(|err| panic!("frame is not JSON ({err}): {text}")))
+                    return Some(
+                        serde_json::from_str(text.as_str())
+                            .unwrap_or_else(|err| panic!("frame is not JSON ({err}): {text}")),
+                    )
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                Some(Ok(Message::Binary(bytes))) => panic!("unexpected binary frame of {} bytes", bytes.len()),
-                Some(Ok(Message::Close(frame))) => panic!("connection closed while a frame was expected: {frame:?}"),
+                Some(Ok(Message::Binary(bytes))) => {
+                    panic!("unexpected binary frame of {} bytes", bytes.len())
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    panic!("connection closed while a frame was expected: {frame:?}")
+                }
                 Some(Err(err)) => panic!("WebSocket error while a frame was expected: {err}"),
                 None => panic!("connection ended while a frame was expected"),
             }
@@ -121,7 +143,9 @@ impl Ws {
         let code = within(STEP, "the server to close the connection", async {
             loop {
                 match self.inner.next().await {
-                    Some(Ok(Message::Text(text))) => frames.push(serde_json::from_str(text.as_str()).unwrap_or(Value::Null)),
+                    Some(Ok(Message::Text(text))) => {
+                        frames.push(serde_json::from_str(text.as_str()).unwrap_or(Value::Null))
+                    }
                     Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
                     Some(Ok(_)) => {}
                     Some(Err(err)) => {
@@ -149,13 +173,21 @@ impl Ws {
                     Some("event") => {
                         assert_eq!(frame["room"], room, "{frame}");
                         let seq = frame["seq"].as_u64().expect("seq");
-                        assert_eq!(seq, last + 1, "expected seq {} in {room}, got {frame}", last + 1);
+                        assert_eq!(
+                            seq,
+                            last + 1,
+                            "expected seq {} in {room}, got {frame}",
+                            last + 1
+                        );
                         last = seq;
                         events.push(frame);
                     }
                     Some("caught_up") => {
                         assert_eq!(frame["room"], room, "{frame}");
-                        assert_eq!(frame["seq"], last, "caught_up must name the last seq delivered: {frame}");
+                        assert_eq!(
+                            frame["seq"], last,
+                            "caught_up must name the last seq delivered: {frame}"
+                        );
                     }
                     _ => panic!("unexpected frame while reading events of {room}: {frame}"),
                 }
@@ -176,13 +208,21 @@ impl Ws {
                 Some("event") => {
                     assert_eq!(frame["room"], room, "{frame}");
                     let seq = frame["seq"].as_u64().expect("seq");
-                    assert_eq!(seq, last + 1, "expected seq {} in {room}, got {frame}", last + 1);
+                    assert_eq!(
+                        seq,
+                        last + 1,
+                        "expected seq {} in {room}, got {frame}",
+                        last + 1
+                    );
                     last = seq;
                     events.push(frame);
                 }
                 Some("caught_up") => {
                     assert_eq!(frame["room"], room, "{frame}");
-                    assert_eq!(frame["seq"], last, "caught_up must name the last seq delivered: {frame}");
+                    assert_eq!(
+                        frame["seq"], last,
+                        "caught_up must name the last seq delivered: {frame}"
+                    );
                     return (events, last);
                 }
                 _ => panic!("unexpected frame before caught_up of {room}: {frame}"),
@@ -205,15 +245,29 @@ impl Ws {
     pub async fn upgrade(url: &str, headers: &[(&str, &str)]) -> Result<Ws, (u16, Value)> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
-        let mut request = url.into_client_request().unwrap_or_else(|err| panic!("bad WebSocket URL {url}: {err}"));
+        let mut request = url
+            .into_client_request()
+            .unwrap_or_else(|err| panic!("bad WebSocket URL {url}: {err}"));
         for (name, value) in headers {
             let name = HeaderName::from_bytes(name.as_bytes()).expect("header name");
-            request.headers_mut().append(name, HeaderValue::from_str(value).expect("header value"));
+            request
+                .headers_mut()
+                .append(name, HeaderValue::from_str(value).expect("header value"));
         }
-        match within(STEP, "a WebSocket upgrade", tokio_tungstenite::connect_async(request)).await {
-            Ok((inner, _)) => Ok(Ws { inner, welcome: Value::Null }),
+        match within(
+            STEP,
+            "a WebSocket upgrade",
+            tokio_tungstenite::connect_async(request),
+        )
+        .await
+        {
+            Ok((inner, _)) => Ok(Ws {
+                inner,
+                welcome: Value::Null,
+            }),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-                let text = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).to_string();
+                let text = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
+                    .to_string();
                 let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
                 Err((response.status().as_u16(), body))
             }
@@ -228,7 +282,8 @@ impl Ws {
             loop {
                 match self.inner.next().await {
                     Some(Ok(Message::Text(text))) => {
-                        return Ok(serde_json::from_str(text.as_str()).unwrap_or_else(|err| panic!("frame is not JSON ({err}): {text}")))
+                        return Ok(serde_json::from_str(text.as_str())
+                            .unwrap_or_else(|err| panic!("frame is not JSON ({err}): {text}")))
                     }
                     Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
                     Some(Ok(_)) => continue,

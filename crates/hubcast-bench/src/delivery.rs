@@ -53,10 +53,17 @@ struct Received {
     last_us: u64,
 }
 
-pub async fn run(scenario: &str, target: &Target, shape: &Shape, common: &Common) -> anyhow::Result<Report> {
+pub async fn run(
+    scenario: &str,
+    target: &Target,
+    shape: &Shape,
+    common: &Common,
+) -> anyhow::Result<Report> {
     // Letters, digits and dashes only: Pusher reads ':' as a namespace.
     let prefix = run_room(scenario).replace(':', "-");
-    let rooms: Vec<String> = (0..shape.rooms.max(1)).map(|i| format!("{prefix}-{i}")).collect();
+    let rooms: Vec<String> = (0..shape.rooms.max(1))
+        .map(|i| format!("{prefix}-{i}"))
+        .collect();
     let subscribers_total = rooms.len() * shape.per_room;
     let tally = Arc::new(Tally::default());
     let stop = CancellationToken::new();
@@ -116,7 +123,9 @@ pub async fn run(scenario: &str, target: &Target, shape: &Shape, common: &Common
     let mut histogram = latency_histogram();
     let (mut complete, mut deliveries, mut last_us) = (0u64, 0u64, 0u64);
     for subscriber in subscribers {
-        let Ok(received) = subscriber.await else { continue };
+        let Ok(received) = subscriber.await else {
+            continue;
+        };
         if received.latencies.len() as u64 >= shape.events_per_room {
             complete += 1;
         }
@@ -143,7 +152,10 @@ pub async fn run(scenario: &str, target: &Target, shape: &Shape, common: &Common
     report.add("deliveries_expected", expected);
     report.add("subscribers_complete", complete);
     report.add("publish_seconds", publish_seconds);
-    report.add("publishes_per_sec", published.attempted as f64 / publish_seconds.max(1e-6));
+    report.add(
+        "publishes_per_sec",
+        published.attempted as f64 / publish_seconds.max(1e-6),
+    );
     report.add("deliveries_per_sec", deliveries as f64 / delivery_seconds);
     report.add_latency("latency", &histogram);
     Ok(report)
@@ -161,8 +173,15 @@ struct Subscriber {
 impl Subscriber {
     /// Connects and subscribes (reporting success on `ready`), then records
     /// each event's latency in µs until it has them all or the run stops.
-    async fn run(self, permits: Arc<tokio::sync::Semaphore>, ready: tokio::sync::mpsc::UnboundedSender<bool>) -> Received {
-        let mut received = Received { latencies: Vec::with_capacity(self.expected as usize), last_us: 0 };
+    async fn run(
+        self,
+        permits: Arc<tokio::sync::Semaphore>,
+        ready: tokio::sync::mpsc::UnboundedSender<bool>,
+    ) -> Received {
+        let mut received = Received {
+            latencies: Vec::with_capacity(self.expected as usize),
+            last_us: 0,
+        };
         let latencies = &mut received.latencies;
         let permit = permits.acquire().await;
         let url = self.target.subscribe_url(&self.room);
@@ -209,12 +228,20 @@ impl Subscriber {
                 Inbound::Data => {
                     let now = now_us();
                     let before = latencies.len();
-                    latencies.extend(timestamps(text).map(|sent| now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32));
+                    latencies.extend(
+                        timestamps(text)
+                            .map(|sent| now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32),
+                    );
                     if latencies.len() > before {
                         received.last_us = now;
-                        let (was, is) = (before as u64 / TALLY_STEP, latencies.len() as u64 / TALLY_STEP);
+                        let (was, is) = (
+                            before as u64 / TALLY_STEP,
+                            latencies.len() as u64 / TALLY_STEP,
+                        );
                         if is > was {
-                            self.tally.delivered.fetch_add((is - was) * TALLY_STEP, Ordering::Relaxed);
+                            self.tally
+                                .delivered
+                                .fetch_add((is - was) * TALLY_STEP, Ordering::Relaxed);
                         }
                     }
                     if latencies.len() as u64 >= self.expected {
@@ -225,7 +252,9 @@ impl Subscriber {
         }
         // The deliveries not yet counted in steps.
         let counted = latencies.len() as u64 / TALLY_STEP * TALLY_STEP;
-        self.tally.delivered.fetch_add(latencies.len() as u64 - counted, Ordering::Relaxed);
+        self.tally
+            .delivered
+            .fetch_add(latencies.len() as u64 - counted, Ordering::Relaxed);
         if let Some((ready, _permit)) = ready.take() {
             self.tally.connect_failures.fetch_add(1, Ordering::Relaxed);
             let _ = ready.send(false);
@@ -244,16 +273,22 @@ struct Published {
 /// shape's rate with up to `publishers` requests in flight.
 async fn publish(target: &Target, rooms: &[String], shape: &Shape) -> Published {
     let total = rooms.len() as u64 * shape.events_per_room;
-    let http = reqwest::Client::builder().pool_max_idle_per_host(shape.publishers.max(1)).build().unwrap_or_default();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(shape.publishers.max(1))
+        .build()
+        .unwrap_or_default();
     let failed = Arc::new(AtomicU64::new(0));
     let in_flight = Arc::new(tokio::sync::Semaphore::new(shape.publishers.max(1)));
-    let mut tick = (shape.rate > 0).then(|| tokio::time::interval(Duration::from_secs_f64(1.0 / shape.rate as f64)));
+    let mut tick = (shape.rate > 0)
+        .then(|| tokio::time::interval(Duration::from_secs_f64(1.0 / shape.rate as f64)));
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..total {
         if let Some(tick) = tick.as_mut() {
             tick.tick().await;
         }
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
         let (http, target, failed) = (http.clone(), target.clone(), failed.clone());
         let room = rooms[(n % rooms.len() as u64) as usize].clone();
         tasks.spawn(async move {
@@ -266,5 +301,8 @@ async fn publish(target: &Target, rooms: &[String], shape: &Shape) -> Published 
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
-    Published { attempted: total, failed: failed.load(Ordering::Relaxed) }
+    Published {
+        attempted: total,
+        failed: failed.load(Ordering::Relaxed),
+    }
 }

@@ -21,7 +21,11 @@ pub struct FanoutOptions {
     pub publishers: usize,
 }
 
-pub async fn run(target: &Target, options: &FanoutOptions, common: &Common) -> anyhow::Result<Report> {
+pub async fn run(
+    target: &Target,
+    options: &FanoutOptions,
+    common: &Common,
+) -> anyhow::Result<Report> {
     let shape = Shape {
         rooms: 1,
         per_room: options.subscribers,

@@ -65,47 +65,74 @@ pub async fn run(options: &IdleOptions, common: &Common) -> anyhow::Result<Repor
         for _ in 0..options.nodes.max(1) {
             nodes.push(Node::start().await?);
         }
-        (nodes.iter().map(|n| n.url.clone()).collect::<Vec<_>>(), nodes.iter().filter_map(|n| n.child.id()).collect::<Vec<_>>())
+        (
+            nodes.iter().map(|n| n.url.clone()).collect::<Vec<_>>(),
+            nodes
+                .iter()
+                .filter_map(|n| n.child.id())
+                .collect::<Vec<_>>(),
+        )
     } else {
-        (common.url.split(',').map(str::to_owned).collect(), options.server_pid.clone())
+        (
+            common.url.split(',').map(str::to_owned).collect(),
+            options.server_pid.clone(),
+        )
     };
     if pids.is_empty() {
         anyhow::bail!("idle needs --spawn, or --server-pid with the server's process id");
     }
-    let rss_before: u64 = pids.iter().map(|&pid| rss_kib(pid)).sum::<anyhow::Result<u64>>()?;
+    let rss_before: u64 = pids
+        .iter()
+        .map(|&pid| rss_kib(pid))
+        .sum::<anyhow::Result<u64>>()?;
 
     let processes = options.processes.max(1);
     let prefix = super::run_room("idle");
     let bar = super::progress(processes as u64, common.quiet, "clients");
     let mut clients = Vec::new();
     for i in 0..processes {
-        let share = options.connections / processes + usize::from(i < options.connections % processes);
+        let share =
+            options.connections / processes + usize::from(i < options.connections % processes);
         let source = std::net::Ipv4Addr::new(127, 0, 1, 1 + i as u8);
         let mut child = Command::new(std::env::current_exe()?)
             .args(["bench", "idle-client", "--quiet"])
             .arg("--servers")
             .arg(urls.join(","))
-            .args(["--connections", &share.to_string(), "--source", &source.to_string()])
+            .args([
+                "--connections",
+                &share.to_string(),
+                "--source",
+                &source.to_string(),
+            ])
             .args(["--rooms", &options.rooms.to_string(), "--prefix", &prefix])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("client has no stdout"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("client has no stdout"))?;
         clients.push((child, BufReader::new(stdout).lines()));
     }
     // Each client prints `held OK FAILED` once every connection has been tried.
     let (mut held, mut failed) = (0u64, 0u64);
     for (_, lines) in clients.iter_mut() {
         let line = lines.next_line().await?.unwrap_or_default();
-        let mut words = line.split_whitespace().skip(1).map(|w| w.parse::<u64>().unwrap_or(0));
+        let mut words = line
+            .split_whitespace()
+            .skip(1)
+            .map(|w| w.parse::<u64>().unwrap_or(0));
         held += words.next().unwrap_or(0);
         failed += words.next().unwrap_or(0);
         bar.inc(1);
     }
     bar.finish_and_clear();
     tokio::time::sleep(Duration::from_secs(options.hold_secs)).await;
-    let rss_held: u64 = pids.iter().map(|&pid| rss_kib(pid)).sum::<anyhow::Result<u64>>()?;
+    let rss_held: u64 = pids
+        .iter()
+        .map(|&pid| rss_kib(pid))
+        .sum::<anyhow::Result<u64>>()?;
     // Closing a client's stdin tells it to drop its connections and exit.
     for (mut child, _) in clients {
         drop(child.stdin.take());
@@ -174,7 +201,9 @@ pub async fn client(options: &IdleClientOptions) -> anyhow::Result<()> {
     drop(held_tx);
     let (mut ok, mut failed) = (0u64, 0u64);
     for _ in 0..options.connections {
-        let Some(held) = held_rx.recv().await else { break };
+        let Some(held) = held_rx.recv().await else {
+            break;
+        };
         if held {
             ok += 1;
         } else {
@@ -199,7 +228,11 @@ static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::
 type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 /// A room WebSocket from `source`, returned once the server sent `caught_up`.
-async fn connect_from(source: std::net::Ipv4Addr, server: &str, room: &str) -> anyhow::Result<Socket> {
+async fn connect_from(
+    source: std::net::Ipv4Addr,
+    server: &str,
+    room: &str,
+) -> anyhow::Result<Socket> {
     let url = format!("{}/v1/rooms/{room}/ws", server.replacen("http", "ws", 1));
     let authority = server.trim_start_matches("http://").trim_end_matches('/');
     let address: std::net::SocketAddr = authority.parse()?;
@@ -237,7 +270,9 @@ struct Node {
 impl Node {
     async fn start() -> anyhow::Result<Node> {
         let dir = tempfile::tempdir()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let url = format!("http://127.0.0.1:{port}");
         let child = Command::new(std::env::current_exe()?)
             .arg("serve")
@@ -255,8 +290,13 @@ impl Node {
             .spawn()?;
         let http = reqwest::Client::new();
         for _ in 0..200 {
-            if matches!(http.get(format!("{url}/readyz")).send().await, Ok(r) if r.status().is_success()) {
-                return Ok(Node { url, child, _dir: dir });
+            if matches!(http.get(format!("{url}/readyz")).send().await, Ok(r) if r.status().is_success())
+            {
+                return Ok(Node {
+                    url,
+                    child,
+                    _dir: dir,
+                });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -79,7 +79,11 @@ pub struct Report {
 
 impl Report {
     fn new(scenario: &str, server: &str) -> Report {
-        Report { scenario: scenario.to_owned(), server: server.to_owned(), figures: Vec::new() }
+        Report {
+            scenario: scenario.to_owned(),
+            server: server.to_owned(),
+            figures: Vec::new(),
+        }
     }
 
     fn add(&mut self, name: &str, value: impl Into<Value>) {
@@ -92,16 +96,34 @@ impl Report {
         if histogram.is_empty() {
             return;
         }
-        self.add(&format!("{prefix}_p50_ms"), ms(histogram.value_at_quantile(0.50)));
-        self.add(&format!("{prefix}_p90_ms"), ms(histogram.value_at_quantile(0.90)));
-        self.add(&format!("{prefix}_p99_ms"), ms(histogram.value_at_quantile(0.99)));
-        self.add(&format!("{prefix}_p999_ms"), ms(histogram.value_at_quantile(0.999)));
+        self.add(
+            &format!("{prefix}_p50_ms"),
+            ms(histogram.value_at_quantile(0.50)),
+        );
+        self.add(
+            &format!("{prefix}_p90_ms"),
+            ms(histogram.value_at_quantile(0.90)),
+        );
+        self.add(
+            &format!("{prefix}_p99_ms"),
+            ms(histogram.value_at_quantile(0.99)),
+        );
+        self.add(
+            &format!("{prefix}_p999_ms"),
+            ms(histogram.value_at_quantile(0.999)),
+        );
         self.add(&format!("{prefix}_max_ms"), ms(histogram.max()));
     }
 
     /// The report as a two-column table.
     pub fn table(&self) -> String {
-        let width = self.figures.iter().map(|(k, _)| k.len()).max().unwrap_or(0).max(8);
+        let width = self
+            .figures
+            .iter()
+            .map(|(k, _)| k.len())
+            .max()
+            .unwrap_or(0)
+            .max(8);
         let mut out = format!("{} against {}\n", self.scenario, self.server);
         out.push_str(&format!("{:-<1$}\n", "", width + 16));
         for (name, value) in &self.figures {
@@ -134,7 +156,9 @@ pub async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Option<Re
             return Ok(None);
         }
         Scenario::Fanout(_) | Scenario::Rooms(_) => {}
-        _ if common.target.target != TargetKind::Hubcast => anyhow::bail!("only fanout and rooms run against other servers"),
+        _ if common.target.target != TargetKind::Hubcast => {
+            anyhow::bail!("only fanout and rooms run against other servers")
+        }
         _ => {}
     }
     if common.spawn && common.target.target != TargetKind::Hubcast {
@@ -142,8 +166,14 @@ pub async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Option<Re
     }
     // idle spawns its own server processes.
     let in_process = common.spawn && !matches!(scenario, Scenario::Idle(_));
-    let spawned = if in_process { Some(SpawnedServer::start(common.sqlite_sync).await?) } else { None };
-    let url = spawned.as_ref().map_or(common.url.clone(), |s| s.url.clone());
+    let spawned = if in_process {
+        Some(SpawnedServer::start(common.sqlite_sync).await?)
+    } else {
+        None
+    };
+    let url = spawned
+        .as_ref()
+        .map_or(common.url.clone(), |s| s.url.clone());
     let target = target::Target::new(&url, &common.target);
     let report = match scenario {
         Scenario::Fanout(options) => fanout::run(&target, &options, &common).await?,
@@ -190,8 +220,15 @@ impl SpawnedServer {
         let url = format!("http://{}", listener.local_addr()?);
         let stop = CancellationToken::new();
         let shutdown = stop.clone();
-        let task = tokio::spawn(hubcast_server::serve(config, listener, async move { shutdown.cancelled().await }));
-        Ok(SpawnedServer { url, stop, task, _dir: dir })
+        let task = tokio::spawn(hubcast_server::serve(config, listener, async move {
+            shutdown.cancelled().await
+        }));
+        Ok(SpawnedServer {
+            url,
+            stop,
+            task,
+            _dir: dir,
+        })
     }
 
     async fn stop(self) {
@@ -228,8 +265,10 @@ pub(crate) fn progress(total: u64, quiet: bool, what: &str) -> indicatif::Progre
     }
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg:>12} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{msg:>12} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message(what.to_owned());
     bar.enable_steady_tick(Duration::from_millis(200));

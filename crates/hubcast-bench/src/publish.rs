@@ -52,8 +52,14 @@ pub async fn run(url: &str, options: &PublishOptions, common: &Common) -> anyhow
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..options.concurrency.max(1) {
-        let (target, paths, next, failures, bar, padding) =
-            (target.clone(), paths.clone(), next.clone(), failures.clone(), bar.clone(), padding.clone());
+        let (target, paths, next, failures, bar, padding) = (
+            target.clone(),
+            paths.clone(),
+            next.clone(),
+            failures.clone(),
+            bar.clone(),
+            padding.clone(),
+        );
         let total = options.events;
         tasks.push(tokio::spawn(async move {
             let mut histogram = latency_histogram();
@@ -96,7 +102,10 @@ pub async fn run(url: &str, options: &PublishOptions, common: &Common) -> anyhow
     report.add("events", options.events);
     report.add("failed", failed);
     report.add("seconds", elapsed);
-    report.add("publishes_per_sec", (options.events - failed) as f64 / elapsed);
+    report.add(
+        "publishes_per_sec",
+        (options.events - failed) as f64 / elapsed,
+    );
     report.add_latency("publish", &histogram);
     Ok(report)
 }
@@ -137,28 +146,48 @@ impl Target {
         if uri.scheme_str() != Some("http") {
             anyhow::bail!("bench publish speaks plain http://, not {url}");
         }
-        let authority = uri.authority().with_context(|| format!("no host in {url}"))?;
-        let addr = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
-        Ok(Target { addr, host: HeaderValue::from_str(authority.as_str())? })
+        let authority = uri
+            .authority()
+            .with_context(|| format!("no host in {url}"))?;
+        let addr = format!(
+            "{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(80)
+        );
+        Ok(Target {
+            addr,
+            host: HeaderValue::from_str(authority.as_str())?,
+        })
     }
 
     async fn connect(&self) -> anyhow::Result<Conn> {
         let stream = TcpStream::connect(&self.addr).await?;
         stream.set_nodelay(true)?;
         let (sender, io) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        Ok(Conn { sender, io: Box::pin(io) })
+        Ok(Conn {
+            sender,
+            io: Box::pin(io),
+        })
     }
 
     /// POSTs one event body to `path` (on `connection`, opened if `None`) and
     /// returns the response's status once its body is read.
-    async fn publish(&self, connection: &mut Option<Conn>, path: &Uri, body: String) -> anyhow::Result<StatusCode> {
+    async fn publish(
+        &self,
+        connection: &mut Option<Conn>,
+        path: &Uri,
+        body: String,
+    ) -> anyhow::Result<StatusCode> {
         if connection.is_none() {
             *connection = Some(self.connect().await?);
         }
         let Conn { sender, io } = connection.as_mut().expect("connected above");
         let request = Request::post(path.clone())
             .header(header::HOST, self.host.clone())
-            .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )
             .body(Full::new(Bytes::from(body)))?;
         drive(io, sender.ready()).await??;
         let response = drive(io, sender.send_request(request)).await??;

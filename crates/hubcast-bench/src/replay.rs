@@ -47,18 +47,29 @@ pub async fn run(url: &str, options: &ReplayOptions, common: &Common) -> anyhow:
     for _ in 0..options.repeat.max(1) {
         let started = Instant::now();
         let client = hubcast_client::Client::new(url)?;
-        let start = hubcast_client::Cursor { epoch: None, seq: 0 };
-        let options_ = hubcast_client::SubscribeOptions { cursor: Some(start), ..Default::default() };
+        let start = hubcast_client::Cursor {
+            epoch: None,
+            seq: 0,
+        };
+        let options_ = hubcast_client::SubscribeOptions {
+            cursor: Some(start),
+            ..Default::default()
+        };
         let mut subscription = client.subscribe(&room, options_).await?;
         let mut got = 0;
         while got < options.events {
-            let update = tokio::time::timeout(std::time::Duration::from_secs(60), subscription.next())
-                .await
-                .map_err(|_| anyhow::anyhow!("replay stalled after {got} events"))?;
+            let update =
+                tokio::time::timeout(std::time::Duration::from_secs(60), subscription.next())
+                    .await
+                    .map_err(|_| anyhow::anyhow!("replay stalled after {got} events"))?;
             match update {
                 Some(hubcast_client::RoomUpdate::Event(_)) => got += 1,
-                Some(hubcast_client::RoomUpdate::Reset(reset)) => anyhow::bail!("unexpected reset: {reset:?}"),
-                Some(hubcast_client::RoomUpdate::Error(err)) if err.close_code.is_some() => anyhow::bail!("replay failed: {err}"),
+                Some(hubcast_client::RoomUpdate::Reset(reset)) => {
+                    anyhow::bail!("unexpected reset: {reset:?}")
+                }
+                Some(hubcast_client::RoomUpdate::Error(err)) if err.close_code.is_some() => {
+                    anyhow::bail!("replay failed: {err}")
+                }
                 Some(hubcast_client::RoomUpdate::Error(_)) => {}
                 Some(hubcast_client::RoomUpdate::Presence(_)) => {} // not asked for
                 None => break,
@@ -76,6 +87,9 @@ pub async fn run(url: &str, options: &ReplayOptions, common: &Common) -> anyhow:
     report.add("runs", times.len() as u64);
     report.add("catch_up_best_ms", times[0]);
     report.add("catch_up_median_ms", times[times.len() / 2]);
-    report.add("events_per_sec_best", options.events as f64 / (times[0] / 1000.0));
+    report.add(
+        "events_per_sec_best",
+        options.events as f64 / (times[0] / 1000.0),
+    );
     Ok(report)
 }

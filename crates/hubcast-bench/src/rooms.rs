@@ -25,7 +25,11 @@ pub struct RoomsOptions {
     pub publishers: usize,
 }
 
-pub async fn run(target: &Target, options: &RoomsOptions, common: &Common) -> anyhow::Result<Report> {
+pub async fn run(
+    target: &Target,
+    options: &RoomsOptions,
+    common: &Common,
+) -> anyhow::Result<Report> {
     let shape = Shape {
         rooms: options.rooms,
         per_room: options.subscribers_per_room,

@@ -61,7 +61,11 @@ pub struct Target {
 
 impl Target {
     pub fn new(base: &str, options: &TargetOptions) -> Target {
-        Target { kind: options.target, base: base.trim_end_matches('/').to_owned(), options: options.clone() }
+        Target {
+            kind: options.target,
+            base: base.trim_end_matches('/').to_owned(),
+            options: options.clone(),
+        }
     }
 
     /// The server's base URL.
@@ -74,7 +78,10 @@ impl Target {
         let ws = self.base.replacen("http", "ws", 1);
         match self.kind {
             TargetKind::Hubcast => format!("{ws}/v1/rooms/{room}/ws"),
-            TargetKind::Sockudo => format!("{ws}/app/{}?protocol=7&client=hubcast-bench&version=1.0", self.options.app_key),
+            TargetKind::Sockudo => format!(
+                "{ws}/app/{}?protocol=7&client=hubcast-bench&version=1.0",
+                self.options.app_key
+            ),
             TargetKind::Socketio => format!("{ws}/socket.io/?EIO=4&transport=websocket"),
             TargetKind::Nchan => format!("{ws}/sub/{room}"),
         }
@@ -93,7 +100,10 @@ impl Target {
             TargetKind::Hubcast | TargetKind::Nchan => Inbound::Data,
             TargetKind::Sockudo => {
                 if text.contains("pusher:connection_established") {
-                    Inbound::Reply(serde_json::json!({"event": "pusher:subscribe", "data": {"channel": room}}).to_string())
+                    Inbound::Reply(
+                        serde_json::json!({"event": "pusher:subscribe", "data": {"channel": room}})
+                            .to_string(),
+                    )
                 } else if text.contains("pusher_internal:subscription_succeeded") {
                     Inbound::Subscribed
                 } else if text.contains(r#""pusher:ping""#) {
@@ -106,7 +116,9 @@ impl Target {
                 // Engine.IO open packet: connect to the default namespace.
                 Some(b'0') => Inbound::Reply("40".to_owned()),
                 Some(b'2') => Inbound::Reply("3".to_owned()),
-                _ if text.starts_with("40") => Inbound::Reply(format!(r#"42["join",{}]"#, serde_json::Value::from(room))),
+                _ if text.starts_with("40") => {
+                    Inbound::Reply(format!(r#"42["join",{}]"#, serde_json::Value::from(room)))
+                }
                 _ if text.starts_with(r#"42["joined""#) => Inbound::Subscribed,
                 _ => Inbound::Data,
             },
@@ -124,12 +136,23 @@ impl Target {
                 .post(format!("{}/publish/{room}", self.base))
                 .header("content-type", "application/json")
                 .body(data.to_owned()),
-            TargetKind::Nchan => http.post(format!("{}/pub/{room}", self.base)).body(data.to_owned()),
+            TargetKind::Nchan => http
+                .post(format!("{}/pub/{room}", self.base))
+                .body(data.to_owned()),
             TargetKind::Sockudo => {
-                let body = serde_json::json!({"name": "bench", "channels": [room], "data": data}).to_string();
+                let body = serde_json::json!({"name": "bench", "channels": [room], "data": data})
+                    .to_string();
                 let path = format!("/apps/{}/events", self.options.app_id);
-                let query = pusher_query(&self.options.app_key, &self.options.app_secret, &path, &body, crate::now_us() / 1_000_000);
-                http.post(format!("{}{path}?{query}", self.base)).header("content-type", "application/json").body(body)
+                let query = pusher_query(
+                    &self.options.app_key,
+                    &self.options.app_secret,
+                    &path,
+                    &body,
+                    crate::now_us() / 1_000_000,
+                );
+                http.post(format!("{}{path}?{query}", self.base))
+                    .header("content-type", "application/json")
+                    .body(body)
             }
         };
         matches!(request.send().await, Ok(r) if r.status().is_success())
@@ -140,10 +163,15 @@ impl Target {
 /// HMAC-SHA256 of "METHOD\nPATH\nsorted query" under the app secret.
 fn pusher_query(key: &str, secret: &str, path: &str, body: &str, timestamp: u64) -> String {
     let body_md5 = hex(&md5::Md5::digest(body.as_bytes()));
-    let query = format!("auth_key={key}&auth_timestamp={timestamp}&auth_version=1.0&body_md5={body_md5}");
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("hmac takes keys of any length");
+    let query =
+        format!("auth_key={key}&auth_timestamp={timestamp}&auth_version=1.0&body_md5={body_md5}");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .expect("hmac takes keys of any length");
     mac.update(format!("POST\n{path}\n{query}").as_bytes());
-    format!("{query}&auth_signature={}", hex(&mac.finalize().into_bytes()))
+    format!(
+        "{query}&auth_signature={}",
+        hex(&mac.finalize().into_bytes())
+    )
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -160,7 +188,9 @@ pub fn timestamps(text: &str) -> impl Iterator<Item = u64> + '_ {
             return None;
         }
         let digits = &rest[start..];
-        let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+        let end = digits
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(digits.len());
         digits[..end].parse().ok()
     })
 }
@@ -184,8 +214,22 @@ mod tests {
     fn pusher_signature_matches_the_documented_example() {
         // The worked example of Pusher's HTTP API reference.
         let body = r#"{"name":"foo","channels":["project-3"],"data":"{\"some\":\"data\"}"}"#;
-        let query = pusher_query("278d425bdf160c739803", "7ad3773142a6692b25b8", "/apps/3/events", body, 1353088179);
-        assert!(query.contains("body_md5=ec365a775a4cd0599faeb73354201b6f"), "{query}");
-        assert!(query.ends_with("auth_signature=da454824c97ba181a32ccc17a72625ba02771f50b50e1e7430e47a1f3f457e6c"), "{query}");
+        let query = pusher_query(
+            "278d425bdf160c739803",
+            "7ad3773142a6692b25b8",
+            "/apps/3/events",
+            body,
+            1353088179,
+        );
+        assert!(
+            query.contains("body_md5=ec365a775a4cd0599faeb73354201b6f"),
+            "{query}"
+        );
+        assert!(
+            query.ends_with(
+                "auth_signature=da454824c97ba181a32ccc17a72625ba02771f50b50e1e7430e47a1f3f457e6c"
+            ),
+            "{query}"
+        );
     }
 }

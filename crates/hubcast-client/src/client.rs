@@ -17,8 +17,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::core::{Backoff, Config, Core, Heartbeat};
 use crate::driver::Driver;
 use crate::transport::{Connector, HistoryFetcher, ReqwestHistory, TokenProvider, WsConnector};
-use crate::types::{Ack, ClientError, ConnectionState, Cursor, PresenceMember, RoomUpdate, StateChange};
-
+use crate::types::{
+    Ack, ClientError, ConnectionState, Cursor, PresenceMember, RoomUpdate, StateChange,
+};
 
 /// Builds a [`Client`]. Defaults follow docs/clients.md.
 pub struct ClientBuilder {
@@ -33,7 +34,11 @@ impl ClientBuilder {
     /// Reconnect backoff window (`min_delay`, `max_delay`); full jitter.
     pub fn reconnect(mut self, min_delay: Duration, max_delay: Duration) -> Self {
         let b = self.config.reconnect.unwrap_or_default();
-        self.config.reconnect = Some(Backoff { min_delay_ms: min_delay.as_millis() as u64, max_delay_ms: max_delay.as_millis() as u64, ..b });
+        self.config.reconnect = Some(Backoff {
+            min_delay_ms: min_delay.as_millis() as u64,
+            max_delay_ms: max_delay.as_millis() as u64,
+            ..b
+        });
         self
     }
 
@@ -127,9 +132,20 @@ impl ClientBuilder {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (state_tx, state_rx) = watch::channel(ConnectionState::Idle);
         let (events_tx, _) = broadcast::channel(256);
-        let driver = Driver::new(core, self.connector, self.history, self.token, state_tx, events_tx.clone());
+        let driver = Driver::new(
+            core,
+            self.connector,
+            self.history,
+            self.token,
+            state_tx,
+            events_tx.clone(),
+        );
         tokio::spawn(driver.run(cmd_rx));
-        Ok(Client { commands: cmd_tx, state: state_rx, events: events_tx })
+        Ok(Client {
+            commands: cmd_tx,
+            state: state_rx,
+            events: events_tx,
+        })
     }
 }
 
@@ -139,8 +155,14 @@ pub enum ClientEvent {
     State(StateChange),
     /// An error surfaced on the client (room errors included).
     Error(ClientError),
-    Welcome { session: String, heartbeat_ms: u64 },
-    Authenticated { sub: Option<String>, exp: Option<u64> },
+    Welcome {
+        session: String,
+        heartbeat_ms: u64,
+    },
+    Authenticated {
+        sub: Option<String>,
+        exp: Option<u64>,
+    },
 }
 
 /// Where a subscription starts.
@@ -175,12 +197,24 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<Subscription, ClientError>>,
         commands: mpsc::UnboundedSender<Command>,
     },
-    Unsubscribe { sub: u64 },
-    Publish { room: String, data: Value, options: PublishOptions, reply: oneshot::Sender<Result<Ack, ClientError>> },
-    Presence { room: String, reply: oneshot::Sender<Result<Vec<PresenceMember>, ClientError>> },
+    Unsubscribe {
+        sub: u64,
+    },
+    Publish {
+        room: String,
+        data: Value,
+        options: PublishOptions,
+        reply: oneshot::Sender<Result<Ack, ClientError>>,
+    },
+    Presence {
+        room: String,
+        reply: oneshot::Sender<Result<Vec<PresenceMember>, ClientError>>,
+    },
     Connect,
     RefreshToken,
-    Close { done: oneshot::Sender<()> },
+    Close {
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// A hubcast client: one WebSocket, any number of room subscriptions, and
@@ -216,19 +250,42 @@ impl Client {
     /// Subscribes to `room`. The subscription is a `Stream` of [`RoomUpdate`]s:
     /// each event at most once and in seq order, resets in order with them.
     /// A room may have one subscription at a time (else `already_subscribed`).
-    pub async fn subscribe(&self, room: &str, options: SubscribeOptions) -> Result<Subscription, ClientError> {
+    pub async fn subscribe(
+        &self,
+        room: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, ClientError> {
         let (reply, answer) = oneshot::channel();
         let commands = self.commands.clone();
-        self.commands.send(Command::Subscribe { room: room.to_owned(), options, reply, commands }).map_err(|_| gone())?;
+        self.commands
+            .send(Command::Subscribe {
+                room: room.to_owned(),
+                options,
+                reply,
+                commands,
+            })
+            .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 
     /// Publishes `data` to `room` over the socket; resolves with the ack (the
     /// event is durable). Queued while offline and resent with the same id
     /// after every reconnect until it settles.
-    pub async fn publish(&self, room: &str, data: Value, options: PublishOptions) -> Result<Ack, ClientError> {
+    pub async fn publish(
+        &self,
+        room: &str,
+        data: Value,
+        options: PublishOptions,
+    ) -> Result<Ack, ClientError> {
         let (reply, answer) = oneshot::channel();
-        self.commands.send(Command::Publish { room: room.to_owned(), data, options, reply }).map_err(|_| gone())?;
+        self.commands
+            .send(Command::Publish {
+                room: room.to_owned(),
+                data,
+                options,
+                reply,
+            })
+            .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 
@@ -237,7 +294,12 @@ impl Client {
     /// after a reconnect; fails with the server's error (`forbidden`) or `closed`.
     pub async fn presence(&self, room: &str) -> Result<Vec<PresenceMember>, ClientError> {
         let (reply, answer) = oneshot::channel();
-        self.commands.send(Command::Presence { room: room.to_owned(), reply }).map_err(|_| gone())?;
+        self.commands
+            .send(Command::Presence {
+                room: room.to_owned(),
+                reply,
+            })
+            .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 
@@ -294,7 +356,14 @@ impl Subscription {
         members: Arc<Mutex<Vec<PresenceMember>>>,
         commands: mpsc::UnboundedSender<Command>,
     ) -> Subscription {
-        Subscription { room, sub, updates, cursor, members, commands }
+        Subscription {
+            room,
+            sub,
+            updates,
+            cursor,
+            members,
+            commands,
+        }
     }
 
     pub fn room(&self) -> &str {

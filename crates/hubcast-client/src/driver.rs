@@ -15,15 +15,28 @@ use tokio::time::Instant;
 
 use crate::client::{ClientEvent, Command, Subscription};
 use crate::core::{Core, HistoryResult, Output};
-use crate::transport::{Connection, Connector, HistoryFetcher, SocketCommand, SocketEvent, TokenProvider};
+use crate::transport::{
+    Connection, Connector, HistoryFetcher, SocketCommand, SocketEvent, TokenProvider,
+};
 use crate::types::{Ack, ClientError, ConnectionState, Cursor, PresenceMember, RoomUpdate};
 
-
 enum Input {
-    Opened { gen: u64, commands: mpsc::UnboundedSender<SocketCommand> },
-    Socket { gen: u64, event: SocketEvent },
-    History { req: u64, result: HistoryResult },
-    Token { req: u64, result: Result<Option<String>, String> },
+    Opened {
+        gen: u64,
+        commands: mpsc::UnboundedSender<SocketCommand>,
+    },
+    Socket {
+        gen: u64,
+        event: SocketEvent,
+    },
+    History {
+        req: u64,
+        result: HistoryResult,
+    },
+    Token {
+        req: u64,
+        result: Result<Option<String>, String>,
+    },
 }
 
 struct SocketSlot {
@@ -85,7 +98,10 @@ impl Driver {
         let (inputs_tx, mut inputs) = mpsc::unbounded_channel::<Input>();
         let mut commands_open = true;
         loop {
-            let deadline = self.core.next_deadline().map(|at| self.start + Duration::from_millis(at));
+            let deadline = self
+                .core
+                .next_deadline()
+                .map(|at| self.start + Duration::from_millis(at));
             let sleep = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -143,18 +159,40 @@ impl Driver {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Subscribe { room, options, reply, commands } => {
+            Command::Subscribe {
+                room,
+                options,
+                reply,
+                commands,
+            } => {
                 if self.core.subscription(&room).is_some() {
-                    let _ = reply.send(Err(ClientError::new(ErrorCode::AlreadySubscribed.as_str(), format!("{room} is already subscribed")).with_room(&room)));
+                    let _ = reply.send(Err(ClientError::new(
+                        ErrorCode::AlreadySubscribed.as_str(),
+                        format!("{room} is already subscribed"),
+                    )
+                    .with_room(&room)));
                     return;
                 }
-                match self.core.subscribe_with_presence(&room, options.cursor, options.rewind, options.presence) {
+                match self.core.subscribe_with_presence(
+                    &room,
+                    options.cursor,
+                    options.rewind,
+                    options.presence,
+                ) {
                     Ok(sub) => {
                         let (tx, rx) = mpsc::unbounded_channel();
                         let cursor = Arc::new(Mutex::new(self.core.cursor(sub)));
                         let members = Arc::new(Mutex::new(Vec::new()));
-                        self.subs.insert(sub, SubSlot { updates: tx, cursor: cursor.clone(), members: members.clone() });
-                        let subscription = Subscription::new(room, sub, rx, cursor, members, commands);
+                        self.subs.insert(
+                            sub,
+                            SubSlot {
+                                updates: tx,
+                                cursor: cursor.clone(),
+                                members: members.clone(),
+                            },
+                        );
+                        let subscription =
+                            Subscription::new(room, sub, rx, cursor, members, commands);
                         if reply.send(Ok(subscription)).is_err() {
                             // The caller is gone; the subscription's drop unsubscribed it.
                         }
@@ -168,9 +206,17 @@ impl Driver {
                 self.core.unsubscribe(sub);
                 self.subs.remove(&sub);
             }
-            Command::Publish { room, data, options, reply } => {
+            Command::Publish {
+                room,
+                data,
+                options,
+                reply,
+            } => {
                 let timeout = options.timeout.map(|t| t.as_millis() as u64);
-                match self.core.publish(&room, &data, options.expected_seq, options.id, timeout) {
+                match self
+                    .core
+                    .publish(&room, &data, options.expected_seq, options.id, timeout)
+                {
                     Ok(key) => self.publishes.entry(key).or_default().push(reply),
                     Err(err) => {
                         let _ = reply.send(Err(err));
@@ -232,9 +278,18 @@ impl Driver {
                     match connect.await {
                         Err(reason) => {
                             tracing::debug!(%reason, "connection attempt failed");
-                            let _ = inputs.send(Input::Socket { gen, event: SocketEvent::Closed { code: close::ABNORMAL, reason } });
+                            let _ = inputs.send(Input::Socket {
+                                gen,
+                                event: SocketEvent::Closed {
+                                    code: close::ABNORMAL,
+                                    reason,
+                                },
+                            });
                         }
-                        Ok(Connection { commands, mut events }) => {
+                        Ok(Connection {
+                            commands,
+                            mut events,
+                        }) => {
                             let _ = inputs.send(Input::Opened { gen, commands });
                             let mut closed = false;
                             while let Some(event) = events.recv().await {
@@ -244,13 +299,22 @@ impl Driver {
                                 }
                             }
                             if !closed {
-                                let event = SocketEvent::Closed { code: close::ABNORMAL, reason: String::new() };
+                                let event = SocketEvent::Closed {
+                                    code: close::ABNORMAL,
+                                    reason: String::new(),
+                                };
                                 let _ = inputs.send(Input::Socket { gen, event });
                             }
                         }
                     }
                 });
-                self.sockets.insert(gen, SocketSlot { commands: None, task });
+                self.sockets.insert(
+                    gen,
+                    SocketSlot {
+                        commands: None,
+                        task,
+                    },
+                );
             }
             Output::Send { gen, text } => {
                 if let Some(commands) = self.sockets.get(&gen).and_then(|s| s.commands.as_ref()) {
@@ -268,7 +332,12 @@ impl Driver {
                     }
                 }
             }
-            Output::HistoryGet { req, url, authorization, .. } => {
+            Output::HistoryGet {
+                req,
+                url,
+                authorization,
+                ..
+            } => {
                 let get = self.history.get(url, authorization);
                 let inputs = inputs.clone();
                 tokio::spawn(async move {
@@ -290,7 +359,10 @@ impl Driver {
                         });
                     }
                     None => {
-                        let _ = inputs.send(Input::Token { req, result: Ok(None) });
+                        let _ = inputs.send(Input::Token {
+                            req,
+                            result: Ok(None),
+                        });
                     }
                 }
             }
@@ -335,8 +407,14 @@ impl Driver {
                 self.state.send_replace(change.state);
                 let _ = self.events.send(ClientEvent::State(change));
             }
-            Output::Welcome { session, heartbeat_ms } => {
-                let _ = self.events.send(ClientEvent::Welcome { session, heartbeat_ms });
+            Output::Welcome {
+                session,
+                heartbeat_ms,
+            } => {
+                let _ = self.events.send(ClientEvent::Welcome {
+                    session,
+                    heartbeat_ms,
+                });
             }
             Output::Authenticated { sub, exp } => {
                 let _ = self.events.send(ClientEvent::Authenticated { sub, exp });

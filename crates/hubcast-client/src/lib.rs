@@ -29,13 +29,17 @@ mod transport;
 mod types;
 pub mod urls;
 
-pub use crate::client::{Client, ClientBuilder, ClientEvent, PublishOptions, SubscribeOptions, Subscription};
-pub use crate::transport::{
-    Connection, Connector, HistoryFetcher, ReqwestHistory, SocketCommand, SocketEvent, TokenProvider, WsConnector,
+pub use crate::client::{
+    Client, ClientBuilder, ClientEvent, PublishOptions, SubscribeOptions, Subscription,
 };
 pub use crate::core::{Backoff, Heartbeat};
+pub use crate::transport::{
+    Connection, Connector, HistoryFetcher, ReqwestHistory, SocketCommand, SocketEvent,
+    TokenProvider, WsConnector,
+};
 pub use crate::types::{
-    Ack, ClientError, ConnectionState, Cursor, Event, PresenceMember, PresenceUpdate, Reset, RoomUpdate, StateChange,
+    Ack, ClientError, ConnectionState, Cursor, Event, PresenceMember, PresenceUpdate, Reset,
+    RoomUpdate, StateChange,
 };
 pub use hubcast_protocol::room::RoomName;
 
@@ -57,7 +61,9 @@ pub async fn http_publish(
     idempotency_key: Option<&str>,
     expected_seq: Option<u64>,
 ) -> Result<(u16, Value), ClientError> {
-    RoomName::parse(room).map_err(|e| ClientError::new(ErrorCode::InvalidRoom.as_str(), e.to_string()).with_room(room))?;
+    RoomName::parse(room).map_err(|e| {
+        ClientError::new(ErrorCode::InvalidRoom.as_str(), e.to_string()).with_room(room)
+    })?;
     let urls = urls::Urls::derive(base)?;
     let url = format!("{}/v1/rooms/{room}/events", urls.http);
     let mut body = serde_json::json!({ "data": data });
@@ -68,7 +74,10 @@ pub async fn http_publish(
     if let Some(key) = idempotency_key {
         request = request.header("idempotency-key", key);
     }
-    let response = request.send().await.map_err(|e| ClientError::new(sdk::NETWORK_ERROR, e.to_string()).with_room(room))?;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| ClientError::new(sdk::NETWORK_ERROR, e.to_string()).with_room(room))?;
     let status = response.status().as_u16();
     let answer = response.json::<Value>().await.unwrap_or(Value::Null);
     Ok((status, answer))

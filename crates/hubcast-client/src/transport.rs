@@ -22,7 +22,10 @@ pub enum SocketEvent {
     Text(String),
     Binary,
     /// The socket closed (1006, [`close::ABNORMAL`]: dropped without a close frame).
-    Closed { code: u16, reason: String },
+    Closed {
+        code: u16,
+        reason: String,
+    },
 }
 
 /// What the client asks of a socket.
@@ -48,12 +51,17 @@ pub trait Connector: Send + Sync + 'static {
 pub trait HistoryFetcher: Send + Sync + 'static {
     /// `GET url` with an optional `Authorization` header: the status and the JSON body
     /// (`Value::Null` if it is not JSON), or a network error.
-    fn get(&self, url: String, authorization: Option<String>) -> BoxFuture<'static, Result<(u16, Value), String>>;
+    fn get(
+        &self,
+        url: String,
+        authorization: Option<String>,
+    ) -> BoxFuture<'static, Result<(u16, Value), String>>;
 }
 
 /// Returns the token to connect with (`None`: none). Called before every
 /// connection attempt and on `token_expired`.
-pub type TokenProvider = Arc<dyn Fn() -> BoxFuture<'static, Result<Option<String>, String>> + Send + Sync>;
+pub type TokenProvider =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<Option<String>, String>> + Send + Sync>;
 
 /// The default connector: tokio-tungstenite.
 pub struct WsConnector;
@@ -61,7 +69,9 @@ pub struct WsConnector;
 impl Connector for WsConnector {
     fn connect(&self, url: String) -> BoxFuture<'static, Result<Connection, String>> {
         Box::pin(async move {
-            let (ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| e.to_string())?;
+            let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+                .await
+                .map_err(|e| e.to_string())?;
             let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
             let (ev_tx, ev_rx) = mpsc::unbounded_channel();
             tokio::spawn(async move {
@@ -106,7 +116,10 @@ impl Connector for WsConnector {
                     }
                 }
             });
-            Ok(Connection { commands: cmd_tx, events: ev_rx })
+            Ok(Connection {
+                commands: cmd_tx,
+                events: ev_rx,
+            })
         })
     }
 }
@@ -119,12 +132,19 @@ pub struct ReqwestHistory {
 
 impl Default for ReqwestHistory {
     fn default() -> ReqwestHistory {
-        ReqwestHistory { http: reqwest::Client::new(), timeout: Duration::from_secs(10) }
+        ReqwestHistory {
+            http: reqwest::Client::new(),
+            timeout: Duration::from_secs(10),
+        }
     }
 }
 
 impl HistoryFetcher for ReqwestHistory {
-    fn get(&self, url: String, authorization: Option<String>) -> BoxFuture<'static, Result<(u16, Value), String>> {
+    fn get(
+        &self,
+        url: String,
+        authorization: Option<String>,
+    ) -> BoxFuture<'static, Result<(u16, Value), String>> {
         let mut request = self.http.get(url).timeout(self.timeout);
         if let Some(auth) = authorization {
             request = request.header("authorization", auth);

@@ -76,7 +76,10 @@ pub struct Event {
 impl Event {
     /// The cursor just after this event.
     pub fn cursor(&self) -> Cursor {
-        Cursor { epoch: self.epoch.clone(), seq: self.seq }
+        Cursor {
+            epoch: self.epoch.clone(),
+            seq: self.seq,
+        }
     }
 }
 
@@ -117,9 +120,20 @@ pub use hubcast_protocol::message::PresenceMember;
 /// `members` is always the room's list after it, sorted by `id`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PresenceUpdate {
-    Members { room: String, members: Vec<PresenceMember> },
-    Join { room: String, member: PresenceMember, members: Vec<PresenceMember> },
-    Leave { room: String, member: PresenceMember, members: Vec<PresenceMember> },
+    Members {
+        room: String,
+        members: Vec<PresenceMember>,
+    },
+    Join {
+        room: String,
+        member: PresenceMember,
+        members: Vec<PresenceMember>,
+    },
+    Leave {
+        room: String,
+        member: PresenceMember,
+        members: Vec<PresenceMember>,
+    },
 }
 
 /// A publish acknowledged by the server: the event is durable with this seq.

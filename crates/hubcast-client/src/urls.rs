@@ -13,7 +13,12 @@ pub struct Urls {
 
 impl Urls {
     pub fn derive(url: &str) -> Result<Urls, ClientError> {
-        let bad = || ClientError::new("bad_request", format!("unsupported URL {url:?} (use http(s):// or ws(s)://)"));
+        let bad = || {
+            ClientError::new(
+                "bad_request",
+                format!("unsupported URL {url:?} (use http(s):// or ws(s)://)"),
+            )
+        };
         let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
         let (ws, http) = match scheme.to_ascii_lowercase().as_str() {
             "ws" | "http" => ("ws", "http"),
@@ -32,12 +37,18 @@ impl Urls {
         if let Some(stripped) = path.strip_suffix("/v1/ws") {
             path = stripped;
         }
-        Ok(Urls { ws: format!("{ws}://{host}{path}/v1/ws"), http: format!("{http}://{host}{path}") })
+        Ok(Urls {
+            ws: format!("{ws}://{host}{path}/v1/ws"),
+            http: format!("{http}://{host}{path}"),
+        })
     }
 
     /// `GET …/v1/rooms/{room}/events?after=&limit=` (room names need no escaping).
     pub fn history(&self, room: &str, after: u64, limit: u64) -> String {
-        format!("{}/v1/rooms/{room}/events?after={after}&limit={limit}", self.http)
+        format!(
+            "{}/v1/rooms/{room}/events?after={after}&limit={limit}",
+            self.http
+        )
     }
 }
 
@@ -66,7 +77,10 @@ mod tests {
         let u = Urls::derive("wss://h/prefix/v1/ws/").unwrap();
         assert_eq!(u.ws, "wss://h/prefix/v1/ws");
         assert_eq!(u.http, "https://h/prefix");
-        assert_eq!(u.history("r", 3, 10), "https://h/prefix/v1/rooms/r/events?after=3&limit=10");
+        assert_eq!(
+            u.history("r", 3, 10),
+            "https://h/prefix/v1/rooms/r/events?after=3&limit=10"
+        );
         assert!(Urls::derive("ftp://h").is_err());
         assert_eq!(encode_component("a b+c/é"), "a%20b%2Bc%2F%C3%A9");
     }

@@ -25,7 +25,8 @@ fn binary() -> PathBuf {
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     // Where cargo puts it (a relative CARGO_TARGET_DIR is taken from the workspace root).
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), |dir| root.join(dir));
     let bin = target.join("debug/hubcast");
     if !bin.exists() {
         let status = Command::new(env!("CARGO"))
@@ -39,7 +40,11 @@ fn binary() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Server {
@@ -65,7 +70,13 @@ async fn start_server(bin: &Path, dir: &Path) -> Server {
         }
     }
     let child = command
-        .args(["serve", "--listen", &addr.to_string(), "--store", &format!("sqlite://{}/hubcast.db", dir.display())])
+        .args([
+            "serve",
+            "--listen",
+            &addr.to_string(),
+            "--store",
+            &format!("sqlite://{}/hubcast.db", dir.display()),
+        ])
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -112,7 +123,11 @@ impl Proxy {
                 c.lock().unwrap().push(task);
             }
         });
-        Proxy { addr, target, conns }
+        Proxy {
+            addr,
+            target,
+            conns,
+        }
     }
 
     fn retarget(&self, to: SocketAddr) {
@@ -180,7 +195,16 @@ async fn exactly_once_in_order_across_kills_and_a_cut() {
         .build()
         .unwrap();
     let mut sub = client
-        .subscribe("e2e", SubscribeOptions { cursor: Some(Cursor { epoch: None, seq: 0 }), ..Default::default() })
+        .subscribe(
+            "e2e",
+            SubscribeOptions {
+                cursor: Some(Cursor {
+                    epoch: None,
+                    seq: 0,
+                }),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let mut seen = Vec::new();
@@ -214,10 +238,13 @@ async fn exactly_once_in_order_across_kills_and_a_cut() {
     assert_eq!(sub.cursor().map(|c| c.seq), Some(n));
 
     // A socket publish goes through the same client, acknowledged with the next seq.
-    let ack = timeout(Duration::from_secs(10), client.publish("e2e", json!({"n": n + 1}), Default::default()))
-        .await
-        .expect("publish timed out")
-        .expect("publish failed");
+    let ack = timeout(
+        Duration::from_secs(10),
+        client.publish("e2e", json!({"n": n + 1}), Default::default()),
+    )
+    .await
+    .expect("publish timed out")
+    .expect("publish failed");
     assert_eq!(ack.seq, n + 1);
     read_through(&mut sub, &mut seen, n + 1).await;
     assert_eq!(seen, (1..=n + 1).collect::<Vec<u64>>());
@@ -229,7 +256,9 @@ async fn exactly_once_in_order_across_kills_and_a_cut() {
 
 /// The next presence update of `sub` (events are not expected here).
 async fn next_presence(sub: &mut hubcast_client::Subscription) -> hubcast_client::PresenceUpdate {
-    let update = timeout(Duration::from_secs(10), sub.next()).await.expect("a presence update in time");
+    let update = timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("a presence update in time");
     match update.expect("the subscription ended") {
         RoomUpdate::Presence(update) => update,
         other => panic!("expected a presence update, got {other:?}"),
@@ -251,21 +280,33 @@ async fn presence_on_the_async_client() {
     let server = start_server(&bin, dir.path()).await;
     let url = format!("http://{}", server.addr);
     let room = "chat:e2e";
-    let with_presence = SubscribeOptions { presence: true, ..Default::default() };
+    let with_presence = SubscribeOptions {
+        presence: true,
+        ..Default::default()
+    };
 
     let alice = Client::new(url.clone()).unwrap();
     let mut alice_sub = alice.subscribe(room, with_presence.clone()).await.unwrap();
-    let PresenceUpdate::Members { members, .. } = next_presence(&mut alice_sub).await else { panic!("the list comes first") };
+    let PresenceUpdate::Members { members, .. } = next_presence(&mut alice_sub).await else {
+        panic!("the list comes first")
+    };
     assert_eq!(members.len(), 1, "{members:?}");
     let alice_id = members[0].id.clone();
 
     let bob = Client::new(url.clone()).unwrap();
     let mut bob_sub = bob.subscribe(room, with_presence.clone()).await.unwrap();
-    let PresenceUpdate::Members { members, .. } = next_presence(&mut bob_sub).await else { panic!("the list comes first") };
+    let PresenceUpdate::Members { members, .. } = next_presence(&mut bob_sub).await else {
+        panic!("the list comes first")
+    };
     assert_eq!(members.len(), 2, "{members:?}");
-    let bob_id = ids(&members).into_iter().find(|id| *id != alice_id).expect("bob's id");
+    let bob_id = ids(&members)
+        .into_iter()
+        .find(|id| *id != alice_id)
+        .expect("bob's id");
     match next_presence(&mut alice_sub).await {
-        PresenceUpdate::Join { member, members, .. } => {
+        PresenceUpdate::Join {
+            member, members, ..
+        } => {
             assert_eq!(member.id, bob_id);
             assert_eq!(members.len(), 2);
         }
@@ -278,13 +319,21 @@ async fn presence_on_the_async_client() {
     // A presence request needs no subscription (a third client asks).
     let carol = Client::new(url.clone()).unwrap();
     assert_eq!(ids(&carol.presence(room).await.unwrap()), both);
-    assert_eq!(ids(&carol.presence("chat:empty").await.unwrap()), Vec::<String>::new());
-    assert_eq!(carol.presence("bad room").await.unwrap_err().code, "invalid_room");
+    assert_eq!(
+        ids(&carol.presence("chat:empty").await.unwrap()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        carol.presence("bad room").await.unwrap_err().code,
+        "invalid_room"
+    );
 
     // Bob's subscription ending is bob leaving.
     drop(bob_sub);
     match next_presence(&mut alice_sub).await {
-        PresenceUpdate::Leave { member, members, .. } => {
+        PresenceUpdate::Leave {
+            member, members, ..
+        } => {
             assert_eq!(member.id, bob_id);
             assert_eq!(ids(&members), std::slice::from_ref(&alice_id));
         }
@@ -304,7 +353,11 @@ struct CountingHistory {
 }
 
 impl hubcast_client::HistoryFetcher for CountingHistory {
-    fn get(&self, url: String, authorization: Option<String>) -> futures_util::future::BoxFuture<'static, Result<(u16, serde_json::Value), String>> {
+    fn get(
+        &self,
+        url: String,
+        authorization: Option<String>,
+    ) -> futures_util::future::BoxFuture<'static, Result<(u16, serde_json::Value), String>> {
         self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.get(url, authorization)
     }
@@ -318,22 +371,46 @@ impl hubcast_client::HistoryFetcher for CountingHistory {
 async fn no_echo_rooms_skip_own_publishes_without_gap_heals() {
     let bin = binary();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("hubcast.toml"), "[[namespaces]]\nprefix = \"quiet:\"\necho = false\n").unwrap();
+    std::fs::write(
+        dir.path().join("hubcast.toml"),
+        "[[namespaces]]\nprefix = \"quiet:\"\necho = false\n",
+    )
+    .unwrap();
     let server = start_server(&bin, dir.path()).await;
     let url = format!("http://{}", server.addr);
     let room = "quiet:e2e";
     let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let client = Client::builder(url.clone())
-        .history(CountingHistory { reads: reads.clone(), inner: Default::default() })
+        .history(CountingHistory {
+            reads: reads.clone(),
+            inner: Default::default(),
+        })
         .build()
         .unwrap();
-    let mut sub = client.subscribe(room, SubscribeOptions { cursor: Some(Cursor { epoch: None, seq: 0 }), ..Default::default() }).await.unwrap();
+    let mut sub = client
+        .subscribe(
+            room,
+            SubscribeOptions {
+                cursor: Some(Cursor {
+                    epoch: None,
+                    seq: 0,
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
 
     // Once the subscription is live (the hub counts it): before that its replay
     // reads the log, which has no senders, and would include our own events.
     timeout(Duration::from_secs(10), async {
         loop {
-            let stats: serde_json::Value = reqwest::get(format!("{url}/v1/rooms/{room}")).await.expect("room stats").json().await.expect("json");
+            let stats: serde_json::Value = reqwest::get(format!("{url}/v1/rooms/{room}"))
+                .await
+                .expect("room stats")
+                .json()
+                .await
+                .expect("json");
             if stats["subscribers"] == 1 {
                 break;
             }
@@ -366,7 +443,10 @@ async fn no_echo_rooms_skip_own_publishes_without_gap_heals() {
     });
     let mut own = Vec::new();
     for i in 0..40 {
-        let ack = client.publish(room, json!({"from": "socket", "i": i}), Default::default()).await.expect("ack");
+        let ack = client
+            .publish(room, json!({"from": "socket", "i": i}), Default::default())
+            .await
+            .expect("ack");
         own.push(ack.seq);
     }
     let others = others.await.unwrap();
@@ -389,22 +469,42 @@ async fn no_echo_rooms_skip_own_publishes_without_gap_heals() {
     assert_eq!(seen, others, "exactly the others' events, in order");
     // Every ack and every other event has been read, and the driver shares
     // the cursor before it hands either over.
-    assert_eq!(sub.cursor().map(|c| c.seq), Some(80), "the cursor counts our own seqs as delivered");
-    assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 0, "no hole was healed from history");
+    assert_eq!(
+        sub.cursor().map(|c| c.seq),
+        Some(80),
+        "the cursor counts our own seqs as delivered"
+    );
+    assert_eq!(
+        reads.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no hole was healed from history"
+    );
 
     // Resume from that cursor: nothing replayed, the next event is 81.
     let cursor = sub.cursor();
     drop(sub);
     client.close().await;
     let resumed = Client::new(url.clone()).unwrap();
-    let mut sub = resumed.subscribe(room, SubscribeOptions { cursor, ..Default::default() }).await.unwrap();
+    let mut sub = resumed
+        .subscribe(
+            room,
+            SubscribeOptions {
+                cursor,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     reqwest::Client::new()
         .post(format!("http://{}/v1/rooms/quiet:e2e/events", server.addr))
         .json(&json!({"data": {"from": "http", "i": "after"}}))
         .send()
         .await
         .expect("http publish");
-    match timeout(Duration::from_secs(10), sub.next()).await.expect("an event in time") {
+    match timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("an event in time")
+    {
         Some(RoomUpdate::Event(e)) => assert_eq!((e.seq, &e.data["i"]), (81, &json!("after"))),
         other => panic!("expected event 81, got {other:?}"),
     }

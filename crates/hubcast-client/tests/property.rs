@@ -31,7 +31,8 @@ impl Sim {
     }
 
     fn event(room: usize, seq: u64) -> String {
-        json!({"type": "event", "room": ROOMS[room], "seq": seq, "ts": seq, "data": seq}).to_string()
+        json!({"type": "event", "room": ROOMS[room], "seq": seq, "ts": seq, "data": seq})
+            .to_string()
     }
 
     /// Queues a server frame, perhaps dropping or duplicating it (in chaos).
@@ -65,15 +66,33 @@ impl Sim {
                         }
                     }
                     Output::Send { text, .. } => self.on_client_frame(&text),
-                    Output::HistoryGet { req, room, after, limit, .. } => self.http.push((req, Sim::room(&room), after, limit)),
-                    Output::Room { update: RoomUpdate::Event(e), .. } => {
+                    Output::HistoryGet {
+                        req,
+                        room,
+                        after,
+                        limit,
+                        ..
+                    } => self.http.push((req, Sim::room(&room), after, limit)),
+                    Output::Room {
+                        update: RoomUpdate::Event(e),
+                        ..
+                    } => {
                         let r = Sim::room(&e.room);
                         let last = self.delivered[r].last().copied().unwrap_or(0);
-                        assert_eq!(e.seq, last + 1, "room {}: delivered {} after {last}", e.room, e.seq);
+                        assert_eq!(
+                            e.seq,
+                            last + 1,
+                            "room {}: delivered {} after {last}",
+                            e.room,
+                            e.seq
+                        );
                         assert_eq!(e.data, json!(e.seq));
                         self.delivered[r].push(e.seq);
                     }
-                    Output::Room { update: RoomUpdate::Reset(r), .. } => panic!("unexpected reset {r:?}"),
+                    Output::Room {
+                        update: RoomUpdate::Reset(r),
+                        ..
+                    } => panic!("unexpected reset {r:?}"),
                     _ => {}
                 }
             }
@@ -86,18 +105,28 @@ impl Sim {
             "subscribe" => {
                 let r = Sim::room(frame["room"].as_str().unwrap());
                 let head = self.heads[r];
-                self.push(json!({"type": "subscribed", "room": ROOMS[r], "epoch": "E", "head": head}).to_string(), false);
+                self.push(
+                    json!({"type": "subscribed", "room": ROOMS[r], "epoch": "E", "head": head})
+                        .to_string(),
+                    false,
+                );
                 let from = frame["cursor"].as_u64().unwrap_or(head);
                 for seq in from + 1..=head {
                     self.push(Sim::event(r, seq), true);
                 }
-                self.push(json!({"type": "caught_up", "room": ROOMS[r], "seq": head}).to_string(), false);
+                self.push(
+                    json!({"type": "caught_up", "room": ROOMS[r], "seq": head}).to_string(),
+                    false,
+                );
                 self.active[r] = true;
             }
             "unsubscribe" => {
                 let r = Sim::room(frame["room"].as_str().unwrap());
                 self.active[r] = false;
-                self.push(json!({"type": "unsubscribed", "room": ROOMS[r]}).to_string(), false);
+                self.push(
+                    json!({"type": "unsubscribed", "room": ROOMS[r]}).to_string(),
+                    false,
+                );
             }
             "ping" => self.push(json!({"type": "pong"}).to_string(), false),
             _ => {}
@@ -117,7 +146,10 @@ impl Sim {
                 self.socket = Some(gen);
                 self.core.on_open(gen);
                 self.process();
-                self.inflight.insert(0, json!({"type": "welcome", "session": "s", "heartbeat_ms": 15000}).to_string());
+                self.inflight.insert(
+                    0,
+                    json!({"type": "welcome", "session": "s", "heartbeat_ms": 15000}).to_string(),
+                );
             }
             self.process();
         }
@@ -133,7 +165,11 @@ impl Sim {
             if self.inflight.is_empty() || self.socket.is_none() {
                 break;
             }
-            let at = if self.chaos && self.inflight.len() > 1 && self.rng.gen_bool(0.1) { 1 } else { 0 };
+            let at = if self.chaos && self.inflight.len() > 1 && self.rng.gen_bool(0.1) {
+                1
+            } else {
+                0
+            };
             let frame = self.inflight.remove(at);
             let gen = self.socket.unwrap();
             self.core.on_frame(gen, &frame);
@@ -145,7 +181,9 @@ impl Sim {
                 HistoryResult::NetworkError("down".into())
             } else {
                 let end = self.heads[r].min(after + limit);
-                let events: Vec<Value> = (after + 1..=end).map(|s| json!({"seq": s, "ts": s, "data": s})).collect();
+                let events: Vec<Value> = (after + 1..=end)
+                    .map(|s| json!({"seq": s, "ts": s, "data": s}))
+                    .collect();
                 HistoryResult::Response {
                     status: 200,
                     body: json!({"room": ROOMS[r], "epoch": "E", "head": self.heads[r], "earliest": 1, "events": events}),
@@ -168,7 +206,11 @@ impl Sim {
 
 fn run(seed: u64) {
     let mut cfg = Config::new("http://sim:1");
-    cfg.reconnect = Some(Backoff { min_delay_ms: 10, max_delay_ms: 200, try_again_later_ms: 100 });
+    cfg.reconnect = Some(Backoff {
+        min_delay_ms: 10,
+        max_delay_ms: 200,
+        try_again_later_ms: 100,
+    });
     cfg.heartbeat = None;
     cfg.connect_timeout_ms = 0;
     cfg.history_page_size = 3;
@@ -189,7 +231,16 @@ fn run(seed: u64) {
         chaos: true,
     };
     for room in ROOMS {
-        sim.core.subscribe(room, Some(hubcast_client::Cursor { epoch: Some("E".into()), seq: 0 }), None).unwrap();
+        sim.core
+            .subscribe(
+                room,
+                Some(hubcast_client::Cursor {
+                    epoch: Some("E".into()),
+                    seq: 0,
+                }),
+                None,
+            )
+            .unwrap();
     }
     sim.process();
     for _ in 0..600 {
@@ -199,11 +250,17 @@ fn run(seed: u64) {
     sim.chaos = false;
     for _ in 0..3000 {
         sim.tick();
-        if sim.delivered[0].len() as u64 == sim.heads[0] && sim.delivered[1].len() as u64 == sim.heads[1] && sim.inflight.is_empty() {
+        if sim.delivered[0].len() as u64 == sim.heads[0]
+            && sim.delivered[1].len() as u64 == sim.heads[1]
+            && sim.inflight.is_empty()
+        {
             break;
         }
     }
-    assert!(sim.heads[0] + sim.heads[1] > 100, "seed {seed}: the simulation published too little");
+    assert!(
+        sim.heads[0] + sim.heads[1] > 100,
+        "seed {seed}: the simulation published too little"
+    );
     for (r, name) in ROOMS.iter().enumerate() {
         let want: Vec<u64> = (1..=sim.heads[r]).collect();
         assert_eq!(sim.delivered[r], want, "seed {seed}: room {name}");

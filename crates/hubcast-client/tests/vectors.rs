@@ -18,7 +18,9 @@ fn vectors_dir() -> PathBuf {
 fn subset(actual: &Value, expected: &Value) -> Result<(), String> {
     match expected {
         Value::Object(want) => {
-            let Value::Object(got) = actual else { return Err(format!("{actual} is not an object")) };
+            let Value::Object(got) = actual else {
+                return Err(format!("{actual} is not an object"));
+            };
             for (key, value) in want {
                 let a = got.get(key).unwrap_or(&Value::Null);
                 if value.is_null() {
@@ -39,29 +41,55 @@ fn subset(actual: &Value, expected: &Value) -> Result<(), String> {
 fn build_core(config: &Value) -> (Core, Option<Vec<String>>) {
     let c = config.as_object().cloned().unwrap_or_default();
     let mut cfg = Config::new("http://hubcast.test:8787");
-    let reconnect = c.get("reconnect").cloned().unwrap_or(json!({"min_delay_ms": 100, "max_delay_ms": 1000, "try_again_later_ms": 5000}));
+    let reconnect = c
+        .get("reconnect")
+        .cloned()
+        .unwrap_or(json!({"min_delay_ms": 100, "max_delay_ms": 1000, "try_again_later_ms": 5000}));
     cfg.reconnect = if reconnect.is_null() && c.contains_key("reconnect") {
         None
     } else {
-        let r = if reconnect.is_null() { json!({}) } else { reconnect };
+        let r = if reconnect.is_null() {
+            json!({})
+        } else {
+            reconnect
+        };
         Some(Backoff {
             min_delay_ms: r.get("min_delay_ms").and_then(Value::as_u64).unwrap_or(100),
-            max_delay_ms: r.get("max_delay_ms").and_then(Value::as_u64).unwrap_or(1000),
-            try_again_later_ms: r.get("try_again_later_ms").and_then(Value::as_u64).unwrap_or(5000),
+            max_delay_ms: r
+                .get("max_delay_ms")
+                .and_then(Value::as_u64)
+                .unwrap_or(1000),
+            try_again_later_ms: r
+                .get("try_again_later_ms")
+                .and_then(Value::as_u64)
+                .unwrap_or(5000),
         })
     };
-    cfg.heartbeat = c.get("heartbeat").filter(|h| !h.is_null()).map(|h| Heartbeat {
-        interval_ms: h["interval_ms"].as_u64().unwrap(),
-        timeout_ms: h["timeout_ms"].as_u64().unwrap(),
-    });
-    cfg.connect_timeout_ms = c.get("connect_timeout_ms").and_then(Value::as_u64).unwrap_or(0);
+    cfg.heartbeat = c
+        .get("heartbeat")
+        .filter(|h| !h.is_null())
+        .map(|h| Heartbeat {
+            interval_ms: h["interval_ms"].as_u64().unwrap(),
+            timeout_ms: h["timeout_ms"].as_u64().unwrap(),
+        });
+    cfg.connect_timeout_ms = c
+        .get("connect_timeout_ms")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
     cfg.reconcile_ms = c.get("reconcile_ms").and_then(Value::as_u64).unwrap_or(0);
-    cfg.history_page_size = c.get("history_page_size").and_then(Value::as_u64).unwrap_or(1000);
+    cfg.history_page_size = c
+        .get("history_page_size")
+        .and_then(Value::as_u64)
+        .unwrap_or(1000);
     cfg.send_token_as_message = c.get("send_token_as").and_then(Value::as_str) == Some("message");
     let tokens = match c.get("token") {
         None | Some(Value::Null) => None,
         Some(Value::String(t)) => Some(vec![t.clone()]),
-        Some(Value::Array(list)) => Some(list.iter().map(|t| t.as_str().unwrap().to_owned()).collect()),
+        Some(Value::Array(list)) => Some(
+            list.iter()
+                .map(|t| t.as_str().unwrap().to_owned())
+                .collect(),
+        ),
         Some(other) => panic!("bad token config {other}"),
     };
     cfg.has_token_provider = tokens.is_some();
@@ -127,7 +155,9 @@ fn percent_decode(s: &str) -> String {
 fn split_url(url: &str) -> (String, Vec<(String, String)>) {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let path_and_query = rest.find('/').map_or("/", |at| &rest[at..]);
-    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
     let params = query
         .split('&')
         .filter(|p| !p.is_empty())
@@ -140,7 +170,10 @@ fn split_url(url: &str) -> (String, Vec<(String, String)>) {
 }
 
 fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    params
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 fn json_str(v: &Value) -> String {
@@ -225,9 +258,14 @@ impl Runner {
         }
     }
 
-    fn publish_outcome(&mut self, result: Result<hubcast_client::Ack, hubcast_client::ClientError>) {
+    fn publish_outcome(
+        &mut self,
+        result: Result<hubcast_client::Ack, hubcast_client::ClientError>,
+    ) {
         match result {
-            Ok(ack) => self.outcomes.push(json!({"ack": {"id": ack.id, "room": ack.room, "seq": ack.seq}})),
+            Ok(ack) => self
+                .outcomes
+                .push(json!({"ack": {"id": ack.id, "room": ack.room, "seq": ack.seq}})),
             Err(err) => {
                 let mut o = Map::new();
                 o.insert("id".into(), err.id.map_or(Value::Null, Value::from));
@@ -259,7 +297,10 @@ impl Runner {
 
     fn take_attempt(&mut self, query: Option<&Value>) -> Result<(), String> {
         if self.new_attempts() != 1 {
-            return Err(format!("expected one new connection attempt, got {}", self.new_attempts()));
+            return Err(format!(
+                "expected one new connection attempt, got {}",
+                self.new_attempts()
+            ));
         }
         let index = self.attempts_seen;
         self.attempts_seen += 1;
@@ -270,7 +311,11 @@ impl Runner {
         if let Some(Value::Object(q)) = query {
             for (key, value) in q {
                 let got = param(&params, key);
-                let want = if value.is_null() { None } else { Some(json_str(value)) };
+                let want = if value.is_null() {
+                    None
+                } else {
+                    Some(json_str(value))
+                };
                 if got.map(str::to_owned) != want {
                     return Err(format!("query {key}: expected {want:?}, got {got:?}"));
                 }
@@ -286,7 +331,11 @@ impl Runner {
     }
 
     fn step(&mut self, step: &Map<String, Value>) -> Result<(), String> {
-        let key = step.keys().find(|k| *k != "respond").ok_or("empty step")?.clone();
+        let key = step
+            .keys()
+            .find(|k| *k != "respond")
+            .ok_or("empty step")?
+            .clone();
         let arg = &step[&key];
         match key.as_str() {
             "subscribe" => {
@@ -296,13 +345,22 @@ impl Runner {
                     seq: c["seq"].as_u64().unwrap(),
                 });
                 let rewind = arg.get("rewind").and_then(Value::as_u64);
-                let presence = arg.get("presence").and_then(Value::as_bool).unwrap_or(false);
-                let sub = self.core.subscribe_with_presence(room, cursor, rewind, presence).map_err(|e| format!("subscribe failed: {e}"))?;
+                let presence = arg
+                    .get("presence")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                let sub = self
+                    .core
+                    .subscribe_with_presence(room, cursor, rewind, presence)
+                    .map_err(|e| format!("subscribe failed: {e}"))?;
                 self.subs.insert(room.to_owned(), sub);
             }
             "request_presence" => {
                 let room = arg["room"].as_str().unwrap();
-                let key = self.core.request_presence(room).map_err(|e| format!("request_presence failed: {e}"))?;
+                let key = self
+                    .core
+                    .request_presence(room)
+                    .map_err(|e| format!("request_presence failed: {e}"))?;
                 self.presence_keys.insert(key, room.to_owned());
             }
             "expect_members" => {
@@ -322,7 +380,13 @@ impl Runner {
             "publish" => {
                 let id = arg["id"].as_str().map(str::to_owned);
                 let room = arg["room"].as_str().unwrap();
-                let result = self.core.publish(room, &arg["data"], arg.get("expected_seq").and_then(Value::as_u64), id, None);
+                let result = self.core.publish(
+                    room,
+                    &arg["data"],
+                    arg.get("expected_seq").and_then(Value::as_u64),
+                    id,
+                    None,
+                );
                 if let Err(err) = result {
                     self.publish_outcome(Err(err));
                 }
@@ -345,7 +409,11 @@ impl Runner {
                 self.core.on_close(gen, 1006, "");
             }
             "server" | "server_raw" => {
-                let text = if key == "server" { arg.to_string() } else { arg.as_str().unwrap().to_owned() };
+                let text = if key == "server" {
+                    arg.to_string()
+                } else {
+                    arg.as_str().unwrap().to_owned()
+                };
                 let sock = self.current()?;
                 if sock.ready == 1 {
                     let gen = sock.gen;
@@ -354,7 +422,11 @@ impl Runner {
             }
             "server_close" => {
                 let code = arg["code"].as_u64().unwrap() as u16;
-                let reason = arg.get("reason").and_then(Value::as_str).unwrap_or("").to_owned();
+                let reason = arg
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
                 let sock = self.current()?;
                 if sock.ready != 3 {
                     sock.ready = 3;
@@ -389,9 +461,14 @@ impl Runner {
             }
             "expect_sent" => {
                 self.flush();
-                let frame = self.sent.get(self.sent_read).ok_or("no frame was sent")?.clone();
+                let frame = self
+                    .sent
+                    .get(self.sent_read)
+                    .ok_or("no frame was sent")?
+                    .clone();
                 self.sent_read += 1;
-                let parsed: Value = serde_json::from_str(&frame).map_err(|e| format!("sent {frame}: {e}"))?;
+                let parsed: Value =
+                    serde_json::from_str(&frame).map_err(|e| format!("sent {frame}: {e}"))?;
                 subset(&parsed, arg).map_err(|e| format!("sent {frame}: {e}"))?;
             }
             "expect_nothing_sent" => {
@@ -402,7 +479,10 @@ impl Runner {
             }
             "expect_http" => {
                 self.flush();
-                let request = self.requests.get(self.requests_read).ok_or("no history request was made")?;
+                let request = self
+                    .requests
+                    .get(self.requests_read)
+                    .ok_or("no history request was made")?;
                 self.requests_read += 1;
                 let (path, params) = split_url(&request.url);
                 let room = arg["room"].as_str().unwrap();
@@ -413,18 +493,24 @@ impl Runner {
                 if after != Some(arg["after"].to_string().as_str()) {
                     return Err(format!("after {after:?}, expected {}", arg["after"]));
                 }
-                let limit: u64 = param(&params, "limit").and_then(|l| l.parse().ok()).unwrap_or(0);
+                let limit: u64 = param(&params, "limit")
+                    .and_then(|l| l.parse().ok())
+                    .unwrap_or(0);
                 if limit < 1 {
                     return Err(format!("limit {limit}"));
                 }
                 if let Some(auth) = arg.get("authorization") {
                     if request.authorization.as_deref() != auth.as_str() {
-                        return Err(format!("Authorization {:?}, expected {auth}", request.authorization));
+                        return Err(format!(
+                            "Authorization {:?}, expected {auth}",
+                            request.authorization
+                        ));
                     }
                 }
                 let req = request.req;
                 let respond = step.get("respond").ok_or("no respond")?;
-                let result = if respond.get("network_error").and_then(Value::as_bool) == Some(true) {
+                let result = if respond.get("network_error").and_then(Value::as_bool) == Some(true)
+                {
                     HistoryResult::NetworkError("Failed to fetch".into())
                 } else {
                     HistoryResult::Response {
@@ -440,17 +526,29 @@ impl Runner {
                 let seen: Vec<Value> = std::mem::take(&mut self.outcomes);
                 let what = format!("outcomes {}", Value::Array(seen.clone()));
                 if seen.len() != expected.len() {
-                    return Err(format!("{what}: expected {}", Value::Array(expected.clone())));
+                    return Err(format!(
+                        "{what}: expected {}",
+                        Value::Array(expected.clone())
+                    ));
                 }
-                let ordered = |o: &Value| ["event", "reset", "presence", "join", "leave"].iter().any(|k| o.get(*k).is_some());
+                let ordered = |o: &Value| {
+                    ["event", "reset", "presence", "join", "leave"]
+                        .iter()
+                        .any(|k| o.get(*k).is_some())
+                };
                 let seen_ordered: Vec<&Value> = seen.iter().filter(|o| ordered(o)).collect();
                 let want_ordered: Vec<&Value> = expected.iter().filter(|o| ordered(o)).collect();
                 if seen_ordered.len() != want_ordered.len() {
-                    return Err(format!("{what}: expected {}", Value::Array(expected.clone())));
+                    return Err(format!(
+                        "{what}: expected {}",
+                        Value::Array(expected.clone())
+                    ));
                 }
                 for (i, (got, want)) in seen_ordered.iter().zip(&want_ordered).enumerate() {
                     let kind = want.as_object().unwrap().keys().next().unwrap();
-                    let g = got.get(kind).ok_or_else(|| format!("{what}: #{i} is not a {kind}"))?;
+                    let g = got
+                        .get(kind)
+                        .ok_or_else(|| format!("{what}: #{i} is not a {kind}"))?;
                     subset(g, &want[kind]).map_err(|e| format!("{what}: #{i}: {e}"))?;
                 }
                 let mut rest: Vec<&Value> = seen.iter().filter(|o| !ordered(o)).collect();
@@ -458,7 +556,10 @@ impl Runner {
                     let kind = want.as_object().unwrap().keys().next().unwrap();
                     let at = rest
                         .iter()
-                        .position(|got| got.get(kind).is_some_and(|g| subset(g, &want[kind]).is_ok()))
+                        .position(|got| {
+                            got.get(kind)
+                                .is_some_and(|g| subset(g, &want[kind]).is_ok())
+                        })
                         .ok_or_else(|| format!("{what}: no outcome matches {want}"))?;
                     rest.remove(at);
                 }
@@ -473,7 +574,10 @@ impl Runner {
                         return Err(format!("cursor {cursor:?}, expected none"));
                     }
                 } else {
-                    let want = Cursor { epoch: arg["epoch"].as_str().map(str::to_owned), seq: arg["seq"].as_u64().unwrap() };
+                    let want = Cursor {
+                        epoch: arg["epoch"].as_str().map(str::to_owned),
+                        seq: arg["seq"].as_u64().unwrap(),
+                    };
                     if cursor.as_ref() != Some(&want) {
                         return Err(format!("cursor {cursor:?}, expected {want:?}"));
                     }
@@ -513,14 +617,22 @@ fn run_case(case: &Value) -> Result<(), String> {
     };
     for (index, step) in case["steps"].as_array().unwrap().iter().enumerate() {
         let step = step.as_object().unwrap();
-        runner.step(step).map_err(|e| format!("step {index} {}: {e}", Value::Object(step.clone())))?;
+        runner
+            .step(step)
+            .map_err(|e| format!("step {index} {}: {e}", Value::Object(step.clone())))?;
     }
     runner.flush();
     if !runner.outcomes.is_empty() {
-        return Err(format!("outcomes nobody expected: {}", Value::Array(runner.outcomes.clone())));
+        return Err(format!(
+            "outcomes nobody expected: {}",
+            Value::Array(runner.outcomes.clone())
+        ));
     }
     if runner.sent.len() > runner.sent_read {
-        return Err(format!("frames sent that no step expected: {:?}", &runner.sent[runner.sent_read..]));
+        return Err(format!(
+            "frames sent that no step expected: {:?}",
+            &runner.sent[runner.sent_read..]
+        ));
     }
     if runner.requests.len() > runner.requests_read {
         return Err("history requests no step expected".into());
@@ -542,7 +654,10 @@ fn every_vector_case_passes() {
     for file in &files {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let vectors: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
-        assert_eq!(vectors["format"], "hubcast-client-vectors/1", "{name}: format");
+        assert_eq!(
+            vectors["format"], "hubcast-client-vectors/1",
+            "{name}: format"
+        );
         let cases = vectors["cases"].as_array().unwrap();
         assert!(!cases.is_empty(), "{name}: has cases");
         let mut names: Vec<&str> = cases.iter().map(|c| c["name"].as_str().unwrap()).collect();
@@ -558,7 +673,12 @@ fn every_vector_case_passes() {
         }
     }
     eprintln!("test vectors: {passed} passed, {} failed", failed.len());
-    assert!(failed.is_empty(), "{} vector case(s) failed:\n{}", failed.len(), failed.join("\n\n"));
+    assert!(
+        failed.is_empty(),
+        "{} vector case(s) failed:\n{}",
+        failed.len(),
+        failed.join("\n\n")
+    );
 }
 
 fn member_json(m: &hubcast_client::PresenceMember) -> Value {

@@ -16,15 +16,28 @@ struct Chat;
 /// The chat page's routes.
 pub fn routes() -> Router {
     Router::new()
-        .route("/demo/chat", get(|| async { Redirect::permanent("/demo/chat/") }))
+        .route(
+            "/demo/chat",
+            get(|| async { Redirect::permanent("/demo/chat/") }),
+        )
         .route("/demo/chat/", get(|| async { chat("index.html") }))
-        .route("/demo/chat/{*path}", get(|Path(path): Path<String>| async move { chat(&path) }))
+        .route(
+            "/demo/chat/{*path}",
+            get(|Path(path): Path<String>| async move { chat(&path) }),
+        )
 }
 
 fn chat(path: &str) -> Response {
     // The page's own files only (not the README next to them).
-    let servable = is_plain_path(path) && [".html", ".js", ".css"].iter().any(|ext| path.ends_with(ext));
-    let file = if servable { Chat::get(path).map(|file| file.data) } else { None };
+    let servable = is_plain_path(path)
+        && [".html", ".js", ".css"]
+            .iter()
+            .any(|ext| path.ends_with(ext));
+    let file = if servable {
+        Chat::get(path).map(|file| file.data)
+    } else {
+        None
+    };
     serve_page_file(path, file, "chat asset")
 }
 
@@ -38,10 +51,17 @@ mod tests {
         let page = Chat::get("index.html").expect("index.html is embedded");
         let page = std::str::from_utf8(&page.data).expect("utf-8");
         for name in ["style.css", "app.js"] {
-            assert!(page.contains(&format!("/demo/chat/{name}")), "index.html names {name}");
+            assert!(
+                page.contains(&format!("/demo/chat/{name}")),
+                "index.html names {name}"
+            );
             assert!(Chat::get(name).is_some(), "{name} is embedded");
         }
-        assert_eq!(chat("README.md").status(), StatusCode::NOT_FOUND, "docs are not served");
+        assert_eq!(
+            chat("README.md").status(),
+            StatusCode::NOT_FOUND,
+            "docs are not served"
+        );
         assert_eq!(chat("../Cargo.toml").status(), StatusCode::NOT_FOUND);
         assert_eq!(chat("app.js").status(), StatusCode::OK);
     }

@@ -138,7 +138,9 @@ impl CloseCode {
             | CloseCode::TooBig
             | CloseCode::ProtocolError
             | CloseCode::InvalidData => Reconnect::Never,
-            CloseCode::SlowConsumer | CloseCode::HeartbeatTimeout | CloseCode::Other(_) => Reconnect::Backoff,
+            CloseCode::SlowConsumer | CloseCode::HeartbeatTimeout | CloseCode::Other(_) => {
+                Reconnect::Backoff
+            }
         }
     }
 
@@ -161,7 +163,10 @@ impl CloseCode {
 
 impl From<u16> for CloseCode {
     fn from(code: u16) -> CloseCode {
-        CloseCode::NAMED.into_iter().find(|named| named.as_u16() == code).unwrap_or(CloseCode::Other(code))
+        CloseCode::NAMED
+            .into_iter()
+            .find(|named| named.as_u16() == code)
+            .unwrap_or(CloseCode::Other(code))
     }
 }
 
@@ -355,7 +360,10 @@ impl ErrorCode {
     /// subscription is over on this socket (`already_subscribed` and
     /// `not_subscribed` aside, which restart it).
     pub fn subscribe_is_retried(self) -> bool {
-        matches!(self, ErrorCode::StoreUnavailable | ErrorCode::OverCapacity | ErrorCode::RateLimited)
+        matches!(
+            self,
+            ErrorCode::StoreUnavailable | ErrorCode::OverCapacity | ErrorCode::RateLimited
+        )
     }
 }
 
@@ -374,7 +382,10 @@ impl FromStr for ErrorCode {
     type Err = UnknownErrorCode;
 
     fn from_str(s: &str) -> Result<ErrorCode, UnknownErrorCode> {
-        ErrorCode::ALL.into_iter().find(|code| code.as_str() == s).ok_or_else(|| UnknownErrorCode(s.to_owned()))
+        ErrorCode::ALL
+            .into_iter()
+            .find(|code| code.as_str() == s)
+            .ok_or_else(|| UnknownErrorCode(s.to_owned()))
     }
 }
 
@@ -422,7 +433,10 @@ impl ReceivedErrorCode {
 
 impl From<&str> for ReceivedErrorCode {
     fn from(code: &str) -> ReceivedErrorCode {
-        code.parse().map_or_else(|_| ReceivedErrorCode::Unknown(code.to_owned()), ReceivedErrorCode::Known)
+        code.parse().map_or_else(
+            |_| ReceivedErrorCode::Unknown(code.to_owned()),
+            ReceivedErrorCode::Known,
+        )
     }
 }
 
@@ -451,7 +465,9 @@ impl serde::Serialize for ReceivedErrorCode {
 }
 
 impl<'de> serde::Deserialize<'de> for ReceivedErrorCode {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ReceivedErrorCode, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<ReceivedErrorCode, D::Error> {
         let code = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
         Ok(ReceivedErrorCode::from(&*code))
     }
@@ -493,17 +509,32 @@ mod tests {
         for code in ErrorCode::ALL {
             assert!(listed(code) && seen.insert(code.as_str()), "{code}");
             assert_eq!(code.as_str().parse(), Ok(code));
-            assert_eq!(ReceivedErrorCode::from(code.as_str()), ReceivedErrorCode::Known(code));
+            assert_eq!(
+                ReceivedErrorCode::from(code.as_str()),
+                ReceivedErrorCode::Known(code)
+            );
             assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{code}\""));
-            assert_eq!(serde_json::from_str::<ErrorCode>(&format!("\"{code}\"")).unwrap(), code);
+            assert_eq!(
+                serde_json::from_str::<ErrorCode>(&format!("\"{code}\"")).unwrap(),
+                code
+            );
         }
-        assert_eq!("teapot".parse::<ErrorCode>(), Err(UnknownErrorCode("teapot".into())));
+        assert_eq!(
+            "teapot".parse::<ErrorCode>(),
+            Err(UnknownErrorCode("teapot".into()))
+        );
         assert!(serde_json::from_str::<ErrorCode>("\"teapot\"").is_err());
         // A newer server's code passes as itself.
         let newer: ReceivedErrorCode = serde_json::from_str("\"teapot\"").unwrap();
-        assert_eq!((newer.known(), newer.as_str(), newer.to_string()), (None, "teapot", "teapot".to_owned()));
+        assert_eq!(
+            (newer.known(), newer.as_str(), newer.to_string()),
+            (None, "teapot", "teapot".to_owned())
+        );
         assert_eq!(serde_json::to_string(&newer).unwrap(), "\"teapot\"");
-        assert_eq!(serde_json::from_str::<ReceivedErrorCode>("\"conflict\"").unwrap(), ErrorCode::Conflict);
+        assert_eq!(
+            serde_json::from_str::<ReceivedErrorCode>("\"conflict\"").unwrap(),
+            ErrorCode::Conflict
+        );
     }
 
     #[test]
@@ -512,9 +543,20 @@ mod tests {
             assert_eq!(CloseCode::from(code.as_u16()), code);
             assert_eq!(u16::from(code), code.as_u16());
         }
-        for code in [close::NORMAL, close::NO_STATUS, close::ABNORMAL, close::ABANDONED, 1011, 4999] {
+        for code in [
+            close::NORMAL,
+            close::NO_STATUS,
+            close::ABNORMAL,
+            close::ABANDONED,
+            1011,
+            4999,
+        ] {
             assert_eq!(CloseCode::from(code), CloseCode::Other(code));
-            assert_eq!(CloseCode::from(code).reconnect(), Reconnect::Backoff, "{code}");
+            assert_eq!(
+                CloseCode::from(code).reconnect(),
+                Reconnect::Backoff,
+                "{code}"
+            );
         }
     }
 
@@ -538,21 +580,43 @@ mod tests {
         assert_eq!(table.len(), CloseCode::NAMED.len());
         for (code, policy, error) in table {
             let close_code = CloseCode::from(code);
-            assert_eq!((close_code.reconnect(), close_code.terminal_error_code()), (policy, error), "{code}");
+            assert_eq!(
+                (close_code.reconnect(), close_code.terminal_error_code()),
+                (policy, error),
+                "{code}"
+            );
             assert_eq!(close::should_reconnect(code), policy != Never, "{code}");
         }
     }
 
     #[test]
     fn client_policy_per_error_code() {
-        let mut publish: Vec<&str> =
-            ErrorCode::ALL.into_iter().filter(|c| c.publish_is_retried()).map(ErrorCode::as_str).collect();
+        let mut publish: Vec<&str> = ErrorCode::ALL
+            .into_iter()
+            .filter(|c| c.publish_is_retried())
+            .map(ErrorCode::as_str)
+            .collect();
         publish.sort();
-        assert_eq!(publish, ["over_capacity", "rate_limited", "shutting_down", "store_unavailable", "token_expired"]);
-        let mut subscribe: Vec<&str> =
-            ErrorCode::ALL.into_iter().filter(|c| c.subscribe_is_retried()).map(ErrorCode::as_str).collect();
+        assert_eq!(
+            publish,
+            [
+                "over_capacity",
+                "rate_limited",
+                "shutting_down",
+                "store_unavailable",
+                "token_expired"
+            ]
+        );
+        let mut subscribe: Vec<&str> = ErrorCode::ALL
+            .into_iter()
+            .filter(|c| c.subscribe_is_retried())
+            .map(ErrorCode::as_str)
+            .collect();
         subscribe.sort();
-        assert_eq!(subscribe, ["over_capacity", "rate_limited", "store_unavailable"]);
+        assert_eq!(
+            subscribe,
+            ["over_capacity", "rate_limited", "store_unavailable"]
+        );
     }
 
     #[test]
@@ -567,7 +631,14 @@ mod tests {
         ] {
             assert!(close::should_reconnect(code), "{code}");
         }
-        for code in [close::UNAUTHENTICATED, close::FORBIDDEN, close::POLICY, close::TOO_BIG, close::PROTOCOL_ERROR, close::INVALID_DATA] {
+        for code in [
+            close::UNAUTHENTICATED,
+            close::FORBIDDEN,
+            close::POLICY,
+            close::TOO_BIG,
+            close::PROTOCOL_ERROR,
+            close::INVALID_DATA,
+        ] {
             assert!(!close::should_reconnect(code), "{code}");
         }
     }

@@ -165,8 +165,10 @@ impl ServerFrame {
     /// Decodes one text frame. One pass when `type` comes first (every frame
     /// hubcast encodes); else two over the text: its `type`, then its fields.
     pub fn decode(text: &str) -> Result<ServerFrame, serde_json::Error> {
-        let type_first =
-            text.trim_start().strip_prefix('{').is_some_and(|rest| rest.trim_start().starts_with("\"type\""));
+        let type_first = text
+            .trim_start()
+            .strip_prefix('{')
+            .is_some_and(|rest| rest.trim_start().starts_with("\"type\""));
         if type_first {
             return serde_json::from_str(text);
         }
@@ -192,7 +194,8 @@ impl ServerFrame {
 impl PartialEq for EventFrame {
     /// Raw data compares as text.
     fn eq(&self, other: &EventFrame) -> bool {
-        (&self.room, self.seq, self.ts, self.data.get()) == (&other.room, other.seq, other.ts, other.data.get())
+        (&self.room, self.seq, self.ts, self.data.get())
+            == (&other.room, other.seq, other.ts, other.data.get())
     }
 }
 
@@ -208,25 +211,69 @@ impl Serialize for ServerFrame {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let batch: Vec<BatchEvent<'_>>;
         let message = match self {
-            ServerFrame::Welcome(f) => ServerMessage::Welcome { session: &f.session, heartbeat_ms: f.heartbeat_ms },
-            ServerFrame::Subscribed(f) => {
-                ServerMessage::Subscribed { room: &f.room, epoch: &f.epoch, head: f.head, echo: f.echo }
-            }
-            ServerFrame::Event(f) => ServerMessage::Event { room: &f.room, seq: f.seq, ts: f.ts, data: &f.data },
+            ServerFrame::Welcome(f) => ServerMessage::Welcome {
+                session: &f.session,
+                heartbeat_ms: f.heartbeat_ms,
+            },
+            ServerFrame::Subscribed(f) => ServerMessage::Subscribed {
+                room: &f.room,
+                epoch: &f.epoch,
+                head: f.head,
+                echo: f.echo,
+            },
+            ServerFrame::Event(f) => ServerMessage::Event {
+                room: &f.room,
+                seq: f.seq,
+                ts: f.ts,
+                data: &f.data,
+            },
             ServerFrame::Batch(f) => {
-                batch = f.events.iter().map(|e| BatchEvent { seq: e.seq, ts: e.ts, data: &e.data }).collect();
-                ServerMessage::Batch { room: &f.room, events: &batch }
+                batch = f
+                    .events
+                    .iter()
+                    .map(|e| BatchEvent {
+                        seq: e.seq,
+                        ts: e.ts,
+                        data: &e.data,
+                    })
+                    .collect();
+                ServerMessage::Batch {
+                    room: &f.room,
+                    events: &batch,
+                }
             }
-            ServerFrame::Presence(f) => {
-                ServerMessage::Presence { id: f.id.as_deref(), room: &f.room, members: &f.members }
-            }
-            ServerFrame::Join(f) => ServerMessage::Join { room: &f.room, member: &f.member },
-            ServerFrame::Leave(f) => ServerMessage::Leave { room: &f.room, member: &f.member },
-            ServerFrame::CaughtUp(f) => ServerMessage::CaughtUp { room: &f.room, seq: f.seq },
-            ServerFrame::Reset(f) => ServerMessage::Reset { room: &f.room, epoch: &f.epoch, earliest: f.earliest },
+            ServerFrame::Presence(f) => ServerMessage::Presence {
+                id: f.id.as_deref(),
+                room: &f.room,
+                members: &f.members,
+            },
+            ServerFrame::Join(f) => ServerMessage::Join {
+                room: &f.room,
+                member: &f.member,
+            },
+            ServerFrame::Leave(f) => ServerMessage::Leave {
+                room: &f.room,
+                member: &f.member,
+            },
+            ServerFrame::CaughtUp(f) => ServerMessage::CaughtUp {
+                room: &f.room,
+                seq: f.seq,
+            },
+            ServerFrame::Reset(f) => ServerMessage::Reset {
+                room: &f.room,
+                epoch: &f.epoch,
+                earliest: f.earliest,
+            },
             ServerFrame::Unsubscribed(f) => ServerMessage::Unsubscribed { room: &f.room },
-            ServerFrame::Ack(f) => ServerMessage::Ack { id: &f.id, room: &f.room, seq: f.seq },
-            ServerFrame::Authenticated(f) => ServerMessage::Authenticated { sub: f.sub.as_deref(), exp: f.exp },
+            ServerFrame::Ack(f) => ServerMessage::Ack {
+                id: &f.id,
+                room: &f.room,
+                seq: f.seq,
+            },
+            ServerFrame::Authenticated(f) => ServerMessage::Authenticated {
+                sub: f.sub.as_deref(),
+                exp: f.exp,
+            },
             ServerFrame::Error(f) => ServerMessage::Error {
                 code: f.code.as_str(),
                 message: &f.message,
@@ -360,20 +407,31 @@ impl<'de> Visitor<'de> for FrameVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ServerFrame, A::Error> {
-        let Some(first) = map.next_key::<Text<'de>>()? else { return Err(de::Error::missing_field("type")) };
+        let Some(first) = map.next_key::<Text<'de>>()? else {
+            return Err(de::Error::missing_field("type"));
+        };
         if first.0 == "type" {
             let kind: Kind = map.next_value()?;
             return kind.read(MapAccessDeserializer::new(map));
         }
         // `type` is not first: read every field raw, put `type` first, decode again.
-        let mut fields: Vec<(String, Box<RawValue>)> = vec![(first.0.into_owned(), map.next_value()?)];
+        let mut fields: Vec<(String, Box<RawValue>)> =
+            vec![(first.0.into_owned(), map.next_value()?)];
         while let Some(key) = map.next_key::<String>()? {
             fields.push((key, map.next_value()?));
         }
-        let at = fields.iter().position(|(key, _)| key == "type").ok_or_else(|| de::Error::missing_field("type"))?;
+        let at = fields
+            .iter()
+            .position(|(key, _)| key == "type")
+            .ok_or_else(|| de::Error::missing_field("type"))?;
         let kind = fields.remove(at);
-        let mut text =
-            String::with_capacity(fields.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>() + 32);
+        let mut text = String::with_capacity(
+            fields
+                .iter()
+                .map(|(k, v)| k.len() + v.get().len() + 4)
+                .sum::<usize>()
+                + 32,
+        );
         for (key, value) in std::iter::once(&kind).chain(&fields) {
             text.push(if text.is_empty() { '{' } else { ',' });
             text.push_str(&serde_json::to_string(key).map_err(de::Error::custom)?);
@@ -398,7 +456,8 @@ mod tests {
 
     /// The frame with `type` moved last, every value kept as its raw text.
     fn type_last(text: &str) -> String {
-        let fields: std::collections::BTreeMap<String, Box<RawValue>> = serde_json::from_str(text).unwrap();
+        let fields: std::collections::BTreeMap<String, Box<RawValue>> =
+            serde_json::from_str(text).unwrap();
         let body: Vec<String> = fields
             .iter()
             .filter(|(key, _)| *key != "type")
@@ -410,23 +469,86 @@ mod tests {
 
     /// Every kind of message the server encodes, with its optional fields both ways.
     fn every_message(data: &RawValue, members: &[PresenceMember]) -> Vec<String> {
-        let events = [BatchEvent { seq: 7, ts: 1000, data }, BatchEvent { seq: 8, ts: -1, data }];
+        let events = [
+            BatchEvent {
+                seq: 7,
+                ts: 1000,
+                data,
+            },
+            BatchEvent {
+                seq: 8,
+                ts: -1,
+                data,
+            },
+        ];
         let messages = [
-            ServerMessage::Welcome { session: "s1", heartbeat_ms: 15_000 },
-            ServerMessage::Subscribed { room: "r", epoch: "e", head: 3, echo: None },
-            ServerMessage::Subscribed { room: "r", epoch: "e", head: 0, echo: Some(false) },
-            ServerMessage::Event { room: "r:1", seq: 7, ts: 1_732_400_000_000, data },
-            ServerMessage::Batch { room: "r", events: &events },
-            ServerMessage::Presence { id: None, room: "r", members },
-            ServerMessage::Presence { id: Some("presence:1"), room: "r", members: &[] },
-            ServerMessage::Join { room: "r", member: &members[0] },
-            ServerMessage::Leave { room: "r", member: &members[1] },
-            ServerMessage::CaughtUp { room: "r", seq: u64::MAX },
-            ServerMessage::Reset { room: "r", epoch: "e2", earliest: 4 },
+            ServerMessage::Welcome {
+                session: "s1",
+                heartbeat_ms: 15_000,
+            },
+            ServerMessage::Subscribed {
+                room: "r",
+                epoch: "e",
+                head: 3,
+                echo: None,
+            },
+            ServerMessage::Subscribed {
+                room: "r",
+                epoch: "e",
+                head: 0,
+                echo: Some(false),
+            },
+            ServerMessage::Event {
+                room: "r:1",
+                seq: 7,
+                ts: 1_732_400_000_000,
+                data,
+            },
+            ServerMessage::Batch {
+                room: "r",
+                events: &events,
+            },
+            ServerMessage::Presence {
+                id: None,
+                room: "r",
+                members,
+            },
+            ServerMessage::Presence {
+                id: Some("presence:1"),
+                room: "r",
+                members: &[],
+            },
+            ServerMessage::Join {
+                room: "r",
+                member: &members[0],
+            },
+            ServerMessage::Leave {
+                room: "r",
+                member: &members[1],
+            },
+            ServerMessage::CaughtUp {
+                room: "r",
+                seq: u64::MAX,
+            },
+            ServerMessage::Reset {
+                room: "r",
+                epoch: "e2",
+                earliest: 4,
+            },
             ServerMessage::Unsubscribed { room: "r" },
-            ServerMessage::Ack { id: "p\"1", room: "r", seq: 9 },
-            ServerMessage::Authenticated { sub: Some("alice"), exp: Some(1_900_000_000) },
-            ServerMessage::Authenticated { sub: None, exp: None },
+            ServerMessage::Ack {
+                id: "p\"1",
+                room: "r",
+                seq: 9,
+            },
+            ServerMessage::Authenticated {
+                sub: Some("alice"),
+                exp: Some(1_900_000_000),
+            },
+            ServerMessage::Authenticated {
+                sub: None,
+                exp: None,
+            },
             ServerMessage::Error {
                 code: "conflict",
                 message: "head is 4",
@@ -434,7 +556,13 @@ mod tests {
                 room: Some("r"),
                 head: Some(4),
             },
-            ServerMessage::Error { code: "a_newer_code", message: "", id: None, room: None, head: None },
+            ServerMessage::Error {
+                code: "a_newer_code",
+                message: "",
+                id: None,
+                room: None,
+                head: None,
+            },
             ServerMessage::Pong,
         ];
         // A new kind of message fails to compile here until it has a name,
@@ -456,7 +584,11 @@ mod tests {
             ServerMessage::Pong => "pong",
         };
         let named: BTreeSet<&str> = messages.iter().map(name).collect();
-        assert_eq!(named.len(), 14, "a sample of every kind of message: {named:?}");
+        assert_eq!(
+            named.len(),
+            14,
+            "a sample of every kind of message: {named:?}"
+        );
         messages.iter().map(ServerMessage::encode).collect()
     }
 
@@ -464,45 +596,79 @@ mod tests {
     fn every_server_message_decodes_to_the_same_frame() {
         let data = raw(r#"{"p": 0.5, "big": 18446744073709551616, "s": "\u00e9\n", "z": [1e999]}"#);
         let members = [
-            PresenceMember { id: "alice".into(), info: Some(serde_json::json!({"name": "A"})) },
-            PresenceMember { id: "bob".into(), info: None },
+            PresenceMember {
+                id: "alice".into(),
+                info: Some(serde_json::json!({"name": "A"})),
+            },
+            PresenceMember {
+                id: "bob".into(),
+                info: None,
+            },
         ];
         for text in every_message(&data, &members) {
             let frame = ServerFrame::decode(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
             assert!(!matches!(frame, ServerFrame::Unknown { .. }), "{text}");
             assert_eq!(frame.encode(), text, "decoded and encoded again");
             let reordered = type_last(&text);
-            assert_eq!(ServerFrame::decode(&reordered).unwrap(), frame, "{reordered}");
-            assert_eq!(serde_json::from_slice::<ServerFrame>(reordered.as_bytes()).unwrap(), frame, "{reordered}");
+            assert_eq!(
+                ServerFrame::decode(&reordered).unwrap(),
+                frame,
+                "{reordered}"
+            );
+            assert_eq!(
+                serde_json::from_slice::<ServerFrame>(reordered.as_bytes()).unwrap(),
+                frame,
+                "{reordered}"
+            );
         }
     }
 
     #[test]
     fn decoded_fields() {
         let text = r#"{"type":"event","room":"r","seq":7,"ts":5,"data":{"b": 1,  "a":[true]}}"#;
-        let ServerFrame::Event(event) = ServerFrame::decode(text).unwrap() else { panic!() };
+        let ServerFrame::Event(event) = ServerFrame::decode(text).unwrap() else {
+            panic!()
+        };
         assert_eq!(
             (event.room.as_str(), event.seq, event.ts, event.data.get()),
             ("r", 7, 5, r#"{"b": 1,  "a":[true]}"#)
         );
         let text = r#"{"data":{"b": 1,  "a":[true]},"room":"r","seq":7,"ts":5,"extra":{"x":1},"type":"ev\u0065nt"}"#;
-        let ServerFrame::Event(late) = ServerFrame::decode(text).unwrap() else { panic!() };
+        let ServerFrame::Event(late) = ServerFrame::decode(text).unwrap() else {
+            panic!()
+        };
         assert_eq!(late, event, "type last, escaped, an unknown field");
         let ServerFrame::Error(error) =
-            ServerFrame::decode(r#"{"type":"error","code":"teapot","message":"m","room":"r"}"#).unwrap()
+            ServerFrame::decode(r#"{"type":"error","code":"teapot","message":"m","room":"r"}"#)
+                .unwrap()
         else {
             panic!()
         };
-        assert_eq!((error.code.as_str(), error.code.known(), error.room.as_deref()), ("teapot", None, Some("r")));
-        let ServerFrame::Error(error) =
-            ServerFrame::decode(r#"{"type":"error","code":"conflict","message":"m","id":"p","head":4}"#).unwrap()
-        else {
+        assert_eq!(
+            (
+                error.code.as_str(),
+                error.code.known(),
+                error.room.as_deref()
+            ),
+            ("teapot", None, Some("r"))
+        );
+        let ServerFrame::Error(error) = ServerFrame::decode(
+            r#"{"type":"error","code":"conflict","message":"m","id":"p","head":4}"#,
+        )
+        .unwrap() else {
             panic!()
         };
-        assert_eq!((error.code, error.head), (ReceivedErrorCode::Known(ErrorCode::Conflict), Some(4)));
-        assert_eq!(ServerFrame::decode(r#"{"type":"pong","x":[1,{"y":2}]}"#).unwrap(), ServerFrame::Pong);
+        assert_eq!(
+            (error.code, error.head),
+            (ReceivedErrorCode::Known(ErrorCode::Conflict), Some(4))
+        );
+        assert_eq!(
+            ServerFrame::decode(r#"{"type":"pong","x":[1,{"y":2}]}"#).unwrap(),
+            ServerFrame::Pong
+        );
         let ServerFrame::Subscribed(subscribed) =
-            ServerFrame::decode(r#"{"type":"subscribed","room":"r","epoch":"e","head":0}"#).unwrap()
+            ServerFrame::decode(r#"{"type":"subscribed","room":"r","epoch":"e","head":0}"#)
+                .unwrap()
         else {
             panic!()
         };
@@ -511,16 +677,22 @@ mod tests {
 
     #[test]
     fn unknown_types_pass_and_malformed_frames_do_not() {
-        for text in
-            [r#"{"type":"something_new","room":"r","seq":99}"#, r#"{"seq":"x","type":"something_new","data":{"a":[]}}"#]
-        {
+        for text in [
+            r#"{"type":"something_new","room":"r","seq":99}"#,
+            r#"{"seq":"x","type":"something_new","data":{"a":[]}}"#,
+        ] {
             assert_eq!(
                 ServerFrame::decode(text).unwrap(),
-                ServerFrame::Unknown { kind: "something_new".into() },
+                ServerFrame::Unknown {
+                    kind: "something_new".into()
+                },
                 "{text}"
             );
         }
-        assert_eq!(ServerFrame::Unknown { kind: "new".into() }.encode(), r#"{"type":"new"}"#);
+        assert_eq!(
+            ServerFrame::Unknown { kind: "new".into() }.encode(),
+            r#"{"type":"new"}"#
+        );
         for text in [
             "{not json",
             "[1,2]",

@@ -14,15 +14,22 @@ use crate::room::RoomName;
 #[derive(Debug)]
 pub enum ClientMessage {
     Subscribe(SubscribeRequest),
-    Unsubscribe { room: RoomName },
+    Unsubscribe {
+        room: RoomName,
+    },
     Publish(PublishRequest),
     Ping,
     /// A token for this session: the first credentials, or a refresh.
-    Auth { token: String },
+    Auth {
+        token: String,
+    },
     /// `presence {room, id?}`: the room's member list. `id` is echoed in the
     /// answer (and in an `error`), so a refusal is not taken for a
     /// subscription's.
-    Presence { room: RoomName, id: Option<String> },
+    Presence {
+        room: RoomName,
+        id: Option<String>,
+    },
 }
 
 /// `subscribe {room, cursor?, epoch?, rewind?, presence?}`: where the client
@@ -57,7 +64,11 @@ pub struct ProtocolError {
 
 impl ProtocolError {
     pub fn new(code: ErrorCode, message: impl Into<String>, id: Option<&str>) -> ProtocolError {
-        ProtocolError { code, message: message.into(), id: id.map(str::to_owned) }
+        ProtocolError {
+            code,
+            message: message.into(),
+            id: id.map(str::to_owned),
+        }
     }
 }
 
@@ -133,7 +144,10 @@ impl<'de> serde::de::Visitor<'de> for ReadThrough {
         Ok(Readable)
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut entries: A) -> Result<Readable, A::Error> {
-        while entries.next_entry::<serde::de::IgnoredAny, Readable>()?.is_some() {}
+        while entries
+            .next_entry::<serde::de::IgnoredAny, Readable>()?
+            .is_some()
+        {}
         Ok(Readable)
     }
 }
@@ -144,7 +158,11 @@ pub const MAX_ID_LEN: usize = 128;
 /// Parses and validates one text frame from a client.
 pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> {
     let raw: RawClientMessage = serde_json::from_str(text).map_err(|err| {
-        let code = if err.is_data() { ErrorCode::BadRequest } else { ErrorCode::InvalidJson };
+        let code = if err.is_data() {
+            ErrorCode::BadRequest
+        } else {
+            ErrorCode::InvalidJson
+        };
         ProtocolError::new(code, err.to_string(), None)
     })?;
     let id = raw.id.as_deref();
@@ -158,14 +176,32 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
             .map_err(|err| ProtocolError::new(ErrorCode::InvalidRoom, err.to_string(), id))
     };
     match kind {
-        "subscribe" if [raw.cursor, raw.rewind].iter().flatten().any(|&n| n > crate::request::MAX_SEQ) => Err(
-            ProtocolError::new(ErrorCode::BadRequest, format!("`cursor` and `rewind` are at most {}", crate::request::MAX_SEQ), None),
-        ),
-        "publish" if raw.expected_seq.is_some_and(|n| n > crate::request::MAX_SEQ) => Err(ProtocolError::new(
-            ErrorCode::BadRequest,
-            format!("`expected_seq` is at most {}", crate::request::MAX_SEQ),
-            id,
-        )),
+        "subscribe"
+            if [raw.cursor, raw.rewind]
+                .iter()
+                .flatten()
+                .any(|&n| n > crate::request::MAX_SEQ) =>
+        {
+            Err(ProtocolError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "`cursor` and `rewind` are at most {}",
+                    crate::request::MAX_SEQ
+                ),
+                None,
+            ))
+        }
+        "publish"
+            if raw
+                .expected_seq
+                .is_some_and(|n| n > crate::request::MAX_SEQ) =>
+        {
+            Err(ProtocolError::new(
+                ErrorCode::BadRequest,
+                format!("`expected_seq` is at most {}", crate::request::MAX_SEQ),
+                id,
+            ))
+        }
         "subscribe" => Ok(ClientMessage::Subscribe(SubscribeRequest {
             room: room(raw.room)?,
             cursor: raw.cursor,
@@ -175,18 +211,27 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
         })),
         "presence" => {
             let room = room(raw.room)?;
-            if raw.id.as_ref().is_some_and(|i| i.is_empty() || i.len() > MAX_ID_LEN) {
-                return Err(ProtocolError::new(ErrorCode::BadRequest, format!("`id` must be 1 to {MAX_ID_LEN} bytes"), None));
+            if raw
+                .id
+                .as_ref()
+                .is_some_and(|i| i.is_empty() || i.len() > MAX_ID_LEN)
+            {
+                return Err(ProtocolError::new(
+                    ErrorCode::BadRequest,
+                    format!("`id` must be 1 to {MAX_ID_LEN} bytes"),
+                    None,
+                ));
             }
             Ok(ClientMessage::Presence { room, id: raw.id })
         }
-        "unsubscribe" => Ok(ClientMessage::Unsubscribe { room: room(raw.room)? }),
+        "unsubscribe" => Ok(ClientMessage::Unsubscribe {
+            room: room(raw.room)?,
+        }),
         "publish" => {
             let room = room(raw.room)?;
-            let msg_id = raw
-                .id
-                .clone()
-                .ok_or_else(|| ProtocolError::new(ErrorCode::BadRequest, "missing field `id`", None))?;
+            let msg_id = raw.id.clone().ok_or_else(|| {
+                ProtocolError::new(ErrorCode::BadRequest, "missing field `id`", None)
+            })?;
             // The id is the publish's idempotency key: the same rule as the
             // `Idempotency-Key` header (1 to 128 visible ASCII characters).
             if crate::request::idempotency_key(msg_id.as_bytes()).is_err() {
@@ -196,16 +241,26 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
                     None,
                 ));
             }
-            let data = raw
-                .data
-                .ok_or_else(|| ProtocolError::new(ErrorCode::BadRequest, "missing field `data`", id))?;
-            check_data(&data).map_err(|message| ProtocolError::new(ErrorCode::BadRequest, message, id))?;
-            Ok(ClientMessage::Publish(PublishRequest { id: msg_id, room, data, expected_seq: raw.expected_seq }))
+            let data = raw.data.ok_or_else(|| {
+                ProtocolError::new(ErrorCode::BadRequest, "missing field `data`", id)
+            })?;
+            check_data(&data)
+                .map_err(|message| ProtocolError::new(ErrorCode::BadRequest, message, id))?;
+            Ok(ClientMessage::Publish(PublishRequest {
+                id: msg_id,
+                room,
+                data,
+                expected_seq: raw.expected_seq,
+            }))
         }
         "ping" => Ok(ClientMessage::Ping),
         "auth" => match raw.token {
             Some(token) if !token.is_empty() => Ok(ClientMessage::Auth { token }),
-            _ => Err(ProtocolError::new(ErrorCode::BadRequest, "missing field `token`", id)),
+            _ => Err(ProtocolError::new(
+                ErrorCode::BadRequest,
+                "missing field `token`",
+                id,
+            )),
         },
         other => Err(ProtocolError::new(
             ErrorCode::UnknownType,
@@ -292,7 +347,10 @@ pub struct BatchEvent<'a> {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage<'a> {
-    Welcome { session: &'a str, heartbeat_ms: u64 },
+    Welcome {
+        session: &'a str,
+        heartbeat_ms: u64,
+    },
     Subscribed {
         room: &'a str,
         epoch: &'a str,
@@ -302,9 +360,17 @@ pub enum ServerMessage<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         echo: Option<bool>,
     },
-    Event { room: &'a str, seq: u64, ts: i64, data: &'a RawValue },
+    Event {
+        room: &'a str,
+        seq: u64,
+        ts: i64,
+        data: &'a RawValue,
+    },
     /// Consecutive events of one room in one frame (namespaces with `batch_ms`).
-    Batch { room: &'a str, events: &'a [BatchEvent<'a>] },
+    Batch {
+        room: &'a str,
+        events: &'a [BatchEvent<'a>],
+    },
     /// The room's members: the answer to `presence`, and the first presence
     /// frame of a `presence: true` subscription.
     Presence {
@@ -315,13 +381,32 @@ pub enum ServerMessage<'a> {
         members: &'a [PresenceMember],
     },
     /// A member entered the room (its first session did).
-    Join { room: &'a str, member: &'a PresenceMember },
+    Join {
+        room: &'a str,
+        member: &'a PresenceMember,
+    },
     /// A member left the room (its last session did, or its node died).
-    Leave { room: &'a str, member: &'a PresenceMember },
-    CaughtUp { room: &'a str, seq: u64 },
-    Reset { room: &'a str, epoch: &'a str, earliest: u64 },
-    Unsubscribed { room: &'a str },
-    Ack { id: &'a str, room: &'a str, seq: u64 },
+    Leave {
+        room: &'a str,
+        member: &'a PresenceMember,
+    },
+    CaughtUp {
+        room: &'a str,
+        seq: u64,
+    },
+    Reset {
+        room: &'a str,
+        epoch: &'a str,
+        earliest: u64,
+    },
+    Unsubscribed {
+        room: &'a str,
+    },
+    Ack {
+        id: &'a str,
+        room: &'a str,
+        seq: u64,
+    },
     /// The session's token was accepted.
     Authenticated {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -354,8 +439,14 @@ impl ServerMessage<'_> {
 
 /// The `error` frame for a refused client message.
 pub fn encode_error(err: &ProtocolError, room: Option<&str>) -> String {
-    ServerMessage::Error { code: err.code.as_str(), message: &err.message, id: err.id.as_deref(), room, head: None }
-        .encode()
+    ServerMessage::Error {
+        code: err.code.as_str(),
+        message: &err.message,
+        id: err.id.as_deref(),
+        room,
+        head: None,
+    }
+    .encode()
 }
 
 #[cfg(test)]
@@ -366,13 +457,28 @@ mod tests {
     fn check_data_refuses_exactly_what_a_value_refuses() {
         let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
         let cases = [
-            "1".to_owned(), "-0.5e3".to_owned(), "18446744073709551616".to_owned(), "1e308".to_owned(),
-            "1e999".to_owned(), "-1e999".to_owned(), r#"{"a":[1e999]}"#.to_owned(), r#"{"a":{"b":null,"a":true}}"#.to_owned(),
-            r#""\ud83d\ude00 \n""#.to_owned(), r#""\ud800""#.to_owned(), deep(100), deep(200), "[]".to_owned(), "{}".to_owned(),
+            "1".to_owned(),
+            "-0.5e3".to_owned(),
+            "18446744073709551616".to_owned(),
+            "1e308".to_owned(),
+            "1e999".to_owned(),
+            "-1e999".to_owned(),
+            r#"{"a":[1e999]}"#.to_owned(),
+            r#"{"a":{"b":null,"a":true}}"#.to_owned(),
+            r#""\ud83d\ude00 \n""#.to_owned(),
+            r#""\ud800""#.to_owned(),
+            deep(100),
+            deep(200),
+            "[]".to_owned(),
+            "{}".to_owned(),
         ];
         for case in cases {
-            let Ok(raw) = serde_json::from_str::<Box<RawValue>>(&case) else { continue };
-            let by_value = serde_json::from_str::<serde_json::Value>(raw.get()).map(|_| ()).map_err(|e| format!("data: {e}"));
+            let Ok(raw) = serde_json::from_str::<Box<RawValue>>(&case) else {
+                continue;
+            };
+            let by_value = serde_json::from_str::<serde_json::Value>(raw.get())
+                .map(|_| ())
+                .map_err(|e| format!("data: {e}"));
             assert_eq!(check_data(&raw), by_value, "{case}");
         }
         assert!(check_data(&serde_json::from_str::<Box<RawValue>>("1e999").unwrap()).is_err());
@@ -383,98 +489,237 @@ mod tests {
             Ok(msg) => format!("{msg:?}"),
             Err(err) => format!("error {} {}", err.code, err.id.as_deref().unwrap_or("-")),
         };
-        assert!(got.starts_with(expected), "{input}\n got: {got}\nwant: {expected}");
+        assert!(
+            got.starts_with(expected),
+            "{input}\n got: {got}\nwant: {expected}"
+        );
     }
 
     #[test]
     fn client_messages() {
         check(r#"{"type":"ping"}"#, "Ping");
-        check(r#"{"type":"auth","token":"a.b.c"}"#, "Auth { token: \"a.b.c\" }");
+        check(
+            r#"{"type":"auth","token":"a.b.c"}"#,
+            "Auth { token: \"a.b.c\" }",
+        );
         check(r#"{"type":"auth"}"#, "error bad_request");
         check(r#"{"type":"subscribe","room":"a","cursor":3,"epoch":"e"}"#, "Subscribe(SubscribeRequest { room: \"a\", cursor: Some(3), epoch: Some(\"e\"), rewind: None");
-        check(r#"{"type":"subscribe","room":"a","rewind":5}"#, "Subscribe(SubscribeRequest { room: \"a\", cursor: None, epoch: None, rewind: Some(5)");
+        check(
+            r#"{"type":"subscribe","room":"a","rewind":5}"#,
+            "Subscribe(SubscribeRequest { room: \"a\", cursor: None, epoch: None, rewind: Some(5)",
+        );
         check(r#"{"type":"subscribe","room":"a","presence":true}"#, "Subscribe(SubscribeRequest { room: \"a\", cursor: None, epoch: None, rewind: None, presence: true");
-        check(r#"{"type":"subscribe","room":"a","presence":1}"#, "error bad_request");
-        check(r#"{"type":"presence","room":"a"}"#, "Presence { room: \"a\", id: None }");
-        check(r#"{"type":"presence","room":"a","id":"q1"}"#, "Presence { room: \"a\", id: Some(\"q1\") }");
-        check(r#"{"type":"presence","room":"a","id":""}"#, "error bad_request");
+        check(
+            r#"{"type":"subscribe","room":"a","presence":1}"#,
+            "error bad_request",
+        );
+        check(
+            r#"{"type":"presence","room":"a"}"#,
+            "Presence { room: \"a\", id: None }",
+        );
+        check(
+            r#"{"type":"presence","room":"a","id":"q1"}"#,
+            "Presence { room: \"a\", id: Some(\"q1\") }",
+        );
+        check(
+            r#"{"type":"presence","room":"a","id":""}"#,
+            "error bad_request",
+        );
         check(r#"{"type":"presence"}"#, "error bad_request");
-        check(r#"{"type":"unsubscribe","room":"a"}"#, "Unsubscribe { room: \"a\" }");
-        check(r#"{"type":"publish","id":"p1","room":"a","data":{"x":[1,2]}}"#, "Publish(PublishRequest { id: \"p1\", room: \"a\", data: RawValue({\"x\":[1,2]})");
-        check(r#"{"type":"subscribe","room":"a","extra":true}"#, "Subscribe");
+        check(
+            r#"{"type":"unsubscribe","room":"a"}"#,
+            "Unsubscribe { room: \"a\" }",
+        );
+        check(
+            r#"{"type":"publish","id":"p1","room":"a","data":{"x":[1,2]}}"#,
+            "Publish(PublishRequest { id: \"p1\", room: \"a\", data: RawValue({\"x\":[1,2]})",
+        );
+        check(
+            r#"{"type":"subscribe","room":"a","extra":true}"#,
+            "Subscribe",
+        );
         check(r#"not json"#, "error invalid_json");
         check(r#"{"type":"subscribe""#, "error invalid_json");
         check(r#"[1,2]"#, "error bad_request");
         check(r#"{"room":"a"}"#, "error bad_request");
         check(r#"{"type":"subscribe"}"#, "error bad_request");
-        check(r#"{"type":"subscribe","room":"bad room"}"#, "error invalid_room");
-        check(r#"{"type":"subscribe","room":"a","cursor":-1}"#, "error bad_request");
-        check(r#"{"type":"subscribe","room":"a","cursor":"3"}"#, "error bad_request");
-        check(r#"{"type":"publish","room":"a","data":1}"#, "error bad_request -");
-        check(r#"{"type":"publish","id":"p","room":"a"}"#, "error bad_request p");
-        check(r#"{"type":"publish","id":"","room":"a","data":1}"#, "error bad_request");
+        check(
+            r#"{"type":"subscribe","room":"bad room"}"#,
+            "error invalid_room",
+        );
+        check(
+            r#"{"type":"subscribe","room":"a","cursor":-1}"#,
+            "error bad_request",
+        );
+        check(
+            r#"{"type":"subscribe","room":"a","cursor":"3"}"#,
+            "error bad_request",
+        );
+        check(
+            r#"{"type":"publish","room":"a","data":1}"#,
+            "error bad_request -",
+        );
+        check(
+            r#"{"type":"publish","id":"p","room":"a"}"#,
+            "error bad_request p",
+        );
+        check(
+            r#"{"type":"publish","id":"","room":"a","data":1}"#,
+            "error bad_request",
+        );
         check(r#"{"type":"dance","id":"x"}"#, "error unknown_type x");
-        check(r#"{"type":"publish","id":"p","room":"a","data":1e999}"#, "error bad_request p");
+        check(
+            r#"{"type":"publish","id":"p","room":"a","data":1e999}"#,
+            "error bad_request p",
+        );
         check(r#"{"type":7}"#, "error bad_request");
     }
 
     #[test]
     fn socket_ids_and_sequence_numbers_follow_the_http_rules() {
         let refused = |text: &str| parse_client_message(text).expect_err(text).code;
-        assert_eq!(refused(r#"{"type":"publish","id":"a b","room":"r","data":1}"#), ErrorCode::BadRequest);
-        assert_eq!(refused(r#"{"type":"subscribe","room":"r","cursor":9223372036854775808}"#), ErrorCode::BadRequest);
-        assert_eq!(refused(r#"{"type":"subscribe","room":"r","rewind":18446744073709551615}"#), ErrorCode::BadRequest);
-        assert_eq!(refused(r#"{"type":"publish","id":"k","room":"r","data":1,"expected_seq":9223372036854775808}"#), ErrorCode::BadRequest);
-        assert!(parse_client_message(r#"{"type":"subscribe","room":"r","cursor":9223372036854775807}"#).is_ok());
+        assert_eq!(
+            refused(r#"{"type":"publish","id":"a b","room":"r","data":1}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            refused(r#"{"type":"subscribe","room":"r","cursor":9223372036854775808}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            refused(r#"{"type":"subscribe","room":"r","rewind":18446744073709551615}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            refused(
+                r#"{"type":"publish","id":"k","room":"r","data":1,"expected_seq":9223372036854775808}"#
+            ),
+            ErrorCode::BadRequest
+        );
+        assert!(parse_client_message(
+            r#"{"type":"subscribe","room":"r","cursor":9223372036854775807}"#
+        )
+        .is_ok());
     }
 
     #[test]
     fn every_client_request_parses_back_to_itself() {
         let data = RawValue::from_string(r#"{"x": [1, 2.5, "é"]}"#.into()).unwrap();
         let requests = [
-            ClientRequest::Subscribe { room: "a", cursor: None, epoch: None, rewind: None, presence: false },
-            ClientRequest::Subscribe { room: "a:1", cursor: Some(3), epoch: Some("e"), rewind: Some(5), presence: true },
+            ClientRequest::Subscribe {
+                room: "a",
+                cursor: None,
+                epoch: None,
+                rewind: None,
+                presence: false,
+            },
+            ClientRequest::Subscribe {
+                room: "a:1",
+                cursor: Some(3),
+                epoch: Some("e"),
+                rewind: Some(5),
+                presence: true,
+            },
             ClientRequest::Unsubscribe { room: "a" },
-            ClientRequest::Publish { id: "p\"1", room: "a", data: &data, expected_seq: None },
-            ClientRequest::Publish { id: "p", room: "a", data: &data, expected_seq: Some(0) },
+            ClientRequest::Publish {
+                id: "p\"1",
+                room: "a",
+                data: &data,
+                expected_seq: None,
+            },
+            ClientRequest::Publish {
+                id: "p",
+                room: "a",
+                data: &data,
+                expected_seq: Some(0),
+            },
             ClientRequest::Ping,
             ClientRequest::Auth { token: "a.b.c" },
-            ClientRequest::Presence { room: "a", id: None },
-            ClientRequest::Presence { room: "a", id: Some("presence:1") },
+            ClientRequest::Presence {
+                room: "a",
+                id: None,
+            },
+            ClientRequest::Presence {
+                room: "a",
+                id: Some("presence:1"),
+            },
         ];
         for request in requests {
             let text = request.encode();
             let parsed = parse_client_message(&text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
             // A new kind of request fails to compile here until it is compared.
             let same = match (request, &parsed) {
-                (ClientRequest::Subscribe { room, cursor, epoch, rewind, presence }, ClientMessage::Subscribe(s)) => {
+                (
+                    ClientRequest::Subscribe {
+                        room,
+                        cursor,
+                        epoch,
+                        rewind,
+                        presence,
+                    },
+                    ClientMessage::Subscribe(s),
+                ) => {
                     (room, cursor, epoch, rewind, presence)
-                        == (s.room.as_str(), s.cursor, s.epoch.as_deref(), s.rewind, s.presence)
+                        == (
+                            s.room.as_str(),
+                            s.cursor,
+                            s.epoch.as_deref(),
+                            s.rewind,
+                            s.presence,
+                        )
                 }
-                (ClientRequest::Unsubscribe { room }, ClientMessage::Unsubscribe { room: r }) => room == r.as_str(),
-                (ClientRequest::Publish { id, room, data, expected_seq }, ClientMessage::Publish(p)) => {
-                    (id, room, data.get(), expected_seq) == (p.id.as_str(), p.room.as_str(), p.data.get(), p.expected_seq)
+                (ClientRequest::Unsubscribe { room }, ClientMessage::Unsubscribe { room: r }) => {
+                    room == r.as_str()
+                }
+                (
+                    ClientRequest::Publish {
+                        id,
+                        room,
+                        data,
+                        expected_seq,
+                    },
+                    ClientMessage::Publish(p),
+                ) => {
+                    (id, room, data.get(), expected_seq)
+                        == (p.id.as_str(), p.room.as_str(), p.data.get(), p.expected_seq)
                 }
                 (ClientRequest::Ping, ClientMessage::Ping) => true,
                 (ClientRequest::Auth { token }, ClientMessage::Auth { token: t }) => token == t,
-                (ClientRequest::Presence { room, id }, ClientMessage::Presence { room: r, id: i }) => {
-                    (room, id) == (r.as_str(), i.as_deref())
-                }
-                (ClientRequest::Subscribe { .. }
-                | ClientRequest::Unsubscribe { .. }
-                | ClientRequest::Publish { .. }
-                | ClientRequest::Ping
-                | ClientRequest::Auth { .. }
-                | ClientRequest::Presence { .. }, _) => false,
+                (
+                    ClientRequest::Presence { room, id },
+                    ClientMessage::Presence { room: r, id: i },
+                ) => (room, id) == (r.as_str(), i.as_deref()),
+                (
+                    ClientRequest::Subscribe { .. }
+                    | ClientRequest::Unsubscribe { .. }
+                    | ClientRequest::Publish { .. }
+                    | ClientRequest::Ping
+                    | ClientRequest::Auth { .. }
+                    | ClientRequest::Presence { .. },
+                    _,
+                ) => false,
             };
             assert!(same, "{text} parsed as {parsed:?}");
         }
         assert_eq!(
-            ClientRequest::Subscribe { room: "a", cursor: None, epoch: None, rewind: None, presence: false }.encode(),
+            ClientRequest::Subscribe {
+                room: "a",
+                cursor: None,
+                epoch: None,
+                rewind: None,
+                presence: false
+            }
+            .encode(),
             r#"{"type":"subscribe","room":"a"}"#
         );
         assert_eq!(
-            ClientRequest::Publish { id: "p", room: "a", data: &data, expected_seq: Some(4) }.encode(),
+            ClientRequest::Publish {
+                id: "p",
+                room: "a",
+                data: &data,
+                expected_seq: Some(4)
+            }
+            .encode(),
             r#"{"type":"publish","id":"p","room":"a","data":{"x": [1, 2.5, "é"]},"expected_seq":4}"#
         );
     }
@@ -482,36 +727,107 @@ mod tests {
     #[test]
     fn server_messages() {
         let data = RawValue::from_string(r#"{"p":0.5}"#.into()).unwrap();
-        let event = ServerMessage::Event { room: "r", seq: 7, ts: 1000, data: &data };
-        assert_eq!(event.encode(), r#"{"type":"event","room":"r","seq":7,"ts":1000,"data":{"p":0.5}}"#);
+        let event = ServerMessage::Event {
+            room: "r",
+            seq: 7,
+            ts: 1000,
+            data: &data,
+        };
+        assert_eq!(
+            event.encode(),
+            r#"{"type":"event","room":"r","seq":7,"ts":1000,"data":{"p":0.5}}"#
+        );
         assert_eq!(ServerMessage::Pong.encode(), r#"{"type":"pong"}"#);
         assert_eq!(
-            ServerMessage::Subscribed { room: "r", epoch: "e", head: 3, echo: None }.encode(),
+            ServerMessage::Subscribed {
+                room: "r",
+                epoch: "e",
+                head: 3,
+                echo: None
+            }
+            .encode(),
             r#"{"type":"subscribed","room":"r","epoch":"e","head":3}"#
         );
         assert_eq!(
-            ServerMessage::Subscribed { room: "r", epoch: "e", head: 3, echo: Some(false) }.encode(),
+            ServerMessage::Subscribed {
+                room: "r",
+                epoch: "e",
+                head: 3,
+                echo: Some(false)
+            }
+            .encode(),
             r#"{"type":"subscribed","room":"r","epoch":"e","head":3,"echo":false}"#
         );
-        assert_eq!(ServerMessage::CaughtUp { room: "r", seq: 3 }.encode(), r#"{"type":"caught_up","room":"r","seq":3}"#);
-        let events = [BatchEvent { seq: 7, ts: 1000, data: &data }, BatchEvent { seq: 8, ts: 1001, data: &data }];
         assert_eq!(
-            ServerMessage::Batch { room: "r", events: &events }.encode(),
+            ServerMessage::CaughtUp { room: "r", seq: 3 }.encode(),
+            r#"{"type":"caught_up","room":"r","seq":3}"#
+        );
+        let events = [
+            BatchEvent {
+                seq: 7,
+                ts: 1000,
+                data: &data,
+            },
+            BatchEvent {
+                seq: 8,
+                ts: 1001,
+                data: &data,
+            },
+        ];
+        assert_eq!(
+            ServerMessage::Batch {
+                room: "r",
+                events: &events
+            }
+            .encode(),
             r#"{"type":"batch","room":"r","events":[{"seq":7,"ts":1000,"data":{"p":0.5}},{"seq":8,"ts":1001,"data":{"p":0.5}}]}"#
         );
-        let alice = PresenceMember { id: "alice".into(), info: Some(serde_json::json!({"name": "A"})) };
-        let bob = PresenceMember { id: "bob".into(), info: None };
+        let alice = PresenceMember {
+            id: "alice".into(),
+            info: Some(serde_json::json!({"name": "A"})),
+        };
+        let bob = PresenceMember {
+            id: "bob".into(),
+            info: None,
+        };
         assert_eq!(
-            ServerMessage::Presence { id: None, room: "r", members: &[alice.clone(), bob.clone()] }.encode(),
+            ServerMessage::Presence {
+                id: None,
+                room: "r",
+                members: &[alice.clone(), bob.clone()]
+            }
+            .encode(),
             r#"{"type":"presence","room":"r","members":[{"id":"alice","info":{"name":"A"}},{"id":"bob"}]}"#
         );
         assert_eq!(
-            ServerMessage::Presence { id: Some("q"), room: "r", members: &[] }.encode(),
+            ServerMessage::Presence {
+                id: Some("q"),
+                room: "r",
+                members: &[]
+            }
+            .encode(),
             r#"{"type":"presence","id":"q","room":"r","members":[]}"#
         );
-        assert_eq!(ServerMessage::Join { room: "r", member: &bob }.encode(), r#"{"type":"join","room":"r","member":{"id":"bob"}}"#);
-        assert_eq!(ServerMessage::Leave { room: "r", member: &bob }.encode(), r#"{"type":"leave","room":"r","member":{"id":"bob"}}"#);
+        assert_eq!(
+            ServerMessage::Join {
+                room: "r",
+                member: &bob
+            }
+            .encode(),
+            r#"{"type":"join","room":"r","member":{"id":"bob"}}"#
+        );
+        assert_eq!(
+            ServerMessage::Leave {
+                room: "r",
+                member: &bob
+            }
+            .encode(),
+            r#"{"type":"leave","room":"r","member":{"id":"bob"}}"#
+        );
         let err = ProtocolError::new(ErrorCode::UnknownType, "nope", Some("i"));
-        assert_eq!(encode_error(&err, None), r#"{"type":"error","code":"unknown_type","message":"nope","id":"i"}"#);
+        assert_eq!(
+            encode_error(&err, None),
+            r#"{"type":"error","code":"unknown_type","message":"nope","id":"i"}"#
+        );
     }
 }

@@ -5,7 +5,9 @@
 pub fn pattern_matches(pattern: &str, room: &str) -> bool {
     let mut parts = pattern.split('*');
     let first = parts.next().unwrap_or("");
-    let Some(mut rest) = room.strip_prefix(first) else { return false };
+    let Some(mut rest) = room.strip_prefix(first) else {
+        return false;
+    };
     let parts: Vec<&str> = parts.collect();
     if parts.is_empty() {
         return rest.is_empty();
@@ -28,7 +30,9 @@ mod tests {
 
     #[test]
     fn patterns() {
-        let check = |p: &str, r: &str, expected: bool| assert_eq!(pattern_matches(p, r), expected, "{p} vs {r}");
+        let check = |p: &str, r: &str, expected: bool| {
+            assert_eq!(pattern_matches(p, r), expected, "{p} vs {r}")
+        };
         check("market:*", "market:42", true);
         check("market:*", "market:", true);
         check("market:*", "markets:1", false);

@@ -15,7 +15,9 @@ pub const MAX_SEQ: u64 = i64::MAX as u64;
 /// An optional sequence number in a query string, at most [`MAX_SEQ`].
 fn seq<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
     match Option::<u64>::deserialize(deserializer)? {
-        Some(n) if n > MAX_SEQ => Err(serde::de::Error::custom(format_args!("{n} is over the largest sequence number, {MAX_SEQ}"))),
+        Some(n) if n > MAX_SEQ => Err(serde::de::Error::custom(format_args!(
+            "{n} is over the largest sequence number, {MAX_SEQ}"
+        ))),
         n => Ok(n),
     }
 }
@@ -32,12 +34,19 @@ pub struct PublishBody {
 /// broken JSON, `bad_request` for the wrong shape) and message.
 pub fn parse_publish_body(body: &[u8]) -> Result<PublishBody, (ErrorCode, String)> {
     let body: PublishBody = serde_json::from_slice(body).map_err(|err| {
-        let code = if err.is_data() { ErrorCode::BadRequest } else { ErrorCode::InvalidJson };
+        let code = if err.is_data() {
+            ErrorCode::BadRequest
+        } else {
+            ErrorCode::InvalidJson
+        };
         (code, err.to_string())
     })?;
     crate::message::check_data(&body.data).map_err(|message| (ErrorCode::BadRequest, message))?;
     if let Some(n) = body.expected_seq.filter(|&n| n > MAX_SEQ) {
-        return Err((ErrorCode::InvalidParameter, format!("expected_seq {n} is over the largest sequence number, {MAX_SEQ}")));
+        return Err((
+            ErrorCode::InvalidParameter,
+            format!("expected_seq {n} is over the largest sequence number, {MAX_SEQ}"),
+        ));
     }
     Ok(body)
 }
@@ -50,7 +59,10 @@ pub fn idempotency_key(value: &[u8]) -> Result<&str, (ErrorCode, String)> {
     let max = crate::message::MAX_ID_LEN;
     let visible = |b: &u8| (0x21..=0x7e).contains(b);
     if value.is_empty() || value.len() > max || !value.iter().all(visible) {
-        return Err((ErrorCode::InvalidParameter, format!("Idempotency-Key must be 1 to {max} visible ASCII characters")));
+        return Err((
+            ErrorCode::InvalidParameter,
+            format!("Idempotency-Key must be 1 to {max} visible ASCII characters"),
+        ));
     }
     // Visible ASCII is UTF-8.
     std::str::from_utf8(value).map_err(|err| (ErrorCode::InvalidParameter, err.to_string()))
@@ -102,27 +114,62 @@ mod tests {
     #[test]
     fn publish_bodies() {
         let body = parse_publish_body(br#"{"data":{"a":1},"expected_seq":3}"#).unwrap();
-        assert_eq!((body.data.get(), body.expected_seq), (r#"{"a":1}"#, Some(3)));
-        assert_eq!(parse_publish_body(b"{").unwrap_err().0, ErrorCode::InvalidJson);
-        assert_eq!(parse_publish_body(br#"{"data":1,"x":2}"#).unwrap_err().0, ErrorCode::BadRequest);
-        assert_eq!(parse_publish_body(br#"{"expected_seq":1}"#).unwrap_err().0, ErrorCode::BadRequest);
-        assert_eq!(parse_publish_body(br#"{"data":[1, 2.5e99999]}"#).unwrap_err().0, ErrorCode::BadRequest);
+        assert_eq!(
+            (body.data.get(), body.expected_seq),
+            (r#"{"a":1}"#, Some(3))
+        );
+        assert_eq!(
+            parse_publish_body(b"{").unwrap_err().0,
+            ErrorCode::InvalidJson
+        );
+        assert_eq!(
+            parse_publish_body(br#"{"data":1,"x":2}"#).unwrap_err().0,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            parse_publish_body(br#"{"expected_seq":1}"#).unwrap_err().0,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            parse_publish_body(br#"{"data":[1, 2.5e99999]}"#)
+                .unwrap_err()
+                .0,
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]
     fn queries() {
         let q: RoomSocketQuery = parse_query("cursor=5&epoch=abc&token=x.y.z").unwrap();
-        assert_eq!((q.cursor, q.epoch.as_deref(), q.token.as_deref()), (Some(5), Some("abc"), Some("x.y.z")));
+        assert_eq!(
+            (q.cursor, q.epoch.as_deref(), q.token.as_deref()),
+            (Some(5), Some("abc"), Some("x.y.z"))
+        );
         assert!(parse_query::<HistoryQuery>("after=-1").is_err());
         assert!(parse_query::<HistoryQuery>("").is_ok());
     }
 
     #[test]
     fn idempotency_keys_are_visible_ascii() {
-        assert_eq!(idempotency_key(b"order-42:retry/1~!"), Ok("order-42:retry/1~!"));
+        assert_eq!(
+            idempotency_key(b"order-42:retry/1~!"),
+            Ok("order-42:retry/1~!")
+        );
         assert_eq!(idempotency_key(&[b'k'; 128]).map(str::len), Ok(128));
-        for bad in [&b""[..], b"a b", b" a", b"a\t", b"caf\xc3\xa9", b"\x7f", &[b'k'; 129]] {
-            assert_eq!(idempotency_key(bad).map_err(|(code, _)| code), Err(ErrorCode::InvalidParameter), "{bad:?}");
+        for bad in [
+            &b""[..],
+            b"a b",
+            b" a",
+            b"a\t",
+            b"caf\xc3\xa9",
+            b"\x7f",
+            &[b'k'; 129],
+        ] {
+            assert_eq!(
+                idempotency_key(bad).map_err(|(code, _)| code),
+                Err(ErrorCode::InvalidParameter),
+                "{bad:?}"
+            );
         }
     }
 
@@ -130,16 +177,36 @@ mod tests {
     fn sequence_numbers_past_what_a_store_holds_are_refused() {
         let history = |q: &str| parse_query::<HistoryQuery>(q).map(|q| q.after);
         assert_eq!(history("after=9223372036854775807"), Ok(Some(MAX_SEQ)));
-        for q in ["after=9223372036854775808", "after=18446744073709551614", "after=18446744073709551616"] {
+        for q in [
+            "after=9223372036854775808",
+            "after=18446744073709551614",
+            "after=18446744073709551616",
+        ] {
             assert!(history(q).is_err(), "{q}");
         }
         let socket = |q: &str| parse_query::<RoomSocketQuery>(q).map(|q| (q.cursor, q.rewind));
-        assert_eq!(socket("cursor=9223372036854775807&rewind=3"), Ok((Some(MAX_SEQ), Some(3))));
+        assert_eq!(
+            socket("cursor=9223372036854775807&rewind=3"),
+            Ok((Some(MAX_SEQ), Some(3)))
+        );
         assert!(socket("cursor=9223372036854775808").is_err());
         assert!(socket("rewind=18446744073709551615").is_err());
-        let body = |b: &str| parse_publish_body(b.as_bytes()).map(|b| b.expected_seq).map_err(|(code, _)| code);
-        assert_eq!(body(r#"{"data":1,"expected_seq":9223372036854775807}"#), Ok(Some(MAX_SEQ)));
-        assert_eq!(body(r#"{"data":1,"expected_seq":9223372036854775808}"#), Err(ErrorCode::InvalidParameter));
-        assert_eq!(body(r#"{"data":1,"expected_seq":18446744073709551615}"#), Err(ErrorCode::InvalidParameter));
+        let body = |b: &str| {
+            parse_publish_body(b.as_bytes())
+                .map(|b| b.expected_seq)
+                .map_err(|(code, _)| code)
+        };
+        assert_eq!(
+            body(r#"{"data":1,"expected_seq":9223372036854775807}"#),
+            Ok(Some(MAX_SEQ))
+        );
+        assert_eq!(
+            body(r#"{"data":1,"expected_seq":9223372036854775808}"#),
+            Err(ErrorCode::InvalidParameter)
+        );
+        assert_eq!(
+            body(r#"{"data":1,"expected_seq":18446744073709551615}"#),
+            Err(ErrorCode::InvalidParameter)
+        );
     }
 }

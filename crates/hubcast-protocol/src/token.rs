@@ -46,14 +46,22 @@ struct Payload {
 /// is absent; a string, boolean or anything else is refused.
 fn numeric_date<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
     use serde::de::Error;
-    let Some(value) = Option::<serde_json::Value>::deserialize(deserializer)? else { return Ok(None) };
+    let Some(value) = Option::<serde_json::Value>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
     let seconds = match &value {
         serde_json::Value::Number(n) => n.as_u64().or_else(|| {
-            n.as_f64().filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64).map(|f| f.round() as u64)
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64)
+                .map(|f| f.round() as u64)
         }),
         _ => None,
     };
-    seconds.map(Some).ok_or_else(|| D::Error::custom(format_args!("a time claim must be a non-negative number of seconds, not {value}")))
+    seconds.map(Some).ok_or_else(|| {
+        D::Error::custom(format_args!(
+            "a time claim must be a non-negative number of seconds, not {value}"
+        ))
+    })
 }
 
 /// One key that verifies tokens.
@@ -86,7 +94,10 @@ pub enum TokenError {
 /// Verifies `token` against `keys` with `leeway` seconds of clock skew.
 pub fn verify(keys: &[TokenKey], token: &str, leeway: u64) -> Result<Claims, TokenError> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
-    let key = keys.iter().find(|k| k.kid == header.kid).ok_or(TokenError::UnknownKey)?;
+    let key = keys
+        .iter()
+        .find(|k| k.kid == header.kid)
+        .ok_or(TokenError::UnknownKey)?;
     if header.alg != key.alg {
         return Err(TokenError::WrongAlgorithm(format!("{:?}", header.alg)));
     }
@@ -128,11 +139,20 @@ mod tests {
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     fn keys() -> Vec<TokenKey> {
-        vec![TokenKey { kid: None, alg: Algorithm::HS256, key: DecodingKey::from_secret(SECRET), audience: None, issuer: None }]
+        vec![TokenKey {
+            kid: None,
+            alg: Algorithm::HS256,
+            key: DecodingKey::from_secret(SECRET),
+            audience: None,
+            issuer: None,
+        }]
     }
 
     fn now() -> u64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
     }
 
     fn token(header: Header, claims: serde_json::Value) -> String {
@@ -141,22 +161,52 @@ mod tests {
 
     #[test]
     fn verifies_and_refuses() {
-        let good = token(Header::default(), serde_json::json!({"sub": "u", "exp": now() + 60, "subscribe": ["a:*"]}));
-        assert_eq!(verify(&keys(), &good, 0).unwrap().subscribe, vec!["a:*".to_string()]);
+        let good = token(
+            Header::default(),
+            serde_json::json!({"sub": "u", "exp": now() + 60, "subscribe": ["a:*"]}),
+        );
+        assert_eq!(
+            verify(&keys(), &good, 0).unwrap().subscribe,
+            vec!["a:*".to_string()]
+        );
         let expired = token(Header::default(), serde_json::json!({"exp": now() - 120}));
         assert_eq!(verify(&keys(), &expired, 5), Err(TokenError::Expired));
         let no_exp = token(Header::default(), serde_json::json!({"sub": "u"}));
-        assert!(matches!(verify(&keys(), &no_exp, 0), Err(TokenError::Invalid(_))));
-        let future = token(Header::default(), serde_json::json!({"exp": now() + 600, "nbf": now() + 300}));
-        assert!(matches!(verify(&keys(), &future, 5), Err(TokenError::Invalid(_))));
-        let other_alg = token(Header::new(Algorithm::HS384), serde_json::json!({"exp": now() + 60}));
-        assert!(matches!(verify(&keys(), &other_alg, 0), Err(TokenError::WrongAlgorithm(_))));
-        let with_kid = token(Header { kid: Some("x".into()), ..Header::default() }, serde_json::json!({"exp": now() + 60}));
+        assert!(matches!(
+            verify(&keys(), &no_exp, 0),
+            Err(TokenError::Invalid(_))
+        ));
+        let future = token(
+            Header::default(),
+            serde_json::json!({"exp": now() + 600, "nbf": now() + 300}),
+        );
+        assert!(matches!(
+            verify(&keys(), &future, 5),
+            Err(TokenError::Invalid(_))
+        ));
+        let other_alg = token(
+            Header::new(Algorithm::HS384),
+            serde_json::json!({"exp": now() + 60}),
+        );
+        assert!(matches!(
+            verify(&keys(), &other_alg, 0),
+            Err(TokenError::WrongAlgorithm(_))
+        ));
+        let with_kid = token(
+            Header {
+                kid: Some("x".into()),
+                ..Header::default()
+            },
+            serde_json::json!({"exp": now() + 60}),
+        );
         assert_eq!(verify(&keys(), &with_kid, 0), Err(TokenError::UnknownKey));
         // alg "none": header {"alg":"none"}, claims, empty signature.
         let none = "eyJhbGciOiJub25lIn0.eyJleHAiOjQxMDI0NDQ4MDB9.";
         assert!(verify(&keys(), none, 0).is_err());
-        assert_eq!(verify(&keys(), "not-a-token", 0), Err(TokenError::Malformed));
+        assert_eq!(
+            verify(&keys(), "not-a-token", 0),
+            Err(TokenError::Malformed)
+        );
     }
 
     #[test]
@@ -172,13 +222,24 @@ mod tests {
             serde_json::json!({"exp": later.to_string()}),
             serde_json::json!({"exp": {"s": later}}),
         ] {
-            assert!(matches!(verify(&keys(), &token(Header::default(), claims.clone()), 5), Err(TokenError::Invalid(_))), "{claims}");
+            assert!(
+                matches!(
+                    verify(&keys(), &token(Header::default(), claims.clone()), 5),
+                    Err(TokenError::Invalid(_))
+                ),
+                "{claims}"
+            );
         }
         for claims in [
             serde_json::json!({"exp": later, "nbf": now() - 10, "iat": now() - 10}),
             serde_json::json!({"exp": later as f64 + 0.5, "nbf": (now() - 10) as f64 + 0.25, "iat": null}),
         ] {
-            assert_eq!(verify(&keys(), &token(Header::default(), claims.clone()), 5).map(|c| c.exp.is_some()), Ok(true), "{claims}");
+            assert_eq!(
+                verify(&keys(), &token(Header::default(), claims.clone()), 5)
+                    .map(|c| c.exp.is_some()),
+                Ok(true),
+                "{claims}"
+            );
         }
     }
 
@@ -191,7 +252,10 @@ mod tests {
             audience: Some("hubcast".into()),
             issuer: Some("app".into()),
         }];
-        let both = token(Header::default(), serde_json::json!({"exp": now() + 60, "aud": "hubcast", "iss": "app"}));
+        let both = token(
+            Header::default(),
+            serde_json::json!({"exp": now() + 60, "aud": "hubcast", "iss": "app"}),
+        );
         assert!(verify(&strict, &both, 0).is_ok());
         for claims in [
             serde_json::json!({"exp": now() + 60, "iss": "app"}),
@@ -199,7 +263,13 @@ mod tests {
             serde_json::json!({"exp": now() + 60, "aud": "other", "iss": "app"}),
             serde_json::json!({"exp": now() + 60, "aud": "hubcast", "iss": "other"}),
         ] {
-            assert!(matches!(verify(&strict, &token(Header::default(), claims.clone()), 0), Err(TokenError::Invalid(_))), "{claims}");
+            assert!(
+                matches!(
+                    verify(&strict, &token(Header::default(), claims.clone()), 0),
+                    Err(TokenError::Invalid(_))
+                ),
+                "{claims}"
+            );
         }
     }
 }

@@ -59,13 +59,17 @@ impl TryFrom<String> for StoreUrl {
     fn try_from(url: String) -> Result<StoreUrl, String> {
         if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
-                return Err("sqlite:// needs a path, e.g. sqlite://./hubcast-data/hubcast.db".into());
+                return Err(
+                    "sqlite:// needs a path, e.g. sqlite://./hubcast-data/hubcast.db".into(),
+                );
             }
             Ok(StoreUrl::Sqlite(path.into()))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(StoreUrl::Postgres(url))
         } else {
-            Err(format!("unsupported store `{url}`: expected sqlite://PATH or postgres://…"))
+            Err(format!(
+                "unsupported store `{url}`: expected sqlite://PATH or postgres://…"
+            ))
         }
     }
 }
@@ -104,7 +108,9 @@ impl TryFrom<String> for BusUrl {
         } else if url.starts_with("nats://") {
             Ok(BusUrl::Nats(url))
         } else {
-            Err(format!("unsupported bus `{url}`: expected `memory` or nats://HOST:PORT"))
+            Err(format!(
+                "unsupported bus `{url}`: expected `memory` or nats://HOST:PORT"
+            ))
         }
     }
 }
@@ -224,7 +230,11 @@ pub struct PresenceConfig {
 
 impl Default for PresenceConfig {
     fn default() -> Self {
-        PresenceConfig { max_members: 1000, heartbeat_ms: 5000, ttl_ms: 15_000 }
+        PresenceConfig {
+            max_members: 1000,
+            heartbeat_ms: 5000,
+            ttl_ms: 15_000,
+        }
     }
 }
 
@@ -291,11 +301,19 @@ pub struct NatsConfig {
     /// Subjects are `<prefix>.room.<room>`; separate clusters (or tests)
     /// sharing one NATS use different prefixes.
     pub subject_prefix: String,
+    /// Committed events waiting to be published to NATS. While NATS is
+    /// unreachable the queue fills; past this many, new events are dropped
+    /// and counted (`hubcast_bus_dropped_total`): peers heal them from the
+    /// store by reconcile, and memory stays bounded however long the outage.
+    pub max_queue: usize,
 }
 
 impl Default for NatsConfig {
     fn default() -> Self {
-        NatsConfig { subject_prefix: "hubcast".into() }
+        NatsConfig {
+            subject_prefix: "hubcast".into(),
+            max_queue: 16_384,
+        }
     }
 }
 
@@ -314,7 +332,11 @@ impl Default for Config {
             sqlite: SqliteConfig::default(),
             postgres: PostgresConfig::default(),
             nats: NatsConfig::default(),
-            auth: crate::auth::AuthConfig { leeway_secs: 5, expiry_grace_ms: 10_000, ..Default::default() },
+            auth: crate::auth::AuthConfig {
+                leeway_secs: 5,
+                expiry_grace_ms: 10_000,
+                ..Default::default()
+            },
             namespaces: Vec::new(),
             rate_limits: crate::limits::RateLimitConfig::default(),
             env: BTreeMap::new(),
@@ -324,7 +346,10 @@ impl Default for Config {
 
 impl Default for HeartbeatConfig {
     fn default() -> Self {
-        HeartbeatConfig { interval_ms: 15_000, stale_ms: 30_000 }
+        HeartbeatConfig {
+            interval_ms: 15_000,
+            stale_ms: 30_000,
+        }
     }
 }
 
@@ -347,19 +372,33 @@ impl Default for LimitsConfig {
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        RetentionConfig { max_events: 100_000, max_age_secs: 7 * 24 * 3600, interval_ms: 60_000 }
+        RetentionConfig {
+            max_events: 100_000,
+            max_age_secs: 7 * 24 * 3600,
+            interval_ms: 60_000,
+        }
     }
 }
 
 impl Default for HubConfig {
     fn default() -> Self {
-        HubConfig { tail: 256, idle_ms: 30_000, reconcile_ms: 1000, slow_broadcast_ms: 50 }
+        HubConfig {
+            tail: 256,
+            idle_ms: 30_000,
+            reconcile_ms: 1000,
+            slow_broadcast_ms: 50,
+        }
     }
 }
 
 impl Default for SqliteConfig {
     fn default() -> Self {
-        SqliteConfig { synchronous: Synchronous::Full, max_batch: 4096, readers: 4, max_queue: 65_536 }
+        SqliteConfig {
+            synchronous: Synchronous::Full,
+            max_batch: 4096,
+            readers: 4,
+            max_queue: 65_536,
+        }
     }
 }
 
@@ -409,7 +448,11 @@ impl Config {
             figment = figment.merge(file_only.focus(&key));
         }
         figment = figment
-            .merge(Env::prefixed("HUBCAST_").filter(is_config_variable).split("__"))
+            .merge(
+                Env::prefixed("HUBCAST_")
+                    .filter(is_config_variable)
+                    .split("__"),
+            )
             .merge(Serialized::defaults(flags));
         let mut config: Config = figment.extract().map_err(Box::new)?;
         config.env.clear();
@@ -429,7 +472,8 @@ impl Config {
                 self.listen
             )));
         }
-        if self.heartbeat.interval_ms == 0 || self.heartbeat.stale_ms <= self.heartbeat.interval_ms {
+        if self.heartbeat.interval_ms == 0 || self.heartbeat.stale_ms <= self.heartbeat.interval_ms
+        {
             return fail("heartbeat.stale_ms must be greater than heartbeat.interval_ms > 0");
         }
         if self.limits.outbound_queue < 16 {
@@ -445,9 +489,14 @@ impl Config {
             return fail("limits.max_page must be at least 1");
         }
         if self.limits.body_read_timeout_ms == 0 || self.limits.body_deadline_ms == 0 {
-            return fail("limits.body_read_timeout_ms and limits.body_deadline_ms must be at least 1");
+            return fail(
+                "limits.body_read_timeout_ms and limits.body_deadline_ms must be at least 1",
+            );
         }
-        if self.presence.max_members == 0 || self.presence.heartbeat_ms == 0 || self.presence.ttl_ms <= self.presence.heartbeat_ms {
+        if self.presence.max_members == 0
+            || self.presence.heartbeat_ms == 0
+            || self.presence.ttl_ms <= self.presence.heartbeat_ms
+        {
             return fail("presence.max_members must be at least 1 and presence.ttl_ms greater than presence.heartbeat_ms > 0");
         }
         for namespace in &self.namespaces {
@@ -456,7 +505,12 @@ impl Config {
             }
         }
         if self.sqlite.max_batch == 0 || self.sqlite.readers == 0 || self.sqlite.max_queue == 0 {
-            return fail("sqlite.max_batch, sqlite.readers and sqlite.max_queue must be at least 1");
+            return fail(
+                "sqlite.max_batch, sqlite.readers and sqlite.max_queue must be at least 1",
+            );
+        }
+        if self.nats.max_queue == 0 {
+            return fail("nats.max_queue must be at least 1");
         }
         Ok(())
     }
@@ -467,8 +521,21 @@ impl Config {
 /// referenced by `key_env`) are not configuration and are left alone.
 fn is_config_variable(key: &figment::value::UncasedStr) -> bool {
     const SECTIONS: &[&str] = &[
-        "listen", "store", "bus", "insecure", "heartbeat", "limits", "retention", "hub", "presence", "sqlite", "postgres",
-        "nats", "auth", "namespaces", "rate_limits",
+        "listen",
+        "store",
+        "bus",
+        "insecure",
+        "heartbeat",
+        "limits",
+        "retention",
+        "hub",
+        "presence",
+        "sqlite",
+        "postgres",
+        "nats",
+        "auth",
+        "namespaces",
+        "rate_limits",
     ];
     let key = key.as_str().to_ascii_lowercase();
     let section = key.split("__").next().unwrap_or("");
@@ -514,7 +581,10 @@ mod tests {
             assert_eq!(env.store.to_string(), "sqlite://env.db");
             assert_eq!(env.heartbeat.stale_ms, 9000);
 
-            let flags = FlagOverrides { store: Some("sqlite://flag.db".into()), ..Default::default() };
+            let flags = FlagOverrides {
+                store: Some("sqlite://flag.db".into()),
+                ..Default::default()
+            };
             let flagged = Config::load(path, Some("staging"), &flags).unwrap();
             assert_eq!(flagged.store.to_string(), "sqlite://flag.db");
 
@@ -529,7 +599,8 @@ mod tests {
     #[test]
     fn defaults_without_a_file() {
         figment::Jail::expect_with(|_| {
-            let config = Config::load(Path::new("missing.toml"), None, &FlagOverrides::default()).unwrap();
+            let config =
+                Config::load(Path::new("missing.toml"), None, &FlagOverrides::default()).unwrap();
             assert_eq!(config, Config::default());
             Ok(())
         });
@@ -542,13 +613,22 @@ mod tests {
                 "hubcast.toml",
                 "store = \"postgres://localhost/db\"\nbus = \"nats://127.0.0.1:4222\"\n[sqlite]\nsynchronous = \"normal\"",
             )?;
-            let config = Config::load(Path::new("hubcast.toml"), None, &FlagOverrides::default()).unwrap();
-            assert_eq!(config.store, StoreUrl::Postgres("postgres://localhost/db".into()));
+            let config =
+                Config::load(Path::new("hubcast.toml"), None, &FlagOverrides::default()).unwrap();
+            assert_eq!(
+                config.store,
+                StoreUrl::Postgres("postgres://localhost/db".into())
+            );
             assert_eq!(config.bus, BusUrl::Nats("nats://127.0.0.1:4222".into()));
             assert_eq!(config.sqlite.synchronous, Synchronous::Normal);
-            for bad in ["store = \"mysql://x\"", "bus = \"redis://x\"", "[sqlite]\nsynchronous = \"off\""] {
+            for bad in [
+                "store = \"mysql://x\"",
+                "bus = \"redis://x\"",
+                "[sqlite]\nsynchronous = \"off\"",
+            ] {
                 jail.create_file("hubcast.toml", bad)?;
-                let err = Config::load(Path::new("hubcast.toml"), None, &FlagOverrides::default()).unwrap_err();
+                let err = Config::load(Path::new("hubcast.toml"), None, &FlagOverrides::default())
+                    .unwrap_err();
                 assert!(matches!(err, ConfigError::Invalid(_)), "{bad}: {err}");
             }
             Ok(())
@@ -559,7 +639,9 @@ mod tests {
     fn typos_are_refused() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("hubcast.toml", "lisen = \"127.0.0.1:1\"")?;
-            assert!(Config::load(Path::new("hubcast.toml"), None, &FlagOverrides::default()).is_err());
+            assert!(
+                Config::load(Path::new("hubcast.toml"), None, &FlagOverrides::default()).is_err()
+            );
             Ok(())
         });
     }

@@ -49,12 +49,18 @@ impl Server {
     pub async fn start(config: Config) -> Result<Server, ServeError> {
         let stopping = CancellationToken::new();
         let node = Node::start(config, stopping.clone()).await?;
-        Ok(Server { node, stopping, routes: Router::new() })
+        Ok(Server {
+            node,
+            stopping,
+            routes: Router::new(),
+        })
     }
 
     /// The handle an application's routes and tasks use.
     pub fn handle(&self) -> NodeHandle {
-        NodeHandle { node: self.node.clone() }
+        NodeHandle {
+            node: self.node.clone(),
+        }
     }
 
     /// Adds an application's routes beside hubcast's (they get the same CORS,
@@ -67,8 +73,16 @@ impl Server {
     /// Serves on `listener` until `shutdown` resolves, then stops gracefully:
     /// stops accepting, closes every session with 1012 (its client resumes
     /// elsewhere), lets in-flight publishes finish, and flushes the store.
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-        let Server { node, stopping, routes } = self;
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let Server {
+            node,
+            stopping,
+            routes,
+        } = self;
         let app = crate::http::app(node.clone(), routes);
         let address = listener.local_addr()?;
         tracing::info!(listen = %address, store = %node.config.store, bus = %node.config.bus, "hubcast serving");
@@ -84,7 +98,10 @@ impl Server {
         let header_timeout = Duration::from_millis(node.config.limits.header_read_timeout_ms);
         crate::server::accept_loop(listener, app, stopping, header_timeout).await;
         node.sessions.close();
-        if tokio::time::timeout(SESSION_DRAIN, node.sessions.wait()).await.is_err() {
+        if tokio::time::timeout(SESSION_DRAIN, node.sessions.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some sessions did not close in time");
         }
         node.store.close().await;
@@ -116,7 +133,12 @@ impl NodeHandle {
     /// Refuses a publish to `room` that `/v1/rooms/{room}/events` would
     /// refuse: the caller's credentials (bearer header), its publish grant
     /// and the publish rate limit, each refusal counted and logged like any other.
-    pub fn authorize_publish(&self, headers: &HeaderMap, peer: SocketAddr, room: &RoomName) -> Result<(), ApiError> {
+    pub fn authorize_publish(
+        &self,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+        room: &RoomName,
+    ) -> Result<(), ApiError> {
         crate::http::access::authorize_publish(&self.node, headers, peer, room)
     }
 

@@ -59,16 +59,28 @@ mod tests {
 
     #[test]
     fn cursor_service() {
-        let state = RoomState { epoch: "e".into(), head: 10, earliest: 4 };
+        let state = RoomState {
+            epoch: "e".into(),
+            head: 10,
+            earliest: 4,
+        };
         assert!(state.can_serve(3));
         assert!(state.can_serve(10));
         assert!(!state.can_serve(2));
         assert!(!state.can_serve(11));
         assert_eq!(state.retained(), 7);
-        let empty = RoomState { epoch: "e".into(), head: 0, earliest: 1 };
+        let empty = RoomState {
+            epoch: "e".into(),
+            head: 0,
+            earliest: 1,
+        };
         assert!(empty.can_serve(0));
         assert_eq!(empty.retained(), 0);
-        let pruned = RoomState { epoch: "e".into(), head: 5, earliest: 6 };
+        let pruned = RoomState {
+            epoch: "e".into(),
+            head: 5,
+            earliest: 6,
+        };
         assert!(pruned.can_serve(5));
         assert!(!pruned.can_serve(4));
     }

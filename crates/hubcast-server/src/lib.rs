@@ -63,7 +63,7 @@ pub mod store;
 pub mod testing;
 
 pub use config::Config;
-pub use embed::{NodeHandle, Server, ServeError};
+pub use embed::{NodeHandle, ServeError, Server};
 pub use event::{Event, RoomState};
 pub use http::error::ApiError;
 pub use http::page;
@@ -81,6 +81,10 @@ use tokio::net::TcpListener;
 /// elsewhere), lets in-flight publishes finish, and flushes the store.
 ///
 /// The caller binds the listener, so a test can serve on `127.0.0.1:0`.
-pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     Server::start(config).await?.run(listener, shutdown).await
 }

@@ -67,7 +67,10 @@ struct Counts<K: Hash + Eq> {
 
 impl<K: Hash + Eq> Default for Counts<K> {
     fn default() -> Self {
-        Counts { total: 0, per_key: HashMap::new() }
+        Counts {
+            total: 0,
+            per_key: HashMap::new(),
+        }
     }
 }
 
@@ -95,7 +98,8 @@ impl Limits {
             config: config.clone(),
             connects: NonZeroU32::new(config.connects_per_ip_per_minute)
                 .map(|n| DefaultKeyedRateLimiter::keyed(Quota::per_minute(n))),
-            publishes: per_second(config.publishes_per_key_per_second).map(DefaultKeyedRateLimiter::keyed),
+            publishes: per_second(config.publishes_per_key_per_second)
+                .map(DefaultKeyedRateLimiter::keyed),
             connections: Mutex::new(Counts::default()),
         })
     }
@@ -130,7 +134,10 @@ impl Limits {
         }
         counts.total += 1;
         counts.per_key.insert(ip, for_ip + 1);
-        Ok(ConnectionSlot { limits: self.clone(), ip })
+        Ok(ConnectionSlot {
+            limits: self.clone(),
+            ip,
+        })
     }
 
     /// A limiter for one session's messages, or `None` when unlimited.
@@ -139,7 +146,9 @@ impl Limits {
         // Allow short bursts of twice the rate (a client subscribing to many
         // rooms at once), not a sustained flood.
         let burst = NonZeroU32::new(rate.get().saturating_mul(2)).unwrap_or(rate);
-        Some(DefaultDirectRateLimiter::direct(Quota::per_second(rate).allow_burst(burst)))
+        Some(DefaultDirectRateLimiter::direct(
+            Quota::per_second(rate).allow_burst(burst),
+        ))
     }
 
     /// Forgets limiter state of keys that are back to full allowance; keeps
@@ -165,7 +174,11 @@ pub struct ConnectionSlot {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let mut counts = self.limits.connections.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts = self
+            .limits
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         counts.total = counts.total.saturating_sub(1);
         if let Some(n) = counts.per_key.get_mut(&self.ip) {
             *n -= 1;
@@ -195,7 +208,11 @@ mod tests {
 
     #[test]
     fn caps_are_taken_and_given_back() {
-        let limits = Limits::new(&RateLimitConfig { max_connections: 3, max_connections_per_ip: 2, ..Default::default() });
+        let limits = Limits::new(&RateLimitConfig {
+            max_connections: 3,
+            max_connections_per_ip: 2,
+            ..Default::default()
+        });
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         let b: IpAddr = "127.0.0.2".parse().unwrap();
         let first = limits.open_connection(a).unwrap();
@@ -209,7 +226,10 @@ mod tests {
 
     #[test]
     fn connect_rate_is_per_address() {
-        let limits = Limits::new(&RateLimitConfig { connects_per_ip_per_minute: 2, ..Default::default() });
+        let limits = Limits::new(&RateLimitConfig {
+            connects_per_ip_per_minute: 2,
+            ..Default::default()
+        });
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         assert!(limits.check_connect(a).is_ok());
         assert!(limits.check_connect(a).is_ok());

@@ -10,17 +10,32 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter, Gauge, Histogram, Unit};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Gauge, Histogram, Unit,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Buckets for latencies, from 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 /// Buckets for connection lifetimes, from 1 s to 1 day.
-const DURATION_BUCKETS: &[f64] = &[1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 4.0 * 3600.0, 24.0 * 3600.0];
+const DURATION_BUCKETS: &[f64] = &[
+    1.0,
+    10.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    4.0 * 3600.0,
+    24.0 * 3600.0,
+];
 /// Buckets for batch sizes.
-const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
 
 /// Why a session ended, as the `reason` label of `hubcast_connections_closed_total`.
 #[derive(Debug, Clone, Copy)]
@@ -154,8 +169,18 @@ pub fn install() -> Option<PrometheusHandle> {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full("hubcast_connection_duration_seconds".into()), DURATION_BUCKETS))
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full("hubcast_store_batch_size".into()), BATCH_BUCKETS));
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("hubcast_connection_duration_seconds".into()),
+                        DURATION_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("hubcast_store_batch_size".into()),
+                        BATCH_BUCKETS,
+                    )
+                });
             let handle = match builder {
                 Ok(builder) => builder.install_recorder().ok(),
                 Err(err) => {
@@ -175,7 +200,8 @@ pub fn get() -> &'static Metrics {
         connections: gauge!("hubcast_connections"),
         connections_opened: counter!("hubcast_connections_opened_total"),
         connections_refused: counter!("hubcast_connections_refused_total"),
-        closed: CloseReason::ALL.map(|r| counter!("hubcast_connections_closed_total", "reason" => r.label())),
+        closed: CloseReason::ALL
+            .map(|r| counter!("hubcast_connections_closed_total", "reason" => r.label())),
         connection_duration: histogram!("hubcast_connection_duration_seconds"),
         subscriptions: gauge!("hubcast_subscriptions"),
         hubs: gauge!("hubcast_hubs"),
@@ -216,42 +242,120 @@ impl Metrics {
 
 fn describe() {
     describe_gauge!("hubcast_connections", "WebSocket sessions open now");
-    describe_counter!("hubcast_connections_opened_total", "WebSocket sessions established");
-    describe_counter!("hubcast_connections_refused_total", "WebSocket upgrades refused (node stopping, bad request)");
-    describe_counter!("hubcast_connections_closed_total", "WebSocket sessions ended, by reason");
-    describe_histogram!("hubcast_connection_duration_seconds", Unit::Seconds, "How long sessions lasted");
-    describe_gauge!("hubcast_subscriptions", "Room subscriptions held by sessions now");
+    describe_counter!(
+        "hubcast_connections_opened_total",
+        "WebSocket sessions established"
+    );
+    describe_counter!(
+        "hubcast_connections_refused_total",
+        "WebSocket upgrades refused (node stopping, bad request)"
+    );
+    describe_counter!(
+        "hubcast_connections_closed_total",
+        "WebSocket sessions ended, by reason"
+    );
+    describe_histogram!(
+        "hubcast_connection_duration_seconds",
+        Unit::Seconds,
+        "How long sessions lasted"
+    );
+    describe_gauge!(
+        "hubcast_subscriptions",
+        "Room subscriptions held by sessions now"
+    );
     describe_gauge!("hubcast_hubs", "Rooms with a hub on this node now");
-    describe_counter!("hubcast_events_published_total", "Events committed by this node");
-    describe_counter!("hubcast_publish_conflicts_total", "Publishes refused by expected_seq");
-    describe_counter!("hubcast_publish_duplicates_total", "Publishes answered from an earlier idempotency key");
-    describe_counter!("hubcast_deliveries_total", "Event frames queued to sessions");
-    describe_counter!("hubcast_sent_bytes_total", Unit::Bytes, "Bytes of event frames queued to sessions");
-    describe_counter!("hubcast_received_bytes_total", Unit::Bytes, "Bytes of messages received from clients");
-    describe_counter!("hubcast_messages_received_total", "Messages received from clients");
-    describe_counter!("hubcast_client_errors_total", "Client messages answered with an error");
-    describe_histogram!("hubcast_delivery_latency_seconds", Unit::Seconds, "From commit (event ts) to the hub's broadcast");
-    describe_histogram!("hubcast_broadcast_duration_seconds", Unit::Seconds, "Time a hub takes to offer one event to all subscribers");
-    describe_histogram!("hubcast_store_append_seconds", Unit::Seconds, "Time of one append batch in the store");
-    describe_histogram!("hubcast_store_batch_size", "Appends per store batch (group commit)");
+    describe_counter!(
+        "hubcast_events_published_total",
+        "Events committed by this node"
+    );
+    describe_counter!(
+        "hubcast_publish_conflicts_total",
+        "Publishes refused by expected_seq"
+    );
+    describe_counter!(
+        "hubcast_publish_duplicates_total",
+        "Publishes answered from an earlier idempotency key"
+    );
+    describe_counter!(
+        "hubcast_deliveries_total",
+        "Event frames queued to sessions"
+    );
+    describe_counter!(
+        "hubcast_sent_bytes_total",
+        Unit::Bytes,
+        "Bytes of event frames queued to sessions"
+    );
+    describe_counter!(
+        "hubcast_received_bytes_total",
+        Unit::Bytes,
+        "Bytes of messages received from clients"
+    );
+    describe_counter!(
+        "hubcast_messages_received_total",
+        "Messages received from clients"
+    );
+    describe_counter!(
+        "hubcast_client_errors_total",
+        "Client messages answered with an error"
+    );
+    describe_histogram!(
+        "hubcast_delivery_latency_seconds",
+        Unit::Seconds,
+        "From commit (event ts) to the hub's broadcast"
+    );
+    describe_histogram!(
+        "hubcast_broadcast_duration_seconds",
+        Unit::Seconds,
+        "Time a hub takes to offer one event to all subscribers"
+    );
+    describe_histogram!(
+        "hubcast_store_append_seconds",
+        Unit::Seconds,
+        "Time of one append batch in the store"
+    );
+    describe_histogram!(
+        "hubcast_store_batch_size",
+        "Appends per store batch (group commit)"
+    );
     describe_counter!("hubcast_store_errors_total", "Store operations that failed");
-    describe_counter!("hubcast_replays_total", "Subscriptions that replayed from the store");
-    describe_counter!("hubcast_replayed_events_total", "Events replayed from the store");
-    describe_counter!("hubcast_gap_fills_total", "Gaps a hub filled from the store");
-    describe_counter!("hubcast_reconciles_total", "Reconciles that found a hub behind the store");
+    describe_counter!(
+        "hubcast_replays_total",
+        "Subscriptions that replayed from the store"
+    );
+    describe_counter!(
+        "hubcast_replayed_events_total",
+        "Events replayed from the store"
+    );
+    describe_counter!(
+        "hubcast_gap_fills_total",
+        "Gaps a hub filled from the store"
+    );
+    describe_counter!(
+        "hubcast_reconciles_total",
+        "Reconciles that found a hub behind the store"
+    );
     describe_counter!("hubcast_bus_messages_total", "Bus messages, by direction");
     describe_counter!(
         "hubcast_bus_dropped_total",
         "Outgoing bus messages dropped because the bus could not keep up (NATS unreachable); peers heal by reconcile"
     );
     describe_counter!("hubcast_bus_errors_total", "Bus operations that failed");
-    describe_counter!("hubcast_slow_broadcasts_total", "Broadcasts slower than hub.slow_broadcast_ms");
-    describe_counter!("hubcast_hub_panics_total", "Room hubs that failed; their subscribers were closed with 1012 to resume");
+    describe_counter!(
+        "hubcast_slow_broadcasts_total",
+        "Broadcasts slower than hub.slow_broadcast_ms"
+    );
+    describe_counter!(
+        "hubcast_hub_panics_total",
+        "Room hubs that failed; their subscribers were closed with 1012 to resume"
+    );
     describe_counter!(
         "hubcast_commit_feed_dropped_total",
         "Committed batches not announced because the commit feed was full (hubs heal them from the store)"
     );
-    describe_counter!("hubcast_store_writes_refused_total", "Writes refused with 503 because the store's write queue was full");
+    describe_counter!(
+        "hubcast_store_writes_refused_total",
+        "Writes refused with 503 because the store's write queue was full"
+    );
 }
 
 /// Counts a refusal and logs it, at most once a second across the node (with
@@ -263,7 +367,11 @@ pub fn note_refusal(reason: &'static str, ip: IpAddr, detail: &str) {
     metrics::counter!("hubcast_refusals_total", "reason" => reason).increment(1);
     let now = crate::event::now_ms();
     let last = LAST_MS.load(Ordering::Relaxed);
-    if now - last >= 1000 && LAST_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+    if now - last >= 1000
+        && LAST_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
         let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
         tracing::warn!(reason, client = %ip, detail, suppressed, "refused");
     } else {

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-
 /// A room prefix with its own rules.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -63,18 +62,26 @@ pub struct Namespaces {
 
 impl Namespaces {
     pub fn new(config: &[NamespaceConfig]) -> Namespaces {
-        Namespaces { list: config.iter().cloned().map(Arc::new).collect() }
+        Namespaces {
+            list: config.iter().cloned().map(Arc::new).collect(),
+        }
     }
 
     /// Whether any namespace sets a retention limit of its own.
     pub fn any_prunes(&self) -> bool {
-        self.list.iter().any(|n| n.max_events.unwrap_or(0) > 0 || n.max_age_secs.unwrap_or(0) > 0)
+        self.list
+            .iter()
+            .any(|n| n.max_events.unwrap_or(0) > 0 || n.max_age_secs.unwrap_or(0) > 0)
     }
 
     /// The rules of `room`: those of its longest matching namespace prefix,
     /// or the defaults when none matches.
     pub fn for_room(&self, room: &str) -> NamespaceRules {
-        let namespace = self.list.iter().filter(|n| room.starts_with(&n.prefix)).max_by_key(|n| n.prefix.len());
+        let namespace = self
+            .list
+            .iter()
+            .filter(|n| room.starts_with(&n.prefix))
+            .max_by_key(|n| n.prefix.len());
         NamespaceRules(namespace.cloned())
     }
 }
@@ -103,23 +110,34 @@ impl NamespaceRules {
     /// The batching window and size, if live events are batched.
     pub fn batching(&self) -> Option<(Duration, usize)> {
         let n = self.0.as_ref()?;
-        (n.batch_ms > 0 && n.batch_max > 1).then(|| (Duration::from_millis(n.batch_ms), n.batch_max))
+        (n.batch_ms > 0 && n.batch_max > 1)
+            .then(|| (Duration::from_millis(n.batch_ms), n.batch_max))
     }
 
     /// Most subscribers of the room on one node (0: no cap).
     pub fn max_subscribers(&self, node_wide: usize) -> usize {
-        self.0.as_ref().and_then(|n| n.max_subscribers_per_room).unwrap_or(node_wide)
+        self.0
+            .as_ref()
+            .and_then(|n| n.max_subscribers_per_room)
+            .unwrap_or(node_wide)
     }
 
     /// The largest event: the namespace's limit, never above the node-wide one.
     pub fn max_event_bytes(&self, node_wide: usize) -> usize {
-        self.0.as_ref().and_then(|n| n.max_event_bytes).map_or(node_wide, |max| max.min(node_wide))
+        self.0
+            .as_ref()
+            .and_then(|n| n.max_event_bytes)
+            .map_or(node_wide, |max| max.min(node_wide))
     }
 
     /// `(max_events, max_age_ms)` to keep (0: no limit).
     pub fn retention(&self, max_events: u64, max_age_ms: u64) -> (u64, u64) {
         match &self.0 {
-            Some(n) => (n.max_events.unwrap_or(max_events), n.max_age_secs.map_or(max_age_ms, |s| s.saturating_mul(1000))),
+            Some(n) => (
+                n.max_events.unwrap_or(max_events),
+                n.max_age_secs
+                    .map_or(max_age_ms, |s| s.saturating_mul(1000)),
+            ),
             None => (max_events, max_age_ms),
         }
     }
@@ -132,8 +150,18 @@ mod tests {
     #[test]
     fn the_longest_prefix_wins_and_defaults_fill_in() {
         let namespaces = Namespaces::new(&[
-            NamespaceConfig { prefix: "a".into(), public: true, max_event_bytes: Some(10), ..Default::default() },
-            NamespaceConfig { prefix: "ab".into(), echo: false, max_subscribers_per_room: Some(3), ..Default::default() },
+            NamespaceConfig {
+                prefix: "a".into(),
+                public: true,
+                max_event_bytes: Some(10),
+                ..Default::default()
+            },
+            NamespaceConfig {
+                prefix: "ab".into(),
+                echo: false,
+                max_subscribers_per_room: Some(3),
+                ..Default::default()
+            },
         ]);
         let ab = namespaces.for_room("abc");
         assert!(!ab.is_public() && !ab.echo());

@@ -40,9 +40,13 @@ pub struct Node {
 
 impl Node {
     /// Opens the store and the bus and starts the node's background tasks.
-    pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Arc<Node>, crate::ServeError> {
+    pub async fn start(
+        config: Config,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Node>, crate::ServeError> {
         let prometheus = crate::metrics::install();
-        let auth = crate::auth::Auth::from_config(&config.auth, &config.namespaces, config.insecure)?;
+        let auth =
+            crate::auth::Auth::from_config(&config.auth, &config.namespaces, config.insecure)?;
         let limits = crate::limits::Limits::new(&config.rate_limits);
         let namespaces = crate::namespace::Namespaces::new(&config.namespaces);
         let (backend, commits) = crate::store::open(&config).await?;
@@ -97,9 +101,15 @@ impl Node {
 
     /// The node's numbers right now.
     pub fn sample(&self) -> crate::stats::Sample {
-    let (connections, published, delivered) = crate::metrics::get().totals.read();
-    crate::stats::Sample { t: crate::event::now_ms(), connections, rooms: self.hubs.len() as u64, published, delivered }
-}
+        let (connections, published, delivered) = crate::metrics::get().totals.read();
+        crate::stats::Sample {
+            t: crate::event::now_ms(),
+            connections,
+            rooms: self.hubs.len() as u64,
+            published,
+            delivered,
+        }
+    }
 
     /// A new session's id, unique on this node and unlikely to repeat elsewhere.
     pub fn next_session_id(&self) -> (u64, String) {
@@ -113,7 +123,10 @@ async fn forward_commits(mut commits: CommitFeed, bus: Arc<dyn Bus>) {
     let metrics = crate::metrics::get();
     while let Some(batch) = commits.recv().await {
         metrics.events_published.increment(batch.len() as u64);
-        metrics.totals.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        metrics
+            .totals
+            .published
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         bus.publish(batch);
     }
 }
@@ -122,7 +135,8 @@ async fn forward_commits(mut commits: CommitFeed, bus: Arc<dyn Bus>) {
 /// head (one query for all rooms) so a lost notification delays an event by at
 /// most one interval.
 async fn reconcile(node: Arc<Node>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(node.config.hub.reconcile_ms.max(10)));
+    let mut tick =
+        tokio::time::interval(Duration::from_millis(node.config.hub.reconcile_ms.max(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reconnects = node.bus.reconnects();
     loop {
@@ -168,7 +182,9 @@ async fn retention(node: Arc<Node>) {
     if !policy.is_active() {
         return;
     }
-    let mut tick = tokio::time::interval(Duration::from_millis(node.config.retention.interval_ms.max(10)));
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        node.config.retention.interval_ms.max(10),
+    ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -40,12 +40,19 @@ impl SessionControl {
     /// token of their own and never poll the node-wide one (whose locks every
     /// session would share, once per delivery).
     pub fn child_of(shutdown: &CancellationToken) -> SessionControl {
-        SessionControl { token: shutdown.child_token(), ..SessionControl::default() }
+        SessionControl {
+            token: shutdown.child_token(),
+            ..SessionControl::default()
+        }
     }
 
     /// Asks the session to close with `code`. Later calls do not change the code.
     pub fn close(&self, code: u16, reason: &'static str) {
-        if self.code.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        if self
+            .code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
             if let Ok(mut r) = self.reason.lock() {
                 *r = reason;
             }
@@ -88,8 +95,16 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    pub fn new(session_id: u64, frames: mpsc::Sender<Utf8Bytes>, control: Arc<SessionControl>) -> Outbound {
-        Outbound { session_id, frames, control }
+    pub fn new(
+        session_id: u64,
+        frames: mpsc::Sender<Utf8Bytes>,
+        control: Arc<SessionControl>,
+    ) -> Outbound {
+        Outbound {
+            session_id,
+            frames,
+            control,
+        }
     }
 
     /// Queues a frame without waiting. A full queue cuts the session (4009).

@@ -14,7 +14,14 @@ use crate::event::Event;
 
 /// The `event` frame for one event, encoded once and shared by all subscribers.
 pub fn encode_event(event: &Event) -> Utf8Bytes {
-    ServerMessage::Event { room: &event.room, seq: event.seq, ts: event.ts, data: &event.data }.encode().into()
+    ServerMessage::Event {
+        room: &event.room,
+        seq: event.seq,
+        ts: event.ts,
+        data: &event.data,
+    }
+    .encode()
+    .into()
 }
 
 /// The `error` frame for a refused client message.

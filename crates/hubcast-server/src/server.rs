@@ -40,7 +40,11 @@ const LISTEN_BACKLOG: u32 = 4096;
 
 /// Binds the node's listening socket with [`LISTEN_BACKLOG`].
 pub fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
     // As std's and tokio's `bind` do: a restarted node can bind at once,
     // while its old connections are still in TIME_WAIT.
     socket.set_reuseaddr(true)?;
@@ -51,11 +55,17 @@ pub fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
 /// Accepts connections until `stopping` is cancelled, then waits (bounded)
 /// for in-flight requests. Upgraded WebSockets are not waited for here: the
 /// sessions close themselves with 1012 and the node tracks them.
-pub async fn accept_loop(listener: TcpListener, app: crate::http::App, stopping: CancellationToken, header_timeout: Duration) {
+pub async fn accept_loop(
+    listener: TcpListener,
+    app: crate::http::App,
+    stopping: CancellationToken,
+    header_timeout: Duration,
+) {
     let connections = TaskTracker::new();
     let (linger_time, linger_bytes) = app.lingering_close;
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -81,7 +91,9 @@ pub async fn accept_loop(listener: TcpListener, app: crate::http::App, stopping:
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
         let io = TokioIo::new(Lingering::new(tcp, linger_time, linger_bytes));
-        let connection = http.serve_connection(io, TowerToHyperService::new(app.connection(peer))).with_upgrades();
+        let connection = http
+            .serve_connection(io, TowerToHyperService::new(app.connection(peer)))
+            .with_upgrades();
         let stop = stopping.clone();
         connections.spawn(async move {
             let mut connection = std::pin::pin!(connection);
@@ -100,7 +112,10 @@ pub async fn accept_loop(listener: TcpListener, app: crate::http::App, stopping:
     }
     drop(listener);
     connections.close();
-    if tokio::time::timeout(REQUEST_DRAIN, connections.wait()).await.is_err() {
+    if tokio::time::timeout(REQUEST_DRAIN, connections.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("some requests did not finish in time");
     }
 }
@@ -126,18 +141,28 @@ pub struct Lingering {
 
 enum Linger {
     Open,
-    Draining { drained: u64, until: Pin<Box<Sleep>> },
+    Draining {
+        drained: u64,
+        until: Pin<Box<Sleep>>,
+    },
     Closed,
 }
 
 impl Lingering {
     pub fn new(tcp: TcpStream, time: Duration, bytes: u64) -> Lingering {
-        Lingering { tcp, time, bytes, state: Linger::Open }
+        Lingering {
+            tcp,
+            time,
+            bytes,
+            state: Linger::Open,
+        }
     }
 
     /// Reads and discards input until the client closes or a bound is hit.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Linger::Draining { drained, until } = &mut self.state else { return Poll::Ready(()) };
+        let Linger::Draining { drained, until } = &mut self.state else {
+            return Poll::Ready(());
+        };
         let mut scratch = [0u8; 8192];
         loop {
             let mut buf = ReadBuf::new(&mut scratch);
@@ -157,17 +182,29 @@ impl Lingering {
 }
 
 impl AsyncRead for Lingering {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.tcp).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Lingering {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.tcp).poll_write(cx, buf)
     }
 
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
     }
 
@@ -187,7 +224,10 @@ impl AsyncWrite for Lingering {
                 this.state = Linger::Closed;
                 return Poll::Ready(shut);
             }
-            this.state = Linger::Draining { drained: 0, until: Box::pin(tokio::time::sleep(this.time)) };
+            this.state = Linger::Draining {
+                drained: 0,
+                until: Box::pin(tokio::time::sleep(this.time)),
+            };
         }
         std::task::ready!(this.poll_drain(cx));
         this.state = Linger::Closed;

@@ -33,7 +33,12 @@ pub struct Samples {
 
 impl Samples {
     pub fn snapshot(&self) -> Vec<Sample> {
-        self.samples.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect()
+        self.samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect()
     }
 
     pub fn push(&self, sample: Sample) {

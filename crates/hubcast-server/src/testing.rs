@@ -4,8 +4,8 @@
 
 pub use crate::hub::Hubs;
 pub use crate::node::Node;
-pub use crate::session::join;
 pub use crate::outbound::{Outbound, SessionControl};
+pub use crate::session::join;
 
 /// Event data containing this string makes the hub that delivers it panic.
 pub const HUB_PANIC: &str = "__hubcast_test_fault_hub_panic__";

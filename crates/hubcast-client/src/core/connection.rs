@@ -26,7 +26,10 @@ pub(super) enum TokenPurpose {
 impl Core {
     /// Connects (or reconnects now, skipping a pending backoff); also restarts a closed client.
     pub fn connect(&mut self) {
-        if matches!(self.state, ConnectionState::Connecting | ConnectionState::Open) {
+        if matches!(
+            self.state,
+            ConnectionState::Connecting | ConnectionState::Open
+        ) {
             return;
         }
         self.io.timers.cancel(&mut self.reconnect_timer);
@@ -60,19 +63,31 @@ impl Core {
             room.client_closed(&mut self.io, None);
         }
         self.reject_all(&ClientError::new(sdk::CLOSED, "the client was closed"));
-        self.set_state(ConnectionState::Closed, Some(close::NORMAL), Some("client closed".into()), None, None, None);
+        self.set_state(
+            ConnectionState::Closed,
+            Some(close::NORMAL),
+            Some("client closed".into()),
+            None,
+            None,
+            None,
+        );
     }
 
     /// The token provider answered request `req`.
     pub fn on_token(&mut self, req: u64, result: Result<Option<String>, String>) {
-        let Some(purpose) = self.token_requests.remove(&req) else { return };
+        let Some(purpose) = self.token_requests.remove(&req) else {
+            return;
+        };
         match purpose {
             TokenPurpose::Connect(gen) => match result {
                 Err(err) => {
                     if gen != self.generation || self.state != ConnectionState::Connecting {
                         return;
                     }
-                    self.io.emit(Output::Error(ClientError::new(sdk::TOKEN_ERROR, format!("getToken failed: {err}"))));
+                    self.io.emit(Output::Error(ClientError::new(
+                        sdk::TOKEN_ERROR,
+                        format!("getToken failed: {err}"),
+                    )));
                     self.after_disconnect(close::ABNORMAL, "getToken failed".into(), false);
                 }
                 Ok(token) => {
@@ -93,7 +108,8 @@ impl Core {
                         }
                     }
                     Err(err) => {
-                        let error = ClientError::new(sdk::TOKEN_ERROR, format!("getToken failed: {err}"));
+                        let error =
+                            ClientError::new(sdk::TOKEN_ERROR, format!("getToken failed: {err}"));
                         self.io.emit(Output::Error(error));
                     }
                 }
@@ -172,7 +188,11 @@ impl Core {
         self.io.emit(Output::Connect { gen, url });
         if self.cfg.connect_timeout_ms > 0 {
             self.io.timers.cancel(&mut self.connect_timer);
-            self.connect_timer = Some(self.io.timers.set(self.cfg.connect_timeout_ms, Timer::ConnectTimeout(gen)));
+            self.connect_timer = Some(
+                self.io
+                    .timers
+                    .set(self.cfg.connect_timeout_ms, Timer::ConnectTimeout(gen)),
+            );
         }
     }
 
@@ -216,7 +236,11 @@ impl Core {
         if self.state == ConnectionState::Closed {
             return;
         }
-        self.failed_attempts = if welcomed { 0 } else { self.failed_attempts + 1 };
+        self.failed_attempts = if welcomed {
+            0
+        } else {
+            self.failed_attempts + 1
+        };
         if is_terminal(code) {
             let error = terminal_error(code, &reason);
             self.stop_reconcile();
@@ -225,7 +249,14 @@ impl Core {
             }
             self.reject_all(&error);
             self.io.emit(Output::Error(error.clone()));
-            self.set_state(ConnectionState::Closed, Some(code), Some(reason), None, None, Some(error));
+            self.set_state(
+                ConnectionState::Closed,
+                Some(code),
+                Some(reason),
+                None,
+                None,
+                Some(error),
+            );
             return;
         }
         let Some(backoff) = self.cfg.reconnect else {
@@ -233,15 +264,30 @@ impl Core {
             for room in &mut self.rooms {
                 room.client_closed(&mut self.io, None);
             }
-            let mut error = ClientError::new(sdk::CLOSED, "connection closed and reconnect is disabled");
+            let mut error =
+                ClientError::new(sdk::CLOSED, "connection closed and reconnect is disabled");
             error.close_code = Some(code);
             self.reject_all(&error);
-            self.set_state(ConnectionState::Closed, Some(code), Some(reason), None, None, None);
+            self.set_state(
+                ConnectionState::Closed,
+                Some(code),
+                Some(reason),
+                None,
+                None,
+                None,
+            );
             return;
         };
         let attempt = self.failed_attempts;
         let delay = backoff.after_close(code, welcomed, attempt, &mut self.random);
-        self.set_state(ConnectionState::Reconnecting, Some(code), Some(reason), Some(delay), Some(attempt), None);
+        self.set_state(
+            ConnectionState::Reconnecting,
+            Some(code),
+            Some(reason),
+            Some(delay),
+            Some(attempt),
+            None,
+        );
         self.io.timers.cancel(&mut self.reconnect_timer);
         self.reconnect_timer = Some(self.io.timers.set(delay, Timer::Reconnect));
     }
@@ -257,6 +303,14 @@ impl Core {
     ) {
         let previous = self.state;
         self.state = state;
-        self.io.emit(Output::State(StateChange { state, previous, code, reason, delay_ms, attempt, error }));
+        self.io.emit(Output::State(StateChange {
+            state,
+            previous,
+            code,
+            reason,
+            delay_ms,
+            attempt,
+            error,
+        }));
     }
 }

@@ -31,7 +31,11 @@ pub(super) struct RoomEvent {
 impl RoomEvent {
     /// An event of a frame; `None` if its data is JSON no reader takes (`1e999`).
     pub fn from_frame(seq: u64, ts: i64, data: &RawValue) -> Option<RoomEvent> {
-        Some(RoomEvent { seq, ts, data: serde_json::from_str(data.get()).ok()? })
+        Some(RoomEvent {
+            seq,
+            ts,
+            data: serde_json::from_str(data.get()).ok()?,
+        })
     }
 }
 
@@ -78,8 +82,17 @@ impl Room {
     fn deliver(&mut self, event: RoomEvent, io: &mut Io) {
         self.seq = Some(event.seq);
         let RoomEvent { seq, ts, data } = event;
-        let event = Event { room: self.name.clone(), seq, ts, data, epoch: self.epoch.clone() };
-        io.emit(Output::Room { sub: self.sub, update: RoomUpdate::Event(event) });
+        let event = Event {
+            room: self.name.clone(),
+            seq,
+            ts,
+            data,
+            epoch: self.epoch.clone(),
+        };
+        io.emit(Output::Room {
+            sub: self.sub,
+            update: RoomUpdate::Event(event),
+        });
     }
 
     /// Delivers kept events that became contiguous; heals again if some are still ahead.
@@ -87,7 +100,9 @@ impl Room {
         loop {
             self.skip_own();
             let Some(cursor) = self.seq else { break };
-            let Some(next) = self.buffer.remove(&(cursor + 1)) else { break };
+            let Some(next) = self.buffer.remove(&(cursor + 1)) else {
+                break;
+            };
             self.deliver(next, cx.io);
         }
         let Some(cursor) = self.seq else { return };

@@ -43,12 +43,21 @@ impl Core {
         self.liveness.frame(self.io.timers.now());
         let frame = match ServerFrame::decode(text) {
             Ok(frame) if safe_integers(&frame) => frame,
-            Ok(_) => return self.io.protocol_violation(&format!("a seq past 2^53: {}", excerpt(text))),
+            Ok(_) => {
+                return self
+                    .io
+                    .protocol_violation(&format!("a seq past 2^53: {}", excerpt(text)))
+            }
             Err(err) if err.is_data() => {
-                return self.io.protocol_violation(&format!("a malformed frame ({err}): {}", excerpt(text)))
+                return self
+                    .io
+                    .protocol_violation(&format!("a malformed frame ({err}): {}", excerpt(text)))
             }
             Err(_) => {
-                return self.io.protocol_violation(&format!("a frame that is not a JSON object: {}", excerpt(text)))
+                return self.io.protocol_violation(&format!(
+                    "a frame that is not a JSON object: {}",
+                    excerpt(text)
+                ))
             }
         };
         match frame {
@@ -56,7 +65,10 @@ impl Core {
                 self.welcomed = true;
                 self.failed_attempts = 0;
                 self.session = Some(f.session.clone());
-                self.io.emit(Output::Welcome { session: f.session, heartbeat_ms: f.heartbeat_ms });
+                self.io.emit(Output::Welcome {
+                    session: f.session,
+                    heartbeat_ms: f.heartbeat_ms,
+                });
             }
             ServerFrame::Subscribed(f) => {
                 if let Some(i) = self.room_named(&f.room) {
@@ -70,7 +82,9 @@ impl Core {
             }
             ServerFrame::Event(f) => {
                 let Some(event) = RoomEvent::from_frame(f.seq, f.ts, &f.data) else {
-                    return self.io.protocol_violation("an event whose data no JSON reader takes");
+                    return self
+                        .io
+                        .protocol_violation("an event whose data no JSON reader takes");
                 };
                 if let Some(i) = self.room_named(&f.room) {
                     let (room, mut cx) = self.room(i);
@@ -81,7 +95,9 @@ impl Core {
                 // Consecutive live events of a batching room: processed one by one, exactly like `event` frames.
                 for item in f.events {
                     let Some(event) = RoomEvent::from_frame(item.seq, item.ts, &item.data) else {
-                        self.io.protocol_violation("an event in a batch whose data no JSON reader takes");
+                        self.io.protocol_violation(
+                            "an event in a batch whose data no JSON reader takes",
+                        );
                         continue; // the missing seq is a gap, healed like any other
                     };
                     if let Some(i) = self.room_named(&f.room) {
@@ -119,7 +135,10 @@ impl Core {
             ServerFrame::Unsubscribed(f) => self.on_unsubscribed(&f.room),
             ServerFrame::Ack(f) => self.on_ack(f),
             ServerFrame::Error(f) => self.on_error_frame(f),
-            ServerFrame::Authenticated(f) => self.io.emit(Output::Authenticated { sub: f.sub, exp: f.exp }),
+            ServerFrame::Authenticated(f) => self.io.emit(Output::Authenticated {
+                sub: f.sub,
+                exp: f.exp,
+            }),
             ServerFrame::Pong | ServerFrame::Unknown { .. } => {} // liveness is recorded above
         }
     }
@@ -140,12 +159,27 @@ impl Core {
     }
 
     fn on_ack(&mut self, frame: AckFrame) {
-        let Some(idx) = self.publishes.position(&frame.id) else { return }; // settled, or a duplicate ack
-        self.settle(idx, Ok(Ack { id: frame.id, room: frame.room, seq: frame.seq }));
+        let Some(idx) = self.publishes.position(&frame.id) else {
+            return;
+        }; // settled, or a duplicate ack
+        self.settle(
+            idx,
+            Ok(Ack {
+                id: frame.id,
+                room: frame.room,
+                seq: frame.seq,
+            }),
+        );
     }
 
     fn on_error_frame(&mut self, frame: ErrorFrame) {
-        let ErrorFrame { code, message, id, room, head } = frame;
+        let ErrorFrame {
+            code,
+            message,
+            id,
+            room,
+            head,
+        } = frame;
         if let Some(id) = &id {
             if self.presence.is_sent(id) {
                 let mut err = ClientError::new(code.as_str(), message);
@@ -156,15 +190,23 @@ impl Core {
                 if let (true, Some(backoff)) = (retried(&code), self.cfg.reconnect) {
                     // Nothing was appended: send again (same id) after a backoff.
                     let random = (self.random)();
-                    return self.publishes.retry_later(idx, backoff, random, &mut self.io);
+                    return self
+                        .publishes
+                        .retry_later(idx, backoff, random, &mut self.io);
                 }
                 let entry = self.publishes.get(idx);
-                let mut err = ClientError::new(code.as_str(), message).with_room(entry.room.clone()).with_id(id);
+                let mut err = ClientError::new(code.as_str(), message)
+                    .with_room(entry.room.clone())
+                    .with_id(id);
                 err.head = head;
                 return self.settle(idx, Err(err));
             }
         }
-        if code == ErrorCode::TokenExpired && room.is_none() && id.is_none() && self.cfg.has_token_provider {
+        if code == ErrorCode::TokenExpired
+            && room.is_none()
+            && id.is_none()
+            && self.cfg.has_token_provider
+        {
             // The session's token ran out: send a fresh one within the server's grace period.
             return self.refresh_token();
         }

@@ -36,10 +36,7 @@ enum HealPhase {
         limit: u64,
     },
     /// The history route answered 401: a fresh token is on its way.
-    AwaitingRefresh {
-        after: u64,
-        limit: u64,
-    },
+    AwaitingRefresh { after: u64, limit: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +87,9 @@ struct ErrorBody {
 impl HistoryPage {
     fn parse(body: Value) -> Option<HistoryPage> {
         let page: HistoryPage = serde_json::from_value(body).ok()?;
-        let mut seqs = [page.head, page.earliest].into_iter().chain(page.events.iter().map(|e| e.seq));
+        let mut seqs = [page.head, page.earliest]
+            .into_iter()
+            .chain(page.events.iter().map(|e| e.seq));
         seqs.all(safe_integer).then_some(page)
     }
 }
@@ -102,7 +101,12 @@ impl Room {
         if let Some(target) = target {
             self.heal_target = self.heal_target.max(target);
         }
-        if self.heal.is_some() || matches!(self.wire, Wire::Subscribing | Wire::Resyncing | Wire::Waiting) {
+        if self.heal.is_some()
+            || matches!(
+                self.wire,
+                Wire::Subscribing | Wire::Resyncing | Wire::Waiting
+            )
+        {
             return;
         }
         self.heal = Some(Heal {
@@ -127,7 +131,11 @@ impl Room {
 
     /// A fresh token arrived: a request refused with 401 is retried with it.
     pub(super) fn token_refreshed(&mut self, cx: &mut Cx) {
-        if let Some(Heal { phase: HealPhase::AwaitingRefresh { after, limit }, .. }) = self.heal {
+        if let Some(Heal {
+            phase: HealPhase::AwaitingRefresh { after, limit },
+            ..
+        }) = self.heal
+        {
             self.fetch_history(after, limit, true, cx);
         }
     }
@@ -135,19 +143,30 @@ impl Room {
     /// The top of the heal loop: fetch the next page, or finish.
     fn heal_step(&mut self, cx: &mut Cx) {
         let Some(heal) = self.heal else { return };
-        let Some(after) = self.seq else { return self.heal_finish(HealOutcome::Done, cx) };
+        let Some(after) = self.seq else {
+            return self.heal_finish(HealOutcome::Done, cx);
+        };
         if !heal.probe && after >= self.heal_target {
             return self.heal_finish(HealOutcome::Done, cx);
         }
         let page = cx.cfg.history_page_size.max(1);
-        let limit = if heal.probe { page } else { page.min(self.heal_target - after).max(1) };
+        let limit = if heal.probe {
+            page
+        } else {
+            page.min(self.heal_target - after).max(1)
+        };
         self.fetch_history(after, limit, false, cx);
     }
 
     fn fetch_history(&mut self, after: u64, limit: u64, retried: bool, cx: &mut Cx) {
         let req = cx.io.new_req();
         if let Some(heal) = self.heal.as_mut() {
-            heal.phase = HealPhase::Fetching { req, retried, after, limit };
+            heal.phase = HealPhase::Fetching {
+                req,
+                retried,
+                after,
+                limit,
+            };
         }
         cx.io.emit(Output::HistoryGet {
             req,
@@ -161,14 +180,27 @@ impl Room {
 
     /// The answer to this room's history request.
     pub(super) fn on_history(&mut self, result: HistoryResult, cx: &mut Cx) -> AfterHistory {
-        let Some(Heal { phase: HealPhase::Fetching { retried, after, limit, .. }, .. }) = self.heal else {
+        let Some(Heal {
+            phase:
+                HealPhase::Fetching {
+                    retried,
+                    after,
+                    limit,
+                    ..
+                },
+            ..
+        }) = self.heal
+        else {
             return AfterHistory::Nothing;
         };
         let name = self.name.clone();
         let url = cx.urls.history(&name, after, limit);
-        let unavailable = |message: String| ClientError::new(sdk::HISTORY_UNAVAILABLE, message).with_room(&name);
+        let unavailable =
+            |message: String| ClientError::new(sdk::HISTORY_UNAVAILABLE, message).with_room(&name);
         let page = match result {
-            HistoryResult::NetworkError(err) => Err(unavailable(format!("history of {name} could not be read: {err}"))),
+            HistoryResult::NetworkError(err) => Err(unavailable(format!(
+                "history of {name} could not be read: {err}"
+            ))),
             HistoryResult::Response { status, body } if !(200..300).contains(&status) => {
                 if status == 401 && !retried && cx.cfg.has_token_provider {
                     // Credentials that ran out: one more try with a fresh token.
@@ -187,9 +219,8 @@ impl Room {
                 err.status = Some(status);
                 Err(err)
             }
-            HistoryResult::Response { body, .. } => {
-                HistoryPage::parse(body).ok_or_else(|| unavailable(format!("GET {url}: unexpected answer")))
-            }
+            HistoryResult::Response { body, .. } => HistoryPage::parse(body)
+                .ok_or_else(|| unavailable(format!("GET {url}: unexpected answer"))),
         };
         match page {
             Ok(page) => self.heal_page(page, cx),
@@ -199,7 +230,9 @@ impl Room {
     }
 
     fn heal_page(&mut self, page: HistoryPage, cx: &mut Cx) {
-        let Some(current) = self.seq else { return self.heal_finish(HealOutcome::Done, cx) };
+        let Some(current) = self.seq else {
+            return self.heal_finish(HealOutcome::Done, cx);
+        };
         if self.epoch.is_none() && page.epoch.is_some() {
             self.epoch = page.epoch.clone(); // a cursor given without its epoch
         }

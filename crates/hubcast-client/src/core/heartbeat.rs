@@ -21,7 +21,10 @@ pub struct Heartbeat {
 
 impl Default for Heartbeat {
     fn default() -> Heartbeat {
-        Heartbeat { interval_ms: 10_000, timeout_ms: 5_000 }
+        Heartbeat {
+            interval_ms: 10_000,
+            timeout_ms: 5_000,
+        }
     }
 }
 

@@ -146,6 +146,9 @@ impl Io {
     /// The server sent something the protocol does not allow: surfaced, and ignored.
     pub fn protocol_violation(&mut self, what: &str) {
         let message = format!("the server sent {what}; ignored");
-        self.emit(Output::Error(ClientError::new(sdk::PROTOCOL_VIOLATION, message)));
+        self.emit(Output::Error(ClientError::new(
+            sdk::PROTOCOL_VIOLATION,
+            message,
+        )));
     }
 }

@@ -187,7 +187,9 @@ impl Core {
 
     /// Fires the earliest timer due by `until` (moving the clock to it); `false` if none is due.
     pub fn fire_next(&mut self, until: Millis) -> bool {
-        let Some(timer) = self.io.timers.pop_due(until) else { return false };
+        let Some(timer) = self.io.timers.pop_due(until) else {
+            return false;
+        };
         self.fire(timer);
         true
     }
@@ -258,7 +260,12 @@ impl Core {
     /// Subscribes to `room` (from `cursor`, or the last `rewind` events, or
     /// live). Returns the subscription id; an existing subscription of the
     /// name is returned as is.
-    pub fn subscribe(&mut self, room: &str, cursor: Option<Cursor>, rewind: Option<u64>) -> Result<u64, ClientError> {
+    pub fn subscribe(
+        &mut self,
+        room: &str,
+        cursor: Option<Cursor>,
+        rewind: Option<u64>,
+    ) -> Result<u64, ClientError> {
         self.subscribe_with_presence(room, cursor, rewind, false)
     }
 
@@ -277,7 +284,8 @@ impl Core {
         }
         self.next_sub += 1;
         let sub = self.next_sub;
-        self.rooms.push(Room::new(sub, room, cursor, rewind, presence));
+        self.rooms
+            .push(Room::new(sub, room, cursor, rewind, presence));
         if self.state == ConnectionState::Idle && self.cfg.auto_connect {
             self.connect();
         } else if self.state == ConnectionState::Open {
@@ -289,7 +297,9 @@ impl Core {
 
     /// Stops subscription `sub`: nothing more is delivered for it.
     pub fn unsubscribe(&mut self, sub: u64) {
-        let Some(i) = self.room_index(sub) else { return };
+        let Some(i) = self.room_index(sub) else {
+            return;
+        };
         let mut room = self.rooms.remove(i);
         let on_server = room.on_server();
         room.cancel_heal();
@@ -297,7 +307,8 @@ impl Core {
         self.io.emit(Output::RoomEnd { sub, error: None });
         if on_server && self.state == ConnectionState::Open && !self.draining.contains(&room.name) {
             self.draining.insert(room.name.clone());
-            self.io.send(ClientRequest::Unsubscribe { room: &room.name });
+            self.io
+                .send(ClientRequest::Unsubscribe { room: &room.name });
         }
     }
 
@@ -340,13 +351,18 @@ impl Core {
             return Ok(self.publishes.get(existing).key);
         }
         if self.state == ConnectionState::Closed {
-            return Err(ClientError::new(sdk::CLOSED, "the client is closed").with_room(room).with_id(id));
+            return Err(ClientError::new(sdk::CLOSED, "the client is closed")
+                .with_room(room)
+                .with_id(id));
         }
-        let frame = self.publishes.frame(room, &id, data, expected_seq, &self.cfg)?;
+        let frame = self
+            .publishes
+            .frame(room, &id, data, expected_seq, &self.cfg)?;
         self.next_key += 1;
         let key = self.next_key;
         let timeout = timeout_ms.unwrap_or(self.cfg.publish_timeout_ms);
-        self.publishes.push(key, id, room, frame, timeout, &mut self.io);
+        self.publishes
+            .push(key, id, room, frame, timeout, &mut self.io);
         if self.state == ConnectionState::Idle && self.cfg.auto_connect {
             self.connect();
         } else {
@@ -393,14 +409,21 @@ impl Core {
 
     /// Sends the publishes due on the open socket.
     fn pump(&mut self) {
-        self.publishes.pump(&mut self.io, self.generation, self.cfg.max_publishes_per_second);
+        self.publishes.pump(
+            &mut self.io,
+            self.generation,
+            self.cfg.max_publishes_per_second,
+        );
     }
 
     /// Settles pending publish `idx`; in a no-echo room its ack's seq counts as delivered.
     fn settle(&mut self, idx: usize, result: Result<Ack, ClientError>) {
         let entry = self.publishes.remove(idx, &mut self.io);
         let own = result.as_ref().ok().map(|ack| ack.seq);
-        self.io.emit(Output::Published { key: entry.key, result });
+        self.io.emit(Output::Published {
+            key: entry.key,
+            result,
+        });
         if let Some(i) = self.room_named(&entry.room) {
             let (room, mut cx) = self.room(i);
             room.publish_settled(own, &mut cx);
@@ -436,9 +459,10 @@ impl Core {
 fn check_room(room: &str) -> Result<(), ClientError> {
     match RoomName::parse(room) {
         Ok(_) => Ok(()),
-        Err(_) => {
-            Err(ClientError::new(ErrorCode::InvalidRoom.as_str(), format!("invalid room name {room:?}"))
-                .with_room(room))
-        }
+        Err(_) => Err(ClientError::new(
+            ErrorCode::InvalidRoom.as_str(),
+            format!("invalid room name {room:?}"),
+        )
+        .with_room(room)),
     }
 }

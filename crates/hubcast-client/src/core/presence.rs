@@ -34,7 +34,12 @@ impl PresenceRequests {
             None => {
                 self.next_id += 1;
                 let id = format!("presence:{}", self.next_id);
-                self.requests.push(PresenceRequest { room: room.to_owned(), id, sent: false, keys: vec![key] });
+                self.requests.push(PresenceRequest {
+                    room: room.to_owned(),
+                    id,
+                    sent: false,
+                    keys: vec![key],
+                });
             }
         }
     }
@@ -45,7 +50,10 @@ impl PresenceRequests {
             return;
         }
         for request in self.requests.iter_mut().filter(|r| !r.sent) {
-            if io.send(ClientRequest::Presence { room: &request.room, id: Some(&request.id) }) {
+            if io.send(ClientRequest::Presence {
+                room: &request.room,
+                id: Some(&request.id),
+            }) {
                 request.sent = true;
             }
         }
@@ -57,10 +65,18 @@ impl PresenceRequests {
     }
 
     /// Answers the sent request with this `id`, if there is one.
-    pub fn settle(&mut self, id: &str, result: Result<Vec<PresenceMember>, ClientError>, io: &mut Io) {
+    pub fn settle(
+        &mut self,
+        id: &str,
+        result: Result<Vec<PresenceMember>, ClientError>,
+        io: &mut Io,
+    ) {
         if let Some(idx) = self.requests.iter().position(|r| r.id == id && r.sent) {
             for key in self.requests.remove(idx).keys {
-                io.emit(Output::PresenceResult { key, result: result.clone() });
+                io.emit(Output::PresenceResult {
+                    key,
+                    result: result.clone(),
+                });
             }
         }
     }
@@ -76,10 +92,13 @@ impl PresenceRequests {
     pub fn reject_all(&mut self, error: &ClientError, io: &mut Io) {
         for request in std::mem::take(&mut self.requests) {
             for key in request.keys {
-                let mut err =
-                    ClientError::new(error.code.clone(), error.message.clone()).with_room(request.room.clone());
+                let mut err = ClientError::new(error.code.clone(), error.message.clone())
+                    .with_room(request.room.clone());
                 err.close_code = error.close_code;
-                io.emit(Output::PresenceResult { key, result: Err(err) });
+                io.emit(Output::PresenceResult {
+                    key,
+                    result: Err(err),
+                });
             }
         }
     }

@@ -59,7 +59,9 @@ impl Publishes {
 
     /// Whether a publish to `room` went out on this socket and has no answer yet.
     pub fn holding(&self, room: &str) -> bool {
-        self.pending.iter().any(|p| p.room == room && p.sent_on != 0)
+        self.pending
+            .iter()
+            .any(|p| p.room == room && p.sent_on != 0)
     }
 
     /// The `publish` frame for `data`, or why it cannot be queued (checked
@@ -72,22 +74,49 @@ impl Publishes {
         expected_seq: Option<u64>,
         cfg: &Config,
     ) -> Result<String, ClientError> {
-        let refuse = |code: &str, message: String| ClientError::new(code, message).with_room(room).with_id(id);
-        let data = serde_json::value::to_raw_value(data)
-            .map_err(|e| refuse(ErrorCode::BadRequest.as_str(), format!("data is not JSON: {e}")))?;
+        let refuse = |code: &str, message: String| {
+            ClientError::new(code, message).with_room(room).with_id(id)
+        };
+        let data = serde_json::value::to_raw_value(data).map_err(|e| {
+            refuse(
+                ErrorCode::BadRequest.as_str(),
+                format!("data is not JSON: {e}"),
+            )
+        })?;
         if data.get().len() > cfg.max_event_bytes {
-            return Err(refuse(ErrorCode::TooLarge.as_str(), format!("data is larger than {} bytes", cfg.max_event_bytes)));
+            return Err(refuse(
+                ErrorCode::TooLarge.as_str(),
+                format!("data is larger than {} bytes", cfg.max_event_bytes),
+            ));
         }
         if self.pending.len() >= cfg.max_queued_publishes {
-            return Err(refuse(sdk::QUEUE_FULL, "too many publishes waiting for an ack".into()));
+            return Err(refuse(
+                sdk::QUEUE_FULL,
+                "too many publishes waiting for an ack".into(),
+            ));
         }
-        Ok(ClientRequest::Publish { id, room, data: &data, expected_seq }.encode())
+        Ok(ClientRequest::Publish {
+            id,
+            room,
+            data: &data,
+            expected_seq,
+        }
+        .encode())
     }
 
     /// Queues a publish (its `frame` from [`Publishes::frame`]); it fails with
     /// `timeout` after `timeout_ms` (0: never).
-    pub fn push(&mut self, key: u64, id: String, room: &str, frame: String, timeout_ms: u64, io: &mut Io) {
-        let timeout_timer = (timeout_ms > 0).then(|| io.timers.set(timeout_ms, Timer::PublishTimeout(key)));
+    pub fn push(
+        &mut self,
+        key: u64,
+        id: String,
+        room: &str,
+        frame: String,
+        timeout_ms: u64,
+        io: &mut Io,
+    ) {
+        let timeout_timer =
+            (timeout_ms > 0).then(|| io.timers.set(timeout_ms, Timer::PublishTimeout(key)));
         self.pending.push(PendingPublish {
             key,
             id,

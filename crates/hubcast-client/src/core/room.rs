@@ -92,7 +92,13 @@ pub(super) struct Room {
 }
 
 impl Room {
-    pub fn new(sub: u64, name: &str, cursor: Option<Cursor>, rewind: Option<u64>, presence: bool) -> Room {
+    pub fn new(
+        sub: u64,
+        name: &str,
+        cursor: Option<Cursor>,
+        rewind: Option<u64>,
+        presence: bool,
+    ) -> Room {
         let (epoch, seq) = match cursor {
             Some(c) => (c.epoch, Some(c.seq)),
             None => (None, None),
@@ -122,12 +128,18 @@ impl Room {
     }
 
     pub fn cursor(&self) -> Option<Cursor> {
-        self.seq.map(|seq| Cursor { epoch: self.epoch.clone(), seq })
+        self.seq.map(|seq| Cursor {
+            epoch: self.epoch.clone(),
+            seq,
+        })
     }
 
     /// Whether the server holds (or is setting up) a subscription of ours for the room.
     pub fn on_server(&self) -> bool {
-        matches!(self.wire, Wire::Subscribing | Wire::Active | Wire::Resyncing)
+        matches!(
+            self.wire,
+            Wire::Subscribing | Wire::Active | Wire::Resyncing
+        )
     }
 
     /// Sends `subscribe` from the cursor (or with `rewind`, or live), unless
@@ -145,7 +157,11 @@ impl Room {
             room: &self.name,
             cursor: self.seq,
             epoch: self.seq.and(self.epoch.as_deref()),
-            rewind: if self.seq.is_none() { self.rewind } else { None },
+            rewind: if self.seq.is_none() {
+                self.rewind
+            } else {
+                None
+            },
             presence: self.presence,
         };
         if cx.io.send(request) {
@@ -165,7 +181,10 @@ impl Room {
     /// The client closed (for good, or after a terminal close code: `error`).
     pub fn client_closed(&mut self, io: &mut Io, error: Option<ClientError>) {
         self.socket_closed(io);
-        io.emit(Output::RoomEnd { sub: self.sub, error });
+        io.emit(Output::RoomEnd {
+            sub: self.sub,
+            error,
+        });
     }
 
     pub fn on_subscribed(&mut self, epoch: String, head: u64, echo: bool) {
@@ -176,7 +195,8 @@ impl Room {
         self.echo = echo;
         self.subscribe_attempts = 0;
         self.subscribed_head = head;
-        self.awaiting_reset = self.seq.is_some() && self.epoch.as_ref().is_some_and(|e| *e != epoch);
+        self.awaiting_reset =
+            self.seq.is_some() && self.epoch.as_ref().is_some_and(|e| *e != epoch);
         if self.epoch.is_none() {
             self.epoch = Some(epoch.clone());
         }
@@ -198,8 +218,17 @@ impl Room {
         self.epoch = Some(epoch.clone());
         self.seq = Some(self.subscribed_head);
         self.own.clear(); // seqs of another log
-        let reset = Reset { room: self.name.clone(), epoch, earliest, head: self.subscribed_head, previous };
-        io.emit(Output::Room { sub: self.sub, update: RoomUpdate::Reset(reset) });
+        let reset = Reset {
+            room: self.name.clone(),
+            epoch,
+            earliest,
+            head: self.subscribed_head,
+            previous,
+        };
+        io.emit(Output::Room {
+            sub: self.sub,
+            update: RoomUpdate::Reset(reset),
+        });
     }
 
     /// A reset is due and the server went on without one: surface it now.
@@ -238,8 +267,14 @@ impl Room {
         }
         members.sort_by(|a, b| a.id.cmp(&b.id));
         self.members = members.clone();
-        let update = PresenceUpdate::Members { room: self.name.clone(), members };
-        io.emit(Output::Presence { sub: self.sub, update });
+        let update = PresenceUpdate::Members {
+            room: self.name.clone(),
+            members,
+        };
+        io.emit(Output::Presence {
+            sub: self.sub,
+            update,
+        });
     }
 
     /// `join` (or `leave`) of a member.
@@ -254,11 +289,22 @@ impl Room {
         }
         let (room, members) = (self.name.clone(), self.members.clone());
         let update = if join {
-            PresenceUpdate::Join { room, member, members }
+            PresenceUpdate::Join {
+                room,
+                member,
+                members,
+            }
         } else {
-            PresenceUpdate::Leave { room, member, members }
+            PresenceUpdate::Leave {
+                room,
+                member,
+                members,
+            }
         };
-        io.emit(Output::Presence { sub: self.sub, update });
+        io.emit(Output::Presence {
+            sub: self.sub,
+            update,
+        });
     }
 
     /// `unsubscribed` (or `not_subscribed`) for this room: a resync goes on.
@@ -269,7 +315,8 @@ impl Room {
                 None => self.subscribe_now(cx),
                 Some(delay) => {
                     cx.io.timers.cancel(&mut self.subscribe_retry);
-                    self.subscribe_retry = Some(cx.io.timers.set(delay, Timer::SubscribeRetry(self.sub)));
+                    self.subscribe_retry =
+                        Some(cx.io.timers.set(delay, Timer::SubscribeRetry(self.sub)));
                 }
             }
         }
@@ -300,7 +347,8 @@ impl Room {
                     let delay = backoff.delay(self.subscribe_attempts, (cx.random)());
                     self.subscribe_attempts += 1;
                     cx.io.timers.cancel(&mut self.subscribe_retry);
-                    self.subscribe_retry = Some(cx.io.timers.set(delay, Timer::SubscribeRetry(self.sub)));
+                    self.subscribe_retry =
+                        Some(cx.io.timers.set(delay, Timer::SubscribeRetry(self.sub)));
                 }
             }
             _ => {
@@ -317,7 +365,10 @@ impl Room {
 
     /// An error of this room: on its stream, and once on the client.
     pub fn emit_error(&self, error: ClientError, io: &mut Io) {
-        io.emit(Output::Room { sub: self.sub, update: RoomUpdate::Error(error.clone()) });
+        io.emit(Output::Room {
+            sub: self.sub,
+            update: RoomUpdate::Error(error.clone()),
+        });
         io.emit(Output::Error(error));
     }
 
@@ -334,7 +385,12 @@ impl Room {
 
     /// The reconciliation poll: read the history route past the cursor.
     pub fn reconcile(&mut self, cx: &mut Cx) {
-        if self.seq.is_none() || matches!(self.wire, Wire::Subscribing | Wire::Resyncing | Wire::Waiting) {
+        if self.seq.is_none()
+            || matches!(
+                self.wire,
+                Wire::Subscribing | Wire::Resyncing | Wire::Waiting
+            )
+        {
             return;
         }
         self.request_heal(None, cx);

@@ -34,7 +34,11 @@ mod tests {
 
     #[test]
     fn prices_sum_to_one() {
-        for q in [vec![0.0, 0.0], vec![10.0, -3.0, 250.0], vec![1e6, 0.0, 5.0, 7.0]] {
+        for q in [
+            vec![0.0, 0.0],
+            vec![10.0, -3.0, 250.0],
+            vec![1e6, 0.0, 5.0, 7.0],
+        ] {
             let p = prices(&q, 100.0);
             assert!((p.iter().sum::<f64>() - 1.0).abs() < EPS, "{p:?}");
             assert!(p.iter().all(|&x| (0.0..=1.0).contains(&x)), "{p:?}");

@@ -36,9 +36,16 @@ pub struct MarketSettings {
 
 /// Sets the market up on a started node and returns its routes, with the
 /// traders running until the node stops: what `hubcast demo` adds to a node.
-pub async fn attach(node: &hubcast_server::NodeHandle, settings: &MarketSettings) -> Result<axum::Router, MarketError> {
+pub async fn attach(
+    node: &hubcast_server::NodeHandle,
+    settings: &MarketSettings,
+) -> Result<axum::Router, MarketError> {
     setup(node.backend(), settings.reset).await?;
-    traders::spawn(node.backend().clone(), settings.traders, node.shutdown_token());
+    traders::spawn(
+        node.backend().clone(),
+        settings.traders,
+        node.shutdown_token(),
+    );
     Ok(routes(node.clone()))
 }
 
@@ -121,23 +128,37 @@ pub enum Refusal {
     Invalid { message: String },
     #[error("the market is at version {current}, the quote was for version {expected}")]
     StaleVersion { expected: u64, current: u64 },
-    #[error("the price moved from {expected:.4} to {current:.4}, beyond the {slippage:.4} tolerance")]
-    PriceMoved { expected: f64, current: f64, slippage: f64 },
+    #[error(
+        "the price moved from {expected:.4} to {current:.4}, beyond the {slippage:.4} tolerance"
+    )]
+    PriceMoved {
+        expected: f64,
+        current: f64,
+        slippage: f64,
+    },
 }
 
 impl BuyOrder {
     fn validate(&self, market: &Market) -> Result<(), Refusal> {
         if self.outcome >= market.outcomes.len() {
-            return Err(Refusal::Invalid { message: format!("outcome must be 0 to {}", market.outcomes.len() - 1) });
+            return Err(Refusal::Invalid {
+                message: format!("outcome must be 0 to {}", market.outcomes.len() - 1),
+            });
         }
         if !(self.shares.is_finite() && self.shares > 0.0 && self.shares <= MAX_SHARES) {
-            return Err(Refusal::Invalid { message: format!("shares must be more than 0 and at most {MAX_SHARES}") });
+            return Err(Refusal::Invalid {
+                message: format!("shares must be more than 0 and at most {MAX_SHARES}"),
+            });
         }
         if !(0.0..=1.0).contains(&self.expected_price) {
-            return Err(Refusal::Invalid { message: "expected_price must be between 0 and 1".into() });
+            return Err(Refusal::Invalid {
+                message: "expected_price must be between 0 and 1".into(),
+            });
         }
         if !(0.0..=1.0).contains(&self.max_slippage) {
-            return Err(Refusal::Invalid { message: "max_slippage must be between 0 and 1".into() });
+            return Err(Refusal::Invalid {
+                message: "max_slippage must be between 0 and 1".into(),
+            });
         }
         Ok(())
     }
@@ -148,19 +169,37 @@ pub fn decide(market: &Market, order: &BuyOrder) -> Result<Trade, Refusal> {
     order.validate(market)?;
     if let Some(expected) = order.expected_version {
         if expected != market.version {
-            return Err(Refusal::StaleVersion { expected, current: market.version });
+            return Err(Refusal::StaleVersion {
+                expected,
+                current: market.version,
+            });
         }
     }
     let price = market.prices()[order.outcome];
     if (price - order.expected_price).abs() > order.max_slippage {
-        return Err(Refusal::PriceMoved { expected: order.expected_price, current: price, slippage: order.max_slippage });
+        return Err(Refusal::PriceMoved {
+            expected: order.expected_price,
+            current: price,
+            slippage: order.max_slippage,
+        });
     }
-    let cost = lmsr::cost_of_buy(&market.shares, market.liquidity, order.outcome, order.shares);
+    let cost = lmsr::cost_of_buy(
+        &market.shares,
+        market.liquidity,
+        order.outcome,
+        order.shares,
+    );
     let mut after = market.clone();
     after.shares[order.outcome] += order.shares;
     after.version += 1;
     after.volume += cost;
-    Ok(Trade { outcome: order.outcome, shares: order.shares, cost, price_before: price, after })
+    Ok(Trade {
+        outcome: order.outcome,
+        shares: order.shares,
+        cost,
+        price_before: price,
+        after,
+    })
 }
 
 /// The `trade` event a committed buy appends to the market's room.
@@ -186,7 +225,10 @@ pub enum BuyResult {
     /// Committed: the trade, the market after it, and the event's seq.
     Filled(Value),
     /// Refused by the check (nothing changed), with the current market.
-    Refused { refusal: Refusal, market: Value },
+    Refused {
+        refusal: Refusal,
+        market: Value,
+    },
     NoSuchMarket,
 }
 
@@ -200,7 +242,12 @@ pub enum MarketError {
 /// Buys: the check, the update, the trade record and the room's event in one
 /// store transaction.
 pub async fn buy(store: &Backend, market: &str, order: BuyOrder) -> Result<BuyResult, MarketError> {
-    let outcome = store.transact(sql::Buy { market: market.to_owned(), order }).await?;
+    let outcome = store
+        .transact(sql::Buy {
+            market: market.to_owned(),
+            order,
+        })
+        .await?;
     Ok(match outcome {
         TxOutcome::Committed { receipt, answer } => {
             let mut answer = answer;
@@ -234,8 +281,15 @@ pub async fn get(store: &Backend, id: &str) -> Result<Option<Market>, MarketErro
 pub async fn setup(store: &Backend, reset: bool) -> Result<(), MarketError> {
     store.transact(sql::Setup).await?;
     for seed in seeds() {
-        let room = RoomName::parse(&room_of(&seed.id)).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        store.transact(sql::Seed { market: seed, room, reset }).await?;
+        let room = RoomName::parse(&room_of(&seed.id))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        store
+            .transact(sql::Seed {
+                market: seed,
+                room,
+                reset,
+            })
+            .await?;
     }
     Ok(())
 }
@@ -258,9 +312,24 @@ pub fn seeds() -> Vec<Market> {
         volume: 0.0,
     };
     vec![
-        market("mars-2030", "Humans land on Mars by 2030?", &["Yes", "No"], 100.0),
-        market("rain-lisbon", "Rain in Lisbon tomorrow?", &["Yes", "No"], 60.0),
-        market("world-cup", "Who wins the next World Cup?", &["Brazil", "France", "Argentina", "Other"], 150.0),
+        market(
+            "mars-2030",
+            "Humans land on Mars by 2030?",
+            &["Yes", "No"],
+            100.0,
+        ),
+        market(
+            "rain-lisbon",
+            "Rain in Lisbon tomorrow?",
+            &["Yes", "No"],
+            60.0,
+        ),
+        market(
+            "world-cup",
+            "Who wins the next World Cup?",
+            &["Brazil", "France", "Argentina", "Other"],
+            150.0,
+        ),
     ]
 }
 
@@ -269,7 +338,13 @@ mod tests {
     use super::*;
 
     fn order(expected_price: f64, max_slippage: f64) -> BuyOrder {
-        BuyOrder { outcome: 0, shares: 10.0, expected_price, max_slippage, expected_version: None }
+        BuyOrder {
+            outcome: 0,
+            shares: 10.0,
+            expected_price,
+            max_slippage,
+            expected_version: None,
+        }
     }
 
     #[test]
@@ -285,23 +360,47 @@ mod tests {
     #[test]
     fn a_moved_price_or_version_is_refused() {
         let market = decide(&seeds()[0], &order(0.5, 0.01)).unwrap().after;
-        assert!(matches!(decide(&market, &order(0.5, 0.01)), Err(Refusal::PriceMoved { .. })));
+        assert!(matches!(
+            decide(&market, &order(0.5, 0.01)),
+            Err(Refusal::PriceMoved { .. })
+        ));
         assert!(decide(&market, &order(0.5, 0.1)).is_ok());
-        let stale = BuyOrder { expected_version: Some(0), ..order(0.5, 0.1) };
-        assert_eq!(decide(&market, &stale), Err(Refusal::StaleVersion { expected: 0, current: 1 }));
+        let stale = BuyOrder {
+            expected_version: Some(0),
+            ..order(0.5, 0.1)
+        };
+        assert_eq!(
+            decide(&market, &stale),
+            Err(Refusal::StaleVersion {
+                expected: 0,
+                current: 1
+            })
+        );
     }
 
     #[test]
     fn nonsense_orders_are_invalid() {
         let market = &seeds()[0];
         for bad in [
-            BuyOrder { outcome: 2, ..order(0.5, 0.1) },
-            BuyOrder { shares: 0.0, ..order(0.5, 0.1) },
-            BuyOrder { shares: f64::NAN, ..order(0.5, 0.1) },
+            BuyOrder {
+                outcome: 2,
+                ..order(0.5, 0.1)
+            },
+            BuyOrder {
+                shares: 0.0,
+                ..order(0.5, 0.1)
+            },
+            BuyOrder {
+                shares: f64::NAN,
+                ..order(0.5, 0.1)
+            },
             order(1.5, 0.1),
             order(0.5, -1.0),
         ] {
-            assert!(matches!(decide(market, &bad), Err(Refusal::Invalid { .. })), "{bad:?}");
+            assert!(
+                matches!(decide(market, &bad), Err(Refusal::Invalid { .. })),
+                "{bad:?}"
+            );
         }
     }
 }

@@ -76,12 +76,16 @@ async fn buy(
 ) -> Result<Response, ApiError> {
     let room = RoomName::parse(&super::room_of(&id)).map_err(|_| no_market(&id))?;
     node.authorize_publish(&headers, peer, &room)?;
-    let Json(order) = order.map_err(|rejection| ApiError::new(ErrorCode::BadRequest, rejection.body_text()))?;
+    let Json(order) =
+        order.map_err(|rejection| ApiError::new(ErrorCode::BadRequest, rejection.body_text()))?;
     let outcome = order.outcome;
     match super::buy(node.backend(), &id, order).await? {
         BuyResult::Filled(answer) => Ok((StatusCode::OK, Json(answer)).into_response()),
         BuyResult::NoSuchMarket => Err(no_market(&id)),
-        BuyResult::Refused { refusal: Refusal::Invalid { message }, .. } => Err(ApiError::new(ErrorCode::BadRequest, message)),
+        BuyResult::Refused {
+            refusal: Refusal::Invalid { message },
+            ..
+        } => Err(ApiError::new(ErrorCode::BadRequest, message)),
         BuyResult::Refused { refusal, market } => {
             let body = json!({
                 "error": "stale_quote",

@@ -35,9 +35,11 @@ const SCHEMA: &str = "
     );
 ";
 
-const SELECT: &str = "SELECT id, title, outcomes, liquidity, shares, version, volume FROM demo_markets";
+const SELECT: &str =
+    "SELECT id, title, outcomes, liquidity, shares, version, volume FROM demo_markets";
 /// A buy's two writes, the same SQL on both stores (`$N` placeholders work in both).
-const UPDATE_MARKET: &str = "UPDATE demo_markets SET shares = $1, version = $2, volume = $3, updated_at = $4 WHERE id = $5";
+const UPDATE_MARKET: &str =
+    "UPDATE demo_markets SET shares = $1, version = $2, volume = $3, updated_at = $4 WHERE id = $5";
 const INSERT_TRADE: &str = "INSERT INTO demo_trades (market, version, outcome, shares, cost, ts) VALUES ($1, $2, $3, $4, $5, $6)";
 
 /// Why a transaction aborted, carried through the store as JSON.
@@ -72,12 +74,30 @@ fn market_of(
     })
 }
 
-fn sqlite_market(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, f64, String, i64, f64)> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?))
+fn sqlite_market(
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(String, String, String, f64, String, i64, f64)> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+    ))
 }
 
 fn pg_market(row: &tokio_postgres::Row) -> Result<Market, StoreError> {
-    market_of(row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5), row.get(6))
+    market_of(
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+        row.get(6),
+    )
 }
 
 fn shares_text(market: &Market) -> String {
@@ -105,15 +125,25 @@ impl Buy {
             return Ok(Err(TxDecision::Abort(json!(Aborted::NotFound))));
         };
         Ok(decide(&market, &self.order).map_err(|refusal| {
-            TxDecision::Abort(json!(Aborted::Refused { refusal, market: market.view() }))
+            TxDecision::Abort(json!(Aborted::Refused {
+                refusal,
+                market: market.view()
+            }))
         }))
     }
 
     fn commit(trade: &Trade, ts: i64) -> Result<TxDecision, StoreError> {
-        let room = RoomName::parse(&super::room_of(&trade.after.id)).map_err(|e| app_error("room", e))?;
+        let room =
+            RoomName::parse(&super::room_of(&trade.after.id)).map_err(|e| app_error("room", e))?;
         let event = trade_event(trade, ts);
         let answer = json!({"trade": event, "market": trade.after.view()});
-        Ok(TxDecision::Commit { event: Some(AppEvent { room, data: event_data(&event)? }), answer })
+        Ok(TxDecision::Commit {
+            event: Some(AppEvent {
+                room,
+                data: event_data(&event)?,
+            }),
+            answer,
+        })
     }
 }
 
@@ -122,9 +152,17 @@ impl SqliteWork for Buy {
         let sql = |e| app_error("sqlite", e);
         let row = {
             use rusqlite::OptionalExtension;
-            conn.query_row(&format!("{SELECT} WHERE id = $1"), [&self.market], sqlite_market).optional().map_err(sql)?
+            conn.query_row(
+                &format!("{SELECT} WHERE id = $1"),
+                [&self.market],
+                sqlite_market,
+            )
+            .optional()
+            .map_err(sql)?
         };
-        let market = row.map(|(a, b, c, d, e, f, g)| market_of(a, b, c, d, e, f, g)).transpose()?;
+        let market = row
+            .map(|(a, b, c, d, e, f, g)| market_of(a, b, c, d, e, f, g))
+            .transpose()?;
         let trade = match self.decide(market)? {
             Ok(trade) => trade,
             Err(abort) => return Ok(abort),
@@ -133,12 +171,25 @@ impl SqliteWork for Buy {
         let after = &trade.after;
         conn.execute(
             UPDATE_MARKET,
-            rusqlite::params![shares_text(after), after.version as i64, after.volume, ts, after.id],
+            rusqlite::params![
+                shares_text(after),
+                after.version as i64,
+                after.volume,
+                ts,
+                after.id
+            ],
         )
         .map_err(sql)?;
         conn.execute(
             INSERT_TRADE,
-            rusqlite::params![after.id, after.version as i64, trade.outcome as i64, trade.shares, trade.cost, ts],
+            rusqlite::params![
+                after.id,
+                after.version as i64,
+                trade.outcome as i64,
+                trade.shares,
+                trade.cost,
+                ts
+            ],
         )
         .map_err(sql)?;
         Buy::commit(&trade, ts)
@@ -146,12 +197,21 @@ impl SqliteWork for Buy {
 }
 
 impl PostgresWork for Buy {
-    fn run_postgres<'a>(self: Box<Self>, tx: &'a tokio_postgres::Transaction<'_>) -> BoxFuture<'a, Result<TxDecision, StoreError>> {
+    fn run_postgres<'a>(
+        self: Box<Self>,
+        tx: &'a tokio_postgres::Transaction<'_>,
+    ) -> BoxFuture<'a, Result<TxDecision, StoreError>> {
         async move {
             let sql = |e| app_error("postgres", e);
             // The row lock: concurrent buys of this market wait here, then
             // read the state the previous one committed.
-            let row = tx.query_opt(&format!("{SELECT} WHERE id = $1 FOR UPDATE"), &[&self.market]).await.map_err(sql)?;
+            let row = tx
+                .query_opt(
+                    &format!("{SELECT} WHERE id = $1 FOR UPDATE"),
+                    &[&self.market],
+                )
+                .await
+                .map_err(sql)?;
             let market = row.as_ref().map(pg_market).transpose()?;
             let trade = match self.decide(market)? {
                 Ok(trade) => trade,
@@ -161,13 +221,26 @@ impl PostgresWork for Buy {
             let after = &trade.after;
             tx.execute(
                 UPDATE_MARKET,
-                &[&shares_text(after), &(after.version as i64), &after.volume, &ts, &after.id],
+                &[
+                    &shares_text(after),
+                    &(after.version as i64),
+                    &after.volume,
+                    &ts,
+                    &after.id,
+                ],
             )
             .await
             .map_err(sql)?;
             tx.execute(
                 INSERT_TRADE,
-                &[&after.id, &(after.version as i64), &(trade.outcome as i64), &trade.shares, &trade.cost, &ts],
+                &[
+                    &after.id,
+                    &(after.version as i64),
+                    &(trade.outcome as i64),
+                    &trade.shares,
+                    &trade.cost,
+                    &ts,
+                ],
             )
             .await
             .map_err(sql)?;
@@ -181,13 +254,18 @@ impl PostgresWork for Buy {
 pub struct List;
 
 fn list_answer(markets: Vec<Market>) -> TxDecision {
-    TxDecision::Commit { event: None, answer: json!(markets) }
+    TxDecision::Commit {
+        event: None,
+        answer: json!(markets),
+    }
 }
 
 impl SqliteWork for List {
     fn run_sqlite(self: Box<Self>, conn: &rusqlite::Connection) -> Result<TxDecision, StoreError> {
         let sql = |e| app_error("sqlite", e);
-        let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY id")).map_err(sql)?;
+        let mut stmt = conn
+            .prepare(&format!("{SELECT} ORDER BY id"))
+            .map_err(sql)?;
         let rows = stmt.query_map([], sqlite_market).map_err(sql)?;
         let mut markets = Vec::new();
         for row in rows {
@@ -199,10 +277,18 @@ impl SqliteWork for List {
 }
 
 impl PostgresWork for List {
-    fn run_postgres<'a>(self: Box<Self>, tx: &'a tokio_postgres::Transaction<'_>) -> BoxFuture<'a, Result<TxDecision, StoreError>> {
+    fn run_postgres<'a>(
+        self: Box<Self>,
+        tx: &'a tokio_postgres::Transaction<'_>,
+    ) -> BoxFuture<'a, Result<TxDecision, StoreError>> {
         async move {
-            let rows = tx.query(&format!("{SELECT} ORDER BY id"), &[]).await.map_err(|e| app_error("postgres", e))?;
-            Ok(list_answer(rows.iter().map(pg_market).collect::<Result<_, _>>()?))
+            let rows = tx
+                .query(&format!("{SELECT} ORDER BY id"), &[])
+                .await
+                .map_err(|e| app_error("postgres", e))?;
+            Ok(list_answer(
+                rows.iter().map(pg_market).collect::<Result<_, _>>()?,
+            ))
         }
         .boxed()
     }
@@ -213,19 +299,34 @@ pub struct Setup;
 
 impl SqliteWork for Setup {
     fn run_sqlite(self: Box<Self>, conn: &rusqlite::Connection) -> Result<TxDecision, StoreError> {
-        conn.execute_batch(SCHEMA).map_err(|e| app_error("sqlite", e))?;
-        Ok(TxDecision::Commit { event: None, answer: Value::Null })
+        conn.execute_batch(SCHEMA)
+            .map_err(|e| app_error("sqlite", e))?;
+        Ok(TxDecision::Commit {
+            event: None,
+            answer: Value::Null,
+        })
     }
 }
 
 impl PostgresWork for Setup {
-    fn run_postgres<'a>(self: Box<Self>, tx: &'a tokio_postgres::Transaction<'_>) -> BoxFuture<'a, Result<TxDecision, StoreError>> {
+    fn run_postgres<'a>(
+        self: Box<Self>,
+        tx: &'a tokio_postgres::Transaction<'_>,
+    ) -> BoxFuture<'a, Result<TxDecision, StoreError>> {
         async move {
             let sql = |e| app_error("postgres", e);
             // Nodes starting together must not race on CREATE TABLE.
-            tx.execute("SELECT pg_advisory_xact_lock(hashtext('hubcast-demo-market'))", &[]).await.map_err(sql)?;
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('hubcast-demo-market'))",
+                &[],
+            )
+            .await
+            .map_err(sql)?;
             tx.batch_execute(SCHEMA).await.map_err(sql)?;
-            Ok(TxDecision::Commit { event: None, answer: Value::Null })
+            Ok(TxDecision::Commit {
+                event: None,
+                answer: Value::Null,
+            })
         }
         .boxed()
     }
@@ -242,17 +343,24 @@ pub struct Seed {
 impl Seed {
     fn decision(&self, inserted: bool) -> Result<TxDecision, StoreError> {
         if !(inserted || self.reset) {
-            return Ok(TxDecision::Commit { event: None, answer: Value::Null });
+            return Ok(TxDecision::Commit {
+                event: None,
+                answer: Value::Null,
+            });
         }
         let data = json!({"type": "reset", "market": self.market.view()});
         Ok(TxDecision::Commit {
-            event: Some(AppEvent { room: self.room.clone(), data: event_data(&data)? }),
+            event: Some(AppEvent {
+                room: self.room.clone(),
+                data: event_data(&data)?,
+            }),
             answer: Value::Null,
         })
     }
 }
 
-const INSERT: &str = "INSERT INTO demo_markets (id, title, outcomes, liquidity, shares, version, volume, updated_at)
+const INSERT: &str =
+    "INSERT INTO demo_markets (id, title, outcomes, liquidity, shares, version, volume, updated_at)
      VALUES ($1, $2, $3, $4, $5, 0, 0, $6) ON CONFLICT (id) DO NOTHING";
 
 impl SqliteWork for Seed {
@@ -260,27 +368,56 @@ impl SqliteWork for Seed {
         let sql = |e| app_error("sqlite", e);
         let m = &self.market;
         if self.reset {
-            conn.execute("DELETE FROM demo_markets WHERE id = $1", [&m.id]).map_err(sql)?;
-            conn.execute("DELETE FROM demo_trades WHERE market = $1", [&m.id]).map_err(sql)?;
+            conn.execute("DELETE FROM demo_markets WHERE id = $1", [&m.id])
+                .map_err(sql)?;
+            conn.execute("DELETE FROM demo_trades WHERE market = $1", [&m.id])
+                .map_err(sql)?;
         }
         let inserted = conn
-            .execute(INSERT, rusqlite::params![m.id, m.title, outcomes_text(m), m.liquidity, shares_text(m), now_ms()])
+            .execute(
+                INSERT,
+                rusqlite::params![
+                    m.id,
+                    m.title,
+                    outcomes_text(m),
+                    m.liquidity,
+                    shares_text(m),
+                    now_ms()
+                ],
+            )
             .map_err(sql)?;
         self.decision(inserted == 1)
     }
 }
 
 impl PostgresWork for Seed {
-    fn run_postgres<'a>(self: Box<Self>, tx: &'a tokio_postgres::Transaction<'_>) -> BoxFuture<'a, Result<TxDecision, StoreError>> {
+    fn run_postgres<'a>(
+        self: Box<Self>,
+        tx: &'a tokio_postgres::Transaction<'_>,
+    ) -> BoxFuture<'a, Result<TxDecision, StoreError>> {
         async move {
             let sql = |e| app_error("postgres", e);
             let m = &self.market;
             if self.reset {
-                tx.execute("DELETE FROM demo_markets WHERE id = $1", &[&m.id]).await.map_err(sql)?;
-                tx.execute("DELETE FROM demo_trades WHERE market = $1", &[&m.id]).await.map_err(sql)?;
+                tx.execute("DELETE FROM demo_markets WHERE id = $1", &[&m.id])
+                    .await
+                    .map_err(sql)?;
+                tx.execute("DELETE FROM demo_trades WHERE market = $1", &[&m.id])
+                    .await
+                    .map_err(sql)?;
             }
             let inserted = tx
-                .execute(INSERT, &[&m.id, &m.title, &outcomes_text(m), &m.liquidity, &shares_text(m), &now_ms()])
+                .execute(
+                    INSERT,
+                    &[
+                        &m.id,
+                        &m.title,
+                        &outcomes_text(m),
+                        &m.liquidity,
+                        &shares_text(m),
+                        &now_ms(),
+                    ],
+                )
                 .await
                 .map_err(sql)?;
             self.decision(inserted == 1)
@@ -291,5 +428,7 @@ impl PostgresWork for Seed {
 
 /// Milliseconds since the Unix epoch, for the market's own rows and events.
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -40,7 +40,11 @@ async fn trade_once(store: &Backend) -> Result<(), super::MarketError> {
         let prices = market.prices();
         // Lean towards the cheaper outcomes, so prices wander instead of running off.
         let outcome = if rng.gen_bool(0.6) {
-            prices.iter().enumerate().min_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
+            prices
+                .iter()
+                .enumerate()
+                .min_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(i, _)| i)
         } else {
             rng.gen_range(0..prices.len())
         };
@@ -55,7 +59,9 @@ async fn trade_once(store: &Backend) -> Result<(), super::MarketError> {
     };
     match buy(store, &market, order).await? {
         BuyResult::Filled(_) => tracing::debug!(market, "simulated trade filled"),
-        BuyResult::Refused { refusal, .. } => tracing::debug!(market, %refusal, "simulated trade refused"),
+        BuyResult::Refused { refusal, .. } => {
+            tracing::debug!(market, %refusal, "simulated trade refused")
+        }
         BuyResult::NoSuchMarket => {}
     }
     Ok(())

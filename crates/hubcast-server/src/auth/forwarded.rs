@@ -9,7 +9,12 @@ pub fn x_forwarded_for(line: &[u8], hops: &mut Vec<Option<IpAddr>>) {
         hops.push(None);
         return;
     };
-    hops.extend(line.split(',').map(str::trim).filter(|hop| !hop.is_empty()).map(node));
+    hops.extend(
+        line.split(',')
+            .map(str::trim)
+            .filter(|hop| !hop.is_empty())
+            .map(node),
+    );
 }
 
 /// RFC 7239: `Forwarded: for=192.0.2.60;proto=http, for="[2001:db8:cafe::17]:4711"`.
@@ -42,7 +47,10 @@ pub fn node(text: &str) -> Option<IpAddr> {
         return Some(address.ip().to_canonical());
     }
     let bracketed = text.strip_prefix('[')?.strip_suffix(']')?;
-    bracketed.parse::<std::net::Ipv6Addr>().ok().map(|ip| IpAddr::V6(ip).to_canonical())
+    bracketed
+        .parse::<std::net::Ipv6Addr>()
+        .ok()
+        .map(|ip| IpAddr::V6(ip).to_canonical())
 }
 
 /// Splits on `separator` outside double-quoted strings.

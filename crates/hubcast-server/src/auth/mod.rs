@@ -110,7 +110,6 @@ pub struct JwtKeyConfig {
     pub issuer: Option<String>,
 }
 
-
 pub use hubcast_protocol::token::Claims;
 use hubcast_protocol::token::{TokenError, TokenKey};
 
@@ -119,8 +118,14 @@ use hubcast_protocol::token::{TokenError, TokenKey};
 pub enum Principal {
     /// No credentials. `trusted` when protected mode lets it do everything
     /// (no credentials configured and a loopback client, or `--insecure`).
-    Anonymous { trusted: bool },
-    ApiKey { name: String, rooms: Vec<String>, admin: bool },
+    Anonymous {
+        trusted: bool,
+    },
+    ApiKey {
+        name: String,
+        rooms: Vec<String>,
+        admin: bool,
+    },
     Token(Claims),
 }
 
@@ -153,7 +158,9 @@ impl AuthError {
     /// The error code a client is told.
     pub fn code(&self) -> ErrorCode {
         match self {
-            AuthError::Missing | AuthError::BadCredentials | AuthError::BadToken(_) => ErrorCode::Unauthenticated,
+            AuthError::Missing | AuthError::BadCredentials | AuthError::BadToken(_) => {
+                ErrorCode::Unauthenticated
+            }
             AuthError::Expired => ErrorCode::TokenExpired,
             AuthError::Forbidden { .. } | AuthError::NotAdmin => ErrorCode::Forbidden,
         }
@@ -193,39 +200,81 @@ impl AuthConfigError {
 
 impl Auth {
     /// Loads keys (from the config, files or the environment) and checks them.
-    pub fn from_config(config: &AuthConfig, namespaces: &[NamespaceConfig], insecure: bool) -> Result<Auth, AuthConfigError> {
+    pub fn from_config(
+        config: &AuthConfig,
+        namespaces: &[NamespaceConfig],
+        insecure: bool,
+    ) -> Result<Auth, AuthConfigError> {
         let mut api_keys = Vec::new();
         for (i, key) in config.api_keys.iter().enumerate() {
-            let secret = secret_value(&key.key, &key.key_file, &key.key_env, &format!("auth.api_keys[{i}]"))?;
+            let secret = secret_value(
+                &key.key,
+                &key.key_file,
+                &key.key_env,
+                &format!("auth.api_keys[{i}]"),
+            )?;
             if secret.len() < 16 {
-                return Err(AuthConfigError::new(format!("auth.api_keys[{i}] is shorter than 16 characters")));
+                return Err(AuthConfigError::new(format!(
+                    "auth.api_keys[{i}] is shorter than 16 characters"
+                )));
             }
             for pattern in &key.rooms {
                 check_pattern(pattern)?;
             }
             let name = key.name.clone().unwrap_or_else(|| format!("key{i}"));
-            api_keys.push(ApiKey { name, secret: secret.into_bytes(), rooms: key.rooms.clone(), admin: key.admin });
+            api_keys.push(ApiKey {
+                name,
+                secret: secret.into_bytes(),
+                rooms: key.rooms.clone(),
+                admin: key.admin,
+            });
         }
         let mut jwt = Vec::new();
         for (i, key) in config.jwt.iter().enumerate() {
             let what = format!("auth.jwt[{i}]");
             let (alg, decoding) = match key.alg.as_str() {
                 "HS256" => {
-                    let secret = secret_value(&key.secret, &key.secret_file, &key.secret_env, &what)?;
+                    let secret =
+                        secret_value(&key.secret, &key.secret_file, &key.secret_env, &what)?;
                     if secret.len() < 32 {
-                        return Err(AuthConfigError::new(format!("{what}: an HS256 secret must be at least 32 bytes")));
+                        return Err(AuthConfigError::new(format!(
+                            "{what}: an HS256 secret must be at least 32 bytes"
+                        )));
                     }
-                    (Algorithm::HS256, DecodingKey::from_secret(secret.as_bytes()))
+                    (
+                        Algorithm::HS256,
+                        DecodingKey::from_secret(secret.as_bytes()),
+                    )
                 }
-                "RS256" => (Algorithm::RS256, DecodingKey::from_rsa_pem(pem(key, &what)?.as_bytes()).map_err(|e| AuthConfigError::new(format!("{what}: {e}")))?),
-                "EdDSA" => (Algorithm::EdDSA, DecodingKey::from_ed_pem(pem(key, &what)?.as_bytes()).map_err(|e| AuthConfigError::new(format!("{what}: {e}")))?),
-                other => return Err(AuthConfigError::new(format!("{what}: alg must be HS256, RS256 or EdDSA, not `{other}`"))),
+                "RS256" => (
+                    Algorithm::RS256,
+                    DecodingKey::from_rsa_pem(pem(key, &what)?.as_bytes())
+                        .map_err(|e| AuthConfigError::new(format!("{what}: {e}")))?,
+                ),
+                "EdDSA" => (
+                    Algorithm::EdDSA,
+                    DecodingKey::from_ed_pem(pem(key, &what)?.as_bytes())
+                        .map_err(|e| AuthConfigError::new(format!("{what}: {e}")))?,
+                ),
+                other => {
+                    return Err(AuthConfigError::new(format!(
+                        "{what}: alg must be HS256, RS256 or EdDSA, not `{other}`"
+                    )))
+                }
             };
-            jwt.push(TokenKey { kid: key.kid.clone(), alg, key: decoding, audience: key.audience.clone(), issuer: key.issuer.clone() });
+            jwt.push(TokenKey {
+                kid: key.kid.clone(),
+                alg,
+                key: decoding,
+                audience: key.audience.clone(),
+                issuer: key.issuer.clone(),
+            });
         }
         for namespace in namespaces {
             if namespace.prefix.is_empty() {
-                return Err(AuthConfigError::new("a namespace needs a non-empty prefix".into()));
+                return Err(AuthConfigError::new(
+                    "a namespace needs a non-empty prefix".into(),
+                ));
             }
         }
         Ok(Auth {
@@ -234,7 +283,11 @@ impl Auth {
             namespaces: Namespaces::new(namespaces),
             insecure,
             allowed_origins: config.allowed_origins.clone(),
-            trusted_proxies: config.trusted_proxies.iter().map(|ip| ip.to_canonical()).collect(),
+            trusted_proxies: config
+                .trusted_proxies
+                .iter()
+                .map(|ip| ip.to_canonical())
+                .collect(),
             forwarded_header: config.forwarded_header,
             leeway: config.leeway_secs,
             expiry_grace_ms: config.expiry_grace_ms,
@@ -248,14 +301,22 @@ impl Auth {
 
     /// Who a client with these (optional) credentials is, from `client_ip`.
     /// A bearer value may be an API key or a JWT.
-    pub fn identify(&self, bearer: Option<&str>, client_ip: IpAddr) -> Result<Principal, AuthError> {
+    pub fn identify(
+        &self,
+        bearer: Option<&str>,
+        client_ip: IpAddr,
+    ) -> Result<Principal, AuthError> {
         match bearer {
             None => Ok(Principal::Anonymous {
                 trusted: !self.has_credentials() && (self.insecure || client_ip.is_loopback()),
             }),
             Some(credential) => {
                 if let Some(key) = self.api_key(credential) {
-                    return Ok(Principal::ApiKey { name: key.name.clone(), rooms: key.rooms.clone(), admin: key.admin });
+                    return Ok(Principal::ApiKey {
+                        name: key.name.clone(),
+                        rooms: key.rooms.clone(),
+                        admin: key.admin,
+                    });
                 }
                 if credential.matches('.').count() == 2 {
                     return self.verify_token(credential).map(Principal::Token);
@@ -288,14 +349,21 @@ impl Auth {
     }
 
     /// Whether `principal` may do `action` in `room`.
-    pub fn authorize(&self, principal: &Principal, action: Action, room: &RoomName) -> Result<(), AuthError> {
+    pub fn authorize(
+        &self,
+        principal: &Principal,
+        action: Action,
+        room: &RoomName,
+    ) -> Result<(), AuthError> {
         let namespace = self.namespaces.for_room(room);
         let allowed = match principal {
             Principal::Anonymous { trusted: true } => true,
             Principal::Anonymous { trusted: false } => {
                 action == Action::Subscribe && namespace.is_public()
             }
-            Principal::ApiKey { rooms, .. } => rooms.is_empty() || rooms.iter().any(|p| pattern_matches(p, room)),
+            Principal::ApiKey { rooms, .. } => {
+                rooms.is_empty() || rooms.iter().any(|p| pattern_matches(p, room))
+            }
             Principal::Token(claims) => {
                 let patterns = match action {
                     Action::Subscribe => &claims.subscribe,
@@ -317,14 +385,19 @@ impl Auth {
                 Action::Publish => "publish",
                 Action::Presence => "see presence",
             };
-            Err(AuthError::Forbidden { action, room: room.to_string() })
+            Err(AuthError::Forbidden {
+                action,
+                room: room.to_string(),
+            })
         }
     }
 
     /// Whether `principal` may read node-wide admin data.
     pub fn authorize_admin(&self, principal: &Principal) -> Result<(), AuthError> {
         match principal {
-            Principal::Anonymous { trusted: true } | Principal::ApiKey { admin: true, .. } => Ok(()),
+            Principal::Anonymous { trusted: true } | Principal::ApiKey { admin: true, .. } => {
+                Ok(())
+            }
             Principal::Anonymous { trusted: false } => Err(AuthError::Missing),
             _ => Err(AuthError::NotAdmin),
         }
@@ -334,7 +407,9 @@ impl Auth {
     pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
         match origin {
             None => true, // Not a browser: origins guard browsers only.
-            Some(origin) => self.allowed_origins.is_empty() || self.allowed_origins.iter().any(|o| o == origin),
+            Some(origin) => {
+                self.allowed_origins.is_empty() || self.allowed_origins.iter().any(|o| o == origin)
+            }
         }
     }
 
@@ -375,7 +450,6 @@ impl Auth {
 
 mod forwarded;
 
-
 fn secret_value(
     value: &Option<String>,
     file: &Option<PathBuf>,
@@ -385,28 +459,38 @@ fn secret_value(
     match (value, file, env) {
         (Some(value), None, None) => Ok(value.clone()),
         (None, Some(file), None) => Ok(std::fs::read_to_string(file)
-            .map_err(|e| AuthConfigError::new(format!("{what}: cannot read {}: {e}", file.display())))?
+            .map_err(|e| {
+                AuthConfigError::new(format!("{what}: cannot read {}: {e}", file.display()))
+            })?
             .trim()
             .to_owned()),
-        (None, None, Some(var)) => {
-            std::env::var(var).map_err(|_| AuthConfigError::new(format!("{what}: environment variable {var} is not set")))
-        }
-        _ => Err(AuthConfigError::new(format!("{what}: give exactly one of the value, a _file or an _env"))),
+        (None, None, Some(var)) => std::env::var(var).map_err(|_| {
+            AuthConfigError::new(format!("{what}: environment variable {var} is not set"))
+        }),
+        _ => Err(AuthConfigError::new(format!(
+            "{what}: give exactly one of the value, a _file or an _env"
+        ))),
     }
 }
 
 fn pem(key: &JwtKeyConfig, what: &str) -> Result<String, AuthConfigError> {
     match (&key.public_key_pem, &key.public_key_file) {
         (Some(pem), None) => Ok(pem.clone()),
-        (None, Some(file)) => std::fs::read_to_string(file).map_err(|e| AuthConfigError::new(format!("{what}: cannot read {}: {e}", file.display()))),
-        _ => Err(AuthConfigError::new(format!("{what}: give exactly one of public_key_pem or public_key_file"))),
+        (None, Some(file)) => std::fs::read_to_string(file).map_err(|e| {
+            AuthConfigError::new(format!("{what}: cannot read {}: {e}", file.display()))
+        }),
+        _ => Err(AuthConfigError::new(format!(
+            "{what}: give exactly one of public_key_pem or public_key_file"
+        ))),
     }
 }
 
 fn check_pattern(pattern: &str) -> Result<(), AuthConfigError> {
     let literal = pattern.replace('*', "");
     if pattern.is_empty() || (!literal.is_empty() && RoomName::parse(&literal).is_err()) {
-        return Err(AuthConfigError::new(format!("room pattern `{pattern}` must be room-name characters and `*`")));
+        return Err(AuthConfigError::new(format!(
+            "room pattern `{pattern}` must be room-name characters and `*`"
+        )));
     }
     Ok(())
 }
@@ -432,12 +516,22 @@ mod tests {
 
     /// The client address `auth` sees from `peer` with these header lines.
     fn client(auth: &Auth, peer: &str, lines: &[&str]) -> String {
-        auth.client_ip(peer.parse().unwrap(), lines.iter().map(|l| l.as_bytes())).to_string()
+        auth.client_ip(peer.parse().unwrap(), lines.iter().map(|l| l.as_bytes()))
+            .to_string()
     }
 
     fn behind(header: ForwardedHeader, proxies: &[&str]) -> Auth {
         let trusted_proxies = proxies.iter().map(|p| p.parse().unwrap()).collect();
-        Auth::from_config(&AuthConfig { trusted_proxies, forwarded_header: header, ..Default::default() }, &[], false).unwrap()
+        Auth::from_config(
+            &AuthConfig {
+                trusted_proxies,
+                forwarded_header: header,
+                ..Default::default()
+            },
+            &[],
+            false,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -451,7 +545,11 @@ mod tests {
             ("10.0.0.1", &[], "10.0.0.1"),
             // Every line is read, in order: the proxy's own line is the last.
             ("10.0.0.1", &["6.6.6.6", "1.2.3.4"], "1.2.3.4"),
-            ("10.0.0.1", &["6.6.6.6, 7.7.7.7", "1.2.3.4, 10.0.0.2"], "1.2.3.4"),
+            (
+                "10.0.0.1",
+                &["6.6.6.6, 7.7.7.7", "1.2.3.4, 10.0.0.2"],
+                "1.2.3.4",
+            ),
             // Ports and brackets, as proxies write them.
             ("10.0.0.1", &["1.2.3.4:5678"], "1.2.3.4"),
             ("10.0.0.1", &["[2001:db8::1]"], "2001:db8::1"),
@@ -479,13 +577,22 @@ mod tests {
         let auth = behind(ForwardedHeader::Forwarded, &["10.0.0.1"]);
         let unknown = UNKNOWN_CLIENT.to_string();
         for (lines, expected) in [
-            (&["for=192.0.2.60;proto=http;by=203.0.113.43"][..], "192.0.2.60"),
+            (
+                &["for=192.0.2.60;proto=http;by=203.0.113.43"][..],
+                "192.0.2.60",
+            ),
             (&["For=\"[2001:db8:cafe::17]:4711\""], "2001:db8:cafe::17"),
             (&["for=\"[2001:db8:cafe::17]\""], "2001:db8:cafe::17"),
             (&["for=\"192.0.2.60:8080\""], "192.0.2.60"),
             (&["for=192.0.2.43, for=198.51.100.17"], "198.51.100.17"),
-            (&["for=192.0.2.43", "for=198.51.100.17;proto=https"], "198.51.100.17"),
-            (&["for=6.6.6.6", "for=198.51.100.17, for=10.0.0.1"], "198.51.100.17"),
+            (
+                &["for=192.0.2.43", "for=198.51.100.17;proto=https"],
+                "198.51.100.17",
+            ),
+            (
+                &["for=6.6.6.6", "for=198.51.100.17, for=10.0.0.1"],
+                "198.51.100.17",
+            ),
             // A comma or semicolon inside a quoted value does not split.
             (&["proto=\"a,b;c\";for=198.51.100.17"], "198.51.100.17"),
             (&["for=unknown"], &unknown),
@@ -507,41 +614,97 @@ mod tests {
         let local = open.identify(None, "127.0.0.1".parse().unwrap()).unwrap();
         assert!(open.authorize(&local, Action::Publish, &room).is_ok());
         let remote = open.identify(None, "192.0.2.1".parse().unwrap()).unwrap();
-        assert_eq!(open.authorize(&remote, Action::Subscribe, &room), Err(AuthError::Missing));
+        assert_eq!(
+            open.authorize(&remote, Action::Subscribe, &room),
+            Err(AuthError::Missing)
+        );
         let insecure = Auth::from_config(&AuthConfig::default(), &[], true).unwrap();
-        let remote = insecure.identify(None, "192.0.2.1".parse().unwrap()).unwrap();
+        let remote = insecure
+            .identify(None, "192.0.2.1".parse().unwrap())
+            .unwrap();
         assert!(insecure.authorize(&remote, Action::Publish, &room).is_ok());
     }
 
     #[test]
     fn keys_namespaces_and_grants() {
         let config = AuthConfig {
-            api_keys: vec![ApiKeyConfig { key: Some("k".repeat(20)), rooms: vec!["market:*".into()], ..Default::default() }],
+            api_keys: vec![ApiKeyConfig {
+                key: Some("k".repeat(20)),
+                rooms: vec!["market:*".into()],
+                ..Default::default()
+            }],
             ..Default::default()
         };
         let namespaces = vec![
-            NamespaceConfig { prefix: "public:".into(), public: true, read_only: true, ..Default::default() },
-            NamespaceConfig { prefix: "ro:".into(), public: false, read_only: true, ..Default::default() },
+            NamespaceConfig {
+                prefix: "public:".into(),
+                public: true,
+                read_only: true,
+                ..Default::default()
+            },
+            NamespaceConfig {
+                prefix: "ro:".into(),
+                public: false,
+                read_only: true,
+                ..Default::default()
+            },
         ];
         let auth = Auth::from_config(&config, &namespaces, false).unwrap();
         let room = |s| RoomName::parse(s).unwrap();
         let local = auth.identify(None, "127.0.0.1".parse().unwrap()).unwrap();
-        assert!(matches!(local, Principal::Anonymous { trusted: false }), "credentials configured: loopback is not trusted");
-        assert!(auth.authorize(&local, Action::Subscribe, &room("public:news")).is_ok());
-        assert_eq!(auth.authorize(&local, Action::Publish, &room("public:news")), Err(AuthError::Missing));
-        assert_eq!(auth.authorize(&local, Action::Subscribe, &room("market:1")), Err(AuthError::Missing));
+        assert!(
+            matches!(local, Principal::Anonymous { trusted: false }),
+            "credentials configured: loopback is not trusted"
+        );
+        assert!(auth
+            .authorize(&local, Action::Subscribe, &room("public:news"))
+            .is_ok());
+        assert_eq!(
+            auth.authorize(&local, Action::Publish, &room("public:news")),
+            Err(AuthError::Missing)
+        );
+        assert_eq!(
+            auth.authorize(&local, Action::Subscribe, &room("market:1")),
+            Err(AuthError::Missing)
+        );
 
-        let key = auth.identify(Some(&"k".repeat(20)), "192.0.2.1".parse().unwrap()).unwrap();
-        assert!(auth.authorize(&key, Action::Publish, &room("market:1")).is_ok());
-        assert!(auth.authorize(&key, Action::Publish, &room("chat:1")).is_err());
-        assert_eq!(auth.identify(Some("wrong-key-wrong-key"), "127.0.0.1".parse().unwrap()).unwrap_err(), AuthError::BadCredentials);
+        let key = auth
+            .identify(Some(&"k".repeat(20)), "192.0.2.1".parse().unwrap())
+            .unwrap();
+        assert!(auth
+            .authorize(&key, Action::Publish, &room("market:1"))
+            .is_ok());
+        assert!(auth
+            .authorize(&key, Action::Publish, &room("chat:1"))
+            .is_err());
+        assert_eq!(
+            auth.identify(Some("wrong-key-wrong-key"), "127.0.0.1".parse().unwrap())
+                .unwrap_err(),
+            AuthError::BadCredentials
+        );
 
-        let claims = Claims { subscribe: vec!["ro:*".into(), "chat:*".into()], publish: vec!["ro:*".into(), "chat:1".into()], ..Default::default() };
+        let claims = Claims {
+            subscribe: vec!["ro:*".into(), "chat:*".into()],
+            publish: vec!["ro:*".into(), "chat:1".into()],
+            ..Default::default()
+        };
         let user = Principal::Token(claims);
-        assert!(auth.authorize(&user, Action::Subscribe, &room("ro:x")).is_ok());
-        assert!(auth.authorize(&user, Action::Publish, &room("ro:x")).is_err(), "read-only namespace");
-        assert!(auth.authorize(&user, Action::Publish, &room("chat:1")).is_ok());
-        assert!(auth.authorize(&user, Action::Publish, &room("chat:2")).is_err());
-        assert!(auth.authorize(&user, Action::Subscribe, &room("public:x")).is_ok());
+        assert!(auth
+            .authorize(&user, Action::Subscribe, &room("ro:x"))
+            .is_ok());
+        assert!(
+            auth.authorize(&user, Action::Publish, &room("ro:x"))
+                .is_err(),
+            "read-only namespace"
+        );
+        assert!(auth
+            .authorize(&user, Action::Publish, &room("chat:1"))
+            .is_ok());
+        assert!(auth
+            .authorize(&user, Action::Publish, &room("chat:2"))
+            .is_err());
+        assert!(auth
+            .authorize(&user, Action::Subscribe, &room("public:x"))
+            .is_ok());
     }
 }

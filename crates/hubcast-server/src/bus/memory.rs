@@ -8,7 +8,9 @@ use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::{Bus, BusError, BusFeed, PresenceFeed, PresenceMessage, FEED_CAPACITY, PRESENCE_FEED_CAPACITY};
+use super::{
+    Bus, BusError, BusFeed, PresenceFeed, PresenceMessage, FEED_CAPACITY, PRESENCE_FEED_CAPACITY,
+};
 use crate::event::Event;
 use crate::room::RoomName;
 
@@ -29,11 +31,19 @@ impl Default for MemoryBus {
 
 impl MemoryBus {
     pub(crate) fn with_node_id(node: String) -> MemoryBus {
-        MemoryBus { watchers: Mutex::default(), presence: Mutex::default(), node }
+        MemoryBus {
+            watchers: Mutex::default(),
+            presence: Mutex::default(),
+            node,
+        }
     }
 
     /// Delivers `room`'s presence messages to `feed` until its receiver is dropped.
-    pub(crate) fn add_presence_watcher(&self, room: &RoomName, feed: mpsc::Sender<Arc<PresenceMessage>>) {
+    pub(crate) fn add_presence_watcher(
+        &self,
+        room: &RoomName,
+        feed: mpsc::Sender<Arc<PresenceMessage>>,
+    ) {
         if let Ok(mut watchers) = self.presence.lock() {
             let feeds = watchers.entry(room.clone()).or_default();
             feeds.retain(|feed| !feed.is_closed());
@@ -53,9 +63,13 @@ impl MemoryBus {
 
 impl Bus for MemoryBus {
     fn publish(&self, events: Vec<Arc<Event>>) {
-        let Ok(mut watchers) = self.watchers.lock() else { return };
+        let Ok(mut watchers) = self.watchers.lock() else {
+            return;
+        };
         for event in events {
-            let Some(feeds) = watchers.get_mut(&event.room) else { continue };
+            let Some(feeds) = watchers.get_mut(&event.room) else {
+                continue;
+            };
             feeds.retain(|feed| match feed.try_send(event.clone()) {
                 Ok(()) | Err(TrySendError::Full(_)) => true,
                 Err(TrySendError::Closed(_)) => false,
@@ -81,8 +95,12 @@ impl Bus for MemoryBus {
     }
 
     fn publish_presence(&self, room: &RoomName, message: PresenceMessage) {
-        let Ok(mut watchers) = self.presence.lock() else { return };
-        let Some(feeds) = watchers.get_mut(room) else { return };
+        let Ok(mut watchers) = self.presence.lock() else {
+            return;
+        };
+        let Some(feeds) = watchers.get_mut(room) else {
+            return;
+        };
         let message = Arc::new(message);
         feeds.retain(|feed| match feed.try_send(message.clone()) {
             Ok(()) | Err(TrySendError::Full(_)) => true,

@@ -53,7 +53,10 @@ pub struct PresenceMessage {
 pub enum PresenceKind {
     /// All of the sender's members of the room (empty: it has none now).
     /// Valid for `ttl_ms` unless repeated.
-    State { members: Vec<AnnouncedMember>, ttl_ms: u64 },
+    State {
+        members: Vec<AnnouncedMember>,
+        ttl_ms: u64,
+    },
     /// The sender just started following the room: peers with members there
     /// answer with their `State` at once.
     Sync,
@@ -132,13 +135,18 @@ pub(crate) const FEED_CAPACITY: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("cannot connect to nats at {url}: {source}")]
-    Nats { url: String, source: async_nats::ConnectError },
+    Nats {
+        url: String,
+        source: async_nats::ConnectError,
+    },
 }
 
 /// Opens the bus `config.bus` names.
 pub async fn open(config: &crate::config::Config) -> Result<Arc<dyn Bus>, OpenError> {
     match &config.bus {
         crate::config::BusUrl::Memory => Ok(Arc::new(memory::MemoryBus::default())),
-        crate::config::BusUrl::Nats(url) => Ok(Arc::new(nats::NatsBus::connect(url, &config.nats.subject_prefix).await?)),
+        crate::config::BusUrl::Nats(url) => {
+            Ok(Arc::new(nats::NatsBus::connect(url, &config.nats).await?))
+        }
     }
 }

@@ -35,7 +35,9 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 
 use super::memory::MemoryBus;
-use super::{Bus, BusError, BusFeed, PresenceFeed, PresenceMessage, FEED_CAPACITY, PRESENCE_FEED_CAPACITY};
+use super::{
+    Bus, BusError, BusFeed, PresenceFeed, PresenceMessage, FEED_CAPACITY, PRESENCE_FEED_CAPACITY,
+};
 use crate::event::Event;
 use crate::protocol::{encode_event, ServerFrame};
 use crate::room::RoomName;
@@ -44,10 +46,10 @@ pub struct NatsBus {
     client: async_nats::Client,
     prefix: String,
     local: MemoryBus,
-    /// Bounded: while NATS is unreachable the publish task stalls, and
-    /// past [`OUTGOING_CAPACITY`] batches new ones are dropped and counted
-    /// (peers' hubs heal them by reconcile) instead of growing memory.
-    outgoing: mpsc::Sender<Vec<Arc<Event>>>,
+    /// Bounded in events (`nats.max_queue`): while NATS is unreachable the
+    /// publish task stalls, and past the bound new events are dropped and
+    /// counted (peers' hubs heal them by reconcile) instead of growing memory.
+    outgoing: mpsc::Sender<Arc<Event>>,
     reconnects: watch::Receiver<u64>,
     node: String,
     /// Bounded like `outgoing`; a dropped announcement is repaired by the
@@ -62,7 +64,10 @@ const PRESENCE_SETTLE: std::time::Duration = std::time::Duration::from_millis(25
 /// The presence subject for a room: `<prefix>.presence.<room>` (escaped as in [`subject`]).
 pub fn presence_subject(prefix: &str, room: &RoomName) -> String {
     let events = subject(prefix, room);
-    format!("{prefix}.presence.{}", &events[prefix.len() + ".room.".len()..])
+    format!(
+        "{prefix}.presence.{}",
+        &events[prefix.len() + ".room.".len()..]
+    )
 }
 
 /// The subject for a room. Room names may hold `.` (the subject token
@@ -83,7 +88,11 @@ pub fn subject(prefix: &str, room: &RoomName) -> String {
 }
 
 impl NatsBus {
-    pub async fn connect(url: &str, prefix: &str) -> Result<NatsBus, super::OpenError> {
+    pub async fn connect(
+        url: &str,
+        config: &crate::config::NatsConfig,
+    ) -> Result<NatsBus, super::OpenError> {
+        let prefix = config.subject_prefix.as_str();
         let (reconnect_tx, reconnects) = watch::channel(0u64);
         let client = async_nats::ConnectOptions::new()
             .no_echo()
@@ -96,15 +105,20 @@ impl NatsBus {
                             tracing::info!("nats connected");
                             reconnect_tx.send_modify(|n| *n += 1);
                         }
-                        async_nats::Event::Disconnected => tracing::warn!("nats disconnected; reconciling from the store"),
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!("nats disconnected; reconciling from the store")
+                        }
                         other => tracing::debug!(event = %other, "nats event"),
                     }
                 }
             })
             .connect(url)
             .await
-            .map_err(|source| super::OpenError::Nats { url: url.to_owned(), source })?;
-        let (outgoing, rx) = mpsc::channel(OUTGOING_CAPACITY);
+            .map_err(|source| super::OpenError::Nats {
+                url: url.to_owned(),
+                source,
+            })?;
+        let (outgoing, rx) = mpsc::channel(config.max_queue);
         tokio::spawn(publish_loop(client.clone(), prefix.to_owned(), rx));
         let node = super::new_node_id();
         let (presence_out, presence_rx) = mpsc::channel(PRESENCE_OUT_CAPACITY);
@@ -121,31 +135,32 @@ impl NatsBus {
     }
 }
 
-/// Committed batches waiting to be published to NATS before new ones are
-/// dropped (and counted): an outage holds at most this many in memory.
-const OUTGOING_CAPACITY: usize = 4096;
-
 /// Presence announcements waiting to be published before new ones are dropped.
 const PRESENCE_OUT_CAPACITY: usize = 1024;
 
 /// Publishes committed events in order, one task so per-room order holds.
-async fn publish_loop(client: async_nats::Client, prefix: String, mut batches: mpsc::Receiver<Vec<Arc<Event>>>) {
-    while let Some(batch) = batches.recv().await {
-        for event in batch {
-            let payload = bytes::Bytes::from(encode_event(&event).as_str().to_owned());
-            let metrics = crate::metrics::get();
-            metrics.bus_published.increment(1);
-            if let Err(err) = client.publish(subject(&prefix, &event.room), payload).await {
-                metrics.bus_errors.increment(1);
-                tracing::warn!(room = %event.room, seq = event.seq, error = %err, "nats publish failed; peers will reconcile");
-            }
+async fn publish_loop(
+    client: async_nats::Client,
+    prefix: String,
+    mut events: mpsc::Receiver<Arc<Event>>,
+) {
+    while let Some(event) = events.recv().await {
+        let payload = bytes::Bytes::from(encode_event(&event).as_str().to_owned());
+        let metrics = crate::metrics::get();
+        metrics.bus_published.increment(1);
+        if let Err(err) = client.publish(subject(&prefix, &event.room), payload).await {
+            metrics.bus_errors.increment(1);
+            tracing::warn!(room = %event.room, seq = event.seq, error = %err, "nats publish failed; peers will reconcile");
         }
     }
 }
 
 /// Publishes presence messages in order. Best effort: a failure is repaired
 /// by the next heartbeat.
-async fn presence_publish_loop(client: async_nats::Client, mut messages: mpsc::Receiver<(String, bytes::Bytes)>) {
+async fn presence_publish_loop(
+    client: async_nats::Client,
+    mut messages: mpsc::Receiver<(String, bytes::Bytes)>,
+) {
     while let Some((subject, payload)) = messages.recv().await {
         if let Err(err) = client.publish(subject, payload).await {
             crate::metrics::get().bus_errors.increment(1);
@@ -157,8 +172,10 @@ async fn presence_publish_loop(client: async_nats::Client, mut messages: mpsc::R
 impl Bus for NatsBus {
     fn publish(&self, events: Vec<Arc<Event>>) {
         self.local.publish(events.clone());
-        if self.outgoing.try_send(events).is_err() {
-            crate::metrics::get().bus_dropped.increment(1);
+        for event in events {
+            if self.outgoing.try_send(event).is_err() {
+                crate::metrics::get().bus_dropped.increment(1);
+            }
         }
     }
 
@@ -173,12 +190,20 @@ impl Bus for NatsBus {
                 .map_err(|e| BusError::Unavailable(e.to_string()))?;
             self.local.add_watcher(&room, tx.clone());
             tokio::spawn(forward(subscription, tx, move |payload| {
-                let ServerFrame::Event(frame) = serde_json::from_slice(payload).ok()? else { return None };
+                let ServerFrame::Event(frame) = serde_json::from_slice(payload).ok()? else {
+                    return None;
+                };
                 if frame.room != room.as_str() {
                     return None;
                 }
                 crate::metrics::get().bus_received.increment(1);
-                Some(Event { room: room.clone(), seq: frame.seq, ts: frame.ts, data: frame.data, origin: None })
+                Some(Event {
+                    room: room.clone(),
+                    seq: frame.seq,
+                    ts: frame.ts,
+                    data: frame.data,
+                    origin: None,
+                })
             }));
             Ok(rx)
         }
@@ -190,7 +215,9 @@ impl Bus for NatsBus {
         async move {
             match state {
                 async_nats::connection::State::Connected => Ok(()),
-                other => Err(BusError::Unavailable(format!("nats is {other:?}").to_lowercase())),
+                other => Err(BusError::Unavailable(
+                    format!("nats is {other:?}").to_lowercase(),
+                )),
             }
         }
         .boxed()
@@ -212,7 +239,11 @@ impl Bus for NatsBus {
         self.local.publish_presence(room, message);
         // One task publishes them in order: a node's later state must not be
         // overtaken by an earlier one (a stale list would live until its TTL).
-        if self.presence_out.try_send((presence_subject(&self.prefix, room), payload)).is_err() {
+        if self
+            .presence_out
+            .try_send((presence_subject(&self.prefix, room), payload))
+            .is_err()
+        {
             crate::metrics::get().bus_dropped.increment(1);
         }
     }
@@ -227,7 +258,9 @@ impl Bus for NatsBus {
                 .await
                 .map_err(|e| BusError::Unavailable(e.to_string()))?;
             self.local.add_presence_watcher(&room, tx.clone());
-            tokio::spawn(forward(subscription, tx, |payload| serde_json::from_slice::<PresenceMessage>(payload).ok()));
+            tokio::spawn(forward(subscription, tx, |payload| {
+                serde_json::from_slice::<PresenceMessage>(payload).ok()
+            }));
             Ok(rx)
         }
         .boxed()
@@ -276,21 +309,41 @@ mod tests {
     #[test]
     fn subjects_escape_dots_and_equals() {
         let room = |s| RoomName::parse(s).unwrap();
-        assert_eq!(subject("hubcast", &room("market:42")), "hubcast.room.market:42");
-        assert_eq!(subject("hubcast", &room("chat.general")), "hubcast.room.chat=2Egeneral");
+        assert_eq!(
+            subject("hubcast", &room("market:42")),
+            "hubcast.room.market:42"
+        );
+        assert_eq!(
+            subject("hubcast", &room("chat.general")),
+            "hubcast.room.chat=2Egeneral"
+        );
         assert_eq!(subject("t1", &room("a=2E")), "t1.room.a=3D2E");
         assert_ne!(subject("p", &room("a.b")), subject("p", &room("a=2Eb")));
-        assert_eq!(presence_subject("hubcast", &room("chat.general")), "hubcast.presence.chat=2Egeneral");
+        assert_eq!(
+            presence_subject("hubcast", &room("chat.general")),
+            "hubcast.presence.chat=2Egeneral"
+        );
     }
 
     #[test]
     fn a_published_event_reads_back_as_itself() {
         let data = RawValue::from_string(r#"{"p": [0.5, "é"]}"#.into()).unwrap();
-        let event = Event { room: RoomName::parse("market:42").unwrap(), seq: 7, ts: 1000, data, origin: None };
+        let event = Event {
+            room: RoomName::parse("market:42").unwrap(),
+            seq: 7,
+            ts: 1000,
+            data,
+            origin: None,
+        };
         let payload = encode_event(&event);
-        let Ok(ServerFrame::Event(frame)) = serde_json::from_slice::<ServerFrame>(payload.as_str().as_bytes()) else {
+        let Ok(ServerFrame::Event(frame)) =
+            serde_json::from_slice::<ServerFrame>(payload.as_str().as_bytes())
+        else {
             panic!("{}", payload.as_str())
         };
-        assert_eq!((frame.room.as_str(), frame.seq, frame.ts, frame.data.get()), ("market:42", 7, 1000, event.data.get()));
+        assert_eq!(
+            (frame.room.as_str(), frame.seq, frame.ts, frame.data.get()),
+            ("market:42", 7, 1000, event.data.get())
+        );
     }
 }

@@ -8,9 +8,9 @@ use axum::http::HeaderMap;
 
 use super::error::ApiError;
 use crate::auth::{AuthError, Principal};
-pub use crate::metrics::note_refusal;
 use crate::limits::rate_key;
 use crate::limits::Refusal;
+pub use crate::metrics::note_refusal;
 use crate::node::Node;
 use crate::protocol::codes::ErrorCode;
 
@@ -29,21 +29,33 @@ impl Caller {
 
 /// The bearer credential of `Authorization: Bearer …`, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, credential) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| credential.trim()).filter(|c| !c.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credential.trim())
+        .filter(|c| !c.is_empty())
 }
 
 /// The client's address, honouring the forwarded-address header (every line
 /// of it) only from trusted proxies.
 pub fn client_ip(node: &Node, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
     let lines = headers.get_all(node.auth.forwarded_header.name());
-    node.auth.client_ip(peer.ip(), lines.iter().map(|line| line.as_bytes()))
+    node.auth
+        .client_ip(peer.ip(), lines.iter().map(|line| line.as_bytes()))
 }
 
 /// Identifies the caller from its bearer credential (or `token`, from a query
 /// string) and address.
-pub fn identify(node: &Node, headers: &HeaderMap, peer: SocketAddr, token: Option<&str>) -> Result<Caller, ApiError> {
+pub fn identify(
+    node: &Node,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    token: Option<&str>,
+) -> Result<Caller, ApiError> {
     let ip = client_ip(node, headers, peer);
     let credential = bearer(headers).or(token);
     match node.auth.identify(credential, ip) {
@@ -72,20 +84,36 @@ pub fn limited(refusal: Refusal, ip: IpAddr) -> ApiError {
 /// Refuses a publish the caller may not make: its credentials, its publish
 /// grant on `room`, and the publish rate limit. Every publish route (and an
 /// embedding application's, through `NodeHandle`) goes through this.
-pub fn authorize_publish(node: &Node, headers: &HeaderMap, peer: SocketAddr, room: &crate::room::RoomName) -> Result<(), ApiError> {
+pub fn authorize_publish(
+    node: &Node,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    room: &crate::room::RoomName,
+) -> Result<(), ApiError> {
     let caller = identify(node, headers, peer, None)?;
-    node.auth.authorize(&caller.principal, crate::auth::Action::Publish, room).map_err(|err| refused(err, caller.ip))?;
-    node.limits.check_publish(|| caller.rate_key()).map_err(|refusal| limited(refusal, caller.ip))
+    node.auth
+        .authorize(&caller.principal, crate::auth::Action::Publish, room)
+        .map_err(|err| refused(err, caller.ip))?;
+    node.limits
+        .check_publish(|| caller.rate_key())
+        .map_err(|refusal| limited(refusal, caller.ip))
 }
 
 /// Requires admin access (node-wide data) from the caller.
 pub fn require_admin(node: &Node, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ApiError> {
     let caller = identify(node, headers, peer, None)?;
-    node.auth.authorize_admin(&caller.principal).map_err(|err| refused(err, caller.ip))
+    node.auth
+        .authorize_admin(&caller.principal)
+        .map_err(|err| refused(err, caller.ip))
 }
 
 /// Requires read access to `room` (history, stats).
-pub fn require_read(node: &Node, headers: &HeaderMap, peer: SocketAddr, room: &crate::room::RoomName) -> Result<(), ApiError> {
+pub fn require_read(
+    node: &Node,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    room: &crate::room::RoomName,
+) -> Result<(), ApiError> {
     let caller = identify(node, headers, peer, None)?;
     node.auth
         .authorize(&caller.principal, crate::auth::Action::Subscribe, room)

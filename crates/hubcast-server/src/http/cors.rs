@@ -20,12 +20,23 @@ use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 
 /// The CORS policy of a node with these allowed origins.
 pub fn policy(allowed_origins: &[String]) -> CorsLayer {
-    let origins: Vec<HeaderValue> = allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
-    let allow_origin = if origins.is_empty() { AllowOrigin::any() } else { AllowOrigin::list(origins) };
+    let origins: Vec<HeaderValue> = allowed_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    let allow_origin = if origins.is_empty() {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins)
+    };
     CorsLayer::new()
         .allow_origin(allow_origin)
         .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("idempotency-key")])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+        ])
         .expose_headers([HeaderName::from_static("x-request-id")])
         .max_age(std::time::Duration::from_secs(600))
 }
@@ -40,7 +51,10 @@ pub struct BrowserCors<S> {
 impl<S: Clone> BrowserCors<S> {
     pub fn new(policy: &CorsLayer, inner: S) -> BrowserCors<S> {
         use tower::Layer;
-        BrowserCors { cors: policy.layer(inner.clone()), plain: inner }
+        BrowserCors {
+            cors: policy.layer(inner.clone()),
+            plain: inner,
+        }
     }
 }
 
@@ -62,9 +76,13 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         if request.headers().contains_key(header::ORIGIN) {
-            CorsFuture::Browser { inner: self.cors.call(request) }
+            CorsFuture::Browser {
+                inner: self.cors.call(request),
+            }
         } else {
-            CorsFuture::Plain { inner: self.plain.call(request) }
+            CorsFuture::Plain {
+                inner: self.plain.call(request),
+            }
         }
     }
 }
@@ -89,7 +107,9 @@ where
             CorsFutureProj::Browser { inner } => inner.poll(cx),
             CorsFutureProj::Plain { inner } => {
                 let mut response = std::task::ready!(inner.poll(cx))?;
-                response.headers_mut().append(header::VARY, HeaderValue::from_static("origin"));
+                response
+                    .headers_mut()
+                    .append(header::VARY, HeaderValue::from_static("origin"));
                 Poll::Ready(Ok(response))
             }
         }

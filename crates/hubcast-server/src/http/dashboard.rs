@@ -28,18 +28,30 @@ struct Assets;
 pub async fn index(headers: HeaderMap) -> Response {
     match serve("index.html", &headers) {
         Some(mut response) => {
-            response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_POLICY));
-            response.headers_mut().insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+            response.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(PAGE_POLICY),
+            );
+            response.headers_mut().insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            );
             response
         }
-        None => ApiError::new(ErrorCode::NotFound, "the dashboard is not part of this build").into_response(),
+        None => ApiError::new(
+            ErrorCode::NotFound,
+            "the dashboard is not part of this build",
+        )
+        .into_response(),
     }
 }
 
 /// `GET /dashboard/{*path}`: one asset, or the JSON 404.
 pub async fn asset(path: Result<Path<String>, PathRejection>, headers: HeaderMap) -> Response {
     // A path whose escapes are not UTF-8 names no asset either.
-    let Ok(Path(path)) = path else { return not_found("") };
+    let Ok(Path(path)) = path else {
+        return not_found("");
+    };
     if !is_plain_path(&path) {
         return not_found(&path);
     }
@@ -58,13 +70,31 @@ fn serve(path: &str, request: &HeaderMap) -> Option<Response> {
     let current = request
         .get(header::IF_NONE_MATCH)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"));
-    let status = if current { StatusCode::NOT_MODIFIED } else { StatusCode::OK };
-    let mut response = if current { status.into_response() } else { (status, file.data.into_owned()).into_response() };
+        .is_some_and(|value| {
+            value
+                .split(',')
+                .any(|tag| tag.trim() == etag || tag.trim() == "*")
+        });
+    let status = if current {
+        StatusCode::NOT_MODIFIED
+    } else {
+        StatusCode::OK
+    };
+    let mut response = if current {
+        status.into_response()
+    } else {
+        (status, file.data.into_owned()).into_response()
+    };
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(path)));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(path)),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     if let Ok(value) = HeaderValue::from_str(&etag) {
         headers.insert(header::ETAG, value);
     }
@@ -73,10 +103,12 @@ fn serve(path: &str, request: &HeaderMap) -> Option<Response> {
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }
 
 #[cfg(test)]
@@ -88,7 +120,10 @@ mod tests {
         let page = Assets::get("index.html").expect("index.html is embedded");
         let page = std::str::from_utf8(&page.data).expect("utf-8");
         for name in ["style.css", "theme.js", "app.js", "favicon.svg"] {
-            assert!(page.contains(&format!("dashboard/{name}")), "index.html names {name}");
+            assert!(
+                page.contains(&format!("dashboard/{name}")),
+                "index.html names {name}"
+            );
             assert!(Assets::get(name).is_some(), "{name} is embedded");
         }
     }

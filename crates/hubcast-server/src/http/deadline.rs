@@ -65,7 +65,10 @@ impl Body for TimedBody {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(frame) => {
@@ -116,7 +119,12 @@ pub struct ConnectionService<S> {
 
 impl<S> ConnectionService<S> {
     pub fn new(inner: S, peer: SocketAddr, deadlines: BodyDeadlines) -> ConnectionService<S> {
-        ConnectionService { inner, peer, deadlines, timed_out: Arc::new(AtomicBool::new(false)) }
+        ConnectionService {
+            inner,
+            peer,
+            deadlines,
+            timed_out: Arc::new(AtomicBool::new(false)),
+        }
     }
 }
 
@@ -144,7 +152,11 @@ where
             timed_out: timed_out.clone(),
         });
         request.extensions_mut().insert(ConnectInfo(self.peer));
-        TimedResponse { inner: self.inner.call(request), timed_out, peer: self.peer }
+        TimedResponse {
+            inner: self.inner.call(request),
+            timed_out,
+            peer: self.peer,
+        }
     }
 }
 
@@ -170,7 +182,11 @@ where
         if !this.timed_out.swap(false, Ordering::Relaxed) {
             return Poll::Ready(Ok(response));
         }
-        crate::metrics::note_refusal("request_timeout", this.peer.ip(), "request body not received in time");
+        crate::metrics::note_refusal(
+            "request_timeout",
+            this.peer.ip(),
+            "request body not received in time",
+        );
         // Keep the headers the layers added (request id, CORS), replace the rest.
         let (mut parts, _) = response.into_parts();
         let timeout = request_timeout();

@@ -31,13 +31,18 @@ struct Body<'a> {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError { code, message: message.into(), head: None }
+        ApiError {
+            code,
+            message: message.into(),
+            head: None,
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = Body {
             error: self.code.as_str(),
             message: &self.message,
@@ -46,13 +51,17 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
         }
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             // The body may be left unread, so the connection cannot be reused:
             // say so, or a keep-alive client sends its next request into a
             // connection that is being closed.
-            response.headers_mut().insert("connection", axum::http::HeaderValue::from_static("close"));
+            response
+                .headers_mut()
+                .insert("connection", axum::http::HeaderValue::from_static("close"));
         }
         response
     }
@@ -68,9 +77,16 @@ pub const REQUEST_TIMEOUT: &str = "request_timeout";
 /// `408 {"error":"request_timeout"}`, closing the connection (the rest of the
 /// body is not read).
 pub fn request_timeout() -> Response {
-    let body = Body { error: REQUEST_TIMEOUT, message: "request body not received in time", head: None, epoch: None };
+    let body = Body {
+        error: REQUEST_TIMEOUT,
+        message: "request body not received in time",
+        head: None,
+        epoch: None,
+    };
     let mut response = (StatusCode::REQUEST_TIMEOUT, Json(body)).into_response();
-    response.headers_mut().insert("connection", axum::http::HeaderValue::from_static("close"));
+    response
+        .headers_mut()
+        .insert("connection", axum::http::HeaderValue::from_static("close"));
     response
 }
 

@@ -36,11 +36,19 @@ pub async fn publish(
     authorize_publish(&node, headers, peer, &room)?;
     let idem_key = headers.get("idempotency-key").cloned();
     let max = node.config.limits.max_event_bytes;
-    let too_large = || ApiError::new(ErrorCode::TooLarge, format!("body is larger than the limit for {max}-byte events"));
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::TooLarge,
+            format!("body is larger than the limit for {max}-byte events"),
+        )
+    };
     // A declared length over the limit is answered before any of the body is
     // read: a client that waits for `100 Continue` learns at once, and one
     // that sends anyway is drained by the lingering close, so it reads the 413.
-    let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > super::body_limit(&node) as u64) {
         return Err(too_large());
     }
@@ -52,14 +60,27 @@ pub async fn publish(
     let body = parse_publish_body(&body).map_err(|(code, message)| ApiError::new(code, message))?;
     let max = node.max_event_bytes(&room);
     if body.data.get().len() > max {
-        return Err(ApiError::new(ErrorCode::TooLarge, format!("event data is larger than {max} bytes")));
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            format!("event data is larger than {max} bytes"),
+        ));
     }
     let idem_key = match idem_key {
         None => None,
-        Some(value) => Some(idempotency_key(value.as_bytes()).map_err(|(code, message)| ApiError::new(code, message))?.to_owned()),
+        Some(value) => Some(
+            idempotency_key(value.as_bytes())
+                .map_err(|(code, message)| ApiError::new(code, message))?
+                .to_owned(),
+        ),
     };
     let expected_seq = body.expected_seq;
-    let request = AppendRequest { room, data: body.data, idem_key, expected_seq, origin: None };
+    let request = AppendRequest {
+        room,
+        data: body.data,
+        idem_key,
+        expected_seq,
+        origin: None,
+    };
     match node.store.append(request).await? {
         AppendOutcome::Appended(receipt) => Ok((StatusCode::CREATED, Json(receipt)).into_response()),
         AppendOutcome::Duplicate(receipt) => {
@@ -110,21 +131,36 @@ pub async fn history(
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     require_read(&node, &headers, peer, &room)?;
-    let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
+    let Query(query) = query
+        .map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
     // At most `limit` events, as documented: `limit=0` is the room's state
     // with no events (a poller's cheapest look at the head).
     let limit = query.limit.unwrap_or(100).min(node.config.limits.max_page);
-    let page = node.store.read(&room, query.after.unwrap_or(0), limit).await?;
+    let page = node
+        .store
+        .read(&room, query.after.unwrap_or(0), limit)
+        .await?;
     let events: &[Event] = &page.events;
     // A room never written reports the epoch it will be born with, as its
     // subscribers are told: one epoch for a room, whoever asks.
     let unborn = page.state.is_none().then(|| node.store.epoch_for(&room));
     let body = History {
         room: &room,
-        epoch: page.state.as_ref().map(|s| s.epoch.as_str()).or(unborn.as_deref()),
+        epoch: page
+            .state
+            .as_ref()
+            .map(|s| s.epoch.as_str())
+            .or(unborn.as_deref()),
         head: page.state.as_ref().map_or(0, |s| s.head),
         earliest: page.state.as_ref().map_or(1, |s| s.earliest),
-        events: events.iter().map(|e| HistoryEvent { seq: e.seq, ts: e.ts, data: &e.data }).collect(),
+        events: events
+            .iter()
+            .map(|e| HistoryEvent {
+                seq: e.seq,
+                ts: e.ts,
+                data: &e.data,
+            })
+            .collect(),
     };
     Ok(Json(body).into_response())
 }

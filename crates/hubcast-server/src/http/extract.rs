@@ -25,7 +25,9 @@ impl<S: Send + Sync> FromRequestParts<S> for RoomPath {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<RoomPath, ApiError> {
         let Path(room) = Path::<String>::from_request_parts(parts, state)
             .await
-            .map_err(|rejection: PathRejection| ApiError::new(ErrorCode::InvalidRoom, rejection.body_text()))?;
+            .map_err(|rejection: PathRejection| {
+                ApiError::new(ErrorCode::InvalidRoom, rejection.body_text())
+            })?;
         Ok(RoomPath(RoomName::parse(&room)?))
     }
 }
@@ -39,7 +41,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Upgrade, Response> {
-        WebSocketUpgrade::from_request_parts(parts, state).await.map(Upgrade).map_err(refused_handshake)
+        WebSocketUpgrade::from_request_parts(parts, state)
+            .await
+            .map(Upgrade)
+            .map_err(refused_handshake)
     }
 }
 
@@ -48,10 +53,19 @@ fn refused_handshake(rejection: WebSocketUpgradeRejection) -> Response {
         StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
         _ => ErrorCode::BadRequest,
     };
-    let wrong_version = matches!(rejection, WebSocketUpgradeRejection::InvalidWebSocketVersionHeader(_));
-    let mut response = ApiError::new(code, format!("not a WebSocket handshake: {}", rejection.body_text())).into_response();
+    let wrong_version = matches!(
+        rejection,
+        WebSocketUpgradeRejection::InvalidWebSocketVersionHeader(_)
+    );
+    let mut response = ApiError::new(
+        code,
+        format!("not a WebSocket handshake: {}", rejection.body_text()),
+    )
+    .into_response();
     if wrong_version {
-        response.headers_mut().insert("sec-websocket-version", HeaderValue::from_static("13"));
+        response
+            .headers_mut()
+            .insert("sec-websocket-version", HeaderValue::from_static("13"));
     }
     response
 }

@@ -1,9 +1,9 @@
 //! The HTTP surface: routes, and the mapping of every error to a status with a
 //! JSON body.
 
+pub mod access;
 mod cors;
 mod dashboard;
-pub mod access;
 pub mod deadline;
 pub mod error;
 mod events;
@@ -69,8 +69,18 @@ pub fn app(node: Arc<Node>, extra: Router) -> App {
         idle: Duration::from_millis(limits.body_read_timeout_ms),
         total: Duration::from_millis(limits.body_deadline_ms),
     };
-    let lingering_close = (Duration::from_millis(limits.lingering_close_ms), limits.lingering_close_bytes);
-    App { routes: cors::BrowserCors::new(&policy, request_id::RequestIdLayer.layer(router(node, extra))), body, lingering_close }
+    let lingering_close = (
+        Duration::from_millis(limits.lingering_close_ms),
+        limits.lingering_close_bytes,
+    );
+    App {
+        routes: cors::BrowserCors::new(
+            &policy,
+            request_id::RequestIdLayer.layer(router(node, extra)),
+        ),
+        body,
+        lingering_close,
+    }
 }
 
 /// The largest request body: the largest event and its JSON envelope.
@@ -82,7 +92,10 @@ pub fn body_limit(node: &Node) -> usize {
 fn router(node: Arc<Node>, extra: Router) -> Router {
     let body_limit = body_limit(&node);
     let routes = Router::new()
-        .route("/v1/rooms/{room}/events", get(events::history).post(events::publish))
+        .route(
+            "/v1/rooms/{room}/events",
+            get(events::history).post(events::publish),
+        )
         .route("/v1/rooms/{room}", get(rooms::stats))
         .route("/v1/rooms/{room}/ws", get(ws::room))
         .route("/v1/ws", get(ws::multiplexed))
@@ -106,7 +119,10 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "method not allowed on this route",
+    )
 }
 
 /// Liveness: the process answers.
@@ -117,7 +133,10 @@ async fn healthz(State(node): State<Arc<Node>>) -> impl IntoResponse {
     if node.store.is_alive() {
         (StatusCode::OK, Json(json!({"status": "ok"})))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "failed", "store": "cannot write any more"})))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "failed", "store": "cannot write any more"})),
+        )
     }
 }
 
@@ -126,12 +145,21 @@ async fn healthz(State(node): State<Arc<Node>>) -> impl IntoResponse {
 /// Answers within its own deadline ([`READY_DEADLINE`]) even when a store or
 /// bus does not: a probe that hangs is a probe that fails.
 async fn readyz(State(node): State<Arc<Node>>) -> impl IntoResponse {
-    let timed_out = |what: &str| format!("{what} did not answer within {} ms", READY_DEADLINE.as_millis());
+    let timed_out = |what: &str| {
+        format!(
+            "{what} did not answer within {} ms",
+            READY_DEADLINE.as_millis()
+        )
+    };
     let (store, bus) = tokio::join!(
         tokio::time::timeout(READY_DEADLINE, node.store.check()),
         tokio::time::timeout(READY_DEADLINE, node.bus.check()),
     );
-    let store = store.unwrap_or_else(|_| Err(crate::store::StoreError::Unavailable(timed_out("the store"))));
+    let store = store.unwrap_or_else(|_| {
+        Err(crate::store::StoreError::Unavailable(timed_out(
+            "the store",
+        )))
+    });
     let bus = bus.unwrap_or_else(|_| Err(crate::bus::BusError::Unavailable(timed_out("the bus"))));
     let stopping = node.shutdown.is_cancelled();
     let ready = store.is_ok() && bus.is_ok() && !stopping;
@@ -145,6 +173,10 @@ async fn readyz(State(node): State<Arc<Node>>) -> impl IntoResponse {
         "bus": describe(bus.map_err(|e| e.to_string())),
         "stopping": stopping,
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body))
 }

@@ -77,7 +77,9 @@ where
         let this = self.project();
         let _entered = this.span.enter();
         let mut response = std::task::ready!(this.inner.poll(cx))?;
-        response.headers_mut().insert(X_REQUEST_ID.clone(), HeaderValue::from(*this.id));
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID.clone(), HeaderValue::from(*this.id));
         Poll::Ready(Ok(response))
     }
 }

@@ -38,7 +38,11 @@ pub async fn stats(
     };
     Ok(Json(RoomStats {
         // A room never written: the epoch it will be born with (as subscribers are told).
-        epoch: Some(state.as_ref().map_or_else(|| node.store.epoch_for(&room), |s| s.epoch.clone())),
+        epoch: Some(
+            state
+                .as_ref()
+                .map_or_else(|| node.store.epoch_for(&room), |s| s.epoch.clone()),
+        ),
         head: state.as_ref().map_or(0, |s| s.head),
         earliest: state.as_ref().map_or(1, |s| s.earliest),
         retained: state.as_ref().map_or(0, |s| s.retained()),

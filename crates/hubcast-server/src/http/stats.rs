@@ -27,8 +27,16 @@ pub async fn metrics(
         return err.into_response();
     }
     match &node.prometheus {
-        Some(handle) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
-        None => ApiError::new(ErrorCode::Internal, "metrics recorder unavailable in this process").into_response(),
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => ApiError::new(
+            ErrorCode::Internal,
+            "metrics recorder unavailable in this process",
+        )
+        .into_response(),
     }
 }
 
@@ -85,20 +93,33 @@ pub async fn rooms(
     query: Result<Query<RoomsQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     super::access::require_admin(&node, &headers, peer)?;
-    let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
+    let Query(query) = query
+        .map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
     // At most `limit` rooms: `limit=0` is none, like history's.
     let limit = query.limit.unwrap_or(100).min(node.config.limits.max_page);
     let mut hubs = node.hubs.snapshot();
     hubs.sort_by(|a, b| a.0.cmp(&b.0));
     let after = query.after.unwrap_or_default();
     let total = hubs.len();
-    let page: Vec<_> = hubs.into_iter().filter(|(room, _)| room.as_str() > after.as_str()).take(limit).collect();
+    let page: Vec<_> = hubs
+        .into_iter()
+        .filter(|(room, _)| room.as_str() > after.as_str())
+        .take(limit)
+        .collect();
     let mut rooms = Vec::with_capacity(page.len());
     for (room, hub) in page {
         if let Ok(stats) = hub.stats().await {
-            rooms.push(ActiveRoom { room, subscribers: stats.subscribers, head: stats.last_seq });
+            rooms.push(ActiveRoom {
+                room,
+                subscribers: stats.subscribers,
+                head: stats.last_seq,
+            });
         }
     }
-    let next = if rooms.len() == limit { rooms.last().map(|r| r.room.to_string()) } else { None };
+    let next = if rooms.len() == limit {
+        rooms.last().map(|r| r.room.to_string())
+    } else {
+        None
+    };
     Ok(Json(json!({"rooms": rooms, "total": total, "next": next})))
 }

@@ -13,7 +13,10 @@ pub struct LogThrottle {
 
 impl LogThrottle {
     pub const fn new() -> LogThrottle {
-        LogThrottle { last_ms: AtomicI64::new(i64::MIN), suppressed: AtomicU64::new(0) }
+        LogThrottle {
+            last_ms: AtomicI64::new(i64::MIN),
+            suppressed: AtomicU64::new(0),
+        }
     }
 
     /// `Some(n)`: log this line, and say that `n` were suppressed before it;
@@ -24,7 +27,12 @@ impl LogThrottle {
 
     fn admit_at(&self, now_ms: i64) -> Option<u64> {
         let last = self.last_ms.load(Ordering::Relaxed);
-        if now_ms.saturating_sub(last) >= 1000 && self.last_ms.compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        if now_ms.saturating_sub(last) >= 1000
+            && self
+                .last_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             Some(self.suppressed.swap(0, Ordering::Relaxed))
         } else {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
@@ -40,7 +48,23 @@ mod tests {
     #[test]
     fn one_line_a_second_with_the_count_suppressed() {
         let throttle = LogThrottle::new();
-        let admitted: Vec<Option<u64>> = [0, 10, 500, 999, 1000, 1001, 1500, 2000, 5000].iter().map(|&t| throttle.admit_at(1_000_000 + t)).collect();
-        assert_eq!(admitted, [Some(0), None, None, None, Some(3), None, None, Some(2), Some(0)]);
+        let admitted: Vec<Option<u64>> = [0, 10, 500, 999, 1000, 1001, 1500, 2000, 5000]
+            .iter()
+            .map(|&t| throttle.admit_at(1_000_000 + t))
+            .collect();
+        assert_eq!(
+            admitted,
+            [
+                Some(0),
+                None,
+                None,
+                None,
+                Some(3),
+                None,
+                None,
+                Some(2),
+                Some(0)
+            ]
+        );
     }
 }

@@ -13,11 +13,11 @@ use axum::response::Response;
 use super::access;
 use super::error::ApiError;
 use super::extract::{RoomPath, Upgrade};
+use crate::auth::Principal;
 use crate::node::Node;
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::request::{RoomSocketQuery, SocketQuery};
 use crate::protocol::SubscribeRequest;
-use crate::auth::Principal;
 use crate::session::{self, Admission};
 
 /// Room of the WebSocket protocol's own per-frame overhead allowed on top of
@@ -31,7 +31,8 @@ pub async fn multiplexed(
     query: Result<Query<SocketQuery>, QueryRejection>,
     Upgrade(upgrade): Upgrade,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
+    let Query(query) = query
+        .map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
     let admission = admit(&node, &headers, peer, query.token.as_deref())?;
     Ok(upgrade_session(node, upgrade, None, admission))
 }
@@ -44,7 +45,8 @@ pub async fn room(
     query: Result<Query<RoomSocketQuery>, QueryRejection>,
     Upgrade(upgrade): Upgrade,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
+    let Query(query) = query
+        .map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
     let admission = admit(&node, &headers, peer, query.token.as_deref())?;
     let first = SubscribeRequest {
         room,
@@ -62,13 +64,23 @@ pub async fn room(
 /// or `?token=`) and capacity are decided too, but refused after the upgrade
 /// with an `error` frame and 4001 or 1013: a browser cannot read the status
 /// of a refused upgrade, and must know not to retry a bad token.
-fn admit(node: &Node, headers: &HeaderMap, peer: SocketAddr, token: Option<&str>) -> Result<Admission, ApiError> {
+fn admit(
+    node: &Node,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    token: Option<&str>,
+) -> Result<Admission, ApiError> {
     if node.shutdown.is_cancelled() {
         crate::metrics::get().connections_refused.increment(1);
-        return Err(ApiError::new(ErrorCode::ShuttingDown, "node is shutting down; connect to another"));
+        return Err(ApiError::new(
+            ErrorCode::ShuttingDown,
+            "node is shutting down; connect to another",
+        ));
     }
     let ip = access::client_ip(node, headers, peer);
-    let origin = headers.get(axum::http::header::ORIGIN).and_then(|v| v.to_str().ok());
+    let origin = headers
+        .get(axum::http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
     if !node.auth.origin_allowed(origin) {
         access::note_refusal("origin", ip, origin.unwrap_or(""));
         crate::metrics::get().connections_refused.increment(1);
@@ -82,13 +94,30 @@ fn admit(node: &Node, headers: &HeaderMap, peer: SocketAddr, token: Option<&str>
         Ok(caller) => (caller.principal, None),
         Err(err) => {
             crate::metrics::get().connections_refused.increment(1);
-            (Principal::Anonymous { trusted: false }, Some(crate::protocol::ProtocolError::new(err.code, err.message, None)))
+            (
+                Principal::Anonymous { trusted: false },
+                Some(crate::protocol::ProtocolError::new(
+                    err.code,
+                    err.message,
+                    None,
+                )),
+            )
         }
     };
-    Ok(Admission { principal, ip, slot: node.limits.open_connection(ip), refusal })
+    Ok(Admission {
+        principal,
+        ip,
+        slot: node.limits.open_connection(ip),
+        refusal,
+    })
 }
 
-fn upgrade_session(node: Arc<Node>, upgrade: WebSocketUpgrade, first: Option<SubscribeRequest>, admission: Admission) -> Response {
+fn upgrade_session(
+    node: Arc<Node>,
+    upgrade: WebSocketUpgrade,
+    first: Option<SubscribeRequest>,
+    admission: Admission,
+) -> Response {
     let max_frame = node.config.limits.max_event_bytes + FRAME_OVERHEAD;
     // Boxed: axum keeps this callback's captures in the upgrade task for the
     // connection's whole life; a box is freed once the session has opened.

@@ -29,11 +29,15 @@ impl Hub {
     /// (sending the batch when full) and returns `None`; otherwise gives the
     /// event back to be sent on its own.
     pub(super) fn hold_for_batch(&mut self, event: Arc<Event>) -> Option<Arc<Event>> {
-        let Some((window, max)) = self.batching else { return Some(event) };
+        let Some((window, max)) = self.batching else {
+            return Some(event);
+        };
         if self.subscribers.is_empty() {
             return Some(event);
         }
-        if !self.pending.events.is_empty() && self.pending.bytes + event.data.get().len() > BATCH_MAX_BYTES {
+        if !self.pending.events.is_empty()
+            && self.pending.bytes + event.data.get().len() > BATCH_MAX_BYTES
+        {
             self.flush();
         }
         self.pending.bytes += event.data.get().len();
@@ -52,15 +56,32 @@ impl Hub {
     /// and in a no-echo room a sender gets it without its own events).
     pub(super) fn flush(&mut self) {
         let pending = std::mem::take(&mut self.pending);
-        let Some(last) = pending.events.last().map(|e| e.seq) else { return };
+        let Some(last) = pending.events.last().map(|e| e.seq) else {
+            return;
+        };
         let started = std::time::Instant::now();
         let first = pending.events[0].seq;
-        let items: Vec<BatchEvent> =
-            pending.events.iter().map(|e| BatchEvent { seq: e.seq, ts: e.ts, data: &e.data }).collect();
-        let frame: Utf8Bytes = ServerMessage::Batch { room: &self.room, events: &items }.encode().into();
+        let items: Vec<BatchEvent> = pending
+            .events
+            .iter()
+            .map(|e| BatchEvent {
+                seq: e.seq,
+                ts: e.ts,
+                data: &e.data,
+            })
+            .collect();
+        let frame: Utf8Bytes = ServerMessage::Batch {
+            room: &self.room,
+            events: &items,
+        }
+        .encode()
+        .into();
         let room = &self.room;
-        let origins: Vec<u64> =
-            if self.echo { Vec::new() } else { pending.events.iter().filter_map(|e| e.origin).collect() };
+        let origins: Vec<u64> = if self.echo {
+            Vec::new()
+        } else {
+            pending.events.iter().filter_map(|e| e.origin).collect()
+        };
         let mut events_offered = 0u64;
         let (_, gone) = offer_all(&mut self.subscribers, |sub| {
             let session = sub.out.session_id;
@@ -75,14 +96,32 @@ impl Hub {
                     .map(|(_, item)| *item)
                     .collect();
                 events_offered += rest.len() as u64;
-                (!rest.is_empty()).then(|| ServerMessage::Batch { room, events: &rest }.encode().into())
+                (!rest.is_empty()).then(|| {
+                    ServerMessage::Batch {
+                        room,
+                        events: &rest,
+                    }
+                    .encode()
+                    .into()
+                })
             } else if sub.skip_through < first {
                 events_offered += items.len() as u64;
                 Some(frame.clone())
             } else {
-                let rest: Vec<BatchEvent> = items.iter().copied().filter(|e| e.seq > sub.skip_through).collect();
+                let rest: Vec<BatchEvent> = items
+                    .iter()
+                    .copied()
+                    .filter(|e| e.seq > sub.skip_through)
+                    .collect();
                 events_offered += rest.len() as u64;
-                Some(ServerMessage::Batch { room, events: &rest }.encode().into())
+                Some(
+                    ServerMessage::Batch {
+                        room,
+                        events: &rest,
+                    }
+                    .encode()
+                    .into(),
+                )
             }
         });
         let ts: Vec<i64> = pending.events.iter().map(|e| e.ts).collect();

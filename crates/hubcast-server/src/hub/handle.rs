@@ -21,14 +21,28 @@ pub struct HubHandle {
 pub enum HubCommand {
     /// Add a subscriber that has processed the room up to `after`; with a
     /// `member`, it also enters the room's presence and watches it.
-    Subscribe { out: Outbound, after: u64, member: Option<PresenceMember>, reply: oneshot::Sender<Joined> },
+    Subscribe {
+        out: Outbound,
+        after: u64,
+        member: Option<PresenceMember>,
+        reply: oneshot::Sender<Joined>,
+    },
     /// The room's member list (the session encodes it with its request's id).
-    Presence { reply: oneshot::Sender<Vec<PresenceMember>> },
+    Presence {
+        reply: oneshot::Sender<Vec<PresenceMember>>,
+    },
     /// Remove a subscriber; the reply is sent once it will get no more frames.
-    Unsubscribe { session_id: u64, done: oneshot::Sender<()> },
+    Unsubscribe {
+        session_id: u64,
+        done: oneshot::Sender<()>,
+    },
     /// The store's head is at least `head` (periodic reconcile).
-    Reconcile { head: u64 },
-    Stats { reply: oneshot::Sender<HubStats> },
+    Reconcile {
+        head: u64,
+    },
+    Stats {
+        reply: oneshot::Sender<HubStats>,
+    },
 }
 
 /// The answer to a subscribe.
@@ -63,21 +77,41 @@ impl HubHandle {
     /// hub's last step). A subscription is refused on this before it is told
     /// `subscribed`; the hub's own check at the join stays the exact one.
     pub fn is_full(&self) -> bool {
-        self.max_subscribers > 0 && self.subscriber_count.load(std::sync::atomic::Ordering::Relaxed) >= self.max_subscribers
+        self.max_subscribers > 0
+            && self
+                .subscriber_count
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= self.max_subscribers
     }
 
     /// Subscribes `out` from `after` (see [`Joined`]); with a `member`, the
     /// subscriber also enters the room's presence and gets `presence`, `join`, `leave`.
-    pub async fn subscribe_as(&self, out: Outbound, after: u64, member: Option<PresenceMember>) -> Result<Joined, HubGone> {
+    pub async fn subscribe_as(
+        &self,
+        out: Outbound,
+        after: u64,
+        member: Option<PresenceMember>,
+    ) -> Result<Joined, HubGone> {
         let (reply, rx) = oneshot::channel();
-        self.commands.send(HubCommand::Subscribe { out, after, member, reply }).await.map_err(|_| HubGone)?;
+        self.commands
+            .send(HubCommand::Subscribe {
+                out,
+                after,
+                member,
+                reply,
+            })
+            .await
+            .map_err(|_| HubGone)?;
         rx.await.map_err(|_| HubGone)
     }
 
     /// The room's members, sorted by id.
     pub async fn presence(&self) -> Result<Vec<PresenceMember>, HubGone> {
         let (reply, rx) = oneshot::channel();
-        self.commands.send(HubCommand::Presence { reply }).await.map_err(|_| HubGone)?;
+        self.commands
+            .send(HubCommand::Presence { reply })
+            .await
+            .map_err(|_| HubGone)?;
         rx.await.map_err(|_| HubGone)
     }
 
@@ -85,7 +119,12 @@ impl HubHandle {
     /// another frame (a stopped hub offers nothing anyway).
     pub async fn unsubscribe(&self, session_id: u64) {
         let (done, rx) = oneshot::channel();
-        if self.commands.send(HubCommand::Unsubscribe { session_id, done }).await.is_ok() {
+        if self
+            .commands
+            .send(HubCommand::Unsubscribe { session_id, done })
+            .await
+            .is_ok()
+        {
             let _ = rx.await;
         }
     }
@@ -98,8 +137,10 @@ impl HubHandle {
 
     pub async fn stats(&self) -> Result<HubStats, HubGone> {
         let (reply, rx) = oneshot::channel();
-        self.commands.send(HubCommand::Stats { reply }).await.map_err(|_| HubGone)?;
+        self.commands
+            .send(HubCommand::Stats { reply })
+            .await
+            .map_err(|_| HubGone)?;
         rx.await.map_err(|_| HubGone)
     }
 }
-

@@ -39,10 +39,10 @@ use tokio::time::Instant;
 
 use crate::bus::{Bus, BusFeed, PresenceMessage};
 use crate::event::Event;
+use crate::outbound::{Offer, Outbound};
 use crate::protocol::codes::close;
 use crate::protocol::{encode_event, ServerMessage};
 use crate::room::RoomName;
-use crate::outbound::{Offer, Outbound};
 use crate::store::Store;
 
 pub use handle::{HubCommand, HubHandle, HubStats, Joined};
@@ -138,7 +138,9 @@ pub(crate) fn spawn(
         let metrics = crate::metrics::get();
         metrics.hubs.increment(1.0);
         let room = hub.room.clone();
-        let ran = std::panic::AssertUnwindSafe(hub.run(id, rx, bus, hubs.clone())).catch_unwind().await;
+        let ran = std::panic::AssertUnwindSafe(hub.run(id, rx, bus, hubs.clone()))
+            .catch_unwind()
+            .await;
         if ran.is_err() {
             // The hub's subscribers were closed with 1012 as it unwound
             // (`Drop for Hub`); forget it, so the next subscriber starts a
@@ -149,7 +151,12 @@ pub(crate) fn spawn(
         }
         metrics.hubs.decrement(1.0);
     });
-    HubHandle { id, commands: tx, subscriber_count, max_subscribers }
+    HubHandle {
+        id,
+        commands: tx,
+        subscriber_count,
+        max_subscribers,
+    }
 }
 
 impl Drop for Hub {
@@ -166,7 +173,13 @@ impl Drop for Hub {
 }
 
 impl Hub {
-    async fn run(mut self, id: u64, mut commands: mpsc::Receiver<HubCommand>, bus: Arc<dyn Bus>, hubs: Hubs) {
+    async fn run(
+        mut self,
+        id: u64,
+        mut commands: mpsc::Receiver<HubCommand>,
+        bus: Arc<dyn Bus>,
+        hubs: Hubs,
+    ) {
         // Watch before reading the head: an event committed in between is then
         // either counted in the head or seen on the feed (and dropped if both).
         let mut feed: Option<BusFeed> = match bus.watch(&self.room).await {
@@ -227,7 +240,8 @@ impl Hub {
                     idle_since = None;
                 }
             }
-            self.subscriber_count.store(self.subscribers.len(), std::sync::atomic::Ordering::Relaxed);
+            self.subscriber_count
+                .store(self.subscribers.len(), std::sync::atomic::Ordering::Relaxed);
             match (self.subscribers.is_empty(), idle_since) {
                 (true, None) => idle_since = Some(Instant::now()),
                 (false, Some(_)) => idle_since = None,
@@ -238,28 +252,54 @@ impl Hub {
 
     async fn handle(&mut self, command: HubCommand) {
         match command {
-            HubCommand::Subscribe { out, after, member, reply } => {
+            HubCommand::Subscribe {
+                out,
+                after,
+                member,
+                reply,
+            } => {
                 let Some(member) = member else {
                     let _ = reply.send(self.subscribe(out, after, None));
                     return;
                 };
                 self.ensure_presence().await;
                 let presence = self.presence.as_ref().expect("presence was just ensured");
-                if !presence.is_member(&member.id) && presence.len() >= self.settings.presence.max_members {
+                if !presence.is_member(&member.id)
+                    && presence.len() >= self.settings.presence.max_members
+                {
                     let _ = reply.send(Joined::PresenceFull);
                     return;
                 }
                 let session_id = out.session_id;
-                let key = presence::MemberKey { id: member.id.clone(), session: session_id };
+                let key = presence::MemberKey {
+                    id: member.id.clone(),
+                    session: session_id,
+                };
                 let joined = self.subscribe(out, after, Some(key));
-                if joined == Joined::Live && self.subscribers.iter().any(|s| s.out.session_id == session_id) {
+                if joined == Joined::Live
+                    && self
+                        .subscribers
+                        .iter()
+                        .any(|s| s.out.session_id == session_id)
+                {
                     // Tell the others first, then give the newcomer the whole
                     // list (itself included) and start its deltas.
-                    self.presence.as_mut().expect("presence was just ensured").add_local(&member, session_id);
+                    self.presence
+                        .as_mut()
+                        .expect("presence was just ensured")
+                        .add_local(&member, session_id);
                     self.announce();
                     self.presence_changed();
-                    if let Some(i) = self.subscribers.iter().position(|s| s.out.session_id == session_id) {
-                        let snapshot = self.presence.as_ref().expect("presence is on").snapshot(&self.room);
+                    if let Some(i) = self
+                        .subscribers
+                        .iter()
+                        .position(|s| s.out.session_id == session_id)
+                    {
+                        let snapshot = self
+                            .presence
+                            .as_ref()
+                            .expect("presence is on")
+                            .snapshot(&self.room);
                         let sub = &mut self.subscribers[i];
                         if sub.out.offer(snapshot) == Offer::Queued {
                             sub.watching = true;
@@ -281,7 +321,11 @@ impl Hub {
                 }
             }
             HubCommand::Unsubscribe { session_id, done } => {
-                if let Some(i) = self.subscribers.iter().position(|s| s.out.session_id == session_id) {
+                if let Some(i) = self
+                    .subscribers
+                    .iter()
+                    .position(|s| s.out.session_id == session_id)
+                {
                     let gone = self.subscribers.swap_remove(i);
                     self.members_left(gone.member.into_iter().collect());
                 }
@@ -295,7 +339,10 @@ impl Hub {
                 }
             }
             HubCommand::Stats { reply } => {
-                let _ = reply.send(HubStats { subscribers: self.subscribers.len(), last_seq: self.last });
+                let _ = reply.send(HubStats {
+                    subscribers: self.subscribers.len(),
+                    last_seq: self.last,
+                });
             }
         }
     }
@@ -304,8 +351,15 @@ impl Hub {
     /// `after` that the hub has delivered is queued from the tail, then
     /// `caught_up`, and from here on it gets every delivery. All of this
     /// happens inside one step of the actor, so no event can slip between.
-    fn subscribe(&mut self, out: Outbound, after: u64, member: Option<presence::MemberKey>) -> Joined {
-        if self.settings.max_subscribers > 0 && self.subscribers.len() >= self.settings.max_subscribers {
+    fn subscribe(
+        &mut self,
+        out: Outbound,
+        after: u64,
+        member: Option<presence::MemberKey>,
+    ) -> Joined {
+        if self.settings.max_subscribers > 0
+            && self.subscribers.len() >= self.settings.max_subscribers
+        {
             return Joined::Full;
         }
         let (skip_through, caught_up_seq) = if after >= self.last {
@@ -313,7 +367,10 @@ impl Hub {
             // the hub; skip what it already has.
             (after, after)
         } else {
-            let reaches = self.tail.front().is_some_and(|(first, _, _)| *first <= after + 1);
+            let reaches = self
+                .tail
+                .front()
+                .is_some_and(|(first, _, _)| *first <= after + 1);
             if !reaches {
                 return Joined::NeedStore { head: self.last };
             }
@@ -322,7 +379,10 @@ impl Hub {
             for (seq, origin, frame) in &self.tail {
                 if *seq > after && (self.echo || *origin != Some(session)) {
                     metrics.deliveries.increment(1);
-                    metrics.totals.delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    metrics
+                        .totals
+                        .delivered
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if out.offer(frame.clone()) != Offer::Queued {
                         return Joined::Live;
                     }
@@ -330,15 +390,30 @@ impl Hub {
             }
             (self.last, self.last)
         };
-        let caught_up = ServerMessage::CaughtUp { room: &self.room, seq: caught_up_seq }.encode().into();
+        let caught_up = ServerMessage::CaughtUp {
+            room: &self.room,
+            seq: caught_up_seq,
+        }
+        .encode()
+        .into();
         // Counted before its client can hear `caught_up`, so a subscribe that
         // follows it sees this one (the pre-check against the room's cap).
-        self.subscribers.push(Subscriber { out, skip_through, member, watching: false });
-        self.subscriber_count.store(self.subscribers.len(), std::sync::atomic::Ordering::Relaxed);
-        let queued = self.subscribers.last().is_some_and(|sub| sub.out.offer(caught_up) == Offer::Queued);
+        self.subscribers.push(Subscriber {
+            out,
+            skip_through,
+            member,
+            watching: false,
+        });
+        self.subscriber_count
+            .store(self.subscribers.len(), std::sync::atomic::Ordering::Relaxed);
+        let queued = self
+            .subscribers
+            .last()
+            .is_some_and(|sub| sub.out.offer(caught_up) == Offer::Queued);
         if !queued {
             self.subscribers.pop();
-            self.subscriber_count.store(self.subscribers.len(), std::sync::atomic::Ordering::Relaxed);
+            self.subscriber_count
+                .store(self.subscribers.len(), std::sync::atomic::Ordering::Relaxed);
         }
         Joined::Live
     }
@@ -370,7 +445,9 @@ impl Hub {
                     return;
                 }
             };
-            let Some(first) = page.events.first() else { return };
+            let Some(first) = page.events.first() else {
+                return;
+            };
             if first.seq != self.last + 1 {
                 // Retention pruned events this hub never delivered: its
                 // subscribers cannot be served exactly any more. Cut them; they
@@ -403,7 +480,9 @@ impl Hub {
         self.tail.push_back((seq, event.origin, frame.clone()));
         // The tail keeps single `event` frames (a resume is served from it);
         // live subscribers of a batching room get them in batches.
-        let Some(event) = self.hold_for_batch(event) else { return };
+        let Some(event) = self.hold_for_batch(event) else {
+            return;
+        };
         let started = std::time::Instant::now();
         // The shared frame goes to everyone but the sender of a no-echo room.
         let skip = if self.echo { None } else { event.origin };
@@ -416,16 +495,29 @@ impl Hub {
 
     /// Metrics and the slow-broadcast warning for one delivery of events
     /// with timestamps `ts`; `offered` counts event deliveries.
-    fn note_broadcast(&self, started: std::time::Instant, offered: u64, bytes_per_event: usize, ts: &[i64]) {
+    fn note_broadcast(
+        &self,
+        started: std::time::Instant,
+        offered: u64,
+        bytes_per_event: usize,
+        ts: &[i64],
+    ) {
         let metrics = crate::metrics::get();
         let took = started.elapsed();
         metrics.broadcast_duration.record(took);
         metrics.deliveries.increment(offered);
-        metrics.bytes_out.increment(offered * bytes_per_event as u64);
-        metrics.totals.delivered.fetch_add(offered, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .bytes_out
+            .increment(offered * bytes_per_event as u64);
+        metrics
+            .totals
+            .delivered
+            .fetch_add(offered, std::sync::atomic::Ordering::Relaxed);
         let now = crate::event::now_ms();
         for ts in ts {
-            metrics.delivery_latency.record((now - ts).max(0) as f64 / 1000.0);
+            metrics
+                .delivery_latency
+                .record((now - ts).max(0) as f64 / 1000.0);
         }
         if took >= self.settings.slow_broadcast {
             metrics.slow_broadcasts.increment(1);
@@ -444,7 +536,9 @@ fn offer_all(
     let mut offered = 0u64;
     let mut gone = Vec::new();
     subscribers.retain_mut(|sub| {
-        let Some(frame) = frame_for(sub) else { return true };
+        let Some(frame) = frame_for(sub) else {
+            return true;
+        };
         offered += 1;
         if sub.out.offer(frame) == Offer::Queued {
             return true;
@@ -462,7 +556,11 @@ fn warn_slow_broadcast(room: &RoomName, took: Duration, subscribers: usize) {
     static LAST_WARNING_MS: AtomicI64 = AtomicI64::new(0);
     let now = crate::event::now_ms();
     let last = LAST_WARNING_MS.load(Ordering::Relaxed);
-    if now - last >= 1000 && LAST_WARNING_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+    if now - last >= 1000
+        && LAST_WARNING_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
         tracing::warn!(room = %room, took_ms = took.as_secs_f64() * 1000.0, subscribers, "slow broadcast");
     }
 }
@@ -474,7 +572,9 @@ async fn recv_feed(feed: &mut Option<BusFeed>) -> Option<Arc<Event>> {
     }
 }
 
-async fn recv_presence(presence: &mut Option<Box<presence::Presence>>) -> Option<Arc<PresenceMessage>> {
+async fn recv_presence(
+    presence: &mut Option<Box<presence::Presence>>,
+) -> Option<Arc<PresenceMessage>> {
     match presence.as_mut().and_then(|p| p.feed.as_mut()) {
         Some(feed) => feed.recv().await,
         None => std::future::pending().await,

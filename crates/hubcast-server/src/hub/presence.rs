@@ -34,7 +34,11 @@ pub struct PresenceSettings {
 
 impl Default for PresenceSettings {
     fn default() -> Self {
-        PresenceSettings { max_members: 1000, heartbeat: Duration::from_secs(5), ttl: Duration::from_secs(15) }
+        PresenceSettings {
+            max_members: 1000,
+            heartbeat: Duration::from_secs(5),
+            ttl: Duration::from_secs(15),
+        }
     }
 }
 
@@ -120,18 +124,31 @@ impl Presence {
     /// Session `session` of `member` entered. Its info becomes the member's
     /// (the latest session's info wins: a newer token carries fresher claims).
     pub(super) fn add_local(&mut self, member: &PresenceMember, session: u64) {
-        let entry = self.local.entry(member.id.clone()).or_insert(LocalMember { sessions: Vec::new() });
+        let entry = self.local.entry(member.id.clone()).or_insert(LocalMember {
+            sessions: Vec::new(),
+        });
         // Never before the member's previous entry, so "latest" is the order
         // of entry even if the clock steps back.
-        let entered_ms = entry.latest().map_or(i64::MIN, |s| s.entered_ms).max(crate::event::now_ms());
-        entry.sessions.push(LocalSession { session, entered_ms, info: member.info.clone() });
+        let entered_ms = entry
+            .latest()
+            .map_or(i64::MIN, |s| s.entered_ms)
+            .max(crate::event::now_ms());
+        entry.sessions.push(LocalSession {
+            session,
+            entered_ms,
+            info: member.info.clone(),
+        });
     }
 
     /// A session left; whether the member's info or membership on this node
     /// changed (so peers and watchers must hear of it).
     pub(super) fn remove_local(&mut self, key: &MemberKey) -> bool {
-        let Some(entry) = self.local.get_mut(&key.id) else { return false };
-        let Some(i) = entry.sessions.iter().position(|s| s.session == key.session) else { return false };
+        let Some(entry) = self.local.get_mut(&key.id) else {
+            return false;
+        };
+        let Some(i) = entry.sessions.iter().position(|s| s.session == key.session) else {
+            return false;
+        };
         let was_latest = i + 1 == entry.sessions.len();
         entry.sessions.remove(i);
         if entry.sessions.is_empty() {
@@ -146,36 +163,62 @@ impl Presence {
     }
 
     /// This node's announcement: all its members of the room.
-    pub(super) fn state_message(&mut self, settings: &PresenceSettings, now: Instant) -> PresenceMessage {
+    pub(super) fn state_message(
+        &mut self,
+        settings: &PresenceSettings,
+        now: Instant,
+    ) -> PresenceMessage {
         let members = self
             .local
             .iter()
             .filter_map(|(id, m)| m.latest().map(|s| (id, s)))
             .map(|(id, s)| AnnouncedMember {
-                member: PresenceMember { id: id.clone(), info: s.info.clone() },
+                member: PresenceMember {
+                    id: id.clone(),
+                    info: s.info.clone(),
+                },
                 entered_ms: s.entered_ms,
             })
             .collect();
         self.next_heartbeat = (!self.local.is_empty()).then(|| now + settings.heartbeat);
         PresenceMessage {
             node: self.node.clone(),
-            kind: PresenceKind::State { members, ttl_ms: settings.ttl.as_millis() as u64 },
+            kind: PresenceKind::State {
+                members,
+                ttl_ms: settings.ttl.as_millis() as u64,
+            },
         }
     }
 
     pub(super) fn sync_message(&self) -> PresenceMessage {
-        PresenceMessage { node: self.node.clone(), kind: PresenceKind::Sync }
+        PresenceMessage {
+            node: self.node.clone(),
+            kind: PresenceKind::Sync,
+        }
     }
 
     /// Takes a peer's announcement.
-    pub(super) fn on_remote_state(&mut self, node: String, mut members: Vec<AnnouncedMember>, ttl_ms: u64, max: usize, now: Instant) {
+    pub(super) fn on_remote_state(
+        &mut self,
+        node: String,
+        mut members: Vec<AnnouncedMember>,
+        ttl_ms: u64,
+        max: usize,
+        now: Instant,
+    ) {
         if members.is_empty() {
             self.remote.remove(&node);
             return;
         }
         members.truncate(max);
         let ttl = Duration::from_millis(ttl_ms).min(MAX_TTL);
-        self.remote.insert(node, Remote { members, expires: now + ttl });
+        self.remote.insert(
+            node,
+            Remote {
+                members,
+                expires: now + ttl,
+            },
+        );
     }
 
     /// Forgets peers not heard from within their TTL; whether any was.
@@ -195,7 +238,10 @@ impl Presence {
     pub(super) fn deadline(&self) -> Option<Instant> {
         let expiry = self.remote.values().map(|r| r.expires).min();
         let settle = (!self.waiting.is_empty()).then_some(self.settle_until);
-        [self.next_heartbeat, expiry, settle].into_iter().flatten().min()
+        [self.next_heartbeat, expiry, settle]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Recomputes the merged view; returns who joined and who left since
@@ -206,11 +252,20 @@ impl Presence {
     pub(super) fn diff(&mut self) -> (Vec<PresenceMember>, Vec<PresenceMember>) {
         // id → (entered_ms, node, info) of the member's latest session.
         let mut latest: BTreeMap<&str, (i64, &str, &Option<serde_json::Value>)> = BTreeMap::new();
-        let local = self.local.iter().filter_map(|(id, m)| m.latest().map(|s| (id.as_str(), s.entered_ms, self.node.as_str(), &s.info)));
-        let remote = self
-            .remote
-            .iter()
-            .flat_map(|(node, r)| r.members.iter().map(move |m| (m.member.id.as_str(), m.entered_ms, node.as_str(), &m.member.info)));
+        let local = self.local.iter().filter_map(|(id, m)| {
+            m.latest()
+                .map(|s| (id.as_str(), s.entered_ms, self.node.as_str(), &s.info))
+        });
+        let remote = self.remote.iter().flat_map(|(node, r)| {
+            r.members.iter().map(move |m| {
+                (
+                    m.member.id.as_str(),
+                    m.entered_ms,
+                    node.as_str(),
+                    &m.member.info,
+                )
+            })
+        });
         for (id, at, node, info) in local.chain(remote) {
             match latest.get(id) {
                 Some(&(best_at, best_node, _)) if (best_at, best_node) >= (at, node) => {}
@@ -219,18 +274,26 @@ impl Presence {
                 }
             }
         }
-        let merged: BTreeMap<String, Option<serde_json::Value>> =
-            latest.into_iter().map(|(id, (_, _, info))| (id.to_owned(), info.clone())).collect();
+        let merged: BTreeMap<String, Option<serde_json::Value>> = latest
+            .into_iter()
+            .map(|(id, (_, _, info))| (id.to_owned(), info.clone()))
+            .collect();
         let joined = merged
             .iter()
             .filter(|(id, _)| !self.view.contains_key(*id))
-            .map(|(id, info)| PresenceMember { id: id.clone(), info: info.clone() })
+            .map(|(id, info)| PresenceMember {
+                id: id.clone(),
+                info: info.clone(),
+            })
             .collect();
         let left = self
             .view
             .iter()
             .filter(|(id, _)| !merged.contains_key(*id))
-            .map(|(id, info)| PresenceMember { id: id.clone(), info: info.clone() })
+            .map(|(id, info)| PresenceMember {
+                id: id.clone(),
+                info: info.clone(),
+            })
             .collect();
         self.view = merged;
         (joined, left)
@@ -238,12 +301,24 @@ impl Presence {
 
     /// Every member, by id.
     pub(super) fn members(&self) -> Vec<PresenceMember> {
-        self.view.iter().map(|(id, info)| PresenceMember { id: id.clone(), info: info.clone() }).collect()
+        self.view
+            .iter()
+            .map(|(id, info)| PresenceMember {
+                id: id.clone(),
+                info: info.clone(),
+            })
+            .collect()
     }
 
     /// The `presence` frame a `presence: true` subscriber starts with.
     pub(super) fn snapshot(&self, room: &RoomName) -> Utf8Bytes {
-        ServerMessage::Presence { id: None, room, members: &self.members() }.encode().into()
+        ServerMessage::Presence {
+            id: None,
+            room,
+            members: &self.members(),
+        }
+        .encode()
+        .into()
     }
 }
 
@@ -252,18 +327,31 @@ mod tests {
     use super::*;
 
     fn member(id: &str, name: &str) -> PresenceMember {
-        PresenceMember { id: id.into(), info: Some(serde_json::json!({ "name": name })) }
+        PresenceMember {
+            id: id.into(),
+            info: Some(serde_json::json!({ "name": name })),
+        }
     }
 
     fn announced(id: &str, name: &str, entered_ms: i64) -> AnnouncedMember {
-        AnnouncedMember { member: member(id, name), entered_ms }
+        AnnouncedMember {
+            member: member(id, name),
+            entered_ms,
+        }
     }
 
     fn infos(presence: &Presence) -> Vec<(String, String)> {
         presence
             .members()
             .into_iter()
-            .map(|m| (m.id, m.info.and_then(|i| i["name"].as_str().map(str::to_owned)).unwrap_or_default()))
+            .map(|m| {
+                (
+                    m.id,
+                    m.info
+                        .and_then(|i| i["name"].as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                )
+            })
             .collect()
     }
 
@@ -272,35 +360,81 @@ mod tests {
         let now = Instant::now();
         let mut presence = Presence::new("node-b".into(), None, Duration::ZERO);
         presence.add_local(&member("alice", "local"), 1);
-        let local_entry = presence.local["alice"].latest().map(|s| s.entered_ms).unwrap();
+        let local_entry = presence.local["alice"]
+            .latest()
+            .map(|s| s.entered_ms)
+            .unwrap();
         presence.diff();
         assert_eq!(infos(&presence), [("alice".into(), "local".into())]);
 
         // A peer's session that entered later wins; an earlier one does not.
-        presence.on_remote_state("node-a".into(), vec![announced("alice", "older", local_entry - 1)], 1000, 10, now);
+        presence.on_remote_state(
+            "node-a".into(),
+            vec![announced("alice", "older", local_entry - 1)],
+            1000,
+            10,
+            now,
+        );
         presence.diff();
         assert_eq!(infos(&presence), [("alice".into(), "local".into())]);
-        presence.on_remote_state("node-a".into(), vec![announced("alice", "newer", local_entry + 1)], 1000, 10, now);
+        presence.on_remote_state(
+            "node-a".into(),
+            vec![announced("alice", "newer", local_entry + 1)],
+            1000,
+            10,
+            now,
+        );
         let (joined, left) = presence.diff();
-        assert!(joined.is_empty() && left.is_empty(), "an info change is no join or leave");
+        assert!(
+            joined.is_empty() && left.is_empty(),
+            "an info change is no join or leave"
+        );
         assert_eq!(infos(&presence), [("alice".into(), "newer".into())]);
 
         // Entered at the same millisecond: the greater node id, on every node.
-        presence.on_remote_state("node-a".into(), vec![announced("alice", "same-ms", local_entry)], 1000, 10, now);
+        presence.on_remote_state(
+            "node-a".into(),
+            vec![announced("alice", "same-ms", local_entry)],
+            1000,
+            10,
+            now,
+        );
         presence.diff();
-        assert_eq!(infos(&presence), [("alice".into(), "local".into())], "node-b > node-a");
+        assert_eq!(
+            infos(&presence),
+            [("alice".into(), "local".into())],
+            "node-b > node-a"
+        );
 
         // Removing the latest of two local sessions brings back the earlier one's info.
         presence.on_remote_state("node-a".into(), Vec::new(), 1000, 10, now);
         presence.add_local(&member("alice", "second"), 2);
         presence.diff();
         assert_eq!(infos(&presence), [("alice".into(), "second".into())]);
-        assert!(presence.remove_local(&MemberKey { id: "alice".into(), session: 2 }), "the info changed");
+        assert!(
+            presence.remove_local(&MemberKey {
+                id: "alice".into(),
+                session: 2
+            }),
+            "the info changed"
+        );
         presence.diff();
         assert_eq!(infos(&presence), [("alice".into(), "local".into())]);
         presence.add_local(&member("alice", "third"), 3);
-        assert!(!presence.remove_local(&MemberKey { id: "alice".into(), session: 1 }), "an older session leaving changes nothing");
-        assert!(presence.remove_local(&MemberKey { id: "alice".into(), session: 3 }), "the last session leaving");
+        assert!(
+            !presence.remove_local(&MemberKey {
+                id: "alice".into(),
+                session: 1
+            }),
+            "an older session leaving changes nothing"
+        );
+        assert!(
+            presence.remove_local(&MemberKey {
+                id: "alice".into(),
+                session: 3
+            }),
+            "the last session leaving"
+        );
         presence.diff();
         assert!(infos(&presence).is_empty());
     }

@@ -24,15 +24,22 @@ impl Hub {
                 None
             }
         };
-        let presence = presence::Presence::new(self.bus.node_id().to_owned(), feed, self.bus.presence_settle());
+        let presence = presence::Presence::new(
+            self.bus.node_id().to_owned(),
+            feed,
+            self.bus.presence_settle(),
+        );
         // Ask peers for their members now instead of waiting a heartbeat.
-        self.bus.publish_presence(&self.room, presence.sync_message());
+        self.bus
+            .publish_presence(&self.room, presence.sync_message());
         self.presence = Some(Box::new(presence));
     }
 
     /// Publishes this node's members of the room.
     pub(super) fn announce(&mut self) {
-        let Some(presence) = self.presence.as_mut() else { return };
+        let Some(presence) = self.presence.as_mut() else {
+            return;
+        };
         let message = presence.state_message(&self.settings.presence, Instant::now());
         self.bus.publish_presence(&self.room, message);
     }
@@ -42,7 +49,9 @@ impl Hub {
         if keys.is_empty() {
             return;
         }
-        let Some(presence) = self.presence.as_mut() else { return };
+        let Some(presence) = self.presence.as_mut() else {
+            return;
+        };
         let mut changed = false;
         for key in &keys {
             changed |= presence.remove_local(key);
@@ -57,7 +66,9 @@ impl Hub {
     /// queue refuses is dropped, which may make its member leave in turn.
     pub(super) fn presence_changed(&mut self) {
         loop {
-            let Some(presence) = self.presence.as_mut() else { return };
+            let Some(presence) = self.presence.as_mut() else {
+                return;
+            };
             let (joined, left) = presence.diff();
             if joined.is_empty() && left.is_empty() {
                 return;
@@ -65,14 +76,30 @@ impl Hub {
             let mut gone = Vec::new();
             let frames = joined
                 .iter()
-                .map(|member| ServerMessage::Join { room: &self.room, member }.encode())
-                .chain(left.iter().map(|member| ServerMessage::Leave { room: &self.room, member }.encode()));
+                .map(|member| {
+                    ServerMessage::Join {
+                        room: &self.room,
+                        member,
+                    }
+                    .encode()
+                })
+                .chain(left.iter().map(|member| {
+                    ServerMessage::Leave {
+                        room: &self.room,
+                        member,
+                    }
+                    .encode()
+                }));
             for frame in frames {
                 let frame: Utf8Bytes = frame.into();
-                let (_, dropped) = offer_all(&mut self.subscribers, |sub| sub.watching.then(|| frame.clone()));
+                let (_, dropped) = offer_all(&mut self.subscribers, |sub| {
+                    sub.watching.then(|| frame.clone())
+                });
                 gone.extend(dropped);
             }
-            let Some(presence) = self.presence.as_mut() else { return };
+            let Some(presence) = self.presence.as_mut() else {
+                return;
+            };
             let mut changed = false;
             for key in &gone {
                 changed |= presence.remove_local(key);
@@ -84,7 +111,9 @@ impl Hub {
     }
 
     pub(super) fn on_presence(&mut self, message: Arc<PresenceMessage>) {
-        let Some(presence) = self.presence.as_mut() else { return };
+        let Some(presence) = self.presence.as_mut() else {
+            return;
+        };
         if message.node == presence.node() {
             return;
         }
@@ -96,7 +125,13 @@ impl Hub {
             }
             PresenceKind::State { members, ttl_ms } => {
                 let max = self.settings.presence.max_members;
-                presence.on_remote_state(message.node.clone(), members.clone(), *ttl_ms, max, Instant::now());
+                presence.on_remote_state(
+                    message.node.clone(),
+                    members.clone(),
+                    *ttl_ms,
+                    max,
+                    Instant::now(),
+                );
                 self.presence_changed();
             }
         }
@@ -105,7 +140,9 @@ impl Hub {
     /// Heartbeats, expiry of silent peers, and requests waiting to settle.
     pub(super) fn on_presence_timer(&mut self) {
         let now = Instant::now();
-        let Some(presence) = self.presence.as_mut() else { return };
+        let Some(presence) = self.presence.as_mut() else {
+            return;
+        };
         let expired = presence.expire(now);
         let heartbeat = presence.heartbeat_due(now);
         if presence.settled(now) && !presence.waiting.is_empty() {

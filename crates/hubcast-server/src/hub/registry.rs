@@ -58,7 +58,12 @@ impl Hubs {
 
     /// The room's hub if it has one on this node.
     pub fn get(&self, room: &RoomName) -> Option<HubHandle> {
-        self.inner.hubs.lock().unwrap_or_else(|e| e.into_inner()).get(room).cloned()
+        self.inner
+            .hubs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(room)
+            .cloned()
     }
 
     /// Forgets a stale handle (its hub stopped) so the next lookup starts a new one.
@@ -81,10 +86,16 @@ impl Hubs {
     /// Every running hub, for reconciliation and stats.
     pub fn snapshot(&self) -> Vec<(RoomName, HubHandle)> {
         let hubs = self.inner.hubs.lock().unwrap_or_else(|e| e.into_inner());
-        hubs.iter().map(|(room, handle)| (room.clone(), handle.clone())).collect()
+        hubs.iter()
+            .map(|(room, handle)| (room.clone(), handle.clone()))
+            .collect()
     }
 
     pub fn len(&self) -> usize {
-        self.inner.hubs.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.inner
+            .hubs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 }

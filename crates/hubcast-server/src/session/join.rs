@@ -6,12 +6,14 @@ use std::sync::Arc;
 
 use crate::event::RoomState;
 use crate::hub::{HubHandle, Hubs, Joined};
+use crate::node::Node;
 use crate::outbound::Outbound;
 use crate::protocol::codes::{close, ErrorCode};
-use crate::protocol::{encode_event, PresenceMember, ProtocolError, ServerMessage, SubscribeRequest};
+use crate::protocol::{
+    encode_event, PresenceMember, ProtocolError, ServerMessage, SubscribeRequest,
+};
 use crate::room::RoomName;
 use crate::store::Store;
-use crate::node::Node;
 
 /// Events read from the store per page during replay.
 const REPLAY_PAGE: usize = 1000;
@@ -53,11 +55,18 @@ pub async fn join_as(
         // The hub queues up to a tail's worth of frames without waiting; make
         // sure they fit so a resume is not cut as a slow consumer.
         out.wait_for_room(hub_tail + 2).await;
-        match hub.subscribe_as(out.clone(), position, member.clone()).await {
+        match hub
+            .subscribe_as(out.clone(), position, member.clone())
+            .await
+        {
             Ok(Joined::Live) => return Ok(Some(hub)),
             Ok(Joined::Full) => return Err(full_room()),
             Ok(Joined::PresenceFull) => {
-                return Err(ProtocolError::new(ErrorCode::OverCapacity, "room presence is at its member limit", None))
+                return Err(ProtocolError::new(
+                    ErrorCode::OverCapacity,
+                    "room presence is at its member limit",
+                    None,
+                ))
             }
             Ok(Joined::NeedStore { head }) => {
                 crate::metrics::get().replays.increment(1);
@@ -69,13 +78,23 @@ pub async fn join_as(
 }
 
 fn full_room() -> ProtocolError {
-    ProtocolError::new(ErrorCode::OverCapacity, "room is at its subscriber limit on this node", None)
+    ProtocolError::new(
+        ErrorCode::OverCapacity,
+        "room is at its subscriber limit on this node",
+        None,
+    )
 }
 
 /// Queues the room's events after `from` from the store, at least through
 /// `upto` (or the end of the log), waiting for queue room as needed.
 /// Returns the last seq queued.
-async fn replay(store: &Arc<dyn Store>, out: &Outbound, room: &RoomName, from: u64, upto: u64) -> Result<u64, ProtocolError> {
+async fn replay(
+    store: &Arc<dyn Store>,
+    out: &Outbound,
+    room: &RoomName,
+    from: u64,
+    upto: u64,
+) -> Result<u64, ProtocolError> {
     let mut position = from;
     loop {
         let page = store
@@ -96,7 +115,10 @@ async fn replay(store: &Arc<dyn Store>, out: &Outbound, room: &RoomName, from: u
             let metrics = crate::metrics::get();
             metrics.replayed_events.increment(1);
             metrics.deliveries.increment(1);
-            metrics.totals.delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics
+                .totals
+                .delivered
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             position = event.seq;
         }
         if !full_page || position >= upto {
@@ -126,18 +148,36 @@ pub(super) async fn start_subscription(
         .map_err(|err| ProtocolError::new(err.code(), err.to_string(), None))?;
     let start = plan_start(&state, request, node.config.limits.max_rewind);
     let echo = node.namespaces.for_room(room).echo();
-    let subscribed = ServerMessage::Subscribed { room, epoch: &state.epoch, head: state.head, echo: (!echo).then_some(false) };
+    let subscribed = ServerMessage::Subscribed {
+        room,
+        epoch: &state.epoch,
+        head: state.head,
+        echo: (!echo).then_some(false),
+    };
     if !out.send(subscribed.encode().into()).await {
         return Ok(None);
     }
     answered.send_replace(true);
     if start.reset {
-        let reset = ServerMessage::Reset { room, epoch: &state.epoch, earliest: state.earliest };
+        let reset = ServerMessage::Reset {
+            room,
+            epoch: &state.epoch,
+            earliest: state.earliest,
+        };
         if !out.send(reset.encode().into()).await {
             return Ok(None);
         }
     }
-    join_as(&node.store, &node.hubs, out, room, start.after, node.config.hub.tail, member).await
+    join_as(
+        &node.store,
+        &node.hubs,
+        out,
+        room,
+        start.after,
+        node.config.hub.tail,
+        member,
+    )
+    .await
 }
 
 /// Where a subscription starts.
@@ -152,16 +192,35 @@ pub struct Start {
 
 /// Decides where a subscription starts from the client's cursor, epoch or rewind.
 pub fn plan_start(state: &RoomState, request: &SubscribeRequest, max_rewind: u64) -> Start {
-    let live = Start { after: state.head, reset: false };
-    let reset = Start { after: state.head, reset: true };
+    let live = Start {
+        after: state.head,
+        reset: false,
+    };
+    let reset = Start {
+        after: state.head,
+        reset: true,
+    };
     if let Some(cursor) = request.cursor {
         let epoch_matches = request.epoch.as_deref().map_or(true, |e| e == state.epoch);
-        return if epoch_matches && state.can_serve(cursor) { Start { after: cursor, reset: false } } else { reset };
+        return if epoch_matches && state.can_serve(cursor) {
+            Start {
+                after: cursor,
+                reset: false,
+            }
+        } else {
+            reset
+        };
     }
     if let Some(rewind) = request.rewind {
         let back = rewind.min(max_rewind);
-        let after = state.head.saturating_sub(back).max(state.earliest.saturating_sub(1));
-        return Start { after, reset: false };
+        let after = state
+            .head
+            .saturating_sub(back)
+            .max(state.earliest.saturating_sub(1));
+        return Start {
+            after,
+            reset: false,
+        };
     }
     live
 }
@@ -170,8 +229,19 @@ pub fn plan_start(state: &RoomState, request: &SubscribeRequest, max_rewind: u64
 mod tests {
     use super::*;
 
-    fn check(head: u64, earliest: u64, cursor: Option<u64>, epoch: Option<&str>, rewind: Option<u64>, expected: (u64, bool)) {
-        let state = RoomState { epoch: "E".into(), head, earliest };
+    fn check(
+        head: u64,
+        earliest: u64,
+        cursor: Option<u64>,
+        epoch: Option<&str>,
+        rewind: Option<u64>,
+        expected: (u64, bool),
+    ) {
+        let state = RoomState {
+            epoch: "E".into(),
+            head,
+            earliest,
+        };
         let request = SubscribeRequest {
             room: RoomName::parse("r").unwrap(),
             cursor,
@@ -180,7 +250,11 @@ mod tests {
             presence: false,
         };
         let start = plan_start(&state, &request, 100);
-        assert_eq!((start.after, start.reset), expected, "head {head} earliest {earliest} cursor {cursor:?} epoch {epoch:?} rewind {rewind:?}");
+        assert_eq!(
+            (start.after, start.reset),
+            expected,
+            "head {head} earliest {earliest} cursor {cursor:?} epoch {epoch:?} rewind {rewind:?}"
+        );
     }
 
     #[test]

@@ -19,12 +19,18 @@ pub struct JoinReports<T> {
 
 impl<T> JoinReports<T> {
     pub fn new() -> JoinReports<T> {
-        JoinReports { queue: Mutex::new(VecDeque::new()), ready: Notify::new() }
+        JoinReports {
+            queue: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+        }
     }
 
     /// Leaves a result and wakes the session. Never waits.
     pub fn send(&self, report: T) {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).push_back(report);
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(report);
         // Stores a permit if the session is not waiting right now, so a
         // report left between its check and its wait still wakes it.
         self.ready.notify_one();

@@ -13,7 +13,9 @@ use crate::auth::{Action, Principal};
 use crate::limits::rate_key;
 use crate::metrics::note_refusal;
 use crate::protocol::codes::{close, ErrorCode};
-use crate::protocol::{encode_error, parse_client_message, ClientMessage, ProtocolError, PublishRequest, ServerMessage};
+use crate::protocol::{
+    encode_error, parse_client_message, ClientMessage, ProtocolError, PublishRequest, ServerMessage,
+};
 use crate::room::RoomName;
 use crate::store::{AppendOutcome, AppendRequest};
 
@@ -45,7 +47,8 @@ impl Session {
             };
             let message = match next {
                 Err(_elapsed) => {
-                    self.control.close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+                    self.control
+                        .close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
                     return;
                 }
                 Ok(None) => return,
@@ -60,7 +63,10 @@ impl Session {
             };
             deadline = tokio::time::Instant::now() + self.stale;
             if matches!(message, Message::Text(_) | Message::Binary(_))
-                && self.message_rate.as_ref().is_some_and(|limiter| limiter.check().is_err())
+                && self
+                    .message_rate
+                    .as_ref()
+                    .is_some_and(|limiter| limiter.check().is_err())
             {
                 note_refusal("message_rate", self.ip, "too many messages");
                 self.control.close(close::RATE_LIMITED, "too many messages");
@@ -74,7 +80,10 @@ impl Session {
                     Box::pin(self.on_text(&text)).await
                 }
                 Message::Binary(_) => {
-                    self.control.close(close::POLICY, "binary frames are not accepted; send JSON text");
+                    self.control.close(
+                        close::POLICY,
+                        "binary frames are not accepted; send JSON text",
+                    );
                     return;
                 }
                 Message::Ping(_) | Message::Pong(_) => {}
@@ -97,15 +106,23 @@ impl Session {
 
     /// When the session's token expires (with the configured leeway).
     pub(super) fn token_deadline(&self) -> Option<(tokio::time::Instant, bool)> {
-        let Principal::Token(claims) = &self.principal else { return None };
+        let Principal::Token(claims) = &self.principal else {
+            return None;
+        };
         let exp = claims.exp?;
         let now = (crate::event::now_ms() / 1000).max(0) as u64;
         // Unsigned and saturating: a signed token may carry any `exp` up to
         // u64::MAX, which must neither wrap into "expired" nor overflow. The
         // timer is capped at a century (an Instant cannot be arbitrarily far).
         const CENTURY_SECS: u64 = 100 * 365 * 24 * 3600;
-        let left = exp.saturating_add(self.node.config.auth.leeway_secs).saturating_sub(now).min(CENTURY_SECS);
-        Some((tokio::time::Instant::now() + Duration::from_secs(left), false))
+        let left = exp
+            .saturating_add(self.node.config.auth.leeway_secs)
+            .saturating_sub(now)
+            .min(CENTURY_SECS);
+        Some((
+            tokio::time::Instant::now() + Duration::from_secs(left),
+            false,
+        ))
     }
 
     /// The token ran out: tell the client and give it the grace period to send
@@ -116,12 +133,20 @@ impl Session {
             Some((_, false)) => {
                 let grace = Duration::from_millis(self.node.auth.expiry_grace_ms);
                 self.expiry = Some((tokio::time::Instant::now() + grace, true));
-                let err = ProtocolError::new(ErrorCode::TokenExpired, "token expired; send a fresh one with an auth message", None);
+                let err = ProtocolError::new(
+                    ErrorCode::TokenExpired,
+                    "token expired; send a fresh one with an auth message",
+                    None,
+                );
                 self.reply_error(&err, None).await;
                 true
             }
             _ => {
-                note_refusal("token_expired", self.ip, "no fresh token within the grace period");
+                note_refusal(
+                    "token_expired",
+                    self.ip,
+                    "no fresh token within the grace period",
+                );
                 self.control.close(close::UNAUTHENTICATED, "token expired");
                 false
             }
@@ -136,7 +161,8 @@ impl Session {
             Err(err) => {
                 let code = err.code();
                 note_refusal(code.as_str(), self.ip, &err.to_string());
-                self.reply_error(&ProtocolError::new(code, err.to_string(), None), None).await;
+                self.reply_error(&ProtocolError::new(code, err.to_string(), None), None)
+                    .await;
                 self.control.close(close::UNAUTHENTICATED, "invalid token");
                 return;
             }
@@ -147,12 +173,26 @@ impl Session {
             Principal::Token(claims) => (claims.sub.clone(), claims.exp),
             _ => (None, None),
         };
-        self.reply(ServerMessage::Authenticated { sub: sub.as_deref(), exp }.encode().into()).await;
+        self.reply(
+            ServerMessage::Authenticated {
+                sub: sub.as_deref(),
+                exp,
+            }
+            .encode()
+            .into(),
+        )
+        .await;
         let rooms: Vec<RoomName> = self.subscriptions.keys().cloned().collect();
         for room in rooms {
-            let mut allowed = self.node.auth.authorize(&self.principal, Action::Subscribe, &room);
+            let mut allowed = self
+                .node
+                .auth
+                .authorize(&self.principal, Action::Subscribe, &room);
             if allowed.is_ok() && self.presence_rooms.contains(&room) {
-                allowed = self.node.auth.authorize(&self.principal, Action::Presence, &room);
+                allowed = self
+                    .node
+                    .auth
+                    .authorize(&self.principal, Action::Presence, &room);
             }
             if let Err(err) = allowed {
                 if let Some(subscription) = self.subscriptions.remove(&room) {
@@ -169,7 +209,9 @@ impl Session {
     pub(super) async fn refuse(&mut self, room: &RoomName, err: ProtocolError) {
         if self.url_room.as_ref() == Some(room) {
             let code = match err.code {
-                ErrorCode::Unauthenticated | ErrorCode::TokenExpired => Some(close::UNAUTHENTICATED),
+                ErrorCode::Unauthenticated | ErrorCode::TokenExpired => {
+                    Some(close::UNAUTHENTICATED)
+                }
                 ErrorCode::Forbidden => Some(close::FORBIDDEN),
                 ErrorCode::OverCapacity => Some(close::TRY_AGAIN_LATER),
                 _ => None,
@@ -186,37 +228,66 @@ impl Session {
     /// Queues an answer to the client. A client that lets its queue stay full
     /// for a whole stale period while it keeps sending is cut as a slow consumer.
     pub(super) async fn reply(&self, frame: axum::extract::ws::Utf8Bytes) {
-        if tokio::time::timeout(self.stale, self.out.send(frame)).await.is_err() {
+        if tokio::time::timeout(self.stale, self.out.send(frame))
+            .await
+            .is_err()
+        {
             self.out.close(close::SLOW_CONSUMER, "slow consumer");
         }
     }
 
     pub(super) async fn reply_error(&self, err: &ProtocolError, room: Option<&RoomName>) {
         crate::metrics::get().client_errors.increment(1);
-        self.reply(encode_error(err, room.map(|r| r.as_str()))).await;
+        self.reply(encode_error(err, room.map(|r| r.as_str())))
+            .await;
     }
-
 
     /// A publish over the socket takes the same write path as HTTP: the store
     /// first, then the bus; the hub never applies it. `id` is the idempotency
     /// key, so a retry after a reconnect is not appended twice.
     pub(super) async fn publish(&mut self, request: PublishRequest) {
-        let PublishRequest { id, room, data, expected_seq } = request;
-        if let Err(err) = self.node.auth.authorize(&self.principal, Action::Publish, &room) {
+        let PublishRequest {
+            id,
+            room,
+            data,
+            expected_seq,
+        } = request;
+        if let Err(err) = self
+            .node
+            .auth
+            .authorize(&self.principal, Action::Publish, &room)
+        {
             let code = err.code();
             note_refusal(code.as_str(), self.ip, &err.to_string());
-            return self.reply_error(&ProtocolError::new(code, err.to_string(), Some(&id)), Some(&room)).await;
+            return self
+                .reply_error(
+                    &ProtocolError::new(code, err.to_string(), Some(&id)),
+                    Some(&room),
+                )
+                .await;
         }
         // The same per-credential quota as HTTP publishes: a second path must
         // not be a way around it.
-        if let Err(refusal) = self.node.limits.check_publish(|| rate_key(&self.principal, self.ip)) {
-            note_refusal(ErrorCode::RateLimited.as_str(), self.ip, &refusal.to_string());
+        if let Err(refusal) = self
+            .node
+            .limits
+            .check_publish(|| rate_key(&self.principal, self.ip))
+        {
+            note_refusal(
+                ErrorCode::RateLimited.as_str(),
+                self.ip,
+                &refusal.to_string(),
+            );
             let err = ProtocolError::new(ErrorCode::RateLimited, refusal.to_string(), Some(&id));
             return self.reply_error(&err, Some(&room)).await;
         }
         let max = self.node.max_event_bytes(&room);
         if data.get().len() > max {
-            let err = ProtocolError::new(ErrorCode::TooLarge, format!("event data is larger than {max} bytes"), Some(&id));
+            let err = ProtocolError::new(
+                ErrorCode::TooLarge,
+                format!("event data is larger than {max} bytes"),
+                Some(&id),
+            );
             return self.reply_error(&err, Some(&room)).await;
         }
         let request = AppendRequest {
@@ -228,18 +299,30 @@ impl Session {
         };
         let frame = match self.node.store.append(request).await {
             Ok(AppendOutcome::Appended(receipt) | AppendOutcome::Duplicate(receipt)) => {
-                ServerMessage::Ack { id: &id, room: &room, seq: receipt.seq }.encode().into()
+                ServerMessage::Ack {
+                    id: &id,
+                    room: &room,
+                    seq: receipt.seq,
+                }
+                .encode()
+                .into()
             }
             Ok(AppendOutcome::Mismatch(receipt)) => {
                 let message = format!(
                     "publish id was already used for seq {} with a different body or expected_seq; use a new id for a new event",
                     receipt.seq
                 );
-                encode_error(&ProtocolError::new(ErrorCode::IdempotencyMismatch, message, Some(&id)), Some(&room))
+                encode_error(
+                    &ProtocolError::new(ErrorCode::IdempotencyMismatch, message, Some(&id)),
+                    Some(&room),
+                )
             }
             Ok(AppendOutcome::Conflict { head, .. }) => {
                 crate::metrics::get().publish_conflicts.increment(1);
-                let message = format!("expected_seq {} but the head is {head}", expected_seq.unwrap_or(0));
+                let message = format!(
+                    "expected_seq {} but the head is {head}",
+                    expected_seq.unwrap_or(0)
+                );
                 ServerMessage::Error {
                     code: ErrorCode::Conflict.as_str(),
                     message: &message,
@@ -247,7 +330,8 @@ impl Session {
                     room: Some(&room),
                     head: Some(head),
                 }
-                .encode().into()
+                .encode()
+                .into()
             }
             Err(err) => {
                 let err = ProtocolError::new(err.code(), err.to_string(), Some(&id));

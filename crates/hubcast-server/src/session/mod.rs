@@ -26,18 +26,17 @@ use axum::extract::ws::WebSocket;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use crate::auth::Principal;
 use crate::hub::HubHandle;
+use crate::limits::{ConnectionSlot, Refusal};
+use crate::metrics::note_refusal;
+use crate::metrics::CloseReason;
 use crate::node::Node;
+use crate::outbound::{Outbound, SessionControl};
 use crate::protocol::codes::close;
 use crate::protocol::{ProtocolError, ServerMessage, SubscribeRequest};
 use crate::room::RoomName;
-use crate::auth::Principal;
-use crate::metrics::note_refusal;
-use crate::limits::{ConnectionSlot, Refusal};
-use crate::metrics::CloseReason;
 use join_reports::JoinReports;
-use crate::outbound::{Outbound, SessionControl};
-
 
 #[cfg(feature = "testing")]
 pub use join::join;
@@ -90,7 +89,14 @@ struct Opened {
     opened_at: std::time::Instant,
 }
 
-fn open(node: Arc<Node>, socket: WebSocket, admission: Admission, id: u64, name: String, url_room: Option<RoomName>) -> Opened {
+fn open(
+    node: Arc<Node>,
+    socket: WebSocket,
+    admission: Admission,
+    id: u64,
+    name: String,
+    url_room: Option<RoomName>,
+) -> Opened {
     let control = Arc::new(SessionControl::child_of(&node.shutdown));
     let (frames_tx, frames_rx) = mpsc::channel(node.config.limits.outbound_queue);
     let out = Outbound::new(id, frames_tx, control.clone());
@@ -106,11 +112,19 @@ fn open(node: Arc<Node>, socket: WebSocket, admission: Admission, id: u64, name:
     let metrics = crate::metrics::get();
     metrics.connections.increment(1.0);
     metrics.connections_opened.increment(1);
-    metrics.totals.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics
+        .totals
+        .connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 
     let joined = Arc::new(JoinReports::new());
     let stale = Duration::from_millis(node.config.heartbeat.stale_ms);
-    let Admission { principal, ip, slot, refusal } = admission;
+    let Admission {
+        principal,
+        ip,
+        slot,
+        refusal,
+    } = admission;
     let message_rate = node.limits.session_messages();
     let mut session = Session {
         node,
@@ -146,12 +160,19 @@ async fn serve(mut opened: Opened, first: Option<SubscribeRequest>) {
     let session = &mut opened.session;
     if let Some(refusal) = opened.refusal.take() {
         Box::pin(session.reply_error(&refusal, None)).await;
-        session.control.close(close::UNAUTHENTICATED, "invalid credentials");
+        session
+            .control
+            .close(close::UNAUTHENTICATED, "invalid credentials");
     } else if let Some(Err(refusal)) = &opened.slot {
         note_refusal("over_capacity", session.ip, &refusal.to_string());
-        session.control.close(close::TRY_AGAIN_LATER, "over capacity");
+        session
+            .control
+            .close(close::TRY_AGAIN_LATER, "over capacity");
     } else {
-        let welcome = ServerMessage::Welcome { session: &session.name, heartbeat_ms: session.node.config.heartbeat.interval_ms };
+        let welcome = ServerMessage::Welcome {
+            session: &session.name,
+            heartbeat_ms: session.node.config.heartbeat.interval_ms,
+        };
         let welcome = welcome.encode().into();
         Box::pin(session.reply(welcome)).await;
         if let Some(request) = first {
@@ -167,13 +188,20 @@ async fn serve(mut opened: Opened, first: Option<SubscribeRequest>) {
     let metrics = crate::metrics::get();
     // The close is counted before the gauge drops: once the gauge reads zero,
     // every close has been counted (a scrape may still read the two apart).
-    metrics.closed(CloseReason::from_code(close.map(|(code, _)| code))).increment(1);
-    metrics.connection_duration.record(opened.opened_at.elapsed());
+    metrics
+        .closed(CloseReason::from_code(close.map(|(code, _)| code)))
+        .increment(1);
+    metrics
+        .connection_duration
+        .record(opened.opened_at.elapsed());
     if close.is_some() {
         Box::pin(linger(&mut opened.stream)).await;
     }
     metrics.connections.decrement(1.0);
-    metrics.totals.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    metrics
+        .totals
+        .connections
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     tracing::debug!(close = ?close, "session closed");
 }
 
@@ -181,7 +209,11 @@ async fn serve(mut opened: Opened, first: Option<SubscribeRequest>) {
 enum Subscription {
     /// Replaying on its own task; the session keeps reading meanwhile. The
     /// id tells this join's report from that of an earlier, abandoned one.
-    Joining { id: u64, task: tokio::task::JoinHandle<()>, answered: tokio::sync::watch::Receiver<bool> },
+    Joining {
+        id: u64,
+        task: tokio::task::JoinHandle<()>,
+        answered: tokio::sync::watch::Receiver<bool>,
+    },
     /// Handed to the hub: live.
     Live(HubHandle),
 }

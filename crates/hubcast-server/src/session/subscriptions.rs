@@ -3,8 +3,8 @@
 
 use super::join::start_subscription;
 use super::{Session, Subscription};
-use crate::auth::Principal;
 use crate::auth::Action;
+use crate::auth::Principal;
 use crate::hub::HubHandle;
 use crate::metrics::note_refusal;
 use crate::protocol::codes::ErrorCode;
@@ -14,21 +14,36 @@ use crate::room::RoomName;
 impl Session {
     pub(super) async fn subscribe(&mut self, request: SubscribeRequest) {
         let room = request.room.clone();
-        let mut allowed = self.node.auth.authorize(&self.principal, Action::Subscribe, &room);
+        let mut allowed = self
+            .node
+            .auth
+            .authorize(&self.principal, Action::Subscribe, &room);
         if allowed.is_ok() && request.presence {
-            allowed = self.node.auth.authorize(&self.principal, Action::Presence, &room);
+            allowed = self
+                .node
+                .auth
+                .authorize(&self.principal, Action::Presence, &room);
         }
         if let Err(err) = allowed {
             let code = err.code();
             note_refusal(code.as_str(), self.ip, &err.to_string());
-            return self.refuse(&room, ProtocolError::new(code, err.to_string(), None)).await;
+            return self
+                .refuse(&room, ProtocolError::new(code, err.to_string(), None))
+                .await;
         }
         if self.subscriptions.contains_key(&room) {
-            let err = ProtocolError::new(ErrorCode::AlreadySubscribed, "already subscribed to this room", None);
+            let err = ProtocolError::new(
+                ErrorCode::AlreadySubscribed,
+                "already subscribed to this room",
+                None,
+            );
             return self.reply_error(&err, Some(&room)).await;
         }
         if self.subscriptions.len() >= self.node.config.limits.max_subscriptions {
-            let message = format!("at most {} subscriptions per session", self.node.config.limits.max_subscriptions);
+            let message = format!(
+                "at most {} subscriptions per session",
+                self.node.config.limits.max_subscriptions
+            );
             let err = ProtocolError::new(ErrorCode::TooManySubscriptions, message, None);
             return self.reply_error(&err, Some(&room)).await;
         }
@@ -46,10 +61,16 @@ impl Session {
             let result = start_subscription(&node, &out, &request, member, &answered_tx).await;
             joined.send((request.room, id, result));
         });
-        self.subscriptions.insert(room, Subscription::Joining { id, task, answered });
+        self.subscriptions
+            .insert(room, Subscription::Joining { id, task, answered });
     }
 
-    pub(super) async fn on_joined(&mut self, room: RoomName, id: u64, result: Result<Option<HubHandle>, ProtocolError>) {
+    pub(super) async fn on_joined(
+        &mut self,
+        room: RoomName,
+        id: u64,
+        result: Result<Option<HubHandle>, ProtocolError>,
+    ) {
         // A report from a join that was abandoned (unsubscribed) is stale: its
         // hub registration was already undone by `leave`.
         let current = matches!(self.subscriptions.get(&room), Some(Subscription::Joining { id: current, .. }) if *current == id);
@@ -81,23 +102,39 @@ impl Session {
                 id: claims.sub.clone().unwrap_or_else(|| self.name.clone()),
                 info: claims.info.clone(),
             },
-            _ => PresenceMember { id: self.name.clone(), info: None },
+            _ => PresenceMember {
+                id: self.name.clone(),
+                info: None,
+            },
         }
     }
 
     /// Answers `presence {room, id?}` with the room's member list; `id` is
     /// echoed in the answer and in a refusal.
     pub(super) async fn presence(&mut self, room: RoomName, id: Option<String>) {
-        if let Err(err) = self.node.auth.authorize(&self.principal, Action::Presence, &room) {
+        if let Err(err) = self
+            .node
+            .auth
+            .authorize(&self.principal, Action::Presence, &room)
+        {
             let code = err.code();
             note_refusal(code.as_str(), self.ip, &err.to_string());
-            return self.reply_error(&ProtocolError::new(code, err.to_string(), id.as_deref()), Some(&room)).await;
+            return self
+                .reply_error(
+                    &ProtocolError::new(code, err.to_string(), id.as_deref()),
+                    Some(&room),
+                )
+                .await;
         }
         loop {
             let hub = self.node.hubs.get_or_spawn(&room);
             match hub.presence().await {
                 Ok(members) => {
-                    let frame = ServerMessage::Presence { id: id.as_deref(), room: &room, members: &members };
+                    let frame = ServerMessage::Presence {
+                        id: id.as_deref(),
+                        room: &room,
+                        members: &members,
+                    };
                     return self.reply(frame.encode().into()).await;
                 }
                 Err(_gone) => self.node.hubs.forget(&room, hub.id),
@@ -115,10 +152,15 @@ impl Session {
                     let _ = tokio::time::timeout(self.stale, answered.wait_for(|sent| *sent)).await;
                 }
                 self.leave(&room, subscription).await;
-                self.reply(ServerMessage::Unsubscribed { room: &room }.encode().into()).await;
+                self.reply(ServerMessage::Unsubscribed { room: &room }.encode().into())
+                    .await;
             }
             None => {
-                let err = ProtocolError::new(ErrorCode::NotSubscribed, "not subscribed to this room", None);
+                let err = ProtocolError::new(
+                    ErrorCode::NotSubscribed,
+                    "not subscribed to this room",
+                    None,
+                );
                 self.reply_error(&err, Some(&room)).await;
             }
         }

@@ -88,7 +88,10 @@ pub async fn run(
         if !matches!(code, close::SLOW_CONSUMER | close::HEARTBEAT_TIMEOUT) {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, write_queued(&mut sink, &mut frames)).await;
         }
-        let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
     } else {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
@@ -96,7 +99,10 @@ pub async fn run(
 }
 
 /// Writes what is already queued (at most [`MAX_BURST`] frames), then flushes.
-async fn write_queued(sink: &mut Sink, frames: &mut mpsc::Receiver<Utf8Bytes>) -> Result<(), axum::Error> {
+async fn write_queued(
+    sink: &mut Sink,
+    frames: &mut mpsc::Receiver<Utf8Bytes>,
+) -> Result<(), axum::Error> {
     for _ in 0..MAX_BURST {
         match frames.try_recv() {
             Ok(frame) => sink.feed(Message::Text(frame)).await?,
@@ -107,7 +113,11 @@ async fn write_queued(sink: &mut Sink, frames: &mut mpsc::Receiver<Utf8Bytes>) -
 }
 
 /// Writes `first` and whatever else is queued, then flushes once.
-async fn write_burst(sink: &mut Sink, frames: &mut mpsc::Receiver<Utf8Bytes>, first: Utf8Bytes) -> Result<(), axum::Error> {
+async fn write_burst(
+    sink: &mut Sink,
+    frames: &mut mpsc::Receiver<Utf8Bytes>,
+    first: Utf8Bytes,
+) -> Result<(), axum::Error> {
     sink.feed(Message::Text(first)).await?;
     for _ in 1..MAX_BURST {
         match frames.try_recv() {

@@ -47,14 +47,19 @@ pub async fn seqs_are_gapless_per_room(store: Arc<dyn Store>, _feed: CommitFeed)
     let state = page.state.unwrap();
     assert_eq!((state.head, state.earliest), (6, 1));
     let ts: Vec<i64> = page.events.iter().map(|e| e.ts).collect();
-    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "ts never decreases: {ts:?}");
+    assert!(
+        ts.windows(2).all(|w| w[0] <= w[1]),
+        "ts never decreases: {ts:?}"
+    );
 }
 
 pub async fn concurrent_appends_stay_gapless(store: Arc<dyn Store>, _feed: CommitFeed) {
     let tasks: Vec<_> = (0..200)
         .map(|n| {
             let store = store.clone();
-            tokio::spawn(async move { seq_of(&*store, request(if n % 2 == 0 { "even" } else { "odd" }, n)).await })
+            tokio::spawn(async move {
+                seq_of(&*store, request(if n % 2 == 0 { "even" } else { "odd" }, n)).await
+            })
         })
         .collect();
     let mut seqs = Vec::new();
@@ -67,7 +72,10 @@ pub async fn concurrent_appends_stay_gapless(store: Arc<dyn Store>, _feed: Commi
 }
 
 pub async fn idempotency_key_appends_once(store: Arc<dyn Store>, _feed: CommitFeed) {
-    let keyed = |n| AppendRequest { idem_key: Some("k".into()), ..request("r", n) };
+    let keyed = |n| AppendRequest {
+        idem_key: Some("k".into()),
+        ..request("r", n)
+    };
     let first = match store.append(keyed(1)).await.unwrap() {
         AppendOutcome::Appended(receipt) => receipt,
         other => panic!("{other:?}"),
@@ -77,8 +85,14 @@ pub async fn idempotency_key_appends_once(store: Arc<dyn Store>, _feed: CommitFe
         other => panic!("{other:?}"),
     }
     // The same key in another room is another event.
-    let other_room = AppendRequest { idem_key: Some("k".into()), ..request("s", 1) };
-    assert!(matches!(store.append(other_room).await.unwrap(), AppendOutcome::Appended(_)));
+    let other_room = AppendRequest {
+        idem_key: Some("k".into()),
+        ..request("s", 1)
+    };
+    assert!(matches!(
+        store.append(other_room).await.unwrap(),
+        AppendOutcome::Appended(_)
+    ));
     let page = store.read(&room("r"), 0, 10).await.unwrap();
     assert_eq!(page.events.len(), 1);
     assert_eq!(page.events[0].data.get(), r#"{"n":1}"#);
@@ -86,15 +100,26 @@ pub async fn idempotency_key_appends_once(store: Arc<dyn Store>, _feed: CommitFe
 
 pub async fn expected_seq_conflicts(store: Arc<dyn Store>, _feed: CommitFeed) {
     seq_of(&*store, request("r", 1)).await;
-    let stale = AppendRequest { expected_seq: Some(0), ..request("r", 2) };
+    let stale = AppendRequest {
+        expected_seq: Some(0),
+        ..request("r", 2)
+    };
     match store.append(stale).await.unwrap() {
         AppendOutcome::Conflict { head, .. } => assert_eq!(head, 1),
         other => panic!("{other:?}"),
     }
-    let fresh = AppendRequest { expected_seq: Some(1), ..request("r", 2) };
+    let fresh = AppendRequest {
+        expected_seq: Some(1),
+        ..request("r", 2)
+    };
     assert!(matches!(store.append(fresh).await.unwrap(), AppendOutcome::Appended(r) if r.seq == 2));
-    let new_room = AppendRequest { expected_seq: Some(0), ..request("new", 1) };
-    assert!(matches!(store.append(new_room).await.unwrap(), AppendOutcome::Appended(r) if r.seq == 1));
+    let new_room = AppendRequest {
+        expected_seq: Some(0),
+        ..request("new", 1)
+    };
+    assert!(
+        matches!(store.append(new_room).await.unwrap(), AppendOutcome::Appended(r) if r.seq == 1)
+    );
 }
 
 /// Every commit is reported once, after it (a read already sees it). The
@@ -114,7 +139,10 @@ async fn commit_feed_check(store: Arc<dyn Store>, mut feed: CommitFeed, in_order
     }
     let mut seen = Vec::new();
     while seen.len() < 20 {
-        let batch = tokio::time::timeout(Duration::from_secs(5), feed.recv()).await.unwrap().unwrap();
+        let batch = tokio::time::timeout(Duration::from_secs(5), feed.recv())
+            .await
+            .unwrap()
+            .unwrap();
         for event in batch {
             // Reported only after commit: a read must already see it.
             let page = store.read(&event.room, event.seq - 1, 1).await.unwrap();
@@ -129,16 +157,33 @@ async fn commit_feed_check(store: Arc<dyn Store>, mut feed: CommitFeed, in_order
 }
 
 pub async fn reused_key_with_another_body_is_a_mismatch(store: Arc<dyn Store>, _feed: CommitFeed) {
-    let keyed = |n, expected_seq| AppendRequest { idem_key: Some("k".into()), expected_seq, ..request("m", n) };
+    let keyed = |n, expected_seq| AppendRequest {
+        idem_key: Some("k".into()),
+        expected_seq,
+        ..request("m", n)
+    };
     let first = match store.append(keyed(1, None)).await.unwrap() {
         AppendOutcome::Appended(receipt) => receipt,
         other => panic!("{other:?}"),
     };
     // The same request again is a retry; another body or expected_seq is not.
-    assert_eq!(store.append(keyed(1, None)).await.unwrap(), AppendOutcome::Duplicate(first.clone()));
-    assert_eq!(store.append(keyed(2, None)).await.unwrap(), AppendOutcome::Mismatch(first.clone()));
-    assert_eq!(store.append(keyed(1, Some(0))).await.unwrap(), AppendOutcome::Mismatch(first.clone()));
-    assert_eq!(store.read(&room("m"), 0, 10).await.unwrap().events.len(), 1, "nothing more was appended");
+    assert_eq!(
+        store.append(keyed(1, None)).await.unwrap(),
+        AppendOutcome::Duplicate(first.clone())
+    );
+    assert_eq!(
+        store.append(keyed(2, None)).await.unwrap(),
+        AppendOutcome::Mismatch(first.clone())
+    );
+    assert_eq!(
+        store.append(keyed(1, Some(0))).await.unwrap(),
+        AppendOutcome::Mismatch(first.clone())
+    );
+    assert_eq!(
+        store.read(&room("m"), 0, 10).await.unwrap().events.len(),
+        1,
+        "nothing more was appended"
+    );
 }
 
 pub async fn rooms_have_stable_epochs(store: Arc<dyn Store>, _feed: CommitFeed) {
@@ -147,18 +192,35 @@ pub async fn rooms_have_stable_epochs(store: Arc<dyn Store>, _feed: CommitFeed) 
     let promised = store.subscribe_state(&room("e")).await.unwrap();
     assert_eq!((promised.head, promised.earliest), (0, 1));
     assert_eq!(promised.epoch.len(), 16);
-    assert_eq!(store.room_state(&room("e")).await.unwrap(), None, "a subscribe creates no room");
+    assert_eq!(
+        store.room_state(&room("e")).await.unwrap(),
+        None,
+        "a subscribe creates no room"
+    );
     let receipt = match store.append(request("e", 1)).await.unwrap() {
         AppendOutcome::Appended(receipt) => receipt,
         other => panic!("{other:?}"),
     };
-    assert_eq!(receipt.epoch, promised.epoch, "the first append keeps the promised epoch");
-    assert_eq!(store.room_state(&room("e")).await.unwrap().unwrap().epoch, promised.epoch);
-    assert_eq!(store.subscribe_state(&room("e")).await.unwrap().epoch, promised.epoch);
+    assert_eq!(
+        receipt.epoch, promised.epoch,
+        "the first append keeps the promised epoch"
+    );
+    assert_eq!(
+        store.room_state(&room("e")).await.unwrap().unwrap().epoch,
+        promised.epoch
+    );
+    assert_eq!(
+        store.subscribe_state(&room("e")).await.unwrap().epoch,
+        promised.epoch
+    );
     assert_ne!(store.epoch_for(&room("e2")), promised.epoch);
     seq_of(&*store, request("e2", 1)).await;
-    let heads = store.heads(vec![room("e"), room("e2"), room("never")]).await.unwrap();
-    let mut heads: Vec<(String, u64)> = heads.into_iter().map(|(r, h)| (r.to_string(), h)).collect();
+    let heads = store
+        .heads(vec![room("e"), room("e2"), room("never")])
+        .await
+        .unwrap();
+    let mut heads: Vec<(String, u64)> =
+        heads.into_iter().map(|(r, h)| (r.to_string(), h)).collect();
     heads.sort();
     assert_eq!(heads, vec![("e".to_string(), 1), ("e2".to_string(), 1)]);
 }
@@ -168,17 +230,26 @@ pub async fn retention_prunes_and_moves_earliest(store: Arc<dyn Store>, _feed: C
         seq_of(&*store, request("p", n)).await;
     }
     seq_of(&*store, request("q", 1)).await;
-    let deleted = store.enforce_retention(RetentionPolicy::uniform(3, 0)).await.unwrap();
+    let deleted = store
+        .enforce_retention(RetentionPolicy::uniform(3, 0))
+        .await
+        .unwrap();
     assert_eq!(deleted, 7);
     let page = store.read(&room("p"), 0, 100).await.unwrap();
-    assert_eq!(page.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![8, 9, 10]);
+    assert_eq!(
+        page.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![8, 9, 10]
+    );
     let state = page.state.unwrap();
     assert_eq!((state.head, state.earliest, state.retained()), (10, 8, 3));
     // Appends continue from the head.
     assert_eq!(seq_of(&*store, request("p", 11)).await, 11);
     // Age: with a 1 ms limit, everything written before the pause expires.
     tokio::time::sleep(Duration::from_millis(5)).await;
-    store.enforce_retention(RetentionPolicy::uniform(0, 1)).await.unwrap();
+    store
+        .enforce_retention(RetentionPolicy::uniform(0, 1))
+        .await
+        .unwrap();
     let state = store.room_state(&room("p")).await.unwrap().unwrap();
     assert_eq!((state.head, state.earliest, state.retained()), (11, 12, 0));
     assert_eq!(seq_of(&*store, request("p", 12)).await, 12);
@@ -194,14 +265,29 @@ pub async fn namespaces_have_their_own_retention(store: Arc<dyn Store>, _feed: C
         max_events: 5,
         max_age_ms: 0,
         namespaces: crate::config::Namespaces::new(&[
-            crate::config::NamespaceConfig { prefix: "short:".into(), max_events: Some(2), ..Default::default() },
-            crate::config::NamespaceConfig { prefix: "long:".into(), max_events: Some(0), ..Default::default() },
+            crate::config::NamespaceConfig {
+                prefix: "short:".into(),
+                max_events: Some(2),
+                ..Default::default()
+            },
+            crate::config::NamespaceConfig {
+                prefix: "long:".into(),
+                max_events: Some(0),
+                ..Default::default()
+            },
         ]),
     };
     store.enforce_retention(policy).await.unwrap();
     let earliest = |name: &'static str| {
         let store = store.clone();
-        async move { store.room_state(&room(name)).await.unwrap().unwrap().earliest }
+        async move {
+            store
+                .room_state(&room(name))
+                .await
+                .unwrap()
+                .unwrap()
+                .earliest
+        }
     };
     assert_eq!(earliest("short:a").await, 9);
     assert_eq!(earliest("long:a").await, 1, "0 keeps all");
@@ -211,7 +297,10 @@ pub async fn namespaces_have_their_own_retention(store: Arc<dyn Store>, _feed: C
 pub async fn closed_store_refuses_writes(store: Arc<dyn Store>, _feed: CommitFeed) {
     seq_of(&*store, request("c", 1)).await;
     store.close().await;
-    assert!(matches!(store.append(request("c", 2)).await, Err(StoreError::Closed)));
+    assert!(matches!(
+        store.append(request("c", 2)).await,
+        Err(StoreError::Closed)
+    ));
 }
 
 /// An application transaction: increments a counter kept in the app's own
@@ -231,33 +320,54 @@ impl Counter {
             return Ok(TxDecision::Abort(serde_json::json!({"n": n})));
         }
         let data = RawValue::from_string(format!("{{\"n\":{}}}", n + 1)).expect("json");
-        Ok(TxDecision::Commit { event: Some(AppEvent { room: room("tx"), data }), answer: serde_json::json!({"n": n + 1}) })
+        Ok(TxDecision::Commit {
+            event: Some(AppEvent {
+                room: room("tx"),
+                data,
+            }),
+            answer: serde_json::json!({"n": n + 1}),
+        })
     }
 }
 
-const COUNTER_TABLE: &str = "CREATE TABLE IF NOT EXISTS app_counter (id INTEGER PRIMARY KEY, n BIGINT NOT NULL);
+const COUNTER_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS app_counter (id INTEGER PRIMARY KEY, n BIGINT NOT NULL);
      INSERT INTO app_counter (id, n) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;";
 
 impl SqliteWork for Counter {
     fn run_sqlite(self: Box<Self>, conn: &rusqlite::Connection) -> Result<TxDecision, StoreError> {
         let db = |e: rusqlite::Error| StoreError::Unavailable(e.to_string());
         conn.execute_batch(COUNTER_TABLE).map_err(db)?;
-        let n: i64 = conn.query_row("SELECT n FROM app_counter WHERE id = 1", [], |row| row.get(0)).map_err(db)?;
+        let n: i64 = conn
+            .query_row("SELECT n FROM app_counter WHERE id = 1", [], |row| {
+                row.get(0)
+            })
+            .map_err(db)?;
         if self.fail_after_write || n < self.limit {
-            conn.execute("UPDATE app_counter SET n = n + 1 WHERE id = 1", []).map_err(db)?;
+            conn.execute("UPDATE app_counter SET n = n + 1 WHERE id = 1", [])
+                .map_err(db)?;
         }
         self.decide(n)
     }
 }
 
 impl PostgresWork for Counter {
-    fn run_postgres<'a>(self: Box<Self>, tx: &'a tokio_postgres::Transaction<'_>) -> BoxFuture<'a, Result<TxDecision, StoreError>> {
+    fn run_postgres<'a>(
+        self: Box<Self>,
+        tx: &'a tokio_postgres::Transaction<'_>,
+    ) -> BoxFuture<'a, Result<TxDecision, StoreError>> {
         async move {
             let db = |e: tokio_postgres::Error| StoreError::Unavailable(e.to_string());
             tx.batch_execute(COUNTER_TABLE).await.map_err(db)?;
-            let n: i64 = tx.query_one("SELECT n FROM app_counter WHERE id = 1 FOR UPDATE", &[]).await.map_err(db)?.get(0);
+            let n: i64 = tx
+                .query_one("SELECT n FROM app_counter WHERE id = 1 FOR UPDATE", &[])
+                .await
+                .map_err(db)?
+                .get(0);
             if self.fail_after_write || n < self.limit {
-                tx.execute("UPDATE app_counter SET n = n + 1 WHERE id = 1", &[]).await.map_err(db)?;
+                tx.execute("UPDATE app_counter SET n = n + 1 WHERE id = 1", &[])
+                    .await
+                    .map_err(db)?;
             }
             self.decide(n)
         }
@@ -271,16 +381,28 @@ struct CounterSetup;
 
 impl SqliteWork for CounterSetup {
     fn run_sqlite(self: Box<Self>, conn: &rusqlite::Connection) -> Result<TxDecision, StoreError> {
-        conn.execute_batch(COUNTER_TABLE).map_err(|e| StoreError::Internal(e.to_string()))?;
-        Ok(TxDecision::Commit { event: None, answer: serde_json::Value::Null })
+        conn.execute_batch(COUNTER_TABLE)
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        Ok(TxDecision::Commit {
+            event: None,
+            answer: serde_json::Value::Null,
+        })
     }
 }
 
 impl PostgresWork for CounterSetup {
-    fn run_postgres<'a>(self: Box<Self>, tx: &'a tokio_postgres::Transaction<'_>) -> BoxFuture<'a, Result<TxDecision, StoreError>> {
+    fn run_postgres<'a>(
+        self: Box<Self>,
+        tx: &'a tokio_postgres::Transaction<'_>,
+    ) -> BoxFuture<'a, Result<TxDecision, StoreError>> {
         async move {
-            tx.batch_execute(COUNTER_TABLE).await.map_err(|e| StoreError::Internal(e.to_string()))?;
-            Ok(TxDecision::Commit { event: None, answer: serde_json::Value::Null })
+            tx.batch_execute(COUNTER_TABLE)
+                .await
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            Ok(TxDecision::Commit {
+                event: None,
+                answer: serde_json::Value::Null,
+            })
         }
         .boxed()
     }
@@ -288,12 +410,21 @@ impl PostgresWork for CounterSetup {
 
 pub async fn transact_commits_app_state_with_its_event(backend: Backend, mut feed: CommitFeed) {
     let store = backend.store();
-    backend.transact(CounterSetup).await.expect("the application's table");
+    backend
+        .transact(CounterSetup)
+        .await
+        .expect("the application's table");
     // Application transactions race plain appends to the same room.
     let mut tasks = Vec::new();
     for n in 0..10 {
         let app = backend.clone();
-        tasks.push(tokio::spawn(async move { app.transact(Counter { limit: 6, fail_after_write: false }).await }));
+        tasks.push(tokio::spawn(async move {
+            app.transact(Counter {
+                limit: 6,
+                fail_after_write: false,
+            })
+            .await
+        }));
         let publisher = store.clone();
         tokio::spawn(async move { publisher.append(request("tx", 100 + n)).await.unwrap() });
     }
@@ -301,7 +432,10 @@ pub async fn transact_commits_app_state_with_its_event(backend: Backend, mut fee
     let mut aborted = 0;
     for task in tasks {
         match task.await.unwrap().expect("transact") {
-            TxOutcome::Committed { receipt: Some(receipt), answer } => committed.push((receipt.seq, answer)),
+            TxOutcome::Committed {
+                receipt: Some(receipt),
+                answer,
+            } => committed.push((receipt.seq, answer)),
             TxOutcome::Aborted(answer) => {
                 assert_eq!(answer, serde_json::json!({"n": 6}));
                 aborted += 1;
@@ -310,21 +444,45 @@ pub async fn transact_commits_app_state_with_its_event(backend: Backend, mut fee
         }
     }
     assert_eq!((committed.len(), aborted), (6, 4), "{committed:?}");
-    let mut counts: Vec<_> = committed.iter().map(|(_, answer)| answer["n"].as_i64().unwrap()).collect();
+    let mut counts: Vec<_> = committed
+        .iter()
+        .map(|(_, answer)| answer["n"].as_i64().unwrap())
+        .collect();
     counts.sort_unstable();
     assert_eq!(counts, (1..=6).collect::<Vec<_>>());
 
     // A failure after a write rolls the write back, and leaves the room alone.
-    let failed = backend.transact(Counter { limit: 100, fail_after_write: true }).await;
-    assert!(matches!(failed, Err(StoreError::Unavailable(_))), "{failed:?}");
-    let check = backend.transact(Counter { limit: 0, fail_after_write: false }).await.unwrap();
-    assert_eq!(check, TxOutcome::Aborted(serde_json::json!({"n": 6})), "the counter is still 6");
+    let failed = backend
+        .transact(Counter {
+            limit: 100,
+            fail_after_write: true,
+        })
+        .await;
+    assert!(
+        matches!(failed, Err(StoreError::Unavailable(_))),
+        "{failed:?}"
+    );
+    let check = backend
+        .transact(Counter {
+            limit: 0,
+            fail_after_write: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        check,
+        TxOutcome::Aborted(serde_json::json!({"n": 6})),
+        "the counter is still 6"
+    );
 
     // The room holds each committed event once at its receipt's seq, in a
     // gapless sequence with the plain appends, and each was on the commit feed.
     let mut seen = Vec::new();
     while seen.len() < 16 {
-        let batch = tokio::time::timeout(Duration::from_secs(5), feed.recv()).await.unwrap().unwrap();
+        let batch = tokio::time::timeout(Duration::from_secs(5), feed.recv())
+            .await
+            .unwrap()
+            .unwrap();
         seen.extend(batch.iter().map(|e| e.seq));
     }
     seen.sort_unstable();
@@ -333,7 +491,11 @@ pub async fn transact_commits_app_state_with_its_event(backend: Backend, mut fee
     assert_eq!(page.events.len(), 16);
     for (seq, answer) in &committed {
         let event = &page.events[*seq as usize - 1];
-        assert_eq!(event.data.get(), format!("{{\"n\":{}}}", answer["n"]), "seq {seq}");
+        assert_eq!(
+            event.data.get(),
+            format!("{{\"n\":{}}}", answer["n"]),
+            "seq {seq}"
+        );
     }
 }
 
@@ -343,7 +505,10 @@ mod sqlite {
     use crate::store::sqlite::SqliteStore;
 
     async fn open_backend(dir: &tempfile::TempDir) -> (Backend, CommitFeed) {
-        let (store, feed) = SqliteStore::open(&dir.path().join("db/hubcast.db"), &SqliteConfig::default()).await.unwrap();
+        let (store, feed) =
+            SqliteStore::open(&dir.path().join("db/hubcast.db"), &SqliteConfig::default())
+                .await
+                .unwrap();
         (Backend::Sqlite(Arc::new(store)), feed)
     }
 
@@ -411,19 +576,31 @@ mod postgres {
     use crate::store::postgres::PostgresStore;
 
     fn url() -> String {
-        std::env::var("HUBCAST_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+        std::env::var("HUBCAST_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
     }
 
     /// A store in a fresh schema, or `None` when no PostgreSQL answers.
     async fn open_backend() -> Option<(Backend, CommitFeed, String)> {
         let schema = format!("contract_{:016x}", rand::random::<u64>());
-        let config = PostgresConfig { schema: schema.clone(), pool_size: 8, outbox: false, ..PostgresConfig::default() };
-        let rules = crate::store::EventRules { max_event_bytes: 1 << 20, namespaces: Default::default() };
+        let config = PostgresConfig {
+            schema: schema.clone(),
+            pool_size: 8,
+            outbox: false,
+            ..PostgresConfig::default()
+        };
+        let rules = crate::store::EventRules {
+            max_event_bytes: 1 << 20,
+            namespaces: Default::default(),
+        };
         match PostgresStore::open(&url(), &config, rules).await {
             Ok((store, feed)) => Some((Backend::Postgres(Arc::new(store)), feed, schema)),
             Err(err) => {
                 let unreachable = matches!(err, crate::store::postgres::OpenError::Connect(_));
-                assert!(unreachable, "postgres answered but the store did not open: {err}");
+                assert!(
+                    unreachable,
+                    "postgres answered but the store did not open: {err}"
+                );
                 eprintln!("skipped: no PostgreSQL at {} ({err})", url());
                 None
             }
@@ -431,9 +608,14 @@ mod postgres {
     }
 
     async fn drop_schema(schema: &str) {
-        let (client, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls).await.expect("connect");
+        let (client, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
         let driver = tokio::spawn(connection);
-        client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.expect("drop schema");
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .await
+            .expect("drop schema");
         drop(client);
         let _ = driver.await;
     }
@@ -465,7 +647,9 @@ mod postgres {
 
     #[tokio::test]
     async fn transact_commits_app_state_with_its_event() {
-        let Some((backend, feed, schema)) = open_backend().await else { return };
+        let Some((backend, feed, schema)) = open_backend().await else {
+            return;
+        };
         super::transact_commits_app_state_with_its_event(backend.clone(), feed).await;
         backend.store().close().await;
         drop_schema(&schema).await;

@@ -24,7 +24,6 @@
 //! database transaction) are not part of this trait, which knows no backend
 //! types: each backend offers them itself (see [`transaction`]).
 
-
 pub mod postgres;
 pub mod sqlite;
 pub mod transaction;
@@ -115,18 +114,33 @@ pub struct EventRules {
 impl EventRules {
     /// The rules of `config`.
     pub fn of(config: &crate::config::Config) -> EventRules {
-        EventRules { max_event_bytes: config.limits.max_event_bytes, namespaces: Namespaces::new(&config.namespaces) }
+        EventRules {
+            max_event_bytes: config.limits.max_event_bytes,
+            namespaces: Namespaces::new(&config.namespaces),
+        }
     }
 
     /// Why an event would be refused, if it would be.
-    pub fn check(&self, room: &RoomName, data: &RawValue, idem_key: Option<&str>) -> Result<(), String> {
-        let max = self.namespaces.for_room(room).max_event_bytes(self.max_event_bytes);
+    pub fn check(
+        &self,
+        room: &RoomName,
+        data: &RawValue,
+        idem_key: Option<&str>,
+    ) -> Result<(), String> {
+        let max = self
+            .namespaces
+            .for_room(room)
+            .max_event_bytes(self.max_event_bytes);
         if data.get().len() > max {
-            return Err(format!("event data is {} bytes, over the {max}-byte limit", data.get().len()));
+            return Err(format!(
+                "event data is {} bytes, over the {max}-byte limit",
+                data.get().len()
+            ));
         }
         hubcast_protocol::message::check_data(data)?;
         if let Some(key) = idem_key {
-            hubcast_protocol::request::idempotency_key(key.as_bytes()).map_err(|(_, message)| format!("the idempotency key: {message}"))?;
+            hubcast_protocol::request::idempotency_key(key.as_bytes())
+                .map_err(|(_, message)| format!("the idempotency key: {message}"))?;
         }
         Ok(())
     }
@@ -178,12 +192,18 @@ pub struct RetentionPolicy {
 impl RetentionPolicy {
     /// The same limits for every room.
     pub fn uniform(max_events: u64, max_age_ms: u64) -> RetentionPolicy {
-        RetentionPolicy { max_events, max_age_ms, namespaces: Namespaces::default() }
+        RetentionPolicy {
+            max_events,
+            max_age_ms,
+            namespaces: Namespaces::default(),
+        }
     }
 
     /// `(max_events, max_age_ms)` for `room` (0: no limit).
     pub fn limits_for(&self, room: &str) -> (u64, u64) {
-        self.namespaces.for_room(room).retention(self.max_events, self.max_age_ms)
+        self.namespaces
+            .for_room(room)
+            .retention(self.max_events, self.max_age_ms)
     }
 
     /// Whether any room can have anything to prune.
@@ -243,7 +263,11 @@ pub trait Store: Send + Sync + 'static {
     fn subscribe_state(&self, room: &RoomName) -> BoxFuture<'_, Result<RoomState, StoreError>> {
         let room = room.clone();
         Box::pin(async move {
-            Ok(self.room_state(&room).await?.unwrap_or_else(|| RoomState { epoch: self.epoch_for(&room), head: 0, earliest: 1 }))
+            Ok(self.room_state(&room).await?.unwrap_or_else(|| RoomState {
+                epoch: self.epoch_for(&room),
+                head: 0,
+                earliest: 1,
+            }))
         })
     }
 
@@ -252,10 +276,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Up to `limit` retained events with `seq > after`, in order, and the
     /// room's state read in the same snapshot.
-    fn read(&self, room: &RoomName, after: u64, limit: usize) -> BoxFuture<'_, Result<Page, StoreError>>;
+    fn read(
+        &self,
+        room: &RoomName,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Page, StoreError>>;
 
     /// Heads of the given rooms in one query (rooms never created are left out).
-    fn heads(&self, rooms: Vec<RoomName>) -> BoxFuture<'_, Result<Vec<(RoomName, u64)>, StoreError>>;
+    fn heads(
+        &self,
+        rooms: Vec<RoomName>,
+    ) -> BoxFuture<'_, Result<Vec<(RoomName, u64)>, StoreError>>;
 
     /// Prunes events outside the policy; returns how many were deleted.
     fn enforce_retention(&self, policy: RetentionPolicy) -> BoxFuture<'_, Result<u64, StoreError>>;
@@ -280,7 +312,11 @@ pub use transaction::Backend;
 /// `append_events` computes the same (store/postgres/migration_3.sql).
 pub fn room_epoch(instance: &str, room: &RoomName) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::new().chain_update(instance.as_bytes()).chain_update(b":").chain_update(room.as_str().as_bytes()).finalize();
+    let digest = Sha256::new()
+        .chain_update(instance.as_bytes())
+        .chain_update(b":")
+        .chain_update(room.as_str().as_bytes())
+        .finalize();
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
@@ -302,7 +338,9 @@ pub async fn open(config: &crate::config::Config) -> Result<(Backend, CommitFeed
             Ok((Backend::Sqlite(Arc::new(store)), feed))
         }
         crate::config::StoreUrl::Postgres(url) => {
-            let (store, feed) = postgres::PostgresStore::open(url, &config.postgres, EventRules::of(config)).await?;
+            let (store, feed) =
+                postgres::PostgresStore::open(url, &config.postgres, EventRules::of(config))
+                    .await?;
             Ok((Backend::Postgres(Arc::new(store)), feed))
         }
     }

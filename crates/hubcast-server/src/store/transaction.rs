@@ -18,10 +18,10 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-pub use super::postgres::PostgresWork;
 use super::postgres::PostgresStore;
-pub use super::sqlite::SqliteWork;
+pub use super::postgres::PostgresWork;
 use super::sqlite::SqliteStore;
+pub use super::sqlite::SqliteWork;
 use super::{Receipt, Store, StoreError};
 use crate::room::RoomName;
 
@@ -37,7 +37,10 @@ pub struct AppEvent {
 pub enum TxDecision {
     /// Commit the application's writes and append `event` (if any) with the
     /// room's next seq, in the same transaction.
-    Commit { event: Option<AppEvent>, answer: serde_json::Value },
+    Commit {
+        event: Option<AppEvent>,
+        answer: serde_json::Value,
+    },
     /// Roll back the application's writes; nothing is appended.
     Abort(serde_json::Value),
 }
@@ -46,7 +49,10 @@ pub enum TxDecision {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TxOutcome {
     /// Committed (with the event's receipt when there was one).
-    Committed { receipt: Option<Receipt>, answer: serde_json::Value },
+    Committed {
+        receipt: Option<Receipt>,
+        answer: serde_json::Value,
+    },
     /// The application aborted; its writes were rolled back.
     Aborted(serde_json::Value),
 }
@@ -69,7 +75,10 @@ impl Backend {
     }
 
     /// Runs work written for both backends on this one.
-    pub async fn transact<W: SqliteWork + PostgresWork>(&self, work: W) -> Result<TxOutcome, StoreError> {
+    pub async fn transact<W: SqliteWork + PostgresWork>(
+        &self,
+        work: W,
+    ) -> Result<TxOutcome, StoreError> {
         match self {
             Backend::Sqlite(store) => store.transact(Box::new(work)).await,
             Backend::Postgres(store) => store.transact(Box::new(work)).await,

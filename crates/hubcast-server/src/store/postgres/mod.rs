@@ -12,8 +12,8 @@ mod outbox;
 mod schema;
 mod writer;
 
-use writer::append_batch_on;
 use schema::migrate;
+use writer::append_batch_on;
 use writer::Writer;
 
 use std::str::FromStr;
@@ -27,10 +27,8 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_postgres::NoTls;
 
-use super::{
-    AppendOutcome, AppendRequest, CommitFeed, Page, RetentionPolicy, Store, StoreError,
-};
 use super::transaction::{TxDecision, TxOutcome};
+use super::{AppendOutcome, AppendRequest, CommitFeed, Page, RetentionPolicy, Store, StoreError};
 use crate::config::PostgresConfig;
 use crate::event::{now_ms, Event, RoomState};
 use crate::room::RoomName;
@@ -83,7 +81,9 @@ fn unavailable(err: tokio_postgres::Error) -> StoreError {
         None => true, // I/O, closed connection, timeout: no server verdict
         Some(state) => {
             let code = state.code();
-            ["08", "53", "57", "40", "55P03", "58"].iter().any(|prefix| code.starts_with(prefix))
+            ["08", "53", "57", "40", "55P03", "58"]
+                .iter()
+                .any(|prefix| code.starts_with(prefix))
         }
     };
     let message = match err.as_db_error() {
@@ -125,7 +125,11 @@ pub enum OpenError {
 
 /// A connection config for `url` whose sessions use `schema`.
 pub fn connect_config(url: &str, schema: &str) -> Result<tokio_postgres::Config, OpenError> {
-    if !schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') || schema.is_empty() {
+    if !schema
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        || schema.is_empty()
+    {
         return Err(OpenError::Schema(schema.to_owned()));
     }
     let mut config = tokio_postgres::Config::from_str(url).map_err(OpenError::Url)?;
@@ -153,23 +157,51 @@ impl PostgresStore {
             // An error or an abort drops `tx`, which rolls it back.
             match work.run_postgres(&tx).await? {
                 TxDecision::Abort(answer) => Ok(TxOutcome::Aborted(answer)),
-                TxDecision::Commit { event: None, answer } => {
+                TxDecision::Commit {
+                    event: None,
+                    answer,
+                } => {
                     tx.commit().await.map_err(unavailable)?;
-                    Ok(TxOutcome::Committed { receipt: None, answer })
+                    Ok(TxOutcome::Committed {
+                        receipt: None,
+                        answer,
+                    })
                 }
-                TxDecision::Commit { event: Some(event), answer } => {
+                TxDecision::Commit {
+                    event: Some(event),
+                    answer,
+                } => {
                     // The same server-side function as every append: the
                     // room's row lock assigns the seq inside this transaction.
-                    let request = AppendRequest { room: event.room, data: event.data, idem_key: None, expected_seq: None, origin: None };
+                    let request = AppendRequest {
+                        room: event.room,
+                        data: event.data,
+                        idem_key: None,
+                        expected_seq: None,
+                        origin: None,
+                    };
                     let outcome = append_batch_on(&tx, std::iter::once(&request)).await?;
                     tx.commit().await.map_err(unavailable)?;
                     let receipt = match outcome.into_iter().next() {
                         Some(AppendOutcome::Appended(receipt)) => receipt,
-                        other => return Err(StoreError::Internal(format!("unexpected append outcome {other:?}"))),
+                        other => {
+                            return Err(StoreError::Internal(format!(
+                                "unexpected append outcome {other:?}"
+                            )))
+                        }
                     };
-                    let event = Event { room: receipt.room.clone(), seq: receipt.seq, ts: receipt.ts, data: request.data, origin: None };
+                    let event = Event {
+                        room: receipt.room.clone(),
+                        seq: receipt.seq,
+                        ts: receipt.ts,
+                        data: request.data,
+                        origin: None,
+                    };
                     self.feed.announce(vec![Arc::new(event)]);
-                    Ok(TxOutcome::Committed { receipt: Some(receipt), answer })
+                    Ok(TxOutcome::Committed {
+                        receipt: Some(receipt),
+                        answer,
+                    })
                 }
             }
         })
@@ -179,15 +211,29 @@ impl PostgresStore {
     /// Connects, runs migrations, and starts the writers (and the outbox
     /// drainer when enabled).
     /// `rules` are what outbox rows must satisfy (those of every publish).
-    pub async fn open(url: &str, config: &PostgresConfig, rules: crate::store::EventRules) -> Result<(PostgresStore, CommitFeed), OpenError> {
+    pub async fn open(
+        url: &str,
+        config: &PostgresConfig,
+        rules: crate::store::EventRules,
+    ) -> Result<(PostgresStore, CommitFeed), OpenError> {
         let pg_config = connect_config(url, &config.schema)?;
         let instance = migrate(&pg_config, &config.schema).await?;
-        let manager = Manager::from_config(pg_config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(
+            pg_config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
         let timeout = Some(Duration::from_millis(config.timeout_ms));
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
             .runtime(Runtime::Tokio1)
-            .timeouts(Timeouts { wait: timeout, create: timeout, recycle: timeout })
+            .timeouts(Timeouts {
+                wait: timeout,
+                create: timeout,
+                recycle: timeout,
+            })
             .build()?;
         let (feed_tx, feed_rx) = crate::store::commit_feed();
         let (queue_tx, queue_rx) = mpsc::channel(config.max_queue.max(1));
@@ -205,7 +251,14 @@ impl PostgresStore {
         }
         let closed = tokio_util::sync::CancellationToken::new();
         if config.outbox {
-            let drainer = outbox::Drainer::new(pool.clone(), pg_config, &config.schema, feed_tx.clone(), config.outbox_poll_ms, rules);
+            let drainer = outbox::Drainer::new(
+                pool.clone(),
+                pg_config,
+                &config.schema,
+                feed_tx.clone(),
+                config.outbox_poll_ms,
+                rules,
+            );
             tokio::spawn(drainer.run(closed.clone()));
         }
         let store = PostgresStore {
@@ -223,10 +276,16 @@ impl PostgresStore {
     /// `op` within `postgres.statement_timeout_ms`: a frozen or partitioned
     /// server (the kernel still acknowledges, nothing answers) fails the
     /// operation with 503 instead of holding its caller for minutes.
-    async fn bounded<T>(&self, op: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    async fn bounded<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.op_timeout, op).await {
             Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(format!("postgres did not answer within {} ms", self.op_timeout.as_millis()))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "postgres did not answer within {} ms",
+                self.op_timeout.as_millis()
+            ))),
         }
     }
 
@@ -239,11 +298,16 @@ impl Store for PostgresStore {
     fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<AppendOutcome, StoreError>> {
         let (reply, rx) = oneshot::channel();
         let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let sent = match queue.as_ref().map(|queue| queue.try_send(Pending { request, reply })) {
+        let sent = match queue
+            .as_ref()
+            .map(|queue| queue.try_send(Pending { request, reply }))
+        {
             Some(Ok(())) => Ok(()),
             Some(Err(mpsc::error::TrySendError::Full(_))) => {
                 crate::metrics::get().writes_refused.increment(1);
-                Err(StoreError::Unavailable("the write queue is full; retry shortly".into()))
+                Err(StoreError::Unavailable(
+                    "the write queue is full; retry shortly".into(),
+                ))
             }
             Some(Err(mpsc::error::TrySendError::Closed(_))) | None => Err(StoreError::Closed),
         };
@@ -264,7 +328,10 @@ impl Store for PostgresStore {
         self.bounded(async move {
             let client = self.client().await?;
             let row = client
-                .query_opt("SELECT epoch, head, pruned_through FROM rooms WHERE name = $1", &[&room.as_str()])
+                .query_opt(
+                    "SELECT epoch, head, pruned_through FROM rooms WHERE name = $1",
+                    &[&room.as_str()],
+                )
                 .await
                 .map_err(unavailable)?;
             Ok(row.map(|row| state_of(row.get(0), row.get(1), row.get(2))))
@@ -272,7 +339,12 @@ impl Store for PostgresStore {
         .boxed()
     }
 
-    fn read(&self, room: &RoomName, after: u64, limit: usize) -> BoxFuture<'_, Result<Page, StoreError>> {
+    fn read(
+        &self,
+        room: &RoomName,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Page, StoreError>> {
         let room = room.clone();
         self.bounded(async move {
             let client = self.client().await?;
@@ -304,12 +376,18 @@ impl Store for PostgresStore {
         .boxed()
     }
 
-    fn heads(&self, rooms: Vec<RoomName>) -> BoxFuture<'_, Result<Vec<(RoomName, u64)>, StoreError>> {
+    fn heads(
+        &self,
+        rooms: Vec<RoomName>,
+    ) -> BoxFuture<'_, Result<Vec<(RoomName, u64)>, StoreError>> {
         self.bounded(async move {
             let client = self.client().await?;
             let names: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
             let rows = client
-                .query("SELECT name, head FROM rooms WHERE name = ANY($1)", &[&names])
+                .query(
+                    "SELECT name, head FROM rooms WHERE name = ANY($1)",
+                    &[&names],
+                )
                 .await
                 .map_err(unavailable)?;
             Ok(rows
@@ -384,7 +462,6 @@ impl Store for PostgresStore {
         .boxed()
     }
 
-
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         self.bounded(async move {
             if self.closed.is_cancelled() {
@@ -404,7 +481,10 @@ impl Store for PostgresStore {
         let writers = std::mem::take(&mut *self.writers.lock().unwrap_or_else(|e| e.into_inner()));
         async move {
             for writer in writers {
-                if tokio::time::timeout(Duration::from_secs(5), writer).await.is_err() {
+                if tokio::time::timeout(Duration::from_secs(5), writer)
+                    .await
+                    .is_err()
+                {
                     tracing::warn!("a postgres writer did not finish in time");
                 }
             }
@@ -415,5 +495,9 @@ impl Store for PostgresStore {
 }
 
 fn state_of(epoch: String, head: i64, pruned_through: i64) -> RoomState {
-    RoomState { epoch, head: head as u64, earliest: pruned_through as u64 + 1 }
+    RoomState {
+        epoch,
+        head: head as u64,
+        earliest: pruned_through as u64 + 1,
+    }
 }

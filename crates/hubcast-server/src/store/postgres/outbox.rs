@@ -59,7 +59,12 @@ impl Drainer {
     }
 
     pub async fn run(self, stop: CancellationToken) {
-        let listener = tokio::spawn(listen(self.listen_config.clone(), self.channel.clone(), self.wake.clone(), stop.clone()));
+        let listener = tokio::spawn(listen(
+            self.listen_config.clone(),
+            self.channel.clone(),
+            self.wake.clone(),
+            stop.clone(),
+        ));
         loop {
             loop {
                 match self.drain_page().await {
@@ -82,8 +87,11 @@ impl Drainer {
 
     /// Moves one page of outbox rows into their rooms' logs; returns how many.
     async fn drain_page(&self) -> Result<usize, StoreError> {
-
-        let mut client = self.pool.get().await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let tx = client.transaction().await.map_err(unavailable)?;
         let rows = tx
             .query(
@@ -114,7 +122,12 @@ impl Drainer {
             let (room, data) = match checked {
                 Ok(checked) => checked,
                 Err(reason) => {
-                    tracing::error!(id, room, reason, "outbox row rejected: moved to outbox_rejected");
+                    tracing::error!(
+                        id,
+                        room,
+                        reason,
+                        "outbox row rejected: moved to outbox_rejected"
+                    );
                     tx.execute(
                         "INSERT INTO outbox_rejected (id, room, data, idem_key, created_at, reason)
                          SELECT id, room, data, idem_key, created_at, $2 FROM outbox WHERE id = $1",
@@ -126,21 +139,33 @@ impl Drainer {
                 }
             };
             let idem_key = Some(key.unwrap_or_else(|| format!("outbox:{id}")));
-            requests.push(AppendRequest { room, data, idem_key, expected_seq: None, origin: None });
+            requests.push(AppendRequest {
+                room,
+                data,
+                idem_key,
+                expected_seq: None,
+                origin: None,
+            });
         }
         // Lock rooms in name order like the writers do (stable: rows of one
         // room keep their outbox order).
         requests.sort_by(|a, b| a.room.cmp(&b.room));
         let outcomes = append_batch_on(&tx, requests.iter()).await?;
-        tx.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids]).await.map_err(unavailable)?;
+        tx.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
+            .await
+            .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
         let committed: Vec<Arc<Event>> = requests
             .into_iter()
             .zip(outcomes)
             .filter_map(|(request, outcome)| match outcome {
-                AppendOutcome::Appended(receipt) => {
-                    Some(Arc::new(Event { room: receipt.room, seq: receipt.seq, ts: receipt.ts, data: request.data, origin: None }))
-                }
+                AppendOutcome::Appended(receipt) => Some(Arc::new(Event {
+                    room: receipt.room,
+                    seq: receipt.seq,
+                    ts: receipt.ts,
+                    data: request.data,
+                    origin: None,
+                })),
                 _ => None,
             })
             .collect();
@@ -153,12 +178,18 @@ impl Drainer {
 
 /// Keeps a LISTEN connection open (reconnecting with backoff) and wakes the
 /// drainer on every notification.
-async fn listen(config: tokio_postgres::Config, channel: String, wake: Arc<Notify>, stop: CancellationToken) {
+async fn listen(
+    config: tokio_postgres::Config,
+    channel: String,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(100);
     while !stop.is_cancelled() {
         match config.connect(NoTls).await {
             Ok((client, mut connection)) => {
-                let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                let mut messages =
+                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                 let statement = format!("LISTEN {channel}");
                 let listen = client.batch_execute(&statement);
                 // The LISTEN only completes while the connection is polled.

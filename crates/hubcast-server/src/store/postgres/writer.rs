@@ -54,9 +54,17 @@ impl Writer {
         // once the server answers): 503, and a retry with the same key
         // finds the first append; a commit nobody announced is healed by the
         // hubs' reconcile.
-        let result = match tokio::time::timeout(self.op_timeout, append_batch(&self.pool, batch.iter().map(|p| &p.request))).await {
+        let result = match tokio::time::timeout(
+            self.op_timeout,
+            append_batch(&self.pool, batch.iter().map(|p| &p.request)),
+        )
+        .await
+        {
             Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(format!("postgres did not answer within {} ms", self.op_timeout.as_millis()))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "postgres did not answer within {} ms",
+                self.op_timeout.as_millis()
+            ))),
         };
         metrics.store_append.record(started.elapsed());
         match result {
@@ -126,7 +134,11 @@ pub(super) async fn append_batch_on<'a>(
         .await
         .map_err(unavailable)?;
     if rows.len() != names.len() {
-        return Err(StoreError::Internal(format!("append returned {} rows for {} events", rows.len(), names.len())));
+        return Err(StoreError::Internal(format!(
+            "append returned {} rows for {} events",
+            rows.len(),
+            names.len()
+        )));
     }
     let mut outcomes = Vec::with_capacity(rows.len());
     for (row, room) in rows.iter().zip(names) {
@@ -143,7 +155,10 @@ pub(super) async fn append_batch_on<'a>(
             "appended" => AppendOutcome::Appended(receipt()),
             "duplicate" => AppendOutcome::Duplicate(receipt()),
             "mismatch" => AppendOutcome::Mismatch(receipt()),
-            _ => AppendOutcome::Conflict { head: head as u64, epoch: epoch.clone() },
+            _ => AppendOutcome::Conflict {
+                head: head as u64,
+                epoch: epoch.clone(),
+            },
         });
     }
     Ok(outcomes)

@@ -18,10 +18,8 @@ use rusqlite::{params, Connection};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{
-    AppendOutcome, AppendRequest, CommitFeed, Page, RetentionPolicy, Store, StoreError,
-};
 use super::transaction::{TxDecision, TxOutcome};
+use super::{AppendOutcome, AppendRequest, CommitFeed, Page, RetentionPolicy, Store, StoreError};
 use crate::config::SqliteConfig;
 use crate::event::{Event, RoomState};
 use crate::room::RoomName;
@@ -47,13 +45,28 @@ pub trait SqliteWork: Send + 'static {
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("cannot create the directory {path}: {source}")]
-    CreateDir { path: PathBuf, source: std::io::Error },
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot open the database {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("cannot set up the database {path}: {source}")]
-    Setup { path: PathBuf, source: rusqlite::Error },
-    #[error("the database {path} has schema version {found}, newer than this hubcast ({supported})")]
-    TooNew { path: PathBuf, found: usize, supported: usize },
+    Setup {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the database {path} has schema version {found}, newer than this hubcast ({supported})"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: usize,
+        supported: usize,
+    },
     #[error("cannot start the writer thread: {0}")]
     Thread(std::io::Error),
 }
@@ -94,16 +107,29 @@ impl WriterHealth {
 }
 
 enum Command {
-    Append(AppendRequest, oneshot::Sender<Result<AppendOutcome, StoreError>>),
-    Transact(Box<dyn SqliteWork>, oneshot::Sender<Result<TxOutcome, StoreError>>),
-    Retention { policy: RetentionPolicy, after: String, reply: oneshot::Sender<Result<(u64, Option<String>), StoreError>> },
+    Append(
+        AppendRequest,
+        oneshot::Sender<Result<AppendOutcome, StoreError>>,
+    ),
+    Transact(
+        Box<dyn SqliteWork>,
+        oneshot::Sender<Result<TxOutcome, StoreError>>,
+    ),
+    Retention {
+        policy: RetentionPolicy,
+        after: String,
+        reply: oneshot::Sender<Result<(u64, Option<String>), StoreError>>,
+    },
     Close(oneshot::Sender<()>),
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, runs migrations and
     /// starts the writer thread.
-    pub async fn open(path: &Path, config: &SqliteConfig) -> Result<(SqliteStore, CommitFeed), OpenError> {
+    pub async fn open(
+        path: &Path,
+        config: &SqliteConfig,
+    ) -> Result<(SqliteStore, CommitFeed), OpenError> {
         let path = path.to_path_buf();
         let config = config.clone();
         match tokio::task::spawn_blocking(move || SqliteStore::open_blocking(path, config)).await {
@@ -112,23 +138,47 @@ impl SqliteStore {
         }
     }
 
-    fn open_blocking(path: PathBuf, config: SqliteConfig) -> Result<(SqliteStore, CommitFeed), OpenError> {
+    fn open_blocking(
+        path: PathBuf,
+        config: SqliteConfig,
+    ) -> Result<(SqliteStore, CommitFeed), OpenError> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir { path: dir.to_path_buf(), source })?;
+                std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
             }
         }
-        let mut conn = Connection::open(&path).map_err(|source| OpenError::Open { path: path.clone(), source })?;
-        let setup = |source| OpenError::Setup { path: path.clone(), source };
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(setup)?;
-        conn.pragma_update(None, "synchronous", config.synchronous.as_str()).map_err(setup)?;
-        conn.pragma_update(None, "busy_timeout", 5000).map_err(setup)?;
+        let mut conn = Connection::open(&path).map_err(|source| OpenError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let setup = |source| OpenError::Setup {
+            path: path.clone(),
+            source,
+        };
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(setup)?;
+        conn.pragma_update(None, "synchronous", config.synchronous.as_str())
+            .map_err(setup)?;
+        conn.pragma_update(None, "busy_timeout", 5000)
+            .map_err(setup)?;
         match migrate(&mut conn).map_err(setup)? {
             Migrated::Ok => {}
-            Migrated::TooNew(found) => return Err(OpenError::TooNew { path, found, supported: MIGRATIONS.len() }),
+            Migrated::TooNew(found) => {
+                return Err(OpenError::TooNew {
+                    path,
+                    found,
+                    supported: MIGRATIONS.len(),
+                })
+            }
         }
-        let instance: String =
-            conn.query_row("SELECT value FROM meta WHERE key = 'instance'", [], |row| row.get(0)).map_err(setup)?;
+        let instance: String = conn
+            .query_row("SELECT value FROM meta WHERE key = 'instance'", [], |row| {
+                row.get(0)
+            })
+            .map_err(setup)?;
 
         let (feed_tx, feed_rx) = crate::store::commit_feed();
         let (tx, rx) = mpsc::channel(config.max_queue.max(1));
@@ -151,8 +201,21 @@ impl SqliteStore {
                 }
             })
             .map_err(OpenError::Thread)?;
-        let readers = Arc::new(ReaderPool { path, idle: Mutex::new(Vec::new()), max_idle: config.readers });
-        Ok((SqliteStore { writer: tx, readers, thread: Mutex::new(Some(thread)), health, instance }, feed_rx))
+        let readers = Arc::new(ReaderPool {
+            path,
+            idle: Mutex::new(Vec::new()),
+            max_idle: config.readers,
+        });
+        Ok((
+            SqliteStore {
+                writer: tx,
+                readers,
+                thread: Mutex::new(Some(thread)),
+                health,
+                instance,
+            },
+            feed_rx,
+        ))
     }
 
     /// Runs `work` on the writer thread inside a savepoint of its batch
@@ -171,7 +234,9 @@ impl SqliteStore {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 crate::metrics::get().writes_refused.increment(1);
-                Err(StoreError::Unavailable("the write queue is full; retry shortly".into()))
+                Err(StoreError::Unavailable(
+                    "the write queue is full; retry shortly".into(),
+                ))
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(StoreError::Closed),
         };
@@ -210,7 +275,12 @@ impl Store for SqliteStore {
         self.read_with(move |conn| load_state(conn, &room))
     }
 
-    fn read(&self, room: &RoomName, after: u64, limit: usize) -> BoxFuture<'_, Result<Page, StoreError>> {
+    fn read(
+        &self,
+        room: &RoomName,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Page, StoreError>> {
         let room = room.clone();
         self.read_with(move |conn| {
             let tx = conn.transaction()?;
@@ -234,7 +304,10 @@ impl Store for SqliteStore {
         })
     }
 
-    fn heads(&self, rooms: Vec<RoomName>) -> BoxFuture<'_, Result<Vec<(RoomName, u64)>, StoreError>> {
+    fn heads(
+        &self,
+        rooms: Vec<RoomName>,
+    ) -> BoxFuture<'_, Result<Vec<(RoomName, u64)>, StoreError>> {
         self.read_with(move |conn| {
             let mut heads = Vec::with_capacity(rooms.len());
             for chunk in rooms.chunks(500) {
@@ -260,7 +333,11 @@ impl Store for SqliteStore {
             let mut after = String::new();
             loop {
                 let (deleted, next) = self
-                    .call(|reply| Command::Retention { policy: policy.clone(), after: after.clone(), reply })
+                    .call(|reply| Command::Retention {
+                        policy: policy.clone(),
+                        after: after.clone(),
+                        reply,
+                    })
                     .await?;
                 total += deleted;
                 match next {
@@ -274,13 +351,29 @@ impl Store for SqliteStore {
 
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         if !self.is_alive() {
-            return async { Err(StoreError::Internal("the sqlite writer thread failed".into())) }.boxed();
+            return async {
+                Err(StoreError::Internal(
+                    "the sqlite writer thread failed".into(),
+                ))
+            }
+            .boxed();
         }
         if self.writer.is_closed() {
             return async { Err(StoreError::Closed) }.boxed();
         }
-        if let Some(err) = self.health.failing.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-            return async move { Err(StoreError::Unavailable(format!("writes are failing: {err}"))) }.boxed();
+        if let Some(err) = self
+            .health
+            .failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return async move {
+                Err(StoreError::Unavailable(format!(
+                    "writes are failing: {err}"
+                )))
+            }
+            .boxed();
         }
         self.read_with(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
     }
@@ -332,4 +425,3 @@ fn unavailable(err: rusqlite::Error) -> StoreError {
         StoreError::Internal(err.to_string())
     }
 }
-

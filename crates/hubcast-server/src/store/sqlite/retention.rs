@@ -14,7 +14,11 @@ pub(super) const RETENTION_CHUNK: usize = 500;
 
 impl Writer {
     /// One retention step over up to `RETENTION_CHUNK` rooms named after `after`.
-    pub(super) fn retention_step(&mut self, policy: &RetentionPolicy, after: &str) -> rusqlite::Result<(u64, Option<String>)> {
+    pub(super) fn retention_step(
+        &mut self,
+        policy: &RetentionPolicy,
+        after: &str,
+    ) -> rusqlite::Result<(u64, Option<String>)> {
         let tx = self.conn.transaction()?;
         let mut rooms: Vec<(String, u64, u64)> = Vec::new();
         {
@@ -23,13 +27,21 @@ impl Writer {
             )?;
             let mut rows = stmt.query(params![after, RETENTION_CHUNK as i64])?;
             while let Some(row) = rows.next()? {
-                rooms.push((row.get(0)?, row.get::<_, i64>(1)? as u64, row.get::<_, i64>(2)? as u64));
+                rooms.push((
+                    row.get(0)?,
+                    row.get::<_, i64>(1)? as u64,
+                    row.get::<_, i64>(2)? as u64,
+                ));
             }
         }
         let mut deleted = 0;
         for (name, head, pruned_through) in &rooms {
             let (max_events, max_age_ms) = policy.limits_for(name);
-            let cutoff_ts = if max_age_ms > 0 { Some(now_ms() - max_age_ms as i64) } else { None };
+            let cutoff_ts = if max_age_ms > 0 {
+                Some(now_ms() - max_age_ms as i64)
+            } else {
+                None
+            };
             let mut prune_to = *pruned_through;
             if max_events > 0 && head - pruned_through > max_events {
                 prune_to = head - max_events;
@@ -58,13 +70,20 @@ impl Writer {
                     .execute(params![name, prune_to as i64])? as u64;
                 tx.prepare_cached("UPDATE rooms SET pruned_through = ?1 WHERE name = ?2")?
                     .execute(params![prune_to as i64, name])?;
-                if let Some(cached) = RoomName::parse(name).ok().and_then(|r| self.rooms.get_mut(&r)) {
+                if let Some(cached) = RoomName::parse(name)
+                    .ok()
+                    .and_then(|r| self.rooms.get_mut(&r))
+                {
                     cached.pruned_through = prune_to;
                 }
             }
         }
         tx.commit()?;
-        let next = if rooms.len() == RETENTION_CHUNK { rooms.last().map(|r| r.0.clone()) } else { None };
+        let next = if rooms.len() == RETENTION_CHUNK {
+            rooms.last().map(|r| r.0.clone())
+        } else {
+            None
+        };
         Ok((deleted, next))
     }
 }

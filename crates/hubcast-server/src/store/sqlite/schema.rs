@@ -4,7 +4,11 @@
 use rusqlite::Connection;
 
 /// Schema migrations, applied in order.
-pub(super) const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("migration_2.sql"), include_str!("migration_3.sql")];
+pub(super) const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("migration_2.sql"),
+    include_str!("migration_3.sql"),
+];
 
 /// What [`migrate`] found.
 pub(super) enum Migrated {

@@ -58,7 +58,10 @@ impl Reply {
 
 /// An answer held back until its batch commits.
 enum Pending {
-    Append(oneshot::Sender<Result<AppendOutcome, StoreError>>, AppendOutcome),
+    Append(
+        oneshot::Sender<Result<AppendOutcome, StoreError>>,
+        AppendOutcome,
+    ),
     Transact(oneshot::Sender<Result<TxOutcome, StoreError>>, TxOutcome),
 }
 
@@ -101,7 +104,11 @@ impl Writer {
         let mut close = None;
         for command in batch {
             match command {
-                Command::Retention { policy, after, reply } => {
+                Command::Retention {
+                    policy,
+                    after,
+                    reply,
+                } => {
                     let result = self.retention_step(&policy, &after).map_err(unavailable);
                     if result.is_err() {
                         self.rooms.clear();
@@ -147,7 +154,11 @@ impl Writer {
                 metrics.store_errors.increment(1);
                 self.rooms.clear();
                 let err = unavailable(err);
-                for reply in pending.into_iter().map(Pending::into_reply).chain(unanswered) {
+                for reply in pending
+                    .into_iter()
+                    .map(Pending::into_reply)
+                    .chain(unanswered)
+                {
                     reply.fail(&err);
                 }
             }
@@ -181,28 +192,33 @@ impl Writer {
         let mut writes = writes.into_iter();
         while let Some(command) = writes.next() {
             let step = match command {
-                Command::Append(request, reply) => match append_one(&tx, &mut self.rooms, &self.instance, request, &mut touched) {
-                    Ok((outcome, event)) => {
-                        committed.extend(event.map(Arc::new));
-                        pending.push(Pending::Append(reply, outcome));
-                        Ok(())
+                Command::Append(request, reply) => {
+                    match append_one(&tx, &mut self.rooms, &self.instance, request, &mut touched) {
+                        Ok((outcome, event)) => {
+                            committed.extend(event.map(Arc::new));
+                            pending.push(Pending::Append(reply, outcome));
+                            Ok(())
+                        }
+                        Err(err) => Err((err, Reply::Append(reply))),
                     }
-                    Err(err) => Err((err, Reply::Append(reply))),
-                },
-                Command::Transact(work, reply) => match transact_one(&mut tx, &mut self.rooms, &self.instance, work, &mut touched) {
-                    Ok((outcome, event)) => {
-                        committed.extend(event.map(Arc::new));
-                        pending.push(Pending::Transact(reply, outcome));
-                        Ok(())
+                }
+                Command::Transact(work, reply) => {
+                    match transact_one(&mut tx, &mut self.rooms, &self.instance, work, &mut touched)
+                    {
+                        Ok((outcome, event)) => {
+                            committed.extend(event.map(Arc::new));
+                            pending.push(Pending::Transact(reply, outcome));
+                            Ok(())
+                        }
+                        // The application's own failure: its savepoint is rolled
+                        // back, the rest of the batch goes on.
+                        Err(TransactFailure::App(err)) => {
+                            let _ = reply.send(Err(err));
+                            Ok(())
+                        }
+                        Err(TransactFailure::Db(err)) => Err((err, Reply::Transact(reply))),
                     }
-                    // The application's own failure: its savepoint is rolled
-                    // back, the rest of the batch goes on.
-                    Err(TransactFailure::App(err)) => {
-                        let _ = reply.send(Err(err));
-                        Ok(())
-                    }
-                    Err(TransactFailure::Db(err)) => Err((err, Reply::Transact(reply))),
-                },
+                }
                 Command::Retention { .. } | Command::Close(_) => Ok(()),
             };
             if let Err((err, failed)) = step {
@@ -224,7 +240,6 @@ impl Writer {
         }
         tx.commit().map_err(|err| (err, Vec::new()))
     }
-
 }
 
 /// Returns the writer's cached view of `room`, loading it from the database
@@ -261,7 +276,13 @@ fn cached_room<'a>(
                     "INSERT INTO rooms (name, epoch, head, pruned_through, created_at) VALUES (?1, ?2, 0, 0, ?3)",
                 )?
                 .execute(params![room.as_str(), epoch, now_ms()])?;
-                CachedRoom { epoch, head: 0, pruned_through: 0, last_ts: 0, dirty: false }
+                CachedRoom {
+                    epoch,
+                    head: 0,
+                    pruned_through: 0,
+                    last_ts: 0,
+                    dirty: false,
+                }
             }
         };
         rooms.insert(room.clone(), cached);
@@ -280,25 +301,52 @@ fn append_one(
     #[cfg(feature = "testing")]
     crate::testing::fault_point(request.data.get(), crate::testing::WRITER_PANIC);
     let fingerprint = request.idem_key.as_ref().map(|_| request.fingerprint());
-    let AppendRequest { room, data, idem_key, expected_seq, origin } = request;
+    let AppendRequest {
+        room,
+        data,
+        idem_key,
+        expected_seq,
+        origin,
+    } = request;
     let cached = cached_room(conn, rooms, &room, instance)?;
     if let Some(key) = &idem_key {
         let first = conn
-            .prepare_cached("SELECT seq, ts, idem_hash FROM events WHERE room = ?1 AND idem_key = ?2")?
+            .prepare_cached(
+                "SELECT seq, ts, idem_hash FROM events WHERE room = ?1 AND idem_key = ?2",
+            )?
             .query_row(params![room.as_str(), key], |row| {
-                Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)?, row.get::<_, Option<String>>(2)?))
+                Ok((
+                    row.get::<_, i64>(0)? as u64,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, Option<String>>(2)?,
+                ))
             })
             .optional()?;
         if let Some((seq, ts, hash)) = first {
-            let receipt = Receipt { room, seq, epoch: cached.epoch.clone(), ts };
+            let receipt = Receipt {
+                room,
+                seq,
+                epoch: cached.epoch.clone(),
+                ts,
+            };
             let same = hash.is_none() || hash == fingerprint;
-            let outcome = if same { AppendOutcome::Duplicate(receipt) } else { AppendOutcome::Mismatch(receipt) };
+            let outcome = if same {
+                AppendOutcome::Duplicate(receipt)
+            } else {
+                AppendOutcome::Mismatch(receipt)
+            };
             return Ok((outcome, None));
         }
     }
     if let Some(expected) = expected_seq {
         if expected != cached.head {
-            return Ok((AppendOutcome::Conflict { head: cached.head, epoch: cached.epoch.clone() }, None));
+            return Ok((
+                AppendOutcome::Conflict {
+                    head: cached.head,
+                    epoch: cached.epoch.clone(),
+                },
+                None,
+            ));
         }
     }
     let seq = cached.head + 1;
@@ -311,8 +359,22 @@ fn append_one(
         cached.dirty = true;
         touched.push(room.clone());
     }
-    let receipt = Receipt { room: room.clone(), seq, epoch: cached.epoch.clone(), ts };
-    Ok((AppendOutcome::Appended(receipt), Some(Event { room, seq, ts, data, origin })))
+    let receipt = Receipt {
+        room: room.clone(),
+        seq,
+        epoch: cached.epoch.clone(),
+        ts,
+    };
+    Ok((
+        AppendOutcome::Appended(receipt),
+        Some(Event {
+            room,
+            seq,
+            ts,
+            data,
+            origin,
+        }),
+    ))
 }
 
 /// Why one application transaction failed.
@@ -336,20 +398,44 @@ fn transact_one(
     let savepoint = tx.savepoint().map_err(TransactFailure::Db)?;
     // Dropping the savepoint without `commit` rolls it back. A panicking
     // application must not take the writer thread (and every room) with it.
-    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work.run_sqlite(&savepoint)));
+    let ran =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work.run_sqlite(&savepoint)));
     let decision = match ran {
         Ok(result) => result.map_err(TransactFailure::App)?,
-        Err(_) => return Err(TransactFailure::App(StoreError::Internal("the application transaction panicked".into()))),
+        Err(_) => {
+            return Err(TransactFailure::App(StoreError::Internal(
+                "the application transaction panicked".into(),
+            )))
+        }
     };
     match decision {
         TxDecision::Abort(answer) => Ok((TxOutcome::Aborted(answer), None)),
-        TxDecision::Commit { event: None, answer } => {
+        TxDecision::Commit {
+            event: None,
+            answer,
+        } => {
             savepoint.commit().map_err(TransactFailure::Db)?;
-            Ok((TxOutcome::Committed { receipt: None, answer }, None))
+            Ok((
+                TxOutcome::Committed {
+                    receipt: None,
+                    answer,
+                },
+                None,
+            ))
         }
-        TxDecision::Commit { event: Some(event), answer } => {
-            let request = AppendRequest { room: event.room, data: event.data, idem_key: None, expected_seq: None, origin: None };
-            let (outcome, event) = append_one(&savepoint, rooms, instance, request, touched).map_err(TransactFailure::Db)?;
+        TxDecision::Commit {
+            event: Some(event),
+            answer,
+        } => {
+            let request = AppendRequest {
+                room: event.room,
+                data: event.data,
+                idem_key: None,
+                expected_seq: None,
+                origin: None,
+            };
+            let (outcome, event) = append_one(&savepoint, rooms, instance, request, touched)
+                .map_err(TransactFailure::Db)?;
             savepoint.commit().map_err(TransactFailure::Db)?;
             let receipt = match outcome {
                 AppendOutcome::Appended(receipt) => Some(receipt),
@@ -359,4 +445,3 @@ fn transact_one(
         }
     }
 }
-
