@@ -543,7 +543,7 @@ async fn a_hook_session_is_closed_with_1001_at_its_expiry_so_the_client_asks_aga
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_hook_timeouts_errors_and_5xx_refuse_with_the_retryable_4011() {
+async fn connect_hook_timeouts_errors_and_5xx_refuse_with_the_retryable_4013() {
     let app = Arc::new(App::default());
     let base = start_app(app.clone()).await;
     let server = Server::start(&config(&format!(
@@ -556,24 +556,24 @@ async fn connect_hook_timeouts_errors_and_5xx_refuse_with_the_retryable_4011() {
 
     // The application hangs: the hook times out, the session is refused fail-closed.
     app.connect_mode.store(CONNECT_HANGS, Ordering::SeqCst);
-    refused(&url, &headers, "auth_unavailable", 4011).await;
+    refused(&url, &headers, "auth_unavailable", 4013).await;
     // The application fails.
     app.connect_mode.store(CONNECT_FAILS, Ordering::SeqCst);
-    refused(&url, &headers, "auth_unavailable", 4011).await;
+    refused(&url, &headers, "auth_unavailable", 4013).await;
     // The application answers 200 with something that is not an answer: no
     // session either (fail closed).
     app.connect_mode.store(CONNECT_INVALID, Ordering::SeqCst);
-    refused(&url, &headers, "auth_unavailable", 4011).await;
+    refused(&url, &headers, "auth_unavailable", 4013).await;
     app.connect_mode.store(CONNECT_FAILS, Ordering::SeqCst);
     // On a room URL too.
     refused(
         &server.room_ws_url("chat:lobby", ""),
         &headers,
         "auth_unavailable",
-        4011,
+        4013,
     )
     .await;
-    // It recovers: the same client gets in (the retry 4011 asks for works).
+    // It recovers: the same client gets in (the retry 4013 asks for works).
     app.connect_mode.store(CONNECT_BY_COOKIE, Ordering::SeqCst);
     connect_as(&server, "alice-secret").await;
 
@@ -603,7 +603,7 @@ async fn connect_hook_timeouts_errors_and_5xx_refuse_with_the_retryable_4011() {
     .await;
     assert!(log.contains("connect"), "{log}");
 
-    // Nobody listening: a connection error refuses with 4011 as well.
+    // Nobody listening: a connection error refuses with 4013 as well.
     let dead = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr: SocketAddr = listener.local_addr().expect("addr");
@@ -618,7 +618,7 @@ async fn connect_hook_timeouts_errors_and_5xx_refuse_with_the_retryable_4011() {
         &unreachable.ws_url("/v1/ws"),
         &headers,
         "auth_unavailable",
-        4011,
+        4013,
     )
     .await;
     assert!(
@@ -632,14 +632,14 @@ async fn connect_hook_timeouts_errors_and_5xx_refuse_with_the_retryable_4011() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_rust_client_retries_after_4011_until_the_hook_recovers() {
+async fn the_rust_client_retries_after_4013_until_the_hook_recovers() {
     let app = Arc::new(App::default());
     let base = start_app(app.clone()).await;
     let server = Server::start(&config(&format!(
         "[auth.connect_hook]\nurl = \"{base}/connect\"\ntimeout_ms = 300\nforward_headers = [\"authorization\"]\n"
     )))
     .await;
-    // The hook fails: the client backs off (4011 is "try again later") and
+    // The hook fails: the client backs off (4013 is "try again later") and
     // tries again. Its token is the application's opaque session token,
     // which is not a credential hubcast knows: the hook decides.
     app.connect_mode.store(CONNECT_FAILS, Ordering::SeqCst);
@@ -659,7 +659,7 @@ async fn the_rust_client_retries_after_4011_until_the_hook_recovers() {
     )
     .await
     .expect("subscribe");
-    eventually("the client to try again after 4011", || {
+    eventually("the client to try again after 4013", || {
         let calls = app.connect_calls.load(Ordering::SeqCst);
         async move { (calls >= 3).then_some(()) }
     })
@@ -795,7 +795,7 @@ async fn subscribe_hook_denies_after_the_grants_and_its_answers_are_cached() {
     .await;
 
     // The hook fails (503, not cached): `auth_unavailable`, which clients
-    // retry; on a room URL, close 4011.
+    // retry; on a room URL, close 4013.
     app.subscribe_fails.store(true, Ordering::SeqCst);
     let failed = try_subscribe(&mut bob, "chat:other").await;
     assert_eq!(failed["code"], "auth_unavailable", "{failed}");
@@ -803,7 +803,7 @@ async fn subscribe_hook_denies_after_the_grants_and_its_answers_are_cached() {
         &server.room_ws_url("chat:another", ""),
         &[("Cookie", bob_cookie.as_str())],
         "auth_unavailable",
-        4011,
+        4013,
     )
     .await;
     app.subscribe_fails.store(false, Ordering::SeqCst);

@@ -39,7 +39,7 @@ pub mod close {
     /// The application's connect hook could not decide (timeout, connection
     /// error, 5xx, an answer that is not one): refused fail-closed; try again
     /// later, the decision may be possible then.
-    pub const AUTH_UNAVAILABLE: u16 = 4011;
+    pub const AUTH_UNAVAILABLE: u16 = 4013;
 
     // Codes a client meets that hubcast never sends.
 

@@ -426,7 +426,7 @@ describe('browser SDK with the connect hook: the page is logged in by its cookie
     await context.close();
   });
 
-  it('while the hook fails the page is refused with 4011 and keeps retrying; it gets in once the hook recovers', async () => {
+  it('while the hook fails the page is refused with 4013 and keeps retrying; it gets in once the hook recovers', async () => {
     failing = true;
     const page = await openPage(stack);
     await page.evaluate(() => {
@@ -436,7 +436,7 @@ describe('browser SDK with the connect hook: the page is logged in by its cookie
     await hubCall(page, (hub) => hub.start({ rooms: ['chat:retry'], fromStart: true, token: 'none' }));
     await waitFor('two refused attempts', () => asked.length >= before + 2, 20_000);
     const refused = await pageLog(page);
-    expect(refused.states.some((s) => s.code === 4011)).toBe(true);
+    expect(refused.states.some((s) => s.code === 4013)).toBe(true);
     expect(refused.states.some((s) => s.state === 'closed')).toBe(false);
     failing = false;
     await waitForOpen(page);

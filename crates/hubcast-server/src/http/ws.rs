@@ -92,7 +92,7 @@ struct UpgradeRequest<'a> {
 /// browser origin is allowed, the address is within its connect rate.
 /// Refusals here are plain HTTP answers with JSON bodies. Credentials (header
 /// or `?token=`, or the connect hook's answer) and capacity are decided too,
-/// but refused after the upgrade with an `error` frame and 4001, 4003, 4011
+/// but refused after the upgrade with an `error` frame and 4001, 4003, 4013
 /// or 1013: a browser cannot read the status of a refused upgrade, and must
 /// know whether to retry.
 async fn admit(node: &Node, request: &UpgradeRequest<'_>) -> Result<Admission, ApiError> {

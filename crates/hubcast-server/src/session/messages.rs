@@ -213,7 +213,7 @@ impl Session {
     }
 
     /// Refuses a message the principal may not send. On a room-scoped URL,
-    /// refusing its room closes the session with 4001, 4003, 4011 or 1013.
+    /// refusing its room closes the session with 4001, 4003, 4013 or 1013.
     pub(super) async fn refuse(&mut self, room: &RoomName, err: ProtocolError) {
         if self.url_room.as_ref() == Some(room) {
             let code = match err.code {

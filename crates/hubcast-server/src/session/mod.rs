@@ -49,7 +49,7 @@ pub struct Admission {
     /// with 1013 at once: browsers cannot read the status of a refused upgrade).
     pub slot: Result<ConnectionSlot, Refusal>,
     /// Refused credentials: the session sends this `error` and closes with
-    /// the code (4001, 4003, or 4011 when the connect hook could not decide).
+    /// the code (4001, 4003, or 4013 when the connect hook could not decide).
     pub refusal: Option<(ProtocolError, u16)>,
     /// The principal is the connect hook's answer: at its `expires_at` the
     /// session is closed with 1001 so the client reconnects and asks again.

@@ -5,7 +5,7 @@
 //! with the cookie or session it already has instead of minting JWTs.
 //!
 //! Every hook fails closed: a timeout, a connection error, a 5xx or an answer
-//! that is not one refuses the action with `auth_unavailable` (close 4011 at
+//! that is not one refuses the action with `auth_unavailable` (close 4013 at
 //! connect), which clients retry after a backoff. Hooks narrow what grants
 //! allow, never widen it: `auth` checks grants first, then asks the hook.
 //!
@@ -34,7 +34,7 @@ pub struct ConnectHookConfig {
     /// Where hubcast POSTs the connection's details (`http://` or `https://`).
     pub url: String,
     /// How long the application has to answer; after that the connection is
-    /// refused with 4011 (fail closed).
+    /// refused with 4013 (fail closed).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
     /// Request headers passed on to the application (names, any case).
