@@ -382,6 +382,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
                         );
                     }
                     RoomUpdate::Presence(_) => {} // `hubcast sub` does not ask for presence
+                    RoomUpdate::Ephemeral(message) => {
+                        println!(
+                            "{}",
+                            serde_json::json!({"room": message.room, "ts": message.ts, "data": message.data, "ephemeral": true})
+                        );
+                    }
                     RoomUpdate::Error(err) => {
                         // Terminal (a close code) or a refused subscription: stop, as before.
                         let fatal = err.close_code.is_some()

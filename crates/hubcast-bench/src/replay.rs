@@ -71,7 +71,10 @@ pub async fn run(url: &str, options: &ReplayOptions, common: &Common) -> anyhow:
                     anyhow::bail!("replay failed: {err}")
                 }
                 Some(hubcast_client::RoomUpdate::Error(_)) => {}
-                Some(hubcast_client::RoomUpdate::Presence(_)) => {} // not asked for
+                Some(
+                    hubcast_client::RoomUpdate::Presence(_)
+                    | hubcast_client::RoomUpdate::Ephemeral(_),
+                ) => {} // not asked for
                 None => break,
             }
         }

@@ -38,8 +38,8 @@ pub use crate::transport::{
     TokenProvider, WsConnector,
 };
 pub use crate::types::{
-    Ack, ClientError, ConnectionState, Cursor, Event, PresenceMember, PresenceUpdate, Reset,
-    RoomUpdate, StateChange,
+    Ack, ClientError, ConnectionState, Cursor, Ephemeral, Event, PresenceMember, PresenceUpdate,
+    Reset, RoomUpdate, StateChange,
 };
 pub use hubcast_protocol::room::RoomName;
 

@@ -175,6 +175,7 @@ async fn read_through(sub: &mut hubcast_client::Subscription, seen: &mut Vec<u64
                 RoomUpdate::Reset(r) => panic!("unexpected reset {r:?}"),
                 RoomUpdate::Error(_) => {} // e.g. history_unavailable while the server is down
                 RoomUpdate::Presence(p) => panic!("no presence was asked for, got {p:?}"),
+                RoomUpdate::Ephemeral(m) => panic!("no ephemeral message was sent, got {m:?}"),
             }
         }
     })

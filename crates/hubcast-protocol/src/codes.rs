@@ -248,6 +248,9 @@ pub enum ErrorCode {
     TokenExpired,
     /// The credentials do not grant this.
     Forbidden,
+    /// An ephemeral publish to a room whose namespace does not set
+    /// `ephemeral = "allowed"` or `"only"`.
+    EphemeralNotAllowed,
     /// A rate limit was exceeded; retry later.
     RateLimited,
     /// A capacity limit was reached; retry later.
@@ -262,7 +265,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::InvalidJson,
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
@@ -279,6 +282,7 @@ impl ErrorCode {
         ErrorCode::Unauthenticated,
         ErrorCode::TokenExpired,
         ErrorCode::Forbidden,
+        ErrorCode::EphemeralNotAllowed,
         ErrorCode::RateLimited,
         ErrorCode::OverCapacity,
         ErrorCode::StoreUnavailable,
@@ -305,6 +309,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::TokenExpired => "token_expired",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::EphemeralNotAllowed => "ephemeral_not_allowed",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::OverCapacity => "over_capacity",
             ErrorCode::StoreUnavailable => "store_unavailable",
@@ -330,7 +335,7 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Unauthenticated | ErrorCode::TokenExpired => 401,
-            ErrorCode::Forbidden => 403,
+            ErrorCode::Forbidden | ErrorCode::EphemeralNotAllowed => 403,
             ErrorCode::RateLimited => 429,
             ErrorCode::OverCapacity => 503,
             ErrorCode::StoreUnavailable | ErrorCode::ShuttingDown => 503,
@@ -498,13 +503,14 @@ mod tests {
             | ErrorCode::Unauthenticated
             | ErrorCode::TokenExpired
             | ErrorCode::Forbidden
+            | ErrorCode::EphemeralNotAllowed
             | ErrorCode::RateLimited
             | ErrorCode::OverCapacity
             | ErrorCode::StoreUnavailable
             | ErrorCode::ShuttingDown
             | ErrorCode::Internal => true,
         };
-        assert_eq!(ErrorCode::ALL.len(), 21);
+        assert_eq!(ErrorCode::ALL.len(), 22);
         let mut seen = std::collections::HashSet::new();
         for code in ErrorCode::ALL {
             assert!(listed(code) && seen.insert(code.as_str()), "{code}");
