@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
-use hubcast_client::{Client, Cursor, RoomUpdate, SubscribeOptions};
+use hubcast_client::{Cursor, RoomUpdate, SubscribeOptions};
 use hubcast_demo::market::MarketSettings;
 use hubcast_server::config::{Config, FlagOverrides};
 use hubcast_server::RoomName;
@@ -124,6 +124,11 @@ enum Command {
         /// Append only if the room's head is this seq (else 409).
         #[arg(long)]
         expected_seq: Option<u64>,
+        /// Deliver live only: not stored, no seq (the room's namespace must allow it).
+        #[arg(long, conflicts_with = "expected_seq")]
+        ephemeral: bool,
+        #[command(flatten)]
+        client: hubcast_bench::ClientArgs,
     },
     /// Measure a server: fanout, publish or replay.
     Bench {
@@ -146,6 +151,8 @@ enum Command {
         count: Option<u64>,
         #[arg(long, env = "HUBCAST_URL", default_value = "http://127.0.0.1:8787")]
         url: String,
+        #[command(flatten)]
+        client: hubcast_bench::ClientArgs,
     },
 }
 
@@ -322,21 +329,27 @@ async fn run(command: Command) -> anyhow::Result<()> {
             url,
             idempotency_key,
             expected_seq,
+            ephemeral,
+            client,
         } => {
             let room = RoomName::parse(&room)?;
             let data: serde_json::Value = serde_json::from_str(&json)
                 .map_err(|e| anyhow::anyhow!("event data is not valid JSON: {e}"))?;
-            let http = reqwest::Client::new();
-            let (status, answer) = hubcast_client::http_publish(
-                &http,
-                &url,
-                &room,
-                &data,
-                idempotency_key.as_deref(),
+            let http = client.http()?;
+            let options = hubcast_client::HttpPublish {
+                idempotency_key: idempotency_key.as_deref(),
                 expected_seq,
-            )
-            .await?;
+                credential: client.credential(),
+                ephemeral,
+            };
+            let (status, answer) =
+                hubcast_client::http_publish(&http, &url, &room, &data, &options).await?;
             println!("{answer}");
+            if status == 401 && client.credential().is_none() {
+                anyhow::bail!(
+                    "publish failed with HTTP 401: the server wants credentials (--api-key or --token, or HUBCAST_API_KEY / HUBCAST_TOKEN)"
+                );
+            }
             if status >= 300 {
                 anyhow::bail!("publish failed with HTTP {status}");
             }
@@ -348,12 +361,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             epoch,
             count,
             url,
+            client: args,
         } => {
             let room = RoomName::parse(&room)?;
             if epoch.is_some() && cursor.is_none() {
                 tracing::warn!("--epoch without --cursor is ignored");
             }
-            let client = Client::new(url.as_str())?;
+            let client = args.client(url.as_str())?;
             let start = SubscribeOptions {
                 cursor: cursor.map(|seq| Cursor { epoch, seq }),
                 ..Default::default()
@@ -398,6 +412,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                                     | "invalid_room"
                                     | "too_many_subscriptions"
                             );
+                        if fatal && err.code == "unauthenticated" && args.credential().is_none() {
+                            anyhow::bail!("{err}: the server wants credentials (--api-key or --token, or HUBCAST_API_KEY / HUBCAST_TOKEN)");
+                        }
                         if fatal {
                             anyhow::bail!("{err}");
                         }
