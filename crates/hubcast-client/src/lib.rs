@@ -53,6 +53,19 @@ use serde_json::Value;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+/// An error with its causes ("error sending request: … invalid peer
+/// certificate: UnknownIssuer"): reqwest's own message leaves out why.
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(err) = cause {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        cause = err.source();
+    }
+    text
+}
+
 /// One HTTP publish: what [`http_publish`] sends besides the room and data.
 #[derive(Debug, Clone, Default)]
 pub struct HttpPublish<'a> {
@@ -104,7 +117,7 @@ pub async fn http_publish(
     let response = request
         .send()
         .await
-        .map_err(|e| ClientError::new(sdk::NETWORK_ERROR, e.to_string()).with_room(room))?;
+        .map_err(|e| ClientError::new(sdk::NETWORK_ERROR, with_causes(&e)).with_room(room))?;
     let status = response.status().as_u16();
     let answer = response.json::<Value>().await.unwrap_or(Value::Null);
     Ok((status, answer))
