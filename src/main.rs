@@ -260,7 +260,10 @@ enum App {
 
 /// `hubcast serve` and the demos: the same node, with an application's routes.
 async fn serve(args: ServeArgs, app: App) -> anyhow::Result<()> {
-    let config = load_config(args)?;
+    let mut config = load_config(args)?;
+    if let App::Chat = app {
+        hubcast_demo::chat::allow_typing(&mut config);
+    }
     let listen = config.listen;
     let listener = hubcast_server::listen(listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
