@@ -79,35 +79,38 @@ mod tests {
 
     #[test]
     fn chat_rooms_take_typing_indicators_and_keep_their_rules() {
-        let rules = |config: &Config| config.namespaces.iter().cloned().collect::<Vec<_>>();
         let mut config = Config::default();
         allow_typing(&mut config);
         assert_eq!(
-            rules(&config),
+            config.namespaces,
             [NamespaceConfig {
                 prefix: "chat:".into(),
                 ephemeral: Ephemeral::Allowed,
                 ..Default::default()
             }]
         );
-        let mut config = Config::default();
-        config.namespaces = vec![NamespaceConfig {
-            prefix: "ch".into(),
-            echo: false,
+        let mut config = Config {
+            namespaces: vec![NamespaceConfig {
+                prefix: "ch".into(),
+                echo: false,
+                ..Default::default()
+            }],
             ..Default::default()
-        }];
+        };
         allow_typing(&mut config);
         let chat = &config.namespaces[1];
         assert_eq!(
             (chat.prefix.as_str(), chat.echo, chat.ephemeral),
             ("chat:", false, Ephemeral::Allowed)
         );
-        let mut config = Config::default();
-        config.namespaces = vec![NamespaceConfig {
-            prefix: "chat:".into(),
-            ephemeral: Ephemeral::Only,
+        let mut config = Config {
+            namespaces: vec![NamespaceConfig {
+                prefix: "chat:".into(),
+                ephemeral: Ephemeral::Only,
+                ..Default::default()
+            }],
             ..Default::default()
-        }];
+        };
         allow_typing(&mut config);
         assert_eq!(config.namespaces.len(), 1);
         assert_eq!(
