@@ -287,3 +287,74 @@ async fn ephemeral_messages_reach_both_nodes_of_a_cluster_and_neither_log() {
         );
     }
 }
+
+/// Ephemeral messages of 64 KiB published at a subscriber that stopped
+/// reading: far more than its 16-frame queue and the kernel's socket buffers hold.
+const FLOOD: u64 = 300;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_loses_ephemeral_frames_but_is_not_cut() {
+    let config = format!(
+        "{CONFIG}\n[[namespaces]]\nprefix = \"flood:\"\nephemeral = \"allowed\"\n\n\
+         [limits]\noutbound_queue = 16\n[hub]\ntail = 8\n[heartbeat]\ninterval_ms = 60000\nstale_ms = 120000\n"
+    );
+    let server = Server::start(&config).await;
+    let api = server.api();
+    let room = "flood:1";
+    let mut slow = support::RawWs::connect(server.addr(), &format!("/v1/rooms/{room}/ws")).await;
+    for kind in ["welcome", "subscribed", "caught_up"] {
+        assert_eq!(slow.next_json().await["type"], kind);
+    }
+    // From here on the slow client reads nothing.
+    let pad = "x".repeat(64 * 1024);
+    for i in 1..=FLOOD {
+        let (status, receipt) = api
+            .post(
+                room,
+                &json!({"data": {"i": i, "pad": pad}, "ephemeral": true}),
+                None,
+            )
+            .await;
+        assert_eq!(status, 202, "{receipt}");
+    }
+    support::eventually(
+        "ephemeral frames to be dropped for the stopped reader",
+        || {
+            let api = api.clone();
+            async move { (api.metric("hubcast_ephemeral_dropped_total").await > 0.0).then_some(()) }
+        },
+    )
+    .await;
+    // Not cut: still subscribed, and an event published now is queued for it.
+    assert_eq!(api.room(room).await["subscribers"], 1);
+    api.publish(room, json!({"after": "flood"})).await;
+
+    // It reads again: some ephemeral messages (in order, with gaps where they
+    // were dropped), then the event, and no close.
+    let mut seen = Vec::new();
+    loop {
+        let frame = slow.next_json().await;
+        match frame["type"].as_str() {
+            Some("ephemeral") => seen.push(frame["data"]["i"].as_u64().expect("i")),
+            Some("event") => {
+                assert_eq!(
+                    (&frame["seq"], &frame["data"]),
+                    (&json!(1), &json!({"after": "flood"}))
+                );
+                break;
+            }
+            _ => panic!("unexpected frame {frame}"),
+        }
+    }
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order: {seen:?}");
+    assert!(
+        (seen.len() as u64) < FLOOD,
+        "nothing was dropped for the stopped reader ({} of {FLOOD})",
+        seen.len()
+    );
+    assert_eq!(api.room(room).await["subscribers"], 1);
+    assert!(
+        !server.log().contains("4009"),
+        "the session was cut as a slow consumer"
+    );
+}
