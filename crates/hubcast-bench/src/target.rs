@@ -104,7 +104,10 @@ impl Target {
         let ws = self.base.replacen("http", "ws", 1);
         match self.kind {
             TargetKind::Hubcast => match &self.credential {
-                Some(token) => format!("{ws}/v1/rooms/{room}/ws?token={token}"),
+                Some(token) => format!(
+                    "{ws}/v1/rooms/{room}/ws?token={}",
+                    hubcast_client::urls::encode_component(token)
+                ),
                 None => format!("{ws}/v1/rooms/{room}/ws"),
             },
             TargetKind::Sockudo => format!(
