@@ -138,6 +138,8 @@ enum Command {
         common: hubcast_bench::Common,
     },
     /// Follow a room, printing one JSON line per event; resumes after disconnects.
+    /// Ephemeral messages print as lines with `"ephemeral": true` (no seq) and
+    /// do not count towards `--count`.
     Sub {
         room: String,
         /// Start after this seq (replays everything after it).

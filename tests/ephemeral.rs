@@ -358,3 +358,69 @@ async fn a_reader_that_stops_loses_ephemeral_frames_but_is_not_cut() {
         "the session was cut as a slow consumer"
     );
 }
+
+/// `POST` an ephemeral publish with `Authorization: Bearer key`.
+async fn ephemeral_as(server: &Server, room: &str, key: &str) -> (u16, Value) {
+    let response = support::within(
+        support::STEP,
+        "an ephemeral publish",
+        reqwest::Client::new()
+            .post(format!("{}/v1/rooms/{room}/events", server.base()))
+            .bearer_auth(key)
+            .json(&json!({"data": {"typing": true}, "ephemeral": true}))
+            .send(),
+    )
+    .await
+    .expect("POST");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON answer"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemeral_publishes_need_the_publish_grant_and_count_against_the_rate() {
+    const KEY: &str = "ephemeral-test-key-0123456789";
+    let config = format!(
+        "{CONFIG}\n[[auth.api_keys]]\nkey = \"{KEY}\"\nname = \"typist\"\nrooms = [\"typing:team-*\"]\n\n\
+         [rate_limits]\npublishes_per_key_per_second = 5\n"
+    );
+    let server = Server::start(&config).await;
+    // No credential: 401; a room outside the key's grant: 403 forbidden (the
+    // grant is checked before the namespace).
+    let (status, body) = server
+        .api()
+        .post(
+            "typing:team-a",
+            &json!({"data": 1, "ephemeral": true}),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"]),
+        (401, &json!("unauthenticated")),
+        "{body}"
+    );
+    let (status, body) = ephemeral_as(&server, "typing:other", KEY).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (403, &json!("forbidden")),
+        "{body}"
+    );
+    // Within the grant: accepted until the key's publish rate runs out.
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        let (status, body) = ephemeral_as(&server, "typing:team-a", KEY).await;
+        if status == 429 {
+            assert_eq!(body["error"], "rate_limited", "{body}");
+        }
+        statuses.push(status);
+    }
+    assert_eq!(statuses[0], 202, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 202 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&429),
+        "40 ephemeral publishes at once must trip 5 per second: {statuses:?}"
+    );
+}
