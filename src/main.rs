@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
-use hubcast_client::{Client, Cursor, RoomUpdate, SubscribeOptions};
+use hubcast_client::{Cursor, RoomUpdate, SubscribeOptions};
 use hubcast_demo::market::MarketSettings;
 use hubcast_server::config::{Config, FlagOverrides};
 use hubcast_server::RoomName;
@@ -124,6 +124,11 @@ enum Command {
         /// Append only if the room's head is this seq (else 409).
         #[arg(long)]
         expected_seq: Option<u64>,
+        /// Deliver live only: not stored, no seq (the room's namespace must allow it).
+        #[arg(long, conflicts_with = "expected_seq")]
+        ephemeral: bool,
+        #[command(flatten)]
+        client: hubcast_bench::ClientArgs,
     },
     /// Measure a server: fanout, publish or replay.
     Bench {
@@ -133,6 +138,8 @@ enum Command {
         common: hubcast_bench::Common,
     },
     /// Follow a room, printing one JSON line per event; resumes after disconnects.
+    /// Ephemeral messages print as lines with `"ephemeral": true` (no seq) and
+    /// do not count towards `--count`.
     Sub {
         room: String,
         /// Start after this seq (replays everything after it).
@@ -146,6 +153,8 @@ enum Command {
         count: Option<u64>,
         #[arg(long, env = "HUBCAST_URL", default_value = "http://127.0.0.1:8787")]
         url: String,
+        #[command(flatten)]
+        client: hubcast_bench::ClientArgs,
     },
 }
 
@@ -253,7 +262,10 @@ enum App {
 
 /// `hubcast serve` and the demos: the same node, with an application's routes.
 async fn serve(args: ServeArgs, app: App) -> anyhow::Result<()> {
-    let config = load_config(args)?;
+    let mut config = load_config(args)?;
+    if let App::Chat = app {
+        hubcast_demo::chat::allow_typing(&mut config);
+    }
     let listen = config.listen;
     let listener = hubcast_server::listen(listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
@@ -322,21 +334,27 @@ async fn run(command: Command) -> anyhow::Result<()> {
             url,
             idempotency_key,
             expected_seq,
+            ephemeral,
+            client,
         } => {
             let room = RoomName::parse(&room)?;
             let data: serde_json::Value = serde_json::from_str(&json)
                 .map_err(|e| anyhow::anyhow!("event data is not valid JSON: {e}"))?;
-            let http = reqwest::Client::new();
-            let (status, answer) = hubcast_client::http_publish(
-                &http,
-                &url,
-                &room,
-                &data,
-                idempotency_key.as_deref(),
+            let http = client.http()?;
+            let options = hubcast_client::HttpPublish {
+                idempotency_key: idempotency_key.as_deref(),
                 expected_seq,
-            )
-            .await?;
+                credential: client.credential(),
+                ephemeral,
+            };
+            let (status, answer) =
+                hubcast_client::http_publish(&http, &url, &room, &data, &options).await?;
             println!("{answer}");
+            if status == 401 && client.credential().is_none() {
+                anyhow::bail!(
+                    "publish failed with HTTP 401: the server wants credentials (--api-key or --token, or HUBCAST_API_KEY / HUBCAST_TOKEN)"
+                );
+            }
             if status >= 300 {
                 anyhow::bail!("publish failed with HTTP {status}");
             }
@@ -348,12 +366,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             epoch,
             count,
             url,
+            client: args,
         } => {
             let room = RoomName::parse(&room)?;
             if epoch.is_some() && cursor.is_none() {
                 tracing::warn!("--epoch without --cursor is ignored");
             }
-            let client = Client::new(url.as_str())?;
+            let client = args.client(url.as_str())?;
             let start = SubscribeOptions {
                 cursor: cursor.map(|seq| Cursor { epoch, seq }),
                 ..Default::default()
@@ -382,6 +401,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
                         );
                     }
                     RoomUpdate::Presence(_) => {} // `hubcast sub` does not ask for presence
+                    RoomUpdate::Ephemeral(message) => {
+                        println!(
+                            "{}",
+                            serde_json::json!({"room": message.room, "ts": message.ts, "data": message.data, "ephemeral": true})
+                        );
+                    }
                     RoomUpdate::Error(err) => {
                         // Terminal (a close code) or a refused subscription: stop, as before.
                         let fatal = err.close_code.is_some()
@@ -392,6 +417,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                                     | "invalid_room"
                                     | "too_many_subscriptions"
                             );
+                        if fatal && err.code == "unauthenticated" && args.credential().is_none() {
+                            anyhow::bail!("{err}: the server wants credentials (--api-key or --token, or HUBCAST_API_KEY / HUBCAST_TOKEN)");
+                        }
                         if fatal {
                             anyhow::bail!("{err}");
                         }

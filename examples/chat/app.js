@@ -8,9 +8,15 @@
 // - presence members of anonymous sessions are keyed by session id and carry no
 //   `info`, so names are learned from messages: each message's data holds the
 //   sender's name and session id (`member`).
-// - after a disconnect it reconnects and resubscribes from its cursor.
+// - after a disconnect it reconnects and resubscribes from its cursor;
+// - typing indicator: while you type, an ephemeral publish (`"ephemeral": true`:
+//   delivered to the room's current subscribers, never stored, no seq) at most
+//   every TYPING_EVERY ms; others show "… is typing" until the message arrives,
+//   a `typing: false`, or TYPING_SHOWN ms of silence.
 
 const HISTORY = 50;
+const TYPING_EVERY = 2_000;
+const TYPING_SHOWN = 5_000;
 const NAME_KEY = 'hubcast-chat:name';
 const CLIENT_KEY = 'hubcast-chat:client';
 
@@ -33,6 +39,10 @@ const state = {
   pending: new Map(), // publish id -> {data, li}
   retry: 0,
   sent: 0,
+  typing: new Map(), // member id -> {name, timer}: who is typing now
+  typingSentAt: 0, // when we last said we are typing (0: we are not)
+  typingIds: new Set(), // ids of our typing publishes (their acks and errors are not messages)
+  typingOff: false, // the room refused ephemeral messages: stop sending them
 };
 
 function randomId() {
@@ -98,6 +108,9 @@ function handle(frame) {
     case 'batch':
       if (frame.room === room) for (const e of frame.events) onEvent(e);
       break;
+    case 'ephemeral':
+      if (frame.room === room) onEphemeral(frame.data);
+      break;
     case 'caught_up':
       state.retry = 0;
       setLive(true);
@@ -122,6 +135,7 @@ function handle(frame) {
       }
       break;
     case 'ack': {
+      if (state.typingIds.delete(frame.id)) break;
       const p = state.pending.get(frame.id);
       if (p) {
         state.pending.delete(frame.id);
@@ -130,6 +144,10 @@ function handle(frame) {
       break;
     }
     case 'error':
+      if (frame.id && state.typingIds.delete(frame.id)) {
+        state.typingOff = true; // e.g. ephemeral_not_allowed: no indicator in this room
+        break;
+      }
       if (frame.id && state.pending.has(frame.id)) {
         const p = state.pending.get(frame.id);
         state.pending.delete(frame.id);
@@ -166,6 +184,48 @@ function onEvent(event) {
     }
   }
   message({ seq: event.seq, ts: event.ts, name, text: data.text, mine: data.client === client, replayed: !state.live });
+  if (typeof data.member === 'string') stopTyping(data.member);
+}
+
+// --- typing indicator (ephemeral messages) -----------------------------------
+
+function onEphemeral(data) {
+  if (!data || typeof data !== 'object' || typeof data.member !== 'string') return;
+  if (data.member === state.session || data.client === client) return; // our own, echoed
+  if (data.typing !== true) return stopTyping(data.member);
+  const shown = state.typing.get(data.member);
+  if (shown) clearTimeout(shown.timer);
+  const name = typeof data.name === 'string' && data.name ? data.name.slice(0, 32) : label(data.member);
+  const timer = setTimeout(() => stopTyping(data.member), TYPING_SHOWN);
+  state.typing.set(data.member, { name, timer });
+  renderTyping();
+}
+
+function stopTyping(member) {
+  const shown = state.typing.get(member);
+  if (!shown) return;
+  clearTimeout(shown.timer);
+  state.typing.delete(member);
+  renderTyping();
+}
+
+function renderTyping() {
+  const names = [...state.typing.values()].map((t) => t.name);
+  const el = $('typing');
+  el.dataset.count = String(names.length);
+  if (names.length === 0) el.textContent = '';
+  else if (names.length === 1) el.textContent = `${names[0]} is typing…`;
+  else if (names.length === 2) el.textContent = `${names[0]} and ${names[1]} are typing…`;
+  else el.textContent = `${names.length} people are typing…`;
+}
+
+/** Tells the room we are typing (or stopped): ephemeral, so nothing is stored. */
+function sendTyping(typing) {
+  if (state.typingOff || !state.live || !state.name) return;
+  const id = `${client}-t${Date.now().toString(36)}-${state.sent++}`;
+  state.typingIds.add(id);
+  state.typingSentAt = typing ? Date.now() : 0;
+  send({ type: 'publish', id, room, ephemeral: true, data: { typing, name: state.name, member: state.session, client } });
 }
 
 // --- sending ---------------------------------------------------------------
@@ -175,6 +235,7 @@ function publish(text) {
   const data = { name: state.name, text, member: state.session, client, ref: id };
   const li = message({ name: state.name, text, mine: true, pending: true });
   state.pending.set(id, { data, li });
+  state.typingSentAt = 0; // the message itself ends our "typing" on the other pages
   send({ type: 'publish', id, room, data });
 }
 
@@ -315,6 +376,12 @@ $('composer').addEventListener('submit', (e) => {
   if (!text || !state.live || !state.name) return;
   $('text').value = '';
   publish(text);
+});
+
+$('text').addEventListener('input', () => {
+  const typing = $('text').value.trim() !== '';
+  if (typing && Date.now() - state.typingSentAt >= TYPING_EVERY) sendTyping(true);
+  else if (!typing && state.typingSentAt) sendTyping(false);
 });
 
 $('join-form').addEventListener('submit', (e) => {

@@ -1,6 +1,7 @@
 // The chat demo (`hubcast demo chat`, examples/chat) in a real browser (headless
 // Debian Chromium): two pages name themselves, see each other in the presence
-// list, exchange messages in order; one reloads and gets the history, and the
+// list, see each other typing (ephemeral messages: the room's log holds only
+// the chat messages), exchange messages in order; one reloads and gets the history, and the
 // other sees it leave and join again. Keeps a screenshot.
 //
 // Run through run.sh, which starts `hubcast demo chat` and sets
@@ -126,7 +127,24 @@ test('two pages chat, see each other, and a reload brings back the history', asy
     await waitForMessages(b.page, ['Ada: Hello from Ada']);
     await say(b.page, 'Hi Ada, Brian here');
     await waitForMessages(a.page, ['Ada: Hello from Ada', 'Brian: Hi Ada, Brian here']);
+
+    // Typing indicator: A types, B sees it (A does not see its own); A's
+    // message ends it. B types and clears the box: A sees it start and stop.
+    await a.page.fill('#text', 'How is the');
+    await b.page.locator('#typing', { hasText: 'Ada is typing…' }).waitFor();
+    assert.equal(await a.page.locator('#typing').textContent(), '', 'a page does not show its own typing');
     await say(a.page, 'How is the weather?');
+    await waitForMessages(b.page, ['Ada: Hello from Ada', 'Brian: Hi Ada, Brian here', 'Ada: How is the weather?']);
+    await b.page.locator('#typing[data-count="0"]').waitFor();
+    await b.page.fill('#text', 'Let me look');
+    await a.page.locator('#typing', { hasText: 'Brian is typing…' }).waitFor();
+    await b.page.fill('#text', '');
+    await a.page.locator('#typing[data-count="0"]').waitFor();
+    // Typing cost no event: the log holds the three messages only.
+    const history = await (await fetch(new URL(`v1/rooms/${encodeURIComponent(room)}/events`, DEMO))).json();
+    assert.deepEqual(history.events.map((e) => e.data.text), ['Hello from Ada', 'Hi Ada, Brian here', 'How is the weather?']);
+    assert.equal(history.head, 3);
+
     await say(a.page, 'Sunny here.');
     const conversation = ['Ada: Hello from Ada', 'Brian: Hi Ada, Brian here', 'Ada: How is the weather?', 'Ada: Sunny here.'];
     await waitForMessages(a.page, conversation);

@@ -16,16 +16,17 @@ import { HistoryReader } from './history.js';
 import { type Recipients, routeFrame } from './inbound.js';
 import { type BackoffConfig, backoffDelay, isValidRoomName } from './policy.js';
 import { PresenceRequests } from './presence-requests.js';
-import { PublishTracker } from './publishes.js';
+import { type Acknowledged, PublishTracker } from './publishes.js';
 import { Room, type RoomHost } from './room.js';
 import { RoomRegistry } from './rooms.js';
 import type {
   ClientEvents,
   ConnectionState,
+  EphemeralAck,
   HubcastClientOptions,
+  PresenceMember,
   PublishAck,
   PublishOptions,
-  PresenceMember,
   RoomOptions,
   WebSocketConstructor,
 } from './types.js';
@@ -218,7 +219,21 @@ export class HubcastClient {
    * head, `too_large`, `queue_full`, `timeout`, `closed`, or the terminal close.
    */
   publish(room: string, data: unknown, options: PublishOptions = {}): Promise<PublishAck> {
-    const { promise, queued } = this.publishes.add(room, data, options, this.state === 'closed');
+    return this.send(room, data, options, false) as Promise<PublishAck>;
+  }
+
+  /**
+   * Publishes an ephemeral message (a typing indicator, a cursor) to `room`:
+   * delivered to its current subscribers (their rooms' `ephemeral` listeners),
+   * never stored, no seq. The room's namespace must allow it (else
+   * `ephemeral_not_allowed`). Resolves once the server handed it on.
+   */
+  publishEphemeral(room: string, data: unknown, options: Pick<PublishOptions, 'id' | 'timeoutMs'> = {}): Promise<EphemeralAck> {
+    return this.send(room, data, options, true) as Promise<EphemeralAck>;
+  }
+
+  private send(room: string, data: unknown, options: PublishOptions, ephemeral: boolean): Promise<Acknowledged> {
+    const { promise, queued } = this.publishes.add(room, data, options, this.state === 'closed', ephemeral);
     if (queued) {
       if (this.state === 'idle' && this.options.autoConnect !== false) this.connect();
       else this.publishes.pump();

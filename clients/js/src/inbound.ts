@@ -64,6 +64,10 @@ export function routeFrame(raw: unknown, to: Recipients): void {
       if (!isInteger(frame.seq) || !('data' in frame)) return protocolViolation(to, 'a malformed event');
       room?.onEvent({ seq: frame.seq, ts: typeof frame.ts === 'number' ? frame.ts : 0, data: frame.data } satisfies WireEvent);
       return;
+    case 'ephemeral':
+      if (typeof frame.ts !== 'number' || !('data' in frame)) return protocolViolation(to, 'a malformed ephemeral');
+      room?.onEphemeral(frame.ts, frame.data);
+      return;
     case 'batch': {
       // Consecutive live events of a batching room: processed one by one, exactly like `event` frames.
       if (!Array.isArray(frame.events)) return protocolViolation(to, 'a malformed batch');

@@ -15,6 +15,8 @@ export type {
   ClientEvents,
   ConnectionState,
   Cursor,
+  EphemeralAck,
+  EphemeralMessage,
   FetchLike,
   HeartbeatOptions,
   HubcastClientOptions,

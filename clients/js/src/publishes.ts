@@ -7,7 +7,7 @@
  */
 import { HubcastError } from './errors.js';
 import { type BackoffConfig, backoffDelay, isValidRoomName } from './policy.js';
-import type { HubcastClientOptions, PublishAck, PublishOptions } from './types.js';
+import type { EphemeralAck, HubcastClientOptions, PublishAck, PublishOptions } from './types.js';
 import { isInteger } from './wire.js';
 
 /** The longest publish id (it is also the server's idempotency key). */
@@ -15,13 +15,18 @@ const MAX_ID_BYTES = 128;
 /** Publish errors that mean "nothing was appended, try again (same id) after a backoff". */
 const RETRYABLE_PUBLISH_ERRORS = new Set(['store_unavailable', 'auth_unavailable', 'shutting_down', 'over_capacity', 'rate_limited', 'token_expired']);
 
+/** What a publish resolves with: an event's seq, or an ephemeral message's receipt. */
+export type Acknowledged = PublishAck | EphemeralAck;
+
 interface PendingPublish {
   id: string;
   room: string;
   frame: string;
-  resolve: (ack: PublishAck) => void;
+  /** Answered by an `ack` without a seq (`ephemeral: true`). */
+  ephemeral: boolean;
+  resolve: (ack: Acknowledged) => void;
   reject: (err: HubcastError) => void;
-  promise: Promise<PublishAck>;
+  promise: Promise<Acknowledged>;
   /** The socket generation it was last sent on (0: not sent on the current socket). */
   sentOn: number;
   attempts: number;
@@ -81,7 +86,13 @@ export class PublishTracker {
    * queued (refused locally, or the id is already pending: its promise).
    * The caller then connects or {@link pump}s.
    */
-  add(room: string, data: unknown, options: PublishOptions, clientClosed: boolean): { promise: Promise<PublishAck>; queued: boolean } {
+  add(
+    room: string,
+    data: unknown,
+    options: PublishOptions,
+    clientClosed: boolean,
+    ephemeral = false,
+  ): { promise: Promise<Acknowledged>; queued: boolean } {
     const refuse = (err: HubcastError) => ({ promise: Promise.reject(err), queued: false });
     if (!isValidRoomName(room)) {
       return refuse(new HubcastError('invalid_room', `invalid room name ${JSON.stringify(room)}`, { room }));
@@ -116,11 +127,12 @@ export class PublishTracker {
     }
     let frame = `{"type":"publish","id":${JSON.stringify(id)},"room":${JSON.stringify(room)},"data":${json}`;
     if (options.expectedSeq !== undefined) frame += `,"expected_seq":${options.expectedSeq}`;
+    if (ephemeral) frame += ',"ephemeral":true';
     frame += '}';
 
-    let resolve!: (ack: PublishAck) => void;
+    let resolve!: (ack: Acknowledged) => void;
     let reject!: (err: HubcastError) => void;
-    const promise = new Promise<PublishAck>((res, rej) => {
+    const promise = new Promise<Acknowledged>((res, rej) => {
       resolve = res;
       reject = rej;
     });
@@ -128,6 +140,7 @@ export class PublishTracker {
       id,
       room,
       frame,
+      ephemeral,
       resolve,
       reject,
       promise,
@@ -196,8 +209,14 @@ export class PublishTracker {
     if (typeof frame.id !== 'string') return true;
     const entry = this.pending.get(frame.id);
     if (!entry) return true; // already settled (timeout), or a duplicate ack
+    const room = typeof frame.room === 'string' ? frame.room : entry.room;
+    if (entry.ephemeral) {
+      if (frame.ephemeral !== true) return false;
+      this.settle(entry, { id: entry.id, room, ephemeral: true });
+      return true;
+    }
     if (!isInteger(frame.seq)) return false;
-    this.settle(entry, { id: entry.id, room: typeof frame.room === 'string' ? frame.room : entry.room, seq: frame.seq });
+    this.settle(entry, { id: entry.id, room, seq: frame.seq });
     return true;
   }
 
@@ -243,13 +262,13 @@ export class PublishTracker {
     return true;
   }
 
-  private settle(entry: PendingPublish, outcome: PublishAck | HubcastError): void {
+  private settle(entry: PendingPublish, outcome: Acknowledged | HubcastError): void {
     if (this.pending.get(entry.id) !== entry) return;
     this.pending.delete(entry.id);
     if (entry.retryTimer !== null) clearTimeout(entry.retryTimer);
     if (entry.timeoutTimer !== null) clearTimeout(entry.timeoutTimer);
     if (outcome instanceof HubcastError) entry.reject(outcome);
     else entry.resolve(outcome);
-    this.link.settled(entry.room, outcome instanceof HubcastError ? null : outcome.seq);
+    this.link.settled(entry.room, outcome instanceof HubcastError || !('seq' in outcome) ? null : outcome.seq);
   }
 }

@@ -318,6 +318,12 @@ export class Room<T = unknown> {
     this.drain();
   }
 
+  /** @internal An `ephemeral` frame: passed on while the subscription is live; the cursor does not move. */
+  onEphemeral(ts: number, data: unknown): void {
+    if (this.closed || this.wire !== 'active') return;
+    this.emitter.emit('ephemeral', { room: this.name, ts, data });
+  }
+
   /** @internal A `presence` frame: the full member list (for a presence subscription). */
   onPresence(members: PresenceMember[]): void {
     if (this.closed || !this.withPresence || this.wire !== 'active') return;

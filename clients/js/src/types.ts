@@ -35,6 +35,17 @@ export interface ResetInfo {
   previous: Cursor | null;
 }
 
+/**
+ * A live-only message (typing indicators, cursors): delivered to the room's
+ * current subscribers, never stored, no seq, never replayed; it moves no cursor.
+ */
+export interface EphemeralMessage<T = unknown> {
+  room: string;
+  /** Milliseconds since the Unix epoch, by the accepting node's clock. */
+  ts: number;
+  data: T;
+}
+
 /** Items of {@link Room.updates}: events and resets in the order they happened. */
 export type RoomUpdate<T = unknown> = { type: 'event'; event: HubcastEvent<T> } | { type: 'reset'; reset: ResetInfo };
 
@@ -59,6 +70,8 @@ export interface PresenceChange {
 
 export interface RoomEvents<T = unknown> {
   event: HubcastEvent<T>;
+  /** An ephemeral message (outside the event order; no seq, no cursor move). */
+  ephemeral: EphemeralMessage;
   reset: ResetInfo;
   /** (`presence: true` rooms) the full member list, after every (re)subscribe. */
   presence: PresenceList;
@@ -115,6 +128,13 @@ export interface PublishAck {
   id: string;
   room: string;
   seq: number;
+}
+
+/** The answer to {@link HubcastClient.publishEphemeral}: handed to the room's subscribers, not stored. */
+export interface EphemeralAck {
+  id: string;
+  room: string;
+  ephemeral: true;
 }
 
 export interface RoomOptions {

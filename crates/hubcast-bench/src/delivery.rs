@@ -185,7 +185,7 @@ impl Subscriber {
         let latencies = &mut received.latencies;
         let permit = permits.acquire().await;
         let url = self.target.subscribe_url(&self.room);
-        let Ok((mut socket, _)) = tokio_tungstenite::connect_async(&url).await else {
+        let Ok(mut socket) = self.target.connect(&url).await else {
             self.tally.connect_failures.fetch_add(1, Ordering::Relaxed);
             let _ = ready.send(false);
             return received;
@@ -274,6 +274,7 @@ struct Published {
 async fn publish(target: &Target, rooms: &[String], shape: &Shape) -> Published {
     let total = rooms.len() as u64 * shape.events_per_room;
     let http = reqwest::Client::builder()
+        .use_preconfigured_tls((*target.tls).clone())
         .pool_max_idle_per_host(shape.publishers.max(1))
         .build()
         .unwrap_or_default();

@@ -46,6 +46,61 @@ pub enum Scenario {
     IdleClient(IdleClientOptions),
 }
 
+/// How a client reaches a server that has auth on or sits behind TLS: the
+/// flags of `hubcast pub`, `hubcast sub` and `hubcast bench`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientArgs {
+    /// An API key, sent as `Authorization: Bearer` (and as the socket's token).
+    #[arg(
+        long,
+        env = "HUBCAST_API_KEY",
+        hide_env_values = true,
+        global = true,
+        conflicts_with = "token"
+    )]
+    pub api_key: Option<String>,
+    /// A JWT, sent as `Authorization: Bearer` and as the socket's `?token=`.
+    #[arg(long, env = "HUBCAST_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Extra CA certificates (PEM) to trust for https:// and wss://, besides
+    /// the system's (or those of `SSL_CERT_FILE`). Repeatable.
+    #[arg(long, value_name = "PEM", global = true)]
+    pub ca_file: Vec<PathBuf>,
+}
+
+impl ClientArgs {
+    /// The credential to send, if any (a token or an API key).
+    pub fn credential(&self) -> Option<&str> {
+        self.token.as_deref().or(self.api_key.as_deref())
+    }
+
+    /// The TLS config for https:// and wss://.
+    pub fn tls(&self) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
+        if self.ca_file.is_empty() {
+            return Ok(hubcast_client::tls::default_config());
+        }
+        Ok(hubcast_client::tls::client_config(&self.ca_file)?)
+    }
+
+    /// An HTTP client on [`Self::tls`].
+    pub fn http(&self) -> anyhow::Result<reqwest::Client> {
+        Ok(hubcast_client::tls::http_client(&*self.tls()?))
+    }
+
+    /// A socket client for `url` with these credentials and TLS settings.
+    pub fn client(&self, url: &str) -> anyhow::Result<hubcast_client::Client> {
+        let mut builder = hubcast_client::Client::builder(url).tls(self.tls()?);
+        if let Some(credential) = self.credential() {
+            let credential = credential.to_owned();
+            builder = builder.token_provider(move || {
+                let credential = credential.clone();
+                async move { Ok(Some(credential)) }
+            });
+        }
+        Ok(builder.build()?)
+    }
+}
+
 /// Options every scenario shares.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Common {
@@ -67,6 +122,9 @@ pub struct Common {
     /// The server's protocol (fanout and rooms run against peers too).
     #[command(flatten)]
     pub target: TargetOptions,
+    /// Credentials and TLS.
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 /// One scenario's results: a flat list of named figures.
@@ -174,7 +232,7 @@ pub async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Option<Re
     let url = spawned
         .as_ref()
         .map_or(common.url.clone(), |s| s.url.clone());
-    let target = target::Target::new(&url, &common.target);
+    let target = target::Target::new(&url, &common.target, &common.client)?;
     let report = match scenario {
         Scenario::Fanout(options) => fanout::run(&target, &options, &common).await?,
         Scenario::Rooms(options) => rooms::run(&target, &options, &common).await?,
@@ -212,6 +270,14 @@ impl SpawnedServer {
         // per-address limits meant for the open internet would stop it.
         config.rate_limits.connects_per_ip_per_minute = 0;
         config.rate_limits.max_connections_per_ip = 0;
+        // `bench publish --ephemeral` publishes to `bench:` rooms.
+        config
+            .namespaces
+            .push(hubcast_server::config::NamespaceConfig {
+                prefix: "bench:".into(),
+                ephemeral: hubcast_server::config::Ephemeral::Allowed,
+                ..Default::default()
+            });
         config.check()?;
         // The node's own backlog: with tokio's `bind`, 256 publishers
         // connecting at once overflowed the accept queue (83 SYNs dropped,

@@ -4,7 +4,10 @@
 //! is kept cheap: each publisher owns one keep-alive HTTP/1.1 connection
 //! (hyper's client connection, polled in the publisher's own task, so a
 //! request wakes no second task), and the request's URI and headers are
-//! parsed once, not per publish.
+//! parsed once, not per publish. `https://` goes through rustls
+//! (`--ca-file`), and `--api-key` / `--token` become the bearer.
+//! `--ephemeral` measures ephemeral publishes (202, never stored) on the same
+//! path, for the comparison with durable ones.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,6 +21,7 @@ use axum::http::{header, HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::{latency_histogram, now_us, progress, run_room, Common, Report};
@@ -36,10 +40,20 @@ pub struct PublishOptions {
     /// Bytes of padding in each event's data.
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
+    /// Publish ephemeral messages (`"ephemeral": true`, answered 202, never
+    /// stored) instead of events. The rooms' namespace must allow them
+    /// (`--spawn` allows them under `bench:`).
+    #[arg(long)]
+    pub ephemeral: bool,
 }
 
 pub async fn run(url: &str, options: &PublishOptions, common: &Common) -> anyhow::Result<Report> {
-    let target = Target::parse(url)?;
+    let target = Target::parse(url, &common.client)?;
+    let (flag, accepted) = if options.ephemeral {
+        (r#","ephemeral":true"#, StatusCode::ACCEPTED)
+    } else {
+        ("", StatusCode::CREATED)
+    };
     let prefix = run_room("publish");
     let paths: Vec<Uri> = (0..options.rooms.max(1))
         .map(|i| format!("/v1/rooms/{prefix}-{i}/events").parse::<Uri>())
@@ -70,10 +84,10 @@ pub async fn run(url: &str, options: &PublishOptions, common: &Common) -> anyhow
                     return histogram;
                 }
                 let path = &paths[n as usize % paths.len()];
-                let body = format!(r#"{{"data":{{"n":{n},"pad":"{padding}"}}}}"#);
+                let body = format!(r#"{{"data":{{"n":{n},"pad":"{padding}"}}{flag}}}"#);
                 let sent = now_us();
                 match target.publish(&mut connection, path, body).await {
-                    Ok(StatusCode::CREATED) => {
+                    Ok(status) if status == accepted => {
                         let _ = histogram.record(now_us().saturating_sub(sent).max(1));
                     }
                     Ok(_) => {
@@ -97,6 +111,7 @@ pub async fn run(url: &str, options: &PublishOptions, common: &Common) -> anyhow
     bar.finish_and_clear();
     let failed = failures.load(Ordering::Relaxed);
     let mut report = Report::new("publish", url);
+    report.add("ephemeral", options.ephemeral);
     report.add("concurrency", options.concurrency as u64);
     report.add("rooms", paths.len() as u64);
     report.add("events", options.events);
@@ -110,8 +125,12 @@ pub async fn run(url: &str, options: &PublishOptions, common: &Common) -> anyhow
     Ok(report)
 }
 
+/// A connection's byte stream: TCP, or TLS over TCP.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
 /// The future that does a client connection's I/O.
-type ConnIo = Pin<Box<Connection<TokioIo<TcpStream>, Full<Bytes>>>>;
+type ConnIo = Pin<Box<Connection<TokioIo<Box<dyn Stream>>, Full<Bytes>>>>;
 
 /// One publisher's HTTP/1.1 connection: the request side and its I/O.
 struct Conn {
@@ -132,37 +151,64 @@ async fn drive<T>(io: &mut ConnIo, work: impl Future<Output = T>) -> anyhow::Res
     }
 }
 
-/// The server to publish to (plain HTTP only).
+/// The server to publish to.
 #[derive(Clone)]
 struct Target {
     /// `host:port` to connect to.
     addr: String,
     host: HeaderValue,
+    /// For https://: the connector and the name the certificate must have.
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+    /// `Bearer KEY` when a credential was given.
+    authorization: Option<HeaderValue>,
 }
 
 impl Target {
-    fn parse(url: &str) -> anyhow::Result<Target> {
+    fn parse(url: &str, client: &crate::ClientArgs) -> anyhow::Result<Target> {
         let uri: Uri = url.parse().with_context(|| format!("bad --url {url}"))?;
-        if uri.scheme_str() != Some("http") {
-            anyhow::bail!("bench publish speaks plain http://, not {url}");
-        }
+        let secure = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => anyhow::bail!("bench publish speaks http:// or https://, not {url}"),
+        };
         let authority = uri
             .authority()
             .with_context(|| format!("no host in {url}"))?;
         let addr = format!(
             "{}:{}",
             authority.host(),
-            authority.port_u16().unwrap_or(80)
+            authority
+                .port_u16()
+                .unwrap_or(if secure { 443 } else { 80 })
         );
+        let tls = if secure {
+            let name = rustls::pki_types::ServerName::try_from(authority.host().to_owned())?;
+            Some((tokio_rustls::TlsConnector::from(client.tls()?), name))
+        } else {
+            None
+        };
+        let authorization = client
+            .credential()
+            .map(|c| HeaderValue::from_str(&format!("Bearer {c}")))
+            .transpose()?;
         Ok(Target {
             addr,
             host: HeaderValue::from_str(authority.as_str())?,
+            tls,
+            authorization,
         })
     }
 
     async fn connect(&self) -> anyhow::Result<Conn> {
-        let stream = TcpStream::connect(&self.addr).await?;
-        stream.set_nodelay(true)?;
+        let tcp = TcpStream::connect(&self.addr).await?;
+        tcp.set_nodelay(true)?;
+        let stream: Box<dyn Stream> = match &self.tls {
+            Some((connector, name)) => Box::new(connector.connect(name.clone(), tcp).await?),
+            None => Box::new(tcp),
+        };
         let (sender, io) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         Ok(Conn {
             sender,
@@ -182,13 +228,16 @@ impl Target {
             *connection = Some(self.connect().await?);
         }
         let Conn { sender, io } = connection.as_mut().expect("connected above");
-        let request = Request::post(path.clone())
+        let mut request = Request::post(path.clone())
             .header(header::HOST, self.host.clone())
             .header(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
-            )
-            .body(Full::new(Bytes::from(body)))?;
+            );
+        if let Some(authorization) = &self.authorization {
+            request = request.header(header::AUTHORIZATION, authorization.clone());
+        }
+        let request = request.body(Full::new(Bytes::from(body)))?;
         drive(io, sender.ready()).await??;
         let response = drive(io, sender.send_request(request)).await??;
         let status = response.status();

@@ -19,14 +19,20 @@ pub struct ReplayOptions {
 
 pub async fn run(url: &str, options: &ReplayOptions, common: &Common) -> anyhow::Result<Report> {
     let room = run_room("replay");
-    let http = reqwest::Client::new();
+    let http = common.client.http()?;
+    let credential = common.client.credential();
     let bar = progress(options.events, common.quiet, "fill");
     let mut posted = 0;
     while posted < options.events {
         let batch: Vec<_> = (posted..(posted + 64).min(options.events))
             .map(|n| {
                 let body = serde_json::json!({"data": {"n": n, "pad": "0123456789abcdef0123456789abcdef"}});
-                http.post(format!("{url}/v1/rooms/{room}/events")).json(&body).send()
+                let request = http.post(format!("{url}/v1/rooms/{room}/events")).json(&body);
+                match credential {
+                    Some(credential) => request.bearer_auth(credential),
+                    None => request,
+                }
+                .send()
             })
             .collect();
         for response in futures_util::future::join_all(batch).await {
@@ -46,7 +52,7 @@ pub async fn run(url: &str, options: &ReplayOptions, common: &Common) -> anyhow:
     let mut times = Vec::new();
     for _ in 0..options.repeat.max(1) {
         let started = Instant::now();
-        let client = hubcast_client::Client::new(url)?;
+        let client = common.client.client(url)?;
         let start = hubcast_client::Cursor {
             epoch: None,
             seq: 0,
@@ -71,7 +77,10 @@ pub async fn run(url: &str, options: &ReplayOptions, common: &Common) -> anyhow:
                     anyhow::bail!("replay failed: {err}")
                 }
                 Some(hubcast_client::RoomUpdate::Error(_)) => {}
-                Some(hubcast_client::RoomUpdate::Presence(_)) => {} // not asked for
+                Some(
+                    hubcast_client::RoomUpdate::Presence(_)
+                    | hubcast_client::RoomUpdate::Ephemeral(_),
+                ) => {} // not asked for
                 None => break,
             }
         }

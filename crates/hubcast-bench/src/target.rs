@@ -57,15 +57,41 @@ pub struct Target {
     pub kind: TargetKind,
     base: String,
     options: TargetOptions,
+    /// hubcast's `--api-key` / `--token`: the publishes' bearer and the sockets' `?token=`.
+    credential: Option<String>,
+    /// For https:// and wss://.
+    pub tls: std::sync::Arc<rustls::ClientConfig>,
 }
 
 impl Target {
-    pub fn new(base: &str, options: &TargetOptions) -> Target {
-        Target {
+    pub fn new(
+        base: &str,
+        options: &TargetOptions,
+        client: &crate::ClientArgs,
+    ) -> anyhow::Result<Target> {
+        Ok(Target {
             kind: options.target,
             base: base.trim_end_matches('/').to_owned(),
             options: options.clone(),
-        }
+            credential: client.credential().map(str::to_owned),
+            tls: client.tls()?,
+        })
+    }
+
+    /// Opens a subscriber's socket (`wss://` with the target's TLS config).
+    pub async fn connect(
+        &self,
+        url: &str,
+    ) -> Result<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        tokio_tungstenite::tungstenite::Error,
+    > {
+        let tls = tokio_tungstenite::Connector::Rustls(self.tls.clone());
+        let (socket, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(tls)).await?;
+        Ok(socket)
     }
 
     /// The server's base URL.
@@ -77,7 +103,13 @@ impl Target {
     pub fn subscribe_url(&self, room: &str) -> String {
         let ws = self.base.replacen("http", "ws", 1);
         match self.kind {
-            TargetKind::Hubcast => format!("{ws}/v1/rooms/{room}/ws"),
+            TargetKind::Hubcast => match &self.credential {
+                Some(token) => format!(
+                    "{ws}/v1/rooms/{room}/ws?token={}",
+                    hubcast_client::urls::encode_component(token)
+                ),
+                None => format!("{ws}/v1/rooms/{room}/ws"),
+            },
             TargetKind::Sockudo => format!(
                 "{ws}/app/{}?protocol=7&client=hubcast-bench&version=1.0",
                 self.options.app_key
@@ -128,10 +160,16 @@ impl Target {
     /// Publishes `data` (a JSON object) to `room`; true if the server accepted it.
     pub async fn publish(&self, http: &reqwest::Client, room: &str, data: &str) -> bool {
         let request = match self.kind {
-            TargetKind::Hubcast => http
-                .post(format!("{}/v1/rooms/{room}/events", self.base))
-                .header("content-type", "application/json")
-                .body(format!(r#"{{"data":{data}}}"#)),
+            TargetKind::Hubcast => {
+                let request = http
+                    .post(format!("{}/v1/rooms/{room}/events", self.base))
+                    .header("content-type", "application/json")
+                    .body(format!(r#"{{"data":{data}}}"#));
+                match &self.credential {
+                    Some(credential) => request.bearer_auth(credential),
+                    None => request,
+                }
+            }
             TargetKind::Socketio => http
                 .post(format!("{}/publish/{room}", self.base))
                 .header("content-type", "application/json")

@@ -104,6 +104,15 @@ impl ClientBuilder {
         self
     }
 
+    /// The TLS config of `wss://` sockets and `https://` history reads
+    /// (default: the system roots; [`crate::tls::client_config`] adds CA files).
+    /// Replaces the connector and the history fetcher with the default ones on it.
+    pub fn tls(mut self, tls: Arc<rustls::ClientConfig>) -> Self {
+        self.history = Arc::new(ReqwestHistory::with_tls(&tls));
+        self.connector = Arc::new(WsConnector::with_tls(tls));
+        self
+    }
+
     pub fn connector(mut self, connector: impl Connector) -> Self {
         self.connector = Arc::new(connector);
         self
@@ -235,7 +244,7 @@ impl Client {
     pub fn builder(url: impl Into<String>) -> ClientBuilder {
         ClientBuilder {
             config: Config::new(url),
-            connector: Arc::new(WsConnector),
+            connector: Arc::new(WsConnector::default()),
             history: Arc::new(ReqwestHistory::default()),
             token: None,
             random: Box::new(rand::random::<f64>),

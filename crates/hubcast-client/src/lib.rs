@@ -9,6 +9,7 @@
 //! - [`core`]: the state machine underneath, without I/O, driven by the tests
 //!   with a fake socket, a fake history route and a fake clock.
 //! - [`http_publish`]: a one-shot publish over HTTP (`hubcast pub`).
+//! - [`tls`]: the rustls config for `https://` and `wss://` (extra CA files).
 //!
 //! Frames are encoded (`ClientRequest`) and decoded (`ServerFrame`), and every
 //! error and close code is named, by the `hubcast-protocol` crate the server
@@ -25,6 +26,7 @@
 mod client;
 pub mod core;
 mod driver;
+pub mod tls;
 mod transport;
 mod types;
 pub mod urls;
@@ -38,8 +40,8 @@ pub use crate::transport::{
     TokenProvider, WsConnector,
 };
 pub use crate::types::{
-    Ack, ClientError, ConnectionState, Cursor, Event, PresenceMember, PresenceUpdate, Reset,
-    RoomUpdate, StateChange,
+    Ack, ClientError, ConnectionState, Cursor, Ephemeral, Event, PresenceMember, PresenceUpdate,
+    Reset, RoomUpdate, StateChange,
 };
 pub use hubcast_protocol::room::RoomName;
 
@@ -51,16 +53,48 @@ use serde_json::Value;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+/// An error with its causes ("error sending request: … invalid peer
+/// certificate: UnknownIssuer"): reqwest's own message leaves out why.
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(err) = cause {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        cause = err.source();
+    }
+    text
+}
+
+/// One HTTP publish: what [`http_publish`] sends besides the room and data.
+#[derive(Debug, Clone, Default)]
+pub struct HttpPublish<'a> {
+    /// `Idempotency-Key`: a retry with the same key is not appended twice.
+    pub idempotency_key: Option<&'a str>,
+    /// Append only if the room's head is this seq (else 409).
+    pub expected_seq: Option<u64>,
+    /// An API key or a token, sent as `Authorization: Bearer`.
+    pub credential: Option<&'a str>,
+    /// Live only: not stored, no seq (the room's namespace must allow it).
+    pub ephemeral: bool,
+}
+
 /// Publishes one event with `POST /v1/rooms/{room}/events`; returns the HTTP
-/// status and the JSON answer (`201`/`200` receipt, or the error body).
+/// status and the JSON answer (`201`/`200` receipt, `202` for an ephemeral
+/// message, or the error body). `http` decides TLS ([`tls::http_client`]).
 pub async fn http_publish(
     http: &reqwest::Client,
     base: &str,
     room: &str,
     data: &Value,
-    idempotency_key: Option<&str>,
-    expected_seq: Option<u64>,
+    options: &HttpPublish<'_>,
 ) -> Result<(u16, Value), ClientError> {
+    let HttpPublish {
+        idempotency_key,
+        expected_seq,
+        credential,
+        ephemeral,
+    } = *options;
     RoomName::parse(room).map_err(|e| {
         ClientError::new(ErrorCode::InvalidRoom.as_str(), e.to_string()).with_room(room)
     })?;
@@ -70,14 +104,20 @@ pub async fn http_publish(
     if let Some(expected) = expected_seq {
         body["expected_seq"] = expected.into();
     }
+    if ephemeral {
+        body["ephemeral"] = true.into();
+    }
     let mut request = http.post(url).json(&body);
     if let Some(key) = idempotency_key {
         request = request.header("idempotency-key", key);
     }
+    if let Some(credential) = credential {
+        request = request.bearer_auth(credential);
+    }
     let response = request
         .send()
         .await
-        .map_err(|e| ClientError::new(sdk::NETWORK_ERROR, e.to_string()).with_room(room))?;
+        .map_err(|e| ClientError::new(sdk::NETWORK_ERROR, with_causes(&e)).with_room(room))?;
     let status = response.status().as_u16();
     let answer = response.json::<Value>().await.unwrap_or(Value::Null);
     Ok((status, answer))

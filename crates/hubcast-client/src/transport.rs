@@ -1,8 +1,9 @@
 //! The client's transports, replaceable: [`Connector`] opens WebSockets
 //! (default [`WsConnector`], tokio-tungstenite), [`HistoryFetcher`] reads the
 //! history route (default [`ReqwestHistory`]), and a [`TokenProvider`] gives
-//! the token for each connection. Tests and custom transports (TLS settings,
-//! proxies) put their own in the [`crate::ClientBuilder`].
+//! the token for each connection. Both speak TLS through rustls
+//! ([`crate::tls`]; `ClientBuilder::tls` sets the config of both). Tests and
+//! custom transports (proxies) put their own in the [`crate::ClientBuilder`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,15 +64,37 @@ pub trait HistoryFetcher: Send + Sync + 'static {
 pub type TokenProvider =
     Arc<dyn Fn() -> BoxFuture<'static, Result<Option<String>, String>> + Send + Sync>;
 
-/// The default connector: tokio-tungstenite.
-pub struct WsConnector;
+/// The default connector: tokio-tungstenite, with rustls for `wss://`.
+pub struct WsConnector {
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl Default for WsConnector {
+    /// Trusts the system roots ([`crate::tls::default_config`]).
+    fn default() -> WsConnector {
+        WsConnector::with_tls(crate::tls::default_config())
+    }
+}
+
+impl WsConnector {
+    /// A connector whose `wss://` connections use `tls`.
+    pub fn with_tls(tls: Arc<rustls::ClientConfig>) -> WsConnector {
+        WsConnector { tls }
+    }
+}
 
 impl Connector for WsConnector {
     fn connect(&self, url: String) -> BoxFuture<'static, Result<Connection, String>> {
+        let tls = tokio_tungstenite::Connector::Rustls(self.tls.clone());
         Box::pin(async move {
-            let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
-                .await
-                .map_err(|e| e.to_string())?;
+            let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+                url.as_str(),
+                None,
+                false,
+                Some(tls),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
             let (ev_tx, ev_rx) = mpsc::unbounded_channel();
             tokio::spawn(async move {
@@ -132,8 +155,15 @@ pub struct ReqwestHistory {
 
 impl Default for ReqwestHistory {
     fn default() -> ReqwestHistory {
+        ReqwestHistory::with_tls(&crate::tls::default_config())
+    }
+}
+
+impl ReqwestHistory {
+    /// A fetcher whose `https://` requests use `tls`.
+    pub fn with_tls(tls: &rustls::ClientConfig) -> ReqwestHistory {
         ReqwestHistory {
-            http: reqwest::Client::new(),
+            http: crate::tls::http_client(tls),
             timeout: Duration::from_secs(10),
         }
     }

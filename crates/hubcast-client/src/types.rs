@@ -83,6 +83,16 @@ impl Event {
     }
 }
 
+/// A live-only message (`ephemeral` frame): not stored, no seq, never
+/// replayed, so it moves no cursor and a reconnect does not bring it back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ephemeral {
+    pub room: String,
+    /// Milliseconds since the Unix epoch, by the accepting node's clock.
+    pub ts: i64,
+    pub data: Value,
+}
+
 /// The cursor could not be served (pruned, another epoch, ahead of the head):
 /// reload your state. Delivery continues with `head + 1`.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,6 +118,9 @@ pub enum RoomUpdate {
     /// Presence of a `presence: true` subscription: the member list, a join or
     /// a leave. Not part of the event order (presence carries no seq).
     Presence(PresenceUpdate),
+    /// An ephemeral message (typing indicators, cursors): delivered while the
+    /// subscription is live, outside the event order (no seq).
+    Ephemeral(Ephemeral),
 }
 
 /// A member of a room's presence: keyed by the token's `sub` (or a session

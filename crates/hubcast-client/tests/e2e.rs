@@ -175,6 +175,7 @@ async fn read_through(sub: &mut hubcast_client::Subscription, seen: &mut Vec<u64
                 RoomUpdate::Reset(r) => panic!("unexpected reset {r:?}"),
                 RoomUpdate::Error(_) => {} // e.g. history_unavailable while the server is down
                 RoomUpdate::Presence(p) => panic!("no presence was asked for, got {p:?}"),
+                RoomUpdate::Ephemeral(m) => panic!("no ephemeral message was sent, got {m:?}"),
             }
         }
     })
@@ -509,4 +510,97 @@ async fn no_echo_rooms_skip_own_publishes_without_gap_heals() {
         other => panic!("expected event 81, got {other:?}"),
     }
     resumed.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemeral_messages_come_on_the_stream_outside_the_event_order() {
+    let bin = binary();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("hubcast.toml"),
+        "[[namespaces]]\nprefix = \"typing:\"\nephemeral = \"allowed\"\n",
+    )
+    .unwrap();
+    let server = start_server(&bin, dir.path()).await;
+    let url = format!("http://{}", server.addr);
+    let room = "typing:e2e";
+    let client = Client::new(url.clone()).unwrap();
+    let mut sub = client
+        .subscribe(room, SubscribeOptions::default())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let publish = |data: serde_json::Value, ephemeral: bool| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let options = hubcast_client::HttpPublish {
+                ephemeral,
+                ..Default::default()
+            };
+            hubcast_client::http_publish(&http, &url, room, &data, &options)
+                .await
+                .unwrap()
+        }
+    };
+    // Publish until the live subscription has seen an event: from then on it
+    // is a current subscriber.
+    let mut n = 0;
+    let first = timeout(Duration::from_secs(20), async {
+        loop {
+            n += 1;
+            assert_eq!(publish(json!({"n": n}), false).await.0, 201);
+            if let Ok(Some(RoomUpdate::Event(e))) =
+                timeout(Duration::from_millis(200), sub.next()).await
+            {
+                return e.seq;
+            }
+        }
+    })
+    .await
+    .expect("the subscription never went live");
+    let (status, receipt) = publish(json!({"typing": "alice"}), true).await;
+    assert_eq!(
+        (status, &receipt["ephemeral"]),
+        (202, &json!(true)),
+        "{receipt}"
+    );
+    let mut updates = Vec::new();
+    let head = timeout(Duration::from_secs(20), async {
+        let (status, receipt) = publish(json!({"after": true}), false).await;
+        assert_eq!(status, 201, "{receipt}");
+        let head = receipt["seq"].as_u64().unwrap();
+        loop {
+            let update = sub.next().await.expect("the subscription ended");
+            let done = matches!(&update, RoomUpdate::Event(e) if e.seq == head);
+            updates.push(update);
+            if done {
+                return head;
+            }
+        }
+    })
+    .await
+    .expect("no event after the ephemeral message");
+    let ephemeral: Vec<&hubcast_client::Ephemeral> = updates
+        .iter()
+        .filter_map(|u| match u {
+            RoomUpdate::Ephemeral(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ephemeral.len(), 1, "{updates:?}");
+    assert_eq!(
+        (ephemeral[0].room.as_str(), &ephemeral[0].data),
+        (room, &json!({"typing": "alice"}))
+    );
+    // The ephemeral message took no seq: the events stay consecutive, and
+    // the cursor is the last event's.
+    let seqs: Vec<u64> = updates
+        .iter()
+        .filter_map(|u| match u {
+            RoomUpdate::Event(e) => Some(e.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, ((first + 1)..=head).collect::<Vec<_>>());
+    assert_eq!(sub.cursor().map(|c| c.seq), Some(head));
 }

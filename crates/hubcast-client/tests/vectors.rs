@@ -227,6 +227,7 @@ impl Runner {
                         ),
                         RoomUpdate::Error(_) => {} // counted once, as a client error
                         RoomUpdate::Presence(_) => {} // the core reports it as Output::Presence
+                        RoomUpdate::Ephemeral(_) => {} // no vector sends one
                     },
                     Output::Error(e) => {
                         let mut o = Map::new();

@@ -257,6 +257,9 @@ pub enum ErrorCode {
     TokenExpired,
     /// The credentials do not grant this.
     Forbidden,
+    /// An ephemeral publish to a room whose namespace does not set
+    /// `ephemeral = "allowed"` or `"only"`.
+    EphemeralNotAllowed,
     /// A rate limit was exceeded; retry later.
     RateLimited,
     /// A capacity limit was reached; retry later.
@@ -274,7 +277,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::InvalidJson,
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
@@ -291,6 +294,7 @@ impl ErrorCode {
         ErrorCode::Unauthenticated,
         ErrorCode::TokenExpired,
         ErrorCode::Forbidden,
+        ErrorCode::EphemeralNotAllowed,
         ErrorCode::RateLimited,
         ErrorCode::OverCapacity,
         ErrorCode::StoreUnavailable,
@@ -318,6 +322,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::TokenExpired => "token_expired",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::EphemeralNotAllowed => "ephemeral_not_allowed",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::OverCapacity => "over_capacity",
             ErrorCode::StoreUnavailable => "store_unavailable",
@@ -344,7 +349,7 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Unauthenticated | ErrorCode::TokenExpired => 401,
-            ErrorCode::Forbidden => 403,
+            ErrorCode::Forbidden | ErrorCode::EphemeralNotAllowed => 403,
             ErrorCode::RateLimited => 429,
             ErrorCode::OverCapacity => 503,
             ErrorCode::StoreUnavailable | ErrorCode::AuthUnavailable | ErrorCode::ShuttingDown => {
@@ -518,6 +523,7 @@ mod tests {
             | ErrorCode::Unauthenticated
             | ErrorCode::TokenExpired
             | ErrorCode::Forbidden
+            | ErrorCode::EphemeralNotAllowed
             | ErrorCode::RateLimited
             | ErrorCode::OverCapacity
             | ErrorCode::StoreUnavailable

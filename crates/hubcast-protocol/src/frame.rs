@@ -38,6 +38,7 @@ pub enum ServerFrame {
     Welcome(WelcomeFrame),
     Subscribed(SubscribedFrame),
     Event(EventFrame),
+    Ephemeral(EphemeralFrame),
     Batch(BatchFrame),
     Presence(PresenceFrame),
     Join(MemberFrame),
@@ -78,6 +79,15 @@ pub struct SubscribedFrame {
 pub struct EventFrame {
     pub room: String,
     pub seq: u64,
+    pub ts: i64,
+    pub data: Box<RawValue>,
+}
+
+/// `ephemeral`: a live-only message (no seq, never stored or replayed).
+/// Also what nodes send each other on the bus for one.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EphemeralFrame {
+    pub room: String,
     pub ts: i64,
     pub data: Box<RawValue>,
 }
@@ -134,12 +144,15 @@ pub struct UnsubscribedFrame {
     pub room: String,
 }
 
-/// `ack`: a socket publish was committed with `seq`.
+/// `ack`: a socket publish was committed with `seq`, or (`ephemeral`, no
+/// `seq`) an ephemeral publish was handed to the room's subscribers.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct AckFrame {
     pub id: String,
     pub room: String,
-    pub seq: u64,
+    pub seq: Option<u64>,
+    #[serde(default)]
+    pub ephemeral: bool,
 }
 
 /// `authenticated`: the `auth` message's token was accepted.
@@ -199,6 +212,13 @@ impl PartialEq for EventFrame {
     }
 }
 
+impl PartialEq for EphemeralFrame {
+    /// Raw data compares as text.
+    fn eq(&self, other: &EphemeralFrame) -> bool {
+        (&self.room, self.ts, self.data.get()) == (&other.room, other.ts, other.data.get())
+    }
+}
+
 impl PartialEq for BatchedEvent {
     /// Raw data compares as text.
     fn eq(&self, other: &BatchedEvent) -> bool {
@@ -224,6 +244,11 @@ impl Serialize for ServerFrame {
             ServerFrame::Event(f) => ServerMessage::Event {
                 room: &f.room,
                 seq: f.seq,
+                ts: f.ts,
+                data: &f.data,
+            },
+            ServerFrame::Ephemeral(f) => ServerMessage::Ephemeral {
+                room: &f.room,
                 ts: f.ts,
                 data: &f.data,
             },
@@ -269,6 +294,7 @@ impl Serialize for ServerFrame {
                 id: &f.id,
                 room: &f.room,
                 seq: f.seq,
+                ephemeral: f.ephemeral,
             },
             ServerFrame::Authenticated(f) => ServerMessage::Authenticated {
                 sub: f.sub.as_deref(),
@@ -303,6 +329,7 @@ enum Kind {
     Welcome,
     Subscribed,
     Event,
+    Ephemeral,
     Batch,
     Presence,
     Join,
@@ -323,6 +350,7 @@ impl Kind {
             "welcome" => Kind::Welcome,
             "subscribed" => Kind::Subscribed,
             "event" => Kind::Event,
+            "ephemeral" => Kind::Ephemeral,
             "batch" => Kind::Batch,
             "presence" => Kind::Presence,
             "join" => Kind::Join,
@@ -344,6 +372,7 @@ impl Kind {
             Kind::Welcome => ServerFrame::Welcome(Deserialize::deserialize(fields)?),
             Kind::Subscribed => ServerFrame::Subscribed(Deserialize::deserialize(fields)?),
             Kind::Event => ServerFrame::Event(Deserialize::deserialize(fields)?),
+            Kind::Ephemeral => ServerFrame::Ephemeral(Deserialize::deserialize(fields)?),
             Kind::Batch => ServerFrame::Batch(Deserialize::deserialize(fields)?),
             Kind::Presence => ServerFrame::Presence(Deserialize::deserialize(fields)?),
             Kind::Join => ServerFrame::Join(Deserialize::deserialize(fields)?),
@@ -504,6 +533,11 @@ mod tests {
                 ts: 1_732_400_000_000,
                 data,
             },
+            ServerMessage::Ephemeral {
+                room: "r:1",
+                ts: 1_732_400_000_000,
+                data,
+            },
             ServerMessage::Batch {
                 room: "r",
                 events: &events,
@@ -539,7 +573,14 @@ mod tests {
             ServerMessage::Ack {
                 id: "p\"1",
                 room: "r",
-                seq: 9,
+                seq: Some(9),
+                ephemeral: false,
+            },
+            ServerMessage::Ack {
+                id: "e1",
+                room: "r",
+                seq: None,
+                ephemeral: true,
             },
             ServerMessage::Authenticated {
                 sub: Some("alice"),
@@ -571,6 +612,7 @@ mod tests {
             ServerMessage::Welcome { .. } => "welcome",
             ServerMessage::Subscribed { .. } => "subscribed",
             ServerMessage::Event { .. } => "event",
+            ServerMessage::Ephemeral { .. } => "ephemeral",
             ServerMessage::Batch { .. } => "batch",
             ServerMessage::Presence { .. } => "presence",
             ServerMessage::Join { .. } => "join",
@@ -586,7 +628,7 @@ mod tests {
         let named: BTreeSet<&str> = messages.iter().map(name).collect();
         assert_eq!(
             named.len(),
-            14,
+            15,
             "a sample of every kind of message: {named:?}"
         );
         messages.iter().map(ServerMessage::encode).collect()

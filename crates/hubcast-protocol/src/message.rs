@@ -44,13 +44,16 @@ pub struct SubscribeRequest {
     pub presence: bool,
 }
 
-/// `publish {id, room, data, expected_seq?}`.
+/// `publish {id, room, data, expected_seq?, ephemeral?}`.
 #[derive(Debug)]
 pub struct PublishRequest {
     pub id: String,
     pub room: RoomName,
     pub data: Box<RawValue>,
     pub expected_seq: Option<u64>,
+    /// Deliver to the room's current subscribers only: not stored, no seq
+    /// (the namespace must allow it; `expected_seq` is refused with it).
+    pub ephemeral: bool,
 }
 
 /// A client message that could not be accepted: the `error` frame to answer with.
@@ -88,6 +91,7 @@ struct RawClientMessage<'a> {
     expected_seq: Option<u64>,
     token: Option<String>,
     presence: Option<bool>,
+    ephemeral: Option<bool>,
 }
 
 /// Checks that event data every JSON reader can take: the JSON grammar allows
@@ -151,6 +155,10 @@ impl<'de> serde::de::Visitor<'de> for ReadThrough {
         Ok(Readable)
     }
 }
+
+/// Why a publish with both `ephemeral` and `expected_seq` is refused.
+pub const EPHEMERAL_WITH_EXPECTED_SEQ: &str =
+    "`expected_seq` cannot be used with `ephemeral`: an ephemeral message gets no seq";
 
 /// The longest `id` accepted on a publish (it doubles as the idempotency key).
 pub const MAX_ID_LEN: usize = 128;
@@ -246,11 +254,20 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
             })?;
             check_data(&data)
                 .map_err(|message| ProtocolError::new(ErrorCode::BadRequest, message, id))?;
+            let ephemeral = raw.ephemeral.unwrap_or(false);
+            if ephemeral && raw.expected_seq.is_some() {
+                return Err(ProtocolError::new(
+                    ErrorCode::BadRequest,
+                    EPHEMERAL_WITH_EXPECTED_SEQ,
+                    id,
+                ));
+            }
             Ok(ClientMessage::Publish(PublishRequest {
                 id: msg_id,
                 room,
                 data,
                 expected_seq: raw.expected_seq,
+                ephemeral,
             }))
         }
         "ping" => Ok(ClientMessage::Ping),
@@ -304,6 +321,9 @@ pub enum ClientRequest<'a> {
         data: &'a RawValue,
         #[serde(skip_serializing_if = "Option::is_none")]
         expected_seq: Option<u64>,
+        /// Sent only when `true`.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        ephemeral: bool,
     },
     Ping,
     Auth {
@@ -366,6 +386,13 @@ pub enum ServerMessage<'a> {
         ts: i64,
         data: &'a RawValue,
     },
+    /// A live-only message: delivered to the room's current subscribers,
+    /// never stored, no seq, never replayed.
+    Ephemeral {
+        room: &'a str,
+        ts: i64,
+        data: &'a RawValue,
+    },
     /// Consecutive events of one room in one frame (namespaces with `batch_ms`).
     Batch {
         room: &'a str,
@@ -402,10 +429,15 @@ pub enum ServerMessage<'a> {
     Unsubscribed {
         room: &'a str,
     },
+    /// A socket publish was accepted: committed with `seq`, or (`ephemeral:
+    /// true`, no `seq`) handed to the room's subscribers.
     Ack {
         id: &'a str,
         room: &'a str,
-        seq: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        ephemeral: bool,
     },
     /// The session's token was accepted.
     Authenticated {
@@ -569,6 +601,18 @@ mod tests {
         );
         check(r#"{"type":"dance","id":"x"}"#, "error unknown_type x");
         check(
+            r#"{"type":"publish","id":"e","room":"a","data":1,"ephemeral":true}"#,
+            "Publish(PublishRequest { id: \"e\", room: \"a\", data: RawValue(1), expected_seq: None, ephemeral: true",
+        );
+        check(
+            r#"{"type":"publish","id":"e","room":"a","data":1,"ephemeral":true,"expected_seq":1}"#,
+            "error bad_request e",
+        );
+        check(
+            r#"{"type":"publish","id":"e","room":"a","data":1,"ephemeral":"yes"}"#,
+            "error bad_request",
+        );
+        check(
             r#"{"type":"publish","id":"p","room":"a","data":1e999}"#,
             "error bad_request p",
         );
@@ -626,12 +670,21 @@ mod tests {
                 room: "a",
                 data: &data,
                 expected_seq: None,
+                ephemeral: false,
             },
             ClientRequest::Publish {
                 id: "p",
                 room: "a",
                 data: &data,
                 expected_seq: Some(0),
+                ephemeral: false,
+            },
+            ClientRequest::Publish {
+                id: "e",
+                room: "a",
+                data: &data,
+                expected_seq: None,
+                ephemeral: true,
             },
             ClientRequest::Ping,
             ClientRequest::Auth { token: "a.b.c" },
@@ -677,11 +730,18 @@ mod tests {
                         room,
                         data,
                         expected_seq,
+                        ephemeral,
                     },
                     ClientMessage::Publish(p),
                 ) => {
-                    (id, room, data.get(), expected_seq)
-                        == (p.id.as_str(), p.room.as_str(), p.data.get(), p.expected_seq)
+                    (id, room, data.get(), expected_seq, ephemeral)
+                        == (
+                            p.id.as_str(),
+                            p.room.as_str(),
+                            p.data.get(),
+                            p.expected_seq,
+                            p.ephemeral,
+                        )
                 }
                 (ClientRequest::Ping, ClientMessage::Ping) => true,
                 (ClientRequest::Auth { token }, ClientMessage::Auth { token: t }) => token == t,
@@ -717,7 +777,8 @@ mod tests {
                 id: "p",
                 room: "a",
                 data: &data,
-                expected_seq: Some(4)
+                expected_seq: Some(4),
+                ephemeral: false,
             }
             .encode(),
             r#"{"type":"publish","id":"p","room":"a","data":{"x": [1, 2.5, "é"]},"expected_seq":4}"#

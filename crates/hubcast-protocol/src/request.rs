@@ -28,6 +28,9 @@ fn seq<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Err
 pub struct PublishBody {
     pub data: Box<RawValue>,
     pub expected_seq: Option<u64>,
+    /// Deliver to the room's current subscribers only (never stored, no seq).
+    #[serde(default)]
+    pub ephemeral: bool,
 }
 
 /// Parses a publish body; the error carries its code (`invalid_json` for
@@ -46,6 +49,12 @@ pub fn parse_publish_body(body: &[u8]) -> Result<PublishBody, (ErrorCode, String
         return Err((
             ErrorCode::InvalidParameter,
             format!("expected_seq {n} is over the largest sequence number, {MAX_SEQ}"),
+        ));
+    }
+    if body.ephemeral && body.expected_seq.is_some() {
+        return Err((
+            ErrorCode::BadRequest,
+            crate::message::EPHEMERAL_WITH_EXPECTED_SEQ.to_owned(),
         ));
     }
     Ok(body)
@@ -117,6 +126,14 @@ mod tests {
         assert_eq!(
             (body.data.get(), body.expected_seq),
             (r#"{"a":1}"#, Some(3))
+        );
+        let body = parse_publish_body(br#"{"data":1,"ephemeral":true}"#).unwrap();
+        assert!(body.ephemeral && body.expected_seq.is_none());
+        assert_eq!(
+            parse_publish_body(br#"{"data":1,"ephemeral":true,"expected_seq":0}"#)
+                .unwrap_err()
+                .0,
+            ErrorCode::BadRequest
         );
         assert_eq!(
             parse_publish_body(b"{").unwrap_err().0,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::auth::hooks::{ConnectHookConfig, ConnectHookMode, RoomHookConfig};
 pub use crate::auth::{ApiKeyConfig, AuthConfig, JwtKeyConfig};
 pub use crate::limits::RateLimitConfig;
-pub use crate::namespace::{NamespaceConfig, NamespaceRules, Namespaces};
+pub use crate::namespace::{Ephemeral, NamespaceConfig, NamespaceRules, Namespaces};
 
 /// Everything `hubcast serve` can be told.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -21,6 +21,19 @@ pub struct Event {
     pub origin: Option<u64>,
 }
 
+/// A live-only message (`"ephemeral": true`, or a namespace with
+/// `ephemeral = "only"`): delivered to the room's current subscribers on
+/// every node, never stored, so it has no seq and is never replayed.
+#[derive(Debug, Clone)]
+pub struct EphemeralMessage {
+    pub room: RoomName,
+    /// Milliseconds since the Unix epoch, by the accepting node's clock.
+    pub ts: i64,
+    pub data: Box<RawValue>,
+    /// The publishing session on this node, as [`Event::origin`] (echo).
+    pub origin: Option<u64>,
+}
+
 /// Where a room's log stands, as the store sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomState {

@@ -113,6 +113,8 @@ pub struct Metrics {
     pub subscriptions: Gauge,
     pub hubs: Gauge,
     pub events_published: Counter,
+    pub ephemeral_published: Counter,
+    pub ephemeral_dropped: Counter,
     pub publish_conflicts: Counter,
     pub publish_duplicates: Counter,
     pub deliveries: Counter,
@@ -206,6 +208,8 @@ pub fn get() -> &'static Metrics {
         subscriptions: gauge!("hubcast_subscriptions"),
         hubs: gauge!("hubcast_hubs"),
         events_published: counter!("hubcast_events_published_total"),
+        ephemeral_published: counter!("hubcast_ephemeral_published_total"),
+        ephemeral_dropped: counter!("hubcast_ephemeral_dropped_total"),
         publish_conflicts: counter!("hubcast_publish_conflicts_total"),
         publish_duplicates: counter!("hubcast_publish_duplicates_total"),
         deliveries: counter!("hubcast_deliveries_total"),
@@ -267,6 +271,14 @@ fn describe() {
     describe_counter!(
         "hubcast_events_published_total",
         "Events committed by this node"
+    );
+    describe_counter!(
+        "hubcast_ephemeral_published_total",
+        "Ephemeral messages accepted by this node (never stored)"
+    );
+    describe_counter!(
+        "hubcast_ephemeral_dropped_total",
+        "Ephemeral frames not queued to a session whose queue was half full (the session is not cut)"
     );
     describe_counter!(
         "hubcast_publish_conflicts_total",

@@ -35,6 +35,23 @@ pub struct NamespaceConfig {
     /// Whether a socket publish is also delivered to the session that sent
     /// it (`false`: the sender has its `ack`; see docs/protocol.md). Read by the hub.
     pub echo: bool,
+    /// Whether publishes may be ephemeral (delivered live, never stored):
+    /// `"off"` (the default), `"allowed"` (per publish, `"ephemeral": true`)
+    /// or `"only"` (every publish is).
+    pub ephemeral: Ephemeral,
+}
+
+/// A namespace's `ephemeral` option.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ephemeral {
+    /// Every publish is stored; `"ephemeral": true` is refused.
+    #[default]
+    Off,
+    /// A publish is ephemeral when it says so.
+    Allowed,
+    /// Every publish is ephemeral, whether it says so or not.
+    Only,
 }
 
 impl Default for NamespaceConfig {
@@ -50,6 +67,7 @@ impl Default for NamespaceConfig {
             max_event_bytes: None,
             max_subscribers_per_room: None,
             echo: true,
+            ephemeral: Ephemeral::Off,
         }
     }
 }
@@ -107,6 +125,18 @@ impl NamespaceRules {
         self.0.as_ref().map_or(true, |n| n.echo)
     }
 
+    /// Whether a publish that asked for `ephemeral` (or not) is one:
+    /// `Err(())` when it asked and the namespace does not allow it.
+    #[allow(clippy::result_unit_err)]
+    pub fn ephemeral(&self, asked: bool) -> Result<bool, ()> {
+        match self.0.as_ref().map_or(Ephemeral::Off, |n| n.ephemeral) {
+            Ephemeral::Off if asked => Err(()),
+            Ephemeral::Off => Ok(false),
+            Ephemeral::Allowed => Ok(asked),
+            Ephemeral::Only => Ok(true),
+        }
+    }
+
     /// The batching window and size, if live events are batched.
     pub fn batching(&self) -> Option<(Duration, usize)> {
         let n = self.0.as_ref()?;
@@ -160,6 +190,7 @@ mod tests {
                 prefix: "ab".into(),
                 echo: false,
                 max_subscribers_per_room: Some(3),
+                ephemeral: Ephemeral::Only,
                 ..Default::default()
             },
         ]);
@@ -174,5 +205,23 @@ mod tests {
         let none = namespaces.for_room("zzz");
         assert!(!none.is_public() && none.echo() && none.batching().is_none());
         assert_eq!(none.retention(7, 8), (7, 8));
+        assert_eq!(
+            (none.ephemeral(false), none.ephemeral(true)),
+            (Ok(false), Err(()))
+        );
+        assert_eq!(
+            (ab.ephemeral(false), ab.ephemeral(true)),
+            (Ok(true), Ok(true))
+        );
+        let allowed = Namespaces::new(&[NamespaceConfig {
+            prefix: "t".into(),
+            ephemeral: Ephemeral::Allowed,
+            ..Default::default()
+        }])
+        .for_room("typing");
+        assert_eq!(
+            (allowed.ephemeral(false), allowed.ephemeral(true)),
+            (Ok(false), Ok(true))
+        );
     }
 }

@@ -99,6 +99,51 @@ impl Node {
         self.namespaces.for_room(room).max_event_bytes(node_max)
     }
 
+    /// Whether a publish to `room` that asked for `ephemeral` (or not) is
+    /// ephemeral, by the room's namespace; refused where it is not allowed.
+    /// HTTP and socket publishes both ask here.
+    pub fn resolve_ephemeral(
+        &self,
+        room: &crate::room::RoomName,
+        asked: bool,
+        expected_seq: Option<u64>,
+    ) -> Result<bool, (crate::protocol::codes::ErrorCode, String)> {
+        use crate::protocol::codes::ErrorCode;
+        let ephemeral = self.namespaces.for_room(room).ephemeral(asked).map_err(|()| {
+            (
+                ErrorCode::EphemeralNotAllowed,
+                format!("room {room} does not take ephemeral messages (its namespace's `ephemeral` option is off)"),
+            )
+        })?;
+        if ephemeral && expected_seq.is_some() {
+            return Err((
+                ErrorCode::BadRequest,
+                crate::protocol::EPHEMERAL_WITH_EXPECTED_SEQ.to_owned(),
+            ));
+        }
+        Ok(ephemeral)
+    }
+
+    /// Hands an ephemeral message to every node's subscribers of its room,
+    /// through the bus only: no store write, no seq. Returns its `ts`.
+    pub fn publish_ephemeral(
+        &self,
+        room: crate::room::RoomName,
+        data: Box<serde_json::value::RawValue>,
+        origin: Option<u64>,
+    ) -> i64 {
+        let ts = crate::event::now_ms();
+        crate::metrics::get().ephemeral_published.increment(1);
+        self.bus
+            .publish_ephemeral(Arc::new(crate::event::EphemeralMessage {
+                room,
+                ts,
+                data,
+                origin,
+            }));
+        ts
+    }
+
     /// The node's numbers right now.
     pub fn sample(&self) -> crate::stats::Sample {
         let (connections, published, delivered) = crate::metrics::get().totals.read();

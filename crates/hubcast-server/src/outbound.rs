@@ -119,6 +119,18 @@ impl Outbound {
         }
     }
 
+    /// Queues a frame that may be lost (an ephemeral message) while more than
+    /// half of the queue is free; otherwise drops it and says so. Never cuts
+    /// the session: the half it leaves free is for the events it must not
+    /// lose, and a client that falls behind is better served by skipping a
+    /// typing indicator than by a reconnect.
+    pub fn offer_droppable(&self, frame: Utf8Bytes) -> bool {
+        if self.frames.capacity() <= self.frames.max_capacity() / 2 {
+            return false;
+        }
+        self.frames.try_send(frame).is_ok()
+    }
+
     /// Queues a frame, waiting for room. Only the session's own task may wait
     /// like this (replay, answers to its client's requests); hubs must `offer`.
     pub async fn send(&self, frame: Utf8Bytes) -> bool {

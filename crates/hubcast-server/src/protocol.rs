@@ -10,7 +10,7 @@ use axum::extract::ws::Utf8Bytes;
 pub use hubcast_protocol::message::*;
 pub use hubcast_protocol::{codes, request, ServerFrame};
 
-use crate::event::Event;
+use crate::event::{EphemeralMessage, Event};
 
 /// The `event` frame for one event, encoded once and shared by all subscribers.
 pub fn encode_event(event: &Event) -> Utf8Bytes {
@@ -19,6 +19,17 @@ pub fn encode_event(event: &Event) -> Utf8Bytes {
         seq: event.seq,
         ts: event.ts,
         data: &event.data,
+    }
+    .encode()
+    .into()
+}
+
+/// The `ephemeral` frame for one message, encoded once and shared.
+pub fn encode_ephemeral(message: &EphemeralMessage) -> Utf8Bytes {
+    ServerMessage::Ephemeral {
+        room: &message.room,
+        ts: message.ts,
+        data: &message.data,
     }
     .encode()
     .into()

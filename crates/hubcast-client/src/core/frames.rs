@@ -29,7 +29,7 @@ fn safe_integers(frame: &ServerFrame) -> bool {
         ServerFrame::Batch(f) => f.events.iter().all(|e| safe_integer(e.seq)),
         ServerFrame::CaughtUp(f) => safe_integer(f.seq),
         ServerFrame::Reset(f) => safe_integer(f.earliest),
-        ServerFrame::Ack(f) => safe_integer(f.seq),
+        ServerFrame::Ack(f) => f.seq.map_or(true, safe_integer),
         _ => true,
     }
 }
@@ -89,6 +89,16 @@ impl Core {
                 if let Some(i) = self.room_named(&f.room) {
                     let (room, mut cx) = self.room(i);
                     room.on_event(event, &mut cx);
+                }
+            }
+            ServerFrame::Ephemeral(f) => {
+                let Ok(data) = serde_json::from_str(f.data.get()) else {
+                    return self.io.protocol_violation(
+                        "an ephemeral message whose data no JSON reader takes",
+                    );
+                };
+                if let Some(i) = self.room_named(&f.room) {
+                    self.rooms[i].on_ephemeral(f.ts, data, &mut self.io);
                 }
             }
             ServerFrame::Batch(f) => {
@@ -162,12 +172,18 @@ impl Core {
         let Some(idx) = self.publishes.position(&frame.id) else {
             return;
         }; // settled, or a duplicate ack
+        let Some(seq) = frame.seq else {
+            // This client sends no ephemeral publishes: only they are acked without a seq.
+            return self
+                .io
+                .protocol_violation("an ack without a seq for a durable publish");
+        };
         self.settle(
             idx,
             Ok(Ack {
                 id: frame.id,
                 room: frame.room,
-                seq: frame.seq,
+                seq,
             }),
         );
     }

@@ -100,6 +100,7 @@ impl Publishes {
             room,
             data: &data,
             expected_seq,
+            ephemeral: false,
         }
         .encode())
     }

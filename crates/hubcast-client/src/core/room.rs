@@ -278,6 +278,22 @@ impl Room {
     }
 
     /// `join` (or `leave`) of a member.
+    /// An ephemeral message of this room: passed on while the subscription
+    /// is live; it has no seq, so delivery order and the cursor are untouched.
+    pub fn on_ephemeral(&mut self, ts: i64, data: serde_json::Value, io: &mut Io) {
+        if self.wire != Wire::Active {
+            return;
+        }
+        io.emit(Output::Room {
+            sub: self.sub,
+            update: RoomUpdate::Ephemeral(crate::types::Ephemeral {
+                room: self.name.clone(),
+                ts,
+                data,
+            }),
+        });
+    }
+
     pub fn on_membership(&mut self, join: bool, member: PresenceMember, io: &mut Io) {
         if !self.presence || self.wire != Wire::Active {
             return;

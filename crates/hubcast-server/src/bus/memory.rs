@@ -9,15 +9,16 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::{
-    Bus, BusError, BusFeed, PresenceFeed, PresenceMessage, FEED_CAPACITY, PRESENCE_FEED_CAPACITY,
+    Bus, BusError, BusFeed, BusMessage, PresenceFeed, PresenceMessage, FEED_CAPACITY,
+    PRESENCE_FEED_CAPACITY,
 };
-use crate::event::Event;
+use crate::event::{EphemeralMessage, Event};
 use crate::room::RoomName;
 
 /// Delivers each published event to the feeds watching its room.
 pub struct MemoryBus {
     /// A std mutex: held only to look up or edit the map, never across an await.
-    watchers: Mutex<HashMap<RoomName, Vec<mpsc::Sender<Arc<Event>>>>>,
+    watchers: Mutex<HashMap<RoomName, Vec<mpsc::Sender<BusMessage>>>>,
     /// Presence feeds per room (same rules).
     presence: Mutex<HashMap<RoomName, Vec<mpsc::Sender<Arc<PresenceMessage>>>>>,
     node: String,
@@ -52,12 +53,26 @@ impl MemoryBus {
     }
 
     /// Delivers `room`'s events to `feed` until its receiver is dropped.
-    pub(crate) fn add_watcher(&self, room: &RoomName, feed: mpsc::Sender<Arc<Event>>) {
+    pub(crate) fn add_watcher(&self, room: &RoomName, feed: mpsc::Sender<BusMessage>) {
         if let Ok(mut watchers) = self.watchers.lock() {
             let feeds = watchers.entry(room.clone()).or_default();
             feeds.retain(|feed| !feed.is_closed());
             feeds.push(feed);
         }
+    }
+}
+
+/// Offers `message` to every feed watching its room; a full feed drops it.
+fn offer(watchers: &mut HashMap<RoomName, Vec<mpsc::Sender<BusMessage>>>, message: BusMessage) {
+    let Some(feeds) = watchers.get_mut(message.room()) else {
+        return;
+    };
+    feeds.retain(|feed| match feed.try_send(message.clone()) {
+        Ok(()) | Err(TrySendError::Full(_)) => true,
+        Err(TrySendError::Closed(_)) => false,
+    });
+    if feeds.is_empty() {
+        watchers.remove(message.room());
     }
 }
 
@@ -67,16 +82,13 @@ impl Bus for MemoryBus {
             return;
         };
         for event in events {
-            let Some(feeds) = watchers.get_mut(&event.room) else {
-                continue;
-            };
-            feeds.retain(|feed| match feed.try_send(event.clone()) {
-                Ok(()) | Err(TrySendError::Full(_)) => true,
-                Err(TrySendError::Closed(_)) => false,
-            });
-            if feeds.is_empty() {
-                watchers.remove(&event.room);
-            }
+            offer(&mut watchers, BusMessage::Event(event));
+        }
+    }
+
+    fn publish_ephemeral(&self, message: Arc<EphemeralMessage>) {
+        if let Ok(mut watchers) = self.watchers.lock() {
+            offer(&mut watchers, BusMessage::Ephemeral(message));
         }
     }
 

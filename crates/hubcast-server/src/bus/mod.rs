@@ -12,6 +12,12 @@
 //! The in-memory bus is not a shortcut around this: a single node publishes
 //! through it and its hubs read from it exactly as cluster nodes do.
 //!
+//! # Ephemeral messages
+//! `publish_ephemeral` carries a live-only message to the same feeds as the
+//! room's events, as a [`BusMessage::Ephemeral`]. Unlike an event it is never
+//! healed: nothing stores it, so a dropped one is gone (at most once, as
+//! documented for ephemeral messages).
+//!
 //! # Presence
 //! The same holds for presence: a hub that follows its room's presence
 //! `watch_presence`s it and `publish_presence`s its node's members; a node
@@ -30,11 +36,29 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
 
-use crate::event::Event;
+use crate::event::{EphemeralMessage, Event};
 use crate::room::RoomName;
 
-/// The events of one watched room, as the bus delivers them.
-pub type BusFeed = mpsc::Receiver<Arc<Event>>;
+/// The messages of one watched room, as the bus delivers them.
+pub type BusFeed = mpsc::Receiver<BusMessage>;
+
+/// What a room's feed carries.
+#[derive(Debug, Clone)]
+pub enum BusMessage {
+    /// A committed event (a lost one is healed from the store).
+    Event(Arc<Event>),
+    /// A live-only message (a lost one is gone).
+    Ephemeral(Arc<EphemeralMessage>),
+}
+
+impl BusMessage {
+    pub fn room(&self) -> &RoomName {
+        match self {
+            BusMessage::Event(event) => &event.room,
+            BusMessage::Ephemeral(message) => &message.room,
+        }
+    }
+}
 
 /// The presence messages of one watched room.
 pub type PresenceFeed = mpsc::Receiver<Arc<PresenceMessage>>;
@@ -88,7 +112,11 @@ pub trait Bus: Send + Sync + 'static {
     /// Announces committed events (in seq order per room). Never blocks.
     fn publish(&self, events: Vec<Arc<Event>>);
 
-    /// Starts delivering `room`'s events to the returned feed.
+    /// Announces an ephemeral message to every node watching its room (this
+    /// one included). Best effort; never blocks; never touches the store.
+    fn publish_ephemeral(&self, message: Arc<EphemeralMessage>);
+
+    /// Starts delivering `room`'s events and ephemeral messages to the returned feed.
     fn watch(&self, room: &RoomName) -> BoxFuture<'_, Result<BusFeed, BusError>>;
 
     /// Whether the bus is reachable (for `/readyz`).

@@ -36,10 +36,11 @@ use tokio::sync::{mpsc, watch};
 
 use super::memory::MemoryBus;
 use super::{
-    Bus, BusError, BusFeed, PresenceFeed, PresenceMessage, FEED_CAPACITY, PRESENCE_FEED_CAPACITY,
+    Bus, BusError, BusFeed, BusMessage, PresenceFeed, PresenceMessage, FEED_CAPACITY,
+    PRESENCE_FEED_CAPACITY,
 };
-use crate::event::Event;
-use crate::protocol::{encode_event, ServerFrame};
+use crate::event::{EphemeralMessage, Event};
+use crate::protocol::{encode_ephemeral, encode_event, ServerFrame};
 use crate::room::RoomName;
 
 pub struct NatsBus {
@@ -49,7 +50,8 @@ pub struct NatsBus {
     /// Bounded in events (`nats.max_queue`): while NATS is unreachable the
     /// publish task stalls, and past the bound new events are dropped and
     /// counted (peers' hubs heal them by reconcile) instead of growing memory.
-    outgoing: mpsc::Sender<Arc<Event>>,
+    /// Ephemeral messages share it, so one task publishes in order.
+    outgoing: mpsc::Sender<BusMessage>,
     reconnects: watch::Receiver<u64>,
     node: String,
     /// Bounded like `outgoing`; a dropped announcement is repaired by the
@@ -138,19 +140,25 @@ impl NatsBus {
 /// Presence announcements waiting to be published before new ones are dropped.
 const PRESENCE_OUT_CAPACITY: usize = 1024;
 
-/// Publishes committed events in order, one task so per-room order holds.
+/// Publishes committed events (and ephemeral messages) in order, one task
+/// so per-room order holds. Both go out as the frame sessions get.
 async fn publish_loop(
     client: async_nats::Client,
     prefix: String,
-    mut events: mpsc::Receiver<Arc<Event>>,
+    mut messages: mpsc::Receiver<BusMessage>,
 ) {
-    while let Some(event) = events.recv().await {
-        let payload = bytes::Bytes::from(encode_event(&event).as_str().to_owned());
+    while let Some(message) = messages.recv().await {
+        let frame = match &message {
+            BusMessage::Event(event) => encode_event(event),
+            BusMessage::Ephemeral(ephemeral) => encode_ephemeral(ephemeral),
+        };
+        let payload = bytes::Bytes::from(frame.as_str().to_owned());
         let metrics = crate::metrics::get();
         metrics.bus_published.increment(1);
-        if let Err(err) = client.publish(subject(&prefix, &event.room), payload).await {
+        let room = message.room();
+        if let Err(err) = client.publish(subject(&prefix, room), payload).await {
             metrics.bus_errors.increment(1);
-            tracing::warn!(room = %event.room, seq = event.seq, error = %err, "nats publish failed; peers will reconcile");
+            tracing::warn!(%room, error = %err, "nats publish failed; peers will reconcile events (ephemeral messages are lost)");
         }
     }
 }
@@ -173,9 +181,20 @@ impl Bus for NatsBus {
     fn publish(&self, events: Vec<Arc<Event>>) {
         self.local.publish(events.clone());
         for event in events {
-            if self.outgoing.try_send(event).is_err() {
+            if self.outgoing.try_send(BusMessage::Event(event)).is_err() {
                 crate::metrics::get().bus_dropped.increment(1);
             }
+        }
+    }
+
+    fn publish_ephemeral(&self, message: Arc<EphemeralMessage>) {
+        self.local.publish_ephemeral(message.clone());
+        if self
+            .outgoing
+            .try_send(BusMessage::Ephemeral(message))
+            .is_err()
+        {
+            crate::metrics::get().bus_dropped.increment(1);
         }
     }
 
@@ -190,20 +209,28 @@ impl Bus for NatsBus {
                 .map_err(|e| BusError::Unavailable(e.to_string()))?;
             self.local.add_watcher(&room, tx.clone());
             tokio::spawn(forward(subscription, tx, move |payload| {
-                let ServerFrame::Event(frame) = serde_json::from_slice(payload).ok()? else {
-                    return None;
+                let message = match serde_json::from_slice(payload).ok()? {
+                    ServerFrame::Event(frame) if frame.room == room.as_str() => {
+                        BusMessage::Event(Arc::new(Event {
+                            room: room.clone(),
+                            seq: frame.seq,
+                            ts: frame.ts,
+                            data: frame.data,
+                            origin: None,
+                        }))
+                    }
+                    ServerFrame::Ephemeral(frame) if frame.room == room.as_str() => {
+                        BusMessage::Ephemeral(Arc::new(EphemeralMessage {
+                            room: room.clone(),
+                            ts: frame.ts,
+                            data: frame.data,
+                            origin: None,
+                        }))
+                    }
+                    _ => return None,
                 };
-                if frame.room != room.as_str() {
-                    return None;
-                }
                 crate::metrics::get().bus_received.increment(1);
-                Some(Event {
-                    room: room.clone(),
-                    seq: frame.seq,
-                    ts: frame.ts,
-                    data: frame.data,
-                    origin: None,
-                })
+                Some(message)
             }));
             Ok(rx)
         }
@@ -259,7 +286,9 @@ impl Bus for NatsBus {
                 .map_err(|e| BusError::Unavailable(e.to_string()))?;
             self.local.add_presence_watcher(&room, tx.clone());
             tokio::spawn(forward(subscription, tx, |payload| {
-                serde_json::from_slice::<PresenceMessage>(payload).ok()
+                serde_json::from_slice::<PresenceMessage>(payload)
+                    .ok()
+                    .map(Arc::new)
             }));
             Ok(rx)
         }
@@ -277,7 +306,7 @@ impl Bus for NatsBus {
 /// heartbeat).
 async fn forward<T>(
     mut subscription: async_nats::Subscriber,
-    feed: mpsc::Sender<Arc<T>>,
+    feed: mpsc::Sender<T>,
     decode: impl Fn(&[u8]) -> Option<T>,
 ) {
     loop {
@@ -287,7 +316,7 @@ async fn forward<T>(
                 let Some(message) = message else { break };
                 match decode(&message.payload) {
                     Some(item) => {
-                        let _ = feed.try_send(Arc::new(item));
+                        let _ = feed.try_send(item);
                     }
                     None => {
                         crate::metrics::get().bus_errors.increment(1);

@@ -65,6 +65,19 @@ pub async fn publish(
             format!("event data is larger than {max} bytes"),
         ));
     }
+    if node
+        .resolve_ephemeral(&room, body.ephemeral, body.expected_seq)
+        .map_err(|(code, message)| ApiError::new(code, message))?
+    {
+        // Live only: no store, no seq, no idempotency (nothing to retry against).
+        let ts = node.publish_ephemeral(room.clone(), body.data, None);
+        let receipt = EphemeralReceipt {
+            room: &room,
+            ts,
+            ephemeral: true,
+        };
+        return Ok((StatusCode::ACCEPTED, Json(receipt)).into_response());
+    }
     let idem_key = match idem_key {
         None => None,
         Some(value) => Some(
@@ -103,6 +116,14 @@ pub async fn publish(
         })
         }
     }
+}
+
+/// The 202 answer to an ephemeral publish: handed to the subscribers, not stored.
+#[derive(Serialize)]
+struct EphemeralReceipt<'a> {
+    room: &'a str,
+    ts: i64,
+    ephemeral: bool,
 }
 
 #[derive(Serialize)]

@@ -17,6 +17,11 @@
 //!   `batch_max` events old or its window (counted from its first event) ends;
 //! - **presence** ([`presence`]): created on first use in the room.
 //!
+//! Ephemeral messages come on the same feed: each is encoded once and
+//! offered to the live subscribers at once (never batched, never in the
+//! tail, `last` untouched), and dropped for a session whose queue is half
+//! full instead of cutting it ([`Outbound::offer_droppable`]).
+//!
 //! Files: this one, the actor (start, its loop, delivery, gap filling);
 //! `handle`, its handle and commands; `batching`; `presence_sync`, its
 //! presence duties over [`presence`]'s state; `registry`, the node's hubs.
@@ -37,11 +42,11 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::bus::{Bus, BusFeed, PresenceMessage};
-use crate::event::Event;
+use crate::bus::{Bus, BusFeed, BusMessage, PresenceMessage};
+use crate::event::{EphemeralMessage, Event};
 use crate::outbound::{Offer, Outbound};
 use crate::protocol::codes::close;
-use crate::protocol::{encode_event, ServerMessage};
+use crate::protocol::{encode_ephemeral, encode_event, ServerMessage};
 use crate::room::RoomName;
 use crate::store::Store;
 
@@ -211,8 +216,9 @@ impl Hub {
                     Some(command) => self.handle(command).await,
                     None => return,
                 },
-                event = recv_feed(&mut feed) => match event {
-                    Some(event) => self.on_event(event).await,
+                message = recv_feed(&mut feed) => match message {
+                    Some(BusMessage::Event(event)) => self.on_event(event).await,
+                    Some(BusMessage::Ephemeral(message)) => self.deliver_ephemeral(&message),
                     None => {
                         tracing::warn!(room = %self.room, "bus feed closed; relying on reconcile");
                         feed = None;
@@ -493,6 +499,29 @@ impl Hub {
         self.members_left(gone);
     }
 
+    /// Offers an ephemeral message to every live subscriber (but its sender
+    /// in a no-echo room). It has no seq: the hub's position does not move,
+    /// and it is not kept for resumes.
+    fn deliver_ephemeral(&mut self, message: &EphemeralMessage) {
+        let frame = encode_ephemeral(message);
+        let skip = if self.echo { None } else { message.origin };
+        let (mut offered, mut dropped) = (0u64, 0u64);
+        for sub in &self.subscribers {
+            if Some(sub.out.session_id) == skip {
+                continue;
+            }
+            if sub.out.offer_droppable(frame.clone()) {
+                offered += 1;
+            } else {
+                dropped += 1;
+            }
+        }
+        let metrics = crate::metrics::get();
+        metrics.deliveries.increment(offered);
+        metrics.bytes_out.increment(offered * frame.len() as u64);
+        metrics.ephemeral_dropped.increment(dropped);
+    }
+
     /// Metrics and the slow-broadcast warning for one delivery of events
     /// with timestamps `ts`; `offered` counts event deliveries.
     fn note_broadcast(
@@ -565,7 +594,7 @@ fn warn_slow_broadcast(room: &RoomName, took: Duration, subscribers: usize) {
     }
 }
 
-async fn recv_feed(feed: &mut Option<BusFeed>) -> Option<Arc<Event>> {
+async fn recv_feed(feed: &mut Option<BusFeed>) -> Option<BusMessage> {
     match feed {
         Some(feed) => feed.recv().await,
         None => std::future::pending().await,

@@ -260,6 +260,7 @@ impl Session {
             room,
             data,
             expected_seq,
+            ephemeral,
         } = request;
         if let Err(err) = self
             .node
@@ -299,6 +300,13 @@ impl Session {
             );
             return self.reply_error(&err, Some(&room)).await;
         }
+        let ephemeral = match self.node.resolve_ephemeral(&room, ephemeral, expected_seq) {
+            Ok(ephemeral) => ephemeral,
+            Err((code, message)) => {
+                let err = ProtocolError::new(code, message, Some(&id));
+                return self.reply_error(&err, Some(&room)).await;
+            }
+        };
         // The application's publish hook, after the grants and the size
         // check: it may deny the publish or replace its data (which must then
         // fit the limit too).
@@ -325,6 +333,17 @@ impl Session {
                 return self.reply_error(&err, Some(&room)).await;
             }
         };
+        if ephemeral {
+            self.node
+                .publish_ephemeral(room.clone(), data, Some(self.out.session_id));
+            let ack = ServerMessage::Ack {
+                id: &id,
+                room: &room,
+                seq: None,
+                ephemeral: true,
+            };
+            return self.reply(ack.encode().into()).await;
+        }
         let request = AppendRequest {
             room: room.clone(),
             data,
@@ -337,7 +356,8 @@ impl Session {
                 ServerMessage::Ack {
                     id: &id,
                     room: &room,
-                    seq: receipt.seq,
+                    seq: Some(receipt.seq),
+                    ephemeral: false,
                 }
                 .encode()
                 .into()
