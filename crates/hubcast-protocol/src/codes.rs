@@ -531,7 +531,7 @@ mod tests {
             | ErrorCode::ShuttingDown
             | ErrorCode::Internal => true,
         };
-        assert_eq!(ErrorCode::ALL.len(), 22);
+        assert_eq!(ErrorCode::ALL.len(), 23);
         let mut seen = std::collections::HashSet::new();
         for code in ErrorCode::ALL {
             assert!(listed(code) && seen.insert(code.as_str()), "{code}");
