@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::auth::{ApiKeyConfig, AuthConfig, JwtKeyConfig};
 pub use crate::limits::RateLimitConfig;
 pub use crate::namespace::{NamespaceConfig, NamespaceRules, Namespaces};
+pub use crate::webhook::WebhookConfig;
 
 /// Everything `hubcast serve` can be told.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -38,6 +39,10 @@ pub struct Config {
     /// Room prefixes with their own rules (public, read-only).
     pub namespaces: Vec<NamespaceConfig>,
     pub rate_limits: crate::limits::RateLimitConfig,
+    /// `[[webhooks]]`: endpoints told of occupancy, presence and published
+    /// events (see docs/webhooks.md).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookConfig>,
     /// Named override blocks, selected with `--env NAME` (like wrangler environments).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, figment::value::Value>,
@@ -211,6 +216,9 @@ pub struct HubConfig {
     pub reconcile_ms: u64,
     /// A broadcast to a room's subscribers slower than this is logged and counted.
     pub slow_broadcast_ms: u64,
+    /// How long a room must stay without subscribers before its
+    /// `room.vacated` webhook is sent (a reconnect within it sends nothing).
+    pub occupancy_grace_ms: u64,
 }
 
 /// The `[presence]` section: who is in a room (see docs/protocol.md, *Presence*).
@@ -339,6 +347,7 @@ impl Default for Config {
             },
             namespaces: Vec::new(),
             rate_limits: crate::limits::RateLimitConfig::default(),
+            webhooks: Vec::new(),
             env: BTreeMap::new(),
         }
     }
@@ -387,6 +396,7 @@ impl Default for HubConfig {
             idle_ms: 30_000,
             reconcile_ms: 1000,
             slow_broadcast_ms: 50,
+            occupancy_grace_ms: 3000,
         }
     }
 }
@@ -512,6 +522,10 @@ impl Config {
         if self.nats.max_queue == 0 {
             return fail("nats.max_queue must be at least 1");
         }
+        crate::webhook::Webhooks::from_config(&self.webhooks).map_err(ConfigError::Check)?;
+        if !self.webhooks.is_empty() && matches!(self.store, StoreUrl::Postgres(_)) {
+            return fail("[[webhooks]] need the sqlite store in this version (PostgreSQL and cluster delivery are not built yet)");
+        }
         Ok(())
     }
 }
@@ -536,6 +550,7 @@ fn is_config_variable(key: &figment::value::UncasedStr) -> bool {
         "auth",
         "namespaces",
         "rate_limits",
+        "webhooks",
     ];
     let key = key.as_str().to_ascii_lowercase();
     let section = key.split("__").next().unwrap_or("");

@@ -58,6 +58,9 @@ mod server;
 mod session;
 mod shutdown;
 mod stats;
+pub mod webhook;
+mod webhook_worker;
+mod occupancy;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

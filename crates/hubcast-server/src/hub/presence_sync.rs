@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::{offer_all, presence, Hub};
 use crate::bus::{PresenceKind, PresenceMessage};
 use crate::protocol::ServerMessage;
+use crate::webhook::RoomSignal;
 
 impl Hub {
     /// Starts following the room's presence on the bus (once per hub).
@@ -72,6 +73,12 @@ impl Hub {
             let (joined, left) = presence.diff();
             if joined.is_empty() && left.is_empty() {
                 return;
+            }
+            if let Some(signals) = &self.settings.signals {
+                let changes = joined.iter().map(|m| (m, true)).chain(left.iter().map(|m| (m, false)));
+                for (member, joined) in changes {
+                    signals.send(RoomSignal::Presence(self.room.clone(), member.clone(), joined));
+                }
             }
             let mut gone = Vec::new();
             let frames = joined

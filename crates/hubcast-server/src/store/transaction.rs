@@ -74,6 +74,14 @@ impl Backend {
         }
     }
 
+    /// The webhook outbox, on the backends that have one (SQLite).
+    pub fn webhook_outbox(&self) -> Option<Arc<dyn super::webhook_outbox::WebhookOutbox>> {
+        match self {
+            Backend::Sqlite(store) => Some(store.clone()),
+            Backend::Postgres(_) => None,
+        }
+    }
+
     /// Runs work written for both backends on this one.
     pub async fn transact<W: SqliteWork + PostgresWork>(
         &self,

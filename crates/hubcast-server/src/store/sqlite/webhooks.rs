@@ -1,0 +1,134 @@
+//! The webhook outbox on SQLite (see `store::webhook_outbox`): writes run on
+//! the writer thread inside its batch transaction, reads on the reader pool.
+
+use rusqlite::{params, Connection};
+
+use crate::event::now_ms;
+use crate::store::webhook_outbox::{DeliveryReport, Occupancy, PendingWebhook};
+use crate::webhook::NewWebhook;
+
+/// Dead letters kept; older ones are deleted as new ones arrive.
+const MAX_DEAD_LETTERS: i64 = 10_000;
+
+/// What the writer thread does for webhooks.
+pub(super) enum WebhookWrite {
+    Record(Vec<NewWebhook>, Option<Occupancy>),
+    Finish(DeliveryReport),
+}
+
+pub(super) fn insert(conn: &Connection, messages: &[NewWebhook]) -> rusqlite::Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let now = now_ms();
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO webhook_outbox (endpoint, room, msg_id, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for m in messages {
+        stmt.execute(params![m.endpoint, m.room, m.msg_id, m.body, now])?;
+    }
+    Ok(())
+}
+
+pub(super) fn apply(conn: &Connection, write: &WebhookWrite) -> rusqlite::Result<()> {
+    match write {
+        WebhookWrite::Record(messages, occupancy) => {
+            insert(conn, messages)?;
+            match occupancy {
+                Some(Occupancy::Occupied(room)) => {
+                    conn.prepare_cached(
+                        "INSERT OR IGNORE INTO webhook_occupied (room, since) VALUES (?1, ?2)",
+                    )?
+                    .execute(params![room, now_ms()])?;
+                }
+                Some(Occupancy::Vacated(room)) => {
+                    conn.prepare_cached("DELETE FROM webhook_occupied WHERE room = ?1")?
+                        .execute([room])?;
+                }
+                None => {}
+            }
+            Ok(())
+        }
+        WebhookWrite::Finish(report) => finish(conn, report),
+    }
+}
+
+fn finish(conn: &Connection, report: &DeliveryReport) -> rusqlite::Result<()> {
+    let mut delete = conn.prepare_cached("DELETE FROM webhook_outbox WHERE id = ?1")?;
+    for id in &report.delivered {
+        delete.execute([id])?;
+    }
+    let mut retry = conn.prepare_cached(
+        "UPDATE webhook_outbox SET attempts = ?2, next_attempt_at = ?3, last_error = ?4 WHERE id = ?1",
+    )?;
+    for (id, attempts, next, error) in &report.retry {
+        retry.execute(params![id, attempts, next, error])?;
+    }
+    if !report.dead.is_empty() {
+        let mut bury = conn.prepare_cached(
+            "INSERT OR REPLACE INTO webhook_dead_letters \
+             (id, endpoint, room, msg_id, body, created_at, attempts, last_error, dead_at) \
+             SELECT id, endpoint, room, msg_id, body, created_at, attempts + 1, ?2, ?3 \
+             FROM webhook_outbox WHERE id = ?1",
+        )?;
+        for (id, error) in &report.dead {
+            bury.execute(params![id, error, now_ms()])?;
+            delete.execute([id])?;
+        }
+        conn.prepare_cached(
+            "DELETE FROM webhook_dead_letters WHERE id <= (SELECT max(id) FROM webhook_dead_letters) - ?1",
+        )?
+        .execute([MAX_DEAD_LETTERS])?;
+    }
+    Ok(())
+}
+
+pub(super) fn due(
+    conn: &Connection,
+    endpoint: &str,
+    now: i64,
+    rooms: usize,
+    per_room: usize,
+) -> rusqlite::Result<Vec<PendingWebhook>> {
+    let ready: Vec<String> = conn
+        .prepare_cached(
+            "SELECT w.room FROM webhook_outbox w \
+             JOIN (SELECT min(id) AS head FROM webhook_outbox WHERE endpoint = ?1 GROUP BY room) h \
+             ON w.id = h.head WHERE w.next_attempt_at <= ?2 ORDER BY w.id LIMIT ?3",
+        )?
+        .query_map(params![endpoint, now, rooms as i64], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, room, msg_id, body, created_at, attempts FROM webhook_outbox \
+         WHERE endpoint = ?1 AND room = ?2 ORDER BY id LIMIT ?3",
+    )?;
+    let mut pending = Vec::new();
+    for room in ready {
+        let rows = stmt.query_map(params![endpoint, room, per_room as i64], |row| {
+            Ok(PendingWebhook {
+                id: row.get(0)?,
+                room: row.get(1)?,
+                msg_id: row.get(2)?,
+                body: row.get(3)?,
+                created_at: row.get(4)?,
+                attempts: row.get::<_, i64>(5)? as u32,
+            })
+        })?;
+        for row in rows {
+            pending.push(row?);
+        }
+    }
+    Ok(pending)
+}
+
+pub(super) fn backlog(conn: &Connection) -> rusqlite::Result<Vec<(String, u64)>> {
+    conn.prepare_cached("SELECT endpoint, count(*) FROM webhook_outbox GROUP BY endpoint")?
+        .query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? as u64)))?
+        .collect()
+}
+
+pub(super) fn occupied(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached("SELECT room FROM webhook_occupied ORDER BY room")?
+        .query_map([], |row| row.get(0))?
+        .collect()
+}

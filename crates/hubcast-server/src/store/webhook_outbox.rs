@@ -1,0 +1,78 @@
+//! The webhook outbox: messages waiting for delivery, kept in the store so
+//! they survive a restart or `kill -9`. `event.published` messages are
+//! inserted by the append path in the event's own transaction; occupancy and
+//! presence messages with [`WebhookOutbox::record`]. The delivery worker
+//! (`webhook_worker`) reads what is due and reports what happened.
+
+use futures_util::future::BoxFuture;
+
+use super::StoreError;
+use crate::webhook::NewWebhook;
+
+/// One undelivered message.
+#[derive(Debug, Clone)]
+pub struct PendingWebhook {
+    pub id: i64,
+    pub room: String,
+    pub msg_id: String,
+    pub body: String,
+    /// When it was recorded (ms since the Unix epoch).
+    pub created_at: i64,
+    /// Failed attempts so far.
+    pub attempts: u32,
+}
+
+/// What a delivery round did, written in one transaction.
+#[derive(Debug, Default)]
+pub struct DeliveryReport {
+    /// Delivered (2xx): removed.
+    pub delivered: Vec<i64>,
+    /// Failed: `(id, attempts so far, next attempt at ms, error)`.
+    pub retry: Vec<(i64, u32, i64, String)>,
+    /// Failed past the endpoint's `max_age`: moved to `webhook_dead_letters`.
+    pub dead: Vec<(i64, String)>,
+}
+
+impl DeliveryReport {
+    pub fn is_empty(&self) -> bool {
+        self.delivered.is_empty() && self.retry.is_empty() && self.dead.is_empty()
+    }
+}
+
+/// A change of a room's occupancy, recorded with its messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Occupancy {
+    Occupied(String),
+    Vacated(String),
+}
+
+/// The store's side of webhook delivery.
+pub trait WebhookOutbox: Send + Sync + 'static {
+    /// Records messages (and an occupancy change) in one transaction.
+    fn record(
+        &self,
+        messages: Vec<NewWebhook>,
+        occupancy: Option<Occupancy>,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Rooms recorded as occupied (a restarted node vacates those that stay empty).
+    fn occupied_rooms(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+
+    /// Undelivered messages of `endpoint`, oldest first per room, at most
+    /// `per_room` of each of at most `rooms` rooms, leaving out every room
+    /// whose oldest message is waiting for a retry later than `now_ms`
+    /// (so a room's messages go out in order).
+    fn due(
+        &self,
+        endpoint: &str,
+        now_ms: i64,
+        rooms: usize,
+        per_room: usize,
+    ) -> BoxFuture<'_, Result<Vec<PendingWebhook>, StoreError>>;
+
+    /// Writes what a delivery round did.
+    fn finish(&self, report: DeliveryReport) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Undelivered messages per endpoint name.
+    fn backlog(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>>;
+}
