@@ -205,6 +205,12 @@ async fn member(server: &Server, sub: &str, room: &str) -> Ws {
 
 #[tokio::test]
 async fn occupancy_and_presence() {
+    if support::cluster_backend() {
+        // Refused by the config check with bus = nats: occupancy and presence
+        // webhooks are per node in this version (see docs/webhooks.md).
+        eprintln!("occupancy and presence webhooks are not cluster-wide yet; skipped on the cluster backend");
+        return;
+    }
     let receiver = Receiver::start().await;
     let auth = format!("[[auth.jwt]]\nalg = \"HS256\"\nsecret = \"{JWT_SECRET}\"\n");
     let server = Server::start(&format!(
@@ -300,4 +306,53 @@ async fn a_receiver_that_never_answers_does_not_slow_publishing() {
         (api.metric(&gauge).await == N as f64).then_some(())
     })
     .await;
+}
+
+/// Two nodes on one PostgreSQL + NATS, both publishing to one room and both
+/// running a delivery worker: every event is sent once, in order (the room is
+/// claimed by one node at a time).
+#[tokio::test]
+async fn two_nodes_deliver_each_event_once_in_order() {
+    let receiver = Receiver::start().await;
+    let config = config(&receiver, r#"["event.published"]"#, "");
+    let config = config.replace("[hub]\noccupancy_grace_ms = 300\n", "");
+    let a = Server::start_cluster(&config, &support::test_pg_url(), &support::test_nats_url()).await;
+    let b = Server::start_peer(&a, &config).await;
+    let (api_a, api_b) = (a.api(), b.api());
+    let publishers = (0..2).map(|n| {
+        let api = if n == 0 { api_a.clone() } else { api_b.clone() };
+        tokio::spawn(async move { api.publish_many("shared", 150, 2, |i| json!({"i": i})).await })
+    });
+    for publisher in publishers.collect::<Vec<_>>() {
+        publisher.await.expect("publisher");
+    }
+    let received = eventually("300 event.published webhooks", || async {
+        let received = receiver.received().await;
+        (delivered_seqs(&received, "shared").len() >= 300).then_some(received)
+    })
+    .await;
+    assert_eq!(delivered_seqs(&received, "shared"), (1..=300).collect::<Vec<u64>>());
+    ids_are_stable(&received, "shared");
+    assert_eq!(receiver.rejected().await, 0);
+}
+
+#[tokio::test]
+async fn cluster_refuses_occupancy_webhooks_it_cannot_keep() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hubcast.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "bus = \"nats://127.0.0.1:4222\"\n[[webhooks]]\nurl = \"http://127.0.0.1:9/\"\nsecret = \"{SECRET}\"\nevents = [\"room.vacated\"]\n"
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hubcast"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run hubcast serve");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not cluster-wide yet"), "{stderr}");
 }

@@ -523,8 +523,14 @@ impl Config {
             return fail("nats.max_queue must be at least 1");
         }
         crate::webhook::Webhooks::from_config(&self.webhooks).map_err(ConfigError::Check)?;
-        if !self.webhooks.is_empty() && matches!(self.store, StoreUrl::Postgres(_)) {
-            return fail("[[webhooks]] need the sqlite store in this version (PostgreSQL and cluster delivery are not built yet)");
+        let per_node = ["room.occupied", "room.vacated", "presence.joined", "presence.left"];
+        let wants_per_node = self
+            .webhooks
+            .iter()
+            .flat_map(|w| &w.events)
+            .any(|e| per_node.contains(&e.as_str()));
+        if wants_per_node && matches!(self.bus, BusUrl::Nats(_)) {
+            return fail("webhooks for room.occupied, room.vacated, presence.joined and presence.left are not cluster-wide yet: with bus = nats only event.published may be configured");
         }
         Ok(())
     }

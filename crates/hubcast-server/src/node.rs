@@ -65,8 +65,8 @@ impl Node {
             EventKind::PresenceJoined,
             EventKind::PresenceLeft,
         ];
-        let (signals, signal_queue) = match (&webhooks, &outbox) {
-            (Some(hooks), Some(_)) if signal_kinds.iter().any(|k| hooks.any_wants(*k)) => {
+        let (signals, signal_queue) = match &webhooks {
+            Some(hooks) if signal_kinds.iter().any(|k| hooks.any_wants(*k)) => {
                 let (signals, queue) = crate::webhook::RoomSignals::channel();
                 (Some(signals), Some(queue))
             }
@@ -108,7 +108,7 @@ impl Node {
             session_prefix: rand::random(),
             webhooks: webhooks.clone(),
         });
-        if let (Some(webhooks), Some(outbox)) = (webhooks, outbox) {
+        if let Some(webhooks) = webhooks {
             crate::webhook_worker::start(webhooks.clone(), outbox.clone(), node.shutdown.clone());
             if let Some(queue) = signal_queue {
                 tokio::spawn(crate::occupancy::run(

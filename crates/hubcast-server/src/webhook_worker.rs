@@ -187,15 +187,31 @@ async fn run(
     }
 }
 
+/// How long a round's rooms are claimed (PostgreSQL: other nodes leave them
+/// alone meanwhile; a node that dies mid-round holds them this long).
+fn lease(endpoint: &Endpoint) -> Duration {
+    (endpoint.timeout * 4).max(Duration::from_secs(30))
+}
+
 /// One round; returns whether any message was delivered (so there may be more).
 async fn round(
     endpoint: &Endpoint,
     outbox: &dyn WebhookOutbox,
     client: &reqwest::Client,
 ) -> Result<bool, crate::store::StoreError> {
+    let lease = lease(endpoint);
+    let started = Instant::now();
     let due = outbox
-        .due(&endpoint.name, now_ms(), PARALLEL_ROOMS * 4, PER_ROOM)
+        .due(
+            &endpoint.name,
+            now_ms(),
+            PARALLEL_ROOMS * 4,
+            PER_ROOM,
+            lease.as_millis() as i64,
+        )
         .await?;
+    // Stop starting attempts while one could still outlast the claim.
+    let deadline = started + lease.saturating_sub(endpoint.timeout * 2);
     if due.is_empty() {
         return Ok(false);
     }
@@ -204,7 +220,7 @@ async fn round(
         rooms.entry(message.room.clone()).or_default().push(message);
     }
     let reports: Vec<DeliveryReport> = stream::iter(rooms.into_values())
-        .map(|messages| deliver_room(endpoint, client, messages))
+        .map(|messages| deliver_room(endpoint, client, messages, deadline))
         .buffer_unordered(PARALLEL_ROOMS)
         .collect()
         .await;
@@ -231,9 +247,13 @@ async fn deliver_room(
     endpoint: &Endpoint,
     client: &reqwest::Client,
     messages: Vec<PendingWebhook>,
+    deadline: Instant,
 ) -> DeliveryReport {
     let mut report = DeliveryReport::default();
     for message in messages {
+        if Instant::now() >= deadline {
+            break; // the rest goes in a later round
+        }
         match send(endpoint, client, &message).await {
             Ok(()) => {
                 count(endpoint, "delivered", 1);

@@ -349,9 +349,13 @@ pub async fn open_with_webhooks(
             Ok((Backend::Sqlite(Arc::new(store)), feed))
         }
         crate::config::StoreUrl::Postgres(url) => {
-            let (store, feed) =
-                postgres::PostgresStore::open(url, &config.postgres, EventRules::of(config))
-                    .await?;
+            let (store, feed) = postgres::PostgresStore::open_with_webhooks(
+                url,
+                &config.postgres,
+                EventRules::of(config),
+                webhooks,
+            )
+            .await?;
             Ok((Backend::Postgres(Arc::new(store)), feed))
         }
     }

@@ -74,11 +74,11 @@ impl Backend {
         }
     }
 
-    /// The webhook outbox, on the backends that have one (SQLite).
-    pub fn webhook_outbox(&self) -> Option<Arc<dyn super::webhook_outbox::WebhookOutbox>> {
+    /// The webhook outbox.
+    pub fn webhook_outbox(&self) -> Arc<dyn super::webhook_outbox::WebhookOutbox> {
         match self {
-            Backend::Sqlite(store) => Some(store.clone()),
-            Backend::Postgres(_) => None,
+            Backend::Sqlite(store) => store.clone(),
+            Backend::Postgres(store) => store.clone(),
         }
     }
 

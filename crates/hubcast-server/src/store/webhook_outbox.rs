@@ -61,13 +61,16 @@ pub trait WebhookOutbox: Send + Sync + 'static {
     /// Undelivered messages of `endpoint`, oldest first per room, at most
     /// `per_room` of each of at most `rooms` rooms, leaving out every room
     /// whose oldest message is waiting for a retry later than `now_ms`
-    /// (so a room's messages go out in order).
+    /// (so a room's messages go out in order). A store shared by several
+    /// nodes also leaves out rooms another node is delivering, and claims
+    /// the returned rooms for `lease_ms` (until [`finish`](Self::finish)).
     fn due(
         &self,
         endpoint: &str,
         now_ms: i64,
         rooms: usize,
         per_room: usize,
+        lease_ms: i64,
     ) -> BoxFuture<'_, Result<Vec<PendingWebhook>, StoreError>>;
 
     /// Writes what a delivery round did.

@@ -440,7 +440,9 @@ impl WebhookOutbox for SqliteStore {
         now_ms: i64,
         rooms: usize,
         per_room: usize,
+        _lease_ms: i64,
     ) -> BoxFuture<'_, Result<Vec<PendingWebhook>, StoreError>> {
+        // One node, one worker per endpoint: nothing to claim.
         let endpoint = endpoint.to_owned();
         self.read_with(move |conn| webhooks::due(conn, &endpoint, now_ms, rooms, per_room))
     }
