@@ -61,8 +61,16 @@ fn ids_are_stable(received: &[Value], room: &str) {
     for m in of(received, "event.published", room) {
         let seq = m["data"]["seq"].as_u64().unwrap();
         let id = m["id"].as_str().unwrap().to_owned();
-        assert_eq!(id_of_seq.entry(seq).or_insert(id.clone()), &id, "seq {seq} changed its webhook-id");
-        assert_eq!(*seq_of_id.entry(id.clone()).or_insert(seq), seq, "{id} names two events");
+        assert_eq!(
+            id_of_seq.entry(seq).or_insert(id.clone()),
+            &id,
+            "seq {seq} changed its webhook-id"
+        );
+        assert_eq!(
+            *seq_of_id.entry(id.clone()).or_insert(seq),
+            seq,
+            "{id} names two events"
+        );
     }
 }
 
@@ -131,14 +139,20 @@ async fn a_failing_receiver_gets_everything_in_order_with_the_same_ids() {
         "nothing after seq 1 is sent while seq 1 fails (order per room)"
     );
     let (_, stats) = api.get("/v1/stats").await;
-    assert!(stats["webhooks"]["failed"].as_u64().unwrap() >= 3, "{stats}");
+    assert!(
+        stats["webhooks"]["failed"].as_u64().unwrap() >= 3,
+        "{stats}"
+    );
     receiver.set_mode("ok").await;
     let received = eventually("all 50 delivered after recovery", || async {
         let received = receiver.received().await;
         (delivered_seqs(&received, "orders").len() >= 50).then_some(received)
     })
     .await;
-    assert_eq!(delivered_seqs(&received, "orders"), (1..=50).collect::<Vec<u64>>());
+    assert_eq!(
+        delivered_seqs(&received, "orders"),
+        (1..=50).collect::<Vec<u64>>()
+    );
     ids_are_stable(&received, "orders");
     assert_eq!(receiver.rejected().await, 0);
     let failed = format!(
@@ -170,7 +184,10 @@ async fn undelivered_webhooks_are_delivered_after_kill_9() {
         (delivered_seqs(&received, "ledger").len() >= 20).then_some(received)
     })
     .await;
-    assert_eq!(delivered_seqs(&received, "ledger"), (1..=20).collect::<Vec<u64>>());
+    assert_eq!(
+        delivered_seqs(&received, "ledger"),
+        (1..=20).collect::<Vec<u64>>()
+    );
     ids_are_stable(&received, "ledger");
 }
 
@@ -245,11 +262,18 @@ async fn occupancy_and_presence() {
     })
     .await;
     let occupied = of(&received, "room.occupied", room);
-    assert_eq!(occupied.len(), 1, "one room.occupied for two subscribers: {occupied:?}");
+    assert_eq!(
+        occupied.len(),
+        1,
+        "one room.occupied for two subscribers: {occupied:?}"
+    );
     assert_eq!(of(&received, "room.vacated", room).len(), 1);
     let joined = of(&received, "presence.joined", room);
     assert_eq!(joined[0]["data"]["member"]["id"], "alice");
-    assert_eq!(joined[0]["data"]["member"]["info"], json!({"name": "ALICE"}));
+    assert_eq!(
+        joined[0]["data"]["member"]["info"],
+        json!({"name": "ALICE"})
+    );
     assert_eq!(joined[1]["data"]["member"]["id"], "bob");
     let mut left: Vec<String> = of(&received, "presence.left", room)
         .iter()
@@ -259,7 +283,13 @@ async fn occupancy_and_presence() {
     assert_eq!(left, ["alice", "bob"]);
     // Vacated comes after everyone left (one endpoint, one room: in order).
     let position = |kind: &str| received.iter().position(|m| m["type"] == kind).unwrap();
-    assert!(position("room.vacated") > received.iter().rposition(|m| m["type"] == "presence.left").unwrap());
+    assert!(
+        position("room.vacated")
+            > received
+                .iter()
+                .rposition(|m| m["type"] == "presence.left")
+                .unwrap()
+    );
     assert!(position("room.occupied") < position("room.vacated"));
     assert_eq!(receiver.rejected().await, 0);
 }
@@ -267,7 +297,10 @@ async fn occupancy_and_presence() {
 /// Publishes `n` events one after another; the rate per second.
 async fn publish_rate(server: &Server, room: &str, n: usize) -> f64 {
     let started = Instant::now();
-    server.api().publish_many(room, n, 4, |i| json!({"i": i})).await;
+    server
+        .api()
+        .publish_many(room, n, 4, |i| json!({"i": i}))
+        .await;
     n as f64 / started.elapsed().as_secs_f64()
 }
 
@@ -279,14 +312,18 @@ async fn a_receiver_that_never_answers_does_not_slow_publishing() {
     drop(plain);
 
     let healthy_receiver = Receiver::start().await;
-    let healthy =
-        Server::start(&config(&healthy_receiver, r#"["event.published"]"#, "")).await;
+    let healthy = Server::start(&config(&healthy_receiver, r#"["event.published"]"#, "")).await;
     let answering = publish_rate(&healthy, "fast", N).await;
     drop(healthy);
 
     let receiver = Receiver::start().await;
     receiver.set_mode("hang").await;
-    let server = Server::start(&config(&receiver, r#"["event.published"]"#, "timeout_ms = 1000")).await;
+    let server = Server::start(&config(
+        &receiver,
+        r#"["event.published"]"#,
+        "timeout_ms = 1000",
+    ))
+    .await;
     let hanging = publish_rate(&server, "fast", N).await;
     // Measured, not asserted (wall-clock): see docs/webhooks.md.
     eprintln!(
@@ -316,12 +353,16 @@ async fn two_nodes_deliver_each_event_once_in_order() {
     let receiver = Receiver::start().await;
     let config = config(&receiver, r#"["event.published"]"#, "");
     let config = config.replace("[hub]\noccupancy_grace_ms = 300\n", "");
-    let a = Server::start_cluster(&config, &support::test_pg_url(), &support::test_nats_url()).await;
+    let a =
+        Server::start_cluster(&config, &support::test_pg_url(), &support::test_nats_url()).await;
     let b = Server::start_peer(&a, &config).await;
     let (api_a, api_b) = (a.api(), b.api());
     let publishers = (0..2).map(|n| {
         let api = if n == 0 { api_a.clone() } else { api_b.clone() };
-        tokio::spawn(async move { api.publish_many("shared", 150, 2, |i| json!({"i": i})).await })
+        tokio::spawn(async move {
+            api.publish_many("shared", 150, 2, |i| json!({"i": i}))
+                .await
+        })
     });
     for publisher in publishers.collect::<Vec<_>>() {
         publisher.await.expect("publisher");
@@ -331,7 +372,10 @@ async fn two_nodes_deliver_each_event_once_in_order() {
         (delivered_seqs(&received, "shared").len() >= 300).then_some(received)
     })
     .await;
-    assert_eq!(delivered_seqs(&received, "shared"), (1..=300).collect::<Vec<u64>>());
+    assert_eq!(
+        delivered_seqs(&received, "shared"),
+        (1..=300).collect::<Vec<u64>>()
+    );
     ids_are_stable(&received, "shared");
     assert_eq!(receiver.rejected().await, 0);
 }

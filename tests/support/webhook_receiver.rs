@@ -113,7 +113,11 @@ impl Receiver {
     /// Every verified delivery so far, in arrival order:
     /// `{"id", "type", "timestamp", "data", "answered"}`.
     pub async fn received(&self) -> Vec<Value> {
-        self.get("/received").await.as_array().cloned().expect("a list")
+        self.get("/received")
+            .await
+            .as_array()
+            .cloned()
+            .expect("a list")
     }
 
     /// Requests that failed signature verification.

@@ -523,7 +523,12 @@ impl Config {
             return fail("nats.max_queue must be at least 1");
         }
         crate::webhook::Webhooks::from_config(&self.webhooks).map_err(ConfigError::Check)?;
-        let per_node = ["room.occupied", "room.vacated", "presence.joined", "presence.left"];
+        let per_node = [
+            "room.occupied",
+            "room.vacated",
+            "presence.joined",
+            "presence.left",
+        ];
         let wants_per_node = self
             .webhooks
             .iter()

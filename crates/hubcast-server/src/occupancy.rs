@@ -102,8 +102,10 @@ impl Tracker {
                     return;
                 }
                 self.occupied.insert(name.to_owned());
-                let messages = self.messages(EventKind::RoomOccupied, name, &RoomData { room: name });
-                self.record(messages, Some(Occupancy::Occupied(name.to_owned()))).await;
+                let messages =
+                    self.messages(EventKind::RoomOccupied, name, &RoomData { room: name });
+                self.record(messages, Some(Occupancy::Occupied(name.to_owned())))
+                    .await;
             }
             RoomSignal::Occupied(room, false) => {
                 if self.occupied.contains(room.as_str()) {

@@ -14,15 +14,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{gauge, histogram};
 use tokio_util::sync::CancellationToken;
 
 use crate::event::now_ms;
 use crate::store::webhook_outbox::{DeliveryReport, PendingWebhook, WebhookOutbox};
+use crate::webhook::tally::{count, totals, FAILURE_LOG, ROUND_LOG};
 use crate::webhook::{Endpoint, Webhooks};
 
 /// Rooms of one endpoint delivered to at the same time.
@@ -32,73 +33,6 @@ const PER_ROOM: usize = 128;
 /// How long an idle worker sleeps before looking again (retries come due,
 /// another node's records) when nothing wakes it.
 const IDLE_POLL: Duration = Duration::from_millis(500);
-
-/// Lets a warning through at most once a second, so a dead endpoint cannot
-/// flood the log.
-struct LogGate(std::sync::atomic::AtomicI64);
-
-impl LogGate {
-    const fn new() -> LogGate {
-        LogGate(std::sync::atomic::AtomicI64::new(0))
-    }
-
-    fn allow(&self) -> bool {
-        let now = now_ms();
-        let last = self.0.load(Ordering::Relaxed);
-        now - last >= 1000
-            && self
-                .0
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-    }
-}
-
-static BACKLOG_LOG: LogGate = LogGate::new();
-static ROUND_LOG: LogGate = LogGate::new();
-static FAILURE_LOG: LogGate = LogGate::new();
-
-/// Totals for `/v1/stats`, beside the Prometheus series.
-#[derive(Default)]
-pub struct WebhookTotals {
-    pub delivered: std::sync::atomic::AtomicU64,
-    pub failed: std::sync::atomic::AtomicU64,
-    pub dead_lettered: std::sync::atomic::AtomicU64,
-}
-
-/// The node's webhook totals.
-pub fn totals() -> &'static WebhookTotals {
-    static TOTALS: OnceLock<WebhookTotals> = OnceLock::new();
-    TOTALS.get_or_init(|| {
-        describe_counter!(
-            "hubcast_webhook_deliveries_total",
-            "Webhook delivery attempts by endpoint and outcome (delivered, failed, dead_lettered, backlog_full)"
-        );
-        describe_histogram!(
-            "hubcast_webhook_delivery_seconds",
-            metrics::Unit::Seconds,
-            "Time from a delivery attempt's start to its answer, by endpoint"
-        );
-        describe_gauge!(
-            "hubcast_webhook_backlog",
-            "Undelivered webhook messages by endpoint"
-        );
-        WebhookTotals::default()
-    })
-}
-
-fn count(endpoint: &Endpoint, outcome: &'static str, n: u64) {
-    counter!("hubcast_webhook_deliveries_total", "endpoint" => endpoint.name.clone(), "outcome" => outcome)
-        .increment(n);
-}
-
-/// A message an endpoint at its `max_backlog` did not take.
-pub fn note_backlog_full(endpoint: &Endpoint) {
-    count(endpoint, "backlog_full", 1);
-    totals().dead_lettered.fetch_add(1, Ordering::Relaxed);
-    if BACKLOG_LOG.allow() {
-        tracing::warn!(endpoint = %endpoint.name, max_backlog = endpoint.max_backlog, "webhook backlog full; new messages are dead-lettered");
-    }
-}
 
 /// Undelivered messages over every endpoint, as last counted.
 pub fn backlog(webhooks: &Webhooks) -> u64 {
@@ -133,14 +67,20 @@ pub fn start(webhooks: Arc<Webhooks>, outbox: Arc<dyn WebhookOutbox>, shutdown: 
 
 /// Re-reads every endpoint's backlog from the store every few seconds: the
 /// writer's count drifts when a batch rolls back, and other nodes add to it.
-async fn recount(webhooks: Arc<Webhooks>, outbox: Arc<dyn WebhookOutbox>, shutdown: CancellationToken) {
+async fn recount(
+    webhooks: Arc<Webhooks>,
+    outbox: Arc<dyn WebhookOutbox>,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let Ok(counts) = outbox.backlog().await else { continue };
+        let Ok(counts) = outbox.backlog().await else {
+            continue;
+        };
         for endpoint in &webhooks.endpoints {
             let n = counts
                 .iter()
@@ -262,7 +202,9 @@ async fn deliver_room(
             }
             Err(error) => {
                 let attempts = message.attempts + 1;
-                let age = Duration::from_millis(now_ms().saturating_sub(message.created_at).max(0) as u64);
+                let age = Duration::from_millis(
+                    now_ms().saturating_sub(message.created_at).max(0) as u64
+                );
                 if age >= endpoint.max_age {
                     count(endpoint, "dead_lettered", 1);
                     totals().dead_lettered.fetch_add(1, Ordering::Relaxed);

@@ -76,7 +76,7 @@ fn webhook_stats(node: &Node) -> serde_json::Value {
     let Some(webhooks) = &node.webhooks else {
         return serde_json::Value::Null;
     };
-    let totals = crate::webhook_worker::totals();
+    let totals = crate::webhook::tally::totals();
     let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
     json!({
         "endpoints": webhooks.endpoints.len(),

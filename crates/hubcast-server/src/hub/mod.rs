@@ -189,7 +189,10 @@ impl Hub {
         }
         self.occupied = occupied;
         if let Some(signals) = &self.settings.signals {
-            signals.send(crate::webhook::RoomSignal::Occupied(self.room.clone(), occupied));
+            signals.send(crate::webhook::RoomSignal::Occupied(
+                self.room.clone(),
+                occupied,
+            ));
         }
     }
 

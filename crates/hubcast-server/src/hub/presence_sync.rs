@@ -75,9 +75,16 @@ impl Hub {
                 return;
             }
             if let Some(signals) = &self.settings.signals {
-                let changes = joined.iter().map(|m| (m, true)).chain(left.iter().map(|m| (m, false)));
+                let changes = joined
+                    .iter()
+                    .map(|m| (m, true))
+                    .chain(left.iter().map(|m| (m, false)));
                 for (member, joined) in changes {
-                    signals.send(RoomSignal::Presence(self.room.clone(), member.clone(), joined));
+                    signals.send(RoomSignal::Presence(
+                        self.room.clone(),
+                        member.clone(),
+                        joined,
+                    ));
                 }
             }
             let mut gone = Vec::new();

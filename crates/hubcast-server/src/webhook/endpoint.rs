@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
-use super::message::{new_msg_id, render, Published, NewWebhook};
+use super::message::{new_msg_id, render, NewWebhook, Published};
 
 /// One `[[webhooks]]` block as written.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -93,7 +93,9 @@ impl EventKind {
     }
 
     fn parse(name: &str) -> Option<EventKind> {
-        EventKind::ALL.into_iter().find(|kind| kind.as_str() == name)
+        EventKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
     }
 }
 
@@ -118,12 +120,9 @@ pub struct Endpoint {
 impl Endpoint {
     fn wants(&self, kind: EventKind, room: &str) -> bool {
         self.kinds.contains(&kind)
-            && self
-                .rooms
-                .as_deref()
-                .map_or(true, |pattern| {
-                    hubcast_protocol::pattern::pattern_matches(pattern, room)
-                })
+            && self.rooms.as_deref().map_or(true, |pattern| {
+                hubcast_protocol::pattern::pattern_matches(pattern, room)
+            })
     }
 
     /// The delay before retry number `attempt` (1 for the first retry):
@@ -156,7 +155,10 @@ impl Webhooks {
             let url = reqwest::Url::parse(&config.url)
                 .map_err(|err| at(format!("url `{}` is not a URL: {err}", config.url)))?;
             if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-                return Err(at(format!("url `{}` must be http:// or https:// with a host", config.url)));
+                return Err(at(format!(
+                    "url `{}` must be http:// or https:// with a host",
+                    config.url
+                )));
             }
             let key = super::parse_secret(&config.secret).map_err(at)?;
             if config.events.is_empty() {
@@ -172,17 +174,26 @@ impl Webhooks {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             if config.rooms.as_deref() == Some("") {
-                return Err(at("rooms must be a room pattern such as \"market:*\"".into()));
+                return Err(at(
+                    "rooms must be a room pattern such as \"market:*\"".into()
+                ));
             }
             if config.timeout_ms == 0 || config.retry_base_ms == 0 || config.max_backlog == 0 {
-                return Err(at("timeout_ms, retry_base_ms and max_backlog must be at least 1".into()));
+                return Err(at(
+                    "timeout_ms, retry_base_ms and max_backlog must be at least 1".into(),
+                ));
             }
             if config.retry_max_ms < config.retry_base_ms || config.max_age_secs == 0 {
-                return Err(at("retry_max_ms must be at least retry_base_ms, and max_age_secs at least 1".into()));
+                return Err(at(
+                    "retry_max_ms must be at least retry_base_ms, and max_age_secs at least 1"
+                        .into(),
+                ));
             }
             let name = config.name.clone().unwrap_or_else(|| config.url.clone());
             if endpoints.iter().any(|e| e.name == name) {
-                return Err(at(format!("two webhooks are named `{name}`; give one a distinct name")));
+                return Err(at(format!(
+                    "two webhooks are named `{name}`; give one a distinct name"
+                )));
             }
             endpoints.push(Arc::new(Endpoint {
                 name,
@@ -223,7 +234,7 @@ impl Webhooks {
         let mut messages = Vec::new();
         for endpoint in self.endpoints.iter().filter(|e| e.wants(kind, room)) {
             if endpoint.backlog.load(Ordering::Relaxed) >= endpoint.max_backlog {
-                crate::webhook_worker::note_backlog_full(endpoint);
+                super::tally::note_backlog_full(endpoint);
                 continue;
             }
             endpoint.backlog.fetch_add(1, Ordering::Relaxed);
@@ -251,7 +262,13 @@ impl Webhooks {
             EventKind::EventPublished,
             room,
             ts,
-            &Published { room, seq, epoch, ts, data },
+            &Published {
+                room,
+                seq,
+                epoch,
+                ts,
+                data,
+            },
         )
     }
 }
@@ -272,13 +289,20 @@ mod tests {
     #[test]
     fn refuses_bad_blocks() {
         let unknown = Webhooks::from_config(&[config(&["room.opened"])]).unwrap_err();
-        assert!(unknown.contains("unknown event type `room.opened`"), "{unknown}");
+        assert!(
+            unknown.contains("unknown event type `room.opened`"),
+            "{unknown}"
+        );
         let mut bad_url = config(&["room.occupied"]);
         bad_url.url = "ftp://example.com/".into();
-        assert!(Webhooks::from_config(&[bad_url]).unwrap_err().contains("http://"));
+        assert!(Webhooks::from_config(&[bad_url])
+            .unwrap_err()
+            .contains("http://"));
         let mut bad_secret = config(&["room.occupied"]);
         bad_secret.secret = "hunter2".into();
-        assert!(Webhooks::from_config(&[bad_secret]).unwrap_err().contains("whsec_"));
+        assert!(Webhooks::from_config(&[bad_secret])
+            .unwrap_err()
+            .contains("whsec_"));
         let twice = Webhooks::from_config(&[config(&["room.occupied"]), config(&["room.vacated"])]);
         assert!(twice.unwrap_err().contains("named"));
     }
@@ -291,7 +315,9 @@ mod tests {
         let data = RawValue::from_string("1".into()).unwrap();
         assert_eq!(hooks.published("market:a", 1, "e", 0, &data).len(), 1);
         assert!(hooks.published("chat:a", 1, "e", 0, &data).is_empty());
-        assert!(hooks.messages(EventKind::RoomOccupied, "market:a", 0, &()).is_empty());
+        assert!(hooks
+            .messages(EventKind::RoomOccupied, "market:a", 0, &())
+            .is_empty());
     }
 
     #[test]
@@ -300,7 +326,9 @@ mod tests {
         small.max_backlog = 2;
         let hooks = Webhooks::from_config(&[small]).unwrap();
         let data = RawValue::from_string("1".into()).unwrap();
-        let recorded: usize = (0..5).map(|seq| hooks.published("r", seq, "e", 0, &data).len()).sum();
+        let recorded: usize = (0..5)
+            .map(|seq| hooks.published("r", seq, "e", 0, &data).len())
+            .sum();
         assert_eq!(recorded, 2);
     }
 
@@ -309,9 +337,13 @@ mod tests {
         let hooks = Webhooks::from_config(&[config(&["room.occupied"])]).unwrap();
         let endpoint = &hooks.endpoints[0];
         for attempt in 1..30 {
-            let exp = Duration::from_millis(1000 * (1u64 << (attempt - 1).min(20))).min(endpoint.retry_max);
+            let exp = Duration::from_millis(1000 * (1u64 << (attempt - 1).min(20)))
+                .min(endpoint.retry_max);
             let delay = endpoint.backoff(attempt);
-            assert!(delay >= exp / 2 && delay <= exp, "attempt {attempt}: {delay:?}");
+            assert!(
+                delay >= exp / 2 && delay <= exp,
+                "attempt {attempt}: {delay:?}"
+            );
         }
     }
 }

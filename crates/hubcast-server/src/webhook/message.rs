@@ -93,7 +93,13 @@ mod tests {
         let body = render(
             EventKind::EventPublished,
             0,
-            &Published { room: "a", seq: 2, epoch: "e", ts: 0, data: &data },
+            &Published {
+                room: "a",
+                seq: 2,
+                epoch: "e",
+                ts: 0,
+                data: &data,
+            },
         );
         assert_eq!(
             body,

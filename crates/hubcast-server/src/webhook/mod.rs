@@ -10,10 +10,11 @@
 
 mod endpoint;
 mod message;
-mod signature;
 mod signals;
+mod signature;
+pub mod tally;
 
 pub use endpoint::{Endpoint, EventKind, WebhookConfig, Webhooks};
 pub use message::{rfc3339_ms, NewWebhook};
-pub use signature::{parse_secret, sign};
 pub use signals::{RoomSignal, RoomSignals};
+pub use signature::{parse_secret, sign};

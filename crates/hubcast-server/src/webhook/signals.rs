@@ -5,8 +5,8 @@
 
 use tokio::sync::mpsc;
 
-use crate::bus::PresenceMember;
 use crate::room::RoomName;
+use hubcast_protocol::message::PresenceMember;
 
 /// Signals queued before new ones are dropped.
 pub const SIGNAL_QUEUE: usize = 65_536;

@@ -26,7 +26,8 @@ pub fn parse_secret(secret: &str) -> Result<Vec<u8>, String> {
 
 /// The `webhook-signature` header for one delivery attempt.
 pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &str) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(id.as_bytes());
     mac.update(b".");
     mac.update(timestamp.to_string().as_bytes());
@@ -49,10 +50,7 @@ mod tests {
             1614265330,
             r#"{"test": 2432232314}"#,
         );
-        assert_eq!(
-            signature,
-            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
-        );
+        assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     }
 
     #[test]

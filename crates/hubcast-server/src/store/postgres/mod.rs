@@ -184,12 +184,9 @@ impl PostgresStore {
                         expected_seq: None,
                         origin: None,
                     };
-                    let outcome = append_batch_on(
-                        &tx,
-                        std::iter::once(&request),
-                        self.webhooks.as_deref(),
-                    )
-                    .await?;
+                    let outcome =
+                        append_batch_on(&tx, std::iter::once(&request), self.webhooks.as_deref())
+                            .await?;
                     tx.commit().await.map_err(unavailable)?;
                     let receipt = match outcome.into_iter().next() {
                         Some(AppendOutcome::Appended(receipt)) => receipt,

@@ -4,9 +4,9 @@
 //! node at a time delivers a room, in order; a node that dies mid-round
 //! leaves the lease to expire and another node sends again (at least once).
 
+use deadpool_postgres::GenericClient;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use deadpool_postgres::GenericClient;
 
 use super::{unavailable, PostgresStore};
 use crate::event::now_ms;
@@ -206,7 +206,10 @@ impl WebhookOutbox for PostgresStore {
             self.bounded(async {
                 let client = self.client().await?;
                 let rows = client
-                    .query("SELECT endpoint, count(*) FROM webhook_outbox GROUP BY endpoint", &[])
+                    .query(
+                        "SELECT endpoint, count(*) FROM webhook_outbox GROUP BY endpoint",
+                        &[],
+                    )
                     .await
                     .map_err(unavailable)?;
                 Ok(rows

@@ -19,12 +19,12 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use super::transaction::{TxDecision, TxOutcome};
+use super::webhook_outbox::{DeliveryReport, Occupancy, PendingWebhook, WebhookOutbox};
 use super::{AppendOutcome, AppendRequest, CommitFeed, Page, RetentionPolicy, Store, StoreError};
 use crate::config::SqliteConfig;
 use crate::event::{Event, RoomState};
 use crate::room::RoomName;
 use crate::webhook::{NewWebhook, Webhooks};
-use super::webhook_outbox::{DeliveryReport, Occupancy, PendingWebhook, WebhookOutbox};
 
 mod readers;
 mod retention;
@@ -150,8 +150,10 @@ impl SqliteStore {
     ) -> Result<(SqliteStore, CommitFeed), OpenError> {
         let path = path.to_path_buf();
         let config = config.clone();
-        match tokio::task::spawn_blocking(move || SqliteStore::open_blocking(path, config, webhooks))
-            .await
+        match tokio::task::spawn_blocking(move || {
+            SqliteStore::open_blocking(path, config, webhooks)
+        })
+        .await
         {
             Ok(opened) => opened,
             Err(join) => std::panic::resume_unwind(join.into_panic()),
@@ -427,7 +429,9 @@ impl WebhookOutbox for SqliteStore {
         messages: Vec<NewWebhook>,
         occupancy: Option<Occupancy>,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.call(|reply| Command::Webhooks(webhooks::WebhookWrite::Record(messages, occupancy), reply))
+        self.call(|reply| {
+            Command::Webhooks(webhooks::WebhookWrite::Record(messages, occupancy), reply)
+        })
     }
 
     fn occupied_rooms(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {

@@ -234,9 +234,8 @@ impl Writer {
                                 } = &outcome
                                 {
                                     let appended = AppendOutcome::Appended(receipt.clone());
-                                    *recorded |=
-                                        record_published(webhooks, &tx, &appended, &event)
-                                            .map_err(TransactFailure::Db)?;
+                                    *recorded |= record_published(webhooks, &tx, &appended, &event)
+                                        .map_err(TransactFailure::Db)?;
                                 }
                                 Ok((outcome, event))
                             });
@@ -255,16 +254,14 @@ impl Writer {
                         Err(TransactFailure::Db(err)) => Err((err, Reply::Transact(reply))),
                     }
                 }
-                Command::Webhooks(write, reply) => {
-                    match super::webhooks::apply(&tx, &write) {
-                        Ok(()) => {
-                            *recorded |= matches!(write, super::webhooks::WebhookWrite::Record(..));
-                            pending.push(Pending::Webhooks(reply));
-                            Ok(())
-                        }
-                        Err(err) => Err((err, Reply::Webhooks(reply))),
+                Command::Webhooks(write, reply) => match super::webhooks::apply(&tx, &write) {
+                    Ok(()) => {
+                        *recorded |= matches!(write, super::webhooks::WebhookWrite::Record(..));
+                        pending.push(Pending::Webhooks(reply));
+                        Ok(())
                     }
-                }
+                    Err(err) => Err((err, Reply::Webhooks(reply))),
+                },
                 Command::Retention { .. } | Command::Close(_) => Ok(()),
             };
             if let Err((err, failed)) = step {
@@ -296,20 +293,20 @@ fn record_published(
     outcome: &AppendOutcome,
     event: &Option<Event>,
 ) -> rusqlite::Result<bool> {
-        let (Some(webhooks), AppendOutcome::Appended(receipt), Some(event)) =
-            (webhooks, outcome, event)
-        else {
-            return Ok(false);
-        };
-        let messages = webhooks.published(
-            event.room.as_str(),
-            event.seq,
-            &receipt.epoch,
-            event.ts,
-            &event.data,
-        );
-        super::webhooks::insert(conn, &messages)?;
-        Ok(!messages.is_empty())
+    let (Some(webhooks), AppendOutcome::Appended(receipt), Some(event)) =
+        (webhooks, outcome, event)
+    else {
+        return Ok(false);
+    };
+    let messages = webhooks.published(
+        event.room.as_str(),
+        event.seq,
+        &receipt.epoch,
+        event.ts,
+        &event.data,
+    );
+    super::webhooks::insert(conn, &messages)?;
+    Ok(!messages.is_empty())
 }
 
 /// Returns the writer's cached view of `room`, loading it from the database
