@@ -223,9 +223,10 @@ async fn member(server: &Server, sub: &str, room: &str) -> Ws {
 #[tokio::test]
 async fn occupancy_and_presence() {
     if support::cluster_backend() {
-        // Refused by the config check with bus = nats: occupancy and presence
-        // webhooks are per node in this version (see docs/webhooks.md).
-        eprintln!("occupancy and presence webhooks are not cluster-wide yet; skipped on the cluster backend");
+        // Refused by the config check with bus = nats: presence webhooks are
+        // per node in this version (see docs/webhooks.md); occupancy in a
+        // cluster is `two_nodes_report_occupancy_once`.
+        eprintln!("presence webhooks are not cluster-wide yet; skipped on the cluster backend");
         return;
     }
     let receiver = Receiver::start().await;
@@ -381,13 +382,13 @@ async fn two_nodes_deliver_each_event_once_in_order() {
 }
 
 #[tokio::test]
-async fn cluster_refuses_occupancy_webhooks_it_cannot_keep() {
+async fn cluster_refuses_presence_webhooks_it_cannot_keep() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hubcast.toml");
     std::fs::write(
         &path,
         format!(
-            "bus = \"nats://127.0.0.1:4222\"\n[[webhooks]]\nurl = \"http://127.0.0.1:9/\"\nsecret = \"{SECRET}\"\nevents = [\"room.vacated\"]\n"
+            "bus = \"nats://127.0.0.1:4222\"\n[[webhooks]]\nurl = \"http://127.0.0.1:9/\"\nsecret = \"{SECRET}\"\nevents = [\"presence.left\"]\n"
         ),
     )
     .unwrap();
@@ -399,4 +400,67 @@ async fn cluster_refuses_occupancy_webhooks_it_cannot_keep() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("not cluster-wide yet"), "{stderr}");
+}
+
+/// Two nodes: subscribers come and go on both; the store decides, so the
+/// room is occupied once and vacated once. Then a room whose only subscriber
+/// is on a node killed with `kill -9` is vacated by the survivor after the TTL.
+#[tokio::test]
+async fn two_nodes_report_occupancy_once() {
+    let receiver = Receiver::start().await;
+    let config = format!(
+        "[presence]\nheartbeat_ms = 200\nttl_ms = 1000\n{}",
+        config(
+            &receiver,
+            r#"["room.occupied", "room.vacated", "event.published"]"#,
+            ""
+        )
+    );
+    let a =
+        Server::start_cluster(&config, &support::test_pg_url(), &support::test_nats_url()).await;
+    let mut b = Server::start_peer(&a, &config).await;
+
+    let room = "shared";
+    let (on_a, _) = Ws::room(&a, room, "").await;
+    eventually("room.occupied", || async {
+        (of(&receiver.received().await, "room.occupied", room).len() == 1).then_some(())
+    })
+    .await;
+    let (on_b, _) = Ws::room(&b, room, "").await;
+    on_a.close().await;
+    on_b.close().await;
+    eventually("room.vacated", || async {
+        (!of(&receiver.received().await, "room.vacated", room).is_empty()).then_some(())
+    })
+    .await;
+    // A marker after the vacated in the room's order: whatever else the two
+    // nodes recorded for the room is delivered before it.
+    a.api().publish(room, json!({"marker": true})).await;
+    let received = eventually("the marker", || async {
+        let received = receiver.received().await;
+        (!of(&received, "event.published", room).is_empty()).then_some(received)
+    })
+    .await;
+    assert_eq!(
+        of(&received, "room.occupied", room).len(),
+        1,
+        "{received:?}"
+    );
+    assert_eq!(of(&received, "room.vacated", room).len(), 1, "{received:?}");
+
+    // kill -9 of the node holding the only subscriber.
+    let lonely = "lonely";
+    let (_on_b, _) = Ws::room(&b, lonely, "").await;
+    eventually("room.occupied of the lonely room", || async {
+        (of(&receiver.received().await, "room.occupied", lonely).len() == 1).then_some(())
+    })
+    .await;
+    b.kill9().await;
+    let received = eventually("room.vacated after the TTL", || async {
+        let received = receiver.received().await;
+        (!of(&received, "room.vacated", lonely).is_empty()).then_some(received)
+    })
+    .await;
+    assert_eq!(of(&received, "room.vacated", lonely).len(), 1);
+    assert_eq!(receiver.rejected().await, 0);
 }

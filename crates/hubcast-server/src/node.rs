@@ -111,10 +111,16 @@ impl Node {
         if let Some(webhooks) = webhooks {
             crate::webhook_worker::start(webhooks.clone(), outbox.clone(), node.shutdown.clone());
             if let Some(queue) = signal_queue {
+                let settings = crate::occupancy::OccupancySettings {
+                    node: node.bus.node_id().to_owned(),
+                    grace: Duration::from_millis(node.config.hub.occupancy_grace_ms),
+                    heartbeat: Duration::from_millis(node.config.presence.heartbeat_ms),
+                    ttl: Duration::from_millis(node.config.presence.ttl_ms),
+                };
                 tokio::spawn(crate::occupancy::run(
                     webhooks,
                     outbox,
-                    Duration::from_millis(node.config.hub.occupancy_grace_ms),
+                    settings,
                     queue,
                     node.shutdown.clone(),
                 ));

@@ -39,24 +39,45 @@ impl DeliveryReport {
     }
 }
 
-/// A change of a room's occupancy, recorded with its messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Occupancy {
-    Occupied(String),
-    Vacated(String),
+/// A change of a room's occupancy on one node. The store is the arbiter of
+/// the cluster-wide state: it keeps which nodes have subscribers in which
+/// rooms (`webhook_room_nodes`, each row alive until `expires_at`) and which
+/// rooms are occupied (`webhook_occupied`), and decides each transition in
+/// one transaction with its messages, so exactly one node records each.
+#[derive(Debug, Clone)]
+pub enum RoomOccupancy {
+    /// `node` has subscribers in `room`; `messages` (`room.occupied`) are
+    /// recorded if the room was not occupied.
+    Enter {
+        room: String,
+        node: String,
+        expires_at: i64,
+        messages: Vec<NewWebhook>,
+    },
+    /// `node` has none any more (`node` empty: only the check, for a room a
+    /// dead node left); `messages` (`room.vacated`) are recorded if the room
+    /// is occupied and no node has live subscribers in it.
+    Leave {
+        room: String,
+        node: String,
+        now: i64,
+        messages: Vec<NewWebhook>,
+    },
+    /// Keeps `node`'s rooms alive until `expires_at` (its heartbeat).
+    Refresh { node: String, expires_at: i64 },
 }
 
 /// The store's side of webhook delivery.
 pub trait WebhookOutbox: Send + Sync + 'static {
-    /// Records messages (and an occupancy change) in one transaction.
-    fn record(
-        &self,
-        messages: Vec<NewWebhook>,
-        occupancy: Option<Occupancy>,
-    ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Records messages in one transaction.
+    fn record(&self, messages: Vec<NewWebhook>) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// Rooms recorded as occupied (a restarted node vacates those that stay empty).
-    fn occupied_rooms(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+    /// Applies an occupancy change; returns whether its messages were recorded.
+    fn occupancy(&self, change: RoomOccupancy) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Occupied rooms in which no node has live subscribers any more (their
+    /// nodes died or were killed): to be vacated.
+    fn abandoned_rooms(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
 
     /// Undelivered messages of `endpoint`, oldest first per room, at most
     /// `per_room` of each of at most `rooms` rooms, leaving out every room

@@ -27,3 +27,12 @@ CREATE TABLE webhook_dead_letters (
     dead_at BIGINT NOT NULL
 );
 CREATE TABLE webhook_occupied (room TEXT PRIMARY KEY, since BIGINT NOT NULL);
+-- Which nodes have subscribers in which rooms, alive until expires_at (each
+-- node refreshes its rows; a dead node's expire).
+CREATE TABLE webhook_room_nodes (
+    room TEXT NOT NULL,
+    node TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (room, node)
+);
+CREATE INDEX webhook_room_nodes_by_node ON webhook_room_nodes (node);

@@ -10,7 +10,7 @@ use futures_util::FutureExt;
 
 use super::{unavailable, PostgresStore};
 use crate::event::now_ms;
-use crate::store::webhook_outbox::{DeliveryReport, Occupancy, PendingWebhook, WebhookOutbox};
+use crate::store::webhook_outbox::{DeliveryReport, PendingWebhook, RoomOccupancy, WebhookOutbox};
 use crate::store::StoreError;
 use crate::webhook::NewWebhook;
 
@@ -41,35 +41,22 @@ pub(super) async fn insert(
     Ok(())
 }
 
+impl PostgresStore {
+    /// Wakes this node's delivery workers after a commit that recorded messages.
+    fn wake_workers(&self, recorded: bool) {
+        if let (true, Some(webhooks)) = (recorded, &self.webhooks) {
+            webhooks.recorded.notify_waiters();
+        }
+    }
+}
+
 impl WebhookOutbox for PostgresStore {
-    fn record(
-        &self,
-        messages: Vec<NewWebhook>,
-        occupancy: Option<Occupancy>,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn record(&self, messages: Vec<NewWebhook>) -> BoxFuture<'_, Result<(), StoreError>> {
         async move {
             self.bounded(async {
-                let mut client = self.client().await?;
-                let tx = client.transaction().await.map_err(unavailable)?;
-                insert(&tx, &messages).await?;
-                match &occupancy {
-                    Some(Occupancy::Occupied(room)) => tx
-                        .execute(
-                            "INSERT INTO webhook_occupied (room, since) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                            &[room, &now_ms()],
-                        )
-                        .await
-                        .map_err(unavailable)?,
-                    Some(Occupancy::Vacated(room)) => tx
-                        .execute("DELETE FROM webhook_occupied WHERE room = $1", &[room])
-                        .await
-                        .map_err(unavailable)?,
-                    None => 0,
-                };
-                tx.commit().await.map_err(unavailable)?;
-                if let Some(webhooks) = &self.webhooks {
-                    webhooks.recorded.notify_waiters();
-                }
+                let client = self.client().await?;
+                insert(&client, &messages).await?;
+                self.wake_workers(!messages.is_empty());
                 Ok(())
             })
             .await
@@ -77,12 +64,104 @@ impl WebhookOutbox for PostgresStore {
         .boxed()
     }
 
-    fn occupied_rooms(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+    fn occupancy(&self, change: RoomOccupancy) -> BoxFuture<'_, Result<bool, StoreError>> {
+        async move {
+            self.bounded(async {
+                let mut client = self.client().await?;
+                let tx = client.transaction().await.map_err(unavailable)?;
+                let recorded = match &change {
+                    RoomOccupancy::Enter {
+                        room,
+                        node,
+                        expires_at,
+                        messages,
+                    } => {
+                        tx.execute(
+                            "INSERT INTO webhook_room_nodes (room, node, expires_at) VALUES ($1, $2, $3) \
+                             ON CONFLICT (room, node) DO UPDATE SET expires_at = excluded.expires_at",
+                            &[room, node, expires_at],
+                        )
+                        .await
+                        .map_err(unavailable)?;
+                        // Waits for a node vacating the room concurrently: then
+                        // the room is occupied again, after its vacated.
+                        let occupied = tx
+                            .execute(
+                                "INSERT INTO webhook_occupied (room, since) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                                &[room, &now_ms()],
+                            )
+                            .await
+                            .map_err(unavailable)?;
+                        if occupied == 1 {
+                            insert(&tx, messages).await?;
+                        }
+                        occupied == 1 && !messages.is_empty()
+                    }
+                    RoomOccupancy::Leave {
+                        room,
+                        node,
+                        now,
+                        messages,
+                    } => {
+                        // The occupied row's lock serializes the decision across nodes.
+                        let occupied = tx
+                            .query_opt(
+                                "SELECT room FROM webhook_occupied WHERE room = $1 FOR UPDATE",
+                                &[room],
+                            )
+                            .await
+                            .map_err(unavailable)?;
+                        tx.execute(
+                            "DELETE FROM webhook_room_nodes WHERE room = $1 AND (node = $2 OR expires_at <= $3)",
+                            &[room, node, now],
+                        )
+                        .await
+                        .map_err(unavailable)?;
+                        let live: i64 = tx
+                            .query_one("SELECT count(*) FROM webhook_room_nodes WHERE room = $1", &[room])
+                            .await
+                            .map_err(unavailable)?
+                            .get(0);
+                        if occupied.is_some() && live == 0 {
+                            tx.execute("DELETE FROM webhook_occupied WHERE room = $1", &[room])
+                                .await
+                                .map_err(unavailable)?;
+                            insert(&tx, messages).await?;
+                            !messages.is_empty()
+                        } else {
+                            false
+                        }
+                    }
+                    RoomOccupancy::Refresh { node, expires_at } => {
+                        tx.execute(
+                            "UPDATE webhook_room_nodes SET expires_at = $2 WHERE node = $1",
+                            &[node, expires_at],
+                        )
+                        .await
+                        .map_err(unavailable)?;
+                        false
+                    }
+                };
+                tx.commit().await.map_err(unavailable)?;
+                self.wake_workers(recorded);
+                Ok(recorded)
+            })
+            .await
+        }
+        .boxed()
+    }
+
+    fn abandoned_rooms(&self, now: i64) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
         async move {
             self.bounded(async {
                 let client = self.client().await?;
                 let rows = client
-                    .query("SELECT room FROM webhook_occupied ORDER BY room", &[])
+                    .query(
+                        "SELECT o.room FROM webhook_occupied o WHERE NOT EXISTS \
+                         (SELECT 1 FROM webhook_room_nodes n WHERE n.room = o.room AND n.expires_at > $1) \
+                         ORDER BY o.room",
+                        &[&now],
+                    )
                     .await
                     .map_err(unavailable)?;
                 Ok(rows.iter().map(|row| row.get(0)).collect())

@@ -1,5 +1,5 @@
 -- Migration 4: webhooks waiting for delivery (the outbox the delivery worker
--- drains), the ones given up on, and the rooms recorded as occupied.
+-- drains), the ones given up on, and room occupancy.
 CREATE TABLE webhook_outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     endpoint TEXT NOT NULL,
@@ -24,3 +24,10 @@ CREATE TABLE webhook_dead_letters (
     dead_at INTEGER NOT NULL
 );
 CREATE TABLE webhook_occupied (room TEXT PRIMARY KEY, since INTEGER NOT NULL);
+-- Which nodes have subscribers in which rooms, alive until expires_at (ms).
+CREATE TABLE webhook_room_nodes (
+    room TEXT NOT NULL,
+    node TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (room, node)
+);

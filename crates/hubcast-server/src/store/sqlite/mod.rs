@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use super::transaction::{TxDecision, TxOutcome};
-use super::webhook_outbox::{DeliveryReport, Occupancy, PendingWebhook, WebhookOutbox};
+use super::webhook_outbox::{DeliveryReport, PendingWebhook, RoomOccupancy, WebhookOutbox};
 use super::{AppendOutcome, AppendRequest, CommitFeed, Page, RetentionPolicy, Store, StoreError};
 use crate::config::SqliteConfig;
 use crate::event::{Event, RoomState};
@@ -125,7 +125,7 @@ enum Command {
     },
     Webhooks(
         webhooks::WebhookWrite,
-        oneshot::Sender<Result<(), StoreError>>,
+        oneshot::Sender<Result<bool, StoreError>>,
     ),
     Close(oneshot::Sender<()>),
 }
@@ -424,18 +424,18 @@ impl Store for SqliteStore {
 }
 
 impl WebhookOutbox for SqliteStore {
-    fn record(
-        &self,
-        messages: Vec<NewWebhook>,
-        occupancy: Option<Occupancy>,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.call(|reply| {
-            Command::Webhooks(webhooks::WebhookWrite::Record(messages, occupancy), reply)
-        })
+    fn record(&self, messages: Vec<NewWebhook>) -> BoxFuture<'_, Result<(), StoreError>> {
+        let recorded =
+            self.call(|reply| Command::Webhooks(webhooks::WebhookWrite::Record(messages), reply));
+        async move { recorded.await.map(|_| ()) }.boxed()
     }
 
-    fn occupied_rooms(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
-        self.read_with(|conn| webhooks::occupied(conn))
+    fn occupancy(&self, change: RoomOccupancy) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.call(|reply| Command::Webhooks(webhooks::WebhookWrite::Occupancy(change), reply))
+    }
+
+    fn abandoned_rooms(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        self.read_with(move |conn| webhooks::abandoned(conn, now_ms))
     }
 
     fn due(
@@ -452,7 +452,9 @@ impl WebhookOutbox for SqliteStore {
     }
 
     fn finish(&self, report: DeliveryReport) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.call(|reply| Command::Webhooks(webhooks::WebhookWrite::Finish(report), reply))
+        let finished =
+            self.call(|reply| Command::Webhooks(webhooks::WebhookWrite::Finish(report), reply));
+        async move { finished.await.map(|_| ()) }.boxed()
     }
 
     fn backlog(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {

@@ -4,7 +4,7 @@
 use rusqlite::{params, Connection};
 
 use crate::event::now_ms;
-use crate::store::webhook_outbox::{DeliveryReport, Occupancy, PendingWebhook};
+use crate::store::webhook_outbox::{DeliveryReport, PendingWebhook, RoomOccupancy};
 use crate::webhook::NewWebhook;
 
 /// Dead letters kept; older ones are deleted as new ones arrive.
@@ -12,7 +12,8 @@ const MAX_DEAD_LETTERS: i64 = 10_000;
 
 /// What the writer thread does for webhooks.
 pub(super) enum WebhookWrite {
-    Record(Vec<NewWebhook>, Option<Occupancy>),
+    Record(Vec<NewWebhook>),
+    Occupancy(RoomOccupancy),
     Finish(DeliveryReport),
 }
 
@@ -30,26 +31,70 @@ pub(super) fn insert(conn: &Connection, messages: &[NewWebhook]) -> rusqlite::Re
     Ok(())
 }
 
-pub(super) fn apply(conn: &Connection, write: &WebhookWrite) -> rusqlite::Result<()> {
+/// Applies a write; returns whether it recorded messages.
+pub(super) fn apply(conn: &Connection, write: &WebhookWrite) -> rusqlite::Result<bool> {
     match write {
-        WebhookWrite::Record(messages, occupancy) => {
+        WebhookWrite::Record(messages) => {
             insert(conn, messages)?;
-            match occupancy {
-                Some(Occupancy::Occupied(room)) => {
-                    conn.prepare_cached(
-                        "INSERT OR IGNORE INTO webhook_occupied (room, since) VALUES (?1, ?2)",
-                    )?
-                    .execute(params![room, now_ms()])?;
-                }
-                Some(Occupancy::Vacated(room)) => {
-                    conn.prepare_cached("DELETE FROM webhook_occupied WHERE room = ?1")?
-                        .execute([room])?;
-                }
-                None => {}
-            }
-            Ok(())
+            Ok(!messages.is_empty())
         }
-        WebhookWrite::Finish(report) => finish(conn, report),
+        WebhookWrite::Occupancy(change) => occupancy(conn, change),
+        WebhookWrite::Finish(report) => finish(conn, report).map(|()| false),
+    }
+}
+
+fn occupancy(conn: &Connection, change: &RoomOccupancy) -> rusqlite::Result<bool> {
+    match change {
+        RoomOccupancy::Enter {
+            room,
+            node,
+            expires_at,
+            messages,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO webhook_room_nodes (room, node, expires_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (room, node) DO UPDATE SET expires_at = excluded.expires_at",
+            )?
+            .execute(params![room, node, expires_at])?;
+            let occupied = conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO webhook_occupied (room, since) VALUES (?1, ?2)",
+                )?
+                .execute(params![room, now_ms()])?;
+            if occupied == 1 {
+                insert(conn, messages)?;
+            }
+            Ok(occupied == 1 && !messages.is_empty())
+        }
+        RoomOccupancy::Leave {
+            room,
+            node,
+            now,
+            messages,
+        } => {
+            conn.prepare_cached(
+                "DELETE FROM webhook_room_nodes WHERE room = ?1 AND (node = ?2 OR expires_at <= ?3)",
+            )?
+            .execute(params![room, node, now])?;
+            let live: i64 = conn
+                .prepare_cached("SELECT count(*) FROM webhook_room_nodes WHERE room = ?1")?
+                .query_row([room], |row| row.get(0))?;
+            if live > 0 {
+                return Ok(false);
+            }
+            let vacated = conn
+                .prepare_cached("DELETE FROM webhook_occupied WHERE room = ?1")?
+                .execute([room])?;
+            if vacated == 1 {
+                insert(conn, messages)?;
+            }
+            Ok(vacated == 1 && !messages.is_empty())
+        }
+        RoomOccupancy::Refresh { node, expires_at } => {
+            conn.prepare_cached("UPDATE webhook_room_nodes SET expires_at = ?2 WHERE node = ?1")?
+                .execute(params![node, expires_at])?;
+            Ok(false)
+        }
     }
 }
 
@@ -127,8 +172,12 @@ pub(super) fn backlog(conn: &Connection) -> rusqlite::Result<Vec<(String, u64)>>
         .collect()
 }
 
-pub(super) fn occupied(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    conn.prepare_cached("SELECT room FROM webhook_occupied ORDER BY room")?
-        .query_map([], |row| row.get(0))?
-        .collect()
+pub(super) fn abandoned(conn: &Connection, now: i64) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached(
+        "SELECT o.room FROM webhook_occupied o WHERE NOT EXISTS \
+         (SELECT 1 FROM webhook_room_nodes n WHERE n.room = o.room AND n.expires_at > ?1) \
+         ORDER BY o.room",
+    )?
+    .query_map([now], |row| row.get(0))?
+    .collect()
 }

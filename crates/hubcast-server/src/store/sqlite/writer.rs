@@ -48,7 +48,7 @@ pub(super) struct Writer {
 enum Reply {
     Append(oneshot::Sender<Result<AppendOutcome, StoreError>>),
     Transact(oneshot::Sender<Result<TxOutcome, StoreError>>),
-    Webhooks(oneshot::Sender<Result<(), StoreError>>),
+    Webhooks(oneshot::Sender<Result<bool, StoreError>>),
 }
 
 impl Reply {
@@ -68,7 +68,7 @@ enum Pending {
         AppendOutcome,
     ),
     Transact(oneshot::Sender<Result<TxOutcome, StoreError>>, TxOutcome),
-    Webhooks(oneshot::Sender<Result<(), StoreError>>),
+    Webhooks(oneshot::Sender<Result<bool, StoreError>>, bool),
 }
 
 impl Pending {
@@ -76,7 +76,7 @@ impl Pending {
         let _ = match self {
             Pending::Append(reply, outcome) => reply.send(Ok(outcome)).is_ok(),
             Pending::Transact(reply, outcome) => reply.send(Ok(outcome)).is_ok(),
-            Pending::Webhooks(reply) => reply.send(Ok(())).is_ok(),
+            Pending::Webhooks(reply, recorded) => reply.send(Ok(recorded)).is_ok(),
         };
     }
 
@@ -84,7 +84,7 @@ impl Pending {
         match self {
             Pending::Append(reply, _) => Reply::Append(reply),
             Pending::Transact(reply, _) => Reply::Transact(reply),
-            Pending::Webhooks(reply) => Reply::Webhooks(reply),
+            Pending::Webhooks(reply, _) => Reply::Webhooks(reply),
         }
     }
 }
@@ -255,9 +255,9 @@ impl Writer {
                     }
                 }
                 Command::Webhooks(write, reply) => match super::webhooks::apply(&tx, &write) {
-                    Ok(()) => {
-                        *recorded |= matches!(write, super::webhooks::WebhookWrite::Record(..));
-                        pending.push(Pending::Webhooks(reply));
+                    Ok(wrote) => {
+                        *recorded |= wrote;
+                        pending.push(Pending::Webhooks(reply, wrote));
                         Ok(())
                     }
                     Err(err) => Err((err, Reply::Webhooks(reply))),
