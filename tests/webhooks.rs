@@ -222,13 +222,6 @@ async fn member(server: &Server, sub: &str, room: &str) -> Ws {
 
 #[tokio::test]
 async fn occupancy_and_presence() {
-    if support::cluster_backend() {
-        // Refused by the config check with bus = nats: presence webhooks are
-        // per node in this version (see docs/webhooks.md); occupancy in a
-        // cluster is `two_nodes_report_occupancy_once`.
-        eprintln!("presence webhooks are not cluster-wide yet; skipped on the cluster backend");
-        return;
-    }
     let receiver = Receiver::start().await;
     let auth = format!("[[auth.jwt]]\nalg = \"HS256\"\nsecret = \"{JWT_SECRET}\"\n");
     let server = Server::start(&format!(
@@ -382,37 +375,52 @@ async fn two_nodes_deliver_each_event_once_in_order() {
 }
 
 #[tokio::test]
-async fn cluster_refuses_presence_webhooks_it_cannot_keep() {
+async fn a_bad_webhook_block_stops_the_server_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hubcast.toml");
     std::fs::write(
         &path,
-        format!(
-            "bus = \"nats://127.0.0.1:4222\"\n[[webhooks]]\nurl = \"http://127.0.0.1:9/\"\nsecret = \"{SECRET}\"\nevents = [\"presence.left\"]\n"
-        ),
+        format!("[[webhooks]]\nurl = \"http://127.0.0.1:9/\"\nsecret = \"{SECRET}\"\nevents = [\"room.opened\"]\n"),
     )
     .unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_hubcast"))
-        .args(["serve", "--config"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&path)
         .output()
         .expect("run hubcast serve");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("not cluster-wide yet"), "{stderr}");
+    assert!(
+        stderr.contains("webhooks[0]: unknown event type `room.opened`"),
+        "{stderr}"
+    );
 }
 
-/// Two nodes: subscribers come and go on both; the store decides, so the
-/// room is occupied once and vacated once. Then a room whose only subscriber
-/// is on a node killed with `kill -9` is vacated by the survivor after the TTL.
+/// `POST /v1/rooms/{room}/events` with a JWT that may publish.
+async fn publish_with_token(server: &Server, room: &str, data: Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/rooms/{room}/events", server.base()))
+        .bearer_auth(token("publisher"))
+        .json(&json!({"data": data}))
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(response.status(), 201);
+}
+
+/// Two nodes: a member with a session on each, and both leaving; the store
+/// decides, so the room is occupied once and vacated once, the member joins
+/// once and leaves once. Then a member whose only session is on a node
+/// killed with `kill -9` leaves, and its room is vacated, after the TTL (the
+/// survivor sends them).
 #[tokio::test]
-async fn two_nodes_report_occupancy_once() {
+async fn two_nodes_report_occupancy_and_presence_once() {
     let receiver = Receiver::start().await;
     let config = format!(
-        "[presence]\nheartbeat_ms = 200\nttl_ms = 1000\n{}",
+        "[presence]\nheartbeat_ms = 200\nttl_ms = 1000\n[[auth.jwt]]\nalg = \"HS256\"\nsecret = \"{JWT_SECRET}\"\n{}",
         config(
             &receiver,
-            r#"["room.occupied", "room.vacated", "event.published"]"#,
+            r#"["room.occupied", "room.vacated", "presence.joined", "presence.left", "event.published"]"#,
             ""
         )
     );
@@ -421,46 +429,72 @@ async fn two_nodes_report_occupancy_once() {
     let mut b = Server::start_peer(&a, &config).await;
 
     let room = "shared";
-    let (on_a, _) = Ws::room(&a, room, "").await;
-    eventually("room.occupied", || async {
-        (of(&receiver.received().await, "room.occupied", room).len() == 1).then_some(())
+    let alice_a = member(&a, "alice", room).await;
+    eventually("room.occupied and presence.joined", || async {
+        let received = receiver.received().await;
+        (of(&received, "room.occupied", room).len() == 1
+            && of(&received, "presence.joined", room).len() == 1)
+            .then_some(())
     })
     .await;
-    let (on_b, _) = Ws::room(&b, room, "").await;
-    on_a.close().await;
-    on_b.close().await;
-    eventually("room.vacated", || async {
-        (!of(&receiver.received().await, "room.vacated", room).is_empty()).then_some(())
+    let alice_b = member(&b, "alice", room).await;
+    alice_a.close().await;
+    alice_b.close().await;
+    eventually("room.vacated and presence.left", || async {
+        let received = receiver.received().await;
+        (!of(&received, "room.vacated", room).is_empty()
+            && !of(&received, "presence.left", room).is_empty())
+        .then_some(())
     })
     .await;
-    // A marker after the vacated in the room's order: whatever else the two
-    // nodes recorded for the room is delivered before it.
-    a.api().publish(room, json!({"marker": true})).await;
+    // A marker after them in the room's order: whatever else the two nodes
+    // recorded for the room by then is delivered before it.
+    publish_with_token(&a, room, json!({"marker": true})).await;
     let received = eventually("the marker", || async {
         let received = receiver.received().await;
         (!of(&received, "event.published", room).is_empty()).then_some(received)
     })
     .await;
+    for kind in [
+        "room.occupied",
+        "room.vacated",
+        "presence.joined",
+        "presence.left",
+    ] {
+        assert_eq!(of(&received, kind, room).len(), 1, "{kind}: {received:?}");
+    }
     assert_eq!(
-        of(&received, "room.occupied", room).len(),
-        1,
-        "{received:?}"
+        of(&received, "presence.left", room)[0]["data"]["member"]["id"],
+        "alice"
     );
-    assert_eq!(of(&received, "room.vacated", room).len(), 1, "{received:?}");
 
-    // kill -9 of the node holding the only subscriber.
+    // kill -9 of the node holding the only subscriber and member.
     let lonely = "lonely";
-    let (_on_b, _) = Ws::room(&b, lonely, "").await;
-    eventually("room.occupied of the lonely room", || async {
-        (of(&receiver.received().await, "room.occupied", lonely).len() == 1).then_some(())
-    })
+    let _bob = member(&b, "bob", lonely).await;
+    eventually(
+        "room.occupied and bob joined in the lonely room",
+        || async {
+            let received = receiver.received().await;
+            (of(&received, "room.occupied", lonely).len() == 1
+                && of(&received, "presence.joined", lonely).len() == 1)
+                .then_some(())
+        },
+    )
     .await;
     b.kill9().await;
-    let received = eventually("room.vacated after the TTL", || async {
+    let received = eventually("room.vacated and bob left after the TTL", || async {
         let received = receiver.received().await;
-        (!of(&received, "room.vacated", lonely).is_empty()).then_some(received)
+        (!of(&received, "room.vacated", lonely).is_empty()
+            && !of(&received, "presence.left", lonely).is_empty())
+        .then_some(received)
     })
     .await;
     assert_eq!(of(&received, "room.vacated", lonely).len(), 1);
+    let left = of(&received, "presence.left", lonely);
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        left[0]["data"]["member"],
+        json!({"id": "bob", "info": {"name": "BOB"}})
+    );
     assert_eq!(receiver.rejected().await, 0);
 }

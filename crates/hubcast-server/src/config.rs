@@ -523,15 +523,6 @@ impl Config {
             return fail("nats.max_queue must be at least 1");
         }
         crate::webhook::Webhooks::from_config(&self.webhooks).map_err(ConfigError::Check)?;
-        let per_node = ["presence.joined", "presence.left"];
-        let wants_per_node = self
-            .webhooks
-            .iter()
-            .flat_map(|w| &w.events)
-            .any(|e| per_node.contains(&e.as_str()));
-        if wants_per_node && matches!(self.bus, BusUrl::Nats(_)) {
-            return fail("webhooks for presence.joined and presence.left are not cluster-wide yet: with bus = nats, configure event.published, room.occupied and room.vacated only");
-        }
         Ok(())
     }
 }

@@ -2,18 +2,17 @@
 //! into `room.occupied`, `room.vacated`, `presence.joined` and
 //! `presence.left` messages in the store's webhook outbox.
 //!
-//! Occupancy is cluster-wide, with the store as the arbiter
-//! ([`RoomOccupancy`]): this node says when it has subscribers in a room
-//! (`Enter`) and, once its last one has been gone for
-//! `hub.occupancy_grace_ms`, that it has none (`Leave`); the store records
-//! `room.occupied` when the first node enters and `room.vacated` when the
-//! last leaves, each in the transaction that decides it, so exactly one node
-//! records each. A reconnect within the grace (on any node) sends nothing.
-//! Every `presence.heartbeat_ms` the node refreshes its rooms for
-//! `presence.ttl_ms` and vacates rooms whose nodes all stopped refreshing
-//! (killed): a dead node's occupancy ends after the TTL, as its presence does.
-//!
-//! Presence messages are per node: each node reports the changes its hubs see.
+//! Both are cluster-wide, with the store as the arbiter ([`Holding`]): this
+//! node says when it holds a room (has subscribers there) or a member (has a
+//! presence session of it) and when it stops (for a room, once its last
+//! subscriber has been gone for `hub.occupancy_grace_ms`, so a reconnect to
+//! any node within it sends nothing); the store records `room.occupied` /
+//! `presence.joined` when the first node holds it and `room.vacated` /
+//! `presence.left` when the last one stops, each in the transaction that
+//! decides it, so exactly one node records each. Every
+//! `presence.heartbeat_ms` the node refreshes what it holds for
+//! `presence.ttl_ms` and leaves what only dead nodes held: a killed node's
+//! rooms and members leave after the TTL.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::PresenceMember;
 use crate::event::now_ms;
-use crate::store::webhook_outbox::{RoomOccupancy, WebhookOutbox};
+use crate::store::webhook_outbox::{Holding, WebhookOutbox};
 use crate::webhook::{EventKind, NewWebhook, RoomSignal, Webhooks};
 
 /// `data` of `room.occupied` and `room.vacated`.
@@ -44,7 +43,7 @@ struct PresenceData<'a> {
 
 /// How the occupancy task runs.
 pub struct OccupancySettings {
-    /// This node's id (the bus's), its name in `webhook_room_nodes`.
+    /// This node's id (the bus's), its name in `webhook_holders`.
     pub node: String,
     pub grace: Duration,
     /// How often this node refreshes its rooms and looks for abandoned ones.
@@ -99,6 +98,9 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// The subject of a room's occupancy in `webhook_holders`.
+const OCCUPANCY: &str = "";
+
 impl Tracker {
     async fn on_signal(&mut self, signal: RoomSignal) {
         match signal {
@@ -107,17 +109,9 @@ impl Tracker {
                 if self.emptied.remove(room.as_str()).is_some() {
                     return;
                 }
-                let room = room.as_str().to_owned();
-                let messages = self.messages(EventKind::RoomOccupied, &room);
-                let expires_at = now_ms() + self.settings.ttl.as_millis() as i64;
-                let node = self.settings.node.clone();
-                self.apply(RoomOccupancy::Enter {
-                    room,
-                    node,
-                    expires_at,
-                    messages,
-                })
-                .await;
+                let room = room.as_str();
+                let messages = self.room_messages(EventKind::RoomOccupied, room);
+                self.enter(room, OCCUPANCY, None, messages).await;
             }
             RoomSignal::Occupied(room, false) => {
                 self.emptied.insert(
@@ -125,19 +119,16 @@ impl Tracker {
                     Instant::now() + self.settings.grace,
                 );
             }
-            RoomSignal::Presence(room, member, joined) => {
-                let kind = if joined {
-                    EventKind::PresenceJoined
+            RoomSignal::Member(room, member, joined) => {
+                let (room, id) = (room.as_str(), member.id.clone());
+                if joined {
+                    let messages = self.member_messages(EventKind::PresenceJoined, room, &member);
+                    let info = member.info.as_ref().map(|info| info.to_string());
+                    self.enter(room, &id, info, messages).await;
                 } else {
-                    EventKind::PresenceLeft
-                };
-                let data = PresenceData {
-                    room: room.as_str(),
-                    member: &member,
-                };
-                let messages = self.webhooks.messages(kind, room.as_str(), now_ms(), &data);
-                if !messages.is_empty() {
-                    self.record(messages).await;
+                    let messages = self.member_messages(EventKind::PresenceLeft, room, &member);
+                    let node = self.settings.node.clone();
+                    self.leave(room, &id, node, messages).await;
                 }
             }
         }
@@ -153,15 +144,34 @@ impl Tracker {
             .collect();
         for room in due {
             self.emptied.remove(&room);
+            let messages = self.room_messages(EventKind::RoomVacated, &room);
             let node = self.settings.node.clone();
-            self.leave(room, node).await;
+            self.leave(&room, OCCUPANCY, node, messages).await;
         }
     }
 
-    async fn leave(&self, room: String, node: String) {
-        let messages = self.messages(EventKind::RoomVacated, &room);
-        self.apply(RoomOccupancy::Leave {
-            room,
+    async fn enter(
+        &self,
+        room: &str,
+        subject: &str,
+        info: Option<String>,
+        messages: Vec<NewWebhook>,
+    ) {
+        self.apply(Holding::Enter {
+            room: room.to_owned(),
+            subject: subject.to_owned(),
+            info,
+            node: self.settings.node.clone(),
+            expires_at: now_ms() + self.settings.ttl.as_millis() as i64,
+            messages,
+        })
+        .await;
+    }
+
+    async fn leave(&self, room: &str, subject: &str, node: String, messages: Vec<NewWebhook>) {
+        self.apply(Holding::Leave {
+            room: room.to_owned(),
+            subject: subject.to_owned(),
             node,
             now: now_ms(),
             messages,
@@ -169,61 +179,63 @@ impl Tracker {
         .await;
     }
 
-    /// Keeps this node's rooms alive, and vacates the rooms dead nodes held.
+    /// Keeps what this node holds alive, and leaves what only dead nodes held.
     async fn heartbeat(&self) {
         let now = now_ms();
-        self.apply(RoomOccupancy::Refresh {
+        self.apply(Holding::Refresh {
             node: self.settings.node.clone(),
             expires_at: now + self.settings.ttl.as_millis() as i64,
         })
         .await;
-        match self.outbox.abandoned_rooms(now).await {
-            Ok(rooms) => {
-                for room in rooms {
-                    self.leave(room, String::new()).await;
+        match self.outbox.abandoned(now).await {
+            Ok(abandoned) => {
+                for held in abandoned {
+                    let messages = if held.subject == OCCUPANCY {
+                        self.room_messages(EventKind::RoomVacated, &held.room)
+                    } else {
+                        let member = PresenceMember {
+                            id: held.subject.clone(),
+                            info: held.info.and_then(|info| serde_json::from_str(&info).ok()),
+                        };
+                        self.member_messages(EventKind::PresenceLeft, &held.room, &member)
+                    };
+                    self.leave(&held.room, &held.subject, String::new(), messages)
+                        .await;
                 }
             }
-            Err(err) => tracing::warn!(error = %err, "cannot look for abandoned rooms"),
+            Err(err) => tracing::warn!(error = %err, "cannot look for what dead nodes held"),
         }
     }
 
-    fn messages(&self, kind: EventKind, room: &str) -> Vec<NewWebhook> {
+    fn room_messages(&self, kind: EventKind, room: &str) -> Vec<NewWebhook> {
         self.webhooks
             .messages(kind, room, now_ms(), &RoomData { room })
     }
 
-    /// Applies an occupancy change, retrying while the store is unavailable
-    /// (the signals wait in their queue meanwhile).
-    async fn apply(&self, change: RoomOccupancy) {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match self.outbox.occupancy(change.clone()).await {
-                Ok(_) => return,
-                Err(err) if err.is_transient() && delay < Duration::from_secs(30) => {
-                    tracing::warn!(error = %err, "cannot record an occupancy change; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, "an occupancy change was lost");
-                    return;
-                }
-            }
-        }
+    fn member_messages(
+        &self,
+        kind: EventKind,
+        room: &str,
+        member: &PresenceMember,
+    ) -> Vec<NewWebhook> {
+        self.webhooks
+            .messages(kind, room, now_ms(), &PresenceData { room, member })
     }
 
-    async fn record(&self, messages: Vec<NewWebhook>) {
+    /// Applies a change, retrying while the store is unavailable (the
+    /// signals wait in their queue meanwhile).
+    async fn apply(&self, change: Holding) {
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.outbox.record(messages.clone()).await {
-                Ok(()) => return,
+            match self.outbox.holding(change.clone()).await {
+                Ok(_) => return,
                 Err(err) if err.is_transient() && delay < Duration::from_secs(30) => {
-                    tracing::warn!(error = %err, "cannot record presence webhooks; retrying");
+                    tracing::warn!(error = %err, "cannot record an occupancy or presence change; retrying");
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                 }
                 Err(err) => {
-                    tracing::error!(error = %err, "presence webhooks lost");
+                    tracing::error!(error = %err, "an occupancy or presence change was lost");
                     return;
                 }
             }

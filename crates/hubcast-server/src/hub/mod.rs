@@ -104,6 +104,8 @@ pub(super) struct Hub {
     subscriber_count: Arc<std::sync::atomic::AtomicUsize>,
     /// Whether this hub last told `settings.signals` the room has subscribers.
     occupied: bool,
+    /// The members this hub last told `settings.signals` are present on this node.
+    signalled_members: std::collections::HashMap<String, crate::bus::PresenceMember>,
 }
 
 /// Starts a hub for `room`. The hub removes itself from `hubs` when idle.
@@ -137,6 +139,7 @@ pub(crate) fn spawn(
         presence: None,
         subscriber_count: subscriber_count.clone(),
         occupied: false,
+        signalled_members: std::collections::HashMap::new(),
     };
     tokio::spawn(async move {
         use futures_util::FutureExt;
@@ -177,6 +180,15 @@ impl Drop for Hub {
         // Its subscribers are gone with it (they resume on a fresh hub,
         // which tells of them again).
         self.signal_occupancy(false);
+        if let Some(signals) = &self.settings.signals {
+            for (_, member) in self.signalled_members.drain() {
+                signals.send(crate::webhook::RoomSignal::Member(
+                    self.room.clone(),
+                    member,
+                    false,
+                ));
+            }
+        }
     }
 }
 

@@ -39,32 +39,46 @@ impl DeliveryReport {
     }
 }
 
-/// A change of a room's occupancy on one node. The store is the arbiter of
-/// the cluster-wide state: it keeps which nodes have subscribers in which
-/// rooms (`webhook_room_nodes`, each row alive until `expires_at`) and which
-/// rooms are occupied (`webhook_occupied`), and decides each transition in
-/// one transaction with its messages, so exactly one node records each.
+/// What one node holds in a room: the room's occupancy (`subject` empty:
+/// the node has subscribers there) or a member's presence (`subject`: the
+/// member's id; the node has a presence session of it). The store is the
+/// arbiter of the cluster-wide state: it keeps which nodes hold what
+/// (`webhook_holders`, each row alive until `expires_at`) and what is held
+/// by any (`webhook_active`), and decides each transition in one transaction
+/// with its messages, so exactly one node records each.
 #[derive(Debug, Clone)]
-pub enum RoomOccupancy {
-    /// `node` has subscribers in `room`; `messages` (`room.occupied`) are
-    /// recorded if the room was not occupied.
+pub enum Holding {
+    /// `node` holds `subject`; `messages` (`room.occupied`,
+    /// `presence.joined`) are recorded if nobody held it. `info` is kept
+    /// for the `presence.left` of a member whose node dies.
     Enter {
         room: String,
+        subject: String,
+        info: Option<String>,
         node: String,
         expires_at: i64,
         messages: Vec<NewWebhook>,
     },
-    /// `node` has none any more (`node` empty: only the check, for a room a
-    /// dead node left); `messages` (`room.vacated`) are recorded if the room
-    /// is occupied and no node has live subscribers in it.
+    /// `node` no longer holds `subject` (`node` empty: only the check, for
+    /// what a dead node held); `messages` (`room.vacated`, `presence.left`)
+    /// are recorded if it was held and no node holds it any more.
     Leave {
         room: String,
+        subject: String,
         node: String,
         now: i64,
         messages: Vec<NewWebhook>,
     },
-    /// Keeps `node`'s rooms alive until `expires_at` (its heartbeat).
+    /// Keeps everything `node` holds alive until `expires_at` (its heartbeat).
     Refresh { node: String, expires_at: i64 },
+}
+
+/// Something held that no live node holds any more (its nodes died).
+#[derive(Debug, Clone)]
+pub struct Abandoned {
+    pub room: String,
+    pub subject: String,
+    pub info: Option<String>,
 }
 
 /// The store's side of webhook delivery.
@@ -72,12 +86,13 @@ pub trait WebhookOutbox: Send + Sync + 'static {
     /// Records messages in one transaction.
     fn record(&self, messages: Vec<NewWebhook>) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// Applies an occupancy change; returns whether its messages were recorded.
-    fn occupancy(&self, change: RoomOccupancy) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// Applies a change of what a node holds; returns whether its messages
+    /// were recorded.
+    fn holding(&self, change: Holding) -> BoxFuture<'_, Result<bool, StoreError>>;
 
-    /// Occupied rooms in which no node has live subscribers any more (their
-    /// nodes died or were killed): to be vacated.
-    fn abandoned_rooms(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+    /// What is held but by no live node any more (its nodes died or were
+    /// killed): to be left.
+    fn abandoned(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<Abandoned>, StoreError>>;
 
     /// Undelivered messages of `endpoint`, oldest first per room, at most
     /// `per_room` of each of at most `rooms` rooms, leaving out every room

@@ -16,8 +16,9 @@ pub const SIGNAL_QUEUE: usize = 65_536;
 pub enum RoomSignal {
     /// The room has subscribers on this node (`true`) or none any more.
     Occupied(RoomName, bool),
-    /// A member joined (`true`) or left the room's presence.
-    Presence(RoomName, PresenceMember, bool),
+    /// A member's first presence session on this node entered the room
+    /// (`true`), or its last one left.
+    Member(RoomName, PresenceMember, bool),
 }
 
 /// The hubs' end of the signal queue.

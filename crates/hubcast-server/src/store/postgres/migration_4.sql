@@ -1,7 +1,7 @@
 -- Migration 4: webhooks waiting for delivery (the outbox the nodes' delivery
 -- workers drain; `lease_until` on a room's oldest row says a node is
--- delivering that room), the ones given up on, and the rooms recorded as
--- occupied. Times are ms since the Unix epoch.
+-- delivering that room), the ones given up on, and occupancy and presence.
+-- Times are ms since the Unix epoch.
 CREATE TABLE webhook_outbox (
     id BIGSERIAL PRIMARY KEY,
     endpoint TEXT NOT NULL,
@@ -26,13 +26,22 @@ CREATE TABLE webhook_dead_letters (
     last_error TEXT,
     dead_at BIGINT NOT NULL
 );
-CREATE TABLE webhook_occupied (room TEXT PRIMARY KEY, since BIGINT NOT NULL);
--- Which nodes have subscribers in which rooms, alive until expires_at (each
--- node refreshes its rows; a dead node's expire).
-CREATE TABLE webhook_room_nodes (
+-- Occupancy and presence as the cluster sees them: what is held (a room's
+-- occupancy: subject ''; a member's presence: subject = the member's id), and
+-- which nodes hold it, each row alive until expires_at (ms; nodes refresh
+-- theirs, a dead node's expire).
+CREATE TABLE webhook_active (
     room TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    info TEXT,
+    since BIGINT NOT NULL,
+    PRIMARY KEY (room, subject)
+);
+CREATE TABLE webhook_holders (
+    room TEXT NOT NULL,
+    subject TEXT NOT NULL,
     node TEXT NOT NULL,
     expires_at BIGINT NOT NULL,
-    PRIMARY KEY (room, node)
+    PRIMARY KEY (room, subject, node)
 );
-CREATE INDEX webhook_room_nodes_by_node ON webhook_room_nodes (node);
+CREATE INDEX webhook_holders_by_node ON webhook_holders (node);

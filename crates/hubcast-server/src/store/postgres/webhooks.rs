@@ -10,7 +10,9 @@ use futures_util::FutureExt;
 
 use super::{unavailable, PostgresStore};
 use crate::event::now_ms;
-use crate::store::webhook_outbox::{DeliveryReport, PendingWebhook, RoomOccupancy, WebhookOutbox};
+use crate::store::webhook_outbox::{
+    Abandoned, DeliveryReport, Holding, PendingWebhook, WebhookOutbox,
+};
 use crate::store::StoreError;
 use crate::webhook::NewWebhook;
 
@@ -64,77 +66,88 @@ impl WebhookOutbox for PostgresStore {
         .boxed()
     }
 
-    fn occupancy(&self, change: RoomOccupancy) -> BoxFuture<'_, Result<bool, StoreError>> {
+    fn holding(&self, change: Holding) -> BoxFuture<'_, Result<bool, StoreError>> {
         async move {
             self.bounded(async {
                 let mut client = self.client().await?;
                 let tx = client.transaction().await.map_err(unavailable)?;
                 let recorded = match &change {
-                    RoomOccupancy::Enter {
+                    Holding::Enter {
                         room,
+                        subject,
+                        info,
                         node,
                         expires_at,
                         messages,
                     } => {
                         tx.execute(
-                            "INSERT INTO webhook_room_nodes (room, node, expires_at) VALUES ($1, $2, $3) \
-                             ON CONFLICT (room, node) DO UPDATE SET expires_at = excluded.expires_at",
-                            &[room, node, expires_at],
+                            "INSERT INTO webhook_holders (room, subject, node, expires_at) VALUES ($1, $2, $3, $4) \
+                             ON CONFLICT (room, subject, node) DO UPDATE SET expires_at = excluded.expires_at",
+                            &[room, subject, node, expires_at],
                         )
                         .await
                         .map_err(unavailable)?;
-                        // Waits for a node vacating the room concurrently: then
-                        // the room is occupied again, after its vacated.
-                        let occupied = tx
+                        // Waits for a node leaving it concurrently: then it is
+                        // entered again, after its leave.
+                        let entered = tx
                             .execute(
-                                "INSERT INTO webhook_occupied (room, since) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                                &[room, &now_ms()],
+                                "INSERT INTO webhook_active (room, subject, info, since) VALUES ($1, $2, $3, $4) \
+                                 ON CONFLICT DO NOTHING",
+                                &[room, subject, info, &now_ms()],
                             )
                             .await
                             .map_err(unavailable)?;
-                        if occupied == 1 {
+                        if entered == 1 {
                             insert(&tx, messages).await?;
                         }
-                        occupied == 1 && !messages.is_empty()
+                        entered == 1 && !messages.is_empty()
                     }
-                    RoomOccupancy::Leave {
+                    Holding::Leave {
                         room,
+                        subject,
                         node,
                         now,
                         messages,
                     } => {
-                        // The occupied row's lock serializes the decision across nodes.
-                        let occupied = tx
+                        // The active row's lock serializes the decision across nodes.
+                        let active = tx
                             .query_opt(
-                                "SELECT room FROM webhook_occupied WHERE room = $1 FOR UPDATE",
-                                &[room],
+                                "SELECT room FROM webhook_active WHERE room = $1 AND subject = $2 FOR UPDATE",
+                                &[room, subject],
                             )
                             .await
                             .map_err(unavailable)?;
                         tx.execute(
-                            "DELETE FROM webhook_room_nodes WHERE room = $1 AND (node = $2 OR expires_at <= $3)",
-                            &[room, node, now],
+                            "DELETE FROM webhook_holders WHERE room = $1 AND subject = $2 \
+                             AND (node = $3 OR expires_at <= $4)",
+                            &[room, subject, node, now],
                         )
                         .await
                         .map_err(unavailable)?;
                         let live: i64 = tx
-                            .query_one("SELECT count(*) FROM webhook_room_nodes WHERE room = $1", &[room])
+                            .query_one(
+                                "SELECT count(*) FROM webhook_holders WHERE room = $1 AND subject = $2",
+                                &[room, subject],
+                            )
                             .await
                             .map_err(unavailable)?
                             .get(0);
-                        if occupied.is_some() && live == 0 {
-                            tx.execute("DELETE FROM webhook_occupied WHERE room = $1", &[room])
-                                .await
-                                .map_err(unavailable)?;
+                        if active.is_some() && live == 0 {
+                            tx.execute(
+                                "DELETE FROM webhook_active WHERE room = $1 AND subject = $2",
+                                &[room, subject],
+                            )
+                            .await
+                            .map_err(unavailable)?;
                             insert(&tx, messages).await?;
                             !messages.is_empty()
                         } else {
                             false
                         }
                     }
-                    RoomOccupancy::Refresh { node, expires_at } => {
+                    Holding::Refresh { node, expires_at } => {
                         tx.execute(
-                            "UPDATE webhook_room_nodes SET expires_at = $2 WHERE node = $1",
+                            "UPDATE webhook_holders SET expires_at = $2 WHERE node = $1",
                             &[node, expires_at],
                         )
                         .await
@@ -151,20 +164,27 @@ impl WebhookOutbox for PostgresStore {
         .boxed()
     }
 
-    fn abandoned_rooms(&self, now: i64) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+    fn abandoned(&self, now: i64) -> BoxFuture<'_, Result<Vec<Abandoned>, StoreError>> {
         async move {
             self.bounded(async {
                 let client = self.client().await?;
                 let rows = client
                     .query(
-                        "SELECT o.room FROM webhook_occupied o WHERE NOT EXISTS \
-                         (SELECT 1 FROM webhook_room_nodes n WHERE n.room = o.room AND n.expires_at > $1) \
-                         ORDER BY o.room",
+                        "SELECT a.room, a.subject, a.info FROM webhook_active a WHERE NOT EXISTS \
+                         (SELECT 1 FROM webhook_holders h WHERE h.room = a.room AND h.subject = a.subject \
+                         AND h.expires_at > $1) ORDER BY a.room, a.subject",
                         &[&now],
                     )
                     .await
                     .map_err(unavailable)?;
-                Ok(rows.iter().map(|row| row.get(0)).collect())
+                Ok(rows
+                    .iter()
+                    .map(|row| Abandoned {
+                        room: row.get(0),
+                        subject: row.get(1),
+                        info: row.get(2),
+                    })
+                    .collect())
             })
             .await
         }

@@ -1,5 +1,5 @@
 -- Migration 4: webhooks waiting for delivery (the outbox the delivery worker
--- drains), the ones given up on, and room occupancy.
+-- drains), the ones given up on, and occupancy and presence.
 CREATE TABLE webhook_outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     endpoint TEXT NOT NULL,
@@ -23,11 +23,22 @@ CREATE TABLE webhook_dead_letters (
     last_error TEXT,
     dead_at INTEGER NOT NULL
 );
-CREATE TABLE webhook_occupied (room TEXT PRIMARY KEY, since INTEGER NOT NULL);
--- Which nodes have subscribers in which rooms, alive until expires_at (ms).
-CREATE TABLE webhook_room_nodes (
+-- Occupancy and presence as the cluster sees them: what is held (a room's
+-- occupancy: subject ''; a member's presence: subject = the member's id), and
+-- which nodes hold it, each row alive until expires_at (ms; nodes refresh
+-- theirs, a dead node's expire).
+CREATE TABLE webhook_active (
     room TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    info TEXT,
+    since INTEGER NOT NULL,
+    PRIMARY KEY (room, subject)
+);
+CREATE TABLE webhook_holders (
+    room TEXT NOT NULL,
+    subject TEXT NOT NULL,
     node TEXT NOT NULL,
     expires_at INTEGER NOT NULL,
-    PRIMARY KEY (room, node)
+    PRIMARY KEY (room, subject, node)
 );
+CREATE INDEX webhook_holders_by_node ON webhook_holders (node);

@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use super::transaction::{TxDecision, TxOutcome};
-use super::webhook_outbox::{DeliveryReport, PendingWebhook, RoomOccupancy, WebhookOutbox};
+use super::webhook_outbox::{Abandoned, DeliveryReport, Holding, PendingWebhook, WebhookOutbox};
 use super::{AppendOutcome, AppendRequest, CommitFeed, Page, RetentionPolicy, Store, StoreError};
 use crate::config::SqliteConfig;
 use crate::event::{Event, RoomState};
@@ -430,11 +430,11 @@ impl WebhookOutbox for SqliteStore {
         async move { recorded.await.map(|_| ()) }.boxed()
     }
 
-    fn occupancy(&self, change: RoomOccupancy) -> BoxFuture<'_, Result<bool, StoreError>> {
-        self.call(|reply| Command::Webhooks(webhooks::WebhookWrite::Occupancy(change), reply))
+    fn holding(&self, change: Holding) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.call(|reply| Command::Webhooks(webhooks::WebhookWrite::Holding(change), reply))
     }
 
-    fn abandoned_rooms(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+    fn abandoned(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<Abandoned>, StoreError>> {
         self.read_with(move |conn| webhooks::abandoned(conn, now_ms))
     }
 

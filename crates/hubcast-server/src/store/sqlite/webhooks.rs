@@ -4,7 +4,7 @@
 use rusqlite::{params, Connection};
 
 use crate::event::now_ms;
-use crate::store::webhook_outbox::{DeliveryReport, PendingWebhook, RoomOccupancy};
+use crate::store::webhook_outbox::{Abandoned, DeliveryReport, Holding, PendingWebhook};
 use crate::webhook::NewWebhook;
 
 /// Dead letters kept; older ones are deleted as new ones arrive.
@@ -13,7 +13,7 @@ const MAX_DEAD_LETTERS: i64 = 10_000;
 /// What the writer thread does for webhooks.
 pub(super) enum WebhookWrite {
     Record(Vec<NewWebhook>),
-    Occupancy(RoomOccupancy),
+    Holding(Holding),
     Finish(DeliveryReport),
 }
 
@@ -38,60 +38,65 @@ pub(super) fn apply(conn: &Connection, write: &WebhookWrite) -> rusqlite::Result
             insert(conn, messages)?;
             Ok(!messages.is_empty())
         }
-        WebhookWrite::Occupancy(change) => occupancy(conn, change),
+        WebhookWrite::Holding(change) => holding(conn, change),
         WebhookWrite::Finish(report) => finish(conn, report).map(|()| false),
     }
 }
 
-fn occupancy(conn: &Connection, change: &RoomOccupancy) -> rusqlite::Result<bool> {
+fn holding(conn: &Connection, change: &Holding) -> rusqlite::Result<bool> {
     match change {
-        RoomOccupancy::Enter {
+        Holding::Enter {
             room,
+            subject,
+            info,
             node,
             expires_at,
             messages,
         } => {
             conn.prepare_cached(
-                "INSERT INTO webhook_room_nodes (room, node, expires_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (room, node) DO UPDATE SET expires_at = excluded.expires_at",
+                "INSERT INTO webhook_holders (room, subject, node, expires_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (room, subject, node) DO UPDATE SET expires_at = excluded.expires_at",
             )?
-            .execute(params![room, node, expires_at])?;
-            let occupied = conn
+            .execute(params![room, subject, node, expires_at])?;
+            let entered = conn
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO webhook_occupied (room, since) VALUES (?1, ?2)",
+                    "INSERT OR IGNORE INTO webhook_active (room, subject, info, since) VALUES (?1, ?2, ?3, ?4)",
                 )?
-                .execute(params![room, now_ms()])?;
-            if occupied == 1 {
+                .execute(params![room, subject, info, now_ms()])?;
+            if entered == 1 {
                 insert(conn, messages)?;
             }
-            Ok(occupied == 1 && !messages.is_empty())
+            Ok(entered == 1 && !messages.is_empty())
         }
-        RoomOccupancy::Leave {
+        Holding::Leave {
             room,
+            subject,
             node,
             now,
             messages,
         } => {
             conn.prepare_cached(
-                "DELETE FROM webhook_room_nodes WHERE room = ?1 AND (node = ?2 OR expires_at <= ?3)",
+                "DELETE FROM webhook_holders WHERE room = ?1 AND subject = ?2 AND (node = ?3 OR expires_at <= ?4)",
             )?
-            .execute(params![room, node, now])?;
+            .execute(params![room, subject, node, now])?;
             let live: i64 = conn
-                .prepare_cached("SELECT count(*) FROM webhook_room_nodes WHERE room = ?1")?
-                .query_row([room], |row| row.get(0))?;
+                .prepare_cached(
+                    "SELECT count(*) FROM webhook_holders WHERE room = ?1 AND subject = ?2",
+                )?
+                .query_row([room, subject], |row| row.get(0))?;
             if live > 0 {
                 return Ok(false);
             }
-            let vacated = conn
-                .prepare_cached("DELETE FROM webhook_occupied WHERE room = ?1")?
-                .execute([room])?;
-            if vacated == 1 {
+            let left = conn
+                .prepare_cached("DELETE FROM webhook_active WHERE room = ?1 AND subject = ?2")?
+                .execute([room, subject])?;
+            if left == 1 {
                 insert(conn, messages)?;
             }
-            Ok(vacated == 1 && !messages.is_empty())
+            Ok(left == 1 && !messages.is_empty())
         }
-        RoomOccupancy::Refresh { node, expires_at } => {
-            conn.prepare_cached("UPDATE webhook_room_nodes SET expires_at = ?2 WHERE node = ?1")?
+        Holding::Refresh { node, expires_at } => {
+            conn.prepare_cached("UPDATE webhook_holders SET expires_at = ?2 WHERE node = ?1")?
                 .execute(params![node, expires_at])?;
             Ok(false)
         }
@@ -172,12 +177,18 @@ pub(super) fn backlog(conn: &Connection) -> rusqlite::Result<Vec<(String, u64)>>
         .collect()
 }
 
-pub(super) fn abandoned(conn: &Connection, now: i64) -> rusqlite::Result<Vec<String>> {
+pub(super) fn abandoned(conn: &Connection, now: i64) -> rusqlite::Result<Vec<Abandoned>> {
     conn.prepare_cached(
-        "SELECT o.room FROM webhook_occupied o WHERE NOT EXISTS \
-         (SELECT 1 FROM webhook_room_nodes n WHERE n.room = o.room AND n.expires_at > ?1) \
-         ORDER BY o.room",
+        "SELECT a.room, a.subject, a.info FROM webhook_active a WHERE NOT EXISTS \
+         (SELECT 1 FROM webhook_holders h WHERE h.room = a.room AND h.subject = a.subject AND h.expires_at > ?1) \
+         ORDER BY a.room, a.subject",
     )?
-    .query_map([now], |row| row.get(0))?
+    .query_map([now], |row| {
+        Ok(Abandoned {
+            room: row.get(0)?,
+            subject: row.get(1)?,
+            info: row.get(2)?,
+        })
+    })?
     .collect()
 }
