@@ -4,9 +4,9 @@
 //!
 //! Both are cluster-wide, with the store as the arbiter ([`Holding`]): this
 //! node says when it holds a room (has subscribers there) or a member (has a
-//! presence session of it) and when it stops (for a room, once its last
-//! subscriber has been gone for `hub.occupancy_grace_ms`, so a reconnect to
-//! any node within it sends nothing); the store records `room.occupied` /
+//! presence session of it) and when it stops (once its last subscriber or
+//! session has been gone for `hub.occupancy_grace_ms`, so a reconnect to any
+//! node within it sends nothing); the store records `room.occupied` /
 //! `presence.joined` when the first node holds it and `room.vacated` /
 //! `presence.left` when the last one stops, each in the transaction that
 //! decides it, so exactly one node records each. Every
@@ -56,9 +56,10 @@ struct Tracker {
     webhooks: Arc<Webhooks>,
     outbox: Arc<dyn WebhookOutbox>,
     settings: OccupancySettings,
-    /// Rooms whose last subscriber on this node left, and when this node
-    /// leaves them (unless a subscriber arrives first).
-    emptied: HashMap<String, Instant>,
+    /// What this node stopped holding — `(room, subject)`: a room whose
+    /// last subscriber left, a member whose last session left — and when it
+    /// lets go (unless it is back first), with the member to report.
+    emptied: HashMap<(String, String), (Instant, Option<PresenceMember>)>,
 }
 
 /// Runs until shutdown.
@@ -78,7 +79,7 @@ pub async fn run(
         emptied: HashMap::new(),
     };
     loop {
-        let next = tracker.emptied.values().min().copied();
+        let next = tracker.emptied.values().map(|(at, _)| *at).min();
         tokio::select! {
             _ = shutdown.cancelled() => return,
             signal = signals.recv() => match signal {
@@ -105,48 +106,57 @@ impl Tracker {
     async fn on_signal(&mut self, signal: RoomSignal) {
         match signal {
             RoomSignal::Occupied(room, true) => {
+                let key = (room.as_str().to_owned(), OCCUPANCY.to_owned());
                 // Back within the grace: this node never left.
-                if self.emptied.remove(room.as_str()).is_some() {
+                if self.emptied.remove(&key).is_some() {
                     return;
                 }
-                let room = room.as_str();
-                let messages = self.room_messages(EventKind::RoomOccupied, room);
-                self.enter(room, OCCUPANCY, None, messages).await;
+                let messages = self.room_messages(EventKind::RoomOccupied, &key.0);
+                self.enter(&key.0, OCCUPANCY, None, messages).await;
             }
             RoomSignal::Occupied(room, false) => {
-                self.emptied.insert(
-                    room.as_str().to_owned(),
-                    Instant::now() + self.settings.grace,
-                );
+                let deadline = Instant::now() + self.settings.grace;
+                let key = (room.as_str().to_owned(), OCCUPANCY.to_owned());
+                self.emptied.insert(key, (deadline, None));
             }
-            RoomSignal::Member(room, member, joined) => {
-                let (room, id) = (room.as_str(), member.id.clone());
-                if joined {
-                    let messages = self.member_messages(EventKind::PresenceJoined, room, &member);
-                    let info = member.info.as_ref().map(|info| info.to_string());
-                    self.enter(room, &id, info, messages).await;
-                } else {
-                    let messages = self.member_messages(EventKind::PresenceLeft, room, &member);
-                    let node = self.settings.node.clone();
-                    self.leave(room, &id, node, messages).await;
+            RoomSignal::Member(room, member, true) => {
+                let key = (room.as_str().to_owned(), member.id.clone());
+                if self.emptied.remove(&key).is_some() {
+                    return;
                 }
+                let messages = self.member_messages(EventKind::PresenceJoined, &key.0, &member);
+                let info = member.info.as_ref().map(|info| info.to_string());
+                self.enter(&key.0, &key.1, info, messages).await;
+            }
+            RoomSignal::Member(room, member, false) => {
+                let deadline = Instant::now() + self.settings.grace;
+                let key = (room.as_str().to_owned(), member.id.clone());
+                self.emptied.insert(key, (deadline, Some(member)));
             }
         }
     }
 
     async fn leave_due(&mut self) {
         let now = Instant::now();
-        let due: Vec<String> = self
+        let mut due: Vec<(String, String)> = self
             .emptied
             .iter()
-            .filter(|(_, deadline)| **deadline <= now)
-            .map(|(room, _)| room.clone())
+            .filter(|(_, (deadline, _))| *deadline <= now)
+            .map(|(key, _)| key.clone())
             .collect();
-        for room in due {
-            self.emptied.remove(&room);
-            let messages = self.room_messages(EventKind::RoomVacated, &room);
+        // Members leave before their room is vacated.
+        due.sort_by_key(|(_, subject)| subject.as_str() == OCCUPANCY);
+        for key in due {
+            let Some((_, member)) = self.emptied.remove(&key) else {
+                continue;
+            };
+            let (room, subject) = key;
+            let messages = match &member {
+                Some(member) => self.member_messages(EventKind::PresenceLeft, &room, member),
+                None => self.room_messages(EventKind::RoomVacated, &room),
+            };
             let node = self.settings.node.clone();
-            self.leave(&room, OCCUPANCY, node, messages).await;
+            self.leave(&room, &subject, node, messages).await;
         }
     }
 
