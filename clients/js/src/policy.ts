@@ -6,8 +6,8 @@
 export const TERMINAL_CLOSE_CODES: ReadonlySet<number> = new Set([1002, 1007, 1008, 1009, 4001, 4003]);
 /** The node is going away or restarting: reconnect at once. */
 export const IMMEDIATE_CLOSE_CODES: ReadonlySet<number> = new Set([1001, 1012]);
-/** Over capacity or rate limited: back off at least `tryAgainLaterMs`. */
-export const TRY_LATER_CLOSE_CODES: ReadonlySet<number> = new Set([1013, 4008]);
+/** Over capacity, rate limited, or the auth hook could not decide (4013): back off at least `tryAgainLaterMs`. */
+export const TRY_LATER_CLOSE_CODES: ReadonlySet<number> = new Set([1013, 4008, 4013]);
 
 /** Local close codes for sockets the client abandons itself. */
 export const LOCAL_HEARTBEAT_TIMEOUT = 4010;

@@ -13,7 +13,7 @@ import { isInteger } from './wire.js';
 /** The longest publish id (it is also the server's idempotency key). */
 const MAX_ID_BYTES = 128;
 /** Publish errors that mean "nothing was appended, try again (same id) after a backoff". */
-const RETRYABLE_PUBLISH_ERRORS = new Set(['store_unavailable', 'shutting_down', 'over_capacity', 'rate_limited', 'token_expired']);
+const RETRYABLE_PUBLISH_ERRORS = new Set(['store_unavailable', 'auth_unavailable', 'shutting_down', 'over_capacity', 'rate_limited', 'token_expired']);
 
 interface PendingPublish {
   id: string;

@@ -368,6 +368,7 @@ export class Room<T = unknown> {
         this.onUnsubscribed();
         return; // expected while resyncing; not worth an error
       case 'store_unavailable':
+      case 'auth_unavailable':
       case 'over_capacity':
       case 'rate_limited':
         // Refused for now (nothing subscribed): ask again after a backoff.

@@ -36,6 +36,10 @@ pub mod close {
     pub const SLOW_CONSUMER: u16 = 4009;
     /// No frame from the client within `heartbeat.stale_ms`.
     pub const HEARTBEAT_TIMEOUT: u16 = 4010;
+    /// The application's connect hook could not decide (timeout, connection
+    /// error, 5xx, an answer that is not one): refused fail-closed; try again
+    /// later, the decision may be possible then.
+    pub const AUTH_UNAVAILABLE: u16 = 4013;
 
     // Codes a client meets that hubcast never sends.
 
@@ -73,6 +77,7 @@ pub enum CloseCode {
     RateLimited,
     SlowConsumer,
     HeartbeatTimeout,
+    AuthUnavailable,
     Other(u16),
 }
 
@@ -93,7 +98,7 @@ pub enum Reconnect {
 
 impl CloseCode {
     /// Every named code, for tests and tables.
-    pub const NAMED: [CloseCode; 12] = [
+    pub const NAMED: [CloseCode; 13] = [
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
         CloseCode::InvalidData,
@@ -106,6 +111,7 @@ impl CloseCode {
         CloseCode::RateLimited,
         CloseCode::SlowConsumer,
         CloseCode::HeartbeatTimeout,
+        CloseCode::AuthUnavailable,
     ];
 
     /// The code on the wire.
@@ -123,6 +129,7 @@ impl CloseCode {
             CloseCode::RateLimited => close::RATE_LIMITED,
             CloseCode::SlowConsumer => close::SLOW_CONSUMER,
             CloseCode::HeartbeatTimeout => close::HEARTBEAT_TIMEOUT,
+            CloseCode::AuthUnavailable => close::AUTH_UNAVAILABLE,
             CloseCode::Other(code) => code,
         }
     }
@@ -131,7 +138,9 @@ impl CloseCode {
     pub fn reconnect(self) -> Reconnect {
         match self {
             CloseCode::GoingAway | CloseCode::Restart => Reconnect::AtOnce,
-            CloseCode::TryAgainLater | CloseCode::RateLimited => Reconnect::TryAgainLater,
+            CloseCode::TryAgainLater | CloseCode::RateLimited | CloseCode::AuthUnavailable => {
+                Reconnect::TryAgainLater
+            }
             CloseCode::Unauthenticated
             | CloseCode::Forbidden
             | CloseCode::Policy
@@ -254,6 +263,9 @@ pub enum ErrorCode {
     OverCapacity,
     /// The store could not be reached; retry later.
     StoreUnavailable,
+    /// The application's auth hook could not decide (timeout, connection
+    /// error, 5xx): refused fail-closed; retry later.
+    AuthUnavailable,
     /// The node is shutting down.
     ShuttingDown,
     /// A bug or an unexpected failure; logged on the server.
@@ -262,7 +274,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::InvalidJson,
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
@@ -282,6 +294,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::OverCapacity,
         ErrorCode::StoreUnavailable,
+        ErrorCode::AuthUnavailable,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
     ];
@@ -308,6 +321,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::OverCapacity => "over_capacity",
             ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::AuthUnavailable => "auth_unavailable",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
         }
@@ -333,7 +347,9 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::RateLimited => 429,
             ErrorCode::OverCapacity => 503,
-            ErrorCode::StoreUnavailable | ErrorCode::ShuttingDown => 503,
+            ErrorCode::StoreUnavailable | ErrorCode::AuthUnavailable | ErrorCode::ShuttingDown => {
+                503
+            }
             ErrorCode::Internal => 500,
         }
     }
@@ -347,6 +363,7 @@ impl ErrorCode {
         matches!(
             self,
             ErrorCode::StoreUnavailable
+                | ErrorCode::AuthUnavailable
                 | ErrorCode::ShuttingDown
                 | ErrorCode::OverCapacity
                 | ErrorCode::RateLimited
@@ -362,7 +379,10 @@ impl ErrorCode {
     pub fn subscribe_is_retried(self) -> bool {
         matches!(
             self,
-            ErrorCode::StoreUnavailable | ErrorCode::OverCapacity | ErrorCode::RateLimited
+            ErrorCode::StoreUnavailable
+                | ErrorCode::AuthUnavailable
+                | ErrorCode::OverCapacity
+                | ErrorCode::RateLimited
         )
     }
 }
@@ -501,10 +521,11 @@ mod tests {
             | ErrorCode::RateLimited
             | ErrorCode::OverCapacity
             | ErrorCode::StoreUnavailable
+            | ErrorCode::AuthUnavailable
             | ErrorCode::ShuttingDown
             | ErrorCode::Internal => true,
         };
-        assert_eq!(ErrorCode::ALL.len(), 21);
+        assert_eq!(ErrorCode::ALL.len(), 22);
         let mut seen = std::collections::HashSet::new();
         for code in ErrorCode::ALL {
             assert!(listed(code) && seen.insert(code.as_str()), "{code}");
@@ -568,6 +589,7 @@ mod tests {
             (close::RESTART, AtOnce, None),
             (close::TRY_AGAIN_LATER, TryAgainLater, None),
             (close::RATE_LIMITED, TryAgainLater, None),
+            (close::AUTH_UNAVAILABLE, TryAgainLater, None),
             (close::SLOW_CONSUMER, Backoff, None),
             (close::HEARTBEAT_TIMEOUT, Backoff, None),
             (close::UNAUTHENTICATED, Never, Some("unauthenticated")),
@@ -600,6 +622,7 @@ mod tests {
         assert_eq!(
             publish,
             [
+                "auth_unavailable",
                 "over_capacity",
                 "rate_limited",
                 "shutting_down",
@@ -615,7 +638,12 @@ mod tests {
         subscribe.sort();
         assert_eq!(
             subscribe,
-            ["over_capacity", "rate_limited", "store_unavailable"]
+            [
+                "auth_unavailable",
+                "over_capacity",
+                "rate_limited",
+                "store_unavailable"
+            ]
         );
     }
 
@@ -628,6 +656,7 @@ mod tests {
             close::RATE_LIMITED,
             close::SLOW_CONSUMER,
             close::HEARTBEAT_TIMEOUT,
+            close::AUTH_UNAVAILABLE,
         ] {
             assert!(close::should_reconnect(code), "{code}");
         }

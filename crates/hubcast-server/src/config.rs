@@ -10,6 +10,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub use crate::auth::hooks::{ConnectHookConfig, ConnectHookMode, RoomHookConfig};
 pub use crate::auth::{ApiKeyConfig, AuthConfig, JwtKeyConfig};
 pub use crate::limits::RateLimitConfig;
 pub use crate::namespace::{NamespaceConfig, NamespaceRules, Namespaces};
@@ -473,7 +474,9 @@ impl Config {
     /// Rejects settings that cannot work together.
     pub fn check(&self) -> Result<(), ConfigError> {
         let fail = |m: &str| Err(ConfigError::Check(m.to_owned()));
-        let has_credentials = !self.auth.api_keys.is_empty() || !self.auth.jwt.is_empty();
+        let has_credentials = !self.auth.api_keys.is_empty()
+            || !self.auth.jwt.is_empty()
+            || self.auth.connect_hook.is_some();
         if !self.listen.ip().is_loopback() && !self.insecure && !has_credentials {
             return Err(ConfigError::Check(format!(
                 "refusing to listen on {} without credentials (protected mode): configure [auth] api keys \
@@ -523,6 +526,29 @@ impl Config {
             return fail("nats.max_queue must be at least 1");
         }
         crate::webhook::Webhooks::from_config(&self.webhooks).map_err(ConfigError::Check)?;
+        if let Some(hook) = &self.auth.connect_hook {
+            hook.check().map_err(ConfigError::Check)?;
+            let forwards_cookies = hook
+                .forward_headers
+                .iter()
+                .any(|name| name.eq_ignore_ascii_case("cookie"));
+            if forwards_cookies && self.auth.allowed_origins.is_empty() {
+                return fail(
+                    "auth.connect_hook forwards cookies, so auth.allowed_origins must list your site's \
+                     origins: a browser sends its cookies with a WebSocket upgrade from any page, and \
+                     any web site could otherwise open sessions as its visitors (cross-site WebSocket \
+                     hijacking)",
+                );
+            }
+        }
+        if let Some(hook) = &self.auth.subscribe_hook {
+            hook.check("auth.subscribe_hook")
+                .map_err(ConfigError::Check)?;
+        }
+        if let Some(hook) = &self.auth.publish_hook {
+            hook.check("auth.publish_hook")
+                .map_err(ConfigError::Check)?;
+        }
         Ok(())
     }
 }
@@ -557,6 +583,68 @@ fn is_config_variable(key: &figment::value::UncasedStr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_hooks_are_checked() {
+        let check = |toml: &str| {
+            let config: Config = Figment::from(Serialized::defaults(Config::default()))
+                .merge(Toml::string(toml))
+                .extract()
+                .map_err(|err| err.to_string())?;
+            config.check().map_err(|err| err.to_string())
+        };
+        let ok = "[auth]\nallowed_origins = [\"https://app.example\"]\n\
+                  [auth.connect_hook]\nurl = \"http://127.0.0.1:9000/connect\"\n\
+                  [auth.subscribe_hook]\nurl = \"https://app.example/sub\"\nrooms = \"chat:*\"\ncache_ms = 5000\n";
+        check(ok).expect("a valid hook configuration");
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(ok))
+            .extract()
+            .unwrap();
+        let connect = config.auth.connect_hook.expect("connect hook");
+        assert_eq!(
+            (connect.timeout_ms, connect.mode, connect.forward_headers),
+            (
+                1000,
+                ConnectHookMode::Fallback,
+                vec!["cookie".to_owned(), "authorization".to_owned()]
+            )
+        );
+        for (toml, complaint) in [
+            (
+                "[auth.connect_hook]\nurl = \"http://127.0.0.1:9000/connect\"\n",
+                "allowed_origins",
+            ),
+            (
+                "[auth.connect_hook]\nurl = \"ftp://x/connect\"\nforward_headers = []\n",
+                "http:// or https://",
+            ),
+            (
+                "[auth.connect_hook]\nurl = \"not a url\"\nforward_headers = []\n",
+                "auth.connect_hook.url",
+            ),
+            (
+                "[auth.connect_hook]\nurl = \"http://h/c\"\ntimeout_ms = 0\nforward_headers = []\n",
+                "timeout_ms",
+            ),
+            (
+                "[auth.connect_hook]\nurl = \"http://h/c\"\nforward_headers = [\"bad header\"]\n",
+                "not a header name",
+            ),
+            (
+                "[auth.connect_hook]\nurl = \"http://h/c\"\nmode = \"sometimes\"\n",
+                "sometimes",
+            ),
+            (
+                "[auth.publish_hook]\nurl = \"http://h/p\"\nrooms = \"chat/*\"\n",
+                "auth.publish_hook.rooms",
+            ),
+            ("[auth.subscribe_hook]\nrooms = \"chat:*\"\n", "url"),
+        ] {
+            let err = check(toml).expect_err(toml);
+            assert!(err.contains(complaint), "{toml}: {err}");
+        }
+    }
 
     #[test]
     fn layers_override_in_order() {

@@ -352,6 +352,19 @@ fn describe() {
         "hubcast_commit_feed_dropped_total",
         "Committed batches not announced because the commit feed was full (hubs heal them from the store)"
     );
+    describe_histogram!(
+        "hubcast_hook_duration_seconds",
+        Unit::Seconds,
+        "Time of one call to an auth hook (connect, subscribe, publish), by hook"
+    );
+    describe_counter!(
+        "hubcast_hook_calls_total",
+        "Auth hook calls, by hook and outcome (allowed, unauthenticated, forbidden, timeout, connect_error, server_error, bad_status, invalid_answer)"
+    );
+    describe_counter!(
+        "hubcast_hook_cache_hits_total",
+        "Subscribe and publish hook decisions answered from the cache, by hook"
+    );
     describe_counter!(
         "hubcast_store_writes_refused_total",
         "Writes refused with 503 because the store's write queue was full"
@@ -361,20 +374,44 @@ fn describe() {
 /// Counts a refusal and logs it, at most once a second across the node (with
 /// the number suppressed since the last line), so an attack cannot flood the log.
 pub fn note_refusal(reason: &'static str, ip: IpAddr, detail: &str) {
-    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-    static LAST_MS: AtomicI64 = AtomicI64::new(0);
-    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    static GATE: LogGate = LogGate::new();
     metrics::counter!("hubcast_refusals_total", "reason" => reason).increment(1);
-    let now = crate::event::now_ms();
-    let last = LAST_MS.load(Ordering::Relaxed);
-    if now - last >= 1000
-        && LAST_MS
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+    if let Some(suppressed) = GATE.admit() {
         tracing::warn!(reason, client = %ip, detail, suppressed, "refused");
-    } else {
-        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Lets one log line a second through, so a flood of failures cannot flood
+/// the log; counts the lines it held back.
+#[derive(Default)]
+pub struct LogGate {
+    last_ms: std::sync::atomic::AtomicI64,
+    suppressed: AtomicU64,
+}
+
+impl LogGate {
+    pub const fn new() -> LogGate {
+        LogGate {
+            last_ms: std::sync::atomic::AtomicI64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines suppressed since the last one)` when a line may be
+    /// written now; `None` (and one more suppressed) otherwise.
+    pub fn admit(&self) -> Option<u64> {
+        let now = crate::event::now_ms();
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if now - last >= 1000
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
     }
 }

@@ -3,11 +3,14 @@
  * page with the bundled SDK, connected through a TCP proxy the test can cut
  * or freeze, while the server is killed (SIGKILL), stopped gracefully
  * (SIGTERM → close 1012) and started again on the same data. The proxy also
- * serves the page, so page, WebSocket and history route share one origin.
+ * serves the page, so page, WebSocket and history route share one origin. The
+ * connect-hook tests log the page in with a cookie the browser itself sends
+ * with the upgrade, checked by a small application server in the test.
  */
 import { build } from 'esbuild';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { existsSync } from 'node:fs';
+import { createServer, type Server as HttpServer } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -37,6 +40,7 @@ type Hub = {
   log: PageLog;
   start(o: object): void;
   close(): void;
+  state(): string;
   stats(room: string): { historyReads: number; historyFailures: number } | null;
   publishMany(room: string, count: number, prefix: string): Promise<void>;
   publishExpecting(room: string, data: unknown, expectedSeq: number): Promise<{ seq?: number; code?: string; head?: number }>;
@@ -329,6 +333,116 @@ describe('browser SDK against the real server with JWT auth', () => {
     // Never retried: well past the longest backoff (500 ms here), still closed, no new attempt.
     await new Promise((r) => setTimeout(r, 1500));
     expect((await pageLog(page)).states).toEqual(atClose.states);
+    await page.close();
+  });
+});
+
+describe('browser SDK with the connect hook: the page is logged in by its cookie, no token', () => {
+  const apiKey = 'e2e-api-key-0123456789abcdef';
+  const bearer = { authorization: `Bearer ${apiKey}` };
+  /** What the application's connect hook was sent. */
+  const asked: Array<{ headers: Record<string, string>; origin: string | null; remote_addr: string }> = [];
+  let failing = false;
+  let app: HttpServer;
+  let stack: Stack;
+
+  beforeAll(async () => {
+    // The application: a session cookie names the user; 503 while `failing`.
+    app = createServer((req, res) => {
+      let body = '';
+      req.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      req.on('end', () => {
+        const request = JSON.parse(body) as (typeof asked)[number];
+        asked.push(request);
+        if (failing) {
+          res.writeHead(503).end();
+        } else if ((request.headers.cookie ?? '').includes('session=alice-secret')) {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ user: 'alice', grants: { subscribe: ['chat:*'], publish: ['chat:*'] } }));
+        } else {
+          res.writeHead(401).end();
+        }
+      });
+    });
+    await new Promise<void>((r) => app.listen(0, '127.0.0.1', () => r()));
+    const appPort = (app.address() as { port: number }).port;
+    // The proxy first: its origin (the page's) is the one hubcast must allow.
+    const port = await freePort();
+    const proxy = new CuttableProxy(port, new Map([['/__test/page.html', html]]));
+    await proxy.listen();
+    const server = new HubcastServer(
+      port,
+      [
+        '[auth]',
+        `allowed_origins = ["${proxy.origin}"]`,
+        '[auth.connect_hook]',
+        `url = "http://127.0.0.1:${appPort}/hubcast/connect"`,
+        'timeout_ms = 2000',
+        '[[auth.api_keys]]',
+        `key = "${apiKey}"`,
+        'name = "e2e-backend"',
+        '',
+      ].join('\n'),
+    );
+    await server.start();
+    stack = { server, proxy };
+    stacks.push(stack);
+  });
+
+  afterAll(async () => {
+    await new Promise((r) => app?.close(r));
+  });
+
+  it('the browser sends its cookie with the upgrade; the hook admits it with its grants', async () => {
+    const page = await openPage(stack);
+    await page.evaluate(() => {
+      document.cookie = 'session=alice-secret; path=/';
+    });
+    await hubCall(page, (hub) => hub.start({ rooms: ['chat:lobby'], fromStart: true, token: 'none' }));
+    await waitForOpen(page);
+    const seq = await publishWithRetry(stack.server.url, 'chat:lobby', { hello: 'alice' }, 'hook-1', 20_000, bearer);
+    await waitForSeq(page, 'chat:lobby', seq);
+    const request = asked.at(-1)!;
+    expect(request.headers.cookie).toBe('session=alice-secret');
+    expect(request.origin).toBe(stack.proxy.origin);
+    expect(request.remote_addr).toBe('127.0.0.1');
+    // Her grants allow publishing in chat:*, over the socket.
+    expect(await hubCall(page, (hub, head) => hub.publishExpecting('chat:lobby', { from: 'page' }, head), seq)).toEqual({ seq: seq + 1 });
+    expect((await pageLog(page)).errors).toEqual([]);
+    await hubCall(page, (hub) => hub.close());
+    await page.close();
+  });
+
+  it('without the cookie the hook answers 401: close 4001, surfaced, never retried', async () => {
+    const context = await browser.newContext(); // no cookies
+    const page = await context.newPage();
+    await page.goto(`${stack.proxy.origin}/__test/page.html`, { timeout: 15_000 });
+    await waitFor('the page script', () => page.evaluate(() => document.title === 'hubcast e2e ready'), 10_000);
+    await hubCall(page, (hub) => hub.start({ rooms: ['chat:lobby'], token: 'none' }));
+    await waitFor('the refusal', async () => (await pageLog(page)).errors.some((e) => e.closeCode === 4001), 15_000);
+    const log = await pageLog(page);
+    expect(log.errors.find((e) => e.closeCode === 4001)?.code).toBe('unauthenticated');
+    expect(await hubCall(page, (hub) => hub.state())).toBe('closed');
+    await context.close();
+  });
+
+  it('while the hook fails the page is refused with 4013 and keeps retrying; it gets in once the hook recovers', async () => {
+    failing = true;
+    const page = await openPage(stack);
+    await page.evaluate(() => {
+      document.cookie = 'session=alice-secret; path=/';
+    });
+    const before = asked.length;
+    await hubCall(page, (hub) => hub.start({ rooms: ['chat:retry'], fromStart: true, token: 'none' }));
+    await waitFor('two refused attempts', () => asked.length >= before + 2, 20_000);
+    const refused = await pageLog(page);
+    expect(refused.states.some((s) => s.code === 4013)).toBe(true);
+    expect(refused.states.some((s) => s.state === 'closed')).toBe(false);
+    failing = false;
+    await waitForOpen(page);
+    const seq = await publishWithRetry(stack.server.url, 'chat:retry', { after: 'recovery' }, 'hook-2', 20_000, bearer);
+    await waitForSeq(page, 'chat:retry', seq);
+    await hubCall(page, (hub) => hub.close());
     await page.close();
   });
 });

@@ -119,7 +119,7 @@ class RateLimitedError(ApiError):
 
 
 class UnavailableError(ApiError):
-    """503 ``store_unavailable``, ``shutting_down``, ``over_capacity``: nothing was
+    """503 ``store_unavailable``, ``auth_unavailable``, ``shutting_down``, ``over_capacity``: nothing was
     done; retry (with the same idempotency key) after ``retry_after`` seconds."""
 
 
@@ -143,6 +143,7 @@ _BY_CODE: Dict[str, Type[ApiError]] = {
     "rate_limited": RateLimitedError,
     "over_capacity": UnavailableError,
     "store_unavailable": UnavailableError,
+    "auth_unavailable": UnavailableError,
     "shutting_down": UnavailableError,
     "internal": InternalServerError,
 }

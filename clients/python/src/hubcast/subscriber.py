@@ -76,7 +76,8 @@ class ReconnectPolicy:
     """Backoff after a dropped connection: exponential with full jitter,
     ``random() * min(max_delay, min_delay * 2**attempt)`` seconds, where
     ``attempt`` counts failed attempts since the last session that got its
-    ``welcome``. After 1013 (over capacity) or 4008 (rate limited) it waits at
+    ``welcome``. After 1013 (over capacity), 4008 (rate limited) or 4013 (the
+    application's connect hook could not decide) it waits at
     least ``try_again_later``; after 1012 (restart) or 1001 (going away) of a
     welcomed session it reconnects at once."""
 
@@ -234,7 +235,7 @@ class _Room:
                 self.wire = "active"
                 self._resync()
             return
-        if code in ("store_unavailable", "over_capacity", "rate_limited"):
+        if code in ("store_unavailable", "auth_unavailable", "over_capacity", "rate_limited"):
             # Nothing subscribed: ask again after a backoff.
             if self.wire in ("subscribing", "active"):
                 self.wire = "idle"
@@ -741,7 +742,7 @@ class AsyncSubscriber:
             else:
                 delay = self._reconnect.delay(attempt)
                 attempt += 1
-                if code in (1013, 4008):
+                if code in (1013, 4008, 4013):
                     delay = max(delay, self._reconnect.try_again_later)
             log.info("hubcast: connection closed (%d %s); reconnecting in %.3fs", code, reason, delay)
             self._set_state("reconnecting")

@@ -12,7 +12,8 @@ use crate::types::ClientError;
 pub struct Backoff {
     pub min_delay_ms: u64,
     pub max_delay_ms: u64,
-    /// The least wait after 1013 (over capacity) or 4008 (rate limited).
+    /// The least wait after 1013 (over capacity), 4008 (rate limited) or 4013
+    /// (the connect hook could not decide).
     pub try_again_later_ms: u64,
 }
 

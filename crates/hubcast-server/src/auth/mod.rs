@@ -8,7 +8,13 @@
 //!
 //! Protected mode: with no credentials configured, anonymous clients get full
 //! access, but only from loopback addresses (unless `--insecure`).
+//! The application's backend can take part (`hooks`): a connect hook says who
+//! a session is and what it may do, subscribe and publish hooks allow or deny
+//! each action in their rooms after the grants did.
+//!
 //! **Invariant:** only this module decides whether an action is allowed.
+
+pub mod hooks;
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::PathBuf;
@@ -40,6 +46,15 @@ pub struct AuthConfig {
     /// After a session's token expires, how long it has to send a fresh one
     /// (`auth` message) before it is closed with 4001.
     pub expiry_grace_ms: u64,
+    /// `[auth.connect_hook]`: the application says who a WebSocket session is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_hook: Option<hooks::ConnectHookConfig>,
+    /// `[auth.subscribe_hook]`: the application allows or denies subscribes in its rooms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscribe_hook: Option<hooks::RoomHookConfig>,
+    /// `[auth.publish_hook]`: the application allows, denies or rewrites socket publishes in its rooms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_hook: Option<hooks::RoomHookConfig>,
 }
 
 /// The header trusted proxies report each hop's client address in. Only one
@@ -178,6 +193,8 @@ pub struct Auth {
     pub forwarded_header: ForwardedHeader,
     leeway: u64,
     pub expiry_grace_ms: u64,
+    /// The application's hooks (connect, subscribe, publish), if configured.
+    pub hooks: hooks::Hooks,
 }
 
 struct ApiKey {
@@ -291,12 +308,14 @@ impl Auth {
             forwarded_header: config.forwarded_header,
             leeway: config.leeway_secs,
             expiry_grace_ms: config.expiry_grace_ms,
+            hooks: hooks::Hooks::from_config(config).map_err(AuthConfigError::new)?,
         })
     }
 
-    /// Whether any credential is configured (protected mode is off then).
+    /// Whether any credential (or a connect hook, which authenticates
+    /// sessions) is configured: protected mode is off then.
     pub fn has_credentials(&self) -> bool {
-        !self.api_keys.is_empty() || !self.jwt.is_empty()
+        !self.api_keys.is_empty() || !self.jwt.is_empty() || self.hooks.connect_mode().is_some()
     }
 
     /// Who a client with these (optional) credentials is, from `client_ip`.

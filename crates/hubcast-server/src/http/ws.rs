@@ -6,18 +6,20 @@ use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, Query, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::access;
 use super::error::ApiError;
 use super::extract::{RoomPath, Upgrade};
+use crate::auth::hooks::{ConnectHookMode, ConnectRequest, HookRefusal};
 use crate::auth::Principal;
 use crate::node::Node;
-use crate::protocol::codes::ErrorCode;
+use crate::protocol::codes::{close, ErrorCode};
 use crate::protocol::request::{RoomSocketQuery, SocketQuery};
-use crate::protocol::SubscribeRequest;
+use crate::protocol::{ProtocolError, SubscribeRequest};
+use crate::room::RoomName;
 use crate::session::{self, Admission};
 
 /// Room of the WebSocket protocol's own per-frame overhead allowed on top of
@@ -29,11 +31,19 @@ pub async fn multiplexed(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     query: Result<Query<SocketQuery>, QueryRejection>,
+    RawQuery(raw_query): RawQuery,
     Upgrade(upgrade): Upgrade,
 ) -> Result<Response, ApiError> {
     let Query(query) = query
         .map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
-    let admission = admit(&node, &headers, peer, query.token.as_deref())?;
+    let request = UpgradeRequest {
+        headers: &headers,
+        peer,
+        token: query.token.as_deref(),
+        raw_query: raw_query.as_deref(),
+        room: None,
+    };
+    let admission = admit(&node, &request).await?;
     Ok(upgrade_session(node, upgrade, None, admission))
 }
 
@@ -43,11 +53,19 @@ pub async fn room(
     headers: HeaderMap,
     RoomPath(room): RoomPath,
     query: Result<Query<RoomSocketQuery>, QueryRejection>,
+    RawQuery(raw_query): RawQuery,
     Upgrade(upgrade): Upgrade,
 ) -> Result<Response, ApiError> {
     let Query(query) = query
         .map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
-    let admission = admit(&node, &headers, peer, query.token.as_deref())?;
+    let request = UpgradeRequest {
+        headers: &headers,
+        peer,
+        token: query.token.as_deref(),
+        raw_query: raw_query.as_deref(),
+        room: Some(&room),
+    };
+    let admission = admit(&node, &request).await?;
     let first = SubscribeRequest {
         room,
         cursor: query.cursor,
@@ -58,18 +76,27 @@ pub async fn room(
     Ok(upgrade_session(node, upgrade, Some(first), admission))
 }
 
+/// What the upgrade request says that admission reads.
+struct UpgradeRequest<'a> {
+    headers: &'a HeaderMap,
+    peer: SocketAddr,
+    /// `?token=`.
+    token: Option<&'a str>,
+    /// The whole query string, for the connect hook.
+    raw_query: Option<&'a str>,
+    /// The room of a room-scoped URL.
+    room: Option<&'a RoomName>,
+}
+
 /// Everything decided before an upgrade: the node is not stopping, the
 /// browser origin is allowed, the address is within its connect rate.
 /// Refusals here are plain HTTP answers with JSON bodies. Credentials (header
-/// or `?token=`) and capacity are decided too, but refused after the upgrade
-/// with an `error` frame and 4001 or 1013: a browser cannot read the status
-/// of a refused upgrade, and must know not to retry a bad token.
-fn admit(
-    node: &Node,
-    headers: &HeaderMap,
-    peer: SocketAddr,
-    token: Option<&str>,
-) -> Result<Admission, ApiError> {
+/// or `?token=`, or the connect hook's answer) and capacity are decided too,
+/// but refused after the upgrade with an `error` frame and 4001, 4003, 4013
+/// or 1013: a browser cannot read the status of a refused upgrade, and must
+/// know whether to retry.
+async fn admit(node: &Node, request: &UpgradeRequest<'_>) -> Result<Admission, ApiError> {
+    let headers = request.headers;
     if node.shutdown.is_cancelled() {
         crate::metrics::get().connections_refused.increment(1);
         return Err(ApiError::new(
@@ -77,7 +104,7 @@ fn admit(
             "node is shutting down; connect to another",
         ));
     }
-    let ip = access::client_ip(node, headers, peer);
+    let ip = access::client_ip(node, headers, request.peer);
     let origin = headers
         .get(axum::http::header::ORIGIN)
         .and_then(|v| v.to_str().ok());
@@ -90,25 +117,73 @@ fn admit(
         crate::metrics::get().connections_refused.increment(1);
         return Err(access::limited(refusal, ip));
     }
-    let (principal, refusal) = match access::identify(node, headers, peer, token) {
-        Ok(caller) => (caller.principal, None),
-        Err(err) => {
-            crate::metrics::get().connections_refused.increment(1);
-            (
-                Principal::Anonymous { trusted: false },
-                Some(crate::protocol::ProtocolError::new(
-                    err.code,
-                    err.message,
-                    None,
-                )),
-            )
+    let slot = node.limits.open_connection(ip);
+    let credential = access::bearer(headers).or(request.token);
+    let identified = node.auth.identify(credential, ip);
+    // The connect hook decides when it is asked for every connection, or
+    // (fallback) when the connection has no valid credential of its own; a
+    // credential that fails is then no refusal of its own.
+    // A session refused for capacity (1013) costs the application nothing.
+    let ask_hook = slot.is_ok()
+        && match node.auth.hooks.connect_mode() {
+            Some(ConnectHookMode::Always) => true,
+            Some(ConnectHookMode::Fallback) => !matches!(
+                &identified,
+                Ok(principal) if !matches!(principal, Principal::Anonymous { .. })
+            ),
+            None => false,
+        };
+    let (principal, refusal, from_hook) = if ask_hook {
+        let hook_request = ConnectRequest {
+            headers,
+            remote_addr: ip,
+            origin,
+            query: request.raw_query,
+            room: request.room,
+        };
+        match node.auth.hooks.connect(&hook_request).await {
+            Ok(claims) => (Principal::Token(claims), None, true),
+            Err(refusal) => {
+                let (code, close) = match refusal {
+                    HookRefusal::Unauthenticated => {
+                        (ErrorCode::Unauthenticated, close::UNAUTHENTICATED)
+                    }
+                    HookRefusal::Forbidden => (ErrorCode::Forbidden, close::FORBIDDEN),
+                    HookRefusal::Unavailable(_) => {
+                        (ErrorCode::AuthUnavailable, close::AUTH_UNAVAILABLE)
+                    }
+                };
+                access::note_refusal(code.as_str(), ip, &refusal.to_string());
+                crate::metrics::get().connections_refused.increment(1);
+                let error = ProtocolError::new(code, refusal.to_string(), None);
+                (
+                    Principal::Anonymous { trusted: false },
+                    Some((error, close)),
+                    false,
+                )
+            }
+        }
+    } else {
+        match identified {
+            Ok(principal) => (principal, None, false),
+            Err(err) => {
+                let err = access::refused(err, ip);
+                crate::metrics::get().connections_refused.increment(1);
+                let error = ProtocolError::new(err.code, err.message, None);
+                (
+                    Principal::Anonymous { trusted: false },
+                    Some((error, close::UNAUTHENTICATED)),
+                    false,
+                )
+            }
         }
     };
     Ok(Admission {
         principal,
         ip,
-        slot: node.limits.open_connection(ip),
+        slot,
         refusal,
+        from_hook,
     })
 }
 

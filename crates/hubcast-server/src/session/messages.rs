@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 
 use super::join_reports::JoinReports;
 use super::{close_for_read_error, sleep_until, JoinResult, Session};
+use crate::auth::hooks::{Asker, HookRefusal};
 use crate::auth::{Action, Principal};
 use crate::limits::rate_key;
 use crate::metrics::note_refusal;
@@ -129,6 +130,12 @@ impl Session {
     /// a fresh one; when the grace period is over too, close with 4001.
     /// Returns whether the session goes on.
     pub(super) async fn on_token_expiry(&mut self) -> bool {
+        if self.from_hook {
+            // Nothing to refresh: reconnecting asks the connect hook again.
+            self.control
+                .close(close::GOING_AWAY, "session expired; reconnect");
+            return false;
+        }
         match self.expiry {
             Some((_, false)) => {
                 let grace = Duration::from_millis(self.node.auth.expiry_grace_ms);
@@ -168,6 +175,7 @@ impl Session {
             }
         };
         self.principal = Principal::Token(claims);
+        self.from_hook = false;
         self.expiry = self.token_deadline();
         let (sub, exp) = match &self.principal {
             Principal::Token(claims) => (claims.sub.clone(), claims.exp),
@@ -205,7 +213,7 @@ impl Session {
     }
 
     /// Refuses a message the principal may not send. On a room-scoped URL,
-    /// refusing its room closes the session with 4001, 4003 or 1013.
+    /// refusing its room closes the session with 4001, 4003, 4013 or 1013.
     pub(super) async fn refuse(&mut self, room: &RoomName, err: ProtocolError) {
         if self.url_room.as_ref() == Some(room) {
             let code = match err.code {
@@ -214,6 +222,7 @@ impl Session {
                 }
                 ErrorCode::Forbidden => Some(close::FORBIDDEN),
                 ErrorCode::OverCapacity => Some(close::TRY_AGAIN_LATER),
+                ErrorCode::AuthUnavailable => Some(close::AUTH_UNAVAILABLE),
                 _ => None,
             };
             if let Some(code) = code {
@@ -290,6 +299,32 @@ impl Session {
             );
             return self.reply_error(&err, Some(&room)).await;
         }
+        // The application's publish hook, after the grants and the size
+        // check: it may deny the publish or replace its data (which must then
+        // fit the limit too).
+        let hooked = {
+            let user = self.hook_user();
+            let asker = Asker {
+                user: user.as_deref(),
+                session: &self.name,
+            };
+            self.node.auth.hooks.publish(&asker, &room, &data).await
+        };
+        let data = match hooked {
+            Ok(Some(rewritten)) if rewritten.get().len() > max => {
+                let message = format!("the publish hook's data is larger than {max} bytes");
+                let err = ProtocolError::new(ErrorCode::TooLarge, message, Some(&id));
+                return self.reply_error(&err, Some(&room)).await;
+            }
+            Ok(Some(rewritten)) => rewritten,
+            Ok(None) => data,
+            Err(refusal) => {
+                let code = hook_refusal_code(&refusal);
+                note_refusal(code.as_str(), self.ip, &refusal.to_string());
+                let err = ProtocolError::new(code, refusal.to_string(), Some(&id));
+                return self.reply_error(&err, Some(&room)).await;
+            }
+        };
         let request = AppendRequest {
             room: room.clone(),
             data,
@@ -339,5 +374,13 @@ impl Session {
             }
         };
         self.reply(frame).await;
+    }
+}
+
+/// The error code a client is told when a room hook refused.
+pub(super) fn hook_refusal_code(refusal: &HookRefusal) -> ErrorCode {
+    match refusal {
+        HookRefusal::Unauthenticated | HookRefusal::Forbidden => ErrorCode::Forbidden,
+        HookRefusal::Unavailable(_) => ErrorCode::AuthUnavailable,
     }
 }

@@ -48,8 +48,12 @@ pub struct Admission {
     /// The connection slot, or why none was free (the session is then closed
     /// with 1013 at once: browsers cannot read the status of a refused upgrade).
     pub slot: Result<ConnectionSlot, Refusal>,
-    /// Bad credentials: the session sends this `error` and closes with 4001.
-    pub refusal: Option<ProtocolError>,
+    /// Refused credentials: the session sends this `error` and closes with
+    /// the code (4001, 4003, or 4013 when the connect hook could not decide).
+    pub refusal: Option<(ProtocolError, u16)>,
+    /// The principal is the connect hook's answer: at its `expires_at` the
+    /// session is closed with 1001 so the client reconnects and asks again.
+    pub from_hook: bool,
 }
 
 /// Runs one session to its end. `first` is the subscription implied by a
@@ -85,7 +89,7 @@ struct Opened {
     writer: tokio::task::JoinHandle<()>,
     /// Taken (released) once the session stops reading.
     slot: Option<Result<ConnectionSlot, Refusal>>,
-    refusal: Option<Box<ProtocolError>>,
+    refusal: Option<Box<(ProtocolError, u16)>>,
     opened_at: std::time::Instant,
 }
 
@@ -124,6 +128,7 @@ fn open(
         ip,
         slot,
         refusal,
+        from_hook,
     } = admission;
     let message_rate = node.limits.session_messages();
     let mut session = Session {
@@ -140,6 +145,7 @@ fn open(
         ip,
         url_room,
         expiry: None,
+        from_hook,
         message_rate,
     };
     session.expiry = session.token_deadline();
@@ -159,10 +165,14 @@ fn open(
 async fn serve(mut opened: Opened, first: Option<SubscribeRequest>) {
     let session = &mut opened.session;
     if let Some(refusal) = opened.refusal.take() {
-        Box::pin(session.reply_error(&refusal, None)).await;
-        session
-            .control
-            .close(close::UNAUTHENTICATED, "invalid credentials");
+        let (error, code) = *refusal;
+        Box::pin(session.reply_error(&error, None)).await;
+        let reason = match code {
+            close::AUTH_UNAVAILABLE => "auth hook unavailable",
+            close::FORBIDDEN => "forbidden",
+            _ => "invalid credentials",
+        };
+        session.control.close(code, reason);
     } else if let Some(Err(refusal)) = &opened.slot {
         note_refusal("over_capacity", session.ip, &refusal.to_string());
         session
@@ -243,6 +253,10 @@ struct Session {
     url_room: Option<RoomName>,
     /// When the token runs out, and whether the grace period has begun.
     expiry: Option<(tokio::time::Instant, bool)>,
+    /// The principal came from the connect hook (until an `auth` message
+    /// replaces it): its expiry closes the session with 1001, since a
+    /// cookie session has no token to refresh; the reconnect asks the hook again.
+    from_hook: bool,
     message_rate: Option<governor::DefaultDirectRateLimiter>,
 }
 

@@ -2,7 +2,9 @@
 //! reports back), presence, unsubscribing and leaving.
 
 use super::join::start_subscription;
+use super::messages::hook_refusal_code;
 use super::{Session, Subscription};
+use crate::auth::hooks::Asker;
 use crate::auth::Action;
 use crate::auth::Principal;
 use crate::hub::HubHandle;
@@ -49,6 +51,7 @@ impl Session {
         }
         let (node, out, joined) = (self.node.clone(), self.out.clone(), self.joined.clone());
         let member = request.presence.then(|| self.member());
+        let (user, session, ip) = (self.hook_user(), self.name.clone(), self.ip);
         if request.presence {
             self.presence_rooms.insert(room.clone());
         } else {
@@ -58,7 +61,20 @@ impl Session {
         let id = self.next_join;
         let (answered_tx, answered) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
-            let result = start_subscription(&node, &out, &request, member, &answered_tx).await;
+            // The application's subscribe hook, after the grants; on the join's
+            // task, so the session keeps reading while the application answers.
+            let asker = Asker {
+                user: user.as_deref(),
+                session: &session,
+            };
+            let result = match node.auth.hooks.subscribe(&asker, &request.room).await {
+                Ok(()) => start_subscription(&node, &out, &request, member, &answered_tx).await,
+                Err(refusal) => {
+                    let code = hook_refusal_code(&refusal);
+                    note_refusal(code.as_str(), ip, &refusal.to_string());
+                    Err(ProtocolError::new(code, refusal.to_string(), None))
+                }
+            };
             joined.send((request.room, id, result));
         });
         self.subscriptions
@@ -91,6 +107,17 @@ impl Session {
                 }
                 self.refuse(&room, err).await;
             }
+        }
+    }
+
+    /// Who this session is as the subscribe and publish hooks are told: the
+    /// token's `sub` (the connect hook's `user`), an API key's name, or
+    /// nobody (anonymous: never cached).
+    pub(super) fn hook_user(&self) -> Option<String> {
+        match &self.principal {
+            Principal::Token(claims) => claims.sub.clone(),
+            Principal::ApiKey { name, .. } => Some(format!("key:{name}")),
+            Principal::Anonymous { .. } => None,
         }
     }
 
