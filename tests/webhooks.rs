@@ -160,6 +160,11 @@ async fn a_failing_receiver_gets_everything_in_order_with_the_same_ids() {
         receiver.url()
     );
     assert!(api.metric(&failed).await >= 3.0);
+    let answered_500 = format!(
+        "hubcast_webhook_responses_total{{endpoint=\"{}\",status=\"500\"}}",
+        receiver.url()
+    );
+    assert!(api.metric(&answered_500).await >= 3.0);
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
-use metrics::{gauge, histogram};
+use metrics::{counter, gauge, histogram};
 use tokio_util::sync::CancellationToken;
 
 use crate::event::now_ms;
@@ -247,6 +247,13 @@ async fn send(
         .await;
     histogram!("hubcast_webhook_delivery_seconds", "endpoint" => endpoint.name.clone())
         .record(started.elapsed());
+    let status = match &answer {
+        Ok(response) => response.status().as_str().to_owned(),
+        Err(err) if err.is_timeout() => "timeout".to_owned(),
+        Err(_) => "error".to_owned(),
+    };
+    counter!("hubcast_webhook_responses_total", "endpoint" => endpoint.name.clone(), "status" => status)
+        .increment(1);
     match answer {
         Ok(response) if response.status().is_success() => Ok(()),
         Ok(response) => Err(format!("answered {}", response.status())),

@@ -50,6 +50,10 @@ pub fn totals() -> &'static WebhookTotals {
             "hubcast_webhook_deliveries_total",
             "Webhook delivery attempts by endpoint and outcome (delivered, failed, dead_lettered, backlog_full)"
         );
+        describe_counter!(
+            "hubcast_webhook_responses_total",
+            "Webhook delivery attempts by endpoint and answer (the HTTP status, timeout or error)"
+        );
         describe_histogram!(
             "hubcast_webhook_delivery_seconds",
             metrics::Unit::Seconds,
