@@ -206,6 +206,12 @@ function onStats(stats) {
   $('fact-store').textContent = stats.store;
   $('fact-bus').textContent = stats.bus;
   $('fact-uptime').textContent = fmt.uptime(stats.uptime_secs);
+  // Webhooks: undelivered messages, and dead letters when there are any.
+  $('fact-webhooks-row').hidden = !stats.webhooks;
+  if (stats.webhooks) {
+    const dead = stats.webhooks.dead_lettered;
+    $('fact-webhooks').textContent = fmt.int(stats.webhooks.backlog) + (dead > 0 ? ` · ${fmt.int(dead)} dead` : '');
+  }
 
   const peak = (key) => history.reduce((m, s) => Math.max(m, s[key]), 0);
   cards.connections.value.textContent = fmt.int(stats.connections);

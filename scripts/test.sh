@@ -5,7 +5,9 @@
 # running (scripts/services.sh); then the integration tests driven by clients
 # from other ecosystems (Python `websockets`, Node `ws`); the dashboard in
 # headless Chromium; the TypeScript SDK's tests; the Python library's type check
-# and tests; a 2-minute chaos soak (bench/chaos); a short fuzz run of every parser. Installs what it
+# and tests; a 2-minute chaos soak (bench/chaos); a short fuzz run of every parser.
+# (tests/webhooks.rs installs the `standardwebhooks` package its receiver
+# verifies with into tests/webhooks/.venv on first use.) Installs what it
 # needs when it is missing and leaves running services alone. Prints how long
 # each step took. Run from anywhere: scripts/test.sh
 set -euo pipefail

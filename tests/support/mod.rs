@@ -8,6 +8,8 @@
 //! - [`ws`]: a WebSocket client ([`Ws`]).
 //! - [`raw_ws`]: a byte-level WebSocket client that can stop reading or never
 //!   answer pings ([`RawWs`]).
+//! - [`webhook_receiver`]: a Python webhook receiver that verifies signatures
+//!   with the `standardwebhooks` package ([`webhook_receiver::Receiver`]).
 //! - [`follower`]: a resuming follower that checks the gapless-sequence
 //!   guarantee ([`Follower`]).
 //!
@@ -25,6 +27,7 @@ pub mod follower;
 pub mod raw_ws;
 pub mod server;
 pub mod wait;
+pub mod webhook_receiver;
 pub mod ws;
 
 use std::sync::{Arc, Mutex};

@@ -14,6 +14,7 @@ pub use crate::auth::hooks::{ConnectHookConfig, ConnectHookMode, RoomHookConfig}
 pub use crate::auth::{ApiKeyConfig, AuthConfig, JwtKeyConfig};
 pub use crate::limits::RateLimitConfig;
 pub use crate::namespace::{Ephemeral, NamespaceConfig, NamespaceRules, Namespaces};
+pub use crate::webhook::WebhookConfig;
 
 /// Everything `hubcast serve` can be told.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -39,6 +40,10 @@ pub struct Config {
     /// Room prefixes with their own rules (public, read-only).
     pub namespaces: Vec<NamespaceConfig>,
     pub rate_limits: crate::limits::RateLimitConfig,
+    /// `[[webhooks]]`: endpoints told of occupancy, presence and published
+    /// events (see docs/webhooks.md).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookConfig>,
     /// Named override blocks, selected with `--env NAME` (like wrangler environments).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, figment::value::Value>,
@@ -212,6 +217,9 @@ pub struct HubConfig {
     pub reconcile_ms: u64,
     /// A broadcast to a room's subscribers slower than this is logged and counted.
     pub slow_broadcast_ms: u64,
+    /// How long a room must stay without subscribers before its
+    /// `room.vacated` webhook is sent (a reconnect within it sends nothing).
+    pub occupancy_grace_ms: u64,
 }
 
 /// The `[presence]` section: who is in a room (see docs/protocol.md, *Presence*).
@@ -340,6 +348,7 @@ impl Default for Config {
             },
             namespaces: Vec::new(),
             rate_limits: crate::limits::RateLimitConfig::default(),
+            webhooks: Vec::new(),
             env: BTreeMap::new(),
         }
     }
@@ -388,6 +397,7 @@ impl Default for HubConfig {
             idle_ms: 30_000,
             reconcile_ms: 1000,
             slow_broadcast_ms: 50,
+            occupancy_grace_ms: 3000,
         }
     }
 }
@@ -515,6 +525,7 @@ impl Config {
         if self.nats.max_queue == 0 {
             return fail("nats.max_queue must be at least 1");
         }
+        crate::webhook::Webhooks::from_config(&self.webhooks).map_err(ConfigError::Check)?;
         if let Some(hook) = &self.auth.connect_hook {
             hook.check().map_err(ConfigError::Check)?;
             let forwards_cookies = hook
@@ -562,6 +573,7 @@ fn is_config_variable(key: &figment::value::UncasedStr) -> bool {
         "auth",
         "namespaces",
         "rate_limits",
+        "webhooks",
     ];
     let key = key.as_str().to_ascii_lowercase();
     let section = key.split("__").next().unwrap_or("");

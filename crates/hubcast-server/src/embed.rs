@@ -30,6 +30,8 @@ pub enum ServeError {
     Store(#[from] crate::store::OpenError),
     #[error(transparent)]
     Bus(#[from] crate::bus::OpenError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("the listener has no local address: {0}")]
     Listener(#[from] std::io::Error),
 }

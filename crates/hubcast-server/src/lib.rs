@@ -51,6 +51,7 @@ mod limits;
 mod metrics;
 mod namespace;
 mod node;
+mod occupancy;
 mod outbound;
 mod protocol;
 mod room;
@@ -61,6 +62,8 @@ mod stats;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod webhook;
+mod webhook_worker;
 
 pub use config::Config;
 pub use embed::{NodeHandle, ServeError, Server};

@@ -11,6 +11,7 @@ use crate::bus::Bus;
 use crate::config::Config;
 use crate::hub::{HubSettings, Hubs};
 use crate::store::{CommitFeed, RetentionPolicy, Store};
+use crate::webhook::EventKind;
 
 /// Everything request handlers and sessions share.
 pub struct Node {
@@ -36,6 +37,8 @@ pub struct Node {
     next_session: AtomicU64,
     /// Random per-process prefix that keeps session ids unique across restarts.
     session_prefix: u32,
+    /// The `[[webhooks]]` endpoints, if any.
+    pub webhooks: Option<Arc<crate::webhook::Webhooks>>,
 }
 
 impl Node {
@@ -49,8 +52,26 @@ impl Node {
             crate::auth::Auth::from_config(&config.auth, &config.namespaces, config.insecure)?;
         let limits = crate::limits::Limits::new(&config.rate_limits);
         let namespaces = crate::namespace::Namespaces::new(&config.namespaces);
-        let (backend, commits) = crate::store::open(&config).await?;
+        let webhooks = crate::webhook::Webhooks::from_config(&config.webhooks)
+            .map_err(crate::config::ConfigError::Check)?;
+        let webhooks = (!webhooks.endpoints.is_empty()).then(|| Arc::new(webhooks));
+        let (backend, commits) =
+            crate::store::open_with_webhooks(&config, webhooks.clone()).await?;
         let store = backend.store();
+        let outbox = backend.webhook_outbox();
+        let signal_kinds = [
+            EventKind::RoomOccupied,
+            EventKind::RoomVacated,
+            EventKind::PresenceJoined,
+            EventKind::PresenceLeft,
+        ];
+        let (signals, signal_queue) = match &webhooks {
+            Some(hooks) if signal_kinds.iter().any(|k| hooks.any_wants(*k)) => {
+                let (signals, queue) = crate::webhook::RoomSignals::channel();
+                (Some(signals), Some(queue))
+            }
+            _ => (None, None),
+        };
         let bus = crate::bus::open(&config).await?;
         let hubs = Hubs::new(
             store.clone(),
@@ -66,6 +87,7 @@ impl Node {
                     ttl: Duration::from_millis(config.presence.ttl_ms),
                 },
                 namespaces: namespaces.clone(),
+                signals,
             },
         );
         let node = Arc::new(Node {
@@ -84,7 +106,26 @@ impl Node {
             samples: crate::stats::Samples::default(),
             next_session: AtomicU64::new(1),
             session_prefix: rand::random(),
+            webhooks: webhooks.clone(),
         });
+        if let Some(webhooks) = webhooks {
+            crate::webhook_worker::start(webhooks.clone(), outbox.clone(), node.shutdown.clone());
+            if let Some(queue) = signal_queue {
+                let settings = crate::occupancy::OccupancySettings {
+                    node: node.bus.node_id().to_owned(),
+                    grace: Duration::from_millis(node.config.hub.occupancy_grace_ms),
+                    heartbeat: Duration::from_millis(node.config.presence.heartbeat_ms),
+                    ttl: Duration::from_millis(node.config.presence.ttl_ms),
+                };
+                tokio::spawn(crate::occupancy::run(
+                    webhooks,
+                    outbox,
+                    settings,
+                    queue,
+                    node.shutdown.clone(),
+                ));
+            }
+        }
         tokio::spawn(forward_commits(commits, node.bus.clone()));
         tokio::spawn(reconcile(node.clone()));
         tokio::spawn(retention(node.clone()));

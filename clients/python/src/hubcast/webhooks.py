@@ -13,8 +13,8 @@ The secret is ``whsec_`` followed by the base64 of the key bytes. Verify
 against the *raw* body bytes, before any JSON parsing: re-serialized JSON does
 not have the same bytes.
 
-hubcast does not send webhooks yet; this module is ready for when it does, and
-verifies any Standard Webhooks sender.
+hubcast sends webhooks in this format (``[[webhooks]]``, see docs/webhooks.md);
+this module verifies them, and any other Standard Webhooks sender.
 """
 
 from __future__ import annotations

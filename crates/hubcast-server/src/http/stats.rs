@@ -66,8 +66,25 @@ pub async fn stats(
         "rooms": now.rooms,
         "totals": {"published": now.published, "delivered": now.delivered},
         "rates": {"published_per_sec": published_per_sec, "delivered_per_sec": delivered_per_sec, "window_secs": window(&history)},
+        "webhooks": webhook_stats(&node),
         "history": history,
     })))
+}
+
+/// The webhook endpoints' backlog and delivery totals (`null` without `[[webhooks]]`).
+fn webhook_stats(node: &Node) -> serde_json::Value {
+    let Some(webhooks) = &node.webhooks else {
+        return serde_json::Value::Null;
+    };
+    let totals = crate::webhook::tally::totals();
+    let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+    json!({
+        "endpoints": webhooks.endpoints.len(),
+        "backlog": crate::webhook_worker::backlog(webhooks),
+        "delivered": load(&totals.delivered),
+        "failed": load(&totals.failed),
+        "dead_lettered": load(&totals.dead_lettered),
+    })
 }
 
 /// The scheme of a store or bus URL, without credentials.

@@ -81,6 +81,8 @@ pub struct HubSettings {
     /// The namespaces: a hub resolves its room's rules (subscriber cap,
     /// batching, echo) once, when it starts.
     pub namespaces: crate::namespace::Namespaces,
+    /// Where occupancy and presence changes go when webhooks want them.
+    pub signals: Option<crate::webhook::RoomSignals>,
 }
 
 pub(super) struct Hub {
@@ -105,6 +107,10 @@ pub(super) struct Hub {
     /// How many subscribers the hub has, as of its last step: what a new
     /// subscription is refused against before it is told `subscribed`.
     subscriber_count: Arc<std::sync::atomic::AtomicUsize>,
+    /// Whether this hub last told `settings.signals` the room has subscribers.
+    occupied: bool,
+    /// The members this hub last told `settings.signals` are present on this node.
+    signalled_members: std::collections::HashMap<String, crate::bus::PresenceMember>,
 }
 
 /// Starts a hub for `room`. The hub removes itself from `hubs` when idle.
@@ -137,6 +143,8 @@ pub(crate) fn spawn(
         pending: Pending::default(),
         presence: None,
         subscriber_count: subscriber_count.clone(),
+        occupied: false,
+        signalled_members: std::collections::HashMap::new(),
     };
     tokio::spawn(async move {
         use futures_util::FutureExt;
@@ -174,10 +182,37 @@ impl Drop for Hub {
                 sub.out.close(close::RESTART, "room restarting");
             }
         }
+        // Its subscribers are gone with it (they resume on a fresh hub,
+        // which tells of them again).
+        self.signal_occupancy(false);
+        if let Some(signals) = &self.settings.signals {
+            for (_, member) in self.signalled_members.drain() {
+                signals.send(crate::webhook::RoomSignal::Member(
+                    self.room.clone(),
+                    member,
+                    false,
+                ));
+            }
+        }
     }
 }
 
 impl Hub {
+    /// Tells the occupancy task when the room gains its first subscriber on
+    /// this node or loses its last.
+    fn signal_occupancy(&mut self, occupied: bool) {
+        if occupied == self.occupied {
+            return;
+        }
+        self.occupied = occupied;
+        if let Some(signals) = &self.settings.signals {
+            signals.send(crate::webhook::RoomSignal::Occupied(
+                self.room.clone(),
+                occupied,
+            ));
+        }
+    }
+
     async fn run(
         mut self,
         id: u64,
@@ -248,6 +283,7 @@ impl Hub {
             }
             self.subscriber_count
                 .store(self.subscribers.len(), std::sync::atomic::Ordering::Relaxed);
+            self.signal_occupancy(!self.subscribers.is_empty());
             match (self.subscribers.is_empty(), idle_since) {
                 (true, None) => idle_since = Some(Instant::now()),
                 (false, Some(_)) => idle_since = None,

@@ -158,6 +158,16 @@ impl Presence {
         was_latest
     }
 
+    /// This node's members, each with its latest session's info.
+    pub(super) fn local_members(&self) -> impl Iterator<Item = PresenceMember> + '_ {
+        self.local.iter().filter_map(|(id, m)| {
+            m.latest().map(|s| PresenceMember {
+                id: id.clone(),
+                info: s.info.clone(),
+            })
+        })
+    }
+
     pub(super) fn has_local(&self) -> bool {
         !self.local.is_empty()
     }

@@ -8,8 +8,9 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::time::Instant;
 
 use super::{offer_all, presence, Hub};
-use crate::bus::{PresenceKind, PresenceMessage};
+use crate::bus::{PresenceKind, PresenceMember, PresenceMessage};
 use crate::protocol::ServerMessage;
+use crate::webhook::RoomSignal;
 
 impl Hub {
     /// Starts following the room's presence on the bus (once per hub).
@@ -66,6 +67,7 @@ impl Hub {
     /// queue refuses is dropped, which may make its member leave in turn.
     pub(super) fn presence_changed(&mut self) {
         loop {
+            self.signal_members();
             let Some(presence) = self.presence.as_mut() else {
                 return;
             };
@@ -107,6 +109,31 @@ impl Hub {
             if changed {
                 self.announce();
             }
+        }
+    }
+
+    /// Tells the occupancy task which members got their first session on
+    /// this node, and which lost their last (the store decides, across
+    /// nodes, when that is a `presence.joined` or `presence.left`).
+    fn signal_members(&mut self) {
+        let (Some(signals), Some(presence)) = (&self.settings.signals, self.presence.as_ref())
+        else {
+            return;
+        };
+        let mut now: std::collections::HashMap<String, PresenceMember> = presence
+            .local_members()
+            .map(|m| (m.id.clone(), m))
+            .collect();
+        self.signalled_members.retain(|id, member| {
+            if now.remove(id).is_none() {
+                signals.send(RoomSignal::Member(self.room.clone(), member.clone(), false));
+                return false;
+            }
+            true
+        });
+        for (id, member) in now {
+            signals.send(RoomSignal::Member(self.room.clone(), member.clone(), true));
+            self.signalled_members.insert(id, member);
         }
     }
 

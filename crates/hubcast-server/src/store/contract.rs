@@ -294,6 +294,154 @@ pub async fn namespaces_have_their_own_retention(store: Arc<dyn Store>, _feed: C
     assert_eq!(earliest("other").await, 6);
 }
 
+fn message(room: &str, id: &str) -> crate::webhook::NewWebhook {
+    crate::webhook::NewWebhook {
+        endpoint: "e".into(),
+        room: room.into(),
+        msg_id: id.into(),
+        body: format!("{{\"id\":\"{id}\"}}"),
+    }
+}
+
+async fn due_ids(backend: &Backend, now: i64) -> Vec<String> {
+    let outbox = backend.webhook_outbox();
+    let due = outbox.due("e", now, 10, 10, 60_000).await.unwrap();
+    // Whatever was claimed is let go again (no attempt was made).
+    let release = super::webhook_outbox::DeliveryReport {
+        retry: due
+            .iter()
+            .map(|m| (m.id, m.attempts, 0, String::new()))
+            .collect(),
+        ..Default::default()
+    };
+    outbox.finish(release).await.unwrap();
+    due.into_iter().map(|m| m.msg_id).collect()
+}
+
+/// `due_ids`, rooms in name order (stores may interleave rooms; within a
+/// room the order is the contract). Test ids start with their room's name.
+async fn due_by_room(backend: &Backend, now: i64) -> Vec<String> {
+    let mut ids = due_ids(backend, now).await;
+    ids.sort_by_key(|id| id.chars().next());
+    ids
+}
+
+/// The webhook outbox: messages come out per room in order; a room whose
+/// oldest message waits for a retry is left out whole; what a round
+/// delivered or dead-lettered is gone. A store shared by nodes claims what
+/// `due` returns until `finish`.
+pub async fn webhook_outbox_keeps_order_per_room(backend: Backend, claims: bool) {
+    use super::webhook_outbox::DeliveryReport;
+    let outbox = backend.webhook_outbox();
+    let now = crate::event::now_ms();
+    outbox
+        .record(vec![
+            message("a", "a1"),
+            message("b", "b1"),
+            message("a", "a2"),
+            message("a", "a3"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(due_by_room(&backend, now).await, ["a1", "a2", "a3", "b1"]);
+    let due = outbox.due("e", now, 10, 10, 60_000).await.unwrap();
+    if claims {
+        assert!(
+            outbox
+                .due("e", now, 10, 10, 60_000)
+                .await
+                .unwrap()
+                .is_empty(),
+            "claimed rooms are left out"
+        );
+    }
+    let id = |msg: &str| due.iter().find(|m| m.msg_id == msg).unwrap().id;
+    outbox
+        .finish(DeliveryReport {
+            delivered: vec![id("b1")],
+            retry: vec![(id("a1"), 1, now + 3_600_000, "answered 500".into())],
+            dead: vec![],
+        })
+        .await
+        .unwrap();
+    assert!(
+        due_by_room(&backend, now).await.is_empty(),
+        "a waits for its retry, b is done"
+    );
+    assert_eq!(
+        due_by_room(&backend, now + 3_600_000).await,
+        ["a1", "a2", "a3"]
+    );
+    outbox
+        .finish(DeliveryReport {
+            dead: vec![(id("a1"), "too old".into())],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(due_by_room(&backend, now).await, ["a2", "a3"]);
+    assert_eq!(outbox.backlog().await.unwrap(), [("e".to_owned(), 2)]);
+}
+
+/// Occupancy and presence: the store records each transition's messages
+/// once, whichever node enters or leaves, and hands over what only dead
+/// nodes hold.
+pub async fn holding_decides_each_transition_once(backend: Backend) {
+    use super::webhook_outbox::Holding;
+    let outbox = backend.webhook_outbox();
+    let now = crate::event::now_ms();
+    let enter = |subject: &str, node: &str, expires_at: i64, id: &str| Holding::Enter {
+        room: "r".into(),
+        subject: subject.into(),
+        info: Some("{\"name\":\"A\"}".into()),
+        node: node.into(),
+        expires_at,
+        messages: vec![message("r", id)],
+    };
+    let leave = |subject: &str, node: &str, id: &str| Holding::Leave {
+        room: "r".into(),
+        subject: subject.into(),
+        node: node.into(),
+        now,
+        messages: vec![message("r", id)],
+    };
+    let later = now + 60_000;
+    assert!(outbox
+        .holding(enter("", "n1", later, "occupied"))
+        .await
+        .unwrap());
+    assert!(!outbox
+        .holding(enter("", "n2", later, "occupied again"))
+        .await
+        .unwrap());
+    assert!(!outbox
+        .holding(leave("", "n1", "vacated by n1"))
+        .await
+        .unwrap());
+    assert!(outbox.holding(leave("", "n2", "vacated")).await.unwrap());
+    assert!(!outbox
+        .holding(leave("", "n2", "vacated twice"))
+        .await
+        .unwrap());
+    // A member whose only node stopped refreshing.
+    assert!(outbox
+        .holding(enter("alice", "dead", now - 1, "joined"))
+        .await
+        .unwrap());
+    let abandoned = outbox.abandoned(now).await.unwrap();
+    assert_eq!(abandoned.len(), 1);
+    assert_eq!(
+        (abandoned[0].subject.as_str(), abandoned[0].info.as_deref()),
+        ("alice", Some("{\"name\":\"A\"}"))
+    );
+    assert!(outbox.holding(leave("alice", "", "left")).await.unwrap());
+    assert!(outbox.abandoned(now).await.unwrap().is_empty());
+    assert_eq!(
+        due_ids(&backend, now).await,
+        ["occupied", "vacated", "joined", "left"]
+    );
+}
+
 pub async fn closed_store_refuses_writes(store: Arc<dyn Store>, _feed: CommitFeed) {
     seq_of(&*store, request("c", 1)).await;
     store.close().await;
@@ -549,6 +697,20 @@ mod sqlite {
     );
 
     #[tokio::test]
+    async fn webhook_outbox_keeps_order_per_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let (backend, _feed) = open_backend(&dir).await;
+        super::webhook_outbox_keeps_order_per_room(backend, false).await;
+    }
+
+    #[tokio::test]
+    async fn holding_decides_each_transition_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (backend, _feed) = open_backend(&dir).await;
+        super::holding_decides_each_transition_once(backend).await;
+    }
+
+    #[tokio::test]
     async fn committed_events_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _feed) = open(&dir).await;
@@ -651,6 +813,26 @@ mod postgres {
             return;
         };
         super::transact_commits_app_state_with_its_event(backend.clone(), feed).await;
+        backend.store().close().await;
+        drop_schema(&schema).await;
+    }
+
+    #[tokio::test]
+    async fn webhook_outbox_keeps_order_per_room() {
+        let Some((backend, _feed, schema)) = open_backend().await else {
+            return;
+        };
+        super::webhook_outbox_keeps_order_per_room(backend.clone(), true).await;
+        backend.store().close().await;
+        drop_schema(&schema).await;
+    }
+
+    #[tokio::test]
+    async fn holding_decides_each_transition_once() {
+        let Some((backend, _feed, schema)) = open_backend().await else {
+            return;
+        };
+        super::holding_decides_each_transition_once(backend.clone()).await;
         backend.store().close().await;
         drop_schema(&schema).await;
     }

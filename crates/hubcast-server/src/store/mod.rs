@@ -27,6 +27,7 @@
 pub mod postgres;
 pub mod sqlite;
 pub mod transaction;
+pub mod webhook_outbox;
 
 #[cfg(test)]
 mod contract;
@@ -332,15 +333,29 @@ pub enum OpenError {
 /// Opens the store `config.store` names, runs its migrations, and returns it
 /// with its commit feed.
 pub async fn open(config: &crate::config::Config) -> Result<(Backend, CommitFeed), OpenError> {
+    open_with_webhooks(config, None).await
+}
+
+/// [`open`], with the endpoints whose `event.published` messages the append
+/// path records in each event's own transaction.
+pub async fn open_with_webhooks(
+    config: &crate::config::Config,
+    webhooks: Option<Arc<crate::webhook::Webhooks>>,
+) -> Result<(Backend, CommitFeed), OpenError> {
     match &config.store {
         crate::config::StoreUrl::Sqlite(path) => {
-            let (store, feed) = sqlite::SqliteStore::open(path, &config.sqlite).await?;
+            let (store, feed) =
+                sqlite::SqliteStore::open_with_webhooks(path, &config.sqlite, webhooks).await?;
             Ok((Backend::Sqlite(Arc::new(store)), feed))
         }
         crate::config::StoreUrl::Postgres(url) => {
-            let (store, feed) =
-                postgres::PostgresStore::open(url, &config.postgres, EventRules::of(config))
-                    .await?;
+            let (store, feed) = postgres::PostgresStore::open_with_webhooks(
+                url,
+                &config.postgres,
+                EventRules::of(config),
+                webhooks,
+            )
+            .await?;
             Ok((Backend::Postgres(Arc::new(store)), feed))
         }
     }

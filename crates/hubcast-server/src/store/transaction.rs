@@ -74,6 +74,14 @@ impl Backend {
         }
     }
 
+    /// The webhook outbox.
+    pub fn webhook_outbox(&self) -> Arc<dyn super::webhook_outbox::WebhookOutbox> {
+        match self {
+            Backend::Sqlite(store) => store.clone(),
+            Backend::Postgres(store) => store.clone(),
+        }
+    }
+
     /// Runs work written for both backends on this one.
     pub async fn transact<W: SqliteWork + PostgresWork>(
         &self,

@@ -10,6 +10,7 @@
 
 mod outbox;
 mod schema;
+mod webhooks;
 mod writer;
 
 use schema::migrate;
@@ -64,6 +65,9 @@ pub struct PostgresStore {
     writers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// For the events of application transactions ([`PostgresStore::transact`]).
     feed: crate::store::FeedSender,
+    /// Endpoints whose `event.published` messages every append records in
+    /// its own transaction.
+    webhooks: Option<Arc<crate::webhook::Webhooks>>,
 }
 
 struct Pending {
@@ -180,7 +184,9 @@ impl PostgresStore {
                         expected_seq: None,
                         origin: None,
                     };
-                    let outcome = append_batch_on(&tx, std::iter::once(&request)).await?;
+                    let outcome =
+                        append_batch_on(&tx, std::iter::once(&request), self.webhooks.as_deref())
+                            .await?;
                     tx.commit().await.map_err(unavailable)?;
                     let receipt = match outcome.into_iter().next() {
                         Some(AppendOutcome::Appended(receipt)) => receipt,
@@ -216,6 +222,18 @@ impl PostgresStore {
         config: &PostgresConfig,
         rules: crate::store::EventRules,
     ) -> Result<(PostgresStore, CommitFeed), OpenError> {
+        PostgresStore::open_with_webhooks(url, config, rules, None).await
+    }
+
+    /// [`open`](PostgresStore::open), recording an `event.published` message
+    /// for each of `webhooks`' endpoints that wants one in every append's
+    /// own transaction.
+    pub async fn open_with_webhooks(
+        url: &str,
+        config: &PostgresConfig,
+        rules: crate::store::EventRules,
+        webhooks: Option<Arc<crate::webhook::Webhooks>>,
+    ) -> Result<(PostgresStore, CommitFeed), OpenError> {
         let pg_config = connect_config(url, &config.schema)?;
         let instance = migrate(&pg_config, &config.schema).await?;
         let manager = Manager::from_config(
@@ -246,6 +264,7 @@ impl PostgresStore {
                 op_timeout: Duration::from_millis(config.statement_timeout_ms.max(1)),
                 feed: feed_tx.clone(),
                 max_batch: config.max_batch,
+                webhooks: webhooks.clone(),
             };
             writers.push(tokio::spawn(writer.run()));
         }
@@ -258,6 +277,7 @@ impl PostgresStore {
                 feed_tx.clone(),
                 config.outbox_poll_ms,
                 rules,
+                webhooks.clone(),
             );
             tokio::spawn(drainer.run(closed.clone()));
         }
@@ -269,6 +289,7 @@ impl PostgresStore {
             closed,
             writers: std::sync::Mutex::new(writers),
             feed: feed_tx,
+            webhooks,
         };
         Ok((store, feed_rx))
     }

@@ -36,6 +36,8 @@ pub struct Drainer {
     wake: Arc<Notify>,
     /// What a row must satisfy to be appended (the same as a publish).
     rules: crate::store::EventRules,
+    /// Endpoints whose `event.published` messages are recorded with each row's event.
+    webhooks: Option<Arc<crate::webhook::Webhooks>>,
 }
 
 impl Drainer {
@@ -46,9 +48,11 @@ impl Drainer {
         feed: crate::store::FeedSender,
         poll_ms: u64,
         rules: crate::store::EventRules,
+        webhooks: Option<Arc<crate::webhook::Webhooks>>,
     ) -> Drainer {
         Drainer {
             rules,
+            webhooks,
             pool,
             listen_config,
             channel: outbox_channel(schema),
@@ -150,7 +154,7 @@ impl Drainer {
         // Lock rooms in name order like the writers do (stable: rows of one
         // room keep their outbox order).
         requests.sort_by(|a, b| a.room.cmp(&b.room));
-        let outcomes = append_batch_on(&tx, requests.iter()).await?;
+        let outcomes = append_batch_on(&tx, requests.iter(), self.webhooks.as_deref()).await?;
         tx.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
             .await
             .map_err(unavailable)?;

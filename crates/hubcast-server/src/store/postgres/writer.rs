@@ -21,6 +21,9 @@ pub(super) struct Writer {
     pub(super) op_timeout: std::time::Duration,
     pub(super) feed: crate::store::FeedSender,
     pub(super) max_batch: usize,
+    /// Endpoints that may want `event.published` messages: then a batch runs
+    /// in an explicit transaction with their insert.
+    pub(super) webhooks: Option<Arc<crate::webhook::Webhooks>>,
 }
 
 impl Writer {
@@ -56,7 +59,11 @@ impl Writer {
         // hubs' reconcile.
         let result = match tokio::time::timeout(
             self.op_timeout,
-            append_batch(&self.pool, batch.iter().map(|p| &p.request)),
+            append_batch(
+                &self.pool,
+                batch.iter().map(|p| &p.request),
+                self.webhooks.as_deref(),
+            ),
         )
         .await
         {
@@ -102,15 +109,28 @@ impl Writer {
 pub(super) async fn append_batch<'a>(
     pool: &Pool,
     requests: impl Iterator<Item = &'a AppendRequest>,
+    webhooks: Option<&crate::webhook::Webhooks>,
 ) -> Result<Vec<AppendOutcome>, StoreError> {
-    let client = pool.get().await.map_err(pool_unavailable)?;
-    append_batch_on(&client, requests).await
+    let mut client = pool.get().await.map_err(pool_unavailable)?;
+    match webhooks.filter(|w| w.any_wants(crate::webhook::EventKind::EventPublished)) {
+        // One statement is its own transaction: one round trip.
+        None => append_batch_on(&client, requests, None).await,
+        Some(webhooks) => {
+            let tx = client.transaction().await.map_err(unavailable)?;
+            let outcomes = append_batch_on(&tx, requests, Some(webhooks)).await?;
+            tx.commit().await.map_err(unavailable)?;
+            webhooks.recorded.notify_waiters();
+            Ok(outcomes)
+        }
+    }
 }
 
-/// Like [`append_batch`] on a given client (inside the caller's transaction).
+/// Like [`append_batch`] on a given client (inside the caller's transaction),
+/// with the `event.published` messages of `webhooks` for each new event.
 pub(super) async fn append_batch_on<'a>(
     client: &impl deadpool_postgres::GenericClient,
     requests: impl Iterator<Item = &'a AppendRequest>,
+    webhooks: Option<&crate::webhook::Webhooks>,
 ) -> Result<Vec<AppendOutcome>, StoreError> {
     let mut rooms = Vec::new();
     let mut data = Vec::new();
@@ -118,7 +138,9 @@ pub(super) async fn append_batch_on<'a>(
     let mut expected = Vec::new();
     let mut hashes = Vec::new();
     let mut names = Vec::new();
+    let mut raw = Vec::new();
     for request in requests {
+        raw.push(&request.data);
         rooms.push(request.room.as_str());
         data.push(request.data.get());
         keys.push(request.idem_key.as_deref());
@@ -160,6 +182,15 @@ pub(super) async fn append_batch_on<'a>(
                 epoch: epoch.clone(),
             },
         });
+    }
+    if let Some(webhooks) = webhooks {
+        let mut messages = Vec::new();
+        for (outcome, data) in outcomes.iter().zip(&raw) {
+            if let AppendOutcome::Appended(r) = outcome {
+                messages.extend(webhooks.published(r.room.as_str(), r.seq, &r.epoch, r.ts, data));
+            }
+        }
+        super::webhooks::insert(client, &messages).await?;
     }
     Ok(outcomes)
 }

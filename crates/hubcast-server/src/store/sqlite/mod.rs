@@ -19,14 +19,17 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use super::transaction::{TxDecision, TxOutcome};
+use super::webhook_outbox::{Abandoned, DeliveryReport, Holding, PendingWebhook, WebhookOutbox};
 use super::{AppendOutcome, AppendRequest, CommitFeed, Page, RetentionPolicy, Store, StoreError};
 use crate::config::SqliteConfig;
 use crate::event::{Event, RoomState};
 use crate::room::RoomName;
+use crate::webhook::{NewWebhook, Webhooks};
 
 mod readers;
 mod retention;
 mod schema;
+mod webhooks;
 mod writer;
 
 use readers::{load_state, ReaderPool};
@@ -120,6 +123,10 @@ enum Command {
         after: String,
         reply: oneshot::Sender<Result<(u64, Option<String>), StoreError>>,
     },
+    Webhooks(
+        webhooks::WebhookWrite,
+        oneshot::Sender<Result<bool, StoreError>>,
+    ),
     Close(oneshot::Sender<()>),
 }
 
@@ -130,9 +137,24 @@ impl SqliteStore {
         path: &Path,
         config: &SqliteConfig,
     ) -> Result<(SqliteStore, CommitFeed), OpenError> {
+        SqliteStore::open_with_webhooks(path, config, None).await
+    }
+
+    /// [`open`](SqliteStore::open), recording an `event.published` message
+    /// for each of `webhooks`' endpoints that wants one in every append's
+    /// own transaction.
+    pub async fn open_with_webhooks(
+        path: &Path,
+        config: &SqliteConfig,
+        webhooks: Option<Arc<Webhooks>>,
+    ) -> Result<(SqliteStore, CommitFeed), OpenError> {
         let path = path.to_path_buf();
         let config = config.clone();
-        match tokio::task::spawn_blocking(move || SqliteStore::open_blocking(path, config)).await {
+        match tokio::task::spawn_blocking(move || {
+            SqliteStore::open_blocking(path, config, webhooks)
+        })
+        .await
+        {
             Ok(opened) => opened,
             Err(join) => std::panic::resume_unwind(join.into_panic()),
         }
@@ -141,6 +163,7 @@ impl SqliteStore {
     fn open_blocking(
         path: PathBuf,
         config: SqliteConfig,
+        webhooks: Option<Arc<Webhooks>>,
     ) -> Result<(SqliteStore, CommitFeed), OpenError> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
@@ -190,6 +213,7 @@ impl SqliteStore {
             max_batch: config.max_batch,
             health: health.clone(),
             instance: instance.clone(),
+            webhooks,
         };
         let thread_health = health.clone();
         let thread = std::thread::Builder::new()
@@ -396,6 +420,45 @@ impl Store for SqliteStore {
             }
         }
         .boxed()
+    }
+}
+
+impl WebhookOutbox for SqliteStore {
+    fn record(&self, messages: Vec<NewWebhook>) -> BoxFuture<'_, Result<(), StoreError>> {
+        let recorded =
+            self.call(|reply| Command::Webhooks(webhooks::WebhookWrite::Record(messages), reply));
+        async move { recorded.await.map(|_| ()) }.boxed()
+    }
+
+    fn holding(&self, change: Holding) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.call(|reply| Command::Webhooks(webhooks::WebhookWrite::Holding(change), reply))
+    }
+
+    fn abandoned(&self, now_ms: i64) -> BoxFuture<'_, Result<Vec<Abandoned>, StoreError>> {
+        self.read_with(move |conn| webhooks::abandoned(conn, now_ms))
+    }
+
+    fn due(
+        &self,
+        endpoint: &str,
+        now_ms: i64,
+        rooms: usize,
+        per_room: usize,
+        _lease_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<PendingWebhook>, StoreError>> {
+        // One node, one worker per endpoint: nothing to claim.
+        let endpoint = endpoint.to_owned();
+        self.read_with(move |conn| webhooks::due(conn, &endpoint, now_ms, rooms, per_room))
+    }
+
+    fn finish(&self, report: DeliveryReport) -> BoxFuture<'_, Result<(), StoreError>> {
+        let finished =
+            self.call(|reply| Command::Webhooks(webhooks::WebhookWrite::Finish(report), reply));
+        async move { finished.await.map(|_| ()) }.boxed()
+    }
+
+    fn backlog(&self) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
+        self.read_with(|conn| webhooks::backlog(conn))
     }
 }
 

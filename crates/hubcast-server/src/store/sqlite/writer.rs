@@ -39,12 +39,16 @@ pub(super) struct Writer {
     pub(super) health: Arc<super::WriterHealth>,
     /// The database's id, for new rooms' epochs.
     pub(super) instance: String,
+    /// Endpoints that may want an `event.published` message, recorded in
+    /// the event's own transaction.
+    pub(super) webhooks: Option<Arc<crate::webhook::Webhooks>>,
 }
 
 /// A caller waiting for a write's answer.
 enum Reply {
     Append(oneshot::Sender<Result<AppendOutcome, StoreError>>),
     Transact(oneshot::Sender<Result<TxOutcome, StoreError>>),
+    Webhooks(oneshot::Sender<Result<bool, StoreError>>),
 }
 
 impl Reply {
@@ -52,6 +56,7 @@ impl Reply {
         let _ = match self {
             Reply::Append(reply) => reply.send(Err(err.clone())).is_ok(),
             Reply::Transact(reply) => reply.send(Err(err.clone())).is_ok(),
+            Reply::Webhooks(reply) => reply.send(Err(err.clone())).is_ok(),
         };
     }
 }
@@ -63,6 +68,7 @@ enum Pending {
         AppendOutcome,
     ),
     Transact(oneshot::Sender<Result<TxOutcome, StoreError>>, TxOutcome),
+    Webhooks(oneshot::Sender<Result<bool, StoreError>>, bool),
 }
 
 impl Pending {
@@ -70,6 +76,7 @@ impl Pending {
         let _ = match self {
             Pending::Append(reply, outcome) => reply.send(Ok(outcome)).is_ok(),
             Pending::Transact(reply, outcome) => reply.send(Ok(outcome)).is_ok(),
+            Pending::Webhooks(reply, recorded) => reply.send(Ok(recorded)).is_ok(),
         };
     }
 
@@ -77,6 +84,7 @@ impl Pending {
         match self {
             Pending::Append(reply, _) => Reply::Append(reply),
             Pending::Transact(reply, _) => Reply::Transact(reply),
+            Pending::Webhooks(reply, _) => Reply::Webhooks(reply),
         }
     }
 }
@@ -136,12 +144,16 @@ impl Writer {
         let metrics = crate::metrics::get();
         metrics.store_batch.record(writes.len() as f64);
         let started = std::time::Instant::now();
-        let result = self.apply_writes(writes, &mut pending, &mut committed);
+        let mut recorded = false;
+        let result = self.apply_writes(writes, &mut pending, &mut committed, &mut recorded);
         metrics.store_append.record(started.elapsed());
         match result {
             Ok(()) => {
                 self.health.batch_committed();
                 pending.into_iter().for_each(Pending::answer);
+                if let (true, Some(webhooks)) = (recorded, &self.webhooks) {
+                    webhooks.recorded.notify_waiters();
+                }
                 if !committed.is_empty() {
                     // The receiver lives as long as the node; if it is gone the
                     // node is shutting down and nobody is left to notify.
@@ -172,6 +184,7 @@ impl Writer {
         writes: Vec<Command>,
         pending: &mut Vec<Pending>,
         committed: &mut Vec<Arc<Event>>,
+        recorded: &mut bool,
     ) -> Result<(), (rusqlite::Error, Vec<Reply>)> {
         let replies_of = |commands: Vec<Command>| -> Vec<Reply> {
             commands
@@ -179,10 +192,13 @@ impl Writer {
                 .filter_map(|command| match command {
                     Command::Append(_, reply) => Some(Reply::Append(reply)),
                     Command::Transact(_, reply) => Some(Reply::Transact(reply)),
+                    Command::Webhooks(_, reply) => Some(Reply::Webhooks(reply)),
                     _ => None,
                 })
                 .collect()
         };
+        let webhooks = self.webhooks.clone();
+        let webhooks = webhooks.as_deref();
         let mut tx = match self.conn.transaction() {
             Ok(tx) => tx,
             Err(err) => return Err((err, replies_of(writes))),
@@ -193,7 +209,13 @@ impl Writer {
         while let Some(command) = writes.next() {
             let step = match command {
                 Command::Append(request, reply) => {
-                    match append_one(&tx, &mut self.rooms, &self.instance, request, &mut touched) {
+                    let appended =
+                        append_one(&tx, &mut self.rooms, &self.instance, request, &mut touched)
+                            .and_then(|(outcome, event)| {
+                                *recorded |= record_published(webhooks, &tx, &outcome, &event)?;
+                                Ok((outcome, event))
+                            });
+                    match appended {
                         Ok((outcome, event)) => {
                             committed.extend(event.map(Arc::new));
                             pending.push(Pending::Append(reply, outcome));
@@ -203,8 +225,21 @@ impl Writer {
                     }
                 }
                 Command::Transact(work, reply) => {
-                    match transact_one(&mut tx, &mut self.rooms, &self.instance, work, &mut touched)
-                    {
+                    let ran =
+                        transact_one(&mut tx, &mut self.rooms, &self.instance, work, &mut touched)
+                            .and_then(|(outcome, event)| {
+                                if let TxOutcome::Committed {
+                                    receipt: Some(receipt),
+                                    ..
+                                } = &outcome
+                                {
+                                    let appended = AppendOutcome::Appended(receipt.clone());
+                                    *recorded |= record_published(webhooks, &tx, &appended, &event)
+                                        .map_err(TransactFailure::Db)?;
+                                }
+                                Ok((outcome, event))
+                            });
+                    match ran {
                         Ok((outcome, event)) => {
                             committed.extend(event.map(Arc::new));
                             pending.push(Pending::Transact(reply, outcome));
@@ -219,6 +254,14 @@ impl Writer {
                         Err(TransactFailure::Db(err)) => Err((err, Reply::Transact(reply))),
                     }
                 }
+                Command::Webhooks(write, reply) => match super::webhooks::apply(&tx, &write) {
+                    Ok(wrote) => {
+                        *recorded |= wrote;
+                        pending.push(Pending::Webhooks(reply, wrote));
+                        Ok(())
+                    }
+                    Err(err) => Err((err, Reply::Webhooks(reply))),
+                },
                 Command::Retention { .. } | Command::Close(_) => Ok(()),
             };
             if let Err((err, failed)) = step {
@@ -240,6 +283,30 @@ impl Writer {
         }
         tx.commit().map_err(|err| (err, Vec::new()))
     }
+}
+
+/// Records the `event.published` messages of a new event in the batch
+/// transaction; returns whether there were any.
+fn record_published(
+    webhooks: Option<&crate::webhook::Webhooks>,
+    conn: &Connection,
+    outcome: &AppendOutcome,
+    event: &Option<Event>,
+) -> rusqlite::Result<bool> {
+    let (Some(webhooks), AppendOutcome::Appended(receipt), Some(event)) =
+        (webhooks, outcome, event)
+    else {
+        return Ok(false);
+    };
+    let messages = webhooks.published(
+        event.room.as_str(),
+        event.seq,
+        &receipt.epoch,
+        event.ts,
+        &event.data,
+    );
+    super::webhooks::insert(conn, &messages)?;
+    Ok(!messages.is_empty())
 }
 
 /// Returns the writer's cached view of `room`, loading it from the database
