@@ -40,6 +40,7 @@
 //! - `server`: the accept loop (HTTP/1 with a header-read timeout, upgrades).
 //! - `shutdown`: turning signals into a graceful stop.
 
+mod admin;
 mod auth;
 pub mod bus;
 pub mod config;
@@ -54,6 +55,7 @@ mod node;
 mod outbound;
 mod protocol;
 mod room;
+mod roster;
 mod server;
 mod session;
 mod shutdown;

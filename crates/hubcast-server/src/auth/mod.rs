@@ -129,6 +129,19 @@ pub enum Principal {
     Token(Claims),
 }
 
+impl Principal {
+    /// Who this is, for the admin log: `key:NAME`, `token:SUB` or `anonymous`.
+    pub fn describe(&self) -> String {
+        match self {
+            Principal::Anonymous { .. } => "anonymous".to_owned(),
+            Principal::ApiKey { name, .. } => format!("key:{name}"),
+            Principal::Token(claims) => {
+                format!("token:{}", claims.sub.as_deref().unwrap_or("-"))
+            }
+        }
+    }
+}
+
 /// An action on a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -152,6 +165,8 @@ pub enum AuthError {
     Forbidden { action: &'static str, room: String },
     #[error("admin credential required")]
     NotAdmin,
+    #[error("token has been revoked")]
+    Revoked,
 }
 
 impl AuthError {
@@ -162,6 +177,7 @@ impl AuthError {
                 ErrorCode::Unauthenticated
             }
             AuthError::Expired => ErrorCode::TokenExpired,
+            AuthError::Revoked => ErrorCode::TokenRevoked,
             AuthError::Forbidden { .. } | AuthError::NotAdmin => ErrorCode::Forbidden,
         }
     }
@@ -178,6 +194,8 @@ pub struct Auth {
     pub forwarded_header: ForwardedHeader,
     leeway: u64,
     pub expiry_grace_ms: u64,
+    /// Tokens revoked before they expire (kept current by `admin`).
+    pub revocations: revocation::RevocationList,
 }
 
 struct ApiKey {
@@ -291,6 +309,7 @@ impl Auth {
             forwarded_header: config.forwarded_header,
             leeway: config.leeway_secs,
             expiry_grace_ms: config.expiry_grace_ms,
+            revocations: revocation::RevocationList::default(),
         })
     }
 
@@ -339,13 +358,26 @@ impl Auth {
     }
 
     /// Verifies a JWT: the key by `kid`, its pinned algorithm, signature,
-    /// `exp` and `nbf` with leeway, and `aud`/`iss` when configured.
+    /// `exp` and `nbf` with leeway, and `aud`/`iss` when configured; then
+    /// that it was not revoked.
     pub fn verify_token(&self, token: &str) -> Result<Claims, AuthError> {
-        hubcast_protocol::token::verify(&self.jwt, token, self.leeway).map_err(|err| match err {
-            TokenError::Malformed => AuthError::BadCredentials,
-            TokenError::Expired => AuthError::Expired,
-            other => AuthError::BadToken(other.to_string()),
-        })
+        let claims = hubcast_protocol::token::verify(&self.jwt, token, self.leeway).map_err(
+            |err| match err {
+                TokenError::Malformed => AuthError::BadCredentials,
+                TokenError::Expired => AuthError::Expired,
+                other => AuthError::BadToken(other.to_string()),
+            },
+        )?;
+        if self.is_revoked(&claims) {
+            return Err(AuthError::Revoked);
+        }
+        Ok(claims)
+    }
+
+    /// Whether a token with these claims has been revoked.
+    pub fn is_revoked(&self, claims: &Claims) -> bool {
+        let now = crate::event::now_ms() / 1000;
+        self.revocations.is_revoked(claims, now)
     }
 
     /// Whether `principal` may do `action` in `room`.
@@ -392,12 +424,15 @@ impl Auth {
         }
     }
 
-    /// Whether `principal` may read node-wide admin data.
+    /// Whether `principal` may read node-wide admin data and use the admin
+    /// routes: an admin API key, a token with the `admin` grant, or a
+    /// trusted anonymous client (protected mode).
     pub fn authorize_admin(&self, principal: &Principal) -> Result<(), AuthError> {
         match principal {
             Principal::Anonymous { trusted: true } | Principal::ApiKey { admin: true, .. } => {
                 Ok(())
             }
+            Principal::Token(claims) if claims.admin => Ok(()),
             Principal::Anonymous { trusted: false } => Err(AuthError::Missing),
             _ => Err(AuthError::NotAdmin),
         }
@@ -449,6 +484,7 @@ impl Auth {
 }
 
 mod forwarded;
+pub mod revocation;
 
 fn secret_value(
     value: &Option<String>,

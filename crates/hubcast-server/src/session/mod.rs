@@ -143,6 +143,7 @@ fn open(
         message_rate,
     };
     session.expiry = session.token_deadline();
+    session.enter_roster();
     Opened {
         session,
         stream,
@@ -160,9 +161,8 @@ async fn serve(mut opened: Opened, first: Option<SubscribeRequest>) {
     let session = &mut opened.session;
     if let Some(refusal) = opened.refusal.take() {
         Box::pin(session.reply_error(&refusal, None)).await;
-        session
-            .control
-            .close(close::UNAUTHENTICATED, "invalid credentials");
+        let (code, reason) = refusal_close(refusal.code);
+        session.control.close(code, reason);
     } else if let Some(Err(refusal)) = &opened.slot {
         note_refusal("over_capacity", session.ip, &refusal.to_string());
         session
@@ -182,6 +182,7 @@ async fn serve(mut opened: Opened, first: Option<SubscribeRequest>) {
         opened.slot = None;
     }
     Box::pin(session.leave_all()).await;
+    session.node.roster.leave(session.out.session_id);
     session.control.token.cancel();
     let _ = (&mut opened.writer).await;
     let close = session.control.close_reason();
@@ -189,7 +190,9 @@ async fn serve(mut opened: Opened, first: Option<SubscribeRequest>) {
     // The close is counted before the gauge drops: once the gauge reads zero,
     // every close has been counted (a scrape may still read the two apart).
     metrics
-        .closed(CloseReason::from_code(close.map(|(code, _)| code)))
+        .closed(CloseReason::from_code(
+            close.as_ref().map(|(code, _)| *code),
+        ))
         .increment(1);
     metrics
         .connection_duration
@@ -250,6 +253,15 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The close code and reason for credentials refused with `code`: a revoked
+/// token gets its own (final) code, any other refusal 4001.
+pub(super) fn refusal_close(code: crate::protocol::codes::ErrorCode) -> (u16, &'static str) {
+    match code {
+        crate::protocol::codes::ErrorCode::TokenRevoked => (close::TOKEN_REVOKED, "token revoked"),
+        _ => (close::UNAUTHENTICATED, "invalid credentials"),
     }
 }
 
