@@ -48,6 +48,22 @@ impl Ws {
         ws
     }
 
+    /// Connects without reading anything (for a connection the server
+    /// refuses after the upgrade: an `error` frame and a close, no `welcome`).
+    pub async fn connect_raw(url: &str) -> Ws {
+        let (inner, _) = within(
+            STEP,
+            "a WebSocket connect",
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("connect {url}: {err}"));
+        Ws {
+            inner,
+            welcome: Value::Null,
+        }
+    }
+
     /// Connects to `/v1/rooms/{room}/ws{query}` and reads `welcome` and `subscribed`.
     /// Returns the client and the `subscribed` frame.
     pub async fn room(server: &Server, room: &str, query: &str) -> (Ws, Value) {
@@ -134,6 +150,30 @@ impl Ws {
     pub async fn expect_close(&mut self) -> u16 {
         let (code, frames) = self.close_after_frames().await;
         code.unwrap_or_else(|| panic!("connection ended without a close frame (after {frames:?})"))
+    }
+
+    /// Reads until the server closes; returns the close code and reason and
+    /// the JSON frames before the close. Fails without a close frame.
+    pub async fn expect_close_frame(&mut self) -> (u16, String, Vec<Value>) {
+        let mut frames = Vec::new();
+        let close = within(STEP, "the server to close the connection", async {
+            loop {
+                match self.inner.next().await {
+                    Some(Ok(Message::Text(text))) => {
+                        frames.push(serde_json::from_str(text.as_str()).unwrap_or(Value::Null))
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        return frame.map(|f| (u16::from(f.code), f.reason.to_string()))
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return None,
+                }
+            }
+        })
+        .await;
+        let (code, reason) = close
+            .unwrap_or_else(|| panic!("connection ended without a close frame (after {frames:?})"));
+        (code, reason, frames)
     }
 
     /// Reads until the connection ends; returns the close code (if a close

@@ -58,7 +58,7 @@ export function routeFrame(raw: unknown, to: Recipients): void {
       return;
     case 'reset':
       if (typeof frame.epoch !== 'string') return protocolViolation(to, 'a malformed reset');
-      room?.onReset(frame.epoch, isInteger(frame.earliest) ? frame.earliest : null);
+      room?.onReset(frame.epoch, isInteger(frame.earliest) ? frame.earliest : null, isInteger(frame.head) ? frame.head : null);
       return;
     case 'event':
       if (!isInteger(frame.seq) || !('data' in frame)) return protocolViolation(to, 'a malformed event');

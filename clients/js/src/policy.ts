@@ -2,8 +2,11 @@
  * The reconnect policy per close code (docs/clients.md, "Reconnect policy").
  */
 
-/** Close codes after which reconnecting as-is cannot help: surfaced as errors, no retry. */
-export const TERMINAL_CLOSE_CODES: ReadonlySet<number> = new Set([1002, 1007, 1008, 1009, 4001, 4003]);
+/**
+ * Close codes after which reconnecting as-is cannot help: surfaced as errors, no retry.
+ * 4011: an operator disconnected the user; 4012: the token was revoked.
+ */
+export const TERMINAL_CLOSE_CODES: ReadonlySet<number> = new Set([1002, 1007, 1008, 1009, 4001, 4003, 4011, 4012]);
 /** The node is going away or restarting: reconnect at once. */
 export const IMMEDIATE_CLOSE_CODES: ReadonlySet<number> = new Set([1001, 1012]);
 /** Over capacity, rate limited, or the auth hook could not decide (4013): back off at least `tryAgainLaterMs`. */
@@ -61,6 +64,10 @@ export function terminalErrorCode(code: number): string {
       return 'protocol_error';
     case 1007:
       return 'invalid_data';
+    case 4011:
+      return 'disconnected';
+    case 4012:
+      return 'token_revoked';
     default:
       return 'closed';
   }

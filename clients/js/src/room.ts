@@ -277,11 +277,16 @@ export class Room<T = unknown> {
   }
 
   /** @internal */
-  onReset(epoch: string, earliest: number | null): void {
+  /** `head`: a live reset's (the room's log was deleted); the cursor moves to it instead of the `subscribed` head. */
+  onReset(epoch: string, earliest: number | null, head: number | null = null): void {
     if (this.closed || this.wire !== 'active') return;
     const previous = this.cursor;
     this.cancelHeal();
     this.awaitingReset = false;
+    if (head !== null) {
+      this.subscribedHead = head;
+      this.subscribedEpoch = epoch;
+    }
     this.epoch = epoch;
     this.seq = this.subscribedHead;
     this.own.clear(); // seqs of another log

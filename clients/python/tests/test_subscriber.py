@@ -362,6 +362,52 @@ async def test_bad_credentials_close_the_subscriber_for_good(auth_server: Server
         assert [e.seq for e in events(await take(keyed, 1))] == [1]
 
 
+ADMIN_KEY = "admin-key-0123456789abcdef"
+ADMIN_CONFIG = f"""
+[[auth.api_keys]]
+name = "ops"
+key = "{ADMIN_KEY}"
+admin = true
+"""
+
+
+def admin_post(server: Server, path: str, body: object) -> int:
+    import urllib.request
+
+    request = urllib.request.Request(
+        server.url + path,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"content-type": "application/json", "authorization": f"Bearer {ADMIN_KEY}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return int(response.status)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "path, body, code, name",
+    [
+        ("/v1/users/u1/disconnect", {"reason": "bye"}, 4011, "disconnected"),
+        ("/v1/revocations", {"jti": "u1-token"}, 4012, "token_revoked"),
+    ],
+)
+async def test_an_operators_disconnect_or_revocation_closes_the_subscriber_for_good(
+    hubcast_server: ServerFactory, path: str, body: object, code: int, name: str
+) -> None:
+    server = hubcast_server(AUTH_CONFIG + ADMIN_CONFIG)
+    token = hubcast.mint_token(JWT_SECRET, sub="u1", subscribe=["*"], claims={"jti": "u1-token"})
+    async with subscriber(server, token=token) as sub:
+        sub.subscribe("r", cursor=hubcast.Cursor(None, 0))
+        await post(server, "r", 1)
+        assert [e.seq for e in events(await take(sub, 1))] == [1]
+        assert await asyncio.to_thread(admin_post, server, path, body) < 300
+        with pytest.raises(hubcast.ClosedError) as closed:
+            await take(sub, 1)
+        assert (closed.value.code, closed.value.close_code) == (name, code)
+        assert sub.state == "closed" and sub.stats.connections == 1
+
+
 def test_the_blocking_subscriber(server: Server) -> None:
     seen: List[Optional[hubcast.Cursor]] = []
     with hubcast.Subscriber(server.url, reconnect=FAST) as sub, hubcast.Client(server.url) as client:

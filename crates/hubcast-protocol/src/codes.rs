@@ -36,6 +36,11 @@ pub mod close {
     pub const SLOW_CONSUMER: u16 = 4009;
     /// No frame from the client within `heartbeat.stale_ms`.
     pub const HEARTBEAT_TIMEOUT: u16 = 4010;
+    /// An operator disconnected the user (`POST /v1/users/{user}/disconnect`):
+    /// final, the client does not reconnect on its own.
+    pub const DISCONNECTED: u16 = 4011;
+    /// The session's token was revoked (`POST /v1/revocations`): final.
+    pub const TOKEN_REVOKED: u16 = 4012;
     /// The application's connect hook could not decide (timeout, connection
     /// error, 5xx, an answer that is not one): refused fail-closed; try again
     /// later, the decision may be possible then.
@@ -77,6 +82,8 @@ pub enum CloseCode {
     RateLimited,
     SlowConsumer,
     HeartbeatTimeout,
+    Disconnected,
+    TokenRevoked,
     AuthUnavailable,
     Other(u16),
 }
@@ -98,7 +105,7 @@ pub enum Reconnect {
 
 impl CloseCode {
     /// Every named code, for tests and tables.
-    pub const NAMED: [CloseCode; 13] = [
+    pub const NAMED: [CloseCode; 15] = [
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
         CloseCode::InvalidData,
@@ -111,6 +118,8 @@ impl CloseCode {
         CloseCode::RateLimited,
         CloseCode::SlowConsumer,
         CloseCode::HeartbeatTimeout,
+        CloseCode::Disconnected,
+        CloseCode::TokenRevoked,
         CloseCode::AuthUnavailable,
     ];
 
@@ -129,6 +138,8 @@ impl CloseCode {
             CloseCode::RateLimited => close::RATE_LIMITED,
             CloseCode::SlowConsumer => close::SLOW_CONSUMER,
             CloseCode::HeartbeatTimeout => close::HEARTBEAT_TIMEOUT,
+            CloseCode::Disconnected => close::DISCONNECTED,
+            CloseCode::TokenRevoked => close::TOKEN_REVOKED,
             CloseCode::AuthUnavailable => close::AUTH_UNAVAILABLE,
             CloseCode::Other(code) => code,
         }
@@ -146,7 +157,9 @@ impl CloseCode {
             | CloseCode::Policy
             | CloseCode::TooBig
             | CloseCode::ProtocolError
-            | CloseCode::InvalidData => Reconnect::Never,
+            | CloseCode::InvalidData
+            | CloseCode::Disconnected
+            | CloseCode::TokenRevoked => Reconnect::Never,
             CloseCode::SlowConsumer | CloseCode::HeartbeatTimeout | CloseCode::Other(_) => {
                 Reconnect::Backoff
             }
@@ -155,8 +168,8 @@ impl CloseCode {
 
     /// The error code a client SDK closes with after a terminal code
     /// ([`Reconnect::Never`]): `unauthenticated`, `forbidden`,
-    /// `policy_violation`, `frame_too_big`, `protocol_error` or
-    /// `invalid_data`; `None` for the others.
+    /// `policy_violation`, `frame_too_big`, `protocol_error`,
+    /// `invalid_data`, `disconnected` or `token_revoked`; `None` for the others.
     pub fn terminal_error_code(self) -> Option<&'static str> {
         match self {
             CloseCode::Unauthenticated => Some(ErrorCode::Unauthenticated.as_str()),
@@ -165,6 +178,8 @@ impl CloseCode {
             CloseCode::TooBig => Some(sdk::FRAME_TOO_BIG),
             CloseCode::ProtocolError => Some(sdk::PROTOCOL_ERROR),
             CloseCode::InvalidData => Some(sdk::INVALID_DATA),
+            CloseCode::Disconnected => Some(sdk::DISCONNECTED),
+            CloseCode::TokenRevoked => Some(ErrorCode::TokenRevoked.as_str()),
             _ => None,
         }
     }
@@ -217,6 +232,8 @@ pub mod sdk {
     pub const INVALID_DATA: &str = "invalid_data";
     /// An HTTP request did not get an answer (the Rust SDK's `http_publish`).
     pub const NETWORK_ERROR: &str = "network_error";
+    /// Closed with 4011 (an operator disconnected the user).
+    pub const DISCONNECTED: &str = "disconnected";
 }
 
 /// Machine-readable error codes, used as `error` in HTTP JSON bodies and as
@@ -255,6 +272,8 @@ pub enum ErrorCode {
     Unauthenticated,
     /// The session's token expired; send a fresh one with an `auth` message.
     TokenExpired,
+    /// The token was revoked by an operator; a new one must be issued.
+    TokenRevoked,
     /// The credentials do not grant this.
     Forbidden,
     /// An ephemeral publish to a room whose namespace does not set
@@ -277,7 +296,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::InvalidJson,
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
@@ -293,6 +312,7 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::Unauthenticated,
         ErrorCode::TokenExpired,
+        ErrorCode::TokenRevoked,
         ErrorCode::Forbidden,
         ErrorCode::EphemeralNotAllowed,
         ErrorCode::RateLimited,
@@ -321,6 +341,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::TokenRevoked => "token_revoked",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::EphemeralNotAllowed => "ephemeral_not_allowed",
             ErrorCode::RateLimited => "rate_limited",
@@ -348,7 +369,7 @@ impl ErrorCode {
             ErrorCode::IdempotencyMismatch => 422,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::Unauthenticated | ErrorCode::TokenExpired => 401,
+            ErrorCode::Unauthenticated | ErrorCode::TokenExpired | ErrorCode::TokenRevoked => 401,
             ErrorCode::Forbidden | ErrorCode::EphemeralNotAllowed => 403,
             ErrorCode::RateLimited => 429,
             ErrorCode::OverCapacity => 503,
@@ -522,6 +543,7 @@ mod tests {
             | ErrorCode::MethodNotAllowed
             | ErrorCode::Unauthenticated
             | ErrorCode::TokenExpired
+            | ErrorCode::TokenRevoked
             | ErrorCode::Forbidden
             | ErrorCode::EphemeralNotAllowed
             | ErrorCode::RateLimited
@@ -531,7 +553,7 @@ mod tests {
             | ErrorCode::ShuttingDown
             | ErrorCode::Internal => true,
         };
-        assert_eq!(ErrorCode::ALL.len(), 23);
+        assert_eq!(ErrorCode::ALL.len(), 24);
         let mut seen = std::collections::HashSet::new();
         for code in ErrorCode::ALL {
             assert!(listed(code) && seen.insert(code.as_str()), "{code}");
@@ -604,6 +626,8 @@ mod tests {
             (close::TOO_BIG, Never, Some("frame_too_big")),
             (close::PROTOCOL_ERROR, Never, Some("protocol_error")),
             (close::INVALID_DATA, Never, Some("invalid_data")),
+            (close::DISCONNECTED, Never, Some("disconnected")),
+            (close::TOKEN_REVOKED, Never, Some("token_revoked")),
         ];
         assert_eq!(table.len(), CloseCode::NAMED.len());
         for (code, policy, error) in table {
@@ -673,6 +697,8 @@ mod tests {
             close::TOO_BIG,
             close::PROTOCOL_ERROR,
             close::INVALID_DATA,
+            close::DISCONNECTED,
+            close::TOKEN_REVOKED,
         ] {
             assert!(!close::should_reconnect(code), "{code}");
         }

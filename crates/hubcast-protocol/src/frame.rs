@@ -136,6 +136,9 @@ pub struct ResetFrame {
     pub room: String,
     pub epoch: String,
     pub earliest: u64,
+    /// A live reset (the room's log was deleted): continue after this seq.
+    #[serde(default)]
+    pub head: Option<u64>,
 }
 
 /// `unsubscribed`: the unsubscribe took effect.
@@ -288,6 +291,7 @@ impl Serialize for ServerFrame {
                 room: &f.room,
                 epoch: &f.epoch,
                 earliest: f.earliest,
+                head: f.head,
             },
             ServerFrame::Unsubscribed(f) => ServerMessage::Unsubscribed { room: &f.room },
             ServerFrame::Ack(f) => ServerMessage::Ack {
@@ -568,6 +572,13 @@ mod tests {
                 room: "r",
                 epoch: "e2",
                 earliest: 4,
+                head: None,
+            },
+            ServerMessage::Reset {
+                room: "r",
+                epoch: "e3",
+                earliest: 1,
+                head: Some(0),
             },
             ServerMessage::Unsubscribed { room: "r" },
             ServerMessage::Ack {

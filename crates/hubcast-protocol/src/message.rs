@@ -425,6 +425,11 @@ pub enum ServerMessage<'a> {
         room: &'a str,
         epoch: &'a str,
         earliest: u64,
+        /// Only on a reset in the middle of a live stream (the room's log
+        /// was deleted): the stream continues after this seq, not after the
+        /// `head` of `subscribed`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        head: Option<u64>,
     },
     Unsubscribed {
         room: &'a str,

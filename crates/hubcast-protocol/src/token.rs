@@ -25,9 +25,20 @@ pub struct Claims {
     /// Free-form data about the user.
     #[serde(default)]
     pub info: Option<serde_json::Value>,
+    /// The token's id: what `POST /v1/revocations {"jti"}` names.
+    #[serde(default)]
+    pub jti: Option<String>,
+    /// When the token was issued (seconds since the epoch): a user's
+    /// revocation `issued_before` covers tokens issued earlier, or without it.
+    #[serde(default, deserialize_with = "numeric_date")]
+    pub iat: Option<u64>,
+    /// The admin grant: the bearer may use the admin routes, as an API key
+    /// with `admin = true` may.
+    #[serde(default)]
+    pub admin: bool,
 }
 
-/// The whole payload as verified: the claims, and the time claims hubcast
+/// The whole payload as verified: the claims, and the time claim hubcast
 /// does not use but must refuse when malformed. jsonwebtoken checks `nbf`
 /// only when it is a number and skips it otherwise (`\"nbf\": \"2099…\"`
 /// would make a token valid before its time), and never looks at `iat`.
@@ -37,8 +48,6 @@ struct Payload {
     claims: Claims,
     #[serde(default, deserialize_with = "numeric_date", rename = "nbf")]
     _nbf: Option<u64>,
-    #[serde(default, deserialize_with = "numeric_date", rename = "iat")]
-    _iat: Option<u64>,
 }
 
 /// A JWT NumericDate (RFC 7519): seconds since the epoch, a non-negative

@@ -33,6 +33,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub hub: HubConfig,
     pub presence: PresenceConfig,
+    pub revocations: RevocationsConfig,
     pub sqlite: SqliteConfig,
     pub postgres: PostgresConfig,
     pub nats: NatsConfig,
@@ -247,6 +248,31 @@ impl Default for PresenceConfig {
     }
 }
 
+/// The `[revocations]` section: tokens revoked before they expire (see
+/// docs/security.md, *Revocation*).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RevocationsConfig {
+    /// How often every node reloads the revocations from the store and closes
+    /// the sessions they cover: the safety net under the bus, which tells
+    /// peers at once. A revocation whose bus message was lost still takes
+    /// effect within this.
+    pub reload_ms: u64,
+    /// How long a revocation without `expires_at` is kept (seconds): at least
+    /// the longest lifetime of the tokens you issue, since it expires with the
+    /// tokens it covers.
+    pub default_ttl_secs: u64,
+}
+
+impl Default for RevocationsConfig {
+    fn default() -> Self {
+        RevocationsConfig {
+            reload_ms: 1000,
+            default_ttl_secs: 24 * 3600,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SqliteConfig {
@@ -338,6 +364,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             hub: HubConfig::default(),
             presence: PresenceConfig::default(),
+            revocations: RevocationsConfig::default(),
             sqlite: SqliteConfig::default(),
             postgres: PostgresConfig::default(),
             nats: NatsConfig::default(),
@@ -549,6 +576,11 @@ impl Config {
             hook.check("auth.publish_hook")
                 .map_err(ConfigError::Check)?;
         }
+        if self.revocations.reload_ms == 0 || self.revocations.default_ttl_secs == 0 {
+            return fail(
+                "revocations.reload_ms and revocations.default_ttl_secs must be at least 1",
+            );
+        }
         Ok(())
     }
 }
@@ -567,6 +599,7 @@ fn is_config_variable(key: &figment::value::UncasedStr) -> bool {
         "retention",
         "hub",
         "presence",
+        "revocations",
         "sqlite",
         "postgres",
         "nats",

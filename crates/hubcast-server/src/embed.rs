@@ -51,6 +51,7 @@ impl Server {
     pub async fn start(config: Config) -> Result<Server, ServeError> {
         let stopping = CancellationToken::new();
         let node = Node::start(config, stopping.clone()).await?;
+        crate::admin::start(&node).await;
         Ok(Server {
             node,
             stopping,

@@ -40,6 +40,7 @@
 //! - `server`: the accept loop (HTTP/1 with a header-read timeout, upgrades).
 //! - `shutdown`: turning signals into a graceful stop.
 
+mod admin;
 mod auth;
 pub mod bus;
 pub mod config;
@@ -55,6 +56,7 @@ mod occupancy;
 mod outbound;
 mod protocol;
 mod room;
+mod roster;
 mod server;
 mod session;
 mod shutdown;

@@ -37,6 +37,37 @@ const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
 ];
 
+/// An admin route's action, as the `action` label of `hubcast_admin_actions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAction {
+    Presence,
+    Disconnect,
+    Revoke,
+    ListRevocations,
+    DeleteRoom,
+}
+
+impl AdminAction {
+    const ALL: [AdminAction; 5] = [
+        AdminAction::Presence,
+        AdminAction::Disconnect,
+        AdminAction::Revoke,
+        AdminAction::ListRevocations,
+        AdminAction::DeleteRoom,
+    ];
+
+    /// The label, also the `action` field of the admin log line.
+    pub fn label(self) -> &'static str {
+        match self {
+            AdminAction::Presence => "presence",
+            AdminAction::Disconnect => "disconnect",
+            AdminAction::Revoke => "revoke",
+            AdminAction::ListRevocations => "list_revocations",
+            AdminAction::DeleteRoom => "delete_room",
+        }
+    }
+}
+
 /// Why a session ended, as the `reason` label of `hubcast_connections_closed_total`.
 #[derive(Debug, Clone, Copy)]
 pub enum CloseReason {
@@ -50,11 +81,13 @@ pub enum CloseReason {
     Forbidden,
     RateLimited,
     OverCapacity,
+    Disconnected,
+    TokenRevoked,
     Error,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 11] = [
+    const ALL: [CloseReason; 13] = [
         CloseReason::Client,
         CloseReason::SlowConsumer,
         CloseReason::HeartbeatTimeout,
@@ -65,6 +98,8 @@ impl CloseReason {
         CloseReason::Forbidden,
         CloseReason::RateLimited,
         CloseReason::OverCapacity,
+        CloseReason::Disconnected,
+        CloseReason::TokenRevoked,
         CloseReason::Error,
     ];
 
@@ -80,6 +115,8 @@ impl CloseReason {
             CloseReason::Forbidden => "forbidden",
             CloseReason::RateLimited => "rate_limited",
             CloseReason::OverCapacity => "over_capacity",
+            CloseReason::Disconnected => "disconnected",
+            CloseReason::TokenRevoked => "token_revoked",
             CloseReason::Error => "error",
         }
     }
@@ -98,6 +135,8 @@ impl CloseReason {
             Some(close::FORBIDDEN) => CloseReason::Forbidden,
             Some(close::RATE_LIMITED) => CloseReason::RateLimited,
             Some(close::TRY_AGAIN_LATER) => CloseReason::OverCapacity,
+            Some(close::DISCONNECTED) => CloseReason::Disconnected,
+            Some(close::TOKEN_REVOKED) => CloseReason::TokenRevoked,
             Some(_) => CloseReason::Error,
         }
     }
@@ -108,7 +147,7 @@ pub struct Metrics {
     pub connections: Gauge,
     pub connections_opened: Counter,
     pub connections_refused: Counter,
-    closed: [Counter; 11],
+    closed: [Counter; 13],
     pub connection_duration: Histogram,
     pub subscriptions: Gauge,
     pub hubs: Gauge,
@@ -137,6 +176,8 @@ pub struct Metrics {
     pub bus_dropped: Counter,
     pub slow_broadcasts: Counter,
     pub hub_panics: Counter,
+    /// Admin actions by `action` (see [`AdminAction`]).
+    admin_actions: [Counter; 5],
     pub feed_dropped: Counter,
     pub writes_refused: Counter,
     /// Live totals `/v1/stats` reads (the exporter's handles are write-only).
@@ -232,6 +273,8 @@ pub fn get() -> &'static Metrics {
         bus_dropped: counter!("hubcast_bus_dropped_total"),
         slow_broadcasts: counter!("hubcast_slow_broadcasts_total"),
         hub_panics: counter!("hubcast_hub_panics_total"),
+        admin_actions: AdminAction::ALL
+            .map(|a| counter!("hubcast_admin_actions_total", "action" => a.label())),
         feed_dropped: counter!("hubcast_commit_feed_dropped_total"),
         writes_refused: counter!("hubcast_store_writes_refused_total"),
         totals: Totals::default(),
@@ -241,6 +284,11 @@ pub fn get() -> &'static Metrics {
 impl Metrics {
     pub fn closed(&self, reason: CloseReason) -> &Counter {
         &self.closed[reason as usize]
+    }
+
+    /// The counter of one kind of admin action.
+    pub fn admin_action(&self, action: AdminAction) -> &Counter {
+        &self.admin_actions[action as usize]
     }
 }
 
@@ -359,6 +407,10 @@ fn describe() {
     describe_counter!(
         "hubcast_hub_panics_total",
         "Room hubs that failed; their subscribers were closed with 1012 to resume"
+    );
+    describe_counter!(
+        "hubcast_admin_actions_total",
+        "Admin API actions taken on this node, by action"
     );
     describe_counter!(
         "hubcast_commit_feed_dropped_total",

@@ -29,6 +29,8 @@ pub struct Node {
     pub shutdown: CancellationToken,
     /// Tracks session tasks so shutdown can wait for them to close.
     pub sessions: TaskTracker,
+    /// The live sessions that hold a token, for disconnects and revocations.
+    pub roster: crate::roster::Roster,
     pub started: Instant,
     /// Renders `/metrics`; `None` if another recorder owns this process.
     pub prometheus: Option<metrics_exporter_prometheus::PrometheusHandle>,
@@ -101,6 +103,7 @@ impl Node {
             limits,
             shutdown,
             sessions: TaskTracker::new(),
+            roster: crate::roster::Roster::default(),
             started: Instant::now(),
             prometheus,
             samples: crate::stats::Samples::default(),

@@ -5,6 +5,7 @@
 //! queue never makes a hub wait; it closes that session as a slow consumer
 //! (4009), and its client resumes from its cursor, losing nothing.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -25,7 +26,8 @@ pub struct SessionControl {
     pub token: CancellationToken,
     /// The close code to send; the first caller of `close` wins.
     code: AtomicU16,
-    reason: Mutex<&'static str>,
+    /// Owned only for an operator's disconnect reason; the server's own are static.
+    reason: Mutex<Cow<'static, str>>,
     /// Woken by the writer after it drained frames, while `room_wanted` is set:
     /// how the session's own task waits for queue room without claiming any
     /// (a claim made while the queue is full takes every freed slot first,
@@ -47,14 +49,14 @@ impl SessionControl {
     }
 
     /// Asks the session to close with `code`. Later calls do not change the code.
-    pub fn close(&self, code: u16, reason: &'static str) {
+    pub fn close(&self, code: u16, reason: impl Into<Cow<'static, str>>) {
         if self
             .code
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
             if let Ok(mut r) = self.reason.lock() {
-                *r = reason;
+                *r = reason.into();
             }
         }
         self.token.cancel();
@@ -68,10 +70,13 @@ impl SessionControl {
     }
 
     /// The code and reason set by the first `close`, if any.
-    pub fn close_reason(&self) -> Option<(u16, &'static str)> {
+    pub fn close_reason(&self) -> Option<(u16, Cow<'static, str>)> {
         match self.code.load(Ordering::Acquire) {
             0 => None,
-            code => Some((code, self.reason.lock().map(|r| *r).unwrap_or(""))),
+            code => Some((
+                code,
+                self.reason.lock().map(|r| r.clone()).unwrap_or_default(),
+            )),
         }
     }
 }

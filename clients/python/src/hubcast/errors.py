@@ -243,7 +243,8 @@ class ClosedError(HubcastError):
     """The subscriber is closed for good: by :meth:`close` (``code == "closed"``),
     or by a terminal close code from the server (``close_code`` 4001
     ``unauthenticated``, 4003 ``forbidden``, 1008 ``policy_violation``, 1009
-    ``frame_too_big``), after which it never reconnects by itself."""
+    ``frame_too_big``, 4011 ``disconnected``, 4012 ``token_revoked``), after
+    which it never reconnects by itself."""
 
     close_code: Optional[int]
 

@@ -66,6 +66,8 @@ TERMINAL_CLOSE_CODES: Mapping[int, str] = {
     4003: "forbidden",
     1008: "policy_violation",
     1009: "frame_too_big",
+    4011: "disconnected",  # an operator disconnected the user
+    4012: "token_revoked",  # the token was revoked
 }
 #: Ahead-of-cursor events kept per room while a gap is healed.
 MAX_KEPT = 10_000
@@ -191,12 +193,16 @@ class _Room:
             self.seq = head  # a live start
         self.subscribed.set()
 
-    def on_reset(self, epoch: str, earliest: Optional[int]) -> None:
+    def on_reset(self, epoch: str, earliest: Optional[int], head: Optional[int] = None) -> None:
+        """``head``: a live reset's (the room's log was deleted); the cursor
+        moves to it instead of the ``subscribed`` head."""
         if self.closed or self.wire != "active":
             return
         previous = self.cursor
         self._cancel_heal()
         self.awaiting_reset = False
+        if head is not None:
+            self.sub_head = head
         self.epoch = epoch
         self.seq = self.sub_head
         self.host.stats.resets += 1
@@ -819,7 +825,12 @@ class AsyncSubscriber:
                 r.on_subscribed(_str(frame, "epoch"), _int(frame, "head"))
             elif kind == "reset" and r is not None:
                 earliest = frame.get("earliest")
-                r.on_reset(_str(frame, "epoch"), earliest if isinstance(earliest, int) else None)
+                head = frame.get("head")
+                r.on_reset(
+                    _str(frame, "epoch"),
+                    earliest if isinstance(earliest, int) else None,
+                    head if isinstance(head, int) and not isinstance(head, bool) else None,
+                )
             elif kind == "event" and r is not None:
                 r.on_event(parse_wire_event(r.name, frame, r.epoch, "event frame"))
             elif kind == "batch" and r is not None:

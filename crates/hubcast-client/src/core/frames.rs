@@ -28,7 +28,7 @@ fn safe_integers(frame: &ServerFrame) -> bool {
         ServerFrame::Event(f) => safe_integer(f.seq),
         ServerFrame::Batch(f) => f.events.iter().all(|e| safe_integer(e.seq)),
         ServerFrame::CaughtUp(f) => safe_integer(f.seq),
-        ServerFrame::Reset(f) => safe_integer(f.earliest),
+        ServerFrame::Reset(f) => safe_integer(f.earliest) && f.head.map_or(true, safe_integer),
         ServerFrame::Ack(f) => f.seq.map_or(true, safe_integer),
         _ => true,
     }
@@ -77,7 +77,7 @@ impl Core {
             }
             ServerFrame::Reset(f) => {
                 if let Some(i) = self.room_named(&f.room) {
-                    self.rooms[i].on_reset(f.epoch, Some(f.earliest), &mut self.io);
+                    self.rooms[i].on_reset(f.epoch, Some(f.earliest), f.head, &mut self.io);
                 }
             }
             ServerFrame::Event(f) => {

@@ -207,8 +207,15 @@ impl Room {
     }
 
     /// `reset` (or one the client surfaces itself: `earliest` unknown). The
-    /// cursor moves to the head of the `subscribed` before it.
-    pub fn on_reset(&mut self, epoch: String, earliest: Option<u64>, io: &mut Io) {
+    /// cursor moves to the reset's `head` when it has one (a live reset: the
+    /// room's log was deleted), else to the head of the `subscribed` before it.
+    pub fn on_reset(
+        &mut self,
+        epoch: String,
+        earliest: Option<u64>,
+        head: Option<u64>,
+        io: &mut Io,
+    ) {
         if self.wire != Wire::Active {
             return;
         }
@@ -216,6 +223,10 @@ impl Room {
         self.cancel_heal();
         self.awaiting_reset = false;
         self.epoch = Some(epoch.clone());
+        if let Some(head) = head {
+            self.subscribed_head = head;
+            self.subscribed_epoch = epoch.clone();
+        }
         self.seq = Some(self.subscribed_head);
         self.own.clear(); // seqs of another log
         let reset = Reset {
@@ -235,7 +246,7 @@ impl Room {
     fn settle_awaited_reset(&mut self, io: &mut Io) {
         if self.awaiting_reset {
             let epoch = self.subscribed_epoch.clone();
-            self.on_reset(epoch, None, io);
+            self.on_reset(epoch, None, None, io);
         }
     }
 

@@ -144,6 +144,19 @@ pub enum Principal {
     Token(Claims),
 }
 
+impl Principal {
+    /// Who this is, for the admin log: `key:NAME`, `token:SUB` or `anonymous`.
+    pub fn describe(&self) -> String {
+        match self {
+            Principal::Anonymous { .. } => "anonymous".to_owned(),
+            Principal::ApiKey { name, .. } => format!("key:{name}"),
+            Principal::Token(claims) => {
+                format!("token:{}", claims.sub.as_deref().unwrap_or("-"))
+            }
+        }
+    }
+}
+
 /// An action on a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -167,6 +180,8 @@ pub enum AuthError {
     Forbidden { action: &'static str, room: String },
     #[error("admin credential required")]
     NotAdmin,
+    #[error("token has been revoked")]
+    Revoked,
 }
 
 impl AuthError {
@@ -177,6 +192,7 @@ impl AuthError {
                 ErrorCode::Unauthenticated
             }
             AuthError::Expired => ErrorCode::TokenExpired,
+            AuthError::Revoked => ErrorCode::TokenRevoked,
             AuthError::Forbidden { .. } | AuthError::NotAdmin => ErrorCode::Forbidden,
         }
     }
@@ -195,6 +211,8 @@ pub struct Auth {
     pub expiry_grace_ms: u64,
     /// The application's hooks (connect, subscribe, publish), if configured.
     pub hooks: hooks::Hooks,
+    /// Tokens revoked before they expire (kept current by `admin`).
+    pub revocations: revocation::RevocationList,
 }
 
 struct ApiKey {
@@ -309,6 +327,7 @@ impl Auth {
             leeway: config.leeway_secs,
             expiry_grace_ms: config.expiry_grace_ms,
             hooks: hooks::Hooks::from_config(config).map_err(AuthConfigError::new)?,
+            revocations: revocation::RevocationList::default(),
         })
     }
 
@@ -358,13 +377,26 @@ impl Auth {
     }
 
     /// Verifies a JWT: the key by `kid`, its pinned algorithm, signature,
-    /// `exp` and `nbf` with leeway, and `aud`/`iss` when configured.
+    /// `exp` and `nbf` with leeway, and `aud`/`iss` when configured; then
+    /// that it was not revoked.
     pub fn verify_token(&self, token: &str) -> Result<Claims, AuthError> {
-        hubcast_protocol::token::verify(&self.jwt, token, self.leeway).map_err(|err| match err {
-            TokenError::Malformed => AuthError::BadCredentials,
-            TokenError::Expired => AuthError::Expired,
-            other => AuthError::BadToken(other.to_string()),
-        })
+        let claims = hubcast_protocol::token::verify(&self.jwt, token, self.leeway).map_err(
+            |err| match err {
+                TokenError::Malformed => AuthError::BadCredentials,
+                TokenError::Expired => AuthError::Expired,
+                other => AuthError::BadToken(other.to_string()),
+            },
+        )?;
+        if self.is_revoked(&claims) {
+            return Err(AuthError::Revoked);
+        }
+        Ok(claims)
+    }
+
+    /// Whether a token with these claims has been revoked.
+    pub fn is_revoked(&self, claims: &Claims) -> bool {
+        let now = crate::event::now_ms() / 1000;
+        self.revocations.is_revoked(claims, now)
     }
 
     /// Whether `principal` may do `action` in `room`.
@@ -411,12 +443,15 @@ impl Auth {
         }
     }
 
-    /// Whether `principal` may read node-wide admin data.
+    /// Whether `principal` may read node-wide admin data and use the admin
+    /// routes: an admin API key, a token with the `admin` grant, or a
+    /// trusted anonymous client (protected mode).
     pub fn authorize_admin(&self, principal: &Principal) -> Result<(), AuthError> {
         match principal {
             Principal::Anonymous { trusted: true } | Principal::ApiKey { admin: true, .. } => {
                 Ok(())
             }
+            Principal::Token(claims) if claims.admin => Ok(()),
             Principal::Anonymous { trusted: false } => Err(AuthError::Missing),
             _ => Err(AuthError::NotAdmin),
         }
@@ -468,6 +503,7 @@ impl Auth {
 }
 
 mod forwarded;
+pub mod revocation;
 
 fn secret_value(
     value: &Option<String>,

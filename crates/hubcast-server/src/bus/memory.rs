@@ -9,8 +9,8 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::{
-    Bus, BusError, BusFeed, BusMessage, PresenceFeed, PresenceMessage, FEED_CAPACITY,
-    PRESENCE_FEED_CAPACITY,
+    Bus, BusError, BusFeed, BusMessage, ControlFeed, ControlMessage, PresenceFeed, PresenceMessage,
+    FEED_CAPACITY, PRESENCE_FEED_CAPACITY,
 };
 use crate::event::{EphemeralMessage, Event};
 use crate::room::RoomName;
@@ -21,6 +21,8 @@ pub struct MemoryBus {
     watchers: Mutex<HashMap<RoomName, Vec<mpsc::Sender<BusMessage>>>>,
     /// Presence feeds per room (same rules).
     presence: Mutex<HashMap<RoomName, Vec<mpsc::Sender<Arc<PresenceMessage>>>>>,
+    /// Keeps the control feeds open: a single node has no peers to hear from.
+    control: Mutex<Vec<mpsc::Sender<Arc<ControlMessage>>>>,
     node: String,
 }
 
@@ -35,6 +37,7 @@ impl MemoryBus {
         MemoryBus {
             watchers: Mutex::default(),
             presence: Mutex::default(),
+            control: Mutex::default(),
             node,
         }
     }
@@ -126,6 +129,17 @@ impl Bus for MemoryBus {
     fn watch_presence(&self, room: &RoomName) -> BoxFuture<'_, Result<PresenceFeed, BusError>> {
         let (tx, rx) = mpsc::channel(PRESENCE_FEED_CAPACITY);
         self.add_presence_watcher(room, tx);
+        async move { Ok(rx) }.boxed()
+    }
+
+    /// No other node to tell: the acting node has applied it already.
+    fn publish_control(&self, _message: ControlMessage) {}
+
+    fn watch_control(&self) -> BoxFuture<'_, Result<ControlFeed, BusError>> {
+        let (tx, rx) = mpsc::channel(1);
+        if let Ok(mut control) = self.control.lock() {
+            control.push(tx);
+        }
         async move { Ok(rx) }.boxed()
     }
 }

@@ -27,6 +27,18 @@
 //! *whole* member list of the room, so a lost one is repaired by the next
 //! (sent on every change and every `presence.heartbeat_ms`), and a node not
 //! heard from for its `ttl_ms` is presumed dead (see `hub::presence`).
+//!
+//! # Control
+//! Admin actions that must reach every node (disconnect a user, a
+//! revocation, a deleted room) are [`ControlMessage`]s. The node that takes
+//! the action applies it itself, then `publish_control`s it to the *other*
+//! nodes, which apply it from their `watch_control` feed: one code path
+//! (`admin::apply`), and the acting node answers its caller only after the
+//! action took effect on it. The memory bus has no other nodes, so it
+//! delivers nothing. Control messages are best effort like the rest: a
+//! revocation lost on the way is still applied by every node's periodic
+//! reload from the store; a lost disconnect or room deletion is not repeated
+//! (a deleted room's hubs also notice the head going back at reconcile).
 
 pub mod memory;
 pub mod nats;
@@ -63,6 +75,27 @@ impl BusMessage {
 /// The presence messages of one watched room.
 pub type PresenceFeed = mpsc::Receiver<Arc<PresenceMessage>>;
 
+/// The control messages of other nodes.
+pub type ControlFeed = mpsc::Receiver<Arc<ControlMessage>>;
+
+/// An admin action every node applies (see *Control*).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ControlMessage {
+    /// Close every session of `user` (a token's `sub`) with `code`.
+    Disconnect {
+        user: String,
+        code: u16,
+        reason: String,
+    },
+    /// Refuse the tokens it covers and close their sessions.
+    Revoke {
+        revocation: crate::auth::revocation::Revocation,
+    },
+    /// The room's log was deleted; it continues with a new, empty log of `epoch`.
+    RoomDeleted { room: String, epoch: String },
+}
+
 /// What one node says about one room's presence.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PresenceMessage {
@@ -98,6 +131,11 @@ pub struct AnnouncedMember {
     /// Milliseconds since the Unix epoch (0 from a node that does not say).
     #[serde(default)]
     pub entered_ms: i64,
+    /// When the member's oldest session on the sending node entered (ms
+    /// since the Unix epoch; `None` from a node that does not say: then
+    /// `entered_ms`). The admin presence route reports it as `since`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<i64>,
 }
 
 /// Why a bus operation failed.
@@ -138,6 +176,12 @@ pub trait Bus: Send + Sync + 'static {
     /// Starts delivering `room`'s presence messages to the returned feed.
     fn watch_presence(&self, room: &RoomName) -> BoxFuture<'_, Result<PresenceFeed, BusError>>;
 
+    /// Tells every other node of an admin action. Best effort; never blocks.
+    fn publish_control(&self, message: ControlMessage);
+
+    /// The control messages other nodes publish. A node calls it once.
+    fn watch_control(&self) -> BoxFuture<'_, Result<ControlFeed, BusError>>;
+
     /// How long a hub that just started following a room's presence waits for
     /// its peers' answers before it answers a `presence` request (zero when
     /// there are no peers).
@@ -150,6 +194,9 @@ pub trait Bus: Send + Sync + 'static {
 pub(crate) fn new_node_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
+
+/// Control messages the feed may hold before the bus drops for it.
+pub(crate) const CONTROL_FEED_CAPACITY: usize = 1024;
 
 /// Presence messages a feed may hold before the bus drops for it (the next
 /// heartbeat repairs whatever was dropped).

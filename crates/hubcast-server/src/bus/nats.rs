@@ -18,6 +18,11 @@
 //! each node's list until it is replaced or its TTL runs out, so the members
 //! of a killed node leave within `ttl_ms` (the hub does the expiry).
 //!
+//! # Control
+//! Admin actions go to `<prefix>.control` as JSON [`ControlMessage`]s; the
+//! connection is `no_echo`, so only the other nodes get them (the acting node
+//! applied it already, see `bus`).
+//!
 //! Why heartbeats over core NATS rather than a JetStream KV bucket with a TTL:
 //! presence is ephemeral, so it needs no storage; NATS 2.9 has no per-key TTL
 //! (only a bucket-wide `max_age`), and an entry aged out by `max_age` vanishes
@@ -36,8 +41,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::memory::MemoryBus;
 use super::{
-    Bus, BusError, BusFeed, BusMessage, PresenceFeed, PresenceMessage, FEED_CAPACITY,
-    PRESENCE_FEED_CAPACITY,
+    Bus, BusError, BusFeed, BusMessage, ControlFeed, ControlMessage, PresenceFeed, PresenceMessage,
+    CONTROL_FEED_CAPACITY, FEED_CAPACITY, PRESENCE_FEED_CAPACITY,
 };
 use crate::event::{EphemeralMessage, Event};
 use crate::protocol::{encode_ephemeral, encode_event, ServerFrame};
@@ -54,8 +59,9 @@ pub struct NatsBus {
     outgoing: mpsc::Sender<BusMessage>,
     reconnects: watch::Receiver<u64>,
     node: String,
-    /// Bounded like `outgoing`; a dropped announcement is repaired by the
-    /// next heartbeat.
+    /// Presence announcements and control messages, in order. Bounded like
+    /// `outgoing`; a dropped announcement is repaired by the next heartbeat,
+    /// a dropped revocation by the peers' reload.
     presence_out: mpsc::Sender<(String, bytes::Bytes)>,
 }
 
@@ -70,6 +76,11 @@ pub fn presence_subject(prefix: &str, room: &RoomName) -> String {
         "{prefix}.presence.{}",
         &events[prefix.len() + ".room.".len()..]
     )
+}
+
+/// The subject of admin actions every node applies: `<prefix>.control`.
+pub fn control_subject(prefix: &str) -> String {
+    format!("{prefix}.control")
 }
 
 /// The subject for a room. Room names may hold `.` (the subject token
@@ -297,6 +308,37 @@ impl Bus for NatsBus {
 
     fn presence_settle(&self) -> std::time::Duration {
         PRESENCE_SETTLE
+    }
+
+    fn publish_control(&self, message: ControlMessage) {
+        let Ok(payload) = serde_json::to_vec(&message) else {
+            return;
+        };
+        if self
+            .presence_out
+            .try_send((control_subject(&self.prefix), bytes::Bytes::from(payload)))
+            .is_err()
+        {
+            crate::metrics::get().bus_dropped.increment(1);
+        }
+    }
+
+    fn watch_control(&self) -> BoxFuture<'_, Result<ControlFeed, BusError>> {
+        async move {
+            let (tx, rx) = mpsc::channel(CONTROL_FEED_CAPACITY);
+            let subscription = self
+                .client
+                .subscribe(control_subject(&self.prefix))
+                .await
+                .map_err(|e| BusError::Unavailable(e.to_string()))?;
+            tokio::spawn(forward(subscription, tx, |payload| {
+                serde_json::from_slice::<ControlMessage>(payload)
+                    .ok()
+                    .map(Arc::new)
+            }));
+            Ok(rx)
+        }
+        .boxed()
     }
 }
 

@@ -101,10 +101,21 @@ pub fn authorize_publish(
 
 /// Requires admin access (node-wide data) from the caller.
 pub fn require_admin(node: &Node, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ApiError> {
+    admin_caller(node, headers, peer).map(drop)
+}
+
+/// The caller of an admin route, who must hold admin access (an admin API
+/// key, a token with the `admin` grant, or protected mode's loopback).
+pub fn admin_caller(
+    node: &Node,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<Caller, ApiError> {
     let caller = identify(node, headers, peer, None)?;
     node.auth
         .authorize_admin(&caller.principal)
-        .map_err(|err| refused(err, caller.ip))
+        .map_err(|err| refused(err, caller.ip))?;
+    Ok(caller)
 }
 
 /// Requires read access to `room` (history, stats).

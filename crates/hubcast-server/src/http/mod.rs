@@ -2,6 +2,7 @@
 //! JSON body.
 
 pub mod access;
+mod admin;
 mod cors;
 mod dashboard;
 pub mod deadline;
@@ -22,7 +23,7 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -96,7 +97,16 @@ fn router(node: Arc<Node>, extra: Router) -> Router {
             "/v1/rooms/{room}/events",
             get(events::history).post(events::publish),
         )
-        .route("/v1/rooms/{room}", get(rooms::stats))
+        .route(
+            "/v1/rooms/{room}",
+            get(rooms::stats).delete(admin::delete_room),
+        )
+        .route("/v1/rooms/{room}/presence", get(admin::presence))
+        .route("/v1/users/{user}/disconnect", post(admin::disconnect))
+        .route(
+            "/v1/revocations",
+            get(admin::revocations).post(admin::revoke),
+        )
         .route("/v1/rooms/{room}/ws", get(ws::room))
         .route("/v1/ws", get(ws::multiplexed))
         .route("/v1/rooms", get(stats::rooms))

@@ -169,10 +169,11 @@ async fn admit(node: &Node, request: &UpgradeRequest<'_>) -> Result<Admission, A
             Err(err) => {
                 let err = access::refused(err, ip);
                 crate::metrics::get().connections_refused.increment(1);
+                let (close, _) = crate::session::refusal_close(err.code);
                 let error = ProtocolError::new(err.code, err.message, None);
                 (
                     Principal::Anonymous { trusted: false },
-                    Some((error, close::UNAUTHENTICATED)),
+                    Some((error, close)),
                     false,
                 )
             }

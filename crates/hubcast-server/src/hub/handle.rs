@@ -29,12 +29,16 @@ pub enum HubCommand {
     },
     /// The room's member list (the session encodes it with its request's id).
     Presence {
-        reply: oneshot::Sender<Vec<PresenceMember>>,
+        reply: oneshot::Sender<Vec<(PresenceMember, i64)>>,
     },
     /// Remove a subscriber; the reply is sent once it will get no more frames.
     Unsubscribe {
         session_id: u64,
         done: oneshot::Sender<()>,
+    },
+    /// The room's log was deleted; it goes on under `epoch` from seq 1.
+    LogDeleted {
+        epoch: String,
     },
     /// The store's head is at least `head` (periodic reconcile).
     Reconcile {
@@ -107,12 +111,24 @@ impl HubHandle {
 
     /// The room's members, sorted by id.
     pub async fn presence(&self) -> Result<Vec<PresenceMember>, HubGone> {
+        let members = self.presence_since().await?;
+        Ok(members.into_iter().map(|(member, _)| member).collect())
+    }
+
+    /// The room's members, sorted by id, each with when it entered (ms
+    /// since the Unix epoch).
+    pub async fn presence_since(&self) -> Result<Vec<(PresenceMember, i64)>, HubGone> {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(HubCommand::Presence { reply })
             .await
             .map_err(|_| HubGone)?;
         rx.await.map_err(|_| HubGone)
+    }
+
+    /// Tells the hub its room's log was deleted (see [`HubCommand::LogDeleted`]).
+    pub async fn log_deleted(&self, epoch: String) {
+        let _ = self.commands.send(HubCommand::LogDeleted { epoch }).await;
     }
 
     /// Removes the session; when this returns the hub will not offer it

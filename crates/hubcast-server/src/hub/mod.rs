@@ -102,6 +102,9 @@ pub(super) struct Hub {
     /// `false`: a socket publish is not delivered to the session that sent it.
     echo: bool,
     pending: Pending,
+    /// The epoch of the log this hub restarted with after a deletion, so a
+    /// second notice of the same deletion is not a second `reset`.
+    restarted: Option<String>,
     /// `None` until presence is first used in this room on this node.
     presence: Option<Box<presence::Presence>>,
     /// How many subscribers the hub has, as of its last step: what a new
@@ -141,6 +144,7 @@ pub(crate) fn spawn(
         batching,
         echo,
         pending: Pending::default(),
+        restarted: None,
         presence: None,
         subscriber_count: subscriber_count.clone(),
         occupied: false,
@@ -357,7 +361,7 @@ impl Hub {
                 self.ensure_presence().await;
                 let presence = self.presence.as_mut().expect("presence was just ensured");
                 if presence.settled(Instant::now()) {
-                    let _ = reply.send(presence.members());
+                    let _ = reply.send(presence.members_since());
                 } else {
                     presence.waiting.push(reply);
                 }
@@ -373,7 +377,17 @@ impl Hub {
                 }
                 let _ = done.send(());
             }
+            HubCommand::LogDeleted { epoch } => self.restart_log(epoch),
             HubCommand::Reconcile { head } => {
+                if head < self.last {
+                    // The head went back: the log was deleted and the
+                    // notice did not reach this node (or not yet).
+                    if let Ok(Some(state)) = self.store.room_state(&self.room).await {
+                        if state.head < self.last {
+                            self.restart_log(state.epoch);
+                        }
+                    }
+                }
                 if head > self.last {
                     crate::metrics::get().reconciles.increment(1);
                     tracing::debug!(room = %self.room, last = self.last, head, "reconcile found missed events");
@@ -475,6 +489,33 @@ impl Hub {
             }
         }
         self.deliver(event);
+    }
+
+    /// The room's log was deleted and goes on under `epoch` from seq 1:
+    /// forget the old one, and tell every subscriber with a live `reset`
+    /// (`head: 0`: the stream continues after 0, not after the head of its
+    /// `subscribed`). The new log's events then arrive as usual.
+    fn restart_log(&mut self, epoch: String) {
+        if self.restarted.as_ref() == Some(&epoch) {
+            return;
+        }
+        self.last = 0;
+        self.tail.clear();
+        self.pending = Pending::default();
+        let reset: Utf8Bytes = ServerMessage::Reset {
+            room: &self.room,
+            epoch: &epoch,
+            earliest: 1,
+            head: Some(0),
+        }
+        .encode()
+        .into();
+        self.restarted = Some(epoch);
+        for sub in &mut self.subscribers {
+            sub.skip_through = 0;
+        }
+        let (_, gone) = offer_all(&mut self.subscribers, |_| Some(reset.clone()));
+        self.members_left(gone);
     }
 
     /// Reads events `last+1 ..= upto` from the store and delivers them.

@@ -86,7 +86,7 @@ pub(super) struct Presence {
     view: BTreeMap<String, Option<serde_json::Value>>,
     /// Until then, `presence` requests wait for peers' answers to our `sync`.
     settle_until: Instant,
-    pub(super) waiting: Vec<oneshot::Sender<Vec<PresenceMember>>>,
+    pub(super) waiting: Vec<oneshot::Sender<Vec<(PresenceMember, i64)>>>,
     /// When this node next re-announces its members (while it has some).
     next_heartbeat: Option<Instant>,
 }
@@ -181,13 +181,14 @@ impl Presence {
         let members = self
             .local
             .iter()
-            .filter_map(|(id, m)| m.latest().map(|s| (id, s)))
-            .map(|(id, s)| AnnouncedMember {
+            .filter_map(|(id, m)| m.latest().map(|s| (id, m, s)))
+            .map(|(id, m, s)| AnnouncedMember {
                 member: PresenceMember {
                     id: id.clone(),
                     info: s.info.clone(),
                 },
                 entered_ms: s.entered_ms,
+                since_ms: m.sessions.first().map(|s| s.entered_ms),
             })
             .collect();
         self.next_heartbeat = (!self.local.is_empty()).then(|| now + settings.heartbeat);
@@ -320,6 +321,33 @@ impl Presence {
             .collect()
     }
 
+    /// Every member, by id, with when it entered the room (ms since the Unix
+    /// epoch): its oldest session's entry on any node, as far as the nodes
+    /// report it.
+    pub(super) fn members_since(&self) -> Vec<(PresenceMember, i64)> {
+        let mut since: HashMap<&str, i64> = HashMap::new();
+        let local = self
+            .local
+            .iter()
+            .filter_map(|(id, m)| m.sessions.first().map(|s| (id.as_str(), s.entered_ms)));
+        let remote = self.remote.values().flat_map(|r| {
+            r.members
+                .iter()
+                .map(|m| (m.member.id.as_str(), m.since_ms.unwrap_or(m.entered_ms)))
+        });
+        for (id, at) in local.chain(remote) {
+            let entry = since.entry(id).or_insert(at);
+            *entry = (*entry).min(at);
+        }
+        self.members()
+            .into_iter()
+            .map(|member| {
+                let at = since.get(member.id.as_str()).copied().unwrap_or(0);
+                (member, at)
+            })
+            .collect()
+    }
+
     /// The `presence` frame a `presence: true` subscriber starts with.
     pub(super) fn snapshot(&self, room: &RoomName) -> Utf8Bytes {
         ServerMessage::Presence {
@@ -347,6 +375,7 @@ mod tests {
         AnnouncedMember {
             member: member(id, name),
             entered_ms,
+            since_ms: None,
         }
     }
 

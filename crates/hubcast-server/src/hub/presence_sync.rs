@@ -173,7 +173,7 @@ impl Hub {
         let expired = presence.expire(now);
         let heartbeat = presence.heartbeat_due(now);
         if presence.settled(now) && !presence.waiting.is_empty() {
-            let members = presence.members();
+            let members = presence.members_since();
             for reply in presence.waiting.drain(..) {
                 let _ = reply.send(members.clone());
             }

@@ -163,6 +163,7 @@ pub(super) async fn start_subscription(
             room,
             epoch: &state.epoch,
             earliest: state.earliest,
+            head: None,
         };
         if !out.send(reset.encode().into()).await {
             return Ok(None);

@@ -126,6 +126,23 @@ impl Session {
         ))
     }
 
+    /// Lists the session in the node's roster while it holds a token, so an
+    /// operator's disconnect or a revocation finds it. A revocation that came
+    /// between the token's check and this is caught here: the list is read
+    /// again once the session can be found.
+    pub(super) fn enter_roster(&self) {
+        if let Principal::Token(claims) = &self.principal {
+            self.node.roster.enter(
+                self.out.session_id,
+                std::sync::Arc::new(claims.clone()),
+                self.control.clone(),
+            );
+            if self.node.auth.is_revoked(claims) {
+                self.control.close(close::TOKEN_REVOKED, "token revoked");
+            }
+        }
+    }
+
     /// The token ran out: tell the client and give it the grace period to send
     /// a fresh one; when the grace period is over too, close with 4001.
     /// Returns whether the session goes on.
@@ -170,13 +187,15 @@ impl Session {
                 note_refusal(code.as_str(), self.ip, &err.to_string());
                 self.reply_error(&ProtocolError::new(code, err.to_string(), None), None)
                     .await;
-                self.control.close(close::UNAUTHENTICATED, "invalid token");
+                let (close_code, reason) = super::refusal_close(code);
+                self.control.close(close_code, reason);
                 return;
             }
         };
         self.principal = Principal::Token(claims);
         self.from_hook = false;
         self.expiry = self.token_deadline();
+        self.enter_roster();
         let (sub, exp) = match &self.principal {
             Principal::Token(claims) => (claims.sub.clone(), claims.exp),
             _ => (None, None),

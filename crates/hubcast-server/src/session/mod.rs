@@ -49,7 +49,8 @@ pub struct Admission {
     /// with 1013 at once: browsers cannot read the status of a refused upgrade).
     pub slot: Result<ConnectionSlot, Refusal>,
     /// Refused credentials: the session sends this `error` and closes with
-    /// the code (4001, 4003, or 4013 when the connect hook could not decide).
+    /// the code (4001, 4003, 4012 for a revoked token, or 4013 when the
+    /// connect hook could not decide).
     pub refusal: Option<(ProtocolError, u16)>,
     /// The principal is the connect hook's answer: at its `expires_at` the
     /// session is closed with 1001 so the client reconnects and asks again.
@@ -149,6 +150,7 @@ fn open(
         message_rate,
     };
     session.expiry = session.token_deadline();
+    session.enter_roster();
     Opened {
         session,
         stream,
@@ -170,6 +172,7 @@ async fn serve(mut opened: Opened, first: Option<SubscribeRequest>) {
         let reason = match code {
             close::AUTH_UNAVAILABLE => "auth hook unavailable",
             close::FORBIDDEN => "forbidden",
+            close::TOKEN_REVOKED => "token revoked",
             _ => "invalid credentials",
         };
         session.control.close(code, reason);
@@ -192,6 +195,7 @@ async fn serve(mut opened: Opened, first: Option<SubscribeRequest>) {
         opened.slot = None;
     }
     Box::pin(session.leave_all()).await;
+    session.node.roster.leave(session.out.session_id);
     session.control.token.cancel();
     let _ = (&mut opened.writer).await;
     let close = session.control.close_reason();
@@ -199,7 +203,9 @@ async fn serve(mut opened: Opened, first: Option<SubscribeRequest>) {
     // The close is counted before the gauge drops: once the gauge reads zero,
     // every close has been counted (a scrape may still read the two apart).
     metrics
-        .closed(CloseReason::from_code(close.map(|(code, _)| code)))
+        .closed(CloseReason::from_code(
+            close.as_ref().map(|(code, _)| *code),
+        ))
         .increment(1);
     metrics
         .connection_duration
@@ -264,6 +270,15 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The close code and reason for credentials refused with `code`: a revoked
+/// token gets its own (final) code, any other refusal 4001.
+pub(crate) fn refusal_close(code: crate::protocol::codes::ErrorCode) -> (u16, &'static str) {
+    match code {
+        crate::protocol::codes::ErrorCode::TokenRevoked => (close::TOKEN_REVOKED, "token revoked"),
+        _ => (close::UNAUTHENTICATED, "invalid credentials"),
     }
 }
 

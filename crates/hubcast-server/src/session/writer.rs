@@ -90,7 +90,10 @@ pub async fn run(
         }
         let frame = CloseFrame {
             code,
-            reason: Utf8Bytes::from_static(reason),
+            reason: match reason {
+                std::borrow::Cow::Borrowed(reason) => Utf8Bytes::from_static(reason),
+                std::borrow::Cow::Owned(reason) => Utf8Bytes::from(reason),
+            },
         };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
     } else {

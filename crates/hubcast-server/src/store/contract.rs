@@ -225,6 +225,73 @@ pub async fn rooms_have_stable_epochs(store: Arc<dyn Store>, _feed: CommitFeed) 
     assert_eq!(heads, vec![("e".to_string(), 1), ("e2".to_string(), 1)]);
 }
 
+pub async fn deleting_a_room_starts_a_new_epoch(store: Arc<dyn Store>, _feed: CommitFeed) {
+    assert_eq!(
+        store.delete_room(&room("d")).await.unwrap(),
+        None,
+        "never written"
+    );
+    let keyed = |n: u64| AppendRequest {
+        idem_key: Some(format!("k{n}")),
+        ..request("d", n)
+    };
+    for n in 1..=3 {
+        seq_of(&*store, keyed(n)).await;
+    }
+    let old = store.room_state(&room("d")).await.unwrap().unwrap();
+    let epoch = store.delete_room(&room("d")).await.unwrap().unwrap();
+    assert_ne!(epoch, old.epoch);
+    assert_ne!(
+        epoch,
+        store.epoch_for(&room("d")),
+        "not the derived epoch either"
+    );
+    let state = store.room_state(&room("d")).await.unwrap().unwrap();
+    assert_eq!(
+        (state.epoch.as_str(), state.head, state.earliest),
+        (epoch.as_str(), 0, 1)
+    );
+    assert!(store
+        .read(&room("d"), 0, 10)
+        .await
+        .unwrap()
+        .events
+        .is_empty());
+    // The next publish starts the new log at seq 1, in the new epoch; the
+    // deleted log's idempotency keys are gone with it.
+    match store.append(keyed(1)).await.unwrap() {
+        AppendOutcome::Appended(receipt) => {
+            assert_eq!((receipt.seq, receipt.epoch), (1, epoch.clone()))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.heads(vec![room("d")]).await.unwrap()[0].1, 1);
+}
+
+pub async fn revocations_are_kept_until_they_expire(store: Arc<dyn Store>, _feed: CommitFeed) {
+    use crate::auth::revocation::Revocation;
+    let token = Revocation::Token {
+        jti: "t1".into(),
+        expires_at: 100,
+    };
+    let user = |issued_before, expires_at| Revocation::User {
+        user: "u".into(),
+        issued_before,
+        expires_at,
+    };
+    store.add_revocation(token.clone()).await.unwrap();
+    store.add_revocation(user(50, 200)).await.unwrap();
+    // A narrower one of the same user does not shrink it.
+    store.add_revocation(user(40, 150)).await.unwrap();
+    assert_eq!(
+        store.revocations(10).await.unwrap(),
+        vec![token.clone(), user(50, 200)]
+    );
+    assert_eq!(store.revocations(100).await.unwrap(), vec![user(50, 200)]);
+    assert_eq!(store.prune_revocations(100).await.unwrap(), 1);
+    assert_eq!(store.revocations(10).await.unwrap(), vec![user(50, 200)]);
+}
+
 pub async fn retention_prunes_and_moves_earliest(store: Arc<dyn Store>, _feed: CommitFeed) {
     for n in 1..=10 {
         seq_of(&*store, request("p", n)).await;
@@ -690,6 +757,8 @@ mod sqlite {
         expected_seq_conflicts,
         commit_feed_reports_in_order_after_commit,
         rooms_have_stable_epochs,
+        deleting_a_room_starts_a_new_epoch,
+        revocations_are_kept_until_they_expire,
         retention_prunes_and_moves_earliest,
         namespaces_have_their_own_retention,
         closed_store_refuses_writes,
@@ -801,6 +870,8 @@ mod postgres {
         expected_seq_conflicts,
         commit_feed_reports_after_commit,
         rooms_have_stable_epochs,
+        deleting_a_room_starts_a_new_epoch,
+        revocations_are_kept_until_they_expire,
         retention_prunes_and_moves_earliest,
         namespaces_have_their_own_retention,
         closed_store_refuses_writes,

@@ -293,6 +293,24 @@ pub trait Store: Send + Sync + 'static {
     /// Prunes events outside the policy; returns how many were deleted.
     fn enforce_retention(&self, policy: RetentionPolicy) -> BoxFuture<'_, Result<u64, StoreError>>;
 
+    /// Deletes the room's log (`DELETE /v1/rooms/{room}`): its events, and
+    /// their idempotency keys, are gone, and the room goes on with an empty
+    /// log (head 0) under a new random epoch — never the deleted log's, nor
+    /// the one derived from the name ([`epoch_for`](Store::epoch_for)) — so
+    /// a cursor into the deleted log can only get `reset`. Returns the new
+    /// epoch, or `None` for a room never written (nothing to delete).
+    fn delete_room(&self, room: &RoomName) -> BoxFuture<'_, Result<Option<String>, StoreError>>;
+
+    /// Stores a revocation durably. One of the same token or user already
+    /// stored is widened (the later `issued_before` and `expires_at` win).
+    fn add_revocation(&self, revocation: Revocation) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Every revocation that has not expired at `now` (seconds since the epoch).
+    fn revocations(&self, now: i64) -> BoxFuture<'_, Result<Vec<Revocation>, StoreError>>;
+
+    /// Deletes the revocations expired at `now`; returns how many.
+    fn prune_revocations(&self, now: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
+
     /// Whether the store answers and its writes succeed (for `/readyz`).
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 
@@ -307,6 +325,48 @@ pub trait Store: Send + Sync + 'static {
 }
 
 pub use transaction::Backend;
+
+pub use crate::auth::revocation::Revocation;
+
+/// A new random epoch, for a log recreated after a deletion: 16 hex digits,
+/// like [`room_epoch`]'s, from another space (the chance of meeting the
+/// derived or an earlier epoch is 2^-64).
+pub fn fresh_epoch() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// A revocation as both stores keep it: `(kind, subject, issued_before, expires_at)`.
+pub(crate) fn revocation_row(revocation: &Revocation) -> (&'static str, &str, Option<i64>, i64) {
+    match revocation {
+        Revocation::Token { jti, expires_at } => ("jti", jti, None, *expires_at),
+        Revocation::User {
+            user,
+            issued_before,
+            expires_at,
+        } => ("user", user, Some(*issued_before), *expires_at),
+    }
+}
+
+/// A revocation read back from its row (`None` for a kind this build does not know).
+pub(crate) fn revocation_from_row(
+    kind: &str,
+    subject: String,
+    issued_before: Option<i64>,
+    expires_at: i64,
+) -> Option<Revocation> {
+    match (kind, issued_before) {
+        ("jti", _) => Some(Revocation::Token {
+            jti: subject,
+            expires_at,
+        }),
+        ("user", Some(issued_before)) => Some(Revocation::User {
+            user: subject,
+            issued_before,
+            expires_at,
+        }),
+        _ => None,
+    }
+}
 
 /// The epoch of a room created in the store whose instance id is `instance`:
 /// the first 16 hex digits of SHA-256(instance ":" room). PostgreSQL's

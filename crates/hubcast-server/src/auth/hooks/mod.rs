@@ -256,6 +256,11 @@ impl Hooks {
                     publish: answer.grants.publish,
                     presence: answer.grants.presence,
                     info: answer.info,
+                    // A hook session has no token to revoke by id, and
+                    // admin rights come only from the admin key or a token.
+                    jti: None,
+                    iat: None,
+                    admin: false,
                 })
             }
             Answer::Unauthenticated => Err(HookRefusal::Unauthenticated),

@@ -29,7 +29,10 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_postgres::NoTls;
 
 use super::transaction::{TxDecision, TxOutcome};
-use super::{AppendOutcome, AppendRequest, CommitFeed, Page, RetentionPolicy, Store, StoreError};
+use super::{
+    revocation_from_row, revocation_row, AppendOutcome, AppendRequest, CommitFeed, Page,
+    RetentionPolicy, Revocation, Store, StoreError,
+};
 use crate::config::PostgresConfig;
 use crate::event::{now_ms, Event, RoomState};
 use crate::room::RoomName;
@@ -430,7 +433,7 @@ impl Store for PostgresStore {
             loop {
                 let rooms = client
                     .query(
-                        "SELECT name, head, pruned_through FROM rooms
+                        "SELECT name, head, pruned_through, epoch FROM rooms
                          WHERE name > $1 AND head > pruned_through ORDER BY name LIMIT 500",
                         &[&after],
                     )
@@ -438,6 +441,7 @@ impl Store for PostgresStore {
                     .map_err(unavailable)?;
                 for row in &rooms {
                     let (name, head, pruned): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
+                    let epoch: String = row.get(3);
                     let (max_events, max_age_ms) = policy.limits_for(&name);
                     let cutoff = if max_age_ms > 0 { Some(now_ms() - max_age_ms as i64) } else { None };
                     let mut prune_to = pruned;
@@ -459,17 +463,22 @@ impl Store for PostgresStore {
                     if prune_to > pruned {
                         // One transaction: a reader never sees the events gone
                         // while `earliest` still promises them.
+                        // The epoch guards against a room deleted (and
+                        // restarted at seq 1) since it was read above.
                         let tx = client.transaction().await.map_err(unavailable)?;
-                        tx.execute(
-                            "UPDATE rooms SET pruned_through = $2 WHERE name = $1 AND pruned_through < $2",
-                            &[&name, &prune_to],
+                        let moved = tx.execute(
+                            "UPDATE rooms SET pruned_through = $2 WHERE name = $1 AND pruned_through < $2 AND epoch = $3",
+                            &[&name, &prune_to, &epoch],
                         )
                         .await
                         .map_err(unavailable)?;
-                        let removed = tx
-                            .execute("DELETE FROM events WHERE room = $1 AND seq <= $2", &[&name, &prune_to])
-                            .await
-                            .map_err(unavailable)?;
+                        let removed = if moved == 0 {
+                            0
+                        } else {
+                            tx.execute("DELETE FROM events WHERE room = $1 AND seq <= $2", &[&name, &prune_to])
+                                .await
+                                .map_err(unavailable)?
+                        };
                         tx.commit().await.map_err(unavailable)?;
                         deleted += removed;
                     }
@@ -479,6 +488,89 @@ impl Store for PostgresStore {
                     _ => return Ok(deleted),
                 }
             }
+        })
+        .boxed()
+    }
+
+    fn delete_room(&self, room: &RoomName) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+        let room = room.clone();
+        self.bounded(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(unavailable)?;
+            // The row lock `append_events` takes: no append interleaves.
+            let found = tx
+                .query_opt(
+                    "SELECT 1 FROM rooms WHERE name = $1 FOR UPDATE",
+                    &[&room.as_str()],
+                )
+                .await
+                .map_err(unavailable)?;
+            if found.is_none() {
+                return Ok(None);
+            }
+            let epoch = crate::store::fresh_epoch();
+            tx.execute("DELETE FROM events WHERE room = $1", &[&room.as_str()])
+                .await
+                .map_err(unavailable)?;
+            tx.execute(
+                "UPDATE rooms SET epoch = $2, head = 0, pruned_through = 0 WHERE name = $1",
+                &[&room.as_str(), &epoch],
+            )
+            .await
+            .map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)?;
+            Ok(Some(epoch))
+        })
+        .boxed()
+    }
+
+    fn add_revocation(&self, revocation: Revocation) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.bounded(async move {
+            let client = self.client().await?;
+            let (kind, subject, issued_before, expires_at) = revocation_row(&revocation);
+            client
+                .execute(
+                    "INSERT INTO revocations (kind, subject, issued_before, expires_at, created_at)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kind, subject) DO UPDATE SET
+                     issued_before = GREATEST(revocations.issued_before, EXCLUDED.issued_before),
+                     expires_at = GREATEST(revocations.expires_at, EXCLUDED.expires_at)",
+                    &[&kind, &subject, &issued_before, &expires_at, &now_ms()],
+                )
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        })
+        .boxed()
+    }
+
+    fn revocations(&self, now: i64) -> BoxFuture<'_, Result<Vec<Revocation>, StoreError>> {
+        self.bounded(async move {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT kind, subject, issued_before, expires_at FROM revocations
+                     WHERE expires_at > $1 ORDER BY created_at",
+                    &[&now],
+                )
+                .await
+                .map_err(unavailable)?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|row| {
+                    revocation_from_row(row.get::<_, &str>(0), row.get(1), row.get(2), row.get(3))
+                })
+                .collect())
+        })
+        .boxed()
+    }
+
+    fn prune_revocations(&self, now: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.bounded(async move {
+            let client = self.client().await?;
+            client
+                .execute("DELETE FROM revocations WHERE expires_at <= $1", &[&now])
+                .await
+                .map_err(unavailable)
         })
         .boxed()
     }

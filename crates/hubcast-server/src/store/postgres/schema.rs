@@ -9,7 +9,8 @@ use super::{outbox_channel, OpenError};
 /// Schema migrations, applied in order. Migration 1 is three files run as
 /// one: the tables, the append function, the outbox; migration 2 adds the
 /// idempotency fingerprint; migration 3 the instance id new rooms' epochs
-/// derive from; migration 4 the webhook outbox.
+/// derive from; migration 4 the webhook outbox; migration 5 the token
+/// revocations.
 const MIGRATIONS: &[&[&str]] = &[
     &[
         include_str!("schema.sql"),
@@ -19,6 +20,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[include_str!("migration_2.sql")],
     &[include_str!("migration_3.sql")],
     &[include_str!("migration_4.sql")],
+    &[include_str!("migration_5.sql")],
 ];
 
 /// Runs the migrations; returns the database's instance id.

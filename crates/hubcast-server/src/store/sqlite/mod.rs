@@ -20,8 +20,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::transaction::{TxDecision, TxOutcome};
 use super::webhook_outbox::{Abandoned, DeliveryReport, Holding, PendingWebhook, WebhookOutbox};
-use super::{AppendOutcome, AppendRequest, CommitFeed, Page, RetentionPolicy, Store, StoreError};
+use super::{
+    revocation_from_row, revocation_row, AppendOutcome, AppendRequest, CommitFeed, Page,
+    RetentionPolicy, Revocation, Store, StoreError,
+};
 use crate::config::SqliteConfig;
+use crate::event::now_ms;
 use crate::event::{Event, RoomState};
 use crate::room::RoomName;
 use crate::webhook::{NewWebhook, Webhooks};
@@ -127,6 +131,9 @@ enum Command {
         webhooks::WebhookWrite,
         oneshot::Sender<Result<bool, StoreError>>,
     ),
+    /// A write outside the group commit (deleting a room, revocations): runs
+    /// on the writer thread in its own transaction and answers itself.
+    Maintain(Box<dyn FnOnce(&mut Writer) + Send>),
     Close(oneshot::Sender<()>),
 }
 
@@ -271,6 +278,22 @@ impl SqliteStore {
         .boxed()
     }
 
+    /// Runs `work` on the writer thread (see [`Command::Maintain`]).
+    fn maintain<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Writer) -> rusqlite::Result<T> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, StoreError>> {
+        self.call(|reply| {
+            Command::Maintain(Box::new(move |writer: &mut Writer| {
+                let result = work(writer).map_err(unavailable);
+                if result.is_err() {
+                    writer.rooms.clear();
+                }
+                let _ = reply.send(result);
+            }))
+        })
+    }
+
     fn read_with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -371,6 +394,51 @@ impl Store for SqliteStore {
             }
         }
         .boxed()
+    }
+
+    fn delete_room(&self, room: &RoomName) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+        let room = room.clone();
+        self.maintain(move |writer| writer.delete_room(&room))
+    }
+
+    fn add_revocation(&self, revocation: Revocation) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.maintain(move |writer| {
+            let (kind, subject, issued_before, expires_at) = revocation_row(&revocation);
+            writer.conn.execute(
+                "INSERT INTO revocations (kind, subject, issued_before, expires_at, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (kind, subject) DO UPDATE SET \
+                 issued_before = max(issued_before, excluded.issued_before), \
+                 expires_at = max(expires_at, excluded.expires_at)",
+                params![kind, subject, issued_before, expires_at, now_ms()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn revocations(&self, now: i64) -> BoxFuture<'_, Result<Vec<Revocation>, StoreError>> {
+        self.read_with(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT kind, subject, issued_before, expires_at FROM revocations WHERE expires_at > ?1 ORDER BY created_at",
+            )?;
+            let rows = stmt.query_map([now], |row| {
+                Ok(revocation_from_row(
+                    &row.get::<_, String>(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                ))
+            })?;
+            rows.filter_map(Result::transpose).collect()
+        })
+    }
+
+    fn prune_revocations(&self, now: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.maintain(move |writer| {
+            Ok(writer
+                .conn
+                .execute("DELETE FROM revocations WHERE expires_at <= ?1", [now])?
+                as u64)
+        })
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {

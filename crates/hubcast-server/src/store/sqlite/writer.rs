@@ -123,6 +123,7 @@ impl Writer {
                     }
                     let _ = reply.send(result);
                 }
+                Command::Maintain(work) => work(self),
                 Command::Close(reply) => close = Some(reply),
                 write => writes.push(write),
             }
@@ -262,7 +263,7 @@ impl Writer {
                     }
                     Err(err) => Err((err, Reply::Webhooks(reply))),
                 },
-                Command::Retention { .. } | Command::Close(_) => Ok(()),
+                Command::Retention { .. } | Command::Maintain(_) | Command::Close(_) => Ok(()),
             };
             if let Err((err, failed)) = step {
                 let mut unanswered = vec![failed];
@@ -307,6 +308,31 @@ fn record_published(
     );
     super::webhooks::insert(conn, &messages)?;
     Ok(!messages.is_empty())
+}
+
+impl Writer {
+    /// Deletes `room`'s log and gives the room a fresh epoch (see
+    /// `Store::delete_room`); `None` if the room was never written.
+    pub(super) fn delete_room(&mut self, room: &RoomName) -> rusqlite::Result<Option<String>> {
+        let tx = self.conn.transaction()?;
+        let exists = tx
+            .prepare_cached("SELECT 1 FROM rooms WHERE name = ?1")?
+            .exists([room.as_str()])?;
+        if !exists {
+            return Ok(None);
+        }
+        let epoch = crate::store::fresh_epoch();
+        tx.prepare_cached("DELETE FROM events WHERE room = ?1")?
+            .execute([room.as_str()])?;
+        tx.prepare_cached(
+            "UPDATE rooms SET epoch = ?1, head = 0, pruned_through = 0 WHERE name = ?2",
+        )?
+        .execute(params![epoch, room.as_str()])?;
+        tx.commit()?;
+        // The next append reloads the room (new epoch, head 0).
+        self.rooms.remove(room);
+        Ok(Some(epoch))
+    }
 }
 
 /// Returns the writer's cached view of `room`, loading it from the database
