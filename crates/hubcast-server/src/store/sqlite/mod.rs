@@ -19,7 +19,10 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use super::transaction::{TxDecision, TxOutcome};
-use super::{AppendOutcome, AppendRequest, CommitFeed, Page, RetentionPolicy, Store, StoreError};
+use super::{
+    AppendOutcome, AppendRequest, BatchOutcome, BatchRequest, CommitFeed, Page, RetentionPolicy,
+    Store, StoreError,
+};
 use crate::config::SqliteConfig;
 use crate::event::{Event, RoomState};
 use crate::room::RoomName;
@@ -110,6 +113,11 @@ enum Command {
     Append(
         AppendRequest,
         oneshot::Sender<Result<AppendOutcome, StoreError>>,
+    ),
+    /// An atomic batch: one savepoint of the group-commit transaction.
+    AppendBatch(
+        BatchRequest,
+        oneshot::Sender<Result<BatchOutcome, StoreError>>,
     ),
     Transact(
         Box<dyn SqliteWork>,
@@ -264,6 +272,10 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<AppendOutcome, StoreError>> {
         self.call(|reply| Command::Append(request, reply))
+    }
+
+    fn append_batch(&self, batch: BatchRequest) -> BoxFuture<'_, Result<BatchOutcome, StoreError>> {
+        self.call(|reply| Command::AppendBatch(batch, reply))
     }
 
     fn epoch_for(&self, room: &RoomName) -> String {
