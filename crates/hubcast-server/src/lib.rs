@@ -41,6 +41,7 @@
 //! - `shutdown`: turning signals into a graceful stop.
 
 mod auth;
+mod batch;
 pub mod bus;
 pub mod config;
 mod embed;

@@ -2,6 +2,7 @@
 //! JSON body.
 
 pub mod access;
+mod batch;
 mod cors;
 mod dashboard;
 pub mod deadline;
@@ -22,7 +23,7 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -95,6 +96,13 @@ fn router(node: Arc<Node>, extra: Router) -> Router {
         .route(
             "/v1/rooms/{room}/events",
             get(events::history).post(events::publish),
+        )
+        .route(
+            "/v1/events",
+            // Its own body limit: a batch is bounded by
+            // `limits.max_batch_bytes`, not by the largest single event.
+            post(batch::publish_batch)
+                .layer(DefaultBodyLimit::max(node.config.limits.max_batch_bytes)),
         )
         .route("/v1/rooms/{room}", get(rooms::stats))
         .route("/v1/rooms/{room}/ws", get(ws::room))
