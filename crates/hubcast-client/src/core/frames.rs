@@ -6,7 +6,7 @@
 //! Frames about a room go to its [`super::room::Room`]; the rest is here.
 
 use hubcast_protocol::codes::{ErrorCode, ReceivedErrorCode};
-use hubcast_protocol::frame::{AckFrame, ErrorFrame, ServerFrame};
+use hubcast_protocol::frame::{AckFrame, BatchAckFrame, ErrorFrame, ServerFrame};
 
 use super::delivery::RoomEvent;
 use super::{Core, Output};
@@ -30,6 +30,7 @@ fn safe_integers(frame: &ServerFrame) -> bool {
         ServerFrame::CaughtUp(f) => safe_integer(f.seq),
         ServerFrame::Reset(f) => safe_integer(f.earliest),
         ServerFrame::Ack(f) => safe_integer(f.seq),
+        ServerFrame::BatchAck(f) => f.events.iter().all(|r| safe_integer(r.seq)),
         _ => true,
     }
 }
@@ -134,6 +135,7 @@ impl Core {
             }
             ServerFrame::Unsubscribed(f) => self.on_unsubscribed(&f.room),
             ServerFrame::Ack(f) => self.on_ack(f),
+            ServerFrame::BatchAck(f) => self.on_batch_ack(f),
             ServerFrame::Error(f) => self.on_error_frame(f),
             ServerFrame::Authenticated(f) => self.io.emit(Output::Authenticated {
                 sub: f.sub,
@@ -164,12 +166,28 @@ impl Core {
         }; // settled, or a duplicate ack
         self.settle(
             idx,
-            Ok(Ack {
+            Ok(vec![Ack {
                 id: frame.id,
                 room: frame.room,
                 seq: frame.seq,
-            }),
+            }]),
         );
+    }
+
+    fn on_batch_ack(&mut self, frame: BatchAckFrame) {
+        let Some(idx) = self.publishes.position(&frame.id) else {
+            return;
+        }; // settled, or a duplicate ack
+        let acks = frame
+            .events
+            .into_iter()
+            .map(|receipt| Ack {
+                id: frame.id.clone(),
+                room: receipt.room,
+                seq: receipt.seq,
+            })
+            .collect();
+        self.settle(idx, Ok(acks));
     }
 
     fn on_error_frame(&mut self, frame: ErrorFrame) {
@@ -179,6 +197,7 @@ impl Core {
             id,
             room,
             head,
+            ..
         } = frame;
         if let Some(id) = &id {
             if self.presence.is_sent(id) {
@@ -196,7 +215,7 @@ impl Core {
                 }
                 let entry = self.publishes.get(idx);
                 let mut err = ClientError::new(code.as_str(), message)
-                    .with_room(entry.room.clone())
+                    .with_room(room.clone().unwrap_or_else(|| entry.room.clone()))
                     .with_id(id);
                 err.head = head;
                 return self.settle(idx, Err(err));
