@@ -435,3 +435,65 @@ async fn kill9_during_a_stream_of_batches_leaves_each_batch_whole() {
         found.len()
     );
 }
+
+/// `hubcast pub --stdin` with `input`; its exit status and stdout lines.
+async fn pub_stdin(server: &Server, args: &[&str], input: String) -> (bool, Vec<Value>) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hubcast"))
+        .arg("pub")
+        .args(args)
+        .arg("--stdin")
+        .arg("--url")
+        .arg(server.base())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("hubcast pub");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let output = within(PHASE, "hubcast pub --stdin", child.wait_with_output())
+        .await
+        .unwrap();
+    let lines = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    (output.status.success(), lines)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubcast_pub_reads_events_from_stdin_in_batches() {
+    let server = Server::start(FAST).await;
+    let input: String = (0..250)
+        .map(|n| match n % 3 {
+            0 => format!("{{\"room\":\"cli-b\",\"data\":{{\"n\":{n}}}}}\n"),
+            _ => format!("{{\"n\":{n}}}\n"),
+        })
+        .collect();
+    let (ok, answers) = pub_stdin(&server, &["cli-a", "--batch-size", "100"], input).await;
+    assert!(ok, "{answers:?}");
+    assert_eq!(answers.len(), 3, "250 events in batches of at most 100");
+    let total: usize = answers
+        .iter()
+        .map(|a| a["events"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(total, 250);
+    let a = server.api().all_events("cli-a").await;
+    let b = server.api().all_events("cli-b").await;
+    let ns = |events: &[Value]| -> Vec<u64> {
+        events
+            .iter()
+            .map(|e| e["data"]["n"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(ns(&a), (0..250).filter(|n| n % 3 != 0).collect::<Vec<_>>());
+    assert_eq!(ns(&b), (0..250).filter(|n| n % 3 == 0).collect::<Vec<_>>());
+    // A refused batch stops it with a failure status, and appends nothing.
+    let input = "{\"n\":1}\n{\"room\":\"cli-b\",\"data\":0,\"expected_seq\":0}\n".to_owned();
+    let (ok, answers) = pub_stdin(&server, &["cli-a"], input).await;
+    assert!(!ok);
+    assert_eq!(answers[0]["error"], "conflict", "{answers:?}");
+    assert_eq!(server.api().room("cli-a").await["head"], a.len());
+}
