@@ -19,6 +19,8 @@ export type {
   HeartbeatOptions,
   HubcastClientOptions,
   HubcastEvent,
+  BatchEvent,
+  BatchPublishOptions,
   PublishAck,
   PresenceChange,
   PresenceList,
