@@ -20,6 +20,9 @@ use crate::transport::{
 };
 use crate::types::{Ack, ClientError, ConnectionState, Cursor, PresenceMember, RoomUpdate};
 
+/// Where a batch publish's answer goes: one ack per event.
+type BatchReply = oneshot::Sender<Result<Vec<Ack>, ClientError>>;
+
 enum Input {
     Opened {
         gen: u64,
@@ -59,7 +62,7 @@ pub(crate) struct Driver {
     sockets: HashMap<u64, SocketSlot>,
     subs: HashMap<u64, SubSlot>,
     publishes: HashMap<u64, Vec<oneshot::Sender<Result<Ack, ClientError>>>>,
-    batches: HashMap<u64, Vec<oneshot::Sender<Result<Vec<Ack>, ClientError>>>>,
+    batches: HashMap<u64, Vec<BatchReply>>,
     presence_requests: HashMap<u64, oneshot::Sender<Result<Vec<PresenceMember>, ClientError>>>,
     state: watch::Sender<ConnectionState>,
     events: broadcast::Sender<ClientEvent>,
