@@ -93,7 +93,10 @@ pub async fn run(url: &str, options: &PublishOptions, common: &Common) -> anyhow
                             format!(r#"{{"room":"{room}","data":{{"n":{k},"pad":"{padding}"}}}}"#)
                         })
                         .collect();
-                    (&batch_path, format!(r#"{{"events":[{}]}}"#, events.join(",")))
+                    (
+                        &batch_path,
+                        format!(r#"{{"events":[{}]}}"#, events.join(",")),
+                    )
                 };
                 let sent = now_us();
                 match target.publish(&mut connection, path, body).await {
