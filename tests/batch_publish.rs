@@ -497,3 +497,31 @@ async fn hubcast_pub_reads_events_from_stdin_in_batches() {
     assert_eq!(answers[0]["error"], "conflict", "{answers:?}");
     assert_eq!(server.api().room("cli-a").await["head"], a.len());
 }
+
+/// A batch body is bounded by `limits.max_batch_bytes`, not by the body limit
+/// of single publishes (the largest event and its envelope).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_body_may_exceed_the_single_publish_body_limit() {
+    let config = format!("{FAST}[limits]\nmax_event_bytes = 1024\nmax_batch_bytes = 400000\n");
+    let server = Server::start(&config).await;
+    // 200 events of ~1000 bytes: ~200 KB, three times a single publish's 65 KiB.
+    let pad = "p".repeat(1000);
+    let events: Vec<Value> = (0..200)
+        .map(|n| json!({"room": format!("bb-{}", n % 4), "data": pad}))
+        .collect();
+    let body = json!({ "events": events });
+    assert!(body.to_string().len() > 64 * 1024 + 1024);
+    let (status, answer) = post_batch(&server, &body, None).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(receipts(&answer).len(), 200);
+    // Over max_batch_bytes: 413 before the body is read.
+    let big: Vec<Value> = (0..450)
+        .map(|_| json!({"room": "bb-0", "data": pad}))
+        .collect();
+    let (status, answer) = post_batch(&server, &json!({ "events": big }), None).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (413, Some("too_large")),
+        "{answer}"
+    );
+}
