@@ -111,11 +111,25 @@ enum Command {
         #[command(flatten)]
         market: MarketArgs,
     },
-    /// Publish one event: `hubcast pub ROOM '{"price":0.42}'`.
+    /// Publish one event: `hubcast pub ROOM '{"price":0.42}'`, or many from
+    /// stdin: `hubcast pub [ROOM] --stdin < events.ndjson`.
     Pub {
-        room: String,
+        /// The room (with `--stdin`: of lines that do not name their own).
+        #[arg(required_unless_present = "stdin")]
+        room: Option<String>,
         /// The event's data, as JSON.
-        json: String,
+        #[arg(required_unless_present = "stdin", conflicts_with = "stdin")]
+        json: Option<String>,
+        /// Read newline-delimited events from stdin and publish them in atomic
+        /// batches (`POST /v1/events`). A line `{"room": R, "data": D}` (and
+        /// optionally `"expected_seq"`) is an event of room R; any other JSON
+        /// line is the data of an event of ROOM.
+        #[arg(long)]
+        stdin: bool,
+        /// With `--stdin`: the most events per batch (a batch is also sent
+        /// when stdin pauses, and at its end).
+        #[arg(long, default_value_t = 100)]
+        batch_size: usize,
         #[arg(long, env = "HUBCAST_URL", default_value = "http://127.0.0.1:8787")]
         url: String,
         /// Idempotency key: a retry with the same key is not appended twice.
@@ -330,13 +344,36 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Pub {
             room,
+            stdin: true,
+            batch_size,
+            url,
+            idempotency_key,
+            expected_seq,
+            ephemeral,
+            client,
+            ..
+        } => {
+            if ephemeral {
+                anyhow::bail!("--ephemeral applies to one message; batches from --stdin are stored events");
+            }
+            if expected_seq.is_some() {
+                anyhow::bail!("--expected-seq applies to one event; with --stdin put \"expected_seq\" in the lines");
+            }
+            publish_stdin(room, &url, &client, batch_size.max(1), idempotency_key).await
+        }
+        Command::Pub {
+            room,
             json,
             url,
             idempotency_key,
             expected_seq,
             ephemeral,
             client,
+            ..
         } => {
+            let (Some(room), Some(json)) = (room, json) else {
+                anyhow::bail!("hubcast pub ROOM JSON (or --stdin)");
+            };
             let room = RoomName::parse(&room)?;
             let data: serde_json::Value = serde_json::from_str(&json)
                 .map_err(|e| anyhow::anyhow!("event data is not valid JSON: {e}"))?;
@@ -431,4 +468,121 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `hubcast pub --stdin`: newline-delimited events from stdin, sent in atomic
+/// batches of at most `batch_size` (a batch also goes when stdin has nothing
+/// ready for a moment, and at its end). Prints each batch's answer; stops at
+/// the first refused batch. With an idempotency key, batch `n` (from 0) is
+/// sent with the key `KEY-n`, so running the same input again appends nothing.
+async fn publish_stdin(
+    room: Option<String>,
+    url: &str,
+    client: &hubcast_bench::ClientArgs,
+    batch_size: usize,
+    idempotency_key: Option<String>,
+) -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    let default_room = room.map(|r| RoomName::parse(&r)).transpose()?;
+    let http = client.http()?;
+    let credential = client.credential();
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut batch: Vec<(String, serde_json::Value, Option<u64>)> = Vec::new();
+    let mut sent = 0usize;
+    let mut line_no = 0usize;
+    loop {
+        let next = if batch.is_empty() {
+            Some(lines.next_line().await?)
+        } else {
+            tokio::time::timeout(std::time::Duration::from_millis(50), lines.next_line())
+                .await
+                .ok()
+                .transpose()?
+        };
+        let line = match next {
+            Some(line) => line,
+            // Stdin paused: send what is gathered rather than hold it.
+            None => {
+                send_batch(&http, url, credential, &mut batch, &idempotency_key, &mut sent).await?;
+                continue;
+            }
+        };
+        let Some(line) = line else {
+            send_batch(&http, url, credential, &mut batch, &idempotency_key, &mut sent).await?;
+            return Ok(());
+        };
+        line_no += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: serde_json::Value = serde_json::from_str(&line)
+            .map_err(|e| anyhow::anyhow!("line {line_no} is not JSON: {e}"))?;
+        batch.push(
+            stdin_event(value, default_room.as_ref())
+                .map_err(|e| anyhow::anyhow!("line {line_no}: {e}"))?,
+        );
+        if batch.len() >= batch_size {
+            send_batch(&http, url, credential, &mut batch, &idempotency_key, &mut sent).await?;
+        }
+    }
+}
+
+/// One line of `hubcast pub --stdin` as `(room, data, expected_seq)`.
+fn stdin_event(
+    value: serde_json::Value,
+    default_room: Option<&RoomName>,
+) -> anyhow::Result<(String, serde_json::Value, Option<u64>)> {
+    if let Some(object) = value.as_object() {
+        let is_event = object.contains_key("room")
+            && object.contains_key("data")
+            && object
+                .keys()
+                .all(|k| matches!(k.as_str(), "room" | "data" | "expected_seq"));
+        if is_event {
+            let room = object["room"]
+                .as_str()
+                .ok_or_else(|| anyhow::anyhow!("\"room\" is not a string"))?;
+            let room = RoomName::parse(room)?;
+            let expected_seq = match object.get("expected_seq") {
+                None => None,
+                Some(n) => Some(
+                    n.as_u64()
+                        .ok_or_else(|| anyhow::anyhow!("\"expected_seq\" is not a seq"))?,
+                ),
+            };
+            return Ok((room.to_string(), object["data"].clone(), expected_seq));
+        }
+    }
+    let room = default_room
+        .ok_or_else(|| anyhow::anyhow!("no ROOM given for a line without \"room\" and \"data\""))?;
+    Ok((room.to_string(), value, None))
+}
+
+/// Sends the events gathered so far as one batch (if any) and prints the answer.
+async fn send_batch(
+    http: &reqwest::Client,
+    url: &str,
+    credential: Option<&str>,
+    batch: &mut Vec<(String, serde_json::Value, Option<u64>)>,
+    idempotency_key: &Option<String>,
+    sent: &mut usize,
+) -> anyhow::Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let key = idempotency_key.as_ref().map(|key| format!("{key}-{sent}"));
+    let (status, answer) =
+        hubcast_client::http_publish_batch(http, url, batch, key.as_deref(), credential).await?;
+    println!("{answer}");
+    if status == 401 && credential.is_none() {
+        anyhow::bail!(
+            "batch {sent} failed with HTTP 401: the server wants credentials (--api-key or --token, or HUBCAST_API_KEY / HUBCAST_TOKEN)"
+        );
+    }
+    if status >= 300 {
+        anyhow::bail!("batch {sent} failed with HTTP {status}");
+    }
+    *sent += 1;
+    batch.clear();
+    Ok(())
 }

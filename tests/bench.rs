@@ -101,6 +101,25 @@ fn publish_stores_every_event() {
 }
 
 #[test]
+fn publish_in_batches_stores_every_event() {
+    // 301 events in batches of 25 over 3 rooms: the last batch is short.
+    let results = bench(&[
+        "publish",
+        "--events",
+        "301",
+        "--concurrency",
+        "4",
+        "--rooms",
+        "3",
+        "--batch",
+        "25",
+    ]);
+    assert_eq!(results["failed"], 0, "{results}");
+    assert_eq!(results["batch"], 25, "{results}");
+    assert_eq!(results["events"], 301, "{results}");
+}
+
+#[test]
 fn replay_catches_up_every_missed_event() {
     // The scenario itself fails unless each run gets exactly every event.
     let results = bench(&["replay", "--events", "500", "--repeat", "2"]);

@@ -114,6 +114,50 @@ async fn published_events_arrive_complete_in_order_and_verified() {
     ids_are_stable(&received, "market:a");
 }
 
+/// Atomic batches (`POST /v1/events`) record their `event.published`
+/// webhooks in the batch's transaction: every event of a committed batch is
+/// sent once, in order per room, and a batch refused for a conflict sends
+/// nothing.
+#[tokio::test]
+async fn batch_published_events_are_sent_once_and_refused_batches_never() {
+    let receiver = Receiver::start().await;
+    let server = Server::start(&config(&receiver, r#"["event.published"]"#, "")).await;
+    let api = server.api();
+    for b in 0..20 {
+        let events: Vec<Value> = (0..10)
+            .map(|i| {
+                let room = if i % 2 == 0 { "batch:a" } else { "batch:b" };
+                json!({"room": room, "data": {"b": b, "i": i}})
+            })
+            .collect();
+        let (status, answer) = api.post_json("/v1/events", &json!({ "events": events })).await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    // A stale expected_seq on the second item: the batch appends nothing.
+    let refused = json!({"events": [
+        {"room": "batch:a", "data": {"refused": true}},
+        {"room": "batch:b", "data": {"refused": true}, "expected_seq": 0},
+    ]});
+    let (status, answer) = api.post_json("/v1/events", &refused).await;
+    assert_eq!(status, 409, "{answer}");
+    let received = eventually("200 batch event.published webhooks", || async {
+        let received = receiver.received().await;
+        let done = delivered_seqs(&received, "batch:a").len() >= 100
+            && delivered_seqs(&received, "batch:b").len() >= 100;
+        done.then_some(received)
+    })
+    .await;
+    for room in ["batch:a", "batch:b"] {
+        assert_eq!(delivered_seqs(&received, room), (1..=100).collect::<Vec<u64>>());
+        ids_are_stable(&received, room);
+    }
+    assert!(
+        received.iter().all(|m| m["data"]["data"]["refused"].is_null()),
+        "a refused batch sent a webhook"
+    );
+    assert_eq!(receiver.rejected().await, 0);
+}
+
 #[tokio::test]
 async fn a_failing_receiver_gets_everything_in_order_with_the_same_ids() {
     let receiver = Receiver::start().await;

@@ -15,6 +15,13 @@ fuzz_target!(|data: &[u8]| {
             // The raw data is valid JSON on its own.
             serde_json::from_str::<serde_json::Value>(request.data.get()).expect("raw data re-parses");
         }
+        Ok(ClientMessage::PublishBatch { id, events }) => {
+            assert!(!id.is_empty() && id.len() <= hubcast_protocol::MAX_ID_LEN);
+            assert!(!events.is_empty());
+            for event in events {
+                serde_json::from_str::<serde_json::Value>(event.data.get()).expect("raw data re-parses");
+            }
+        }
         Ok(_) => {}
         Err(err) => {
             // Every refusal encodes to a valid JSON error frame.

@@ -26,6 +26,8 @@ import type {
   HubcastClientOptions,
   PresenceMember,
   PublishAck,
+  BatchEvent,
+  BatchPublishOptions,
   PublishOptions,
   RoomOptions,
   WebSocketConstructor,
@@ -234,6 +236,23 @@ export class HubcastClient {
 
   private send(room: string, data: unknown, options: PublishOptions, ephemeral: boolean): Promise<Acknowledged> {
     const { promise, queued } = this.publishes.add(room, data, options, this.state === 'closed', ephemeral);
+    if (queued) {
+      if (this.state === 'idle' && this.options.autoConnect !== false) this.connect();
+      else this.publishes.pump();
+    }
+    return promise;
+  }
+
+  /**
+   * Publishes several events, to one or more rooms, atomically: one
+   * `publish_batch` message, appended all in one transaction or not at all.
+   * Resolves with one ack per event, in order. Queued and resent with the
+   * same `id` (the batch's idempotency key) like {@link publish}. Rejects with
+   * `conflict` (with the `room` and its `head`) when an event's `expectedSeq`
+   * was not its room's head: then nothing was appended.
+   */
+  publishBatch(events: BatchEvent[], options: BatchPublishOptions = {}): Promise<PublishAck[]> {
+    const { promise, queued } = this.publishes.addBatch(events, options, this.state === 'closed');
     if (queued) {
       if (this.state === 'idle' && this.options.autoConnect !== false) this.connect();
       else this.publishes.pump();

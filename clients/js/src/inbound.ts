@@ -109,6 +109,9 @@ export function routeFrame(raw: unknown, to: Recipients): void {
     case 'ack':
       if (!to.publishes.onAck(frame)) protocolViolation(to, 'a malformed ack');
       return;
+    case 'batch_ack':
+      if (!to.publishes.onBatchAck(frame)) protocolViolation(to, 'a malformed batch_ack');
+      return;
     case 'error':
       onErrorFrame(frame, to);
       return;
@@ -140,7 +143,7 @@ function onErrorFrame(frame: Record<string, unknown>, to: Recipients): void {
       to.presence.reject(new HubcastError(code, message, { room: roomName }), roomName);
       return;
     }
-    if (to.publishes.onError(frame.id, code, message, frame.head)) return;
+    if (to.publishes.onError(frame.id, code, message, frame.head, roomName)) return;
   }
   if (code === 'token_expired' && roomName === undefined && frame.id === undefined) {
     // The session's token ran out: send a fresh one within the server's grace period.

@@ -21,6 +21,8 @@ export type {
   HeartbeatOptions,
   HubcastClientOptions,
   HubcastEvent,
+  BatchEvent,
+  BatchPublishOptions,
   PublishAck,
   PresenceChange,
   PresenceList,

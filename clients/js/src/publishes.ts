@@ -7,7 +7,7 @@
  */
 import { HubcastError } from './errors.js';
 import { type BackoffConfig, backoffDelay, isValidRoomName } from './policy.js';
-import type { EphemeralAck, HubcastClientOptions, PublishAck, PublishOptions } from './types.js';
+import type { BatchEvent, BatchPublishOptions, EphemeralAck, HubcastClientOptions, PublishAck, PublishOptions } from './types.js';
 import { isInteger } from './wire.js';
 
 /** The longest publish id (it is also the server's idempotency key). */
@@ -20,13 +20,19 @@ export type Acknowledged = PublishAck | EphemeralAck;
 
 interface PendingPublish {
   id: string;
+  /** The room (a batch's first room), named in its errors. */
   room: string;
+  /** Every room it appends to (one, or a batch's rooms). */
+  rooms: string[];
+  /** An atomic batch (`publish_batch`): settled with every receipt. */
+  batch: boolean;
   frame: string;
   /** Answered by an `ack` without a seq (`ephemeral: true`). */
   ephemeral: boolean;
-  resolve: (ack: Acknowledged) => void;
+  resolve: (acks: Acknowledged[]) => void;
   reject: (err: HubcastError) => void;
-  promise: Promise<Acknowledged>;
+  /** What the caller got (the ack, or a batch's acks): the same promise for a repeated id. */
+  promise: Promise<Acknowledged> | Promise<PublishAck[]>;
   /** The socket generation it was last sent on (0: not sent on the current socket). */
   sentOn: number;
   attempts: number;
@@ -93,7 +99,7 @@ export class PublishTracker {
     clientClosed: boolean,
     ephemeral = false,
   ): { promise: Promise<Acknowledged>; queued: boolean } {
-    const refuse = (err: HubcastError) => ({ promise: Promise.reject(err), queued: false });
+    const refuse = (err: HubcastError) => ({ promise: Promise.reject(err) as Promise<Acknowledged>, queued: false });
     if (!isValidRoomName(room)) {
       return refuse(new HubcastError('invalid_room', `invalid room name ${JSON.stringify(room)}`, { room }));
     }
@@ -102,7 +108,7 @@ export class PublishTracker {
       return refuse(new HubcastError('bad_request', `publish id must be 1 to ${MAX_ID_BYTES} bytes`, { room }));
     }
     const existing = this.pending.get(id);
-    if (existing) return { promise: existing.promise, queued: false };
+    if (existing) return { promise: existing.promise as Promise<Acknowledged>, queued: false };
     if (clientClosed) {
       return refuse(new HubcastError('closed', 'the client is closed', { room, id }));
     }
@@ -129,16 +135,83 @@ export class PublishTracker {
     if (options.expectedSeq !== undefined) frame += `,"expected_seq":${options.expectedSeq}`;
     if (ephemeral) frame += ',"ephemeral":true';
     frame += '}';
+    return { promise: this.queue(id, [room], false, ephemeral, frame, options.timeoutMs) as Promise<Acknowledged>, queued: true };
+  }
 
-    let resolve!: (ack: Acknowledged) => void;
+  /**
+   * Checks an atomic batch and queues it as one `publish_batch` message (one
+   * id, which is the batch's idempotency key). As {@link add}.
+   */
+  addBatch(events: BatchEvent[], options: BatchPublishOptions, clientClosed: boolean): { promise: Promise<PublishAck[]>; queued: boolean } {
+    const first = events[0]?.room;
+    const refuse = (err: HubcastError) => ({ promise: Promise.reject(err), queued: false });
+    if (!Array.isArray(events) || events.length === 0) {
+      return refuse(new HubcastError('bad_request', 'a batch holds at least one event', {}));
+    }
+    for (const event of events) {
+      if (!isValidRoomName(event.room)) {
+        return refuse(new HubcastError('invalid_room', `invalid room name ${JSON.stringify(event.room)}`, { room: event.room }));
+      }
+    }
+    const id = options.id ?? newId();
+    if (typeof id !== 'string' || id.length === 0 || utf8Length(id) > MAX_ID_BYTES) {
+      return refuse(new HubcastError('bad_request', `publish id must be 1 to ${MAX_ID_BYTES} bytes`, { room: first }));
+    }
+    const existing = this.pending.get(id);
+    if (existing) return { promise: existing.promise as Promise<PublishAck[]>, queued: false };
+    if (clientClosed) return refuse(new HubcastError('closed', 'the client is closed', { room: first, id }));
+    const maxBytes = this.options.maxEventBytes ?? 1024 * 1024;
+    const items: string[] = [];
+    for (const [index, event] of events.entries()) {
+      if (event.expectedSeq !== undefined && !isInteger(event.expectedSeq)) {
+        return refuse(new HubcastError('bad_request', `events[${index}].expectedSeq must be a non-negative integer`, { room: event.room, id }));
+      }
+      let json: string | undefined;
+      try {
+        json = JSON.stringify(event.data);
+      } catch (err) {
+        return refuse(new HubcastError('bad_request', `events[${index}].data is not JSON-serializable: ${String(err)}`, { room: event.room, id }));
+      }
+      if (json === undefined) {
+        return refuse(new HubcastError('bad_request', `events[${index}].data is not JSON-serializable`, { room: event.room, id }));
+      }
+      if (utf8Length(json) > maxBytes) {
+        return refuse(new HubcastError('too_large', `events[${index}].data is larger than ${maxBytes} bytes`, { room: event.room, id }));
+      }
+      let item = `{"room":${JSON.stringify(event.room)},"data":${json}`;
+      if (event.expectedSeq !== undefined) item += `,"expected_seq":${event.expectedSeq}`;
+      items.push(`${item}}`);
+    }
+    if (this.pending.size >= (this.options.maxQueuedPublishes ?? 1000)) {
+      return refuse(new HubcastError('queue_full', 'too many publishes waiting for an ack', { room: first, id }));
+    }
+    const frame = `{"type":"publish_batch","id":${JSON.stringify(id)},"events":[${items.join(',')}]}`;
+    const rooms = [...new Set(events.map((e) => e.room))];
+    return { promise: this.queue(id, rooms, true, false, frame, options.timeoutMs) as Promise<PublishAck[]>, queued: true };
+  }
+
+  /** Queues a checked publish or batch: its promise settles with its ack (a batch: every ack). */
+  private queue(
+    id: string,
+    rooms: string[],
+    batch: boolean,
+    ephemeral: boolean,
+    frame: string,
+    timeoutOption: number | undefined,
+  ): Promise<Acknowledged> | Promise<PublishAck[]> {
+    let resolve!: (acks: Acknowledged[]) => void;
     let reject!: (err: HubcastError) => void;
-    const promise = new Promise<Acknowledged>((res, rej) => {
+    const settled = new Promise<Acknowledged[]>((res, rej) => {
       resolve = res;
       reject = rej;
     });
+    const promise = batch ? (settled as Promise<PublishAck[]>) : settled.then((acks) => acks[0]!);
+    const room = rooms[0]!;
     const entry: PendingPublish = {
       id,
       room,
+      rooms,
+      batch,
       frame,
       ephemeral,
       resolve,
@@ -150,7 +223,7 @@ export class PublishTracker {
       timeoutTimer: null,
     };
     this.pending.set(id, entry);
-    const timeoutMs = options.timeoutMs ?? this.options.publishTimeoutMs ?? 0;
+    const timeoutMs = timeoutOption ?? this.options.publishTimeoutMs ?? 0;
     if (timeoutMs > 0) {
       entry.timeoutTimer = setTimeout(() => {
         this.settle(
@@ -159,7 +232,7 @@ export class PublishTracker {
         );
       }, timeoutMs);
     }
-    return { promise, queued: true };
+    return promise;
   }
 
   /**
@@ -200,7 +273,7 @@ export class PublishTracker {
   /** Whether a publish to `room` was sent on this socket and is not answered yet. */
   inFlight(room: string): boolean {
     const generation = this.link.generation();
-    for (const entry of this.pending.values()) if (entry.room === room && entry.sentOn === generation) return true;
+    for (const entry of this.pending.values()) if (entry.sentOn === generation && entry.rooms.includes(room)) return true;
     return false;
   }
 
@@ -212,11 +285,26 @@ export class PublishTracker {
     const room = typeof frame.room === 'string' ? frame.room : entry.room;
     if (entry.ephemeral) {
       if (frame.ephemeral !== true) return false;
-      this.settle(entry, { id: entry.id, room, ephemeral: true });
+      this.settle(entry, [{ id: entry.id, room, ephemeral: true }]);
       return true;
     }
     if (!isInteger(frame.seq)) return false;
-    this.settle(entry, { id: entry.id, room, seq: frame.seq });
+    this.settle(entry, [{ id: entry.id, room, seq: frame.seq }]);
+    return true;
+  }
+
+  /** A `batch_ack` frame: one receipt per event. Returns `false` when it is malformed. */
+  onBatchAck(frame: Record<string, unknown>): boolean {
+    if (typeof frame.id !== 'string') return true;
+    const entry = this.pending.get(frame.id);
+    if (!entry) return true; // already settled (timeout), or a duplicate ack
+    if (!Array.isArray(frame.events)) return false;
+    const acks: PublishAck[] = [];
+    for (const receipt of frame.events as Array<Record<string, unknown>>) {
+      if (typeof receipt?.room !== 'string' || !isInteger(receipt.seq)) return false;
+      acks.push({ id: entry.id, room: receipt.room, seq: receipt.seq });
+    }
+    this.settle(entry, acks);
     return true;
   }
 
@@ -225,7 +313,7 @@ export class PublishTracker {
    * publish. Errors after which nothing was appended are retried (same id)
    * after a backoff; any other fails the publish.
    */
-  onError(id: string, code: string, message: string, head: unknown): boolean {
+  onError(id: string, code: string, message: string, head: unknown, room?: string): boolean {
     const entry = this.pending.get(id);
     if (!entry) return false;
     if (RETRYABLE_PUBLISH_ERRORS.has(code) && this.backoff) {
@@ -238,7 +326,7 @@ export class PublishTracker {
       }, delay);
       return true;
     }
-    const details: { room: string; id: string; head?: number } = { room: entry.room, id: entry.id };
+    const details: { room: string; id: string; head?: number } = { room: room ?? entry.room, id: entry.id };
     if (isInteger(head)) details.head = head;
     this.settle(entry, new HubcastError(code, message, details));
     return true;
@@ -262,13 +350,24 @@ export class PublishTracker {
     return true;
   }
 
-  private settle(entry: PendingPublish, outcome: Acknowledged | HubcastError): void {
+  private settle(entry: PendingPublish, outcome: Acknowledged[] | HubcastError): void {
     if (this.pending.get(entry.id) !== entry) return;
     this.pending.delete(entry.id);
     if (entry.retryTimer !== null) clearTimeout(entry.retryTimer);
     if (entry.timeoutTimer !== null) clearTimeout(entry.timeoutTimer);
     if (outcome instanceof HubcastError) entry.reject(outcome);
     else entry.resolve(outcome);
-    this.link.settled(entry.room, outcome instanceof HubcastError || !('seq' in outcome) ? null : outcome.seq);
+    // Each room learns the seqs of its own events (no-echo rooms count them delivered).
+    for (const room of entry.rooms) {
+      const own = outcome instanceof HubcastError ? [] : outcome.filter((a) => a.room === room);
+      let seqs = 0;
+      for (const ack of own) {
+        if ('seq' in ack) {
+          this.link.settled(room, ack.seq);
+          seqs += 1;
+        }
+      }
+      if (seqs === 0) this.link.settled(room, null);
+    }
   }
 }

@@ -124,6 +124,21 @@ export interface PublishOptions {
   timeoutMs?: number;
 }
 
+/** One event of an atomic batch ({@link HubcastClient.publishBatch}). */
+export interface BatchEvent {
+  room: string;
+  data: unknown;
+  /** Append the batch only if this room's head is this seq when the event is appended (the batch's earlier events count). */
+  expectedSeq?: number;
+}
+
+export interface BatchPublishOptions {
+  /** The batch's idempotency key (1–128 bytes). Generated when omitted. */
+  id?: string;
+  /** Overrides the client's `publishTimeoutMs` for this batch. */
+  timeoutMs?: number;
+}
+
 export interface PublishAck {
   id: string;
   room: string;

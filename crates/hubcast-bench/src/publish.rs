@@ -1,4 +1,5 @@
-//! `bench publish`: durable publishes per second over HTTP.
+//! `bench publish`: durable publishes per second over HTTP, one event per
+//! request or, with `--batch N`, atomic batches of N events (`POST /v1/events`).
 //!
 //! The load generator shares the two cores with the server it measures, so it
 //! is kept cheap: each publisher owns one keep-alive HTTP/1.1 connection
@@ -43,8 +44,12 @@ pub struct PublishOptions {
     /// Publish ephemeral messages (`"ephemeral": true`, answered 202, never
     /// stored) instead of events. The rooms' namespace must allow them
     /// (`--spawn` allows them under `bench:`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "batch")]
     pub ephemeral: bool,
+    /// Events per request: 1 publishes to `/v1/rooms/{room}/events`; more
+    /// sends atomic batches to `/v1/events`, each spread over the rooms.
+    #[arg(long, default_value_t = 1)]
+    pub batch: u64,
 }
 
 pub async fn run(url: &str, options: &PublishOptions, common: &Common) -> anyhow::Result<Report> {
@@ -58,6 +63,13 @@ pub async fn run(url: &str, options: &PublishOptions, common: &Common) -> anyhow
     let paths: Vec<Uri> = (0..options.rooms.max(1))
         .map(|i| format!("/v1/rooms/{prefix}-{i}/events").parse::<Uri>())
         .collect::<Result<_, _>>()?;
+    let rooms: Arc<Vec<String>> = Arc::new(
+        (0..options.rooms.max(1))
+            .map(|i| format!("{prefix}-{i}"))
+            .collect(),
+    );
+    let batch_path: Uri = "/v1/events".parse()?;
+    let batch = options.batch.max(1);
     let paths = Arc::new(paths);
     let next = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
@@ -74,32 +86,48 @@ pub async fn run(url: &str, options: &PublishOptions, common: &Common) -> anyhow
             bar.clone(),
             padding.clone(),
         );
+        let (rooms, batch_path) = (rooms.clone(), batch_path.clone());
         let total = options.events;
         tasks.push(tokio::spawn(async move {
             let mut histogram = latency_histogram();
             let mut connection = None;
             loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
+                let n = next.fetch_add(batch, Ordering::Relaxed);
                 if n >= total {
                     return histogram;
                 }
-                let path = &paths[n as usize % paths.len()];
-                let body = format!(r#"{{"data":{{"n":{n},"pad":"{padding}"}}{flag}}}"#);
+                let count = batch.min(total - n);
+                let (path, body) = if batch == 1 {
+                    let path = &paths[n as usize % paths.len()];
+                    let body = format!(r#"{{"data":{{"n":{n},"pad":"{padding}"}}{flag}}}"#);
+                    (path, body)
+                } else {
+                    let events: Vec<String> = (n..n + count)
+                        .map(|k| {
+                            let room = &rooms[k as usize % rooms.len()];
+                            format!(r#"{{"room":"{room}","data":{{"n":{k},"pad":"{padding}"}}}}"#)
+                        })
+                        .collect();
+                    (
+                        &batch_path,
+                        format!(r#"{{"events":[{}]}}"#, events.join(",")),
+                    )
+                };
                 let sent = now_us();
                 match target.publish(&mut connection, path, body).await {
                     Ok(status) if status == accepted => {
                         let _ = histogram.record(now_us().saturating_sub(sent).max(1));
                     }
                     Ok(_) => {
-                        failures.fetch_add(1, Ordering::Relaxed);
+                        failures.fetch_add(count, Ordering::Relaxed);
                     }
                     Err(_) => {
                         // The next publish opens a new connection.
                         connection = None;
-                        failures.fetch_add(1, Ordering::Relaxed);
+                        failures.fetch_add(count, Ordering::Relaxed);
                     }
                 }
-                bar.inc(1);
+                bar.inc(count);
             }
         }));
     }
@@ -115,12 +143,14 @@ pub async fn run(url: &str, options: &PublishOptions, common: &Common) -> anyhow
     report.add("concurrency", options.concurrency as u64);
     report.add("rooms", paths.len() as u64);
     report.add("events", options.events);
+    report.add("batch", batch);
     report.add("failed", failed);
     report.add("seconds", elapsed);
     report.add(
         "publishes_per_sec",
         (options.events - failed) as f64 / elapsed,
     );
+    // Per request: one event, or one whole batch.
     report.add_latency("publish", &histogram);
     Ok(report)
 }

@@ -215,6 +215,11 @@ pub(crate) enum Command {
         options: PublishOptions,
         reply: oneshot::Sender<Result<Ack, ClientError>>,
     },
+    PublishBatch {
+        events: Vec<(String, Value, Option<u64>)>,
+        options: PublishOptions,
+        reply: oneshot::Sender<Result<Vec<Ack>, ClientError>>,
+    },
     Presence {
         room: String,
         reply: oneshot::Sender<Result<Vec<PresenceMember>, ClientError>>,
@@ -291,6 +296,28 @@ impl Client {
             .send(Command::Publish {
                 room: room.to_owned(),
                 data,
+                options,
+                reply,
+            })
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// Publishes several events, to one or more rooms, atomically: one
+    /// `publish_batch` message, appended all in one transaction or not at
+    /// all. Resolves with one ack per event, in order. Each event is
+    /// `(room, data, expected_seq)`; `options.expected_seq` is not used.
+    /// Queued and resent with the same id like [`publish`](Self::publish);
+    /// a `conflict` names the room and its head.
+    pub async fn publish_batch(
+        &self,
+        events: Vec<(String, Value, Option<u64>)>,
+        options: PublishOptions,
+    ) -> Result<Vec<Ack>, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::PublishBatch {
+                events,
                 options,
                 reply,
             })

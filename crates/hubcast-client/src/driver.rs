@@ -20,6 +20,9 @@ use crate::transport::{
 };
 use crate::types::{Ack, ClientError, ConnectionState, Cursor, PresenceMember, RoomUpdate};
 
+/// Where a batch publish's answer goes: one ack per event.
+type BatchReply = oneshot::Sender<Result<Vec<Ack>, ClientError>>;
+
 enum Input {
     Opened {
         gen: u64,
@@ -59,6 +62,7 @@ pub(crate) struct Driver {
     sockets: HashMap<u64, SocketSlot>,
     subs: HashMap<u64, SubSlot>,
     publishes: HashMap<u64, Vec<oneshot::Sender<Result<Ack, ClientError>>>>,
+    batches: HashMap<u64, Vec<BatchReply>>,
     presence_requests: HashMap<u64, oneshot::Sender<Result<Vec<PresenceMember>, ClientError>>>,
     state: watch::Sender<ConnectionState>,
     events: broadcast::Sender<ClientEvent>,
@@ -83,6 +87,7 @@ impl Driver {
             sockets: HashMap::new(),
             subs: HashMap::new(),
             publishes: HashMap::new(),
+            batches: HashMap::new(),
             presence_requests: HashMap::new(),
             state,
             events,
@@ -218,6 +223,19 @@ impl Driver {
                     .publish(&room, &data, options.expected_seq, options.id, timeout)
                 {
                     Ok(key) => self.publishes.entry(key).or_default().push(reply),
+                    Err(err) => {
+                        let _ = reply.send(Err(err));
+                    }
+                }
+            }
+            Command::PublishBatch {
+                events,
+                options,
+                reply,
+            } => {
+                let timeout = options.timeout.map(|t| t.as_millis() as u64);
+                match self.core.publish_batch(&events, options.id, timeout) {
+                    Ok(key) => self.batches.entry(key).or_default().push(reply),
                     Err(err) => {
                         let _ = reply.send(Err(err));
                     }
@@ -400,6 +418,11 @@ impl Driver {
             }
             Output::Published { key, result } => {
                 for reply in self.publishes.remove(&key).unwrap_or_default() {
+                    let _ = reply.send(result.clone());
+                }
+            }
+            Output::BatchPublished { key, result } => {
+                for reply in self.batches.remove(&key).unwrap_or_default() {
                     let _ = reply.send(result.clone());
                 }
             }

@@ -122,3 +122,50 @@ pub async fn http_publish(
     let answer = response.json::<Value>().await.unwrap_or(Value::Null);
     Ok((status, answer))
 }
+
+/// Publishes several events atomically over HTTP (`POST /v1/events`): all
+/// appended in one transaction or none. Each event is `(room, data,
+/// expected_seq)`. Returns the status and the JSON answer (`201 {"events":
+/// [{room, seq, epoch, ts}, …]}`, or the error body: `409` names the item's
+/// `index` and its room's `head`).
+pub async fn http_publish_batch(
+    http: &reqwest::Client,
+    base: &str,
+    events: &[(String, Value, Option<u64>)],
+    idempotency_key: Option<&str>,
+    credential: Option<&str>,
+) -> Result<(u16, Value), ClientError> {
+    for (room, _, _) in events {
+        RoomName::parse(room).map_err(|e| {
+            ClientError::new(ErrorCode::InvalidRoom.as_str(), e.to_string()).with_room(room)
+        })?;
+    }
+    let urls = urls::Urls::derive(base)?;
+    let url = format!("{}/v1/events", urls.http);
+    let events: Vec<Value> = events
+        .iter()
+        .map(|(room, data, expected_seq)| {
+            let mut event = serde_json::json!({ "room": room, "data": data });
+            if let Some(expected) = expected_seq {
+                event["expected_seq"] = (*expected).into();
+            }
+            event
+        })
+        .collect();
+    let mut request = http
+        .post(url)
+        .json(&serde_json::json!({ "events": events }));
+    if let Some(key) = idempotency_key {
+        request = request.header("idempotency-key", key);
+    }
+    if let Some(credential) = credential {
+        request = request.bearer_auth(credential);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| ClientError::new(sdk::NETWORK_ERROR, e.to_string()))?;
+    let status = response.status().as_u16();
+    let answer = response.json::<Value>().await.unwrap_or(Value::Null);
+    Ok((status, answer))
+}

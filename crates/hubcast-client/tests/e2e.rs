@@ -604,3 +604,107 @@ async fn ephemeral_messages_come_on_the_stream_outside_the_event_order() {
     assert_eq!(seqs, ((first + 1)..=head).collect::<Vec<_>>());
     assert_eq!(sub.cursor().map(|c| c.seq), Some(head));
 }
+
+/// `publish_batch`: one ack per event, in order; in a no-echo room the
+/// batch's own seqs count as delivered (no heal), and a conflict appends
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_batch_acks_every_event_and_skips_own_seqs() {
+    let bin = binary();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("hubcast.toml"),
+        "[[namespaces]]\nprefix = \"quiet:\"\necho = false\n",
+    )
+    .unwrap();
+    let server = start_server(&bin, dir.path()).await;
+    let url = format!("http://{}", server.addr);
+    let room = "quiet:batch";
+    let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let client = Client::builder(url.clone())
+        .history(CountingHistory {
+            reads: reads.clone(),
+            inner: Default::default(),
+        })
+        .build()
+        .unwrap();
+    let mut sub = client
+        .subscribe(
+            room,
+            SubscribeOptions {
+                cursor: Some(Cursor {
+                    epoch: None,
+                    seq: 0,
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    timeout(Duration::from_secs(10), async {
+        loop {
+            let stats: serde_json::Value = reqwest::get(format!("{url}/v1/rooms/{room}"))
+                .await
+                .expect("room stats")
+                .json()
+                .await
+                .expect("json");
+            if stats["subscribers"] == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the subscription went live");
+
+    let events = vec![
+        (room.to_owned(), json!({"n": 1}), None),
+        ("quiet:other".to_owned(), json!({"n": 2}), None),
+        (room.to_owned(), json!({"n": 3}), Some(1)),
+    ];
+    let acks = client
+        .publish_batch(events, Default::default())
+        .await
+        .expect("batch ack");
+    let got: Vec<(&str, u64)> = acks.iter().map(|a| (a.room.as_str(), a.seq)).collect();
+    assert_eq!(got, [(room, 1), ("quiet:other", 1), (room, 2)]);
+    let conflict = client
+        .publish_batch(
+            vec![
+                (room.to_owned(), json!({"n": 4}), None),
+                ("quiet:other".to_owned(), json!({"n": 5}), Some(0)),
+            ],
+            Default::default(),
+        )
+        .await
+        .expect_err("a stale expected_seq");
+    assert_eq!(
+        (
+            conflict.code.as_str(),
+            conflict.room.as_deref(),
+            conflict.head
+        ),
+        ("conflict", Some("quiet:other"), Some(1))
+    );
+    reqwest::Client::new()
+        .post(format!("{url}/v1/rooms/{room}/events"))
+        .json(&json!({"data": {"n": "http"}}))
+        .send()
+        .await
+        .expect("http publish");
+    match timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("an event in time")
+    {
+        Some(RoomUpdate::Event(e)) => assert_eq!((e.seq, &e.data["n"]), (3, &json!("http"))),
+        other => panic!("expected event 3, got {other:?}"),
+    }
+    assert_eq!(sub.cursor().map(|c| c.seq), Some(3));
+    assert_eq!(
+        reads.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the batch's own seqs were no hole to heal"
+    );
+    client.close().await;
+}

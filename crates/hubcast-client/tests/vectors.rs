@@ -241,6 +241,10 @@ impl Runner {
                         self.outcomes.push(json!({ "error": o }));
                     }
                     Output::Published { result, .. } => self.publish_outcome(result),
+                    // The shared vectors publish single events only.
+                    Output::BatchPublished { .. } => {
+                        panic!("the vectors never publish a batch")
+                    }
                     Output::Presence { update, .. } => self.outcomes.push(match update {
                         PresenceUpdate::Members { room, members } => json!({"presence": {"room": room, "members": members_json(&members)}}),
                         PresenceUpdate::Join { room, member, members } => json!({"join": {"room": room, "member": member_json(&member), "members": members_json(&members)}}),

@@ -47,6 +47,7 @@ pub enum ServerFrame {
     Reset(ResetFrame),
     Unsubscribed(UnsubscribedFrame),
     Ack(AckFrame),
+    BatchAck(BatchAckFrame),
     Authenticated(AuthenticatedFrame),
     Error(ErrorFrame),
     Pong,
@@ -158,6 +159,13 @@ pub struct AckFrame {
     pub ephemeral: bool,
 }
 
+/// `batch_ack`: a socket `publish_batch` was committed; receipts in request order.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct BatchAckFrame {
+    pub id: String,
+    pub events: Vec<crate::batch::BatchReceipt>,
+}
+
 /// `authenticated`: the `auth` message's token was accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct AuthenticatedFrame {
@@ -175,6 +183,8 @@ pub struct ErrorFrame {
     pub room: Option<String>,
     /// The room's head, with `conflict`.
     pub head: Option<u64>,
+    /// With a batch's `conflict`: the index of the item that conflicted.
+    pub index: Option<usize>,
 }
 
 impl ServerFrame {
@@ -300,6 +310,10 @@ impl Serialize for ServerFrame {
                 seq: f.seq,
                 ephemeral: f.ephemeral,
             },
+            ServerFrame::BatchAck(f) => ServerMessage::BatchAck {
+                id: &f.id,
+                events: &f.events,
+            },
             ServerFrame::Authenticated(f) => ServerMessage::Authenticated {
                 sub: f.sub.as_deref(),
                 exp: f.exp,
@@ -310,6 +324,7 @@ impl Serialize for ServerFrame {
                 id: f.id.as_deref(),
                 room: f.room.as_deref(),
                 head: f.head,
+                index: f.index,
             },
             ServerFrame::Pong => ServerMessage::Pong,
             ServerFrame::Unknown { kind } => {
@@ -342,6 +357,7 @@ enum Kind {
     Reset,
     Unsubscribed,
     Ack,
+    BatchAck,
     Authenticated,
     Error,
     Pong,
@@ -363,6 +379,7 @@ impl Kind {
             "reset" => Kind::Reset,
             "unsubscribed" => Kind::Unsubscribed,
             "ack" => Kind::Ack,
+            "batch_ack" => Kind::BatchAck,
             "authenticated" => Kind::Authenticated,
             "error" => Kind::Error,
             "pong" => Kind::Pong,
@@ -385,6 +402,7 @@ impl Kind {
             Kind::Reset => ServerFrame::Reset(Deserialize::deserialize(fields)?),
             Kind::Unsubscribed => ServerFrame::Unsubscribed(Deserialize::deserialize(fields)?),
             Kind::Ack => ServerFrame::Ack(Deserialize::deserialize(fields)?),
+            Kind::BatchAck => ServerFrame::BatchAck(Deserialize::deserialize(fields)?),
             Kind::Authenticated => ServerFrame::Authenticated(Deserialize::deserialize(fields)?),
             Kind::Error => ServerFrame::Error(Deserialize::deserialize(fields)?),
             Kind::Pong => {
@@ -514,6 +532,16 @@ mod tests {
                 data,
             },
         ];
+        let batch_receipts = [
+            crate::batch::BatchReceipt {
+                room: "a".into(),
+                seq: 3,
+            },
+            crate::batch::BatchReceipt {
+                room: "b".into(),
+                seq: 1,
+            },
+        ];
         let messages = [
             ServerMessage::Welcome {
                 session: "s1",
@@ -607,6 +635,7 @@ mod tests {
                 id: Some("p1"),
                 room: Some("r"),
                 head: Some(4),
+                index: Some(2),
             },
             ServerMessage::Error {
                 code: "a_newer_code",
@@ -614,6 +643,11 @@ mod tests {
                 id: None,
                 room: None,
                 head: None,
+                index: None,
+            },
+            ServerMessage::BatchAck {
+                id: "b1",
+                events: &batch_receipts,
             },
             ServerMessage::Pong,
         ];
@@ -632,6 +666,7 @@ mod tests {
             ServerMessage::Reset { .. } => "reset",
             ServerMessage::Unsubscribed { .. } => "unsubscribed",
             ServerMessage::Ack { .. } => "ack",
+            ServerMessage::BatchAck { .. } => "batch_ack",
             ServerMessage::Authenticated { .. } => "authenticated",
             ServerMessage::Error { .. } => "error",
             ServerMessage::Pong => "pong",

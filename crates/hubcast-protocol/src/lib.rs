@@ -5,8 +5,10 @@
 //!
 //! - [`message`]: client messages parsed, server messages encoded (the server's path).
 //! - [`frame`]: server frames decoded ([`ServerFrame`]; the client's and the bus's path).
+//! - [`batch`]: atomic batch publishes (HTTP body, socket `publish_batch`).
 //! - [`codes`]: error codes, close codes, and a client's policy for each.
 
+pub mod batch;
 pub mod codes;
 pub mod frame;
 pub mod message;

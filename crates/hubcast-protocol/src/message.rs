@@ -18,6 +18,12 @@ pub enum ClientMessage {
         room: RoomName,
     },
     Publish(PublishRequest),
+    /// `publish_batch {id, events}`: an atomic batch, answered by one
+    /// `batch_ack` or one `error`.
+    PublishBatch {
+        id: String,
+        events: Vec<crate::batch::BatchEventRequest>,
+    },
     Ping,
     /// A token for this session: the first credentials, or a refresh.
     Auth {
@@ -92,6 +98,7 @@ struct RawClientMessage<'a> {
     token: Option<String>,
     presence: Option<bool>,
     ephemeral: Option<bool>,
+    events: Option<Vec<crate::batch::RawBatchEvent>>,
 }
 
 /// Checks that event data every JSON reader can take: the JSON grammar allows
@@ -270,6 +277,24 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
                 ephemeral,
             }))
         }
+        "publish_batch" => {
+            let msg_id = raw.id.clone().ok_or_else(|| {
+                ProtocolError::new(ErrorCode::BadRequest, "missing field `id`", None)
+            })?;
+            if crate::request::idempotency_key(msg_id.as_bytes()).is_err() {
+                return Err(ProtocolError::new(
+                    ErrorCode::BadRequest,
+                    format!("`id` must be 1 to {MAX_ID_LEN} visible ASCII characters"),
+                    None,
+                ));
+            }
+            let events = raw.events.ok_or_else(|| {
+                ProtocolError::new(ErrorCode::BadRequest, "missing field `events`", id)
+            })?;
+            let events = crate::batch::check_batch(events)
+                .map_err(|(code, message)| ProtocolError::new(code, message, id))?;
+            Ok(ClientMessage::PublishBatch { id: msg_id, events })
+        }
         "ping" => Ok(ClientMessage::Ping),
         "auth" => match raw.token {
             Some(token) if !token.is_empty() => Ok(ClientMessage::Auth { token }),
@@ -324,6 +349,10 @@ pub enum ClientRequest<'a> {
         /// Sent only when `true`.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         ephemeral: bool,
+    },
+    PublishBatch {
+        id: &'a str,
+        events: &'a [crate::batch::BatchEventOut<'a>],
     },
     Ping,
     Auth {
@@ -444,6 +473,12 @@ pub enum ServerMessage<'a> {
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         ephemeral: bool,
     },
+    /// A socket `publish_batch` was committed: one receipt per event, in
+    /// request order.
+    BatchAck {
+        id: &'a str,
+        events: &'a [crate::batch::BatchReceipt],
+    },
     /// The session's token was accepted.
     Authenticated {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -461,6 +496,9 @@ pub enum ServerMessage<'a> {
         /// The room's head, on a `conflict`.
         #[serde(skip_serializing_if = "Option::is_none")]
         head: Option<u64>,
+        /// On a batch's `conflict`: the index of the item that conflicted.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        index: Option<usize>,
     },
     Pong,
 }
@@ -482,6 +520,7 @@ pub fn encode_error(err: &ProtocolError, room: Option<&str>) -> String {
         id: err.id.as_deref(),
         room,
         head: None,
+        index: None,
     }
     .encode()
 }
@@ -535,6 +574,22 @@ mod tests {
     #[test]
     fn client_messages() {
         check(r#"{"type":"ping"}"#, "Ping");
+        check(
+            r#"{"type":"publish_batch","id":"b","events":[{"room":"a","data":1}]}"#,
+            "PublishBatch { id: \"b\", events: [BatchEventRequest { room: \"a\"",
+        );
+        check(
+            r#"{"type":"publish_batch","id":"b","events":[]}"#,
+            "error bad_request b",
+        );
+        check(
+            r#"{"type":"publish_batch","id":"b","events":[{"room":"a b","data":1}]}"#,
+            "error invalid_room b",
+        );
+        check(
+            r#"{"type":"publish_batch","events":[{"room":"a","data":1}]}"#,
+            "error bad_request -",
+        );
         check(
             r#"{"type":"auth","token":"a.b.c"}"#,
             "Auth { token: \"a.b.c\" }",
@@ -654,6 +709,18 @@ mod tests {
     #[test]
     fn every_client_request_parses_back_to_itself() {
         let data = RawValue::from_string(r#"{"x": [1, 2.5, "é"]}"#.into()).unwrap();
+        let batch = [
+            crate::batch::BatchEventOut {
+                room: "a",
+                data: &data,
+                expected_seq: Some(2),
+            },
+            crate::batch::BatchEventOut {
+                room: "b",
+                data: &data,
+                expected_seq: None,
+            },
+        ];
         let requests = [
             ClientRequest::Subscribe {
                 room: "a",
@@ -690,6 +757,10 @@ mod tests {
                 data: &data,
                 expected_seq: None,
                 ephemeral: true,
+            },
+            ClientRequest::PublishBatch {
+                id: "b",
+                events: &batch,
             },
             ClientRequest::Ping,
             ClientRequest::Auth { token: "a.b.c" },
@@ -748,6 +819,17 @@ mod tests {
                             p.ephemeral,
                         )
                 }
+                (
+                    ClientRequest::PublishBatch { id, events },
+                    ClientMessage::PublishBatch { id: i, events: e },
+                ) => {
+                    id == i
+                        && events.len() == e.len()
+                        && events.iter().zip(e).all(|(sent, got)| {
+                            (sent.room, sent.data.get(), sent.expected_seq)
+                                == (got.room.as_str(), got.data.get(), got.expected_seq)
+                        })
+                }
                 (ClientRequest::Ping, ClientMessage::Ping) => true,
                 (ClientRequest::Auth { token }, ClientMessage::Auth { token: t }) => token == t,
                 (
@@ -758,6 +840,7 @@ mod tests {
                     ClientRequest::Subscribe { .. }
                     | ClientRequest::Unsubscribe { .. }
                     | ClientRequest::Publish { .. }
+                    | ClientRequest::PublishBatch { .. }
                     | ClientRequest::Ping
                     | ClientRequest::Auth { .. }
                     | ClientRequest::Presence { .. },

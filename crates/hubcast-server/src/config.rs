@@ -179,6 +179,12 @@ pub struct LimitsConfig {
     pub max_rewind: u64,
     /// Largest `limit` of one history page.
     pub max_page: usize,
+    /// Most events in one atomic batch (`POST /v1/events`, socket
+    /// `publish_batch`); more is refused with 413 `too_large`.
+    pub max_batch_events: usize,
+    /// Largest body of `POST /v1/events` in bytes (a socket `publish_batch`
+    /// is bounded by the frame limit instead); more is refused with 413.
+    pub max_batch_bytes: usize,
     /// A connection that has not sent a complete request head within this is closed.
     pub header_read_timeout_ms: u64,
     /// A request body that sends nothing for this long is answered
@@ -398,6 +404,8 @@ impl Default for LimitsConfig {
             outbound_queue: 1024,
             max_rewind: 1000,
             max_page: 1000,
+            max_batch_events: 1000,
+            max_batch_bytes: 4 * 1024 * 1024,
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 10_000,
             body_deadline_ms: 60_000,
@@ -527,6 +535,11 @@ impl Config {
         }
         if self.limits.max_page == 0 {
             return fail("limits.max_page must be at least 1");
+        }
+        if self.limits.max_batch_events == 0 || self.limits.max_batch_bytes < 16 {
+            return fail(
+                "limits.max_batch_events must be at least 1 and limits.max_batch_bytes at least 16",
+            );
         }
         if self.limits.body_read_timeout_ms == 0 || self.limits.body_deadline_ms == 0 {
             return fail(

@@ -42,6 +42,7 @@
 
 mod admin;
 mod auth;
+mod batch;
 pub mod bus;
 pub mod config;
 mod embed;

@@ -122,6 +122,20 @@ impl Limits {
         }
     }
 
+    /// Counts `n` publishes by `key` at once (an atomic batch of `n` events):
+    /// all of them fit in the rate, or the batch is refused whole. A batch of
+    /// more events than the rate's one-second burst can never fit.
+    pub fn check_publishes(&self, key: impl FnOnce() -> String, n: usize) -> Result<(), Refusal> {
+        let Some(limiter) = &self.publishes else {
+            return Ok(());
+        };
+        let n = NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        match limiter.check_key_n(&key(), n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(Refusal::PublishRate),
+        }
+    }
+
     /// Takes a connection slot for `ip`; the slot is given back when the guard drops.
     pub fn open_connection(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionSlot, Refusal> {
         let mut counts = self.connections.lock().unwrap_or_else(|e| e.into_inner());

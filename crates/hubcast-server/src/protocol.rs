@@ -8,7 +8,7 @@
 use axum::extract::ws::Utf8Bytes;
 
 pub use hubcast_protocol::message::*;
-pub use hubcast_protocol::{codes, request, ServerFrame};
+pub use hubcast_protocol::{batch, codes, request, ServerFrame};
 
 use crate::event::{EphemeralMessage, Event};
 

@@ -6,7 +6,7 @@
 //! Frames about a room go to its [`super::room::Room`]; the rest is here.
 
 use hubcast_protocol::codes::{ErrorCode, ReceivedErrorCode};
-use hubcast_protocol::frame::{AckFrame, ErrorFrame, ServerFrame};
+use hubcast_protocol::frame::{AckFrame, BatchAckFrame, ErrorFrame, ServerFrame};
 
 use super::delivery::RoomEvent;
 use super::{Core, Output};
@@ -30,6 +30,7 @@ fn safe_integers(frame: &ServerFrame) -> bool {
         ServerFrame::CaughtUp(f) => safe_integer(f.seq),
         ServerFrame::Reset(f) => safe_integer(f.earliest) && f.head.map_or(true, safe_integer),
         ServerFrame::Ack(f) => f.seq.map_or(true, safe_integer),
+        ServerFrame::BatchAck(f) => f.events.iter().all(|r| safe_integer(r.seq)),
         _ => true,
     }
 }
@@ -144,6 +145,7 @@ impl Core {
             }
             ServerFrame::Unsubscribed(f) => self.on_unsubscribed(&f.room),
             ServerFrame::Ack(f) => self.on_ack(f),
+            ServerFrame::BatchAck(f) => self.on_batch_ack(f),
             ServerFrame::Error(f) => self.on_error_frame(f),
             ServerFrame::Authenticated(f) => self.io.emit(Output::Authenticated {
                 sub: f.sub,
@@ -180,12 +182,28 @@ impl Core {
         };
         self.settle(
             idx,
-            Ok(Ack {
+            Ok(vec![Ack {
                 id: frame.id,
                 room: frame.room,
                 seq,
-            }),
+            }]),
         );
+    }
+
+    fn on_batch_ack(&mut self, frame: BatchAckFrame) {
+        let Some(idx) = self.publishes.position(&frame.id) else {
+            return;
+        }; // settled, or a duplicate ack
+        let acks = frame
+            .events
+            .into_iter()
+            .map(|receipt| Ack {
+                id: frame.id.clone(),
+                room: receipt.room,
+                seq: receipt.seq,
+            })
+            .collect();
+        self.settle(idx, Ok(acks));
     }
 
     fn on_error_frame(&mut self, frame: ErrorFrame) {
@@ -195,6 +213,7 @@ impl Core {
             id,
             room,
             head,
+            ..
         } = frame;
         if let Some(id) = &id {
             if self.presence.is_sent(id) {
@@ -212,7 +231,7 @@ impl Core {
                 }
                 let entry = self.publishes.get(idx);
                 let mut err = ClientError::new(code.as_str(), message)
-                    .with_room(entry.room.clone())
+                    .with_room(room.clone().unwrap_or_else(|| entry.room.clone()))
                     .with_id(id);
                 err.head = head;
                 return self.settle(idx, Err(err));

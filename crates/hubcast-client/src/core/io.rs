@@ -72,6 +72,11 @@ pub enum Output {
         key: u64,
         result: Result<Ack, ClientError>,
     },
+    /// An atomic batch publish settled: every receipt, in request order.
+    BatchPublished {
+        key: u64,
+        result: Result<Vec<Ack>, ClientError>,
+    },
     State(StateChange),
     Welcome {
         session: String,

@@ -361,8 +361,62 @@ impl Core {
         self.next_key += 1;
         let key = self.next_key;
         let timeout = timeout_ms.unwrap_or(self.cfg.publish_timeout_ms);
+        self.publishes.push(
+            key,
+            id,
+            vec![room.to_owned()],
+            false,
+            frame,
+            timeout,
+            &mut self.io,
+        );
+        if self.state == ConnectionState::Idle && self.cfg.auto_connect {
+            self.connect();
+        } else {
+            self.pump();
+        }
+        Ok(key)
+    }
+
+    /// Queues an atomic batch publish of `events` (`(room, data,
+    /// expected_seq)`), one `publish_batch` message; returns its key (that of
+    /// the pending publish with the same id, if any). It settles with
+    /// [`Output::BatchPublished`].
+    pub fn publish_batch(
+        &mut self,
+        events: &[(String, Value, Option<u64>)],
+        id: Option<String>,
+        timeout_ms: Option<u64>,
+    ) -> Result<u64, ClientError> {
+        for (room, _, _) in events {
+            if let Err(mut err) = check_room(room) {
+                err.id = id;
+                return Err(err);
+            }
+        }
+        let id = id.unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
+        if id.is_empty() || id.len() > MAX_ID_BYTES {
+            let message = format!("publish id must be 1 to {MAX_ID_BYTES} bytes");
+            return Err(ClientError::new(ErrorCode::BadRequest.as_str(), message));
+        }
+        if let Some(existing) = self.publishes.position(&id) {
+            return Ok(self.publishes.get(existing).key);
+        }
+        if self.state == ConnectionState::Closed {
+            return Err(ClientError::new(sdk::CLOSED, "the client is closed").with_id(id));
+        }
+        let frame = self.publishes.batch_frame(&id, events, &self.cfg)?;
+        self.next_key += 1;
+        let key = self.next_key;
+        let timeout = timeout_ms.unwrap_or(self.cfg.publish_timeout_ms);
+        let mut rooms: Vec<String> = Vec::new();
+        for (room, _, _) in events {
+            if !rooms.contains(room) {
+                rooms.push(room.clone());
+            }
+        }
         self.publishes
-            .push(key, id, room, frame, timeout, &mut self.io);
+            .push(key, id, rooms, true, frame, timeout, &mut self.io);
         if self.state == ConnectionState::Idle && self.cfg.auto_connect {
             self.connect();
         } else {
@@ -416,17 +470,42 @@ impl Core {
         );
     }
 
-    /// Settles pending publish `idx`; in a no-echo room its ack's seq counts as delivered.
-    fn settle(&mut self, idx: usize, result: Result<Ack, ClientError>) {
+    /// Settles pending publish `idx` (a batch with every receipt); in a
+    /// no-echo room its acks' seqs count as delivered.
+    fn settle(&mut self, idx: usize, result: Result<Vec<Ack>, ClientError>) {
         let entry = self.publishes.remove(idx, &mut self.io);
-        let own = result.as_ref().ok().map(|ack| ack.seq);
-        self.io.emit(Output::Published {
-            key: entry.key,
-            result,
-        });
-        if let Some(i) = self.room_named(&entry.room) {
+        let acks: Vec<(String, u64)> = match &result {
+            Ok(acks) => acks.iter().map(|a| (a.room.clone(), a.seq)).collect(),
+            Err(_) => Vec::new(),
+        };
+        if entry.batch {
+            self.io.emit(Output::BatchPublished {
+                key: entry.key,
+                result,
+            });
+        } else {
+            let result = result.and_then(|mut acks| {
+                acks.pop().ok_or_else(|| {
+                    ClientError::new(sdk::PROTOCOL_VIOLATION, "an ack without a receipt")
+                })
+            });
+            self.io.emit(Output::Published {
+                key: entry.key,
+                result,
+            });
+        }
+        for name in &entry.rooms {
+            let Some(i) = self.room_named(name) else {
+                continue;
+            };
+            let own: Vec<u64> = acks.iter().filter(|a| &a.0 == name).map(|a| a.1).collect();
             let (room, mut cx) = self.room(i);
-            room.publish_settled(own, &mut cx);
+            if own.is_empty() {
+                room.publish_settled(None, &mut cx);
+            }
+            for seq in own {
+                room.publish_settled(Some(seq), &mut cx);
+            }
         }
     }
 

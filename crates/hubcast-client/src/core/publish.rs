@@ -4,6 +4,7 @@
 //! id after every reconnect and after a refusal that appended nothing, until
 //! an `ack` or an `error` settles it.
 
+use hubcast_protocol::batch::BatchEventOut;
 use hubcast_protocol::codes::{sdk, ErrorCode};
 use hubcast_protocol::ClientRequest;
 use serde_json::Value;
@@ -21,7 +22,12 @@ pub const MAX_ID_BYTES: usize = hubcast_protocol::MAX_ID_LEN;
 pub(super) struct PendingPublish {
     pub key: u64,
     pub id: String,
+    /// The room (a batch's first room), named in its errors.
     pub room: String,
+    /// Every room it appends to (one, or a batch's rooms).
+    pub rooms: Vec<String>,
+    /// An atomic batch (`publish_batch`), settled with every receipt.
+    pub batch: bool,
     frame: String,
     /// The socket generation it was last sent on (0: not sent on the current socket).
     sent_on: u64,
@@ -61,7 +67,7 @@ impl Publishes {
     pub fn holding(&self, room: &str) -> bool {
         self.pending
             .iter()
-            .any(|p| p.room == room && p.sent_on != 0)
+            .any(|p| p.sent_on != 0 && p.rooms.iter().any(|r| r == room))
     }
 
     /// The `publish` frame for `data`, or why it cannot be queued (checked
@@ -105,13 +111,74 @@ impl Publishes {
         .encode())
     }
 
+    /// The `publish_batch` frame for `events` (`(room, data, expected_seq)`),
+    /// or why it cannot be queued (each event's size, too many waiting).
+    pub fn batch_frame(
+        &self,
+        id: &str,
+        events: &[(String, Value, Option<u64>)],
+        cfg: &Config,
+    ) -> Result<String, ClientError> {
+        let first = events.first().map(|e| e.0.clone()).unwrap_or_default();
+        let refuse = |code: &str, message: String| {
+            ClientError::new(code, message)
+                .with_room(first.clone())
+                .with_id(id)
+        };
+        if events.is_empty() {
+            return Err(refuse(
+                ErrorCode::BadRequest.as_str(),
+                "a batch holds at least one event".into(),
+            ));
+        }
+        let mut raw = Vec::with_capacity(events.len());
+        for (index, (_, data, _)) in events.iter().enumerate() {
+            let data = serde_json::value::to_raw_value(data).map_err(|e| {
+                refuse(
+                    ErrorCode::BadRequest.as_str(),
+                    format!("events[{index}].data is not JSON: {e}"),
+                )
+            })?;
+            if data.get().len() > cfg.max_event_bytes {
+                return Err(refuse(
+                    ErrorCode::TooLarge.as_str(),
+                    format!(
+                        "events[{index}].data is larger than {} bytes",
+                        cfg.max_event_bytes
+                    ),
+                ));
+            }
+            raw.push(data);
+        }
+        if self.pending.len() >= cfg.max_queued_publishes {
+            return Err(refuse(
+                sdk::QUEUE_FULL,
+                "too many publishes waiting for an ack".into(),
+            ));
+        }
+        let out: Vec<BatchEventOut<'_>> = events
+            .iter()
+            .zip(&raw)
+            .map(|((room, _, expected_seq), data)| BatchEventOut {
+                room,
+                data,
+                expected_seq: *expected_seq,
+            })
+            .collect();
+        Ok(ClientRequest::PublishBatch { id, events: &out }.encode())
+    }
+
     /// Queues a publish (its `frame` from [`Publishes::frame`]); it fails with
     /// `timeout` after `timeout_ms` (0: never).
+    /// A batch (its `frame` from [`Publishes::batch_frame`]) is pushed with
+    /// all its `rooms` and `batch` set.
+    #[allow(clippy::too_many_arguments)]
     pub fn push(
         &mut self,
         key: u64,
         id: String,
-        room: &str,
+        rooms: Vec<String>,
+        batch: bool,
         frame: String,
         timeout_ms: u64,
         io: &mut Io,
@@ -121,7 +188,9 @@ impl Publishes {
         self.pending.push(PendingPublish {
             key,
             id,
-            room: room.to_owned(),
+            room: rooms.first().cloned().unwrap_or_default(),
+            rooms,
+            batch,
             frame,
             sent_on: 0,
             attempts: 0,

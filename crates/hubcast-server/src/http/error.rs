@@ -17,6 +17,8 @@ pub struct ApiError {
     pub message: String,
     /// The room's head and epoch, on a 409 conflict.
     pub head: Option<(u64, String)>,
+    /// On a batch's 409: the index of the item that conflicted, and its room.
+    pub item: Option<(usize, String)>,
 }
 
 #[derive(Serialize)]
@@ -27,6 +29,10 @@ struct Body<'a> {
     head: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     epoch: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room: Option<&'a str>,
 }
 
 impl ApiError {
@@ -35,6 +41,7 @@ impl ApiError {
             code,
             message: message.into(),
             head: None,
+            item: None,
         }
     }
 }
@@ -48,6 +55,8 @@ impl IntoResponse for ApiError {
             message: &self.message,
             head: self.head.as_ref().map(|(head, _)| *head),
             epoch: self.head.as_ref().map(|(_, epoch)| epoch.as_str()),
+            index: self.item.as_ref().map(|(index, _)| *index),
+            room: self.item.as_ref().map(|(_, room)| room.as_str()),
         };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -82,6 +91,8 @@ pub fn request_timeout() -> Response {
         message: "request body not received in time",
         head: None,
         epoch: None,
+        index: None,
+        room: None,
     };
     let mut response = (StatusCode::REQUEST_TIMEOUT, Json(body)).into_response();
     response

@@ -113,6 +113,7 @@ pub async fn publish(
             code: ErrorCode::Conflict,
             message: format!("expected_seq {} but the head is {head}", expected_seq.unwrap_or(0)),
             head: Some((head, epoch)),
+            item: None,
         })
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod access;
 mod admin;
+mod batch;
 mod cors;
 mod dashboard;
 pub mod deadline;
@@ -96,6 +97,13 @@ fn router(node: Arc<Node>, extra: Router) -> Router {
         .route(
             "/v1/rooms/{room}/events",
             get(events::history).post(events::publish),
+        )
+        .route(
+            "/v1/events",
+            // Its own body limit: a batch is bounded by
+            // `limits.max_batch_bytes`, not by the largest single event.
+            post(batch::publish_batch)
+                .layer(DefaultBodyLimit::max(node.config.limits.max_batch_bytes)),
         )
         .route(
             "/v1/rooms/{room}",

@@ -15,10 +15,12 @@ use crate::limits::rate_key;
 use crate::metrics::note_refusal;
 use crate::protocol::codes::{close, ErrorCode};
 use crate::protocol::{
-    encode_error, parse_client_message, ClientMessage, ProtocolError, PublishRequest, ServerMessage,
+    batch::{BatchEventRequest, BatchReceipt},
+    encode_error, parse_client_message, ClientMessage, ProtocolError, PublishRequest,
+    ServerMessage,
 };
 use crate::room::RoomName;
-use crate::store::{AppendOutcome, AppendRequest};
+use crate::store::{AppendOutcome, AppendRequest, BatchOutcome};
 
 impl Session {
     /// Reads client messages until the session ends. Replays run on their own
@@ -99,6 +101,7 @@ impl Session {
             Ok(ClientMessage::Subscribe(request)) => self.subscribe(request).await,
             Ok(ClientMessage::Unsubscribe { room }) => self.unsubscribe(room).await,
             Ok(ClientMessage::Publish(request)) => self.publish(request).await,
+            Ok(ClientMessage::PublishBatch { id, events }) => self.publish_batch(id, events).await,
             Ok(ClientMessage::Ping) => self.reply(ServerMessage::Pong.encode().into()).await,
             Ok(ClientMessage::Auth { token }) => self.authenticate(&token).await,
             Ok(ClientMessage::Presence { room, id }) => self.presence(room, id).await,
@@ -403,6 +406,7 @@ impl Session {
                     id: Some(&id),
                     room: Some(&room),
                     head: Some(head),
+                    index: None,
                 }
                 .encode()
                 .into()
@@ -410,6 +414,70 @@ impl Session {
             Err(err) => {
                 let err = ProtocolError::new(err.code(), err.to_string(), Some(&id));
                 encode_error(&err, Some(&room))
+            }
+        };
+        self.reply(frame).await;
+    }
+
+    /// An atomic batch over the socket: the same checks and store call as
+    /// `POST /v1/events`, answered by one `batch_ack` (or one `error`) with
+    /// the batch's `id`, which is also its idempotency key.
+    pub(super) async fn publish_batch(&mut self, id: String, events: Vec<BatchEventRequest>) {
+        if let Err(refusal) = crate::batch::admit(&self.node, &self.principal, self.ip, &events) {
+            let err = ProtocolError::new(refusal.code, refusal.message, Some(&id));
+            let room = refusal.room.and_then(|r| RoomName::parse(&r).ok());
+            return self.reply_error(&err, room.as_ref()).await;
+        }
+        let expected: Vec<Option<u64>> = events.iter().map(|e| e.expected_seq).collect();
+        let request = crate::batch::request(events, Some(id.clone()), Some(self.out.session_id));
+        let receipts = |receipts: Vec<crate::store::Receipt>| -> Vec<BatchReceipt> {
+            receipts
+                .into_iter()
+                .map(|r| BatchReceipt {
+                    room: r.room.to_string(),
+                    seq: r.seq,
+                })
+                .collect()
+        };
+        let frame = match self.node.store.append_batch(request).await {
+            Ok(BatchOutcome::Appended(done) | BatchOutcome::Duplicate(done)) => {
+                ServerMessage::BatchAck {
+                    id: &id,
+                    events: &receipts(done),
+                }
+                .encode()
+                .into()
+            }
+            Ok(BatchOutcome::Mismatch) => encode_error(
+                &ProtocolError::new(
+                    ErrorCode::IdempotencyMismatch,
+                    "publish_batch id was already used for another batch; use a new id for a new batch",
+                    Some(&id),
+                ),
+                None,
+            ),
+            Ok(BatchOutcome::Conflict {
+                index, room, head, ..
+            }) => {
+                crate::metrics::get().publish_conflicts.increment(1);
+                let message = format!(
+                    "events[{index}]: expected_seq {} but the head of {room} is {head}; nothing was appended",
+                    expected[index].unwrap_or(0)
+                );
+                ServerMessage::Error {
+                    code: ErrorCode::Conflict.as_str(),
+                    message: &message,
+                    id: Some(&id),
+                    room: Some(&room),
+                    head: Some(head),
+                    index: Some(index),
+                }
+                .encode()
+                .into()
+            }
+            Err(err) => {
+                let err = ProtocolError::new(err.code(), err.to_string(), Some(&id));
+                encode_error(&err, None)
             }
         };
         self.reply(frame).await;

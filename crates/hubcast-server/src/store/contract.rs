@@ -10,7 +10,10 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
 use super::transaction::{AppEvent, Backend, PostgresWork, SqliteWork, TxDecision, TxOutcome};
-use super::{AppendOutcome, AppendRequest, CommitFeed, RetentionPolicy, Store, StoreError};
+use super::{
+    AppendOutcome, AppendRequest, BatchItem, BatchOutcome, BatchRequest, CommitFeed,
+    RetentionPolicy, Store, StoreError,
+};
 use crate::room::RoomName;
 
 fn room(name: &str) -> RoomName {
@@ -714,6 +717,178 @@ pub async fn transact_commits_app_state_with_its_event(backend: Backend, mut fee
     }
 }
 
+/// A batch of `(room, n, expected_seq)` items, data `{"n": n}`.
+fn batch(items: &[(&str, u64, Option<u64>)], key: Option<&str>) -> BatchRequest {
+    BatchRequest {
+        events: items
+            .iter()
+            .map(|&(room_name, n, expected_seq)| BatchItem {
+                room: room(room_name),
+                data: RawValue::from_string(format!("{{\"n\":{n}}}")).expect("valid json"),
+                expected_seq,
+            })
+            .collect(),
+        idem_key: key.map(str::to_owned),
+        origin: None,
+    }
+}
+
+/// `(room, seq)` of each receipt of an appended batch.
+fn appended(outcome: BatchOutcome) -> Vec<(String, u64)> {
+    match outcome {
+        BatchOutcome::Appended(receipts) => receipts
+            .into_iter()
+            .map(|r| (r.room.as_str().to_owned(), r.seq))
+            .collect(),
+        other => panic!("expected the batch appended, got {other:?}"),
+    }
+}
+
+/// Each room's head (0 for a room never created).
+async fn heads(store: &dyn Store, rooms: &[&str]) -> Vec<u64> {
+    let mut heads = Vec::new();
+    for name in rooms {
+        let state = store.room_state(&room(name)).await.unwrap();
+        heads.push(state.map_or(0, |s| s.head));
+    }
+    heads
+}
+
+pub async fn batch_conflict_leaves_every_room_unchanged(store: Arc<dyn Store>, _feed: CommitFeed) {
+    for n in 1..=2 {
+        seq_of(&*store, request("ba", n)).await;
+    }
+    seq_of(&*store, request("bb", 1)).await;
+    // Single appends to the same rooms share group commits with the batch.
+    let singles: Vec<_> = (0..20)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move { seq_of(&*store, request("bs", n)).await })
+        })
+        .collect();
+    // The last item conflicts: the earlier ones (in rooms that exist and one
+    // that does not) are not appended either.
+    let conflicting = batch(
+        &[
+            ("ba", 10, Some(2)),
+            ("bc", 11, None),
+            ("ba", 12, None),
+            ("bb", 13, Some(5)),
+        ],
+        None,
+    );
+    match store.append_batch(conflicting).await.unwrap() {
+        BatchOutcome::Conflict {
+            index, room, head, ..
+        } => assert_eq!((index, room.as_str(), head), (3, "bb", 1)),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(heads(&*store, &["ba", "bb", "bc"]).await, vec![2, 1, 0]);
+    assert_eq!(store.room_state(&room("bc")).await.unwrap(), None);
+    let mut single_seqs = Vec::new();
+    for single in singles {
+        single_seqs.push(single.await.unwrap());
+    }
+    single_seqs.sort();
+    assert_eq!(single_seqs, (1..=20).collect::<Vec<_>>());
+    // The store's view of each room is the database's: the next batch and
+    // appends continue right after the heads.
+    let next = batch(
+        &[("ba", 20, Some(2)), ("bc", 21, None), ("bb", 22, Some(1))],
+        None,
+    );
+    assert_eq!(
+        appended(store.append_batch(next).await.unwrap()),
+        vec![("ba".into(), 3), ("bc".into(), 1), ("bb".into(), 2)]
+    );
+    assert_eq!(seq_of(&*store, request("ba", 23)).await, 4);
+    let page = store.read(&room("ba"), 0, 10).await.unwrap();
+    let data: Vec<&str> = page.events.iter().map(|e| e.data.get()).collect();
+    assert_eq!(
+        data,
+        [r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":20}"#, r#"{"n":23}"#]
+    );
+}
+
+pub async fn batch_keeps_request_order(store: Arc<dyn Store>, mut feed: CommitFeed) {
+    seq_of(&*store, request("ox", 0)).await;
+    let items = [
+        ("ox", 1, Some(1)),
+        ("oy", 2, None),
+        ("ox", 3, Some(2)),
+        ("oy", 4, Some(1)),
+        ("ox", 5, None),
+    ];
+    assert_eq!(
+        appended(store.append_batch(batch(&items, None)).await.unwrap()),
+        vec![
+            ("ox".into(), 2),
+            ("oy".into(), 1),
+            ("ox".into(), 3),
+            ("oy".into(), 2),
+            ("ox".into(), 4)
+        ]
+    );
+    let ox = store.read(&room("ox"), 1, 10).await.unwrap();
+    let data: Vec<&str> = ox.events.iter().map(|e| e.data.get()).collect();
+    assert_eq!(data, [r#"{"n":1}"#, r#"{"n":3}"#, r#"{"n":5}"#]);
+    // The whole batch is on the commit feed, after the single append.
+    let mut reported = Vec::new();
+    while reported.len() < 6 {
+        let events = tokio::time::timeout(Duration::from_secs(10), feed.recv())
+            .await
+            .expect("the feed reports the batch")
+            .expect("feed open");
+        reported.extend(events.iter().map(|e| (e.room.as_str().to_owned(), e.seq)));
+    }
+    let ox_seqs: Vec<u64> = reported
+        .iter()
+        .filter(|r| r.0 == "ox")
+        .map(|r| r.1)
+        .collect();
+    let oy_seqs: Vec<u64> = reported
+        .iter()
+        .filter(|r| r.0 == "oy")
+        .map(|r| r.1)
+        .collect();
+    assert_eq!((ox_seqs, oy_seqs), (vec![1, 2, 3, 4], vec![1, 2]));
+}
+
+pub async fn batch_idempotent_retry(store: Arc<dyn Store>, _feed: CommitFeed) {
+    let items = [("ia", 1, None), ("ib", 2, Some(0)), ("ia", 3, None)];
+    let first = match store.append_batch(batch(&items, Some("K"))).await.unwrap() {
+        BatchOutcome::Appended(receipts) => receipts,
+        other => panic!("{other:?}"),
+    };
+    // The same batch again is a retry: the first receipts, nothing appended
+    // (its expected_seq is stale by now, but the key is checked first).
+    assert_eq!(
+        store.append_batch(batch(&items, Some("K"))).await.unwrap(),
+        BatchOutcome::Duplicate(first.clone())
+    );
+    // Another batch under the same key is not a retry.
+    let other = [("ia", 1, None), ("ib", 2, Some(0)), ("ia", 4, None)];
+    assert_eq!(
+        store.append_batch(batch(&other, Some("K"))).await.unwrap(),
+        BatchOutcome::Mismatch
+    );
+    assert_eq!(heads(&*store, &["ia", "ib"]).await, vec![2, 1]);
+    // A single publish's key never collides with a batch item's.
+    let single = AppendRequest {
+        idem_key: Some("K".into()),
+        ..request("ia", 9)
+    };
+    assert!(matches!(
+        store.append(single).await.unwrap(),
+        AppendOutcome::Appended(r) if r.seq == 3
+    ));
+    // Without a key, the same batch is a new batch.
+    assert_eq!(
+        appended(store.append_batch(batch(&items[..1], None)).await.unwrap()),
+        vec![("ia".into(), 4)]
+    );
+}
+
 mod sqlite {
     use super::*;
     use crate::config::SqliteConfig;
@@ -763,6 +938,9 @@ mod sqlite {
         namespaces_have_their_own_retention,
         closed_store_refuses_writes,
         reused_key_with_another_body_is_a_mismatch,
+        batch_conflict_leaves_every_room_unchanged,
+        batch_keeps_request_order,
+        batch_idempotent_retry,
     );
 
     #[tokio::test]
@@ -876,6 +1054,9 @@ mod postgres {
         namespaces_have_their_own_retention,
         closed_store_refuses_writes,
         reused_key_with_another_body_is_a_mismatch,
+        batch_conflict_leaves_every_room_unchanged,
+        batch_keeps_request_order,
+        batch_idempotent_retry,
     );
 
     #[tokio::test]

@@ -11,6 +11,10 @@
 //!   otherwise.
 //! - An append with `expected_seq` other than the head appends nothing and
 //!   returns [`AppendOutcome::Conflict`].
+//! - `append_batch` applies a batch's events as single appends, in request
+//!   order, inside one transaction, and commits only if every one of them was
+//!   appended: one conflict (or a reused batch key) leaves every room as it
+//!   was. A batch is never split across commits.
 //! - After each commit the store sends the committed events on its commit feed,
 //!   never before the commit. One store writer reports a room's events in seq
 //!   order; a store with several writers (PostgreSQL: the append writers, the
@@ -98,6 +102,136 @@ impl AppendRequest {
         hash.update(b"\n");
         hash.update(self.data.get().as_bytes());
         hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Several publishes to one or more rooms, appended atomically: all of them
+/// in one transaction, or none (`POST /v1/events`, a socket `publish_batch`).
+#[derive(Debug)]
+pub struct BatchRequest {
+    /// In request order; within a room this is the order of their seqs.
+    pub events: Vec<BatchItem>,
+    /// One idempotency key for the whole batch.
+    pub idem_key: Option<String>,
+    /// The publishing session (socket publishes); see [`AppendRequest::origin`].
+    pub origin: Option<u64>,
+}
+
+/// One event of a [`BatchRequest`].
+#[derive(Debug)]
+pub struct BatchItem {
+    pub room: RoomName,
+    pub data: Box<RawValue>,
+    /// Append the batch only if the room's head is this seq when this item
+    /// comes to be appended (earlier items of the batch count).
+    pub expected_seq: Option<u64>,
+}
+
+impl BatchRequest {
+    /// What a retry must repeat for the batch key to count as the same batch:
+    /// a SHA-256 over every item's room, `expected_seq` and data as sent.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(b"batch\n");
+        for item in &self.events {
+            hash.update(item.room.as_str().as_bytes());
+            hash.update(b"\n");
+            match item.expected_seq {
+                Some(seq) => hash.update(seq.to_string().as_bytes()),
+                None => hash.update(b"-"),
+            }
+            hash.update(b"\n");
+            hash.update(item.data.get().as_bytes());
+            hash.update(b"\n");
+        }
+        hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The batch as single appends, each with the idempotency key stored for
+    /// it (see [`batch_item_key`]) and the fingerprint of the whole batch.
+    pub fn into_appends(self) -> (Vec<AppendRequest>, Option<String>) {
+        let fingerprint = self.idem_key.as_ref().map(|_| self.fingerprint());
+        let key = self.idem_key;
+        let origin = self.origin;
+        let appends = self
+            .events
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| AppendRequest {
+                room: item.room,
+                data: item.data,
+                idem_key: key.as_deref().map(|key| batch_item_key(key, index)),
+                expected_seq: item.expected_seq,
+                origin,
+            })
+            .collect();
+        (appends, fingerprint)
+    }
+}
+
+/// The idempotency key stored with item `index` of a batch whose key is
+/// `key`: `"{key} {index}"`. Client keys are visible ASCII without spaces, so
+/// a batch item's key can never collide with a single publish's.
+pub fn batch_item_key(key: &str, index: usize) -> String {
+    format!("{key} {index}")
+}
+
+/// The result of an atomic batch append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Every event was appended; receipts in request order.
+    Appended(Vec<Receipt>),
+    /// The batch key was used before for the same batch: the first append's
+    /// receipts, nothing appended.
+    Duplicate(Vec<Receipt>),
+    /// The batch key was used before for another batch (or retention pruned
+    /// part of the first one); nothing appended.
+    Mismatch,
+    /// Item `index` expected another head of `room`; nothing appended.
+    Conflict {
+        index: usize,
+        room: RoomName,
+        head: u64,
+        epoch: String,
+    },
+}
+
+impl BatchOutcome {
+    /// The batch's outcome from its items' outcomes as single appends (in
+    /// request order), evaluated inside the batch's transaction: commit it
+    /// only if this is [`BatchOutcome::Appended`].
+    pub fn of(rooms: &[RoomName], outcomes: Vec<AppendOutcome>) -> BatchOutcome {
+        let mut appended = Vec::with_capacity(outcomes.len());
+        let mut duplicates = Vec::new();
+        let mut mismatch = false;
+        for (index, outcome) in outcomes.into_iter().enumerate() {
+            match outcome {
+                AppendOutcome::Appended(receipt) => appended.push(receipt),
+                AppendOutcome::Duplicate(receipt) => duplicates.push(receipt),
+                AppendOutcome::Mismatch(_) => mismatch = true,
+                AppendOutcome::Conflict { head, epoch } => {
+                    return BatchOutcome::Conflict {
+                        index,
+                        room: rooms[index].clone(),
+                        head,
+                        epoch,
+                    }
+                }
+            }
+        }
+        match (mismatch, appended.is_empty(), duplicates.is_empty()) {
+            (false, _, true) => BatchOutcome::Appended(appended),
+            (false, true, false) => BatchOutcome::Duplicate(duplicates),
+            // Some items' keys were found and some not: their events were
+            // pruned since, so this cannot be answered as the first batch.
+            _ => BatchOutcome::Mismatch,
+        }
+    }
+
+    /// Whether the batch's transaction is committed.
+    pub fn commits(&self) -> bool {
+        matches!(self, BatchOutcome::Appended(_))
     }
 }
 
@@ -250,6 +384,11 @@ impl StoreError {
 pub trait Store: Send + Sync + 'static {
     /// Appends one event (or returns the duplicate's receipt, or a conflict).
     fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<AppendOutcome, StoreError>>;
+
+    /// Appends every event of `batch` in one transaction, or none of them
+    /// (see [`BatchOutcome`]); durable when it returns `Appended`. Events are
+    /// on the commit feed after the commit, like any append's.
+    fn append_batch(&self, batch: BatchRequest) -> BoxFuture<'_, Result<BatchOutcome, StoreError>>;
 
     /// The epoch `room`'s log is born with when its first event is appended:
     /// derived from the store's instance id and the room's name, so a

@@ -14,8 +14,8 @@ mod webhooks;
 mod writer;
 
 use schema::migrate;
-use writer::append_batch_on;
 use writer::Writer;
+use writer::{append_batch_on, append_fingerprinted_on};
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -30,8 +30,8 @@ use tokio_postgres::NoTls;
 
 use super::transaction::{TxDecision, TxOutcome};
 use super::{
-    revocation_from_row, revocation_row, AppendOutcome, AppendRequest, CommitFeed, Page,
-    RetentionPolicy, Revocation, Store, StoreError,
+    revocation_from_row, revocation_row, AppendOutcome, AppendRequest, BatchOutcome,
+    BatchRequest, CommitFeed, Page, RetentionPolicy, Revocation, Store, StoreError,
 };
 use crate::config::PostgresConfig;
 use crate::event::{now_ms, Event, RoomState};
@@ -340,6 +340,64 @@ impl Store for PostgresStore {
             sent?;
             rx.await.map_err(|_| StoreError::Closed)?
         }
+        .boxed()
+    }
+
+    fn append_batch(&self, batch: BatchRequest) -> BoxFuture<'_, Result<BatchOutcome, StoreError>> {
+        self.bounded(async move {
+            if self.closed.is_cancelled() {
+                return Err(StoreError::Closed);
+            }
+            let (appends, fingerprint) = batch.into_appends();
+            let names: Vec<RoomName> = appends.iter().map(|a| a.room.clone()).collect();
+            // Rooms are locked in name order, as the group-commit writers
+            // lock them, so a batch and a writer cannot deadlock; the sort is
+            // stable, so each room keeps the request order.
+            let mut order: Vec<usize> = (0..appends.len()).collect();
+            order.sort_by(|&a, &b| appends[a].room.cmp(&appends[b].room));
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(unavailable)?;
+            let sorted = append_fingerprinted_on(
+                &tx,
+                order.iter().map(|&i| &appends[i]),
+                fingerprint.as_deref(),
+                self.webhooks.as_deref(),
+            )
+            .await?;
+            let mut outcomes: Vec<Option<AppendOutcome>> = vec![None; appends.len()];
+            for (&index, outcome) in order.iter().zip(sorted) {
+                outcomes[index] = Some(outcome);
+            }
+            let outcomes = outcomes
+                .into_iter()
+                .map(|o| o.expect("one outcome per item"));
+            let outcome = BatchOutcome::of(&names, outcomes.collect());
+            if !outcome.commits() {
+                // Dropping `tx` rolls it back: no room changed.
+                return Ok(outcome);
+            }
+            tx.commit().await.map_err(unavailable)?;
+            if let Some(webhooks) = &self.webhooks {
+                webhooks.recorded.notify_waiters();
+            }
+            if let BatchOutcome::Appended(receipts) = &outcome {
+                let events = appends
+                    .into_iter()
+                    .zip(receipts)
+                    .map(|(append, receipt)| {
+                        Arc::new(Event {
+                            room: append.room,
+                            seq: receipt.seq,
+                            ts: receipt.ts,
+                            data: append.data,
+                            origin: append.origin,
+                        })
+                    })
+                    .collect();
+                self.feed.announce(events);
+            }
+            Ok(outcome)
+        })
         .boxed()
     }
 

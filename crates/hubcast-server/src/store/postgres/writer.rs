@@ -132,6 +132,18 @@ pub(super) async fn append_batch_on<'a>(
     requests: impl Iterator<Item = &'a AppendRequest>,
     webhooks: Option<&crate::webhook::Webhooks>,
 ) -> Result<Vec<AppendOutcome>, StoreError> {
+    append_fingerprinted_on(client, requests, None, webhooks).await
+}
+
+/// Like [`append_batch_on`], storing `fingerprint` with every keyed request
+/// instead of each request's own (an atomic batch's items carry the whole
+/// batch's).
+pub(super) async fn append_fingerprinted_on<'a>(
+    client: &impl deadpool_postgres::GenericClient,
+    requests: impl Iterator<Item = &'a AppendRequest>,
+    fingerprint: Option<&str>,
+    webhooks: Option<&crate::webhook::Webhooks>,
+) -> Result<Vec<AppendOutcome>, StoreError> {
     let mut rooms = Vec::new();
     let mut data = Vec::new();
     let mut keys = Vec::new();
@@ -145,7 +157,10 @@ pub(super) async fn append_batch_on<'a>(
         data.push(request.data.get());
         keys.push(request.idem_key.as_deref());
         expected.push(request.expected_seq.map(|s| s as i64));
-        hashes.push(request.idem_key.as_ref().map(|_| request.fingerprint()));
+        hashes.push(request.idem_key.as_ref().map(|_| match fingerprint {
+            Some(shared) => shared.to_owned(),
+            None => request.fingerprint(),
+        }));
         names.push(request.room.clone());
     }
     let rows = client

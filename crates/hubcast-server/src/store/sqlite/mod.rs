@@ -21,8 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::transaction::{TxDecision, TxOutcome};
 use super::webhook_outbox::{Abandoned, DeliveryReport, Holding, PendingWebhook, WebhookOutbox};
 use super::{
-    revocation_from_row, revocation_row, AppendOutcome, AppendRequest, CommitFeed, Page,
-    RetentionPolicy, Revocation, Store, StoreError,
+    revocation_from_row, revocation_row, AppendOutcome, AppendRequest, BatchOutcome,
+    BatchRequest, CommitFeed, Page, RetentionPolicy, Revocation, Store, StoreError,
 };
 use crate::config::SqliteConfig;
 use crate::event::now_ms;
@@ -117,6 +117,11 @@ enum Command {
     Append(
         AppendRequest,
         oneshot::Sender<Result<AppendOutcome, StoreError>>,
+    ),
+    /// An atomic batch: one savepoint of the group-commit transaction.
+    AppendBatch(
+        BatchRequest,
+        oneshot::Sender<Result<BatchOutcome, StoreError>>,
     ),
     Transact(
         Box<dyn SqliteWork>,
@@ -311,6 +316,10 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn append(&self, request: AppendRequest) -> BoxFuture<'_, Result<AppendOutcome, StoreError>> {
         self.call(|reply| Command::Append(request, reply))
+    }
+
+    fn append_batch(&self, batch: BatchRequest) -> BoxFuture<'_, Result<BatchOutcome, StoreError>> {
+        self.call(|reply| Command::AppendBatch(batch, reply))
     }
 
     fn epoch_for(&self, room: &RoomName) -> String {

@@ -13,7 +13,7 @@ use super::{unavailable, Command, SqliteWork};
 use crate::event::{now_ms, Event};
 use crate::room::RoomName;
 use crate::store::transaction::{TxDecision, TxOutcome};
-use crate::store::{AppendOutcome, AppendRequest, Receipt, StoreError};
+use crate::store::{AppendOutcome, AppendRequest, BatchOutcome, BatchRequest, Receipt, StoreError};
 
 /// What the writer remembers of a room between batches. It is the only writer,
 /// so this cache is exact; it is dropped whenever a transaction fails.
@@ -47,6 +47,7 @@ pub(super) struct Writer {
 /// A caller waiting for a write's answer.
 enum Reply {
     Append(oneshot::Sender<Result<AppendOutcome, StoreError>>),
+    Batch(oneshot::Sender<Result<BatchOutcome, StoreError>>),
     Transact(oneshot::Sender<Result<TxOutcome, StoreError>>),
     Webhooks(oneshot::Sender<Result<bool, StoreError>>),
 }
@@ -55,6 +56,7 @@ impl Reply {
     fn fail(self, err: &StoreError) {
         let _ = match self {
             Reply::Append(reply) => reply.send(Err(err.clone())).is_ok(),
+            Reply::Batch(reply) => reply.send(Err(err.clone())).is_ok(),
             Reply::Transact(reply) => reply.send(Err(err.clone())).is_ok(),
             Reply::Webhooks(reply) => reply.send(Err(err.clone())).is_ok(),
         };
@@ -67,6 +69,10 @@ enum Pending {
         oneshot::Sender<Result<AppendOutcome, StoreError>>,
         AppendOutcome,
     ),
+    Batch(
+        oneshot::Sender<Result<BatchOutcome, StoreError>>,
+        BatchOutcome,
+    ),
     Transact(oneshot::Sender<Result<TxOutcome, StoreError>>, TxOutcome),
     Webhooks(oneshot::Sender<Result<bool, StoreError>>, bool),
 }
@@ -75,6 +81,7 @@ impl Pending {
     fn answer(self) {
         let _ = match self {
             Pending::Append(reply, outcome) => reply.send(Ok(outcome)).is_ok(),
+            Pending::Batch(reply, outcome) => reply.send(Ok(outcome)).is_ok(),
             Pending::Transact(reply, outcome) => reply.send(Ok(outcome)).is_ok(),
             Pending::Webhooks(reply, recorded) => reply.send(Ok(recorded)).is_ok(),
         };
@@ -83,6 +90,7 @@ impl Pending {
     fn into_reply(self) -> Reply {
         match self {
             Pending::Append(reply, _) => Reply::Append(reply),
+            Pending::Batch(reply, _) => Reply::Batch(reply),
             Pending::Transact(reply, _) => Reply::Transact(reply),
             Pending::Webhooks(reply, _) => Reply::Webhooks(reply),
         }
@@ -192,6 +200,7 @@ impl Writer {
                 .into_iter()
                 .filter_map(|command| match command {
                     Command::Append(_, reply) => Some(Reply::Append(reply)),
+                    Command::AppendBatch(_, reply) => Some(Reply::Batch(reply)),
                     Command::Transact(_, reply) => Some(Reply::Transact(reply)),
                     Command::Webhooks(_, reply) => Some(Reply::Webhooks(reply)),
                     _ => None,
@@ -210,12 +219,19 @@ impl Writer {
         while let Some(command) = writes.next() {
             let step = match command {
                 Command::Append(request, reply) => {
-                    let appended =
-                        append_one(&tx, &mut self.rooms, &self.instance, request, &mut touched)
-                            .and_then(|(outcome, event)| {
-                                *recorded |= record_published(webhooks, &tx, &outcome, &event)?;
-                                Ok((outcome, event))
-                            });
+                    let fingerprint = request.idem_key.as_ref().map(|_| request.fingerprint());
+                    let appended = append_one(
+                        &tx,
+                        &mut self.rooms,
+                        &self.instance,
+                        request,
+                        fingerprint,
+                        &mut touched,
+                    )
+                    .and_then(|(outcome, event)| {
+                        *recorded |= record_published(webhooks, &tx, &outcome, &event)?;
+                        Ok((outcome, event))
+                    });
                     match appended {
                         Ok((outcome, event)) => {
                             committed.extend(event.map(Arc::new));
@@ -224,6 +240,28 @@ impl Writer {
                         }
                         Err(err) => Err((err, Reply::Append(reply))),
                     }
+                }
+                Command::AppendBatch(batch, reply) => {
+                    match batch_one(
+                        &mut tx,
+                        &mut self.rooms,
+                        &self.instance,
+                        webhooks,
+                        batch,
+                        &mut touched,
+                    ) {
+                        Ok((outcome, events, batch_recorded)) => {
+                            *recorded |= batch_recorded;
+                            committed.extend(events.into_iter().map(Arc::new));
+                            pending.push(Pending::Batch(reply, outcome));
+                        }
+                        // Only this batch's savepoint is rolled back; the
+                        // rest of the group commit goes on.
+                        Err(err) => {
+                            let _ = reply.send(Err(super::unavailable(err)));
+                        }
+                    }
+                    Ok(())
                 }
                 Command::Transact(work, reply) => {
                     let ran =
@@ -389,11 +427,11 @@ fn append_one(
     rooms: &mut HashMap<RoomName, CachedRoom>,
     instance: &str,
     request: AppendRequest,
+    fingerprint: Option<String>,
     touched: &mut Vec<RoomName>,
 ) -> rusqlite::Result<(AppendOutcome, Option<Event>)> {
     #[cfg(feature = "testing")]
     crate::testing::fault_point(request.data.get(), crate::testing::WRITER_PANIC);
-    let fingerprint = request.idem_key.as_ref().map(|_| request.fingerprint());
     let AppendRequest {
         room,
         data,
@@ -470,6 +508,103 @@ fn append_one(
     ))
 }
 
+/// What the writer's cache held of a room before a batch touched it, so a
+/// rolled-back batch leaves the cache exactly as the database is.
+struct CachedBefore {
+    room: RoomName,
+    /// `(head, last_ts, dirty)`, or `None` when the room was not cached.
+    state: Option<(u64, i64, bool)>,
+}
+
+/// Applies one atomic batch inside a savepoint of the group-commit
+/// transaction: every event, in request order, as single appends. The
+/// savepoint is released only if all were appended; otherwise (a conflict, a
+/// reused key, a database error) it is rolled back alone and the cache and
+/// `touched` are restored, so the rest of the group commit is unaffected.
+fn batch_one(
+    tx: &mut rusqlite::Transaction<'_>,
+    rooms: &mut HashMap<RoomName, CachedRoom>,
+    instance: &str,
+    webhooks: Option<&crate::webhook::Webhooks>,
+    batch: BatchRequest,
+    touched: &mut Vec<RoomName>,
+) -> rusqlite::Result<(BatchOutcome, Vec<Event>, bool)> {
+    let (appends, fingerprint) = batch.into_appends();
+    let names: Vec<RoomName> = appends.iter().map(|a| a.room.clone()).collect();
+    let mut before: Vec<CachedBefore> = Vec::new();
+    for room in &names {
+        if !before.iter().any(|b| &b.room == room) {
+            before.push(CachedBefore {
+                room: room.clone(),
+                state: rooms.get(room).map(|c| (c.head, c.last_ts, c.dirty)),
+            });
+        }
+    }
+    let touched_before = touched.len();
+    let savepoint = tx.savepoint()?;
+    let mut outcomes = Vec::with_capacity(appends.len());
+    let mut events = Vec::with_capacity(appends.len());
+    let mut recorded = false;
+    let mut applied = Ok(());
+    for request in appends {
+        // Each event's `event.published` webhooks commit (or roll back) with it.
+        let appended = append_one(
+            &savepoint,
+            rooms,
+            instance,
+            request,
+            fingerprint.clone(),
+            touched,
+        )
+        .and_then(|(outcome, event)| {
+            recorded |= record_published(webhooks, &savepoint, &outcome, &event)?;
+            Ok((outcome, event))
+        });
+        match appended {
+            Ok((outcome, event)) => {
+                let stop = matches!(
+                    outcome,
+                    AppendOutcome::Conflict { .. } | AppendOutcome::Mismatch(_)
+                );
+                outcomes.push(outcome);
+                events.extend(event);
+                if stop {
+                    break;
+                }
+            }
+            Err(err) => {
+                applied = Err(err);
+                break;
+            }
+        }
+    }
+    let outcome = match applied.map(|()| BatchOutcome::of(&names, outcomes)) {
+        Ok(outcome) if outcome.commits() => match savepoint.commit() {
+            Ok(()) => return Ok((outcome, events, recorded)),
+            Err(err) => Err(err),
+        },
+        // Dropping the savepoint rolls it back.
+        other => other,
+    };
+    // Put the cache back as the database now is.
+    touched.truncate(touched_before);
+    for CachedBefore { room, state } in before {
+        match state {
+            None => {
+                rooms.remove(&room);
+            }
+            Some((head, last_ts, dirty)) => {
+                if let Some(cached) = rooms.get_mut(&room) {
+                    cached.head = head;
+                    cached.last_ts = last_ts;
+                    cached.dirty = dirty;
+                }
+            }
+        }
+    }
+    outcome.map(|outcome| (outcome, Vec::new(), false))
+}
+
 /// Why one application transaction failed.
 enum TransactFailure {
     /// The application's work failed; only its savepoint is rolled back.
@@ -527,7 +662,7 @@ fn transact_one(
                 expected_seq: None,
                 origin: None,
             };
-            let (outcome, event) = append_one(&savepoint, rooms, instance, request, touched)
+            let (outcome, event) = append_one(&savepoint, rooms, instance, request, None, touched)
                 .map_err(TransactFailure::Db)?;
             savepoint.commit().map_err(TransactFailure::Db)?;
             let receipt = match outcome {
