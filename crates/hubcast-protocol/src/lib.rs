@@ -6,6 +6,7 @@
 //! - [`message`]: client messages parsed, server messages encoded (the server's path).
 //! - [`frame`]: server frames decoded ([`ServerFrame`]; the client's and the bus's path).
 //! - [`codes`]: error codes, close codes, and a client's policy for each.
+//! - [`sse`]: Server-Sent Events: the stream id that carries every room's cursor.
 
 pub mod codes;
 pub mod frame;
@@ -13,6 +14,7 @@ pub mod message;
 pub mod pattern;
 pub mod request;
 pub mod room;
+pub mod sse;
 #[cfg(feature = "jwt")]
 pub mod token;
 

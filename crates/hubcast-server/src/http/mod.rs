@@ -11,6 +11,7 @@ mod extract;
 pub mod page;
 mod request_id;
 mod rooms;
+mod sse;
 mod stats;
 pub mod throttle;
 mod ws;
@@ -99,6 +100,8 @@ fn router(node: Arc<Node>, extra: Router) -> Router {
         .route("/v1/rooms/{room}", get(rooms::stats))
         .route("/v1/rooms/{room}/ws", get(ws::room))
         .route("/v1/ws", get(ws::multiplexed))
+        .route("/v1/rooms/{room}/sse", get(sse::room))
+        .route("/v1/sse", get(sse::multiplexed))
         .route("/v1/rooms", get(stats::rooms))
         .route("/v1/stats", get(stats::stats))
         .route("/metrics", get(stats::metrics))

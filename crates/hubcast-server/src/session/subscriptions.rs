@@ -48,6 +48,7 @@ impl Session {
             return self.reply_error(&err, Some(&room)).await;
         }
         let (node, out, joined) = (self.node.clone(), self.out.clone(), self.joined.clone());
+        let zero_is_earliest = self.transport == super::Transport::Sse;
         let member = request.presence.then(|| self.member());
         if request.presence {
             self.presence_rooms.insert(room.clone());
@@ -58,7 +59,15 @@ impl Session {
         let id = self.next_join;
         let (answered_tx, answered) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
-            let result = start_subscription(&node, &out, &request, member, &answered_tx).await;
+            let result = start_subscription(
+                &node,
+                &out,
+                &request,
+                member,
+                &answered_tx,
+                zero_is_earliest,
+            )
+            .await;
             joined.send((request.room, id, result));
         });
         self.subscriptions
