@@ -9,6 +9,8 @@
 //! - [`core`]: the state machine underneath, without I/O, driven by the tests
 //!   with a fake socket, a fake history route and a fake clock.
 //! - [`http_publish`]: a one-shot publish over HTTP (`hubcast pub`).
+//! - [`sse`]: a listen-only subscriber over Server-Sent Events, resuming with
+//!   `Last-Event-ID` (for networks where WebSocket does not pass).
 //!
 //! Frames are encoded (`ClientRequest`) and decoded (`ServerFrame`), and every
 //! error and close code is named, by the `hubcast-protocol` crate the server
@@ -25,6 +27,7 @@
 mod client;
 pub mod core;
 mod driver;
+pub mod sse;
 mod transport;
 mod types;
 pub mod urls;
