@@ -11,7 +11,7 @@
 //! stream, one `event` per batched event.
 //!
 //! Frames already queued are written as one chunk (one write, as the
-//! WebSocket writer's bursts). A comment goes out every `sse.heartbeat_ms`
+//! WebSocket writer's bursts). A comment line goes out every `sse.heartbeat_ms`
 //! of silence. When the session ends, a `close` event says why (the code a
 //! WebSocket would carry), except for a client that is not reading (4009):
 //! its connection is aborted, and it resumes from its last id.
@@ -52,8 +52,11 @@ pub struct SseWriter {
     control: Arc<SessionControl>,
     shutdown: CancellationToken,
     heartbeat: tokio::time::Interval,
-    /// `retry:` and an opening comment, sent before anything else.
+    /// An opening comment, so the response starts at once.
     preamble: Option<Bytes>,
+    /// The `retry:` line, sent with the `welcome` event (not alone: some
+    /// clients dispatch an event without data for a block with only `retry`).
+    retry: String,
     /// The stream's rooms in URL order, and each one's position.
     rooms: Vec<RoomName>,
     cursors: Vec<RoomCursor>,
@@ -78,13 +81,14 @@ impl SseWriter {
         let every = Duration::from_millis(config.heartbeat_ms);
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let preamble = format!("retry: {}\n: hubcast\n\n", config.retry_ms);
+        let preamble = Bytes::from_static(b": hubcast\n");
         SseWriter {
             frames,
             control,
             shutdown,
             heartbeat,
-            preamble: Some(Bytes::from(preamble)),
+            preamble: Some(preamble),
+            retry: format!("retry: {}\n", config.retry_ms),
             epochs: vec![None; rooms.len()],
             rooms,
             cursors,
@@ -132,7 +136,10 @@ impl SseWriter {
                     }
                 }
                 _ = self.control.token.cancelled() => return self.finish(),
-                _ = self.heartbeat.tick() => return Some(Ok(Bytes::from_static(b":\n\n"))),
+                // A comment line alone, without the blank line that ends an
+                // event: some clients (httpx-sse) dispatch an empty `message`
+                // for a blank line once they have seen an id.
+                _ = self.heartbeat.tick() => return Some(Ok(Bytes::from_static(b":\n"))),
             }
         }
     }
@@ -212,7 +219,10 @@ impl SseWriter {
                 wire::write_event(out, Some("reset"), None, text);
             }
             ("error", _) => self.last_error = Some(frame.clone()),
-            ("welcome", _) => wire::write_event(out, Some("welcome"), None, text),
+            ("welcome", _) => {
+                out.extend_from_slice(self.retry.as_bytes());
+                wire::write_event(out, Some("welcome"), None, text);
+            }
             (kind, _) if kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') => {
                 // A frame kind added later: passed on under its own name.
                 wire::write_event(out, Some(kind), None, text);
