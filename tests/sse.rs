@@ -142,6 +142,9 @@ async fn cursor_zero_means_from_the_start_of_retention() {
     assert_eq!(room_seqs(&events, "sse-pruned"), range(8, 10));
 }
 
+/// A request that must be refused: path, headers, status, error code.
+type Refusal<'a> = (String, Vec<(&'a str, &'a str)>, u16, &'a str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_are_http_errors_with_json_bodies() {
     let config = format!(
@@ -151,7 +154,7 @@ async fn refusals_are_http_errors_with_json_bodies() {
     let base = server.base();
     let allowed = token(&["ok:*"]);
     let bearer = format!("Bearer {allowed}");
-    let cases: Vec<(String, Vec<(&str, &str)>, u16, &str)> = vec![
+    let cases: Vec<Refusal> = vec![
         ("/v1/rooms/ok:1/sse".into(), vec![], 401, "unauthenticated"),
         (
             "/v1/rooms/ok:1/sse?token=garbage".into(),

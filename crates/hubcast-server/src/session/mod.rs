@@ -106,7 +106,7 @@ fn open(
         slot,
         refusal,
     } = admission;
-    let parts = Session::new(
+    let parts = Session::with_queue(
         node,
         id,
         name,
@@ -145,7 +145,7 @@ struct SessionParts {
 
 impl Session {
     /// A session with its bounded outbound queue, counted as open.
-    fn new(
+    fn with_queue(
         node: Arc<Node>,
         id: u64,
         name: String,

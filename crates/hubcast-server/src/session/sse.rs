@@ -45,7 +45,7 @@ pub fn open_sse(node: Arc<Node>, stream: SseStream) -> axum::body::Body {
     let span = tracing::info_span!("session", session = %name, client = %ip, transport = "sse");
     let parts = span.in_scope(|| {
         tracing::debug!("sse session opened");
-        Session::new(node.clone(), id, name, principal, ip, None, Transport::Sse)
+        Session::with_queue(node.clone(), id, name, principal, ip, None, Transport::Sse)
     });
     let rooms = requests.iter().map(|r| r.room.clone()).collect();
     let writer = SseWriter::new(
