@@ -161,6 +161,11 @@ pub async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Option<Re
         }
         _ => {}
     }
+    if common.target.transport == target::Transport::Sse
+        && common.target.target != TargetKind::Hubcast
+    {
+        anyhow::bail!("--transport sse is hubcast's (--target hubcast)");
+    }
     if common.spawn && common.target.target != TargetKind::Hubcast {
         anyhow::bail!("--spawn starts hubcast; start the peer yourself (bench/compare.sh does)");
     }

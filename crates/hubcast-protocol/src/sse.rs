@@ -148,6 +148,22 @@ pub fn write_event(out: &mut Vec<u8>, name: Option<&str>, id: Option<&str>, data
     out.push(b'\n');
 }
 
+/// The room and seq of an `event` frame as the server encodes it
+/// (`{"type":"event","room":"…","seq":N,…`), read from its first bytes
+/// without parsing the rest; `None` for any other frame or shape (the caller
+/// then parses it). Room names need no escaping, so the name ends at the
+/// first quote. An SSE stream reads every frame it sends: this keeps that
+/// cost independent of the event's size.
+pub fn peek_event(frame: &str) -> Option<(&str, u64)> {
+    let rest = frame.strip_prefix(r#"{"type":"event","room":""#)?;
+    let end = rest.find('"')?;
+    let (room, rest) = rest.split_at(end);
+    let rest = rest.strip_prefix(r#"","seq":"#)?;
+    let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+    let seq = rest[..digits].parse().ok()?;
+    Some((room, seq))
+}
+
 /// The data of the `close` event, the last of a stream the server ends:
 /// the close code a WebSocket would have been closed with, and the `error`
 /// frame that said why, if one did.
@@ -259,6 +275,20 @@ mod tests {
             encode_close(1012, "server restarting", None),
             r#"{"code":1012,"reason":"server restarting"}"#
         );
+    }
+
+    #[test]
+    fn event_frames_are_peeked() {
+        assert_eq!(
+            peek_event(r#"{"type":"event","room":"a:b","seq":42,"ts":1,"data":{"seq":7}}"#),
+            Some(("a:b", 42))
+        );
+        assert_eq!(
+            peek_event(r#"{"type":"caught_up","room":"a","seq":3}"#),
+            None
+        );
+        assert_eq!(peek_event(r#"{"room":"a","type":"event","seq":3}"#), None);
+        assert_eq!(peek_event(r#"{"type":"event","room":"a","seq":}"#), None);
     }
 
     #[test]

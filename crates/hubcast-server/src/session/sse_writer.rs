@@ -5,8 +5,9 @@
 //! shared by every subscriber). An `event` frame is sent unchanged as the
 //! `data` of a default (`message`) event; its `id` is the stream's cursor
 //! (`hubcast_protocol::sse`), which this writer keeps per room from the
-//! frames it passes on. Reading a frame's `type`, `room` and `seq` is a scan
-//! of its top-level fields without allocating (the `data` is skipped); only
+//! frames it passes on. An `event` frame's room and seq are read from its
+//! first bytes (`peek_event`); other frames' `type`, `room` and `seq` from a
+//! scan of their top-level fields without allocating; only
 //! `batch` frames (namespaces with `batch_ms`) are split and re-encoded per
 //! stream, one `event` per batched event.
 //!
@@ -187,6 +188,14 @@ impl SseWriter {
     /// Appends what `frame` becomes on the stream to `out`.
     fn translate(&mut self, frame: &Utf8Bytes, out: &mut Vec<u8>) {
         let text: &str = frame.as_str();
+        // The common case, without parsing: an event of one of the rooms.
+        if let Some((room, seq)) = wire::peek_event(text) {
+            if let Some(i) = self.room_index(Some(room)) {
+                self.advance(i, Some(seq));
+                wire::write_event(out, None, Some(&self.id()), text);
+                return;
+            }
+        }
         let Ok(peek) = serde_json::from_str::<Peek>(text) else {
             tracing::warn!("sse: a frame that does not parse was skipped");
             return;
