@@ -364,3 +364,64 @@ async fn the_rust_sdk_subscriber_resumes_across_a_kill_9() {
     assert_eq!(seqs, range(1, 40));
     assert!(reconnects >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_cookie_authenticates_streams_only_with_cors_credentials() {
+    let config = format!(
+        "{FAST}[auth]\ntoken_cookie = \"hc_token\"\nallowed_origins = [\"https://app.example\"]\n[[auth.jwt]]\nkid = \"hs\"\nalg = \"HS256\"\nsecret = \"{SECRET}\"\n"
+    );
+    let server = Server::start(&config).await;
+    let base = server.base();
+    let allowed = token(&["ok:*"]);
+    let cookie = format!("theme=dark; hc_token={allowed}; other=1");
+
+    // The cookie is a credential on the stream, as for a same-origin EventSource …
+    let mut stream = SseStream::open(&base, "/v1/rooms/ok:c/sse", &[("cookie", &cookie)]).await;
+    stream.expect("caught_up").await;
+    // … checked like any other: a bad one is refused, another cookie is not read.
+    let (status, body) = SseStream::refused(
+        &base,
+        "/v1/rooms/ok:c/sse",
+        &[("cookie", "hc_token=garbage")],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("unauthenticated"))
+    );
+    let (status, _) = SseStream::refused(
+        &base,
+        "/v1/rooms/ok:c/sse",
+        &[("cookie", &format!("other={allowed}"))],
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    // A cross-origin page of an allowed origin may send it (withCredentials).
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let response = http
+        .get(format!("{base}/v1/rooms/ok:c/sse"))
+        .header("cookie", &cookie)
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let headers = response.headers();
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert_eq!(headers["access-control-allow-credentials"], "true");
+    drop(response);
+
+    // Publishing never reads the cookie: a forged cross-site POST changes nothing.
+    let response = http
+        .post(format!("{base}/v1/rooms/ok:c/events"))
+        .header("cookie", &cookie)
+        .json(&json!({"data": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}

@@ -502,6 +502,17 @@ impl Config {
         {
             return fail("heartbeat.stale_ms must be greater than heartbeat.interval_ms > 0");
         }
+        if let Some(cookie) = &self.auth.token_cookie {
+            let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+            if cookie.is_empty() || !cookie.chars().all(token_char) {
+                return fail(
+                    "auth.token_cookie must be a cookie name (letters, digits, !#$%&'*+-.^_`|~)",
+                );
+            }
+            if self.auth.allowed_origins.is_empty() {
+                return fail("auth.token_cookie needs auth.allowed_origins: credentials in cookies are only for the pages of known origins");
+            }
+        }
         if self.sse.heartbeat_ms == 0 || self.sse.retry_ms == 0 {
             return fail("sse.heartbeat_ms and sse.retry_ms must be at least 1");
         }
@@ -679,5 +690,19 @@ mod tests {
             );
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_token_cookie_needs_a_cookie_name_and_allowed_origins() {
+        let mut config = Config::default();
+        config.auth.token_cookie = Some("hc_token".into());
+        assert!(config.check().is_err(), "no allowed_origins");
+        config.auth.allowed_origins = vec!["https://app.example".into()];
+        assert!(config.check().is_ok());
+        config.auth.token_cookie = Some("bad name".into());
+        assert!(config.check().is_err(), "not a cookie name");
+        config.auth.token_cookie = None;
+        config.sse.max_rooms = 0;
+        assert!(config.check().is_err(), "sse.max_rooms 0");
     }
 }

@@ -40,6 +40,12 @@ pub struct AuthConfig {
     /// After a session's token expires, how long it has to send a fresh one
     /// (`auth` message) before it is closed with 4001.
     pub expiry_grace_ms: u64,
+    /// A cookie whose value is a credential, for a same-origin `EventSource`
+    /// (which cannot set headers): read on the streams (SSE, WebSocket
+    /// upgrades) only, never for publishing, so a forged cross-site request
+    /// can change nothing. Needs `allowed_origins`; CORS then allows
+    /// credentials for those origins.
+    pub token_cookie: Option<String>,
 }
 
 /// The header trusted proxies report each hop's client address in. Only one

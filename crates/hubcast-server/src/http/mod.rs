@@ -64,7 +64,10 @@ impl App {
 /// `extra` routes beside hubcast's.
 pub fn app(node: Arc<Node>, extra: Router) -> App {
     use tower::Layer;
-    let policy = cors::policy(&node.auth.allowed_origins);
+    let policy = cors::policy(
+        &node.auth.allowed_origins,
+        node.config.auth.token_cookie.is_some(),
+    );
     let limits = &node.config.limits;
     let body = deadline::BodyDeadlines {
         idle: Duration::from_millis(limits.body_read_timeout_ms),

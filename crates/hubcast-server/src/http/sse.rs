@@ -4,7 +4,7 @@
 //! Everything is decided before the stream starts, so every refusal is a
 //! plain HTTP status with a JSON body (an `EventSource` that gets one stops
 //! instead of reconnecting): the node stopping, the origin, the connect
-//! rate, credentials (header, `?token=`), every room's subscribe grant, the
+//! rate, credentials (header, `?token=`, `auth.token_cookie`), every room's subscribe grant, the
 //! `Last-Event-ID`, and a connection slot. The stream itself is a session
 //! like a WebSocket's (`session::open_sse`).
 
@@ -117,7 +117,8 @@ fn stream(
     node.limits
         .check_connect(ip)
         .map_err(|refusal| refused(access::limited(refusal, ip)))?;
-    let caller = access::identify(&node, headers, peer, query.token.as_deref()).map_err(refused)?;
+    let credential = access::stream_credential(&node, headers, query.token.as_deref());
+    let caller = access::identify(&node, headers, peer, credential).map_err(refused)?;
     for room in &rooms {
         node.auth
             .authorize(&caller.principal, Action::Subscribe, room)

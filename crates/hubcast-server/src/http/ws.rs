@@ -90,7 +90,8 @@ fn admit(
         crate::metrics::get().connections_refused.increment(1);
         return Err(access::limited(refusal, ip));
     }
-    let (principal, refusal) = match access::identify(node, headers, peer, token) {
+    let credential = access::stream_credential(node, headers, token);
+    let (principal, refusal) = match access::identify(node, headers, peer, credential) {
         Ok(caller) => (caller.principal, None),
         Err(err) => {
             crate::metrics::get().connections_refused.increment(1);
