@@ -425,3 +425,47 @@ async fn a_token_cookie_authenticates_streams_only_with_cors_credentials() {
         .unwrap();
     assert_eq!(response.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_frames_become_one_message_per_event_with_exact_ids() {
+    // A window that never ends: live events go out only as full batches of 8.
+    let config =
+        format!("{FAST}[[namespaces]]\nprefix = \"full:\"\nbatch_ms = 600000\nbatch_max = 8\n");
+    let server = Server::start(&config).await;
+    let api = server.api();
+    let mut stream = SseStream::open(&server.base(), "/v1/rooms/full:sse/sse", &[]).await;
+    stream.expect("caught_up").await;
+    for i in 0..16 {
+        api.publish("full:sse", json!({"i": i})).await;
+    }
+    let mut seqs = Vec::new();
+    let mut ids = Vec::new();
+    while seqs.len() < 16 {
+        let event = stream.next().await.expect("the stream ended early");
+        if event.event == "message" {
+            let data: Value = serde_json::from_str(&event.data).unwrap();
+            assert_eq!(data["type"], "event", "{data}");
+            assert_eq!(
+                data["data"]["i"].as_u64().unwrap() + 1,
+                data["seq"].as_u64().unwrap()
+            );
+            seqs.push(data["seq"].as_u64().unwrap());
+            ids.push(event.id);
+        }
+    }
+    assert_eq!(seqs, range(1, 16));
+    let epoch = api.room("full:sse").await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(ids[4], format!("{epoch}/5"));
+    // A resume from inside a batch gets exactly the rest.
+    let mut resumed = SseStream::open(
+        &server.base(),
+        "/v1/rooms/full:sse/sse",
+        &[("last-event-id", &ids[4])],
+    )
+    .await;
+    let events = resumed.events_until(&[("full:sse", 16)]).await;
+    assert_eq!(room_seqs(&events, "full:sse"), range(6, 16));
+}
