@@ -209,8 +209,10 @@ struct SpawnedServer {
 impl SpawnedServer {
     async fn start(sqlite_sync: Synchronous) -> anyhow::Result<SpawnedServer> {
         let dir = tempfile::tempdir()?;
-        let mut config = Config::default();
-        config.store = StoreUrl::Sqlite(dir.path().join("hubcast.db"));
+        let mut config = Config {
+            store: StoreUrl::Sqlite(dir.path().join("hubcast.db")),
+            ..Config::default()
+        };
         config.sqlite.synchronous = sqlite_sync;
         config.limits.outbound_queue = 8192;
         // One load generator on one address opens thousands of sockets: the
