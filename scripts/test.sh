@@ -68,7 +68,7 @@ else
     HUBCAST_TEST_BACKEND=cluster cargo test --locked --no-fail-fast "${blackbox[@]}"
 fi
 
-step "external clients (Python websockets, Node ws)"
+step "external clients (Python websockets, httpx-sse; Node ws, eventsource; nginx)"
 HUBCAST_BIN="$PWD/target/debug/hubcast" bash tests/external/run.sh
 
 step "TypeScript SDK: unit tests, shared vectors, end to end in Chromium, README example, packed package"

@@ -699,3 +699,46 @@ async fn a_deletion_the_bus_lost_is_found_by_the_reconcile() {
     let event = ws.expect_type("event").await;
     assert_eq!(event["seq"], 1, "{event}");
 }
+
+/// SSE streams are sessions too: a disconnect ends a user's streams on every
+/// node with a `close` event (4011), and revoking a token ends the streams
+/// opened with it (4012).
+#[tokio::test]
+async fn disconnect_and_revocation_end_sse_streams() {
+    let (a, b) = nodes().await;
+    let alice = token("alice", json!({}));
+    let carol = token("carol", json!({"jti": "carol-sse-1", "iat": now() - 5}));
+    let mut streams = Vec::new();
+    for node in each(&a, &b) {
+        for credential in [&alice, &carol] {
+            let bearer = format!("Bearer {credential}");
+            let mut stream = support::SseStream::open(
+                &node.base(),
+                "/v1/rooms/chat:sse/sse",
+                &[("authorization", bearer.as_str())],
+            )
+            .await;
+            stream.expect("caught_up").await;
+            streams.push(stream);
+        }
+    }
+    let (status, body) = admin_post(&a, "/v1/users/alice/disconnect", json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = admin_post(&a, "/v1/revocations", json!({"jti": "carol-sse-1"})).await;
+    assert!(status == 201 || status == 200, "{status} {body}");
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let expected = if i % 2 == 0 { 4011 } else { 4012 };
+        let (_, close) = stream.expect("close").await;
+        assert_eq!(close["code"], expected, "stream {i}: {close}");
+        assert!(stream.next().await.is_none(), "stream {i} ends after `close`");
+    }
+    // The revoked token opens no new stream.
+    let bearer = format!("Bearer {carol}");
+    let (status, body) = support::SseStream::refused(
+        &a.base(),
+        "/v1/rooms/chat:sse/sse",
+        &[("authorization", bearer.as_str())],
+    )
+    .await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("token_revoked")), "{body}");
+}

@@ -56,6 +56,23 @@ fn fanout_at_max_rate_delivers_every_event_to_every_subscriber() {
 }
 
 #[test]
+fn fanout_over_sse_delivers_every_event_to_every_subscriber() {
+    let results = bench(&[
+        "fanout",
+        "--transport",
+        "sse",
+        "--subscribers",
+        "50",
+        "--events",
+        "40",
+        "--rate",
+        "0",
+    ]);
+    assert_eq!(results["transport"], "sse", "{results}");
+    assert_all_delivered(&results, 50, 40);
+}
+
+#[test]
 fn fanout_at_a_steady_rate_delivers_every_event() {
     let results = bench(&[
         "fanout",

@@ -9,7 +9,8 @@
 # two `hubcast serve` on free loopback ports with their own data dirs (one
 # without credentials, one with auth configured) and one `hubcast demo chat`,
 # runs dashboard.test.mjs and chat.test.mjs with `node --test`, and stops them;
-# market.test.mjs starts (and restarts) its own `hubcast demo` from HUBCAST_BIN.
+# market.test.mjs starts (and restarts) its own `hubcast demo` from HUBCAST_BIN,
+# sse.test.mjs its own `hubcast serve` (killed with SIGKILL mid-stream).
 # First checks that the market page's committed bundle matches its source.
 # Screenshots go to <repo>/test-artifacts/.
 # Exits non-zero if a test fails.
@@ -135,12 +136,12 @@ start_server demo demo chat
 demo_url="$url"
 
 mkdir -p "$repo/test-artifacts"
-echo "== node --test dashboard.test.mjs chat.test.mjs market.test.mjs"
+echo "== node --test dashboard.test.mjs chat.test.mjs market.test.mjs sse.test.mjs"
 status=0
 (cd "$here" && HUBCAST_URL="$open_url" HUBCAST_AUTH_URL="$auth_url" \
   HUBCAST_ADMIN_KEY="$admin_key" HUBCAST_PUBLISHER_KEY="$publisher_key" \
   HUBCAST_DEMO_URL="$demo_url" HUBCAST_ARTIFACTS="$repo/test-artifacts" \
-  node --test --test-timeout=180000 dashboard.test.mjs chat.test.mjs market.test.mjs) || status=$?
+  node --test --test-timeout=180000 dashboard.test.mjs chat.test.mjs market.test.mjs sse.test.mjs) || status=$?
 if [[ $status != 0 ]]; then
   for name in open auth demo; do
     echo "== server log: $name (last 40 lines)" >&2

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the external-client integration tests against the real hubcast binary:
-# Python `websockets` (pytest) and Node `ws` (node --test).
+# Python `websockets` and `httpx-sse` (pytest), Node `ws` and `eventsource`
+# (node --test), and Debian's nginx in front of SSE streams (installed with
+# apt-get when missing).
 #
 #   tests/external/run.sh            # from any directory
 #   HUBCAST_BIN=/path/to/hubcast tests/external/run.sh
@@ -41,6 +43,22 @@ else
   (cd "$here/node" && npm install --no-audit --no-fund --loglevel=error)
 fi
 
+# --- nginx (Debian's), for the SSE-through-a-proxy tests. Another job may be
+# running apt at the same time, so a failed attempt (lock held) is retried.
+if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
+  echo "== installing nginx (apt-get)"
+  as_root=()
+  [[ "$(id -u)" == 0 ]] || as_root=(sudo)
+  for attempt in $(seq 1 20); do
+    if DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq nginx \
+      || { "${as_root[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq nginx; }; then
+      break
+    fi
+    echo "   apt busy or failed (attempt $attempt); retrying in 15 s"
+    sleep 15
+  done
+fi
+
 status=0
 
 echo "== pytest (Python websockets $("$venv/bin/python" -c 'import websockets; print(websockets.__version__)'))"
@@ -56,8 +74,14 @@ if ! (cd "$here/python" && timeout 300 "$venv/bin/python" -m pytest -p no:cachep
   status=1
 fi
 
-echo "== node --test (Node $(node --version), ws $(cd "$here/node" && node -p 'require("ws/package.json").version'))"
-if ! (cd "$here/node" && timeout 300 node --test --test-reporter=spec protocol.test.mjs); then
+echo "== pytest: Server-Sent Events (httpx-sse, nginx)"
+if ! (cd "$here/python" && timeout 300 "$venv/bin/python" -m pytest -p no:cacheprovider -q "$@" test_sse.py); then
+  echo "!! pytest (SSE) failed" >&2
+  status=1
+fi
+
+echo "== node --test (Node $(node --version), ws $(cd "$here/node" && node -p 'require("ws/package.json").version'), eventsource $(cd "$here/node" && node -p 'require("eventsource/package.json").version'))"
+if ! (cd "$here/node" && timeout 300 node --test --test-reporter=spec protocol.test.mjs sse.test.mjs); then
   echo "!! node tests failed" >&2
   status=1
 fi

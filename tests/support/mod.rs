@@ -8,6 +8,7 @@
 //! - [`ws`]: a WebSocket client ([`Ws`]).
 //! - [`raw_ws`]: a byte-level WebSocket client that can stop reading or never
 //!   answer pings ([`RawWs`]).
+//! - [`sse`]: a Server-Sent Events reader ([`SseStream`]).
 //! - [`webhook_receiver`]: a Python webhook receiver that verifies signatures
 //!   with the `standardwebhooks` package ([`webhook_receiver::Receiver`]).
 //! - [`follower`]: a resuming follower that checks the gapless-sequence
@@ -26,6 +27,7 @@ pub mod cluster;
 pub mod follower;
 pub mod raw_ws;
 pub mod server;
+pub mod sse;
 pub mod wait;
 pub mod webhook_receiver;
 pub mod ws;
@@ -37,6 +39,7 @@ pub use cluster::{cluster_backend, pg_connect, test_nats_url, test_pg_url, Clust
 pub use follower::{Followed, Follower};
 pub use raw_ws::{Frame, RawWs};
 pub use server::{Server, FAST};
+pub use sse::{room_seqs, SseStream};
 pub use wait::{eventually, within, PHASE, STEP};
 pub use ws::Ws;
 

@@ -19,6 +19,7 @@ import { PresenceRequests } from './presence-requests.js';
 import { type Acknowledged, PublishTracker } from './publishes.js';
 import { Room, type RoomHost } from './room.js';
 import { RoomRegistry } from './rooms.js';
+import { type EventSourceConstructor, type PublishFetch, sseTransport } from './sse.js';
 import type {
   ClientEvents,
   ConnectionState,
@@ -61,7 +62,15 @@ export class HubcastClient {
     if (!options || typeof options.url !== 'string') throw new TypeError('options.url is required');
     this.options = options;
     const urls = deriveUrls(options.url);
-    const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    const transport = options.transport ?? 'websocket';
+    const ES = options.EventSource ?? (globalThis as { EventSource?: EventSourceConstructor }).EventSource;
+    const publishFetch = (options.fetch ?? (globalThis as { fetch?: unknown }).fetch) as PublishFetch | undefined;
+    const sse = ES && publishFetch ? sseTransport(ES, publishFetch) : undefined;
+    if (transport !== 'websocket' && !sse) {
+      throw new TypeError(`transport '${transport}' needs an EventSource (the \`EventSource\` option or a global one) and fetch`);
+    }
+    let WS = transport === 'sse' ? sse : options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (!WS && transport === 'auto') WS = sse;
     if (!WS) {
       // Fail here, not later as a `closed` state whose cause shows only on an `error` event.
       throw new TypeError(
@@ -95,7 +104,15 @@ export class HubcastClient {
       send,
       settled: (room, seq) => this.rooms.get(room)?.onPublishSettled(seq),
     });
-    const config = { WebSocket: WS, url: urls.ws, options, backoff: this.backoff, heartbeat: heartbeatConfig(options.heartbeat), random: this.random };
+    const config = {
+      WebSocket: WS,
+      fallback: transport === 'auto' && WS !== sse ? sse : undefined,
+      url: urls.ws,
+      options,
+      backoff: this.backoff,
+      heartbeat: heartbeatConfig(options.heartbeat),
+      random: this.random,
+    };
     this.connection = new Connection(config, this.credentials, this.emitter, {
       opening: () => this.rooms.clearDraining(),
       opened: () => {

@@ -52,6 +52,8 @@ export interface ConnectionHooks {
 /** What a connection is made with, fixed at construction. */
 export interface ConnectionConfig {
   WebSocket: WebSocketConstructor;
+  /** The SSE transport to switch to for good when WebSocket never opens (`transport: 'auto'`). */
+  fallback?: WebSocketConstructor | undefined;
   /** The `ws(s)://…/v1/ws` endpoint. */
   url: string;
   /** Read on every use, like every option. */
@@ -73,7 +75,10 @@ export class Connection {
   private sessionId: string | null = null;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   private connectTimer: ReturnType<typeof setTimeout> | null = null;
-  private readonly WS: WebSocketConstructor;
+  private WS: WebSocketConstructor;
+  private readonly fallback: WebSocketConstructor | undefined;
+  /** A session was ever established on this client (then WebSocket works here). */
+  private everWelcomed = false;
   private readonly wsUrl: string;
   private readonly options: HubcastClientOptions;
   private readonly backoff: BackoffConfig | null;
@@ -87,6 +92,7 @@ export class Connection {
     private readonly hooks: ConnectionHooks,
   ) {
     this.WS = config.WebSocket;
+    this.fallback = config.fallback;
     this.wsUrl = config.url;
     this.options = config.options;
     this.backoff = config.backoff;
@@ -131,6 +137,7 @@ export class Connection {
   /** `welcome`: the session is established, and the backoff starts over. */
   onWelcome(session: string | null): void {
     this.welcomed = true;
+    this.everWelcomed = true;
     this.failedAttempts = 0;
     this.sessionId = session;
   }
@@ -260,6 +267,10 @@ export class Connection {
   private afterDisconnect(code: number, reason: string, welcomed: boolean): void {
     if (this.currentState === 'closed') return;
     this.failedAttempts = welcomed ? 0 : this.failedAttempts + 1;
+    if (this.fallback && !this.everWelcomed && this.failedAttempts >= 2 && this.WS !== this.fallback) {
+      // WebSocket does not get through from here: Server-Sent Events from now on.
+      this.WS = this.fallback;
+    }
     if (TERMINAL_CLOSE_CODES.has(code)) {
       const error = new HubcastError(terminalErrorCode(code), `connection closed with ${code}${reason ? `: ${reason}` : ''}; not retrying`, {
         closeCode: code,

@@ -1,6 +1,8 @@
 export { HubcastClient } from './client.js';
 export { Room } from './room.js';
 export { HubcastError } from './errors.js';
+export { sseTransport, streamId } from './sse.js';
+export type { EventSourceConstructor, EventSourceLike, PublishFetch } from './sse.js';
 export type { SdkErrorCode, HubcastErrorDetails } from './errors.js';
 export {
   backoffDelay,

@@ -212,6 +212,15 @@ export interface HubcastClientOptions {
    * (`import WebSocket from 'ws'`). With neither, the `HubcastClient` constructor throws a `TypeError`.
    */
   WebSocket?: WebSocketConstructor;
+  /**
+   * `websocket` (default); `sse`: Server-Sent Events for receiving and HTTP
+   * for publishing (for networks where WebSocket does not pass; no presence);
+   * `auto`: WebSocket, falling back to SSE for good when the first two
+   * WebSocket attempts fail without ever opening.
+   */
+  transport?: 'websocket' | 'sse' | 'auto';
+  /** EventSource implementation for the SSE transport; defaults to `globalThis.EventSource`. */
+  EventSource?: import('./sse.js').EventSourceConstructor;
   /** fetch implementation for the history route; defaults to `globalThis.fetch`. */
   fetch?: FetchLike;
   /**

@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::target::{timestamps, Inbound, Target};
+use super::target::{timestamps, Inbound, Target, Transport};
 use super::{latency_histogram, now_us, progress, run_room, Common, Report};
 
 /// How long deliveries may stop arriving, after the last publish, before the
@@ -73,9 +73,15 @@ pub async fn run(
     let permits = Arc::new(tokio::sync::Semaphore::new(256));
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut subscribers = Vec::with_capacity(subscribers_total);
+    // One HTTP/1.1 connection per SSE stream; the pool opens them as needed.
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()?;
     for room in &rooms {
         for _ in 0..shape.per_room {
             let subscriber = Subscriber {
+                http: http.clone(),
                 target: target.clone(),
                 room: room.clone(),
                 expected: shape.events_per_room,
@@ -141,6 +147,7 @@ pub async fn run(
 
     let mut report = Report::new(scenario, &target.base_url());
     report.add("target", serde_json::to_value(target.kind)?);
+    report.add("transport", serde_json::to_value(target.transport())?);
     report.add("rooms", rooms.len() as u64);
     report.add("subscribers", subscribers_total as u64);
     report.add("subscribers_connected", subscribed);
@@ -163,6 +170,7 @@ pub async fn run(
 
 /// One subscriber's connection.
 struct Subscriber {
+    http: reqwest::Client,
     target: Target,
     room: String,
     expected: u64,
@@ -182,6 +190,9 @@ impl Subscriber {
             latencies: Vec::with_capacity(self.expected as usize),
             last_us: 0,
         };
+        if self.target.transport() == Transport::Sse {
+            return self.run_sse(permits, ready, received).await;
+        }
         let latencies = &mut received.latencies;
         let permit = permits.acquire().await;
         let url = self.target.subscribe_url(&self.room);
@@ -260,6 +271,84 @@ impl Subscriber {
             let _ = ready.send(false);
         }
         let _ = socket.close(None).await;
+        received
+    }
+}
+
+impl Subscriber {
+    /// [`Subscriber::run`] over Server-Sent Events: the stream's `data:` lines
+    /// are the WebSocket frames, read line by line as chunks arrive.
+    async fn run_sse(
+        self,
+        permits: Arc<tokio::sync::Semaphore>,
+        ready: tokio::sync::mpsc::UnboundedSender<bool>,
+        mut received: Received,
+    ) -> Received {
+        let permit = permits.acquire().await;
+        let response = match self.http.get(self.target.sse_url(&self.room)).send().await {
+            Ok(response) if response.status().is_success() => response,
+            _ => {
+                self.tally.connect_failures.fetch_add(1, Ordering::Relaxed);
+                let _ = ready.send(false);
+                return received;
+            }
+        };
+        let mut response = response;
+        let mut ready = Some((ready, permit));
+        let subscribe_deadline = tokio::time::Instant::now() + SUBSCRIBE_TIMEOUT;
+        let mut pending: Vec<u8> = Vec::new();
+        let mut counted = 0u64;
+        'read: loop {
+            let chunk = tokio::select! {
+                chunk = response.chunk() => chunk,
+                _ = self.stop.cancelled() => break,
+                _ = tokio::time::sleep_until(subscribe_deadline), if ready.is_some() => break,
+            };
+            let Ok(Some(chunk)) = chunk else { break };
+            pending.extend_from_slice(&chunk);
+            let Some(end) = pending.iter().rposition(|&b| b == b'\n') else {
+                continue;
+            };
+            let now = now_us();
+            for line in pending[..end].split(|&b| b == b'\n') {
+                let Some(data) = line.strip_prefix(b"data: ") else {
+                    continue;
+                };
+                let text = String::from_utf8_lossy(data);
+                if text.contains(r#""type":"caught_up""#) {
+                    if let Some((ready, _permit)) = ready.take() {
+                        let _ = ready.send(true);
+                    }
+                    continue;
+                }
+                let before = received.latencies.len();
+                received.latencies.extend(
+                    timestamps(&text)
+                        .map(|sent| now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32),
+                );
+                if received.latencies.len() > before {
+                    received.last_us = now;
+                }
+                if received.latencies.len() as u64 >= self.expected {
+                    break 'read;
+                }
+            }
+            pending.drain(..=end);
+            let steps = received.latencies.len() as u64 / TALLY_STEP * TALLY_STEP;
+            if steps > counted {
+                self.tally
+                    .delivered
+                    .fetch_add(steps - counted, Ordering::Relaxed);
+                counted = steps;
+            }
+        }
+        self.tally
+            .delivered
+            .fetch_add(received.latencies.len() as u64 - counted, Ordering::Relaxed);
+        if let Some((ready, _permit)) = ready.take() {
+            self.tally.connect_failures.fetch_add(1, Ordering::Relaxed);
+            let _ = ready.send(false);
+        }
         received
     }
 }

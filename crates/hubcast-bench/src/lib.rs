@@ -219,6 +219,11 @@ pub async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Option<Re
         }
         _ => {}
     }
+    if common.target.transport == target::Transport::Sse
+        && common.target.target != TargetKind::Hubcast
+    {
+        anyhow::bail!("--transport sse is hubcast's (--target hubcast)");
+    }
     if common.spawn && common.target.target != TargetKind::Hubcast {
         anyhow::bail!("--spawn starts hubcast; start the peer yourself (bench/compare.sh does)");
     }
@@ -262,8 +267,10 @@ struct SpawnedServer {
 impl SpawnedServer {
     async fn start(sqlite_sync: Synchronous) -> anyhow::Result<SpawnedServer> {
         let dir = tempfile::tempdir()?;
-        let mut config = Config::default();
-        config.store = StoreUrl::Sqlite(dir.path().join("hubcast.db"));
+        let mut config = Config {
+            store: StoreUrl::Sqlite(dir.path().join("hubcast.db")),
+            ..Config::default()
+        };
         config.sqlite.synchronous = sqlite_sync;
         config.limits.outbound_queue = 8192;
         // One load generator on one address opens thousands of sockets: the

@@ -24,12 +24,25 @@ pub enum TargetKind {
     Nchan,
 }
 
+/// How hubcast subscribers connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// `GET /v1/rooms/{room}/ws`.
+    Ws,
+    /// Server-Sent Events: `GET /v1/rooms/{room}/sse`, one HTTP/1.1 stream each.
+    Sse,
+}
+
 /// Connection details of a target.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TargetOptions {
     /// Protocol of the server under test.
     #[arg(long, value_enum, default_value_t = TargetKind::Hubcast, global = true)]
     pub target: TargetKind,
+    /// How subscribers connect to hubcast (`sse`: only with `--target hubcast`).
+    #[arg(long, value_enum, default_value_t = Transport::Ws, global = true)]
+    pub transport: Transport,
     /// Pusher app id (Sockudo).
     #[arg(long, default_value = "bench", global = true)]
     pub app_id: String,
@@ -117,6 +130,16 @@ impl Target {
             TargetKind::Socketio => format!("{ws}/socket.io/?EIO=4&transport=websocket"),
             TargetKind::Nchan => format!("{ws}/sub/{room}"),
         }
+    }
+
+    /// How subscribers connect.
+    pub fn transport(&self) -> Transport {
+        self.options.transport
+    }
+
+    /// The event-stream URL of `room` (hubcast over SSE).
+    pub fn sse_url(&self, room: &str) -> String {
+        format!("{}/v1/rooms/{room}/sse", self.base)
     }
 
     /// Whether a subscriber counts as subscribed as soon as the upgrade

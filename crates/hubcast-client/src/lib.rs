@@ -10,6 +10,8 @@
 //!   with a fake socket, a fake history route and a fake clock.
 //! - [`http_publish`]: a one-shot publish over HTTP (`hubcast pub`).
 //! - [`tls`]: the rustls config for `https://` and `wss://` (extra CA files).
+//! - [`sse`]: a listen-only subscriber over Server-Sent Events, resuming with
+//!   `Last-Event-ID` (for networks where WebSocket does not pass).
 //!
 //! Frames are encoded (`ClientRequest`) and decoded (`ServerFrame`), and every
 //! error and close code is named, by the `hubcast-protocol` crate the server
@@ -26,6 +28,7 @@
 mod client;
 pub mod core;
 mod driver;
+pub mod sse;
 pub mod tls;
 mod transport;
 mod types;

@@ -7,6 +7,7 @@
 //! - [`frame`]: server frames decoded ([`ServerFrame`]; the client's and the bus's path).
 //! - [`batch`]: atomic batch publishes (HTTP body, socket `publish_batch`).
 //! - [`codes`]: error codes, close codes, and a client's policy for each.
+//! - [`sse`]: Server-Sent Events: the stream id that carries every room's cursor.
 
 pub mod batch;
 pub mod codes;
@@ -15,6 +16,7 @@ pub mod message;
 pub mod pattern;
 pub mod request;
 pub mod room;
+pub mod sse;
 #[cfg(feature = "jwt")]
 pub mod token;
 

@@ -104,6 +104,72 @@ pub struct SocketQuery {
     pub token: Option<String>,
 }
 
+/// The query of an SSE stream: `GET /v1/sse?room=a&room=b…` and
+/// `GET /v1/rooms/{room}/sse`, both with `cursor=&epoch=&rewind=&token=&lastEventId=`.
+/// `cursor`, `epoch` and `rewind` apply to every room of the stream.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SseQuery {
+    /// The `room` parameters, in order (`/v1/sse` only).
+    pub rooms: Vec<String>,
+    pub cursor: Option<u64>,
+    pub epoch: Option<String>,
+    pub rewind: Option<u64>,
+    pub token: Option<String>,
+    /// `Last-Event-ID` for clients that cannot set headers.
+    pub last_event_id: Option<String>,
+}
+
+/// Parses an SSE stream's query string (without the `?`). A repeated
+/// parameter other than `room`, or an unknown one, is an error.
+pub fn parse_sse_query(query: &str) -> Result<SseQuery, String> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query).map_err(|err| err.to_string())?;
+    let mut out = SseQuery::default();
+    let number = |key: &str, value: &str| -> Result<u64, String> {
+        match value.parse::<u64>() {
+            Ok(n) if n <= MAX_SEQ => Ok(n),
+            Ok(n) => Err(format!(
+                "{key}: {n} is over the largest sequence number, {MAX_SEQ}"
+            )),
+            Err(_) => Err(format!("{key}: `{value}` is not a non-negative integer")),
+        }
+    };
+    for (key, value) in pairs {
+        let repeated = |set: bool| -> Result<(), String> {
+            if set {
+                Err(format!("{key} is given twice"))
+            } else {
+                Ok(())
+            }
+        };
+        match key.as_str() {
+            "room" => out.rooms.push(value),
+            "cursor" => {
+                repeated(out.cursor.is_some())?;
+                out.cursor = Some(number("cursor", &value)?);
+            }
+            "rewind" => {
+                repeated(out.rewind.is_some())?;
+                out.rewind = Some(number("rewind", &value)?);
+            }
+            "epoch" => {
+                repeated(out.epoch.is_some())?;
+                out.epoch = Some(value);
+            }
+            "token" => {
+                repeated(out.token.is_some())?;
+                out.token = Some(value);
+            }
+            "lastEventId" => {
+                repeated(out.last_event_id.is_some())?;
+                out.last_event_id = Some(value);
+            }
+            other => return Err(format!("unknown query parameter `{other}`")),
+        }
+    }
+    Ok(out)
+}
+
 /// `GET /v1/rooms?after=&limit=`.
 #[derive(Debug, Default, Deserialize)]
 pub struct RoomsQuery {
@@ -225,5 +291,22 @@ mod tests {
             body(r#"{"data":1,"expected_seq":18446744073709551615}"#),
             Err(ErrorCode::InvalidParameter)
         );
+    }
+
+    #[test]
+    fn sse_queries() {
+        let q =
+            parse_sse_query("room=a&room=b&cursor=3&epoch=e&token=t&lastEventId=e%2F1").unwrap();
+        assert_eq!(q.rooms, ["a", "b"]);
+        assert_eq!(
+            (q.cursor, q.epoch.as_deref(), q.rewind),
+            (Some(3), Some("e"), None)
+        );
+        assert_eq!(q.last_event_id.as_deref(), Some("e/1"));
+        assert!(parse_sse_query("cursor=1&cursor=2").is_err());
+        assert!(parse_sse_query("cursor=x").is_err());
+        assert!(parse_sse_query("cursor=9223372036854775808").is_err());
+        assert!(parse_sse_query("nope=1").is_err());
+        assert_eq!(parse_sse_query("").unwrap(), SseQuery::default());
     }
 }

@@ -29,6 +29,7 @@ pub struct Config {
     /// Allow binding a non-loopback address without credentials.
     pub insecure: bool,
     pub heartbeat: HeartbeatConfig,
+    pub sse: SseConfig,
     pub limits: LimitsConfig,
     pub retention: RetentionConfig,
     pub hub: HubConfig,
@@ -164,6 +165,30 @@ pub struct HeartbeatConfig {
     pub interval_ms: u64,
     /// A session with no frame from its client for this long is closed with 4010.
     pub stale_ms: u64,
+}
+
+/// Server-Sent Event streams (`/v1/sse`, `/v1/rooms/{room}/sse`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SseConfig {
+    /// How often an idle stream sends a comment, so proxies with 60–100 s
+    /// idle timeouts keep it open and a vanished client is noticed.
+    pub heartbeat_ms: u64,
+    /// The `retry:` sent to clients: how long `EventSource` waits before it
+    /// reconnects.
+    pub retry_ms: u64,
+    /// Most rooms on one stream; bounds the length of its `id` (~20 bytes a room).
+    pub max_rooms: usize,
+}
+
+impl Default for SseConfig {
+    fn default() -> Self {
+        SseConfig {
+            heartbeat_ms: 25_000,
+            retry_ms: 2_000,
+            max_rooms: 64,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -366,6 +391,7 @@ impl Default for Config {
             bus: BusUrl::Memory,
             insecure: false,
             heartbeat: HeartbeatConfig::default(),
+            sse: SseConfig::default(),
             limits: LimitsConfig::default(),
             retention: RetentionConfig::default(),
             hub: HubConfig::default(),
@@ -524,6 +550,25 @@ impl Config {
         {
             return fail("heartbeat.stale_ms must be greater than heartbeat.interval_ms > 0");
         }
+        if let Some(cookie) = &self.auth.token_cookie {
+            let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+            if cookie.is_empty() || !cookie.chars().all(token_char) {
+                return fail(
+                    "auth.token_cookie must be a cookie name (letters, digits, !#$%&'*+-.^_`|~)",
+                );
+            }
+            if self.auth.allowed_origins.is_empty() {
+                return fail("auth.token_cookie needs auth.allowed_origins: credentials in cookies are only for the pages of known origins");
+            }
+        }
+        if self.sse.heartbeat_ms == 0 || self.sse.retry_ms == 0 {
+            return fail("sse.heartbeat_ms and sse.retry_ms must be at least 1");
+        }
+        if self.sse.max_rooms == 0 || self.sse.max_rooms > 256 {
+            return fail(
+                "sse.max_rooms must be between 1 and 256 (the id carries every room's cursor)",
+            );
+        }
         if self.limits.outbound_queue < 16 {
             return fail("limits.outbound_queue must be at least 16");
         }
@@ -608,6 +653,7 @@ fn is_config_variable(key: &figment::value::UncasedStr) -> bool {
         "bus",
         "insecure",
         "heartbeat",
+        "sse",
         "limits",
         "retention",
         "hub",
@@ -790,5 +836,19 @@ mod tests {
             );
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_token_cookie_needs_a_cookie_name_and_allowed_origins() {
+        let mut config = Config::default();
+        config.auth.token_cookie = Some("hc_token".into());
+        assert!(config.check().is_err(), "no allowed_origins");
+        config.auth.allowed_origins = vec!["https://app.example".into()];
+        assert!(config.check().is_ok());
+        config.auth.token_cookie = Some("bad name".into());
+        assert!(config.check().is_err(), "not a cookie name");
+        config.auth.token_cookie = None;
+        config.sse.max_rooms = 0;
+        assert!(config.check().is_err(), "sse.max_rooms 0");
     }
 }

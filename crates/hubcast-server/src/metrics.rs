@@ -145,6 +145,8 @@ impl CloseReason {
 /// Every metric handle, created once.
 pub struct Metrics {
     pub connections: Gauge,
+    /// The SSE streams among `connections`.
+    pub sse_connections: Gauge,
     pub connections_opened: Counter,
     pub connections_refused: Counter,
     closed: [Counter; 13],
@@ -241,6 +243,7 @@ pub fn install() -> Option<PrometheusHandle> {
 pub fn get() -> &'static Metrics {
     METRICS.get_or_init(|| Metrics {
         connections: gauge!("hubcast_connections"),
+        sse_connections: gauge!("hubcast_sse_connections"),
         connections_opened: counter!("hubcast_connections_opened_total"),
         connections_refused: counter!("hubcast_connections_refused_total"),
         closed: CloseReason::ALL
@@ -293,7 +296,14 @@ impl Metrics {
 }
 
 fn describe() {
-    describe_gauge!("hubcast_connections", "WebSocket sessions open now");
+    describe_gauge!(
+        "hubcast_connections",
+        "Sessions open now (WebSocket and Server-Sent Events)"
+    );
+    describe_gauge!(
+        "hubcast_sse_connections",
+        "Server-Sent Event streams open now (also counted in hubcast_connections)"
+    );
     describe_counter!(
         "hubcast_connections_opened_total",
         "WebSocket sessions established"

@@ -55,6 +55,13 @@ pub struct AuthConfig {
     /// `[auth.publish_hook]`: the application allows, denies or rewrites socket publishes in its rooms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publish_hook: Option<hooks::RoomHookConfig>,
+    /// A cookie whose value is a credential, for a same-origin `EventSource`
+    /// (which cannot set headers): read on the streams (SSE, WebSocket
+    /// upgrades) only, never for publishing, so a forged cross-site request
+    /// can change nothing. Needs `allowed_origins`; CORS then allows
+    /// credentials for those origins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_cookie: Option<String>,
 }
 
 /// The header trusted proxies report each hop's client address in. Only one

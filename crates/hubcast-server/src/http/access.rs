@@ -40,6 +40,33 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|c| !c.is_empty())
 }
 
+/// The value of cookie `name` in the request's `Cookie` headers, if any.
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|line| line.to_str().ok())
+        .flat_map(|line| line.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.trim_matches('"'))
+        .filter(|value| !value.is_empty())
+}
+
+/// The credential of a stream (SSE, WebSocket upgrade): the bearer header,
+/// else `?token=`, else the configured `auth.token_cookie`. Publishing never
+/// reads the cookie.
+pub fn stream_credential<'h>(
+    node: &'h Node,
+    headers: &'h HeaderMap,
+    token: Option<&'h str>,
+) -> Option<&'h str> {
+    bearer(headers).or(token).or_else(|| {
+        let name = node.config.auth.token_cookie.as_deref()?;
+        cookie(headers, name)
+    })
+}
+
 /// The client's address, honouring the forwarded-address header (every line
 /// of it) only from trusted proxies.
 pub fn client_ip(node: &Node, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {

@@ -1,6 +1,7 @@
 //! CORS for browser pages on other origins (history for gap healing, publish
-//! from a page): the configured origins, or any origin when none are
-//! configured. No cookies are ever involved, so `*` is safe.
+//! from a page, event streams): the configured origins, or any origin when
+//! none are configured. Without `auth.token_cookie` no cookies are involved,
+//! so `*` is safe; with it, only the configured origins, with credentials.
 //!
 //! tower-http's layer does the work, but only for requests that carry an
 //! `Origin` header, which every browser sends on a cross-origin request (and
@@ -18,13 +19,17 @@ use axum::http::{header, HeaderName, HeaderValue, Method, Request};
 use axum::response::Response;
 use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 
-/// The CORS policy of a node with these allowed origins.
-pub fn policy(allowed_origins: &[String]) -> CorsLayer {
+/// The CORS policy of a node with these allowed origins. With a token
+/// cookie configured (`credentials`), those origins may send credentials
+/// (`EventSource` with `withCredentials`); config requires a list then, as
+/// credentials must never be allowed to `*`.
+pub fn policy(allowed_origins: &[String], credentials: bool) -> CorsLayer {
     let origins: Vec<HeaderValue> = allowed_origins
         .iter()
         .filter_map(|o| HeaderValue::from_str(o).ok())
         .collect();
-    let allow_origin = if origins.is_empty() {
+    let origins_any = origins.is_empty();
+    let allow_origin = if origins_any {
         AllowOrigin::any()
     } else {
         AllowOrigin::list(origins)
@@ -36,7 +41,9 @@ pub fn policy(allowed_origins: &[String]) -> CorsLayer {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("last-event-id"),
         ])
+        .allow_credentials(credentials && !origins_any)
         .expose_headers([HeaderName::from_static("x-request-id")])
         .max_age(std::time::Duration::from_secs(600))
 }

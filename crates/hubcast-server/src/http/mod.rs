@@ -13,6 +13,7 @@ mod extract;
 pub mod page;
 mod request_id;
 mod rooms;
+mod sse;
 mod stats;
 pub mod throttle;
 mod ws;
@@ -65,7 +66,10 @@ impl App {
 /// `extra` routes beside hubcast's.
 pub fn app(node: Arc<Node>, extra: Router) -> App {
     use tower::Layer;
-    let policy = cors::policy(&node.auth.allowed_origins);
+    let policy = cors::policy(
+        &node.auth.allowed_origins,
+        node.config.auth.token_cookie.is_some(),
+    );
     let limits = &node.config.limits;
     let body = deadline::BodyDeadlines {
         idle: Duration::from_millis(limits.body_read_timeout_ms),
@@ -117,6 +121,8 @@ fn router(node: Arc<Node>, extra: Router) -> Router {
         )
         .route("/v1/rooms/{room}/ws", get(ws::room))
         .route("/v1/ws", get(ws::multiplexed))
+        .route("/v1/rooms/{room}/sse", get(sse::room))
+        .route("/v1/sse", get(sse::multiplexed))
         .route("/v1/rooms", get(stats::rooms))
         .route("/v1/stats", get(stats::stats))
         .route("/metrics", get(stats::metrics))

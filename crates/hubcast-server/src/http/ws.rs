@@ -118,7 +118,7 @@ async fn admit(node: &Node, request: &UpgradeRequest<'_>) -> Result<Admission, A
         return Err(access::limited(refusal, ip));
     }
     let slot = node.limits.open_connection(ip);
-    let credential = access::bearer(headers).or(request.token);
+    let credential = access::stream_credential(node, headers, request.token);
     let identified = node.auth.identify(credential, ip);
     // The connect hook decides when it is asked for every connection, or
     // (fallback) when the connection has no valid credential of its own; a

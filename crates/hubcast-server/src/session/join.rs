@@ -129,13 +129,16 @@ async fn replay(
 
 /// Runs on its own task: resolves the start (cursor, epoch, rewind), sends
 /// `subscribed` (and `reset` when the cursor cannot be served), then replays
-/// and hands the session to the hub.
+/// and hands the session to the hub. With `zero_is_earliest` (SSE URLs), a
+/// cursor of 0 without an epoch means "from the start of retention" rather
+/// than a position that retention may have pruned.
 pub(super) async fn start_subscription(
     node: &Node,
     out: &Outbound,
     request: &SubscribeRequest,
     member: Option<PresenceMember>,
     answered: &tokio::sync::watch::Sender<bool>,
+    zero_is_earliest: bool,
 ) -> Result<Option<HubHandle>, ProtocolError> {
     let room = &request.room;
     if node.hubs.get(room).is_some_and(|hub| hub.is_full()) {
@@ -146,7 +149,15 @@ pub(super) async fn start_subscription(
         .subscribe_state(room)
         .await
         .map_err(|err| ProtocolError::new(err.code(), err.to_string(), None))?;
-    let start = plan_start(&state, request, node.config.limits.max_rewind);
+    let start = if zero_is_earliest && request.cursor == Some(0) && request.epoch.is_none() {
+        let from_earliest = SubscribeRequest {
+            cursor: Some(state.earliest.saturating_sub(1)),
+            ..request.clone()
+        };
+        plan_start(&state, &from_earliest, node.config.limits.max_rewind)
+    } else {
+        plan_start(&state, request, node.config.limits.max_rewind)
+    };
     let echo = node.namespaces.for_room(room).echo();
     let subscribed = ServerMessage::Subscribed {
         room,

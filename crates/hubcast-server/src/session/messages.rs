@@ -235,9 +235,12 @@ impl Session {
     }
 
     /// Refuses a message the principal may not send. On a room-scoped URL,
-    /// refusing its room closes the session with 4001, 4003, 4013 or 1013.
+    /// refusing its room closes the session with 4001, 4003, 4013 or 1013. An
+    /// SSE stream's rooms are all the URL's, and it cannot be told anything
+    /// else: any refusal ends it (1013, try again later, for the rest).
     pub(super) async fn refuse(&mut self, room: &RoomName, err: ProtocolError) {
-        if self.url_room.as_ref() == Some(room) {
+        let sse = self.transport == super::Transport::Sse;
+        if sse || self.url_room.as_ref() == Some(room) {
             let code = match err.code {
                 ErrorCode::Unauthenticated | ErrorCode::TokenExpired => {
                     Some(close::UNAUTHENTICATED)
@@ -245,6 +248,7 @@ impl Session {
                 ErrorCode::Forbidden => Some(close::FORBIDDEN),
                 ErrorCode::OverCapacity => Some(close::TRY_AGAIN_LATER),
                 ErrorCode::AuthUnavailable => Some(close::AUTH_UNAVAILABLE),
+                _ if sse => Some(close::TRY_AGAIN_LATER),
                 _ => None,
             };
             if let Some(code) = code {

@@ -15,6 +15,8 @@
 mod join;
 mod join_reports;
 mod messages;
+mod sse;
+mod sse_writer;
 mod subscriptions;
 pub mod writer;
 
@@ -37,6 +39,7 @@ use crate::protocol::codes::close;
 use crate::protocol::{ProtocolError, ServerMessage, SubscribeRequest};
 use crate::room::RoomName;
 use join_reports::JoinReports;
+pub use sse::{open_sse, SseStream};
 
 #[cfg(feature = "testing")]
 pub use join::join;
@@ -102,28 +105,6 @@ fn open(
     name: String,
     url_room: Option<RoomName>,
 ) -> Opened {
-    let control = Arc::new(SessionControl::child_of(&node.shutdown));
-    let (frames_tx, frames_rx) = mpsc::channel(node.config.limits.outbound_queue);
-    let out = Outbound::new(id, frames_tx, control.clone());
-    let (sink, stream) = socket.split();
-    let writer = tokio::spawn(writer::run(
-        sink,
-        frames_rx,
-        control.clone(),
-        node.shutdown.clone(),
-        Duration::from_millis(node.config.heartbeat.interval_ms),
-    ));
-    tracing::debug!("session opened");
-    let metrics = crate::metrics::get();
-    metrics.connections.increment(1.0);
-    metrics.connections_opened.increment(1);
-    metrics
-        .totals
-        .connections
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-
-    let joined = Arc::new(JoinReports::new());
-    let stale = Duration::from_millis(node.config.heartbeat.stale_ms);
     let Admission {
         principal,
         ip,
@@ -131,35 +112,136 @@ fn open(
         refusal,
         from_hook,
     } = admission;
-    let message_rate = node.limits.session_messages();
-    let mut session = Session {
+    let parts = Session::with_queue(
         node,
+        id,
         name,
-        presence_rooms: std::collections::HashSet::new(),
-        out,
-        control,
-        subscriptions: HashMap::new(),
-        joined: joined.clone(),
-        next_join: 0,
-        stale,
         principal,
         ip,
         url_room,
-        expiry: None,
+        Transport::WebSocket,
         from_hook,
-        message_rate,
-    };
-    session.expiry = session.token_deadline();
-    session.enter_roster();
+    );
+    let (sink, stream) = socket.split();
+    let writer = tokio::spawn(writer::run(
+        sink,
+        parts.frames,
+        parts.session.control.clone(),
+        parts.session.node.shutdown.clone(),
+        Duration::from_millis(parts.session.node.config.heartbeat.interval_ms),
+    ));
+    tracing::debug!("session opened");
     Opened {
-        session,
+        session: parts.session,
         stream,
-        joined,
+        joined: parts.joined,
         writer,
         slot: Some(slot),
         refusal: refusal.map(Box::new),
         opened_at: std::time::Instant::now(),
     }
+}
+
+/// A new session and what its transport drains and watches.
+struct SessionParts {
+    session: Session,
+    /// The outbound queue's receiving end: the transport's writer drains it.
+    frames: mpsc::Receiver<axum::extract::ws::Utf8Bytes>,
+    joined: Arc<JoinReports<JoinResult>>,
+}
+
+impl Session {
+    /// A session with its bounded outbound queue, counted as open.
+    fn with_queue(
+        node: Arc<Node>,
+        id: u64,
+        name: String,
+        principal: Principal,
+        ip: std::net::IpAddr,
+        url_room: Option<RoomName>,
+        transport: Transport,
+        from_hook: bool,
+    ) -> SessionParts {
+        let control = Arc::new(SessionControl::child_of(&node.shutdown));
+        let (frames_tx, frames) = mpsc::channel(node.config.limits.outbound_queue);
+        let out = Outbound::new(id, frames_tx, control.clone());
+        let metrics = crate::metrics::get();
+        metrics.connections.increment(1.0);
+        metrics.connections_opened.increment(1);
+        if transport == Transport::Sse {
+            metrics.sse_connections.increment(1.0);
+        }
+        metrics
+            .totals
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let joined = Arc::new(JoinReports::new());
+        let stale = Duration::from_millis(node.config.heartbeat.stale_ms);
+        let message_rate = match transport {
+            Transport::WebSocket => node.limits.session_messages(),
+            Transport::Sse => None,
+        };
+        let mut session = Session {
+            node,
+            name,
+            presence_rooms: std::collections::HashSet::new(),
+            out,
+            control,
+            subscriptions: HashMap::new(),
+            joined: joined.clone(),
+            next_join: 0,
+            stale,
+            principal,
+            ip,
+            url_room,
+            transport,
+            expiry: None,
+            from_hook,
+            message_rate,
+        };
+        session.expiry = session.token_deadline();
+        session.enter_roster();
+        SessionParts {
+            session,
+            frames,
+            joined,
+        }
+    }
+
+    /// Counts the session's close, by its close code, and its duration.
+    /// Before [`Session::count_gone`]: once the gauge reads zero, every close
+    /// has been counted (a scrape may still read the two apart).
+    fn count_closed(&self, opened_at: std::time::Instant) {
+        let close = self.control.close_reason();
+        let metrics = crate::metrics::get();
+        metrics
+            .closed(CloseReason::from_code(close.as_ref().map(|(code, _)| *code)))
+            .increment(1);
+        metrics.connection_duration.record(opened_at.elapsed());
+        tracing::debug!(close = ?close, "session closed");
+    }
+
+    /// Counts the session as no longer open.
+    fn count_gone(&self) {
+        let metrics = crate::metrics::get();
+        metrics.connections.decrement(1.0);
+        if self.transport == Transport::Sse {
+            metrics.sse_connections.decrement(1.0);
+        }
+        metrics
+            .totals
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// How a session reaches its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A WebSocket: the client subscribes, publishes and answers pings.
+    WebSocket,
+    /// A Server-Sent Event stream: rooms fixed by the URL, nothing read back.
+    Sse,
 }
 
 /// The session's life once open. It works on `opened` in place: moving its
@@ -198,27 +280,11 @@ async fn serve(mut opened: Opened, first: Option<SubscribeRequest>) {
     session.node.roster.leave(session.out.session_id);
     session.control.token.cancel();
     let _ = (&mut opened.writer).await;
-    let close = session.control.close_reason();
-    let metrics = crate::metrics::get();
-    // The close is counted before the gauge drops: once the gauge reads zero,
-    // every close has been counted (a scrape may still read the two apart).
-    metrics
-        .closed(CloseReason::from_code(
-            close.as_ref().map(|(code, _)| *code),
-        ))
-        .increment(1);
-    metrics
-        .connection_duration
-        .record(opened.opened_at.elapsed());
-    if close.is_some() {
+    session.count_closed(opened.opened_at);
+    if session.control.close_reason().is_some() {
         Box::pin(linger(&mut opened.stream)).await;
     }
-    metrics.connections.decrement(1.0);
-    metrics
-        .totals
-        .connections
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    tracing::debug!(close = ?close, "session closed");
+    session.count_gone();
 }
 
 /// A room the session follows.
@@ -257,6 +323,7 @@ struct Session {
     ip: std::net::IpAddr,
     /// The room of a room-scoped URL: refusing it closes the session.
     url_room: Option<RoomName>,
+    transport: Transport,
     /// When the token runs out, and whether the grace period has begun.
     expiry: Option<(tokio::time::Instant, bool)>,
     /// The principal came from the connect hook (until an `auth` message

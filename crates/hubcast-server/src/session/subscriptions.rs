@@ -50,6 +50,7 @@ impl Session {
             return self.reply_error(&err, Some(&room)).await;
         }
         let (node, out, joined) = (self.node.clone(), self.out.clone(), self.joined.clone());
+        let zero_is_earliest = self.transport == super::Transport::Sse;
         let member = request.presence.then(|| self.member());
         let (user, session, ip) = (self.hook_user(), self.name.clone(), self.ip);
         if request.presence {
@@ -68,7 +69,17 @@ impl Session {
                 session: &session,
             };
             let result = match node.auth.hooks.subscribe(&asker, &request.room).await {
-                Ok(()) => start_subscription(&node, &out, &request, member, &answered_tx).await,
+                Ok(()) => {
+                    start_subscription(
+                        &node,
+                        &out,
+                        &request,
+                        member,
+                        &answered_tx,
+                        zero_is_earliest,
+                    )
+                    .await
+                }
                 Err(refusal) => {
                     let code = hook_refusal_code(&refusal);
                     note_refusal(code.as_str(), ip, &refusal.to_string());
