@@ -40,9 +40,10 @@ enum LogFormat {
 /// The flags of `serve` (and of `demo`, which runs the same node).
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Config file (read if it exists).
-    #[arg(long, env = "HUBCAST_CONFIG", default_value = "hubcast.toml")]
-    config: PathBuf,
+    /// Config file [default: hubcast.toml, read if it exists]. A file named
+    /// here (or in HUBCAST_CONFIG) must exist.
+    #[arg(long, env = "HUBCAST_CONFIG")]
+    config: Option<PathBuf>,
     /// Apply the `[env.NAME]` block of the config file.
     #[arg(long = "env", env = "HUBCAST_ENV", value_name = "NAME")]
     env_name: Option<String>,
@@ -110,6 +111,18 @@ enum Command {
         demo: Option<Demo>,
         #[command(flatten)]
         market: MarketArgs,
+    },
+    /// Print the effective configuration (defaults, file, env block,
+    /// HUBCAST_* variables, flags) as TOML, secrets redacted.
+    Config {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Print the JSON Schema of hubcast.toml instead (docs/hubcast.schema.json).
+        #[arg(long, conflicts_with = "reference")]
+        schema: bool,
+        /// Print the configuration reference instead (docs/configuration.md).
+        #[arg(long)]
+        reference: bool,
     },
     /// Publish one event: `hubcast pub ROOM '{"price":0.42}'`.
     Pub {
@@ -228,6 +241,20 @@ fn load_config(args: ServeArgs) -> anyhow::Result<Config> {
         bus,
         insecure,
     };
+    // The default file is optional; a file the user named must be there.
+    let config = match config {
+        Some(path) => {
+            if !path.is_file() {
+                let why = match std::fs::metadata(&path) {
+                    Ok(_) => "is not a file".to_owned(),
+                    Err(err) => err.to_string(),
+                };
+                anyhow::bail!("cannot read the config file {}: {why}", path.display());
+            }
+            path
+        }
+        None => PathBuf::from("hubcast.toml"),
+    };
     Ok(Config::load(&config, env_name.as_deref(), &flags)?)
 }
 
@@ -311,6 +338,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 reset: market.reset,
             };
             serve(market.serve, App::Market(settings)).await
+        }
+        Command::Config {
+            serve: args,
+            schema,
+            reference,
+        } => {
+            if schema {
+                print!("{}", hubcast_server::config::json_schema());
+            } else if reference {
+                print!("{}", hubcast_server::config::reference_markdown());
+            } else {
+                print!("{}", load_config(args)?.to_redacted_toml());
+            }
+            Ok(())
         }
         Command::Bench { scenario, common } => {
             hubcast_bench::run(scenario, common).await?;

@@ -10,12 +10,16 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+mod redact;
+mod reference;
+
 pub use crate::auth::{ApiKeyConfig, AuthConfig, JwtKeyConfig};
 pub use crate::limits::RateLimitConfig;
 pub use crate::namespace::{NamespaceConfig, NamespaceRules, Namespaces};
+pub use reference::{json_schema, reference_markdown};
 
 /// Everything `hubcast serve` can be told.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on.
@@ -26,20 +30,30 @@ pub struct Config {
     pub bus: BusUrl,
     /// Allow binding a non-loopback address without credentials.
     pub insecure: bool,
+    /// WebSocket heartbeats.
     pub heartbeat: HeartbeatConfig,
+    /// Sizes, queues and HTTP timeouts.
     pub limits: LimitsConfig,
+    /// How long rooms keep their events.
     pub retention: RetentionConfig,
+    /// The per-room actors.
     pub hub: HubConfig,
     pub presence: PresenceConfig,
+    /// The embedded store (`store = "sqlite://…"`).
     pub sqlite: SqliteConfig,
+    /// The cluster store (`store = "postgres://…"`).
     pub postgres: PostgresConfig,
+    /// The cluster bus (`bus = "nats://…"`).
     pub nats: NatsConfig,
+    /// Credentials, origins and proxies.
     pub auth: crate::auth::AuthConfig,
     /// Room prefixes with their own rules (public, read-only).
     pub namespaces: Vec<NamespaceConfig>,
+    /// Rate limits and connection caps.
     pub rate_limits: crate::limits::RateLimitConfig,
     /// Named override blocks, selected with `--env NAME` (like wrangler environments).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(with = "BTreeMap<String, serde_json::Map<String, serde_json::Value>>")]
     pub env: BTreeMap<String, figment::value::Value>,
 }
 
@@ -51,6 +65,21 @@ pub enum StoreUrl {
     Sqlite(std::path::PathBuf),
     /// `postgres://…` or `postgresql://…`: the cluster's shared store.
     Postgres(String),
+}
+
+impl schemars::JsonSchema for StoreUrl {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "StoreUrl".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^(sqlite://.+|postgres(ql)?://.*)$",
+        })
+    }
 }
 
 impl TryFrom<String> for StoreUrl {
@@ -99,6 +128,21 @@ pub enum BusUrl {
     Nats(String),
 }
 
+impl schemars::JsonSchema for BusUrl {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "BusUrl".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^(memory(://)?|nats://.+)$",
+        })
+    }
+}
+
 impl TryFrom<String> for BusUrl {
     type Error = String;
 
@@ -131,7 +175,7 @@ impl std::fmt::Display for BusUrl {
 }
 
 /// SQLite's `synchronous` pragma, as hubcast offers it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Synchronous {
     /// fsync every commit: an acknowledged publish survives power loss.
@@ -150,7 +194,8 @@ impl Synchronous {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// The `[heartbeat]` section.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct HeartbeatConfig {
     /// How often the server sends a WebSocket ping.
@@ -159,10 +204,12 @@ pub struct HeartbeatConfig {
     pub stale_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Largest event `data` and largest client frame, in bytes.
+    /// Largest event `data` and largest client frame, in bytes. A publish
+    /// body may be this plus 64 KiB; one that declares more in
+    /// `Content-Length` is answered `413 too_large` before any of it is read.
     pub max_event_bytes: usize,
     /// Rooms one session may be subscribed to at once.
     pub max_subscriptions: usize,
@@ -170,9 +217,11 @@ pub struct LimitsConfig {
     pub outbound_queue: usize,
     /// Largest `rewind` honoured.
     pub max_rewind: u64,
-    /// Largest `limit` of one history page.
+    /// Largest `limit` of one history page (`limit=0` answers the room's
+    /// state and no events).
     pub max_page: usize,
-    /// A connection that has not sent a complete request head within this is closed.
+    /// A connection that has not sent a complete request head within this is
+    /// closed; also how long an idle keep-alive connection stays open.
     pub header_read_timeout_ms: u64,
     /// A request body that sends nothing for this long is answered
     /// `408 request_timeout` and its connection closed.
@@ -189,7 +238,7 @@ pub struct LimitsConfig {
     pub lingering_close_bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionConfig {
     /// Events kept per room; older ones are pruned. 0 keeps all.
@@ -200,7 +249,7 @@ pub struct RetentionConfig {
     pub interval_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct HubConfig {
     /// Recent events a hub keeps in memory to serve resumes without the store.
@@ -214,7 +263,7 @@ pub struct HubConfig {
 }
 
 /// The `[presence]` section: who is in a room (see docs/protocol.md, *Presence*).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PresenceConfig {
     /// Most members of one room's presence (across the cluster); a
@@ -238,7 +287,7 @@ impl Default for PresenceConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SqliteConfig {
     /// `full` fsyncs every commit (an acknowledged publish survives power loss);
@@ -253,10 +302,12 @@ pub struct SqliteConfig {
     pub max_queue: usize,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PostgresConfig {
-    /// Schema holding hubcast's tables (lowercase letters, digits, `_`).
+    /// Schema holding hubcast's tables (`rooms`, `events`, `outbox`,
+    /// `outbox_rejected`, `migrations`; created at start): lowercase letters,
+    /// digits, `_`.
     pub schema: String,
     /// Pooled connections.
     pub pool_size: usize,
@@ -271,7 +322,8 @@ pub struct PostgresConfig {
     /// partitioned server cannot hold publishes for minutes. An append that
     /// timed out may still commit: retry it with the same idempotency key.
     pub statement_timeout_ms: u64,
-    /// Appends waiting for a writer before more are refused with 503.
+    /// Appends waiting for a writer before more are refused with 503 and
+    /// `Retry-After` (`hubcast_store_writes_refused_total`).
     pub max_queue: usize,
     /// Drain the application outbox table.
     pub outbox: bool,
@@ -295,7 +347,7 @@ impl Default for PostgresConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsConfig {
     /// Subjects are `<prefix>.room.<room>`; separate clusters (or tests)
@@ -332,11 +384,7 @@ impl Default for Config {
             sqlite: SqliteConfig::default(),
             postgres: PostgresConfig::default(),
             nats: NatsConfig::default(),
-            auth: crate::auth::AuthConfig {
-                leeway_secs: 5,
-                expiry_grace_ms: 10_000,
-                ..Default::default()
-            },
+            auth: crate::auth::AuthConfig::default(),
             namespaces: Vec::new(),
             rate_limits: crate::limits::RateLimitConfig::default(),
             env: BTreeMap::new(),
