@@ -52,7 +52,7 @@ struct ServeArgs {
     /// `serve` and `demo` print there: `listening on http://ADDRESS`, with the
     /// address actually bound (`listening on http://127.0.0.1:41234`). Logs
     /// stay on stderr.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_listen)]
     listen: Option<SocketAddr>,
     /// Store URL [default: sqlite://./hubcast-data/hubcast.db].
     #[arg(long)]
@@ -179,10 +179,32 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", report(&err));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each said once: a cause whose text
+/// its parent already includes (thiserror's `{source}` in a message) is not
+/// repeated.
+fn report(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+/// `--listen`: an address and a port, with an example when either is missing.
+fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    hubcast_server::config::parse_listen(value)
 }
 
 /// Panics go to the log like every other failure (with the thread and where),
@@ -205,6 +227,14 @@ fn log_panics() {
     }));
 }
 
+/// Colours on stderr only when it is a terminal and `NO_COLOR` is unset or
+/// empty (no-color.org): never escape codes in files and pipes.
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    std::io::stderr().is_terminal() && !no_color
+}
+
 fn init_logging(server: bool, format: LogFormat) {
     let default = if server {
         "hubcast=info"
@@ -215,6 +245,7 @@ fn init_logging(server: bool, format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => logs.init(),

@@ -10,7 +10,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-mod redact;
+pub(crate) mod redact;
 mod reference;
 
 pub use crate::auth::{ApiKeyConfig, AuthConfig, JwtKeyConfig};
@@ -22,7 +22,8 @@ pub use reference::{json_schema, reference_markdown};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address to listen on.
+    /// Address to listen on: IP and port (`0.0.0.0:8787` for every interface).
+    #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
     /// `sqlite://PATH` (embedded, default) or `postgres://…` (cluster).
     pub store: StoreUrl,
@@ -55,6 +56,50 @@ pub struct Config {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(with = "BTreeMap<String, serde_json::Map<String, serde_json::Value>>")]
     pub env: BTreeMap<String, figment::value::Value>,
+}
+
+/// Parses a listen address, with an example of what is expected when it is
+/// not one (`8788` → "use 127.0.0.1:8788 …").
+pub fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = value.parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    if let Ok(port) = value.trim_start_matches(':').parse::<u16>() {
+        return Err(format!(
+            "a port alone is not an address: use 127.0.0.1:{port} (this machine only) or 0.0.0.0:{port} (every interface)"
+        ));
+    }
+    if let Ok(ip) = value.parse::<std::net::IpAddr>() {
+        return Err(format!(
+            "an address needs a port, e.g. {}",
+            SocketAddr::new(ip, 8787)
+        ));
+    }
+    Err("expected IP:PORT, e.g. 127.0.0.1:8787 or [::1]:8787 (port 0 takes a free one)".into())
+}
+
+/// `listen` from any layer: a string, or a bare number (`HUBCAST_LISTEN=8788`
+/// reads as one), which gets the same example as the flag.
+fn listen_address<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<SocketAddr, D::Error> {
+    struct Listen;
+    impl serde::de::Visitor<'_> for Listen {
+        type Value = SocketAddr;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an address and a port, e.g. 127.0.0.1:8787")
+        }
+        fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<SocketAddr, E> {
+            parse_listen(value).map_err(E::custom)
+        }
+        fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<SocketAddr, E> {
+            parse_listen(&value.to_string()).map_err(E::custom)
+        }
+        fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<SocketAddr, E> {
+            parse_listen(&value.to_string()).map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_any(Listen)
 }
 
 /// Where the authoritative log lives, parsed once from its URL.
@@ -466,8 +511,10 @@ pub struct FlagOverrides {
 /// Why configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("invalid configuration: {0}")]
-    Invalid(#[from] Box<figment::Error>),
+    /// Each of figment's errors once, named by the user's key and where it
+    /// came from (figment's own text repeats itself and names its profile).
+    #[error("invalid configuration: {}", describe(.0))]
+    Invalid(Box<figment::Error>),
     #[error("environment `{0}` is not defined in the config file (expected an [env.{0}] block)")]
     UnknownEnv(String),
     #[error("invalid configuration: {0}")]
@@ -502,7 +549,9 @@ impl Config {
                     .split("__"),
             )
             .merge(Serialized::defaults(flags));
-        let mut config: Config = figment.extract().map_err(Box::new)?;
+        let mut config: Config = figment
+            .extract()
+            .map_err(|err| ConfigError::Invalid(Box::new(err)))?;
         config.env.clear();
         config.check()?;
         Ok(config)
@@ -562,6 +611,37 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// One line per error: `KEY (in SOURCE): WHAT`, with the key as the user
+/// wrote it (`heartbeat.stale_msec`, or the variable `HUBCAST_LIMITS__MAX_PAGE`).
+fn describe(errors: &figment::Error) -> String {
+    let lines: Vec<String> = errors
+        .clone()
+        .into_iter()
+        .map(|err| {
+            let key = err.path.join(".").to_ascii_lowercase();
+            let from_env = err
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.name.contains("environment"));
+            let source = match err.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+                Some(figment::Source::File(path)) => format!(" in {}", path.display()),
+                _ if from_env => format!(
+                    " in the environment variable HUBCAST_{}",
+                    err.path.join("__").to_ascii_uppercase()
+                ),
+                _ => String::new(),
+            };
+            let what = if key.is_empty() {
+                String::new()
+            } else {
+                format!("`{key}`")
+            };
+            format!("{what}{source}: {}", err.kind)
+        })
+        .collect();
+    lines.join("; ")
 }
 
 /// Whether a `HUBCAST_*` variable (prefix stripped, lowercased) names a

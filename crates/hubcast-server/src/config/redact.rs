@@ -57,7 +57,7 @@ fn redact(value: &mut Value, key: Option<&str>) {
 /// `scheme://user:PASS@host…` → `scheme://user:[redacted]@host…` (each of a
 /// comma-separated list of URLs, as a NATS bus may be); `None` when there is
 /// no password.
-fn url_without_password(text: &str) -> Option<String> {
+pub(crate) fn url_without_password(text: &str) -> Option<String> {
     let mut changed = false;
     let parts: Vec<String> = text
         .split(',')
