@@ -70,8 +70,9 @@ struct ServeArgs {
 struct MarketArgs {
     #[command(flatten)]
     serve: ServeArgs,
-    /// Simulated traders buying through the same path as the page.
-    #[arg(long, default_value_t = 0)]
+    /// Simulated traders buying through the same path as the page, so prices
+    /// move (0: none).
+    #[arg(long, default_value_t = hubcast_demo::market::traders::DEFAULT_TRADERS)]
     traders: usize,
     /// Put every demo market back to its seed state before serving.
     #[arg(long)]
