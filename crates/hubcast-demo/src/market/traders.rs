@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rand::Rng;
+use rand::RngExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{buy, list, BuyOrder, BuyResult};
@@ -24,7 +24,7 @@ pub fn spawn(store: Backend, count: usize, stop: CancellationToken) {
         let stop = stop.clone();
         tokio::spawn(async move {
             loop {
-                let pause = Duration::from_millis(rand::thread_rng().gen_range(400..2000));
+                let pause = Duration::from_millis(rand::rng().random_range(400..2000));
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(pause) => {}
@@ -43,22 +43,22 @@ async fn trade_once(store: &Backend) -> Result<(), super::MarketError> {
         return Ok(());
     }
     let (market, order) = {
-        let mut rng = rand::thread_rng();
-        let market = &markets[rng.gen_range(0..markets.len())];
+        let mut rng = rand::rng();
+        let market = &markets[rng.random_range(0..markets.len())];
         let prices = market.prices();
         // Lean towards the cheaper outcomes, so prices wander instead of running off.
-        let outcome = if rng.gen_bool(0.6) {
+        let outcome = if rng.random_bool(0.6) {
             prices
                 .iter()
                 .enumerate()
                 .min_by(|a, b| a.1.total_cmp(b.1))
                 .map_or(0, |(i, _)| i)
         } else {
-            rng.gen_range(0..prices.len())
+            rng.random_range(0..prices.len())
         };
         let order = BuyOrder {
             outcome,
-            shares: rng.gen_range(1..=MAX_TRADE_SHARES) as f64,
+            shares: rng.random_range(1..=MAX_TRADE_SHARES) as f64,
             expected_price: prices[outcome],
             max_slippage: super::SUGGESTED_SLIPPAGE,
             expected_version: None,
