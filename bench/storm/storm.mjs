@@ -87,6 +87,7 @@ async function main() {
       subscribed: sum('subscribed'),
       refused: sum('refused'),
       failed_connects: sum('failedConnects'),
+      connect_errors: stormed.reduce((a, s) => { for (const [k, v] of Object.entries(s.connectErrors)) a[k] = (a[k] ?? 0) + v; return a; }, {}),
       refusals_by_code: stormed.reduce((a, s) => { for (const [k, v] of Object.entries(s.codes)) a[k] = (a[k] ?? 0) + v; return a; }, {}),
     },
     publish: {
@@ -142,12 +143,22 @@ function worker() {
     let subscribed = 0;
     let refused = 0;
     let failedConnects = 0;
+    const connectErrors = {};
+    // Handshakes in flight per worker: all at once overflows the nodes'
+    // accept queues and the kernel's SYN backlog on one machine.
+    const inFlight = opt.inflight ?? 1000;
+    let started = 0;
+    let handshaking = 0;
     return new Promise((resolve) => {
       const done = () => {
         answered += 1;
-        if (answered === share) resolve({ opened, subscribed, refused, failedConnects, codes });
+        if (answered === share) resolve({ opened, subscribed, refused, failedConnects, codes, connectErrors });
       };
-      for (let i = 0; i < share; i++) {
+      const more = () => {
+        while (handshaking < inFlight && started < share) open(started++);
+      };
+      const open = (i) => {
+        handshaking += 1;
         const g = base + i;
         const room = g % opt.rooms;
         // Subscribers of one room land on every node in turn.
@@ -157,7 +168,9 @@ function worker() {
         subs.push(sub);
         const ws = new WebSocket(url, { localAddress, perMessageDeflate: false, handshakeTimeout: 120000 });
         sub.ws = ws;
-        ws.on('open', () => { opened += 1; });
+        let settled = false;
+        const settle = () => { if (!settled) { settled = true; handshaking -= 1; more(); } };
+        ws.on('open', () => { opened += 1; settle(); });
         ws.on('message', (data) => {
           const frame = JSON.parse(data.toString());
           switch (frame.type) {
@@ -181,8 +194,11 @@ function worker() {
             default:
           }
         });
-        ws.on('error', () => {});
+        ws.on('error', (err) => {
+          if (sub.state === 'connecting') connectErrors[err.code ?? err.message] = (connectErrors[err.code ?? err.message] ?? 0) + 1;
+        });
         ws.on('close', () => {
+          settle();
           sub.closed = true;
           if (sub.state === 'connecting') {
             sub.state = 'failed';
@@ -190,7 +206,8 @@ function worker() {
             done();
           }
         });
-      }
+      };
+      more();
     });
   }
 
