@@ -96,13 +96,13 @@ impl World {
                 }
             }
         });
-        let store = self.node.store.clone();
+        let node = self.node.clone();
         let hubs = self.node.hubs.clone();
         let room = self.room.clone();
         // Join concurrently with everything else, as a session would.
         let joiner_out = out.clone();
         tokio::spawn(async move {
-            let _ = join(&store, &hubs, &joiner_out, &room, after, 4).await;
+            let _ = join(&node.reads, &hubs, &joiner_out, &room, after, 4).await;
         });
         sub.connection = Some((control, reader, session_id));
     }

@@ -1613,6 +1613,8 @@ async fn room_subscriber_cap() {
         (Some("over_capacity"), Some("full")),
         "{error}"
     );
+    // A refusal for now says when to ask again (the SDKs wait that long).
+    assert_eq!(error["retry_after_ms"], 1000, "{error}");
     second.subscribe("other", json!({})).await;
     second.until_caught_up("other", 0).await;
 

@@ -159,7 +159,8 @@ function onErrorFrame(frame: Record<string, unknown>, to: Recipients): void {
     }
     const room = to.rooms.get(roomName);
     if (room) {
-      room.onSubscriptionError(code, message);
+      const retryAfter = frame.retry_after_ms;
+      room.onSubscriptionError(code, message, typeof retryAfter === 'number' && retryAfter > 0 ? retryAfter : 0);
       return;
     }
   }

@@ -364,7 +364,7 @@ export class Room<T = unknown> {
   }
 
   /** @internal An `error` frame about this room's subscription. */
-  onSubscriptionError(code: string, message: string): void {
+  onSubscriptionError(code: string, message: string, retryAfterMs = 0): void {
     if (this.closed) return;
     const error = new HubcastError(code, message, { room: this.name });
     switch (code) {
@@ -386,7 +386,9 @@ export class Room<T = unknown> {
         if (this.wire === 'subscribing' || this.wire === 'active') {
           this.wire = 'idle';
           this.cancelHeal();
-          const delay = this.host.retryDelay(this.subscribeAttempts++);
+          // The server's retry_after_ms first, then the usual jittered backoff,
+          // so refused clients do not all come back at the same moment.
+          const delay = retryAfterMs + this.host.retryDelay(this.subscribeAttempts++);
           this.clearSubscribeRetry();
           this.subscribeRetry = setTimeout(() => {
             this.subscribeRetry = null;

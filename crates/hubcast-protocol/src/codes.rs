@@ -411,7 +411,21 @@ impl ErrorCode {
                 | ErrorCode::RateLimited
         )
     }
+
+    /// The `retry_after_ms` the server sends with a subscription refused with
+    /// this code, when the refusal is for now ([`subscribe_is_retried`]):
+    /// clients wait at least this long before they ask again, so a storm of
+    /// refused subscribes does not come straight back as a storm of retries
+    /// (the clients' own backoff and jitter spread them further).
+    ///
+    /// [`subscribe_is_retried`]: ErrorCode::subscribe_is_retried
+    pub fn subscribe_retry_after_ms(self) -> Option<u64> {
+        self.subscribe_is_retried().then_some(SUBSCRIBE_RETRY_AFTER_MS)
+    }
 }
+
+/// See [`ErrorCode::subscribe_retry_after_ms`].
+pub const SUBSCRIBE_RETRY_AFTER_MS: u64 = 1000;
 
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -185,6 +185,8 @@ pub struct ErrorFrame {
     pub head: Option<u64>,
     /// With a batch's `conflict`: the index of the item that conflicted.
     pub index: Option<usize>,
+    /// With a refusal that is for now: wait at least this long before asking again.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ServerFrame {
@@ -325,6 +327,7 @@ impl Serialize for ServerFrame {
                 room: f.room.as_deref(),
                 head: f.head,
                 index: f.index,
+                retry_after_ms: f.retry_after_ms,
             },
             ServerFrame::Pong => ServerMessage::Pong,
             ServerFrame::Unknown { kind } => {
@@ -636,6 +639,16 @@ mod tests {
                 room: Some("r"),
                 head: Some(4),
                 index: Some(2),
+                retry_after_ms: None,
+            },
+            ServerMessage::Error {
+                code: "store_unavailable",
+                message: "busy",
+                id: None,
+                room: Some("r"),
+                head: None,
+                index: None,
+                retry_after_ms: Some(1000),
             },
             ServerMessage::Error {
                 code: "a_newer_code",
@@ -644,6 +657,7 @@ mod tests {
                 room: None,
                 head: None,
                 index: None,
+                retry_after_ms: None,
             },
             ServerMessage::BatchAck {
                 id: "b1",

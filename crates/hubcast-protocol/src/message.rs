@@ -69,6 +69,9 @@ pub struct ProtocolError {
     pub message: String,
     /// The `id` of the offending message, when it had one.
     pub id: Option<String>,
+    /// When a refusal is for now: how long the client should wait before it
+    /// asks again (the `error` frame's `retry_after_ms`).
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ProtocolError {
@@ -77,7 +80,14 @@ impl ProtocolError {
             code,
             message: message.into(),
             id: id.map(str::to_owned),
+            retry_after_ms: None,
         }
+    }
+
+    /// The same refusal, telling the client to wait `ms` before asking again.
+    pub fn retry_after(mut self, ms: u64) -> ProtocolError {
+        self.retry_after_ms = Some(ms);
+        self
     }
 }
 
@@ -499,6 +509,10 @@ pub enum ServerMessage<'a> {
         /// On a batch's `conflict`: the index of the item that conflicted.
         #[serde(skip_serializing_if = "Option::is_none")]
         index: Option<usize>,
+        /// On a refusal that is for now: wait at least this long before
+        /// asking again.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     Pong,
 }
@@ -521,6 +535,7 @@ pub fn encode_error(err: &ProtocolError, room: Option<&str>) -> String {
         room,
         head: None,
         index: None,
+        retry_after_ms: err.retry_after_ms,
     }
     .encode()
 }

@@ -172,6 +172,10 @@ pub struct Metrics {
     pub replayed_events: Counter,
     pub gap_fills: Counter,
     pub reconciles: Counter,
+    pub state_loads: Counter,
+    pub state_load_failures: Counter,
+    pub reads_issued: Counter,
+    pub reads_shared: Counter,
     pub bus_published: Counter,
     pub bus_received: Counter,
     pub bus_errors: Counter,
@@ -270,6 +274,10 @@ pub fn get() -> &'static Metrics {
         replayed_events: counter!("hubcast_replayed_events_total"),
         gap_fills: counter!("hubcast_gap_fills_total"),
         reconciles: counter!("hubcast_reconciles_total"),
+        state_loads: counter!("hubcast_room_state_queries_total"),
+        state_load_failures: counter!("hubcast_room_state_query_failures_total"),
+        reads_issued: counter!("hubcast_subscribe_reads_total", "kind" => "issued"),
+        reads_shared: counter!("hubcast_subscribe_reads_total", "kind" => "shared"),
         bus_published: counter!("hubcast_bus_messages_total", "direction" => "out"),
         bus_received: counter!("hubcast_bus_messages_total", "direction" => "in"),
         bus_errors: counter!("hubcast_bus_errors_total"),
@@ -403,6 +411,18 @@ fn describe() {
     describe_counter!(
         "hubcast_reconciles_total",
         "Reconciles that found a hub behind the store"
+    );
+    describe_counter!(
+        "hubcast_room_state_queries_total",
+        "Store queries that told starting hubs their rooms' states (one per batch of rooms)"
+    );
+    describe_counter!(
+        "hubcast_room_state_query_failures_total",
+        "Room state queries that failed and were retried (the hubs waited)"
+    );
+    describe_counter!(
+        "hubcast_subscribe_reads_total",
+        "Store reads of subscriptions (replay pages, cursors a hub could not judge): issued, or shared with a subscription that asked the same"
     );
     describe_counter!("hubcast_bus_messages_total", "Bus messages, by direction");
     describe_counter!(

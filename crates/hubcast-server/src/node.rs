@@ -21,6 +21,8 @@ pub struct Node {
     pub backend: crate::store::Backend,
     pub bus: Arc<dyn Bus>,
     pub hubs: Hubs,
+    /// The store reads subscriptions cannot avoid, shared and queued.
+    pub reads: crate::store::reads::Reads,
     pub auth: crate::auth::Auth,
     /// Every namespace's rules, resolved per room.
     pub namespaces: crate::namespace::Namespaces,
@@ -92,8 +94,10 @@ impl Node {
                 signals,
             },
         );
+        let reads = crate::store::reads::Reads::new(store.clone(), read_concurrency(&config));
         let node = Arc::new(Node {
             config,
+            reads,
             store,
             backend,
             bus,
@@ -207,6 +211,20 @@ impl Node {
     }
 }
 
+/// How many subscription reads run at once: fewer than the connections the
+/// store has (PostgreSQL: the pool less the append writers, so publishes
+/// always find a connection; SQLite: its readers).
+fn read_concurrency(config: &Config) -> usize {
+    match config.store {
+        crate::config::StoreUrl::Postgres(_) => config
+            .postgres
+            .pool_size
+            .saturating_sub(config.postgres.writers)
+            .max(1),
+        crate::config::StoreUrl::Sqlite(_) => config.sqlite.readers.max(1),
+    }
+}
+
 /// Tells the bus about each committed batch, in commit order.
 async fn forward_commits(mut commits: CommitFeed, bus: Arc<dyn Bus>) {
     let metrics = crate::metrics::get();
@@ -220,9 +238,11 @@ async fn forward_commits(mut commits: CommitFeed, bus: Arc<dyn Bus>) {
     }
 }
 
-/// Every `hub.reconcile_ms`, compares each hub's position with the store's
-/// head (one query for all rooms) so a lost notification delays an event by at
-/// most one interval.
+/// Every `hub.reconcile_ms`, compares each hub's view with the store's state
+/// of its room (one query for all rooms) so a lost notification delays an
+/// event by at most one interval. Only the hubs whose view differs are told
+/// (in a steady cluster, the few with an event in flight), so thousands of
+/// rooms cost one query and no hub a wake-up.
 async fn reconcile(node: Arc<Node>) {
     let mut tick =
         tokio::time::interval(Duration::from_millis(node.config.hub.reconcile_ms.max(10)));
@@ -240,16 +260,16 @@ async fn reconcile(node: Arc<Node>) {
             continue;
         }
         let rooms = hubs.iter().map(|(room, _)| room.clone()).collect();
-        match node.store.heads(rooms).await {
-            Ok(heads) => {
+        match node.store.states(rooms).await {
+            Ok(states) => {
                 let handles: std::collections::HashMap<_, _> = hubs.into_iter().collect();
-                for (room, head) in heads {
-                    if let Some(hub) = handles.get(&room) {
-                        hub.reconcile(head);
+                for (room, state) in states {
+                    if let Some(hub) = handles.get(&room).filter(|hub| hub.differs(&state)) {
+                        hub.reconcile(state);
                     }
                 }
             }
-            Err(err) => tracing::warn!(error = %err, "reconcile could not read heads"),
+            Err(err) => tracing::warn!(error = %err, "reconcile could not read room states"),
         }
     }
 }

@@ -232,7 +232,7 @@ class _Room:
             self.wire = "idle"
             self.subscribe_now()
 
-    def on_subscription_error(self, code: str, message: str) -> None:
+    def on_subscription_error(self, code: str, message: str, retry_after_ms: int = 0) -> None:
         if self.closed:
             return
         if code == "already_subscribed":
@@ -247,7 +247,9 @@ class _Room:
                 self.wire = "idle"
                 self.subscribed.clear()
                 self._cancel_heal()
-                delay = self.host._reconnect.delay(self.subscribe_attempts)
+                # The server's retry_after_ms first, then the usual jittered
+                # backoff, so refused clients do not all come back at once.
+                delay = retry_after_ms / 1000 + self.host._reconnect.delay(self.subscribe_attempts)
                 self.subscribe_attempts += 1
                 self._clear_retry()
                 self.retry = asyncio.get_running_loop().call_later(delay, self._retry_subscribe)
@@ -872,7 +874,9 @@ class AsyncSubscriber:
         if code == "not_subscribed" and isinstance(room_name, str):
             self._unsubscribed(room_name, r)  # expected while a subscription restarts
         elif r is not None:
-            r.on_subscription_error(code, message)
+            retry_after = frame.get("retry_after_ms")
+            retry_after = retry_after if isinstance(retry_after, int) and retry_after > 0 else 0
+            r.on_subscription_error(code, message, retry_after)
         elif isinstance(room_name, str):
             pass  # a room we no longer follow
         elif code == "token_expired" and callable(self._token_source):

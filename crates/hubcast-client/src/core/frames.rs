@@ -213,6 +213,7 @@ impl Core {
             id,
             room,
             head,
+            retry_after_ms,
             ..
         } = frame;
         if let Some(id) = &id {
@@ -251,7 +252,7 @@ impl Core {
             }
             if let Some(i) = self.room_named(name) {
                 let (room, mut cx) = self.room(i);
-                return room.on_subscription_error(&code, &message, &mut cx);
+                return room.on_subscription_error(&code, &message, retry_after_ms, &mut cx);
             }
         }
         let mut err = ClientError::new(code.as_str(), message);

@@ -349,9 +349,16 @@ impl Room {
         }
     }
 
-    /// An `error` about this subscription (a `room` and no `id`).
+    /// An `error` about this subscription (a `room` and no `id`), with the
+    /// server's `retry_after_ms` when it said when to ask again.
     /// docs/clients.md, "Subscription errors".
-    pub fn on_subscription_error(&mut self, code: &ReceivedErrorCode, message: &str, cx: &mut Cx) {
+    pub fn on_subscription_error(
+        &mut self,
+        code: &ReceivedErrorCode,
+        message: &str,
+        retry_after_ms: Option<u64>,
+        cx: &mut Cx,
+    ) {
         let error = ClientError::new(code.as_str(), message).with_room(self.name.clone());
         match code.known() {
             Some(ErrorCode::AlreadySubscribed) => {
@@ -370,8 +377,12 @@ impl Room {
                 if matches!(self.wire, Wire::Subscribing | Wire::Active) {
                     self.wire = Wire::Idle;
                     self.cancel_heal();
+                    // The server's `retry_after_ms` first, then the usual
+                    // jittered backoff, so refused clients do not all come
+                    // back at the same moment.
                     let backoff = cx.cfg.reconnect.unwrap_or_default();
-                    let delay = backoff.delay(self.subscribe_attempts, (cx.random)());
+                    let delay = retry_after_ms.unwrap_or(0)
+                        + backoff.delay(self.subscribe_attempts, (cx.random)());
                     self.subscribe_attempts += 1;
                     cx.io.timers.cancel(&mut self.subscribe_retry);
                     self.subscribe_retry =

@@ -4,6 +4,7 @@
 use tokio::sync::{mpsc, oneshot};
 
 use crate::bus::PresenceMember;
+use crate::event::RoomState;
 use crate::outbound::Outbound;
 
 /// A cloneable handle to a running hub.
@@ -14,6 +15,8 @@ pub struct HubHandle {
     pub(super) subscriber_count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// The room's subscriber cap on this node (0: none).
     pub(super) max_subscribers: usize,
+    /// The hub's view of its room (see `Hub::view`).
+    pub(super) view: tokio::sync::watch::Receiver<Option<RoomState>>,
 }
 
 /// Messages a hub acts on.
@@ -40,9 +43,10 @@ pub enum HubCommand {
     LogDeleted {
         epoch: String,
     },
-    /// The store's head is at least `head` (periodic reconcile).
+    /// The store's state of the room, which differs from the hub's view
+    /// (periodic reconcile).
     Reconcile {
-        head: u64,
+        state: RoomState,
     },
     Stats {
         reply: oneshot::Sender<HubStats>,
@@ -145,10 +149,29 @@ impl HubHandle {
         }
     }
 
-    /// Tells the hub the store's head; never waits (a full mailbox means the
-    /// hub is busy and will be told again next interval).
-    pub fn reconcile(&self, head: u64) {
-        let _ = self.commands.try_send(HubCommand::Reconcile { head });
+    /// The room's state as this hub knows it: its epoch, the last seq it
+    /// delivered, the earliest seq the store holds. Waits while the hub reads
+    /// it at its start (every subscriber of a starting room shares that one
+    /// read); a subscription needs no store read of its own.
+    pub async fn state(&self) -> Result<RoomState, HubGone> {
+        let mut view = self.view.clone();
+        let state = view.wait_for(Option::is_some).await.map_err(|_| HubGone)?;
+        state.clone().ok_or(HubGone)
+    }
+
+    /// Whether the store's `state` of the room differs from the hub's view
+    /// (`false` while the hub is still reading it).
+    pub fn differs(&self, state: &RoomState) -> bool {
+        self.view
+            .borrow()
+            .as_ref()
+            .is_some_and(|known| known != state)
+    }
+
+    /// Tells the hub the store's state; never waits (a full mailbox means
+    /// the hub is busy and will be told again next interval).
+    pub fn reconcile(&self, state: RoomState) {
+        let _ = self.commands.try_send(HubCommand::Reconcile { state });
     }
 
     pub async fn stats(&self) -> Result<HubStats, HubGone> {

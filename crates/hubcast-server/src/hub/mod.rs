@@ -28,6 +28,7 @@
 
 mod batching;
 mod handle;
+mod loader;
 pub mod presence;
 mod presence_sync;
 pub mod registry;
@@ -43,7 +44,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::bus::{Bus, BusFeed, BusMessage, PresenceMessage};
-use crate::event::{EphemeralMessage, Event};
+use crate::event::{EphemeralMessage, Event, RoomState};
 use crate::outbound::{Offer, Outbound};
 use crate::protocol::codes::close;
 use crate::protocol::{encode_ephemeral, encode_event, ServerMessage};
@@ -51,6 +52,7 @@ use crate::room::RoomName;
 use crate::store::Store;
 
 pub use handle::{HubCommand, HubHandle, HubStats, Joined};
+pub use loader::StateLoader;
 pub use presence::PresenceSettings;
 pub use registry::Hubs;
 
@@ -91,6 +93,17 @@ pub(super) struct Hub {
     settings: HubSettings,
     /// Seq of the last event delivered (or the store's head when the hub started).
     last: u64,
+    /// The epoch of the room's log as this hub follows it.
+    epoch: String,
+    /// The first seq the store still holds, as last heard (the hub's start,
+    /// the reconcile, a gap fill that found pruning).
+    earliest: u64,
+    /// `(epoch, last, earliest)` for subscribers: what `subscribed` tells and
+    /// a cursor is judged against, without a store read per subscriber.
+    /// `None` until the hub has its room's state.
+    view: tokio::sync::watch::Sender<Option<RoomState>>,
+    /// How the hub learns its room's state when it starts.
+    loader: StateLoader,
     /// Frames of the most recent events, oldest first, at most `settings.tail`.
     /// With each event's origin session, so a no-echo room's resume from the
     /// tail skips the sender's own events too.
@@ -124,8 +137,10 @@ pub(crate) fn spawn(
     bus: Arc<dyn Bus>,
     settings: HubSettings,
     hubs: Hubs,
+    loader: StateLoader,
 ) -> HubHandle {
     let (tx, rx) = mpsc::channel(1024);
+    let (view, view_rx) = tokio::sync::watch::channel(None);
     let subscriber_count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let rules = settings.namespaces.for_room(&room);
     let batching = rules.batching();
@@ -138,6 +153,10 @@ pub(crate) fn spawn(
         store,
         settings,
         last: 0,
+        epoch: String::new(),
+        earliest: 1,
+        view,
+        loader,
         tail: VecDeque::new(),
         subscribers: Vec::new(),
         bus: bus.clone(),
@@ -173,6 +192,7 @@ pub(crate) fn spawn(
         commands: tx,
         subscriber_count,
         max_subscribers,
+        view: view_rx,
     }
 }
 
@@ -233,15 +253,24 @@ impl Hub {
                 None
             }
         };
-        self.last = loop {
-            match self.store.room_state(&self.room).await {
-                Ok(state) => break state.map_or(0, |s| s.head),
-                Err(err) => {
-                    tracing::warn!(room = %self.room, error = %err, "hub cannot read the room head; retrying");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+        // Every hub starting now shares one query (see `loader`); the
+        // subscribers waiting for this hub's state wait with it.
+        let state = match self.loader.load(&self.room).await {
+            Some(state) => state,
+            None => loop {
+                match self.store.subscribe_state(&self.room).await {
+                    Ok(state) => break state,
+                    Err(err) => {
+                        tracing::warn!(room = %self.room, error = %err, "hub cannot read the room state; retrying");
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
                 }
-            }
+            },
         };
+        self.last = state.head;
+        self.epoch = state.epoch;
+        self.earliest = state.earliest;
+        self.publish_view();
 
         let mut idle_since = Some(Instant::now());
         loop {
@@ -252,6 +281,17 @@ impl Hub {
                 biased;
                 _ = sleep_until(batch_deadline) => self.flush(),
                 command = commands.recv() => match command {
+                    Some(HubCommand::Reconcile { state }) => {
+                        // Events the bus brought already are not gaps:
+                        // deliver them before comparing with the store.
+                        while let Some(Ok(message)) = feed.as_mut().map(|feed| feed.try_recv()) {
+                            match message {
+                                BusMessage::Event(event) => self.on_event(event).await,
+                                BusMessage::Ephemeral(message) => self.deliver_ephemeral(&message),
+                            }
+                        }
+                        self.reconcile(state).await;
+                    }
                     Some(command) => self.handle(command).await,
                     None => return,
                 },
@@ -378,22 +418,7 @@ impl Hub {
                 let _ = done.send(());
             }
             HubCommand::LogDeleted { epoch } => self.restart_log(epoch),
-            HubCommand::Reconcile { head } => {
-                if head < self.last {
-                    // The head went back: the log was deleted and the
-                    // notice did not reach this node (or not yet).
-                    if let Ok(Some(state)) = self.store.room_state(&self.room).await {
-                        if state.head < self.last {
-                            self.restart_log(state.epoch);
-                        }
-                    }
-                }
-                if head > self.last {
-                    crate::metrics::get().reconciles.increment(1);
-                    tracing::debug!(room = %self.room, last = self.last, head, "reconcile found missed events");
-                    self.fill_gap(head).await;
-                }
-            }
+            HubCommand::Reconcile { state } => self.reconcile(state).await,
             HubCommand::Stats { reply } => {
                 let _ = reply.send(HubStats {
                     subscribers: self.subscribers.len(),
@@ -401,6 +426,41 @@ impl Hub {
                 });
             }
         }
+    }
+
+    /// Compares the hub with the store's `state` (read by the periodic
+    /// reconcile): fills what the bus lost, follows retention's `earliest`,
+    /// and restarts after a deletion whose notice did not come.
+    async fn reconcile(&mut self, state: RoomState) {
+        if state.head < self.last || state.epoch != self.epoch {
+            // The log was deleted and the notice did not reach this node
+            // (or not yet). Confirm with a fresh read: `state` may predate a
+            // deletion this hub has already followed.
+            if let Ok(Some(now)) = self.store.room_state(&self.room).await {
+                if now.head < self.last || now.epoch != self.epoch {
+                    self.restart_log(now.epoch);
+                }
+            }
+            return;
+        }
+        if state.earliest > self.earliest {
+            self.earliest = state.earliest;
+            self.publish_view();
+        }
+        if state.head > self.last {
+            crate::metrics::get().reconciles.increment(1);
+            tracing::debug!(room = %self.room, last = self.last, head = state.head, "reconcile found missed events");
+            self.fill_gap(state.head).await;
+        }
+    }
+
+    /// Tells waiting and future subscribers the hub's view of its room.
+    fn publish_view(&self) {
+        self.view.send_replace(Some(RoomState {
+            epoch: self.epoch.clone(),
+            head: self.last,
+            earliest: self.earliest,
+        }));
     }
 
     /// Hands a subscriber from its replay to the live stream: everything after
@@ -500,6 +560,9 @@ impl Hub {
             return;
         }
         self.last = 0;
+        self.earliest = 1;
+        self.epoch.clone_from(&epoch);
+        self.publish_view();
         self.tail.clear();
         self.pending = Pending::default();
         let reset: Utf8Bytes = ServerMessage::Reset {
@@ -544,6 +607,8 @@ impl Hub {
                 self.tail.clear();
                 self.pending = Pending::default();
                 self.members_left(members);
+                self.earliest = first.seq;
+                self.publish_view();
             }
             for event in page.events {
                 self.deliver(Arc::new(event));
@@ -557,6 +622,11 @@ impl Hub {
         let (seq, ts) = (event.seq, event.ts);
         let frame = encode_event(&event);
         self.last = seq;
+        self.view.send_modify(|view| {
+            if let Some(view) = view {
+                view.head = seq;
+            }
+        });
         if self.tail.len() == self.settings.tail {
             self.tail.pop_front();
         }

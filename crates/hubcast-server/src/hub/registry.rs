@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{HubHandle, HubSettings};
+use super::{HubHandle, HubSettings, StateLoader};
 use crate::bus::Bus;
 use crate::room::RoomName;
 use crate::store::Store;
@@ -22,13 +22,17 @@ struct Inner {
     bus: Arc<dyn Bus>,
     settings: HubSettings,
     next_id: AtomicU64,
+    loader: StateLoader,
 }
 
 impl Hubs {
+    /// The registry of a node; its hubs learn their rooms' states through
+    /// one [`StateLoader`] on `store`. Starts a task: call within a runtime.
     pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, settings: HubSettings) -> Hubs {
         Hubs {
             inner: Arc::new(Inner {
                 hubs: Mutex::new(HashMap::new()),
+                loader: StateLoader::start(store.clone()),
                 store,
                 bus,
                 settings,
@@ -51,6 +55,7 @@ impl Hubs {
             self.inner.bus.clone(),
             self.inner.settings.clone(),
             self.clone(),
+            self.inner.loader.clone(),
         );
         hubs.insert(room.clone(), handle.clone());
         handle

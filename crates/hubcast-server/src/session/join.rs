@@ -2,7 +2,6 @@
 //! rewind), the store replay, and the hub taking the session over from
 //! exactly where the replay ended.
 
-use std::sync::Arc;
 
 use crate::event::RoomState;
 use crate::hub::{HubHandle, Hubs, Joined};
@@ -13,7 +12,8 @@ use crate::protocol::{
     encode_event, PresenceMember, ProtocolError, ServerMessage, SubscribeRequest,
 };
 use crate::room::RoomName;
-use crate::store::Store;
+use crate::store::reads::Reads;
+use crate::store::StoreError;
 
 /// Events read from the store per page during replay.
 const REPLAY_PAGE: usize = 1000;
@@ -26,19 +26,19 @@ const REPLAY_PAGE: usize = 1000;
 /// (Sessions call [`join_as`]; this is the hand-off the property test drives.)
 #[cfg(feature = "testing")]
 pub async fn join(
-    store: &Arc<dyn Store>,
+    reads: &Reads,
     hubs: &Hubs,
     out: &Outbound,
     room: &RoomName,
     after: u64,
     hub_tail: usize,
 ) -> Result<Option<HubHandle>, ProtocolError> {
-    join_as(store, hubs, out, room, after, hub_tail, None).await
+    join_as(reads, hubs, out, room, after, hub_tail, None).await
 }
 
 /// [`join`], entering the room's presence as `member` when given.
 pub async fn join_as(
-    store: &Arc<dyn Store>,
+    reads: &Reads,
     hubs: &Hubs,
     out: &Outbound,
     room: &RoomName,
@@ -70,7 +70,7 @@ pub async fn join_as(
             }
             Ok(Joined::NeedStore { head }) => {
                 crate::metrics::get().replays.increment(1);
-                position = replay(store, out, room, position, head).await?;
+                position = replay(reads, out, room, position, head).await?;
             }
             Err(_gone) => hubs.forget(room, hub.id),
         }
@@ -89,7 +89,7 @@ fn full_room() -> ProtocolError {
 /// `upto` (or the end of the log), waiting for queue room as needed.
 /// Returns the last seq queued.
 async fn replay(
-    store: &Arc<dyn Store>,
+    reads: &Reads,
     out: &Outbound,
     room: &RoomName,
     from: u64,
@@ -97,10 +97,11 @@ async fn replay(
 ) -> Result<u64, ProtocolError> {
     let mut position = from;
     loop {
-        let page = store
-            .read(room, position, REPLAY_PAGE)
+        // Subscribers resuming the room from the same position share the read.
+        let page = reads
+            .page(room, position, REPLAY_PAGE)
             .await
-            .map_err(|err| ProtocolError::new(err.code(), err.to_string(), None))?;
+            .map_err(store_refusal)?;
         let full_page = page.events.len() == REPLAY_PAGE;
         for event in &page.events {
             if event.seq != position + 1 {
@@ -141,14 +142,24 @@ pub(super) async fn start_subscription(
     zero_is_earliest: bool,
 ) -> Result<Option<HubHandle>, ProtocolError> {
     let room = &request.room;
-    if node.hubs.get(room).is_some_and(|hub| hub.is_full()) {
-        return Err(full_room());
-    }
-    let state = node
-        .store
-        .subscribe_state(room)
-        .await
-        .map_err(|err| ProtocolError::new(err.code(), err.to_string(), None))?;
+    // The room's state as the node's hub knows it: no store read per
+    // subscriber (the hub read it once when it started, shared by every
+    // subscriber that came meanwhile, and follows it since).
+    let known = loop {
+        let hub = node.hubs.get_or_spawn(room);
+        if hub.is_full() {
+            return Err(full_room());
+        }
+        match hub.state().await {
+            Ok(state) => break state,
+            Err(_gone) => node.hubs.forget(room, hub.id),
+        }
+    };
+    let state = if needs_store(&known, request) {
+        node.reads.state(room).await.map_err(store_refusal)?
+    } else {
+        known
+    };
     let start = if zero_is_earliest && request.cursor == Some(0) && request.epoch.is_none() {
         let from_earliest = SubscribeRequest {
             cursor: Some(state.earliest.saturating_sub(1)),
@@ -181,7 +192,7 @@ pub(super) async fn start_subscription(
         }
     }
     join_as(
-        &node.store,
+        &node.reads,
         &node.hubs,
         out,
         room,
@@ -190,6 +201,29 @@ pub(super) async fn start_subscription(
         member,
     )
     .await
+}
+
+/// Whether the hub's view of the room cannot judge this subscription's
+/// cursor, so the store must: a cursor past the hub's head (its client saw
+/// events on another node that this one has not delivered yet), or an epoch
+/// other than the hub's (the room was deleted, and this node may not have
+/// heard). Everything else (no cursor, a cursor the hub has passed, a
+/// rewind) is decided from the hub's view.
+pub fn needs_store(known: &RoomState, request: &SubscribeRequest) -> bool {
+    request.cursor.is_some_and(|cursor| {
+        cursor > known.head || request.epoch.as_deref().is_some_and(|e| e != known.epoch)
+    })
+}
+
+/// A store failure as a subscription's refusal: for now (`store_unavailable`,
+/// with the `retry_after_ms` clients wait) or for good (`internal`).
+fn store_refusal(err: StoreError) -> ProtocolError {
+    let code = err.code();
+    let refusal = ProtocolError::new(code, err.to_string(), None);
+    match code.subscribe_retry_after_ms() {
+        Some(ms) => refusal.retry_after(ms),
+        None => refusal,
+    }
 }
 
 /// Where a subscription starts.

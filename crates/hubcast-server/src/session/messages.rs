@@ -246,7 +246,11 @@ impl Session {
                     Some(close::UNAUTHENTICATED)
                 }
                 ErrorCode::Forbidden => Some(close::FORBIDDEN),
-                ErrorCode::OverCapacity => Some(close::TRY_AGAIN_LATER),
+                // Refused for now: the client reconnects (with its cursor)
+                // rather than stay on a socket subscribed to nothing.
+                ErrorCode::OverCapacity | ErrorCode::StoreUnavailable | ErrorCode::RateLimited => {
+                    Some(close::TRY_AGAIN_LATER)
+                }
                 ErrorCode::AuthUnavailable => Some(close::AUTH_UNAVAILABLE),
                 _ if sse => Some(close::TRY_AGAIN_LATER),
                 _ => None,
@@ -411,6 +415,7 @@ impl Session {
                     room: Some(&room),
                     head: Some(head),
                     index: None,
+                    retry_after_ms: None,
                 }
                 .encode()
                 .into()
@@ -475,6 +480,7 @@ impl Session {
                     room: Some(&room),
                     head: Some(head),
                     index: Some(index),
+                    retry_after_ms: None,
                 }
                 .encode()
                 .into()

@@ -110,11 +110,16 @@ impl Session {
                 self.subscriptions.insert(room, Subscription::Live(hub));
             }
             Ok(None) => {} // The session is closing.
-            Err(err) => {
+            Err(mut err) => {
                 self.subscriptions.remove(&room);
-                if err.code == ErrorCode::OverCapacity {
-                    // The room's subscriber cap: a refusal like the others, counted and logged.
-                    note_refusal(ErrorCode::OverCapacity.as_str(), self.ip, &err.message);
+                if let Some(ms) = err.code.subscribe_retry_after_ms() {
+                    // Refused for now (the room's cap, the store): counted and
+                    // logged like every refusal, and the client told when to
+                    // ask again. (Hook refusals were noted where they happened.)
+                    if err.code != ErrorCode::AuthUnavailable {
+                        note_refusal(err.code.as_str(), self.ip, &err.message);
+                    }
+                    err.retry_after_ms.get_or_insert(ms);
                 }
                 self.refuse(&room, err).await;
             }

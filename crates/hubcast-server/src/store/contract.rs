@@ -218,14 +218,23 @@ pub async fn rooms_have_stable_epochs(store: Arc<dyn Store>, _feed: CommitFeed) 
     );
     assert_ne!(store.epoch_for(&room("e2")), promised.epoch);
     seq_of(&*store, request("e2", 1)).await;
-    let heads = store
-        .heads(vec![room("e"), room("e2"), room("never")])
+    let states = store
+        .states(vec![room("e"), room("e2"), room("never")])
         .await
         .unwrap();
-    let mut heads: Vec<(String, u64)> =
-        heads.into_iter().map(|(r, h)| (r.to_string(), h)).collect();
-    heads.sort();
-    assert_eq!(heads, vec![("e".to_string(), 1), ("e2".to_string(), 1)]);
+    let mut states: Vec<(String, String, u64, u64)> = states
+        .into_iter()
+        .map(|(r, s)| (r.to_string(), s.epoch, s.head, s.earliest))
+        .collect();
+    states.sort();
+    let e2 = store.epoch_for(&room("e2"));
+    assert_eq!(
+        states,
+        vec![
+            ("e".to_string(), promised.epoch.clone(), 1, 1),
+            ("e2".to_string(), e2, 1, 1)
+        ]
+    );
 }
 
 pub async fn deleting_a_room_starts_a_new_epoch(store: Arc<dyn Store>, _feed: CommitFeed) {
@@ -268,7 +277,8 @@ pub async fn deleting_a_room_starts_a_new_epoch(store: Arc<dyn Store>, _feed: Co
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(store.heads(vec![room("d")]).await.unwrap()[0].1, 1);
+    let (_, state) = store.states(vec![room("d")]).await.unwrap().remove(0);
+    assert_eq!((state.epoch, state.head), (epoch, 1));
 }
 
 pub async fn revocations_are_kept_until_they_expire(store: Arc<dyn Store>, _feed: CommitFeed) {
@@ -312,6 +322,9 @@ pub async fn retention_prunes_and_moves_earliest(store: Arc<dyn Store>, _feed: C
     );
     let state = page.state.unwrap();
     assert_eq!((state.head, state.earliest, state.retained()), (10, 8, 3));
+    // What the reconcile reads tells hubs of the pruning too.
+    let (_, listed) = store.states(vec![room("p")]).await.unwrap().remove(0);
+    assert_eq!(listed, state);
     // Appends continue from the head.
     assert_eq!(seq_of(&*store, request("p", 11)).await, 11);
     // Age: with a 1 ms limit, everything written before the pause expires.

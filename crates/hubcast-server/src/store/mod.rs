@@ -29,6 +29,7 @@
 //! types: each backend offers them itself (see [`transaction`]).
 
 pub mod postgres;
+pub mod reads;
 pub mod sqlite;
 pub mod transaction;
 pub mod webhook_outbox;
@@ -428,11 +429,13 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> BoxFuture<'_, Result<Page, StoreError>>;
 
-    /// Heads of the given rooms in one query (rooms never created are left out).
-    fn heads(
+    /// The states of the given rooms in one query (rooms never created are
+    /// left out): how hubs learn their rooms' states without a round trip per
+    /// room, and how the reconcile checks every hub of a node at once.
+    fn states(
         &self,
         rooms: Vec<RoomName>,
-    ) -> BoxFuture<'_, Result<Vec<(RoomName, u64)>, StoreError>>;
+    ) -> BoxFuture<'_, Result<Vec<(RoomName, RoomState)>, StoreError>>;
 
     /// Prunes events outside the policy; returns how many were deleted.
     fn enforce_retention(&self, policy: RetentionPolicy) -> BoxFuture<'_, Result<u64, StoreError>>;

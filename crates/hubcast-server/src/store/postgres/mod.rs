@@ -458,25 +458,25 @@ impl Store for PostgresStore {
         .boxed()
     }
 
-    fn heads(
+    fn states(
         &self,
         rooms: Vec<RoomName>,
-    ) -> BoxFuture<'_, Result<Vec<(RoomName, u64)>, StoreError>> {
+    ) -> BoxFuture<'_, Result<Vec<(RoomName, RoomState)>, StoreError>> {
         self.bounded(async move {
             let client = self.client().await?;
             let names: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
             let rows = client
                 .query(
-                    "SELECT name, head FROM rooms WHERE name = ANY($1)",
+                    "SELECT name, epoch, head, pruned_through FROM rooms WHERE name = ANY($1)",
                     &[&names],
                 )
                 .await
                 .map_err(unavailable)?;
             Ok(rows
-                .iter()
+                .into_iter()
                 .filter_map(|row| {
                     let room = RoomName::parse(row.get::<_, &str>(0)).ok()?;
-                    Some((room, row.get::<_, i64>(1) as u64))
+                    Some((room, state_of(row.get(1), row.get(2), row.get(3))))
                 })
                 .collect())
         })

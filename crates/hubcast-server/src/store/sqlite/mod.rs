@@ -389,26 +389,33 @@ impl Store for SqliteStore {
         })
     }
 
-    fn heads(
+    fn states(
         &self,
         rooms: Vec<RoomName>,
-    ) -> BoxFuture<'_, Result<Vec<(RoomName, u64)>, StoreError>> {
+    ) -> BoxFuture<'_, Result<Vec<(RoomName, RoomState)>, StoreError>> {
         self.read_with(move |conn| {
-            let mut heads = Vec::with_capacity(rooms.len());
+            let mut states = Vec::with_capacity(rooms.len());
             for chunk in rooms.chunks(500) {
                 let placeholders = vec!["?"; chunk.len()].join(",");
-                let sql = format!("SELECT name, head FROM rooms WHERE name IN ({placeholders})");
+                let sql = format!(
+                    "SELECT name, epoch, head, pruned_through FROM rooms WHERE name IN ({placeholders})"
+                );
                 let mut stmt = conn.prepare_cached(&sql)?;
                 let names = chunk.iter().map(|r| r.as_str());
                 let mut rows = stmt.query(rusqlite::params_from_iter(names))?;
                 while let Some(row) = rows.next()? {
                     let name: String = row.get(0)?;
                     if let Ok(room) = RoomName::parse(&name) {
-                        heads.push((room, row.get::<_, i64>(1)? as u64));
+                        let state = RoomState {
+                            epoch: row.get(1)?,
+                            head: row.get::<_, i64>(2)? as u64,
+                            earliest: row.get::<_, i64>(3)? as u64 + 1,
+                        };
+                        states.push((room, state));
                     }
                 }
             }
-            Ok(heads)
+            Ok(states)
         })
     }
 

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The connect storm of issue 22: NODES `hubcast serve` nodes on one PostgreSQL
+# and one NATS (product defaults; only the per-address connect rate is lifted),
+# CONNECTIONS WebSockets from WORKERS client processes (npm `ws`, no retries)
+# subscribing with ?cursor=0 to ROOMS fresh rooms, then RATE durable publishes/s
+# for SECONDS. Prints and writes (OUT/storm.json) refusals, exactness and
+# publish-to-receive latency.
+#
+#   bench/storm/run.sh                       # 6 nodes, 102,000 connections
+#   NODES=3 CONNECTIONS=15000 ROOMS=1000 RATE=2000 bench/storm/run.sh
+#   HUBCAST_BIN=/path/to/hubcast bench/storm/run.sh   # another build
+#
+# Needs PostgreSQL on 127.0.0.1:5432 and NATS on 127.0.0.1:4222
+# (scripts/services.sh), node >= 20, and ~2 GB of memory per 10^5 connections.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+NODES=${NODES:-6}
+CONNECTIONS=${CONNECTIONS:-102000}
+WORKERS=${WORKERS:-6}
+ROOMS=${ROOMS:-6000}
+RATE=${RATE:-1200}
+SECONDS_=${SECONDS_:-15}
+PG=${HUBCAST_BENCH_PG:-postgres://postgres@127.0.0.1:5432/test}
+NATS=${HUBCAST_BENCH_NATS:-nats://127.0.0.1:4222}
+OUT=${OUT:-$repo/target/bench/storm}
+SCHEMA=storm_$(date +%s)_$$
+mkdir -p "$OUT"
+
+if [[ -z "${HUBCAST_BIN:-}" ]]; then
+    (cd "$repo" && cargo build --release --quiet -p hubcast)
+    HUBCAST_BIN=$repo/target/release/hubcast
+fi
+[[ -d "$here/node_modules/ws" ]] || (cd "$here" && npm install --no-audit --no-fund --silent)
+
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    psql "$PG" -qc "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+urls=()
+for n in $(seq 1 "$NODES"); do
+    port=$((19100 + n))
+    env -u HUBCAST_URL \
+        HUBCAST_POSTGRES__SCHEMA="$SCHEMA" HUBCAST_NATS__SUBJECT_PREFIX="$SCHEMA" \
+        HUBCAST_RATE_LIMITS__CONNECTS_PER_IP_PER_MINUTE=0 \
+        "$HUBCAST_BIN" serve --listen "127.0.0.1:$port" --store "$PG" --bus "$NATS" \
+        >"$OUT/node$n.log" 2>&1 &
+    pids+=($!)
+    urls+=("http://127.0.0.1:$port")
+    # The first node migrates the schema; the others start after it.
+    for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
+done
+node_urls=$(IFS=,; echo "${urls[*]}")
+echo "== $NODES nodes ($("$HUBCAST_BIN" --version 2>/dev/null || echo hubcast)), schema $SCHEMA"
+echo "== $CONNECTIONS connections from $WORKERS processes to $ROOMS rooms, then $RATE publishes/s for ${SECONDS_}s"
+node "$here/storm.mjs" --nodes "$node_urls" --connections "$CONNECTIONS" --workers "$WORKERS" \
+    --rooms "$ROOMS" --rate "$RATE" --seconds "$SECONDS_" --json "$OUT/storm.json"
+for n in $(seq 1 "$NODES"); do
+    refusals=$(curl -s "${urls[$((n - 1))]}/metrics" | awk '/^hubcast_refusals_total/ {s += $2} END {print s + 0}')
+    warnings=$(grep -c '"refused"\|refused' "$OUT/node$n.log" || true)
+    echo "node $n: hubcast_refusals_total $refusals, log lines about refusals $warnings"
+done
