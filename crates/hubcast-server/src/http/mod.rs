@@ -9,7 +9,7 @@ mod dashboard;
 pub mod deadline;
 pub mod error;
 mod events;
-mod extract;
+pub mod extract;
 pub mod page;
 mod request_id;
 mod rooms;
@@ -130,6 +130,7 @@ fn router(node: Arc<Node>, extra: Router) -> Router {
         .route("/dashboard/{*path}", get(dashboard::asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(crate::pusher::routes())
         .with_state(node);
     routes
         .merge(extra)
