@@ -31,13 +31,13 @@ const APP: &str = r#"
 activity_timeout_secs = 120
 
 [[pusher.apps]]
-id = "app1"
+id = "123"
 key = "key1"
 secret = "secret1"
 enable_client_messages = true
 "#;
 
-/// The config of a node serving app1, with its webhooks sent to `receiver`.
+/// The config of a node serving app 123, with its webhooks sent to `receiver`.
 fn config(receiver: Option<&str>) -> String {
     let mut config = format!("{}{APP}", support::FAST);
     if let Some(url) = receiver {
@@ -60,7 +60,7 @@ set -e
 exec 9>.install.lock
 flock 9
 if [ ! -d node_modules ] || ! cmp -s package.json node_modules/.installed; then
-  npm install --no-audit --no-fund --loglevel=error
+  npm ci --no-audit --no-fund --loglevel=error
   cp package.json node_modules/.installed
 fi
 if [ ! -x .venv/bin/python ] || ! cmp -s python/requirements.txt .venv/.installed; then
@@ -94,7 +94,7 @@ impl Drop for Receiver {
 async fn receiver() -> Receiver {
     let mut child = Command::new("node")
         .arg(dir().join("webhook_receiver.mjs"))
-        .args(["app1", "key1", "secret1"])
+        .args(["123", "key1", "secret1"])
         .current_dir(dir())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -220,29 +220,28 @@ async fn pusher_js_reconnects_after_a_restart() {
             let _ = lines_tx.send(line);
         }
     });
-    let expect = |lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>, want: &'static str| {
-        let lines = lines;
-        async move {
-            loop {
-                let line = within(PHASE, want, lines.recv())
-                    .await
-                    .unwrap_or_else(|| panic!("reconnect.mjs ended before saying {want}"));
-                if line == want {
-                    return;
-                }
-                eprintln!("reconnect.mjs: {line}");
-            }
-        }
-    };
-    expect(&mut lines, "subscribed").await;
+    expect_line(&mut lines, "subscribed").await;
     server.restart_on_same_port().await;
     writeln!(stdin, "restarted").expect("tell reconnect.mjs");
-    expect(&mut lines, "ok").await;
+    expect_line(&mut lines, "ok").await;
     let status = within(STEP, "reconnect.mjs to exit", tokio::task::spawn_blocking(move || child.wait()))
         .await
         .expect("join")
         .expect("wait");
     assert!(status.success(), "reconnect.mjs failed; server log:\n{}", server.log());
+}
+
+/// Reads `reconnect.mjs`'s lines until `want` (echoing the others).
+async fn expect_line(lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>, want: &str) {
+    loop {
+        let line = within(PHASE, want, lines.recv())
+            .await
+            .unwrap_or_else(|| panic!("reconnect.mjs ended before saying {want}"));
+        if line == want {
+            return;
+        }
+        eprintln!("reconnect.mjs: {line}");
+    }
 }
 
 /// The wire from Rust: `pusher:ping` → `pusher:pong`, Pusher's errors, and
@@ -295,7 +294,8 @@ async fn the_wire_pings_errors_and_close_codes() {
 async fn a_channel_is_a_room_both_ways() {
     let server = Server::start(&config(None)).await;
     let mut native = Ws::connect(&server.ws_url("/v1/ws")).await;
-    native.subscribe("pusher:app1:prices", json!({})).await;
+    native.subscribe("pusher:123:prices", json!({})).await;
+    native.expect_type("caught_up").await;
     let mut pusher = Ws::connect_raw(&server.ws_url("/app/key1?protocol=7")).await;
     pusher.next_json().await;
     pusher
@@ -306,7 +306,7 @@ async fn a_channel_is_a_room_both_ways() {
         "pusher_internal:subscription_succeeded"
     );
     server
-        .publish("pusher:app1:prices", json!({"event": "tick", "data": "{\"p\":1}"}))
+        .publish("pusher:123:prices", json!({"event": "tick", "data": "{\"p\":1}"}))
         .await;
     let event = native.expect_type("event").await;
     assert_eq!(event["seq"], 1);

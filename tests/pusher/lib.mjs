@@ -11,7 +11,7 @@ import PusherServer from "pusher";
 export const urls = (process.env.HUBCAST_URLS ?? "").split(",").filter(Boolean);
 if (urls.length === 0) throw new Error("HUBCAST_URLS is not set (tests/pusher.rs sets it)");
 export const app = {
-  id: process.env.PUSHER_APP_ID ?? "app1",
+  id: process.env.PUSHER_APP_ID ?? "123",
   key: process.env.PUSHER_KEY ?? "key1",
   secret: process.env.PUSHER_SECRET ?? "secret1",
 };
@@ -128,5 +128,5 @@ export async function eventually(what, check, ms = STEP) {
   throw new Error(`timed out waiting for ${what}; last: ${last instanceof Error ? last.message : JSON.stringify(last)}`);
 }
 
-/// The room a channel of app1 is stored as (docs/pusher.md).
+/// The room a channel of the app is stored as (docs/pusher.md).
 export const room = (channel) => `pusher:${app.id}:${channel.replaceAll(",", ":2C").replaceAll(";", ":3B")}`;

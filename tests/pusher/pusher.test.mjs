@@ -201,7 +201,7 @@ test("the HTTP API refuses bad signatures and stale timestamps", async () => {
   });
   await assert.rejects(wrongSecret.trigger("c", "x", {}), (err) => err.status === 401);
   const unknownApp = new (await import("pusher")).default({
-    appId: "nope", key: app.key, secret: app.secret, host: node().host, port: String(node().port), useTLS: false,
+    appId: "999", key: app.key, secret: app.secret, host: node().host, port: String(node().port), useTLS: false,
   });
   await assert.rejects(unknownApp.trigger("c", "x", {}), (err) => err.status === 404);
 });
@@ -212,9 +212,10 @@ test("webhooks: occupancy, presence and client events, verified by the library's
   const bob = track(client({ i: 1, user: { id: "bob" } }));
   await Promise.all([connected(alice), connected(bob)]);
   const aliceChannel = (await subscribed(alice, name)).channel;
-  await subscribed(bob, name);
+  const waves = collect((await subscribed(bob, name)).channel, "client-wave");
   await eventually("bob in alice's members", () => aliceChannel.members.get("bob"));
-  aliceChannel.trigger("client-wave", { hi: 1 });
+  assert.ok(aliceChannel.trigger("client-wave", { hi: 1 }));
+  await waves.next();
   alice.disconnect();
   bob.disconnect();
   const received = async () => (await (await fetch(`${process.env.WEBHOOK_RECEIVER}/received`)).json());

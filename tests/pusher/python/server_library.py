@@ -19,7 +19,7 @@ import pusher
 from pusher.errors import PusherBadAuth, PusherBadRequest, PusherError
 
 URLS = [u for u in os.environ["HUBCAST_URLS"].split(",") if u]
-APP_ID, KEY, SECRET = "app1", "key1", "secret1"
+APP_ID, KEY, SECRET = "123", "key1", "secret1"
 
 
 def node(i=0):
@@ -80,7 +80,7 @@ def main():
     except PusherBadRequest:
         pass
     try:
-        client(app_id="nope").trigger(c, "x", {})
+        client(app_id="999").trigger(c, "x", {})
         raise AssertionError("an unknown app was accepted")
     except PusherError:
         pass

@@ -347,3 +347,24 @@ pub async fn terminate_connections(
     .await;
     Ok(Json(json!({})).into_response())
 }
+
+/// `POST /users/{user}/terminate_connections`: the path the Python `pusher`
+/// library (3.3) sends, without `/apps/{id}`; the app is the one whose key
+/// signed the request (`auth_key`).
+pub async fn terminate_connections_by_key(
+    State(node): State<Arc<Node>>,
+    Path(user): Path<String>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let params: Vec<(String, String)> =
+        serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap_or_default();
+    let id = params
+        .iter()
+        .find(|(k, _)| k == "auth_key")
+        .and_then(|(_, key)| node.pusher.by_key(key))
+        .map(|app| app.id.clone())
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no app has this auth_key"))?;
+    terminate_connections(State(node), Path((id, user)), method, uri, body).await
+}

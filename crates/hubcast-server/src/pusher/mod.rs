@@ -153,4 +153,8 @@ pub fn routes() -> axum::Router<Arc<crate::node::Node>> {
             "/apps/{id}/users/{user}/terminate_connections",
             post(http_api::terminate_connections),
         )
+        .route(
+            "/users/{user}/terminate_connections",
+            post(http_api::terminate_connections_by_key),
+        )
 }
