@@ -33,6 +33,8 @@ start_hubcast() { # [PORT, default 8787]: a fresh hubcast on a fresh store; sets
   # Product defaults (durable SQLite publishes, synchronous=full), except the
   # per-address limits a single-address load generator would trip, and the
   # same deep outbound queue `bench --spawn` uses.
+  # An empty config file: the defaults (a file named with --config must exist).
+  mkdir -p "$WORK/hubcast" && : >"$WORK/hubcast/none.toml"
   HUBCAST_RATE_LIMITS__CONNECTS_PER_IP_PER_MINUTE=0 HUBCAST_RATE_LIMITS__MAX_CONNECTIONS_PER_IP=0 \
   HUBCAST_LIMITS__OUTBOUND_QUEUE=8192 RUST_LOG=warn \
     "$HUBCAST" serve --listen "127.0.0.1:$port" --store "sqlite://$WORK/hubcast/hubcast.db" \

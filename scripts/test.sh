@@ -3,7 +3,8 @@
 # then the black-box integration tests again on PostgreSQL + NATS (cluster
 # mode, plus tests/cluster.rs), starting those services when they are not
 # running (scripts/services.sh); then the integration tests driven by clients
-# from other ecosystems (Python `websockets`, Node `ws`); the dashboard in
+# from other ecosystems (Python `websockets`, Node `ws`); Schemathesis against
+# the OpenAPI description; the dashboard in
 # headless Chromium; the TypeScript SDK's tests; the Python library's type check
 # and tests; a 2-minute chaos soak (bench/chaos); a short fuzz run of every parser.
 # (tests/webhooks.rs installs the `standardwebhooks` package its receiver
@@ -70,6 +71,9 @@ fi
 
 step "external clients (Python websockets, httpx-sse; Node ws, eventsource; nginx)"
 HUBCAST_BIN="$PWD/target/debug/hubcast" bash tests/external/run.sh
+
+step "OpenAPI: Schemathesis against the running binary"
+HUBCAST_BIN="$PWD/target/debug/hubcast" bash tests/openapi/run.sh
 
 step "TypeScript SDK: unit tests, shared vectors, end to end in Chromium, README example, packed package"
 HUBCAST_BIN="$PWD/target/debug/hubcast" bash clients/js/run-tests.sh

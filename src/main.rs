@@ -40,9 +40,10 @@ enum LogFormat {
 /// The flags of `serve` (and of `demo`, which runs the same node).
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Config file (read if it exists).
-    #[arg(long, env = "HUBCAST_CONFIG", default_value = "hubcast.toml")]
-    config: PathBuf,
+    /// Config file [default: hubcast.toml, read if it exists]. A file named
+    /// here (or in HUBCAST_CONFIG) must exist.
+    #[arg(long, env = "HUBCAST_CONFIG")]
+    config: Option<PathBuf>,
     /// Apply the `[env.NAME]` block of the config file.
     #[arg(long = "env", env = "HUBCAST_ENV", value_name = "NAME")]
     env_name: Option<String>,
@@ -51,7 +52,7 @@ struct ServeArgs {
     /// `serve` and `demo` print there: `listening on http://ADDRESS`, with the
     /// address actually bound (`listening on http://127.0.0.1:41234`). Logs
     /// stay on stderr.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_listen)]
     listen: Option<SocketAddr>,
     /// Store URL [default: sqlite://./hubcast-data/hubcast.db].
     #[arg(long)]
@@ -69,8 +70,9 @@ struct ServeArgs {
 struct MarketArgs {
     #[command(flatten)]
     serve: ServeArgs,
-    /// Simulated traders buying through the same path as the page.
-    #[arg(long, default_value_t = 0)]
+    /// Simulated traders buying through the same path as the page, so prices
+    /// move (0: none).
+    #[arg(long, default_value_t = hubcast_demo::market::traders::DEFAULT_TRADERS)]
     traders: usize,
     /// Put every demo market back to its seed state before serving.
     #[arg(long)]
@@ -110,6 +112,18 @@ enum Command {
         demo: Option<Demo>,
         #[command(flatten)]
         market: MarketArgs,
+    },
+    /// Print the effective configuration (defaults, file, env block,
+    /// HUBCAST_* variables, flags) as TOML, secrets redacted.
+    Config {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Print the JSON Schema of hubcast.toml instead (docs/hubcast.schema.json).
+        #[arg(long, conflicts_with = "reference")]
+        schema: bool,
+        /// Print the configuration reference instead (docs/configuration.md).
+        #[arg(long)]
+        reference: bool,
     },
     /// Publish one event: `hubcast pub ROOM '{"price":0.42}'`, or many from
     /// stdin: `hubcast pub [ROOM] --stdin < events.ndjson`.
@@ -189,10 +203,32 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", report(&err));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each said once: a cause whose text
+/// its parent already includes (thiserror's `{source}` in a message) is not
+/// repeated.
+fn report(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+/// `--listen`: an address and a port, with an example when either is missing.
+fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    hubcast_server::config::parse_listen(value)
 }
 
 /// Panics go to the log like every other failure (with the thread and where),
@@ -215,6 +251,14 @@ fn log_panics() {
     }));
 }
 
+/// Colours on stderr only when it is a terminal and `NO_COLOR` is unset or
+/// empty (no-color.org): never escape codes in files and pipes.
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    std::io::stderr().is_terminal() && !no_color
+}
+
 fn init_logging(server: bool, format: LogFormat) {
     let default = if server {
         "hubcast=info"
@@ -225,6 +269,7 @@ fn init_logging(server: bool, format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => logs.init(),
@@ -250,6 +295,20 @@ fn load_config(args: ServeArgs) -> anyhow::Result<Config> {
         store,
         bus,
         insecure,
+    };
+    // The default file is optional; a file the user named must be there.
+    let config = match config {
+        Some(path) => {
+            if !path.is_file() {
+                let why = match std::fs::metadata(&path) {
+                    Ok(_) => "is not a file".to_owned(),
+                    Err(err) => err.to_string(),
+                };
+                anyhow::bail!("cannot read the config file {}: {why}", path.display());
+            }
+            path
+        }
+        None => PathBuf::from("hubcast.toml"),
     };
     Ok(Config::load(&config, env_name.as_deref(), &flags)?)
 }
@@ -338,6 +397,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             serve(market.serve, App::Market(settings)).await
         }
+        Command::Config {
+            serve: args,
+            schema,
+            reference,
+        } => {
+            if schema {
+                print!("{}", hubcast_server::config::json_schema());
+            } else if reference {
+                print!("{}", hubcast_server::config::reference_markdown());
+            } else {
+                print!("{}", load_config(args)?.to_redacted_toml());
+            }
+            Ok(())
+        }
         Command::Bench { scenario, common } => {
             hubcast_bench::run(scenario, common).await?;
             Ok(())
@@ -354,7 +427,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             ..
         } => {
             if ephemeral {
-                anyhow::bail!("--ephemeral applies to one message; batches from --stdin are stored events");
+                anyhow::bail!(
+                    "--ephemeral applies to one message; batches from --stdin are stored events"
+                );
             }
             if expected_seq.is_some() {
                 anyhow::bail!("--expected-seq applies to one event; with --stdin put \"expected_seq\" in the lines");
@@ -503,12 +578,28 @@ async fn publish_stdin(
             Some(line) => line,
             // Stdin paused: send what is gathered rather than hold it.
             None => {
-                send_batch(&http, url, credential, &mut batch, &idempotency_key, &mut sent).await?;
+                send_batch(
+                    &http,
+                    url,
+                    credential,
+                    &mut batch,
+                    &idempotency_key,
+                    &mut sent,
+                )
+                .await?;
                 continue;
             }
         };
         let Some(line) = line else {
-            send_batch(&http, url, credential, &mut batch, &idempotency_key, &mut sent).await?;
+            send_batch(
+                &http,
+                url,
+                credential,
+                &mut batch,
+                &idempotency_key,
+                &mut sent,
+            )
+            .await?;
             return Ok(());
         };
         line_no += 1;
@@ -522,7 +613,15 @@ async fn publish_stdin(
                 .map_err(|e| anyhow::anyhow!("line {line_no}: {e}"))?,
         );
         if batch.len() >= batch_size {
-            send_batch(&http, url, credential, &mut batch, &idempotency_key, &mut sent).await?;
+            send_batch(
+                &http,
+                url,
+                credential,
+                &mut batch,
+                &idempotency_key,
+                &mut sent,
+            )
+            .await?;
         }
     }
 }

@@ -730,7 +730,10 @@ async fn disconnect_and_revocation_end_sse_streams() {
         let expected = if i % 2 == 0 { 4011 } else { 4012 };
         let (_, close) = stream.expect("close").await;
         assert_eq!(close["code"], expected, "stream {i}: {close}");
-        assert!(stream.next().await.is_none(), "stream {i} ends after `close`");
+        assert!(
+            stream.next().await.is_none(),
+            "stream {i} ends after `close`"
+        );
     }
     // The revoked token opens no new stream.
     let bearer = format!("Bearer {carol}");
@@ -740,5 +743,9 @@ async fn disconnect_and_revocation_end_sse_streams() {
         &[("authorization", bearer.as_str())],
     )
     .await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("token_revoked")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("token_revoked")),
+        "{body}"
+    );
 }

@@ -118,7 +118,7 @@ async fn batches_keep_order_and_exactly_once_through_reconnects() {
         .map(|_| {
             Follower::new(server.ws_url(""), room, TOTAL)
                 .batches()
-                .drops(|_| Some(1 + rand::random::<usize>() % 300))
+                .drops(|_| Some(rand::random_range(1..301)))
                 .spawn()
         })
         .collect();

@@ -7,7 +7,7 @@
 mod support;
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde_json::json;
 use support::{range, seqs, within, Follower, Server, FAST, PHASE};
 
@@ -30,10 +30,10 @@ async fn subscribers_that_keep_reconnecting_see_every_event_exactly_once() {
             Follower::new(server.ws_url(""), room, TOTAL)
                 .drops(move |_connection| {
                     // Mostly short connections; sometimes drop at once, sometimes stay long.
-                    Some(match rng.gen_range(0..10) {
+                    Some(match rng.random_range(0..10) {
                         0 => 0,
-                        1..=7 => rng.gen_range(1..120),
-                        _ => rng.gen_range(120..1500),
+                        1..=7 => rng.random_range(1..120),
+                        _ => rng.random_range(120..1500),
                     })
                 })
                 .spawn()
@@ -103,7 +103,7 @@ async fn reconnects_across_hub_hibernation_lose_nothing() {
         .map(|f| {
             let mut rng = StdRng::seed_from_u64(seed.wrapping_add(100 + f));
             Follower::new(server.ws_url(""), room, EVENTS)
-                .drops(move |_| Some(rng.gen_range(0..40)))
+                .drops(move |_| Some(rng.random_range(0..40)))
                 .spawn()
         })
         .collect();

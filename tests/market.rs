@@ -24,7 +24,8 @@ async fn market(api: &support::Api) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_buyers_with_one_quote_commit_exactly_within_tolerance() {
-    let server = Server::start_with(FAST, &["demo"]).await;
+    // No simulated traders: the test is the only buyer.
+    let server = Server::start_with(FAST, &["demo", "--traders", "0"]).await;
     let api = server.api();
     let start = market(&api).await;
     assert_eq!(start["version"], 0, "a fresh market: {start}");
@@ -185,7 +186,7 @@ async fn concurrent_buyers_with_one_quote_commit_exactly_within_tolerance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_versions_and_bad_orders_are_refused_and_state_survives_a_restart() {
-    let mut server = Server::start_with(FAST, &["demo"]).await;
+    let mut server = Server::start_with(FAST, &["demo", "--traders", "0"]).await;
     let api = server.api();
     let path = format!("/demo/api/markets/{MARKET}/buy");
     let (status, first) =
@@ -273,4 +274,24 @@ async fn simulated_traders_buy_through_the_same_path() {
         (1..=trades.len() as u64).collect::<Vec<_>>(),
         "one event per version, in order"
     );
+}
+
+/// `hubcast demo` with no flag runs a few traders: a first visitor sees prices
+/// move without buying anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_traders_by_default() {
+    let server = Server::start_with(FAST, &["demo"]).await;
+    let api = server.api();
+    support::eventually("a trade nobody here made", || {
+        let api = api.clone();
+        async move {
+            let (_, body) = api.get("/demo/api/markets").await;
+            body["markets"]
+                .as_array()?
+                .iter()
+                .any(|m| m["version"].as_u64() > Some(0))
+                .then_some(())
+        }
+    })
+    .await;
 }

@@ -1677,6 +1677,11 @@ async fn room_subscriber_cap() {
 /// Runs `hubcast serve` with these arguments in a temp dir; `config` (if any)
 /// is its hubcast.toml.
 fn serve_command(dir: &std::path::Path, args: &[&str]) -> Command {
+    // The named config file must exist: an empty one is the defaults.
+    let config = dir.join("hubcast.toml");
+    if !config.exists() {
+        std::fs::write(&config, "").expect("write hubcast.toml");
+    }
     let mut command = Command::new(env!("CARGO_BIN_EXE_hubcast"));
     command
         .arg("serve")

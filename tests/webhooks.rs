@@ -130,7 +130,9 @@ async fn batch_published_events_are_sent_once_and_refused_batches_never() {
                 json!({"room": room, "data": {"b": b, "i": i}})
             })
             .collect();
-        let (status, answer) = api.post_json("/v1/events", &json!({ "events": events })).await;
+        let (status, answer) = api
+            .post_json("/v1/events", &json!({ "events": events }))
+            .await;
         assert_eq!(status, 201, "{answer}");
     }
     // A stale expected_seq on the second item: the batch appends nothing.
@@ -148,11 +150,16 @@ async fn batch_published_events_are_sent_once_and_refused_batches_never() {
     })
     .await;
     for room in ["batch:a", "batch:b"] {
-        assert_eq!(delivered_seqs(&received, room), (1..=100).collect::<Vec<u64>>());
+        assert_eq!(
+            delivered_seqs(&received, room),
+            (1..=100).collect::<Vec<u64>>()
+        );
         ids_are_stable(&received, room);
     }
     assert!(
-        received.iter().all(|m| m["data"]["data"]["refused"].is_null()),
+        received
+            .iter()
+            .all(|m| m["data"]["data"]["refused"].is_null()),
         "a refused batch sent a webhook"
     );
     assert_eq!(receiver.rejected().await, 0);

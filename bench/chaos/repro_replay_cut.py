@@ -52,6 +52,8 @@ async def main(args: argparse.Namespace) -> int:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUBCAST_")}
+    # An empty config: the defaults (a file named with --config must exist).
+    open(f"{workdir}/none.toml", "w").close()
     server = subprocess.Popen(
         [args.hubcast_bin, "serve", "--listen", f"127.0.0.1:{port}", "--store", f"sqlite://{workdir}/h.db",
          "--config", f"{workdir}/none.toml"],

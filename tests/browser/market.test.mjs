@@ -44,7 +44,7 @@ async function startServer() {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('HUBCAST_')));
   env.RUST_LOG = 'hubcast=info';
   const log = openSync(join(dir, 'server.log'), 'a');
-  server = spawn(BIN, ['demo', '--config', join(dir, 'hubcast.toml'), '--listen', `127.0.0.1:${port}`,
+  server = spawn(BIN, ['demo', '--traders', '0', '--config', join(dir, 'hubcast.toml'), '--listen', `127.0.0.1:${port}`,
     '--store', `sqlite://${join(dir, 'data', 'hubcast.db')}`], { cwd: dir, env, stdio: ['ignore', log, log] });
   const deadline = Date.now() + STEP;
   while (Date.now() < deadline) {

@@ -274,6 +274,9 @@ impl Node {
             .local_addr()?
             .port();
         let url = format!("http://127.0.0.1:{port}");
+        // An empty config file: the defaults, whatever hubcast.toml the
+        // working directory has (a named file must exist).
+        std::fs::write(dir.path().join("none.toml"), "")?;
         let child = Command::new(std::env::current_exe()?)
             .arg("serve")
             .args(["--listen", &format!("127.0.0.1:{port}")])

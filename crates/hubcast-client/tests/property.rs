@@ -6,7 +6,7 @@
 use hubcast_client::core::{Backoff, Config, Core, HistoryResult, Output};
 use hubcast_client::RoomUpdate;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use serde_json::{json, Value};
 
 const ROOMS: [&str; 2] = ["a", "b"];
@@ -37,11 +37,11 @@ impl Sim {
 
     /// Queues a server frame, perhaps dropping or duplicating it (in chaos).
     fn push(&mut self, frame: String, lossy: bool) {
-        if self.chaos && lossy && self.rng.gen_bool(0.05) {
+        if self.chaos && lossy && self.rng.random_bool(0.05) {
             return; // lost
         }
         self.inflight.push(frame.clone());
-        if self.chaos && lossy && self.rng.gen_bool(0.05) {
+        if self.chaos && lossy && self.rng.random_bool(0.05) {
             self.inflight.push(frame); // duplicated
         }
     }
@@ -134,13 +134,13 @@ impl Sim {
     }
 
     fn tick(&mut self) {
-        let step = self.rng.gen_range(0..30);
+        let step = self.rng.random_range(0..30);
         self.now += step;
         self.core.advance_to(self.now);
         self.process();
         // The server side.
         if let Some(gen) = self.connecting.take() {
-            if self.chaos && self.rng.gen_bool(0.2) {
+            if self.chaos && self.rng.random_bool(0.2) {
                 self.core.on_close(gen, 1006, "");
             } else {
                 self.socket = Some(gen);
@@ -153,19 +153,19 @@ impl Sim {
             }
             self.process();
         }
-        if self.rng.gen_bool(0.3) {
-            let r = self.rng.gen_range(0..2);
+        if self.rng.random_bool(0.3) {
+            let r = self.rng.random_range(0..2);
             self.heads[r] += 1;
             if self.active[r] {
                 let frame = Sim::event(r, self.heads[r]);
                 self.push(frame, true);
             }
         }
-        for _ in 0..self.rng.gen_range(0..4) {
+        for _ in 0..self.rng.random_range(0..4) {
             if self.inflight.is_empty() || self.socket.is_none() {
                 break;
             }
-            let at = if self.chaos && self.inflight.len() > 1 && self.rng.gen_bool(0.1) {
+            let at = if self.chaos && self.inflight.len() > 1 && self.rng.random_bool(0.1) {
                 1
             } else {
                 0
@@ -175,9 +175,9 @@ impl Sim {
             self.core.on_frame(gen, &frame);
             self.process();
         }
-        if !self.http.is_empty() && self.rng.gen_bool(0.5) {
+        if !self.http.is_empty() && self.rng.random_bool(0.5) {
             let (req, r, after, limit) = self.http.remove(0);
-            let result = if self.chaos && self.rng.gen_bool(0.15) {
+            let result = if self.chaos && self.rng.random_bool(0.15) {
                 HistoryResult::NetworkError("down".into())
             } else {
                 let end = self.heads[r].min(after + limit);
@@ -192,11 +192,11 @@ impl Sim {
             self.core.on_history(req, result);
             self.process();
         }
-        if self.chaos && self.rng.gen_bool(0.01) {
+        if self.chaos && self.rng.random_bool(0.01) {
             if let Some(gen) = self.socket.take() {
                 self.inflight.clear();
                 self.active = [false; 2];
-                let code = [1006, 1012, 4009, 1011, 1001][self.rng.gen_range(0..5)];
+                let code = [1006, 1012, 4009, 1011, 1001][self.rng.random_range(0..5)];
                 self.core.on_close(gen, code, "");
                 self.process();
             }
@@ -216,7 +216,7 @@ fn run(seed: u64) {
     cfg.history_page_size = 3;
     cfg.reconcile_ms = if seed % 2 == 0 { 200 } else { 0 };
     let mut jitter = StdRng::seed_from_u64(seed ^ 0x5eed);
-    let core = Core::new(cfg, Box::new(move || jitter.gen::<f64>())).unwrap();
+    let core = Core::new(cfg, Box::new(move || jitter.random::<f64>())).unwrap();
     let mut sim = Sim {
         core,
         rng: StdRng::seed_from_u64(seed),

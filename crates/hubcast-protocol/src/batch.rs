@@ -24,6 +24,7 @@ pub struct BatchEventRequest {
 pub struct RawBatchEvent {
     pub room: String,
     pub data: Box<RawValue>,
+    #[serde(default, deserialize_with = "crate::request::json_seq")]
     pub expected_seq: Option<u64>,
 }
 
@@ -40,22 +41,45 @@ pub struct BatchEventOut<'a> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BatchBody {
-    events: Vec<RawBatchEvent>,
+    events: Vec<Box<RawValue>>,
 }
 
 /// Parses a batch body; the error carries its code (`invalid_json` for
 /// broken JSON, `bad_request` for the wrong shape or an empty batch,
 /// `invalid_room`, `invalid_parameter`) and a message naming the item.
 pub fn parse_batch_body(body: &[u8]) -> Result<Vec<BatchEventRequest>, (ErrorCode, String)> {
-    let body: BatchBody = serde_json::from_slice(body).map_err(|err| {
+    let shape = |err: serde_json::Error| {
         let code = if err.is_data() {
             ErrorCode::BadRequest
         } else {
             ErrorCode::InvalidJson
         };
         (code, err.to_string())
-    })?;
-    check_batch(body.events)
+    };
+    let is_object = body.trim_ascii_start().first() == Some(&b'{');
+    let body: BatchBody = serde_json::from_slice(body).map_err(shape)?;
+    // Serde reads a struct from a JSON array too (`["a", 1]`): only the
+    // documented objects are a batch and its events.
+    let not_object = |what: &str| {
+        (
+            ErrorCode::BadRequest,
+            format!("{what} must be a JSON object"),
+        )
+    };
+    if !is_object {
+        return Err(not_object("the body"));
+    }
+    let mut events = Vec::with_capacity(body.events.len());
+    for (index, raw) in body.events.iter().enumerate() {
+        if !raw.get().starts_with('{') {
+            return Err(not_object(&format!("events[{index}]")));
+        }
+        let event: RawBatchEvent = serde_json::from_str(raw.get())
+            .map_err(shape)
+            .map_err(|(code, message)| (code, format!("events[{index}]: {message}")))?;
+        events.push(event);
+    }
+    check_batch(events)
 }
 
 /// Checks every item of a batch (room name, data readable, `expected_seq`
@@ -114,6 +138,20 @@ mod tests {
         parse_batch_body(body.as_bytes())
             .map(|events| events.len())
             .map_err(|(code, _)| code)
+    }
+
+    #[test]
+    fn only_objects_are_batches_and_items() {
+        assert_eq!(
+            code(r#"[[{"room":"a","data":1}]]"#),
+            Err(ErrorCode::BadRequest)
+        );
+        assert_eq!(code(r#"{"events":[["a",1]]}"#), Err(ErrorCode::BadRequest));
+        let events = parse_batch_body(
+            br#"{"events":[{"room":"a","data":1,"expected_seq":3873664417514874.0}]}"#,
+        )
+        .unwrap();
+        assert_eq!(events[0].expected_seq, Some(3873664417514874));
     }
 
     #[test]

@@ -674,7 +674,7 @@ mod tests {
         let named: BTreeSet<&str> = messages.iter().map(name).collect();
         assert_eq!(
             named.len(),
-            15,
+            16,
             "a sample of every kind of message: {named:?}"
         );
         messages.iter().map(ServerMessage::encode).collect()

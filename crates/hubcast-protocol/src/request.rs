@@ -22,20 +22,61 @@ fn seq<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Err
     }
 }
 
+/// An optional count in a query string (`limit`), at most [`MAX_SEQ`]: no
+/// page can be longer than a log, and the documented integer is 64-bit signed.
+fn count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
+    match Option::<u64>::deserialize(deserializer)? {
+        Some(n) if n > MAX_SEQ => Err(serde::de::Error::custom(format_args!(
+            "{n} is over the largest count, {MAX_SEQ}"
+        ))),
+        n => Ok(n.map(|n| usize::try_from(n).unwrap_or(usize::MAX))),
+    }
+}
+
+/// An optional sequence number in a JSON body: an integer, written with or
+/// without a zero fraction (`7` or `7.0`: JSON Schema's integer, which is
+/// what the OpenAPI description promises). Range is checked by the caller.
+pub(crate) fn json_seq<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(n) = number.as_u64() {
+        return Ok(Some(n));
+    }
+    match number.as_f64() {
+        Some(f) if f >= 0.0 && f.fract() == 0.0 && f <= MAX_SEQ as f64 => Ok(Some(f as u64)),
+        _ => Err(serde::de::Error::custom(format_args!(
+            "expected_seq {number} is not a sequence number (0 to {MAX_SEQ})"
+        ))),
+    }
+}
+
 /// `POST /v1/rooms/{room}/events` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishBody {
     pub data: Box<RawValue>,
+    #[serde(default, deserialize_with = "json_seq")]
     pub expected_seq: Option<u64>,
     /// Deliver to the room's current subscribers only (never stored, no seq).
-    #[serde(default)]
+    /// `null` is the same as leaving it out.
+    #[serde(default, deserialize_with = "null_is_false")]
     pub ephemeral: bool,
+}
+
+/// An optional flag: absent or `null` is `false`.
+fn null_is_false<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(deserializer)?.unwrap_or(false))
 }
 
 /// Parses a publish body; the error carries its code (`invalid_json` for
 /// broken JSON, `bad_request` for the wrong shape) and message.
 pub fn parse_publish_body(body: &[u8]) -> Result<PublishBody, (ErrorCode, String)> {
+    // Serde reads a struct from a JSON array too (`[data, expected_seq]`):
+    // only the documented object is a publish body.
+    let is_object = body.trim_ascii_start().first() == Some(&b'{');
     let body: PublishBody = serde_json::from_slice(body).map_err(|err| {
         let code = if err.is_data() {
             ErrorCode::BadRequest
@@ -44,6 +85,12 @@ pub fn parse_publish_body(body: &[u8]) -> Result<PublishBody, (ErrorCode, String
         };
         (code, err.to_string())
     })?;
+    if !is_object {
+        return Err((
+            ErrorCode::BadRequest,
+            "the body must be a JSON object: {\"data\": …}".to_owned(),
+        ));
+    }
     crate::message::check_data(&body.data).map_err(|message| (ErrorCode::BadRequest, message))?;
     if let Some(n) = body.expected_seq.filter(|&n| n > MAX_SEQ) {
         return Err((
@@ -82,6 +129,7 @@ pub fn idempotency_key(value: &[u8]) -> Result<&str, (ErrorCode, String)> {
 pub struct HistoryQuery {
     #[serde(default, deserialize_with = "seq")]
     pub after: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
     pub limit: Option<usize>,
 }
 
@@ -174,6 +222,7 @@ pub fn parse_sse_query(query: &str) -> Result<SseQuery, String> {
 #[derive(Debug, Default, Deserialize)]
 pub struct RoomsQuery {
     pub after: Option<String>,
+    #[serde(default, deserialize_with = "count")]
     pub limit: Option<usize>,
 }
 
@@ -219,6 +268,27 @@ mod tests {
                 .0,
             ErrorCode::BadRequest
         );
+        let body = parse_publish_body(br#"{"data":1,"expected_seq":7.0}"#).unwrap();
+        assert_eq!(body.expected_seq, Some(7));
+        // Exactly, where the fast float parser was one ULP off (Schemathesis).
+        let body = parse_publish_body(br#"{"data":1,"expected_seq":3873664417514874.0}"#).unwrap();
+        assert_eq!(body.expected_seq, Some(3873664417514874));
+        // `"ephemeral": null` is leaving it out.
+        let body = parse_publish_body(br#"{"data":1,"ephemeral":null}"#).unwrap();
+        assert!(!body.ephemeral);
+        for bad in ["7.5", "-1", "-1.0", "1e300", "\"7\""] {
+            let body = format!(r#"{{"data":1,"expected_seq":{bad}}}"#);
+            assert_eq!(
+                parse_publish_body(body.as_bytes()).unwrap_err().0,
+                ErrorCode::BadRequest,
+                "{bad}"
+            );
+        }
+        // A struct from an array is serde's, not the documented body.
+        assert_eq!(
+            parse_publish_body(b" [null, null]").unwrap_err().0,
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]
@@ -230,6 +300,10 @@ mod tests {
         );
         assert!(parse_query::<HistoryQuery>("after=-1").is_err());
         assert!(parse_query::<HistoryQuery>("").is_ok());
+        let q: HistoryQuery = parse_query("limit=9223372036854775807").unwrap();
+        assert_eq!(q.limit, Some(9223372036854775807));
+        assert!(parse_query::<HistoryQuery>("limit=9223372036854775808").is_err());
+        assert!(parse_query::<RoomsQuery>("limit=9223372036854775808").is_err());
     }
 
     #[test]

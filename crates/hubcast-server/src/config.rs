@@ -10,18 +10,23 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub(crate) mod redact;
+mod reference;
+
 pub use crate::auth::hooks::{ConnectHookConfig, ConnectHookMode, RoomHookConfig};
 pub use crate::auth::{ApiKeyConfig, AuthConfig, JwtKeyConfig};
 pub use crate::limits::RateLimitConfig;
 pub use crate::namespace::{Ephemeral, NamespaceConfig, NamespaceRules, Namespaces};
 pub use crate::pusher::{PusherAppConfig, PusherConfig, PusherWebhookConfig};
 pub use crate::webhook::WebhookConfig;
+pub use reference::{json_schema, reference_markdown};
 
 /// Everything `hubcast serve` can be told.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address to listen on.
+    /// Address to listen on: IP and port (`0.0.0.0:8787` for every interface).
+    #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
     /// `sqlite://PATH` (embedded, default) or `postgres://…` (cluster).
     pub store: StoreUrl,
@@ -29,19 +34,30 @@ pub struct Config {
     pub bus: BusUrl,
     /// Allow binding a non-loopback address without credentials.
     pub insecure: bool,
+    /// WebSocket heartbeats.
     pub heartbeat: HeartbeatConfig,
+    /// Server-Sent Event streams.
     pub sse: SseConfig,
+    /// Sizes, queues and HTTP timeouts.
     pub limits: LimitsConfig,
+    /// How long rooms keep their events.
     pub retention: RetentionConfig,
+    /// The per-room actors.
     pub hub: HubConfig,
     pub presence: PresenceConfig,
+    /// Tokens revoked before they expire.
     pub revocations: RevocationsConfig,
+    /// The embedded store (`store = "sqlite://…"`).
     pub sqlite: SqliteConfig,
+    /// The cluster store (`store = "postgres://…"`).
     pub postgres: PostgresConfig,
+    /// The cluster bus (`bus = "nats://…"`).
     pub nats: NatsConfig,
+    /// Credentials, origins and proxies.
     pub auth: crate::auth::AuthConfig,
     /// Room prefixes with their own rules (public, read-only).
     pub namespaces: Vec<NamespaceConfig>,
+    /// Rate limits and connection caps.
     pub rate_limits: crate::limits::RateLimitConfig,
     /// `[[webhooks]]`: endpoints told of occupancy, presence and published
     /// events (see docs/webhooks.md).
@@ -52,7 +68,52 @@ pub struct Config {
     pub pusher: crate::pusher::PusherConfig,
     /// Named override blocks, selected with `--env NAME` (like wrangler environments).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(with = "BTreeMap<String, serde_json::Map<String, serde_json::Value>>")]
     pub env: BTreeMap<String, figment::value::Value>,
+}
+
+/// Parses a listen address, with an example of what is expected when it is
+/// not one (`8788` → "use 127.0.0.1:8788 …").
+pub fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = value.parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    if let Ok(port) = value.trim_start_matches(':').parse::<u16>() {
+        return Err(format!(
+            "a port alone is not an address: use 127.0.0.1:{port} (this machine only) or 0.0.0.0:{port} (every interface)"
+        ));
+    }
+    if let Ok(ip) = value.parse::<std::net::IpAddr>() {
+        return Err(format!(
+            "an address needs a port, e.g. {}",
+            SocketAddr::new(ip, 8787)
+        ));
+    }
+    Err("expected IP:PORT, e.g. 127.0.0.1:8787 or [::1]:8787 (port 0 takes a free one)".into())
+}
+
+/// `listen` from any layer: a string, or a bare number (`HUBCAST_LISTEN=8788`
+/// reads as one), which gets the same example as the flag.
+fn listen_address<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<SocketAddr, D::Error> {
+    struct Listen;
+    impl serde::de::Visitor<'_> for Listen {
+        type Value = SocketAddr;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an address and a port, e.g. 127.0.0.1:8787")
+        }
+        fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<SocketAddr, E> {
+            parse_listen(value).map_err(E::custom)
+        }
+        fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<SocketAddr, E> {
+            parse_listen(&value.to_string()).map_err(E::custom)
+        }
+        fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<SocketAddr, E> {
+            parse_listen(&value.to_string()).map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_any(Listen)
 }
 
 /// Where the authoritative log lives, parsed once from its URL.
@@ -63,6 +124,21 @@ pub enum StoreUrl {
     Sqlite(std::path::PathBuf),
     /// `postgres://…` or `postgresql://…`: the cluster's shared store.
     Postgres(String),
+}
+
+impl schemars::JsonSchema for StoreUrl {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "StoreUrl".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^(sqlite://.+|postgres(ql)?://.*)$",
+        })
+    }
 }
 
 impl TryFrom<String> for StoreUrl {
@@ -111,6 +187,21 @@ pub enum BusUrl {
     Nats(String),
 }
 
+impl schemars::JsonSchema for BusUrl {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "BusUrl".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^(memory(://)?|nats://.+)$",
+        })
+    }
+}
+
 impl TryFrom<String> for BusUrl {
     type Error = String;
 
@@ -143,7 +234,7 @@ impl std::fmt::Display for BusUrl {
 }
 
 /// SQLite's `synchronous` pragma, as hubcast offers it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Synchronous {
     /// fsync every commit: an acknowledged publish survives power loss.
@@ -162,7 +253,8 @@ impl Synchronous {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// The `[heartbeat]` section.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct HeartbeatConfig {
     /// How often the server sends a WebSocket ping.
@@ -172,7 +264,7 @@ pub struct HeartbeatConfig {
 }
 
 /// Server-Sent Event streams (`/v1/sse`, `/v1/rooms/{room}/sse`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SseConfig {
     /// How often an idle stream sends a comment, so proxies with 60–100 s
@@ -195,10 +287,12 @@ impl Default for SseConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Largest event `data` and largest client frame, in bytes.
+    /// Largest event `data` and largest client frame, in bytes. A publish
+    /// body may be this plus 64 KiB; one that declares more in
+    /// `Content-Length` is answered `413 too_large` before any of it is read.
     pub max_event_bytes: usize,
     /// Rooms one session may be subscribed to at once.
     pub max_subscriptions: usize,
@@ -206,7 +300,8 @@ pub struct LimitsConfig {
     pub outbound_queue: usize,
     /// Largest `rewind` honoured.
     pub max_rewind: u64,
-    /// Largest `limit` of one history page.
+    /// Largest `limit` of one history page (`limit=0` answers the room's
+    /// state and no events).
     pub max_page: usize,
     /// Most events in one atomic batch (`POST /v1/events`, socket
     /// `publish_batch`); more is refused with 413 `too_large`.
@@ -214,7 +309,8 @@ pub struct LimitsConfig {
     /// Largest body of `POST /v1/events` in bytes (a socket `publish_batch`
     /// is bounded by the frame limit instead); more is refused with 413.
     pub max_batch_bytes: usize,
-    /// A connection that has not sent a complete request head within this is closed.
+    /// A connection that has not sent a complete request head within this is
+    /// closed; also how long an idle keep-alive connection stays open.
     pub header_read_timeout_ms: u64,
     /// A request body that sends nothing for this long is answered
     /// `408 request_timeout` and its connection closed.
@@ -231,7 +327,7 @@ pub struct LimitsConfig {
     pub lingering_close_bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionConfig {
     /// Events kept per room; older ones are pruned. 0 keeps all.
@@ -242,7 +338,7 @@ pub struct RetentionConfig {
     pub interval_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct HubConfig {
     /// Recent events a hub keeps in memory to serve resumes without the store.
@@ -259,7 +355,7 @@ pub struct HubConfig {
 }
 
 /// The `[presence]` section: who is in a room (see docs/protocol.md, *Presence*).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PresenceConfig {
     /// Most members of one room's presence (across the cluster); a
@@ -285,7 +381,7 @@ impl Default for PresenceConfig {
 
 /// The `[revocations]` section: tokens revoked before they expire (see
 /// docs/security.md, *Revocation*).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RevocationsConfig {
     /// How often every node reloads the revocations from the store and closes
@@ -308,7 +404,7 @@ impl Default for RevocationsConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SqliteConfig {
     /// `full` fsyncs every commit (an acknowledged publish survives power loss);
@@ -323,10 +419,12 @@ pub struct SqliteConfig {
     pub max_queue: usize,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PostgresConfig {
-    /// Schema holding hubcast's tables (lowercase letters, digits, `_`).
+    /// Schema holding hubcast's tables (`rooms`, `events`, `outbox`,
+    /// `outbox_rejected`, `migrations`; created at start): lowercase letters,
+    /// digits, `_`.
     pub schema: String,
     /// Pooled connections.
     pub pool_size: usize,
@@ -341,7 +439,8 @@ pub struct PostgresConfig {
     /// partitioned server cannot hold publishes for minutes. An append that
     /// timed out may still commit: retry it with the same idempotency key.
     pub statement_timeout_ms: u64,
-    /// Appends waiting for a writer before more are refused with 503.
+    /// Appends waiting for a writer before more are refused with 503 and
+    /// `Retry-After` (`hubcast_store_writes_refused_total`).
     pub max_queue: usize,
     /// Drain the application outbox table.
     pub outbox: bool,
@@ -365,7 +464,7 @@ impl Default for PostgresConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsConfig {
     /// Subjects are `<prefix>.room.<room>`; separate clusters (or tests)
@@ -404,11 +503,7 @@ impl Default for Config {
             sqlite: SqliteConfig::default(),
             postgres: PostgresConfig::default(),
             nats: NatsConfig::default(),
-            auth: crate::auth::AuthConfig {
-                leeway_secs: 5,
-                expiry_grace_ms: 10_000,
-                ..Default::default()
-            },
+            auth: crate::auth::AuthConfig::default(),
             namespaces: Vec::new(),
             rate_limits: crate::limits::RateLimitConfig::default(),
             webhooks: Vec::new(),
@@ -495,8 +590,10 @@ pub struct FlagOverrides {
 /// Why configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("invalid configuration: {0}")]
-    Invalid(#[from] Box<figment::Error>),
+    /// Each of figment's errors once, named by the user's key and where it
+    /// came from (figment's own text repeats itself and names its profile).
+    #[error("invalid configuration: {}", describe(.0))]
+    Invalid(Box<figment::Error>),
     #[error("environment `{0}` is not defined in the config file (expected an [env.{0}] block)")]
     UnknownEnv(String),
     #[error("invalid configuration: {0}")]
@@ -531,7 +628,9 @@ impl Config {
                     .split("__"),
             )
             .merge(Serialized::defaults(flags));
-        let mut config: Config = figment.extract().map_err(Box::new)?;
+        let mut config: Config = figment
+            .extract()
+            .map_err(|err| ConfigError::Invalid(Box::new(err)))?;
         config.env.clear();
         config.check()?;
         Ok(config)
@@ -653,6 +752,37 @@ impl Config {
     }
 }
 
+/// One line per error: `KEY (in SOURCE): WHAT`, with the key as the user
+/// wrote it (`heartbeat.stale_msec`, or the variable `HUBCAST_LIMITS__MAX_PAGE`).
+fn describe(errors: &figment::Error) -> String {
+    let lines: Vec<String> = errors
+        .clone()
+        .into_iter()
+        .map(|err| {
+            let key = err.path.join(".").to_ascii_lowercase();
+            let from_env = err
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.name.contains("environment"));
+            let source = match err.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+                Some(figment::Source::File(path)) => format!(" in {}", path.display()),
+                _ if from_env => format!(
+                    " in the environment variable HUBCAST_{}",
+                    err.path.join("__").to_ascii_uppercase()
+                ),
+                _ => String::new(),
+            };
+            let what = if key.is_empty() {
+                String::new()
+            } else {
+                format!("`{key}`")
+            };
+            format!("{what}{source}: {}", err.kind)
+        })
+        .collect();
+    lines.join("; ")
+}
+
 /// Whether a `HUBCAST_*` variable (prefix stripped, lowercased) names a
 /// config key. Other `HUBCAST_*` variables (the CLI's `HUBCAST_URL`, a secret
 /// referenced by `key_env`) are not configuration and are left alone.
@@ -684,6 +814,9 @@ fn is_config_variable(key: &figment::value::UncasedStr) -> bool {
 }
 
 #[cfg(test)]
+// figment's `Jail::expect_with` takes closures returning its own (large)
+// error type: not ours to shrink.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

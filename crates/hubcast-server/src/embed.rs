@@ -88,8 +88,17 @@ impl Server {
         } = self;
         let app = crate::http::app(node.clone(), routes);
         let address = listener.local_addr()?;
-        tracing::info!(listen = %address, store = %node.config.store, bus = %node.config.bus, "hubcast serving");
-        tracing::info!("dashboard at http://{address}/");
+        let without_password =
+            |url: String| crate::config::redact::url_without_password(&url).unwrap_or(url);
+        tracing::info!(
+            listen = %address,
+            store = %without_password(node.config.store.to_string()),
+            bus = %without_password(node.config.bus.to_string()),
+            "hubcast serving"
+        );
+        tracing::info!(
+            "dashboard at http://{address}/ (HTTP API reference at http://{address}/v1/docs)"
+        );
         {
             let stopping = stopping.clone();
             tokio::spawn(async move {

@@ -75,6 +75,7 @@ pub use config::Config;
 pub use embed::{NodeHandle, ServeError, Server};
 pub use event::{Event, RoomState};
 pub use http::error::ApiError;
+pub use http::openapi::description as openapi;
 pub use http::page;
 pub use hubcast_protocol::codes::ErrorCode;
 pub use room::{RoomName, RoomNameError};

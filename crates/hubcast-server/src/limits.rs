@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Principal;
 
 /// The `[rate_limits]` section. 0 turns a limit off.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// WebSocket connects per client address per minute (over: HTTP 429).

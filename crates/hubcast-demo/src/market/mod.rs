@@ -109,6 +109,12 @@ pub struct BuyOrder {
 /// The most shares one buy may take.
 pub const MAX_SHARES: f64 = 10_000.0;
 
+/// The tolerance the page's ticket starts with (5 price points): with the
+/// default traders, a price moves less than this between a person's quote
+/// and confirm unless several trades land in between, so buys fill while
+/// stale quotes are still refused (`traders` keeps its trades small enough).
+pub const SUGGESTED_SLIPPAGE: f64 = 0.05;
+
 /// A trade that passed the check, ready to be written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trade {

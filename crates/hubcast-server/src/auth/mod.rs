@@ -28,7 +28,7 @@ use crate::room::RoomName;
 pub use hubcast_protocol::pattern::pattern_matches;
 
 /// The `[auth]` section of the configuration.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// API keys for servers (publishing over HTTP, admin access).
@@ -64,11 +64,31 @@ pub struct AuthConfig {
     pub token_cookie: Option<String>,
 }
 
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            api_keys: Vec::new(),
+            jwt: Vec::new(),
+            allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::default(),
+            leeway_secs: 5,
+            expiry_grace_ms: 10_000,
+            connect_hook: None,
+            subscribe_hook: None,
+            publish_hook: None,
+            token_cookie: None,
+        }
+    }
+}
+
 /// The header trusted proxies report each hop's client address in. Only one
 /// is read: a proxy that appends to `X-Forwarded-For` passes a client's own
 /// `Forwarded` header on untouched, so believing both would let any client
 /// name its address.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ForwardedHeader {
     /// `X-Forwarded-For: client, proxy1, proxy2` (nginx, HAProxy, cloud load balancers).
@@ -96,11 +116,14 @@ pub const UNKNOWN_CLIENT: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
 
 /// One API key. Exactly one of `key`, `key_file`, `key_env` gives its value,
 /// so keys can stay out of the config file.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiKeyConfig {
+    /// The key itself (at least 16 characters).
     pub key: Option<String>,
+    /// A file holding the key.
     pub key_file: Option<PathBuf>,
+    /// An environment variable holding the key.
     pub key_env: Option<String>,
     /// Room patterns this key may publish to and subscribe to (empty: all).
     pub rooms: Vec<String>,
@@ -111,7 +134,7 @@ pub struct ApiKeyConfig {
 }
 
 /// One JWT verification key.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct JwtKeyConfig {
     /// Matched against the token header's `kid`; a key without one matches
@@ -121,10 +144,13 @@ pub struct JwtKeyConfig {
     pub alg: String,
     /// HS256 shared secret (or `secret_file` / `secret_env`).
     pub secret: Option<String>,
+    /// A file holding the HS256 secret.
     pub secret_file: Option<PathBuf>,
+    /// An environment variable holding the HS256 secret.
     pub secret_env: Option<String>,
-    /// RS256 / EdDSA public key, PEM.
+    /// RS256 / EdDSA public key: a PEM file.
     pub public_key_file: Option<PathBuf>,
+    /// RS256 / EdDSA public key: the PEM itself.
     pub public_key_pem: Option<String>,
     /// Required `aud`, if set.
     pub audience: Option<String>,

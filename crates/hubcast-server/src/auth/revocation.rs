@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::Claims;
 
 /// One revocation, as stored and as sent between nodes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Revocation {
     /// One token, by its `jti`.

@@ -100,6 +100,24 @@ pub fn subject(prefix: &str, room: &RoomName) -> String {
     subject
 }
 
+/// How long a node waits for NATS at start before saying it cannot reach it.
+const FIRST_CONNECT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The client retries its first connect in the background (so a node starts
+/// while NATS is down): say so at start, or an unreachable bus URL would go
+/// unnoticed while events reach other nodes only through reconcile.
+fn warn_while_unreachable(client: async_nats::Client, url: String) {
+    tokio::spawn(async move {
+        tokio::time::sleep(FIRST_CONNECT_GRACE).await;
+        if client.connection_state() != async_nats::connection::State::Connected {
+            tracing::warn!(
+                "cannot reach nats at {url} (still retrying): until it answers, other nodes \
+                 learn of this node's events only by reconciling with the store"
+            );
+        }
+    });
+}
+
 impl NatsBus {
     pub async fn connect(
         url: &str,
@@ -131,6 +149,7 @@ impl NatsBus {
                 url: url.to_owned(),
                 source,
             })?;
+        warn_while_unreachable(client.clone(), url.to_owned());
         let (outgoing, rx) = mpsc::channel(config.max_queue);
         tokio::spawn(publish_loop(client.clone(), prefix.to_owned(), rx));
         let node = super::new_node_id();

@@ -14,7 +14,6 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::access::{admin_caller, Caller};
 use super::error::ApiError;
@@ -49,8 +48,17 @@ fn note(action: AdminAction, caller: &Caller, target: &str) {
 /// Parses an optional JSON body: empty is `T::default()`; malformed JSON is
 /// `400 invalid_json`, the wrong shape `400 bad_request`.
 fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    let text = body.trim_ascii();
+    if text.is_empty() || text == b"null" {
         return Ok(T::default());
+    }
+    // Serde reads a struct from a JSON array too: only an object is a body.
+    if text.first() != Some(&b'{') {
+        let code = match serde_json::from_slice::<serde::de::IgnoredAny>(text) {
+            Ok(_) => ErrorCode::BadRequest,
+            Err(_) => ErrorCode::InvalidJson,
+        };
+        return Err(ApiError::new(code, "the body must be a JSON object"));
     }
     serde_json::from_slice(body).map_err(|err| {
         let code = if err.is_syntax() || err.is_eof() {
@@ -72,16 +80,22 @@ fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[derive(Serialize)]
+/// A room's members on every node.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct PresenceList {
+    #[schema(value_type = super::openapi::RoomNameDoc)]
     room: RoomName,
     members: Vec<MemberEntry>,
 }
 
-#[derive(Serialize)]
-struct MemberEntry {
+/// One member of a room's presence.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MemberEntry {
+    /// The token's `sub`, or the session id of a session without one.
     id: String,
+    /// The token's `info` claim.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Value>)]
     info: Option<serde_json::Value>,
     /// When the member entered (ms since the Unix epoch).
     since: i64,
@@ -89,6 +103,21 @@ struct MemberEntry {
 
 /// `GET /v1/rooms/{room}/presence`: the room's members on every node, as a
 /// `presence` request on a socket sees them.
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{room}/presence",
+    operation_id = "room_presence",
+    tag = "admin",
+    summary = "A room's members, cluster-wide",
+    params(super::openapi::RoomParam),
+    responses(
+        (status = 200, description = "The members", body = PresenceList),
+        (status = 400, description = "Malformed room name", body = super::error::ErrorBody),
+        (status = 401, description = "No or invalid credentials", body = super::error::ErrorBody),
+        (status = 403, description = "The credentials are not an admin's", body = super::error::ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn presence(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -116,23 +145,52 @@ pub async fn presence(
     Ok(Json(PresenceList { room, members }))
 }
 
-#[derive(Default, Deserialize)]
+/// The optional body of a disconnect.
+#[derive(Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DisconnectBody {
+    /// The close reason the sessions get (at most 123 bytes; default `disconnected`).
+    #[schema(max_length = 123)]
     reason: Option<String>,
+    /// The close code (default 4011, which the SDKs treat as final).
+    #[schema(minimum = 4000, maximum = 4999)]
     code: Option<u16>,
+}
+
+/// What a disconnect did.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Disconnected {
+    user: String,
+    code: u16,
+    reason: String,
 }
 
 /// `POST /v1/users/{user}/disconnect` `{reason?, code?}`: closes every
 /// session of the user (a token's `sub`) on every node, with `code` (4011 by
 /// default; 4000–4999, the application range).
+#[utoipa::path(
+    post,
+    path = "/v1/users/{user}/disconnect",
+    operation_id = "disconnect_user",
+    tag = "admin",
+    summary = "Close every session of a user, cluster-wide",
+    params(("user" = String, Path, description = "The token subject (`sub`), 1 to 256 bytes")),
+    request_body(content = Option<DisconnectBody>, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Every node was told; the sessions close", body = Disconnected),
+        (status = 400, description = "Malformed body, code or reason", body = super::error::ErrorBody),
+        (status = 401, description = "No or invalid credentials", body = super::error::ErrorBody),
+        (status = 403, description = "The credentials are not an admin's", body = super::error::ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn disconnect(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     user: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<Disconnected>), ApiError> {
     let caller = admin_caller(&node, &headers, peer)?;
     let Path(user) = user
         .map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
@@ -161,17 +219,43 @@ pub async fn disconnect(
     crate::admin::act(&node, message).await;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"user": user, "code": code, "reason": reason})),
+        Json(Disconnected { user, code, reason }),
     ))
 }
 
-#[derive(Default, Deserialize)]
+/// A revocation to add: `{"jti"}` (one token) or `{"user", "issued_before"}`
+/// (every token of the user issued before then, or without `iat`).
+#[derive(Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevocationBody {
+    /// The token's `jti` claim.
+    #[schema(min_length = 1, max_length = 256)]
     jti: Option<String>,
+    /// The tokens' `sub` claim.
+    #[schema(min_length = 1, max_length = 256)]
     user: Option<String>,
+    /// Seconds since the Unix epoch: tokens whose `iat` is earlier are revoked.
     issued_before: Option<i64>,
+    /// When the entry may be forgotten (seconds since the Unix epoch; default
+    /// `revocations.default_ttl_secs` from now).
     expires_at: Option<i64>,
+}
+
+/// Every revocation in force.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RevocationList {
+    revocations: Vec<Revocation>,
+}
+
+/// A deleted room's new, empty log.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RoomDeleted {
+    #[schema(value_type = super::openapi::RoomNameDoc)]
+    room: RoomName,
+    /// The new epoch.
+    epoch: String,
+    /// Always 0.
+    head: u64,
 }
 
 impl RevocationBody {
@@ -214,6 +298,22 @@ impl RevocationBody {
 /// `POST /v1/revocations`: stores the revocation (durable when this
 /// answers), refuses the tokens it covers on every node, and closes their
 /// sessions (4012).
+#[utoipa::path(
+    post,
+    path = "/v1/revocations",
+    operation_id = "revoke",
+    tag = "admin",
+    summary = "Revoke a token, or a user's tokens",
+    request_body(content = RevocationBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Stored; every node refuses the tokens and closes their sessions (4012)", body = Revocation),
+        (status = 400, description = "Malformed body", body = super::error::ErrorBody),
+        (status = 401, description = "No or invalid credentials", body = super::error::ErrorBody),
+        (status = 403, description = "The credentials are not an admin's", body = super::error::ErrorBody),
+        (status = 503, description = "The store is unavailable; retry", body = super::error::ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn revoke(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -242,26 +342,58 @@ pub async fn revoke(
 }
 
 /// `GET /v1/revocations`: every revocation in force, from the store.
+#[utoipa::path(
+    get,
+    path = "/v1/revocations",
+    operation_id = "list_revocations",
+    tag = "admin",
+    summary = "Every revocation in force",
+    responses(
+        (status = 200, description = "The revocations", body = RevocationList),
+        (status = 401, description = "No or invalid credentials", body = super::error::ErrorBody),
+        (status = 403, description = "The credentials are not an admin's", body = super::error::ErrorBody),
+        (status = 503, description = "The store is unavailable; retry", body = super::error::ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn revocations(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RevocationList>, ApiError> {
     let caller = admin_caller(&node, &headers, peer)?;
     note(AdminAction::ListRevocations, &caller, "");
     let revocations = node.store.revocations(now_secs()).await?;
-    Ok(Json(json!({ "revocations": revocations })))
+    Ok(Json(RevocationList { revocations }))
 }
 
 /// `DELETE /v1/rooms/{room}`: deletes the room's log. Subscribers on every
 /// node get a live `reset` into the new, empty log, whose epoch this answers
 /// with; the next publish is its seq 1.
+#[utoipa::path(
+    delete,
+    path = "/v1/rooms/{room}",
+    operation_id = "delete_room",
+    tag = "admin",
+    summary = "Delete a room's log",
+    description = "Subscribers on every node get a live `reset` into the new, empty log; the next publish is its seq 1.",
+    params(super::openapi::RoomParam),
+    responses(
+        (status = 200, description = "Deleted: the new epoch", body = RoomDeleted),
+        (status = 400, description = "Malformed room name", body = super::error::ErrorBody),
+        (status = 401, description = "No or invalid credentials", body = super::error::ErrorBody),
+        (status = 403, description = "The credentials are not an admin's", body = super::error::ErrorBody),
+        (status = 404, description = "The room has no log (it was never written)", body = super::error::ErrorBody),
+        (status = 503, description = "The store is unavailable; retry", body = super::error::ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn delete_room(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RoomPath(room): RoomPath,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RoomDeleted>, ApiError> {
     let caller = admin_caller(&node, &headers, peer)?;
     let Some(epoch) = node.store.delete_room(&room).await? else {
         return Err(ApiError::new(
@@ -275,7 +407,11 @@ pub async fn delete_room(
         epoch: epoch.clone(),
     };
     crate::admin::act(&node, message).await;
-    Ok(Json(json!({"room": room, "epoch": epoch, "head": 0})))
+    Ok(Json(RoomDeleted {
+        room,
+        epoch,
+        head: 0,
+    }))
 }
 
 #[cfg(test)]

@@ -21,13 +21,69 @@ use crate::protocol::codes::ErrorCode;
 use crate::protocol::request::idempotency_key;
 use crate::store::{BatchOutcome, Receipt};
 
-#[derive(Serialize)]
-struct Receipts {
+/// The answer to a batch: one receipt per event, in request order.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Receipts {
     events: Vec<Receipt>,
+}
+
+/// The body of `POST /v1/events` (parsed by `hubcast_protocol::batch`, which
+/// refuses unknown fields).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct BatchRequest {
+    /// The events, appended in this order, all or none (at most
+    /// `limits.max_batch_events`).
+    #[schema(min_items = 1)]
+    events: Vec<BatchItem>,
+}
+
+/// One event of a batch.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct BatchItem {
+    #[schema(value_type = super::openapi::RoomNameDoc)]
+    room: String,
+    /// The event: any JSON value.
+    #[schema(value_type = Value)]
+    data: (),
+    /// Append the batch only if this room's head is this seq (as the earlier
+    /// items of the batch left it), else 409 naming the item.
+    #[schema(minimum = 0, maximum = 9223372036854775807_i64)]
+    expected_seq: Option<u64>,
 }
 
 /// Validates, admits (grants, rate, limits) and appends a batch; durable
 /// when this answers 201. The bus is told by the commit feed, after commit.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    operation_id = "publish_batch",
+    tag = "events",
+    summary = "Publish an atomic batch",
+    description = "Appends events to one or more rooms in one transaction: every event or none. \
+                   Each event counts against the publish rate and needs the publish grant on its room. \
+                   A retry with the same `Idempotency-Key` returns the first receipts (200).",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 128 visible ASCII characters: the whole batch's key", pattern = "^[!-~]{1,128}$"),
+    ),
+    request_body(content = BatchRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Every event appended", body = Receipts),
+        (status = 200, description = "A retry of an earlier batch with the same Idempotency-Key: its receipts", body = Receipts),
+        (status = 400, description = "Malformed body, room name or header", body = super::error::ErrorBody),
+        (status = 401, description = "No or invalid credentials", body = super::error::ErrorBody),
+        (status = 403, description = "The credentials do not grant publishing to one of the rooms", body = super::error::ErrorBody),
+        (status = 409, description = "An item's `expected_seq` is not its room's head: nothing was appended; the body names the item (`index`, `room`) and the `head`", body = super::error::ErrorBody),
+        (status = 413, description = "Too many events, or the body or an event is over its limit", body = super::error::ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used for another batch", body = super::error::ErrorBody),
+        (status = 429, description = "Publish rate limit", body = super::error::ErrorBody),
+        (status = 503, description = "The store is unavailable; retry", body = super::error::ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn publish_batch(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,

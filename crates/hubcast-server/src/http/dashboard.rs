@@ -26,7 +26,13 @@ struct Assets;
 
 /// `GET /`: the dashboard page.
 pub async fn index(headers: HeaderMap) -> Response {
-    match serve("index.html", &headers) {
+    page("index.html", &headers)
+}
+
+/// An embedded HTML page (the dashboard, the API reference) with the page
+/// policy, or the JSON 404 when this build has no dashboard.
+pub fn page(path: &str, headers: &HeaderMap) -> Response {
+    match serve(path, headers) {
         Some(mut response) => {
             response.headers_mut().insert(
                 header::CONTENT_SECURITY_POLICY,

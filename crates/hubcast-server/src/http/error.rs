@@ -21,12 +21,18 @@ pub struct ApiError {
     pub item: Option<(usize, String)>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// The JSON body of every refusal (`ApiError`, the 404/405 fallbacks, 408).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// The machine-readable code (docs/protocol.md, "Error codes").
+    #[schema(schema_with = super::openapi::error_code_schema)]
     error: &'a str,
+    /// What went wrong, for people.
     message: &'a str,
+    /// On a 409 conflict: the room's head.
     #[serde(skip_serializing_if = "Option::is_none")]
     head: Option<u64>,
+    /// On a 409 conflict: the room's epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     epoch: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -50,7 +56,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = Body {
+        let body = ErrorBody {
             error: self.code.as_str(),
             message: &self.message,
             head: self.head.as_ref().map(|(head, _)| *head),
@@ -86,7 +92,7 @@ pub const REQUEST_TIMEOUT: &str = "request_timeout";
 /// `408 {"error":"request_timeout"}`, closing the connection (the rest of the
 /// body is not read).
 pub fn request_timeout() -> Response {
-    let body = Body {
+    let body = ErrorBody {
         error: REQUEST_TIMEOUT,
         message: "request body not received in time",
         head: None,

@@ -21,11 +21,59 @@ use crate::protocol::codes::ErrorCode;
 use crate::protocol::request::{idempotency_key, parse_publish_body, HistoryQuery};
 use crate::store::{AppendOutcome, AppendRequest};
 
+/// The body of a publish (`hubcast_protocol::request::PublishBody`, which
+/// refuses unknown fields).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct PublishRequest {
+    /// The event: any JSON value (at most `limits.max_event_bytes`).
+    #[schema(value_type = Value)]
+    data: (),
+    /// Append only if the room's head is this seq, else 409 with the head.
+    #[schema(minimum = 0, maximum = 9223372036854775807_i64)]
+    expected_seq: Option<u64>,
+    /// Deliver to the room's current subscribers without storing it (the
+    /// namespace must allow ephemeral messages); answered 202.
+    ephemeral: Option<bool>,
+}
+
 /// Appends one event: validate, append (durable when this returns), answer.
 /// The bus is told by the store's commit feed, after the commit.
 ///
 /// It takes the whole request rather than a `HeaderMap` extractor, which
 /// would copy every header of every publish.
+#[utoipa::path(
+    post,
+    path = "/v1/rooms/{room}/events",
+    operation_id = "publish",
+    tag = "events",
+    summary = "Publish an event",
+    description = "Appends one event to the room's log: the answer (201) means it is durable. \
+                   A retry with the same `Idempotency-Key` returns the first receipt (200). \
+                   With `\"ephemeral\": true` in a namespace that allows it (or any publish in an \
+                   `ephemeral = \"only\"` one) the data is handed to the room's current \
+                   subscribers and not stored (202).",
+    params(
+        super::openapi::RoomParam,
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 128 visible ASCII characters: a retry with the same key is not appended twice", pattern = "^[!-~]{1,128}$"),
+    ),
+    request_body(content = PublishRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Appended", body = crate::store::Receipt),
+        (status = 200, description = "A retry of an earlier publish with the same Idempotency-Key: its receipt", body = crate::store::Receipt),
+        (status = 202, description = "An ephemeral message, handed to the room's current subscribers (not stored, no seq)", body = EphemeralReceipt),
+        (status = 400, description = "Malformed body, room name or header", body = super::error::ErrorBody),
+        (status = 401, description = "No or invalid credentials (`token_revoked` for a revoked token)", body = super::error::ErrorBody),
+        (status = 403, description = "The credentials do not grant publishing to this room, or `ephemeral_not_allowed`", body = super::error::ErrorBody),
+        (status = 409, description = "`expected_seq` is not the head: the body carries `head` and `epoch`", body = super::error::ErrorBody),
+        (status = 413, description = "The event is larger than the limit", body = super::error::ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used for another event", body = super::error::ErrorBody),
+        (status = 429, description = "Publish rate limit", body = super::error::ErrorBody),
+        (status = 503, description = "The store is unavailable; retry", body = super::error::ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn publish(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
@@ -120,22 +168,30 @@ pub async fn publish(
 }
 
 /// The 202 answer to an ephemeral publish: handed to the subscribers, not stored.
-#[derive(Serialize)]
-struct EphemeralReceipt<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EphemeralReceipt<'a> {
     room: &'a str,
+    /// The accepting node's clock, in milliseconds since the Unix epoch.
     ts: i64,
+    /// Always `true`.
     ephemeral: bool,
 }
 
-#[derive(Serialize)]
-struct HistoryEvent<'a> {
+/// One event of a history page.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HistoryEvent<'a> {
+    #[schema(minimum = 1)]
     seq: u64,
+    /// Milliseconds since the Unix epoch, set by the store.
     ts: i64,
+    #[schema(value_type = Value)]
     data: &'a RawValue,
 }
 
-#[derive(Serialize)]
-struct History<'a> {
+/// A page of a room's history.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct History<'a> {
+    #[schema(value_type = super::openapi::RoomNameDoc)]
     room: &'a str,
     epoch: Option<&'a str>,
     head: u64,
@@ -145,6 +201,24 @@ struct History<'a> {
 
 /// Retained events after `after`, oldest first: for history and for polling
 /// reconciliation. `earliest` tells a poller whether its cursor was pruned.
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{room}/events",
+    operation_id = "history",
+    tag = "events",
+    summary = "Read a room's history",
+    description = "The retained events after `after`, oldest first, with the room's head, epoch \
+                   and earliest retained seq (a cursor below `earliest` was pruned).",
+    params(super::openapi::RoomParam, super::openapi::HistoryParams),
+    responses(
+        (status = 200, description = "A page of events", body = History),
+        (status = 400, description = "Malformed room name or query", body = super::error::ErrorBody),
+        (status = 401, description = "No or invalid credentials", body = super::error::ErrorBody),
+        (status = 403, description = "The credentials do not grant reading this room", body = super::error::ErrorBody),
+        (status = 503, description = "The store is unavailable; retry", body = super::error::ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn history(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,

@@ -10,6 +10,7 @@ pub mod deadline;
 pub mod error;
 mod events;
 pub mod extract;
+pub mod openapi;
 pub mod page;
 mod request_id;
 mod rooms;
@@ -25,9 +26,8 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
 
 use crate::node::Node;
 use crate::protocol::codes::ErrorCode;
@@ -97,39 +97,17 @@ pub fn body_limit(node: &Node) -> usize {
 /// All routes of the v1 interface, and the application's.
 fn router(node: Arc<Node>, extra: Router) -> Router {
     let body_limit = body_limit(&node);
-    let routes = Router::new()
-        .route(
-            "/v1/rooms/{room}/events",
-            get(events::history).post(events::publish),
-        )
-        .route(
-            "/v1/events",
-            // Its own body limit: a batch is bounded by
-            // `limits.max_batch_bytes`, not by the largest single event.
-            post(batch::publish_batch)
-                .layer(DefaultBodyLimit::max(node.config.limits.max_batch_bytes)),
-        )
-        .route(
-            "/v1/rooms/{room}",
-            get(rooms::stats).delete(admin::delete_room),
-        )
-        .route("/v1/rooms/{room}/presence", get(admin::presence))
-        .route("/v1/users/{user}/disconnect", post(admin::disconnect))
-        .route(
-            "/v1/revocations",
-            get(admin::revocations).post(admin::revoke),
-        )
-        .route("/v1/rooms/{room}/ws", get(ws::room))
-        .route("/v1/ws", get(ws::multiplexed))
-        .route("/v1/rooms/{room}/sse", get(sse::room))
-        .route("/v1/sse", get(sse::multiplexed))
-        .route("/v1/rooms", get(stats::rooms))
-        .route("/v1/stats", get(stats::stats))
-        .route("/metrics", get(stats::metrics))
+    // The API's routes come with their OpenAPI description; the pages are
+    // not part of the API.
+    let (documented, description) =
+        openapi::documented_routes(node.config.limits.max_batch_bytes).split_for_parts();
+    let routes = documented
+        .route("/v1/openapi.json", openapi::serve_json(&description))
+        .route("/v1/docs", get(openapi::docs))
         .route("/", get(dashboard::index))
         .route("/dashboard/{*path}", get(dashboard::asset))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        // The Pusher protocol and HTTP API: Pusher's own interface, documented
+        // in docs/pusher.md rather than in hubcast's OpenAPI description.
         .merge(crate::pusher::routes())
         .with_state(node);
     routes
@@ -150,17 +128,62 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// The body of `/healthz`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    /// `ok`, or `failed` when the store can never write again.
+    status: &'static str,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<&'static str>,
+}
+
+/// The body of `/readyz`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Readiness {
+    /// `ready` or `unavailable`.
+    status: &'static str,
+    /// `ok`, or why the store did not answer.
+    store: String,
+    /// `ok`, or why the bus did not answer.
+    bus: String,
+    /// The node is shutting down.
+    stopping: bool,
+}
+
 /// Liveness: the process answers.
 ///
 /// Fails (503) once the store can never write again (its writer thread
 /// died): a supervisor then restarts the node instead of keeping a zombie.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "node",
+    summary = "Liveness",
+    description = "200 while the process answers; 503 once the store can never write again \
+                   (a supervisor should restart the node).",
+    responses(
+        (status = 200, description = "The process answers", body = Health),
+        (status = 503, description = "The store can never write again: restart the node", body = Health),
+    ),
+)]
 async fn healthz(State(node): State<Arc<Node>>) -> impl IntoResponse {
     if node.store.is_alive() {
-        (StatusCode::OK, Json(json!({"status": "ok"})))
+        (
+            StatusCode::OK,
+            Json(Health {
+                status: "ok",
+                store: None,
+            }),
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "failed", "store": "cannot write any more"})),
+            Json(Health {
+                status: "failed",
+                store: Some("cannot write any more"),
+            }),
         )
     }
 }
@@ -169,6 +192,18 @@ async fn healthz(State(node): State<Arc<Node>>) -> impl IntoResponse {
 ///
 /// Answers within its own deadline ([`READY_DEADLINE`]) even when a store or
 /// bus does not: a probe that hangs is a probe that fails.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "node",
+    summary = "Readiness",
+    description = "200 when the store and the bus answer (each within 2 s) and the node is not stopping.",
+    responses(
+        (status = 200, description = "The store and the bus answer", body = Readiness),
+        (status = 503, description = "The store or the bus does not answer, or the node is stopping", body = Readiness),
+    ),
+)]
 async fn readyz(State(node): State<Arc<Node>>) -> impl IntoResponse {
     let timed_out = |what: &str| {
         format!(
@@ -188,16 +223,13 @@ async fn readyz(State(node): State<Arc<Node>>) -> impl IntoResponse {
     let bus = bus.unwrap_or_else(|_| Err(crate::bus::BusError::Unavailable(timed_out("the bus"))));
     let stopping = node.shutdown.is_cancelled();
     let ready = store.is_ok() && bus.is_ok() && !stopping;
-    let describe = |r: Result<(), String>| match r {
-        Ok(()) => json!("ok"),
-        Err(e) => json!(e),
+    let describe = |r: Result<(), String>| r.err().unwrap_or_else(|| "ok".to_owned());
+    let body = Readiness {
+        status: if ready { "ready" } else { "unavailable" },
+        store: describe(store.map_err(|e| e.to_string())),
+        bus: describe(bus.map_err(|e| e.to_string())),
+        stopping,
     };
-    let body = json!({
-        "status": if ready { "ready" } else { "unavailable" },
-        "store": describe(store.map_err(|e| e.to_string())),
-        "bus": describe(bus.map_err(|e| e.to_string())),
-        "stopping": stopping,
-    });
     let status = if ready {
         StatusCode::OK
     } else {

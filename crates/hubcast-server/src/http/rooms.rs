@@ -12,10 +12,12 @@ use super::extract::RoomPath;
 use crate::node::Node;
 use crate::room::RoomName;
 
-#[derive(Serialize)]
+/// A room's state.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RoomStats {
+    #[schema(value_type = super::openapi::RoomNameDoc)]
     room: RoomName,
-    /// `null` when the room was never created.
+    /// The room's epoch (for a room never written, the one it will be born with).
     epoch: Option<String>,
     head: u64,
     earliest: u64,
@@ -24,6 +26,23 @@ pub struct RoomStats {
     subscribers: usize,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{room}",
+    operation_id = "room_stats",
+    tag = "rooms",
+    summary = "A room's state",
+    description = "Head, epoch, earliest retained seq, events retained, and subscribers on this node.",
+    params(super::openapi::RoomParam),
+    responses(
+        (status = 200, description = "The room's state", body = RoomStats),
+        (status = 400, description = "Malformed room name", body = super::error::ErrorBody),
+        (status = 401, description = "No or invalid credentials", body = super::error::ErrorBody),
+        (status = 403, description = "The credentials do not grant reading this room", body = super::error::ErrorBody),
+        (status = 503, description = "The store is unavailable; retry", body = super::error::ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn stats(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,

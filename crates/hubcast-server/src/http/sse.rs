@@ -28,6 +28,24 @@ use crate::room::RoomName;
 use crate::session::{open_sse, SseStream};
 
 /// `GET /v1/rooms/{room}/sse`: one room, named by the path.
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{room}/sse",
+    operation_id = "open_room_stream",
+    tag = "streams",
+    summary = "A Server-Sent Event stream of one room",
+    description = "Streams the room's events after `cursor` (or the `Last-Event-ID`), then live (docs/protocol.md, Server-Sent Events).",
+    params(super::openapi::RoomParam, super::openapi::StreamParams),
+    responses(
+        (status = 200, description = "The stream (`text/event-stream`): `message` events carry the WebSocket `event` frame; `welcome`, `subscribed`, `caught_up`, `reset` and `close` are named events", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A malformed query, room name or Last-Event-ID, or too many rooms", body = super::error::ErrorBody),
+        (status = 401, description = "No or invalid credentials", body = super::error::ErrorBody),
+        (status = 403, description = "Origin not allowed, or no subscribe grant for a room", body = super::error::ErrorBody),
+        (status = 429, description = "Connect rate limit", body = super::error::ErrorBody),
+        (status = 503, description = "Connection capacity reached, or the node is stopping", body = super::error::ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn room(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -46,6 +64,24 @@ pub async fn room(
 }
 
 /// `GET /v1/sse?room=a&room=b…`: several rooms on one stream.
+#[utoipa::path(
+    get,
+    path = "/v1/sse",
+    operation_id = "open_stream",
+    tag = "streams",
+    summary = "A Server-Sent Event stream of several rooms",
+    description = "Streams several rooms' events on one stream; its ids carry every room's cursor (docs/protocol.md, Server-Sent Events).",
+    params(super::openapi::StreamRooms, super::openapi::StreamParams),
+    responses(
+        (status = 200, description = "The stream (`text/event-stream`): `message` events carry the WebSocket `event` frame; `welcome`, `subscribed`, `caught_up`, `reset` and `close` are named events", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A malformed query, room name or Last-Event-ID, or too many rooms", body = super::error::ErrorBody),
+        (status = 401, description = "No or invalid credentials", body = super::error::ErrorBody),
+        (status = 403, description = "Origin not allowed, or no subscribe grant for a room", body = super::error::ErrorBody),
+        (status = 429, description = "Connect rate limit", body = super::error::ErrorBody),
+        (status = 503, description = "Connection capacity reached, or the node is stopping", body = super::error::ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn multiplexed(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

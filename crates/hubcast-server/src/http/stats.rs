@@ -18,6 +18,20 @@ use crate::protocol::request::RoomsQuery;
 use crate::room::RoomName;
 
 /// Prometheus text exposition.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "node",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "Prometheus text exposition (docs/observability.md)", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 401, description = "No or invalid credentials", body = super::error::ErrorBody),
+        (status = 403, description = "The credentials are not an admin's", body = super::error::ErrorBody),
+        (status = 500, description = "No metrics recorder in this process", body = super::error::ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn metrics(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
@@ -42,6 +56,21 @@ pub async fn metrics(
 
 /// Uptime, connections, rooms, totals, rates over the last minute, and the
 /// per-second history they come from.
+#[utoipa::path(
+    get,
+    path = "/v1/stats",
+    operation_id = "node_stats",
+    tag = "node",
+    summary = "Node-wide numbers",
+    description = "Version, uptime, store and bus kinds, connections, rooms, totals, rates over \
+                   the last minute and the per-second history they come from (the dashboard's data).",
+    responses(
+        (status = 200, description = "The node's numbers", body = NodeStats),
+        (status = 401, description = "No or invalid credentials", body = super::error::ErrorBody),
+        (status = 403, description = "The credentials are not an admin's", body = super::error::ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn stats(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
@@ -95,20 +124,71 @@ fn window(history: &[crate::stats::Sample]) -> f64 {
     }
 }
 
-#[derive(Serialize)]
-struct ActiveRoom {
+/// The body of `GET /v1/stats`, as documented (the handler builds it with `json!`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct NodeStats {
+    /// The server's version.
+    version: String,
+    uptime_secs: u64,
+    /// `sqlite` or `postgres`.
+    store: String,
+    /// `memory` or `nats`.
+    bus: String,
+    connections: u64,
+    rooms: u64,
+    #[schema(value_type = Object)]
+    totals: (),
+    #[schema(value_type = Object)]
+    rates: (),
+    /// Per-second samples, oldest first.
+    #[schema(value_type = Vec<Object>)]
+    history: (),
+}
+
+/// A room with a hub on this node.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ActiveRoom {
+    #[schema(value_type = super::openapi::RoomNameDoc)]
     room: RoomName,
     subscribers: usize,
+    /// The last seq this node's hub delivered.
     head: u64,
 }
 
+/// A page of `GET /v1/rooms`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ActiveRooms {
+    rooms: Vec<ActiveRoom>,
+    /// Rooms with a hub on this node.
+    total: usize,
+    /// The `after` of the next page; `null` on the last.
+    next: Option<String>,
+}
+
 /// The rooms with a hub on this node, by name, with subscribers and head.
+#[utoipa::path(
+    get,
+    path = "/v1/rooms",
+    operation_id = "active_rooms",
+    tag = "rooms",
+    summary = "The active rooms of this node",
+    description = "Rooms with a hub on this node (subscribers or recent events), by name, paged.",
+    params(super::openapi::RoomsParams),
+    responses(
+        (status = 200, description = "A page of rooms", body = ActiveRooms),
+        (status = 400, description = "Malformed query", body = super::error::ErrorBody),
+        (status = 401, description = "No or invalid credentials", body = super::error::ErrorBody),
+        (status = 403, description = "The credentials are not an admin's", body = super::error::ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn rooms(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     query: Result<Query<RoomsQuery>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ActiveRooms>, ApiError> {
     super::access::require_admin(&node, &headers, peer)?;
     let Query(query) = query
         .map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
@@ -138,5 +218,5 @@ pub async fn rooms(
     } else {
         None
     };
-    Ok(Json(json!({"rooms": rooms, "total": total, "next": next})))
+    Ok(Json(ActiveRooms { rooms, total, next }))
 }

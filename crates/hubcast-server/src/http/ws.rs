@@ -26,6 +26,25 @@ use crate::session::{self, Admission};
 /// the largest event, so a `publish` of a maximal event still fits.
 const FRAME_OVERHEAD: usize = 16 * 1024;
 
+/// A session that subscribes to rooms with `subscribe` messages.
+#[utoipa::path(
+    get,
+    path = "/v1/ws",
+    operation_id = "open_session",
+    tag = "websocket",
+    summary = "Open a WebSocket session",
+    description = "Upgrades to a WebSocket; subscribe to rooms with messages (docs/protocol.md).",
+    params(super::openapi::SocketParams, super::openapi::HandshakeHeaders),
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket handshake, or a malformed query", body = super::error::ErrorBody),
+        (status = 401, description = "No or invalid credentials", body = super::error::ErrorBody),
+        (status = 403, description = "Origin not allowed, or the credentials do not allow connecting", body = super::error::ErrorBody),
+        (status = 429, description = "Connect rate limit", body = super::error::ErrorBody),
+        (status = 503, description = "Connection capacity reached, or the node is stopping", body = super::error::ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn multiplexed(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -47,6 +66,25 @@ pub async fn multiplexed(
     Ok(upgrade_session(node, upgrade, None, admission))
 }
 
+/// A session subscribed to one room from the URL (Durable-Object style).
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{room}/ws",
+    operation_id = "open_room_socket",
+    tag = "websocket",
+    summary = "Open a WebSocket subscribed to one room",
+    description = "Upgrades to a WebSocket subscribed to the room, resuming after `cursor` (docs/protocol.md).",
+    params(super::openapi::RoomParam, super::openapi::RoomSocketParams, super::openapi::HandshakeHeaders),
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket handshake, or a malformed query", body = super::error::ErrorBody),
+        (status = 401, description = "No or invalid credentials", body = super::error::ErrorBody),
+        (status = 403, description = "Origin not allowed, or the credentials do not allow connecting", body = super::error::ErrorBody),
+        (status = 429, description = "Connect rate limit", body = super::error::ErrorBody),
+        (status = 503, description = "Connection capacity reached, or the node is stopping", body = super::error::ErrorBody),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn room(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

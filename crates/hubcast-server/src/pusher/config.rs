@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// The Pusher-compatible surface: `/app/{key}` (WebSocket protocol 7) and
 /// `/apps/{id}/…` (the HTTP API), for each configured app.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PusherConfig {
     /// The apps, each with its own key, secret and room prefix.
@@ -32,7 +32,7 @@ impl Default for PusherConfig {
 }
 
 /// One Pusher app (`[[pusher.apps]]`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PusherAppConfig {
     /// The app id of the HTTP API's paths (`/apps/{id}/events`).
@@ -64,7 +64,7 @@ pub struct PusherAppConfig {
 }
 
 /// A Pusher-format webhook endpoint of one app.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PusherWebhookConfig {
     /// Where to POST (`http://…` or `https://…`).

@@ -218,7 +218,9 @@ impl Session {
         let close = self.control.close_reason();
         let metrics = crate::metrics::get();
         metrics
-            .closed(CloseReason::from_code(close.as_ref().map(|(code, _)| *code)))
+            .closed(CloseReason::from_code(
+                close.as_ref().map(|(code, _)| *code),
+            ))
             .increment(1);
         metrics.connection_duration.record(opened_at.elapsed());
         tracing::debug!(close = ?close, "session closed");

@@ -45,7 +45,16 @@ pub fn open_sse(node: Arc<Node>, stream: SseStream) -> axum::body::Body {
     let span = tracing::info_span!("session", session = %name, client = %ip, transport = "sse");
     let parts = span.in_scope(|| {
         tracing::debug!("sse session opened");
-        Session::with_queue(node.clone(), id, name, principal, ip, None, Transport::Sse, false)
+        Session::with_queue(
+            node.clone(),
+            id,
+            name,
+            principal,
+            ip,
+            None,
+            Transport::Sse,
+            false,
+        )
     });
     let rooms = requests.iter().map(|r| r.room.clone()).collect();
     let writer = SseWriter::new(

@@ -282,11 +282,16 @@ impl EventRules {
 }
 
 /// What the publisher is told about a committed event.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Receipt {
+    #[schema(value_type = crate::http::openapi::RoomNameDoc)]
     pub room: RoomName,
+    /// The event's seq in the room: 1, 2, 3 … gapless.
+    #[schema(minimum = 1)]
     pub seq: u64,
+    /// The room's epoch.
     pub epoch: String,
+    /// Milliseconds since the Unix epoch, set by the store.
     pub ts: i64,
 }
 

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use super::message::{new_msg_id, render, NewWebhook, Published};
 
 /// One `[[webhooks]]` block as written.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Where to POST: `http://…` or `https://…`.

@@ -28,7 +28,7 @@ use call::{Answer, HookClient, HookKind};
 pub use hubcast_protocol::token::Claims;
 
 /// `[auth.connect_hook]`: who a WebSocket session is, decided by the application.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectHookConfig {
     /// Where hubcast POSTs the connection's details (`http://` or `https://`).
@@ -47,7 +47,9 @@ pub struct ConnectHookConfig {
 }
 
 /// When the connect hook is asked.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ConnectHookMode {
     /// Only for connections without a valid API key or JWT.
@@ -59,7 +61,7 @@ pub enum ConnectHookMode {
 
 /// `[auth.subscribe_hook]` and `[auth.publish_hook]`: the application allows
 /// or denies each subscribe (or socket publish) in rooms matching `rooms`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoomHookConfig {
     /// Where hubcast POSTs `{user, session, room}` (publish: and `data`).

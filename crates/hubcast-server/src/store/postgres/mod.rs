@@ -30,8 +30,8 @@ use tokio_postgres::NoTls;
 
 use super::transaction::{TxDecision, TxOutcome};
 use super::{
-    revocation_from_row, revocation_row, AppendOutcome, AppendRequest, BatchOutcome,
-    BatchRequest, CommitFeed, Page, RetentionPolicy, Revocation, Store, StoreError,
+    revocation_from_row, revocation_row, AppendOutcome, AppendRequest, BatchOutcome, BatchRequest,
+    CommitFeed, Page, RetentionPolicy, Revocation, Store, StoreError,
 };
 use crate::config::PostgresConfig;
 use crate::event::{now_ms, Event, RoomState};

@@ -21,8 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::transaction::{TxDecision, TxOutcome};
 use super::webhook_outbox::{Abandoned, DeliveryReport, Holding, PendingWebhook, WebhookOutbox};
 use super::{
-    revocation_from_row, revocation_row, AppendOutcome, AppendRequest, BatchOutcome,
-    BatchRequest, CommitFeed, Page, RetentionPolicy, Revocation, Store, StoreError,
+    revocation_from_row, revocation_row, AppendOutcome, AppendRequest, BatchOutcome, BatchRequest,
+    CommitFeed, Page, RetentionPolicy, Revocation, Store, StoreError,
 };
 use crate::config::SqliteConfig;
 use crate::event::now_ms;
@@ -54,6 +54,15 @@ pub enum OpenError {
     #[error("cannot create the directory {path}: {source}")]
     CreateDir {
         path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the directory for the database {database}: {path} is a file, not a directory")]
+    NotADirectory { database: PathBuf, path: PathBuf },
+    #[error("cannot open the database {path}: {source}")]
+    Access {
+        path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
     #[error("cannot open the database {path}: {source}")]
@@ -179,12 +188,32 @@ impl SqliteStore {
     ) -> Result<(SqliteStore, CommitFeed), OpenError> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
+                // A file where a directory must be: name it (create_dir_all
+                // would only say "File exists").
+                if let Some(file) = dir.ancestors().find(|a| a.is_file()) {
+                    return Err(OpenError::NotADirectory {
+                        database: path.clone(),
+                        path: file.to_path_buf(),
+                    });
+                }
                 std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
                     path: dir.to_path_buf(),
                     source,
                 })?;
             }
         }
+        // The operating system's reason (permission denied, read-only file
+        // system…), which SQLite reduces to "unable to open database file".
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|source| OpenError::Access {
+                path: path.clone(),
+                source,
+            })?;
         let mut conn = Connection::open(&path).map_err(|source| OpenError::Open {
             path: path.clone(),
             source,
