@@ -371,7 +371,15 @@ impl Hub {
                         .iter()
                         .position(|s| s.out.session_id == session_id)
                     {
-                        let presence = self.presence.as_ref().expect("presence is on");
+                        let presence = self.presence.as_mut().expect("presence is on");
+                        if self.subscribers[i].pusher.is_some() && !presence.settled(Instant::now()) {
+                            // Pusher's list must be whole (pusher-js builds
+                            // its members from it): wait for the peers'
+                            // answers to this hub's sync (`send_settled`).
+                            presence.pusher_waiting.push(session_id);
+                            let _ = reply.send(joined);
+                            return;
+                        }
                         let snapshot = match &self.subscribers[i].pusher {
                             Some(wire) => crate::pusher::frame::presence_succeeded(
                                 &wire.channel,

@@ -187,6 +187,26 @@ impl Hub {
                 let _ = reply.send(members.clone());
             }
         }
+        if presence.settled(now) && !presence.pusher_waiting.is_empty() {
+            let waiting = std::mem::take(&mut presence.pusher_waiting);
+            let members = presence.members();
+            let mut gone = Vec::new();
+            for session in waiting {
+                let Some(i) = self.subscribers.iter().position(|s| s.out.session_id == session)
+                else {
+                    continue; // It left meanwhile.
+                };
+                let sub = &mut self.subscribers[i];
+                let Some(wire) = &sub.pusher else { continue };
+                let frame = crate::pusher::frame::presence_succeeded(&wire.channel, &members);
+                if sub.out.offer(frame) == crate::outbound::Offer::Queued {
+                    sub.watching = true;
+                } else {
+                    gone.extend(self.subscribers.swap_remove(i).member);
+                }
+            }
+            self.members_left(gone);
+        }
         if heartbeat {
             self.announce();
         }
