@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit, contract, property and integration tests;
+# the publishable crates packaged and verified (`cargo publish --dry-run`);
+# the README's commands run as written against the binary;
 # then the black-box integration tests again on PostgreSQL + NATS (cluster
 # mode, plus tests/cluster.rs), starting those services when they are not
 # running (scripts/services.sh); then the integration tests driven by clients
@@ -14,6 +16,11 @@
 # tests/pusher/.venv the same way.) Installs what it
 # needs when it is missing and leaves running services alone. Prints how long
 # each step took. Run from anywhere: scripts/test.sh
+#
+#   HUBCAST_TEST_OFFLINE=1     package the crates with `cargo package --offline`
+#                              (cached index) instead of `cargo publish --dry-run`
+#   HUBCAST_TEST_CONTAINER=1   also build the container image and smoke-test it
+#                              (scripts/container.sh smoke; installs podman, runc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +47,11 @@ command -v node >/dev/null || need_apt+=(nodejs npm)
 # tests/cli.rs: a TLS endpoint (nginx) with a certificate made by openssl.
 [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null || need_apt+=(nginx)
 command -v openssl >/dev/null || need_apt+=(openssl)
+command -v curl >/dev/null || need_apt+=(curl)
+if [[ "${HUBCAST_TEST_CONTAINER:-}" == 1 ]]; then
+    command -v podman >/dev/null || need_apt+=(podman)
+    command -v runc >/dev/null || need_apt+=(runc)
+fi
 if ((${#need_apt[@]})); then
     step "installing ${need_apt[*]}"
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
@@ -54,6 +66,20 @@ if have_nextest; then
 else
     cargo test --locked --workspace --no-fail-fast
 fi
+
+step "packages: hubcast-protocol and hubcast-client as crates.io would build them"
+# One command for both: cargo (>= 1.90) packages them together and verifies
+# hubcast-client against the packaged hubcast-protocol from a temporary local
+# registry, so the client's `path` + `version` dependency needs no upload.
+# --allow-dirty: the suite checks the working tree, committed or not.
+if [[ "${HUBCAST_TEST_OFFLINE:-}" == 1 ]]; then
+    cargo package --offline --locked --allow-dirty -p hubcast-protocol -p hubcast-client
+else
+    cargo publish --dry-run --locked --allow-dirty -p hubcast-protocol -p hubcast-client
+fi
+
+step "README commands, run as written against the binary"
+HUBCAST_BIN="$PWD/target/debug/hubcast" python3 tests/readme/check.py
 
 step "services for cluster mode (PostgreSQL, NATS)"
 bash scripts/services.sh
@@ -89,6 +115,11 @@ HUBCAST_BIN="$PWD/target/debug/hubcast" bash bench/chaos/run.sh --duration 120 -
 
 step "dashboard in headless Chromium"
 HUBCAST_BIN="$PWD/target/debug/hubcast" bash tests/browser/run.sh
+
+if [[ "${HUBCAST_TEST_CONTAINER:-}" == 1 ]]; then
+    step "container image: build FROM scratch, run, publish, restart on its volume"
+    HUBCAST_BIN="$PWD/target/debug/hubcast" bash scripts/container.sh smoke
+fi
 
 step "fuzz every client-facing parser (5 s each)"
 bash fuzz/run.sh 5

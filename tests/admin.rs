@@ -73,10 +73,10 @@ fn token(sub: &str, extra: Value) -> String {
     for (k, v) in extra.as_object().expect("extra claims").clone() {
         claims[k] = v;
     }
-    jsonwebtoken::encode(
+    hubcast_protocol::token::encode(
         &jsonwebtoken::Header::default(),
         &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).expect("a non-empty secret"),
     )
     .expect("sign token")
 }

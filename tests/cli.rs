@@ -48,10 +48,10 @@ fn token() -> String {
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some("hs".into());
     let claims = json!({"sub": "cli", "exp": exp, "subscribe": ["*"], "publish": ["*"]});
-    jsonwebtoken::encode(
+    hubcast_protocol::token::encode(
         &header,
         &claims,
-        &EncodingKey::from_secret(HS_SECRET.as_bytes()),
+        &EncodingKey::from_secret(HS_SECRET.as_bytes()).expect("a non-empty secret"),
     )
     .unwrap()
 }

@@ -53,10 +53,10 @@ fn token_with_info(sub: &str, presence: bool, info: Value) -> String {
         "presence": if presence { json!(["chat:*"]) } else { json!([]) },
         "info": info,
     });
-    jsonwebtoken::encode(
+    hubcast_protocol::token::encode(
         &jsonwebtoken::Header::default(),
         &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).expect("a non-empty secret"),
     )
     .expect("sign token")
 }

@@ -156,7 +156,7 @@ fn token(signer: Signer, claims: Value) -> String {
         Signer::Hs => (
             Algorithm::HS256,
             "hs",
-            EncodingKey::from_secret(HS_SECRET.as_bytes()),
+            EncodingKey::from_secret(HS_SECRET.as_bytes()).expect("a non-empty secret"),
         ),
         Signer::Rsa => (
             Algorithm::RS256,
@@ -175,7 +175,7 @@ fn token(signer: Signer, claims: Value) -> String {
 fn sign(alg: Algorithm, kid: Option<&str>, key: &EncodingKey, claims: &Value) -> String {
     let mut header = Header::new(alg);
     header.kid = kid.map(str::to_owned);
-    jsonwebtoken::encode(&header, claims, key).expect("sign token")
+    hubcast_protocol::token::encode(&header, claims, key).expect("sign token")
 }
 
 /// Claims of a user valid for a minute with these grants. The RS256 key also
@@ -659,7 +659,7 @@ async fn jwt_verification() {
     rejected(token(Signer::Hs, no_exp), 401, "unauthenticated", "no exp").await;
 
     // Signatures.
-    let other_secret = EncodingKey::from_secret(b"another-secret-that-is-also-32-bytes-or-more");
+    let other_secret = EncodingKey::from_secret(b"another-secret-that-is-also-32-bytes-or-more").expect("a non-empty secret");
     rejected(
         sign(
             Algorithm::HS256,
@@ -687,7 +687,7 @@ async fn jwt_verification() {
 
     // Algorithm confusion: an HS256 token whose HMAC secret is the RS256 public
     // key (which is public) must not pass for the RS256 key.
-    let confused = EncodingKey::from_secret(keys.rsa_public_pem.as_bytes());
+    let confused = EncodingKey::from_secret(keys.rsa_public_pem.as_bytes()).expect("a non-empty secret");
     rejected(
         sign(Algorithm::HS256, Some("rsa"), &confused, &grant(now() + 60)),
         401,
@@ -695,7 +695,7 @@ async fn jwt_verification() {
         "alg confusion HS256/RS256",
     )
     .await;
-    let confused_trimmed = EncodingKey::from_secret(keys.rsa_public_pem.trim().as_bytes());
+    let confused_trimmed = EncodingKey::from_secret(keys.rsa_public_pem.trim().as_bytes()).expect("a non-empty secret");
     rejected(
         sign(
             Algorithm::HS256,
@@ -708,7 +708,7 @@ async fn jwt_verification() {
         "alg confusion (trimmed PEM)",
     )
     .await;
-    let confused_ed = EncodingKey::from_secret(keys.ed_public_pem.as_bytes());
+    let confused_ed = EncodingKey::from_secret(keys.ed_public_pem.as_bytes()).expect("a non-empty secret");
     rejected(
         sign(
             Algorithm::HS256,
@@ -763,7 +763,7 @@ async fn jwt_verification() {
     }
 
     // Key selection: an unknown kid, or none, finds no key.
-    let hs = EncodingKey::from_secret(HS_SECRET.as_bytes());
+    let hs = EncodingKey::from_secret(HS_SECRET.as_bytes()).expect("a non-empty secret");
     rejected(
         sign(Algorithm::HS256, Some("nope"), &hs, &grant(now() + 60)),
         401,
@@ -989,7 +989,7 @@ async fn grants_over_websockets() {
     let forged = sign(
         Algorithm::HS256,
         Some("rsa"),
-        &EncodingKey::from_secret(keys().rsa_public_pem.as_bytes()),
+        &EncodingKey::from_secret(keys().rsa_public_pem.as_bytes()).expect("a non-empty secret"),
         &claims("x", &["*"], &["*"]),
     );
     closed_with_4001(

@@ -20,10 +20,10 @@ fn token(subscribe: &[&str]) -> String {
     let claims = json!({"sub": "u", "exp": exp, "subscribe": subscribe});
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     header.kid = Some("hs".into());
-    jsonwebtoken::encode(
+    hubcast_protocol::token::encode(
         &header,
         &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).expect("a non-empty secret"),
     )
     .unwrap()
 }

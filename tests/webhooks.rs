@@ -260,10 +260,10 @@ fn token(sub: &str) -> String {
         "subscribe": ["*"], "publish": ["*"], "presence": ["*"],
         "info": {"name": sub.to_uppercase()},
     });
-    jsonwebtoken::encode(
+    hubcast_protocol::token::encode(
         &jsonwebtoken::Header::default(),
         &claims,
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()).expect("a non-empty secret"),
     )
     .expect("sign token")
 }

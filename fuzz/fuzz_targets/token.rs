@@ -11,11 +11,11 @@ const SECRET: &[u8] = b"fuzz-secret-fuzz-secret-fuzz-secret";
 fuzz_target!(|data: &[u8]| {
     let Ok(token) = std::str::from_utf8(data) else { return };
     let keys = [
-        TokenKey { kid: None, alg: Algorithm::HS256, key: DecodingKey::from_secret(SECRET), audience: None, issuer: None },
+        TokenKey { kid: None, alg: Algorithm::HS256, key: DecodingKey::from_secret(SECRET).expect("a non-empty secret"), audience: None, issuer: None },
         TokenKey {
             kid: Some("k2".into()),
             alg: Algorithm::HS256,
-            key: DecodingKey::from_secret(SECRET),
+            key: DecodingKey::from_secret(SECRET).expect("a non-empty secret"),
             audience: Some("app".into()),
             issuer: None,
         },

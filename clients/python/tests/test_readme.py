@@ -27,4 +27,8 @@ def test_the_readme_example_runs(server: Server) -> None:
     env = dict(os.environ, HUBCAST_URL=server.url)
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["market:42 1 {'yes': 0.61}", "[{'yes': 0.61}]"]
+    assert result.stdout.splitlines() == [
+        "market:42 1 {'yes': 0.61}",
+        "[('market:42', 2), ('user:7', 1)]",
+        "[{'yes': 0.61}, {'yes': 0.62}]",
+    ]

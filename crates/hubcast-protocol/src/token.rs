@@ -3,9 +3,12 @@
 //! neither `none` nor HS256-with-a-public-key can pass), the signature, `exp`
 //! (required) and `nbf` are checked with a leeway, and `aud`/`iss` when the
 //! key requires them. `exp`, `nbf` and `iat` must be numbers when present.
+//! The signatures are ring's ([`crypto`]).
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::{Deserialize, Deserializer};
+pub mod crypto;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// What a verified token grants.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -100,8 +103,21 @@ pub enum TokenError {
     Invalid(String),
 }
 
+/// Signs `claims` into a token: `jsonwebtoken::encode` on ring (installs
+/// [`crypto::PROVIDER`] first). For tests, tools and applications that mint
+/// tokens in Rust.
+pub fn encode<T: Serialize>(
+    header: &Header,
+    claims: &T,
+    key: &EncodingKey,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    crypto::install();
+    jsonwebtoken::encode(header, claims, key)
+}
+
 /// Verifies `token` against `keys` with `leeway` seconds of clock skew.
 pub fn verify(keys: &[TokenKey], token: &str, leeway: u64) -> Result<Claims, TokenError> {
+    crypto::install();
     let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
     let key = keys
         .iter()
@@ -143,7 +159,6 @@ pub fn verify(keys: &[TokenKey], token: &str, leeway: u64) -> Result<Claims, Tok
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jsonwebtoken::{encode, EncodingKey, Header};
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
@@ -151,7 +166,7 @@ mod tests {
         vec![TokenKey {
             kid: None,
             alg: Algorithm::HS256,
-            key: DecodingKey::from_secret(SECRET),
+            key: DecodingKey::from_secret(SECRET).unwrap(),
             audience: None,
             issuer: None,
         }]
@@ -165,7 +180,7 @@ mod tests {
     }
 
     fn token(header: Header, claims: serde_json::Value) -> String {
-        encode(&header, &claims, &EncodingKey::from_secret(SECRET)).unwrap()
+        encode(&header, &claims, &EncodingKey::from_secret(SECRET).unwrap()).unwrap()
     }
 
     #[test]
@@ -257,7 +272,7 @@ mod tests {
         let strict = vec![TokenKey {
             kid: None,
             alg: Algorithm::HS256,
-            key: DecodingKey::from_secret(SECRET),
+            key: DecodingKey::from_secret(SECRET).unwrap(),
             audience: Some("hubcast".into()),
             issuer: Some("app".into()),
         }];
@@ -279,6 +294,46 @@ mod tests {
                 ),
                 "{claims}"
             );
+        }
+    }
+
+    /// The ring provider signs and verifies every family hubcast pins (and
+    /// ES256), and a key of one family never verifies another's token.
+    #[test]
+    fn ring_signs_and_verifies_each_family() {
+        use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let rng = ring::rand::SystemRandom::new();
+        let claims = serde_json::json!({"sub": "u", "exp": now() + 60});
+
+        let ed = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let ed_public = Ed25519KeyPair::from_pkcs8(ed.as_ref()).unwrap().public_key().as_ref().to_vec();
+        let ec = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let ec_public = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, ec.as_ref(), &rng)
+            .unwrap()
+            .public_key()
+            .as_ref()
+            .to_vec();
+        let cases = [
+            (Algorithm::EdDSA, EncodingKey::from_ed_der(ed.as_ref()), DecodingKey::from_ed_der(&ed_public)),
+            (Algorithm::ES256, EncodingKey::from_ec_der(ec.as_ref()), DecodingKey::from_ec_der(&ec_public)),
+            (Algorithm::HS256, EncodingKey::from_secret(SECRET).unwrap(), DecodingKey::from_secret(SECRET).unwrap()),
+        ];
+        for (alg, signing, verifying) in &cases {
+            let token = encode(&Header::new(*alg), &claims, signing).unwrap();
+            let key = |alg: Algorithm, key: &DecodingKey| TokenKey { kid: None, alg, key: key.clone(), audience: None, issuer: None };
+            assert_eq!(verify(&[key(*alg, verifying)], &token, 0).unwrap().sub.as_deref(), Some("u"), "{alg:?}");
+            // A flipped signature bit is refused.
+            let mut forged = token.clone().into_bytes();
+            let last = forged.len() - 2;
+            forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+            let forged = String::from_utf8(forged).unwrap();
+            assert!(matches!(verify(&[key(*alg, verifying)], &forged, 0), Err(TokenError::Invalid(_))), "{alg:?}");
+            // Another family's key, even with this token's algorithm pinned, is refused.
+            for (other_alg, _, other) in &cases {
+                if other_alg != alg {
+                    assert!(verify(&[key(*alg, other)], &token, 0).is_err(), "{alg:?} with a {other_alg:?} key");
+                }
+            }
         }
     }
 }

@@ -86,9 +86,9 @@ var Heartbeat = class {
 };
 
 // ../../clients/js/src/policy.ts
-var TERMINAL_CLOSE_CODES = /* @__PURE__ */ new Set([1002, 1007, 1008, 1009, 4001, 4003]);
+var TERMINAL_CLOSE_CODES = /* @__PURE__ */ new Set([1002, 1007, 1008, 1009, 4001, 4003, 4011, 4012]);
 var IMMEDIATE_CLOSE_CODES = /* @__PURE__ */ new Set([1001, 1012]);
-var TRY_LATER_CLOSE_CODES = /* @__PURE__ */ new Set([1013, 4008]);
+var TRY_LATER_CLOSE_CODES = /* @__PURE__ */ new Set([1013, 4008, 4013]);
 var LOCAL_HEARTBEAT_TIMEOUT = 4010;
 var LOCAL_ABNORMAL = 1006;
 function backoffDelay(attempt, config, random) {
@@ -116,6 +116,10 @@ function terminalErrorCode(code) {
       return "protocol_error";
     case 1007:
       return "invalid_data";
+    case 4011:
+      return "disconnected";
+    case 4012:
+      return "token_revoked";
     default:
       return "closed";
   }
@@ -133,6 +137,7 @@ var Connection = class {
     this.emitter = emitter;
     this.hooks = hooks;
     this.WS = config.WebSocket;
+    this.fallback = config.fallback;
     this.wsUrl = config.url;
     this.options = config.options;
     this.backoff = config.backoff;
@@ -158,6 +163,9 @@ var Connection = class {
   reconnectTimer = null;
   connectTimer = null;
   WS;
+  fallback;
+  /** A session was ever established on this client (then WebSocket works here). */
+  everWelcomed = false;
   wsUrl;
   options;
   backoff;
@@ -186,6 +194,7 @@ var Connection = class {
   /** `welcome`: the session is established, and the backoff starts over. */
   onWelcome(session) {
     this.welcomed = true;
+    this.everWelcomed = true;
     this.failedAttempts = 0;
     this.sessionId = session;
   }
@@ -304,6 +313,9 @@ var Connection = class {
   afterDisconnect(code, reason, welcomed) {
     if (this.currentState === "closed") return;
     this.failedAttempts = welcomed ? 0 : this.failedAttempts + 1;
+    if (this.fallback && !this.everWelcomed && this.failedAttempts >= 2 && this.WS !== this.fallback) {
+      this.WS = this.fallback;
+    }
     if (TERMINAL_CLOSE_CODES.has(code)) {
       const error = new HubcastError(terminalErrorCode(code), `connection closed with ${code}${reason ? `: ${reason}` : ""}; not retrying`, {
         closeCode: code
@@ -563,11 +575,15 @@ function routeFrame(raw, to) {
       return;
     case "reset":
       if (typeof frame.epoch !== "string") return protocolViolation(to, "a malformed reset");
-      room?.onReset(frame.epoch, isInteger(frame.earliest) ? frame.earliest : null);
+      room?.onReset(frame.epoch, isInteger(frame.earliest) ? frame.earliest : null, isInteger(frame.head) ? frame.head : null);
       return;
     case "event":
       if (!isInteger(frame.seq) || !("data" in frame)) return protocolViolation(to, "a malformed event");
       room?.onEvent({ seq: frame.seq, ts: typeof frame.ts === "number" ? frame.ts : 0, data: frame.data });
+      return;
+    case "ephemeral":
+      if (typeof frame.ts !== "number" || !("data" in frame)) return protocolViolation(to, "a malformed ephemeral");
+      room?.onEphemeral(frame.ts, frame.data);
       return;
     case "batch": {
       if (!Array.isArray(frame.events)) return protocolViolation(to, "a malformed batch");
@@ -608,6 +624,9 @@ function routeFrame(raw, to) {
     case "ack":
       if (!to.publishes.onAck(frame)) protocolViolation(to, "a malformed ack");
       return;
+    case "batch_ack":
+      if (!to.publishes.onBatchAck(frame)) protocolViolation(to, "a malformed batch_ack");
+      return;
     case "error":
       onErrorFrame(frame, to);
       return;
@@ -634,7 +653,7 @@ function onErrorFrame(frame, to) {
       to.presence.reject(new HubcastError(code, message, { room: roomName }), roomName);
       return;
     }
-    if (to.publishes.onError(frame.id, code, message, frame.head)) return;
+    if (to.publishes.onError(frame.id, code, message, frame.head, roomName)) return;
   }
   if (code === "token_expired" && roomName === void 0 && frame.id === void 0) {
     if (to.credentials.enabled) {
@@ -718,7 +737,7 @@ var PresenceRequests = class {
 
 // ../../clients/js/src/publishes.ts
 var MAX_ID_BYTES = 128;
-var RETRYABLE_PUBLISH_ERRORS = /* @__PURE__ */ new Set(["store_unavailable", "shutting_down", "over_capacity", "rate_limited", "token_expired"]);
+var RETRYABLE_PUBLISH_ERRORS = /* @__PURE__ */ new Set(["store_unavailable", "auth_unavailable", "shutting_down", "over_capacity", "rate_limited", "token_expired"]);
 function utf8Length(text) {
   return new TextEncoder().encode(text).length;
 }
@@ -752,7 +771,7 @@ var PublishTracker = class {
    * queued (refused locally, or the id is already pending: its promise).
    * The caller then connects or {@link pump}s.
    */
-  add(room, data, options, clientClosed) {
+  add(room, data, options, clientClosed, ephemeral = false) {
     const refuse = (err) => ({ promise: Promise.reject(err), queued: false });
     if (!isValidRoomName(room)) {
       return refuse(new HubcastError("invalid_room", `invalid room name ${JSON.stringify(room)}`, { room }));
@@ -787,17 +806,78 @@ var PublishTracker = class {
     }
     let frame = `{"type":"publish","id":${JSON.stringify(id)},"room":${JSON.stringify(room)},"data":${json}`;
     if (options.expectedSeq !== void 0) frame += `,"expected_seq":${options.expectedSeq}`;
+    if (ephemeral) frame += ',"ephemeral":true';
     frame += "}";
+    return { promise: this.queue(id, [room], false, ephemeral, frame, options.timeoutMs), queued: true };
+  }
+  /**
+   * Checks an atomic batch and queues it as one `publish_batch` message (one
+   * id, which is the batch's idempotency key). As {@link add}.
+   */
+  addBatch(events, options, clientClosed) {
+    const first = events[0]?.room;
+    const refuse = (err) => ({ promise: Promise.reject(err), queued: false });
+    if (!Array.isArray(events) || events.length === 0) {
+      return refuse(new HubcastError("bad_request", "a batch holds at least one event", {}));
+    }
+    for (const event of events) {
+      if (!isValidRoomName(event.room)) {
+        return refuse(new HubcastError("invalid_room", `invalid room name ${JSON.stringify(event.room)}`, { room: event.room }));
+      }
+    }
+    const id = options.id ?? newId();
+    if (typeof id !== "string" || id.length === 0 || utf8Length(id) > MAX_ID_BYTES) {
+      return refuse(new HubcastError("bad_request", `publish id must be 1 to ${MAX_ID_BYTES} bytes`, { room: first }));
+    }
+    const existing = this.pending.get(id);
+    if (existing) return { promise: existing.promise, queued: false };
+    if (clientClosed) return refuse(new HubcastError("closed", "the client is closed", { room: first, id }));
+    const maxBytes = this.options.maxEventBytes ?? 1024 * 1024;
+    const items = [];
+    for (const [index, event] of events.entries()) {
+      if (event.expectedSeq !== void 0 && !isInteger(event.expectedSeq)) {
+        return refuse(new HubcastError("bad_request", `events[${index}].expectedSeq must be a non-negative integer`, { room: event.room, id }));
+      }
+      let json;
+      try {
+        json = JSON.stringify(event.data);
+      } catch (err) {
+        return refuse(new HubcastError("bad_request", `events[${index}].data is not JSON-serializable: ${String(err)}`, { room: event.room, id }));
+      }
+      if (json === void 0) {
+        return refuse(new HubcastError("bad_request", `events[${index}].data is not JSON-serializable`, { room: event.room, id }));
+      }
+      if (utf8Length(json) > maxBytes) {
+        return refuse(new HubcastError("too_large", `events[${index}].data is larger than ${maxBytes} bytes`, { room: event.room, id }));
+      }
+      let item = `{"room":${JSON.stringify(event.room)},"data":${json}`;
+      if (event.expectedSeq !== void 0) item += `,"expected_seq":${event.expectedSeq}`;
+      items.push(`${item}}`);
+    }
+    if (this.pending.size >= (this.options.maxQueuedPublishes ?? 1e3)) {
+      return refuse(new HubcastError("queue_full", "too many publishes waiting for an ack", { room: first, id }));
+    }
+    const frame = `{"type":"publish_batch","id":${JSON.stringify(id)},"events":[${items.join(",")}]}`;
+    const rooms = [...new Set(events.map((e) => e.room))];
+    return { promise: this.queue(id, rooms, true, false, frame, options.timeoutMs), queued: true };
+  }
+  /** Queues a checked publish or batch: its promise settles with its ack (a batch: every ack). */
+  queue(id, rooms, batch, ephemeral, frame, timeoutOption) {
     let resolve;
     let reject;
-    const promise = new Promise((res, rej) => {
+    const settled = new Promise((res, rej) => {
       resolve = res;
       reject = rej;
     });
+    const promise = batch ? settled : settled.then((acks) => acks[0]);
+    const room = rooms[0];
     const entry = {
       id,
       room,
+      rooms,
+      batch,
       frame,
+      ephemeral,
       resolve,
       reject,
       promise,
@@ -807,7 +887,7 @@ var PublishTracker = class {
       timeoutTimer: null
     };
     this.pending.set(id, entry);
-    const timeoutMs = options.timeoutMs ?? this.options.publishTimeoutMs ?? 0;
+    const timeoutMs = timeoutOption ?? this.options.publishTimeoutMs ?? 0;
     if (timeoutMs > 0) {
       entry.timeoutTimer = setTimeout(() => {
         this.settle(
@@ -816,7 +896,7 @@ var PublishTracker = class {
         );
       }, timeoutMs);
     }
-    return { promise, queued: true };
+    return promise;
   }
   /**
    * Sends the pending publishes not yet sent on this socket, in call order,
@@ -853,7 +933,7 @@ var PublishTracker = class {
   /** Whether a publish to `room` was sent on this socket and is not answered yet. */
   inFlight(room) {
     const generation = this.link.generation();
-    for (const entry of this.pending.values()) if (entry.room === room && entry.sentOn === generation) return true;
+    for (const entry of this.pending.values()) if (entry.sentOn === generation && entry.rooms.includes(room)) return true;
     return false;
   }
   /** An `ack` frame. Returns `false` when it is malformed (the caller reports it). */
@@ -861,8 +941,28 @@ var PublishTracker = class {
     if (typeof frame.id !== "string") return true;
     const entry = this.pending.get(frame.id);
     if (!entry) return true;
+    const room = typeof frame.room === "string" ? frame.room : entry.room;
+    if (entry.ephemeral) {
+      if (frame.ephemeral !== true) return false;
+      this.settle(entry, [{ id: entry.id, room, ephemeral: true }]);
+      return true;
+    }
     if (!isInteger(frame.seq)) return false;
-    this.settle(entry, { id: entry.id, room: typeof frame.room === "string" ? frame.room : entry.room, seq: frame.seq });
+    this.settle(entry, [{ id: entry.id, room, seq: frame.seq }]);
+    return true;
+  }
+  /** A `batch_ack` frame: one receipt per event. Returns `false` when it is malformed. */
+  onBatchAck(frame) {
+    if (typeof frame.id !== "string") return true;
+    const entry = this.pending.get(frame.id);
+    if (!entry) return true;
+    if (!Array.isArray(frame.events)) return false;
+    const acks = [];
+    for (const receipt of frame.events) {
+      if (typeof receipt?.room !== "string" || !isInteger(receipt.seq)) return false;
+      acks.push({ id: entry.id, room: receipt.room, seq: receipt.seq });
+    }
+    this.settle(entry, acks);
     return true;
   }
   /**
@@ -870,7 +970,7 @@ var PublishTracker = class {
    * publish. Errors after which nothing was appended are retried (same id)
    * after a backoff; any other fails the publish.
    */
-  onError(id, code, message, head) {
+  onError(id, code, message, head, room) {
     const entry = this.pending.get(id);
     if (!entry) return false;
     if (RETRYABLE_PUBLISH_ERRORS.has(code) && this.backoff) {
@@ -882,7 +982,7 @@ var PublishTracker = class {
       }, delay);
       return true;
     }
-    const details = { room: entry.room, id: entry.id };
+    const details = { room: room ?? entry.room, id: entry.id };
     if (isInteger(head)) details.head = head;
     this.settle(entry, new HubcastError(code, message, details));
     return true;
@@ -910,7 +1010,17 @@ var PublishTracker = class {
     if (entry.timeoutTimer !== null) clearTimeout(entry.timeoutTimer);
     if (outcome instanceof HubcastError) entry.reject(outcome);
     else entry.resolve(outcome);
-    this.link.settled(entry.room, outcome instanceof HubcastError ? null : outcome.seq);
+    for (const room of entry.rooms) {
+      const own = outcome instanceof HubcastError ? [] : outcome.filter((a) => a.room === room);
+      let seqs = 0;
+      for (const ack of own) {
+        if ("seq" in ack) {
+          this.link.settled(room, ack.seq);
+          seqs += 1;
+        }
+      }
+      if (seqs === 0) this.link.settled(room, null);
+    }
   }
 };
 
@@ -1148,11 +1258,16 @@ var Room = class {
     this.emitter.emit("subscribed", { room: this.name, epoch, head });
   }
   /** @internal */
-  onReset(epoch, earliest) {
+  /** `head`: a live reset's (the room's log was deleted); the cursor moves to it instead of the `subscribed` head. */
+  onReset(epoch, earliest, head = null) {
     if (this.closed || this.wire !== "active") return;
     const previous = this.cursor;
     this.cancelHeal();
     this.awaitingReset = false;
+    if (head !== null) {
+      this.subscribedHead = head;
+      this.subscribedEpoch = epoch;
+    }
     this.epoch = epoch;
     this.seq = this.subscribedHead;
     this.own.clear();
@@ -1184,6 +1299,11 @@ var Room = class {
     if (this.closed || this.echo || this.wire !== "active") return;
     if (seq !== null && this.seq !== null && seq > this.seq) this.own.add(seq);
     this.drain();
+  }
+  /** @internal An `ephemeral` frame: passed on while the subscription is live; the cursor does not move. */
+  onEphemeral(ts, data) {
+    if (this.closed || this.wire !== "active") return;
+    this.emitter.emit("ephemeral", { room: this.name, ts, data });
   }
   /** @internal A `presence` frame: the full member list (for a presence subscription). */
   onPresence(members) {
@@ -1232,6 +1352,7 @@ var Room = class {
         return;
       // expected while resyncing; not worth an error
       case "store_unavailable":
+      case "auth_unavailable":
       case "over_capacity":
       case "rate_limited":
         if (this.wire === "subscribing" || this.wire === "active") {
@@ -1508,6 +1629,210 @@ var RoomRegistry = class {
   }
 };
 
+// ../../clients/js/src/sse.ts
+var CONNECTING = 0;
+var OPEN2 = 1;
+var CLOSED = 3;
+var NAMED = ["welcome", "subscribed", "caught_up", "reset"];
+function streamId(rooms, positions) {
+  const epochs = [];
+  const entries = rooms.map((room) => {
+    const at = positions.get(room);
+    if (at?.seq === void 0) return "-";
+    const epoch = at.epoch && /^[A-Za-z0-9_.:-]+$/.test(at.epoch) ? at.epoch : "";
+    let index = epochs.indexOf(epoch);
+    if (index < 0) index = epochs.push(epoch) - 1;
+    return index === 0 ? `${at.seq}` : `${at.seq}.${index}`;
+  });
+  return `${epochs.join(",")}/${entries.join(",")}`;
+}
+function sseTransport(EventSourceImpl, fetchImpl) {
+  return class SseSocket {
+    readyState = CONNECTING;
+    onopen = null;
+    onmessage = null;
+    onclose = null;
+    onerror = null;
+    http;
+    token;
+    /** Rooms in the order they were subscribed, and what each asked for. */
+    rooms = [];
+    wanted = /* @__PURE__ */ new Map();
+    positions = /* @__PURE__ */ new Map();
+    es = null;
+    restart = null;
+    constructor(url) {
+      const u = new URL(url);
+      this.token = u.searchParams.get("token");
+      const scheme = u.protocol === "wss:" ? "https:" : "http:";
+      this.http = `${scheme}//${u.host}${u.pathname.replace(/\/v1\/ws$/, "")}`;
+      queueMicrotask(() => {
+        if (this.readyState !== CONNECTING) return;
+        this.readyState = OPEN2;
+        this.onopen?.({});
+      });
+    }
+    send(data) {
+      if (this.readyState !== OPEN2) throw new Error("the SSE transport is not open");
+      const frame = JSON.parse(data);
+      switch (frame.type) {
+        case "subscribe":
+          return this.subscribe(frame);
+        case "unsubscribe":
+          return this.unsubscribe(String(frame.room));
+        case "publish":
+          return void this.publish(frame);
+        case "ping":
+          return this.deliver({ type: "pong" });
+        default:
+          return this.deliver({
+            type: "error",
+            code: "bad_request",
+            message: `${String(frame.type)} is not available over SSE`,
+            ...typeof frame.id === "string" ? { id: frame.id } : {},
+            ...typeof frame.room === "string" ? { room: frame.room } : {}
+          });
+      }
+    }
+    close(code = 1e3, reason = "") {
+      if (this.readyState === CLOSED) return;
+      this.stopStream();
+      this.readyState = CLOSED;
+      const onclose = this.onclose;
+      queueMicrotask(() => onclose?.({ code, reason }));
+    }
+    subscribe(frame) {
+      const room = String(frame.room);
+      if (this.wanted.has(room)) {
+        return this.deliver({ type: "error", code: "already_subscribed", message: "already subscribed to this room", room });
+      }
+      this.rooms.push(room);
+      this.wanted.set(room, { rewind: typeof frame.rewind === "number" ? frame.rewind : void 0 });
+      if (typeof frame.cursor === "number") {
+        this.positions.set(room, { seq: frame.cursor, epoch: typeof frame.epoch === "string" ? frame.epoch : void 0 });
+      }
+      this.scheduleStream();
+    }
+    unsubscribe(room) {
+      if (!this.wanted.delete(room)) {
+        return this.deliver({ type: "error", code: "not_subscribed", message: "not subscribed to this room", room });
+      }
+      this.rooms.splice(this.rooms.indexOf(room), 1);
+      this.positions.delete(room);
+      this.deliver({ type: "unsubscribed", room });
+      this.scheduleStream();
+    }
+    /** Opens the stream for the current rooms once the subscribes sent together are all in. */
+    scheduleStream() {
+      if (this.restart !== null) return;
+      this.restart = setTimeout(() => {
+        this.restart = null;
+        if (this.readyState === OPEN2) this.openStream();
+      }, 0);
+    }
+    openStream() {
+      this.stopStream();
+      if (this.rooms.length === 0) return;
+      const params = new URLSearchParams();
+      for (const room of this.rooms) params.append("room", room);
+      params.set("lastEventId", streamId(this.rooms, this.positions));
+      const rewinds = this.rooms.map((r) => this.wanted.get(r)?.rewind).filter((r) => r !== void 0);
+      if (rewinds.length > 0) params.set("rewind", String(Math.max(...rewinds)));
+      if (this.token) params.set("token", this.token);
+      const es = new EventSourceImpl(`${this.http}/v1/sse?${params}`);
+      this.es = es;
+      const pass = (ev) => {
+        if (this.es !== es) return;
+        this.track(ev.data);
+        this.onmessage?.({ data: ev.data });
+      };
+      es.addEventListener("message", pass);
+      for (const name of NAMED) es.addEventListener(name, pass);
+      es.addEventListener("close", (ev) => {
+        if (this.es !== es) return;
+        const close = JSON.parse(ev.data);
+        if (close.error) this.onmessage?.({ data: JSON.stringify(close.error) });
+        this.lost(close.code, close.reason);
+      });
+      es.onerror = () => {
+        if (this.es === es) this.lost(1006, "the event stream was lost");
+      };
+    }
+    /** Follows each room's position from the frames passed on. */
+    track(data) {
+      let frame;
+      try {
+        frame = JSON.parse(data);
+      } catch {
+        return;
+      }
+      if (!frame.room || !this.wanted.has(frame.room)) return;
+      const at = this.positions.get(frame.room) ?? {};
+      switch (frame.type) {
+        case "subscribed":
+          if (at.epoch === void 0 && frame.epoch !== void 0) this.positions.set(frame.room, { ...at, epoch: frame.epoch });
+          break;
+        case "reset":
+          this.positions.set(frame.room, { epoch: frame.epoch });
+          break;
+        case "event":
+        case "caught_up":
+          if (typeof frame.seq === "number") this.positions.set(frame.room, { ...at, seq: frame.seq });
+          break;
+      }
+    }
+    /** The stream is gone: this socket closes, and the client reconnects with its cursors. */
+    lost(code, reason) {
+      this.close(code, reason);
+    }
+    stopStream() {
+      if (this.restart !== null) {
+        clearTimeout(this.restart);
+        this.restart = null;
+      }
+      const es = this.es;
+      this.es = null;
+      if (es && es.readyState !== CLOSED) es.close();
+    }
+    async publish(frame) {
+      const id = String(frame.id);
+      const room = String(frame.room);
+      const body = { data: frame.data };
+      if (typeof frame.expected_seq === "number") body.expected_seq = frame.expected_seq;
+      const headers = { "content-type": "application/json", "idempotency-key": id };
+      if (this.token) headers.authorization = `Bearer ${this.token}`;
+      let status;
+      let answer;
+      try {
+        const res = await fetchImpl(`${this.http}/v1/rooms/${encodeURIComponent(room)}/events`, {
+          method: "POST",
+          headers,
+          body: JSON.stringify(body)
+        });
+        status = res.status;
+        answer = await res.json().catch(() => ({})) ?? {};
+      } catch {
+        if (this.readyState === OPEN2) this.lost(1006, "publish request failed");
+        return;
+      }
+      if (this.readyState !== OPEN2) return;
+      if (status === 200 || status === 201) {
+        this.onmessage?.({ data: JSON.stringify({ type: "ack", id, room, seq: answer.seq }) });
+      } else {
+        const error = { type: "error", code: answer.error ?? "internal", message: answer.message ?? `HTTP ${status}`, id, room };
+        if (typeof answer.head === "number") error.head = answer.head;
+        this.onmessage?.({ data: JSON.stringify(error) });
+      }
+    }
+    /** A frame answered here, delivered after `send` returns, as the network would. */
+    deliver(frame) {
+      queueMicrotask(() => {
+        if (this.readyState === OPEN2) this.onmessage?.({ data: JSON.stringify(frame) });
+      });
+    }
+  };
+}
+
 // ../../clients/js/src/urls.ts
 function deriveUrls(url) {
   const loc = globalThis.location;
@@ -1556,7 +1881,15 @@ var HubcastClient = class {
     if (!options || typeof options.url !== "string") throw new TypeError("options.url is required");
     this.options = options;
     const urls = deriveUrls(options.url);
-    const WS = options.WebSocket ?? globalThis.WebSocket;
+    const transport = options.transport ?? "websocket";
+    const ES = options.EventSource ?? globalThis.EventSource;
+    const publishFetch = options.fetch ?? globalThis.fetch;
+    const sse = ES && publishFetch ? sseTransport(ES, publishFetch) : void 0;
+    if (transport !== "websocket" && !sse) {
+      throw new TypeError(`transport '${transport}' needs an EventSource (the \`EventSource\` option or a global one) and fetch`);
+    }
+    let WS = transport === "sse" ? sse : options.WebSocket ?? globalThis.WebSocket;
+    if (!WS && transport === "auto") WS = sse;
     if (!WS) {
       throw new TypeError(
         "no WebSocket implementation: this runtime has no global WebSocket (Node 20 has none), so pass one in the `WebSocket` option, e.g. `import WebSocket from 'ws'` and `new HubcastClient({ url, WebSocket })`"
@@ -1583,7 +1916,15 @@ var HubcastClient = class {
       send,
       settled: (room, seq) => this.rooms.get(room)?.onPublishSettled(seq)
     });
-    const config = { WebSocket: WS, url: urls.ws, options, backoff: this.backoff, heartbeat: heartbeatConfig(options.heartbeat), random: this.random };
+    const config = {
+      WebSocket: WS,
+      fallback: transport === "auto" && WS !== sse ? sse : void 0,
+      url: urls.ws,
+      options,
+      backoff: this.backoff,
+      heartbeat: heartbeatConfig(options.heartbeat),
+      random: this.random
+    };
     this.connection = new Connection(config, this.credentials, this.emitter, {
       opening: () => this.rooms.clearDraining(),
       opened: () => {
@@ -1697,7 +2038,35 @@ var HubcastClient = class {
    * head, `too_large`, `queue_full`, `timeout`, `closed`, or the terminal close.
    */
   publish(room, data, options = {}) {
-    const { promise, queued } = this.publishes.add(room, data, options, this.state === "closed");
+    return this.send(room, data, options, false);
+  }
+  /**
+   * Publishes an ephemeral message (a typing indicator, a cursor) to `room`:
+   * delivered to its current subscribers (their rooms' `ephemeral` listeners),
+   * never stored, no seq. The room's namespace must allow it (else
+   * `ephemeral_not_allowed`). Resolves once the server handed it on.
+   */
+  publishEphemeral(room, data, options = {}) {
+    return this.send(room, data, options, true);
+  }
+  send(room, data, options, ephemeral) {
+    const { promise, queued } = this.publishes.add(room, data, options, this.state === "closed", ephemeral);
+    if (queued) {
+      if (this.state === "idle" && this.options.autoConnect !== false) this.connect();
+      else this.publishes.pump();
+    }
+    return promise;
+  }
+  /**
+   * Publishes several events, to one or more rooms, atomically: one
+   * `publish_batch` message, appended all in one transaction or not at all.
+   * Resolves with one ack per event, in order. Queued and resent with the
+   * same `id` (the batch's idempotency key) like {@link publish}. Rejects with
+   * `conflict` (with the `room` and its `head`) when an event's `expectedSeq`
+   * was not its room's head: then nothing was appended.
+   */
+  publishBatch(events, options = {}) {
+    const { promise, queued } = this.publishes.addBatch(events, options, this.state === "closed");
     if (queued) {
       if (this.state === "idle" && this.options.autoConnect !== false) this.connect();
       else this.publishes.pump();

@@ -6,7 +6,7 @@
  * file missing from `files`, a broken `exports` map or a CommonJS build that
  * does not load: nothing else here uses the package by its name.
  */
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -21,21 +21,25 @@ let work: string;
 let tarball: string;
 let app: string;
 
-/** Runs `cmd` in `cwd`; returns stdout, throws with stderr on failure. */
-function run(cmd: string, args: string[], cwd: string): string {
-  try {
-    return execFileSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 180_000 });
-  } catch (err) {
-    const e = err as { stdout?: string; stderr?: string; message: string };
-    throw new Error(`${cmd} ${args.join(' ')} failed: ${e.message}\n${e.stdout ?? ''}\n${e.stderr ?? ''}`);
-  }
+/**
+ * Runs `cmd` in `cwd`; resolves with stdout, rejects with stderr on failure.
+ * Asynchronous: a synchronous child (npm, tsc) blocks the test worker's event
+ * loop, and on a busy machine vitest's own messages to it then time out.
+ */
+function run(cmd: string, args: string[], cwd: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { cwd, encoding: 'utf8', timeout: 180_000, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`${cmd} ${args.join(' ')} failed: ${err.message}\n${stdout}\n${stderr}`));
+      else resolve(stdout);
+    });
+  });
 }
 
 const node = (args: string[]) => run(process.execPath, args, app);
 
-beforeAll(() => {
+beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), 'hubcast-js-pack-'));
-  run('npm', ['pack', '--pack-destination', work, '--loglevel=error'], pkgDir);
+  await run('npm', ['pack', '--pack-destination', work, '--loglevel=error'], pkgDir);
   const tarballs = readdirSync(work).filter((f) => f.endsWith('.tgz'));
   expect(tarballs).toHaveLength(1);
   tarball = join(work, tarballs[0]!);
@@ -43,15 +47,15 @@ beforeAll(() => {
   mkdirSync(app);
   writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'consumer', private: true }));
   // The package has no dependencies: nothing to fetch.
-  run('npm', ['install', '--offline', '--no-audit', '--no-fund', '--no-package-lock', '--loglevel=error', tarball], app);
+  await run('npm', ['install', '--offline', '--no-audit', '--no-fund', '--no-package-lock', '--loglevel=error', tarball], app);
 }, 240_000);
 
 afterAll(() => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
-it('the tarball holds LICENSE, README.md and both builds, and nothing else', () => {
-  const files = run('tar', ['-tzf', tarball], work)
+it('the tarball holds LICENSE, README.md and both builds, and nothing else', async () => {
+  const files = (await run('tar', ['-tzf', tarball], work))
     .split('\n')
     .filter(Boolean)
     .map((f) => f.replace(/^package\//, ''));
@@ -109,8 +113,8 @@ function expectWorking(p: Probe): void {
   if (p.missing !== 'global WebSocket present') expect(p.missing).toMatch(/^TypeError: no WebSocket implementation.*`WebSocket` option/);
 }
 
-it(`import works from Node ${process.version}: the ES modules`, () => {
-  const out = node([
+it(`import works from Node ${process.version}: the ES modules`, async () => {
+  const out = await node([
     '--input-type=module',
     '-e',
     `import * as m from '@hubcast/client'; const resolved = import.meta.resolve('@hubcast/client'); ${probe}`,
@@ -120,18 +124,18 @@ it(`import works from Node ${process.version}: the ES modules`, () => {
   expectWorking(p);
 });
 
-it(`require works from Node ${process.version}: the CommonJS build, same exports`, () => {
-  const out = node(['-e', `const m = require('@hubcast/client'); const resolved = require.resolve('@hubcast/client'); ${probe}`]);
+it(`require works from Node ${process.version}: the CommonJS build, same exports`, async () => {
+  const out = await node(['-e', `const m = require('@hubcast/client'); const resolved = require.resolve('@hubcast/client'); ${probe}`]);
   const p = JSON.parse(out) as Probe;
   expect(p.resolved).toMatch(/node_modules\/@hubcast\/client\/dist\/cjs\/index\.js$/);
   expectWorking(p);
   const esm = JSON.parse(
-    node(['--input-type=module', '-e', `import * as m from '@hubcast/client'; console.log(JSON.stringify(Object.keys(m).sort()))`]),
+    await node(['--input-type=module', '-e', `import * as m from '@hubcast/client'; console.log(JSON.stringify(Object.keys(m).sort()))`]),
   ) as string[];
   expect(p.exports).toEqual(esm);
 });
 
-it('the types resolve for ESM and CommonJS consumers (NodeNext; Node types, no DOM)', () => {
+it('the types resolve for ESM and CommonJS consumers (NodeNext; Node types, no DOM)', async () => {
   const use = `
 declare const WebSocketImpl: WebSocketConstructor;
 const client = new HubcastClient({ url: 'http://127.0.0.1:8787', WebSocket: WebSocketImpl, autoConnect: false });
@@ -169,7 +173,7 @@ ${use}`,
     }),
   );
   // `--explainFiles` lists the declaration files each consumer got.
-  const files = node([tsc, '-p', 'tsconfig.json', '--explainFiles']);
+  const files = await node([tsc, '-p', 'tsconfig.json', '--explainFiles']);
   expect(files).toMatch(/node_modules\/@hubcast\/client\/dist\/index\.d\.ts\n\s+Imported via '@hubcast\/client' from file 'esm\.mts'/);
   expect(files).toMatch(/node_modules\/@hubcast\/client\/dist\/cjs\/index\.d\.ts\n\s+Imported via '@hubcast\/client' from file 'cjs\.cts'/);
 });

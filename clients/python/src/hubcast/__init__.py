@@ -1,7 +1,9 @@
 """hubcast: a server-side Python library for the hubcast event fan-out server.
 
 - :class:`Client` / :class:`AsyncClient`: publish (idempotent, with
-  ``expected_seq``), history iteration, room stats over HTTP.
+  ``expected_seq``), atomic batches, ephemeral messages, history iteration,
+  room stats and the admin routes (presence, disconnect, revocations, room
+  deletion) over HTTP.
 - :class:`AsyncSubscriber` / :class:`Subscriber`: a resuming WebSocket
   subscriber (a cursor per room, no gap, no duplicate across reconnects).
 - :func:`mint_token`: JWTs with grants for browsers and users.
@@ -18,6 +20,7 @@ from .errors import (
     CursorLostError,
     ForbiddenError,
     HubcastError,
+    IdempotencyMismatchError,
     InternalServerError,
     InvalidRoomError,
     NotFoundError,
@@ -25,6 +28,7 @@ from .errors import (
     RateLimitedError,
     SubscriptionError,
     TokenExpiredError,
+    TokenRevokedError,
     TooLargeError,
     TransportError,
     UnauthenticatedError,
@@ -33,7 +37,22 @@ from .errors import (
 )
 from .subscriber import AsyncSubscriber, Heartbeat, ReconnectPolicy, Subscriber, SubscriberStats, Update
 from .tokens import mint_token, token_claims
-from .types import JSON, Cursor, Event, HistoryPage, Receipt, Reset, RoomStats
+from .types import (
+    JSON,
+    BatchEvent,
+    Cursor,
+    Disconnected,
+    EphemeralReceipt,
+    Event,
+    HistoryPage,
+    Member,
+    Presence,
+    Receipt,
+    Reset,
+    Revocation,
+    RoomDeleted,
+    RoomStats,
+)
 from .webhooks import Webhook
 
 __version__ = "0.1.0"
@@ -44,32 +63,41 @@ __all__ = [
     "AsyncHistory",
     "AsyncSubscriber",
     "BadRequestError",
+    "BatchEvent",
     "Client",
     "ClosedError",
     "ConflictError",
     "Cursor",
     "CursorLostError",
+    "Disconnected",
+    "EphemeralReceipt",
     "Event",
     "ForbiddenError",
     "Heartbeat",
     "History",
     "HistoryPage",
     "HubcastError",
+    "IdempotencyMismatchError",
     "InternalServerError",
     "InvalidRoomError",
     "JSON",
+    "Member",
     "NotFoundError",
+    "Presence",
     "ProtocolViolation",
     "RateLimitedError",
     "Receipt",
     "ReconnectPolicy",
     "Reset",
     "RetryPolicy",
+    "Revocation",
+    "RoomDeleted",
     "RoomStats",
     "Subscriber",
     "SubscriberStats",
     "SubscriptionError",
     "TokenExpiredError",
+    "TokenRevokedError",
     "TooLargeError",
     "TransportError",
     "UnauthenticatedError",
@@ -77,8 +105,8 @@ __all__ = [
     "Update",
     "Webhook",
     "WebhookVerificationError",
-    "__version__",
     "mint_token",
     "new_idempotency_key",
     "token_claims",
+    "__version__",
 ]

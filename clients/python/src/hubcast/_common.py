@@ -8,13 +8,14 @@ import random
 import secrets
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from datetime import datetime
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
 from .errors import ApiError, CursorLostError, ProtocolViolation, TransportError, api_error
-from .types import Cursor, Event, HistoryPage, check_room
+from .types import BatchEvent, Cursor, Event, HistoryPage, check_room
 
 USER_AGENT = "hubcast-python/0.1.0"
 
@@ -62,22 +63,111 @@ def check_idempotency_key(key: str) -> str:
     return key
 
 
+def check_expected_seq(expected_seq: Optional[int]) -> Optional[int]:
+    if expected_seq is not None and (
+        not isinstance(expected_seq, int) or isinstance(expected_seq, bool) or expected_seq < 0
+    ):
+        raise ValueError("expected_seq must be a non-negative integer")
+    return expected_seq
+
+
+def json_request(body: Any, idempotency_key: Optional[str] = None) -> Tuple[bytes, Dict[str, str]]:
+    """The bytes and headers of a JSON request body."""
+    # allow_nan=False: NaN and Infinity are not JSON; the server would refuse them.
+    content = json.dumps(body, allow_nan=False, separators=(",", ":"), ensure_ascii=False).encode()
+    headers = {"content-type": "application/json"}
+    if idempotency_key is not None:
+        headers["idempotency-key"] = check_idempotency_key(idempotency_key)
+    return content, headers
+
+
 def publish_request(
     room: str, data: Any, idempotency_key: Optional[str], expected_seq: Optional[int]
 ) -> Tuple[str, bytes, Dict[str, str]]:
     """Path, body and headers of a publish."""
     path = room_path(room, "/events")
     body: Dict[str, Any] = {"data": data}
-    if expected_seq is not None:
-        if not isinstance(expected_seq, int) or isinstance(expected_seq, bool) or expected_seq < 0:
-            raise ValueError("expected_seq must be a non-negative integer")
+    if check_expected_seq(expected_seq) is not None:
         body["expected_seq"] = expected_seq
-    # allow_nan=False: NaN and Infinity are not JSON; the server would refuse them.
-    content = json.dumps(body, allow_nan=False, separators=(",", ":"), ensure_ascii=False).encode()
-    headers = {"content-type": "application/json"}
-    if idempotency_key is not None:
-        headers["idempotency-key"] = check_idempotency_key(idempotency_key)
+    content, headers = json_request(body, idempotency_key)
     return path, content, headers
+
+
+def ephemeral_request(room: str, data: Any) -> Tuple[str, bytes, Dict[str, str]]:
+    """Path, body and headers of an ephemeral publish (no key: nothing is stored to retry against)."""
+    content, headers = json_request({"data": data, "ephemeral": True})
+    return room_path(room, "/events"), content, headers
+
+
+BatchItem = Union[BatchEvent, Tuple[str, Any]]
+
+
+def batch_request(
+    events: Iterable[BatchItem], idempotency_key: Optional[str]
+) -> Tuple[str, bytes, Dict[str, str], int]:
+    """Path, body, headers and event count of an atomic batch (``POST /v1/events``)."""
+    items: List[Dict[str, Any]] = []
+    for n, event in enumerate(events):
+        if isinstance(event, tuple) and len(event) == 2:
+            event = BatchEvent(event[0], event[1])
+        if not isinstance(event, BatchEvent):
+            raise ValueError("events[%d]: a BatchEvent or a (room, data) pair, not %r" % (n, event))
+        item: Dict[str, Any] = {"room": check_room(event.room), "data": event.data}
+        if check_expected_seq(event.expected_seq) is not None:
+            item["expected_seq"] = event.expected_seq
+        items.append(item)
+    if not items:
+        raise ValueError("a batch needs at least one event")
+    content, headers = json_request({"events": items}, idempotency_key)
+    return "/v1/events", content, headers, len(items)
+
+
+def user_path(user: str, suffix: str) -> str:
+    if not isinstance(user, str) or not 1 <= len(user.encode()) <= 256:
+        raise ValueError("user %r: 1 to 256 bytes" % (user,))
+    return "/v1/users/" + quote(user, safe="") + suffix
+
+
+def disconnect_request(code: Optional[int], reason: Optional[str]) -> Tuple[bytes, Dict[str, str]]:
+    body: Dict[str, Any] = {}
+    if code is not None:
+        if not isinstance(code, int) or isinstance(code, bool) or not 4000 <= code <= 4999:
+            raise ValueError("code must be from 4000 to 4999")
+        body["code"] = code
+    if reason is not None:
+        if not isinstance(reason, str) or len(reason.encode()) > 123:
+            raise ValueError("reason must be a string of at most 123 bytes")
+        body["reason"] = reason
+    return json_request(body)
+
+
+Timestamp = Union[int, float, datetime]
+
+
+def seconds(value: Timestamp, what: str) -> int:
+    """Seconds since the Unix epoch, from seconds or an aware ``datetime``."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("%s: a timezone-aware datetime" % what)
+        return int(value.timestamp())
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("%s: seconds since the Unix epoch or a datetime" % what)
+    return int(value)
+
+
+def revocation_request(
+    jti: Optional[str], user: Optional[str], issued_before: Optional[Timestamp], expires_at: Optional[Timestamp]
+) -> Tuple[bytes, Dict[str, str]]:
+    body: Dict[str, Any] = {}
+    if jti is not None:
+        body["jti"] = jti
+    if user is not None:
+        body["user"] = user
+    if issued_before is not None:
+        body["issued_before"] = seconds(issued_before, "issued_before")
+    if expires_at is not None:
+        body["expires_at"] = seconds(expires_at, "expires_at")
+    return json_request(body)
 
 
 def retry_after(response: httpx.Response) -> Optional[float]:

@@ -79,8 +79,14 @@ class TokenExpiredError(UnauthenticatedError):
     """401 ``token_expired``: the token's ``exp`` has passed."""
 
 
+class TokenRevokedError(UnauthenticatedError):
+    """401 ``token_revoked``: an operator revoked the token; a new one must be issued."""
+
+
 class ForbiddenError(ApiError):
-    """403 ``forbidden``: valid credentials without the grant."""
+    """403 ``forbidden``: valid credentials without the grant (also
+    ``ephemeral_not_allowed``: an ephemeral publish to a room whose namespace
+    does not take them)."""
 
 
 class NotFoundError(ApiError):
@@ -89,10 +95,14 @@ class NotFoundError(ApiError):
 
 class ConflictError(ApiError):
     """409 ``conflict``: ``expected_seq`` was not the room's head; nothing was
-    appended. ``head`` and ``epoch`` are the room's current ones."""
+    appended. ``head`` and ``epoch`` are the room's current ones. For a batch,
+    ``index`` is the (0-based) event that conflicted and ``room`` its room;
+    nothing of the batch was appended, in any room."""
 
     head: int
     epoch: Optional[str]
+    index: Optional[int]
+    room: Optional[str]
 
     def __init__(
         self,
@@ -108,6 +118,15 @@ class ConflictError(ApiError):
         self.head = raw_head if isinstance(raw_head, int) else 0
         raw_epoch = self.body.get("epoch")
         self.epoch = raw_epoch if isinstance(raw_epoch, str) else None
+        raw_index = self.body.get("index")
+        self.index = raw_index if isinstance(raw_index, int) and not isinstance(raw_index, bool) else None
+        raw_room = self.body.get("room")
+        self.room = raw_room if isinstance(raw_room, str) else None
+
+
+class IdempotencyMismatchError(ApiError):
+    """422 ``idempotency_mismatch``: the idempotency key was used before for
+    another event (or batch); nothing was appended. Use a new key for a new event."""
 
 
 class TooLargeError(ApiError):
@@ -135,10 +154,13 @@ _BY_CODE: Dict[str, Type[ApiError]] = {
     "invalid_room": InvalidRoomError,
     "unauthenticated": UnauthenticatedError,
     "token_expired": TokenExpiredError,
+    "token_revoked": TokenRevokedError,
     "forbidden": ForbiddenError,
+    "ephemeral_not_allowed": ForbiddenError,
     "not_found": NotFoundError,
     "method_not_allowed": NotFoundError,
     "conflict": ConflictError,
+    "idempotency_mismatch": IdempotencyMismatchError,
     "too_large": TooLargeError,
     "rate_limited": RateLimitedError,
     "over_capacity": UnavailableError,

@@ -1,4 +1,5 @@
-"""The values the library hands out: receipts, events, cursors, pages, stats."""
+"""The values the library hands out: receipts, events, cursors, pages, stats,
+and the admin routes' answers."""
 
 from __future__ import annotations
 
@@ -69,6 +70,26 @@ class Receipt:
 
 
 @dataclass(frozen=True)
+class EphemeralReceipt:
+    """The answer to an ephemeral publish (HTTP 202): handed to the room's
+    current subscribers on every node at ``ts``; not stored, no seq."""
+
+    room: str
+    ts: int
+
+
+@dataclass(frozen=True)
+class BatchEvent:
+    """One event of an atomic batch (:meth:`Client.publish_batch`): ``data``
+    for ``room``, appended only if the room's head is ``expected_seq`` (when
+    given; earlier events of the batch in the same room count)."""
+
+    room: str
+    data: JSON
+    expected_seq: Optional[int] = None
+
+
+@dataclass(frozen=True)
 class Event:
     """One event of a room: ``seq`` is its place in the room's gapless log,
     ``ts`` milliseconds since the Unix epoch, ``data`` any JSON value;
@@ -129,6 +150,61 @@ class RoomStats:
     subscribers: int
 
 
+@dataclass(frozen=True)
+class Member:
+    """A member of a room's presence: ``id`` is the token's ``sub`` (or the
+    session id of a session without one), ``info`` the token's ``info`` claim,
+    ``since`` when it entered (ms since the Unix epoch)."""
+
+    id: str
+    since: int
+    info: JSON = None
+
+
+@dataclass(frozen=True)
+class Presence:
+    """``GET /v1/rooms/{room}/presence``: the room's members on every node, sorted by ``id``."""
+
+    room: str
+    members: List[Member] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    """``POST /v1/users/{user}/disconnect``: every node was told to close the
+    user's sessions with close ``code`` and ``reason``."""
+
+    user: str
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """A revocation in force: one token (``jti``) or every token of ``user``
+    issued before ``issued_before`` (seconds since the Unix epoch; tokens
+    without ``iat`` too). ``expires_at`` (seconds) is when it is forgotten."""
+
+    expires_at: int
+    jti: Optional[str] = None
+    user: Optional[str] = None
+    issued_before: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class RoomDeleted:
+    """``DELETE /v1/rooms/{room}``: the room goes on with an empty log under
+    the new ``epoch``; its next publish is seq 1."""
+
+    room: str
+    epoch: str
+
+    @property
+    def cursor(self) -> Cursor:
+        """The cursor at the start of the new log."""
+        return Cursor(self.epoch, 0)
+
+
 # ------------------------------------------------------------------ parsing
 
 
@@ -169,6 +245,68 @@ def parse_receipt(body: Any, *, duplicate: bool, idempotency_key: Optional[str])
         duplicate=duplicate,
         idempotency_key=idempotency_key,
     )
+
+
+def parse_batch_receipts(body: Any, *, duplicate: bool, idempotency_key: Optional[str], count: int) -> List[Receipt]:
+    b = _object(body, "batch receipt")
+    raw = b.get("events")
+    if not isinstance(raw, list) or len(raw) != count:
+        raise ProtocolViolation("batch receipt: expected a list of %d receipts: %r" % (count, raw))
+    return [parse_receipt(r, duplicate=duplicate, idempotency_key=idempotency_key) for r in raw]
+
+
+def parse_ephemeral_receipt(body: Any) -> EphemeralReceipt:
+    b = _object(body, "ephemeral receipt")
+    if b.get("ephemeral") is not True:
+        raise ProtocolViolation("ephemeral receipt: no \"ephemeral\": true: %r" % (b,))
+    return EphemeralReceipt(room=_str(b, "room", "ephemeral receipt"), ts=_int(b, "ts", "ephemeral receipt"))
+
+
+def parse_presence(body: Any) -> Presence:
+    b = _object(body, "presence")
+    raw = b.get("members")
+    if not isinstance(raw, list):
+        raise ProtocolViolation("presence: members is not a list")
+    members = []
+    for m in raw:
+        member = _object(m, "presence member")
+        members.append(Member(id=_str(member, "id", "presence member"), since=_int(member, "since", "presence member"),
+                              info=member.get("info")))
+    return Presence(room=_str(b, "room", "presence"), members=members)
+
+
+def parse_disconnected(body: Any) -> Disconnected:
+    b = _object(body, "disconnect")
+    return Disconnected(user=_str(b, "user", "disconnect"), code=_int(b, "code", "disconnect"),
+                        reason=_str(b, "reason", "disconnect"))
+
+
+def parse_revocation(body: Any) -> Revocation:
+    b = _object(body, "revocation")
+    issued_before = b.get("issued_before")
+    if issued_before is not None and (not isinstance(issued_before, int) or isinstance(issued_before, bool)):
+        raise ProtocolViolation("revocation: issued_before is not an integer: %r" % (issued_before,))
+    revocation = Revocation(
+        expires_at=_int(b, "expires_at", "revocation"),
+        jti=_opt_str(b, "jti", "revocation"),
+        user=_opt_str(b, "user", "revocation"),
+        issued_before=issued_before,
+    )
+    if (revocation.jti is None) == (revocation.user is None):
+        raise ProtocolViolation("revocation: neither or both of jti and user: %r" % (b,))
+    return revocation
+
+
+def parse_revocations(body: Any) -> List[Revocation]:
+    raw = _object(body, "revocations").get("revocations")
+    if not isinstance(raw, list):
+        raise ProtocolViolation("revocations: not a list")
+    return [parse_revocation(r) for r in raw]
+
+
+def parse_room_deleted(body: Any) -> RoomDeleted:
+    b = _object(body, "deleted room")
+    return RoomDeleted(room=_str(b, "room", "deleted room"), epoch=_str(b, "epoch", "deleted room"))
 
 
 def parse_wire_event(room: str, raw: Any, epoch: Optional[str], what: str) -> Event:

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -72,12 +72,20 @@ async fn buy(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    order: Result<Json<BuyOrder>, JsonRejection>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
     let room = RoomName::parse(&super::room_of(&id)).map_err(|_| no_market(&id))?;
     node.authorize_publish(&headers, peer, &room)?;
-    let Json(order) =
-        order.map_err(|rejection| ApiError::new(ErrorCode::BadRequest, rejection.body_text()))?;
+    // The body is JSON whatever its Content-Type says, as on `/v1`: `curl -d`
+    // sends `application/x-www-form-urlencoded`.
+    let order: BuyOrder = serde_json::from_slice(&body).map_err(|err| {
+        let code = if err.is_syntax() || err.is_eof() {
+            ErrorCode::InvalidJson
+        } else {
+            ErrorCode::BadRequest
+        };
+        ApiError::new(code, format!("body: {err}"))
+    })?;
     let outcome = order.outcome;
     match super::buy(node.backend(), &id, order).await? {
         BuyResult::Filled(answer) => Ok((StatusCode::OK, Json(answer)).into_response()),

@@ -311,7 +311,8 @@ impl Auth {
                     }
                     (
                         Algorithm::HS256,
-                        DecodingKey::from_secret(secret.as_bytes()),
+                        DecodingKey::from_secret(secret.as_bytes())
+                            .map_err(|e| AuthConfigError::new(format!("{what}: {e}")))?,
                     )
                 }
                 "RS256" => (
