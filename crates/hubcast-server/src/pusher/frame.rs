@@ -444,7 +444,7 @@ mod tests {
         assert_eq!(presence_member(r#"{"user_info":{}}"#), None);
         assert_eq!(user_id(r#"{"id":"42","name":"x"}"#).as_deref(), Some("42"));
         assert_eq!(
-            presence_succeeded("presence-a", &[member.clone()]).as_str(),
+            presence_succeeded("presence-a", std::slice::from_ref(&member)).as_str(),
             r#"{"event":"pusher_internal:subscription_succeeded","channel":"presence-a","data":"{\"presence\":{\"count\":1,\"hash\":{\"10\":{\"name\":\"A\"}},\"ids\":[\"10\"]}}"}"#
         );
         assert_eq!(
