@@ -19,7 +19,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="$(mkdir -p "${1:-$ROOT/bench/results}" && cd "${1:-$ROOT/bench/results}" && pwd)"
 CACHE="${PEERS_CACHE:-$HOME/.cache/hubcast-peers}"
-PEERS="${PEERS:-hubcast sockudo socketio nchan}"
+PEERS="${PEERS:-hubcast hubcast-pusher sockudo socketio nchan}"
 SUBSCRIBERS="${SUBSCRIBERS:-10000}"     # fanout: subscribers on one room
 STEADY_RATE="${STEADY_RATE:-100}"       # fanout steady: publishes per second
 STEADY_EVENTS="${STEADY_EVENTS:-300}"
@@ -41,6 +41,26 @@ start_sockudo() {
   SERVER_PID=$!
   URL=http://127.0.0.1:6001
   wait_port 6001
+}
+
+# hubcast speaking the Pusher protocol: the same binary and store as
+# `hubcast`, measured with the adapter that measures Sockudo (`--target
+# pusher`), with Sockudo's bench app (bench/peers/sockudo.json).
+start_hubcast_pusher() {
+  rm -rf "$WORK/hubcast" && mkdir -p "$WORK/hubcast"
+  cat >"$WORK/hubcast/none.toml" <<'TOML'
+[[pusher.apps]]
+id = "bench"
+key = "bench-key"
+secret = "bench-secret"
+TOML
+  HUBCAST_RATE_LIMITS__CONNECTS_PER_IP_PER_MINUTE=0 HUBCAST_RATE_LIMITS__MAX_CONNECTIONS_PER_IP=0 \
+  HUBCAST_LIMITS__OUTBOUND_QUEUE=8192 RUST_LOG=warn \
+    "$HUBCAST" serve --listen "127.0.0.1:8788" --store "sqlite://$WORK/hubcast/hubcast.db" \
+      --config "$WORK/hubcast/none.toml" >"$WORK/hubcast-pusher.log" 2>&1 &
+  SERVER_PID=$!
+  URL="http://127.0.0.1:8788"
+  wait_port 8788
 }
 
 start_socketio() {
@@ -71,8 +91,10 @@ start_nchan() {
 
 run_bench() { # SERVER NAME SCENARIO ARGS…
   local server="$1" name="$2"; shift 2
+  local target="$server"
+  [ "$server" = hubcast-pusher ] && target=pusher
   echo "compare: $server $name" >&2
-  "$HUBCAST" bench "$@" --target "$server" --url "$URL" --quiet --json "$OUT/$server-$name.json" >/dev/null \
+  "$HUBCAST" bench "$@" --target "$target" --url "$URL" --quiet --json "$OUT/$server-$name.json" >/dev/null \
     || echo "compare: $server $name failed" >&2
 }
 
@@ -83,7 +105,7 @@ cat >"$OUT/machine.json" <<EOF
 EOF
 
 for server in $PEERS; do
-  if ! "start_$server"; then
+  if ! "start_${server//-/_}"; then
     stop_server
     echo "compare: skipping $server: it did not start (log: $WORK/$server.log)" >&2
     continue

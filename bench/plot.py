@@ -11,8 +11,8 @@ import pathlib
 import sys
 
 SCENARIOS = ["fanout-steady", "fanout-max", "rooms"]
-SERVERS = ["hubcast", "sockudo", "socketio", "nchan"]
-COLORS = {"hubcast": "#d9480f", "sockudo": "#1971c2", "socketio": "#2f9e44", "nchan": "#7048e8"}
+SERVERS = ["hubcast", "hubcast-pusher", "sockudo", "socketio", "nchan"]
+COLORS = {"hubcast": "#d9480f", "hubcast-pusher": "#f08c00", "sockudo": "#1971c2", "socketio": "#2f9e44", "nchan": "#7048e8"}
 PERCENTILES = [("p50", "latency_p50_ms"), ("p90", "latency_p90_ms"), ("p99", "latency_p99_ms"), ("p99.9", "latency_p999_ms")]
 
 

@@ -10,7 +10,10 @@
 # headless Chromium; the TypeScript SDK's tests; the Python library's type check
 # and tests; a 2-minute chaos soak (bench/chaos); a short fuzz run of every parser.
 # (tests/webhooks.rs installs the `standardwebhooks` package its receiver
-# verifies with into tests/webhooks/.venv on first use.) Installs what it
+# verifies with into tests/webhooks/.venv on first use; tests/pusher.rs
+# installs pusher-js, laravel-echo and the npm `pusher` library into
+# tests/pusher/node_modules and the PyPI `pusher` library into
+# tests/pusher/.venv the same way.) Installs what it
 # needs when it is missing and leaves running services alone. Prints how long
 # each step took. Run from anywhere: scripts/test.sh
 #

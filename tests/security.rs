@@ -659,7 +659,8 @@ async fn jwt_verification() {
     rejected(token(Signer::Hs, no_exp), 401, "unauthenticated", "no exp").await;
 
     // Signatures.
-    let other_secret = EncodingKey::from_secret(b"another-secret-that-is-also-32-bytes-or-more").expect("a non-empty secret");
+    let other_secret = EncodingKey::from_secret(b"another-secret-that-is-also-32-bytes-or-more")
+        .expect("a non-empty secret");
     rejected(
         sign(
             Algorithm::HS256,
@@ -687,7 +688,8 @@ async fn jwt_verification() {
 
     // Algorithm confusion: an HS256 token whose HMAC secret is the RS256 public
     // key (which is public) must not pass for the RS256 key.
-    let confused = EncodingKey::from_secret(keys.rsa_public_pem.as_bytes()).expect("a non-empty secret");
+    let confused =
+        EncodingKey::from_secret(keys.rsa_public_pem.as_bytes()).expect("a non-empty secret");
     rejected(
         sign(Algorithm::HS256, Some("rsa"), &confused, &grant(now() + 60)),
         401,
@@ -695,7 +697,8 @@ async fn jwt_verification() {
         "alg confusion HS256/RS256",
     )
     .await;
-    let confused_trimmed = EncodingKey::from_secret(keys.rsa_public_pem.trim().as_bytes()).expect("a non-empty secret");
+    let confused_trimmed = EncodingKey::from_secret(keys.rsa_public_pem.trim().as_bytes())
+        .expect("a non-empty secret");
     rejected(
         sign(
             Algorithm::HS256,
@@ -708,7 +711,8 @@ async fn jwt_verification() {
         "alg confusion (trimmed PEM)",
     )
     .await;
-    let confused_ed = EncodingKey::from_secret(keys.ed_public_pem.as_bytes()).expect("a non-empty secret");
+    let confused_ed =
+        EncodingKey::from_secret(keys.ed_public_pem.as_bytes()).expect("a non-empty secret");
     rejected(
         sign(
             Algorithm::HS256,

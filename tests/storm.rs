@@ -51,7 +51,8 @@ async fn a_subscribe_storm_to_new_rooms_is_refused_nothing_and_delivered_exactly
     // Sockets are dealt to the nodes round-robin; each run of one socket per
     // node shares a block of rooms, so every room has a subscriber on every node.
     let n_nodes = nodes.len();
-    let rooms_of = move |k: usize| (0..ROOMS_EACH).map(move |j| (k / n_nodes * ROOMS_EACH + j) % ROOMS);
+    let rooms_of =
+        move |k: usize| (0..ROOMS_EACH).map(move |j| (k / n_nodes * ROOMS_EACH + j) % ROOMS);
     for (k, ws) in sockets.iter_mut().enumerate() {
         for i in rooms_of(k) {
             ws.send_json(json!({"type": "subscribe", "room": room(i), "cursor": 0}))

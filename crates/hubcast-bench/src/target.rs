@@ -16,6 +16,9 @@ pub enum TargetKind {
     /// hubcast's own protocol (`/v1/rooms/{room}/ws`, `POST /v1/rooms/{room}/events`).
     Hubcast,
     /// Pusher protocol 7 (Sockudo): public channels, HTTP API with HMAC signatures.
+    /// `--target pusher` is the same adapter: it measures hubcast's own Pusher
+    /// surface (`/app/{key}`, `/apps/{id}/events`) just as it measures Sockudo.
+    #[value(alias = "pusher")]
     Sockudo,
     /// Engine.IO v4 / socket.io over a raw WebSocket, publishing through the
     /// peer server's `POST /publish/{room}` (bench/peers/socketio-server.js).

@@ -420,7 +420,8 @@ impl ErrorCode {
     ///
     /// [`subscribe_is_retried`]: ErrorCode::subscribe_is_retried
     pub fn subscribe_retry_after_ms(self) -> Option<u64> {
-        self.subscribe_is_retried().then_some(SUBSCRIBE_RETRY_AFTER_MS)
+        self.subscribe_is_retried()
+            .then_some(SUBSCRIBE_RETRY_AFTER_MS)
     }
 }
 

@@ -301,37 +301,78 @@ mod tests {
     /// ES256), and a key of one family never verifies another's token.
     #[test]
     fn ring_signs_and_verifies_each_family() {
-        use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        use ring::signature::{
+            EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
+        };
         let rng = ring::rand::SystemRandom::new();
         let claims = serde_json::json!({"sub": "u", "exp": now() + 60});
 
         let ed = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
-        let ed_public = Ed25519KeyPair::from_pkcs8(ed.as_ref()).unwrap().public_key().as_ref().to_vec();
-        let ec = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let ec_public = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, ec.as_ref(), &rng)
+        let ed_public = Ed25519KeyPair::from_pkcs8(ed.as_ref())
             .unwrap()
             .public_key()
             .as_ref()
             .to_vec();
+        let ec = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let ec_public =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, ec.as_ref(), &rng)
+                .unwrap()
+                .public_key()
+                .as_ref()
+                .to_vec();
         let cases = [
-            (Algorithm::EdDSA, EncodingKey::from_ed_der(ed.as_ref()), DecodingKey::from_ed_der(&ed_public)),
-            (Algorithm::ES256, EncodingKey::from_ec_der(ec.as_ref()), DecodingKey::from_ec_der(&ec_public)),
-            (Algorithm::HS256, EncodingKey::from_secret(SECRET).unwrap(), DecodingKey::from_secret(SECRET).unwrap()),
+            (
+                Algorithm::EdDSA,
+                EncodingKey::from_ed_der(ed.as_ref()),
+                DecodingKey::from_ed_der(&ed_public),
+            ),
+            (
+                Algorithm::ES256,
+                EncodingKey::from_ec_der(ec.as_ref()),
+                DecodingKey::from_ec_der(&ec_public),
+            ),
+            (
+                Algorithm::HS256,
+                EncodingKey::from_secret(SECRET).unwrap(),
+                DecodingKey::from_secret(SECRET).unwrap(),
+            ),
         ];
         for (alg, signing, verifying) in &cases {
             let token = encode(&Header::new(*alg), &claims, signing).unwrap();
-            let key = |alg: Algorithm, key: &DecodingKey| TokenKey { kid: None, alg, key: key.clone(), audience: None, issuer: None };
-            assert_eq!(verify(&[key(*alg, verifying)], &token, 0).unwrap().sub.as_deref(), Some("u"), "{alg:?}");
+            let key = |alg: Algorithm, key: &DecodingKey| TokenKey {
+                kid: None,
+                alg,
+                key: key.clone(),
+                audience: None,
+                issuer: None,
+            };
+            assert_eq!(
+                verify(&[key(*alg, verifying)], &token, 0)
+                    .unwrap()
+                    .sub
+                    .as_deref(),
+                Some("u"),
+                "{alg:?}"
+            );
             // A flipped signature bit is refused.
             let mut forged = token.clone().into_bytes();
             let last = forged.len() - 2;
             forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
             let forged = String::from_utf8(forged).unwrap();
-            assert!(matches!(verify(&[key(*alg, verifying)], &forged, 0), Err(TokenError::Invalid(_))), "{alg:?}");
+            assert!(
+                matches!(
+                    verify(&[key(*alg, verifying)], &forged, 0),
+                    Err(TokenError::Invalid(_))
+                ),
+                "{alg:?}"
+            );
             // Another family's key, even with this token's algorithm pinned, is refused.
             for (other_alg, _, other) in &cases {
                 if other_alg != alg {
-                    assert!(verify(&[key(*alg, other)], &token, 0).is_err(), "{alg:?} with a {other_alg:?} key");
+                    assert!(
+                        verify(&[key(*alg, other)], &token, 0).is_err(),
+                        "{alg:?} with a {other_alg:?} key"
+                    );
                 }
             }
         }

@@ -17,6 +17,7 @@ pub use crate::auth::hooks::{ConnectHookConfig, ConnectHookMode, RoomHookConfig}
 pub use crate::auth::{ApiKeyConfig, AuthConfig, JwtKeyConfig};
 pub use crate::limits::RateLimitConfig;
 pub use crate::namespace::{Ephemeral, NamespaceConfig, NamespaceRules, Namespaces};
+pub use crate::pusher::{PusherAppConfig, PusherConfig, PusherWebhookConfig};
 pub use crate::webhook::WebhookConfig;
 pub use reference::{json_schema, reference_markdown};
 
@@ -62,6 +63,9 @@ pub struct Config {
     /// events (see docs/webhooks.md).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<WebhookConfig>,
+    /// `[pusher]` and `[[pusher.apps]]`: the Pusher Channels protocol and
+    /// HTTP API (see docs/pusher.md).
+    pub pusher: crate::pusher::PusherConfig,
     /// Named override blocks, selected with `--env NAME` (like wrangler environments).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(with = "BTreeMap<String, serde_json::Map<String, serde_json::Value>>")]
@@ -503,6 +507,7 @@ impl Default for Config {
             namespaces: Vec::new(),
             rate_limits: crate::limits::RateLimitConfig::default(),
             webhooks: Vec::new(),
+            pusher: crate::pusher::PusherConfig::default(),
             env: BTreeMap::new(),
         }
     }
@@ -634,9 +639,12 @@ impl Config {
     /// Rejects settings that cannot work together.
     pub fn check(&self) -> Result<(), ConfigError> {
         let fail = |m: &str| Err(ConfigError::Check(m.to_owned()));
+        // A Pusher app's secret guards its own routes; the native routes
+        // stay in protected mode (loopback only) without credentials of theirs.
         let has_credentials = !self.auth.api_keys.is_empty()
             || !self.auth.jwt.is_empty()
-            || self.auth.connect_hook.is_some();
+            || self.auth.connect_hook.is_some()
+            || !self.pusher.apps.is_empty();
         if !self.listen.ip().is_loopback() && !self.insecure && !has_credentials {
             return Err(ConfigError::Check(format!(
                 "refusing to listen on {} without credentials (protected mode): configure [auth] api keys \
@@ -709,7 +717,9 @@ impl Config {
         if self.nats.max_queue == 0 {
             return fail("nats.max_queue must be at least 1");
         }
-        crate::webhook::Webhooks::from_config(&self.webhooks).map_err(ConfigError::Check)?;
+        crate::webhook::Webhooks::from_config(&self.webhooks, &self.pusher)
+            .map_err(ConfigError::Check)?;
+        crate::pusher::Apps::from_config(&self.pusher).map_err(ConfigError::Check)?;
         if let Some(hook) = &self.auth.connect_hook {
             hook.check().map_err(ConfigError::Check)?;
             let forwards_cookies = hook
@@ -796,6 +806,7 @@ fn is_config_variable(key: &figment::value::UncasedStr) -> bool {
         "namespaces",
         "rate_limits",
         "webhooks",
+        "pusher",
     ];
     let key = key.as_str().to_ascii_lowercase();
     let section = key.split("__").next().unwrap_or("");

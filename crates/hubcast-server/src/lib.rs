@@ -39,6 +39,8 @@
 //! - `room`, `event`: the domain's nouns.
 //! - `server`: the accept loop (HTTP/1 with a header-read timeout, upgrades).
 //! - `shutdown`: turning signals into a graceful stop.
+//! - `pusher`: the Pusher Channels protocol (`/app/{key}`) and HTTP API
+//!   (`/apps/{id}/…`) over the same rooms, hubs and sessions.
 
 mod admin;
 mod auth;
@@ -56,6 +58,7 @@ mod node;
 mod occupancy;
 mod outbound;
 mod protocol;
+mod pusher;
 mod room;
 mod roster;
 mod server;

@@ -147,6 +147,8 @@ pub struct Metrics {
     pub connections: Gauge,
     /// The SSE streams among `connections`.
     pub sse_connections: Gauge,
+    /// The Pusher protocol sockets among `connections`.
+    pub pusher_connections: Gauge,
     pub connections_opened: Counter,
     pub connections_refused: Counter,
     closed: [Counter; 13],
@@ -248,6 +250,7 @@ pub fn get() -> &'static Metrics {
     METRICS.get_or_init(|| Metrics {
         connections: gauge!("hubcast_connections"),
         sse_connections: gauge!("hubcast_sse_connections"),
+        pusher_connections: gauge!("hubcast_pusher_connections"),
         connections_opened: counter!("hubcast_connections_opened_total"),
         connections_refused: counter!("hubcast_connections_refused_total"),
         closed: CloseReason::ALL
@@ -311,6 +314,10 @@ fn describe() {
     describe_gauge!(
         "hubcast_sse_connections",
         "Server-Sent Event streams open now (also counted in hubcast_connections)"
+    );
+    describe_gauge!(
+        "hubcast_pusher_connections",
+        "Pusher protocol sockets (/app/{key}) open now (also counted in hubcast_connections)"
     );
     describe_counter!(
         "hubcast_connections_opened_total",

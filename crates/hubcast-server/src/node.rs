@@ -41,8 +41,10 @@ pub struct Node {
     next_session: AtomicU64,
     /// Random per-process prefix that keeps session ids unique across restarts.
     session_prefix: u32,
-    /// The `[[webhooks]]` endpoints, if any.
+    /// The `[[webhooks]]` endpoints (and the Pusher apps'), if any.
     pub webhooks: Option<Arc<crate::webhook::Webhooks>>,
+    /// The `[[pusher.apps]]` (none: the Pusher routes answer 404).
+    pub pusher: crate::pusher::Apps,
 }
 
 impl Node {
@@ -56,7 +58,9 @@ impl Node {
             crate::auth::Auth::from_config(&config.auth, &config.namespaces, config.insecure)?;
         let limits = crate::limits::Limits::new(&config.rate_limits);
         let namespaces = crate::namespace::Namespaces::new(&config.namespaces);
-        let webhooks = crate::webhook::Webhooks::from_config(&config.webhooks)
+        let pusher = crate::pusher::Apps::from_config(&config.pusher)
+            .map_err(crate::config::ConfigError::Check)?;
+        let webhooks = crate::webhook::Webhooks::from_config(&config.webhooks, &config.pusher)
             .map_err(crate::config::ConfigError::Check)?;
         let webhooks = (!webhooks.endpoints.is_empty()).then(|| Arc::new(webhooks));
         let (backend, commits) =
@@ -114,6 +118,7 @@ impl Node {
             next_session: AtomicU64::new(1),
             session_prefix: rand::random(),
             webhooks: webhooks.clone(),
+            pusher,
         });
         if let Some(webhooks) = webhooks {
             crate::webhook_worker::start(webhooks.clone(), outbox.clone(), node.shutdown.clone());
@@ -202,6 +207,12 @@ impl Node {
             published,
             delivered,
         }
+    }
+
+    /// This process's random session prefix: a Pusher `socket_id` is
+    /// `{prefix}.{session id}`, unique across the cluster as Pusher needs.
+    pub fn session_prefix(&self) -> u32 {
+        self.session_prefix
     }
 
     /// A new session's id, unique on this node and unlikely to repeat elsewhere.

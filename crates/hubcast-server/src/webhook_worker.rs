@@ -234,17 +234,28 @@ async fn send(
     message: &PendingWebhook,
 ) -> Result<(), String> {
     let timestamp = now_ms() / 1000;
-    let signature = crate::webhook::sign(&endpoint.key, &message.msg_id, timestamp, &message.body);
-    let started = Instant::now();
-    let answer = client
+    let mut request = client
         .post(endpoint.url.clone())
-        .header("content-type", "application/json")
-        .header("webhook-id", &message.msg_id)
-        .header("webhook-timestamp", timestamp.to_string())
-        .header("webhook-signature", signature)
-        .body(message.body.clone())
-        .send()
-        .await;
+        .header("content-type", "application/json");
+    request = match &endpoint.pusher {
+        None => {
+            let signature =
+                crate::webhook::sign(&endpoint.key, &message.msg_id, timestamp, &message.body);
+            request
+                .header("webhook-id", &message.msg_id)
+                .header("webhook-timestamp", timestamp.to_string())
+                .header("webhook-signature", signature)
+        }
+        Some(format) => {
+            let [(key_name, key), (signature_name, signature)] =
+                crate::webhook::pusher::headers(format, &message.body);
+            request
+                .header(key_name, key)
+                .header(signature_name, signature)
+        }
+    };
+    let started = Instant::now();
+    let answer = request.body(message.body.clone()).send().await;
     histogram!("hubcast_webhook_delivery_seconds", "endpoint" => endpoint.name.clone())
         .record(started.elapsed());
     let status = match &answer {

@@ -19,9 +19,9 @@ use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
 use jsonwebtoken::errors::{Error, ErrorKind};
 use jsonwebtoken::signature::{self, Signer, Verifier};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind, EncodingKey};
+use ring::hmac;
 use ring::rand::SystemRandom;
 use ring::signature as sig;
-use ring::hmac;
 
 /// The provider: every algorithm jsonwebtoken names, on ring.
 pub static PROVIDER: CryptoProvider = CryptoProvider {
@@ -64,8 +64,8 @@ fn signer(alg: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigner>, Erro
     let der = key.as_bytes();
     let rsa = |encoding: &'static dyn sig::RsaEncoding| -> Result<SigningKey, Error> {
         family_is(key.family(), AlgorithmFamily::Rsa)?;
-        let pair = sig::RsaKeyPair::from_der(der)
-            .map_err(|e| ErrorKind::InvalidRsaKey(e.to_string()))?;
+        let pair =
+            sig::RsaKeyPair::from_der(der).map_err(|e| ErrorKind::InvalidRsaKey(e.to_string()))?;
         Ok(SigningKey::Rsa(pair, encoding))
     };
     let ecdsa = |alg: &'static sig::EcdsaSigningAlgorithm| -> Result<SigningKey, Error> {

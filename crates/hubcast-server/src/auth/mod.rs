@@ -585,7 +585,7 @@ fn check_pattern(pattern: &str) -> Result<(), AuthConfigError> {
 }
 
 /// Equal-length inputs are compared without an early exit.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -9,7 +9,7 @@ mod dashboard;
 pub mod deadline;
 pub mod error;
 mod events;
-mod extract;
+pub mod extract;
 pub mod openapi;
 pub mod page;
 mod request_id;
@@ -106,6 +106,9 @@ fn router(node: Arc<Node>, extra: Router) -> Router {
         .route("/v1/docs", get(openapi::docs))
         .route("/", get(dashboard::index))
         .route("/dashboard/{*path}", get(dashboard::asset))
+        // The Pusher protocol and HTTP API: Pusher's own interface, documented
+        // in docs/pusher.md rather than in hubcast's OpenAPI description.
+        .merge(crate::pusher::routes())
         .with_state(node);
     routes
         .merge(extra)

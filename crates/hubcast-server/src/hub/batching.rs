@@ -85,7 +85,8 @@ impl Hub {
         let mut events_offered = 0u64;
         let (_, gone) = offer_all(&mut self.subscribers, |sub| {
             let session = sub.out.session_id;
-            if sub.skip_through >= last {
+            if sub.skip_through >= last || sub.pusher.is_some() {
+                // Pusher subscribers had these events one by one.
                 None
             } else if origins.contains(&session) {
                 let rest: Vec<BatchEvent> = pending

@@ -28,6 +28,8 @@ pub enum HubCommand {
         out: Outbound,
         after: u64,
         member: Option<PresenceMember>,
+        /// A Pusher connection (it gets Pusher frames); `None`: hubcast's protocol.
+        pusher: Option<std::sync::Arc<super::PusherWire>>,
         reply: oneshot::Sender<Joined>,
     },
     /// The room's member list (the session encodes it with its request's id).
@@ -92,6 +94,12 @@ impl HubHandle {
                 >= self.max_subscribers
     }
 
+    /// The room's subscribers on this node, as of the hub's last step.
+    pub fn subscribers(&self) -> usize {
+        self.subscriber_count
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Subscribes `out` from `after` (see [`Joined`]); with a `member`, the
     /// subscriber also enters the room's presence and gets `presence`, `join`, `leave`.
     pub async fn subscribe_as(
@@ -99,6 +107,7 @@ impl HubHandle {
         out: Outbound,
         after: u64,
         member: Option<PresenceMember>,
+        pusher: Option<std::sync::Arc<super::PusherWire>>,
     ) -> Result<Joined, HubGone> {
         let (reply, rx) = oneshot::channel();
         self.commands
@@ -106,6 +115,7 @@ impl HubHandle {
                 out,
                 after,
                 member,
+                pusher,
                 reply,
             })
             .await

@@ -68,6 +68,38 @@ struct Subscriber {
     member: Option<presence::MemberKey>,
     /// Gets `join`/`leave` frames.
     watching: bool,
+    /// A Pusher connection: it gets Pusher frames (encoded once per event,
+    /// like hubcast's), no `caught_up`, `reset` or `batch`. `None`: hubcast's
+    /// own protocol.
+    pusher: Option<Arc<PusherWire>>,
+}
+
+/// What a hub needs to know of a Pusher subscriber.
+#[derive(Debug)]
+pub struct PusherWire {
+    /// The connection's `socket_id`: events that name it are not sent to it.
+    pub socket_id: String,
+    /// The Pusher channel name of the hub's room.
+    pub channel: String,
+}
+
+/// One room event's Pusher frame, encoded at most once per event (only when
+/// the room has Pusher subscribers) and shared by all of them.
+#[derive(Default)]
+struct PusherFrame(Option<(Utf8Bytes, Option<String>)>);
+
+impl PusherFrame {
+    /// The frame for `sub`, or `None` when the event excludes its socket.
+    fn for_sub(
+        &mut self,
+        wire: &PusherWire,
+        data: &serde_json::value::RawValue,
+    ) -> Option<Utf8Bytes> {
+        let (frame, excluded) = self
+            .0
+            .get_or_insert_with(|| crate::pusher::frame::encode_event(&wire.channel, data));
+        (excluded.as_deref() != Some(wire.socket_id.as_str())).then(|| frame.clone())
+    }
 }
 
 /// Settings a hub runs with.
@@ -106,8 +138,9 @@ pub(super) struct Hub {
     loader: StateLoader,
     /// Frames of the most recent events, oldest first, at most `settings.tail`.
     /// With each event's origin session, so a no-echo room's resume from the
-    /// tail skips the sender's own events too.
-    tail: VecDeque<(u64, Option<u64>, Utf8Bytes)>,
+    /// tail skips the sender's own events too, and the event itself, which a
+    /// Pusher subscriber's start from the tail is encoded from.
+    tail: VecDeque<(u64, Option<u64>, Utf8Bytes, Arc<Event>)>,
     subscribers: Vec<Subscriber>,
     bus: Arc<dyn Bus>,
     /// `(window, max)` when the room's namespace batches.
@@ -342,10 +375,11 @@ impl Hub {
                 out,
                 after,
                 member,
+                pusher,
                 reply,
             } => {
                 let Some(member) = member else {
-                    let _ = reply.send(self.subscribe(out, after, None));
+                    let _ = reply.send(self.subscribe(out, after, None, pusher));
                     return;
                 };
                 self.ensure_presence().await;
@@ -361,7 +395,7 @@ impl Hub {
                     id: member.id.clone(),
                     session: session_id,
                 };
-                let joined = self.subscribe(out, after, Some(key));
+                let joined = self.subscribe(out, after, Some(key), pusher);
                 if joined == Joined::Live
                     && self
                         .subscribers
@@ -381,11 +415,23 @@ impl Hub {
                         .iter()
                         .position(|s| s.out.session_id == session_id)
                     {
-                        let snapshot = self
-                            .presence
-                            .as_ref()
-                            .expect("presence is on")
-                            .snapshot(&self.room);
+                        let presence = self.presence.as_mut().expect("presence is on");
+                        if self.subscribers[i].pusher.is_some() && !presence.settled(Instant::now())
+                        {
+                            // Pusher's list must be whole (pusher-js builds
+                            // its members from it): wait for the peers'
+                            // answers to this hub's sync (`send_settled`).
+                            presence.pusher_waiting.push(session_id);
+                            let _ = reply.send(joined);
+                            return;
+                        }
+                        let snapshot = match &self.subscribers[i].pusher {
+                            Some(wire) => crate::pusher::frame::presence_succeeded(
+                                &wire.channel,
+                                &presence.members(),
+                            ),
+                            None => presence.snapshot(&self.room),
+                        };
                         let sub = &mut self.subscribers[i];
                         if sub.out.offer(snapshot) == Offer::Queued {
                             sub.watching = true;
@@ -467,11 +513,16 @@ impl Hub {
     /// `after` that the hub has delivered is queued from the tail, then
     /// `caught_up`, and from here on it gets every delivery. All of this
     /// happens inside one step of the actor, so no event can slip between.
+    ///
+    /// A Pusher subscriber gets Pusher frames from the tail, and no
+    /// `caught_up` (its `subscription_succeeded` went before, or comes with
+    /// the member list).
     fn subscribe(
         &mut self,
         out: Outbound,
         after: u64,
         member: Option<presence::MemberKey>,
+        pusher: Option<Arc<PusherWire>>,
     ) -> Joined {
         if self.settings.max_subscribers > 0
             && self.subscribers.len() >= self.settings.max_subscribers
@@ -486,20 +537,27 @@ impl Hub {
             let reaches = self
                 .tail
                 .front()
-                .is_some_and(|(first, _, _)| *first <= after + 1);
+                .is_some_and(|(first, _, _, _)| *first <= after + 1);
             if !reaches {
                 return Joined::NeedStore { head: self.last };
             }
             let metrics = crate::metrics::get();
             let session = out.session_id;
-            for (seq, origin, frame) in &self.tail {
+            for (seq, origin, frame, event) in &self.tail {
                 if *seq > after && (self.echo || *origin != Some(session)) {
+                    let frame = match &pusher {
+                        None => frame.clone(),
+                        Some(wire) => match PusherFrame::default().for_sub(wire, &event.data) {
+                            Some(frame) => frame,
+                            None => continue,
+                        },
+                    };
                     metrics.deliveries.increment(1);
                     metrics
                         .totals
                         .delivered
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if out.offer(frame.clone()) != Offer::Queued {
+                    if out.offer(frame) != Offer::Queued {
                         return Joined::Live;
                     }
                 }
@@ -514,18 +572,21 @@ impl Hub {
         .into();
         // Counted before its client can hear `caught_up`, so a subscribe that
         // follows it sees this one (the pre-check against the room's cap).
+        let is_pusher = pusher.is_some();
         self.subscribers.push(Subscriber {
             out,
             skip_through,
             member,
             watching: false,
+            pusher,
         });
         self.subscriber_count
             .store(self.subscribers.len(), std::sync::atomic::Ordering::Relaxed);
-        let queued = self
-            .subscribers
-            .last()
-            .is_some_and(|sub| sub.out.offer(caught_up) == Offer::Queued);
+        let queued = is_pusher
+            || self
+                .subscribers
+                .last()
+                .is_some_and(|sub| sub.out.offer(caught_up) == Offer::Queued);
         if !queued {
             self.subscribers.pop();
             self.subscriber_count
@@ -577,7 +638,10 @@ impl Hub {
         for sub in &mut self.subscribers {
             sub.skip_through = 0;
         }
-        let (_, gone) = offer_all(&mut self.subscribers, |_| Some(reset.clone()));
+        // Pusher has no resets: its subscribers just go on with the new log.
+        let (_, gone) = offer_all(&mut self.subscribers, |sub| {
+            sub.pusher.is_none().then(|| reset.clone())
+        });
         self.members_left(gone);
     }
 
@@ -630,9 +694,20 @@ impl Hub {
         if self.tail.len() == self.settings.tail {
             self.tail.pop_front();
         }
-        self.tail.push_back((seq, event.origin, frame.clone()));
+        self.tail
+            .push_back((seq, event.origin, frame.clone(), event.clone()));
         // The tail keeps single `event` frames (a resume is served from it);
-        // live subscribers of a batching room get them in batches.
+        // live subscribers of a batching room get them in batches (Pusher
+        // subscribers at once: Pusher has no batches).
+        let mut pusher_frame = PusherFrame::default();
+        if self.batching.is_some() && !self.subscribers.is_empty() {
+            let (_, gone) = offer_all(&mut self.subscribers, |sub| {
+                let wire = sub.pusher.as_ref()?;
+                (seq > sub.skip_through).then_some(())?;
+                pusher_frame.for_sub(wire, &event.data)
+            });
+            self.members_left(gone);
+        }
         let Some(event) = self.hold_for_batch(event) else {
             return;
         };
@@ -640,7 +715,13 @@ impl Hub {
         // The shared frame goes to everyone but the sender of a no-echo room.
         let skip = if self.echo { None } else { event.origin };
         let (offered, gone) = offer_all(&mut self.subscribers, |sub| {
-            (seq > sub.skip_through && Some(sub.out.session_id) != skip).then(|| frame.clone())
+            if seq <= sub.skip_through || Some(sub.out.session_id) == skip {
+                return None;
+            }
+            match &sub.pusher {
+                None => Some(frame.clone()),
+                Some(wire) => pusher_frame.for_sub(wire, &event.data),
+            }
         });
         self.note_broadcast(started, offered, frame.len(), std::slice::from_ref(&ts));
         self.members_left(gone);
@@ -652,12 +733,20 @@ impl Hub {
     fn deliver_ephemeral(&mut self, message: &EphemeralMessage) {
         let frame = encode_ephemeral(message);
         let skip = if self.echo { None } else { message.origin };
+        let mut pusher_frame = PusherFrame::default();
         let (mut offered, mut dropped) = (0u64, 0u64);
         for sub in &self.subscribers {
-            if Some(sub.out.session_id) == skip {
-                continue;
-            }
-            if sub.out.offer_droppable(frame.clone()) {
+            let frame = match &sub.pusher {
+                None if Some(sub.out.session_id) == skip => continue,
+                None => frame.clone(),
+                // A client event never goes back to its sender (Pusher's rule).
+                Some(_) if Some(sub.out.session_id) == message.origin => continue,
+                Some(wire) => match pusher_frame.for_sub(wire, &message.data) {
+                    Some(frame) => frame,
+                    None => continue,
+                },
+            };
+            if sub.out.offer_droppable(frame) {
                 offered += 1;
             } else {
                 dropped += 1;

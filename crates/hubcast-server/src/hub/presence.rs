@@ -89,6 +89,9 @@ pub(super) struct Presence {
     pub(super) waiting: Vec<oneshot::Sender<Vec<(PresenceMember, i64)>>>,
     /// When this node next re-announces its members (while it has some).
     next_heartbeat: Option<Instant>,
+    /// Pusher subscribers (by session) waiting for the settled member list
+    /// before their `subscription_succeeded`.
+    pub(super) pusher_waiting: Vec<u64>,
 }
 
 impl Presence {
@@ -102,6 +105,7 @@ impl Presence {
             settle_until: Instant::now() + settle,
             waiting: Vec::new(),
             next_heartbeat: None,
+            pusher_waiting: Vec::new(),
         }
     }
 
@@ -248,7 +252,8 @@ impl Presence {
     /// or the end of the settle window with requests waiting.
     pub(super) fn deadline(&self) -> Option<Instant> {
         let expiry = self.remote.values().map(|r| r.expires).min();
-        let settle = (!self.waiting.is_empty()).then_some(self.settle_until);
+        let settle = (!self.waiting.is_empty() || !self.pusher_waiting.is_empty())
+            .then_some(self.settle_until);
         [self.next_heartbeat, expiry, settle]
             .into_iter()
             .flatten()

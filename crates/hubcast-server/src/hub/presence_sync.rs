@@ -76,26 +76,35 @@ impl Hub {
                 return;
             }
             let mut gone = Vec::new();
-            let frames = joined
+            let changes = joined
                 .iter()
-                .map(|member| {
-                    ServerMessage::Join {
-                        room: &self.room,
-                        member,
-                    }
-                    .encode()
-                })
-                .chain(left.iter().map(|member| {
-                    ServerMessage::Leave {
-                        room: &self.room,
-                        member,
-                    }
-                    .encode()
-                }));
-            for frame in frames {
-                let frame: Utf8Bytes = frame.into();
+                .map(|member| (member, true))
+                .chain(left.iter().map(|member| (member, false)));
+            for (member, added) in changes {
+                let room = &self.room;
+                let frame: Utf8Bytes = if added {
+                    ServerMessage::Join { room, member }.encode().into()
+                } else {
+                    ServerMessage::Leave { room, member }.encode().into()
+                };
+                // Encoded once for every Pusher watcher (one channel per room).
+                let mut pusher_frame: Option<Utf8Bytes> = None;
                 let (_, dropped) = offer_all(&mut self.subscribers, |sub| {
-                    sub.watching.then(|| frame.clone())
+                    if !sub.watching {
+                        return None;
+                    }
+                    Some(match &sub.pusher {
+                        None => frame.clone(),
+                        Some(wire) => pusher_frame
+                            .get_or_insert_with(|| {
+                                if added {
+                                    crate::pusher::frame::member_added(&wire.channel, member)
+                                } else {
+                                    crate::pusher::frame::member_removed(&wire.channel, member)
+                                }
+                            })
+                            .clone(),
+                    })
                 });
                 gone.extend(dropped);
             }
@@ -177,6 +186,29 @@ impl Hub {
             for reply in presence.waiting.drain(..) {
                 let _ = reply.send(members.clone());
             }
+        }
+        if presence.settled(now) && !presence.pusher_waiting.is_empty() {
+            let waiting = std::mem::take(&mut presence.pusher_waiting);
+            let members = presence.members();
+            let mut gone = Vec::new();
+            for session in waiting {
+                let Some(i) = self
+                    .subscribers
+                    .iter()
+                    .position(|s| s.out.session_id == session)
+                else {
+                    continue; // It left meanwhile.
+                };
+                let sub = &mut self.subscribers[i];
+                let Some(wire) = &sub.pusher else { continue };
+                let frame = crate::pusher::frame::presence_succeeded(&wire.channel, &members);
+                if sub.out.offer(frame) == crate::outbound::Offer::Queued {
+                    sub.watching = true;
+                } else {
+                    gone.extend(self.subscribers.swap_remove(i).member);
+                }
+            }
+            self.members_left(gone);
         }
         if heartbeat {
             self.announce();

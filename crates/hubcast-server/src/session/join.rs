@@ -2,9 +2,10 @@
 //! rewind), the store replay, and the hub taking the session over from
 //! exactly where the replay ended.
 
+use std::sync::Arc;
 
 use crate::event::RoomState;
-use crate::hub::{HubHandle, Hubs, Joined};
+use crate::hub::{HubHandle, Hubs, Joined, PusherWire};
 use crate::node::Node;
 use crate::outbound::Outbound;
 use crate::protocol::codes::{close, ErrorCode};
@@ -33,10 +34,12 @@ pub async fn join(
     after: u64,
     hub_tail: usize,
 ) -> Result<Option<HubHandle>, ProtocolError> {
-    join_as(reads, hubs, out, room, after, hub_tail, None).await
+    join_as(reads, hubs, out, room, after, hub_tail, None, None).await
 }
 
-/// [`join`], entering the room's presence as `member` when given.
+/// [`join`], entering the room's presence as `member` when given; a Pusher
+/// connection (`pusher`) gets Pusher frames, from the replay too.
+#[allow(clippy::too_many_arguments)]
 pub async fn join_as(
     reads: &Reads,
     hubs: &Hubs,
@@ -45,6 +48,7 @@ pub async fn join_as(
     after: u64,
     hub_tail: usize,
     member: Option<PresenceMember>,
+    pusher: Option<Arc<PusherWire>>,
 ) -> Result<Option<HubHandle>, ProtocolError> {
     let mut position = after;
     loop {
@@ -56,7 +60,7 @@ pub async fn join_as(
         // sure they fit so a resume is not cut as a slow consumer.
         out.wait_for_room(hub_tail + 2).await;
         match hub
-            .subscribe_as(out.clone(), position, member.clone())
+            .subscribe_as(out.clone(), position, member.clone(), pusher.clone())
             .await
         {
             Ok(Joined::Live) => return Ok(Some(hub)),
@@ -70,7 +74,7 @@ pub async fn join_as(
             }
             Ok(Joined::NeedStore { head }) => {
                 crate::metrics::get().replays.increment(1);
-                position = replay(reads, out, room, position, head).await?;
+                position = replay(reads, out, room, position, head, pusher.as_deref()).await?;
             }
             Err(_gone) => hubs.forget(room, hub.id),
         }
@@ -87,13 +91,15 @@ fn full_room() -> ProtocolError {
 
 /// Queues the room's events after `from` from the store, at least through
 /// `upto` (or the end of the log), waiting for queue room as needed.
-/// Returns the last seq queued.
+/// Returns the last seq queued. (A Pusher connection's frames are encoded
+/// for it alone: a replay is one session's.)
 async fn replay(
     reads: &Reads,
     out: &Outbound,
     room: &RoomName,
     from: u64,
     upto: u64,
+    pusher: Option<&PusherWire>,
 ) -> Result<u64, ProtocolError> {
     let mut position = from;
     loop {
@@ -110,8 +116,18 @@ async fn replay(
                 out.close(close::SLOW_CONSUMER, "replay overtaken by retention");
                 return Ok(position);
             }
-            if !out.send_replayed(encode_event(event)).await {
-                return Ok(position);
+            let frame = match pusher {
+                None => Some(encode_event(event)),
+                Some(wire) => {
+                    let (frame, excluded) =
+                        crate::pusher::frame::encode_event(&wire.channel, &event.data);
+                    (excluded.as_deref() != Some(wire.socket_id.as_str())).then_some(frame)
+                }
+            };
+            if let Some(frame) = frame {
+                if !out.send_replayed(frame).await {
+                    return Ok(position);
+                }
             }
             let metrics = crate::metrics::get();
             metrics.replayed_events.increment(1);
@@ -142,19 +158,7 @@ pub(super) async fn start_subscription(
     zero_is_earliest: bool,
 ) -> Result<Option<HubHandle>, ProtocolError> {
     let room = &request.room;
-    // The room's state as the node's hub knows it: no store read per
-    // subscriber (the hub read it once when it started, shared by every
-    // subscriber that came meanwhile, and follows it since).
-    let known = loop {
-        let hub = node.hubs.get_or_spawn(room);
-        if hub.is_full() {
-            return Err(full_room());
-        }
-        match hub.state().await {
-            Ok(state) => break state,
-            Err(_gone) => node.hubs.forget(room, hub.id),
-        }
-    };
+    let known = known_state(node, room).await?;
     let state = if needs_store(&known, request) {
         node.reads.state(room).await.map_err(store_refusal)?
     } else {
@@ -199,8 +203,26 @@ pub(super) async fn start_subscription(
         start.after,
         node.config.hub.tail,
         member,
+        None,
     )
     .await
+}
+
+/// The room's state as the node's hub knows it: no store read per
+/// subscriber (the hub read it once when it started, shared by every
+/// subscriber that came meanwhile, and follows it since). Refused when the
+/// room is at its subscriber limit on this node.
+pub(crate) async fn known_state(node: &Node, room: &RoomName) -> Result<RoomState, ProtocolError> {
+    loop {
+        let hub = node.hubs.get_or_spawn(room);
+        if hub.is_full() {
+            return Err(full_room());
+        }
+        match hub.state().await {
+            Ok(state) => return Ok(state),
+            Err(_gone) => node.hubs.forget(room, hub.id),
+        }
+    }
 }
 
 /// Whether the hub's view of the room cannot judge this subscription's

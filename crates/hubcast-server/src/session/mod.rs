@@ -43,6 +43,8 @@ pub use sse::{open_sse, SseStream};
 
 #[cfg(feature = "testing")]
 pub use join::join;
+/// The replay-to-live hand-off, for the Pusher protocol's sessions.
+pub(crate) use join::{join_as, known_state};
 
 /// What the upgrade decided about a session before it opened.
 pub struct Admission {
@@ -129,6 +131,7 @@ fn open(
         parts.session.control.clone(),
         parts.session.node.shutdown.clone(),
         Duration::from_millis(parts.session.node.config.heartbeat.interval_ms),
+        std::convert::identity,
     ));
     tracing::debug!("session opened");
     Opened {
@@ -354,7 +357,7 @@ pub(crate) fn refusal_close(code: crate::protocol::codes::ErrorCode) -> (u16, &'
 /// Whether a read error means the client sent a frame over the size limit.
 /// The close code a read error ends the session with, or `None` when the
 /// peer is simply gone (an I/O error: nothing can be sent).
-fn close_for_read_error(err: axum::Error) -> Option<(u16, &'static str)> {
+pub(crate) fn close_for_read_error(err: axum::Error) -> Option<(u16, &'static str)> {
     use tokio_tungstenite::tungstenite::Error as WsError;
     match err.into_inner().downcast_ref::<WsError>() {
         Some(WsError::Capacity(_)) => Some((close::TOO_BIG, "frame too big")),
@@ -376,7 +379,7 @@ const LINGER_BYTES: usize = 1024 * 1024;
 /// time and bytes, as nginx's lingering close does. Dropping a socket with unread data makes the kernel
 /// reset the connection, and a reset throws away the close frame the client
 /// has not read yet: it would see 1006 instead of 4008, 1009 or 1012.
-async fn linger(stream: &mut futures_util::stream::SplitStream<WebSocket>) {
+pub(crate) async fn linger(stream: &mut futures_util::stream::SplitStream<WebSocket>) {
     use futures_util::StreamExt;
     let drain = async {
         let mut read = 0usize;

@@ -28,12 +28,16 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 type Sink = SplitSink<WebSocket, Message>;
 
+/// `close_code` turns the session's close code into the one sent: the
+/// identity for hubcast's protocol, Pusher's codes for a Pusher socket
+/// (`pusher::codes::close_code`), whose client acts on Pusher's ranges.
 pub async fn run(
     mut sink: Sink,
     mut frames: mpsc::Receiver<Utf8Bytes>,
     control: Arc<SessionControl>,
     shutdown: CancellationToken,
     ping_every: Duration,
+    close_code: fn(u16) -> u16,
 ) {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -89,7 +93,7 @@ pub async fn run(
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, write_queued(&mut sink, &mut frames)).await;
         }
         let frame = CloseFrame {
-            code,
+            code: close_code(code),
             reason: match reason {
                 std::borrow::Cow::Borrowed(reason) => Utf8Bytes::from_static(reason),
                 std::borrow::Cow::Owned(reason) => Utf8Bytes::from(reason),

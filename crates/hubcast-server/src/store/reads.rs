@@ -153,7 +153,11 @@ struct Forget<'a> {
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
-        let mut in_flight = self.reads.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let mut in_flight = self
+            .reads
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if in_flight
             .get(&self.key)
             .is_some_and(|read| read.ptr_eq(&self.read))

@@ -115,6 +115,9 @@ pub struct Endpoint {
     /// Undelivered messages, as the writer counts them (re-read from the
     /// store by the worker, which also lowers it as it delivers).
     pub backlog: AtomicU64,
+    /// A Pusher app's endpoint: Pusher's body and headers instead of
+    /// Standard Webhooks'.
+    pub pusher: Option<super::pusher::PusherFormat>,
 }
 
 impl Endpoint {
@@ -148,7 +151,10 @@ pub struct Webhooks {
 
 impl Webhooks {
     /// Checks the `[[webhooks]]` blocks.
-    pub fn from_config(configs: &[WebhookConfig]) -> Result<Webhooks, String> {
+    pub fn from_config(
+        configs: &[WebhookConfig],
+        pusher: &crate::pusher::PusherConfig,
+    ) -> Result<Webhooks, String> {
         let mut endpoints: Vec<Arc<Endpoint>> = Vec::new();
         for (i, config) in configs.iter().enumerate() {
             let at = |what: String| format!("webhooks[{i}]: {what}");
@@ -207,7 +213,13 @@ impl Webhooks {
                 max_age: Duration::from_secs(config.max_age_secs),
                 max_backlog: config.max_backlog,
                 backlog: AtomicU64::new(0),
+                pusher: None,
             }));
+        }
+        for app in &pusher.apps {
+            for (i, hook) in app.webhooks.iter().enumerate() {
+                endpoints.push(Arc::new(pusher_endpoint(app, i, hook)?));
+            }
         }
         Ok(Webhooks {
             endpoints,
@@ -238,18 +250,69 @@ impl Webhooks {
                 continue;
             }
             endpoint.backlog.fetch_add(1, Ordering::Relaxed);
-            let body = body.get_or_insert_with(|| render(kind, ts_ms, data));
+            let body = match &endpoint.pusher {
+                None => body
+                    .get_or_insert_with(|| render(kind, ts_ms, data))
+                    .clone(),
+                Some(format) => {
+                    let value = serde_json::to_value(data).unwrap_or_default();
+                    match super::pusher::render(format, kind, ts_ms, &value) {
+                        Some(body) => body,
+                        None => {
+                            endpoint.backlog.fetch_sub(1, Ordering::Relaxed);
+                            continue;
+                        }
+                    }
+                }
+            };
             messages.push(NewWebhook {
                 endpoint: endpoint.name.clone(),
                 room: room.to_owned(),
                 msg_id: new_msg_id(),
-                body: body.clone(),
+                body,
             });
         }
         messages
     }
 
     /// The `event.published` messages of one committed event.
+    /// The `client_event` messages of a Pusher client event in `room`
+    /// (`stored`: the event as the room carries it) for the Pusher endpoints
+    /// that want them.
+    pub fn client_event(&self, room: &str, stored: &str, socket_id: &str) -> Vec<NewWebhook> {
+        let ts_ms = crate::event::now_ms();
+        let mut messages = Vec::new();
+        for endpoint in &self.endpoints {
+            let Some(format) = endpoint.pusher.as_ref().filter(|f| f.client_events) else {
+                continue;
+            };
+            if endpoint.backlog.load(Ordering::Relaxed) >= endpoint.max_backlog {
+                super::tally::note_backlog_full(endpoint);
+                continue;
+            }
+            let Some(body) =
+                super::pusher::render_client_event(format, ts_ms, room, stored, socket_id)
+            else {
+                continue;
+            };
+            endpoint.backlog.fetch_add(1, Ordering::Relaxed);
+            messages.push(NewWebhook {
+                endpoint: endpoint.name.clone(),
+                room: room.to_owned(),
+                msg_id: new_msg_id(),
+                body,
+            });
+        }
+        messages
+    }
+
+    /// Whether any endpoint wants Pusher client events.
+    pub fn wants_client_events(&self) -> bool {
+        self.endpoints
+            .iter()
+            .any(|e| e.pusher.as_ref().is_some_and(|f| f.client_events))
+    }
+
     pub fn published(
         &self,
         room: &str,
@@ -273,9 +336,77 @@ impl Webhooks {
     }
 }
 
+/// The endpoint of webhook `i` of a Pusher app: its rooms are the app's,
+/// its kinds Pusher's names mapped onto hubcast's (all of them when
+/// `event_types` is empty), its retry schedule the defaults of `[[webhooks]]`.
+fn pusher_endpoint(
+    app: &crate::pusher::PusherAppConfig,
+    i: usize,
+    hook: &crate::pusher::PusherWebhookConfig,
+) -> Result<Endpoint, String> {
+    let at = |what: String| format!("pusher app {} webhooks[{i}]: {what}", app.id);
+    let url = reqwest::Url::parse(&hook.url)
+        .map_err(|err| at(format!("url `{}` is not a URL: {err}", hook.url)))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(at(format!(
+            "url `{}` must be http:// or https:// with a host",
+            hook.url
+        )));
+    }
+    let all = [
+        "channel_occupied",
+        "channel_vacated",
+        "member_added",
+        "member_removed",
+        "client_event",
+    ];
+    let names: Vec<&str> = if hook.event_types.is_empty() {
+        all.to_vec()
+    } else {
+        hook.event_types.iter().map(String::as_str).collect()
+    };
+    let mut kinds = Vec::new();
+    for name in &names {
+        if *name == "client_event" {
+            continue;
+        }
+        kinds.push(super::pusher::kind_of(name).ok_or_else(|| {
+            at(format!(
+                "unknown event type `{name}` (expected one of {})",
+                all.join(", ")
+            ))
+        })?);
+    }
+    let defaults = WebhookConfig::default();
+    let prefix = app.room_prefix();
+    Ok(Endpoint {
+        name: format!("pusher:{}:{}", app.id, hook.url),
+        url,
+        key: Vec::new(),
+        kinds,
+        rooms: Some(format!("{prefix}*")),
+        timeout: Duration::from_millis(defaults.timeout_ms),
+        retry_base: Duration::from_millis(defaults.retry_base_ms),
+        retry_max: Duration::from_millis(defaults.retry_max_ms),
+        max_age: Duration::from_secs(defaults.max_age_secs),
+        max_backlog: defaults.max_backlog,
+        backlog: AtomicU64::new(0),
+        pusher: Some(super::pusher::PusherFormat {
+            app_key: app.key.clone(),
+            secret: app.secret.clone(),
+            room_prefix: prefix,
+            client_events: names.contains(&"client_event"),
+        }),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn from_config(configs: &[WebhookConfig]) -> Result<Webhooks, String> {
+        Webhooks::from_config(configs, &crate::pusher::PusherConfig::default())
+    }
 
     fn config(events: &[&str]) -> WebhookConfig {
         WebhookConfig {
@@ -288,22 +419,18 @@ mod tests {
 
     #[test]
     fn refuses_bad_blocks() {
-        let unknown = Webhooks::from_config(&[config(&["room.opened"])]).unwrap_err();
+        let unknown = from_config(&[config(&["room.opened"])]).unwrap_err();
         assert!(
             unknown.contains("unknown event type `room.opened`"),
             "{unknown}"
         );
         let mut bad_url = config(&["room.occupied"]);
         bad_url.url = "ftp://example.com/".into();
-        assert!(Webhooks::from_config(&[bad_url])
-            .unwrap_err()
-            .contains("http://"));
+        assert!(from_config(&[bad_url]).unwrap_err().contains("http://"));
         let mut bad_secret = config(&["room.occupied"]);
         bad_secret.secret = "hunter2".into();
-        assert!(Webhooks::from_config(&[bad_secret])
-            .unwrap_err()
-            .contains("whsec_"));
-        let twice = Webhooks::from_config(&[config(&["room.occupied"]), config(&["room.vacated"])]);
+        assert!(from_config(&[bad_secret]).unwrap_err().contains("whsec_"));
+        let twice = from_config(&[config(&["room.occupied"]), config(&["room.vacated"])]);
         assert!(twice.unwrap_err().contains("named"));
     }
 
@@ -311,7 +438,7 @@ mod tests {
     fn routes_by_kind_and_room_pattern() {
         let mut market = config(&["event.published"]);
         market.rooms = Some("market:*".into());
-        let hooks = Webhooks::from_config(&[market]).unwrap();
+        let hooks = from_config(&[market]).unwrap();
         let data = RawValue::from_string("1".into()).unwrap();
         assert_eq!(hooks.published("market:a", 1, "e", 0, &data).len(), 1);
         assert!(hooks.published("chat:a", 1, "e", 0, &data).is_empty());
@@ -324,7 +451,7 @@ mod tests {
     fn a_full_backlog_takes_no_more() {
         let mut small = config(&["event.published"]);
         small.max_backlog = 2;
-        let hooks = Webhooks::from_config(&[small]).unwrap();
+        let hooks = from_config(&[small]).unwrap();
         let data = RawValue::from_string("1".into()).unwrap();
         let recorded: usize = (0..5)
             .map(|seq| hooks.published("r", seq, "e", 0, &data).len())
@@ -334,7 +461,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
-        let hooks = Webhooks::from_config(&[config(&["room.occupied"])]).unwrap();
+        let hooks = from_config(&[config(&["room.occupied"])]).unwrap();
         let endpoint = &hooks.endpoints[0];
         for attempt in 1..30 {
             let exp = Duration::from_millis(1000 * (1u64 << (attempt - 1).min(20)))

@@ -10,6 +10,7 @@
 
 mod endpoint;
 mod message;
+pub mod pusher;
 mod signals;
 mod signature;
 pub mod tally;

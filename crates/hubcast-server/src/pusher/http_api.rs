@@ -1,0 +1,408 @@
+//! The Pusher HTTP API (`/apps/{id}/…`), signed as Pusher signs it
+//! (`pusher::auth::verify_request`): triggering events (durable appends to
+//! the channels' rooms, several channels or a batch in one transaction),
+//! channel information, presence users and `terminate_connections`.
+//!
+//! What is cluster-wide and what is this node's view: presence (`users`,
+//! `user_count`) comes from the hubs' presence, which follows the bus, so
+//! it is the cluster's; `subscription_count` and the occupancy of a channel
+//! without presence are this node's subscribers (hubcast keeps no
+//! cluster-wide subscriber count; docs/pusher.md says so).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Map, Value};
+
+use super::channel::{Channel, ChannelKind};
+use super::frame::StoredEvent;
+use super::App;
+use crate::http::error::ApiError;
+use crate::node::Node;
+use crate::protocol::codes::ErrorCode;
+use crate::store::{BatchItem, BatchOutcome, BatchRequest};
+
+/// Most channels of one trigger (Pusher's limit).
+const MAX_CHANNELS: usize = 100;
+/// Longest event name (Pusher's limit).
+const MAX_NAME: usize = 200;
+
+/// The app of `id`, once the request's signature is verified.
+fn verified(
+    node: &Node,
+    id: &str,
+    method: &Method,
+    uri: &Uri,
+    body: &[u8],
+) -> Result<Arc<App>, ApiError> {
+    let app = node
+        .pusher
+        .by_id(id)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("unknown app id {id}")))?;
+    let request = super::auth::SignedRequest {
+        method: method.as_str(),
+        path: uri.path(),
+        query: uri.query().unwrap_or(""),
+        body,
+    };
+    let now = crate::event::now_ms() / 1000;
+    super::auth::verify_request(
+        &app.key,
+        &app.secret,
+        &request,
+        now,
+        node.pusher.max_clock_skew_secs,
+    )
+    .map_err(|err| {
+        crate::metrics::note_refusal(
+            "unauthenticated",
+            std::net::Ipv4Addr::UNSPECIFIED.into(),
+            &err.to_string(),
+        );
+        ApiError::new(ErrorCode::Unauthenticated, err.to_string())
+    })?;
+    Ok(app.clone())
+}
+
+/// One event to trigger, as the API's bodies carry it.
+#[derive(Deserialize)]
+struct Trigger {
+    name: String,
+    data: Box<RawValue>,
+    #[serde(default)]
+    channels: Option<Vec<String>>,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    socket_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Batch {
+    batch: Vec<Trigger>,
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::BadRequest, message)
+}
+
+/// The batch items of `trigger`: one per channel, each stored as the
+/// Pusher event (with the excluded `socket_id`).
+fn items(
+    node: &Node,
+    app: &App,
+    trigger: &Trigger,
+    out: &mut Vec<BatchItem>,
+) -> Result<(), ApiError> {
+    if trigger.name.is_empty() || trigger.name.len() > MAX_NAME {
+        return Err(bad(format!(
+            "event name must be 1 to {MAX_NAME} characters"
+        )));
+    }
+    let channels: Vec<&str> = match (&trigger.channels, &trigger.channel) {
+        (Some(channels), _) => channels.iter().map(String::as_str).collect(),
+        (None, Some(channel)) => vec![channel.as_str()],
+        (None, None) => return Err(bad("channels or channel is required")),
+    };
+    if channels.is_empty() || channels.len() > MAX_CHANNELS {
+        return Err(bad(format!("1 to {MAX_CHANNELS} channels per event")));
+    }
+    if let Some(socket_id) = &trigger.socket_id {
+        let valid = socket_id.split_once('.').is_some_and(|(a, b)| {
+            [a, b]
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
+        });
+        if !valid {
+            return Err(bad(format!("invalid socket_id {socket_id}")));
+        }
+    }
+    let data = StoredEvent {
+        event: &trigger.name,
+        data: &trigger.data,
+        socket_id: trigger.socket_id.as_deref(),
+        user_id: None,
+    }
+    .to_raw();
+    for name in channels {
+        let channel = Channel::parse(name, &app.room_prefix)
+            .map_err(|err| bad(format!("channel {name}: {err}")))?;
+        let room = channel.room(&app.room_prefix);
+        let max = node.max_event_bytes(&room);
+        if trigger.data.get().len() > max {
+            return Err(ApiError::new(
+                ErrorCode::TooLarge,
+                format!("event data is larger than {max} bytes"),
+            ));
+        }
+        out.push(BatchItem {
+            room,
+            data: data.clone(),
+            expected_seq: None,
+        });
+    }
+    Ok(())
+}
+
+/// Appends every item in one transaction: durable when this answers, as
+/// a hubcast publish is; the hubs hear of it after the commit.
+async fn append(node: &Node, app: &App, events: Vec<BatchItem>) -> Result<Response, ApiError> {
+    node.limits
+        .check_publishes(|| format!("pusher:{}", app.id), events.len())
+        .map_err(|refusal| ApiError::new(ErrorCode::RateLimited, refusal.to_string()))?;
+    let outcome = node
+        .store
+        .append_batch(BatchRequest {
+            events,
+            idem_key: None,
+            origin: None,
+        })
+        .await?;
+    match outcome {
+        BatchOutcome::Appended(_) | BatchOutcome::Duplicate(_) => {
+            Ok((StatusCode::OK, Json(json!({}))).into_response())
+        }
+        // Neither can happen without keys or expected seqs.
+        _ => Err(ApiError::new(
+            ErrorCode::Conflict,
+            "the events were not appended",
+        )),
+    }
+}
+
+/// `POST /apps/{id}/events`: one event to one or more channels.
+pub async fn events(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let app = verified(&node, &id, &method, &uri, &body)?;
+    let trigger: Trigger =
+        serde_json::from_slice(&body).map_err(|err| bad(format!("invalid body: {err}")))?;
+    let mut events = Vec::new();
+    items(&node, &app, &trigger, &mut events)?;
+    append(&node, &app, events).await
+}
+
+/// `POST /apps/{id}/batch_events`: several events, appended together.
+pub async fn batch_events(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let app = verified(&node, &id, &method, &uri, &body)?;
+    let batch: Batch =
+        serde_json::from_slice(&body).map_err(|err| bad(format!("invalid body: {err}")))?;
+    let max = node.config.limits.max_batch_events;
+    if batch.batch.is_empty() || batch.batch.len() > max {
+        return Err(bad(format!("a batch holds 1 to {max} events")));
+    }
+    let mut events = Vec::new();
+    for trigger in &batch.batch {
+        items(&node, &app, trigger, &mut events)?;
+    }
+    append(&node, &app, events).await
+}
+
+/// The `info` attributes a query asks for.
+fn info_fields(query: Option<&str>) -> (Vec<String>, Option<String>) {
+    let params: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.unwrap_or("")).unwrap_or_default();
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let info = get("info")
+        .map(|v| {
+            v.split(',')
+                .map(str::to_owned)
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    (info, get("filter_by_prefix"))
+}
+
+/// A channel's numbers: this node's subscribers, and the cluster's
+/// presence members of a presence channel.
+async fn channel_numbers(
+    node: &Node,
+    channel: &Channel,
+    room: &crate::room::RoomName,
+) -> (usize, Option<usize>) {
+    let subscribers = node.hubs.get(room).map_or(0, |hub| hub.subscribers());
+    if channel.kind != ChannelKind::Presence {
+        return (subscribers, None);
+    }
+    let users = loop {
+        let hub = node.hubs.get_or_spawn(room);
+        match hub.presence().await {
+            Ok(members) => break members.len(),
+            Err(_gone) => node.hubs.forget(room, hub.id),
+        }
+    };
+    (subscribers, Some(users))
+}
+
+/// `GET /apps/{id}/channels?filter_by_prefix=…&info=user_count`: the
+/// occupied channels.
+pub async fn channels(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let app = verified(&node, &id, &method, &uri, b"")?;
+    let (info, prefix) = info_fields(query.as_deref());
+    let wants_users = info.iter().any(|i| i == "user_count");
+    if wants_users
+        && !prefix
+            .as_deref()
+            .is_some_and(|p| p.starts_with("presence-"))
+    {
+        return Err(bad("info=user_count needs filter_by_prefix=presence-"));
+    }
+    let mut channels = Map::new();
+    let mut rooms = node.hubs.snapshot();
+    rooms.sort_by(|a, b| a.0.cmp(&b.0));
+    for (room, _) in rooms {
+        let Some(name) = super::channel::channel_of(&room, &app.room_prefix) else {
+            continue;
+        };
+        if prefix.as_deref().is_some_and(|p| !name.starts_with(p)) {
+            continue;
+        }
+        let Ok(channel) = Channel::parse(&name, &app.room_prefix) else {
+            continue;
+        };
+        let (subscribers, users) = channel_numbers(&node, &channel, &room).await;
+        if subscribers == 0 && users.unwrap_or(0) == 0 {
+            continue;
+        }
+        let mut attributes = Map::new();
+        if wants_users {
+            attributes.insert("user_count".into(), json!(users.unwrap_or(0)));
+        }
+        channels.insert(name, Value::Object(attributes));
+    }
+    Ok(Json(json!({ "channels": channels })).into_response())
+}
+
+/// `GET /apps/{id}/channels/{channel}?info=user_count,subscription_count`.
+pub async fn channel(
+    State(node): State<Arc<Node>>,
+    Path((id, name)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let app = verified(&node, &id, &method, &uri, b"")?;
+    let channel = Channel::parse(&name, &app.room_prefix)
+        .map_err(|err| bad(format!("channel {name}: {err}")))?;
+    let (info, _) = info_fields(query.as_deref());
+    let room = channel.room(&app.room_prefix);
+    let (subscribers, users) = channel_numbers(&node, &channel, &room).await;
+    let mut body = Map::new();
+    body.insert(
+        "occupied".into(),
+        json!(subscribers > 0 || users.unwrap_or(0) > 0),
+    );
+    for field in &info {
+        match field.as_str() {
+            "user_count" if users.is_some() => {
+                body.insert("user_count".into(), json!(users.unwrap_or(0)));
+            }
+            "user_count" => return Err(bad("user_count is only for presence channels")),
+            "subscription_count" => {
+                body.insert("subscription_count".into(), json!(subscribers));
+            }
+            other => return Err(bad(format!("unknown info attribute {other}"))),
+        }
+    }
+    Ok(Json(Value::Object(body)).into_response())
+}
+
+/// `GET /apps/{id}/channels/{channel}/users`: a presence channel's members,
+/// cluster-wide.
+pub async fn users(
+    State(node): State<Arc<Node>>,
+    Path((id, name)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let app = verified(&node, &id, &method, &uri, b"")?;
+    let channel = Channel::parse(&name, &app.room_prefix)
+        .map_err(|err| bad(format!("channel {name}: {err}")))?;
+    if channel.kind != ChannelKind::Presence {
+        return Err(bad("users are only for presence channels"));
+    }
+    let room = channel.room(&app.room_prefix);
+    let members = loop {
+        let hub = node.hubs.get_or_spawn(&room);
+        match hub.presence().await {
+            Ok(members) => break members,
+            Err(_gone) => node.hubs.forget(&room, hub.id),
+        }
+    };
+    let users: Vec<Value> = members.iter().map(|m| json!({"id": m.id})).collect();
+    Ok(Json(json!({ "users": users })).into_response())
+}
+
+/// `POST /apps/{id}/users/{user}/terminate_connections`: closes every
+/// connection signed in as `user`, on every node (the admin disconnect's
+/// path: the roster here, the bus for the others). They are closed with
+/// 4009, so pusher-js does not reconnect.
+pub async fn terminate_connections(
+    State(node): State<Arc<Node>>,
+    Path((id, user)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let app = verified(&node, &id, &method, &uri, &body)?;
+    tracing::info!(app = %app.id, %user, "pusher terminate_connections");
+    crate::admin::act(
+        &node,
+        crate::bus::ControlMessage::Disconnect {
+            user: app.roster_user(&user),
+            code: crate::protocol::codes::close::DISCONNECTED,
+            reason: "terminated by the app".to_owned(),
+        },
+    )
+    .await;
+    Ok(Json(json!({})).into_response())
+}
+
+/// `POST /users/{user}/terminate_connections`: the path the Python `pusher`
+/// library (3.3) sends, without `/apps/{id}`; the app is the one whose key
+/// signed the request (`auth_key`).
+pub async fn terminate_connections_by_key(
+    State(node): State<Arc<Node>>,
+    Path(user): Path<String>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let params: Vec<(String, String)> =
+        serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap_or_default();
+    let id = params
+        .iter()
+        .find(|(k, _)| k == "auth_key")
+        .and_then(|(_, key)| node.pusher.by_key(key))
+        .map(|app| app.id.clone())
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no app has this auth_key"))?;
+    terminate_connections(State(node), Path((id, user)), method, uri, body).await
+}
