@@ -72,6 +72,11 @@ step "packages: hubcast-protocol and hubcast-client as crates.io would build the
 # hubcast-client against the packaged hubcast-protocol from a temporary local
 # registry, so the client's `path` + `version` dependency needs no upload.
 # --allow-dirty: the suite checks the working tree, committed or not.
+# Cargo extracts the packaged hubcast-protocol from its temporary registry
+# into ~/.cargo/registry/src/-<hash>/ and reuses what an earlier run left
+# there, same version or not: remove those stale copies of our own crates.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/hubcast-protocol-* \
+       "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/hubcast-client-*
 if [[ "${HUBCAST_TEST_OFFLINE:-}" == 1 ]]; then
     cargo package --offline --locked --allow-dirty -p hubcast-protocol -p hubcast-client
 else
