@@ -73,7 +73,7 @@ def summary(results, out):
 def svg(results, out):
     servers = [s for s in SERVERS if any((s, sc) in results for sc in SCENARIOS)]
     width, panel_h, top = 980, 300, 40
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{2 * panel_h + 2 * top + 40}" '
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{3 * panel_h + 2 * top + 60}" '
              'font-family="sans-serif" font-size="12">', '<rect width="100%" height="100%" fill="white"/>']
     # Legend.
     for i, server in enumerate(servers):
@@ -129,6 +129,9 @@ def svg(results, out):
                 latency[(label, s)] = r.get(key)
     panel(top + panel_h + 20, "fanout-steady publish→receive latency, ms (log scale, lower is better)",
           [p for p, _ in PERCENTILES], latency, log=True)
+    cpu = {(sc, s): r.get("server_cpu_us_per_delivery") for (s, sc), r in results.items()}
+    panel(top + 2 * panel_h + 40, "server CPU µs per delivery, publish phase (lower is better)",
+          SCENARIOS, cpu, log=False)
     parts.append("</svg>")
     (out / "compare.svg").write_text("\n".join(parts) + "\n")
 
