@@ -76,7 +76,10 @@ impl Received {
         let Some(until) = until_us.checked_sub(self.base_us) else {
             return 0;
         };
-        self.arrivals.iter().filter(|&&at| u64::from(at) <= until).count() as u64
+        self.arrivals
+            .iter()
+            .filter(|&&at| u64::from(at) <= until)
+            .count() as u64
     }
 }
 
@@ -207,7 +210,8 @@ pub async fn run(
     if let (Some(start), Some(published), Some(delivered)) =
         (cpu_start, cpu_published, cpu_delivered)
     {
-        let per = |cpu: f64, n: u64| (n > 0).then(|| (cpu * 1e6 / n as f64 * 1000.0).round() / 1000.0);
+        let per =
+            |cpu: f64, n: u64| (n > 0).then(|| (cpu * 1e6 / n as f64 * 1000.0).round() / 1000.0);
         report.add("server_cpu_seconds_publish_phase", published - start);
         report.add("deliveries_publish_phase", in_publish_phase);
         if let Some(us) = per(published - start, in_publish_phase) {

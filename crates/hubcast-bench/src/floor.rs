@@ -39,7 +39,10 @@ pub fn run(options: &FloorOptions) -> anyhow::Result<Report> {
     anyhow::ensure!(options.payload < 126, "--payload must be under 126 bytes");
     // The frame: FIN + text opcode, unmasked (server to client), 7-bit length.
     let mut frame = vec![0x81, options.payload as u8];
-    let body = format!(r#"{{"type":"event","room":"floor","seq":1,"ts":0,"data":{{"x":"{}"}}}}"#, "");
+    let body = format!(
+        r#"{{"type":"event","room":"floor","seq":1,"ts":0,"data":{{"x":"{}"}}}}"#,
+        ""
+    );
     let mut payload = body.into_bytes();
     payload.resize(options.payload, b' ');
     frame.extend_from_slice(&payload);

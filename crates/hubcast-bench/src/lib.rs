@@ -263,7 +263,9 @@ pub async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Option<Re
         Scenario::Publish(options) => publish::run(&url, &options, &common).await?,
         Scenario::Replay(options) => replay::run(&url, &options, &common).await?,
         Scenario::Idle(options) => idle::run(&options, &common).await?,
-        Scenario::Floor(options) => tokio::task::spawn_blocking(move || floor::run(&options)).await??,
+        Scenario::Floor(options) => {
+            tokio::task::spawn_blocking(move || floor::run(&options)).await??
+        }
         Scenario::IdleClient(_) => unreachable!("handled above"),
     };
     if let Some(server) = spawned {
