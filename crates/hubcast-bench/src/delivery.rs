@@ -67,7 +67,7 @@ impl Received {
         if added > 0 {
             self.last_us = now;
             let at = now.saturating_sub(self.base_us).min(u64::from(u32::MAX)) as u32;
-            self.arrivals.extend(std::iter::repeat_n(at, added));
+            self.arrivals.resize(self.arrivals.len() + added, at);
         }
     }
 
