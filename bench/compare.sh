@@ -8,6 +8,12 @@
 #   bench/compare.sh [OUT]            (default OUT: bench/results)
 #   PEERS="hubcast nchan" bench/compare.sh     only some servers
 #   SUBSCRIBERS=10000 ROOMS=2000 … sizes (see below)
+#   SCENARIOS="fanout-steady" bench/compare.sh  only some scenarios
+#
+# Every scenario reports the server's CPU per delivery (`--server-pid`:
+# utime + stime from /proc of the server and every process descended from it,
+# read at the start and the end of the publish phase, divided by the
+# deliveries that arrived in it; and over the whole run, to the last delivery).
 #
 # Peers are installed into a cache outside the repository (PEERS_CACHE,
 # default ~/.cache/hubcast-peers) the first time: Sockudo with `cargo install`
@@ -27,6 +33,7 @@ MAX_EVENTS="${MAX_EVENTS:-200}"         # fanout at max rate
 ROOMS="${ROOMS:-2000}"                  # rooms: ROOMS × PER_ROOM subscribers
 PER_ROOM="${PER_ROOM:-5}"
 ROOM_EVENTS="${ROOM_EVENTS:-10}"
+SCENARIOS="${SCENARIOS:-fanout-steady fanout-max rooms}"
 . "$ROOT/bench/lib.sh"
 
 start_sockudo() {
@@ -91,10 +98,12 @@ start_nchan() {
 
 run_bench() { # SERVER NAME SCENARIO ARGS…
   local server="$1" name="$2"; shift 2
+  case " $SCENARIOS " in *" $name "*) ;; *) return 0 ;; esac
   local target="$server"
   [ "$server" = hubcast-pusher ] && target=pusher
   echo "compare: $server $name" >&2
-  "$HUBCAST" bench "$@" --target "$target" --url "$URL" --quiet --json "$OUT/$server-$name.json" >/dev/null \
+  "$HUBCAST" bench "$@" --target "$target" --url "$URL" --server-pid "$SERVER_PID" --quiet \
+    --json "$OUT/$server-$name.json" >/dev/null \
     || echo "compare: $server $name failed" >&2
 }
 

@@ -3,6 +3,8 @@
 # server under test at a time. Expects ROOT to be set.
 
 HUBCAST="${HUBCAST_BIN:-$ROOT/target/release/hubcast}"
+# The server under test may be another build than the load generator (A/B runs).
+HUBCAST_SERVER="${HUBCAST_SERVER_BIN:-$HUBCAST}"
 WORK="$(mktemp -d)"
 SERVER_PID=""
 
@@ -37,7 +39,7 @@ start_hubcast() { # [PORT, default 8787]: a fresh hubcast on a fresh store; sets
   mkdir -p "$WORK/hubcast" && : >"$WORK/hubcast/none.toml"
   HUBCAST_RATE_LIMITS__CONNECTS_PER_IP_PER_MINUTE=0 HUBCAST_RATE_LIMITS__MAX_CONNECTIONS_PER_IP=0 \
   HUBCAST_LIMITS__OUTBOUND_QUEUE=8192 RUST_LOG=warn \
-    "$HUBCAST" serve --listen "127.0.0.1:$port" --store "sqlite://$WORK/hubcast/hubcast.db" \
+    "$HUBCAST_SERVER" serve --listen "127.0.0.1:$port" --store "sqlite://$WORK/hubcast/hubcast.db" \
       --config "$WORK/hubcast/none.toml" >"$WORK/hubcast.log" 2>&1 &
   SERVER_PID=$!
   URL="http://127.0.0.1:$port"

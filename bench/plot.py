@@ -40,8 +40,9 @@ def summary(results, out):
         f"Run {machine.get('date', '?')} on {machine.get('cpus', '?')} × {machine.get('cpu', '?')}; "
         f"load average before: {machine.get('load_before', '?')}.",
         "",
-        "| scenario | server | delivered | deliveries/s | hubcast ÷ server (deliveries/s) | p50 ms | p99 ms | p99.9 ms | max ms | server p99 ÷ hubcast p99 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| scenario | server | delivered | deliveries/s | hubcast ÷ server (deliveries/s) | p50 ms | p99 ms | p99.9 ms | max ms | server p99 ÷ hubcast p99 "
+        "| server CPU µs/delivery (publish phase) | hubcast ÷ server (CPU/delivery) | server CPU µs/delivery (whole run) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for scenario in SCENARIOS:
         ours = results.get(("hubcast", scenario))
@@ -51,16 +52,20 @@ def summary(results, out):
                 continue
             rate = r.get("deliveries_per_sec")
             p99 = r.get("latency_p99_ms")
-            rate_ratio = p99_ratio = "–"
+            rate_ratio = p99_ratio = cpu_ratio = "–"
+            cpu = r.get("server_cpu_us_per_delivery")
             if ours and server != "hubcast":
                 if rate:
                     rate_ratio = f"{ours['deliveries_per_sec'] / rate:.2f}×"
                 if p99 and ours.get("latency_p99_ms"):
                     p99_ratio = f"{p99 / ours['latency_p99_ms']:.2f}×"
+                if cpu and ours.get("server_cpu_us_per_delivery"):
+                    cpu_ratio = f"{ours['server_cpu_us_per_delivery'] / cpu:.2f}×"
             delivered = f"{r.get('deliveries', 0):,}/{r.get('deliveries_expected', 0):,}"
             lines.append(
                 f"| {scenario} | {server} | {delivered} | {fmt(rate)} | {rate_ratio} | {fmt(r.get('latency_p50_ms'), 2)} "
-                f"| {fmt(p99, 2)} | {fmt(r.get('latency_p999_ms'), 2)} | {fmt(r.get('latency_max_ms'), 2)} | {p99_ratio} |"
+                f"| {fmt(p99, 2)} | {fmt(r.get('latency_p999_ms'), 2)} | {fmt(r.get('latency_max_ms'), 2)} | {p99_ratio} "
+                f"| {fmt(cpu, 2)} | {cpu_ratio} | {fmt(r.get('server_cpu_us_per_delivery_total'), 2)} |"
             )
     (out / "summary.md").write_text("\n".join(lines) + "\n")
 
@@ -68,7 +73,7 @@ def summary(results, out):
 def svg(results, out):
     servers = [s for s in SERVERS if any((s, sc) in results for sc in SCENARIOS)]
     width, panel_h, top = 980, 300, 40
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{2 * panel_h + 2 * top + 40}" '
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{3 * panel_h + 2 * top + 60}" '
              'font-family="sans-serif" font-size="12">', '<rect width="100%" height="100%" fill="white"/>']
     # Legend.
     for i, server in enumerate(servers):
@@ -124,6 +129,9 @@ def svg(results, out):
                 latency[(label, s)] = r.get(key)
     panel(top + panel_h + 20, "fanout-steady publish→receive latency, ms (log scale, lower is better)",
           [p for p, _ in PERCENTILES], latency, log=True)
+    cpu = {(sc, s): r.get("server_cpu_us_per_delivery") for (s, sc), r in results.items()}
+    panel(top + 2 * panel_h + 40, "server CPU µs per delivery, publish phase (lower is better)",
+          SCENARIOS, cpu, log=False)
     parts.append("</svg>")
     (out / "compare.svg").write_text("\n".join(parts) + "\n")
 

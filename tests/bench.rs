@@ -165,3 +165,53 @@ fn idle_holds_every_connection_over_several_processes() {
     assert_eq!(results["client_processes"], 2, "{results}");
     assert!(results["rss_held_kib"].as_u64().unwrap() > 0, "{results}");
 }
+
+#[test]
+fn fanout_reports_the_servers_cpu_per_delivery_given_its_pid() {
+    // The in-process server's process descends from this test's: its CPU is
+    // counted under this pid. Only the figures' presence is asserted.
+    let pid = std::process::id().to_string();
+    let results = bench(&[
+        "fanout",
+        "--subscribers",
+        "20",
+        "--events",
+        "20",
+        "--rate",
+        "0",
+        "--server-pid",
+        &pid,
+    ]);
+    assert_all_delivered(&results, 20, 20);
+    assert!(
+        results["server_cpu_seconds_publish_phase"].is_number(),
+        "{results}"
+    );
+    assert!(results["server_cpu_seconds_total"].is_number(), "{results}");
+    assert!(
+        results["server_cpu_us_per_delivery_total"].is_number(),
+        "{results}"
+    );
+    let in_phase = results["deliveries_publish_phase"].as_u64().unwrap();
+    assert!(in_phase <= 20 * 20, "{results}");
+}
+
+#[test]
+fn floor_writes_every_frame_to_every_socket() {
+    let results = bench(&[
+        "floor",
+        "--connections",
+        "20",
+        "--rounds",
+        "10",
+        "--rate",
+        "0",
+    ]);
+    assert_eq!(results["writes"], 200, "{results}");
+    assert_eq!(
+        results["bytes_received"].as_u64(),
+        Some(200 * results["frame_bytes"].as_u64().unwrap()),
+        "{results}"
+    );
+    assert!(results["cpu_us_per_write"].is_number(), "{results}");
+}

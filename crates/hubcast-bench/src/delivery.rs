@@ -45,12 +45,42 @@ struct Tally {
 /// Deliveries a subscriber counts locally before adding them to the tally.
 const TALLY_STEP: u64 = 16;
 
-/// What one subscriber brings back: each delivery's latency in µs, and when
-/// its latest delivery arrived (µs since the Unix epoch).
+/// What one subscriber brings back: each delivery's latency in µs, when each
+/// arrived (µs after the subscriber's `base_us`), and when its latest delivery
+/// arrived (µs since the Unix epoch).
 #[derive(Default)]
 struct Received {
     latencies: Vec<u32>,
+    arrivals: Vec<u32>,
+    base_us: u64,
     last_us: u64,
+}
+
+impl Received {
+    /// Records the deliveries of one frame (a `batch` frame holds several).
+    fn record(&mut self, text: &str, now: u64) {
+        let before = self.latencies.len();
+        self.latencies.extend(
+            timestamps(text).map(|sent| now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32),
+        );
+        let added = self.latencies.len() - before;
+        if added > 0 {
+            self.last_us = now;
+            let at = now.saturating_sub(self.base_us).min(u64::from(u32::MAX)) as u32;
+            self.arrivals.resize(self.arrivals.len() + added, at);
+        }
+    }
+
+    /// Deliveries that arrived at or before `until_us` (µs since the Unix epoch).
+    fn arrived_by(&self, until_us: u64) -> u64 {
+        let Some(until) = until_us.checked_sub(self.base_us) else {
+            return 0;
+        };
+        self.arrivals
+            .iter()
+            .filter(|&&at| u64::from(at) <= until)
+            .count() as u64
+    }
 }
 
 pub async fn run(
@@ -101,13 +131,18 @@ pub async fn run(
     connect_bar.finish_and_clear();
     let connect_failures = tally.connect_failures.load(Ordering::Relaxed);
 
-    // Publish.
+    // Publish. The server's CPU is read at both ends of the publish phase
+    // (and again once the deliveries are done).
+    let server = common.server_processes();
     let expected = subscribed * shape.events_per_room;
     let deliver_bar = progress(expected, common.quiet, "deliver");
+    let cpu_start = server.and_then(|s| s.cpu_seconds());
     let epoch = Instant::now();
     let epoch_us = now_us();
     let published = publish(target, &rooms, shape).await;
     let publish_seconds = epoch.elapsed().as_secs_f64();
+    let cpu_published = server.and_then(|s| s.cpu_seconds());
+    let published_us = now_us();
 
     // Wait for the deliveries: all of them, or until they stop coming.
     let mut last = (tally.delivered.load(Ordering::Relaxed), Instant::now());
@@ -124,10 +159,12 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let cpu_delivered = server.and_then(|s| s.cpu_seconds());
     stop.cancel();
     deliver_bar.finish_and_clear();
     let mut histogram = latency_histogram();
     let (mut complete, mut deliveries, mut last_us) = (0u64, 0u64, 0u64);
+    let mut in_publish_phase = 0u64;
     for subscriber in subscribers {
         let Ok(received) = subscriber.await else {
             continue;
@@ -136,6 +173,7 @@ pub async fn run(
             complete += 1;
         }
         deliveries += received.latencies.len() as u64;
+        in_publish_phase += received.arrived_by(published_us);
         last_us = last_us.max(received.last_us);
         for us in received.latencies {
             let _ = histogram.record(u64::from(us).max(1));
@@ -165,6 +203,25 @@ pub async fn run(
     );
     report.add("deliveries_per_sec", deliveries as f64 / delivery_seconds);
     report.add_latency("latency", &histogram);
+    // Server CPU per delivery: over the publish phase (the deliveries that
+    // arrived while publishing), and over the whole run (first publish to
+    // the last delivery, every delivery; the fairer figure where queues are
+    // still draining when publishing ends, as at the maximum rate).
+    if let (Some(start), Some(published), Some(delivered)) =
+        (cpu_start, cpu_published, cpu_delivered)
+    {
+        let per =
+            |cpu: f64, n: u64| (n > 0).then(|| (cpu * 1e6 / n as f64 * 1000.0).round() / 1000.0);
+        report.add("server_cpu_seconds_publish_phase", published - start);
+        report.add("deliveries_publish_phase", in_publish_phase);
+        if let Some(us) = per(published - start, in_publish_phase) {
+            report.add("server_cpu_us_per_delivery", us);
+        }
+        report.add("server_cpu_seconds_total", delivered - start);
+        if let Some(us) = per(delivered - start, deliveries) {
+            report.add("server_cpu_us_per_delivery_total", us);
+        }
+    }
     Ok(report)
 }
 
@@ -188,12 +245,13 @@ impl Subscriber {
     ) -> Received {
         let mut received = Received {
             latencies: Vec::with_capacity(self.expected as usize),
+            arrivals: Vec::with_capacity(self.expected as usize),
+            base_us: now_us(),
             last_us: 0,
         };
         if self.target.transport() == Transport::Sse {
             return self.run_sse(permits, ready, received).await;
         }
-        let latencies = &mut received.latencies;
         let permit = permits.acquire().await;
         let url = self.target.subscribe_url(&self.room);
         let Ok(mut socket) = self.target.connect(&url).await else {
@@ -237,14 +295,10 @@ impl Subscriber {
                     }
                 }
                 Inbound::Data => {
-                    let now = now_us();
-                    let before = latencies.len();
-                    latencies.extend(
-                        timestamps(text)
-                            .map(|sent| now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32),
-                    );
+                    let before = received.latencies.len();
+                    received.record(text, now_us());
+                    let latencies = &received.latencies;
                     if latencies.len() > before {
-                        received.last_us = now;
                         let (was, is) = (
                             before as u64 / TALLY_STEP,
                             latencies.len() as u64 / TALLY_STEP,
@@ -262,10 +316,11 @@ impl Subscriber {
             }
         }
         // The deliveries not yet counted in steps.
-        let counted = latencies.len() as u64 / TALLY_STEP * TALLY_STEP;
+        let delivered = received.latencies.len() as u64;
+        let counted = delivered / TALLY_STEP * TALLY_STEP;
         self.tally
             .delivered
-            .fetch_add(latencies.len() as u64 - counted, Ordering::Relaxed);
+            .fetch_add(delivered - counted, Ordering::Relaxed);
         if let Some((ready, _permit)) = ready.take() {
             self.tally.connect_failures.fetch_add(1, Ordering::Relaxed);
             let _ = ready.send(false);
@@ -321,14 +376,7 @@ impl Subscriber {
                     }
                     continue;
                 }
-                let before = received.latencies.len();
-                received.latencies.extend(
-                    timestamps(&text)
-                        .map(|sent| now.saturating_sub(sent).min(u64::from(u32::MAX)) as u32),
-                );
-                if received.latencies.len() > before {
-                    received.last_us = now;
-                }
+                received.record(&text, now);
                 if received.latencies.len() as u64 >= self.expected {
                     break 'read;
                 }

@@ -3,8 +3,10 @@
 //! writes machine-readable JSON. With `--spawn` it starts a server in this
 //! process on a temporary SQLite store, so one command measures end to end.
 
+mod cpu;
 mod delivery;
 mod fanout;
+mod floor;
 mod idle;
 mod publish;
 mod replay;
@@ -22,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use hubcast_server::config::{Config, StoreUrl, Synchronous};
 
 pub use fanout::FanoutOptions;
+pub use floor::FloorOptions;
 pub use idle::{IdleClientOptions, IdleOptions};
 pub use publish::PublishOptions;
 pub use replay::ReplayOptions;
@@ -39,6 +42,9 @@ pub enum Scenario {
     Publish(PublishOptions),
     /// Time for a reconnecting client to catch up K missed events.
     Replay(ReplayOptions),
+    /// The floor: one thread writes one pre-framed ~100-byte frame to N
+    /// loopback sockets; its CPU per write.
+    Floor(FloorOptions),
     /// N idle subscribed connections from several client processes; server RSS per connection.
     Idle(IdleOptions),
     /// One client process of `idle` (started by it).
@@ -116,6 +122,12 @@ pub struct Common {
     /// Write the results here as JSON.
     #[arg(long, global = true)]
     pub json: Option<PathBuf>,
+    /// The pid of the server under test (run as its own process): `fanout`
+    /// and `rooms` then report its CPU per delivery, read from `/proc` for
+    /// it and every process descended from it. `--spawn` measures its own
+    /// process.
+    #[arg(long, global = true)]
+    pub server_pid: Option<u32>,
     /// Hide the progress bar (for scripts and tests).
     #[arg(long, global = true)]
     pub quiet: bool,
@@ -125,6 +137,13 @@ pub struct Common {
     /// Credentials and TLS.
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+impl Common {
+    /// The server processes whose CPU `fanout` and `rooms` read (`--server-pid`).
+    fn server_processes(&self) -> Option<cpu::ServerProcesses> {
+        self.server_pid.map(|root| cpu::ServerProcesses { root })
+    }
 }
 
 /// One scenario's results: a flat list of named figures.
@@ -228,7 +247,7 @@ pub async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Option<Re
         anyhow::bail!("--spawn starts hubcast; start the peer yourself (bench/compare.sh does)");
     }
     // idle spawns its own server processes.
-    let in_process = common.spawn && !matches!(scenario, Scenario::Idle(_));
+    let in_process = common.spawn && !matches!(scenario, Scenario::Idle(_) | Scenario::Floor(_));
     let spawned = if in_process {
         Some(SpawnedServer::start(common.sqlite_sync).await?)
     } else {
@@ -244,6 +263,9 @@ pub async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Option<Re
         Scenario::Publish(options) => publish::run(&url, &options, &common).await?,
         Scenario::Replay(options) => replay::run(&url, &options, &common).await?,
         Scenario::Idle(options) => idle::run(&options, &common).await?,
+        Scenario::Floor(options) => {
+            tokio::task::spawn_blocking(move || floor::run(&options)).await??
+        }
         Scenario::IdleClient(_) => unreachable!("handled above"),
     };
     if let Some(server) = spawned {
