@@ -72,16 +72,24 @@ step "packages: hubcast-protocol and hubcast-client as crates.io would build the
 # hubcast-client against the packaged hubcast-protocol from a temporary local
 # registry, so the client's `path` + `version` dependency needs no upload.
 # --allow-dirty: the suite checks the working tree, committed or not.
-# Cargo extracts the packaged hubcast-protocol from its temporary registry
-# into ~/.cargo/registry/src/-<hash>/ and reuses what an earlier run left
-# there, same version or not: remove those stale copies of our own crates.
-rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/hubcast-protocol-* \
+# Cargo treats a registry crate of a given version as immutable: it would
+# reuse the packaged hubcast-protocol an earlier run extracted into
+# ~/.cargo/registry/src/-<hash>/ and the build of it, though the code has
+# changed since. So the check builds in a target dir of its own, from which
+# our own crates' artifacts are removed before each run (their dependencies
+# stay cached), and the stale extracts go too.
+export CARGO_TARGET_DIR="$PWD/target/package-check"
+rm -rf "$CARGO_TARGET_DIR"/package \
+       "$CARGO_TARGET_DIR"/debug/.fingerprint/hubcast-* \
+       "$CARGO_TARGET_DIR"/debug/deps/*hubcast_* \
+       "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/hubcast-protocol-* \
        "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/hubcast-client-*
 if [[ "${HUBCAST_TEST_OFFLINE:-}" == 1 ]]; then
     cargo package --offline --locked --allow-dirty -p hubcast-protocol -p hubcast-client
 else
     cargo publish --dry-run --locked --allow-dirty -p hubcast-protocol -p hubcast-client
 fi
+unset CARGO_TARGET_DIR
 
 step "README commands, run as written against the binary"
 HUBCAST_BIN="$PWD/target/debug/hubcast" python3 tests/readme/check.py
