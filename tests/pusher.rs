@@ -361,8 +361,8 @@ fn channel_auth(socket_id: &str, channel: &str) -> String {
 async fn private_socket(server: &Server, channel: &str) -> (Ws, String) {
     let mut ws = Ws::connect_raw(&server.ws_url("/app/key1?protocol=7")).await;
     let established = ws.next_json().await;
-    let data: Value = serde_json::from_str(established["data"].as_str().expect("data"))
-        .expect("data is JSON");
+    let data: Value =
+        serde_json::from_str(established["data"].as_str().expect("data")).expect("data is JSON");
     let socket_id = data["socket_id"].as_str().expect("socket_id").to_owned();
     ws.send_json(json!({"event": "pusher:subscribe", "data": {
         "channel": channel, "auth": channel_auth(&socket_id, channel)}}))
@@ -436,5 +436,9 @@ async fn client_events_over_the_rate_get_4301_and_keep_the_socket() {
             _ => panic!("unexpected frame {frame}"),
         }
     }
-    assert_eq!(relayed + refused, SENT, "every client event relayed or refused");
+    assert_eq!(
+        relayed + refused,
+        SENT,
+        "every client event relayed or refused"
+    );
 }

@@ -232,10 +232,7 @@ pub async fn events(
     // As Pusher answers: each channel's attributes, taken after the append.
     let mut channels = Map::new();
     for name in trigger.channel_names() {
-        channels.insert(
-            name.to_owned(),
-            attributes(&node, &app, name, &info).await?,
-        );
+        channels.insert(name.to_owned(), attributes(&node, &app, name, &info).await?);
     }
     Ok(Json(json!({ "channels": channels })).into_response())
 }

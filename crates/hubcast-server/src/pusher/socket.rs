@@ -134,7 +134,9 @@ fn protocol_version(query: Option<&str>) -> Option<u32> {
 
 /// Whether a message is over `limiter`'s rate (never, without a limit).
 fn over(limiter: &Option<governor::DefaultDirectRateLimiter>) -> bool {
-    limiter.as_ref().is_some_and(|limiter| limiter.check().is_err())
+    limiter
+        .as_ref()
+        .is_some_and(|limiter| limiter.check().is_err())
 }
 
 /// Tells the client why it cannot stay, in `pusher:error` and the close code.
@@ -332,9 +334,7 @@ impl PusherSession {
         let message = ClientMessage::parse(text);
         // Client events have their own bucket (`client_event`); everything
         // else, malformed text included, counts here.
-        if !matches!(message, Ok(ClientMessage::ClientEvent { .. }))
-            && over(&self.message_rate)
-        {
+        if !matches!(message, Ok(ClientMessage::ClientEvent { .. })) && over(&self.message_rate) {
             crate::metrics::note_refusal(
                 "rate_limited",
                 self.ip,
