@@ -6,14 +6,15 @@
 # mode, plus tests/cluster.rs), starting those services when they are not
 # running (scripts/services.sh); then the integration tests driven by clients
 # from other ecosystems (Python `websockets`, Node `ws`); Schemathesis against
-# the OpenAPI description; the dashboard in
-# headless Chromium; the TypeScript SDK's tests; the Python library's type check
+# the OpenAPI description; the dashboard, the demos, EventSource and pusher-js
+# in headless Chromium; the TypeScript SDK's tests; the Python library's type check
 # and tests; a 2-minute chaos soak (bench/chaos); a short fuzz run of every parser.
 # (tests/webhooks.rs installs the `standardwebhooks` package its receiver
 # verifies with into tests/webhooks/.venv on first use; tests/pusher.rs
 # installs pusher-js, laravel-echo and the npm `pusher` library into
 # tests/pusher/node_modules and the PyPI `pusher` library into
-# tests/pusher/.venv the same way.) Installs what it
+# tests/pusher/.venv the same way; tests/browser/run.sh installs the same npm
+# packages there for pusher-js in Chromium.) Installs what it
 # needs when it is missing and leaves running services alone. Prints how long
 # each step took. Run from anywhere: scripts/test.sh
 #
@@ -126,7 +127,7 @@ HUBCAST_BIN="$PWD/target/debug/hubcast" bash clients/python/run-tests.sh
 step "chaos soak: 3 nodes on a private PostgreSQL + NATS, random faults (2 min)"
 HUBCAST_BIN="$PWD/target/debug/hubcast" bash bench/chaos/run.sh --duration 120 --seed "${HUBCAST_CHAOS_SEED:-$RANDOM}"
 
-step "dashboard in headless Chromium"
+step "dashboard, demos, SSE and pusher-js in headless Chromium"
 HUBCAST_BIN="$PWD/target/debug/hubcast" bash tests/browser/run.sh
 
 if [[ "${HUBCAST_TEST_CONTAINER:-}" == 1 ]]; then

@@ -346,3 +346,99 @@ async fn a_channel_is_a_room_both_ways() {
         json!({"event": "tick", "channel": "prices", "data": "{\"p\":1}"})
     );
 }
+
+/// A private channel's authorization as the app's auth endpoint signs it
+/// (`key:HMAC-SHA256(secret, "socket_id:channel")`), computed here with
+/// `ring`, not with the server's own code.
+fn channel_auth(socket_id: &str, channel: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"secret1");
+    let tag = ring::hmac::sign(&key, format!("{socket_id}:{channel}").as_bytes());
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("key1:{hex}")
+}
+
+/// A raw Pusher socket subscribed to the private `channel`, with its socket_id.
+async fn private_socket(server: &Server, channel: &str) -> (Ws, String) {
+    let mut ws = Ws::connect_raw(&server.ws_url("/app/key1?protocol=7")).await;
+    let established = ws.next_json().await;
+    let data: Value =
+        serde_json::from_str(established["data"].as_str().expect("data")).expect("data is JSON");
+    let socket_id = data["socket_id"].as_str().expect("socket_id").to_owned();
+    ws.send_json(json!({"event": "pusher:subscribe", "data": {
+        "channel": channel, "auth": channel_auth(&socket_id, channel)}}))
+        .await;
+    assert_eq!(
+        ws.next_json().await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    (ws, socket_id)
+}
+
+/// Sends `pusher:ping` and reads up to the pong: the client events answered
+/// with 4301 before it (the answers to a socket keep their order).
+async fn refusals_until_pong(ws: &mut Ws) -> usize {
+    ws.send_json(json!({"event": "pusher:ping", "data": {}}))
+        .await;
+    let mut refused = 0;
+    loop {
+        let frame = ws.next_json().await;
+        match frame["event"].as_str() {
+            Some("pusher:pong") => return refused,
+            Some("pusher:error") if frame["data"]["code"] == 4301 => refused += 1,
+            _ => panic!("unexpected frame {frame}"),
+        }
+    }
+}
+
+/// Client events over the session's message rate are answered as Pusher
+/// answers them: `pusher:error` 4301, the event dropped, the connection
+/// kept. Every event is either relayed or refused, and once the rate allows
+/// again the same socket's events go through.
+#[tokio::test]
+async fn client_events_over_the_rate_get_4301_and_keep_the_socket() {
+    let server = Server::start(&format!(
+        "{}{APP}\n[rate_limits]\nmessages_per_session_per_second = 5\n",
+        support::FAST
+    ))
+    .await;
+    let (mut sender, _) = private_socket(&server, "private-chat").await;
+    let (mut receiver, _) = private_socket(&server, "private-chat").await;
+    const SENT: usize = 30;
+    for n in 0..SENT {
+        sender
+            .send_json(json!({"event": "client-n", "channel": "private-chat", "data": {"n": n}}))
+            .await;
+    }
+    let refused = refusals_until_pong(&mut sender).await;
+    assert!(
+        refused > 0 && refused < SENT,
+        "{refused} of {SENT} refused at 5/s"
+    );
+    // Once the bucket refills, a client event from the same socket passes.
+    let mut retries = 0;
+    loop {
+        sender
+            .send_json(json!({"event": "client-last", "channel": "private-chat", "data": {}}))
+            .await;
+        if refusals_until_pong(&mut sender).await == 0 {
+            break;
+        }
+        retries += 1;
+        assert!(retries < 40, "client events stayed refused for 10 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut relayed = 0;
+    loop {
+        let frame = receiver.next_json().await;
+        match frame["event"].as_str() {
+            Some("client-n") => relayed += 1,
+            Some("client-last") => break,
+            _ => panic!("unexpected frame {frame}"),
+        }
+    }
+    assert_eq!(
+        relayed + refused,
+        SENT,
+        "every client event relayed or refused"
+    );
+}

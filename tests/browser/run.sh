@@ -10,7 +10,8 @@
 # without credentials, one with auth configured) and one `hubcast demo chat`,
 # runs dashboard.test.mjs and chat.test.mjs with `node --test`, and stops them;
 # market.test.mjs starts (and restarts) its own `hubcast demo` from HUBCAST_BIN,
-# sse.test.mjs its own `hubcast serve` (killed with SIGKILL mid-stream).
+# sse.test.mjs and pusher.test.mjs their own `hubcast serve` (killed with
+# SIGKILL mid-stream; pusher.test.mjs loads pusher-js from tests/pusher).
 # First checks that the market page's committed bundle matches its source.
 # Screenshots go to <repo>/test-artifacts/.
 # Exits non-zero if a test fails.
@@ -48,6 +49,15 @@ echo "== $(/usr/bin/chromium --version 2>/dev/null | head -1)"
 # --- playwright-core, exactly as locked
 echo "== installing Node dependencies (npm ci)"
 (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
+
+# --- pusher-js and the `pusher` server library for pusher.test.mjs: the Pusher
+# suites' packages, installed as tests/pusher.rs installs them (same lock file,
+# same marker), so both runners share one install.
+echo "== installing tests/pusher's Node dependencies (npm ci, when missing or stale)"
+(cd "$repo/tests/pusher" && exec 9>.install.lock && flock 9 \
+  && if [[ ! -d node_modules ]] || ! cmp -s package.json node_modules/.installed; then
+       npm ci --no-audit --no-fund --loglevel=error && cp package.json node_modules/.installed
+     fi)
 
 # --- the market page's committed bundle must be what its TypeScript builds to
 # (the binary embeds examples/market/public/app.js; `cargo run -- demo` needs no npm).
@@ -136,12 +146,12 @@ start_server demo demo chat
 demo_url="$url"
 
 mkdir -p "$repo/test-artifacts"
-echo "== node --test dashboard.test.mjs chat.test.mjs market.test.mjs sse.test.mjs"
+echo "== node --test dashboard.test.mjs chat.test.mjs market.test.mjs sse.test.mjs pusher.test.mjs"
 status=0
 (cd "$here" && HUBCAST_URL="$open_url" HUBCAST_AUTH_URL="$auth_url" \
   HUBCAST_ADMIN_KEY="$admin_key" HUBCAST_PUBLISHER_KEY="$publisher_key" \
   HUBCAST_DEMO_URL="$demo_url" HUBCAST_ARTIFACTS="$repo/test-artifacts" \
-  node --test --test-timeout=180000 dashboard.test.mjs chat.test.mjs market.test.mjs sse.test.mjs) || status=$?
+  node --test --test-timeout=180000 dashboard.test.mjs chat.test.mjs market.test.mjs sse.test.mjs pusher.test.mjs) || status=$?
 if [[ $status != 0 ]]; then
   for name in open auth demo; do
     echo "== server log: $name (last 40 lines)" >&2

@@ -141,6 +141,34 @@ test("client events reach the others on the channel, never the sender", async ()
   assert.equal(history.body.head, 0);
 });
 
+test("trigger with info answers the channels' attributes, as Pusher does", async () => {
+  const [members, plain] = [unique("presence-info"), unique("info")];
+  const pusher = track(client({ user: { id: "alice" } }));
+  await connected(pusher);
+  await subscribed(pusher, members);
+  await subscribed(pusher, plain);
+  // The client is on node 0 and so is the trigger: subscription_count is
+  // the answering node's (docs/pusher.md), user_count the cluster's.
+  const answer = await server().trigger([members, plain], "x", {}, { info: "subscription_count,user_count" });
+  assert.deepEqual(await answer.json(), {
+    channels: {
+      [members]: { user_count: 1, subscription_count: 1 },
+      [plain]: { subscription_count: 1 },
+    },
+  });
+  const batch = await server().triggerBatch([
+    { channel: members, name: "x", data: "{}", info: "user_count" },
+    { channel: plain, name: "x", data: "{}" },
+  ]);
+  assert.deepEqual(await batch.json(), { batch: [{ user_count: 1 }, {}] });
+  const without = await server().trigger(plain, "x", {});
+  assert.deepEqual(await without.json(), {});
+  // A refused info publishes nothing.
+  await assert.rejects(server().trigger(plain, "x", {}, { info: "colour" }), (err) => err.status === 400);
+  const history = await hubcast(`/v1/rooms/${room(plain)}/events?after=0`);
+  assert.equal(history.body.head, 3);
+});
+
 test("cache channel: the last event first, pusher:cache_miss when there is none", async () => {
   const name = unique("cache-price");
   const pusher = track(client());

@@ -668,7 +668,8 @@ function onErrorFrame(frame, to) {
     }
     const room = to.rooms.get(roomName);
     if (room) {
-      room.onSubscriptionError(code, message);
+      const retryAfter = frame.retry_after_ms;
+      room.onSubscriptionError(code, message, typeof retryAfter === "number" && retryAfter > 0 ? retryAfter : 0);
       return;
     }
   }
@@ -1337,7 +1338,7 @@ var Room = class {
     }
   }
   /** @internal An `error` frame about this room's subscription. */
-  onSubscriptionError(code, message) {
+  onSubscriptionError(code, message, retryAfterMs = 0) {
     if (this.closed) return;
     const error = new HubcastError(code, message, { room: this.name });
     switch (code) {
@@ -1358,7 +1359,7 @@ var Room = class {
         if (this.wire === "subscribing" || this.wire === "active") {
           this.wire = "idle";
           this.cancelHeal();
-          const delay = this.host.retryDelay(this.subscribeAttempts++);
+          const delay = retryAfterMs + this.host.retryDelay(this.subscribeAttempts++);
           this.clearSubscribeRetry();
           this.subscribeRetry = setTimeout(() => {
             this.subscribeRetry = null;

@@ -20,6 +20,9 @@ pub const OVER_CAPACITY: u16 = 4100;
 pub const RECONNECT: u16 = 4200;
 /// No pong after the server's ping.
 pub const PONG_TIMEOUT: u16 = 4201;
+/// A client event over the rate, dropped: an error, not a close (Pusher's
+/// 4300–4399 range is for errors that keep the connection).
+pub const CLIENT_EVENT_RATE_LIMITED: u16 = 4301;
 
 /// The close code a Pusher client is sent for a session closed with
 /// hubcast's `code`: the same advice in Pusher's ranges. A slow consumer

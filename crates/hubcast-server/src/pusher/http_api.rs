@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -81,6 +81,44 @@ struct Trigger {
     channel: Option<String>,
     #[serde(default)]
     socket_id: Option<String>,
+    /// Channel attributes to answer with (`user_count`,
+    /// `subscription_count`), comma-separated.
+    #[serde(default)]
+    info: Option<String>,
+}
+
+impl Trigger {
+    /// The channel names, as given (`items` checks them).
+    fn channel_names(&self) -> Vec<&str> {
+        match (&self.channels, &self.channel) {
+            (Some(channels), _) => channels.iter().map(String::as_str).collect(),
+            (None, Some(channel)) => vec![channel.as_str()],
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// The `info` attributes asked for, checked before anything is appended
+    /// (Pusher publishes nothing for a request it refuses).
+    fn info(&self) -> Result<Vec<Attribute>, ApiError> {
+        self.info
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .filter(|field| !field.is_empty())
+            .map(|field| match field {
+                "user_count" => Ok(Attribute::UserCount),
+                "subscription_count" => Ok(Attribute::SubscriptionCount),
+                other => Err(bad(format!("unknown info attribute {other}"))),
+            })
+            .collect()
+    }
+}
+
+/// A channel attribute a trigger may ask for.
+#[derive(Clone, Copy, PartialEq)]
+enum Attribute {
+    UserCount,
+    SubscriptionCount,
 }
 
 #[derive(Deserialize)]
@@ -105,11 +143,10 @@ fn items(
             "event name must be 1 to {MAX_NAME} characters"
         )));
     }
-    let channels: Vec<&str> = match (&trigger.channels, &trigger.channel) {
-        (Some(channels), _) => channels.iter().map(String::as_str).collect(),
-        (None, Some(channel)) => vec![channel.as_str()],
-        (None, None) => return Err(bad("channels or channel is required")),
-    };
+    let channels = trigger.channel_names();
+    if trigger.channels.is_none() && trigger.channel.is_none() {
+        return Err(bad("channels or channel is required"));
+    }
     if channels.is_empty() || channels.len() > MAX_CHANNELS {
         return Err(bad(format!("1 to {MAX_CHANNELS} channels per event")));
     }
@@ -152,7 +189,7 @@ fn items(
 
 /// Appends every item in one transaction: durable when this answers, as
 /// a hubcast publish is; the hubs hear of it after the commit.
-async fn append(node: &Node, app: &App, events: Vec<BatchItem>) -> Result<Response, ApiError> {
+async fn append(node: &Node, app: &App, events: Vec<BatchItem>) -> Result<(), ApiError> {
     node.limits
         .check_publishes(|| format!("pusher:{}", app.id), events.len())
         .map_err(|refusal| ApiError::new(ErrorCode::RateLimited, refusal.to_string()))?;
@@ -165,9 +202,7 @@ async fn append(node: &Node, app: &App, events: Vec<BatchItem>) -> Result<Respon
         })
         .await?;
     match outcome {
-        BatchOutcome::Appended(_) | BatchOutcome::Duplicate(_) => {
-            Ok((StatusCode::OK, Json(json!({}))).into_response())
-        }
+        BatchOutcome::Appended(_) | BatchOutcome::Duplicate(_) => Ok(()),
         // Neither can happen without keys or expected seqs.
         _ => Err(ApiError::new(
             ErrorCode::Conflict,
@@ -187,9 +222,43 @@ pub async fn events(
     let app = verified(&node, &id, &method, &uri, &body)?;
     let trigger: Trigger =
         serde_json::from_slice(&body).map_err(|err| bad(format!("invalid body: {err}")))?;
+    let info = trigger.info()?;
     let mut events = Vec::new();
     items(&node, &app, &trigger, &mut events)?;
-    append(&node, &app, events).await
+    append(&node, &app, events).await?;
+    if info.is_empty() {
+        return Ok(Json(json!({})).into_response());
+    }
+    // As Pusher answers: each channel's attributes, taken after the append.
+    let mut channels = Map::new();
+    for name in trigger.channel_names() {
+        channels.insert(name.to_owned(), attributes(&node, &app, name, &info).await?);
+    }
+    Ok(Json(json!({ "channels": channels })).into_response())
+}
+
+/// The `info` attributes of the channel `name`: `user_count` only for a
+/// presence channel (as Pusher answers a trigger to several channels).
+async fn attributes(
+    node: &Node,
+    app: &App,
+    name: &str,
+    info: &[Attribute],
+) -> Result<Value, ApiError> {
+    let channel = Channel::parse(name, &app.room_prefix)
+        .map_err(|err| bad(format!("channel {name}: {err}")))?;
+    let room = channel.room(&app.room_prefix);
+    let (subscribers, users) = channel_numbers(node, &channel, &room).await;
+    let mut body = Map::new();
+    if info.contains(&Attribute::UserCount) {
+        if let Some(users) = users {
+            body.insert("user_count".into(), json!(users));
+        }
+    }
+    if info.contains(&Attribute::SubscriptionCount) {
+        body.insert("subscription_count".into(), json!(subscribers));
+    }
+    Ok(Value::Object(body))
 }
 
 /// `POST /apps/{id}/batch_events`: several events, appended together.
@@ -208,10 +277,27 @@ pub async fn batch_events(
         return Err(bad(format!("a batch holds 1 to {max} events")));
     }
     let mut events = Vec::new();
+    let mut infos = Vec::with_capacity(batch.batch.len());
     for trigger in &batch.batch {
+        infos.push(trigger.info()?);
         items(&node, &app, trigger, &mut events)?;
     }
-    append(&node, &app, events).await
+    append(&node, &app, events).await?;
+    if infos.iter().all(Vec::is_empty) {
+        return Ok(Json(json!({})).into_response());
+    }
+    // As Pusher answers: one object per event, its channel's attributes
+    // (an event to several channels, which only hubcast's batches allow,
+    // is described by its first).
+    let mut answers = Vec::with_capacity(infos.len());
+    for (trigger, info) in batch.batch.iter().zip(&infos) {
+        let answer = match trigger.channel_names().first() {
+            Some(name) if !info.is_empty() => attributes(&node, &app, name, info).await?,
+            _ => json!({}),
+        };
+        answers.push(answer);
+    }
+    Ok(Json(json!({ "batch": answers })).into_response())
 }
 
 /// The `info` attributes a query asks for.

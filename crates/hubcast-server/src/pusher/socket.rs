@@ -132,6 +132,13 @@ fn protocol_version(query: Option<&str>) -> Option<u32> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Whether a message is over `limiter`'s rate (never, without a limit).
+fn over(limiter: &Option<governor::DefaultDirectRateLimiter>) -> bool {
+    limiter
+        .as_ref()
+        .is_some_and(|limiter| limiter.check().is_err())
+}
+
 /// Tells the client why it cannot stay, in `pusher:error` and the close code.
 async fn refuse(mut socket: WebSocket, code: u16, message: &str) {
     crate::metrics::get().connections_refused.increment(1);
@@ -169,7 +176,13 @@ struct PusherSession {
     /// The signed-in user (`pusher:signin`).
     user: Option<String>,
     ip: std::net::IpAddr,
+    /// Every message but client events; over it the socket is closed.
     message_rate: Option<governor::DefaultDirectRateLimiter>,
+    /// Client events, at the same rate in a bucket of their own: over it an
+    /// event is dropped with error 4301 and the socket stays, as on Pusher.
+    /// Apart so that a client flooding client events still gets its pongs
+    /// and subscribes through instead of being closed for them.
+    client_event_rate: Option<governor::DefaultDirectRateLimiter>,
     _slot: ConnectionSlot,
 }
 
@@ -207,6 +220,7 @@ fn open(
         user: None,
         ip,
         message_rate: node.limits.session_messages(),
+        client_event_rate: node.limits.session_messages(),
         app,
         id,
         _slot: slot,
@@ -317,11 +331,10 @@ impl PusherSession {
     }
 
     async fn on_text(&mut self, text: &str) {
-        if self
-            .message_rate
-            .as_ref()
-            .is_some_and(|limiter| limiter.check().is_err())
-        {
+        let message = ClientMessage::parse(text);
+        // Client events have their own bucket (`client_event`); everything
+        // else, malformed text included, counts here.
+        if !matches!(message, Ok(ClientMessage::ClientEvent { .. })) && over(&self.message_rate) {
             crate::metrics::note_refusal(
                 "rate_limited",
                 self.ip,
@@ -331,7 +344,7 @@ impl PusherSession {
                 .close(close::RATE_LIMITED, "over the message rate");
             return;
         }
-        let message = match ClientMessage::parse(text) {
+        let message = match message {
             Ok(message) => message,
             Err(err) => return self.reply(frame::error(None, &err.to_string())).await,
         };
@@ -528,6 +541,19 @@ impl PusherSession {
         channel: &str,
         data: &serde_json::value::RawValue,
     ) {
+        if over(&self.client_event_rate) {
+            crate::metrics::note_refusal(
+                "rate_limited",
+                self.ip,
+                "pusher client event over the message rate",
+            );
+            return self
+                .reply(frame::error(
+                    Some(codes::CLIENT_EVENT_RATE_LIMITED),
+                    "client event rejected: over the rate limit",
+                ))
+                .await;
+        }
         if !self.app.enable_client_messages {
             return self
                 .reply(frame::error(
