@@ -23,7 +23,9 @@ use crate::auth::Principal;
 pub struct RateLimitConfig {
     /// WebSocket connects per client address per minute (over: HTTP 429).
     pub connects_per_ip_per_minute: u32,
-    /// Messages one session may send per second (over: close 4008).
+    /// Messages one session may send per second (over: close 4008). A Pusher
+    /// socket's client events count apart at the same rate; over it they are
+    /// dropped with `pusher:error` 4301 (docs/pusher.md).
     pub messages_per_session_per_second: u32,
     /// HTTP publishes per credential (API key, token subject, or address) per second (over: 429).
     pub publishes_per_key_per_second: u32,
