@@ -174,6 +174,8 @@ pub struct Metrics {
     pub replayed_events: Counter,
     pub gap_fills: Counter,
     pub reconciles: Counter,
+    pub reconcile_queries: Counter,
+    pub reconcile_rooms: Counter,
     pub state_loads: Counter,
     pub state_load_failures: Counter,
     pub reads_issued: Counter,
@@ -277,6 +279,8 @@ pub fn get() -> &'static Metrics {
         replayed_events: counter!("hubcast_replayed_events_total"),
         gap_fills: counter!("hubcast_gap_fills_total"),
         reconciles: counter!("hubcast_reconciles_total"),
+        reconcile_queries: counter!("hubcast_reconcile_queries_total"),
+        reconcile_rooms: counter!("hubcast_reconcile_rooms_total"),
         state_loads: counter!("hubcast_room_state_queries_total"),
         state_load_failures: counter!("hubcast_room_state_query_failures_total"),
         reads_issued: counter!("hubcast_subscribe_reads_total", "kind" => "issued"),
@@ -418,6 +422,14 @@ fn describe() {
     describe_counter!(
         "hubcast_reconciles_total",
         "Reconciles that found a hub behind the store"
+    );
+    describe_counter!(
+        "hubcast_reconcile_queries_total",
+        "Store queries the periodic reconcile made (one per tick with hubs)"
+    );
+    describe_counter!(
+        "hubcast_reconcile_rooms_total",
+        "Rooms whose state the periodic reconcile read from the store"
     );
     describe_counter!(
         "hubcast_room_state_queries_total",
