@@ -14,12 +14,14 @@
 //
 //   node storm.mjs --nodes http://127.0.0.1:9001,... [--connections 102000]
 //     [--workers 6] [--rooms 6000] [--rate 1200] [--seconds 15] [--json out.json]
+//     [--sources 64]   (source addresses per worker, 127.1.W.1-64)
 //
 // bench/storm/run.sh starts the nodes (PostgreSQL + NATS) and runs this.
 import { fork } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import http from 'node:http';
 import WebSocket from 'ws';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 
 function args(argv) {
   const out = { connections: 102000, workers: 6, rooms: 6000, rate: 1200, seconds: 15, drain: 5 };
@@ -72,7 +74,7 @@ async function main() {
   const perWorker = results.map((r) => {
     const sorted = Float64Array.from(r.latencies).sort();
     for (const x of r.latencies) all.push(x);
-    return { p50_ms: percentile(sorted, 50), p99_ms: percentile(sorted, 99), max_ms: sorted[sorted.length - 1] ?? null };
+    return { p50_ms: percentile(sorted, 50), p99_ms: percentile(sorted, 99), max_ms: sorted[sorted.length - 1] ?? null, ...r.breakdown };
   });
   const sorted = Float64Array.from(all).sort();
   const sum = (f) => stormed.reduce((a, s) => a + s[f], 0) ;
@@ -95,6 +97,7 @@ async function main() {
       seconds: opt.seconds,
       acknowledged: pubs.reduce((a, p) => a + p.ok, 0),
       failed: pubs.reduce((a, p) => a + p.failed, 0),
+      reasons: pubs.reduce((a, p) => { for (const [k, v] of Object.entries(p.reasons)) a[k] = (a[k] ?? 0) + v; return a; }, {}),
     },
     delivery: {
       expected: results.reduce((a, r) => a + r.expected, 0),
@@ -118,6 +121,12 @@ async function main() {
 function worker() {
   const agent = { keepAlive: true, maxSockets: 64 };
   let subs = [];
+  // Per worker, not per subscriber: 17,000 growing arrays kept the client's
+  // garbage collector busy enough to delay its own event loop.
+  const latencies = [];
+  const commitLag = [];
+  const fanLag = [];
+  const loop = monitorEventLoopDelay({ resolution: 10 });
   let opt;
   let w;
   process.on('message', async (msg) => {
@@ -126,9 +135,20 @@ function worker() {
       const result = await storm();
       process.send({ type: 'stormed', ...result });
     } else if (msg.type === 'publish') {
+      loop.enable();
       process.send({ type: 'published', ...(await publish()) });
     } else if (msg.type === 'check') {
-      process.send({ type: 'checked', ...check(msg.heads) });
+      loop.disable();
+      // Where a delivery's time went: from the publisher's clock to the
+      // store's commit (`ts`), from the commit to this client, and how late
+      // this client's own event loop ran (a busy client inflates both).
+      const q = (a, p) => percentile(Float64Array.from(a).sort(), p);
+      const breakdown = {
+        publish_to_commit_ms: { p50: q(commitLag, 50), p99: q(commitLag, 99) },
+        commit_to_receive_ms: { p50: q(fanLag, 50), p99: q(fanLag, 99) },
+        client_loop_delay_ms: { p50: loop.percentile(50) / 1e6, p99: loop.percentile(99) / 1e6, max: loop.max / 1e6 },
+      };
+      process.send({ type: 'checked', ...check(msg.heads), breakdown });
       for (const s of subs) s.ws.terminate();
     }
   });
@@ -136,7 +156,12 @@ function worker() {
   function storm() {
     const share = Math.floor(opt.connections / opt.workers) + (w < opt.connections % opt.workers ? 1 : 0);
     const base = w * Math.floor(opt.connections / opt.workers) + Math.min(w, opt.connections % opt.workers);
-    const localAddress = `127.0.1.${w + 1}`;
+    // Source addresses per worker: binding a port on one address costs the
+    // kernel a search of every port already bound there, so 17,000 sockets
+    // on one address spent most of the storm in bind() and reset ~20% of
+    // the handshakes (the server's header timeout fired before the client
+    // wrote its request).
+    const sources = opt.sources ?? 64;
     const codes = {};
     let answered = 0;
     let opened = 0;
@@ -164,8 +189,9 @@ function worker() {
         // Subscribers of one room land on every node in turn.
         const node = opt.nodes[Math.floor(g / opt.rooms) % opt.nodes.length];
         const url = `${node.replace(/^http/, 'ws')}/v1/rooms/${opt.prefix}:${room}/ws?cursor=0`;
-        const sub = { room, ws: null, next: 1, delivered: 0, disorder: 0, closed: false, latencies: [], state: 'connecting' };
+        const sub = { room, ws: null, next: 1, delivered: 0, disorder: 0, closed: false, state: 'connecting' };
         subs.push(sub);
+        const localAddress = sources === 1 ? `127.0.1.${w + 1}` : `127.1.${w + 1}.${1 + (i % sources)}`;
         const ws = new WebSocket(url, { localAddress, perMessageDeflate: false, handshakeTimeout: 120000 });
         sub.ws = ws;
         let settled = false;
@@ -188,7 +214,10 @@ function worker() {
             case 'event': {
               if (frame.seq === sub.next) sub.next += 1; else sub.disorder += 1;
               sub.delivered += 1;
-              sub.latencies.push(Date.now() - frame.data.t);
+              const now = Date.now();
+              latencies.push(now - frame.data.t);
+              commitLag.push(frame.ts - frame.data.t);
+              fanLag.push(now - frame.ts);
               break;
             }
             default:
@@ -217,13 +246,14 @@ function worker() {
       const req = http.request(url, { method: 'POST', agent: publishAgent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
         let text = '';
         res.on('data', (c) => { text += c; });
-        res.on('end', () => resolve(res.statusCode === 201 ? JSON.parse(text) : null));
+        res.on('end', () => { if (res.statusCode !== 201) reasons[`http ${res.statusCode} ${text.slice(0, 80)}`] = (reasons[`http ${res.statusCode} ${text.slice(0, 80)}`] ?? 0) + 1; resolve(res.statusCode === 201 ? JSON.parse(text) : null); });
       });
-      req.on('error', () => resolve(null));
+      req.on('error', (e) => { reasons[e.code ?? e.message] = (reasons[e.code ?? e.message] ?? 0) + 1; resolve(null); });
       req.end(body);
     });
   }
   const publishAgent = new http.Agent(agent);
+  const reasons = {};
 
   async function publish() {
     const rate = opt.rate / opt.workers;
@@ -244,7 +274,7 @@ function worker() {
       }));
     }
     await Promise.all(pending);
-    return { ok, failed, heads };
+    return { ok, failed, heads, reasons };
   }
 
   function check(heads) {
@@ -254,7 +284,6 @@ function worker() {
     let disorder = 0;
     let inexact = 0;
     let closed = 0;
-    const latencies = [];
     for (const s of subs) {
       const head = heads[s.room];
       if (s.state !== 'live') {
@@ -270,7 +299,6 @@ function worker() {
       disorder += s.disorder;
       if (s.next - 1 !== head || s.disorder > 0) inexact += 1;
       if (s.closed) closed += 1;
-      for (const l of s.latencies) latencies.push(l);
     }
     return { expected, delivered, missed, disorder, inexact, closed, latencies };
   }
