@@ -426,7 +426,10 @@ pub struct PostgresConfig {
     /// `outbox_rejected`, `migrations`; created at start): lowercase letters,
     /// digits, `_`.
     pub schema: String,
-    /// Pooled connections.
+    /// Pooled connections. Every node opens up to this many plus one (the
+    /// outbox's listener), so nodes × (pool_size + 1) should stay under
+    /// PostgreSQL's `max_connections`; if it is reached, a node uses the
+    /// connections it has and logs it.
     pub pool_size: usize,
     /// Concurrent append batches (different rooms commit in parallel).
     pub writers: usize,

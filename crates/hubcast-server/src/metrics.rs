@@ -170,6 +170,7 @@ pub struct Metrics {
     pub store_append: Histogram,
     pub store_batch: Histogram,
     pub store_errors: Counter,
+    pub store_pool_caps: Counter,
     pub replays: Counter,
     pub replayed_events: Counter,
     pub gap_fills: Counter,
@@ -275,6 +276,7 @@ pub fn get() -> &'static Metrics {
         store_append: histogram!("hubcast_store_append_seconds"),
         store_batch: histogram!("hubcast_store_batch_size"),
         store_errors: counter!("hubcast_store_errors_total"),
+        store_pool_caps: counter!("hubcast_store_pool_caps_total"),
         replays: counter!("hubcast_replays_total"),
         replayed_events: counter!("hubcast_replayed_events_total"),
         gap_fills: counter!("hubcast_gap_fills_total"),
@@ -407,6 +409,10 @@ fn describe() {
         "Appends per store batch (group commit)"
     );
     describe_counter!("hubcast_store_errors_total", "Store operations that failed");
+    describe_counter!(
+        "hubcast_store_pool_caps_total",
+        "Times PostgreSQL refused another connection (max_connections) and the pool was capped at the connections it had"
+    );
     describe_counter!(
         "hubcast_replays_total",
         "Subscriptions that replayed from the store"

@@ -272,7 +272,9 @@ async fn reconcile(node: Arc<Node>) {
         }
         let rooms: Vec<_> = hubs.iter().map(|(room, _)| room.clone()).collect();
         crate::metrics::get().reconcile_queries.increment(1);
-        crate::metrics::get().reconcile_rooms.increment(rooms.len() as u64);
+        crate::metrics::get()
+            .reconcile_rooms
+            .increment(rooms.len() as u64);
         match node.store.states(rooms).await {
             Ok(states) => {
                 let handles: std::collections::HashMap<_, _> = hubs.into_iter().collect();

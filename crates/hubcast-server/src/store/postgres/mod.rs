@@ -8,11 +8,13 @@
 //! same order and cannot deadlock. Every table lives in its own schema
 //! (`postgres.schema`, default `hubcast`), set as the connections' search path.
 
+mod connections;
 mod outbox;
 mod schema;
 mod webhooks;
 mod writer;
 
+use connections::{Connection, Connections};
 use schema::migrate;
 use writer::Writer;
 use writer::{append_batch_on, append_fingerprinted_on};
@@ -56,7 +58,7 @@ pub trait PostgresWork: Send + 'static {
 
 /// The PostgreSQL store.
 pub struct PostgresStore {
-    pool: Pool,
+    pool: Connections,
     /// `None` once closed; dropping the sender lets the writers drain and stop.
     /// Bounded (`postgres.max_queue`): a full queue refuses appends with 503.
     queue: std::sync::Mutex<Option<mpsc::Sender<Pending>>>,
@@ -105,11 +107,6 @@ fn unavailable(err: tokio_postgres::Error) -> StoreError {
     } else {
         StoreError::Internal(message)
     }
-}
-
-/// A pool failure (no connection within the timeout, or none could be made).
-fn pool_unavailable(err: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::Unavailable(err.to_string())
 }
 
 /// Why the PostgreSQL store could not be opened. The sources carry the
@@ -256,6 +253,7 @@ impl PostgresStore {
                 recycle: timeout,
             })
             .build()?;
+        let pool = Connections::new(pool, Duration::from_millis(config.timeout_ms));
         let (feed_tx, feed_rx) = crate::store::commit_feed();
         let (queue_tx, queue_rx) = mpsc::channel(config.max_queue.max(1));
         let queue_rx = Arc::new(Mutex::new(queue_rx));
@@ -313,8 +311,8 @@ impl PostgresStore {
         }
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(pool_unavailable)
+    async fn client(&self) -> Result<Connection, StoreError> {
+        self.pool.get().await
     }
 }
 

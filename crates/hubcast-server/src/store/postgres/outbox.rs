@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
+use super::Connections;
 use futures_util::StreamExt;
 use serde_json::value::RawValue;
 use tokio::sync::Notify;
@@ -28,7 +28,7 @@ use crate::room::RoomName;
 const PAGE: i64 = 256;
 
 pub struct Drainer {
-    pool: Pool,
+    pool: Connections,
     listen_config: tokio_postgres::Config,
     channel: String,
     feed: crate::store::FeedSender,
@@ -42,7 +42,7 @@ pub struct Drainer {
 
 impl Drainer {
     pub fn new(
-        pool: Pool,
+        pool: Connections,
         listen_config: tokio_postgres::Config,
         schema: &str,
         feed: crate::store::FeedSender,
@@ -91,11 +91,7 @@ impl Drainer {
 
     /// Moves one page of outbox rows into their rooms' logs; returns how many.
     async fn drain_page(&self) -> Result<usize, StoreError> {
-        let mut client = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut client = self.pool.get().await?;
         let tx = client.transaction().await.map_err(unavailable)?;
         let rows = tx
             .query(

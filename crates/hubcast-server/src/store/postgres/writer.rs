@@ -5,17 +5,16 @@
 
 use std::sync::Arc;
 
-use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, Mutex};
 
-use super::{pool_unavailable, unavailable, Pending};
+use super::{unavailable, Connections, Pending};
 use crate::event::Event;
 use crate::store::{AppendOutcome, AppendRequest, Receipt, StoreError};
 
 /// Runs batches of appends. Several writers share one queue; whichever is free
 /// takes everything waiting (up to `max_batch`) as one batch.
 pub(super) struct Writer {
-    pub(super) pool: Pool,
+    pub(super) pool: Connections,
     pub(super) queue: Arc<Mutex<mpsc::Receiver<Pending>>>,
     /// Most one batch may take: a frozen server fails it with 503.
     pub(super) op_timeout: std::time::Duration,
@@ -107,14 +106,14 @@ impl Writer {
 /// Appends a batch (already sorted by room) with one call of `append_events`,
 /// on a pooled connection or the given one. Returns one outcome per request.
 pub(super) async fn append_batch<'a>(
-    pool: &Pool,
+    pool: &Connections,
     requests: impl Iterator<Item = &'a AppendRequest>,
     webhooks: Option<&crate::webhook::Webhooks>,
 ) -> Result<Vec<AppendOutcome>, StoreError> {
-    let mut client = pool.get().await.map_err(pool_unavailable)?;
+    let mut client = pool.get().await?;
     match webhooks.filter(|w| w.any_wants(crate::webhook::EventKind::EventPublished)) {
         // One statement is its own transaction: one round trip.
-        None => append_batch_on(&client, requests, None).await,
+        None => append_batch_on(&*client, requests, None).await,
         Some(webhooks) => {
             let tx = client.transaction().await.map_err(unavailable)?;
             let outcomes = append_batch_on(&tx, requests, Some(webhooks)).await?;
