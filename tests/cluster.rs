@@ -1689,3 +1689,49 @@ async fn a_pool_larger_than_postgres_allows_waits_instead_of_failing_publishes()
         "the cap is logged with PostgreSQL's reason:\n{log}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Heads on the bus
+// ---------------------------------------------------------------------------
+
+/// A notification lost on the bus, followed by silence, is healed by the heads
+/// the writing node sends its peers every `hub.reconcile_ms`, without the full
+/// reconcile (here effectively off) reading every room from the store. Node A's
+/// bus queue holds one event, so of a batch of 50 appended at once most never
+/// reach NATS; node B's subscriber still gets 1..50 exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_notification_is_healed_by_the_heads_on_the_bus() {
+    if !cluster_or_skip("a_lost_notification_is_healed_by_the_heads_on_the_bus") {
+        return;
+    }
+    const EVENTS: u64 = 50;
+    let config = "[hub]\nreconcile_ms = 200\nfull_reconcile_every = 1000000\n";
+    let a = Server::start(&format!("{config}[nats]\nmax_queue = 1\n")).await;
+    let b = Server::start_peer(&a, config).await;
+    let room = "heads:lost";
+    let (mut on_b, _) = Ws::room(&b, room, "").await;
+    on_b.until_caught_up(room, 0).await;
+    let queries_before = b.api().metric("hubcast_reconcile_queries_total").await;
+
+    let events: Vec<Value> = (0..EVENTS)
+        .map(|i| json!({"room": room, "data": {"i": i}}))
+        .collect();
+    let (status, body) = a
+        .api()
+        .post_json("/v1/events", &json!({"events": events}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let received = on_b.events_until(room, 0, EVENTS).await;
+    assert_eq!(seqs(&received), range(1, EVENTS));
+
+    let dropped = a.api().metric("hubcast_bus_dropped_total").await;
+    let behind = b.api().metric("hubcast_reconcile_heads_behind_total").await;
+    let queries = b.api().metric("hubcast_reconcile_queries_total").await - queries_before;
+    eprintln!("A dropped {dropped} of {EVENTS} notifications; B heard {behind} heads it was behind; B's full reconciles: {queries}");
+    assert!(
+        dropped > 0.0,
+        "node A's one-event bus queue must have dropped notifications"
+    );
+    assert!(behind >= 1.0, "node B healed from a peer's heads");
+    assert_eq!(queries, 0.0, "no full reconcile ran");
+}

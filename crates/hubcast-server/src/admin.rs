@@ -64,6 +64,7 @@ pub async fn apply(node: &Node, message: &ControlMessage) {
                 hub.log_deleted(epoch.clone()).await;
             }
         }
+        ControlMessage::Heads { heads } => crate::node::heads_heard(node, heads),
     }
 }
 

@@ -345,8 +345,16 @@ pub struct HubConfig {
     pub tail: usize,
     /// How long a hub with no subscribers lives before it hibernates.
     pub idle_ms: u64,
-    /// How often hubs compare their head with the store's (heals lost notifications).
+    /// How often lost notifications are healed: on a cluster, each node tells
+    /// the others the heads of the rooms it appended to in this interval, and
+    /// hubs behind one fill the gap from the store; on one node (or while NATS
+    /// is away) every hub's head is compared with the store's.
     pub reconcile_ms: u64,
+    /// On a cluster with NATS connected, every hub's state (head, earliest,
+    /// epoch) is compared with the store's only every this many
+    /// `reconcile_ms` (commits whose notice was lost and followed by nothing,
+    /// retention, a deletion whose notice was lost). 1: every interval.
+    pub full_reconcile_every: u32,
     /// A broadcast to a room's subscribers slower than this is logged and counted.
     pub slow_broadcast_ms: u64,
     /// How long a room must stay without subscribers before its
@@ -560,6 +568,7 @@ impl Default for HubConfig {
             tail: 256,
             idle_ms: 30_000,
             reconcile_ms: 1000,
+            full_reconcile_every: 10,
             slow_broadcast_ms: 50,
             occupancy_grace_ms: 3000,
         }

@@ -177,6 +177,8 @@ pub struct Metrics {
     pub reconciles: Counter,
     pub reconcile_queries: Counter,
     pub reconcile_rooms: Counter,
+    pub reconcile_heads: Counter,
+    pub reconcile_heads_behind: Counter,
     pub state_loads: Counter,
     pub state_load_failures: Counter,
     pub reads_issued: Counter,
@@ -283,6 +285,8 @@ pub fn get() -> &'static Metrics {
         reconciles: counter!("hubcast_reconciles_total"),
         reconcile_queries: counter!("hubcast_reconcile_queries_total"),
         reconcile_rooms: counter!("hubcast_reconcile_rooms_total"),
+        reconcile_heads: counter!("hubcast_reconcile_heads_total"),
+        reconcile_heads_behind: counter!("hubcast_reconcile_heads_behind_total"),
         state_loads: counter!("hubcast_room_state_queries_total"),
         state_load_failures: counter!("hubcast_room_state_query_failures_total"),
         reads_issued: counter!("hubcast_subscribe_reads_total", "kind" => "issued"),
@@ -431,11 +435,19 @@ fn describe() {
     );
     describe_counter!(
         "hubcast_reconcile_queries_total",
-        "Store queries the periodic reconcile made (one per tick with hubs)"
+        "Store queries the full reconcile made (one per full reconcile with hubs)"
     );
     describe_counter!(
         "hubcast_reconcile_rooms_total",
         "Rooms whose state the periodic reconcile read from the store"
+    );
+    describe_counter!(
+        "hubcast_reconcile_heads_total",
+        "Room heads heard from peers (each node's rooms appended to in the last reconcile interval)"
+    );
+    describe_counter!(
+        "hubcast_reconcile_heads_behind_total",
+        "Peers' room heads a hub here had not delivered yet (a lost or late notification)"
     );
     describe_counter!(
         "hubcast_room_state_queries_total",

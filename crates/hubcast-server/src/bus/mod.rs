@@ -94,6 +94,10 @@ pub enum ControlMessage {
     },
     /// The room's log was deleted; it continues with a new, empty log of `epoch`.
     RoomDeleted { room: String, epoch: String },
+    /// The heads of the rooms the sender appended to in its last
+    /// `hub.reconcile_ms` (see `node::publish_heads`): a hub behind one of
+    /// them lost a notification on the way and fills the gap from the store.
+    Heads { heads: Vec<(String, u64)> },
 }
 
 /// What one node says about one room's presence.
@@ -181,6 +185,13 @@ pub trait Bus: Send + Sync + 'static {
 
     /// The control messages other nodes publish. A node calls it once.
     fn watch_control(&self) -> BoxFuture<'_, Result<ControlFeed, BusError>>;
+
+    /// Whether peers' [`ControlMessage::Heads`] reach this node now (a
+    /// connected networked bus), so the full reconcile against the store
+    /// may run every `hub.full_reconcile_every` intervals instead of every one.
+    fn carries_heads(&self) -> bool {
+        false
+    }
 
     /// How long a hub that just started following a room's presence waits for
     /// its peers' answers before it answers a `presence` request (zero when

@@ -267,6 +267,10 @@ impl Bus for NatsBus {
         .boxed()
     }
 
+    fn carries_heads(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     fn check(&self) -> BoxFuture<'_, Result<(), BusError>> {
         let state = self.client.connection_state();
         async move {

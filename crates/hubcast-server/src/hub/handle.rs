@@ -178,6 +178,23 @@ impl HubHandle {
             .is_some_and(|known| known != state)
     }
 
+    /// Tells the hub that a peer appended its room up to `head` (a
+    /// [`ControlMessage::Heads`](crate::bus::ControlMessage::Heads)): a hub
+    /// that has not delivered that far fills the gap from the store, as for
+    /// an event seen past a gap. Returns whether the hub was behind.
+    pub fn heard_head(&self, head: u64) -> bool {
+        let state = match self.view.borrow().as_ref() {
+            Some(known) if known.head < head => RoomState {
+                epoch: known.epoch.clone(),
+                head,
+                earliest: known.earliest,
+            },
+            _ => return false,
+        };
+        self.reconcile(state);
+        true
+    }
+
     /// Tells the hub the store's state; never waits (a full mailbox means
     /// the hub is busy and will be told again next interval).
     pub fn reconcile(&self, state: RoomState) {
