@@ -4,7 +4,7 @@
 # CONNECTIONS WebSockets from WORKERS client processes (npm `ws`, no retries)
 # subscribing with ?cursor=0 to ROOMS fresh rooms, then RATE durable publishes/s
 # for SECONDS. Prints and writes (OUT/storm.json) refusals, exactness and
-# publish-to-receive latency.
+# publish-to-receive latency; failed publishes by reason.
 #
 #   bench/storm/run.sh                       # 6 nodes, 102,000 connections
 #   NODES=3 CONNECTIONS=15000 ROOMS=1000 RATE=2000 bench/storm/run.sh
@@ -31,7 +31,8 @@ if [[ -z "${HUBCAST_BIN:-}" ]]; then
     (cd "$repo" && cargo build --release --quiet -p hubcast)
     HUBCAST_BIN=$repo/target/release/hubcast
 fi
-[[ -d "$here/node_modules/ws" ]] || (cd "$here" && npm install --no-audit --no-fund --silent)
+# The clients (npm `ws`) are bench/wsload's, shared with bench/cluster.
+[[ -d "$repo/bench/wsload/node_modules/ws" ]] || (cd "$repo/bench/wsload" && npm ci --no-audit --no-fund --silent)
 
 pids=()
 cleanup() {

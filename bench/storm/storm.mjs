@@ -1,4 +1,5 @@
-// The connect storm of issue 22, from an independent client (npm `ws`).
+// The connect storm of issue 22, from an independent client (npm `ws`,
+// through bench/wsload/wsload.mjs, which bench/cluster shares).
 //
 // The main process forks WORKERS client processes (one process may hold at
 // most ~20,000 files here); each opens its share of CONNECTIONS WebSockets
@@ -10,30 +11,22 @@
 // second for SECONDS, spread over the nodes and the rooms, with its send time
 // in the event. Every subscriber checks that it got its room's events 1..head
 // with no gap and no duplicate; publish-to-receive latencies are merged into
-// p50/p99/max per worker and overall.
+// p50/p99/max per worker and overall. Failed publishes are counted by reason
+// (HTTP status and error code, or the socket error).
 //
 //   node storm.mjs --nodes http://127.0.0.1:9001,... [--connections 102000]
 //     [--workers 6] [--rooms 6000] [--rate 1200] [--seconds 15] [--json out.json]
 //
 // bench/storm/run.sh starts the nodes (PostgreSQL + NATS) and runs this.
-import { fork } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import http from 'node:http';
-import WebSocket from 'ws';
+import { addCounts, forkWorkers, Gate, nowMs, parseArgs, percentile, post, Subscriber } from '../wsload/wsload.mjs';
 
 function args(argv) {
-  const out = { connections: 102000, workers: 6, rooms: 6000, rate: 1200, seconds: 15, drain: 5 };
-  for (let i = 0; i < argv.length; i += 2) {
-    const key = argv[i].replace(/^--/, '');
-    out[key] = key === 'nodes' || key === 'json' || key === 'prefix' ? argv[i + 1] : Number(argv[i + 1]);
-  }
+  const out = parseArgs(argv, { connections: 102000, workers: 6, rooms: 6000, rate: 1200, seconds: 15, drain: 5, inflight: 1000 },
+    { strings: ['nodes', 'json', 'prefix'] });
   out.nodes = String(out.nodes ?? '').split(',').filter(Boolean);
   return out;
-}
-
-function percentile(sorted, p) {
-  if (sorted.length === 0) return null;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
 // ---------------------------------------------------------------- main
@@ -41,32 +34,17 @@ async function main() {
   const opt = args(process.argv.slice(2));
   if (opt.nodes.length === 0) throw new Error('--nodes URL,URL,… is required');
   const prefix = opt.prefix ?? `storm${Date.now().toString(36)}`;
-  const workers = [];
-  for (let w = 0; w < opt.workers; w++) {
-    const child = fork(new URL(import.meta.url).pathname, ['--worker'], { stdio: 'inherit' });
-    workers.push(child);
-  }
-  const replies = (type) =>
-    Promise.all(workers.map((child) => new Promise((resolve) => {
-      const on = (msg) => { if (msg.type === type) { child.off('message', on); resolve(msg); } };
-      child.on('message', on);
-    })));
+  const pool = forkWorkers(new URL(import.meta.url).pathname, opt.workers);
   const started = Date.now();
-  const stormDone = replies('stormed');
-  workers.forEach((child, w) => child.send({ type: 'storm', w, opt: { ...opt, prefix } }));
-  const stormed = await stormDone;
+  const stormed = await pool.ask('storm', 'stormed', (w) => ({ w, opt: { ...opt, prefix } }));
   const stormMs = Date.now() - started;
-  const published = replies('published');
-  workers.forEach((child) => child.send({ type: 'publish' }));
-  const pubs = await published;
+  const pubs = await pool.ask('publish', 'published');
   // Every room's head, from the publish receipts of all workers.
   const heads = new Array(opt.rooms).fill(0);
   for (const p of pubs) p.heads.forEach((h, r) => { heads[r] = Math.max(heads[r], h); });
   await new Promise((r) => setTimeout(r, opt.drain * 1000));
-  const checked = replies('checked');
-  workers.forEach((child) => child.send({ type: 'check', heads }));
-  const results = await checked;
-  workers.forEach((child) => child.disconnect());
+  const results = await pool.ask('check', 'checked', () => ({ heads }));
+  pool.close();
 
   const all = [];
   const perWorker = results.map((r) => {
@@ -75,7 +53,7 @@ async function main() {
     return { p50_ms: percentile(sorted, 50), p99_ms: percentile(sorted, 99), max_ms: sorted[sorted.length - 1] ?? null };
   });
   const sorted = Float64Array.from(all).sort();
-  const sum = (f) => stormed.reduce((a, s) => a + s[f], 0) ;
+  const sum = (f) => stormed.reduce((a, s) => a + s[f], 0);
   const report = {
     nodes: opt.nodes.length,
     connections: opt.connections,
@@ -87,14 +65,15 @@ async function main() {
       subscribed: sum('subscribed'),
       refused: sum('refused'),
       failed_connects: sum('failedConnects'),
-      connect_errors: stormed.reduce((a, s) => { for (const [k, v] of Object.entries(s.connectErrors)) a[k] = (a[k] ?? 0) + v; return a; }, {}),
-      refusals_by_code: stormed.reduce((a, s) => { for (const [k, v] of Object.entries(s.codes)) a[k] = (a[k] ?? 0) + v; return a; }, {}),
+      connect_errors: stormed.reduce((a, s) => addCounts(a, s.connectErrors), {}),
+      refusals_by_code: stormed.reduce((a, s) => addCounts(a, s.codes), {}),
     },
     publish: {
       rate: opt.rate,
       seconds: opt.seconds,
       acknowledged: pubs.reduce((a, p) => a + p.ok, 0),
       failed: pubs.reduce((a, p) => a + p.failed, 0),
+      failures_by_reason: pubs.reduce((a, p) => addCounts(a, p.reasons), {}),
     },
     delivery: {
       expected: results.reduce((a, r) => a + r.expected, 0),
@@ -116,119 +95,74 @@ async function main() {
 
 // ---------------------------------------------------------------- worker
 function worker() {
-  const agent = { keepAlive: true, maxSockets: 64 };
-  let subs = [];
+  process.on('disconnect', () => process.exit(0));
+  const subs = [];
+  const latencies = [];
   let opt;
   let w;
+  const publishAgent = new http.Agent({ keepAlive: true, maxSockets: 64 });
   process.on('message', async (msg) => {
     if (msg.type === 'storm') {
       ({ opt, w } = msg);
-      const result = await storm();
-      process.send({ type: 'stormed', ...result });
+      process.send({ type: 'stormed', ...(await storm()) });
     } else if (msg.type === 'publish') {
       process.send({ type: 'published', ...(await publish()) });
     } else if (msg.type === 'check') {
       process.send({ type: 'checked', ...check(msg.heads) });
-      for (const s of subs) s.ws.terminate();
+      for (const s of subs) s.stop();
     }
   });
 
   function storm() {
     const share = Math.floor(opt.connections / opt.workers) + (w < opt.connections % opt.workers ? 1 : 0);
     const base = w * Math.floor(opt.connections / opt.workers) + Math.min(w, opt.connections % opt.workers);
-    const localAddress = `127.0.1.${w + 1}`;
-    const codes = {};
+    const gate = new Gate(opt.inflight);
     let answered = 0;
-    let opened = 0;
-    let subscribed = 0;
-    let refused = 0;
-    let failedConnects = 0;
-    const connectErrors = {};
-    // Handshakes in flight per worker: all at once overflows the nodes'
-    // accept queues and the kernel's SYN backlog on one machine.
-    const inFlight = opt.inflight ?? 1000;
-    let started = 0;
-    let handshaking = 0;
     return new Promise((resolve) => {
-      const done = () => {
-        answered += 1;
-        if (answered === share) resolve({ opened, subscribed, refused, failedConnects, codes, connectErrors });
-      };
-      const more = () => {
-        while (handshaking < inFlight && started < share) open(started++);
-      };
-      const open = (i) => {
-        handshaking += 1;
+      if (share === 0) resolve(tally());
+      const onSettled = () => { answered += 1; if (answered === share) resolve(tally()); };
+      for (let i = 0; i < share; i++) {
         const g = base + i;
         const room = g % opt.rooms;
         // Subscribers of one room land on every node in turn.
         const node = opt.nodes[Math.floor(g / opt.rooms) % opt.nodes.length];
-        const url = `${node.replace(/^http/, 'ws')}/v1/rooms/${opt.prefix}:${room}/ws?cursor=0`;
-        const sub = { room, ws: null, next: 1, delivered: 0, disorder: 0, closed: false, latencies: [], state: 'connecting' };
+        const sub = new Subscriber(`${opt.prefix}:${room}`, {
+          base: () => node,
+          localAddress: `127.0.1.${w + 1}`,
+          gate,
+          resume: false,
+          record: (ms) => latencies.push(ms),
+          onSettled,
+        });
+        sub.index = room;
         subs.push(sub);
-        const ws = new WebSocket(url, { localAddress, perMessageDeflate: false, handshakeTimeout: 120000 });
-        sub.ws = ws;
-        let settled = false;
-        const settle = () => { if (!settled) { settled = true; handshaking -= 1; more(); } };
-        ws.on('open', () => { opened += 1; settle(); });
-        ws.on('message', (data) => {
-          const frame = JSON.parse(data.toString());
-          switch (frame.type) {
-            case 'caught_up':
-              if (sub.state === 'connecting') { sub.state = 'live'; subscribed += 1; done(); }
-              break;
-            case 'error':
-              if (sub.state === 'connecting') {
-                sub.state = 'refused';
-                refused += 1;
-                codes[frame.code] = (codes[frame.code] ?? 0) + 1;
-                done();
-              }
-              break;
-            case 'event': {
-              if (frame.seq === sub.next) sub.next += 1; else sub.disorder += 1;
-              sub.delivered += 1;
-              sub.latencies.push(Date.now() - frame.data.t);
-              break;
-            }
-            default:
-          }
-        });
-        ws.on('error', (err) => {
-          if (sub.state === 'connecting') connectErrors[err.code ?? err.message] = (connectErrors[err.code ?? err.message] ?? 0) + 1;
-        });
-        ws.on('close', () => {
-          settle();
-          sub.closed = true;
-          if (sub.state === 'connecting') {
-            sub.state = 'failed';
-            failedConnects += 1;
-            done();
-          }
-        });
-      };
-      more();
+        sub.start();
+      }
     });
   }
 
-  function post(node, room, body) {
-    return new Promise((resolve) => {
-      const url = new URL(`${node}/v1/rooms/${opt.prefix}:${room}/events`);
-      const req = http.request(url, { method: 'POST', agent: publishAgent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
-        let text = '';
-        res.on('data', (c) => { text += c; });
-        res.on('end', () => resolve(res.statusCode === 201 ? JSON.parse(text) : null));
-      });
-      req.on('error', () => resolve(null));
-      req.end(body);
-    });
+  function tally() {
+    const codes = {};
+    const connectErrors = {};
+    let opened = 0;
+    let subscribed = 0;
+    let refused = 0;
+    let failedConnects = 0;
+    for (const s of subs) {
+      if (s.opens > 0) opened += 1;
+      if (s.state === 'live') subscribed += 1;
+      else if (s.state === 'refused') { refused += 1; codes[s.refusal] = (codes[s.refusal] ?? 0) + 1; }
+      else if (s.state === 'failed') failedConnects += 1;
+      addCounts(connectErrors, s.connectErrors);
+    }
+    return { opened, subscribed, refused, failedConnects, codes, connectErrors };
   }
-  const publishAgent = new http.Agent(agent);
 
   async function publish() {
     const rate = opt.rate / opt.workers;
     const total = Math.round(rate * opt.seconds);
     const heads = new Array(opt.rooms).fill(0);
+    const reasons = {};
     let ok = 0;
     let failed = 0;
     const start = Date.now();
@@ -239,12 +173,12 @@ function worker() {
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       const room = Math.floor(Math.random() * opt.rooms);
       const node = opt.nodes[(w + n) % opt.nodes.length];
-      pending.push(post(node, room, JSON.stringify({ data: { t: Date.now(), w } })).then((receipt) => {
-        if (receipt) { ok += 1; heads[room] = Math.max(heads[room], receipt.seq); } else failed += 1;
+      pending.push(post(publishAgent, node, `${opt.prefix}:${room}`, { t: nowMs(), w }).then((r) => {
+        if (r.ok) { ok += 1; heads[room] = Math.max(heads[room], r.receipt.seq); } else { failed += 1; reasons[r.reason] = (reasons[r.reason] ?? 0) + 1; }
       }));
     }
     await Promise.all(pending);
-    return { ok, failed, heads };
+    return { ok, failed, reasons, heads };
   }
 
   function check(heads) {
@@ -254,23 +188,21 @@ function worker() {
     let disorder = 0;
     let inexact = 0;
     let closed = 0;
-    const latencies = [];
     for (const s of subs) {
-      const head = heads[s.room];
+      const head = heads[s.index];
+      expected += head;
       if (s.state !== 'live') {
         // Refused (and not retried) or never connected: misses its room's events.
-        expected += head;
         missed += head;
         inexact += 1;
         continue;
       }
-      expected += head;
+      const c = s.check(head);
       delivered += s.delivered;
-      missed += Math.max(0, head - (s.next - 1));
-      disorder += s.disorder;
-      if (s.next - 1 !== head || s.disorder > 0) inexact += 1;
+      missed += c.missed;
+      disorder += s.duplicates + s.gapEvents;
+      if (!c.exact) inexact += 1;
       if (s.closed) closed += 1;
-      for (const l of s.latencies) latencies.push(l);
     }
     return { expected, delivered, missed, disorder, inexact, closed, latencies };
   }
