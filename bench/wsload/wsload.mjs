@@ -390,6 +390,8 @@ export function procSample(pid) {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // A killed process stays a zombie until its parent reaps it: gone too.
+    if (rest[0] === 'Z' || rest[0] === 'X') return null;
     const ticks = Number(rest[11]) + Number(rest[12]);
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
     const m = /VmRSS:\s+(\d+) kB/.exec(status);
