@@ -183,7 +183,10 @@ async function main() {
     const cur = sample();
     const ms = cur.at - prev.at;
     cur.nodes.forEach((s, n) => { if (s) lastNode[n] = { ...s, at: cur.at }; });
-    second(cur.at).sys = {
+    const sec = second(cur.at);
+    sec.live = 0; sec.resuming = 0; sec.resumes = 0;
+    for (const st of workerState.values()) { sec.live += st.live; sec.resuming += st.resuming; sec.resumes += st.resumes; }
+    sec.sys = {
       nodes_cpu: cur.nodes.map((s, n) => (s && prev.nodes[n] ? cpuPct(s.ticks - prev.nodes[n].ticks, ms) : null)),
       nodes_rss_mb: cur.nodes.map((s) => (s ? s.rss / 1048576 : null)),
       nats_cpu: cpuPct(groupDelta(prev.nats, cur.nats).ticks, ms),
@@ -454,6 +457,9 @@ async function main() {
       replayed: x.replayed,
       publishes_ok: x.publishes_ok,
       publishes_failed: x.publishes_failed,
+      live: x.live,
+      resuming: x.resuming,
+      resumes: x.resumes,
       ...x.hist.summary(),
       ...(x.sys ?? {}),
     })),
@@ -607,6 +613,7 @@ function worker() {
           if ((start + k) % P !== w) continue;
           expected += 1;
           const order = nodeOrder(opt, name, room, k);
+          const salt = Math.floor(Math.random() * 1024);
           const sub = new Subscriber(name, {
             localAddress,
             gate,
@@ -614,9 +621,8 @@ function worker() {
             record,
             onSettled,
             onResumed: (_, ms) => resumeHist.add(ms),
-            base: (attempt) => {
-              const alive = order.filter((n) => !down.has(n));
-              sub.node = alive[attempt % alive.length];
+            base: ({ resumes, failures }) => {
+              sub.node = pick(order, salt, resumes, failures);
               return opt.urls[sub.node];
             },
           });
@@ -628,6 +634,18 @@ function worker() {
       if (expected === 0) { clearTimeout(timer); finish(); return; }
       for (const s of subs) s.start();
     });
+  }
+
+  // The node a subscriber connects to: its first in `order` at first; after
+  // a close or a failed connect, `spread` goes to another live node at random
+  // (per subscriber), so a dead node's subscribers spread over the others;
+  // `room-hash` to the best live node of the room's rendezvous order, then
+  // the next ones, so a room moves whole.
+  function pick(order, salt, resumes, failures) {
+    if (resumes + failures === 0) return order[0];
+    const alive = order.filter((n) => !down.has(n));
+    if (opt.placement === 'room-hash') return alive[failures % alive.length];
+    return alive[(salt + resumes + failures) % alive.length];
   }
 
   async function publish(rate, seconds) {

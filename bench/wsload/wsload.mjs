@@ -145,7 +145,8 @@ export class Gate {
 
 // One subscriber to one room on `/v1/rooms/{room}/ws?cursor=0`: the room's
 // stream is checked from seq 1 (the bench's rooms are fresh). Options:
-//   base(attempt)   the node URL (http://…) to connect to on this attempt
+//   base({resumes, failures})  the node URL (http://…) to connect to, given
+//                   the resumes so far and the failed connects in a row
 //   localAddress    the source address of the socket
 //   gate            a Gate for the handshakes
 //   resume          after a close (or a failed connect), connect again with
@@ -169,7 +170,7 @@ export class Subscriber {
     this.holes = 0; // seqs skipped by those holes
     this.resets = 0;
     this.resumes = 0;
-    this.attempt = 0;
+    this.failuresInRow = 0;
     this.opens = 0;
     this.closedAt = 0;
     this.everLive = false;
@@ -197,7 +198,7 @@ export class Subscriber {
   async open() {
     await this.opt.gate.acquire();
     if (this.state === 'stopped') { this.opt.gate.release(); return; }
-    const base = this.opt.base(this.attempt);
+    const base = this.opt.base({ resumes: this.resumes, failures: this.failuresInRow });
     let url = `${base.replace(/^http/, 'ws')}/v1/rooms/${this.room}/ws?cursor=${this.next - 1}`;
     if (this.epoch) url += `&epoch=${this.epoch}`;
     const ws = new WebSocket(url, { localAddress: this.opt.localAddress, perMessageDeflate: false, handshakeTimeout: 120000 });
@@ -257,19 +258,21 @@ export class Subscriber {
         if (this.state === 'connecting') { this.state = 'failed'; this.settle(); }
         return;
       }
-      // Resume: on the next node, from the last seq this stream holds.
-      this.attempt += 1;
+      // Resume: on another node, from the last seq this stream holds. A
+      // live socket that closed reconnects at once; a failed handshake (or a
+      // refusal) waits a little, longer each time in a row, jittered.
+      let delay = 0;
       if (caughtUp) {
         this.closeCodes[code] = (this.closeCodes[code] ?? 0) + 1;
         this.resumes += 1;
         this.closedAt = nowMs();
         this.state = 'resuming';
+        this.failuresInRow = 0;
+      } else {
+        this.failuresInRow += 1;
+        delay = Math.min(2000, 50 * 2 ** Math.min(6, this.failuresInRow)) * (0.5 + Math.random());
       }
       this.refusal = null;
-      // A failed handshake waits a little (longer each time in a row);
-      // a live socket that closed reconnects at once.
-      const delay = caughtUp ? 0 : Math.min(2000, 50 * 2 ** Math.min(6, this.failuresInRow = (this.failuresInRow ?? 0) + 1)) * (0.5 + Math.random());
-      if (caughtUp) this.failuresInRow = 0;
       setTimeout(() => this.open(), delay);
     });
   }
