@@ -5,8 +5,9 @@
 # by bench/cluster/cluster.mjs (npm `ws` clients in several processes): a room
 # mix of subscribers spread over the nodes, durable publishes on every node at
 # a total rate, optionally one node `kill -9`'d mid-run, every stream checked
-# exact at the end. Prints progress and a table; writes OUT/cluster.json, the
-# nodes' logs and (python3 + matplotlib) OUT/cluster.png.
+# exact at the end. Prints progress and a table; writes OUT/cluster.json,
+# OUT/cluster.md (a BENCHMARKS.md table row per step), the nodes' logs and
+# (python3 + matplotlib) OUT/cluster.png.
 #
 #   bench/cluster/run.sh --nodes 3 --rooms 100x90,2x500 --rate 500 --seconds 30 --kill-node 2 --kill-at 10
 #   bench/cluster/run.sh --nodes 6 --rooms 1000x90,10x1000 --workers 6 --rate 1000 --seconds 60 \
@@ -117,6 +118,9 @@ status=0
 node "$here/cluster.mjs" --urls "$node_urls" --pids "$node_pids" --prefix "$SCHEMA" \
     --clk-tck "$(getconf CLK_TCK)" --json "$JSON" "${pass[@]}" || status=$?
 
+if [[ -f "$JSON" ]]; then
+    python3 "$here/summary.py" "$JSON" >"${JSON%.json}.md" || true
+fi
 if ((PLOT)) && [[ -f "$JSON" ]]; then
     python=python3
     if ! python3 -c 'import matplotlib' 2>/dev/null; then
