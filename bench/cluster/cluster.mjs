@@ -559,9 +559,10 @@ function worker() {
     return { live: l, resuming, resumes };
   };
   setInterval(() => {
-    if (!opt) return;
-    // Deliveries of events out of order (counted apart) still count here.
-    process.send({ type: 'tick', w, at: Date.now(), ...counts(), deliveries: tick.deliveries, replayed: tick.replayed, ok: tick.ok, failed: tick.failed, hist: tick.hist.toJSON() });
+    if (!opt || !process.connected) return;
+    // The main process may be gone by now (it exits once it has the checks):
+    // a failed send is dropped, not an error.
+    process.send({ type: 'tick', w, at: Date.now(), ...counts(), deliveries: tick.deliveries, replayed: tick.replayed, ok: tick.ok, failed: tick.failed, hist: tick.hist.toJSON() }, () => {});
     tick = { deliveries: 0, replayed: 0, ok: 0, failed: 0, hist: new Histogram() };
   }, 1000).unref();
 
