@@ -482,8 +482,8 @@ async function main() {
   if (opt['kill-node'] && report.resumes.of_them_resumed < report.resumes.subscribers_on_killed_node) {
     violations.push(`${report.resumes.subscribers_on_killed_node - report.resumes.of_them_resumed} subscribers of the killed node did not resume`);
   }
-  if (opt['kill-node'] && report.resumes.subscribers_on_killed_node === 0) violations.push('no subscriber was on the killed node');
-  if (opt['kill-node'] && !steps[0].kill) violations.push('the node was not killed (the publish phase ended first: --kill-at < --seconds)');
+  if (opt['kill-node'] && !steps[0].kill) violations.push('the node was not killed (the publish phase ended first: --kill-at must be less than --seconds)');
+  else if (opt['kill-node'] && report.resumes.subscribers_on_killed_node === 0) violations.push('no subscriber was on the killed node');
   if (violations.length) {
     console.log(`\nVIOLATIONS: ${violations.join('; ')}`);
     if (opt['assert-exact']) process.exit(1);
