@@ -77,6 +77,7 @@ function options(argv) {
     if (opt['kill-node'] < 1 || opt['kill-node'] > opt.urls.length) throw new Error('--kill-node is 1..K');
     if (opt.urls.length < 2) throw new Error('--kill-node needs at least 2 nodes');
     if (opt['find-rate']) throw new Error('--kill-node and --find-rate do not go together');
+    if (!(opt['kill-at'] >= 0 && opt['kill-at'] < opt.seconds)) throw new Error('--kill-at must be from 0 to less than --seconds');
   }
   return opt;
 }
