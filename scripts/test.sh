@@ -8,7 +8,9 @@
 # from other ecosystems (Python `websockets`, Node `ws`); Schemathesis against
 # the OpenAPI description; the dashboard, the demos, EventSource and pusher-js
 # in headless Chromium; the TypeScript SDK's tests; the Python library's type check
-# and tests; a 2-minute chaos soak (bench/chaos); a short fuzz run of every parser.
+# and tests; a 2-minute chaos soak (bench/chaos); the cluster at scale in small
+# (bench/cluster: 3 nodes, 3,000 sockets, a node killed, every stream exact);
+# a short fuzz run of every parser.
 # (tests/webhooks.rs installs the `standardwebhooks` package its receiver
 # verifies with into tests/webhooks/.venv on first use; tests/pusher.rs
 # installs pusher-js, laravel-echo and the npm `pusher` library into
@@ -126,6 +128,16 @@ HUBCAST_BIN="$PWD/target/debug/hubcast" bash clients/python/run-tests.sh
 
 step "chaos soak: 3 nodes on a private PostgreSQL + NATS, random faults (2 min)"
 HUBCAST_BIN="$PWD/target/debug/hubcast" bash bench/chaos/run.sh --duration 120 --seed "${HUBCAST_CHAOS_SEED:-$RANDOM}"
+
+step "cluster at scale, small: 3 nodes on PostgreSQL + NATS, 3,000 npm ws sockets, a node killed mid-run, every stream exact"
+# bench/cluster with the debug build: 44 rooms (40 × 60 + 4 × 150 subscribers
+# spread over the nodes), 100 durable publishes/s in all, to every node, for 20 s; node 2
+# kill -9'd 8 s in; its subscribers resume on the others with their cursors.
+# Asserts exactness only (nothing lost, doubled or reset; every subscriber of
+# the killed node resumed), never a time.
+HUBCAST_BIN="$PWD/target/debug/hubcast" bash bench/cluster/run.sh --nodes 3 --rooms 40x60,4x150 \
+    --rate 100 --seconds 20 --kill-node 2 --kill-at 8 --drain 90 --progress 5 \
+    --assert-exact --no-plot --out target/test-cluster
 
 step "dashboard, demos, SSE and pusher-js in headless Chromium"
 HUBCAST_BIN="$PWD/target/debug/hubcast" bash tests/browser/run.sh

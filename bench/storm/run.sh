@@ -4,11 +4,12 @@
 # CONNECTIONS WebSockets from WORKERS client processes (npm `ws`, no retries)
 # subscribing with ?cursor=0 to ROOMS fresh rooms, then RATE durable publishes/s
 # for SECONDS. Prints and writes (OUT/storm.json) refusals, exactness and
-# publish-to-receive latency.
+# publish-to-receive latency; failed publishes by reason.
 #
 #   bench/storm/run.sh                       # 6 nodes, 102,000 connections
 #   NODES=3 CONNECTIONS=15000 ROOMS=1000 RATE=2000 bench/storm/run.sh
 #   HUBCAST_BIN=/path/to/hubcast bench/storm/run.sh   # another build
+#   PORT_BASE=22000 bench/storm/run.sh        # nodes on 22001… (default 19101…)
 #
 # Needs PostgreSQL on 127.0.0.1:5432 and NATS on 127.0.0.1:4222
 # (scripts/services.sh), node >= 20, and ~2 GB of memory per 10^5 connections.
@@ -24,6 +25,7 @@ SECONDS_=${SECONDS_:-15}
 PG=${HUBCAST_BENCH_PG:-postgres://postgres@127.0.0.1:5432/test}
 NATS=${HUBCAST_BENCH_NATS:-nats://127.0.0.1:4222}
 OUT=${OUT:-$repo/target/bench/storm}
+PORT_BASE=${PORT_BASE:-19100}   # node n listens on PORT_BASE + n
 SCHEMA=storm_$(date +%s)_$$
 mkdir -p "$OUT"
 
@@ -31,7 +33,8 @@ if [[ -z "${HUBCAST_BIN:-}" ]]; then
     (cd "$repo" && cargo build --release --quiet -p hubcast)
     HUBCAST_BIN=$repo/target/release/hubcast
 fi
-[[ -d "$here/node_modules/ws" ]] || (cd "$here" && npm install --no-audit --no-fund --silent)
+# The clients (npm `ws`) are bench/wsload's, shared with bench/cluster.
+[[ -d "$repo/bench/wsload/node_modules/ws" ]] || (cd "$repo/bench/wsload" && npm ci --no-audit --no-fund --silent)
 
 pids=()
 cleanup() {
@@ -43,7 +46,7 @@ trap cleanup EXIT
 
 urls=()
 for n in $(seq 1 "$NODES"); do
-    port=$((19100 + n))
+    port=$((PORT_BASE + n))
     env -u HUBCAST_URL \
         HUBCAST_POSTGRES__SCHEMA="$SCHEMA" HUBCAST_NATS__SUBJECT_PREFIX="$SCHEMA" \
         HUBCAST_RATE_LIMITS__CONNECTS_PER_IP_PER_MINUTE=0 \
