@@ -186,6 +186,39 @@ test("cache channel: the last event first, pusher:cache_miss when there is none"
   assert.deepEqual((await prices.next()).data, { p: 3 });
 });
 
+test("what is triggered after subscription_succeeded arrives (after a cache channel's last event)", async () => {
+  // Pusher's guarantee: once a client hears subscription_succeeded, every
+  // event and client event triggered after reaches it. Many channels at
+  // once, the subscriber on the other node when there are two: the trigger
+  // and the client event go out the moment pusher-js reports the subscription.
+  const rounds = 30;
+  const [sender, subscriber] = [track(client()), track(client({ i: 1 }))];
+  await Promise.all([connected(sender), connected(subscriber)]);
+  await Promise.all(Array.from({ length: rounds }, async (_, n) => {
+    const name = unique(`private-cache-race${n}`);
+    const { channel: atSender } = await subscribed(sender, name);
+    await server().trigger(name, "price", { n: "cached" });
+    const channel = subscriber.subscribe(name);
+    const frames = [];
+    const triggered = [];
+    await within(`the cached event, a trigger and a client event on ${name}`, (done) => {
+      const note = (item) => {
+        frames.push(item);
+        if (frames.length === 3) done();
+      };
+      channel.bind("price", (data) => note(`price ${data.n}`));
+      channel.bind("client-ping", (data) => note(`client-ping ${data.n}`));
+      channel.bind("pusher:subscription_succeeded", () => {
+        assert.ok(atSender.trigger("client-ping", { n: "after" }));
+        triggered.push(server(n).trigger(name, "price", { n: "after" }));
+      });
+    });
+    await Promise.all(triggered);
+    assert.equal(frames[0], "price cached", frames.join());
+    assert.deepEqual(frames.slice(1).sort(), ["client-ping after", "price after"]);
+  }));
+});
+
 test("signin and terminate_connections: the user's connections close and stay closed", async () => {
   const user = unique("user");
   const pusher = track(client({ user: { id: user, info: { name: "U" } } }));

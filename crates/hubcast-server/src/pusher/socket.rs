@@ -3,15 +3,16 @@
 //!
 //! It reuses what a native session is made of: the bounded outbound queue
 //! ([`Outbound`]) the hubs `offer` to, its writer task (with Pusher's close
-//! codes), the replay-to-live hand-off (`session::join_as`, here from the
-//! room's head: Pusher has no resume), presence through the hub, the
+//! codes), the hand-off to the room's hub (`session::join_pusher`, live
+//! from the hub's position: Pusher has no resume), presence through the hub, the
 //! roster (a signed-in user, for `terminate_connections`), the connection
 //! slots and the per-session message rate. What is its own: the Pusher
 //! messages, signature checks instead of grants, and the activity timeout.
 //!
-//! Subscribing runs on the connection's task: it replays at most the few
-//! events committed while it subscribes (or the one cached event), so it
-//! never waits long, and every answer is in order with what follows.
+//! Subscribing runs on the connection's task and replays nothing: the hub
+//! queues `subscription_succeeded` (and a cache channel's last event) as it
+//! registers the socket, so it never waits long, and every answer is in
+//! order with what follows.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -434,43 +435,17 @@ impl PusherSession {
             return self.refuse_subscription(&name, 400, &message).await;
         }
         let room = channel.room(&self.app.room_prefix);
-        // Live from the head as the node's hub knows it (no store read per
-        // subscriber: issue 22's connect storms apply to Pusher apps too).
-        let state = match crate::session::known_state(&self.node, &room).await {
-            Ok(state) => state,
-            Err(err) => return self.refuse_subscription(&name, 503, &err.message).await,
-        };
-        // Live from the head; a cache channel from just before it, so its
-        // last event (if retention kept it) comes first.
-        let has_last = state.head > 0 && state.head >= state.earliest;
-        let after = if channel.cache && has_last {
-            state.head - 1
-        } else {
-            state.head
-        };
-        if member.is_none() {
-            // With presence, the hub sends it, with the member list.
-            self.reply(frame::subscription_succeeded(&name)).await;
-        }
-        if channel.cache && !has_last {
-            self.reply(frame::cache_miss(&name)).await;
-        }
+        // The hub registers the socket and queues its subscription_succeeded
+        // (or the member list) in one step: what is triggered after the
+        // client hears it reaches the client (`session::join_pusher`).
         let wire = Arc::new(PusherWire {
             socket_id: self.socket_id.clone(),
             channel: name.clone(),
+            cache: channel.cache,
         });
         let member_id = member.as_ref().map(|m| m.id.clone());
-        let joined = crate::session::join_as(
-            &self.node.reads,
-            &self.node.hubs,
-            &self.out,
-            &room,
-            after,
-            self.node.config.hub.tail,
-            member,
-            Some(wire),
-        )
-        .await;
+        let joined =
+            crate::session::join_pusher(&self.node.hubs, &self.out, &room, member, wire).await;
         match joined {
             Ok(Some(hub)) => {
                 crate::metrics::get().subscriptions.increment(1.0);
