@@ -84,6 +84,9 @@ pub struct PusherWire {
     /// A cache channel: the room's last event (or `pusher:cache_miss`)
     /// follows `subscription_succeeded`.
     pub cache: bool,
+    /// Set when the hub told this subscriber `pusher:cache_miss` (for the
+    /// `cache_miss` webhook).
+    pub cache_missed: std::sync::atomic::AtomicBool,
 }
 
 /// One room event's Pusher frame, encoded at most once per event (only when
@@ -161,6 +164,8 @@ pub(super) struct Hub {
     subscriber_count: Arc<std::sync::atomic::AtomicUsize>,
     /// Whether this hub last told `settings.signals` the room has subscribers.
     occupied: bool,
+    /// The subscriber count this hub last told `settings.signals` of.
+    signalled_count: usize,
     /// The members this hub last told `settings.signals` are present on this node.
     signalled_members: std::collections::HashMap<String, crate::bus::PresenceMember>,
 }
@@ -203,6 +208,7 @@ pub(crate) fn spawn(
         presence: None,
         subscriber_count: subscriber_count.clone(),
         occupied: false,
+        signalled_count: 0,
         signalled_members: std::collections::HashMap::new(),
     };
     tokio::spawn(async move {
@@ -270,6 +276,18 @@ impl Hub {
                 self.room.clone(),
                 occupied,
             ));
+        }
+    }
+
+    /// Tells the Pusher `subscription_count` webhook's task when the room's
+    /// subscriber count on this node changed (only when an endpoint wants it).
+    fn signal_count(&mut self) {
+        let Some(signals) = self.settings.signals.as_ref().filter(|s| s.wants_counts()) else {
+            return;
+        };
+        if self.signalled_count != self.subscribers.len() {
+            self.signalled_count = self.subscribers.len();
+            signals.count_changed(&self.room);
         }
     }
 
@@ -364,6 +382,7 @@ impl Hub {
             self.subscriber_count
                 .store(self.subscribers.len(), std::sync::atomic::Ordering::Relaxed);
             self.signal_occupancy(!self.subscribers.is_empty());
+            self.signal_count();
             match (self.subscribers.is_empty(), idle_since) {
                 (true, None) => idle_since = Some(Instant::now()),
                 (false, Some(_)) => idle_since = None,
@@ -883,7 +902,11 @@ fn cache_frame(wire: &PusherWire, last_event: Option<&Event>) -> Option<Utf8Byte
         return None;
     }
     let hit = last_event.and_then(|event| PusherFrame::default().for_sub(wire, &event.data));
-    Some(hit.unwrap_or_else(|| crate::pusher::frame::cache_miss(&wire.channel)))
+    Some(hit.unwrap_or_else(|| {
+        wire.cache_missed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        crate::pusher::frame::cache_miss(&wire.channel)
+    }))
 }
 
 /// Offers `frame_for(sub)` to every subscriber it returns a frame for; drops

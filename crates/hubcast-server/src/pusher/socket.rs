@@ -418,6 +418,19 @@ impl PusherSession {
                 return self.refuse_subscription(&name, 401, &message).await;
             }
         }
+        if let Some(user) = channel.user() {
+            // A user's channel is its own: pusher-js subscribes to it after
+            // `pusher:signin`, with no signature.
+            if self.user.as_deref() != Some(user) {
+                crate::metrics::note_refusal(
+                    "forbidden",
+                    self.ip,
+                    "pusher server-to-user channel of another user",
+                );
+                let message = "a server-to-user channel is only for a connection signed in as its user";
+                return self.refuse_subscription(&name, 403, message).await;
+            }
+        }
         let member = if channel.kind == ChannelKind::Presence {
             match channel_data.as_deref().and_then(frame::presence_member) {
                 Some(member) => Some(member),
@@ -442,10 +455,15 @@ impl PusherSession {
             socket_id: self.socket_id.clone(),
             channel: name.clone(),
             cache: channel.cache,
+            cache_missed: Default::default(),
         });
         let member_id = member.as_ref().map(|m| m.id.clone());
         let joined =
-            crate::session::join_pusher(&self.node.hubs, &self.out, &room, member, wire).await;
+            crate::session::join_pusher(&self.node.hubs, &self.out, &room, member, wire.clone())
+                .await;
+        if wire.cache_missed.load(Ordering::Relaxed) {
+            self.record_webhooks(|webhooks| webhooks.cache_miss(&room));
+        }
         match joined {
             Ok(Some(hub)) => {
                 crate::metrics::get().subscriptions.increment(1.0);
@@ -570,25 +588,33 @@ impl PusherSession {
             user_id: subscribed.member.as_deref(),
         }
         .to_raw();
-        if let Some(webhooks) = self
-            .node
-            .webhooks
-            .as_ref()
-            .filter(|w| w.wants_client_events())
-        {
-            // Recorded beside the relay, not before it: a client event is
-            // live-only, and its webhook must not hold it up.
-            let messages = webhooks.client_event(&room, stored.get(), &self.socket_id);
-            if !messages.is_empty() {
-                let outbox = self.node.backend.webhook_outbox();
-                tokio::spawn(async move {
-                    if let Err(err) = outbox.record(messages).await {
-                        tracing::warn!(error = %err, "cannot record a client_event webhook");
-                    }
-                });
-            }
-        }
+        // Recorded beside the relay, not before it: a client event is
+        // live-only, and its webhook must not hold it up.
+        self.record_webhooks(|webhooks| {
+            webhooks.client_event(&room, stored.get(), &self.socket_id)
+        });
         self.node.publish_ephemeral(room, stored, Some(self.id));
+    }
+
+    /// Records the Pusher webhooks `messages` makes (none when no endpoint
+    /// wants them) on a task of their own: the socket does not wait.
+    fn record_webhooks(
+        &self,
+        messages: impl FnOnce(&crate::webhook::Webhooks) -> Vec<crate::webhook::NewWebhook>,
+    ) {
+        let Some(webhooks) = self.node.webhooks.as_ref() else {
+            return;
+        };
+        let messages = messages(webhooks);
+        if messages.is_empty() {
+            return;
+        }
+        let outbox = self.node.backend.webhook_outbox();
+        tokio::spawn(async move {
+            if let Err(err) = outbox.record(messages).await {
+                tracing::warn!(error = %err, "cannot record a Pusher webhook");
+            }
+        });
     }
 }
 
