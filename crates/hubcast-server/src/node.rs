@@ -326,7 +326,7 @@ async fn count_webhooks(
                     if before.unwrap_or(0) == count {
                         continue;
                     }
-                    let messages = webhooks.subscription_count(&room, count);
+                    let messages = webhooks.subscription_count(room.as_str(), count);
                     if messages.is_empty() {
                         continue;
                     }

@@ -254,7 +254,7 @@ async fn subscription_counts(
     names: &[&str],
     info: &[Attribute],
 ) -> Result<HashMap<String, usize>, ApiError> {
-    if !info.contains(&Attribute::SubscriptionCount) {
+    if !info.contains(&Attribute::SubscriptionCount) || names.is_empty() {
         return Ok(HashMap::new());
     }
     let mut rooms = Vec::with_capacity(names.len());
