@@ -448,7 +448,11 @@ pub async fn channels(
         let Some(name) = super::channel::channel_of(&room, &app.room_prefix) else {
             continue;
         };
-        let Ok(channel) = Channel::parse(&name, &app.room_prefix) else {
+        // Users' own channels are not the app's channels to list.
+        let Some(channel) = Channel::parse(&name, &app.room_prefix)
+            .ok()
+            .filter(|c| c.kind != ChannelKind::ServerToUser)
+        else {
             continue;
         };
         let mut attributes = Map::new();
