@@ -177,6 +177,17 @@ mod tests {
             None
         );
         assert_eq!(
+            render_cache_miss(&f, 5, "pusher:a:cache-c").as_deref(),
+            Some(r#"{"events":[{"channel":"cache-c","name":"cache_miss"}],"time_ms":5}"#)
+        );
+        assert_eq!(
+            render_subscription_count(&f, 5, "pusher:a:c:2Cd", 3).as_deref(),
+            Some(
+                r#"{"events":[{"channel":"c,d","name":"subscription_count","subscription_count":3}],"time_ms":5}"#
+            )
+        );
+        assert_eq!(render_subscription_count(&f, 5, "other", 3), None);
+        assert_eq!(
             render_client_event(
                 &f,
                 5,
