@@ -254,6 +254,8 @@ test("what is triggered after subscription_succeeded arrives (after a cache chan
         assert.ok(atSender.trigger("client-ping", { n: "after" }));
         triggered.push(server(n).trigger(name, "price", { n: "after" }));
       });
+    }).catch((err) => {
+      throw new Error(`${err.message}; got: ${frames.join(", ") || "nothing"}`);
     });
     await Promise.all(triggered);
     assert.equal(frames[0], "price cached", frames.join());

@@ -250,6 +250,31 @@ impl NatsBus {
     }
 }
 
+/// The longest `watch` waits for the server to confirm a new subscription.
+const CONFIRM_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl NatsBus {
+    /// Returns once the NATS server has processed what this connection sent
+    /// before (the subscription `watch` just asked for): a request on a
+    /// subject nobody serves is answered "no responders" by the server, in
+    /// order with the connection's earlier commands. So a hub's room is
+    /// followed before its first subscriber is told it is subscribed, and a
+    /// message another node publishes after that (a Pusher client event
+    /// triggered the moment `subscription_succeeded` arrived) is routed
+    /// here. Bounded by [`CONFIRM_WAIT`], and skipped while disconnected.
+    async fn confirm_subscriptions(&self) {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return;
+        }
+        let probe = format!("{}.probe.{}", self.prefix, self.node);
+        let _ = tokio::time::timeout(
+            CONFIRM_WAIT,
+            self.client.request(probe, bytes::Bytes::new()),
+        )
+        .await;
+    }
+}
+
 /// Presence announcements waiting to be published before new ones are dropped.
 const PRESENCE_OUT_CAPACITY: usize = 1024;
 
@@ -321,6 +346,7 @@ impl Bus for NatsBus {
                 .await
                 .map_err(|e| BusError::Unavailable(e.to_string()))?;
             self.local.add_watcher(&room, tx.clone());
+            self.confirm_subscriptions().await;
             tokio::spawn(forward(subscription, tx, move |payload| {
                 let message = match serde_json::from_slice(payload).ok()? {
                     ServerFrame::Event(frame) if frame.room == room.as_str() => {
