@@ -9,6 +9,7 @@
 #   PEERS="hubcast nchan" bench/compare.sh     only some servers
 #   SUBSCRIBERS=10000 ROOMS=2000 … sizes (see below)
 #   SCENARIOS="fanout-steady" bench/compare.sh  only some scenarios
+#   HUBCAST_PORT=… HUBCAST_PUSHER_PORT=… SOCKUDO_PORT=…  ports (default 8787, 8788, 6001)
 #
 # Every scenario reports the server's CPU per delivery (`--server-pid`:
 # utime + stime from /proc of the server and every process descended from it,
@@ -44,16 +45,19 @@ start_sockudo() {
     cargo install sockudo --locked --root "$CACHE/sockudo" >"$CACHE/sockudo-build.log" 2>&1 \
       || { echo "compare: skipping sockudo: cargo install failed (see $CACHE/sockudo-build.log)" >&2; return 1; }
   fi
-  (cd "$WORK" && RUST_LOG=warn exec "$bin" --config "$ROOT/bench/peers/sockudo.json") >"$WORK/sockudo.log" 2>&1 &
+  local port="${SOCKUDO_PORT:-6001}"
+  sed "s/\"port\": 6001,/\"port\": $port,/" "$ROOT/bench/peers/sockudo.json" >"$WORK/sockudo.json"
+  (cd "$WORK" && RUST_LOG=warn exec "$bin" --config "$WORK/sockudo.json") >"$WORK/sockudo.log" 2>&1 &
   SERVER_PID=$!
-  URL=http://127.0.0.1:6001
-  wait_port 6001
+  URL="http://127.0.0.1:$port"
+  wait_port "$port"
 }
 
 # hubcast speaking the Pusher protocol: the same binary and store as
 # `hubcast`, measured with the adapter that measures Sockudo (`--target
 # pusher`), with Sockudo's bench app (bench/peers/sockudo.json).
 start_hubcast_pusher() {
+  local port="${HUBCAST_PUSHER_PORT:-8788}"
   rm -rf "$WORK/hubcast" && mkdir -p "$WORK/hubcast"
   cat >"$WORK/hubcast/none.toml" <<'TOML'
 [[pusher.apps]]
@@ -63,11 +67,11 @@ secret = "bench-secret"
 TOML
   HUBCAST_RATE_LIMITS__CONNECTS_PER_IP_PER_MINUTE=0 HUBCAST_RATE_LIMITS__MAX_CONNECTIONS_PER_IP=0 \
   HUBCAST_LIMITS__OUTBOUND_QUEUE=8192 RUST_LOG=warn \
-    "$HUBCAST" serve --listen "127.0.0.1:8788" --store "sqlite://$WORK/hubcast/hubcast.db" \
+    "$HUBCAST" serve --listen "127.0.0.1:$port" --store "sqlite://$WORK/hubcast/hubcast.db" \
       --config "$WORK/hubcast/none.toml" >"$WORK/hubcast-pusher.log" 2>&1 &
   SERVER_PID=$!
-  URL="http://127.0.0.1:8788"
-  wait_port 8788
+  URL="http://127.0.0.1:$port"
+  wait_port "$port"
 }
 
 start_socketio() {

@@ -29,8 +29,8 @@ if [ ! -x "$HUBCAST" ]; then
   (cd "$ROOT" && cargo build --release --bin hubcast)
 fi
 
-start_hubcast() { # [PORT, default 8787]: a fresh hubcast on a fresh store; sets SERVER_PID and URL
-  local port="${1:-8787}"
+start_hubcast() { # [PORT, default $HUBCAST_PORT or 8787]: a fresh hubcast on a fresh store; sets SERVER_PID and URL
+  local port="${1:-${HUBCAST_PORT:-8787}}"
   rm -rf "$WORK/hubcast" && mkdir -p "$WORK/hubcast"
   # Product defaults (durable SQLite publishes, synchronous=full), except the
   # per-address limits a single-address load generator would trip, and the

@@ -129,4 +129,5 @@ export async function eventually(what, check, ms = STEP) {
 }
 
 /// The room a channel of the app is stored as (docs/pusher.md).
-export const room = (channel) => `pusher:${app.id}:${channel.replaceAll(",", ":2C").replaceAll(";", ":3B")}`;
+export const room = (channel) =>
+  `pusher:${app.id}:${channel.replaceAll(",", ":2C").replaceAll(";", ":3B").replaceAll("#", ":23")}`;

@@ -128,7 +128,7 @@ test("client events reach the others on the channel, never the sender", async ()
   const bobChannel = (await subscribed(bob, name)).channel;
   const atAlice = collect(aliceChannel, "client-typing");
   const atBob = collect(bobChannel, "client-typing");
-  await eventually("bob in alice's members", () => aliceChannel.members.get("bob"));
+  // Bob heard subscription_succeeded: a client event sent now reaches him.
   assert.ok(aliceChannel.trigger("client-typing", { typing: true }));
   const typing = await atBob.next();
   assert.deepEqual(typing.data, { typing: true });
@@ -147,8 +147,6 @@ test("trigger with info answers the channels' attributes, as Pusher does", async
   await connected(pusher);
   await subscribed(pusher, members);
   await subscribed(pusher, plain);
-  // The client is on node 0 and so is the trigger: subscription_count is
-  // the answering node's (docs/pusher.md), user_count the cluster's.
   const answer = await server().trigger([members, plain], "x", {}, { info: "subscription_count,user_count" });
   assert.deepEqual(await answer.json(), {
     channels: {
@@ -169,6 +167,50 @@ test("trigger with info answers the channels' attributes, as Pusher does", async
   assert.equal(history.body.head, 3);
 });
 
+test("subscription_count, occupancy and the channel list are the cluster's", async () => {
+  // The subscribers sit on the last node; the questions go to the first.
+  const name = unique("counted");
+  const last = urls.length - 1;
+  const [one, two] = [track(client({ i: last })), track(client({ i: last }))];
+  await Promise.all([connected(one), connected(two)]);
+  await subscribed(one, name);
+  const info = await server(0).get({ path: `/channels/${name}`, params: { info: "subscription_count" } });
+  assert.deepEqual(await info.json(), { occupied: true, subscription_count: 1 });
+  const list = await server(0).get({ path: "/channels", params: { filter_by_prefix: name } });
+  assert.deepEqual(await list.json(), { channels: { [name]: {} } });
+  await subscribed(two, name);
+  const answer = await server(0).trigger(name, "x", {}, { info: "subscription_count" });
+  assert.deepEqual(await answer.json(), { channels: { [name]: { subscription_count: 2 } } });
+  const batch = await server(0).triggerBatch([{ channel: name, name: "x", data: "{}", info: "subscription_count" }]);
+  assert.deepEqual(await batch.json(), { batch: [{ subscription_count: 2 }] });
+  one.disconnect();
+  two.disconnect();
+  await eventually("the channel to be vacated everywhere", async () => {
+    const info = await (await server(0).get({ path: `/channels/${name}`, params: { info: "subscription_count" } })).json();
+    return info.occupied === false && info.subscription_count === 0;
+  });
+  const empty = await server(0).get({ path: "/channels", params: { filter_by_prefix: name } });
+  assert.deepEqual(await empty.json(), { channels: {} });
+});
+
+test("server-to-user: sendToUser reaches the signed-in user's pusher.user, as a durable room", async () => {
+  const user = unique("user");
+  const pusher = track(client({ i: 1, user: { id: user, info: { name: "U" } } }));
+  await connected(pusher);
+  const notices = [];
+  pusher.user.bind("notice", (data) => notices.push(data));
+  pusher.signin();
+  await within("pusher:signin_success", (done) => pusher.user.signinDonePromise.then(done));
+  // pusher-js subscribes to #server-to-user-{id} once signed in.
+  await eventually("the user's channel to be subscribed", () => pusher.user.serverToUserChannel?.subscribed);
+  await server(0).sendToUser(user, "notice", { n: 1 });
+  await eventually("the notice", () => notices.length === 1);
+  assert.deepEqual(notices[0], { n: 1 });
+  const history = await hubcast(`/v1/rooms/${room(`#server-to-user-${user}`)}/events?after=0`);
+  assert.equal(history.status, 200);
+  assert.equal(history.body.events[0].data.event, "notice");
+});
+
 test("cache channel: the last event first, pusher:cache_miss when there is none", async () => {
   const name = unique("cache-price");
   const pusher = track(client());
@@ -184,6 +226,41 @@ test("cache channel: the last event first, pusher:cache_miss when there is none"
   assert.deepEqual((await prices.next()).data, { p: 2 });
   await server().trigger(name, "price", { p: 3 });
   assert.deepEqual((await prices.next()).data, { p: 3 });
+});
+
+test("what is triggered after subscription_succeeded arrives (after a cache channel's last event)", async () => {
+  // Pusher's guarantee: once a client hears subscription_succeeded, every
+  // event and client event triggered after reaches it. Many channels at
+  // once, the subscriber on the other node when there are two: the trigger
+  // and the client event go out the moment pusher-js reports the subscription.
+  const rounds = 30;
+  const [sender, subscriber] = [track(client()), track(client({ i: 1 }))];
+  await Promise.all([connected(sender), connected(subscriber)]);
+  await Promise.all(Array.from({ length: rounds }, async (_, n) => {
+    const name = unique(`private-cache-race${n}`);
+    const { channel: atSender } = await subscribed(sender, name);
+    await server().trigger(name, "price", { n: "cached" });
+    const channel = subscriber.subscribe(name);
+    const frames = [];
+    const triggered = [];
+    await within(`the cached event, a trigger and a client event on ${name}`, (done) => {
+      const note = (item) => {
+        frames.push(item);
+        if (frames.length === 3) done();
+      };
+      channel.bind("price", (data) => note(`price ${data.n}`));
+      channel.bind("client-ping", (data) => note(`client-ping ${data.n}`));
+      channel.bind("pusher:subscription_succeeded", () => {
+        assert.ok(atSender.trigger("client-ping", { n: "after" }));
+        triggered.push(server(n).trigger(name, "price", { n: "after" }));
+      });
+    }).catch((err) => {
+      throw new Error(`${err.message}; got: ${frames.join(", ") || "nothing"}`);
+    });
+    await Promise.all(triggered);
+    assert.equal(frames[0], "price cached", frames.join());
+    assert.deepEqual(frames.slice(1).sort(), ["client-ping after", "price after"]);
+  }));
 });
 
 test("signin and terminate_connections: the user's connections close and stay closed", async () => {
@@ -241,7 +318,6 @@ test("webhooks: occupancy, presence and client events, verified by the library's
   await Promise.all([connected(alice), connected(bob)]);
   const aliceChannel = (await subscribed(alice, name)).channel;
   const waves = collect((await subscribed(bob, name)).channel, "client-wave");
-  await eventually("bob in alice's members", () => aliceChannel.members.get("bob"));
   assert.ok(aliceChannel.trigger("client-wave", { hi: 1 }));
   await waves.next();
   alice.disconnect();
@@ -261,5 +337,31 @@ test("webhooks: occupancy, presence and client events, verified by the library's
   assert.equal(wave.event, "client-wave");
   assert.deepEqual(JSON.parse(wave.data), { hi: 1 });
   assert.equal(wave.user_id, "alice");
+  assert.equal((await received()).invalid, 0);
+});
+
+test("webhooks: cache_miss and subscription_count (the cluster's), verified by the library's webhook()", { skip: !process.env.WEBHOOK_RECEIVER }, async () => {
+  const name = unique("cache-hooked");
+  const [one, two] = [track(client()), track(client({ i: 1 }))];
+  await Promise.all([connected(one), connected(two)]);
+  for (const pusher of [one, two]) {
+    const channel = pusher.subscribe(name);
+    await within("pusher:cache_miss", (done) => channel.bind("pusher:cache_miss", done));
+  }
+  const received = async () => (await (await fetch(`${process.env.WEBHOOK_RECEIVER}/received`)).json());
+  const mine = async () => (await received()).events.filter((e) => e.channel === name);
+  const counted = (n) => async () => {
+    const events = await mine();
+    return events.some((e) => e.name === "subscription_count" && e.subscription_count === n) && events;
+  };
+  await eventually("subscription_count 2", counted(2), 30_000);
+  one.disconnect();
+  await eventually("subscription_count 1", counted(1), 30_000);
+  two.disconnect();
+  const events = await eventually("subscription_count 0", counted(0), 30_000);
+  assert.equal(events.filter((e) => e.name === "cache_miss").length, 2, JSON.stringify(events));
+  const counts = events.filter((e) => e.name === "subscription_count").map((e) => e.subscription_count);
+  assert.ok(counts.every((n) => n >= 0 && n <= 2), counts.join());
+  assert.equal(counts.at(-1), 0, counts.join());
   assert.equal((await received()).invalid, 0);
 });

@@ -52,6 +52,7 @@ impl Server {
         let stopping = CancellationToken::new();
         let node = Node::start(config, stopping.clone()).await?;
         crate::admin::start(&node).await;
+        crate::node::answer_count_queries(&node).await;
         Ok(Server {
             node,
             stopping,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::bus::Bus;
+use crate::bus::{Bus, CountQuery, NodeCounts};
 use crate::config::Config;
 use crate::hub::{HubSettings, Hubs};
 use crate::room::RoomName;
@@ -75,12 +75,14 @@ impl Node {
             EventKind::PresenceJoined,
             EventKind::PresenceLeft,
         ];
-        let (signals, signal_queue) = match &webhooks {
-            Some(hooks) if signal_kinds.iter().any(|k| hooks.any_wants(*k)) => {
-                let (signals, queue) = crate::webhook::RoomSignals::channel();
-                (Some(signals), Some(queue))
+        let (signals, signal_queues) = match &webhooks {
+            Some(hooks) => {
+                let occupancy = signal_kinds.iter().any(|k| hooks.any_wants(*k));
+                let counts = hooks.wants_subscription_counts();
+                let (signals, queues) = crate::webhook::RoomSignals::channel(occupancy, counts);
+                ((occupancy || counts).then_some(signals), Some(queues))
             }
-            _ => (None, None),
+            None => (None, None),
         };
         let bus = crate::bus::open(&config).await?;
         let hubs = Hubs::new(
@@ -124,7 +126,14 @@ impl Node {
         });
         if let Some(webhooks) = webhooks {
             crate::webhook_worker::start(webhooks.clone(), outbox.clone(), node.shutdown.clone());
-            if let Some(queue) = signal_queue {
+            let queues = signal_queues.unwrap_or(crate::webhook::SignalQueues {
+                occupancy: None,
+                counts: None,
+            });
+            if let Some(counts) = queues.counts {
+                tokio::spawn(count_webhooks(node.clone(), webhooks.clone(), counts));
+            }
+            if let Some(queue) = queues.occupancy {
                 let settings = crate::occupancy::OccupancySettings {
                     node: node.bus.node_id().to_owned(),
                     grace: Duration::from_millis(node.config.hub.occupancy_grace_ms),
@@ -226,6 +235,139 @@ impl Node {
         let n = self.next_session.fetch_add(1, Ordering::Relaxed);
         (n, format!("{:08x}-{n}", self.session_prefix))
     }
+
+    /// This node's subscribers of the rooms `query` asks about (those with
+    /// any), as its hubs count them now.
+    pub fn local_counts(&self, query: &CountQuery) -> NodeCounts {
+        let rooms = match query.rooms.as_slice() {
+            [] => self
+                .hubs
+                .snapshot()
+                .into_iter()
+                .filter(|(room, _)| query.asks(room))
+                .map(|(room, hub)| (room.to_string(), hub.subscribers()))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            rooms => rooms
+                .iter()
+                .filter(|room| query.asks(room))
+                .filter_map(|room| {
+                    let hub = self.hubs.get(&crate::room::RoomName::parse(room).ok()?)?;
+                    Some((room.clone(), hub.subscribers())).filter(|(_, n)| *n > 0)
+                })
+                .collect(),
+        };
+        NodeCounts {
+            node: self.bus.node_id().to_owned(),
+            rooms,
+        }
+    }
+
+    /// The cluster's subscribers of the rooms `query` asks about (those
+    /// with any): this node's, plus what every other node answers over the
+    /// bus within its short wait (see `bus`, *Counts*).
+    pub async fn cluster_counts(&self, query: CountQuery) -> HashMap<String, usize> {
+        let mut counts = self.local_counts(&query).rooms;
+        for answer in self.bus.ask_counts(query).await {
+            for (room, n) in answer.rooms {
+                *counts.entry(room).or_default() += n;
+            }
+        }
+        counts
+    }
+}
+
+/// Pusher's `subscription_count` webhook: once a room's subscriber count
+/// on this node has changed and stayed for `hub.occupancy_grace_ms`, asks
+/// the cluster's count (`Node::cluster_counts`) and records it when it
+/// differs from the last this node recorded for the room. Each node whose
+/// subscribers changed reports the cluster's count after its change, so
+/// two nodes changing at once may both record the same count.
+async fn count_webhooks(
+    node: Arc<Node>,
+    webhooks: Arc<crate::webhook::Webhooks>,
+    mut changes: tokio::sync::mpsc::Receiver<crate::room::RoomName>,
+) {
+    let settle = Duration::from_millis(node.config.hub.occupancy_grace_ms);
+    let outbox = node.backend.webhook_outbox();
+    let mut due: HashMap<crate::room::RoomName, tokio::time::Instant> = HashMap::new();
+    let mut recorded: HashMap<String, usize> = HashMap::new();
+    loop {
+        let next = due.values().min().copied();
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            change = changes.recv() => match change {
+                Some(room) => {
+                    due.insert(room, tokio::time::Instant::now() + settle);
+                }
+                None => return,
+            },
+            _ = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let now = tokio::time::Instant::now();
+                let rooms: Vec<_> = due
+                    .iter()
+                    .filter(|(_, at)| **at <= now)
+                    .map(|(room, _)| room.clone())
+                    .collect();
+                for room in rooms {
+                    due.remove(&room);
+                    let counts = node
+                        .cluster_counts(CountQuery {
+                            prefix: room.to_string(),
+                            rooms: vec![room.to_string()],
+                        })
+                        .await;
+                    let count = counts.get(room.as_str()).copied().unwrap_or(0);
+                    let before = if count == 0 {
+                        recorded.remove(room.as_str())
+                    } else {
+                        recorded.insert(room.to_string(), count)
+                    };
+                    if before.unwrap_or(0) == count {
+                        continue;
+                    }
+                    let messages = webhooks.subscription_count(room.as_str(), count);
+                    if messages.is_empty() {
+                        continue;
+                    }
+                    if let Err(err) = outbox.record(messages).await {
+                        tracing::warn!(%room, error = %err, "cannot record a subscription_count webhook");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Answers the other nodes' count queries from this node's hubs, until the
+/// node stops.
+pub async fn answer_count_queries(node: &Arc<Node>) {
+    let mut queries = match node.bus.watch_count_queries().await {
+        Ok(queries) => queries,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot answer other nodes' count queries; their subscription counts will miss this node");
+            return;
+        }
+    };
+    let node = node.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                query = queries.recv() => match query {
+                    Some((query, answer)) => {
+                        let _ = answer.send(node.local_counts(&query));
+                    }
+                    None => return,
+                },
+                _ = node.shutdown.cancelled() => return,
+            }
+        }
+    });
 }
 
 /// How many subscription reads run at once: fewer than the connections the

@@ -40,6 +40,20 @@
 //! reload from the store; a lost disconnect or room deletion is not repeated
 //! (a deleted room's hubs also notice the head going back at reconcile).
 
+//!
+//! # Counts
+//! How many subscribers a room has across the cluster (the Pusher API's
+//! `subscription_count`, occupancy and channel list) is nobody's state: each
+//! node's hubs know their own. A node that needs the cluster's numbers
+//! `ask_counts` every other node ([`CountQuery`]: the rooms under a prefix,
+//! or named ones) and adds its own; the others answer from their
+//! `watch_count_queries` feed (`node::answer_count_queries`). The answers
+//! are gathered for a short, bounded wait: on NATS until every peer the bus
+//! knows to be alive has answered (nodes say hello on start and every few
+//! seconds), at most [`nats::COUNTS_WAIT`]. A node that does not answer in
+//! time is left out of that answer (counted as 0), never waited for longer.
+//! The memory bus has no peers: its answer is empty at once.
+
 pub mod memory;
 pub mod nats;
 
@@ -99,6 +113,37 @@ pub enum ControlMessage {
     /// them lost a notification on the way and fills the gap from the store.
     Heads { heads: Vec<(String, u64)> },
 }
+
+/// A question to every node about its subscribers (see *Counts*).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CountQuery {
+    /// Rooms whose names start with this.
+    pub prefix: String,
+    /// Only these rooms (full names, each under `prefix`); empty: every room
+    /// under `prefix` that has subscribers on the node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rooms: Vec<String>,
+}
+
+impl CountQuery {
+    /// Whether `room` is one this query asks about.
+    pub fn asks(&self, room: &str) -> bool {
+        room.starts_with(&self.prefix)
+            && (self.rooms.is_empty() || self.rooms.iter().any(|r| r == room))
+    }
+}
+
+/// One node's answer to a [`CountQuery`]: its subscribers of each room it
+/// has some in.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NodeCounts {
+    /// The answering node ([`Bus::node_id`]).
+    pub node: String,
+    pub rooms: std::collections::HashMap<String, usize>,
+}
+
+/// Count queries from other nodes, each with where its answer goes.
+pub type CountQueryFeed = mpsc::Receiver<(CountQuery, tokio::sync::oneshot::Sender<NodeCounts>)>;
 
 /// What one node says about one room's presence.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -191,6 +236,22 @@ pub trait Bus: Send + Sync + 'static {
     /// may run every `hub.full_reconcile_every` intervals instead of every one.
     fn carries_heads(&self) -> bool {
         false
+    }
+
+    /// Asks every other node for its subscriber counts (see *Counts*): the
+    /// answers that came within the bus's wait. Never fails: a node that
+    /// cannot be asked or does not answer is missing from the result.
+    fn ask_counts(&self, _query: CountQuery) -> BoxFuture<'_, Vec<NodeCounts>> {
+        Box::pin(async { Vec::new() })
+    }
+
+    /// The count queries other nodes ask this one. A node calls it once.
+    fn watch_count_queries(&self) -> BoxFuture<'_, Result<CountQueryFeed, BusError>> {
+        Box::pin(async {
+            // No other nodes: a feed that ends at once.
+            let (_, rx) = mpsc::channel(1);
+            Ok(rx)
+        })
     }
 
     /// How long a hub that just started following a room's presence waits for

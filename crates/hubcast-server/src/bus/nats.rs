@@ -23,6 +23,18 @@
 //! connection is `no_echo`, so only the other nodes get them (the acting node
 //! applied it already, see `bus`).
 //!
+//! # Counts
+//! A node asks its peers for their subscriber counts with one request on
+//! `<prefix>.counts` (JSON [`CountQuery`], a fresh inbox as its reply
+//! subject); each peer answers there with its [`NodeCounts`]. The asker
+//! knows how many answers to wait for from hellos: every node publishes its
+//! id on `<prefix>.nodes` when it connects and every [`HELLO_EVERY`], and
+//! answers a newcomer's hello with its own, so each node knows its live
+//! peers (those heard within [`PEER_TTL`]). It waits until each of them has
+//! answered, at most [`COUNTS_WAIT`]: a node killed within the last
+//! `PEER_TTL` makes queries wait that long, and a node too slow to answer
+//! is left out of that one answer.
+//!
 //! Why heartbeats over core NATS rather than a JetStream KV bucket with a TTL:
 //! presence is ephemeral, so it needs no storage; NATS 2.9 has no per-key TTL
 //! (only a bucket-wide `max_age`), and an entry aged out by `max_age` vanishes
@@ -41,8 +53,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::memory::MemoryBus;
 use super::{
-    Bus, BusError, BusFeed, BusMessage, ControlFeed, ControlMessage, PresenceFeed, PresenceMessage,
-    CONTROL_FEED_CAPACITY, FEED_CAPACITY, PRESENCE_FEED_CAPACITY,
+    Bus, BusError, BusFeed, BusMessage, ControlFeed, ControlMessage, CountQuery, CountQueryFeed,
+    NodeCounts, PresenceFeed, PresenceMessage, CONTROL_FEED_CAPACITY, FEED_CAPACITY,
+    PRESENCE_FEED_CAPACITY,
 };
 use crate::event::{EphemeralMessage, Event};
 use crate::protocol::{encode_ephemeral, encode_event, ServerFrame};
@@ -63,6 +76,68 @@ pub struct NatsBus {
     /// `outgoing`; a dropped announcement is repaired by the next heartbeat,
     /// a dropped revocation by the peers' reload.
     presence_out: mpsc::Sender<(String, bytes::Bytes)>,
+    /// The other nodes, by id, with when each was last heard (see *Counts*).
+    peers: Peers,
+}
+
+type Peers = Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>;
+
+/// How often a node says hello on `<prefix>.nodes`.
+pub const HELLO_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A peer not heard for this long is presumed gone.
+pub const PEER_TTL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The longest a count query waits for its peers' answers.
+pub const COUNTS_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The subject of count queries: `<prefix>.counts`.
+pub fn counts_subject(prefix: &str) -> String {
+    format!("{prefix}.counts")
+}
+
+/// The subject of the nodes' hellos: `<prefix>.nodes`.
+pub fn nodes_subject(prefix: &str) -> String {
+    format!("{prefix}.nodes")
+}
+
+/// Says hello on connect and every [`HELLO_EVERY`], answers a newcomer's
+/// hello with one, and keeps `peers` (see *Counts*).
+async fn hellos(client: async_nats::Client, prefix: String, node: String, peers: Peers) {
+    let subject = nodes_subject(&prefix);
+    let mut hellos = loop {
+        match client.subscribe(subject.clone()).await {
+            Ok(subscription) => break subscription,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot follow the nodes' hellos; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let hello = bytes::Bytes::from(node.clone());
+    let mut every = tokio::time::interval(HELLO_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                let _ = client.publish(subject.clone(), hello.clone()).await;
+            }
+            message = hellos.next() => {
+                let Some(message) = message else { return };
+                let Ok(id) = std::str::from_utf8(&message.payload) else { continue };
+                if id == node {
+                    continue;
+                }
+                let new = peers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id.to_owned(), std::time::Instant::now())
+                    .is_none();
+                if new {
+                    let _ = client.publish(subject.clone(), hello.clone()).await;
+                }
+            }
+        }
+    }
 }
 
 /// How long a hub that starts following a room's presence waits for its
@@ -155,7 +230,15 @@ impl NatsBus {
         let node = super::new_node_id();
         let (presence_out, presence_rx) = mpsc::channel(PRESENCE_OUT_CAPACITY);
         tokio::spawn(presence_publish_loop(client.clone(), presence_rx));
+        let peers = Peers::default();
+        tokio::spawn(hellos(
+            client.clone(),
+            prefix.to_owned(),
+            node.clone(),
+            peers.clone(),
+        ));
         Ok(NatsBus {
+            peers,
             presence_out,
             client,
             prefix: prefix.to_owned(),
@@ -164,6 +247,31 @@ impl NatsBus {
             reconnects,
             node,
         })
+    }
+}
+
+/// The longest `watch` waits for the server to confirm a new subscription.
+const CONFIRM_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl NatsBus {
+    /// Returns once the NATS server has processed what this connection sent
+    /// before (the subscription `watch` just asked for): a request on a
+    /// subject nobody serves is answered "no responders" by the server, in
+    /// order with the connection's earlier commands. So a hub's room is
+    /// followed before its first subscriber is told it is subscribed, and a
+    /// message another node publishes after that (a Pusher client event
+    /// triggered the moment `subscription_succeeded` arrived) is routed
+    /// here. Bounded by [`CONFIRM_WAIT`], and skipped while disconnected.
+    async fn confirm_subscriptions(&self) {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return;
+        }
+        let probe = format!("{}.probe.{}", self.prefix, self.node);
+        let _ = tokio::time::timeout(
+            CONFIRM_WAIT,
+            self.client.request(probe, bytes::Bytes::new()),
+        )
+        .await;
     }
 }
 
@@ -238,6 +346,7 @@ impl Bus for NatsBus {
                 .await
                 .map_err(|e| BusError::Unavailable(e.to_string()))?;
             self.local.add_watcher(&room, tx.clone());
+            self.confirm_subscriptions().await;
             tokio::spawn(forward(subscription, tx, move |payload| {
                 let message = match serde_json::from_slice(payload).ok()? {
                     ServerFrame::Event(frame) if frame.room == room.as_str() => {
@@ -344,6 +453,104 @@ impl Bus for NatsBus {
         {
             crate::metrics::get().bus_dropped.increment(1);
         }
+    }
+
+    fn ask_counts(&self, query: CountQuery) -> BoxFuture<'_, Vec<NodeCounts>> {
+        async move {
+            let Ok(payload) = serde_json::to_vec(&query) else {
+                return Vec::new();
+            };
+            let now = std::time::Instant::now();
+            let mut expected: std::collections::HashSet<String> = {
+                let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+                peers.retain(|_, heard| now.duration_since(*heard) < PEER_TTL);
+                peers.keys().cloned().collect()
+            };
+            if expected.is_empty() {
+                return Vec::new();
+            }
+            let inbox = self.client.new_inbox();
+            let mut replies = match self.client.subscribe(inbox.clone()).await {
+                Ok(replies) => replies,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot ask the other nodes for their counts");
+                    return Vec::new();
+                }
+            };
+            if let Err(err) = self
+                .client
+                .publish_with_reply(counts_subject(&self.prefix), inbox, payload.into())
+                .await
+            {
+                tracing::warn!(error = %err, "cannot ask the other nodes for their counts");
+                return Vec::new();
+            }
+            let mut answers = Vec::new();
+            let deadline = tokio::time::Instant::now() + COUNTS_WAIT;
+            while !expected.is_empty() {
+                let reply = match tokio::time::timeout_at(deadline, replies.next()).await {
+                    Ok(Some(reply)) => reply,
+                    Ok(None) => break,
+                    Err(_) => {
+                        tracing::debug!(
+                            missing = expected.len(),
+                            "peers did not answer a count query in time"
+                        );
+                        break;
+                    }
+                };
+                let Ok(counts) = serde_json::from_slice::<NodeCounts>(&reply.payload) else {
+                    crate::metrics::get().bus_errors.increment(1);
+                    continue;
+                };
+                expected.remove(&counts.node);
+                answers.push(counts);
+            }
+            let _ = replies.unsubscribe().await;
+            answers
+        }
+        .boxed()
+    }
+
+    fn watch_count_queries(&self) -> BoxFuture<'_, Result<CountQueryFeed, BusError>> {
+        async move {
+            let (tx, rx) = mpsc::channel(CONTROL_FEED_CAPACITY);
+            let mut subscription = self
+                .client
+                .subscribe(counts_subject(&self.prefix))
+                .await
+                .map_err(|e| BusError::Unavailable(e.to_string()))?;
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                while let Some(message) = subscription.next().await {
+                    let (Some(reply), Ok(query)) = (
+                        message.reply,
+                        serde_json::from_slice::<CountQuery>(&message.payload),
+                    ) else {
+                        crate::metrics::get().bus_errors.increment(1);
+                        continue;
+                    };
+                    let (answer, answered) = tokio::sync::oneshot::channel();
+                    if tx.try_send((query, answer)).is_err() {
+                        if tx.is_closed() {
+                            break;
+                        }
+                        continue; // Too many at once: this one goes unanswered.
+                    }
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        let Ok(counts) = answered.await else { return };
+                        let Ok(payload) = serde_json::to_vec(&counts) else {
+                            return;
+                        };
+                        let _ = client.publish(reply, payload.into()).await;
+                    });
+                }
+                let _ = subscription.unsubscribe().await;
+            });
+            Ok(rx)
+        }
+        .boxed()
     }
 
     fn watch_control(&self) -> BoxFuture<'_, Result<ControlFeed, BusError>> {

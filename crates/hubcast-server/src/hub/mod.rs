@@ -81,6 +81,12 @@ pub struct PusherWire {
     pub socket_id: String,
     /// The Pusher channel name of the hub's room.
     pub channel: String,
+    /// A cache channel: the room's last event (or `pusher:cache_miss`)
+    /// follows `subscription_succeeded`.
+    pub cache: bool,
+    /// Set when the hub told this subscriber `pusher:cache_miss` (for the
+    /// `cache_miss` webhook).
+    pub cache_missed: std::sync::atomic::AtomicBool,
 }
 
 /// One room event's Pusher frame, encoded at most once per event (only when
@@ -158,6 +164,8 @@ pub(super) struct Hub {
     subscriber_count: Arc<std::sync::atomic::AtomicUsize>,
     /// Whether this hub last told `settings.signals` the room has subscribers.
     occupied: bool,
+    /// The subscriber count this hub last told `settings.signals` of.
+    signalled_count: usize,
     /// The members this hub last told `settings.signals` are present on this node.
     signalled_members: std::collections::HashMap<String, crate::bus::PresenceMember>,
 }
@@ -200,6 +208,7 @@ pub(crate) fn spawn(
         presence: None,
         subscriber_count: subscriber_count.clone(),
         occupied: false,
+        signalled_count: 0,
         signalled_members: std::collections::HashMap::new(),
     };
     tokio::spawn(async move {
@@ -267,6 +276,18 @@ impl Hub {
                 self.room.clone(),
                 occupied,
             ));
+        }
+    }
+
+    /// Tells the Pusher `subscription_count` webhook's task when the room's
+    /// subscriber count on this node changed (only when an endpoint wants it).
+    fn signal_count(&mut self) {
+        let Some(signals) = self.settings.signals.as_ref().filter(|s| s.wants_counts()) else {
+            return;
+        };
+        if self.signalled_count != self.subscribers.len() {
+            self.signalled_count = self.subscribers.len();
+            signals.count_changed(&self.room);
         }
     }
 
@@ -361,6 +382,7 @@ impl Hub {
             self.subscriber_count
                 .store(self.subscribers.len(), std::sync::atomic::Ordering::Relaxed);
             self.signal_occupancy(!self.subscribers.is_empty());
+            self.signal_count();
             match (self.subscribers.is_empty(), idle_since) {
                 (true, None) => idle_since = Some(Instant::now()),
                 (false, Some(_)) => idle_since = None,
@@ -378,8 +400,18 @@ impl Hub {
                 pusher,
                 reply,
             } => {
+                // A cache channel's last event, read from the store only
+                // when the tail does not hold it.
+                let last_event = match &pusher {
+                    Some(wire) if wire.cache => self.last_event().await,
+                    _ => None,
+                };
                 let Some(member) = member else {
-                    let _ = reply.send(self.subscribe(out, after, None, pusher));
+                    let joined = match pusher {
+                        None => self.subscribe(out, after, None),
+                        Some(wire) => self.subscribe_pusher(out, None, wire, last_event.as_deref()),
+                    };
+                    let _ = reply.send(joined);
                     return;
                 };
                 self.ensure_presence().await;
@@ -395,7 +427,12 @@ impl Hub {
                     id: member.id.clone(),
                     session: session_id,
                 };
-                let joined = self.subscribe(out, after, Some(key), pusher);
+                let joined = match pusher {
+                    None => self.subscribe(out, after, Some(key)),
+                    Some(wire) => {
+                        self.subscribe_pusher(out, Some(key), wire, last_event.as_deref())
+                    }
+                };
                 if joined == Joined::Live
                     && self
                         .subscribers
@@ -415,13 +452,18 @@ impl Hub {
                         .iter()
                         .position(|s| s.out.session_id == session_id)
                     {
+                        // A cache channel's last event follows the member list.
+                        let cached = self.subscribers[i]
+                            .pusher
+                            .as_ref()
+                            .and_then(|wire| cache_frame(wire, last_event.as_deref()));
                         let presence = self.presence.as_mut().expect("presence is on");
                         if self.subscribers[i].pusher.is_some() && !presence.settled(Instant::now())
                         {
                             // Pusher's list must be whole (pusher-js builds
                             // its members from it): wait for the peers'
                             // answers to this hub's sync (`send_settled`).
-                            presence.pusher_waiting.push(session_id);
+                            presence.pusher_waiting.push((session_id, cached));
                             let _ = reply.send(joined);
                             return;
                         }
@@ -433,7 +475,9 @@ impl Hub {
                             None => presence.snapshot(&self.room),
                         };
                         let sub = &mut self.subscribers[i];
-                        if sub.out.offer(snapshot) == Offer::Queued {
+                        let queued = sub.out.offer(snapshot) == Offer::Queued
+                            && cached.map_or(true, |frame| sub.out.offer(frame) == Offer::Queued);
+                        if queued {
                             sub.watching = true;
                         } else {
                             let gone = self.subscribers.swap_remove(i);
@@ -513,16 +557,11 @@ impl Hub {
     /// `after` that the hub has delivered is queued from the tail, then
     /// `caught_up`, and from here on it gets every delivery. All of this
     /// happens inside one step of the actor, so no event can slip between.
-    ///
-    /// A Pusher subscriber gets Pusher frames from the tail, and no
-    /// `caught_up` (its `subscription_succeeded` went before, or comes with
-    /// the member list).
     fn subscribe(
         &mut self,
         out: Outbound,
         after: u64,
         member: Option<presence::MemberKey>,
-        pusher: Option<Arc<PusherWire>>,
     ) -> Joined {
         if self.settings.max_subscribers > 0
             && self.subscribers.len() >= self.settings.max_subscribers
@@ -543,21 +582,14 @@ impl Hub {
             }
             let metrics = crate::metrics::get();
             let session = out.session_id;
-            for (seq, origin, frame, event) in &self.tail {
+            for (seq, origin, frame, _) in &self.tail {
                 if *seq > after && (self.echo || *origin != Some(session)) {
-                    let frame = match &pusher {
-                        None => frame.clone(),
-                        Some(wire) => match PusherFrame::default().for_sub(wire, &event.data) {
-                            Some(frame) => frame,
-                            None => continue,
-                        },
-                    };
                     metrics.deliveries.increment(1);
                     metrics
                         .totals
                         .delivered
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if out.offer(frame) != Offer::Queued {
+                    if out.offer(frame.clone()) != Offer::Queued {
                         return Joined::Live;
                     }
                 }
@@ -572,27 +604,98 @@ impl Hub {
         .into();
         // Counted before its client can hear `caught_up`, so a subscribe that
         // follows it sees this one (the pre-check against the room's cap).
-        let is_pusher = pusher.is_some();
         self.subscribers.push(Subscriber {
             out,
             skip_through,
             member,
             watching: false,
-            pusher,
+            pusher: None,
         });
         self.subscriber_count
             .store(self.subscribers.len(), std::sync::atomic::Ordering::Relaxed);
-        let queued = is_pusher
-            || self
-                .subscribers
-                .last()
-                .is_some_and(|sub| sub.out.offer(caught_up) == Offer::Queued);
+        let queued = self
+            .subscribers
+            .last()
+            .is_some_and(|sub| sub.out.offer(caught_up) == Offer::Queued);
         if !queued {
             self.subscribers.pop();
             self.subscriber_count
                 .store(self.subscribers.len(), std::sync::atomic::Ordering::Relaxed);
         }
         Joined::Live
+    }
+
+    /// Registers a Pusher subscriber, live from the hub's position (Pusher
+    /// has no resume), and queues its `pusher_internal:subscription_succeeded`
+    /// (then a cache channel's last event or `pusher:cache_miss`) in the
+    /// same step: whatever the hub delivers after its client hears
+    /// `subscription_succeeded` reaches it. A presence subscriber (`member`)
+    /// gets its greeting with the member list instead (`handle`).
+    fn subscribe_pusher(
+        &mut self,
+        out: Outbound,
+        member: Option<presence::MemberKey>,
+        wire: Arc<PusherWire>,
+        last_event: Option<&Event>,
+    ) -> Joined {
+        if self.settings.max_subscribers > 0
+            && self.subscribers.len() >= self.settings.max_subscribers
+        {
+            return Joined::Full;
+        }
+        let greeting: Vec<Utf8Bytes> = if member.is_some() {
+            Vec::new()
+        } else {
+            std::iter::once(crate::pusher::frame::subscription_succeeded(&wire.channel))
+                .chain(cache_frame(&wire, last_event))
+                .collect()
+        };
+        let queued = greeting
+            .into_iter()
+            .all(|frame| out.offer(frame) == Offer::Queued);
+        if queued {
+            self.subscribers.push(Subscriber {
+                out,
+                skip_through: self.last,
+                member,
+                watching: false,
+                pusher: Some(wire),
+            });
+            self.subscriber_count
+                .store(self.subscribers.len(), std::sync::atomic::Ordering::Relaxed);
+        }
+        Joined::Live
+    }
+
+    /// The room's last event (seq `last`), for a cache channel's new
+    /// subscriber: the tail's newest, or read from the store once and kept
+    /// in the tail for the next. `None` when the room has none (empty, or
+    /// retention pruned it) or the store cannot be read now.
+    async fn last_event(&mut self) -> Option<Arc<Event>> {
+        if let Some((seq, _, _, event)) = self.tail.back() {
+            if *seq == self.last {
+                return Some(event.clone());
+            }
+        }
+        if self.last == 0 || self.last < self.earliest {
+            return None;
+        }
+        let page = match self.store.read(&self.room, self.last - 1, 1).await {
+            Ok(page) => page,
+            Err(err) => {
+                tracing::warn!(room = %self.room, error = %err, "cannot read a cache channel's last event; answering cache_miss");
+                return None;
+            }
+        };
+        let event = Arc::new(page.events.into_iter().next()?);
+        if event.seq != self.last {
+            return None;
+        }
+        if self.tail.is_empty() && self.settings.tail > 0 {
+            self.tail
+                .push_back((event.seq, None, encode_event(&event), event.clone()));
+        }
+        Some(event)
     }
 
     async fn on_event(&mut self, event: Arc<Event>) {
@@ -789,6 +892,21 @@ impl Hub {
             warn_slow_broadcast(&self.room, took, self.subscribers.len());
         }
     }
+}
+
+/// What a cache channel's new subscriber gets after `subscription_succeeded`:
+/// the room's last event as a Pusher event, or `pusher:cache_miss` when
+/// there is none; `None` for a channel without cache.
+fn cache_frame(wire: &PusherWire, last_event: Option<&Event>) -> Option<Utf8Bytes> {
+    if !wire.cache {
+        return None;
+    }
+    let hit = last_event.and_then(|event| PusherFrame::default().for_sub(wire, &event.data));
+    Some(hit.unwrap_or_else(|| {
+        wire.cache_missed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        crate::pusher::frame::cache_miss(&wire.channel)
+    }))
 }
 
 /// Offers `frame_for(sub)` to every subscriber it returns a frame for; drops

@@ -90,8 +90,9 @@ pub(super) struct Presence {
     /// When this node next re-announces its members (while it has some).
     next_heartbeat: Option<Instant>,
     /// Pusher subscribers (by session) waiting for the settled member list
-    /// before their `subscription_succeeded`.
-    pub(super) pusher_waiting: Vec<u64>,
+    /// before their `subscription_succeeded`, each with what follows it (a
+    /// cache channel's last event or `pusher:cache_miss`).
+    pub(super) pusher_waiting: Vec<(u64, Option<axum::extract::ws::Utf8Bytes>)>,
 }
 
 impl Presence {

@@ -191,7 +191,7 @@ impl Hub {
             let waiting = std::mem::take(&mut presence.pusher_waiting);
             let members = presence.members();
             let mut gone = Vec::new();
-            for session in waiting {
+            for (session, cached) in waiting {
                 let Some(i) = self
                     .subscribers
                     .iter()
@@ -202,7 +202,11 @@ impl Hub {
                 let sub = &mut self.subscribers[i];
                 let Some(wire) = &sub.pusher else { continue };
                 let frame = crate::pusher::frame::presence_succeeded(&wire.channel, &members);
-                if sub.out.offer(frame) == crate::outbound::Offer::Queued {
+                let queued = sub.out.offer(frame) == crate::outbound::Offer::Queued
+                    && cached.map_or(true, |frame| {
+                        sub.out.offer(frame) == crate::outbound::Offer::Queued
+                    });
+                if queued {
                     sub.watching = true;
                 } else {
                     gone.extend(self.subscribers.swap_remove(i).member);

@@ -2,10 +2,13 @@
 //! is stored as.
 //!
 //! A channel is the room `{room_prefix}{escaped name}`. Pusher channel names
-//! may use `A-Z a-z 0-9 _ - = @ , . ;`; rooms allow all of these but `,` and
-//! `;`, and allow `:`, which channel names never contain. So `:` is the
-//! escape character: `,` is stored as `:2C` and `;` as `:3B`, a mapping that
-//! is one-to-one and reversible (`presence-a,b` → `pusher:app1:presence-a:2Cb`).
+//! may use `A-Z a-z 0-9 _ - = @ , . ;`, and `#` starts the server-to-user
+//! channels (`#server-to-user-{user_id}`); rooms allow all of these but `,`,
+//! `;` and `#`, and allow `:`, which channel names never contain. So `:` is
+//! the escape character: `,` is stored as `:2C`, `;` as `:3B` and `#` as
+//! `:23`, a mapping that is one-to-one and reversible (`presence-a,b` →
+//! `pusher:app1:presence-a:2Cb`, `#server-to-user-7` →
+//! `pusher:app1::23server-to-user-7`).
 //! A room holds at most 128 bytes, so a channel may be as long as that
 //! leaves after the prefix (Pusher allows 164; see docs/pusher.md).
 
@@ -22,7 +25,13 @@ pub enum ChannelKind {
     Encrypted,
     /// `presence-`: private, with a member list.
     Presence,
+    /// `#server-to-user-{user_id}`: the events the app sends to one user
+    /// (`sendToUser`); only a socket signed in as that user may subscribe.
+    ServerToUser,
 }
+
+/// The name prefix of a user's server-to-user channel.
+pub const SERVER_TO_USER: &str = "#server-to-user-";
 
 /// A valid channel name with its kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,14 +60,21 @@ impl Channel {
         if name.is_empty() {
             return Err(ChannelError::Empty);
         }
-        if !name.bytes().all(is_channel_byte) {
+        // `#` is reserved: it starts server-to-user channels only.
+        let user = name.strip_prefix(SERVER_TO_USER);
+        if user == Some("") {
+            return Err(ChannelError::Empty);
+        }
+        if !user.unwrap_or(name).bytes().all(is_channel_byte) {
             return Err(ChannelError::BadCharacter);
         }
         let max = max_channel_len(name, prefix);
         if name.len() > max {
             return Err(ChannelError::TooLong(max));
         }
-        let (kind, rest) = if let Some(rest) = name.strip_prefix("private-encrypted-") {
+        let (kind, rest) = if user.is_some() {
+            (ChannelKind::ServerToUser, "")
+        } else if let Some(rest) = name.strip_prefix("private-encrypted-") {
             (ChannelKind::Encrypted, rest)
         } else if let Some(rest) = name.strip_prefix("private-") {
             (ChannelKind::Private, rest)
@@ -76,7 +92,12 @@ impl Channel {
 
     /// Whether subscribing needs an authorization signature.
     pub fn needs_auth(&self) -> bool {
-        self.kind != ChannelKind::Public
+        !matches!(self.kind, ChannelKind::Public | ChannelKind::ServerToUser)
+    }
+
+    /// The user of a server-to-user channel.
+    pub fn user(&self) -> Option<&str> {
+        self.name.strip_prefix(SERVER_TO_USER)
     }
 
     /// Whether clients may send `client-` events on it (when the app allows).
@@ -92,16 +113,21 @@ impl Channel {
 
 /// The room of channel `name` (a valid channel name) under `prefix`.
 pub fn room_of(name: &str, prefix: &str) -> Option<RoomName> {
-    let mut room = String::with_capacity(prefix.len() + name.len() + 8);
-    room.push_str(prefix);
+    RoomName::parse(&format!("{prefix}{}", escape(name))).ok()
+}
+
+/// A channel name (or the start of one) as it is spelled in its room's name.
+pub fn escape(name: &str) -> String {
+    let mut escaped = String::with_capacity(name.len() + 8);
     for c in name.chars() {
         match c {
-            ',' => room.push_str(":2C"),
-            ';' => room.push_str(":3B"),
-            c => room.push(c),
+            ',' => escaped.push_str(":2C"),
+            ';' => escaped.push_str(":3B"),
+            '#' => escaped.push_str(":23"),
+            c => escaped.push(c),
         }
     }
-    RoomName::parse(&room).ok()
+    escaped
 }
 
 /// The channel a room of `prefix` stores, or `None` for another room.
@@ -114,6 +140,7 @@ pub fn channel_of(room: &str, prefix: &str) -> Option<String> {
         match rest.get(i + 1..i + 3) {
             Some("2C") => name.push(','),
             Some("3B") => name.push(';'),
+            Some("23") => name.push('#'),
             _ => return None,
         }
         rest = &rest[i + 3..];
@@ -124,7 +151,10 @@ pub fn channel_of(room: &str, prefix: &str) -> Option<String> {
 
 /// The longest `name` may be under `prefix`, counting its escapes.
 fn max_channel_len(name: &str, prefix: &str) -> usize {
-    let escapes = name.bytes().filter(|b| matches!(b, b',' | b';')).count();
+    let escapes = name
+        .bytes()
+        .filter(|b| matches!(b, b',' | b';' | b'#'))
+        .count();
     MAX_ROOM_NAME_LEN
         .saturating_sub(prefix.len())
         .saturating_sub(2 * escapes)
@@ -178,7 +208,18 @@ mod tests {
         check("", Err(ChannelError::Empty));
         check("a:b", Err(ChannelError::BadCharacter));
         check("a b", Err(ChannelError::BadCharacter));
-        check("#server-to-user-1", Err(ChannelError::BadCharacter));
+        check(
+            "#server-to-user-1",
+            Ok((ServerToUser, false, "pusher:a::23server-to-user-1")),
+        );
+        check(
+            "#server-to-user-a.b@c",
+            Ok((ServerToUser, false, "pusher:a::23server-to-user-a.b@c")),
+        );
+        check("#server-to-user-", Err(ChannelError::Empty));
+        check("#server-to-user-a#b", Err(ChannelError::BadCharacter));
+        check("#other", Err(ChannelError::BadCharacter));
+        check("a#b", Err(ChannelError::BadCharacter));
         check(
             &"x".repeat(119),
             Ok((Public, false, &format!("pusher:a:{}", "x".repeat(119)))),

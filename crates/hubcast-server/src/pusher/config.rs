@@ -70,7 +70,9 @@ pub struct PusherWebhookConfig {
     /// Where to POST (`http://…` or `https://…`).
     pub url: String,
     /// Which events: `channel_occupied`, `channel_vacated`, `member_added`,
-    /// `member_removed`, `client_event` (empty: all of them).
+    /// `member_removed`, `client_event`, `cache_miss`, `subscription_count`
+    /// (empty: the first five; `cache_miss` and `subscription_count` are
+    /// sent only when named, as Pusher sends them only when enabled).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub event_types: Vec<String>,
 }

@@ -3,12 +3,14 @@
 //! the channels' rooms, several channels or a batch in one transaction),
 //! channel information, presence users and `terminate_connections`.
 //!
-//! What is cluster-wide and what is this node's view: presence (`users`,
-//! `user_count`) comes from the hubs' presence, which follows the bus, so
-//! it is the cluster's; `subscription_count` and the occupancy of a channel
-//! without presence are this node's subscribers (hubcast keeps no
-//! cluster-wide subscriber count; docs/pusher.md says so).
+//! Every number is the cluster's: presence (`users`, `user_count`) comes
+//! from the hubs' presence, which follows the bus; subscribers
+//! (`subscription_count`, occupancy, the channel list) are this node's hubs'
+//! counts plus the other nodes' answers to a count query over the bus
+//! (`Node::cluster_counts`; a node that does not answer within the bus's
+//! short wait is left out).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -23,6 +25,7 @@ use serde_json::{json, Map, Value};
 use super::channel::{Channel, ChannelKind};
 use super::frame::StoredEvent;
 use super::App;
+use crate::bus::CountQuery;
 use crate::http::error::ApiError;
 use crate::node::Node;
 use crate::protocol::codes::ErrorCode;
@@ -229,26 +232,64 @@ pub async fn events(
     if info.is_empty() {
         return Ok(Json(json!({})).into_response());
     }
-    // As Pusher answers: each channel's attributes, taken after the append.
+    // As Pusher answers: each channel's attributes, taken after the append
+    // (the subscribers of all of them in one count query).
+    let names = trigger.channel_names();
+    let counts = subscription_counts(&node, &app, &names, &info).await?;
     let mut channels = Map::new();
-    for name in trigger.channel_names() {
-        channels.insert(name.to_owned(), attributes(&node, &app, name, &info).await?);
+    for name in names {
+        channels.insert(
+            name.to_owned(),
+            attributes(&node, &app, name, &info, &counts).await?,
+        );
     }
     Ok(Json(json!({ "channels": channels })).into_response())
 }
 
+/// The cluster's subscribers of the channels `names` (by room), asked only
+/// when `info` wants `subscription_count`.
+async fn subscription_counts(
+    node: &Node,
+    app: &App,
+    names: &[&str],
+    info: &[Attribute],
+) -> Result<HashMap<String, usize>, ApiError> {
+    if !info.contains(&Attribute::SubscriptionCount) || names.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut rooms = Vec::with_capacity(names.len());
+    for name in names {
+        let channel = Channel::parse(name, &app.room_prefix)
+            .map_err(|err| bad(format!("channel {name}: {err}")))?;
+        rooms.push(channel.room(&app.room_prefix).to_string());
+    }
+    Ok(node
+        .cluster_counts(CountQuery {
+            prefix: app.room_prefix.clone(),
+            rooms,
+        })
+        .await)
+}
+
 /// The `info` attributes of the channel `name`: `user_count` only for a
-/// presence channel (as Pusher answers a trigger to several channels).
+/// presence channel (as Pusher answers a trigger to several channels);
+/// `subscription_count` from `counts` (the cluster's, by room).
 async fn attributes(
     node: &Node,
     app: &App,
     name: &str,
     info: &[Attribute],
+    counts: &HashMap<String, usize>,
 ) -> Result<Value, ApiError> {
     let channel = Channel::parse(name, &app.room_prefix)
         .map_err(|err| bad(format!("channel {name}: {err}")))?;
     let room = channel.room(&app.room_prefix);
-    let (subscribers, users) = channel_numbers(node, &channel, &room).await;
+    let subscribers = counts.get(room.as_str()).copied().unwrap_or(0);
+    let users = if info.contains(&Attribute::UserCount) {
+        presence_users(node, &channel, &room).await
+    } else {
+        None
+    };
     let mut body = Map::new();
     if info.contains(&Attribute::UserCount) {
         if let Some(users) = users {
@@ -289,10 +330,18 @@ pub async fn batch_events(
     // As Pusher answers: one object per event, its channel's attributes
     // (an event to several channels, which only hubcast's batches allow,
     // is described by its first).
+    let firsts: Vec<&str> = batch
+        .batch
+        .iter()
+        .zip(&infos)
+        .filter(|(_, info)| info.contains(&Attribute::SubscriptionCount))
+        .filter_map(|(trigger, _)| trigger.channel_names().first().copied())
+        .collect();
+    let counts = subscription_counts(&node, &app, &firsts, &[Attribute::SubscriptionCount]).await?;
     let mut answers = Vec::with_capacity(infos.len());
     for (trigger, info) in batch.batch.iter().zip(&infos) {
         let answer = match trigger.channel_names().first() {
-            Some(name) if !info.is_empty() => attributes(&node, &app, name, info).await?,
+            Some(name) if !info.is_empty() => attributes(&node, &app, name, info, &counts).await?,
             _ => json!({}),
         };
         answers.push(answer);
@@ -321,25 +370,40 @@ fn info_fields(query: Option<&str>) -> (Vec<String>, Option<String>) {
     (info, get("filter_by_prefix"))
 }
 
-/// A channel's numbers: this node's subscribers, and the cluster's
-/// presence members of a presence channel.
+/// A channel's numbers, the cluster's: its subscribers on every node, and
+/// the presence members of a presence channel.
 async fn channel_numbers(
     node: &Node,
+    app: &App,
     channel: &Channel,
     room: &crate::room::RoomName,
 ) -> (usize, Option<usize>) {
-    let subscribers = node.hubs.get(room).map_or(0, |hub| hub.subscribers());
+    let counts = node
+        .cluster_counts(CountQuery {
+            prefix: app.room_prefix.clone(),
+            rooms: vec![room.to_string()],
+        })
+        .await;
+    let subscribers = counts.get(room.as_str()).copied().unwrap_or(0);
+    (subscribers, presence_users(node, channel, room).await)
+}
+
+/// The cluster's members of a presence channel (`None` for another kind).
+async fn presence_users(
+    node: &Node,
+    channel: &Channel,
+    room: &crate::room::RoomName,
+) -> Option<usize> {
     if channel.kind != ChannelKind::Presence {
-        return (subscribers, None);
+        return None;
     }
-    let users = loop {
+    loop {
         let hub = node.hubs.get_or_spawn(room);
         match hub.presence().await {
-            Ok(members) => break members.len(),
+            Ok(members) => return Some(members.len()),
             Err(_gone) => node.hubs.forget(room, hub.id),
         }
-    };
-    (subscribers, Some(users))
+    }
 }
 
 /// `GET /apps/{id}/channels?filter_by_prefix=…&info=user_count`: the
@@ -361,25 +425,37 @@ pub async fn channels(
     {
         return Err(bad("info=user_count needs filter_by_prefix=presence-"));
     }
+    // The rooms with subscribers on any node (one count query).
+    let room_prefix = format!(
+        "{}{}",
+        app.room_prefix,
+        super::channel::escape(prefix.as_deref().unwrap_or(""))
+    );
+    let mut rooms: Vec<(String, usize)> = node
+        .cluster_counts(CountQuery {
+            prefix: room_prefix,
+            rooms: Vec::new(),
+        })
+        .await
+        .into_iter()
+        .collect();
+    rooms.sort();
     let mut channels = Map::new();
-    let mut rooms = node.hubs.snapshot();
-    rooms.sort_by(|a, b| a.0.cmp(&b.0));
     for (room, _) in rooms {
         let Some(name) = super::channel::channel_of(&room, &app.room_prefix) else {
             continue;
         };
-        if prefix.as_deref().is_some_and(|p| !name.starts_with(p)) {
-            continue;
-        }
-        let Ok(channel) = Channel::parse(&name, &app.room_prefix) else {
+        // Users' own channels are not the app's channels to list.
+        let Some(channel) = Channel::parse(&name, &app.room_prefix)
+            .ok()
+            .filter(|c| c.kind != ChannelKind::ServerToUser)
+        else {
             continue;
         };
-        let (subscribers, users) = channel_numbers(&node, &channel, &room).await;
-        if subscribers == 0 && users.unwrap_or(0) == 0 {
-            continue;
-        }
         let mut attributes = Map::new();
         if wants_users {
+            let room = channel.room(&app.room_prefix);
+            let users = presence_users(&node, &channel, &room).await;
             attributes.insert("user_count".into(), json!(users.unwrap_or(0)));
         }
         channels.insert(name, Value::Object(attributes));
@@ -400,7 +476,7 @@ pub async fn channel(
         .map_err(|err| bad(format!("channel {name}: {err}")))?;
     let (info, _) = info_fields(query.as_deref());
     let room = channel.room(&app.room_prefix);
-    let (subscribers, users) = channel_numbers(&node, &channel, &room).await;
+    let (subscribers, users) = channel_numbers(&node, &app, &channel, &room).await;
     let mut body = Map::new();
     body.insert(
         "occupied".into(),

@@ -3,15 +3,16 @@
 //!
 //! It reuses what a native session is made of: the bounded outbound queue
 //! ([`Outbound`]) the hubs `offer` to, its writer task (with Pusher's close
-//! codes), the replay-to-live hand-off (`session::join_as`, here from the
-//! room's head: Pusher has no resume), presence through the hub, the
+//! codes), the hand-off to the room's hub (`session::join_pusher`, live
+//! from the hub's position: Pusher has no resume), presence through the hub, the
 //! roster (a signed-in user, for `terminate_connections`), the connection
 //! slots and the per-session message rate. What is its own: the Pusher
 //! messages, signature checks instead of grants, and the activity timeout.
 //!
-//! Subscribing runs on the connection's task: it replays at most the few
-//! events committed while it subscribes (or the one cached event), so it
-//! never waits long, and every answer is in order with what follows.
+//! Subscribing runs on the connection's task and replays nothing: the hub
+//! queues `subscription_succeeded` (and a cache channel's last event) as it
+//! registers the socket, so it never waits long, and every answer is in
+//! order with what follows.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -417,6 +418,20 @@ impl PusherSession {
                 return self.refuse_subscription(&name, 401, &message).await;
             }
         }
+        if let Some(user) = channel.user() {
+            // A user's channel is its own: pusher-js subscribes to it after
+            // `pusher:signin`, with no signature.
+            if self.user.as_deref() != Some(user) {
+                crate::metrics::note_refusal(
+                    "forbidden",
+                    self.ip,
+                    "pusher server-to-user channel of another user",
+                );
+                let message =
+                    "a server-to-user channel is only for a connection signed in as its user";
+                return self.refuse_subscription(&name, 403, message).await;
+            }
+        }
         let member = if channel.kind == ChannelKind::Presence {
             match channel_data.as_deref().and_then(frame::presence_member) {
                 Some(member) => Some(member),
@@ -434,43 +449,22 @@ impl PusherSession {
             return self.refuse_subscription(&name, 400, &message).await;
         }
         let room = channel.room(&self.app.room_prefix);
-        // Live from the head as the node's hub knows it (no store read per
-        // subscriber: issue 22's connect storms apply to Pusher apps too).
-        let state = match crate::session::known_state(&self.node, &room).await {
-            Ok(state) => state,
-            Err(err) => return self.refuse_subscription(&name, 503, &err.message).await,
-        };
-        // Live from the head; a cache channel from just before it, so its
-        // last event (if retention kept it) comes first.
-        let has_last = state.head > 0 && state.head >= state.earliest;
-        let after = if channel.cache && has_last {
-            state.head - 1
-        } else {
-            state.head
-        };
-        if member.is_none() {
-            // With presence, the hub sends it, with the member list.
-            self.reply(frame::subscription_succeeded(&name)).await;
-        }
-        if channel.cache && !has_last {
-            self.reply(frame::cache_miss(&name)).await;
-        }
+        // The hub registers the socket and queues its subscription_succeeded
+        // (or the member list) in one step: what is triggered after the
+        // client hears it reaches the client (`session::join_pusher`).
         let wire = Arc::new(PusherWire {
             socket_id: self.socket_id.clone(),
             channel: name.clone(),
+            cache: channel.cache,
+            cache_missed: Default::default(),
         });
         let member_id = member.as_ref().map(|m| m.id.clone());
-        let joined = crate::session::join_as(
-            &self.node.reads,
-            &self.node.hubs,
-            &self.out,
-            &room,
-            after,
-            self.node.config.hub.tail,
-            member,
-            Some(wire),
-        )
-        .await;
+        let joined =
+            crate::session::join_pusher(&self.node.hubs, &self.out, &room, member, wire.clone())
+                .await;
+        if wire.cache_missed.load(Ordering::Relaxed) {
+            self.record_webhooks(|webhooks| webhooks.cache_miss(&room));
+        }
         match joined {
             Ok(Some(hub)) => {
                 crate::metrics::get().subscriptions.increment(1.0);
@@ -595,25 +589,33 @@ impl PusherSession {
             user_id: subscribed.member.as_deref(),
         }
         .to_raw();
-        if let Some(webhooks) = self
-            .node
-            .webhooks
-            .as_ref()
-            .filter(|w| w.wants_client_events())
-        {
-            // Recorded beside the relay, not before it: a client event is
-            // live-only, and its webhook must not hold it up.
-            let messages = webhooks.client_event(&room, stored.get(), &self.socket_id);
-            if !messages.is_empty() {
-                let outbox = self.node.backend.webhook_outbox();
-                tokio::spawn(async move {
-                    if let Err(err) = outbox.record(messages).await {
-                        tracing::warn!(error = %err, "cannot record a client_event webhook");
-                    }
-                });
-            }
-        }
+        // Recorded beside the relay, not before it: a client event is
+        // live-only, and its webhook must not hold it up.
+        self.record_webhooks(|webhooks| {
+            webhooks.client_event(&room, stored.get(), &self.socket_id)
+        });
         self.node.publish_ephemeral(room, stored, Some(self.id));
+    }
+
+    /// Records the Pusher webhooks `messages` makes (none when no endpoint
+    /// wants them) on a task of their own: the socket does not wait.
+    fn record_webhooks(
+        &self,
+        messages: impl FnOnce(&crate::webhook::Webhooks) -> Vec<crate::webhook::NewWebhook>,
+    ) {
+        let Some(webhooks) = self.node.webhooks.as_ref() else {
+            return;
+        };
+        let messages = messages(webhooks);
+        if messages.is_empty() {
+            return;
+        }
+        let outbox = self.node.backend.webhook_outbox();
+        tokio::spawn(async move {
+            if let Err(err) = outbox.record(messages).await {
+                tracing::warn!(error = %err, "cannot record a Pusher webhook");
+            }
+        });
     }
 }
 

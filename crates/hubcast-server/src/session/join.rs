@@ -34,12 +34,10 @@ pub async fn join(
     after: u64,
     hub_tail: usize,
 ) -> Result<Option<HubHandle>, ProtocolError> {
-    join_as(reads, hubs, out, room, after, hub_tail, None, None).await
+    join_as(reads, hubs, out, room, after, hub_tail, None).await
 }
 
-/// [`join`], entering the room's presence as `member` when given; a Pusher
-/// connection (`pusher`) gets Pusher frames, from the replay too.
-#[allow(clippy::too_many_arguments)]
+/// [`join`], entering the room's presence as `member` when given.
 pub async fn join_as(
     reads: &Reads,
     hubs: &Hubs,
@@ -48,7 +46,6 @@ pub async fn join_as(
     after: u64,
     hub_tail: usize,
     member: Option<PresenceMember>,
-    pusher: Option<Arc<PusherWire>>,
 ) -> Result<Option<HubHandle>, ProtocolError> {
     let mut position = after;
     loop {
@@ -60,25 +57,72 @@ pub async fn join_as(
         // sure they fit so a resume is not cut as a slow consumer.
         out.wait_for_room(hub_tail + 2).await;
         match hub
-            .subscribe_as(out.clone(), position, member.clone(), pusher.clone())
+            .subscribe_as(out.clone(), position, member.clone(), None)
             .await
         {
             Ok(Joined::Live) => return Ok(Some(hub)),
             Ok(Joined::Full) => return Err(full_room()),
-            Ok(Joined::PresenceFull) => {
-                return Err(ProtocolError::new(
-                    ErrorCode::OverCapacity,
-                    "room presence is at its member limit",
-                    None,
-                ))
-            }
+            Ok(Joined::PresenceFull) => return Err(presence_full()),
             Ok(Joined::NeedStore { head }) => {
                 crate::metrics::get().replays.increment(1);
-                position = replay(reads, out, room, position, head, pusher.as_deref()).await?;
+                position = replay(reads, out, room, position, head).await?;
             }
             Err(_gone) => hubs.forget(room, hub.id),
         }
     }
+}
+
+/// Hands a Pusher connection to the room's hub, live from the hub's
+/// position (Pusher has no resume). The hub registers it and queues its
+/// `pusher_internal:subscription_succeeded` (with the member list on a
+/// presence channel, and a cache channel's last event or
+/// `pusher:cache_miss` after it) in one step, so everything the hub
+/// delivers after the client hears it reaches the client: Pusher's
+/// guarantee that what is triggered after `subscription_succeeded`
+/// arrives.
+pub async fn join_pusher(
+    hubs: &Hubs,
+    out: &Outbound,
+    room: &RoomName,
+    member: Option<PresenceMember>,
+    wire: Arc<PusherWire>,
+) -> Result<Option<HubHandle>, ProtocolError> {
+    loop {
+        if out.is_closed() {
+            return Ok(None);
+        }
+        let hub = hubs.get_or_spawn(room);
+        if hub.is_full() {
+            return Err(full_room());
+        }
+        // Room for the greeting the hub queues without waiting.
+        out.wait_for_room(4).await;
+        match hub
+            .subscribe_as(out.clone(), 0, member.clone(), Some(wire.clone()))
+            .await
+        {
+            Ok(Joined::Live) => return Ok(Some(hub)),
+            Ok(Joined::Full) => return Err(full_room()),
+            Ok(Joined::PresenceFull) => return Err(presence_full()),
+            Ok(Joined::NeedStore { .. }) => {
+                // A hub never asks a Pusher subscriber to replay.
+                return Err(ProtocolError::new(
+                    ErrorCode::Internal,
+                    "the room's hub asked a Pusher subscription to replay",
+                    None,
+                ));
+            }
+            Err(_gone) => hubs.forget(room, hub.id),
+        }
+    }
+}
+
+fn presence_full() -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::OverCapacity,
+        "room presence is at its member limit",
+        None,
+    )
 }
 
 fn full_room() -> ProtocolError {
@@ -91,15 +135,13 @@ fn full_room() -> ProtocolError {
 
 /// Queues the room's events after `from` from the store, at least through
 /// `upto` (or the end of the log), waiting for queue room as needed.
-/// Returns the last seq queued. (A Pusher connection's frames are encoded
-/// for it alone: a replay is one session's.)
+/// Returns the last seq queued.
 async fn replay(
     reads: &Reads,
     out: &Outbound,
     room: &RoomName,
     from: u64,
     upto: u64,
-    pusher: Option<&PusherWire>,
 ) -> Result<u64, ProtocolError> {
     let mut position = from;
     loop {
@@ -116,18 +158,8 @@ async fn replay(
                 out.close(close::SLOW_CONSUMER, "replay overtaken by retention");
                 return Ok(position);
             }
-            let frame = match pusher {
-                None => Some(encode_event(event)),
-                Some(wire) => {
-                    let (frame, excluded) =
-                        crate::pusher::frame::encode_event(&wire.channel, &event.data);
-                    (excluded.as_deref() != Some(wire.socket_id.as_str())).then_some(frame)
-                }
-            };
-            if let Some(frame) = frame {
-                if !out.send_replayed(frame).await {
-                    return Ok(position);
-                }
+            if !out.send_replayed(encode_event(event)).await {
+                return Ok(position);
             }
             let metrics = crate::metrics::get();
             metrics.replayed_events.increment(1);
@@ -203,7 +235,6 @@ pub(super) async fn start_subscription(
         start.after,
         node.config.hub.tail,
         member,
-        None,
     )
     .await
 }

@@ -44,7 +44,7 @@ pub use sse::{open_sse, SseStream};
 #[cfg(feature = "testing")]
 pub use join::join;
 /// The replay-to-live hand-off, for the Pusher protocol's sessions.
-pub(crate) use join::{join_as, known_state};
+pub(crate) use join::join_pusher;
 
 /// What the upgrade decided about a session before it opened.
 pub struct Admission {

@@ -275,26 +275,57 @@ impl Webhooks {
         messages
     }
 
-    /// The `event.published` messages of one committed event.
     /// The `client_event` messages of a Pusher client event in `room`
     /// (`stored`: the event as the room carries it) for the Pusher endpoints
     /// that want them.
     pub fn client_event(&self, room: &str, stored: &str, socket_id: &str) -> Vec<NewWebhook> {
         let ts_ms = crate::event::now_ms();
+        self.pusher_messages(room, |format| {
+            format.client_events.then(|| {
+                super::pusher::render_client_event(format, ts_ms, room, stored, socket_id)
+            })?
+        })
+    }
+
+    /// The `cache_miss` messages of a subscription to the cache channel of
+    /// `room` that had no event to give, for the Pusher endpoints that want them.
+    pub fn cache_miss(&self, room: &str) -> Vec<NewWebhook> {
+        let ts_ms = crate::event::now_ms();
+        self.pusher_messages(room, |format| {
+            format
+                .cache_miss
+                .then(|| super::pusher::render_cache_miss(format, ts_ms, room))?
+        })
+    }
+
+    /// The `subscription_count` messages of `room` having `count`
+    /// subscribers, for the Pusher endpoints that want them.
+    pub fn subscription_count(&self, room: &str, count: usize) -> Vec<NewWebhook> {
+        let ts_ms = crate::event::now_ms();
+        self.pusher_messages(room, |format| {
+            format
+                .subscription_count
+                .then(|| super::pusher::render_subscription_count(format, ts_ms, room, count))?
+        })
+    }
+
+    /// One message per Pusher endpoint `render` gives a body for (`None`:
+    /// it does not want this one, or `room` is no channel of its app); an
+    /// endpoint at its `max_backlog` gets none and it is counted.
+    fn pusher_messages(
+        &self,
+        room: &str,
+        render: impl Fn(&super::pusher::PusherFormat) -> Option<String>,
+    ) -> Vec<NewWebhook> {
         let mut messages = Vec::new();
         for endpoint in &self.endpoints {
-            let Some(format) = endpoint.pusher.as_ref().filter(|f| f.client_events) else {
+            let Some(body) = endpoint.pusher.as_ref().and_then(&render) else {
                 continue;
             };
             if endpoint.backlog.load(Ordering::Relaxed) >= endpoint.max_backlog {
                 super::tally::note_backlog_full(endpoint);
                 continue;
             }
-            let Some(body) =
-                super::pusher::render_client_event(format, ts_ms, room, stored, socket_id)
-            else {
-                continue;
-            };
             endpoint.backlog.fetch_add(1, Ordering::Relaxed);
             messages.push(NewWebhook {
                 endpoint: endpoint.name.clone(),
@@ -306,13 +337,14 @@ impl Webhooks {
         messages
     }
 
-    /// Whether any endpoint wants Pusher client events.
-    pub fn wants_client_events(&self) -> bool {
+    /// Whether any endpoint wants Pusher's `subscription_count`.
+    pub fn wants_subscription_counts(&self) -> bool {
         self.endpoints
             .iter()
-            .any(|e| e.pusher.as_ref().is_some_and(|f| f.client_events))
+            .any(|e| e.pusher.as_ref().is_some_and(|f| f.subscription_count))
     }
 
+    /// The `event.published` messages of one committed event.
     pub fn published(
         &self,
         room: &str,
@@ -353,21 +385,24 @@ fn pusher_endpoint(
             hook.url
         )));
     }
-    let all = [
+    let default = [
         "channel_occupied",
         "channel_vacated",
         "member_added",
         "member_removed",
         "client_event",
     ];
+    // Sent only when named, as Pusher sends them only when enabled.
+    let own = ["client_event", "cache_miss", "subscription_count"];
+    let all: Vec<&str> = default.iter().chain(&own[1..]).copied().collect();
     let names: Vec<&str> = if hook.event_types.is_empty() {
-        all.to_vec()
+        default.to_vec()
     } else {
         hook.event_types.iter().map(String::as_str).collect()
     };
     let mut kinds = Vec::new();
     for name in &names {
-        if *name == "client_event" {
+        if own.contains(name) {
             continue;
         }
         kinds.push(super::pusher::kind_of(name).ok_or_else(|| {
@@ -396,6 +431,8 @@ fn pusher_endpoint(
             secret: app.secret.clone(),
             room_prefix: prefix,
             client_events: names.contains(&"client_event"),
+            cache_miss: names.contains(&"cache_miss"),
+            subscription_count: names.contains(&"subscription_count"),
         }),
     })
 }

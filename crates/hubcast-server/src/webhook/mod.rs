@@ -17,5 +17,5 @@ pub mod tally;
 
 pub use endpoint::{Endpoint, EventKind, WebhookConfig, Webhooks};
 pub use message::{rfc3339_ms, NewWebhook};
-pub use signals::{RoomSignal, RoomSignals};
+pub use signals::{RoomSignal, RoomSignals, SignalQueues};
 pub use signature::{parse_secret, sign};

@@ -21,6 +21,10 @@ pub struct PusherFormat {
     pub room_prefix: String,
     /// It wants `client_event`s.
     pub client_events: bool,
+    /// It wants `cache_miss`.
+    pub cache_miss: bool,
+    /// It wants `subscription_count`.
+    pub subscription_count: bool,
 }
 
 /// The Pusher name of a hubcast webhook kind (`None`: Pusher has none).
@@ -82,6 +86,31 @@ pub fn render_client_event(
     Some(body(ts_ms, event))
 }
 
+/// The body of a `cache_miss`: a subscriber of the cache channel of `room`
+/// found no event to get.
+pub fn render_cache_miss(format: &PusherFormat, ts_ms: i64, room: &str) -> Option<String> {
+    let channel = channel_of(room, &format.room_prefix)?;
+    Some(body(
+        ts_ms,
+        json!({"name": "cache_miss", "channel": channel}),
+    ))
+}
+
+/// The body of a `subscription_count`: the channel of `room` has `count`
+/// subscribers across the cluster.
+pub fn render_subscription_count(
+    format: &PusherFormat,
+    ts_ms: i64,
+    room: &str,
+    count: usize,
+) -> Option<String> {
+    let channel = channel_of(room, &format.room_prefix)?;
+    Some(body(
+        ts_ms,
+        json!({"name": "subscription_count", "channel": channel, "subscription_count": count}),
+    ))
+}
+
 fn body(ts_ms: i64, event: Value) -> String {
     json!({"time_ms": ts_ms, "events": [event]}).to_string()
 }
@@ -107,6 +136,8 @@ mod tests {
             secret: "s".into(),
             room_prefix: "pusher:a:".into(),
             client_events: true,
+            cache_miss: true,
+            subscription_count: true,
         }
     }
 
@@ -148,6 +179,17 @@ mod tests {
             ),
             None
         );
+        assert_eq!(
+            render_cache_miss(&f, 5, "pusher:a:cache-c").as_deref(),
+            Some(r#"{"events":[{"channel":"cache-c","name":"cache_miss"}],"time_ms":5}"#)
+        );
+        assert_eq!(
+            render_subscription_count(&f, 5, "pusher:a:c:2Cd", 3).as_deref(),
+            Some(
+                r#"{"events":[{"channel":"c,d","name":"subscription_count","subscription_count":3}],"time_ms":5}"#
+            )
+        );
+        assert_eq!(render_subscription_count(&f, 5, "other", 3), None);
         assert_eq!(
             render_client_event(
                 &f,

@@ -21,19 +21,61 @@ pub enum RoomSignal {
     Member(RoomName, PresenceMember, bool),
 }
 
-/// The hubs' end of the signal queue.
+/// The hubs' end of the signal queues.
 #[derive(Debug, Clone)]
-pub struct RoomSignals(mpsc::Sender<RoomSignal>);
+pub struct RoomSignals {
+    /// Occupancy and presence (`occupancy`); `None` when no endpoint wants them.
+    occupancy: Option<mpsc::Sender<RoomSignal>>,
+    /// Rooms whose subscriber count changed on this node, for the Pusher
+    /// `subscription_count` webhook (`node::count_webhooks`); `None` when no
+    /// endpoint wants it.
+    counts: Option<mpsc::Sender<RoomName>>,
+}
+
+/// The receiving ends of [`RoomSignals`].
+pub struct SignalQueues {
+    pub occupancy: Option<mpsc::Receiver<RoomSignal>>,
+    pub counts: Option<mpsc::Receiver<RoomName>>,
+}
 
 impl RoomSignals {
-    /// A new queue.
-    pub fn channel() -> (RoomSignals, mpsc::Receiver<RoomSignal>) {
-        let (tx, rx) = mpsc::channel(SIGNAL_QUEUE);
-        (RoomSignals(tx), rx)
+    /// New queues: for occupancy and presence signals when `occupancy`, for
+    /// subscriber count changes when `counts`.
+    pub fn channel(occupancy: bool, counts: bool) -> (RoomSignals, SignalQueues) {
+        let (occupancy_tx, occupancy_rx) = occupancy.then(|| mpsc::channel(SIGNAL_QUEUE)).unzip();
+        let (counts_tx, counts_rx) = counts.then(|| mpsc::channel(SIGNAL_QUEUE)).unzip();
+        (
+            RoomSignals {
+                occupancy: occupancy_tx,
+                counts: counts_tx,
+            },
+            SignalQueues {
+                occupancy: occupancy_rx,
+                counts: counts_rx,
+            },
+        )
     }
 
     pub fn send(&self, signal: RoomSignal) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.0.try_send(signal) {
+        let Some(occupancy) = &self.occupancy else {
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = occupancy.try_send(signal) {
+            metrics::counter!("hubcast_webhook_signals_dropped_total").increment(1);
+        }
+    }
+
+    /// Whether count changes are wanted (lets a hub skip the comparison).
+    pub fn wants_counts(&self) -> bool {
+        self.counts.is_some()
+    }
+
+    /// The room's subscriber count changed on this node.
+    pub fn count_changed(&self, room: &RoomName) {
+        let Some(counts) = &self.counts else {
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = counts.try_send(room.clone()) {
             metrics::counter!("hubcast_webhook_signals_dropped_total").increment(1);
         }
     }
