@@ -9,7 +9,8 @@
 #   PEERS="hubcast nchan" bench/compare.sh     only some servers
 #   SUBSCRIBERS=10000 ROOMS=2000 … sizes (see below)
 #   SCENARIOS="fanout-steady" bench/compare.sh  only some scenarios
-#   HUBCAST_PORT=… HUBCAST_PUSHER_PORT=… SOCKUDO_PORT=…  ports (default 8787, 8788, 6001)
+#   HUBCAST_PORT=… HUBCAST_PUSHER_PORT=… SOCKUDO_PORT=… NCHAN_PORT=…  ports (default
+#     8787, 8788, 6001, 8091: several people benchmarking on one machine)
 #
 # Every scenario reports the server's CPU per delivery (`--server-pid`:
 # utime + stime from /proc of the server and every process descended from it,
@@ -93,11 +94,12 @@ start_nchan() {
   [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] && command -v nginx >/dev/null \
     || { echo "compare: skipping nchan: install nginx and libnginx-mod-nchan" >&2; return 1; }
   mkdir -p "$WORK/nchan/logs" "$WORK/nchan/temp"
-  cp "$ROOT/bench/peers/nchan.conf" "$WORK/nchan/nchan.conf"
+  local port="${NCHAN_PORT:-8091}"
+  sed "s/127.0.0.1:8091/127.0.0.1:$port/" "$ROOT/bench/peers/nchan.conf" >"$WORK/nchan/nchan.conf"
   nginx -p "$WORK/nchan" -c "$WORK/nchan/nchan.conf" -g 'daemon off;' >"$WORK/nchan.log" 2>&1 &
   SERVER_PID=$!
-  URL=http://127.0.0.1:8091
-  wait_port 8091
+  URL="http://127.0.0.1:$port"
+  wait_port "$port"
 }
 
 run_bench() { # SERVER NAME SCENARIO ARGS…
