@@ -249,6 +249,11 @@ async fn unsubscribing_during_a_replay_stops_it_cleanly() {
 
     let mut ws = Ws::connect(&server.ws_url("/v1/ws")).await;
     // Abandon the replay at once, after the first event, and after a few pages.
+    // Whether the server reads the unsubscribe before it has sent the last
+    // page is a race (a fast writer and the socket buffers can take all 2,000
+    // events first): every round must end cleanly either way, and at least one
+    // must have been cut short.
+    let mut abandoned = 0;
     for wait_for in [0u64, 1, 700] {
         let mut last = 0;
         ws.send_json(json!({"type": "subscribe", "room": room, "cursor": 0, "epoch": epoch}))
@@ -277,7 +282,11 @@ async fn unsubscribing_during_a_replay_stops_it_cleanly() {
             }
         })
         .await;
-        assert!(last < head, "the replay was not abandoned");
+        if last < head {
+            abandoned += 1;
+        } else {
+            eprintln!("round {wait_for}: the replay ended before the unsubscribe was read");
+        }
         assert_eq!(api.room(room).await["subscribers"], 0);
 
         // Nothing of the room follows `unsubscribed`, even as it gets new events.
@@ -298,4 +307,5 @@ async fn unsubscribing_during_a_replay_stops_it_cleanly() {
             .await;
         ws.expect_type("unsubscribed").await;
     }
+    assert!(abandoned >= 1, "no replay was abandoned mid-way");
 }
