@@ -338,6 +338,44 @@ pub async fn retention_prunes_and_moves_earliest(store: Arc<dyn Store>, _feed: C
     assert_eq!(seq_of(&*store, request("p", 12)).await, 12);
 }
 
+/// A pass over more rooms than one page (the PostgreSQL store reads 500 at a
+/// time, each page within the statement timeout), by count and by age.
+pub async fn retention_covers_every_page_of_rooms(store: Arc<dyn Store>, _feed: CommitFeed) {
+    const ROOMS: u64 = 1_100;
+    let batch = BatchRequest {
+        events: (0..ROOMS)
+            .flat_map(|r| (1..=2).map(move |n| (r, n)))
+            .map(|(r, n)| BatchItem {
+                room: room(&format!("paged:{r:04}")),
+                data: RawValue::from_string(format!("{{\"n\":{n}}}")).expect("valid json"),
+                expected_seq: None,
+            })
+            .collect(),
+        idem_key: None,
+        origin: None,
+    };
+    store.append_batch(batch).await.expect("append the rooms");
+    let deleted = store
+        .enforce_retention(RetentionPolicy::uniform(1, 0))
+        .await
+        .unwrap();
+    assert_eq!(deleted, ROOMS, "one event of each room by count");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let deleted = store
+        .enforce_retention(RetentionPolicy::uniform(0, 1))
+        .await
+        .unwrap();
+    assert_eq!(deleted, ROOMS, "the other by age");
+    for r in [0, 499, 500, 1_099] {
+        let state = store
+            .room_state(&room(&format!("paged:{r:04}")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((state.head, state.earliest), (2, 3), "room {r}");
+    }
+}
+
 pub async fn namespaces_have_their_own_retention(store: Arc<dyn Store>, _feed: CommitFeed) {
     for n in 1..=10 {
         seq_of(&*store, request("short:a", n)).await;
@@ -948,6 +986,7 @@ mod sqlite {
         deleting_a_room_starts_a_new_epoch,
         revocations_are_kept_until_they_expire,
         retention_prunes_and_moves_earliest,
+        retention_covers_every_page_of_rooms,
         namespaces_have_their_own_retention,
         closed_store_refuses_writes,
         reused_key_with_another_body_is_a_mismatch,
@@ -1064,6 +1103,7 @@ mod postgres {
         deleting_a_room_starts_a_new_epoch,
         revocations_are_kept_until_they_expire,
         retention_prunes_and_moves_earliest,
+        retention_covers_every_page_of_rooms,
         namespaces_have_their_own_retention,
         closed_store_refuses_writes,
         reused_key_with_another_body_is_a_mismatch,

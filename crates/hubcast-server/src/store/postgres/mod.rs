@@ -311,6 +311,87 @@ impl PostgresStore {
         }
     }
 
+    /// One page (500 rooms, by name after `after`) of a retention pass: the
+    /// events it deleted, and the last room's name when more may follow.
+    ///
+    /// The page's rooms come with the `ts` of their oldest retained event
+    /// (one index lookup each, in the same query), so a room with nothing
+    /// expired costs no query of its own; `ts` never decreases within a
+    /// room, so the expired events are a prefix.
+    async fn retention_page(
+        &self,
+        policy: &RetentionPolicy,
+        after: &str,
+    ) -> Result<(u64, Option<String>), StoreError> {
+        const PAGE: usize = 500;
+        let mut client = self.client().await?;
+        let rooms = client
+            .query(
+                "SELECT r.name, r.head, r.pruned_through, r.epoch, e.ts
+                 FROM rooms r LEFT JOIN events e ON e.room = r.name AND e.seq = r.pruned_through + 1
+                 WHERE r.name > $1 AND r.head > r.pruned_through ORDER BY r.name LIMIT 500",
+                &[&after],
+            )
+            .await
+            .map_err(unavailable)?;
+        let mut deleted = 0;
+        for row in &rooms {
+            let (name, head, pruned): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
+            let epoch: String = row.get(3);
+            let oldest_ts: Option<i64> = row.get(4);
+            let (max_events, max_age_ms) = policy.limits_for(&name);
+            let mut prune_to = pruned;
+            if max_events > 0 && head - pruned > max_events as i64 {
+                prune_to = head - max_events as i64;
+            }
+            let cutoff = (max_age_ms > 0).then(|| now_ms() - max_age_ms as i64);
+            if let (Some(cutoff), Some(oldest)) = (cutoff, oldest_ts) {
+                if oldest < cutoff {
+                    let expired: Option<i64> = client
+                        .query_one(
+                            "SELECT max(seq) FROM events WHERE room = $1 AND seq > $2 AND ts < $3",
+                            &[&name, &prune_to, &cutoff],
+                        )
+                        .await
+                        .map_err(unavailable)?
+                        .get(0);
+                    prune_to = prune_to.max(expired.unwrap_or(0));
+                }
+            }
+            if prune_to > pruned {
+                // One transaction: a reader never sees the events gone
+                // while `earliest` still promises them.
+                // The epoch guards against a room deleted (and
+                // restarted at seq 1) since it was read above.
+                let tx = client.transaction().await.map_err(unavailable)?;
+                let moved = tx
+                    .execute(
+                        "UPDATE rooms SET pruned_through = $2 WHERE name = $1 AND pruned_through < $2 AND epoch = $3",
+                        &[&name, &prune_to, &epoch],
+                    )
+                    .await
+                    .map_err(unavailable)?;
+                let removed = if moved == 0 {
+                    0
+                } else {
+                    tx.execute(
+                        "DELETE FROM events WHERE room = $1 AND seq <= $2",
+                        &[&name, &prune_to],
+                    )
+                    .await
+                    .map_err(unavailable)?
+                };
+                tx.commit().await.map_err(unavailable)?;
+                deleted += removed;
+            }
+        }
+        let next = match rooms.last() {
+            Some(last) if rooms.len() == PAGE => Some(last.get(0)),
+            _ => None,
+        };
+        Ok((deleted, next))
+    }
+
     async fn client(&self) -> Result<Connection, StoreError> {
         self.pool.get().await
     }
@@ -482,69 +563,21 @@ impl Store for PostgresStore {
     }
 
     fn enforce_retention(&self, policy: RetentionPolicy) -> BoxFuture<'_, Result<u64, StoreError>> {
-        self.bounded(async move {
-            let mut client = self.client().await?;
+        async move {
             let mut after = String::new();
             let mut deleted = 0;
+            // A page at a time, each within the statement timeout: a pass over
+            // many rooms is many pages, not one operation that can never finish
+            // in time (it did not, at 6,000 rooms, on a busy server).
             loop {
-                let rooms = client
-                    .query(
-                        "SELECT name, head, pruned_through, epoch FROM rooms
-                         WHERE name > $1 AND head > pruned_through ORDER BY name LIMIT 500",
-                        &[&after],
-                    )
-                    .await
-                    .map_err(unavailable)?;
-                for row in &rooms {
-                    let (name, head, pruned): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
-                    let epoch: String = row.get(3);
-                    let (max_events, max_age_ms) = policy.limits_for(&name);
-                    let cutoff = if max_age_ms > 0 { Some(now_ms() - max_age_ms as i64) } else { None };
-                    let mut prune_to = pruned;
-                    if max_events > 0 && head - pruned > max_events as i64 {
-                        prune_to = head - max_events as i64;
-                    }
-                    if let Some(cutoff) = cutoff {
-                        // ts never decreases within a room: the expired events are a prefix.
-                        let expired: Option<i64> = client
-                            .query_one(
-                                "SELECT max(seq) FROM events WHERE room = $1 AND seq > $2 AND ts < $3",
-                                &[&name, &prune_to, &cutoff],
-                            )
-                            .await
-                            .map_err(unavailable)?
-                            .get(0);
-                        prune_to = prune_to.max(expired.unwrap_or(0));
-                    }
-                    if prune_to > pruned {
-                        // One transaction: a reader never sees the events gone
-                        // while `earliest` still promises them.
-                        // The epoch guards against a room deleted (and
-                        // restarted at seq 1) since it was read above.
-                        let tx = client.transaction().await.map_err(unavailable)?;
-                        let moved = tx.execute(
-                            "UPDATE rooms SET pruned_through = $2 WHERE name = $1 AND pruned_through < $2 AND epoch = $3",
-                            &[&name, &prune_to, &epoch],
-                        )
-                        .await
-                        .map_err(unavailable)?;
-                        let removed = if moved == 0 {
-                            0
-                        } else {
-                            tx.execute("DELETE FROM events WHERE room = $1 AND seq <= $2", &[&name, &prune_to])
-                                .await
-                                .map_err(unavailable)?
-                        };
-                        tx.commit().await.map_err(unavailable)?;
-                        deleted += removed;
-                    }
-                }
-                match rooms.last() {
-                    Some(last) if rooms.len() == 500 => after = last.get(0),
-                    _ => return Ok(deleted),
+                let (removed, next) = self.bounded(self.retention_page(&policy, &after)).await?;
+                deleted += removed;
+                match next {
+                    Some(last) => after = last,
+                    None => return Ok(deleted),
                 }
             }
-        })
+        }
         .boxed()
     }
 
