@@ -88,25 +88,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+. "$repo/bench/wsload/nodes.sh"
 urls=()
 port=$PORT_BASE
 for n in $(seq 1 "$NODES"); do
     while port_open "$port"; do port=$((port + 1)); done
-    env -u HUBCAST_URL \
-        HUBCAST_POSTGRES__SCHEMA="$SCHEMA" HUBCAST_NATS__SUBJECT_PREFIX="$SCHEMA" \
-        HUBCAST_RATE_LIMITS__CONNECTS_PER_IP_PER_MINUTE=0 \
-        "$HUBCAST_BIN" serve --listen "127.0.0.1:$port" --store "$PG" --bus "$NATS" \
-        >"$OUT/node$n.log" 2>&1 &
-    pids+=($!)
-    urls+=("http://127.0.0.1:$port")
-    # The first node migrates the schema; the others start after it.
-    ready=0
-    for _ in $(seq 1 300); do
-        if curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; then ready=1; break; fi
-        kill -0 "${pids[-1]}" 2>/dev/null || break
-        sleep 0.1
-    done
-    if ((!ready)); then echo "node $n did not become ready:" >&2; tail -20 "$OUT/node$n.log" >&2; exit 2; fi
+    start_node "$n" "$port"
     port=$((port + 1))
 done
 node_urls=$(IFS=,; echo "${urls[*]}")

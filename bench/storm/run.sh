@@ -44,18 +44,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
+. "$repo/bench/wsload/nodes.sh"
 urls=()
 for n in $(seq 1 "$NODES"); do
     port=$((PORT_BASE + n))
-    env -u HUBCAST_URL \
-        HUBCAST_POSTGRES__SCHEMA="$SCHEMA" HUBCAST_NATS__SUBJECT_PREFIX="$SCHEMA" \
-        HUBCAST_RATE_LIMITS__CONNECTS_PER_IP_PER_MINUTE=0 \
-        "$HUBCAST_BIN" serve --listen "127.0.0.1:$port" --store "$PG" --bus "$NATS" \
-        >"$OUT/node$n.log" 2>&1 &
-    pids+=($!)
-    urls+=("http://127.0.0.1:$port")
-    # The first node migrates the schema; the others start after it.
-    for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
+    start_node "$n" "$port"
 done
 node_urls=$(IFS=,; echo "${urls[*]}")
 echo "== $NODES nodes ($("$HUBCAST_BIN" --version 2>/dev/null || echo hubcast)), schema $SCHEMA"
