@@ -13,14 +13,13 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { createRequire } from 'node:module';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { freePort, Hubcast } from './hubcast.mjs';
 
 const requirePusher = createRequire(new URL('../pusher/package.json', import.meta.url));
 const PusherServer = requirePusher('pusher');
@@ -33,45 +32,13 @@ const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
 let browser;
-let server;
+let hub;
 let port;
 let dir;
 let appServer;
 let appPort;
 let library;
 const authorized = []; // [socket_id, channel_name] of each auth request the app answered
-
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.on('error', rej);
-    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => res(p)); });
-  });
-}
-
-async function startServer() {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('HUBCAST_')));
-  env.RUST_LOG = 'hubcast=info';
-  const log = openSync(join(dir, 'server.log'), 'a');
-  server = spawn(BIN, ['serve', '--config', join(dir, 'hubcast.toml'), '--listen', `127.0.0.1:${port}`,
-    '--store', `sqlite://${join(dir, 'data', 'hubcast.db')}`], { cwd: dir, env, stdio: ['ignore', log, log] });
-  const deadline = Date.now() + STEP;
-  while (Date.now() < deadline) {
-    try {
-      const res = await fetch(`http://127.0.0.1:${port}/readyz`);
-      if (res.ok) return;
-    } catch { /* not yet */ }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`hubcast did not become ready\n${readFileSync(join(dir, 'server.log'), 'utf8')}`);
-}
-
-async function kill9() {
-  if (!server || server.exitCode !== null) return;
-  const exited = new Promise((r) => server.once('exit', r));
-  server.kill('SIGKILL');
-  await exited;
-}
 
 // The app: its page, pusher-js's browser build, and its auth endpoint
 // (`channelAuthorization.endpoint`, form-encoded socket_id and channel_name).
@@ -104,6 +71,7 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'hubcast-pusher-browser-'));
   mkdirSync(join(dir, 'data'));
   [port, appPort] = [await freePort(), await freePort()];
+  hub = new Hubcast(BIN, dir, port);
   appServer = createHttpServer(handle);
   await new Promise((r) => appServer.listen(appPort, '127.0.0.1', r));
   // The page is on the app's origin, hubcast on another, as in production:
@@ -115,14 +83,14 @@ key = "${APP.key}"
 secret = "${APP.secret}"
 allowed_origins = ["http://127.0.0.1:${appPort}"]
 `);
-  await startServer();
+  await hub.start();
   library = new PusherServer({ appId: APP.id, key: APP.key, secret: APP.secret, host: '127.0.0.1', port: String(port), useTLS: false });
   browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS, timeout: STEP });
 });
 
 after(async () => {
   await browser?.close();
-  await kill9();
+  await hub?.kill9();
   await new Promise((r) => (appServer ? appServer.close(r) : r()));
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
@@ -176,8 +144,8 @@ test('pusher-js in Chromium: public and private channels, triggers, reconnect af
   await library.trigger(['news', 'private-orders'], 'update', { n: 1 });
   await waitFor('the first event on both channels', (s) => s.got.news.length === 1 && s.got['private-orders'].length === 1);
 
-  await kill9();
-  await startServer();
+  await hub.kill9();
+  await hub.start();
   const again = await waitFor('pusher-js to reconnect and subscribe again',
     (s) => s.connection === 'connected' && s.subscriptions.news === 2 && s.subscriptions['private-orders'] === 2, 60_000);
   assert.equal(again.socketIds.length, 2);

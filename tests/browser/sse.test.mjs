@@ -6,12 +6,11 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { freePort, Hubcast } from './hubcast.mjs';
 
 const BIN = process.env.HUBCAST_BIN;
 const STEP = 15_000;
@@ -20,41 +19,9 @@ const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
 let browser;
-let server;
+let hub;
 let port;
 let dir;
-
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.on('error', rej);
-    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => res(p)); });
-  });
-}
-
-async function startServer() {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('HUBCAST_')));
-  env.RUST_LOG = 'hubcast=info';
-  const log = openSync(join(dir, 'server.log'), 'a');
-  server = spawn(BIN, ['serve', '--config', join(dir, 'hubcast.toml'), '--listen', `127.0.0.1:${port}`,
-    '--store', `sqlite://${join(dir, 'data', 'hubcast.db')}`], { cwd: dir, env, stdio: ['ignore', log, log] });
-  const deadline = Date.now() + STEP;
-  while (Date.now() < deadline) {
-    try {
-      const res = await fetch(`http://127.0.0.1:${port}/readyz`);
-      if (res.ok) return;
-    } catch { /* not yet */ }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`hubcast did not become ready\n${readFileSync(join(dir, 'server.log'), 'utf8')}`);
-}
-
-async function kill9() {
-  if (!server || server.exitCode !== null) return;
-  const exited = new Promise((r) => server.once('exit', r));
-  server.kill('SIGKILL');
-  await exited;
-}
 
 async function publish(room, i) {
   const res = await fetch(`http://127.0.0.1:${port}/v1/rooms/${room}/events`, {
@@ -69,13 +36,14 @@ before(async () => {
   mkdirSync(join(dir, 'data'));
   writeFileSync(join(dir, 'hubcast.toml'), '[sse]\nretry_ms = 250\n');
   port = await freePort();
-  await startServer();
+  hub = new Hubcast(BIN, dir, port);
+  await hub.start();
   browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS, timeout: STEP });
 });
 
 after(async () => {
   await browser?.close();
-  await kill9();
+  await hub?.kill9();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -110,8 +78,8 @@ test('EventSource in Chromium resumes a two-room stream across kill -9 with exac
     await publish('br-b', i);
   }
   await waitFor('some events before the kill', async () => (await count())[0] >= 5);
-  await kill9();
-  await startServer();
+  await hub.kill9();
+  await hub.start();
   for (let i = N / 2 + 1; i <= N; i++) {
     await publish('br-a', i);
     await publish('br-b', i);
