@@ -10,6 +10,8 @@
 #   NODES=3 CONNECTIONS=15000 ROOMS=1000 RATE=2000 bench/storm/run.sh
 #   HUBCAST_BIN=/path/to/hubcast bench/storm/run.sh   # another build
 #   PORT_BASE=22000 bench/storm/run.sh        # nodes on 22001… (default 19101…)
+#   CLIENT=rust bench/storm/run.sh            # client processes in Rust (hubcast
+#                                             # bench storm-client), not Node `ws`
 #
 # Needs PostgreSQL on 127.0.0.1:5432 and NATS on 127.0.0.1:4222
 # (scripts/services.sh), node >= 20, and ~2 GB of memory per 10^5 connections.
@@ -19,6 +21,7 @@ repo="$(cd "$here/../.." && pwd)"
 NODES=${NODES:-6}
 CONNECTIONS=${CONNECTIONS:-102000}
 WORKERS=${WORKERS:-6}
+CLIENT=${CLIENT:-node}
 ROOMS=${ROOMS:-6000}
 RATE=${RATE:-1200}
 SECONDS_=${SECONDS_:-15}
@@ -52,9 +55,9 @@ for n in $(seq 1 "$NODES"); do
 done
 node_urls=$(IFS=,; echo "${urls[*]}")
 echo "== $NODES nodes ($("$HUBCAST_BIN" --version 2>/dev/null || echo hubcast)), schema $SCHEMA"
-echo "== $CONNECTIONS connections from $WORKERS processes to $ROOMS rooms, then $RATE publishes/s for ${SECONDS_}s"
+echo "== $CONNECTIONS connections from $WORKERS $CLIENT client processes to $ROOMS rooms, then $RATE publishes/s for ${SECONDS_}s"
 node "$here/storm.mjs" --nodes "$node_urls" --connections "$CONNECTIONS" --workers "$WORKERS" \
-    --rooms "$ROOMS" --rate "$RATE" --seconds "$SECONDS_" --json "$OUT/storm.json"
+    --rooms "$ROOMS" --rate "$RATE" --seconds "$SECONDS_" --client "$CLIENT" --hubcast-bin "$HUBCAST_BIN" --json "$OUT/storm.json"
 for n in $(seq 1 "$NODES"); do
     refusals=$(curl -s "${urls[$((n - 1))]}/metrics" | awk '/^hubcast_refusals_total/ {s += $2} END {print s + 0}')
     warnings=$(grep -c '"refused"\|refused' "$OUT/node$n.log" || true)

@@ -20,17 +20,25 @@
 //
 //   node storm.mjs --nodes http://127.0.0.1:9001,... [--connections 102000]
 //     [--workers 6] [--rooms 6000] [--rate 1200] [--seconds 15] [--json out.json]
-//     [--sources 64]
+//     [--sources 64] [--client node|rust --hubcast-bin target/release/hubcast]
+//
+// `--client rust` runs the client processes as `hubcast bench storm-client`
+// (crates/hubcast-bench/src/storm.rs) instead of Node: the same requests,
+// checks and report, for about a fifth of the CPU per delivery, so that on one
+// machine the load generator leaves the cores to the nodes it measures.
 //
 // bench/storm/run.sh starts the nodes (PostgreSQL + NATS) and runs this.
 import { writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { addCounts, forkWorkers, Gate, Histogram, nowMs, parseArgs, percentile, post, sourceAddress, Subscriber } from '../wsload/wsload.mjs';
+import { addCounts, forkWorkers, spawnWorkers, Gate, Histogram, nowMs, parseArgs, percentile, post, sourceAddress, Subscriber } from '../wsload/wsload.mjs';
 
 function args(argv) {
   const out = parseArgs(argv, { connections: 102000, workers: 6, rooms: 6000, rate: 1200, seconds: 15, drain: 5, inflight: 1000, sources: 64 },
-    { strings: ['nodes', 'json', 'prefix'] });
+    { strings: ['nodes', 'json', 'prefix', 'client', 'hubcast-bin'] });
+  out.client = out.client ?? 'node';
+  if (!['node', 'rust'].includes(out.client)) throw new Error(`--client: node or rust, not ${out.client}`);
+  if (out.client === 'rust' && !out['hubcast-bin']) throw new Error('--client rust needs --hubcast-bin');
   out.nodes = String(out.nodes ?? '').split(',').filter(Boolean);
   return out;
 }
@@ -40,7 +48,11 @@ async function main() {
   const opt = args(process.argv.slice(2));
   if (opt.nodes.length === 0) throw new Error('--nodes URL,URL,… is required');
   const prefix = opt.prefix ?? `storm${Date.now().toString(36)}`;
-  const pool = forkWorkers(new URL(import.meta.url).pathname, opt.workers);
+  // The client processes: this script's Node workers, or `hubcast bench
+  // storm-client` (the same requests and answers, a fraction of the CPU).
+  const pool = opt.client === 'rust'
+    ? spawnWorkers(opt['hubcast-bin'], ['bench', 'storm-client'], opt.workers)
+    : forkWorkers(new URL(import.meta.url).pathname, opt.workers);
   const started = Date.now();
   const stormed = await pool.ask('storm', 'stormed', (w) => ({ w, opt: { ...opt, prefix } }));
   const stormMs = Date.now() - started;
@@ -64,6 +76,7 @@ async function main() {
     nodes: opt.nodes.length,
     connections: opt.connections,
     workers: opt.workers,
+    client: opt.client,
     rooms: opt.rooms,
     storm: {
       seconds: stormMs / 1000,

@@ -13,7 +13,8 @@
 //   processes and seconds.
 // - Workers: forked client processes driven by messages.
 // - procSample(), pidsByName(): CPU ticks and RSS from /proc.
-import { fork } from 'node:child_process';
+import { fork, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { readdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import WebSocket from 'ws';
@@ -381,6 +382,26 @@ export function httpGetText(url, timeoutMs = 10000) {
 export function forkWorkers(script, n) {
   const workers = [];
   for (let w = 0; w < n; w++) workers.push(fork(script, ['--worker'], { stdio: 'inherit' }));
+  return drive(workers);
+}
+
+// The same for `n` processes of another program (`hubcast bench
+// storm-client`) that read one JSON request per line on stdin and answer one
+// per line on stdout; each looks to `drive` like a forked worker.
+export function spawnWorkers(command, args, n) {
+  const workers = [];
+  for (let w = 0; w < n; w++) {
+    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+    createInterface({ input: child.stdout }).on('line', (line) => child.emit('message', JSON.parse(line)));
+    child.connected = true;
+    child.send = (msg) => child.stdin.write(`${JSON.stringify(msg)}\n`);
+    child.disconnect = () => { child.connected = false; child.stdin.end(); };
+    workers.push(child);
+  }
+  return drive(workers);
+}
+
+function drive(workers) {
   const replies = (type) => Promise.all(workers.map((child) => new Promise((resolve, reject) => {
     const on = (msg) => { if (msg.type === type) { child.off('message', on); child.off('exit', gone); resolve(msg); } };
     const gone = (code) => reject(new Error(`client process ${child.pid} exited (${code}) before answering ${type}`));

@@ -11,6 +11,7 @@ mod idle;
 mod publish;
 mod replay;
 mod rooms;
+mod storm;
 mod target;
 
 use std::path::PathBuf;
@@ -50,6 +51,9 @@ pub enum Scenario {
     /// One client process of `idle` (started by it).
     #[command(hide = true)]
     IdleClient(IdleClientOptions),
+    /// One client process of bench/storm (requests on stdin, answers on stdout).
+    #[command(hide = true)]
+    StormClient,
 }
 
 /// How a client reaches a server that has auth on or sits behind TLS: the
@@ -232,6 +236,19 @@ pub async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Option<Re
             idle::client(options).await?;
             return Ok(None);
         }
+        Scenario::StormClient => {
+            // On one thread: cheaper per frame than a work-stealing runtime
+            // (no cross-thread wake-ups), and several of these processes
+            // share the machine's cores anyway.
+            tokio::task::spawn_blocking(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(storm::client())
+            })
+            .await??;
+            return Ok(None);
+        }
         Scenario::Fanout(_) | Scenario::Rooms(_) => {}
         _ if common.target.target != TargetKind::Hubcast => {
             anyhow::bail!("only fanout and rooms run against other servers")
@@ -266,7 +283,7 @@ pub async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Option<Re
         Scenario::Floor(options) => {
             tokio::task::spawn_blocking(move || floor::run(&options)).await??
         }
-        Scenario::IdleClient(_) => unreachable!("handled above"),
+        Scenario::IdleClient(_) | Scenario::StormClient => unreachable!("handled above"),
     };
     if let Some(server) = spawned {
         server.stop().await;
