@@ -98,6 +98,7 @@ struct Latencies {
     to_commit: Histogram<u64>,
     /// The store's commit to receipt, µs.
     from_commit: Histogram<u64>,
+    trace: Option<Vec<(f64, f64, f64)>>,
 }
 
 /// Milliseconds since the Unix epoch: the clock storm.mjs's publishers put in
@@ -149,6 +150,7 @@ pub async fn client() -> anyhow::Result<()> {
         all: Vec::new(),
         to_commit: Histogram::new(3)?,
         from_commit: Histogram::new(3)?,
+        trace: std::env::var_os("STORM_TRACE").map(|_| Vec::new()),
     }));
     let lag = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let mut streams: Vec<(usize, Arc<Mutex<Stream>>)> = Vec::new();
@@ -341,6 +343,7 @@ fn accept(
             let now = now_ms();
             let mut l = latencies.lock().unwrap();
             l.all.push(now - sent);
+            if let Some(trace) = &mut l.trace { trace.push((sent, ts.unwrap_or(0.0), now)); }
             if let Some(ts) = ts {
                 let _ = l.to_commit.record(((ts - sent).max(0.0) * 1000.0) as u64);
                 let _ = l.from_commit.record(((now - ts).max(0.0) * 1000.0) as u64);
@@ -480,6 +483,11 @@ fn check(
         closed += u64::from(s.closed);
     }
     let l = latencies.lock().unwrap();
+    if let (Some(trace), Some(dir)) = (&l.trace, std::env::var_os("STORM_TRACE")) {
+        let path = std::path::Path::new(&dir).join(format!("trace-{}.txt", std::process::id()));
+        let text: String = trace.iter().map(|(a, b, c)| format!("{a:.1} {b:.0} {c:.1}\n")).collect();
+        let _ = std::fs::write(path, text);
+    }
     let lag = lag.lock().unwrap();
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let summary = |h: &Histogram<u64>| {

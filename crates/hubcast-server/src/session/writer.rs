@@ -39,7 +39,7 @@ pub async fn run(
     ping_every: Duration,
     close_code: fn(u16) -> u16,
 ) {
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + first_ping(ping_every), ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // One wait for the end, registered once for the writer's whole life (not
     // once per wake-up), and polled only when there is nothing to write or a
@@ -103,6 +103,14 @@ pub async fn run(
     } else {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
     }
+}
+
+/// When the first ping goes out: somewhere in the second half of the first
+/// interval, so that sockets that connected together (the clients of a
+/// killed node resuming within a second) do not ping together, and wake the
+/// node together, every interval from then on.
+fn first_ping(ping_every: Duration) -> Duration {
+    ping_every.mul_f64(0.5 + rand::random::<f64>() * 0.5)
 }
 
 /// Writes what is already queued (at most [`MAX_BURST`] frames), then flushes.

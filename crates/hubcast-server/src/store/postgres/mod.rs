@@ -488,11 +488,12 @@ impl Store for PostgresStore {
         let room = room.clone();
         self.bounded(async move {
             let client = self.client().await?;
+            let statement = client
+                .prepare_cached("SELECT epoch, head, pruned_through FROM rooms WHERE name = $1")
+                .await
+                .map_err(unavailable)?;
             let row = client
-                .query_opt(
-                    "SELECT epoch, head, pruned_through FROM rooms WHERE name = $1",
-                    &[&room.as_str()],
-                )
+                .query_opt(&statement, &[&room.as_str()])
                 .await
                 .map_err(unavailable)?;
             Ok(row.map(|row| state_of(row.get(0), row.get(1), row.get(2))))
@@ -510,8 +511,8 @@ impl Store for PostgresStore {
         self.bounded(async move {
             let client = self.client().await?;
             // One statement, so the room's state and its events come from one snapshot.
-            let rows = client
-                .query(
+            let statement = client
+                .prepare_cached(
                     "SELECT r.epoch, r.head, r.pruned_through, e.seq, e.ts, e.data::text
                      FROM rooms r
                      LEFT JOIN LATERAL (
@@ -519,8 +520,11 @@ impl Store for PostgresStore {
                      ) e ON true
                      WHERE r.name = $1
                      ORDER BY e.seq",
-                    &[&room.as_str(), &(after as i64), &(limit as i64)],
                 )
+                .await
+                .map_err(unavailable)?;
+            let rows = client
+                .query(&statement, &[&room.as_str(), &(after as i64), &(limit as i64)])
                 .await
                 .map_err(unavailable)?;
             let Some(first) = rows.first() else { return Ok(Page::default()) };
@@ -544,11 +548,12 @@ impl Store for PostgresStore {
         self.bounded(async move {
             let client = self.client().await?;
             let names: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
+            let statement = client
+                .prepare_cached("SELECT name, epoch, head, pruned_through FROM rooms WHERE name = ANY($1)")
+                .await
+                .map_err(unavailable)?;
             let rows = client
-                .query(
-                    "SELECT name, epoch, head, pruned_through FROM rooms WHERE name = ANY($1)",
-                    &[&names],
-                )
+                .query(&statement, &[&names])
                 .await
                 .map_err(unavailable)?;
             Ok(rows

@@ -10,7 +10,7 @@ use super::{outbox_channel, OpenError};
 /// one: the tables, the append function, the outbox; migration 2 adds the
 /// idempotency fingerprint; migration 3 the instance id new rooms' epochs
 /// derive from; migration 4 the webhook outbox; migration 5 the token
-/// revocations.
+/// revocations; migration 6 the one-statement common append.
 const MIGRATIONS: &[&[&str]] = &[
     &[
         include_str!("schema.sql"),
@@ -21,6 +21,7 @@ const MIGRATIONS: &[&[&str]] = &[
     &[include_str!("migration_3.sql")],
     &[include_str!("migration_4.sql")],
     &[include_str!("migration_5.sql")],
+    &[include_str!("migration_6.sql")],
 ];
 
 /// Runs the migrations; returns the database's instance id.

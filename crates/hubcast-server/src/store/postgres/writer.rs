@@ -162,11 +162,14 @@ pub(super) async fn append_fingerprinted_on<'a>(
         }));
         names.push(request.room.clone());
     }
-    let rows = client
-        .query(
+    let append = client
+        .prepare_cached(
             "SELECT o_idx, o_outcome, o_seq, o_ts, o_epoch, o_head FROM append_events($1, $2, $3, $4, $5) ORDER BY o_idx",
-            &[&rooms, &data, &keys, &expected, &hashes],
         )
+        .await
+        .map_err(unavailable)?;
+    let rows = client
+        .query(&append, &[&rooms, &data, &keys, &expected, &hashes])
         .await
         .map_err(unavailable)?;
     if rows.len() != names.len() {
