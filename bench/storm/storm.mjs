@@ -24,8 +24,14 @@
 //
 // `--client rust` runs the client processes as `hubcast bench storm-client`
 // (crates/hubcast-bench/src/storm.rs) instead of Node: the same requests,
-// checks and report, for about a fifth of the CPU per delivery, so that on one
-// machine the load generator leaves the cores to the nodes it measures.
+// checks and report. At 102,000 sockets and 1,200 publishes/s the six Node
+// processes took 100-125% of a core while publishing (and 48 s to connect),
+// the Rust ones ~45% (13 s): on one machine the load generator must leave the
+// cores to the nodes it measures.
+//
+// The report ends with a timeline: per second of sending, the p50/p99 of
+// publish-to-receive and the p99 of its publish-to-commit part, which tells
+// a steady queue from stalls.
 //
 // bench/storm/run.sh starts the nodes (PostgreSQL + NATS) and runs this.
 import { writeFileSync } from 'node:fs';
@@ -72,6 +78,23 @@ async function main() {
   });
   const sorted = Float64Array.from(all).sort();
   const sum = (f) => stormed.reduce((a, s) => a + s[f], 0);
+  // Per second of sending: where the p99 comes from (a steady queue, or stalls).
+  const bySecond = new Map();
+  for (const r of results) {
+    r.latencies.forEach((ms, i) => {
+      const sec = r.sentSeconds[i];
+      let b = bySecond.get(sec);
+      if (!b) bySecond.set(sec, (b = { all: [], commit: [] }));
+      b.all.push(ms);
+      if (r.toCommit[i] >= 0) b.commit.push(r.toCommit[i]);
+    });
+  }
+  const first = Math.min(...bySecond.keys());
+  const timeline = [...bySecond.entries()].sort((a, b) => a[0] - b[0]).map(([sec, b]) => {
+    const a = Float64Array.from(b.all).sort();
+    const c = Float64Array.from(b.commit).sort();
+    return { t: sec - first, received: a.length, p50_ms: percentile(a, 50), p99_ms: percentile(a, 99), publish_to_commit_p99_ms: percentile(c, 99) };
+  });
   const report = {
     nodes: opt.nodes.length,
     connections: opt.connections,
@@ -105,9 +128,12 @@ async function main() {
       p99_ms: percentile(sorted, 99),
       max_ms: sorted[sorted.length - 1] ?? null,
       per_worker: perWorker,
+      timeline,
     },
   };
   console.log(JSON.stringify(report, null, 2));
+  const r0 = (x) => (x === null ? '-' : Math.round(x));
+  console.log(`p99 ms by second of sending (publish-to-commit part): ${timeline.map((x) => `${x.t}s ${r0(x.p99_ms)} (${r0(x.publish_to_commit_p99_ms)})`).join(', ')}`);
   if (opt.json) writeFileSync(opt.json, JSON.stringify(report, null, 2));
   process.exit(0);
 }
@@ -117,6 +143,9 @@ function worker() {
   process.on('disconnect', () => process.exit(0));
   const subs = [];
   const latencies = [];
+  // Beside each latency: the second it was sent in, its publish-to-commit part.
+  const sentSeconds = [];
+  const toCommitMs = [];
   const toCommit = new Histogram();
   const fromCommit = new Histogram();
   const loop = monitorEventLoopDelay({ resolution: 10 });
@@ -161,9 +190,11 @@ function worker() {
           gate,
           resume: false,
           record: (ms, _replayed, ts) => {
+            const now = nowMs();
             latencies.push(ms);
+            sentSeconds.push(Math.floor((now - ms) / 1000));
+            toCommitMs.push(typeof ts === 'number' ? ts - (now - ms) : -1);
             if (typeof ts === 'number') {
-              const now = nowMs();
               toCommit.add(Math.max(0, ts - (now - ms)));
               fromCommit.add(Math.max(0, now - ts));
             }
@@ -240,7 +271,7 @@ function worker() {
       if (!c.exact) inexact += 1;
       if (s.closed) closed += 1;
     }
-    return { expected, delivered, missed, disorder, inexact, closed, latencies };
+    return { expected, delivered, missed, disorder, inexact, closed, latencies, sentSeconds, toCommit: toCommitMs };
   }
 }
 

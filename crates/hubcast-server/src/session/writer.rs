@@ -39,7 +39,10 @@ pub async fn run(
     ping_every: Duration,
     close_code: fn(u16) -> u16,
 ) {
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + first_ping(ping_every), ping_every);
+    let mut ping = tokio::time::interval_at(
+        tokio::time::Instant::now() + first_ping(ping_every),
+        ping_every,
+    );
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // One wait for the end, registered once for the writer's whole life (not
     // once per wake-up), and polled only when there is nothing to write or a

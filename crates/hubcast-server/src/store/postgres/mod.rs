@@ -549,7 +549,9 @@ impl Store for PostgresStore {
             let client = self.client().await?;
             let names: Vec<&str> = rooms.iter().map(|r| r.as_str()).collect();
             let statement = client
-                .prepare_cached("SELECT name, epoch, head, pruned_through FROM rooms WHERE name = ANY($1)")
+                .prepare_cached(
+                    "SELECT name, epoch, head, pruned_through FROM rooms WHERE name = ANY($1)",
+                )
                 .await
                 .map_err(unavailable)?;
             let rows = client
