@@ -59,7 +59,9 @@ echo "== $CONNECTIONS connections from $WORKERS $CLIENT client processes to $ROO
 node "$here/storm.mjs" --nodes "$node_urls" --connections "$CONNECTIONS" --workers "$WORKERS" \
     --rooms "$ROOMS" --rate "$RATE" --seconds "$SECONDS_" --client "$CLIENT" --hubcast-bin "$HUBCAST_BIN" --json "$OUT/storm.json"
 for n in $(seq 1 "$NODES"); do
-    refusals=$(curl -s "${urls[$((n - 1))]}/metrics" | awk '/^hubcast_refusals_total/ {s += $2} END {print s + 0}')
+    # Each node's metrics at the end, for the reconcile, store and pool counters.
+    curl -s "${urls[$((n - 1))]}/metrics" >"$OUT/node$n.metrics" || true
+    refusals=$(awk '/^hubcast_refusals_total/ {s += $2} END {print s + 0}' "$OUT/node$n.metrics")
     warnings=$(grep -c '"refused"\|refused' "$OUT/node$n.log" || true)
     echo "node $n: hubcast_refusals_total $refusals, log lines about refusals $warnings"
 done

@@ -1,22 +1,27 @@
 //! The connection pool, kept within what PostgreSQL accepts.
 //!
-//! Every node opens up to `postgres.pool_size` connections (16 by default),
-//! and PostgreSQL accepts `max_connections` in all (100 by default, three of
-//! them reserved): six nodes on a stock server ask for more than it has. A
-//! pool that grows into that limit gets `too many clients` (SQLSTATE 53300)
-//! for the connection it tried to add, and deadpool hands that error to the
-//! caller — a publish answered 503 while the node holds a dozen working
-//! connections. Here such a refusal caps the pool at the connections it has,
-//! the caller waits for one of them instead, and the configured size is tried
-//! again a minute later (someone may have raised `max_connections`, or
-//! another client gone away).
+//! Every node opens up to `postgres.pool_size` connections (8 by default),
+//! and PostgreSQL accepts `max_connections` in all (100 by default): enough
+//! nodes on one server ask for more than it has. A pool that grows into that
+//! limit gets `too many clients` (SQLSTATE 53300) for the connection it tried
+//! to add, and deadpool hands that error to the caller — a publish answered
+//! 503 while the node holds working connections. Here such a refusal shrinks
+//! the pool to the connections it has, so the caller (and every later one)
+//! waits for one of them instead of trying to open another, and the
+//! configured size is tried again a minute later (someone may have raised
+//! `max_connections`, or another client gone away).
+//!
+//! Shrinking deadpool itself matters: while a pool was capped only in front of
+//! deadpool, every waiting caller kept opening connections PostgreSQL refused
+//! (a backend forked and turned away each time); in the issue 22 storm on
+//! 6 nodes that was a burst of refusals and a second-long stall of every
+//! commit on the machine.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Object, Pool, PoolError};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::error::SqlState;
 
 use crate::store::StoreError;
@@ -25,36 +30,20 @@ use crate::store::StoreError;
 /// tries to grow to its configured size again.
 const CAP_HOLD: Duration = Duration::from_secs(60);
 
-/// Connections to PostgreSQL: deadpool's pool behind a semaphore of its own,
-/// whose permits shrink to the connections PostgreSQL gave when it refuses
-/// another.
+/// A pooled connection; dereferences to the client.
+pub(super) type Connection = Object;
+
+/// Connections to PostgreSQL: deadpool's pool, shrunk to the connections
+/// PostgreSQL gave when it refuses another.
 #[derive(Clone)]
 pub(super) struct Connections {
     pool: Pool,
-    slots: Arc<Semaphore>,
-    /// A cap is being applied or held: one at a time.
+    /// The configured size, restored after a cap.
+    size: usize,
+    /// A cap is held: one at a time.
     capped: Arc<AtomicBool>,
     /// How long a caller waits for a connection (`postgres.timeout_ms`).
     wait: Duration,
-}
-
-/// A pooled connection and its slot; dereferences to the client.
-pub(super) struct Connection {
-    client: Object,
-    _slot: OwnedSemaphorePermit,
-}
-
-impl std::ops::Deref for Connection {
-    type Target = Object;
-    fn deref(&self) -> &Object {
-        &self.client
-    }
-}
-
-impl std::ops::DerefMut for Connection {
-    fn deref_mut(&mut self) -> &mut Object {
-        &mut self.client
-    }
 }
 
 impl Connections {
@@ -62,7 +51,7 @@ impl Connections {
         let size = pool.status().max_size;
         Connections {
             pool,
-            slots: Arc::new(Semaphore::new(size)),
+            size,
             capped: Arc::new(AtomicBool::new(false)),
             wait,
         }
@@ -72,74 +61,61 @@ impl Connections {
     pub(super) async fn get(&self) -> Result<Connection, StoreError> {
         let deadline = tokio::time::Instant::now() + self.wait;
         loop {
-            let slot = tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned())
+            let got = tokio::time::timeout_at(deadline, self.pool.get())
                 .await
                 .map_err(|_| {
                     StoreError::Unavailable(format!(
                         "no PostgreSQL connection was free within {} ms",
                         self.wait.as_millis()
                     ))
-                })?
-                .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
-            match self.pool.get().await {
-                Ok(client) => {
-                    return Ok(Connection {
-                        client,
-                        _slot: slot,
-                    })
-                }
+                })?;
+            match got {
+                Ok(client) => return Ok(client),
                 Err(err) if too_many_connections(&err) => {
-                    drop(slot);
                     let held = self.pool.status().size;
                     if held == 0 {
                         // Not one connection: nothing to wait for.
                         return Err(pool_unavailable(err));
                     }
+                    // From now on deadpool waits for one of the held
+                    // connections rather than opening another.
                     self.cap(held, &err);
-                    // Wait for a held connection (or for the cap to apply).
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(pool_unavailable(err));
-                    }
                 }
                 Err(err) => return Err(pool_unavailable(err)),
             }
         }
     }
 
-    /// Takes the slots above `held` out of use for [`CAP_HOLD`], then gives
-    /// them back. The excess is taken as callers return connections, so
-    /// nothing in flight is cut off.
+    /// Shrinks the pool to `held` for [`CAP_HOLD`], then gives it its
+    /// configured size back. Connections in use are not cut off.
     fn cap(&self, held: usize, err: &PoolError) {
         if self.capped.swap(true, Ordering::AcqRel) {
+            // Another caller's cap holds; it may be one connection larger
+            // than what is left now, which only means one more refusal.
+            self.pool.resize(held.min(self.pool.status().max_size));
             return;
         }
-        let configured = self.pool.status().max_size;
-        let excess = configured.saturating_sub(held);
         tracing::warn!(
             connections = held,
-            pool_size = configured,
+            pool_size = self.size,
             error = %describe(err),
             "PostgreSQL refused another connection: this node uses the {held} it has for {} s \
              (raise PostgreSQL's max_connections or lower postgres.pool_size on the nodes)",
             CAP_HOLD.as_secs()
         );
         crate::metrics::get().store_pool_caps.increment(1);
-        let slots = self.slots.clone();
-        let capped = self.capped.clone();
+        self.pool.resize(held);
+        let (pool, size, capped) = (self.pool.clone(), self.size, self.capped.clone());
         tokio::spawn(async move {
-            let Ok(taken) = slots.clone().acquire_many_owned(excess as u32).await else {
-                return;
-            };
-            taken.forget();
             tokio::time::sleep(CAP_HOLD).await;
-            slots.add_permits(excess);
+            if !pool.is_closed() {
+                pool.resize(size);
+            }
             capped.store(false, Ordering::Release);
         });
     }
 
     pub(super) fn close(&self) {
-        self.slots.close();
         self.pool.close();
     }
 }

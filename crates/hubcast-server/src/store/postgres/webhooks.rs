@@ -57,7 +57,7 @@ impl WebhookOutbox for PostgresStore {
         async move {
             self.bounded(async {
                 let client = self.client().await?;
-                insert(&*client, &messages).await?;
+                insert(&client, &messages).await?;
                 self.wake_workers(!messages.is_empty());
                 Ok(())
             })

@@ -113,7 +113,7 @@ pub(super) async fn append_batch<'a>(
     let mut client = pool.get().await?;
     match webhooks.filter(|w| w.any_wants(crate::webhook::EventKind::EventPublished)) {
         // One statement is its own transaction: one round trip.
-        None => append_batch_on(&*client, requests, None).await,
+        None => append_batch_on(&client, requests, None).await,
         Some(webhooks) => {
             let tx = client.transaction().await.map_err(unavailable)?;
             let outcomes = append_batch_on(&tx, requests, Some(webhooks)).await?;
