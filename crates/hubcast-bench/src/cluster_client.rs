@@ -1077,6 +1077,8 @@ mod tests {
         // fnv1a('') and fnv1a('a') of the 32-bit FNV-1a.
         assert_eq!(fnv1a(""), 0x811c_9dc5);
         assert_eq!(fnv1a("a"), 0xe40c_292c);
+        // cluster.mjs's fnv1a('cluster_1_2:5/1'), by node.
+        assert_eq!(fnv1a("cluster_1_2:5/1"), 2_334_677_365);
     }
 
     #[test]
