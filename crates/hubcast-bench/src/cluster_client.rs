@@ -315,14 +315,21 @@ fn fnv1a(text: &str) -> u32 {
 /// `spread` starts at (room + k) mod K, so a room's subscribers cover every
 /// node; `room-hash` ranks the nodes by rendezvous hash of (room, node), so
 /// they all start on one node and fail over together.
-fn node_order(placement: Placement, nodes: usize, room_name: &str, room: usize, k: usize) -> Vec<usize> {
+fn node_order(
+    placement: Placement,
+    nodes: usize,
+    room_name: &str,
+    room: usize,
+    k: usize,
+) -> Vec<usize> {
     match placement {
         Placement::Spread => (0..nodes).map(|i| (room + k + i) % nodes).collect(),
         Placement::RoomHash => {
-            let mut ranked: Vec<(u32, usize)> =
-                (0..nodes).map(|n| (fnv1a(&format!("{room_name}/{n}")), n)).collect();
+            let mut ranked: Vec<(u32, usize)> = (0..nodes)
+                .map(|n| (fnv1a(&format!("{room_name}/{n}")), n))
+                .collect();
             // Highest hash first; ties keep node order (a stable sort, as JS's).
-            ranked.sort_by(|a, b| b.0.cmp(&a.0));
+            ranked.sort_by_key(|&(hash, _)| std::cmp::Reverse(hash));
             ranked.into_iter().map(|(_, n)| n).collect()
         }
     }
@@ -398,7 +405,10 @@ fn connected(worker: &Option<Arc<Worker>>) -> anyhow::Result<Arc<Worker>> {
 }
 
 /// Sends `reply`'s value on stdout once it is ready.
-fn answer(out: &UnboundedSender<Value>, reply: impl std::future::Future<Output = Value> + Send + 'static) {
+fn answer(
+    out: &UnboundedSender<Value>,
+    reply: impl std::future::Future<Output = Value> + Send + 'static,
+) {
     let out = out.clone();
     tokio::spawn(async move {
         let _ = out.send(reply.await);
@@ -433,7 +443,12 @@ impl Worker {
     /// This process's share of the subscribers: subscriber g of the room mix
     /// (rooms in order, each room's subscribers k = 0..size) belongs to
     /// process g mod P, as in cluster.mjs.
-    fn new(w: usize, processes: usize, opt: ClusterOptions, sizes: Vec<usize>) -> anyhow::Result<Worker> {
+    fn new(
+        w: usize,
+        processes: usize,
+        opt: ClusterOptions,
+        sizes: Vec<usize>,
+    ) -> anyhow::Result<Worker> {
         let nodes = opt.urls.len();
         anyhow::ensure!(nodes > 0, "no node URLs");
         anyhow::ensure!(processes > 0, "P must be at least 1");
@@ -486,7 +501,9 @@ impl Worker {
     }
 
     fn is_down(&self, node: usize) -> bool {
-        self.down.get(node).is_some_and(|flag| flag.load(Ordering::Relaxed))
+        self.down
+            .get(node)
+            .is_some_and(|flag| flag.load(Ordering::Relaxed))
     }
 
     /// The nodes not known dead, in the order given.
@@ -597,7 +614,10 @@ impl Worker {
             };
             let room = rand::random_range(0..self.sizes.len());
             let alive = self.alive(0..self.opt.urls.len());
-            let node = alive.get((self.w + n as usize) % alive.len().max(1)).copied().unwrap_or(0);
+            let node = alive
+                .get((self.w + n as usize) % alive.len().max(1))
+                .copied()
+                .unwrap_or(0);
             let (worker, outcome) = (self.clone(), outcome.clone());
             pending.spawn(async move {
                 let result = worker.post(node, room).await;
@@ -617,7 +637,10 @@ impl Worker {
     /// (`STATUS code` from the error body, or the socket error).
     async fn post(&self, node: usize, room: usize) -> Result<u64, String> {
         let _socket = self.publish_sockets[node].acquire().await;
-        let url = format!("{}/v1/rooms/{}:{room}/events", self.opt.urls[node], self.opt.prefix);
+        let url = format!(
+            "{}/v1/rooms/{}:{room}/events",
+            self.opt.urls[node], self.opt.prefix
+        );
         let body = json!({"data": {"t": now_ms(), "w": self.w}});
         let response = self.http.post(url).json(&body).send().await;
         let response = response.map_err(|err| request_failure(&err))?;
@@ -627,7 +650,10 @@ impl Worker {
         if status == 201 {
             Ok(json["seq"].as_u64().unwrap_or(0))
         } else {
-            Err(format!("{status} {}", json["error"].as_str().unwrap_or("no-error-code")))
+            Err(format!(
+                "{status} {}",
+                json["error"].as_str().unwrap_or("no-error-code")
+            ))
         }
     }
 
@@ -708,8 +734,11 @@ impl Worker {
             .rooms
             .iter()
             .map(|(&r, x)| {
-                (r, json!({"inexact": x.inexact, "missed": x.missed,
-                    "duplicates": x.duplicates, "notLive": x.not_live}))
+                (
+                    r,
+                    json!({"inexact": x.inexact, "missed": x.missed,
+                    "duplicates": x.duplicates, "notLive": x.not_live}),
+                )
             })
             .collect();
         json!({"type": "checked", "subscribers": self.subscribers.len(), "live": c.live,
@@ -809,7 +838,10 @@ async fn session(worker: &Worker, sub: &Subscriber, settled: &UnboundedSender<()
     let code = match connected {
         Ok(socket) => read_until_closed(worker, sub, socket, &mut caught_up, settled).await,
         Err(err) => {
-            sub.stream.lock().unwrap().count_connect_error(connect_error(&err));
+            sub.stream
+                .lock()
+                .unwrap()
+                .count_connect_error(connect_error(&err));
             ABNORMAL_CLOSURE
         }
     };
@@ -896,7 +928,13 @@ struct Sent {
 /// epoch, `caught_up` makes the subscriber live (and times a resume),
 /// `reset` and a refusal before live count, events are checked in order and
 /// their latency recorded (as replayed before `caught_up` of a resume).
-fn on_frame(worker: &Worker, sub: &Subscriber, text: &str, caught_up: &mut bool, settled: &UnboundedSender<()>) {
+fn on_frame(
+    worker: &Worker,
+    sub: &Subscriber,
+    text: &str,
+    caught_up: &mut bool,
+    settled: &UnboundedSender<()>,
+) {
     // Every frame of this bench's rooms parses; one that did not would show
     // as a hole in the stream.
     let Ok(frame) = serde_json::from_str::<Frame>(text) else {
