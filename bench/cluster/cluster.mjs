@@ -2,7 +2,7 @@
 // through bench/wsload/wsload.mjs, shared with bench/storm).
 //
 // K `hubcast serve` nodes on one PostgreSQL + one NATS (bench/cluster/run.sh
-// starts them and passes --urls and --pids). The main process forks P client
+// starts them and passes --urls and --pids). The main process starts P client
 // processes, each spreading its sockets over 64 source addresses of its own
 // (127.{20+w}.0.1-64, `--sources`), which subscribe
 // with `/v1/rooms/{room}/ws?cursor=0` to a mix of fresh rooms (`--rooms
@@ -32,10 +32,18 @@
 // `--assert-exact`: exit 1 unless every subscriber is live and exact, nothing
 // lost or doubled, and (with a kill) every subscriber of the killed node
 // resumed. Never asserts a time.
+//
+// `--client node` (the default) forks this script's `worker()` as the client
+// processes; `--client rust --hubcast-bin PATH` runs `hubcast bench
+// cluster-client` (crates/hubcast-bench/src/cluster_client.rs) instead: the
+// same requests, subscriber semantics, checks and report, for a fraction of
+// the CPU. At 100,000 sockets the Node clients ate ~95% of one of this
+// machine's 2 cores, so the rate measured was the load generator's limit, not
+// the nodes'. The report records which client ran (`client`).
 import { writeFileSync } from 'node:fs';
 import http from 'node:http';
 import {
-  addCounts, forkWorkers, Gate, groupDelta, Histogram, httpGetJson, httpGetText, nowMs, parseArgs,
+  addCounts, forkWorkers, spawnWorkers, Gate, groupDelta, Histogram, httpGetJson, httpGetText, nowMs, parseArgs,
   pidsByName, post, procSample, sampleGroup, sourceAddress, Subscriber,
 } from '../wsload/wsload.mjs';
 
@@ -66,9 +74,12 @@ const DEFAULTS = {
 
 function options(argv) {
   const opt = parseArgs(argv, DEFAULTS, {
-    strings: ['urls', 'pids', 'rooms', 'json', 'prefix', 'placement', 'label'],
+    strings: ['urls', 'pids', 'rooms', 'json', 'prefix', 'placement', 'label', 'client', 'hubcast-bin'],
     flags: ['assert-exact'],
   });
+  opt.client = opt.client ?? 'node';
+  if (!['node', 'rust'].includes(opt.client)) throw new Error(`--client: node or rust, not ${opt.client}`);
+  if (opt.client === 'rust' && !opt['hubcast-bin']) throw new Error('--client rust needs --hubcast-bin');
   opt.urls = String(opt.urls ?? '').split(',').filter(Boolean);
   opt.pids = String(opt.pids ?? '').split(',').filter(Boolean).map(Number);
   if (opt.urls.length === 0) throw new Error('--urls URL,URL,… is required');
@@ -149,7 +160,11 @@ async function main() {
   };
   const workerState = new Map();
   let recent = { deliveries: 0, ok: 0, failed: 0, hist: new Histogram(), since: Date.now() };
-  const pool = forkWorkers(new URL(import.meta.url).pathname, P);
+  // The client processes: this script's Node workers, or `hubcast bench
+  // cluster-client` (the same requests and answers, a fraction of the CPU).
+  const pool = opt.client === 'rust'
+    ? spawnWorkers(opt['hubcast-bin'], ['bench', 'cluster-client'], P)
+    : forkWorkers(new URL(import.meta.url).pathname, P);
   pool.workers.forEach((child) => child.on('message', (msg) => {
     if (msg.type !== 'tick') return;
     const s = second(msg.at);
@@ -238,7 +253,7 @@ async function main() {
   const metricsPoll = setInterval(() => { metricsNow(); }, 5000);
 
   // ---- connect
-  log(`== ${total.toLocaleString('en-US')} subscribers in ${sizes.length.toLocaleString('en-US')} rooms (${opt.rooms}), ${P} client processes, ${K} nodes, placement ${opt.placement}, prefix ${prefix}`);
+  log(`== ${total.toLocaleString('en-US')} subscribers in ${sizes.length.toLocaleString('en-US')} rooms (${opt.rooms}), ${P} ${opt.client} client processes, ${K} nodes, placement ${opt.placement}, prefix ${prefix}`);
   mark('connect');
   const connectStart = Date.now();
   const connected = await pool.ask('connect', 'connected', (w) => ({ w, P, opt: { ...opt, prefix }, sizes }));
@@ -422,6 +437,7 @@ async function main() {
     nodes: K,
     urls: opt.urls,
     client_processes: P,
+    client: opt.client,
     rooms: opt.rooms,
     room_count: sizes.length,
     subscribers: total,
@@ -500,7 +516,7 @@ function printTable(r) {
   const out = [];
   const row = (k, v) => out.push(`${k.padEnd(38)} ${v}`);
   out.push('');
-  out.push(`cluster at scale: ${r.nodes} nodes, ${fmt(r.subscribers)} subscribers in ${fmt(r.room_count)} rooms (${r.rooms}), ${r.client_processes} client processes, placement ${r.placement}`);
+  out.push(`cluster at scale: ${r.nodes} nodes, ${fmt(r.subscribers)} subscribers in ${fmt(r.room_count)} rooms (${r.rooms}), ${r.client_processes} ${r.client} client processes, placement ${r.placement}`);
   row('connect', `${fmt(r.connect.seconds, 1)} s; connect errors ${JSON.stringify(r.connect.connect_errors)}; refusals ${JSON.stringify(r.connect.refusals_by_code)}`);
   for (const st of r.steps) {
     out.push('');

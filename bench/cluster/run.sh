@@ -13,9 +13,14 @@
 #   bench/cluster/run.sh --nodes 6 --rooms 1000x90,10x1000 --workers 6 --rate 1000 --seconds 60 \
 #       --kill-node 3 --kill-at 30                   # the 100k run of BENCHMARKS.md
 #   bench/cluster/run.sh --nodes 3 --rooms 100x90 --find-rate 500 --step-seconds 20
+#   bench/cluster/run.sh --client rust …             # client processes in Rust
 #
 # Options of this script (the others go to cluster.mjs; see its header):
 #   --nodes K        nodes to start (default 3)
+#   --client C       `node` (default: npm `ws` workers) or `rust` (`hubcast bench
+#                    cluster-client` of HUBCAST_BIN, the same requests and report
+#                    for a fraction of the CPU: at 100,000 sockets the Node
+#                    clients ate ~95% of one of this machine's 2 cores)
 #   --out DIR        where the JSON, the logs and the plot go (default target/bench/cluster)
 #   --port-base P    the nodes listen on the first K free ports from P (default 22000)
 #   --no-plot        no PNG
@@ -35,6 +40,7 @@ PLOT=1
 JSON=""
 pass=()
 kill_node=0
+client=node
 rooms="1000x90,10x1000"
 while (($#)); do
     case "$1" in
@@ -45,6 +51,7 @@ while (($#)); do
         --json) JSON=$2; shift 2 ;;
         --kill-node) kill_node=$2; pass+=("$1" "$2"); shift 2 ;;
         --rooms) rooms=$2; pass+=("$1" "$2"); shift 2 ;;
+        --client) client=$2; pass+=("$1" "$2"); shift 2 ;;
         --assert-exact) pass+=("$1"); shift ;;
         --*) pass+=("$1" "$2"); shift 2 ;;
         *) echo "unexpected argument: $1" >&2; exit 2 ;;
@@ -65,7 +72,9 @@ if [[ -z "${HUBCAST_BIN:-}" ]]; then
     (cd "$repo" && cargo build --release --quiet -p hubcast)
     HUBCAST_BIN=$repo/target/release/hubcast
 fi
-# The clients (npm `ws`) are bench/wsload's, shared with bench/storm.
+# The Rust clients are this build's `hubcast bench cluster-client`.
+[[ $client == rust ]] && pass+=(--hubcast-bin "$HUBCAST_BIN")
+# The Node clients (npm `ws`) are bench/wsload's, shared with bench/storm.
 [[ -d "$repo/bench/wsload/node_modules/ws" ]] || (cd "$repo/bench/wsload" && npm ci --no-audit --no-fund --silent)
 
 # Every socket is a file: a node holds its share of the subscribers, and
@@ -98,7 +107,7 @@ for n in $(seq 1 "$NODES"); do
 done
 node_urls=$(IFS=,; echo "${urls[*]}")
 node_pids=$(IFS=,; echo "${pids[*]}")
-echo "== $NODES nodes ($("$HUBCAST_BIN" --version 2>/dev/null || echo hubcast)) on $node_urls, schema $SCHEMA"
+echo "== $NODES nodes ($("$HUBCAST_BIN" --version 2>/dev/null || echo hubcast)) on $node_urls, schema $SCHEMA, $client clients"
 echo "== load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 status=0

@@ -32,6 +32,8 @@ def rows(path):
                            for x in res["nodes"])
         kill = f", node {st['kill']['node']} killed at {st['kill']['at_s']:.0f} s" if st.get("kill") else ""
         label = r.get("label") or r["date"][:16]
+        if r.get("client", "node") != "node":
+            label += f" ({r['client']} clients)"
         resumes = f"{r['resumes']['total']:,}" if st.get("kill") else "–"
         yield (f"| {label}{kill} | {r['nodes']} | {r['subscribers']:,} ({r['rooms']}, {r['placement']}) "
                f"| {st['rate']:,} → {n(p['achieved_per_s'])} ({failed}) | {n(d['per_s'])} "

@@ -3,6 +3,7 @@
 //! writes machine-readable JSON. With `--spawn` it starts a server in this
 //! process on a temporary SQLite store, so one command measures end to end.
 
+mod cluster_client;
 mod cpu;
 mod delivery;
 mod fanout;
@@ -54,6 +55,9 @@ pub enum Scenario {
     /// One client process of bench/storm (requests on stdin, answers on stdout).
     #[command(hide = true)]
     StormClient,
+    /// One client process of bench/cluster (requests on stdin, answers on stdout).
+    #[command(hide = true)]
+    ClusterClient,
 }
 
 /// How a client reaches a server that has auth on or sits behind TLS: the
@@ -236,15 +240,20 @@ pub async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Option<Re
             idle::client(options).await?;
             return Ok(None);
         }
-        Scenario::StormClient => {
+        Scenario::StormClient | Scenario::ClusterClient => {
+            let cluster = matches!(scenario, Scenario::ClusterClient);
             // On one thread: cheaper per frame than a work-stealing runtime
             // (no cross-thread wake-ups), and several of these processes
             // share the machine's cores anyway.
-            tokio::task::spawn_blocking(|| {
-                tokio::runtime::Builder::new_current_thread()
+            tokio::task::spawn_blocking(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
-                    .build()?
-                    .block_on(storm::client())
+                    .build()?;
+                if cluster {
+                    runtime.block_on(cluster_client::client())
+                } else {
+                    runtime.block_on(storm::client())
+                }
             })
             .await??;
             return Ok(None);
@@ -283,7 +292,9 @@ pub async fn run(scenario: Scenario, common: Common) -> anyhow::Result<Option<Re
         Scenario::Floor(options) => {
             tokio::task::spawn_blocking(move || floor::run(&options)).await??
         }
-        Scenario::IdleClient(_) | Scenario::StormClient => unreachable!("handled above"),
+        Scenario::IdleClient(_) | Scenario::StormClient | Scenario::ClusterClient => {
+            unreachable!("handled above")
+        }
     };
     if let Some(server) = spawned {
         server.stop().await;
