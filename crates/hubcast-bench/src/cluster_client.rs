@@ -21,10 +21,10 @@
 //! hubcast's protocol crate: this is an independent client.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -33,9 +33,12 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
-use tokio_tungstenite::tungstenite;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::load_client::{
+    connect, connect_error, now_ms, request_failure, socket_error, source_address, Frame, Sent,
+    Socket,
+};
 
 /// The options of cluster.mjs this process reads (its `opt`, sent with `connect`).
 #[derive(Debug, Clone, Deserialize)]
@@ -89,21 +92,11 @@ enum Request {
     Unknown,
 }
 
-/// The Node client's handshake deadline (`ws`'s `handshakeTimeout`).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The Node client's publish deadline (wsload.mjs's `post`).
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 /// The Node client's keep-alive agent opens at most this many sockets per
 /// node (`maxSockets`); more publishes wait for one.
 const PUBLISH_SOCKETS_PER_NODE: usize = 64;
-
-/// Milliseconds since the Unix epoch: the clock the publishers put in
-/// `data.t`, on the same machine as the subscribers.
-fn now_ms() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-}
 
 // ---------------------------------------------------------------- histogram
 
@@ -801,15 +794,7 @@ fn add_counts(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
     }
 }
 
-/// The source address of a process's socket number `i`:
-/// `127.{block + w}.0.{1..sources}`, as wsload.mjs's `sourceAddress`.
-fn source_address(block: usize, w: usize, i: usize, sources: usize) -> Ipv4Addr {
-    Ipv4Addr::new(127, (block + w) as u8, 0, (1 + i % sources.max(1)) as u8)
-}
-
 // ---------------------------------------------------------------- one subscriber's sockets
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 /// One subscriber for the life of the process: a socket, and when it closes
 /// the next one, from the last seq its stream holds.
@@ -893,37 +878,6 @@ async fn read_until_closed(
     ABNORMAL_CLOSURE
 }
 
-/// The fields of a server frame this client reads.
-#[derive(Deserialize)]
-struct Frame<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: &'a str,
-    #[serde(default)]
-    seq: u64,
-    #[serde(default)]
-    data: Option<Sent>,
-    #[serde(default)]
-    epoch: Option<String>,
-    #[serde(default)]
-    code: Option<String>,
-    #[serde(default)]
-    events: Vec<BatchItem>,
-}
-
-#[derive(Deserialize)]
-struct BatchItem {
-    seq: u64,
-    #[serde(default)]
-    data: Option<Sent>,
-}
-
-/// The event payload cluster.mjs's publishers send: their clock at the send.
-#[derive(Deserialize)]
-struct Sent {
-    #[serde(default)]
-    t: Option<f64>,
-}
-
 /// One frame, as wsload.mjs's `Subscriber` takes it: `subscribed` sets the
 /// epoch, `caught_up` makes the subscriber live (and times a resume),
 /// `reset` and a refusal before live count, events are checked in order and
@@ -989,105 +943,6 @@ fn record(worker: &Worker, data: Option<&Sent>, replayed: bool) {
         let ms = now_ms() - sent;
         worker.recorder.lock().unwrap().delivery(ms, replayed);
     }
-}
-
-/// TCP from `source` to `node`, then the WebSocket handshake, within the Node
-/// client's handshake deadline.
-async fn connect(url: &str, node: &str, source: Ipv4Addr) -> anyhow::Result<Socket> {
-    let authority = node.trim_start_matches("http://").trim_end_matches('/');
-    let address: SocketAddr = authority.parse()?;
-    let handshake = async {
-        let tcp = tokio::net::TcpSocket::new_v4()?;
-        tcp.bind((source, 0).into())?;
-        let stream = tcp.connect(address).await?;
-        stream.set_nodelay(true)?;
-        // tungstenite's default buffers (a 128 KiB read buffer per socket)
-        // made the storm client spend half its time zeroing fresh pages; the
-        // frames here are a few hundred bytes.
-        let config = WebSocketConfig::default()
-            .read_buffer_size(4 * 1024)
-            .write_buffer_size(0);
-        let (socket, _) =
-            tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await?;
-        anyhow::Ok(socket)
-    };
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await?
-}
-
-/// A failed connect by the key the Node client counts it under (`err.code`,
-/// else `err.message` of `ws`): `ECONNREFUSED`, `Unexpected server response: 503`, ….
-fn connect_error(err: &anyhow::Error) -> String {
-    if err.is::<tokio::time::error::Elapsed>() {
-        return "Opening handshake has timed out".to_owned();
-    }
-    if let Some(io) = err.downcast_ref::<std::io::Error>() {
-        return errno_name(io);
-    }
-    if let Some(ws) = err.downcast_ref::<tungstenite::Error>() {
-        return socket_error(ws).unwrap_or_else(|| "ECONNRESET".to_owned());
-    }
-    err.to_string()
-}
-
-/// A socket error as Node's `ws` would report it, or `None` where it would
-/// only close (the peer ended the connection without a close frame).
-fn socket_error(err: &tungstenite::Error) -> Option<String> {
-    use tungstenite::error::ProtocolError;
-    match err {
-        tungstenite::Error::ConnectionClosed
-        | tungstenite::Error::AlreadyClosed
-        | tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
-        tungstenite::Error::Io(io) => Some(errno_name(io)),
-        tungstenite::Error::Http(response) => Some(format!(
-            "Unexpected server response: {}",
-            response.status().as_u16()
-        )),
-        other => Some(other.to_string()),
-    }
-}
-
-/// A failed publish's reason as wsload.mjs's `post` gives it: `timeout`, or
-/// the socket error's code.
-fn request_failure(err: &reqwest::Error) -> String {
-    if err.is_timeout() {
-        return "timeout".to_owned();
-    }
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            return errno_name(io);
-        }
-        // Node's "socket hang up": the connection closed before the response.
-        if cause
-            .downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_incomplete_message)
-        {
-            return "ECONNRESET".to_owned();
-        }
-        source = cause.source();
-    }
-    err.to_string()
-}
-
-/// An I/O error by its errno name, as Node's `err.code` (`ECONNREFUSED`, …).
-fn errno_name(err: &std::io::Error) -> String {
-    use std::io::ErrorKind;
-    let name = match err.kind() {
-        ErrorKind::ConnectionRefused => "ECONNREFUSED",
-        ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof => "ECONNRESET",
-        ErrorKind::ConnectionAborted => "ECONNABORTED",
-        ErrorKind::AddrInUse => "EADDRINUSE",
-        ErrorKind::AddrNotAvailable => "EADDRNOTAVAIL",
-        ErrorKind::TimedOut => "ETIMEDOUT",
-        ErrorKind::BrokenPipe => "EPIPE",
-        // Linux's numbers for the two a load generator meets.
-        _ => match err.raw_os_error() {
-            Some(24) => "EMFILE",
-            Some(23) => "ENFILE",
-            _ => return err.to_string(),
-        },
-    };
-    name.to_owned()
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod delivery;
 mod fanout;
 mod floor;
 mod idle;
+mod load_client;
 mod publish;
 mod replay;
 mod rooms;

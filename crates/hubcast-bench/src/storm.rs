@@ -17,9 +17,9 @@
 //! frames with its own minimal JSON view, not hubcast's protocol crate.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
@@ -27,8 +27,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::Semaphore;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::load_client::{
+    connect, connect_error, now_ms, request_failure, source_address, Frame, Sent,
+};
 
 /// The storm's options, as storm.mjs sends them (its `opt`).
 #[derive(Debug, Clone, Deserialize)]
@@ -105,47 +108,6 @@ struct Latencies {
     to_commit_ms: Vec<f64>,
 }
 
-/// Milliseconds since the Unix epoch: the clock storm.mjs's publishers put in
-/// `data.t`, and the store's `ts`, on one machine.
-fn now_ms() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-}
-
-/// The fields of a server frame this client reads.
-#[derive(Deserialize)]
-struct Frame<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: &'a str,
-    #[serde(default)]
-    seq: u64,
-    #[serde(default)]
-    ts: Option<f64>,
-    #[serde(default)]
-    data: Option<Sent>,
-    #[serde(default, borrow)]
-    code: Option<&'a str>,
-    #[serde(default)]
-    events: Vec<BatchItem>,
-}
-
-#[derive(Deserialize)]
-struct BatchItem {
-    seq: u64,
-    #[serde(default)]
-    ts: Option<f64>,
-    #[serde(default)]
-    data: Option<Sent>,
-}
-
-/// The event payload storm.mjs's publishers send: their clock at the send.
-#[derive(Deserialize)]
-struct Sent {
-    #[serde(default)]
-    t: Option<f64>,
-}
-
 /// The process: requests on stdin, answers on stdout, until stdin closes.
 pub async fn client() -> anyhow::Result<()> {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
@@ -210,8 +172,7 @@ async fn storm(
         let room = g % opt.rooms;
         // Subscribers of one room land on every node in turn.
         let node = opt.nodes[(g / opt.rooms) % opt.nodes.len()].clone();
-        // 127.{1 + w}.0.{1..sources}, as wsload's sourceAddress.
-        let source = Ipv4Addr::new(127, (1 + w) as u8, 0, (1 + i % opt.sources.max(1)) as u8);
+        let source = source_address(1, w, i, opt.sources);
         let stream = Arc::new(Mutex::new(Stream {
             next: 1,
             ..Stream::default()
@@ -261,7 +222,7 @@ async fn subscribe(
         Ok(socket) => socket,
         Err(err) => {
             let mut s = stream.lock().unwrap();
-            s.connect_error = Some(connect_error_kind(&err));
+            s.connect_error = Some(connect_error(&err));
             settle(&mut s, State::Failed);
             return;
         }
@@ -281,7 +242,7 @@ async fn subscribe(
             "caught_up" => settle(&mut s, State::Live),
             "reset" => s.resets += 1,
             "error" if s.state == State::Connecting => {
-                s.refusal = Some(frame.code.unwrap_or("no-code").to_owned());
+                s.refusal = Some(frame.code.unwrap_or_else(|| "no-code".to_owned()));
                 settle(&mut s, State::Refused);
             }
             "event" => accept(&mut s, frame.seq, frame.ts, frame.data.as_ref(), latencies),
@@ -296,42 +257,6 @@ async fn subscribe(
     let mut s = stream.lock().unwrap();
     s.closed = true;
     settle(&mut s, State::Failed);
-}
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
-
-async fn connect(url: &str, node: &str, source: Ipv4Addr) -> anyhow::Result<Socket> {
-    let authority = node.trim_start_matches("http://").trim_end_matches('/');
-    let address: SocketAddr = authority.parse()?;
-    let tcp = tokio::net::TcpSocket::new_v4()?;
-    tcp.bind((source, 0).into())?;
-    let stream = tcp.connect(address).await?;
-    stream.set_nodelay(true)?;
-    // tungstenite's default buffers (a 128 KiB read buffer per socket) made
-    // this process spend half its time zeroing fresh pages for 17,000
-    // sockets; the frames here are a few hundred bytes.
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(0);
-    // The same handshake deadline the Node client gives itself.
-    let (socket, _) = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio_tungstenite::client_async_with_config(url, stream, Some(config)),
-    )
-    .await??;
-    Ok(socket)
-}
-
-/// A failed connect's kind, like Node's `err.code` (`ECONNRESET`, …).
-fn connect_error_kind(err: &anyhow::Error) -> String {
-    if let Some(io) = err.downcast_ref::<std::io::Error>() {
-        return format!("{:?}", io.kind());
-    }
-    if err.is::<tokio::time::error::Elapsed>() {
-        return "timeout".to_owned();
-    }
-    let text = err.to_string();
-    text.split(':').next().unwrap_or(&text).to_owned()
 }
 
 fn accept(
@@ -436,9 +361,7 @@ async fn publish(w: usize, opt: &StormOptions) -> anyhow::Result<Value> {
                         body["error"].as_str().unwrap_or("no-error-code")
                     )
                 }
-                Err(err) if err.is_timeout() => "timeout".to_owned(),
-                Err(err) if err.is_connect() => "connect".to_owned(),
-                Err(err) => format!("request: {err}"),
+                Err(err) => request_failure(&err),
             };
             *reasons.lock().unwrap().entry(reason).or_default() += 1;
         });
