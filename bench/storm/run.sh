@@ -4,7 +4,9 @@
 # CONNECTIONS WebSockets from WORKERS client processes (npm `ws`, no retries)
 # subscribing with ?cursor=0 to ROOMS fresh rooms, then RATE durable publishes/s
 # for SECONDS. Prints and writes (OUT/storm.json) refusals, exactness and
-# publish-to-receive latency; failed publishes by reason.
+# publish-to-receive latency (overall, per client process, and per second of
+# sending); failed publishes by reason. Keeps each node's log and its final
+# /metrics in OUT (nodeN.log, nodeN.metrics).
 #
 #   bench/storm/run.sh                       # 6 nodes, 102,000 connections
 #   NODES=3 CONNECTIONS=15000 ROOMS=1000 RATE=2000 bench/storm/run.sh
