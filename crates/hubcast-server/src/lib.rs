@@ -64,6 +64,7 @@ mod roster;
 mod server;
 mod session;
 mod shutdown;
+mod socket;
 mod stats;
 pub mod store;
 #[cfg(feature = "testing")]

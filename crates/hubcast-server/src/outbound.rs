@@ -1,9 +1,14 @@
-//! A session's outbound side as others see it: the bounded frame queue and the
-//! switch that closes the session with a code.
+//! A session's outbound side as others see it: where its frames go (the
+//! socket itself, or a bounded queue a writer task drains) and the switch
+//! that closes the session with a code.
 //!
 //! Hubs hold an [`Outbound`] per subscriber and only ever `offer` to it: a full
 //! queue never makes a hub wait; it closes that session as a slow consumer
 //! (4009), and its client resumes from its cursor, losing nothing.
+//!
+//! hubcast's own WebSocket sessions take frames on their [`DirectSocket`]
+//! (written at once when nothing waits ahead, else backlogged, within the
+//! same limit); Pusher and SSE sessions through a queue and their writer.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
@@ -15,6 +20,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::codes::close;
+use crate::socket::{DirectSocket, Frame, Offered};
 
 /// How often a wait for queue room looks again without a wake-up.
 const ROOM_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
@@ -92,11 +98,28 @@ pub enum Offer {
 }
 
 /// The handle hubs use to send frames to one session.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Outbound {
     pub session_id: u64,
-    frames: mpsc::Sender<Utf8Bytes>,
+    route: Route,
     control: Arc<SessionControl>,
+}
+
+/// Where a session's frames go.
+#[derive(Clone)]
+enum Route {
+    /// A queue its writer task drains (Pusher, SSE).
+    Queue(mpsc::Sender<Utf8Bytes>),
+    /// Its socket, written by whoever offers (hubcast's WebSocket).
+    Socket(Arc<DirectSocket>),
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound")
+            .field("session_id", &self.session_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Outbound {
@@ -107,20 +130,72 @@ impl Outbound {
     ) -> Outbound {
         Outbound {
             session_id,
-            frames,
+            route: Route::Queue(frames),
             control,
         }
     }
 
-    /// Queues a frame without waiting. A full queue cuts the session (4009).
+    /// The outbound side of a session that writes its socket directly.
+    pub fn direct(
+        session_id: u64,
+        socket: Arc<DirectSocket>,
+        control: Arc<SessionControl>,
+    ) -> Outbound {
+        Outbound {
+            session_id,
+            route: Route::Socket(socket),
+            control,
+        }
+    }
+
+    /// Sends a frame without waiting. A full queue cuts the session (4009).
     pub fn offer(&self, frame: Utf8Bytes) -> Offer {
-        match self.frames.try_send(frame) {
-            Ok(()) => Offer::Queued,
-            Err(TrySendError::Full(_)) => {
+        match &self.route {
+            Route::Queue(frames) => match frames.try_send(frame) {
+                Ok(()) => Offer::Queued,
+                Err(TrySendError::Full(_)) => {
+                    self.control.close(close::SLOW_CONSUMER, "slow consumer");
+                    Offer::SlowConsumer
+                }
+                Err(TrySendError::Closed(_)) => Offer::Closed,
+            },
+            Route::Socket(socket) => self.socket_offered(socket.offer(Frame::text(frame.into()))),
+        }
+    }
+
+    /// As `offer`, but never written by the caller: a socket's writer task
+    /// writes it, with whatever else is waiting by then (a hub that is
+    /// behind; see `hub::Pace`).
+    pub fn offer_to_writer(&self, frame: Utf8Bytes) -> Offer {
+        let Route::Socket(socket) = &self.route else {
+            return self.offer(frame);
+        };
+        self.socket_offered(socket.offer_to_writer(Frame::text(frame.into())))
+    }
+
+    fn socket_offered(&self, offered: Offered) -> Offer {
+        match offered {
+            Offered::Taken => Offer::Queued,
+            Offered::Full => {
                 self.control.close(close::SLOW_CONSUMER, "slow consumer");
                 Offer::SlowConsumer
             }
-            Err(TrySendError::Closed(_)) => Offer::Closed,
+            Offered::Closed => {
+                // Closed by its session, or a write failed: the peer is gone.
+                self.control.token.cancel();
+                Offer::Closed
+            }
+        }
+    }
+
+    /// Room left in the queue or backlog, in frames, and its limit.
+    fn room(&self) -> (usize, usize) {
+        match &self.route {
+            Route::Queue(frames) => (frames.capacity(), frames.max_capacity()),
+            Route::Socket(socket) => {
+                let limit = socket.limit();
+                (limit.saturating_sub(socket.backlog_len()), limit)
+            }
         }
     }
 
@@ -130,18 +205,40 @@ impl Outbound {
     /// lose, and a client that falls behind is better served by skipping a
     /// typing indicator than by a reconnect.
     pub fn offer_droppable(&self, frame: Utf8Bytes) -> bool {
-        if self.frames.capacity() <= self.frames.max_capacity() / 2 {
+        let (room, limit) = self.room();
+        if room <= limit / 2 {
             return false;
         }
-        self.frames.try_send(frame).is_ok()
+        match &self.route {
+            Route::Queue(frames) => frames.try_send(frame).is_ok(),
+            Route::Socket(socket) => socket.offer(Frame::text(frame.into())) == Offered::Taken,
+        }
     }
 
     /// Queues a frame, waiting for room. Only the session's own task may wait
     /// like this (replay, answers to its client's requests); hubs must `offer`.
     pub async fn send(&self, frame: Utf8Bytes) -> bool {
-        tokio::select! {
-            sent = self.frames.send(frame) => sent.is_ok(),
-            _ = self.control.token.cancelled() => false,
+        match &self.route {
+            Route::Queue(frames) => tokio::select! {
+                sent = frames.send(frame) => sent.is_ok(),
+                _ = self.control.token.cancelled() => false,
+            },
+            Route::Socket(socket) => {
+                let mut frame = Frame::text(frame.into());
+                loop {
+                    self.wait_for_room(1).await;
+                    if self.control.token.is_cancelled() {
+                        return false;
+                    }
+                    // Only this session's own task waits, but a hub may have
+                    // taken the slot meanwhile: then wait again.
+                    match socket.offer_if_room(frame) {
+                        Ok(()) => return true,
+                        Err(Some(back)) => frame = back,
+                        Err(None) => return false,
+                    }
+                }
+            }
         }
     }
 
@@ -150,20 +247,20 @@ impl Outbound {
     /// that catches up on a backlog in one room while it follows others live
     /// is not cut as a slow consumer by its own replay.
     pub async fn send_replayed(&self, frame: Utf8Bytes) -> bool {
-        self.wait_for_room(self.frames.max_capacity() / 2 + 1).await;
+        self.wait_for_room(self.room().1 / 2 + 1).await;
         self.send(frame).await
     }
 
     /// Waits until at least `n` frames fit in the queue (or the session ends),
     /// without claiming any slot meanwhile (see `SessionControl::drained`).
     pub async fn wait_for_room(&self, n: usize) {
-        let n = n.min(self.frames.max_capacity());
+        let n = n.min(self.room().1);
         loop {
             let drained = self.control.drained.notified();
             tokio::pin!(drained);
             drained.as_mut().enable();
             self.control.room_wanted.store(true, Ordering::SeqCst);
-            if self.frames.capacity() >= n || self.control.token.is_cancelled() {
+            if self.room().0 >= n || self.control.token.is_cancelled() {
                 self.control.room_wanted.store(false, Ordering::SeqCst);
                 return;
             }

@@ -158,6 +158,12 @@ impl Lingering {
         }
     }
 
+    /// The socket, for a connection upgraded to a WebSocket (whose session
+    /// lingers on its own close).
+    pub fn into_tcp(self) -> TcpStream {
+        self.tcp
+    }
+
     /// Reads and discards input until the client closes or a bound is hit.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let Linger::Draining { drained, until } = &mut self.state else {

@@ -5,14 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Query, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::access;
 use super::error::ApiError;
-use super::extract::{RoomPath, Upgrade};
+use super::extract::{RawUpgrade, RoomPath};
 use crate::auth::hooks::{ConnectHookMode, ConnectRequest, HookRefusal};
 use crate::auth::Principal;
 use crate::node::Node;
@@ -51,7 +51,7 @@ pub async fn multiplexed(
     headers: HeaderMap,
     query: Result<Query<SocketQuery>, QueryRejection>,
     RawQuery(raw_query): RawQuery,
-    Upgrade(upgrade): Upgrade,
+    upgrade: RawUpgrade,
 ) -> Result<Response, ApiError> {
     let Query(query) = query
         .map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
@@ -92,7 +92,7 @@ pub async fn room(
     RoomPath(room): RoomPath,
     query: Result<Query<RoomSocketQuery>, QueryRejection>,
     RawQuery(raw_query): RawQuery,
-    Upgrade(upgrade): Upgrade,
+    upgrade: RawUpgrade,
 ) -> Result<Response, ApiError> {
     let Query(query) = query
         .map_err(|rejection| ApiError::new(ErrorCode::InvalidParameter, rejection.body_text()))?;
@@ -228,30 +228,39 @@ async fn admit(node: &Node, request: &UpgradeRequest<'_>) -> Result<Admission, A
 
 fn upgrade_session(
     node: Arc<Node>,
-    upgrade: WebSocketUpgrade,
+    upgrade: RawUpgrade,
     first: Option<SubscribeRequest>,
     admission: Admission,
 ) -> Response {
     let max_frame = node.config.limits.max_event_bytes + FRAME_OVERHEAD;
-    // Boxed: axum keeps this callback's captures in the upgrade task for the
-    // connection's whole life; a box is freed once the session has opened.
-    let start = Box::new((node, first, admission));
     // Small buffers keep idle sockets cheap. The read buffer is allocated up
     // front for every socket and clients send little; a larger frame makes
     // tungstenite reserve its whole length at once, so a small buffer costs
     // no extra reads. 4 KiB → 1 KiB took an idle connection from 18.0 to
     // 14.7 KiB of server RSS, 1 KiB → 512 B saved another ~0.5 KiB (`bench
-    // idle`, BENCHMARKS.md). Frames queued together are written together:
-    // the writer feeds a burst and flushes once, and up to 8 KiB of it leaves
-    // in one write.
-    upgrade
+    // idle`, BENCHMARKS.md). tungstenite writes only its pongs and close
+    // replies, each at once (the session's frames go out through the
+    // socket's own writes).
+    let config = WebSocketConfig::default()
         .read_buffer_size(512)
-        .write_buffer_size(8 * 1024)
-        .max_message_size(max_frame)
-        .max_frame_size(max_frame)
-        .on_upgrade(move |socket| {
-            let (node, first, admission) = *start;
-            let sessions = node.sessions.clone();
-            sessions.track_future(session::run(node, socket, first, admission))
-        })
+        .write_buffer_size(0)
+        .max_message_size(Some(max_frame))
+        .max_frame_size(Some(max_frame));
+    let response = upgrade.switching_protocols();
+    // Boxed: the task keeps these for the connection's whole life; a box is
+    // freed once the session has opened.
+    let start = Box::new((node, first, admission));
+    tokio::spawn(async move {
+        let Some((tcp, prefix)) = upgrade.into_tcp().await else {
+            return;
+        };
+        let (node, first, admission) = *start;
+        let limit = node.config.limits.outbound_queue;
+        let connection = crate::socket::accept(tcp, prefix, limit, config).await;
+        let sessions = node.sessions.clone();
+        sessions
+            .track_future(session::run(node, connection, first, admission))
+            .await;
+    });
+    response
 }

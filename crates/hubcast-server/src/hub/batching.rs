@@ -83,7 +83,7 @@ impl Hub {
             pending.events.iter().filter_map(|e| e.origin).collect()
         };
         let mut events_offered = 0u64;
-        let (_, gone) = offer_all(&mut self.subscribers, |sub| {
+        let (_, gone) = offer_all(&mut self.subscribers, true, |sub| {
             let session = sub.out.session_id;
             if sub.skip_through >= last || sub.pusher.is_some() {
                 // Pusher subscribers had these events one by one.

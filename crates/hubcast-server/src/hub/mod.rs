@@ -154,6 +154,8 @@ pub(super) struct Hub {
     /// `false`: a socket publish is not delivered to the session that sent it.
     echo: bool,
     pending: Pending,
+    /// Whether the next broadcast writes the sockets itself (see [`Pace`]).
+    pace: Pace,
     /// The epoch of the log this hub restarted with after a deletion, so a
     /// second notice of the same deletion is not a second `reset`.
     restarted: Option<String>,
@@ -204,6 +206,7 @@ pub(crate) fn spawn(
         batching,
         echo,
         pending: Pending::default(),
+        pace: Pace::default(),
         restarted: None,
         presence: None,
         subscriber_count: subscriber_count.clone(),
@@ -742,7 +745,7 @@ impl Hub {
             sub.skip_through = 0;
         }
         // Pusher has no resets: its subscribers just go on with the new log.
-        let (_, gone) = offer_all(&mut self.subscribers, |sub| {
+        let (_, gone) = offer_all(&mut self.subscribers, true, |sub| {
             sub.pusher.is_none().then(|| reset.clone())
         });
         self.members_left(gone);
@@ -804,7 +807,7 @@ impl Hub {
         // subscribers at once: Pusher has no batches).
         let mut pusher_frame = PusherFrame::default();
         if self.batching.is_some() && !self.subscribers.is_empty() {
-            let (_, gone) = offer_all(&mut self.subscribers, |sub| {
+            let (_, gone) = offer_all(&mut self.subscribers, true, |sub| {
                 let wire = sub.pusher.as_ref()?;
                 (seq > sub.skip_through).then_some(())?;
                 pusher_frame.for_sub(wire, &event.data)
@@ -817,7 +820,8 @@ impl Hub {
         let started = std::time::Instant::now();
         // The shared frame goes to everyone but the sender of a no-echo room.
         let skip = if self.echo { None } else { event.origin };
-        let (offered, gone) = offer_all(&mut self.subscribers, |sub| {
+        let write_now = self.pace.write_now(started);
+        let (offered, gone) = offer_all(&mut self.subscribers, write_now, |sub| {
             if seq <= sub.skip_through || Some(sub.out.session_id) == skip {
                 return None;
             }
@@ -826,6 +830,7 @@ impl Hub {
                 Some(wire) => pusher_frame.for_sub(wire, &event.data),
             }
         });
+        self.pace.broadcast_ended(started);
         self.note_broadcast(started, offered, frame.len(), std::slice::from_ref(&ts));
         self.members_left(gone);
     }
@@ -911,9 +916,12 @@ fn cache_frame(wire: &PusherWire, last_event: Option<&Event>) -> Option<Utf8Byte
 
 /// Offers `frame_for(sub)` to every subscriber it returns a frame for; drops
 /// the subscribers whose queue refused. Returns the number of frames offered
-/// and the presence members of the dropped subscribers.
+/// and the presence members of the dropped subscribers. `write_now`: write
+/// each socket with nothing waiting at once; otherwise leave every frame to
+/// the sockets' writer tasks (see [`Pace`]).
 fn offer_all(
     subscribers: &mut Vec<Subscriber>,
+    write_now: bool,
     mut frame_for: impl FnMut(&Subscriber) -> Option<Utf8Bytes>,
 ) -> (u64, Vec<presence::MemberKey>) {
     let mut offered = 0u64;
@@ -923,13 +931,47 @@ fn offer_all(
             return true;
         };
         offered += 1;
-        if sub.out.offer(frame) == Offer::Queued {
+        let offer = if write_now {
+            sub.out.offer(frame)
+        } else {
+            sub.out.offer_to_writer(frame)
+        };
+        if offer == Offer::Queued {
             return true;
         }
         gone.extend(sub.member.take());
         false
     });
     (offered, gone)
+}
+
+/// Whether a broadcast writes the subscribers' sockets itself.
+///
+/// Writing at once costs one `writev` per frame and wakes nothing: the
+/// cheapest delivery while the room is calm. When events come faster than
+/// the hub writes them (a broadcast starts less than the previous one's
+/// duration after it ended: the room kept the hub busy more than half the
+/// time), the frames go to the sockets' writer tasks instead, which run
+/// after the hub and write every frame waiting by then in one `writev`:
+/// fewer writes, and fewer reads for clients, per delivery as load rises.
+/// Writing every frame at once there cut a 10,000-subscriber room at full
+/// rate from 335k to 133k deliveries/s (BENCHMARKS.md, issue 21).
+#[derive(Default)]
+struct Pace {
+    /// When the last broadcast ended, and how long it took.
+    last: Option<(std::time::Instant, Duration)>,
+}
+
+impl Pace {
+    fn write_now(&self, now: std::time::Instant) -> bool {
+        self.last
+            .is_none_or(|(ended, took)| now.saturating_duration_since(ended) >= took)
+    }
+
+    fn broadcast_ended(&mut self, started: std::time::Instant) {
+        let now = std::time::Instant::now();
+        self.last = Some((now, now - started));
+    }
 }
 
 /// Logs a slow broadcast, at most once a second across the node, so a

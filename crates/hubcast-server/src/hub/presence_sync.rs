@@ -89,7 +89,7 @@ impl Hub {
                 };
                 // Encoded once for every Pusher watcher (one channel per room).
                 let mut pusher_frame: Option<Utf8Bytes> = None;
-                let (_, dropped) = offer_all(&mut self.subscribers, |sub| {
+                let (_, dropped) = offer_all(&mut self.subscribers, true, |sub| {
                     if !sub.watching {
                         return None;
                     }

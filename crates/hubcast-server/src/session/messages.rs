@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::Message;
 use futures_util::StreamExt;
 
 use super::join_reports::JoinReports;
@@ -28,7 +28,7 @@ impl Session {
     /// while they wait for a slow client.
     pub(super) async fn read_loop(
         &mut self,
-        stream: &mut futures_util::stream::SplitStream<WebSocket>,
+        stream: &mut crate::socket::ClientFrames,
         joined: &JoinReports<JoinResult>,
     ) {
         let mut deadline = tokio::time::Instant::now() + self.stale;

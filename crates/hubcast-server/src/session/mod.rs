@@ -1,20 +1,24 @@
 //! The session: one client WebSocket connection, subscribed to any number of
 //! rooms.
 //!
-//! The session's own task reads client messages and answers them; a second
-//! task ([`writer`]) drains the bounded outbound queue to the socket. Replay
+//! The session's own task reads client messages and answers them. Frames
+//! reach the socket through its [`DirectSocket`]: hubs write an idle socket
+//! themselves, and a second task ([`socket_writer`]) writes what could not
+//! go out at once, the pings and the close. Replay
 //! runs here, on the session's task, reading the store page by page and
 //! waiting for queue room as it goes, then hands the session to the room's hub
 //! (see [`crate::hub`]) which continues from exactly where the replay ended.
 //!
 //! Files: this one, a session's life (admission, open, serve, close);
 //! `join`, the replay-to-live hand-off; `messages`, reading and answering
-//! client messages; `subscriptions`, subscribing and leaving; `writer`, the
-//! socket writer; `join_reports`, the join tasks' mailbox.
+//! client messages; `subscriptions`, subscribing and leaving;
+//! `socket_writer`, the socket's writer task; `writer`, the queue-draining
+//! writer of Pusher sessions; `join_reports`, the join tasks' mailbox.
 
 mod join;
 mod join_reports;
 mod messages;
+mod socket_writer;
 mod sse;
 mod sse_writer;
 mod subscriptions;
@@ -24,8 +28,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::WebSocket;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::auth::Principal;
@@ -38,6 +41,7 @@ use crate::outbound::{Outbound, SessionControl};
 use crate::protocol::codes::close;
 use crate::protocol::{ProtocolError, ServerMessage, SubscribeRequest};
 use crate::room::RoomName;
+use crate::socket::{ClientFrames, DirectSocket};
 use join_reports::JoinReports;
 pub use sse::{open_sse, SseStream};
 
@@ -76,7 +80,7 @@ pub struct Admission {
 /// BENCHMARKS.md).
 pub fn run(
     node: Arc<Node>,
-    socket: WebSocket,
+    socket: (Arc<DirectSocket>, ClientFrames),
     first: Option<SubscribeRequest>,
     admission: Admission,
 ) -> impl std::future::Future<Output = ()> + Send {
@@ -90,7 +94,7 @@ pub fn run(
 /// A session whose writer runs and whose client has not yet been answered.
 struct Opened {
     session: Session,
-    stream: futures_util::stream::SplitStream<WebSocket>,
+    stream: ClientFrames,
     joined: Arc<JoinReports<JoinResult>>,
     writer: tokio::task::JoinHandle<()>,
     /// Taken (released) once the session stops reading.
@@ -101,7 +105,7 @@ struct Opened {
 
 fn open(
     node: Arc<Node>,
-    socket: WebSocket,
+    (socket, stream): (Arc<DirectSocket>, ClientFrames),
     admission: Admission,
     id: u64,
     name: String,
@@ -123,15 +127,13 @@ fn open(
         url_room,
         Transport::WebSocket,
         from_hook,
+        Some(socket.clone()),
     );
-    let (sink, stream) = socket.split();
-    let writer = tokio::spawn(writer::run(
-        sink,
-        parts.frames,
+    let writer = tokio::spawn(socket_writer::run(
+        socket,
         parts.session.control.clone(),
         parts.session.node.shutdown.clone(),
         Duration::from_millis(parts.session.node.config.heartbeat.interval_ms),
-        std::convert::identity,
     ));
     tracing::debug!("session opened");
     Opened {
@@ -148,13 +150,16 @@ fn open(
 /// A new session and what its transport drains and watches.
 struct SessionParts {
     session: Session,
-    /// The outbound queue's receiving end: the transport's writer drains it.
-    frames: mpsc::Receiver<axum::extract::ws::Utf8Bytes>,
+    /// The outbound queue's receiving end, which the transport's writer
+    /// drains (none for a session that writes its socket directly).
+    frames: Option<mpsc::Receiver<axum::extract::ws::Utf8Bytes>>,
     joined: Arc<JoinReports<JoinResult>>,
 }
 
 impl Session {
-    /// A session with its bounded outbound queue, counted as open.
+    /// A session with its bounded outbound queue (or, given `socket`, its
+    /// socket's backlog of the same limit), counted as open.
+    #[allow(clippy::too_many_arguments)]
     fn with_queue(
         node: Arc<Node>,
         id: u64,
@@ -164,10 +169,16 @@ impl Session {
         url_room: Option<RoomName>,
         transport: Transport,
         from_hook: bool,
+        socket: Option<Arc<DirectSocket>>,
     ) -> SessionParts {
         let control = Arc::new(SessionControl::child_of(&node.shutdown));
-        let (frames_tx, frames) = mpsc::channel(node.config.limits.outbound_queue);
-        let out = Outbound::new(id, frames_tx, control.clone());
+        let (out, frames) = match socket {
+            Some(socket) => (Outbound::direct(id, socket, control.clone()), None),
+            None => {
+                let (frames_tx, frames) = mpsc::channel(node.config.limits.outbound_queue);
+                (Outbound::new(id, frames_tx, control.clone()), Some(frames))
+            }
+        };
         let metrics = crate::metrics::get();
         metrics.connections.increment(1.0);
         metrics.connections_opened.increment(1);
@@ -379,8 +390,10 @@ const LINGER_BYTES: usize = 1024 * 1024;
 /// time and bytes, as nginx's lingering close does. Dropping a socket with unread data makes the kernel
 /// reset the connection, and a reset throws away the close frame the client
 /// has not read yet: it would see 1006 instead of 4008, 1009 or 1012.
-pub(crate) async fn linger(stream: &mut futures_util::stream::SplitStream<WebSocket>) {
-    use futures_util::StreamExt;
+pub(crate) async fn linger<S>(stream: &mut S)
+where
+    S: Stream<Item = Result<axum::extract::ws::Message, axum::Error>> + Unpin,
+{
     let drain = async {
         let mut read = 0usize;
         use axum::extract::ws::Message;

@@ -54,11 +54,12 @@ pub fn open_sse(node: Arc<Node>, stream: SseStream) -> axum::body::Body {
             None,
             Transport::Sse,
             false,
+            None,
         )
     });
     let rooms = requests.iter().map(|r| r.room.clone()).collect();
     let writer = SseWriter::new(
-        parts.frames,
+        parts.frames.expect("an SSE session has a queue"),
         parts.session.control.clone(),
         node.shutdown.clone(),
         &node.config.sse,

@@ -1,4 +1,6 @@
-//! The session's writer task: drains the outbound queue to the socket.
+//! The writer task of a Pusher session: drains its outbound queue to the
+//! socket (hubcast's own sessions write their socket directly:
+//! `socket_writer`). The heartbeat's ping grid is shared by both.
 //!
 //! It writes every frame already queued (up to [`MAX_BURST`]) before one flush,
 //! so a burst of events costs one syscall, not one per event. It also sends the
@@ -121,7 +123,7 @@ pub async fn run(
 const PING_GRID: Duration = Duration::from_millis(250);
 
 /// `at`, rounded up to the ping grid (anchored once per process).
-fn on_ping_grid(at: tokio::time::Instant, ping_every: Duration) -> tokio::time::Instant {
+pub(super) fn on_ping_grid(at: tokio::time::Instant, ping_every: Duration) -> tokio::time::Instant {
     static ANCHOR: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
     let anchor = *ANCHOR.get_or_init(tokio::time::Instant::now);
     let since = at.saturating_duration_since(anchor).as_nanos();
@@ -134,7 +136,7 @@ fn on_ping_grid(at: tokio::time::Instant, ping_every: Duration) -> tokio::time::
 /// interval (on the grid), so that sockets that connected together (the
 /// clients of a killed node resuming within a second) spread over the
 /// interval rather than pinging together every interval from then on.
-fn first_ping(ping_every: Duration) -> tokio::time::Instant {
+pub(super) fn first_ping(ping_every: Duration) -> tokio::time::Instant {
     on_ping_grid(
         tokio::time::Instant::now() + ping_every.mul_f64(0.5 + rand::random::<f64>() * 0.5),
         ping_every,
