@@ -11,6 +11,9 @@
 #   SCENARIOS="fanout-steady" bench/compare.sh  only some scenarios
 #   HUBCAST_PORT=… HUBCAST_PUSHER_PORT=… SOCKUDO_PORT=… NCHAN_PORT=…  ports (default
 #     8787, 8788, 6001, 8091: several people benchmarking on one machine)
+#   SERVER_CPUS=0 LOADGEN_CPUS=1 bench/compare.sh   every server pinned to CPU 0 and
+#     the load generator to CPU 1 (`taskset -c`): the server gets one core, the
+#     same for every server, as on a machine where a delivery costs more
 #
 # Every scenario reports the server's CPU per delivery (`--server-pid`:
 # utime + stime from /proc of the server and every process descended from it,
@@ -48,7 +51,7 @@ start_sockudo() {
   fi
   local port="${SOCKUDO_PORT:-6001}"
   sed "s/\"port\": 6001,/\"port\": $port,/" "$ROOT/bench/peers/sockudo.json" >"$WORK/sockudo.json"
-  (cd "$WORK" && RUST_LOG=warn exec "$bin" --config "$WORK/sockudo.json") >"$WORK/sockudo.log" 2>&1 &
+  (cd "$WORK" && RUST_LOG=warn exec $PIN_SERVER "$bin" --config "$WORK/sockudo.json") >"$WORK/sockudo.log" 2>&1 &
   SERVER_PID=$!
   URL="http://127.0.0.1:$port"
   wait_port "$port"
@@ -68,7 +71,7 @@ secret = "bench-secret"
 TOML
   HUBCAST_RATE_LIMITS__CONNECTS_PER_IP_PER_MINUTE=0 HUBCAST_RATE_LIMITS__MAX_CONNECTIONS_PER_IP=0 \
   HUBCAST_LIMITS__OUTBOUND_QUEUE=8192 RUST_LOG=warn \
-    "$HUBCAST" serve --listen "127.0.0.1:$port" --store "sqlite://$WORK/hubcast/hubcast.db" \
+    $PIN_SERVER "$HUBCAST" serve --listen "127.0.0.1:$port" --store "sqlite://$WORK/hubcast/hubcast.db" \
       --config "$WORK/hubcast/none.toml" >"$WORK/hubcast-pusher.log" 2>&1 &
   SERVER_PID=$!
   URL="http://127.0.0.1:$port"
@@ -84,7 +87,7 @@ start_socketio() {
     (cd "$dir" && npm install --no-audit --no-fund socket.io@4 >/dev/null 2>&1) \
       || { echo "compare: skipping socketio: npm install socket.io@4 failed" >&2; return 1; }
   fi
-  NODE_PATH="$dir/node_modules" PORT=3001 node "$ROOT/bench/peers/socketio-server.js" >"$WORK/socketio.log" 2>&1 &
+  NODE_PATH="$dir/node_modules" PORT=3001 $PIN_SERVER node "$ROOT/bench/peers/socketio-server.js" >"$WORK/socketio.log" 2>&1 &
   SERVER_PID=$!
   URL=http://127.0.0.1:3001
   wait_port 3001
@@ -96,7 +99,7 @@ start_nchan() {
   mkdir -p "$WORK/nchan/logs" "$WORK/nchan/temp"
   local port="${NCHAN_PORT:-8091}"
   sed "s/127.0.0.1:8091/127.0.0.1:$port/" "$ROOT/bench/peers/nchan.conf" >"$WORK/nchan/nchan.conf"
-  nginx -p "$WORK/nchan" -c "$WORK/nchan/nchan.conf" -g 'daemon off;' >"$WORK/nchan.log" 2>&1 &
+  $PIN_SERVER nginx -p "$WORK/nchan" -c "$WORK/nchan/nchan.conf" -g 'daemon off;' >"$WORK/nchan.log" 2>&1 &
   SERVER_PID=$!
   URL="http://127.0.0.1:$port"
   wait_port "$port"
@@ -108,7 +111,7 @@ run_bench() { # SERVER NAME SCENARIO ARGS…
   local target="$server"
   [ "$server" = hubcast-pusher ] && target=pusher
   echo "compare: $server $name" >&2
-  "$HUBCAST" bench "$@" --target "$target" --url "$URL" --server-pid "$SERVER_PID" --quiet \
+  $PIN_LOADGEN "$HUBCAST" bench "$@" --target "$target" --url "$URL" --server-pid "$SERVER_PID" --quiet \
     --json "$OUT/$server-$name.json" >/dev/null \
     || echo "compare: $server $name failed" >&2
 }

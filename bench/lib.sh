@@ -6,6 +6,9 @@ HUBCAST="${HUBCAST_BIN:-$ROOT/target/release/hubcast}"
 # The server under test may be another build than the load generator (A/B runs).
 HUBCAST_SERVER="${HUBCAST_SERVER_BIN:-$HUBCAST}"
 WORK="$(mktemp -d)"
+# CPU pinning (`taskset -c`) for the server under test and the load generator.
+PIN_SERVER="${SERVER_CPUS:+taskset -c $SERVER_CPUS}"
+PIN_LOADGEN="${LOADGEN_CPUS:+taskset -c $LOADGEN_CPUS}"
 SERVER_PID=""
 
 stop_server() {
@@ -39,7 +42,7 @@ start_hubcast() { # [PORT, default $HUBCAST_PORT or 8787]: a fresh hubcast on a 
   mkdir -p "$WORK/hubcast" && : >"$WORK/hubcast/none.toml"
   HUBCAST_RATE_LIMITS__CONNECTS_PER_IP_PER_MINUTE=0 HUBCAST_RATE_LIMITS__MAX_CONNECTIONS_PER_IP=0 \
   HUBCAST_LIMITS__OUTBOUND_QUEUE=8192 RUST_LOG=warn \
-    "$HUBCAST_SERVER" serve --listen "127.0.0.1:$port" --store "sqlite://$WORK/hubcast/hubcast.db" \
+    $PIN_SERVER "$HUBCAST_SERVER" serve --listen "127.0.0.1:$port" --store "sqlite://$WORK/hubcast/hubcast.db" \
       --config "$WORK/hubcast/none.toml" >"$WORK/hubcast.log" 2>&1 &
   SERVER_PID=$!
   URL="http://127.0.0.1:$port"
