@@ -36,3 +36,72 @@ for (size, rnd), by in sorted(rows.items(), key=lambda kv: key(kv[0])):
         print(f"| {size} #{rnd} | {who} | {r['deliveries']:,}/{r['deliveries_expected']:,} | "
               f"{r['deliveries_per_sec']:,.0f} | {r['latency_p50_ms']:.1f} | {r['latency_p99_ms']:.1f} | "
               f"{cpu} | {r.get('server_cpu_us_per_delivery_total')} | {floor or ''} | {xf} | {cpu_ratio} | {rate_ratio} | {load} |")
+
+
+def plot(rounds=(11, 12, 13)):
+    """s11/cpu.svg: median over `rounds` of CPU µs per delivery and p99 per
+    scenario and server, the floor marked (grouped bars, hand-written SVG)."""
+    import statistics
+    sizes = ["1000x50", "2000x100", "10000xmax", "rooms"]
+    servers = [("base", "#999999"), ("new", "#1f77b4"), ("nchan", "#d62728")]
+    med = {}
+    for size in sizes:
+        for who, _ in servers:
+            rs = [rows[(size, n)][who][0] for n in rounds if who in rows.get((size, n), {})]
+            if rs:
+                med[(size, who, "cpu")] = statistics.median(r["server_cpu_us_per_delivery"] for r in rs)
+                med[(size, who, "p99")] = statistics.median(r["latency_p99_ms"] for r in rs)
+        floors = [json.load(open(p))["results"]["cpu_us_per_write"] for n in rounds
+                  for p in [os.path.join(HERE, f"floor-{size}-r{n}.json")] if os.path.exists(p)]
+        if floors:
+            med[(size, "floor", "cpu")] = statistics.median(floors)
+    width, ph, top = 900, 280, 40
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{2 * ph + top + 40}" font-family="sans-serif" font-size="12">',
+           '<rect width="100%" height="100%" fill="white"/>']
+    for i, (who, color) in enumerate(servers):
+        out.append(f'<rect x="{70 + i * 150}" y="10" width="14" height="14" fill="{color}"/><text x="{90 + i * 150}" y="22">{"hubcast " + who if who != "nchan" else "nchan"}</text>')
+    out.append(f'<line x1="{520}" x2="{545}" y1="17" y2="17" stroke="black" stroke-dasharray="4 3"/><text x="550" y="22">floor: one loopback write</text>')
+    for p, (metric, title) in enumerate([("cpu", "server CPU µs per delivery, publish phase (median of 3 rounds; lower is better)"),
+                                         ("p99", "p99 publish→receive, ms (median of 3 rounds; log scale; lower is better)")]):
+        y0 = top + p * (ph + 20)
+        left, right, h = 60, width - 20, ph - 70
+        base = y0 + 30 + h
+        out.append(f'<text x="{left}" y="{y0 + 16}" font-size="14" font-weight="bold">{title}</text>')
+        vals = [v for (s, w, m), v in med.items() if m == metric]
+        if metric == "cpu":
+            hi = max(vals) * 1.1
+            scale = lambda v: v / hi
+            ticks = [hi * i / 5 for i in range(6)]
+        else:
+            lo_e, hi_e = math.floor(math.log10(min(vals))), math.ceil(math.log10(max(vals)))
+            scale = lambda v: (math.log10(v) - lo_e) / max(1, hi_e - lo_e)
+            ticks = [10 ** e for e in range(lo_e, hi_e + 1)]
+        for t in ticks:
+            y = base - scale(t) * h
+            out.append(f'<line x1="{left}" x2="{right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/><text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{t:.3g}</text>')
+        gw = (right - left) / len(sizes)
+        bw = 40
+        for g, size in enumerate(sizes):
+            gx = left + g * gw + (gw - bw * len(servers)) / 2
+            label = {"1000x50": "1,000 × 50/s", "2000x100": "2,000 × 100/s", "10000xmax": "10,000 × max", "rooms": "rooms 2,000 × 5"}[size]
+            out.append(f'<text x="{left + g * gw + gw / 2:.1f}" y="{base + 18}" text-anchor="middle">{label}</text>')
+            for s, (who, color) in enumerate(servers):
+                v = med.get((size, who, metric))
+                if not v:
+                    continue
+                bh = max(1.0, scale(v) * h)
+                x = gx + s * bw
+                out.append(f'<rect x="{x:.1f}" y="{base - bh:.1f}" width="{bw - 3}" height="{bh:.1f}" fill="{color}"><title>{who} {size}: {v:.3g}</title></rect>')
+                out.append(f'<text x="{x + bw / 2 - 1.5:.1f}" y="{base - bh - 4:.1f}" text-anchor="middle" font-size="10">{v:.3g}</text>')
+            fl = med.get((size, "floor", metric))
+            if fl:
+                y = base - scale(fl) * h
+                out.append(f'<line x1="{gx - 5:.1f}" x2="{gx + bw * len(servers) + 5:.1f}" y1="{y:.1f}" y2="{y:.1f}" stroke="black" stroke-dasharray="4 3"/>')
+        out.append(f'<line x1="{left}" x2="{right}" y1="{base}" y2="{base}" stroke="#333"/>')
+    out.append("</svg>")
+    open(os.path.join(HERE, "cpu.svg"), "w").write("\n".join(out) + "\n")
+
+
+if __name__ == "__main__":
+    import math
+    plot()

@@ -23,7 +23,7 @@ use std::task::{ready, Context, Poll};
 
 use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -472,7 +472,14 @@ impl Stream for ClientFrames {
                 WsMessage::Binary(data) => Message::Binary(data),
                 WsMessage::Ping(data) => Message::Ping(data),
                 WsMessage::Pong(data) => Message::Pong(data),
-                WsMessage::Close(_) => Message::Close(None),
+                WsMessage::Close(_) => {
+                    // tungstenite has queued its reply (the client's code
+                    // echoed); it writes it on its next write or flush, and
+                    // the session reads no further: flush now. The socket
+                    // then takes nothing more.
+                    let _ = Sink::<WsMessage>::poll_flush(Pin::new(&mut self.0), cx);
+                    Message::Close(None)
+                }
                 // Only ever produced for writing.
                 WsMessage::Frame(_) => continue,
             };
