@@ -134,14 +134,21 @@ pub async fn run(
     // Publish. The server's CPU is read at both ends of the publish phase
     // (and again once the deliveries are done).
     let server = common.server_processes();
+    // The load generator's own CPU, the same way: what a delivery costs the
+    // client side, which shares the machine with the server.
+    let loadgen = crate::cpu::ServerProcesses {
+        root: std::process::id(),
+    };
     let expected = subscribed * shape.events_per_room;
     let deliver_bar = progress(expected, common.quiet, "deliver");
     let cpu_start = server.and_then(|s| s.cpu_seconds());
+    let loadgen_start = loadgen.cpu_seconds();
     let epoch = Instant::now();
     let epoch_us = now_us();
     let published = publish(target, &rooms, shape).await;
     let publish_seconds = epoch.elapsed().as_secs_f64();
     let cpu_published = server.and_then(|s| s.cpu_seconds());
+    let loadgen_published = loadgen.cpu_seconds();
     let published_us = now_us();
 
     // Wait for the deliveries: all of them, or until they stop coming.
@@ -220,6 +227,12 @@ pub async fn run(
         report.add("server_cpu_seconds_total", delivered - start);
         if let Some(us) = per(delivered - start, deliveries) {
             report.add("server_cpu_us_per_delivery_total", us);
+        }
+    }
+    if let (Some(start), Some(published)) = (loadgen_start, loadgen_published) {
+        if in_publish_phase > 0 {
+            let us = (published - start) * 1e6 / in_publish_phase as f64;
+            report.add("loadgen_cpu_us_per_delivery", (us * 1000.0).round() / 1000.0);
         }
     }
     Ok(report)
