@@ -212,3 +212,52 @@ async fn responsive_clients_outlive_many_heartbeat_intervals() {
     }
     assert!(got_event, "the chatty client missed the event");
 }
+
+/// A reader that keeps up only in bursts: the kernel's buffers fill, so a
+/// frame is often half written when the next arrives. Frames written at once
+/// by the hub, the rest of a frame written later by the writer task, and
+/// pings in between must still reach the client whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_in_bursts_gets_every_frame_whole_and_in_order() {
+    const EVENTS: u64 = 120;
+    let config = format!(
+        "{FAST}[limits]\noutbound_queue = 4096\n[heartbeat]\ninterval_ms = 100\nstale_ms = 120000\n"
+    );
+    let server = Server::start(&config).await;
+    let api = server.api();
+    let room = "bursts";
+    let mut reader = RawWs::connect(server.addr(), &format!("/v1/rooms/{room}/ws")).await;
+    assert_eq!(reader.next_json().await["type"], "welcome");
+    assert_eq!(reader.next_json().await["type"], "subscribed");
+    assert_eq!(reader.next_json().await["type"], "caught_up");
+
+    // Small and large events alternate: a large one fills the socket, and
+    // the small one behind it must wait for all of it.
+    let big = "y".repeat(512 * 1024);
+    let publisher = {
+        let (api, big) = (api.clone(), big.clone());
+        tokio::spawn(async move {
+            for i in 1..=EVENTS {
+                let pad = if i % 2 == 0 { big.as_str() } else { "s" };
+                api.publish(room, json!({"i": i, "pad": pad})).await;
+            }
+        })
+    };
+    let mut seen = Vec::new();
+    while (seen.len() as u64) < EVENTS {
+        let event = reader.next_json().await;
+        assert_eq!(event["type"], "event", "{event}");
+        let i = event["data"]["i"].as_u64().unwrap();
+        let expected_pad = if i % 2 == 0 { big.len() } else { 1 };
+        assert_eq!(event["data"]["pad"].as_str().map(str::len), Some(expected_pad));
+        assert_eq!(event["seq"].as_u64(), Some(i));
+        seen.push(i);
+        // Stop reading now and then, long enough for the buffers to fill.
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert_eq!(seen, range(1, EVENTS));
+    within(PHASE, "the publisher", publisher).await.unwrap();
+    eprintln!("pings read between events: {}", reader.pings);
+}
