@@ -68,6 +68,15 @@ impl SessionControl {
         self.token.cancel();
     }
 
+    /// For a writer about to close: the session's token is a child of the
+    /// node's, so a shutdown cancelled it without a code. Close with 1012
+    /// then, so the client resumes elsewhere at once.
+    pub fn close_if_restarting(&self, shutdown: &CancellationToken) {
+        if shutdown.is_cancelled() {
+            self.close(close::RESTART, "server restarting");
+        }
+    }
+
     /// Called by the writer after it drained frames from the queue.
     pub fn frames_drained(&self) {
         if self.room_wanted.load(Ordering::SeqCst) {

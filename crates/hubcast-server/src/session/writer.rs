@@ -84,11 +84,7 @@ pub async fn run(
         }
         control.frames_drained();
     }
-    // The session's token is a child of the node's: a shutdown cancelled it
-    // without a code. Close with 1012, so the client resumes elsewhere at once.
-    if shutdown.is_cancelled() {
-        control.close(close::RESTART, "server restarting");
-    }
+    control.close_if_restarting(&shutdown);
     if let Some((code, reason)) = control.close_reason() {
         // Frames queued before the close go out first: a refusal queues the
         // `error` frame that says why (forbidden, unauthenticated,
