@@ -234,12 +234,14 @@ async fn a_reader_in_bursts_gets_every_frame_whole_and_in_order() {
     // Small and large events alternate: a large one fills the socket, and
     // the small one behind it must wait for all of it.
     let big = "y".repeat(512 * 1024);
+    let (published_tx, mut published) = tokio::sync::watch::channel(0u64);
     let publisher = {
         let (api, big) = (api.clone(), big.clone());
         tokio::spawn(async move {
             for i in 1..=EVENTS {
                 let pad = if i % 2 == 0 { big.as_str() } else { "s" };
                 api.publish(room, json!({"i": i, "pad": pad})).await;
+                published_tx.send_replace(i);
             }
         })
     };
@@ -252,9 +254,13 @@ async fn a_reader_in_bursts_gets_every_frame_whole_and_in_order() {
         assert_eq!(event["data"]["pad"].as_str().map(str::len), Some(expected_pad));
         assert_eq!(event["seq"].as_u64(), Some(i));
         seen.push(i);
-        // Stop reading now and then, long enough for the buffers to fill.
+        // Stop reading now and then until the server is 40 events (~10 MiB)
+        // ahead: the socket's buffers fill and frames wait half written.
         if i % 10 == 0 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            let ahead = (i + 40).min(EVENTS);
+            within(PHASE, "the publisher to get ahead", published.wait_for(|&n| n >= ahead))
+                .await
+                .unwrap();
         }
     }
     assert_eq!(seen, range(1, EVENTS));
